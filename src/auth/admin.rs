@@ -1,0 +1,1 @@
+//! `besterd user add|passwd|del|list` (placeholder).

@@ -1,0 +1,1 @@
+//! The user store (placeholder).

@@ -1,0 +1,5 @@
+//! besterd: a plain-TCP message broker (architecture map filled in as modules land).
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod cli;

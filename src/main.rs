@@ -1,0 +1,2 @@
+//! The `besterd` binary.
+fn main() {}
