@@ -3,3 +3,5 @@
 
 pub mod auth;
 pub mod cli;
+pub mod config;
+pub mod protocol;

@@ -1,0 +1,517 @@
+//! Configuration: the TOML file (`FileConfig`, serde with `deny_unknown_fields`), validated into a
+//! `Config` the server runs with. Defaults live here and nowhere else; every validation error names
+//! the key it is about. Hostnames are resolved here, once, so the event loop never does DNS.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+use crate::protocol::message::{RESERVED_PREFIX, validate_type};
+
+/// The configuration built into the binary, used by `besterd serve` without `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Placeholder in a handler command for the directory holding the bundled example handlers.
+pub const EXAMPLES_PLACEHOLDER: &str = "{examples}";
+
+/// The configuration file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: FileServer,
+    /// `[handlers.<type>]`.
+    #[serde(default)]
+    pub handlers: BTreeMap<String, FileHandler>,
+}
+
+/// `[server]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    /// This server's name.
+    pub name: Option<String>,
+    /// `host:port` to listen on.
+    pub listen: Option<String>,
+    /// User store path.
+    pub users: Option<PathBuf>,
+    /// Directory for handler sockets.
+    pub runtime_dir: Option<PathBuf>,
+    /// Close connections that have not identified after this long.
+    pub identify_timeout_ms: Option<u64>,
+    /// Answer `handler_timeout` when a handler has not answered after this long.
+    pub request_timeout_ms: Option<u64>,
+    /// How long `serve` waits for started handlers to connect before declaring itself ready.
+    pub handler_startup_timeout_ms: Option<u64>,
+    /// Largest frame body after identify.
+    pub max_frame_bytes: Option<usize>,
+    /// Largest frame body before identify.
+    pub max_identify_frame_bytes: Option<usize>,
+    /// Per-connection outbound queue limit.
+    pub max_outbound_bytes: Option<usize>,
+    /// Most connections at once (clients and handlers).
+    pub max_connections: Option<usize>,
+    /// Argon2 verifier threads.
+    pub auth_threads: Option<usize>,
+    /// Logins waiting for a verifier before new ones are refused with `server_busy`.
+    pub auth_queue: Option<usize>,
+    /// Longest `sendHandler` chain.
+    pub max_chain_depth: Option<usize>,
+    /// User seeded into a store that does not exist yet.
+    pub bootstrap_user: Option<BootstrapUser>,
+}
+
+/// `[server.bootstrap_user]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapUser {
+    /// The user's name.
+    pub username: String,
+    /// An argon2 PHC string (never a clear password).
+    pub password_hash: String,
+}
+
+/// `[handlers.<type>]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHandler {
+    /// Program and arguments to start (besterd supervises it).
+    pub command: Option<Vec<String>>,
+    /// Socket path for a handler started elsewhere (besterd only listens).
+    pub socket: Option<PathBuf>,
+    /// How many processes to start.
+    pub processes: Option<usize>,
+    /// Extra environment for the processes.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory for the processes.
+    pub cwd: Option<PathBuf>,
+    /// Requests in flight to one handler connection before `handler_busy`.
+    pub max_inflight: Option<usize>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This server's name, as peers and users see it.
+    pub name: String,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The user store.
+    pub users: PathBuf,
+    /// Where handler sockets go; `None` means `$RUNTIME_DIRECTORY` or a private temp directory.
+    pub runtime_dir: Option<PathBuf>,
+    /// Written with the bound address once ready.
+    pub ready_file: Option<PathBuf>,
+    /// Identify deadline.
+    pub identify_timeout: Duration,
+    /// Handler answer deadline.
+    pub request_timeout: Duration,
+    /// How long to wait for started handlers at startup.
+    pub handler_startup_timeout: Duration,
+    /// Largest frame body after identify.
+    pub max_frame: usize,
+    /// Largest frame body before identify.
+    pub max_identify_frame: usize,
+    /// Per-connection outbound queue limit.
+    pub max_outbound: usize,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Argon2 verifier threads.
+    pub auth_threads: usize,
+    /// Pending logins before `server_busy`.
+    pub auth_queue: usize,
+    /// Longest `sendHandler` chain.
+    pub max_chain_depth: usize,
+    /// User seeded into a missing store.
+    pub bootstrap_user: Option<BootstrapUser>,
+    /// Handlers by type.
+    pub handlers: BTreeMap<String, HandlerConfig>,
+}
+
+/// How a handler type is provided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerSource {
+    /// besterd starts and supervises these processes.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// How many processes.
+        processes: usize,
+        /// Extra environment.
+        env: BTreeMap<String, String>,
+        /// Working directory.
+        cwd: Option<PathBuf>,
+    },
+    /// Something else starts the handler; it connects to this socket path.
+    Socket(PathBuf),
+}
+
+/// One validated `[handlers.<type>]`.
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    /// Where the processes come from.
+    pub source: HandlerSource,
+    /// Requests in flight per connection before `handler_busy`.
+    pub max_inflight: usize,
+}
+
+/// Everything wrong with a configuration.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// Where the configuration came from.
+    pub origin: String,
+    /// `(key, problem)` pairs.
+    pub problems: Vec<(String, String)>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration {}:", self.origin)?;
+        for (key, problem) in &self.problems {
+            write!(f, "\n  {key}: {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            problems: vec![("(file)".into(), e.to_string())],
+        })?;
+        Config::parse(&text, &origin)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED_DEFAULT, "(embedded default)")
+            .expect("the embedded default configuration is valid (tested)")
+    }
+
+    /// Parse and validate configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
+            origin: origin.to_string(),
+            problems: vec![("(syntax)".into(), e.to_string().trim_end().to_string())],
+        })?;
+        file.validate().map_err(|problems| ConfigError {
+            origin: origin.to_string(),
+            problems,
+        })
+    }
+
+    /// Apply `besterd serve` flags, which win over the file.
+    pub fn apply_flags(&mut self, args: &ServeArgs) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if let Some(listen) = &args.listen {
+            match resolve(listen) {
+                Ok(addr) => self.listen = addr,
+                Err(e) => problems.push(("--listen".to_string(), e)),
+            }
+        }
+        if let Some(name) = &args.name {
+            match validate_server_name(name) {
+                Ok(()) => self.name = name.clone(),
+                Err(e) => problems.push(("--name".to_string(), e)),
+            }
+        }
+        if let Some(users) = &args.users {
+            self.users = users.clone();
+        }
+        if let Some(dir) = &args.runtime_dir {
+            self.runtime_dir = Some(dir.clone());
+        }
+        if let Some(file) = &args.ready_file {
+            self.ready_file = Some(file.clone());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                origin: "(command line)".into(),
+                problems,
+            })
+        }
+    }
+}
+
+fn resolve(listen: &str) -> Result<SocketAddr, String> {
+    listen
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {listen:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{listen:?} resolves to no address"))
+}
+
+fn validate_server_name(name: &str) -> Result<(), String> {
+    validate_type(name)
+        .map_err(|_| format!("{name:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"))
+}
+
+/// Take `value` if set, else `default`; note a problem if it is zero.
+fn positive<T: Copy + PartialEq + Default>(
+    problems: &mut Vec<(String, String)>,
+    key: &str,
+    value: Option<T>,
+    default: T,
+) -> T {
+    let value = value.unwrap_or(default);
+    if value == T::default() {
+        problems.push((key.to_string(), "must be greater than 0".into()));
+    }
+    value
+}
+
+impl FileConfig {
+    /// Check every key and fill in defaults; on failure, every problem found.
+    pub fn validate(self) -> Result<Config, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let s = self.server;
+        let name = s.name.unwrap_or_else(|| "besterd".into());
+        if let Err(e) = validate_server_name(&name) {
+            problems.push(("server.name".into(), e));
+        }
+        let listen = resolve(s.listen.as_deref().unwrap_or("127.0.0.1:2222")).unwrap_or_else(|e| {
+            problems.push(("server.listen".into(), e));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let ms = |v: u64| Duration::from_millis(v);
+        let p = &mut problems;
+        let identify_timeout = ms(positive(
+            p,
+            "server.identify_timeout_ms",
+            s.identify_timeout_ms,
+            3_000,
+        ));
+        let request_timeout = ms(positive(
+            p,
+            "server.request_timeout_ms",
+            s.request_timeout_ms,
+            30_000,
+        ));
+        let handler_startup_timeout = ms(positive(
+            p,
+            "server.handler_startup_timeout_ms",
+            s.handler_startup_timeout_ms,
+            10_000,
+        ));
+        let max_frame = positive(p, "server.max_frame_bytes", s.max_frame_bytes, 1 << 20);
+        let max_identify_frame = positive(
+            p,
+            "server.max_identify_frame_bytes",
+            s.max_identify_frame_bytes,
+            4096,
+        );
+        let max_outbound = positive(
+            p,
+            "server.max_outbound_bytes",
+            s.max_outbound_bytes,
+            8 << 20,
+        );
+        let max_connections = positive(p, "server.max_connections", s.max_connections, 10_000);
+        let auth_threads = positive(p, "server.auth_threads", s.auth_threads, 2);
+        let auth_queue = positive(p, "server.auth_queue", s.auth_queue, 256);
+        let max_chain_depth = positive(p, "server.max_chain_depth", s.max_chain_depth, 8);
+        if max_frame > u32::MAX as usize {
+            problems.push((
+                "server.max_frame_bytes".into(),
+                "must be below 4 GiB".into(),
+            ));
+        }
+        if max_identify_frame > max_frame {
+            problems.push((
+                "server.max_identify_frame_bytes".into(),
+                "must not be larger than server.max_frame_bytes".into(),
+            ));
+        }
+        if max_outbound < max_frame + 4 {
+            problems.push((
+                "server.max_outbound_bytes".into(),
+                "must hold at least one frame of server.max_frame_bytes".into(),
+            ));
+        }
+        if let Some(user) = &s.bootstrap_user
+            && !user.password_hash.starts_with("$argon2")
+        {
+            problems.push((
+                "server.bootstrap_user.password_hash".into(),
+                "must be an argon2 PHC string ($argon2id$...), never a clear password".into(),
+            ));
+        }
+
+        let mut handlers = BTreeMap::new();
+        for (kind, h) in self.handlers {
+            let key = format!("handlers.{kind}");
+            if validate_type(&kind).is_err() {
+                problems.push((
+                    key.clone(),
+                    "type names are 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
+                ));
+            }
+            if kind.starts_with(RESERVED_PREFIX) {
+                problems.push((
+                    key.clone(),
+                    format!("types starting with {RESERVED_PREFIX:?} are built in"),
+                ));
+            }
+            let source = match (h.command, h.socket) {
+                (Some(argv), None) => {
+                    if argv.is_empty() || argv[0].is_empty() {
+                        problems
+                            .push((format!("{key}.command"), "needs at least a program".into()));
+                    }
+                    let processes = h.processes.unwrap_or(1);
+                    if !(1..=64).contains(&processes) {
+                        problems.push((format!("{key}.processes"), "must be from 1 to 64".into()));
+                    }
+                    HandlerSource::Command {
+                        argv,
+                        processes,
+                        env: h.env,
+                        cwd: h.cwd,
+                    }
+                }
+                (None, Some(socket)) => {
+                    if h.processes.is_some() || !h.env.is_empty() || h.cwd.is_some() {
+                        problems.push((
+                            key.clone(),
+                            "processes, env and cwd only go with command".into(),
+                        ));
+                    }
+                    HandlerSource::Socket(socket)
+                }
+                (Some(_), Some(_)) => {
+                    problems.push((key.clone(), "give command or socket, not both".into()));
+                    continue;
+                }
+                (None, None) => {
+                    problems.push((
+                        key.clone(),
+                        "needs command (to start it) or socket (to wait for it)".into(),
+                    ));
+                    continue;
+                }
+            };
+            let max_inflight = positive(
+                &mut problems,
+                &format!("{key}.max_inflight"),
+                h.max_inflight,
+                1024,
+            );
+            handlers.insert(
+                kind,
+                HandlerConfig {
+                    source,
+                    max_inflight,
+                },
+            );
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            name,
+            listen,
+            users: s
+                .users
+                .unwrap_or_else(|| PathBuf::from("besterd-users.json")),
+            runtime_dir: s.runtime_dir,
+            ready_file: None,
+            identify_timeout,
+            request_timeout,
+            handler_startup_timeout,
+            max_frame,
+            max_identify_frame,
+            max_outbound,
+            max_connections,
+            auth_threads,
+            auth_queue,
+            max_chain_depth,
+            bootstrap_user: s.bootstrap_user,
+            handlers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<(String, String)> {
+        Config::parse(text, "test").unwrap_err().problems
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let config = Config::embedded();
+        assert_eq!(config.listen, "127.0.0.1:2222".parse().unwrap());
+        assert!(config.handlers.contains_key("echo"));
+        assert!(config.bootstrap_user.is_some());
+    }
+
+    #[test]
+    fn empty_file_gets_defaults() {
+        let config = Config::parse("", "test").unwrap();
+        assert_eq!(config.name, "besterd");
+        assert_eq!(config.identify_timeout, Duration::from_secs(3));
+        assert_eq!(config.max_frame, 1 << 20);
+        assert!(config.handlers.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_fail_loudly() {
+        let p = problems("[server]\nlisten_on = \"x\"\n");
+        assert_eq!(p[0].0, "(syntax)");
+        assert!(p[0].1.contains("unknown field `listen_on`"), "{p:?}");
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let p = problems(
+            r#"
+            [server]
+            name = "bad name"
+            identify_timeout_ms = 0
+            max_identify_frame_bytes = 9999999
+            [handlers."bester.echo"]
+            command = ["x"]
+            [handlers.both]
+            command = ["x"]
+            socket = "/tmp/x"
+            [handlers.neither]
+            "#,
+        );
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.name",
+                "server.identify_timeout_ms",
+                "server.max_identify_frame_bytes",
+                "handlers.bester.echo",
+                "handlers.both",
+                "handlers.neither"
+            ]
+        );
+    }
+
+    #[test]
+    fn bootstrap_user_must_be_a_hash() {
+        let p =
+            problems("[server.bootstrap_user]\nusername = \"a\"\npassword_hash = \"hunter2\"\n");
+        assert_eq!(p[0].0, "server.bootstrap_user.password_hash");
+    }
+}

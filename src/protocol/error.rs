@@ -1,0 +1,124 @@
+//! The stable error codes a peer can see in `data.code`, and the error body they travel in.
+//!
+//! A code never changes meaning once published; `protocol/PROTOCOL.md` lists every one of them.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Every error a client, handler or peer server can be told about. Serialized in `snake_case`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The length prefix is over the connection's frame limit (the connection is closed).
+    FrameTooLarge,
+    /// The body is not valid UTF-8.
+    InvalidUtf8,
+    /// The body is not JSON (or is empty).
+    InvalidJson,
+    /// The JSON does not have the shape of a message (missing or unknown field, wrong type, not an object).
+    InvalidMessage,
+    /// `header.scope` names no scope this connection may use.
+    UnknownScope,
+    /// A message came before identify succeeded (the connection is closed).
+    NotIdentified,
+    /// A second identify on a connection that is already identified.
+    AlreadyIdentified,
+    /// Identify with a `type` this server does not accept.
+    BadIdentifyType,
+    /// Wrong username or password.
+    AuthFailed,
+    /// No identify within the identify timeout (the connection is closed).
+    IdentifyTimeout,
+    /// No handler is configured for `payload.type`.
+    UnknownType,
+    /// A built-in (`bester.*`) type used the wrong way.
+    ReservedType,
+    /// The handler for the type is not connected, or went away with the request in flight.
+    HandlerUnavailable,
+    /// The handler did not answer within the request timeout.
+    HandlerTimeout,
+    /// The handler has too many requests in flight.
+    HandlerBusy,
+    /// The handler answered with status "error" without a well-formed error body.
+    HandlerError,
+    /// The handler's answer was malformed (bad command or commandData).
+    BadHandlerReply,
+    /// A `sendHandler` chain came back to a type it already passed through.
+    HandlerLoop,
+    /// A `sendHandler` chain is longer than the configured maximum.
+    ChainTooDeep,
+    /// `sendServers` named servers this server has no federation link to.
+    FederationUnavailable,
+    /// The server is too busy to take the request (e.g. the login queue is full).
+    ServerBusy,
+    /// The connection's outbound queue passed its limit (the connection is closed).
+    SlowConsumer,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Something went wrong inside the server; the details are in its log.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::InvalidUtf8 => "invalid_utf8",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::UnknownScope => "unknown_scope",
+            ErrorCode::NotIdentified => "not_identified",
+            ErrorCode::AlreadyIdentified => "already_identified",
+            ErrorCode::BadIdentifyType => "bad_identify_type",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::IdentifyTimeout => "identify_timeout",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::ReservedType => "reserved_type",
+            ErrorCode::HandlerUnavailable => "handler_unavailable",
+            ErrorCode::HandlerTimeout => "handler_timeout",
+            ErrorCode::HandlerBusy => "handler_busy",
+            ErrorCode::HandlerError => "handler_error",
+            ErrorCode::BadHandlerReply => "bad_handler_reply",
+            ErrorCode::HandlerLoop => "handler_loop",
+            ErrorCode::ChainTooDeep => "chain_too_deep",
+            ErrorCode::FederationUnavailable => "federation_unavailable",
+            ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::InternalError => "internal_error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `data` of every error frame: `{"error":"<clear text>","code":"<stable code>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorBody {
+    /// A sentence for people.
+    pub error: String,
+    /// The stable code for programs.
+    pub code: ErrorCode,
+}
+
+impl ErrorBody {
+    /// An error body with this code and text.
+    pub fn new(code: ErrorCode, error: impl Into<String>) -> Self {
+        ErrorBody {
+            error: error.into(),
+            code,
+        }
+    }
+}
+
+impl fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.error)
+    }
+}

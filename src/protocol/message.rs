@@ -1,0 +1,641 @@
+//! Message types, as serde structs: what clients, handlers and peers send, and what we send back.
+//!
+//! Parsing goes bytes → `&str` (UTF-8 checked) → typed struct; any failure becomes an
+//! [`ErrorBody`] with a stable code. `payload.data` stays a [`RawValue`]: the broker forwards it
+//! without parsing it again. Everything outbound is serialized from borrowed structs.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::error::{ErrorBody, ErrorCode};
+
+/// Payload types starting with this prefix are built into the server.
+pub const RESERVED_PREFIX: &str = "bester.";
+/// Longest accepted `payload.type`.
+pub const MAX_TYPE_LEN: usize = 64;
+/// Longest accepted `header.id`.
+pub const MAX_ID_LEN: usize = 128;
+
+/// `header.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Success.
+    Ok,
+    /// Failure; `data` says why.
+    Error,
+}
+
+/// `header.kind` of what the server sends to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// The one direct answer to a frame this connection sent.
+    Reply,
+    /// A message for this user that is not an answer to this connection.
+    Push,
+}
+
+/// `header.scope` of a message: who it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// From a user connected to a server.
+    Client,
+    /// From a federated peer server.
+    Server,
+}
+
+impl Scope {
+    fn parse(scope: &str) -> Result<Scope, ErrorBody> {
+        match scope {
+            "client" => Ok(Scope::Client),
+            "server" => Ok(Scope::Server),
+            other => Err(ErrorBody::new(
+                ErrorCode::UnknownScope,
+                format!("unknown scope {other:?}; expected \"client\""),
+            )),
+        }
+    }
+}
+
+/// `payload`: a type name and opaque data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    /// The type the message is dispatched by.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Anything; forwarded untouched. Missing and `null` are the same.
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
+}
+
+impl Payload {
+    /// A payload of this type carrying already-serialized JSON data.
+    pub fn new(kind: impl Into<String>, data: Option<Box<RawValue>>) -> Self {
+        Payload {
+            kind: kind.into(),
+            data,
+        }
+    }
+
+    /// Parse `data` as a built-in command's argument struct.
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, ErrorBody> {
+        let text = self.data.as_deref().map_or("null", RawValue::get);
+        serde_json::from_str(text).map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::InvalidMessage,
+                format!("bad data for {:?}: {}", self.kind, strip_position(&e)),
+            )
+        })
+    }
+}
+
+/// Who a message comes from: the `from` object in requests and pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sender {
+    /// The user, when a user sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The server the user is attached to (or that sent it).
+    pub server: String,
+    /// The handler type, for pushes a handler made on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+}
+
+/// Username and password, as sent in identify and `bester.authenticate`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// The user's name.
+    pub username: String,
+    /// The password in clear (the connection is expected to be protected by its transport).
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `header.identify`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identify {
+    /// `"client"` or `"server"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A client's credentials.
+    #[serde(default)]
+    pub authentication: Option<Credentials>,
+}
+
+/// A message from a client after identify.
+#[derive(Debug, Clone)]
+pub struct ClientMessage {
+    /// The client's correlation id, echoed in the reply.
+    pub id: Option<String>,
+    /// Always [`Scope::Client`] on a client connection.
+    pub scope: Scope,
+    /// What to dispatch.
+    pub payload: Payload,
+}
+
+/// Any frame a client may send.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// `{"header":{"identify":{...}}}`.
+    Identify(Identify),
+    /// `{"header":{"scope":"client",...},"payload":{...}}`.
+    Message(ClientMessage),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbound {
+    header: RawInboundHeader,
+    #[serde(default)]
+    payload: Option<Payload>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInboundHeader {
+    #[serde(default)]
+    identify: Option<Identify>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// Check a frame body is UTF-8 and parse it as `T`, mapping failures to stable codes.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ErrorBody::new(
+            ErrorCode::InvalidUtf8,
+            format!(
+                "frame body is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| {
+        let code = match e.classify() {
+            serde_json::error::Category::Data => ErrorCode::InvalidMessage,
+            _ => ErrorCode::InvalidJson,
+        };
+        ErrorBody::new(code, e.to_string())
+    })
+}
+
+/// serde_json appends " at line L column C"; data errors of nested values read better without it.
+fn strip_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// Check a payload type name: 1 to 64 bytes of `[A-Za-z0-9._-]`.
+pub fn validate_type(kind: &str) -> Result<(), ErrorBody> {
+    let ok = !kind.is_empty()
+        && kind.len() <= MAX_TYPE_LEN
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorBody::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "payload.type {kind:?} must be 1 to {MAX_TYPE_LEN} characters of A-Z a-z 0-9 . _ -"
+            ),
+        ))
+    }
+}
+
+/// Parse a frame from a client connection.
+pub fn parse_inbound(body: &[u8]) -> Result<Inbound, ErrorBody> {
+    let raw: RawInbound = parse_json(body)?;
+    let invalid = |text: &str| Err(ErrorBody::new(ErrorCode::InvalidMessage, text));
+    if let Some(id) = &raw.header.id
+        && id.len() > MAX_ID_LEN
+    {
+        return invalid(&format!("header.id is longer than {MAX_ID_LEN} bytes"));
+    }
+    match (raw.header.identify, raw.header.scope, raw.payload) {
+        (Some(identify), None, None) if raw.header.id.is_none() => Ok(Inbound::Identify(identify)),
+        (Some(_), _, _) => invalid("an identify frame has only header.identify"),
+        (None, Some(scope), Some(payload)) => {
+            let scope = Scope::parse(&scope)?;
+            validate_type(&payload.kind)?;
+            Ok(Inbound::Message(ClientMessage {
+                id: raw.header.id,
+                scope,
+                payload,
+            }))
+        }
+        (None, None, _) => invalid("header needs \"identify\" or \"scope\""),
+        (None, Some(_), None) => invalid("missing field `payload`"),
+    }
+}
+
+/// The header of a frame sent to a client.
+#[derive(Debug, Serialize)]
+pub struct ClientHeader<'a> {
+    /// ok / error.
+    pub status: Status,
+    /// reply / push.
+    pub kind: ClientKind,
+    /// The id of the frame this replies to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    /// The payload type.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind_of: Option<&'a str>,
+    /// Who sent a push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a Sender>,
+    /// Delivery report: users that were sent the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<&'a [String]>,
+    /// Delivery report: users with no connection on this server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline: Option<&'a [String]>,
+}
+
+impl<'a> ClientHeader<'a> {
+    /// A reply header with nothing but status and id.
+    pub fn reply(status: Status, id: Option<&'a str>) -> Self {
+        ClientHeader {
+            status,
+            kind: ClientKind::Reply,
+            id,
+            kind_of: None,
+            from: None,
+            delivered: None,
+            offline: None,
+        }
+    }
+
+    /// A push header.
+    pub fn push(kind_of: &'a str, from: &'a Sender) -> Self {
+        ClientHeader {
+            status: Status::Ok,
+            kind: ClientKind::Push,
+            id: None,
+            kind_of: Some(kind_of),
+            from: Some(from),
+            delivered: None,
+            offline: None,
+        }
+    }
+}
+
+/// A frame to a client: `{"header":{...},"data":...}`.
+#[derive(Debug, Serialize)]
+pub struct ClientFrame<'a, D: Serialize + ?Sized> {
+    /// Status, kind, id, routing facts.
+    pub header: ClientHeader<'a>,
+    /// The payload data, or an [`ErrorBody`].
+    pub data: &'a D,
+}
+
+/// Serialize a frame body. Serializing our own structs cannot fail.
+pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("serializing a protocol struct")
+}
+
+/// The body of an error reply to a client.
+pub fn client_error(id: Option<&str>, error: &ErrorBody) -> Vec<u8> {
+    to_body(&ClientFrame {
+        header: ClientHeader::reply(Status::Error, id),
+        data: error,
+    })
+}
+
+/// The body of an ok reply to a client with this data.
+pub fn client_ok<D: Serialize + ?Sized>(
+    id: Option<&str>,
+    kind_of: Option<&str>,
+    data: &D,
+) -> Vec<u8> {
+    let mut header = ClientHeader::reply(Status::Ok, id);
+    header.kind_of = kind_of;
+    to_body(&ClientFrame { header, data })
+}
+
+/// The header of a request to a handler.
+#[derive(Debug, Serialize)]
+struct RequestHeader<'a> {
+    kind: &'static str,
+    request: &'a str,
+    scope: Scope,
+    from: &'a Sender,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    via: &'a [String],
+}
+
+#[derive(Debug, Serialize)]
+struct RequestFrame<'a> {
+    header: RequestHeader<'a>,
+    payload: &'a Payload,
+}
+
+/// The body of a request to a handler. `via` lists the types a `sendHandler` chain came through.
+pub fn handler_request(
+    request: &str,
+    scope: Scope,
+    from: &Sender,
+    via: &[String],
+    payload: &Payload,
+) -> Vec<u8> {
+    to_body(&RequestFrame {
+        header: RequestHeader {
+            kind: "request",
+            request,
+            scope,
+            from,
+            via,
+        },
+        payload,
+    })
+}
+
+/// Where a handler's answer goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// To the client that sent the request, and nobody else.
+    Reply,
+    /// To these users on this server.
+    SendClients(Vec<String>),
+    /// To these peer servers.
+    SendServers(Vec<String>),
+    /// To the handler of this type, whose answer is routed in turn.
+    SendHandler(String),
+}
+
+/// A frame from a handler.
+#[derive(Debug, Clone)]
+pub struct HandlerMessage {
+    /// ok / error.
+    pub status: Status,
+    /// Where the payload goes.
+    pub command: Command,
+    /// The request this answers; `None` for a push.
+    pub request: Option<String>,
+    /// The handler's own id for a push, echoed in the delivery report.
+    pub id: Option<String>,
+    /// What to deliver.
+    pub payload: Option<Payload>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHandlerMessage {
+    header: RawHandlerHeader,
+    #[serde(default)]
+    payload: Option<Payload>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHandlerHeader {
+    status: Status,
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(rename = "commandData", default)]
+    command_data: Option<CommandData>,
+    #[serde(default)]
+    request: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CommandData {
+    Names(Vec<String>),
+    Name(String),
+}
+
+/// Parse a frame from a handler.
+pub fn parse_handler_message(body: &[u8]) -> Result<HandlerMessage, ErrorBody> {
+    let raw: RawHandlerMessage = parse_json(body)?;
+    let bad = |text: String| ErrorBody::new(ErrorCode::BadHandlerReply, text);
+    let header = raw.header;
+    let command = match (
+        header.command.as_deref().unwrap_or("reply"),
+        header.command_data,
+    ) {
+        ("reply", None) => Command::Reply,
+        ("reply", Some(_)) => return Err(bad("command \"reply\" takes no commandData".into())),
+        ("sendClients", Some(CommandData::Names(users))) => Command::SendClients(users),
+        ("sendServers", Some(CommandData::Names(servers))) => Command::SendServers(servers),
+        ("sendHandler", Some(CommandData::Name(kind))) => {
+            validate_type(&kind).map_err(|e| bad(e.error))?;
+            Command::SendHandler(kind)
+        }
+        (cmd @ ("sendClients" | "sendServers"), _) => {
+            return Err(bad(format!(
+                "command {cmd:?} needs commandData: an array of names"
+            )));
+        }
+        ("sendHandler", _) => {
+            return Err(bad(
+                "command \"sendHandler\" needs commandData: a type name".into(),
+            ));
+        }
+        (other, _) => return Err(bad(format!("unknown command {other:?}"))),
+    };
+    if let Some(payload) = &raw.payload {
+        validate_type(&payload.kind).map_err(|e| bad(e.error))?;
+    }
+    Ok(HandlerMessage {
+        status: header.status,
+        command,
+        request: header.request,
+        id: header.id,
+        payload: raw.payload,
+    })
+}
+
+/// The header of a report to a handler.
+#[derive(Debug, Serialize)]
+struct ReportHeader<'a> {
+    kind: &'static str,
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offline: Option<&'a [String]>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReportFrame<'a> {
+    header: ReportHeader<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a ErrorBody>,
+}
+
+/// The body of a delivery report for a handler's push.
+pub fn handler_delivery_report(
+    id: Option<&str>,
+    delivered: &[String],
+    offline: &[String],
+) -> Vec<u8> {
+    to_body(&ReportFrame {
+        header: ReportHeader {
+            kind: "report",
+            status: Status::Ok,
+            request: None,
+            id,
+            delivered: Some(delivered),
+            offline: Some(offline),
+        },
+        data: None,
+    })
+}
+
+/// The body of an error report for a frame a handler sent.
+pub fn handler_error_report(request: Option<&str>, id: Option<&str>, error: &ErrorBody) -> Vec<u8> {
+    to_body(&ReportFrame {
+        header: ReportHeader {
+            kind: "report",
+            status: Status::Error,
+            request,
+            id,
+            delivered: None,
+            offline: None,
+        },
+        data: Some(error),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(body: &str) -> ErrorCode {
+        parse_inbound(body.as_bytes()).unwrap_err().code
+    }
+
+    #[test]
+    fn identify_parses() {
+        let frame = br#"{"header":{"identify":{"type":"client","authentication":{"username":"a","password":"p"}}}}"#;
+        let Inbound::Identify(identify) = parse_inbound(frame).unwrap() else {
+            panic!("not an identify")
+        };
+        assert_eq!(identify.kind, "client");
+        let creds = identify.authentication.unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("a", "p")
+        );
+        assert!(
+            !format!("{creds:?}").contains("\"p\""),
+            "password must not be in Debug output"
+        );
+    }
+
+    #[test]
+    fn message_keeps_data_raw() {
+        let frame = br#"{"header":{"scope":"client","id":"7"},"payload":{"type":"echo","data":{"b": [1, 2]}}}"#;
+        let Inbound::Message(msg) = parse_inbound(frame).unwrap() else {
+            panic!("not a message")
+        };
+        assert_eq!(msg.id.as_deref(), Some("7"));
+        assert_eq!(msg.payload.kind, "echo");
+        assert_eq!(msg.payload.data.unwrap().get(), r#"{"b": [1, 2]}"#);
+    }
+
+    #[test]
+    fn bad_inputs_get_stable_codes() {
+        assert_eq!(code_of(""), ErrorCode::InvalidJson);
+        assert_eq!(code_of("{"), ErrorCode::InvalidJson);
+        assert_eq!(code_of("[1]"), ErrorCode::InvalidMessage);
+        assert_eq!(code_of("{}"), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code_of(r#"{"header":{"scope":"client"},"payload":{"type":"e"},"header":{}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code_of(r#"{"header":{"scope":7},"payload":{"type":"e"}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code_of(r#"{"header":{"scope":"galaxy"},"payload":{"type":"e"}}"#),
+            ErrorCode::UnknownScope
+        );
+        assert_eq!(
+            code_of(r#"{"header":{"scope":"client"},"payload":{"type":"a b"}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            parse_inbound(b"\xff\xfe").unwrap_err().code,
+            ErrorCode::InvalidUtf8
+        );
+    }
+
+    #[test]
+    fn handler_commands() {
+        let parse = |s: &str| parse_handler_message(s.as_bytes());
+        let msg = parse(r#"{"header":{"status":"ok","command":"sendClients","commandData":["a","b"],"request":"1"},"payload":{"type":"t","data":1}}"#).unwrap();
+        assert_eq!(
+            msg.command,
+            Command::SendClients(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(msg.request.as_deref(), Some("1"));
+        let msg =
+            parse(r#"{"header":{"status":"ok","request":"1"},"payload":{"type":"t"}}"#).unwrap();
+        assert_eq!(msg.command, Command::Reply);
+        let msg = parse(r#"{"header":{"status":"ok","command":"sendHandler","commandData":"echo"},"payload":{"type":"t"}}"#).unwrap();
+        assert_eq!(msg.command, Command::SendHandler("echo".into()));
+        let err = parse(r#"{"header":{"status":"ok","command":"sendAll"}}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadHandlerReply);
+        assert_eq!(err.error, "unknown command \"sendAll\"");
+        let err =
+            parse(r#"{"header":{"status":"ok","command":"sendClients","commandData":"bob"}}"#)
+                .unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadHandlerReply);
+        let err = parse(r#"{"header":{"status":"maybe"}}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn outbound_shapes() {
+        let body = client_error(Some("9"), &ErrorBody::new(ErrorCode::UnknownType, "no"));
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"header":{"status":"error","kind":"reply","id":"9"},"data":{"error":"no","code":"unknown_type"}}"#
+        );
+        let from = Sender {
+            user: Some("alice".into()),
+            server: "a".into(),
+            handler: None,
+        };
+        let payload = Payload::new("echo", Some(RawValue::from_string("[1]".into()).unwrap()));
+        let body = handler_request("5", Scope::Client, &from, &[], &payload);
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"header":{"kind":"request","request":"5","scope":"client","from":{"user":"alice","server":"a"}},"payload":{"type":"echo","data":[1]}}"#
+        );
+    }
+}

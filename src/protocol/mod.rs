@@ -1,0 +1,12 @@
+//! The wire protocol, pure: framing, message types and error codes. Nothing here touches a socket
+//! or a clock; `net/` moves the bytes and `server/` decides what to do with the messages.
+//!
+//! `protocol/PROTOCOL.md` at the top of the repository is the specification this module implements,
+//! and `protocol/vectors/` holds the examples the tests load.
+
+pub mod error;
+pub mod frame;
+pub mod message;
+
+pub use error::ErrorCode;
+pub use frame::{FrameDecoder, FrameError, encode_frame};
