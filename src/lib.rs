@@ -5,3 +5,5 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod protocol;
+pub mod router;
+pub mod server;

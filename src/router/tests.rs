@@ -1,0 +1,349 @@
+//! Router rules, asserted on the actions it returns.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::protocol::message::{Inbound, parse_handler_message, parse_inbound};
+
+const ALICE: ConnId = ConnId {
+    slot: 1,
+    generation: 1,
+};
+const ALICE2: ConnId = ConnId {
+    slot: 2,
+    generation: 2,
+};
+const BOB: ConnId = ConnId {
+    slot: 3,
+    generation: 3,
+};
+const ECHO: ConnId = ConnId {
+    slot: 10,
+    generation: 10,
+};
+const ECHO2: ConnId = ConnId {
+    slot: 11,
+    generation: 11,
+};
+const UPPER: ConnId = ConnId {
+    slot: 12,
+    generation: 12,
+};
+
+fn router() -> Router {
+    let mut r = Router::new(RouterConfig {
+        server: "a".into(),
+        request_timeout: Duration::from_secs(5),
+        max_chain_depth: 3,
+    });
+    r.add_type("echo", 2);
+    r.add_type("upper", 2);
+    r.add_type("lower", 2);
+    r.client_identified(ALICE, "alice");
+    r.client_identified(ALICE2, "alice");
+    r.client_identified(BOB, "bob");
+    r.handler_connected(ECHO, "echo");
+    r.handler_connected(UPPER, "upper");
+    r
+}
+
+fn msg(id: &str, kind: &str, data: Value) -> ClientMessage {
+    let frame = json!({"header":{"scope":"client","id":id},"payload":{"type":kind,"data":data}});
+    match parse_inbound(frame.to_string().as_bytes()).unwrap() {
+        Inbound::Message(m) => m,
+        Inbound::Identify(_) => unreachable!(),
+    }
+}
+
+fn answer(frame: Value) -> HandlerMessage {
+    parse_handler_message(frame.to_string().as_bytes()).unwrap()
+}
+
+/// The actions as (destination, parsed JSON).
+fn sent(out: &mut Vec<Action>) -> Vec<(ConnId, Value)> {
+    out.drain(..)
+        .map(|Action::Send { to, body }| (to, serde_json::from_slice(&body).unwrap()))
+        .collect()
+}
+
+/// Send a client message and return the request token the handler got.
+fn request(r: &mut Router, from: ConnId, m: ClientMessage, now: Instant) -> (ConnId, String) {
+    let mut out = Vec::new();
+    r.client_message(from, m, now, &mut out);
+    let actions = sent(&mut out);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let (to, frame) = &actions[0];
+    assert_eq!(frame["header"]["kind"], "request");
+    (
+        *to,
+        frame["header"]["request"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn request_carries_sender_and_reply_returns_with_id() {
+    let mut r = router();
+    let now = Instant::now();
+    let mut out = Vec::new();
+    r.client_message(ALICE, msg("7", "echo", json!({"x":1})), now, &mut out);
+    let actions = sent(&mut out);
+    assert_eq!(
+        actions,
+        vec![(
+            ECHO,
+            json!({"header":{"kind":"request","request":"1","scope":"client","from":{"user":"alice","server":"a"}},
+                   "payload":{"type":"echo","data":{"x":1}}})
+        )]
+    );
+    assert_eq!(r.pending_for(ALICE), 1);
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"reply","request":"1"},"payload":{"type":"echo","data":{"x":1}}})),
+        now,
+        &mut out,
+    );
+    assert_eq!(
+        sent(&mut out),
+        vec![(
+            ALICE,
+            json!({"header":{"status":"ok","kind":"reply","id":"7","type":"echo"},"data":{"x":1}})
+        )]
+    );
+    assert_eq!(r.pending_for(ALICE), 0);
+}
+
+#[test]
+fn unknown_and_unavailable_types() {
+    let mut r = router();
+    let mut out = Vec::new();
+    r.client_message(
+        ALICE,
+        msg("1", "nope", json!(null)),
+        Instant::now(),
+        &mut out,
+    );
+    r.client_message(
+        ALICE,
+        msg("2", "lower", json!(null)),
+        Instant::now(),
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions[0].1["data"]["code"], "unknown_type");
+    assert_eq!(
+        actions[0].1["data"]["error"],
+        "no handler for type \"nope\""
+    );
+    assert_eq!(actions[1].1["data"]["code"], "handler_unavailable");
+    assert_eq!(actions[1].1["header"]["id"], "2");
+}
+
+#[test]
+fn send_clients_fans_out_and_reports_offline() {
+    let mut r = router();
+    let now = Instant::now();
+    let (_, token) = request(&mut r, ALICE, msg("9", "echo", json!("hi")), now);
+    let mut out = Vec::new();
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendClients","commandData":["alice","bob","carol","bob"],"request":token},
+                      "payload":{"type":"chat","data":"hi"}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    let push = json!({"header":{"status":"ok","kind":"push","type":"chat","from":{"user":"alice","server":"a"}},"data":"hi"});
+    assert_eq!(
+        actions,
+        vec![
+            (ALICE2, push.clone()),
+            (BOB, push),
+            (
+                ALICE,
+                json!({"header":{"status":"ok","kind":"reply","id":"9","type":"chat","delivered":["alice","bob"],"offline":["carol"]},"data":"hi"})
+            ),
+        ]
+    );
+}
+
+#[test]
+fn sender_not_among_recipients_gets_report_without_data() {
+    let mut r = router();
+    let now = Instant::now();
+    let (_, token) = request(&mut r, BOB, msg("1", "echo", json!(null)), now);
+    let mut out = Vec::new();
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendClients","commandData":["alice"],"request":token},
+                      "payload":{"type":"note","data":"secret"}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions.len(), 3);
+    assert_eq!(actions[2].0, BOB);
+    assert_eq!(actions[2].1["data"], Value::Null);
+    assert_eq!(actions[2].1["header"]["delivered"], json!(["alice"]));
+}
+
+#[test]
+fn handler_gone_fails_its_requests_only() {
+    let mut r = router();
+    r.handler_connected(ECHO2, "echo");
+    let now = Instant::now();
+    let (first, _) = request(&mut r, ALICE, msg("1", "echo", json!(1)), now);
+    let (second, _) = request(&mut r, BOB, msg("2", "echo", json!(2)), now);
+    assert_ne!(first, second, "least-loaded link is chosen");
+    let mut out = Vec::new();
+    r.handler_gone(first, &mut out);
+    let actions = sent(&mut out);
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].0, ALICE);
+    assert_eq!(actions[0].1["data"]["code"], "handler_unavailable");
+    assert_eq!(r.pending_total(), 1);
+}
+
+#[test]
+fn busy_handler_and_timeouts() {
+    let mut r = router();
+    let now = Instant::now();
+    request(&mut r, ALICE, msg("1", "echo", json!(1)), now);
+    request(&mut r, ALICE, msg("2", "echo", json!(2)), now);
+    let mut out = Vec::new();
+    r.client_message(ALICE, msg("3", "echo", json!(3)), now, &mut out);
+    assert_eq!(sent(&mut out)[0].1["data"]["code"], "handler_busy");
+    assert_eq!(r.next_deadline(), Some(now + Duration::from_secs(5)));
+    r.expire(now + Duration::from_secs(4), &mut out);
+    assert!(out.is_empty());
+    r.expire(now + Duration::from_secs(5), &mut out);
+    let actions = sent(&mut out);
+    let ids: Vec<&Value> = actions.iter().map(|(_, f)| &f["header"]["id"]).collect();
+    assert_eq!(ids, [&json!("1"), &json!("2")]);
+    assert!(
+        actions
+            .iter()
+            .all(|(_, f)| f["data"]["code"] == "handler_timeout")
+    );
+    // A late answer is refused back to the handler, and nobody else hears of it.
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","request":"1"},"payload":{"type":"echo"}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].0, ECHO);
+    assert_eq!(actions[0].1["header"]["kind"], "report");
+    assert_eq!(actions[0].1["data"]["code"], "bad_handler_reply");
+}
+
+#[test]
+fn send_handler_chains_and_refuses_loops() {
+    let mut r = router();
+    let now = Instant::now();
+    let (_, token) = request(&mut r, ALICE, msg("1", "upper", json!("x")), now);
+    let mut out = Vec::new();
+    r.handler_message(
+        UPPER,
+        answer(json!({"header":{"status":"ok","command":"sendHandler","commandData":"echo","request":token},"payload":{"type":"echo","data":"X"}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions[0].0, ECHO);
+    assert_eq!(actions[0].1["header"]["via"], json!(["upper"]));
+    let token = actions[0].1["header"]["request"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // echo sends it back to upper: a loop.
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendHandler","commandData":"upper","request":token},"payload":{"type":"upper","data":"X"}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions[0].0, ALICE);
+    assert_eq!(actions[0].1["data"]["code"], "handler_loop");
+    assert_eq!(r.pending_total(), 0);
+}
+
+#[test]
+fn handler_errors_pass_through_or_are_wrapped() {
+    let mut r = router();
+    let now = Instant::now();
+    let (_, token) = request(&mut r, ALICE, msg("1", "echo", json!(1)), now);
+    let mut out = Vec::new();
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"error","request":token},"payload":{"type":"echo","data":{"error":"no room","code":"not_in_room"}}})),
+        now,
+        &mut out,
+    );
+    assert_eq!(
+        sent(&mut out)[0].1,
+        json!({"header":{"status":"error","kind":"reply","id":"1"},"data":{"error":"no room","code":"not_in_room"}})
+    );
+    let (_, token) = request(&mut r, ALICE, msg("2", "echo", json!(1)), now);
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"error","request":token},"payload":{"type":"echo","data":"oops"}})),
+        now,
+        &mut out,
+    );
+    assert_eq!(sent(&mut out)[0].1["data"]["code"], "handler_error");
+}
+
+#[test]
+fn send_servers_is_refused_without_federation() {
+    let mut r = router();
+    let now = Instant::now();
+    let (_, token) = request(&mut r, ALICE, msg("1", "echo", json!(1)), now);
+    let mut out = Vec::new();
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendServers","commandData":["b"],"request":token},"payload":{"type":"chat"}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions[0].0, ALICE);
+    assert_eq!(actions[0].1["data"]["code"], "federation_unavailable");
+}
+
+#[test]
+fn handler_push_is_delivered_and_reported() {
+    let mut r = router();
+    let mut out = Vec::new();
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendClients","commandData":["bob","zed"],"id":"p1"},"payload":{"type":"news","data":1}})),
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(
+        sent(&mut out),
+        vec![
+            (
+                BOB,
+                json!({"header":{"status":"ok","kind":"push","type":"news","from":{"server":"a","handler":"echo"}},"data":1})
+            ),
+            (
+                ECHO,
+                json!({"header":{"kind":"report","status":"ok","id":"p1","delivered":["bob"],"offline":["zed"]}})
+            ),
+        ]
+    );
+}
+
+#[test]
+fn logged_out_user_is_offline() {
+    let mut r = router();
+    r.client_gone(BOB);
+    assert_eq!(r.connections_of("bob"), 0);
+    assert_eq!(r.connections_of("alice"), 2);
+}

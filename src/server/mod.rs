@@ -1,0 +1,2 @@
+//! The server (in progress).
+pub mod token;
