@@ -3,7 +3,10 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod handler;
+pub mod net;
 pub mod protocol;
 pub mod router;
 pub mod server;

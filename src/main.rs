@@ -1,2 +1,134 @@
-//! The `besterd` binary.
-fn main() {}
+//! The `besterd` binary: parse the command line, set up logging, run the subcommand, exit with a
+//! sysexits-style code (64 usage, 78 configuration, 1 runtime failure).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use log::error;
+
+use besterd::cli::{Cli, Command, ServeArgs, UserArgs};
+use besterd::config::Config;
+use besterd::server::Server;
+
+const EX_USAGE: u8 = 64;
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::User(args) => user(&args),
+    }
+}
+
+/// env_logger on stderr, `info` unless `RUST_LOG` says otherwise. Under systemd (stderr goes to the
+/// journal) lines carry `<N>` priority prefixes and no timestamps: the journal adds its own.
+fn init_logging() {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.format(|buf, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{priority}>{}", record.args())
+        });
+    }
+    builder.init();
+}
+
+fn load(config: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    let loaded = match config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::embedded()),
+    };
+    loaded.map_err(|e| {
+        eprintln!("besterd: {e}");
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let mut config = match load(args.config.as_ref()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Err(e) = config.apply_flags(args) {
+        eprintln!("besterd: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &PathBuf) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            let handlers: Vec<&str> = config.handlers.keys().map(String::as_str).collect();
+            println!(
+                "{}: OK (server {:?} on {}, users {}, handlers: {})",
+                path.display(),
+                config.name,
+                config.listen,
+                config.users.display(),
+                if handlers.is_empty() {
+                    "none".to_string()
+                } else {
+                    handlers.join(", ")
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn user(args: &UserArgs) -> ExitCode {
+    let store = match (&args.users, &args.config) {
+        (Some(path), _) => path.clone(),
+        (None, Some(config)) => match load(Some(config)) {
+            Ok(config) => config.users,
+            Err(code) => return code,
+        },
+        (None, None) => Config::embedded().users,
+    };
+    match besterd::auth::admin::run(&store, &args.action) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("besterd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

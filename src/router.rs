@@ -570,6 +570,20 @@ impl Router {
         }
     }
 
+    /// Answer every request in flight with `code` (shutdown).
+    pub fn fail_all(&mut self, code: ErrorCode, out: &mut Vec<Action>) {
+        let mut tokens: Vec<u64> = self.pending.keys().copied().collect();
+        tokens.sort_unstable();
+        for token in tokens {
+            let pending = self.take_pending(token).expect("listed above");
+            let text = format!(
+                "the server is shutting down; the {:?} request was not answered",
+                pending.kind
+            );
+            self.answer_error(&pending, code, text, out);
+        }
+    }
+
     /// The earliest request deadline, for the poll timeout.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         // Drop deadlines of requests already answered.

@@ -1,2 +1,694 @@
-//! The server (in progress).
+//! The server: one mio `Poll` for the TCP listener, the handler sockets, every connection, the auth
+//! workers' waker and signals. The loop only dispatches: each event goes to a small method that reads
+//! frames, hands them to `client.rs`/`handlers.rs`, and queues [`Action`]s; at the end of each
+//! iteration actions are applied, connections marked for closing are closed, and queued output is
+//! flushed. Edge-triggered: reads and accepts drain until `WouldBlock`, capped per event, with the
+//! rest picked up in the next iteration without waiting.
+
+mod client;
+mod conn;
+mod handlers;
 pub mod token;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Waker};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::auth::worker::AuthPool;
+use crate::config::{Config, EXAMPLES_PLACEHOLDER, HandlerSource};
+use crate::handler::supervisor::{ProcessSpec, socket_path_fits};
+use crate::handler::{RuntimeDir, Supervisor};
+use crate::net::{Framed, ReadResult, Stream};
+use crate::protocol::ErrorCode;
+use crate::protocol::error::ErrorBody;
+use crate::protocol::message::client_error;
+use crate::router::{Action, Router, RouterConfig};
+
+use client::AuthTag;
+use conn::{ClientState, Conn, Role};
+use token::{CONN_BASE, ConnId, HANDLER_LISTENER_BASE, LISTENER, SIGNALS, WAKER};
+
+/// Reads per readiness event before yielding to other connections.
+const MAX_READS_PER_EVENT: usize = 16;
+/// Accepts per readiness event before yielding.
+const MAX_ACCEPTS_PER_EVENT: usize = 256;
+/// Size of the loop's shared read buffer.
+const SCRATCH_SIZE: usize = 64 * 1024;
+/// How long a closing connection may take to flush its last frames.
+const LINGER: Duration = Duration::from_secs(2);
+/// How long shutdown waits for clients to take their last frames, and handlers to exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A deadline the loop must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Close the connection if it has not identified.
+    Identify(ConnId),
+    /// Close the connection even if its last frames are not flushed.
+    Linger(ConnId),
+}
+
+struct HandlerListener {
+    kind: String,
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+/// A bound, running-to-be broker.
+pub struct Server {
+    config: Config,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Signals,
+    conns: Slab<Conn>,
+    generation: u64,
+    router: Router,
+    auth: AuthPool<AuthTag>,
+    supervisor: Supervisor,
+    handler_listeners: Vec<HandlerListener>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    actions: Vec<Action>,
+    to_close: Vec<(ConnId, String)>,
+    dirty: Vec<ConnId>,
+    more_input: Vec<ConnId>,
+    accept_again: bool,
+    scratch: Box<[u8]>,
+    startup_deadline: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    // Dropped last: removes the sockets' directory.
+    runtime: RuntimeDir,
+}
+
+impl Server {
+    /// Bind the listener and the handler sockets, seed the user store, start the auth workers and
+    /// the handler processes. Nothing is served until [`Server::run`].
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+        })?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+
+        if let Some(boot) = &config.bootstrap_user {
+            match crate::auth::user_store::bootstrap(
+                &config.users,
+                &boot.username,
+                &boot.password_hash,
+            ) {
+                Ok(true) => info!(
+                    "created user store {} with bootstrap user {:?}",
+                    config.users.display(),
+                    boot.username
+                ),
+                Ok(false) => {}
+                Err(e) => return Err(io::Error::other(format!("user store: {e}"))),
+            }
+        }
+        let auth = AuthPool::start(
+            config.users.clone(),
+            config.auth_threads,
+            config.auth_queue,
+            Arc::clone(&waker),
+        )?;
+
+        let runtime = RuntimeDir::create(config.runtime_dir.as_deref())?;
+        let now = Instant::now();
+        let mut router = Router::new(RouterConfig {
+            server: config.name.clone(),
+            request_timeout: config.request_timeout,
+            max_chain_depth: config.max_chain_depth,
+        });
+        let mut supervisor = Supervisor::new(&config.name);
+        let mut handler_listeners = Vec::new();
+        let mut examples: Option<PathBuf> = None;
+        for (i, (kind, handler)) in config.handlers.iter().enumerate() {
+            router.add_type(kind, handler.max_inflight);
+            let path = match &handler.source {
+                HandlerSource::Socket(path) => path.clone(),
+                HandlerSource::Command { .. } => runtime.socket_for(kind),
+            };
+            if !socket_path_fits(&path) {
+                return Err(io::Error::other(format!(
+                    "handler socket path {} is too long for a Unix socket",
+                    path.display()
+                )));
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => debug!("removed stale socket {}", path.display()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            }
+            let mut unix = UnixListener::bind(&path).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+            })?;
+            poll.registry().register(
+                &mut unix,
+                mio::Token(HANDLER_LISTENER_BASE + i),
+                Interest::READABLE,
+            )?;
+            if let HandlerSource::Command {
+                argv,
+                processes,
+                env,
+                cwd,
+            } = &handler.source
+            {
+                let mut argv = argv.clone();
+                if argv.iter().any(|a| a.contains(EXAMPLES_PLACEHOLDER)) {
+                    let dir = match &examples {
+                        Some(dir) => dir.clone(),
+                        None => examples.insert(runtime.write_examples()?).clone(),
+                    };
+                    let dir = dir.to_string_lossy().into_owned();
+                    for arg in &mut argv {
+                        *arg = arg.replace(EXAMPLES_PLACEHOLDER, &dir);
+                    }
+                }
+                let spec = ProcessSpec {
+                    kind: kind.clone(),
+                    argv,
+                    env: env.clone(),
+                    cwd: cwd.clone(),
+                    socket: path.clone(),
+                };
+                supervisor.add(spec, *processes, now);
+            }
+            handler_listeners.push(HandlerListener {
+                kind: kind.clone(),
+                listener: unix,
+                path,
+            });
+        }
+        supervisor.tick(now);
+        info!(
+            "server={} listening on {local_addr}; handler sockets in {}",
+            config.name,
+            runtime.path().display()
+        );
+        Ok(Server {
+            startup_deadline: Some(now + config.handler_startup_timeout),
+            config,
+            poll,
+            listener: Some(listener),
+            local_addr,
+            signals,
+            conns: Slab::new(),
+            generation: 0,
+            router,
+            auth,
+            supervisor,
+            handler_listeners,
+            timers: BinaryHeap::new(),
+            actions: Vec::new(),
+            to_close: Vec::new(),
+            dirty: Vec::new(),
+            more_input: Vec::new(),
+            accept_again: false,
+            scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
+            shutdown_deadline: None,
+            runtime,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serve until SIGTERM or SIGINT, then shut down cleanly.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_clients(now),
+                    WAKER => self.auth_results(now),
+                    SIGNALS => self.signals(now),
+                    mio::Token(t) if t >= CONN_BASE => {
+                        let slot = t - CONN_BASE;
+                        let Some(id) = self.conns.get(slot).map(|c| c.id) else {
+                            continue;
+                        };
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.readable(id, now);
+                        }
+                        if event.is_writable() {
+                            self.dirty.push(id);
+                        }
+                    }
+                    mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE),
+                }
+            }
+            if std::mem::take(&mut self.accept_again) {
+                self.accept_clients(now);
+            }
+            for id in std::mem::take(&mut self.more_input) {
+                self.readable(id, now);
+            }
+            self.fire_timers(now);
+            self.supervisor.tick(now);
+            self.settle(now);
+            self.flush_dirty();
+            self.settle(now);
+            self.check_ready(now);
+            if self.shutdown_done(now) {
+                break;
+            }
+        }
+        self.finish_shutdown();
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
+        if self.accept_again || !self.more_input.is_empty() || !self.to_close.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.router.next_deadline();
+        let mut consider = |at: Option<Instant>| {
+            if let Some(at) = at {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        };
+        consider(self.timers.peek().map(|Reverse((at, _))| *at));
+        consider(self.supervisor.next_deadline());
+        consider(self.startup_deadline);
+        consider(self.shutdown_deadline);
+        next.map(|at| at.saturating_duration_since(now))
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Look a connection up by id, checking the generation.
+    fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(id.slot).filter(|c| c.id == id)
+    }
+
+    fn accept_clients(&mut self, now: Instant) {
+        for _ in 0..MAX_ACCEPTS_PER_EVENT {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and wait for the next event rather than spin.
+                    error!("accept failed: {e}");
+                    return;
+                }
+            };
+            if self.conns.len() >= self.config.max_connections {
+                warn!("refusing {peer}: {} connections open", self.conns.len());
+                let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
+                let error = ErrorBody::new(ErrorCode::ServerBusy, "too many connections");
+                let _ = framed.queue(&client_error(None, &error));
+                let _ = framed.flush();
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let deadline = now + self.config.identify_timeout;
+            let id = self.insert_conn(
+                Stream::Tcp(stream),
+                peer.to_string(),
+                Role::Client(ClientState::Identifying { deadline }),
+                self.config.max_identify_frame,
+            );
+            if let Some(id) = id {
+                debug!("conn={id} accepted from {peer}");
+                self.timers.push(Reverse((deadline, Timer::Identify(id))));
+            }
+        }
+        // Cap reached: the listener may still be ready; come back next iteration.
+        self.accept_again = true;
+    }
+
+    fn insert_conn(
+        &mut self,
+        stream: Stream,
+        peer: String,
+        role: Role,
+        max_frame: usize,
+    ) -> Option<ConnId> {
+        let generation = self.next_generation();
+        let entry = self.conns.vacant_entry();
+        let id = ConnId {
+            slot: entry.key(),
+            generation,
+        };
+        let mut io = Framed::new(stream, max_frame, self.config.max_outbound);
+        if let Err(e) = io.register(self.poll.registry(), id.token()) {
+            error!("cannot register connection from {peer}: {e}");
+            return None;
+        }
+        entry.insert(Conn {
+            id,
+            io,
+            peer,
+            role,
+            read_closed: false,
+            closing: None,
+        });
+        Some(id)
+    }
+
+    /// Read and handle frames until the socket would block, the connection pauses, or the cap.
+    fn readable(&mut self, id: ConnId, now: Instant) {
+        for _ in 0..MAX_READS_PER_EVENT {
+            if !self.handle_buffered_frames(id, now) {
+                return;
+            }
+            let Some(conn) = self.conns.get_mut(id.slot).filter(|c| c.id == id) else {
+                return;
+            };
+            match conn.io.read_some(&mut self.scratch) {
+                Ok(ReadResult::Data(_)) => {}
+                Ok(ReadResult::WouldBlock) => return,
+                Ok(ReadResult::Eof) => {
+                    self.handle_buffered_frames(id, now);
+                    return self.read_closed(id);
+                }
+                Err(e) => {
+                    debug!("{} read error: {e}", conn.context());
+                    return self.close(id, format!("read error: {e}"));
+                }
+            }
+        }
+        self.more_input.push(id);
+    }
+
+    /// Handle every complete frame already received. False when the connection cannot take more
+    /// input now (paused, closing or gone).
+    fn handle_buffered_frames(&mut self, id: ConnId, now: Instant) -> bool {
+        loop {
+            let Some(conn) = self.conn(id) else {
+                return false;
+            };
+            if !conn.accepts_input() {
+                return false;
+            }
+            let frame = match conn.io.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return true,
+                Err(e) => {
+                    warn!("{}: {e}; closing", conn.context());
+                    let body = client_error(None, &e.to_body());
+                    let is_client = matches!(conn.role, Role::Client(_));
+                    if is_client {
+                        self.send(id, body);
+                        self.finish(id, now, e.to_string());
+                    } else {
+                        self.close(id, e.to_string());
+                    }
+                    return false;
+                }
+            };
+            match &conn.role {
+                Role::Client(_) => self.client_frame(id, &frame, now),
+                Role::Handler { .. } => self.handler_frame(id, &frame, now),
+            }
+        }
+    }
+
+    /// The peer will send nothing more.
+    fn read_closed(&mut self, id: ConnId) {
+        let pending = self.router.pending_for(id);
+        let Some(conn) = self.conn(id) else {
+            return;
+        };
+        conn.read_closed = true;
+        let waiting = pending > 0 || conn.paused();
+        let is_handler = matches!(conn.role, Role::Handler { .. });
+        if is_handler || !waiting {
+            let context = conn.context();
+            debug!("{context} closed by peer");
+            self.close(id, "closed by peer".into());
+        }
+    }
+
+    /// Queue a frame body to a connection; an overflowing client is a slow consumer and is closed.
+    fn send(&mut self, id: ConnId, body: Vec<u8>) {
+        let pending = self.router.pending_for(id);
+        let Some(conn) = self.conn(id) else {
+            debug!("conn={id} gone; dropping a frame for it");
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        match conn.io.queue(&body) {
+            Ok(()) => {
+                let drained = conn.read_closed && pending == 0 && !conn.paused();
+                self.dirty.push(id);
+                if drained {
+                    self.to_close_after_flush(id);
+                }
+            }
+            Err(overflow) => {
+                let reason = format!(
+                    "slow consumer: {} bytes queued, limit {}",
+                    overflow.queued, overflow.max
+                );
+                warn!("{}: {reason}; closing", conn.context());
+                self.to_close.push((id, reason));
+            }
+        }
+    }
+
+    fn to_close_after_flush(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn(id)
+            && conn.closing.is_none()
+        {
+            conn.closing = Some("done".into());
+            self.timers
+                .push(Reverse((Instant::now() + LINGER, Timer::Linger(id))));
+        }
+    }
+
+    /// Close once the queued frames are written (or after the linger time).
+    fn finish(&mut self, id: ConnId, now: Instant, reason: String) {
+        if let Some(conn) = self.conn(id)
+            && conn.closing.is_none()
+        {
+            conn.closing = Some(reason);
+            self.timers.push(Reverse((now + LINGER, Timer::Linger(id))));
+            self.dirty.push(id);
+        }
+    }
+
+    /// Close now: deregister, drop queued output, and tell the router.
+    fn close(&mut self, id: ConnId, reason: String) {
+        if self.conn(id).is_none() {
+            return;
+        }
+        let mut conn = self.conns.remove(id.slot);
+        conn.io.deregister(self.poll.registry());
+        conn.io.shutdown();
+        match &conn.role {
+            Role::Client(_) => {
+                debug!("{} closed: {reason}", conn.context());
+                self.router.client_gone(id);
+            }
+            Role::Handler { .. } => {
+                info!("{} disconnected: {reason}", conn.context());
+                self.router.handler_gone(id, &mut self.actions);
+            }
+        }
+    }
+
+    /// Apply queued actions and closes until none are left.
+    fn settle(&mut self, _now: Instant) {
+        loop {
+            if !self.actions.is_empty() {
+                for action in std::mem::take(&mut self.actions) {
+                    match action {
+                        Action::Send { to, body } => self.send(to, body),
+                    }
+                }
+            } else if let Some((id, reason)) = self.to_close.pop() {
+                self.close(id, reason);
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for id in dirty {
+            let Some(conn) = self.conn(id) else {
+                continue;
+            };
+            match conn.io.flush() {
+                Ok(true) => {
+                    if let Some(reason) = conn.closing.clone() {
+                        self.close(id, reason);
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    debug!("{} write error: {e}", conn.context());
+                    self.close(id, format!("write error: {e}"));
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Identify(id) => {
+                    let Some(conn) = self.conn(id) else { continue };
+                    if matches!(conn.role, Role::Client(ClientState::Identifying { .. })) {
+                        info!("{} did not identify in time; closing", conn.context());
+                        let error = ErrorBody::new(
+                            ErrorCode::IdentifyTimeout,
+                            format!(
+                                "no identify within {} ms",
+                                self.config.identify_timeout.as_millis()
+                            ),
+                        );
+                        self.send(id, client_error(None, &error));
+                        self.finish(id, now, "identify timeout".into());
+                    }
+                }
+                Timer::Linger(id) => {
+                    if self.conn(id).is_some() {
+                        self.close(id, "linger time over".into());
+                    }
+                }
+            }
+        }
+        self.router.expire(now, &mut self.actions);
+    }
+
+    fn signals(&mut self, now: Instant) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGTERM | SIGINT => self.begin_shutdown(now),
+                SIGCHLD => self.supervisor.tick(now),
+                SIGHUP => {
+                    info!("SIGHUP: nothing to reload (the user store is re-read when it changes)")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Once every started handler type has a connection (or the startup timeout passed): ready.
+    fn check_ready(&mut self, now: Instant) {
+        let Some(deadline) = self.startup_deadline else {
+            return;
+        };
+        let counts = self.router.handler_counts();
+        let missing: Vec<String> = self
+            .supervisor
+            .kinds()
+            .into_iter()
+            .filter(|k| counts.get(k).copied().unwrap_or(0) == 0)
+            .collect();
+        if !missing.is_empty() && now < deadline {
+            return;
+        }
+        self.startup_deadline = None;
+        if !missing.is_empty() {
+            warn!(
+                "handlers not connected after startup timeout: {}",
+                missing.join(", ")
+            );
+        }
+        info!(
+            "ready: server={} listening on {}",
+            self.config.name, self.local_addr
+        );
+        if let Some(path) = &self.config.ready_file {
+            let tmp = path.with_extension("tmp");
+            let written = std::fs::write(&tmp, format!("{}\n", self.local_addr))
+                .and_then(|()| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                error!("cannot write ready file {}: {e}", path.display());
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!("shutting down");
+        self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.router
+            .fail_all(ErrorCode::ShuttingDown, &mut self.actions);
+        let clients: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Client(_)))
+            .map(|(_, c)| c.id)
+            .collect();
+        self.settle(now);
+        for id in clients {
+            self.finish(id, now, "server shutting down".into());
+        }
+    }
+
+    fn shutdown_done(&self, now: Instant) -> bool {
+        let Some(deadline) = self.shutdown_deadline else {
+            return false;
+        };
+        now >= deadline
+            || !self
+                .conns
+                .iter()
+                .any(|(_, c)| matches!(c.role, Role::Client(_)))
+    }
+
+    fn finish_shutdown(&mut self) {
+        self.supervisor.stop_all(SHUTDOWN_GRACE);
+        for h in &self.handler_listeners {
+            let _ = std::fs::remove_file(&h.path);
+        }
+        info!(
+            "stopped; removing {} if besterd created it",
+            self.runtime.path().display()
+        );
+    }
+}

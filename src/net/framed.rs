@@ -1,0 +1,327 @@
+//! `Framed`: one non-blocking stream (TCP or Unix) with its partial-frame input and bounded output.
+//!
+//! Reads go through a scratch buffer owned by the event loop, so an idle connection holds no read
+//! buffer at all; only the bytes of an incomplete frame are kept. Output is queued whole frames up
+//! to a byte limit; past it the caller decides (close a slow consumer). Buffers shrink after a drain.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::protocol::{FrameDecoder, FrameError, encode_frame};
+
+/// Capacity kept by an emptied buffer; anything larger is released.
+const KEEP_CAPACITY: usize = 4096;
+
+/// A TCP or Unix stream.
+#[derive(Debug)]
+pub enum Stream {
+    /// A client or peer server.
+    Tcp(TcpStream),
+    /// A handler process.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// What one read did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadResult {
+    /// This many bytes were added to the input.
+    Data(usize),
+    /// Nothing more to read for now.
+    WouldBlock,
+    /// The peer closed its sending side.
+    Eof,
+}
+
+/// The output queue is over its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow {
+    /// Bytes queued before this frame.
+    pub queued: usize,
+    /// The limit.
+    pub max: usize,
+}
+
+/// A stream with framing and bounded buffers.
+#[derive(Debug)]
+pub struct Framed {
+    stream: Stream,
+    decoder: FrameDecoder,
+    input: Vec<u8>,
+    input_pos: usize,
+    output: Vec<u8>,
+    output_pos: usize,
+    max_output: usize,
+}
+
+impl Framed {
+    /// Wrap a stream; frames over `max_frame` are refused, output over `max_output` overflows.
+    pub fn new(stream: Stream, max_frame: usize, max_output: usize) -> Self {
+        Framed {
+            stream,
+            decoder: FrameDecoder::new(max_frame),
+            input: Vec::new(),
+            input_pos: 0,
+            output: Vec::new(),
+            output_pos: 0,
+            max_output,
+        }
+    }
+
+    /// Register for both directions once (edge-triggered; no reregister per write).
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(
+            &mut self.stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    /// Stop receiving events for this stream.
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.stream);
+    }
+
+    /// Change the frame limit (raised after identify).
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.decoder.set_max(max);
+    }
+
+    /// One `read` into `scratch`, appended to the input. Retries on `Interrupted`.
+    pub fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<ReadResult> {
+        loop {
+            return match self.stream.read(scratch) {
+                Ok(0) => Ok(ReadResult::Eof),
+                Ok(n) => {
+                    self.input.extend_from_slice(&scratch[..n]);
+                    Ok(ReadResult::Data(n))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// The next complete frame body in the input, if any.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        match self.decoder.decode(&self.input[self.input_pos..])? {
+            Some((used, body)) => {
+                let body = body.to_vec();
+                self.input_pos += used;
+                if self.input_pos == self.input.len() {
+                    self.input.clear();
+                    self.input_pos = 0;
+                    shrink(&mut self.input);
+                }
+                Ok(Some(body))
+            }
+            None => {
+                // Keep only the incomplete frame's bytes.
+                if self.input_pos > 0 {
+                    self.input.drain(..self.input_pos);
+                    self.input_pos = 0;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Bytes received but not yet returned as frames (an incomplete frame, or frames held back).
+    pub fn buffered_input(&self) -> usize {
+        self.input.len() - self.input_pos
+    }
+
+    /// Queue one frame for sending; refused when it would take the queue over its limit.
+    pub fn queue(&mut self, body: &[u8]) -> Result<(), Overflow> {
+        let queued = self.queued_output();
+        if queued + 4 + body.len() > self.max_output {
+            return Err(Overflow {
+                queued,
+                max: self.max_output,
+            });
+        }
+        encode_frame(body, &mut self.output);
+        Ok(())
+    }
+
+    /// Bytes queued but not yet written.
+    pub fn queued_output(&self) -> usize {
+        self.output.len() - self.output_pos
+    }
+
+    /// Write queued output until done or the socket would block. `Ok(true)` when all is written.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while self.output_pos < self.output.len() {
+            match self.stream.write(&self.output[self.output_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.output_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.output_pos > self.output.len() / 2 {
+                        self.output.drain(..self.output_pos);
+                        self.output_pos = 0;
+                    }
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.output.clear();
+        self.output_pos = 0;
+        shrink(&mut self.output);
+        Ok(true)
+    }
+
+    /// Close both directions now (queued output is discarded).
+    pub fn shutdown(&self) {
+        self.stream.shutdown();
+    }
+
+    /// Bytes of heap this connection's buffers hold (for memory accounting).
+    pub fn buffer_capacity(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
+    }
+}
+
+fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_CAPACITY {
+        *buf = Vec::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(max_frame: usize, max_output: usize) -> (Framed, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let framed = Framed::new(
+            Stream::Unix(UnixStream::from_std(ours)),
+            max_frame,
+            max_output,
+        );
+        (framed, theirs)
+    }
+
+    #[test]
+    fn frames_split_and_batched_across_reads() {
+        let (mut framed, mut peer) = pair(64, 1024);
+        let mut wire = Vec::new();
+        encode_frame(b"{\"a\":1}", &mut wire);
+        encode_frame(b"{}", &mut wire);
+        peer.write_all(&wire[..3]).unwrap();
+        let mut scratch = [0u8; 2];
+        let mut frames = Vec::new();
+        let mut sent = 3;
+        loop {
+            match framed.read_some(&mut scratch).unwrap() {
+                ReadResult::Data(_) => {
+                    while let Some(f) = framed.next_frame().unwrap() {
+                        frames.push(f);
+                    }
+                }
+                ReadResult::WouldBlock if sent < wire.len() => {
+                    peer.write_all(&wire[sent..]).unwrap();
+                    sent = wire.len();
+                }
+                other => panic!("unexpected {other:?} with frames {frames:?}"),
+            }
+            if frames.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(frames, vec![b"{\"a\":1}".to_vec(), b"{}".to_vec()]);
+        assert_eq!(framed.buffered_input(), 0);
+        drop(peer);
+        assert_eq!(framed.read_some(&mut scratch).unwrap(), ReadResult::Eof);
+    }
+
+    #[test]
+    fn output_is_bounded_and_flushes() {
+        let (mut framed, mut peer) = pair(64, 20);
+        framed.queue(b"0123456789").unwrap();
+        assert_eq!(
+            framed.queue(b"0123456789"),
+            Err(Overflow {
+                queued: 14,
+                max: 20
+            })
+        );
+        assert!(framed.flush().unwrap());
+        assert_eq!(framed.queued_output(), 0);
+        let mut got = [0u8; 14];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got[4..], b"0123456789");
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_from_its_header() {
+        let (mut framed, mut peer) = pair(8, 64);
+        peer.write_all(&9u32.to_le_bytes()).unwrap();
+        let mut scratch = [0u8; 64];
+        assert_eq!(framed.read_some(&mut scratch).unwrap(), ReadResult::Data(4));
+        assert_eq!(
+            framed.next_frame(),
+            Err(FrameError::TooLarge { len: 9, max: 8 })
+        );
+    }
+}

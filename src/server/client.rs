@@ -1,0 +1,404 @@
+//! Client sessions: identify, the built-in `bester.*` commands, and the results of password checks
+//! coming back from the auth workers. Ordinary messages are handed to the router.
+
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::worker::{AuthJob, AuthOutcome, AuthResult};
+use crate::protocol::ErrorCode;
+use crate::protocol::error::ErrorBody;
+use crate::protocol::message::{
+    ClientMessage, Credentials, Identify, Inbound, RESERVED_PREFIX, Scope, client_error, client_ok,
+    parse_inbound,
+};
+
+use super::Server;
+use super::conn::{ClientState, Role};
+use super::token::ConnId;
+
+/// Built-in payload types.
+pub const AUTHENTICATE: &str = "bester.authenticate";
+/// Log out and close.
+pub const LOGOUT: &str = "bester.logout";
+/// Change one's own password.
+pub const PASSWD: &str = "bester.passwd";
+/// Who am I, and what does this server offer.
+pub const WHOAMI: &str = "bester.whoami";
+/// Keep-alive.
+pub const PING: &str = "bester.ping";
+
+/// What a password check was for, carried through the auth workers.
+#[derive(Debug, Clone)]
+pub struct AuthTag {
+    conn: ConnId,
+    purpose: Purpose,
+}
+
+#[derive(Debug, Clone)]
+enum Purpose {
+    Identify,
+    Authenticate { id: Option<String> },
+    Passwd { id: Option<String> },
+}
+
+/// `data` of `bester.passwd`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswdData {
+    old: String,
+    new: String,
+}
+
+/// `data` of a successful identify or authenticate.
+#[derive(Serialize)]
+struct Identity<'a> {
+    user: &'a str,
+    server: &'a str,
+}
+
+/// `data` of `bester.whoami`.
+#[derive(Serialize)]
+struct WhoAmI<'a> {
+    user: &'a str,
+    server: &'a str,
+    connections: usize,
+    handlers: std::collections::BTreeMap<String, usize>,
+}
+
+impl Server {
+    /// A frame from a client connection.
+    pub(super) fn client_frame(&mut self, id: ConnId, body: &[u8], now: Instant) {
+        let Some(conn) = self.conn(id) else { return };
+        let Role::Client(state) = &conn.role else {
+            return;
+        };
+        let identifying = matches!(state, ClientState::Identifying { .. });
+        let context = conn.context();
+        match (identifying, parse_inbound(body)) {
+            (true, Ok(Inbound::Identify(identify))) => self.identify(id, identify),
+            (true, Ok(Inbound::Message(_))) => {
+                info!("{context} sent a message before identify; closing");
+                let error = ErrorBody::new(ErrorCode::NotIdentified, "identify first");
+                self.send(id, client_error(None, &error));
+                self.finish(id, now, "message before identify".into());
+            }
+            (true, Err(error)) => {
+                info!("{context} sent a bad first frame ({error}); closing");
+                self.send(id, client_error(None, &error));
+                self.finish(id, now, "bad first frame".into());
+            }
+            (false, Ok(Inbound::Identify(_))) => {
+                let error = ErrorBody::new(
+                    ErrorCode::AlreadyIdentified,
+                    "this connection is already identified",
+                );
+                self.send(id, client_error(None, &error));
+            }
+            (false, Ok(Inbound::Message(msg))) => self.client_message(id, msg, now),
+            (false, Err(error)) => {
+                debug!("{context} bad frame: {error}");
+                self.send(id, client_error(None, &error));
+            }
+        }
+    }
+
+    fn identify(&mut self, id: ConnId, identify: Identify) {
+        let refuse = |server: &mut Server, error: ErrorBody| {
+            server.send(id, client_error(None, &error));
+            server.finish(id, Instant::now(), "identify refused".into());
+        };
+        if identify.kind != "client" {
+            let text = match identify.kind.as_str() {
+                "server" => "this server has no federation peers configured".to_string(),
+                other => {
+                    format!("unknown identify type {other:?}; expected \"client\" or \"server\"")
+                }
+            };
+            return refuse(self, ErrorBody::new(ErrorCode::BadIdentifyType, text));
+        }
+        let Some(Credentials { username, password }) = identify.authentication else {
+            let error = ErrorBody::new(
+                ErrorCode::InvalidMessage,
+                "identify as a client needs authentication",
+            );
+            return refuse(self, error);
+        };
+        let tag = AuthTag {
+            conn: id,
+            purpose: Purpose::Identify,
+        };
+        if self
+            .auth
+            .submit(AuthJob::Verify {
+                tag,
+                username,
+                password,
+            })
+            .is_err()
+        {
+            warn!("conn={id} login refused: the login queue is full");
+            let error = ErrorBody::new(
+                ErrorCode::ServerBusy,
+                "too many logins in progress; try again",
+            );
+            return refuse(self, error);
+        }
+        if let Some(conn) = self.conn(id) {
+            conn.role = Role::Client(ClientState::Verifying);
+        }
+    }
+
+    fn client_message(&mut self, id: ConnId, msg: ClientMessage, now: Instant) {
+        if msg.scope != Scope::Client {
+            let error = ErrorBody::new(
+                ErrorCode::UnknownScope,
+                "clients send with scope \"client\"",
+            );
+            return self.send(id, client_error(msg.id.as_deref(), &error));
+        }
+        if msg.payload.kind.starts_with(RESERVED_PREFIX) {
+            return self.builtin(id, msg, now);
+        }
+        self.router.client_message(id, msg, now, &mut self.actions);
+    }
+
+    fn builtin(&mut self, id: ConnId, msg: ClientMessage, now: Instant) {
+        let Some(user) = self.conn(id).and_then(|c| c.user().map(str::to_string)) else {
+            return;
+        };
+        let reply_id = msg.id.as_deref();
+        let kind = msg.payload.kind.as_str();
+        match kind {
+            PING => self.send(id, client_ok(reply_id, Some(kind), "pong")),
+            WHOAMI => {
+                let data = WhoAmI {
+                    user: &user,
+                    server: &self.config.name,
+                    connections: self.router.connections_of(&user),
+                    handlers: self.router.handler_counts(),
+                };
+                let body = client_ok(reply_id, Some(kind), &data);
+                self.send(id, body);
+            }
+            LOGOUT => {
+                info!("conn={id} user={user} logged out");
+                self.router.client_gone(id);
+                let data = Identity {
+                    user: &user,
+                    server: &self.config.name,
+                };
+                let body = client_ok(reply_id, Some(kind), &data);
+                self.send(id, body);
+                self.finish(id, now, "logged out".into());
+            }
+            AUTHENTICATE => match msg.payload.data_as::<Credentials>() {
+                Ok(Credentials { username, password }) => {
+                    let purpose = Purpose::Authenticate { id: msg.id.clone() };
+                    self.submit_busy(id, purpose, AuthJobKind::Verify { username, password });
+                }
+                Err(error) => self.send(id, client_error(reply_id, &error)),
+            },
+            PASSWD => match msg.payload.data_as::<PasswdData>() {
+                Ok(PasswdData { old, new }) => {
+                    let purpose = Purpose::Passwd { id: msg.id.clone() };
+                    self.submit_busy(
+                        id,
+                        purpose,
+                        AuthJobKind::Change {
+                            username: user,
+                            old,
+                            new,
+                        },
+                    );
+                }
+                Err(error) => self.send(id, client_error(reply_id, &error)),
+            },
+            other => {
+                let error = ErrorBody::new(
+                    ErrorCode::ReservedType,
+                    format!(
+                        "{other:?} is not a built-in type; types starting with {RESERVED_PREFIX:?} are reserved"
+                    ),
+                );
+                self.send(id, client_error(reply_id, &error));
+            }
+        }
+    }
+
+    /// Queue an auth job for a ready client and hold its later frames until the answer.
+    fn submit_busy(&mut self, id: ConnId, purpose: Purpose, job: AuthJobKind) {
+        let reply_id = match &purpose {
+            Purpose::Authenticate { id } | Purpose::Passwd { id } => id.clone(),
+            Purpose::Identify => None,
+        };
+        let tag = AuthTag { conn: id, purpose };
+        let job = match job {
+            AuthJobKind::Verify { username, password } => AuthJob::Verify {
+                tag,
+                username,
+                password,
+            },
+            AuthJobKind::Change { username, old, new } => AuthJob::ChangePassword {
+                tag,
+                username,
+                old,
+                new,
+            },
+        };
+        if self.auth.submit(job).is_err() {
+            let error = ErrorBody::new(
+                ErrorCode::ServerBusy,
+                "too many logins in progress; try again",
+            );
+            return self.send(id, client_error(reply_id.as_deref(), &error));
+        }
+        if let Some(conn) = self.conn(id)
+            && let Role::Client(ClientState::Ready { busy, .. }) = &mut conn.role
+        {
+            *busy = true;
+        }
+    }
+
+    /// Drain finished password checks.
+    pub(super) fn auth_results(&mut self, now: Instant) {
+        while let Some(result) = self.auth.try_recv() {
+            self.auth_result(result, now);
+        }
+    }
+
+    fn auth_result(&mut self, result: AuthResult<AuthTag>, now: Instant) {
+        let AuthResult {
+            tag,
+            username,
+            outcome,
+        } = result;
+        let id = tag.conn;
+        let server = self.config.name.clone();
+        let max_frame = self.config.max_frame;
+        let Some(conn) = self.conn(id) else {
+            debug!("conn={id} gone before its password check finished");
+            return;
+        };
+        let previous = conn.user().map(str::to_string);
+        let peer = conn.peer.clone();
+        let identity = Identity {
+            user: &username,
+            server: &server,
+        };
+        match (tag.purpose, outcome) {
+            (Purpose::Identify, AuthOutcome::Ok) => {
+                info!("conn={id} user={username} logged in from {peer}");
+                conn.io.set_max_frame(max_frame);
+                conn.role = Role::Client(ClientState::Ready {
+                    user: username.clone(),
+                    busy: false,
+                });
+                self.router.client_identified(id, &username);
+                self.send(id, client_ok(None, None, &identity));
+            }
+            (Purpose::Identify, outcome) => {
+                let error = login_error(&outcome);
+                info!(
+                    "conn={id} login as {username:?} from {peer} failed: {}",
+                    error.code
+                );
+                self.send(id, client_error(None, &error));
+                self.finish(id, now, "login failed".into());
+            }
+            (Purpose::Authenticate { id: reply_id }, AuthOutcome::Ok) => {
+                info!(
+                    "conn={id} switched from user={} to user={username}",
+                    previous.as_deref().unwrap_or("?")
+                );
+                conn.role = Role::Client(ClientState::Ready {
+                    user: username.clone(),
+                    busy: false,
+                });
+                self.router.client_identified(id, &username);
+                self.send(
+                    id,
+                    client_ok(reply_id.as_deref(), Some(AUTHENTICATE), &identity),
+                );
+            }
+            (Purpose::Authenticate { id: reply_id }, outcome) => {
+                info!("conn={id} re-authentication as {username:?} failed");
+                self.set_idle(id);
+                self.send(
+                    id,
+                    client_error(reply_id.as_deref(), &login_error(&outcome)),
+                );
+            }
+            (Purpose::Passwd { id: reply_id }, outcome) => {
+                self.set_idle(id);
+                let body = match outcome {
+                    AuthOutcome::Ok => {
+                        info!("conn={id} user={username} changed their password");
+                        client_ok(reply_id.as_deref(), Some(PASSWD), &identity)
+                    }
+                    AuthOutcome::BadCredentials => client_error(
+                        reply_id.as_deref(),
+                        &ErrorBody::new(ErrorCode::AuthFailed, "the old password is wrong"),
+                    ),
+                    AuthOutcome::InvalidPassword(why) => client_error(
+                        reply_id.as_deref(),
+                        &ErrorBody::new(
+                            ErrorCode::InvalidMessage,
+                            format!("new password refused: {why}"),
+                        ),
+                    ),
+                    AuthOutcome::StoreError(e) => {
+                        warn!("conn={id} user={username} password change failed: {e}");
+                        client_error(
+                            reply_id.as_deref(),
+                            &ErrorBody::new(
+                                ErrorCode::InternalError,
+                                "the user store could not be updated",
+                            ),
+                        )
+                    }
+                };
+                self.send(id, body);
+            }
+        }
+        // Frames that arrived while the check ran can now be handled.
+        self.more_input.push(id);
+        if let Some(conn) = self.conn(id)
+            && conn.read_closed
+            && self.router.pending_for(id) == 0
+        {
+            self.finish(id, now, "closed by peer".into());
+        }
+    }
+
+    fn set_idle(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn(id)
+            && let Role::Client(ClientState::Ready { busy, .. }) = &mut conn.role
+        {
+            *busy = false;
+        }
+    }
+}
+
+enum AuthJobKind {
+    Verify {
+        username: String,
+        password: String,
+    },
+    Change {
+        username: String,
+        old: String,
+        new: String,
+    },
+}
+
+fn login_error(outcome: &AuthOutcome) -> ErrorBody {
+    match outcome {
+        AuthOutcome::StoreError(e) => {
+            warn!("user store error during login: {e}");
+            ErrorBody::new(ErrorCode::InternalError, "the user store could not be read")
+        }
+        _ => ErrorBody::new(ErrorCode::AuthFailed, "invalid username or password"),
+    }
+}

@@ -1,0 +1,94 @@
+//! One connection as the server sees it: its framed stream, what kind of peer it is, and where a
+//! client is in its session (identifying → verifying → ready). The transitions are made by
+//! `server/client.rs`; this module only holds the state and answers questions about it.
+
+use std::time::Instant;
+
+use crate::net::Framed;
+
+use super::token::ConnId;
+
+/// Where a client connection is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientState {
+    /// Connected; identify must arrive before the deadline.
+    Identifying {
+        /// When the connection is closed if it has not identified.
+        deadline: Instant,
+    },
+    /// Identify received; the password is being checked off the loop.
+    Verifying,
+    /// Logged in.
+    Ready {
+        /// The user.
+        user: String,
+        /// A built-in auth operation is running: later frames wait until it is done.
+        busy: bool,
+    },
+}
+
+/// What is on the other end.
+#[derive(Debug)]
+pub enum Role {
+    /// A user's client over TCP.
+    Client(ClientState),
+    /// A handler process over its type's Unix socket.
+    Handler {
+        /// The payload type it serves.
+        kind: String,
+        /// Whether a bad frame from it has been logged already (log once, not per frame).
+        complained: bool,
+    },
+}
+
+/// A connection in the server's slab.
+#[derive(Debug)]
+pub struct Conn {
+    /// Its identity.
+    pub id: ConnId,
+    /// The stream.
+    pub io: Framed,
+    /// The peer's address, for logs.
+    pub peer: String,
+    /// Client or handler.
+    pub role: Role,
+    /// The peer closed its sending side; answers still in flight are delivered before closing.
+    pub read_closed: bool,
+    /// Close as soon as queued output is written; read nothing more.
+    pub closing: Option<String>,
+}
+
+impl Conn {
+    /// Whether frames already received should be left waiting (login or auth built-in running).
+    pub fn paused(&self) -> bool {
+        match &self.role {
+            Role::Client(ClientState::Verifying) => true,
+            Role::Client(ClientState::Ready { busy, .. }) => *busy,
+            _ => false,
+        }
+    }
+
+    /// Whether more input may be read and handled.
+    pub fn accepts_input(&self) -> bool {
+        self.closing.is_none() && !self.read_closed && !self.paused()
+    }
+
+    /// The logged-in user, for clients that are ready.
+    pub fn user(&self) -> Option<&str> {
+        match &self.role {
+            Role::Client(ClientState::Ready { user, .. }) => Some(user),
+            _ => None,
+        }
+    }
+
+    /// A short description for log lines: `conn=3.7 user=alice` or `conn=4.8 handler=echo`.
+    pub fn context(&self) -> String {
+        match &self.role {
+            Role::Client(ClientState::Ready { user, .. }) => {
+                format!("conn={} user={user}", self.id)
+            }
+            Role::Client(_) => format!("conn={} peer={}", self.id, self.peer),
+            Role::Handler { kind, .. } => format!("conn={} handler={kind}", self.id),
+        }
+    }
+}

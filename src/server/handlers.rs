@@ -1,0 +1,72 @@
+//! Handler links: accepting a handler process's connection on its type's socket (connected means
+//! ready), and handing its frames to the router. A handler that sends garbage is told so in an error
+//! report and logged once per connection, not once per frame.
+
+use std::io;
+use std::time::Instant;
+
+use log::{debug, error, info, warn};
+
+use crate::net::Stream;
+use crate::protocol::message::{handler_error_report, parse_handler_message};
+
+use super::Server;
+use super::conn::Role;
+use super::token::ConnId;
+
+impl Server {
+    /// Accept handler connections on the socket of listener `index`.
+    pub(super) fn accept_handlers(&mut self, index: usize) {
+        loop {
+            let Some(h) = self.handler_listeners.get(index) else {
+                return;
+            };
+            let kind = h.kind.clone();
+            let stream = match h.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    error!("handler={kind} accept failed: {e}");
+                    return;
+                }
+            };
+            let role = Role::Handler {
+                kind: kind.clone(),
+                complained: false,
+            };
+            let max_frame = self.config.max_frame;
+            if let Some(id) = self.insert_conn(
+                Stream::Unix(stream),
+                format!("{kind}.sock"),
+                role,
+                max_frame,
+            ) {
+                info!("conn={id} handler={kind} connected");
+                self.router.handler_connected(id, &kind);
+            }
+        }
+    }
+
+    /// A frame from a handler.
+    pub(super) fn handler_frame(&mut self, id: ConnId, body: &[u8], now: Instant) {
+        match parse_handler_message(body) {
+            Ok(msg) => self.router.handler_message(id, msg, now, &mut self.actions),
+            Err(error) => {
+                let Some(conn) = self.conn(id) else { return };
+                if let Role::Handler { complained, .. } = &mut conn.role {
+                    if *complained {
+                        debug!("{} bad frame: {error}", conn.context());
+                    } else {
+                        *complained = true;
+                        warn!(
+                            "{} sent a bad frame: {error} (further ones are logged at debug level)",
+                            conn.context()
+                        );
+                    }
+                }
+                self.send(id, handler_error_report(None, None, &error));
+            }
+        }
+    }
+}
