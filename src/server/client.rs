@@ -362,14 +362,9 @@ impl Server {
                 self.send(id, body);
             }
         }
-        // Frames that arrived while the check ran can now be handled.
+        // Frames that arrived while the check ran can now be handled (and a half-closed
+        // connection closed once they are answered).
         self.more_input.push(id);
-        if let Some(conn) = self.conn(id)
-            && conn.read_closed
-            && self.router.pending_for(id) == 0
-        {
-            self.finish(id, now, "closed by peer".into());
-        }
     }
 
     fn set_idle(&mut self, id: ConnId) {

@@ -68,9 +68,9 @@ impl Conn {
         }
     }
 
-    /// Whether more input may be read and handled.
+    /// Whether received frames may be handled now.
     pub fn accepts_input(&self) -> bool {
-        self.closing.is_none() && !self.read_closed && !self.paused()
+        self.closing.is_none() && !self.paused()
     }
 
     /// The logged-in user, for clients that are ready.

@@ -390,13 +390,13 @@ impl Server {
             let Some(conn) = self.conns.get_mut(id.slot).filter(|c| c.id == id) else {
                 return;
             };
+            if conn.read_closed {
+                return self.close_if_drained(id, now);
+            }
             match conn.io.read_some(&mut self.scratch) {
                 Ok(ReadResult::Data(_)) => {}
                 Ok(ReadResult::WouldBlock) => return,
-                Ok(ReadResult::Eof) => {
-                    self.handle_buffered_frames(id, now);
-                    return self.read_closed(id);
-                }
+                Ok(ReadResult::Eof) => conn.read_closed = true,
                 Err(e) => {
                     debug!("{} read error: {e}", conn.context());
                     return self.close(id, format!("read error: {e}"));
@@ -439,19 +439,25 @@ impl Server {
         }
     }
 
-    /// The peer will send nothing more.
-    fn read_closed(&mut self, id: ConnId) {
+    /// The peer sent its last byte and every complete frame has been handled. A handler link closes
+    /// at once; a client is closed once the answers to its requests still in flight are written.
+    fn close_if_drained(&mut self, id: ConnId, now: Instant) {
         let pending = self.router.pending_for(id);
         let Some(conn) = self.conn(id) else {
             return;
         };
-        conn.read_closed = true;
-        let waiting = pending > 0 || conn.paused();
-        let is_handler = matches!(conn.role, Role::Handler { .. });
-        if is_handler || !waiting {
-            let context = conn.context();
-            debug!("{context} closed by peer");
-            self.close(id, "closed by peer".into());
+        if matches!(conn.role, Role::Handler { .. }) {
+            return self.close(id, "closed by peer".into());
+        }
+        if conn.io.buffered_input() > 0 {
+            debug!(
+                "{} closed mid-frame ({} bytes dropped)",
+                conn.context(),
+                conn.io.buffered_input()
+            );
+        }
+        if pending == 0 && !conn.paused() {
+            self.finish(id, now, "closed by peer".into());
         }
     }
 
@@ -470,7 +476,7 @@ impl Server {
                 let drained = conn.read_closed && pending == 0 && !conn.paused();
                 self.dirty.push(id);
                 if drained {
-                    self.to_close_after_flush(id);
+                    self.more_input.push(id);
                 }
             }
             Err(overflow) => {
@@ -481,16 +487,6 @@ impl Server {
                 warn!("{}: {reason}; closing", conn.context());
                 self.to_close.push((id, reason));
             }
-        }
-    }
-
-    fn to_close_after_flush(&mut self, id: ConnId) {
-        if let Some(conn) = self.conn(id)
-            && conn.closing.is_none()
-        {
-            conn.closing = Some("done".into());
-            self.timers
-                .push(Reverse((Instant::now() + LINGER, Timer::Linger(id))));
         }
     }
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run every test of the project: Rust (unit + integration against the real binary and real
+# handler processes), the Python and Node example handlers' own tests, formatting and lints.
+# Installs nothing; `.ci/run` (or scripts/setup.sh) installs what is needed first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "== cargo test"
+cargo build --quiet --bins
+cargo test --all-targets
+
+echo "== python handler tests"
+python3 -m unittest discover -s handlers/python/tests -t handlers/python
+
+echo "== node handler tests"
+node --test handlers/node/test/

@@ -1,0 +1,249 @@
+//! Test harness: start the real `besterd` binary on an ephemeral loopback port with real handler
+//! processes, wait for its ready file (polling with a deadline, no fixed sleeps), and stop it with
+//! SIGTERM when the test ends. Each broker gets its own temporary directory for config, users,
+//! sockets and log.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use besterd::client::Client;
+use serde_json::Value;
+
+/// How long anything in a test may take before it is a failure.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `command = [...]` for an example handler, by path from the repository root.
+pub fn handler(program: &str, script: &str) -> String {
+    format!(
+        "command = [{:?}, {:?}]",
+        program,
+        repo().join(script).display().to_string()
+    )
+}
+
+/// The handlers most tests use: Python echo and chat, Node upper, the faulty test handler.
+pub fn standard_handlers() -> String {
+    format!(
+        "[handlers.echo]\n{}\n[handlers.chat]\n{}\n[handlers.upper]\n{}\n[handlers.faulty]\n{}\n",
+        handler("python3", "handlers/python/echo.py"),
+        handler("python3", "handlers/python/chat.py"),
+        handler("node", "handlers/node/upper.js"),
+        handler("python3", "tests/handlers/faulty.py"),
+    )
+}
+
+/// A running broker.
+pub struct Broker {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Start with the standard handlers and these extra `[server]` keys.
+    pub fn start(server_keys: &str) -> Broker {
+        Broker::start_with(
+            server_keys,
+            &standard_handlers(),
+            &[
+                ("alice", "alice-pw"),
+                ("bob", "bob-pw"),
+                ("carol", "carol-pw"),
+            ],
+        )
+    }
+
+    /// Start with explicit `[server]` keys, handler tables and users.
+    pub fn start_with(server_keys: &str, handlers: &str, users: &[(&str, &str)]) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, password) in users {
+            add_user(&dir.path().join("users.json"), name, password);
+        }
+        let config = format!(
+            "[server]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\nusers = {:?}\nruntime_dir = {:?}\n{server_keys}\n{handlers}",
+            dir.path().join("users.json").display().to_string(),
+            dir.path().join("run").display().to_string(),
+        );
+        std::fs::write(dir.path().join("besterd.toml"), config).unwrap();
+        let ready = dir.path().join("ready");
+        let log = std::fs::File::create(dir.path().join("besterd.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_besterd"))
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.path().join("besterd.toml"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start besterd");
+        let mut broker = Broker {
+            child: Some(child),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                broker.addr = text.trim().parse().expect("address in ready file");
+                return broker;
+            }
+            if let Some(status) = broker.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "besterd exited with {status} before ready:\n{}",
+                    broker.log()
+                );
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "besterd not ready in time:\n{}",
+                broker.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("besterd.log")).unwrap_or_default()
+    }
+
+    /// The user store path.
+    pub fn users(&self) -> PathBuf {
+        self.dir.path().join("users.json")
+    }
+
+    /// Log in; panics unless the login succeeds.
+    pub fn login(&self, user: &str, password: &str) -> Client {
+        let (client, reply) = Client::login(self.addr, user, password).expect("connect");
+        assert_eq!(
+            reply["header"]["status"], "ok",
+            "login of {user} failed: {reply}"
+        );
+        client.set_timeout(Some(DEADLINE)).unwrap();
+        client
+    }
+
+    /// A raw connection (not identified) with a read timeout.
+    pub fn connect(&self) -> Client {
+        let client = Client::connect(self.addr).expect("connect");
+        client.set_timeout(Some(DEADLINE)).unwrap();
+        client
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// Stop with SIGTERM and return the exit status (waits at most the deadline, then kills).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), libc::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("besterd did not stop on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let status = self.stop();
+            if !std::thread::panicking() {
+                assert!(
+                    status.success(),
+                    "besterd exited with {status}:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+}
+
+/// Send a signal to a process.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid we own; no memory involved.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// `besterd user add NAME --password-stdin --users PATH`.
+pub fn add_user(users: &Path, name: &str, password: &str) {
+    let out = besterd_cmd(
+        &[
+            "user",
+            "--users",
+            users.to_str().unwrap(),
+            "add",
+            name,
+            "--password-stdin",
+        ],
+        Some(password),
+    );
+    assert!(
+        out.status.success(),
+        "user add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run the besterd binary with these arguments and optional stdin.
+pub fn besterd_cmd(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_besterd"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        writeln!(input, "{text}").unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// Poll `f` until it returns Some, or panic at the deadline.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The error code of a reply.
+pub fn code(frame: &Value) -> &str {
+    frame["data"]["code"].as_str().unwrap_or("<none>")
+}
