@@ -2,7 +2,7 @@
 //! sysexits-style code (64 usage, 78 configuration, 1 runtime failure).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -90,7 +90,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
 }
 
-fn check_config(path: &PathBuf) -> ExitCode {
+fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             let handlers: Vec<&str> = config.handlers.keys().map(String::as_str).collect();

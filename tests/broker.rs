@@ -225,8 +225,8 @@ fn two_hundred_pipelined_requests_each_answered_once_with_its_id() {
     let broker = Broker::start("");
     let mut alice = broker.login("alice", "alice-pw");
     let mut wire = Vec::new();
-    for i in 0..200 {
-        let kind = if i % 2 == 0 { "echo" } else { "upper" };
+    for i in 0..200usize {
+        let kind = if i.is_multiple_of(2) { "echo" } else { "upper" };
         let data = if kind == "echo" {
             json!({"n": i})
         } else {
@@ -242,7 +242,7 @@ fn two_hundred_pipelined_requests_each_answered_once_with_its_id() {
         assert_eq!(reply["header"]["status"], "ok", "{reply}");
         let id = reply["header"]["id"].as_str().unwrap().to_string();
         let i: usize = id[1..].parse().unwrap();
-        let expected = if i % 2 == 0 {
+        let expected = if i.is_multiple_of(2) {
             json!({"n": i})
         } else {
             json!({"text": format!("M{i}")})

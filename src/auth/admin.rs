@@ -51,7 +51,7 @@ pub fn run(store: &Path, action: &UserAction) -> Result<(), AdminError> {
             name,
             password_stdin,
         } => {
-            if user_store::read(store)?.get(name).is_none() {
+            if !user_store::read(store)?.contains_key(name) {
                 return Err(StoreError::NoSuchUser(name.clone()).into());
             }
             let password = read_password(name, *password_stdin)?;

@@ -209,3 +209,70 @@ mod tests {
         }
     }
 }
+
+/// The shared vectors in `protocol/vectors/frames.json`, which the example handlers' codecs are
+/// tested against too.
+#[cfg(test)]
+mod vectors {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::protocol::message::parse_json;
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn frames_json() {
+        let doc: Value =
+            serde_json::from_str(include_str!("../../protocol/vectors/frames.json")).unwrap();
+        let max = doc["max_frame"].as_u64().unwrap() as usize;
+        let decoder = FrameDecoder::new(max);
+        let valid = doc["valid"].as_array().unwrap();
+        for case in valid {
+            let json = case["json"].as_str().unwrap();
+            let mut encoded = Vec::new();
+            encode_frame(json.as_bytes(), &mut encoded);
+            assert_eq!(
+                encoded,
+                hex(case["hex"].as_str().unwrap()),
+                "{}",
+                case["name"]
+            );
+            let (used, body) = decoder.decode(&encoded).unwrap().unwrap();
+            assert_eq!((used, body), (encoded.len(), json.as_bytes()));
+        }
+        let stream = hex(doc["stream"]["hex"].as_str().unwrap());
+        for split in [1, 2, 3, 7, 64, stream.len()] {
+            let mut pending = Vec::new();
+            let mut got = Vec::new();
+            for piece in stream.chunks(split) {
+                pending.extend_from_slice(piece);
+                while let Some((used, body)) = decoder.decode(&pending).unwrap() {
+                    got.push(String::from_utf8(body.to_vec()).unwrap());
+                    pending.drain(..used);
+                }
+            }
+            let want: Vec<&str> = valid.iter().map(|c| c["json"].as_str().unwrap()).collect();
+            assert_eq!(got, want, "split {split}");
+        }
+        for case in doc["invalid"].as_array().unwrap() {
+            let bytes = hex(case["hex"].as_str().unwrap());
+            let code = match decoder.decode(&bytes) {
+                Err(e) => e.to_body().code,
+                Ok(Some((_, body))) => parse_json::<Value>(body).unwrap_err().code,
+                Ok(None) => panic!("{}: incomplete", case["name"]),
+            };
+            assert_eq!(
+                code.as_str(),
+                case["code"].as_str().unwrap(),
+                "{}",
+                case["name"]
+            );
+        }
+    }
+}
