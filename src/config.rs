@@ -63,6 +63,16 @@ pub struct FileServer {
     pub auth_queue: Option<usize>,
     /// Longest `sendHandler` chain.
     pub max_chain_depth: Option<usize>,
+    /// Close client connections that send nothing for this long (keep alive with `bester.ping`).
+    pub idle_timeout_ms: Option<u64>,
+    /// Most connections from one IP address.
+    pub max_connections_per_ip: Option<usize>,
+    /// Most connections of one user.
+    pub max_connections_per_user: Option<usize>,
+    /// Failed logins allowed per IP address per minute (a burst of this many, refilled over a minute).
+    pub login_failures_per_ip: Option<u32>,
+    /// Failed logins allowed per username per minute.
+    pub login_failures_per_user: Option<u32>,
     /// User seeded into a store that does not exist yet.
     pub bootstrap_user: Option<BootstrapUser>,
 }
@@ -129,6 +139,16 @@ pub struct Config {
     pub auth_queue: usize,
     /// Longest `sendHandler` chain.
     pub max_chain_depth: usize,
+    /// Idle client connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Most connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Most connections of one user.
+    pub max_connections_per_user: usize,
+    /// Failed logins per IP address per minute.
+    pub login_failures_per_ip: u32,
+    /// Failed logins per username per minute.
+    pub login_failures_per_user: u32,
     /// User seeded into a missing store.
     pub bootstrap_user: Option<BootstrapUser>,
     /// Handlers by type.
@@ -324,6 +344,36 @@ impl FileConfig {
         let auth_threads = positive(p, "server.auth_threads", s.auth_threads, 2);
         let auth_queue = positive(p, "server.auth_queue", s.auth_queue, 256);
         let max_chain_depth = positive(p, "server.max_chain_depth", s.max_chain_depth, 8);
+        let idle_timeout = ms(positive(
+            p,
+            "server.idle_timeout_ms",
+            s.idle_timeout_ms,
+            300_000,
+        ));
+        let max_connections_per_ip = positive(
+            p,
+            "server.max_connections_per_ip",
+            s.max_connections_per_ip,
+            256,
+        );
+        let max_connections_per_user = positive(
+            p,
+            "server.max_connections_per_user",
+            s.max_connections_per_user,
+            64,
+        );
+        let login_failures_per_ip = positive(
+            p,
+            "server.login_failures_per_ip",
+            s.login_failures_per_ip,
+            30,
+        );
+        let login_failures_per_user = positive(
+            p,
+            "server.login_failures_per_user",
+            s.login_failures_per_user,
+            10,
+        );
         if max_frame > u32::MAX as usize {
             problems.push((
                 "server.max_frame_bytes".into(),
@@ -440,6 +490,11 @@ impl FileConfig {
             auth_threads,
             auth_queue,
             max_chain_depth,
+            idle_timeout,
+            max_connections_per_ip,
+            max_connections_per_user,
+            login_failures_per_ip,
+            login_failures_per_user,
             bootstrap_user: s.bootstrap_user,
             handlers,
         })

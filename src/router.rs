@@ -268,7 +268,7 @@ impl Router {
             .min_by_key(|c| self.links.get(c).map_or(usize::MAX, |l| l.inflight));
         let Some(handler) = chosen else {
             let text = format!("the {:?} handler is not running", pending.kind);
-            return self.answer_error(&pending, ErrorCode::HandlerUnavailable, text, out);
+            return self.answer_error(&pending, ErrorCode::HandlerNotRunning, text, out);
         };
         pool.next = (pool.next + 1) % count;
         let max_inflight = pool.max_inflight;

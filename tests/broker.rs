@@ -180,7 +180,7 @@ fn handler_killed_mid_request_is_answered_then_restarted() {
         match reply["header"]["status"].as_str() {
             Some("ok") => reply["data"]["pid"].as_u64(),
             _ => {
-                assert_eq!(code(&reply), "handler_unavailable", "{reply}");
+                assert_eq!(code(&reply), "handler_not_running", "{reply}");
                 None
             }
         }

@@ -34,7 +34,9 @@ pub enum ErrorCode {
     UnknownType,
     /// A built-in (`bester.*`) type used the wrong way.
     ReservedType,
-    /// The handler for the type is not connected, or went away with the request in flight.
+    /// No process of the handler's type is connected (not started, restarting, or refusing to start).
+    HandlerNotRunning,
+    /// The handler went away with the request in flight.
     HandlerUnavailable,
     /// The handler did not answer within the request timeout.
     HandlerTimeout,
@@ -54,6 +56,12 @@ pub enum ErrorCode {
     ServerBusy,
     /// The connection's outbound queue passed its limit (the connection is closed).
     SlowConsumer,
+    /// Too many connections: in total, from this address, or for this user (the connection is closed).
+    TooManyConnections,
+    /// Too many failed logins for this user or from this address; try again later.
+    RateLimited,
+    /// Nothing received for the idle timeout (the connection is closed).
+    IdleTimeout,
     /// The server is shutting down.
     ShuttingDown,
     /// Something went wrong inside the server; the details are in its log.
@@ -76,6 +84,7 @@ impl ErrorCode {
             ErrorCode::IdentifyTimeout => "identify_timeout",
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::ReservedType => "reserved_type",
+            ErrorCode::HandlerNotRunning => "handler_not_running",
             ErrorCode::HandlerUnavailable => "handler_unavailable",
             ErrorCode::HandlerTimeout => "handler_timeout",
             ErrorCode::HandlerBusy => "handler_busy",
@@ -86,6 +95,9 @@ impl ErrorCode {
             ErrorCode::FederationUnavailable => "federation_unavailable",
             ErrorCode::ServerBusy => "server_busy",
             ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::InternalError => "internal_error",
         }

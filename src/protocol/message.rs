@@ -179,7 +179,8 @@ struct RawInboundHeader {
     id: Option<String>,
 }
 
-/// Check a frame body is UTF-8 and parse it as `T`, mapping failures to stable codes.
+/// Check a frame body is UTF-8, well-formed JSON with no duplicate keys and bounded nesting, and
+/// parse it as `T`, mapping failures to stable codes.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
     let text = std::str::from_utf8(body).map_err(|e| {
         ErrorBody::new(
@@ -190,13 +191,15 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
             ),
         )
     })?;
-    serde_json::from_str(text).map_err(|e| {
+    let to_body = |e: serde_json::Error| {
         let code = match e.classify() {
             serde_json::error::Category::Data => ErrorCode::InvalidMessage,
             _ => ErrorCode::InvalidJson,
         };
         ErrorBody::new(code, e.to_string())
-    })
+    };
+    super::validate::check(text).map_err(to_body)?;
+    serde_json::from_str(text).map_err(to_body)
 }
 
 /// serde_json appends " at line L column C"; data errors of nested values read better without it.

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod validate;
 
 pub use error::ErrorCode;
 pub use frame::{FrameDecoder, FrameError, encode_frame};

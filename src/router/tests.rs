@@ -136,7 +136,7 @@ fn unknown_and_unavailable_types() {
         actions[0].1["data"]["error"],
         "no handler for type \"nope\""
     );
-    assert_eq!(actions[1].1["data"]["code"], "handler_unavailable");
+    assert_eq!(actions[1].1["data"]["code"], "handler_not_running");
     assert_eq!(actions[1].1["header"]["id"], "2");
 }
 

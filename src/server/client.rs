@@ -33,6 +33,7 @@ pub const PING: &str = "bester.ping";
 #[derive(Debug, Clone)]
 pub struct AuthTag {
     conn: ConnId,
+    ip: Option<std::net::IpAddr>,
     purpose: Purpose,
 }
 
@@ -125,8 +126,13 @@ impl Server {
             );
             return refuse(self, error);
         };
+        let ip = self.conn(id).and_then(|c| c.ip);
+        if !self.logins.allows(ip, &username, Instant::now()) {
+            return refuse(self, rate_limited());
+        }
         let tag = AuthTag {
             conn: id,
+            ip,
             purpose: Purpose::Identify,
         };
         if self
@@ -195,11 +201,18 @@ impl Server {
             }
             AUTHENTICATE => match msg.payload.data_as::<Credentials>() {
                 Ok(Credentials { username, password }) => {
-                    let purpose = Purpose::Authenticate { id: msg.id.clone() };
-                    self.submit_busy(id, purpose, AuthJobKind::Verify { username, password });
+                    if self.login_allowed(id, &username, now) {
+                        let purpose = Purpose::Authenticate { id: msg.id.clone() };
+                        self.submit_busy(id, purpose, AuthJobKind::Verify { username, password });
+                    } else {
+                        self.send(id, client_error(reply_id, &rate_limited()));
+                    }
                 }
                 Err(error) => self.send(id, client_error(reply_id, &error)),
             },
+            PASSWD if !self.login_allowed(id, &user, now) => {
+                self.send(id, client_error(reply_id, &rate_limited()));
+            }
             PASSWD => match msg.payload.data_as::<PasswdData>() {
                 Ok(PasswdData { old, new }) => {
                     let purpose = Purpose::Passwd { id: msg.id.clone() };
@@ -227,13 +240,23 @@ impl Server {
         }
     }
 
+    fn login_allowed(&mut self, id: ConnId, user: &str, now: Instant) -> bool {
+        let ip = self.conn(id).and_then(|c| c.ip);
+        self.logins.allows(ip, user, now)
+    }
+
     /// Queue an auth job for a ready client and hold its later frames until the answer.
     fn submit_busy(&mut self, id: ConnId, purpose: Purpose, job: AuthJobKind) {
         let reply_id = match &purpose {
             Purpose::Authenticate { id } | Purpose::Passwd { id } => id.clone(),
             Purpose::Identify => None,
         };
-        let tag = AuthTag { conn: id, purpose };
+        let ip = self.conn(id).and_then(|c| c.ip);
+        let tag = AuthTag {
+            conn: id,
+            ip,
+            purpose,
+        };
         let job = match job {
             AuthJobKind::Verify { username, password } => AuthJob::Verify {
                 tag,
@@ -277,17 +300,35 @@ impl Server {
         let id = tag.conn;
         let server = self.config.name.clone();
         let max_frame = self.config.max_frame;
+        if outcome == AuthOutcome::BadCredentials {
+            self.logins.failed(tag.ip, &username, now);
+        }
         let Some(conn) = self.conn(id) else {
             debug!("conn={id} gone before its password check finished");
             return;
         };
         let previous = conn.user().map(str::to_string);
         let peer = conn.peer.clone();
+        let over_limit = outcome == AuthOutcome::Ok
+            && previous.as_deref() != Some(username.as_str())
+            && self.router.connections_of(&username) >= self.config.max_connections_per_user;
+        let Some(conn) = self.conn(id) else { return };
         let identity = Identity {
             user: &username,
             server: &server,
         };
         match (tag.purpose, outcome) {
+            (Purpose::Identify, AuthOutcome::Ok) if over_limit => {
+                info!("conn={id} user={username} refused: too many connections");
+                let error = too_many_for(&username, self.config.max_connections_per_user);
+                self.send(id, client_error(None, &error));
+                self.finish(id, now, "too many connections for the user".into());
+            }
+            (Purpose::Authenticate { id: reply_id }, AuthOutcome::Ok) if over_limit => {
+                self.set_idle(id);
+                let error = too_many_for(&username, self.config.max_connections_per_user);
+                self.send(id, client_error(reply_id.as_deref(), &error));
+            }
             (Purpose::Identify, AuthOutcome::Ok) => {
                 info!("conn={id} user={username} logged in from {peer}");
                 conn.io.set_max_frame(max_frame);
@@ -296,6 +337,7 @@ impl Server {
                     busy: false,
                 });
                 self.router.client_identified(id, &username);
+                self.arm_idle(id, now);
                 self.send(id, client_ok(None, None, &identity));
             }
             (Purpose::Identify, outcome) => {
@@ -386,6 +428,20 @@ enum AuthJobKind {
         old: String,
         new: String,
     },
+}
+
+fn rate_limited() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::RateLimited,
+        "too many failed logins for this user or from this address; try again later",
+    )
+}
+
+fn too_many_for(user: &str, max: usize) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::TooManyConnections,
+        format!("user {user:?} already has {max} connections"),
+    )
 }
 
 fn login_error(outcome: &AuthOutcome) -> ErrorBody {

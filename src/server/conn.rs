@@ -2,6 +2,7 @@
 //! client is in its session (identifying → verifying → ready). The transitions are made by
 //! `server/client.rs`; this module only holds the state and answers questions about it.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::net::Framed;
@@ -50,6 +51,10 @@ pub struct Conn {
     pub io: Framed,
     /// The peer's address, for logs.
     pub peer: String,
+    /// The peer's IP address (TCP connections).
+    pub ip: Option<IpAddr>,
+    /// When the last frame arrived (for the idle timeout).
+    pub last_seen: Instant,
     /// Client or handler.
     pub role: Role,
     /// The peer closed its sending side; answers still in flight are delivered before closing.

@@ -39,6 +39,7 @@ impl Server {
             if let Some(id) = self.insert_conn(
                 Stream::Unix(stream),
                 format!("{kind}.sock"),
+                None,
                 role,
                 max_frame,
             ) {

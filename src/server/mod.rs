@@ -8,12 +8,13 @@
 mod client;
 mod conn;
 mod handlers;
+pub mod limits;
 pub mod token;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,7 @@ use crate::router::{Action, Router, RouterConfig};
 
 use client::AuthTag;
 use conn::{ClientState, Conn, Role};
+use limits::LoginLimiter;
 use token::{CONN_BASE, ConnId, HANDLER_LISTENER_BASE, LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
@@ -57,6 +59,8 @@ enum Timer {
     Identify(ConnId),
     /// Close the connection even if its last frames are not flushed.
     Linger(ConnId),
+    /// Close the connection if nothing arrived for the idle timeout.
+    Idle(ConnId),
 }
 
 struct HandlerListener {
@@ -76,6 +80,8 @@ pub struct Server {
     generation: u64,
     router: Router,
     auth: AuthPool<AuthTag>,
+    logins: LoginLimiter,
+    per_ip: HashMap<IpAddr, usize>,
     supervisor: Supervisor,
     handler_listeners: Vec<HandlerListener>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -203,6 +209,8 @@ impl Server {
             config.name,
             runtime.path().display()
         );
+        let logins =
+            LoginLimiter::new(config.login_failures_per_ip, config.login_failures_per_user);
         Ok(Server {
             startup_deadline: Some(now + config.handler_startup_timeout),
             config,
@@ -214,6 +222,8 @@ impl Server {
             generation: 0,
             router,
             auth,
+            logins,
+            per_ip: HashMap::new(),
             supervisor,
             handler_listeners,
             timers: BinaryHeap::new(),
@@ -327,19 +337,33 @@ impl Server {
                     return;
                 }
             };
-            if self.conns.len() >= self.config.max_connections {
-                warn!("refusing {peer}: {} connections open", self.conns.len());
+            let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let refusal = if self.conns.len() >= self.config.max_connections {
+                Some(format!("too many connections ({} open)", self.conns.len()))
+            } else if from_ip >= self.config.max_connections_per_ip {
+                Some(format!(
+                    "too many connections from {} ({from_ip} open)",
+                    peer.ip()
+                ))
+            } else {
+                None
+            };
+            if let Some(text) = refusal {
+                // Told once, best effort, without taking a slot: the socket is dropped at once.
+                debug!("refusing {peer}: {text}");
                 let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
-                let error = ErrorBody::new(ErrorCode::ServerBusy, "too many connections");
+                let error = ErrorBody::new(ErrorCode::TooManyConnections, text);
                 let _ = framed.queue(&client_error(None, &error));
                 let _ = framed.flush();
                 continue;
             }
+            *self.per_ip.entry(peer.ip()).or_default() += 1;
             let _ = stream.set_nodelay(true);
             let deadline = now + self.config.identify_timeout;
             let id = self.insert_conn(
                 Stream::Tcp(stream),
                 peer.to_string(),
+                Some(peer.ip()),
                 Role::Client(ClientState::Identifying { deadline }),
                 self.config.max_identify_frame,
             );
@@ -356,6 +380,7 @@ impl Server {
         &mut self,
         stream: Stream,
         peer: String,
+        ip: Option<IpAddr>,
         role: Role,
         max_frame: usize,
     ) -> Option<ConnId> {
@@ -368,12 +393,15 @@ impl Server {
         let mut io = Framed::new(stream, max_frame, self.config.max_outbound);
         if let Err(e) = io.register(self.poll.registry(), id.token()) {
             error!("cannot register connection from {peer}: {e}");
+            self.forget_ip(ip);
             return None;
         }
         entry.insert(Conn {
             id,
             io,
             peer,
+            ip,
+            last_seen: Instant::now(),
             role,
             read_closed: false,
             closing: None,
@@ -432,6 +460,7 @@ impl Server {
                     return false;
                 }
             };
+            conn.last_seen = now;
             match &conn.role {
                 Role::Client(_) => self.client_frame(id, &frame, now),
                 Role::Handler { .. } => self.handler_frame(id, &frame, now),
@@ -513,10 +542,23 @@ impl Server {
             Role::Client(_) => {
                 debug!("{} closed: {reason}", conn.context());
                 self.router.client_gone(id);
+                self.forget_ip(conn.ip);
             }
             Role::Handler { .. } => {
                 info!("{} disconnected: {reason}", conn.context());
                 self.router.handler_gone(id, &mut self.actions);
+            }
+        }
+    }
+
+    /// One connection from this address fewer.
+    fn forget_ip(&mut self, ip: Option<IpAddr>) {
+        if let Some(ip) = ip
+            && let Some(count) = self.per_ip.get_mut(&ip)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&ip);
             }
         }
     }
@@ -588,9 +630,43 @@ impl Server {
                         self.close(id, "linger time over".into());
                     }
                 }
+                Timer::Idle(id) => self.check_idle(id, now),
             }
         }
         self.router.expire(now, &mut self.actions);
+    }
+
+    /// Start watching an identified client for idleness.
+    fn arm_idle(&mut self, id: ConnId, now: Instant) {
+        self.timers
+            .push(Reverse((now + self.config.idle_timeout, Timer::Idle(id))));
+    }
+
+    fn check_idle(&mut self, id: ConnId, now: Instant) {
+        let idle = self.config.idle_timeout;
+        let Some(conn) = self.conn(id) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        let due = conn.last_seen + idle;
+        if due > now {
+            self.timers.push(Reverse((due, Timer::Idle(id))));
+            return;
+        }
+        info!(
+            "{} idle for {} ms; closing",
+            conn.context(),
+            idle.as_millis()
+        );
+        let error = ErrorBody::new(
+            ErrorCode::IdleTimeout,
+            format!(
+                "nothing received for {} ms (send bester.ping to keep a connection open)",
+                idle.as_millis()
+            ),
+        );
+        self.send(id, client_error(None, &error));
+        self.finish(id, now, "idle timeout".into());
     }
 
     fn signals(&mut self, now: Instant) {
