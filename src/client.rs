@@ -143,6 +143,11 @@ impl Client {
         self.stream.write_all(bytes)
     }
 
+    /// The underlying stream (to misbehave with it in tests).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Close the sending side (half-close).
     pub fn shutdown_write(&self) -> io::Result<()> {
         self.stream.shutdown(std::net::Shutdown::Write)

@@ -270,10 +270,35 @@ pub fn update<R>(
         .open(&lock_path)
         .map_err(io_error(&lock_path))?;
     lock.lock().map_err(io_error(&lock_path))?;
+    remove_stale_temps(path);
     let mut users = read(path)?;
     let result = f(&mut users)?;
     write_atomically(path, &users)?;
     Ok(result)
+}
+
+/// Temp files left by a writer killed mid-write. Only called under the lock, when no writer can be
+/// between creating its temp file and renaming it.
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = name.to_os_string();
+    prefix.push(".tmp-");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn lock_path(path: &Path) -> PathBuf {
