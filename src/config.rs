@@ -29,7 +29,43 @@ pub struct FileConfig {
     /// `[handlers.<type>]`.
     #[serde(default)]
     pub handlers: BTreeMap<String, FileHandler>,
+    /// `[peers.<name>]`.
+    #[serde(default)]
+    pub peers: BTreeMap<String, FilePeer>,
 }
+
+/// `[peers.<name>]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePeer {
+    /// `host:port` to dial; without it this server only accepts the peer's connection.
+    pub address: Option<String>,
+    /// The secret shared with the peer.
+    pub secret: Option<String>,
+    /// A file holding the secret (e.g. from systemd `LoadCredential=`); trailing newline ignored.
+    pub secret_file: Option<PathBuf>,
+}
+
+/// One validated federation peer.
+#[derive(Clone)]
+pub struct PeerConfig {
+    /// Where to dial it, if this server dials.
+    pub address: Option<SocketAddr>,
+    /// The shared secret.
+    pub secret: Vec<u8>,
+}
+
+impl fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("address", &self.address)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Shortest accepted peer secret.
+pub const MIN_SECRET: usize = 16;
 
 /// `[server]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +189,8 @@ pub struct Config {
     pub bootstrap_user: Option<BootstrapUser>,
     /// Handlers by type.
     pub handlers: BTreeMap<String, HandlerConfig>,
+    /// Federation peers by name.
+    pub peers: BTreeMap<String, PeerConfig>,
 }
 
 /// How a handler type is provided.
@@ -469,6 +507,56 @@ impl FileConfig {
             );
         }
 
+        let mut peers = BTreeMap::new();
+        for (peer, p) in self.peers {
+            let key = format!("peers.{peer}");
+            if let Err(e) = validate_server_name(&peer) {
+                problems.push((key.clone(), e));
+            }
+            if peer == name {
+                problems.push((key.clone(), "a server cannot be its own peer".into()));
+            }
+            let address = p.address.as_deref().and_then(|a| match resolve(a) {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    problems.push((format!("{key}.address"), e));
+                    None
+                }
+            });
+            let secret = match (p.secret, &p.secret_file) {
+                (Some(secret), None) => secret.into_bytes(),
+                (None, Some(file)) => match std::fs::read(file) {
+                    Ok(mut bytes) => {
+                        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                            bytes.pop();
+                        }
+                        bytes
+                    }
+                    Err(e) => {
+                        problems.push((
+                            format!("{key}.secret_file"),
+                            format!("{}: {e}", file.display()),
+                        ));
+                        continue;
+                    }
+                },
+                _ => {
+                    problems.push((
+                        key.clone(),
+                        "give secret or secret_file (one of them)".into(),
+                    ));
+                    continue;
+                }
+            };
+            if secret.len() < MIN_SECRET {
+                problems.push((
+                    key.clone(),
+                    format!("the secret must be at least {MIN_SECRET} bytes"),
+                ));
+            }
+            peers.insert(peer, PeerConfig { address, secret });
+        }
+
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -497,6 +585,7 @@ impl FileConfig {
             login_failures_per_user,
             bootstrap_user: s.bootstrap_user,
             handlers,
+            peers,
         })
     }
 }
@@ -561,6 +650,30 @@ mod tests {
                 "handlers.neither"
             ]
         );
+    }
+
+    #[test]
+    fn peers_need_a_long_enough_secret_and_another_name() {
+        let config = Config::parse(
+            "[server]\nname = \"a\"\n[peers.b]\naddress = \"127.0.0.1:2223\"\nsecret = \"0123456789abcdef\"\n[peers.c]\nsecret = \"0123456789abcdefg\"\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            config.peers["b"].address,
+            Some("127.0.0.1:2223".parse().unwrap())
+        );
+        assert_eq!(config.peers["c"].address, None);
+        assert!(
+            !format!("{:?}", config.peers["b"]).contains("0123"),
+            "secrets are not in Debug"
+        );
+        let p = problems(
+            "[server]\nname = \"a\"\n[peers.a]\nsecret = \"0123456789abcdef\"\n[peers.b]\nsecret = \"short\"\n[peers.c]\n",
+        );
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["peers.a", "peers.b", "peers.c"]);
+        assert_eq!(p[1].1, "the secret must be at least 16 bytes");
     }
 
     #[test]
