@@ -138,6 +138,12 @@ pub struct Identify {
     /// A client's credentials.
     #[serde(default)]
     pub authentication: Option<Credentials>,
+    /// A peer server's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A peer server's handshake nonce.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// A message from a client after identify.

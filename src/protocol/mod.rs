@@ -7,6 +7,7 @@
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod peer;
 pub mod validate;
 
 pub use error::ErrorCode;

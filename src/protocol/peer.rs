@@ -1,0 +1,530 @@
+//! Server-to-server frames: the handshake after `identify {type:"server"}`, messages a server sends
+//! a peer (`scope:"server"`, numbered by `msg`), and the acknowledgement the peer returns once its
+//! handler has dealt with one. Pure serde types, like [`super::message`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::error::{ErrorBody, ErrorCode};
+use super::message::{Payload, Sender, Status, parse_json, to_body, validate_type};
+
+/// What happened to a message at one peer server, as reported to whoever sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerReport {
+    /// ok: the peer's handler took it; error: see `code`.
+    pub status: Status,
+    /// Users the peer delivered to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<Vec<String>>,
+    /// Users with no connection on the peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<Vec<String>>,
+    /// Why not, for errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Stable code, for errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+impl ServerReport {
+    /// A failure with this code and text.
+    pub fn failed(code: ErrorCode, error: impl Into<String>) -> Self {
+        ServerReport {
+            status: Status::Error,
+            delivered: None,
+            offline: None,
+            error: Some(error.into()),
+            code: Some(code.as_str().to_string()),
+        }
+    }
+}
+
+/// Per-server results of a `sendServers`.
+pub type ServerReports = BTreeMap<String, ServerReport>;
+
+/// A message from a peer.
+#[derive(Debug, Clone)]
+pub struct PeerMessage {
+    /// The peer's number for it, echoed in the ack.
+    pub msg: String,
+    /// Who it is from (the server must be the peer itself).
+    pub from: Sender,
+    /// Servers it has crossed, this one included.
+    pub hops: u32,
+    /// What to dispatch.
+    pub payload: Payload,
+}
+
+/// A peer's acknowledgement of a message we sent.
+#[derive(Debug, Clone)]
+pub struct PeerAck {
+    /// Our number for the message.
+    pub msg: String,
+    /// The peer's report.
+    pub report: ServerReport,
+    /// Reports of servers the peer sent it on to, if its handler did.
+    pub servers: Option<ServerReports>,
+    /// The payload type and data of a `reply` answer, if any.
+    pub payload: Option<Payload>,
+}
+
+/// Any frame on a server-to-server connection.
+#[derive(Debug, Clone)]
+pub enum PeerFrame {
+    /// Initiator ← responder: the responder's nonce and proof.
+    Challenge {
+        /// The responder's name.
+        server: String,
+        /// The responder's nonce.
+        nonce: String,
+        /// The responder's proof.
+        proof: String,
+    },
+    /// Responder ← initiator: the initiator's proof.
+    Proof(String),
+    /// Initiator ← responder: the link is up.
+    Accepted {
+        /// The responder's name.
+        server: String,
+    },
+    /// A refusal (handshake) or an error about the last frame.
+    Error(ErrorBody),
+    /// A message to dispatch.
+    Message(PeerMessage),
+    /// An acknowledgement.
+    Ack(PeerAck),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeerFrame {
+    header: RawPeerHeader,
+    #[serde(default)]
+    payload: Option<Payload>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeerHeader {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    status: Option<Status>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    msg: Option<String>,
+    #[serde(default)]
+    from: Option<Sender>,
+    #[serde(default)]
+    hops: Option<u32>,
+    #[serde(default)]
+    proof: Option<String>,
+    #[serde(default, rename = "type")]
+    kind_of: Option<String>,
+    #[serde(default)]
+    delivered: Option<Vec<String>>,
+    #[serde(default)]
+    offline: Option<Vec<String>>,
+    #[serde(default)]
+    servers: Option<ServerReports>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChallengeData {
+    server: String,
+    nonce: String,
+    proof: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptedData {
+    server: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorData {
+    error: String,
+    code: String,
+}
+
+fn invalid(text: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::InvalidMessage, text)
+}
+
+fn data_as<T: serde::de::DeserializeOwned>(data: &Option<Box<RawValue>>) -> Result<T, ErrorBody> {
+    let text = data.as_deref().map_or("null", RawValue::get);
+    serde_json::from_str(text).map_err(|e| invalid(format!("bad data: {e}")))
+}
+
+/// Parse a frame from a peer server.
+pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame, ErrorBody> {
+    let raw: RawPeerFrame = parse_json(body)?;
+    let h = raw.header;
+    if let Some(proof) = h.proof {
+        return Ok(PeerFrame::Proof(proof));
+    }
+    match (h.kind.as_deref(), h.status, h.scope.as_deref()) {
+        (None, None, Some("server")) => {
+            let (Some(msg), Some(from), Some(payload)) = (h.msg, h.from, raw.payload) else {
+                return Err(invalid("a server message needs msg, from and payload"));
+            };
+            validate_type(&payload.kind)?;
+            Ok(PeerFrame::Message(PeerMessage {
+                msg,
+                from,
+                hops: h.hops.unwrap_or(1),
+                payload,
+            }))
+        }
+        (Some("ack"), Some(status), None) => {
+            let msg = h.msg.ok_or_else(|| invalid("an ack needs msg"))?;
+            let (error, code) = match status {
+                Status::Error => {
+                    let e: ErrorData = data_as(&raw.data)?;
+                    (Some(e.error), Some(e.code))
+                }
+                Status::Ok => (None, None),
+            };
+            let payload = match (status, h.kind_of) {
+                (Status::Ok, Some(kind)) => Some(Payload::new(kind, raw.data)),
+                _ => None,
+            };
+            Ok(PeerFrame::Ack(PeerAck {
+                msg,
+                report: ServerReport {
+                    status,
+                    delivered: h.delivered,
+                    offline: h.offline,
+                    error,
+                    code,
+                },
+                servers: h.servers,
+                payload,
+            }))
+        }
+        (Some("challenge"), Some(Status::Ok), None) => {
+            let c: ChallengeData = data_as(&raw.data)?;
+            Ok(PeerFrame::Challenge {
+                server: c.server,
+                nonce: c.nonce,
+                proof: c.proof,
+            })
+        }
+        (Some("reply"), Some(Status::Ok), None) => {
+            let a: AcceptedData = data_as(&raw.data)?;
+            Ok(PeerFrame::Accepted { server: a.server })
+        }
+        (Some("reply"), Some(Status::Error), None) => {
+            let e: ErrorData = data_as(&raw.data)?;
+            Ok(PeerFrame::Error(ErrorBody::new(
+                peer_code(&e.code),
+                format!("{} ({})", e.error, e.code),
+            )))
+        }
+        _ => Err(invalid("not a server-to-server frame")),
+    }
+}
+
+/// Map a peer's error code string back to ours (unknown ones become `internal_error`).
+fn peer_code(code: &str) -> ErrorCode {
+    match code {
+        "auth_failed" => ErrorCode::AuthFailed,
+        "bad_identify_type" => ErrorCode::BadIdentifyType,
+        "invalid_message" => ErrorCode::InvalidMessage,
+        _ => ErrorCode::InternalError,
+    }
+}
+
+#[derive(Serialize)]
+struct IdentifyFrame<'a> {
+    header: IdentifyHeader<'a>,
+}
+
+#[derive(Serialize)]
+struct IdentifyHeader<'a> {
+    identify: ServerIdentify<'a>,
+}
+
+#[derive(Serialize)]
+struct ServerIdentify<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    nonce: &'a str,
+}
+
+/// Initiator → responder: `identify` as a server.
+pub fn identify_frame(name: &str, nonce: &str) -> Vec<u8> {
+    to_body(&IdentifyFrame {
+        header: IdentifyHeader {
+            identify: ServerIdentify {
+                kind: "server",
+                name,
+                nonce,
+            },
+        },
+    })
+}
+
+#[derive(Serialize)]
+struct KindHeader<'a> {
+    status: Status,
+    kind: &'a str,
+}
+
+#[derive(Serialize)]
+struct WithData<'a, D: Serialize> {
+    header: KindHeader<'a>,
+    data: D,
+}
+
+#[derive(Serialize)]
+struct Challenge<'a> {
+    server: &'a str,
+    nonce: &'a str,
+    proof: &'a str,
+}
+
+/// Responder → initiator: the challenge.
+pub fn challenge_frame(server: &str, nonce: &str, proof: &str) -> Vec<u8> {
+    to_body(&WithData {
+        header: KindHeader {
+            status: Status::Ok,
+            kind: "challenge",
+        },
+        data: Challenge {
+            server,
+            nonce,
+            proof,
+        },
+    })
+}
+
+/// Initiator → responder: the proof.
+pub fn proof_frame(proof: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct H<'a> {
+        proof: &'a str,
+    }
+    #[derive(Serialize)]
+    struct F<'a> {
+        header: H<'a>,
+    }
+    to_body(&F {
+        header: H { proof },
+    })
+}
+
+/// Responder → initiator: the link is up.
+pub fn accepted_frame(server: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct D<'a> {
+        server: &'a str,
+    }
+    to_body(&WithData {
+        header: KindHeader {
+            status: Status::Ok,
+            kind: "reply",
+        },
+        data: D { server },
+    })
+}
+
+#[derive(Serialize)]
+struct MessageHeader<'a> {
+    scope: &'static str,
+    msg: &'a str,
+    from: &'a Sender,
+    hops: u32,
+}
+
+#[derive(Serialize)]
+struct MessageFrame<'a> {
+    header: MessageHeader<'a>,
+    payload: &'a Payload,
+}
+
+/// A message to a peer.
+pub fn message_frame(msg: &str, from: &Sender, hops: u32, payload: &Payload) -> Vec<u8> {
+    to_body(&MessageFrame {
+        header: MessageHeader {
+            scope: "server",
+            msg,
+            from,
+            hops,
+        },
+        payload,
+    })
+}
+
+#[derive(Serialize)]
+struct AckHeader<'a> {
+    kind: &'static str,
+    msg: &'a str,
+    status: Status,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind_of: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offline: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    servers: Option<&'a ServerReports>,
+}
+
+#[derive(Serialize)]
+struct AckFrame<'a, D: Serialize + ?Sized> {
+    header: AckHeader<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+}
+
+/// What an ok ack carries.
+#[derive(Debug, Default)]
+pub struct AckContent<'a> {
+    /// The payload type of a reply.
+    pub kind_of: Option<&'a str>,
+    /// The reply's data.
+    pub data: Option<&'a RawValue>,
+    /// Users delivered to.
+    pub delivered: Option<&'a [String]>,
+    /// Users offline.
+    pub offline: Option<&'a [String]>,
+    /// Results of a further sendServers.
+    pub servers: Option<&'a ServerReports>,
+}
+
+/// An ok acknowledgement.
+pub fn ack_ok(msg: &str, content: &AckContent<'_>) -> Vec<u8> {
+    to_body(&AckFrame {
+        header: AckHeader {
+            kind: "ack",
+            msg,
+            status: Status::Ok,
+            kind_of: content.kind_of,
+            delivered: content.delivered,
+            offline: content.offline,
+            servers: content.servers,
+        },
+        data: content.data,
+    })
+}
+
+/// An error acknowledgement.
+pub fn ack_error(msg: &str, error: &ErrorBody) -> Vec<u8> {
+    to_body(&AckFrame {
+        header: AckHeader {
+            kind: "ack",
+            msg,
+            status: Status::Error,
+            kind_of: None,
+            delivered: None,
+            offline: None,
+            servers: None,
+        },
+        data: Some(error),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(body: Vec<u8>) -> PeerFrame {
+        parse_peer_frame(&body).unwrap()
+    }
+
+    #[test]
+    fn handshake_frames_round_trip() {
+        let PeerFrame::Challenge {
+            server,
+            nonce,
+            proof,
+        } = round(challenge_frame("b", "n", "p"))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (server.as_str(), nonce.as_str(), proof.as_str()),
+            ("b", "n", "p")
+        );
+        assert!(matches!(round(proof_frame("xyz")), PeerFrame::Proof(p) if p == "xyz"));
+        assert!(
+            matches!(round(accepted_frame("b")), PeerFrame::Accepted { server } if server == "b")
+        );
+        assert_eq!(
+            String::from_utf8(identify_frame("a", "n1")).unwrap(),
+            r#"{"header":{"identify":{"type":"server","name":"a","nonce":"n1"}}}"#
+        );
+    }
+
+    #[test]
+    fn messages_and_acks_round_trip() {
+        let from = Sender {
+            user: Some("alice".into()),
+            server: "a".into(),
+            handler: None,
+        };
+        let payload = Payload::new(
+            "chat",
+            Some(RawValue::from_string("{\"t\":1}".into()).unwrap()),
+        );
+        let body = message_frame("7", &from, 1, &payload);
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            r#"{"header":{"scope":"server","msg":"7","from":{"user":"alice","server":"a"},"hops":1},"payload":{"type":"chat","data":{"t":1}}}"#
+        );
+        let PeerFrame::Message(m) = round(body) else {
+            panic!()
+        };
+        assert_eq!((m.msg.as_str(), m.hops, m.from), ("7", 1, from));
+
+        let delivered = vec!["bob".to_string()];
+        let content = AckContent {
+            delivered: Some(&delivered),
+            offline: Some(&[]),
+            ..AckContent::default()
+        };
+        let PeerFrame::Ack(ack) = round(ack_ok("7", &content)) else {
+            panic!()
+        };
+        assert_eq!(ack.report.status, Status::Ok);
+        assert_eq!(ack.report.delivered, Some(delivered));
+        let PeerFrame::Ack(ack) = round(ack_error(
+            "8",
+            &ErrorBody::new(ErrorCode::UnknownType, "no"),
+        )) else {
+            panic!()
+        };
+        assert_eq!(
+            ack.report,
+            ServerReport::failed(ErrorCode::UnknownType, "no")
+        );
+    }
+
+    #[test]
+    fn malformed_peer_frames() {
+        for bad in [
+            r#"{"header":{"scope":"server","msg":"1"},"payload":{"type":"t"}}"#,
+            r#"{"header":{"kind":"ack","status":"ok"}}"#,
+            r#"{"header":{"kind":"dance","status":"ok"}}"#,
+            r#"{"header":{"scope":"server","msg":"1","from":{"server":"a","admin":true}},"payload":{"type":"t"}}"#,
+        ] {
+            assert_eq!(
+                parse_peer_frame(bad.as_bytes()).unwrap_err().code,
+                ErrorCode::InvalidMessage,
+                "{bad}"
+            );
+        }
+    }
+}
