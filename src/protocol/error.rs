@@ -50,8 +50,18 @@ pub enum ErrorCode {
     HandlerLoop,
     /// A `sendHandler` chain is longer than the configured maximum.
     ChainTooDeep,
-    /// `sendServers` named servers this server has no federation link to.
-    FederationUnavailable,
+    /// `sendServers` named a server that is not a configured peer.
+    UnknownPeer,
+    /// The peer is configured but its link is down.
+    PeerUnreachable,
+    /// The link to the peer went down before it acknowledged the message.
+    PeerUnavailable,
+    /// The peer did not acknowledge within the request timeout.
+    PeerTimeout,
+    /// The message has crossed too many servers, or would go back where it came from.
+    HopLimit,
+    /// A peer sent a message claiming another server as its origin.
+    ForgedOrigin,
     /// The server is too busy to take the request (e.g. the login queue is full).
     ServerBusy,
     /// The connection's outbound queue passed its limit (the connection is closed).
@@ -92,7 +102,12 @@ impl ErrorCode {
             ErrorCode::BadHandlerReply => "bad_handler_reply",
             ErrorCode::HandlerLoop => "handler_loop",
             ErrorCode::ChainTooDeep => "chain_too_deep",
-            ErrorCode::FederationUnavailable => "federation_unavailable",
+            ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::PeerUnreachable => "peer_unreachable",
+            ErrorCode::PeerUnavailable => "peer_unavailable",
+            ErrorCode::PeerTimeout => "peer_timeout",
+            ErrorCode::HopLimit => "hop_limit",
+            ErrorCode::ForgedOrigin => "forged_origin",
             ErrorCode::ServerBusy => "server_busy",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::TooManyConnections => "too_many_connections",

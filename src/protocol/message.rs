@@ -284,6 +284,9 @@ pub struct ClientHeader<'a> {
     /// Delivery report: users with no connection on this server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offline: Option<&'a [String]>,
+    /// Delivery report of a `sendServers`: what each peer server did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub servers: Option<&'a super::peer::ServerReports>,
 }
 
 impl<'a> ClientHeader<'a> {
@@ -297,6 +300,7 @@ impl<'a> ClientHeader<'a> {
             from: None,
             delivered: None,
             offline: None,
+            servers: None,
         }
     }
 
@@ -310,6 +314,7 @@ impl<'a> ClientHeader<'a> {
             from: Some(from),
             delivered: None,
             offline: None,
+            servers: None,
         }
     }
 }
@@ -329,7 +334,7 @@ pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 /// The body of an error reply to a client.
-pub fn client_error(id: Option<&str>, error: &ErrorBody) -> Vec<u8> {
+pub fn client_error<E: Serialize + ?Sized>(id: Option<&str>, error: &E) -> Vec<u8> {
     to_body(&ClientFrame {
         header: ClientHeader::reply(Status::Error, id),
         data: error,
@@ -495,36 +500,44 @@ struct ReportHeader<'a> {
     delivered: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     offline: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    servers: Option<&'a super::peer::ServerReports>,
 }
 
 #[derive(Debug, Serialize)]
-struct ReportFrame<'a> {
+struct ReportFrame<'a, E: Serialize + ?Sized> {
     header: ReportHeader<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a ErrorBody>,
+    data: Option<&'a E>,
 }
 
-/// The body of a delivery report for a handler's push.
+/// The body of a delivery report for a handler's push (users, or servers for `sendServers`).
 pub fn handler_delivery_report(
     id: Option<&str>,
-    delivered: &[String],
-    offline: &[String],
+    delivered: Option<&[String]>,
+    offline: Option<&[String]>,
+    servers: Option<&super::peer::ServerReports>,
 ) -> Vec<u8> {
-    to_body(&ReportFrame {
+    to_body(&ReportFrame::<ErrorBody> {
         header: ReportHeader {
             kind: "report",
             status: Status::Ok,
             request: None,
             id,
-            delivered: Some(delivered),
-            offline: Some(offline),
+            delivered,
+            offline,
+            servers,
         },
         data: None,
     })
 }
 
 /// The body of an error report for a frame a handler sent.
-pub fn handler_error_report(request: Option<&str>, id: Option<&str>, error: &ErrorBody) -> Vec<u8> {
+pub fn handler_error_report<E: Serialize + ?Sized>(
+    request: Option<&str>,
+    id: Option<&str>,
+    error: &E,
+) -> Vec<u8> {
     to_body(&ReportFrame {
         header: ReportHeader {
             kind: "report",
@@ -533,6 +546,7 @@ pub fn handler_error_report(request: Option<&str>, id: Option<&str>, error: &Err
             id,
             delivered: None,
             offline: None,
+            servers: None,
         },
         data: Some(error),
     })

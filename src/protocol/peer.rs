@@ -28,6 +28,9 @@ pub struct ServerReport {
     /// Stable code, for errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// What the servers the peer sent it on to did, if its handler did so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers: Option<ServerReports>,
 }
 
 impl ServerReport {
@@ -39,6 +42,7 @@ impl ServerReport {
             offline: None,
             error: Some(error.into()),
             code: Some(code.as_str().to_string()),
+            servers: None,
         }
     }
 }
@@ -207,6 +211,7 @@ pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame, ErrorBody> {
                     offline: h.offline,
                     error,
                     code,
+                    servers: h.servers.clone(),
                 },
                 servers: h.servers,
                 payload,
@@ -421,7 +426,7 @@ pub fn ack_ok(msg: &str, content: &AckContent<'_>) -> Vec<u8> {
 }
 
 /// An error acknowledgement.
-pub fn ack_error(msg: &str, error: &ErrorBody) -> Vec<u8> {
+pub fn ack_error<E: Serialize + ?Sized>(msg: &str, error: &E) -> Vec<u8> {
     to_body(&AckFrame {
         header: AckHeader {
             kind: "ack",

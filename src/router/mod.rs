@@ -1,30 +1,40 @@
-//! The router, sans-io: who is online, which handler connections serve which type, and which
-//! requests are in flight. Events come in (a client message, a handler frame, a connection gone, the
-//! clock passing a deadline); [`Action`]s come out for the server to carry out. Nothing here touches
-//! a socket or reads the clock, so every routing rule is tested by asserting the actions.
+//! The router, sans-io: who is online, which handler connections serve which type, which peer
+//! servers are linked, and which requests are in flight. Events come in (a client message, a
+//! handler frame, a peer message or ack, a connection gone, the clock passing a deadline);
+//! [`Action`]s come out for the server to carry out. Nothing here touches a socket or reads the
+//! clock, so every routing rule is tested by asserting the actions.
 //!
 //! Rules (see `protocol/PROTOCOL.md`, "Routing"):
-//! - every client message gets exactly one direct reply with its id;
+//! - every client message gets exactly one direct reply with its id; every peer message exactly
+//!   one ack; every handler push that asks for delivery exactly one report;
 //! - `sendClients` pushes to every connection of the named users except the originating one, which
 //!   gets the reply instead; the reply carries `delivered`/`offline`, and the data only if the sender
 //!   is one of the recipients;
+//! - `sendServers` sends to each named peer and answers once every peer has acknowledged, failed or
+//!   timed out, with one report per server;
 //! - a request whose handler goes away or times out is answered with an error, never dropped.
 
+mod federation;
+mod respond;
+
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::protocol::ErrorCode;
+use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
-    self, ClientFrame, ClientHeader, ClientMessage, Command, HandlerMessage, Payload, Scope,
-    Sender, Status, client_error, handler_delivery_report, handler_error_report, handler_request,
-    to_body,
+    ClientFrame, ClientHeader, ClientMessage, Command, HandlerMessage, Payload, Scope, Sender,
+    Status, handler_error_report, handler_request, to_body,
 };
-use crate::protocol::{ErrorCode, error::ErrorBody};
 use crate::server::token::ConnId;
+
+use federation::{Fanout, Remote};
+use respond::Outcome;
 
 /// Something the server must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,10 +53,47 @@ pub enum Action {
 pub struct RouterConfig {
     /// This server's name.
     pub server: String,
-    /// How long a handler has to answer.
+    /// How long a handler (or a peer server) has to answer.
     pub request_timeout: Duration,
     /// Longest `sendHandler` chain (number of handlers a request may visit).
     pub max_chain_depth: usize,
+}
+
+/// Who started a piece of work, and so who gets the one answer to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A client's message: answered with a reply carrying its id.
+    Client {
+        /// The client connection.
+        conn: ConnId,
+        /// The client's id.
+        id: Option<String>,
+    },
+    /// A peer server's message: answered with an ack for its number.
+    Peer {
+        /// The link it came over.
+        link: ConnId,
+        /// The peer's message number.
+        msg: String,
+        /// The peer's name.
+        server: String,
+    },
+    /// A handler's push: answered with a report.
+    Push {
+        /// The handler connection.
+        handler: ConnId,
+        /// The handler's id for the push.
+        id: Option<String>,
+    },
+}
+
+impl Origin {
+    fn client(&self) -> Option<ConnId> {
+        match self {
+            Origin::Client { conn, .. } => Some(*conn),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -70,16 +117,27 @@ struct Client {
 
 #[derive(Debug)]
 struct Pending {
-    origin: ConnId,
-    id: Option<String>,
+    origin: Origin,
     handler: ConnId,
     kind: String,
     from: Sender,
+    scope: Scope,
     via: Vec<String>,
+    hops: u32,
 }
 
-/// The error body a handler should put in `payload.data` with status "error".
-#[derive(Deserialize)]
+/// A deadline the router keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// A handler request.
+    Request(u64),
+    /// A message to a peer server.
+    Remote(u64),
+}
+
+/// The error body a handler should put in `payload.data` with status "error"; passed on as is.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HandlerErrorBody {
     error: String,
     code: String,
@@ -94,8 +152,12 @@ pub struct Router {
     pools: BTreeMap<String, Pool>,
     links: HashMap<ConnId, Link>,
     pending: HashMap<u64, Pending>,
-    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
-    next_request: u64,
+    peers: BTreeMap<String, Option<ConnId>>,
+    peer_links: HashMap<ConnId, String>,
+    fanouts: HashMap<u64, Fanout>,
+    remote: HashMap<u64, Remote>,
+    deadlines: BinaryHeap<Reverse<(Instant, Due)>>,
+    next_id: u64,
 }
 
 impl Router {
@@ -108,9 +170,19 @@ impl Router {
             pools: BTreeMap::new(),
             links: HashMap::new(),
             pending: HashMap::new(),
+            peers: BTreeMap::new(),
+            peer_links: HashMap::new(),
+            fanouts: HashMap::new(),
+            remote: HashMap::new(),
             deadlines: BinaryHeap::new(),
-            next_request: 1,
+            next_id: 1,
         }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
     /// Declare a configured handler type (it exists even while no handler is connected).
@@ -157,7 +229,11 @@ impl Router {
         for token in lost {
             let pending = self.take_pending(token).expect("listed above");
             let text = format!("the {:?} handler went away before answering", pending.kind);
-            self.answer_error(&pending, ErrorCode::HandlerUnavailable, text, out);
+            self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::HandlerUnavailable, text),
+                out,
+            );
         }
     }
 
@@ -169,13 +245,9 @@ impl Router {
             .collect()
     }
 
-    /// Whether `kind` is a configured handler type.
-    pub fn has_type(&self, kind: &str) -> bool {
-        self.pools.contains_key(kind)
-    }
-
     /// A client connection identified as `user`.
     pub fn client_identified(&mut self, conn: ConnId, user: &str) {
+        let pending = self.clients.get(&conn).map_or(0, |c| c.pending);
         self.client_gone(conn);
         self.presence
             .entry(user.to_string())
@@ -185,7 +257,7 @@ impl Router {
             conn,
             Client {
                 user: user.to_string(),
-                pending: 0,
+                pending,
             },
         );
     }
@@ -214,9 +286,17 @@ impl Router {
         self.clients.get(&conn).map_or(0, |c| c.pending)
     }
 
-    /// Requests in flight in total.
+    /// Requests in flight in total (handler requests and server fan-outs).
     pub fn pending_total(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.fanouts.len()
+    }
+
+    fn count_pending(&mut self, origin: &Origin, delta: isize) {
+        if let Some(conn) = origin.client()
+            && let Some(client) = self.clients.get_mut(&conn)
+        {
+            client.pending = client.pending.saturating_add_signed(delta);
+        }
     }
 
     /// A message from an identified client: dispatch it to a handler of its type.
@@ -231,35 +311,37 @@ impl Router {
             warn!("conn={conn} message from a connection that is not identified");
             return;
         };
-        let from = Sender {
-            user: Some(client.user.clone()),
-            server: self.config.server.clone(),
-            handler: None,
-        };
-        let kind = msg.payload.kind.clone();
         let pending = Pending {
-            origin: conn,
-            id: msg.id,
+            origin: Origin::Client { conn, id: msg.id },
             handler: conn,
-            kind: kind.clone(),
-            from,
+            kind: msg.payload.kind.clone(),
+            from: Sender {
+                user: Some(client.user.clone()),
+                server: self.config.server.clone(),
+                handler: None,
+            },
+            scope: msg.scope,
             via: Vec::new(),
+            hops: 0,
         };
-        self.dispatch(pending, msg.scope, &msg.payload, now, out);
+        self.dispatch(pending, &msg.payload, now, out);
     }
 
     /// Send a request to a handler of `pending.kind`, or answer the origin with why not.
     fn dispatch(
         &mut self,
         mut pending: Pending,
-        scope: Scope,
         payload: &Payload,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
         let Some(pool) = self.pools.get_mut(&pending.kind) else {
             let text = format!("no handler for type {:?}", pending.kind);
-            return self.answer_error(&pending, ErrorCode::UnknownType, text, out);
+            return self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::UnknownType, text),
+                out,
+            );
         };
         // Least loaded link, ties broken round-robin.
         let count = pool.links.len();
@@ -268,7 +350,11 @@ impl Router {
             .min_by_key(|c| self.links.get(c).map_or(usize::MAX, |l| l.inflight));
         let Some(handler) = chosen else {
             let text = format!("the {:?} handler is not running", pending.kind);
-            return self.answer_error(&pending, ErrorCode::HandlerNotRunning, text, out);
+            return self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::HandlerNotRunning, text),
+                out,
+            );
         };
         pool.next = (pool.next + 1) % count;
         let max_inflight = pool.max_inflight;
@@ -281,26 +367,29 @@ impl Router {
                 "the {:?} handler has {} requests in flight",
                 pending.kind, link.inflight
             );
-            return self.answer_error(&pending, ErrorCode::HandlerBusy, text, out);
+            return self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::HandlerBusy, text),
+                out,
+            );
         }
         link.inflight += 1;
-        let token = self.next_request;
-        self.next_request += 1;
+        let token = self.next_id();
         let body = handler_request(
             &token.to_string(),
-            scope,
+            pending.scope,
             &pending.from,
             &pending.via,
             payload,
         );
         out.push(Action::Send { to: handler, body });
         pending.handler = handler;
-        if let Some(client) = self.clients.get_mut(&pending.origin) {
-            client.pending += 1;
-        }
+        self.count_pending(&pending.origin, 1);
         self.pending.insert(token, pending);
-        self.deadlines
-            .push(Reverse((now + self.config.request_timeout, token)));
+        self.deadlines.push(Reverse((
+            now + self.config.request_timeout,
+            Due::Request(token),
+        )));
     }
 
     /// Remove a pending request, keeping the per-link and per-client counts right.
@@ -309,28 +398,8 @@ impl Router {
         if let Some(link) = self.links.get_mut(&pending.handler) {
             link.inflight = link.inflight.saturating_sub(1);
         }
-        if let Some(client) = self.clients.get_mut(&pending.origin) {
-            client.pending = client.pending.saturating_sub(1);
-        }
+        self.count_pending(&pending.origin, -1);
         Some(pending)
-    }
-
-    fn answer_error(
-        &self,
-        pending: &Pending,
-        code: ErrorCode,
-        text: String,
-        out: &mut Vec<Action>,
-    ) {
-        debug!(
-            "conn={} request for {:?} fails: {code}: {text}",
-            pending.origin, pending.kind
-        );
-        let body = client_error(pending.id.as_deref(), &ErrorBody::new(code, text));
-        out.push(Action::Send {
-            to: pending.origin,
-            body,
-        });
     }
 
     /// A frame a handler sent (already parsed).
@@ -346,7 +415,7 @@ impl Router {
         };
         let kind = link.kind.clone();
         let Some(token) = msg.request.as_deref() else {
-            return self.handler_push(conn, &kind, msg, out);
+            return self.handler_push(conn, &kind, msg, now, out);
         };
         let owned = token
             .parse::<u64>()
@@ -377,24 +446,17 @@ impl Router {
     ) {
         if msg.status == Status::Error {
             let data = msg.payload.as_ref().and_then(|p| p.data.as_deref());
-            let body =
-                match data.and_then(|d| serde_json::from_str::<HandlerErrorBody>(d.get()).ok()) {
-                    Some(e) => to_body(&ClientFrame {
-                        header: ClientHeader::reply(Status::Error, pending.id.as_deref()),
-                        data: &serde_json::json!({"error": e.error, "code": e.code}),
-                    }),
-                    None => client_error(
-                        pending.id.as_deref(),
-                        &ErrorBody::new(
-                            ErrorCode::HandlerError,
-                            format!("the {:?} handler reported an error", pending.kind),
-                        ),
-                    ),
-                };
-            out.push(Action::Send {
-                to: pending.origin,
-                body,
-            });
+            match data.and_then(|d| serde_json::from_str::<HandlerErrorBody>(d.get()).ok()) {
+                Some(error) => self.respond_error(&pending.origin, &error, out),
+                None => {
+                    let text = format!("the {:?} handler reported an error", pending.kind);
+                    self.fail(
+                        &pending.origin,
+                        ErrorBody::new(ErrorCode::HandlerError, text),
+                        out,
+                    );
+                }
+            }
             return;
         }
         let Some(payload) = msg.payload else {
@@ -404,47 +466,56 @@ impl Router {
                 body: handler_error_report(msg.request.as_deref(), None, &error),
             });
             let text = format!("the {:?} handler sent a malformed answer", pending.kind);
-            return self.answer_error(&pending, ErrorCode::BadHandlerReply, text, out);
+            return self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::BadHandlerReply, text),
+                out,
+            );
         };
         match msg.command {
             Command::Reply => {
-                let body =
-                    message::client_ok(pending.id.as_deref(), Some(&payload.kind), &payload.data);
-                out.push(Action::Send {
-                    to: pending.origin,
-                    body,
-                });
+                let outcome = Outcome {
+                    kind_of: Some(&payload.kind),
+                    data: payload.data.as_deref(),
+                    ..Outcome::default()
+                };
+                self.respond_ok(&pending.origin, &outcome, out);
             }
             Command::SendClients(users) => {
+                let skip = pending.origin.client();
                 let (delivered, offline) =
-                    self.push_to_users(&users, &payload, &pending.from, Some(pending.origin), out);
-                let sender_included = pending
-                    .from
-                    .user
-                    .as_ref()
-                    .is_some_and(|u| users.contains(u));
-                let mut header = ClientHeader::reply(Status::Ok, pending.id.as_deref());
-                header.kind_of = Some(&payload.kind);
-                header.delivered = Some(&delivered);
-                header.offline = Some(&offline);
-                let data = if sender_included {
-                    payload.data.as_deref()
-                } else {
-                    None
+                    self.push_to_users(&users, &payload, &pending.from, skip, out);
+                // The sender sees the data only if it is one of the recipients on this server.
+                let sender_included = skip.is_some()
+                    && pending
+                        .from
+                        .user
+                        .as_ref()
+                        .is_some_and(|u| users.contains(u));
+                let outcome = Outcome {
+                    kind_of: Some(&payload.kind),
+                    data: if sender_included {
+                        payload.data.as_deref()
+                    } else {
+                        None
+                    },
+                    delivered: Some(&delivered),
+                    offline: Some(&offline),
+                    servers: None,
                 };
-                out.push(Action::Send {
-                    to: pending.origin,
-                    body: to_body(&ClientFrame {
-                        header,
-                        data: &data,
-                    }),
-                });
+                self.respond_ok(&pending.origin, &outcome, out);
             }
             Command::SendServers(servers) => {
-                let text = format!(
-                    "cannot deliver to servers {servers:?}: this server has no federation links"
+                let from = self.relay_sender(&pending.from, &pending.kind);
+                self.send_servers(
+                    pending.origin,
+                    from,
+                    pending.hops,
+                    &servers,
+                    &payload,
+                    now,
+                    out,
                 );
-                self.answer_error(&pending, ErrorCode::FederationUnavailable, text, out);
             }
             Command::SendHandler(next) => self.chain(pending, next, &payload, now, out),
         }
@@ -465,23 +536,26 @@ impl Router {
                 pending.via.join(" -> "),
                 pending.kind
             );
-            return self.answer_error(&pending, ErrorCode::HandlerLoop, text, out);
+            return self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::HandlerLoop, text),
+                out,
+            );
         }
         if pending.via.len() + 2 > self.config.max_chain_depth {
             let text = format!(
                 "sendHandler chain longer than {} handlers",
                 self.config.max_chain_depth
             );
-            return self.answer_error(&pending, ErrorCode::ChainTooDeep, text, out);
+            return self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::ChainTooDeep, text),
+                out,
+            );
         }
         let previous = std::mem::replace(&mut pending.kind, next);
         pending.via.push(previous);
-        let scope = if pending.from.user.is_some() {
-            Scope::Client
-        } else {
-            Scope::Server
-        };
-        self.dispatch(pending, scope, payload, now, out);
+        self.dispatch(pending, payload, now, out);
     }
 
     /// Push a payload to every connection of `users` (except `skip`); returns (delivered, offline).
@@ -495,7 +569,7 @@ impl Router {
     ) -> (Vec<String>, Vec<String>) {
         let mut delivered = Vec::new();
         let mut offline = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let push = to_body(&ClientFrame {
             header: ClientHeader::push(&payload.kind, from),
             data: &payload.data,
@@ -520,53 +594,49 @@ impl Router {
         (delivered, offline)
     }
 
-    /// A handler frame with no `request`: a push to users, answered with a delivery report.
+    /// A handler frame with no `request`: a push to users or servers, answered with a report.
     fn handler_push(
         &mut self,
         conn: ConnId,
         kind: &str,
         msg: HandlerMessage,
+        now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let reject = |text: String, out: &mut Vec<Action>| {
-            let error = ErrorBody::new(ErrorCode::BadHandlerReply, text);
-            out.push(Action::Send {
-                to: conn,
-                body: handler_error_report(None, msg.id.as_deref(), &error),
-            });
+        let origin = Origin::Push {
+            handler: conn,
+            id: msg.id.clone(),
         };
         let Some(payload) = &msg.payload else {
-            return reject("a push needs a payload".into(), out);
+            let error = ErrorBody::new(ErrorCode::BadHandlerReply, "a push needs a payload");
+            return self.fail(&origin, error, out);
+        };
+        let from = Sender {
+            user: None,
+            server: self.config.server.clone(),
+            handler: Some(kind.to_string()),
         };
         match &msg.command {
             Command::SendClients(users) => {
-                let from = Sender {
-                    user: None,
-                    server: self.config.server.clone(),
-                    handler: Some(kind.to_string()),
-                };
                 let (delivered, offline) = self.push_to_users(users, payload, &from, None, out);
-                out.push(Action::Send {
-                    to: conn,
-                    body: handler_delivery_report(msg.id.as_deref(), &delivered, &offline),
-                });
+                let outcome = Outcome {
+                    delivered: Some(&delivered),
+                    offline: Some(&offline),
+                    ..Outcome::default()
+                };
+                self.respond_ok(&origin, &outcome, out);
             }
             Command::SendServers(servers) => {
-                let error = ErrorBody::new(
-                    ErrorCode::FederationUnavailable,
-                    format!(
-                        "cannot deliver to servers {servers:?}: this server has no federation links"
-                    ),
-                );
-                out.push(Action::Send {
-                    to: conn,
-                    body: handler_error_report(None, msg.id.as_deref(), &error),
-                });
+                self.send_servers(origin, from, 0, servers, payload, now, out)
             }
-            Command::Reply | Command::SendHandler(_) => reject(
-                "a push (no request) must use sendClients or sendServers".into(),
-                out,
-            ),
+            Command::Reply | Command::SendHandler(_) => {
+                let text = "a push (no request) must use sendClients or sendServers";
+                self.fail(
+                    &origin,
+                    ErrorBody::new(ErrorCode::BadHandlerReply, text),
+                    out,
+                );
+            }
         }
     }
 
@@ -580,15 +650,31 @@ impl Router {
                 "the server is shutting down; the {:?} request was not answered",
                 pending.kind
             );
-            self.answer_error(&pending, code, text, out);
+            self.fail(&pending.origin, ErrorBody::new(code, text), out);
         }
+        let mut fanouts: Vec<u64> = self.fanouts.keys().copied().collect();
+        fanouts.sort_unstable();
+        for id in fanouts {
+            let fanout = self.fanouts.remove(&id).expect("listed above");
+            self.count_pending(&fanout.origin, -1);
+            self.fail(
+                &fanout.origin,
+                ErrorBody::new(code, "the server is shutting down"),
+                out,
+            );
+        }
+        self.remote.clear();
     }
 
-    /// The earliest request deadline, for the poll timeout.
+    /// The earliest deadline, for the poll timeout.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        // Drop deadlines of requests already answered.
-        while let Some(Reverse((_, token))) = self.deadlines.peek() {
-            if self.pending.contains_key(token) {
+        // Drop deadlines of work already answered.
+        while let Some(Reverse((_, due))) = self.deadlines.peek() {
+            let live = match due {
+                Due::Request(token) => self.pending.contains_key(token),
+                Due::Remote(msg) => self.remote.contains_key(msg),
+            };
+            if live {
                 break;
             }
             self.deadlines.pop();
@@ -596,24 +682,33 @@ impl Router {
         self.deadlines.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Answer `handler_timeout` for every request whose deadline is at or before `now`.
+    /// Answer timeouts for everything whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<Action>) {
-        while let Some(Reverse((at, token))) = self.deadlines.peek().copied() {
+        while let Some(Reverse((at, due))) = self.deadlines.peek().copied() {
             if at > now {
                 break;
             }
             self.deadlines.pop();
-            if let Some(pending) = self.take_pending(token) {
-                warn!(
-                    "conn={} request {token} to the {:?} handler timed out",
-                    pending.origin, pending.kind
-                );
-                let text = format!(
-                    "the {:?} handler did not answer within {} ms",
-                    pending.kind,
-                    self.config.request_timeout.as_millis()
-                );
-                self.answer_error(&pending, ErrorCode::HandlerTimeout, text, out);
+            match due {
+                Due::Request(token) => {
+                    if let Some(pending) = self.take_pending(token) {
+                        warn!(
+                            "request {token} to the {:?} handler timed out",
+                            pending.kind
+                        );
+                        let text = format!(
+                            "the {:?} handler did not answer within {} ms",
+                            pending.kind,
+                            self.config.request_timeout.as_millis()
+                        );
+                        self.fail(
+                            &pending.origin,
+                            ErrorBody::new(ErrorCode::HandlerTimeout, text),
+                            out,
+                        );
+                    }
+                }
+                Due::Remote(msg) => self.remote_timed_out(msg, out),
             }
         }
     }

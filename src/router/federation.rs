@@ -1,0 +1,305 @@
+//! The router's federation side: which peer servers are linked, `sendServers` fan-out with one
+//! report per server, messages arriving from peers (dispatched to local handlers with scope
+//! `server`), their acks, and what a lost link or a silent peer means for work in flight.
+//!
+//! What a peer may claim: a message's `from.server` must be the peer itself (it speaks for its own
+//! users, never for a third server). A server relaying on a message that came from elsewhere sends
+//! it as itself (`from: {server, handler}`). Loops are stopped twice over: a message is never sent
+//! back to the server it came from, and it may cross at most [`MAX_HOPS`] links.
+
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use log::warn;
+
+use super::respond::Outcome;
+use super::{Action, Due, Origin, Pending, Router};
+use crate::protocol::ErrorCode;
+use crate::protocol::error::ErrorBody;
+use crate::protocol::message::{Payload, RESERVED_PREFIX, Scope, Sender};
+use crate::protocol::peer::{PeerAck, PeerMessage, ServerReport, ServerReports, message_frame};
+use crate::server::token::ConnId;
+
+/// Most links a message may cross.
+pub const MAX_HOPS: u32 = 4;
+
+/// A `sendServers` waiting for its peers' acks.
+#[derive(Debug)]
+pub(super) struct Fanout {
+    pub origin: Origin,
+    kind: String,
+    waiting: usize,
+    reports: ServerReports,
+}
+
+/// A message sent to a peer, waiting for its ack.
+#[derive(Debug)]
+pub(super) struct Remote {
+    fanout: u64,
+    server: String,
+    link: ConnId,
+}
+
+impl Router {
+    /// Declare a configured peer server (unlinked until [`Router::peer_up`]).
+    pub fn add_peer(&mut self, name: &str) {
+        self.peers.insert(name.to_string(), None);
+    }
+
+    /// The link to `name` is authenticated and up.
+    pub fn peer_up(&mut self, name: &str, link: ConnId) {
+        self.peers.insert(name.to_string(), Some(link));
+        self.peer_links.insert(link, name.to_string());
+    }
+
+    /// The peer behind this link, if it is a live peer link.
+    pub fn peer_of(&self, link: ConnId) -> Option<&str> {
+        self.peer_links.get(&link).map(String::as_str)
+    }
+
+    /// Linked peers.
+    pub fn peers_up(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|(_, link)| link.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// A peer link closed: every message waiting for its ack is reported `peer_unavailable`.
+    pub fn peer_down(&mut self, link: ConnId, out: &mut Vec<Action>) {
+        let Some(name) = self.peer_links.remove(&link) else {
+            return;
+        };
+        if self.peers.get(&name) == Some(&Some(link)) {
+            self.peers.insert(name.clone(), None);
+        }
+        let mut lost: Vec<u64> = self
+            .remote
+            .iter()
+            .filter(|(_, r)| r.link == link)
+            .map(|(msg, _)| *msg)
+            .collect();
+        lost.sort_unstable();
+        for msg in lost {
+            let text = format!("the link to {name:?} went down before it acknowledged the message");
+            self.settle_remote(
+                msg,
+                ServerReport::failed(ErrorCode::PeerUnavailable, text),
+                out,
+            );
+        }
+    }
+
+    /// The sender a message carries to a peer: a local user as themselves; anything that came
+    /// from another server is relayed as this server's handler (a peer never speaks for a third).
+    pub(super) fn relay_sender(&self, from: &Sender, kind: &str) -> Sender {
+        if from.server == self.config.server {
+            from.clone()
+        } else {
+            Sender {
+                user: None,
+                server: self.config.server.clone(),
+                handler: Some(kind.to_string()),
+            }
+        }
+    }
+
+    /// Send `payload` to each of `servers`; the origin is answered once all have reported.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_servers(
+        &mut self,
+        origin: Origin,
+        from: Sender,
+        hops: u32,
+        servers: &[String],
+        payload: &Payload,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let came_from = match &origin {
+            Origin::Peer { server, .. } => Some(server.clone()),
+            _ => None,
+        };
+        let fanout = self.next_id();
+        let mut reports = ServerReports::new();
+        let mut waiting = 0;
+        let unique: BTreeSet<&String> = servers.iter().collect();
+        for server in unique {
+            let refusal = if *server == self.config.server {
+                Some((
+                    ErrorCode::HopLimit,
+                    "a server does not send to itself".to_string(),
+                ))
+            } else if came_from.as_ref() == Some(server) {
+                Some((
+                    ErrorCode::HopLimit,
+                    format!("the message came from {server:?}; it is not sent back"),
+                ))
+            } else if hops >= MAX_HOPS {
+                Some((
+                    ErrorCode::HopLimit,
+                    format!("the message has crossed {hops} servers already"),
+                ))
+            } else {
+                match self.peers.get(server) {
+                    None => Some((
+                        ErrorCode::UnknownPeer,
+                        format!("{server:?} is not a configured peer"),
+                    )),
+                    Some(None) => Some((
+                        ErrorCode::PeerUnreachable,
+                        format!("no link to {server:?} right now"),
+                    )),
+                    Some(Some(link)) => {
+                        let link = *link;
+                        let msg = self.next_id();
+                        out.push(Action::Send {
+                            to: link,
+                            body: message_frame(&msg.to_string(), &from, hops + 1, payload),
+                        });
+                        self.remote.insert(
+                            msg,
+                            Remote {
+                                fanout,
+                                server: server.clone(),
+                                link,
+                            },
+                        );
+                        self.deadlines.push(Reverse((
+                            now + self.config.request_timeout,
+                            Due::Remote(msg),
+                        )));
+                        waiting += 1;
+                        None
+                    }
+                }
+            };
+            if let Some((code, text)) = refusal {
+                reports.insert(server.clone(), ServerReport::failed(code, text));
+            }
+        }
+        let fanout_state = Fanout {
+            origin,
+            kind: payload.kind.clone(),
+            waiting,
+            reports,
+        };
+        self.count_pending(&fanout_state.origin, 1);
+        self.fanouts.insert(fanout, fanout_state);
+        if waiting == 0 {
+            self.finish_fanout(fanout, out);
+        }
+    }
+
+    fn finish_fanout(&mut self, id: u64, out: &mut Vec<Action>) {
+        let Some(fanout) = self.fanouts.remove(&id) else {
+            return;
+        };
+        self.count_pending(&fanout.origin, -1);
+        let outcome = Outcome {
+            kind_of: Some(&fanout.kind),
+            servers: Some(&fanout.reports),
+            ..Outcome::default()
+        };
+        self.respond_ok(&fanout.origin, &outcome, out);
+    }
+
+    /// Record one server's report for a message and answer the fan-out if it was the last.
+    fn settle_remote(&mut self, msg: u64, report: ServerReport, out: &mut Vec<Action>) {
+        let Some(remote) = self.remote.remove(&msg) else {
+            return;
+        };
+        let Some(fanout) = self.fanouts.get_mut(&remote.fanout) else {
+            return;
+        };
+        fanout.reports.insert(remote.server, report);
+        fanout.waiting -= 1;
+        if fanout.waiting == 0 {
+            self.finish_fanout(remote.fanout, out);
+        }
+    }
+
+    pub(super) fn remote_timed_out(&mut self, msg: u64, out: &mut Vec<Action>) {
+        if let Some(remote) = self.remote.get(&msg) {
+            let text = format!(
+                "{:?} did not acknowledge within {} ms",
+                remote.server,
+                self.config.request_timeout.as_millis()
+            );
+            warn!("message {msg} to peer {:?} timed out", remote.server);
+            self.settle_remote(msg, ServerReport::failed(ErrorCode::PeerTimeout, text), out);
+        }
+    }
+
+    /// An ack from a peer for a message we sent it.
+    pub fn peer_ack(&mut self, link: ConnId, ack: PeerAck, out: &mut Vec<Action>) {
+        let owned = ack
+            .msg
+            .parse::<u64>()
+            .ok()
+            .filter(|m| self.remote.get(m).is_some_and(|r| r.link == link));
+        match owned {
+            Some(msg) => self.settle_remote(msg, ack.report, out),
+            None => warn!(
+                "peer={} acknowledged message {:?}, which is not waiting for it",
+                self.peer_of(link).unwrap_or("?"),
+                ack.msg
+            ),
+        }
+    }
+
+    /// A message from a linked peer: check what it claims, then dispatch it to a local handler.
+    pub fn peer_message(
+        &mut self,
+        link: ConnId,
+        msg: PeerMessage,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(server) = self.peer_links.get(&link).cloned() else {
+            return;
+        };
+        let origin = Origin::Peer {
+            link,
+            msg: msg.msg,
+            server: server.clone(),
+        };
+        if msg.from.server != server {
+            warn!(
+                "peer={server} sent a message claiming to come from {:?}; refused",
+                msg.from.server
+            );
+            let text = format!(
+                "peer {server:?} may only send as itself, not as {:?}",
+                msg.from.server
+            );
+            return self.fail(&origin, ErrorBody::new(ErrorCode::ForgedOrigin, text), out);
+        }
+        if msg.hops > MAX_HOPS {
+            let text = format!(
+                "the message has crossed {} servers (at most {MAX_HOPS})",
+                msg.hops
+            );
+            return self.fail(&origin, ErrorBody::new(ErrorCode::HopLimit, text), out);
+        }
+        if msg.payload.kind.starts_with(RESERVED_PREFIX) {
+            let text = format!(
+                "{:?} is a built-in type and cannot be sent between servers",
+                msg.payload.kind
+            );
+            return self.fail(&origin, ErrorBody::new(ErrorCode::ReservedType, text), out);
+        }
+        let pending = Pending {
+            origin,
+            handler: link,
+            kind: msg.payload.kind.clone(),
+            from: msg.from,
+            scope: Scope::Server,
+            via: Vec::new(),
+            hops: msg.hops,
+        };
+        self.dispatch(pending, &msg.payload, now, out);
+    }
+}

@@ -1,0 +1,98 @@
+//! Answering whoever started a piece of work, whatever it is: a client gets a reply carrying its
+//! id, a peer server gets an ack for its message number, a handler that pushed gets a report.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{Action, Origin, Router};
+use crate::protocol::error::ErrorBody;
+use crate::protocol::message::{
+    ClientFrame, ClientHeader, Status, client_error, handler_delivery_report, handler_error_report,
+    to_body,
+};
+use crate::protocol::peer::{AckContent, ServerReports, ack_error, ack_ok};
+
+/// The parts of a successful answer.
+#[derive(Debug, Default)]
+pub(super) struct Outcome<'a> {
+    /// The payload type.
+    pub kind_of: Option<&'a str>,
+    /// The data, for a sender that is also a recipient.
+    pub data: Option<&'a RawValue>,
+    /// Users delivered to.
+    pub delivered: Option<&'a [String]>,
+    /// Users offline.
+    pub offline: Option<&'a [String]>,
+    /// What each peer server did.
+    pub servers: Option<&'a ServerReports>,
+}
+
+impl Router {
+    /// Answer `origin` with success.
+    pub(super) fn respond_ok(
+        &mut self,
+        origin: &Origin,
+        outcome: &Outcome<'_>,
+        out: &mut Vec<Action>,
+    ) {
+        let (to, body) = match origin {
+            Origin::Client { conn, id } => {
+                let mut header = ClientHeader::reply(Status::Ok, id.as_deref());
+                header.kind_of = outcome.kind_of;
+                header.delivered = outcome.delivered;
+                header.offline = outcome.offline;
+                header.servers = outcome.servers;
+                (
+                    *conn,
+                    to_body(&ClientFrame {
+                        header,
+                        data: &outcome.data,
+                    }),
+                )
+            }
+            Origin::Peer { link, msg, .. } => {
+                let content = AckContent {
+                    kind_of: outcome.kind_of,
+                    data: outcome.data,
+                    delivered: outcome.delivered,
+                    offline: outcome.offline,
+                    servers: outcome.servers,
+                };
+                (*link, ack_ok(msg, &content))
+            }
+            Origin::Push { handler, id } => (
+                *handler,
+                handler_delivery_report(
+                    id.as_deref(),
+                    outcome.delivered,
+                    outcome.offline,
+                    outcome.servers,
+                ),
+            ),
+        };
+        out.push(Action::Send { to, body });
+    }
+
+    /// Answer `origin` with an error body (ours, or one a handler gave).
+    pub(super) fn respond_error<E: Serialize + ?Sized>(
+        &mut self,
+        origin: &Origin,
+        error: &E,
+        out: &mut Vec<Action>,
+    ) {
+        let (to, body) = match origin {
+            Origin::Client { conn, id } => (*conn, client_error(id.as_deref(), error)),
+            Origin::Peer { link, msg, .. } => (*link, ack_error(msg, error)),
+            Origin::Push { handler, id } => {
+                (*handler, handler_error_report(None, id.as_deref(), error))
+            }
+        };
+        out.push(Action::Send { to, body });
+    }
+
+    /// Answer `origin` with one of our error codes.
+    pub(super) fn fail(&mut self, origin: &Origin, error: ErrorBody, out: &mut Vec<Action>) {
+        log::debug!("{origin:?} fails: {error}");
+        self.respond_error(origin, &error, out);
+    }
+}
