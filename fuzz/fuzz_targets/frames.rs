@@ -1,0 +1,291 @@
+//! Fuzz target `frames`: the input is what a peer writes on a socket.
+//!
+//! The first byte picks how the stream is cut into reads (0: one read; n: reads of n bytes); the
+//! rest is fed to a [`FrameDecoder`] the way `net::Framed` does. Every frame body goes through
+//! both parsers (`parse_inbound` for clients, `parse_handler_message` for handlers), and whatever
+//! the broker would send back is built with its outbound helpers.
+//!
+//! Checked, besides "never panics":
+//! - the decoder: `Ok(Some((used, body)))` has `used == body.len() + 4`, `used <= buffered`, and
+//!   `body` is the bytes after the header; the frames and the outcome do not depend on the split;
+//!   `Err` only for a header over the limit; `missing` agrees with `decode`;
+//! - the parsers: each error has a code that parser documents; accepted messages obey the rules
+//!   (type names, id length); `payload.data` is forwarded byte for byte;
+//! - every outbound body (error replies, requests to handlers, reports, pushes) is valid JSON and
+//!   carries the code as `ErrorCode::as_str` spells it.
+#![no_main]
+
+use besterd::protocol::ErrorCode;
+use besterd::protocol::error::ErrorBody;
+use besterd::protocol::frame::{FrameDecoder, FrameError, HEADER_LEN};
+use besterd::protocol::message::{
+    ClientFrame, ClientHeader, Command, Credentials, Inbound, MAX_ID_LEN, Payload, Scope, Sender,
+    client_error, client_ok, handler_delivery_report, handler_error_report, handler_request,
+    parse_handler_message, parse_inbound, to_body, validate_type,
+};
+use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Frame limit for the run: small, so oversized headers are easy to hit.
+const MAX_FRAME: usize = 4096;
+
+/// Codes `parse_inbound` may answer with.
+const INBOUND_CODES: &[ErrorCode] = &[
+    ErrorCode::InvalidUtf8,
+    ErrorCode::InvalidJson,
+    ErrorCode::InvalidMessage,
+    ErrorCode::UnknownScope,
+];
+
+/// Codes `parse_handler_message` may answer with.
+const HANDLER_CODES: &[ErrorCode] = &[
+    ErrorCode::InvalidUtf8,
+    ErrorCode::InvalidJson,
+    ErrorCode::InvalidMessage,
+    ErrorCode::BadHandlerReply,
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&split, stream)) = data.split_first() else {
+        return;
+    };
+    let split = if split == 0 {
+        stream.len()
+    } else {
+        usize::from(split)
+    };
+    let chunked = decode_stream(stream, split);
+    // The same bytes in one read must give the same frames and the same end.
+    assert_eq!(
+        chunked,
+        decode_stream(stream, stream.len()),
+        "split {split}"
+    );
+    for body in &chunked.frames {
+        check_inbound(body);
+        check_handler(body);
+    }
+});
+
+/// What a connection makes of a byte stream.
+#[derive(Debug, PartialEq, Eq)]
+struct Decoded {
+    frames: Vec<Vec<u8>>,
+    /// The decode error that closed the connection, if any.
+    error: Option<FrameError>,
+    /// Bytes of an incomplete frame left when the stream ended.
+    leftover: usize,
+}
+
+/// Feed `stream` in reads of `split` bytes, taking out every complete frame after each read.
+fn decode_stream(stream: &[u8], split: usize) -> Decoded {
+    let decoder = FrameDecoder::new(MAX_FRAME);
+    let mut pending = Vec::new();
+    let mut frames = Vec::new();
+    for piece in stream.chunks(split.max(1)) {
+        pending.extend_from_slice(piece);
+        let mut pos = 0;
+        loop {
+            let buf = &pending[pos..];
+            match decoder.decode(buf) {
+                Ok(Some((used, body))) => {
+                    assert_eq!(used, body.len() + HEADER_LEN);
+                    assert!(used <= buf.len());
+                    assert!(body.len() <= MAX_FRAME);
+                    assert_eq!(body, &buf[HEADER_LEN..used]);
+                    assert_eq!(decoder.missing(buf), Some(0));
+                    frames.push(body.to_vec());
+                    pos += used;
+                }
+                Ok(None) => {
+                    match decoder.missing(buf) {
+                        None => assert!(buf.len() < HEADER_LEN),
+                        Some(missing) => {
+                            assert!(missing > 0);
+                            assert!(buf.len() + missing <= HEADER_LEN + MAX_FRAME);
+                        }
+                    }
+                    break;
+                }
+                Err(error) => {
+                    // Decided from the header alone, and only for a length over the limit.
+                    let header: [u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().unwrap();
+                    let len = u32::from_le_bytes(header);
+                    assert_eq!(
+                        error,
+                        FrameError::TooLarge {
+                            len,
+                            max: MAX_FRAME
+                        }
+                    );
+                    assert!(len as usize > MAX_FRAME);
+                    let body = error.to_body();
+                    assert_eq!(body.code, ErrorCode::FrameTooLarge);
+                    check_error_reply(&client_error(None, &body), body.code);
+                    return Decoded {
+                        frames,
+                        error: Some(error),
+                        leftover: 0,
+                    };
+                }
+            }
+        }
+        pending.drain(..pos);
+    }
+    Decoded {
+        frames,
+        error: None,
+        leftover: pending.len(),
+    }
+}
+
+/// A frame body from a client: parse it and build what the server would send for it.
+fn check_inbound(body: &[u8]) {
+    match parse_inbound(body) {
+        Ok(Inbound::Identify(identify)) => {
+            let error = ErrorBody::new(
+                ErrorCode::BadIdentifyType,
+                format!("unknown identify type {:?}", identify.kind),
+            );
+            check_error_reply(&client_error(None, &error), error.code);
+            if let Some(creds) = identify.authentication {
+                let shown = format!("{creds:?}");
+                let want = format!(
+                    "Credentials {{ username: {:?}, password: \"<redacted>\" }}",
+                    creds.username
+                );
+                assert_eq!(shown, want, "Debug must not show the password");
+            }
+        }
+        Ok(Inbound::Message(msg)) => {
+            assert!(validate_type(&msg.payload.kind).is_ok());
+            assert!(msg.id.as_ref().is_none_or(|id| id.len() <= MAX_ID_LEN));
+            let from = Sender {
+                user: Some("fuzz".into()),
+                server: "local".into(),
+                handler: None,
+            };
+            let request = handler_request("1", msg.scope, &from, &[], &msg.payload);
+            check_forwarded(&request, "payload", &msg.payload);
+            let error = ErrorBody::new(
+                ErrorCode::UnknownType,
+                format!("no handler for {:?}", msg.payload.kind),
+            );
+            check_error_reply(&client_error(msg.id.as_deref(), &error), error.code);
+            let ok = client_ok(
+                msg.id.as_deref(),
+                Some(&msg.payload.kind),
+                &msg.payload.data,
+            );
+            check_forwarded(&ok, "data", &msg.payload);
+            // Built-ins parse their data; failing that is invalid_message, never a panic.
+            if let Err(error) = msg.payload.data_as::<Credentials>() {
+                assert_eq!(error.code, ErrorCode::InvalidMessage);
+                check_error_reply(&client_error(msg.id.as_deref(), &error), error.code);
+            }
+        }
+        Err(error) => {
+            assert!(INBOUND_CODES.contains(&error.code), "{error}");
+            check_error_reply(&client_error(None, &error), error.code);
+        }
+    }
+}
+
+/// A frame body from a handler: parse it and build what the server would send for it.
+fn check_handler(body: &[u8]) {
+    match parse_handler_message(body) {
+        Ok(msg) => {
+            let via: Vec<String> = match &msg.command {
+                Command::SendHandler(kind) => {
+                    assert!(validate_type(kind).is_ok());
+                    vec![kind.clone()]
+                }
+                Command::SendClients(names) | Command::SendServers(names) => {
+                    let report = handler_delivery_report(msg.id.as_deref(), names, &[]);
+                    expect_json(&report);
+                    Vec::new()
+                }
+                Command::Reply => Vec::new(),
+            };
+            let error = ErrorBody::new(ErrorCode::HandlerLoop, "fuzz");
+            let report = handler_error_report(msg.request.as_deref(), msg.id.as_deref(), &error);
+            check_error_reply(&report, error.code);
+            if let Some(payload) = &msg.payload {
+                assert!(validate_type(&payload.kind).is_ok());
+                let sender = Sender {
+                    user: None,
+                    server: "local".into(),
+                    handler: Some(payload.kind.clone()),
+                };
+                let push = to_body(&ClientFrame {
+                    header: ClientHeader::push(&payload.kind, &sender),
+                    data: &payload.data,
+                });
+                check_forwarded(&push, "data", payload);
+                let reply = client_ok(msg.request.as_deref(), Some(&payload.kind), &payload.data);
+                check_forwarded(&reply, "data", payload);
+                let next = handler_request("2", Scope::Client, &sender, &via, payload);
+                check_forwarded(&next, "payload", payload);
+            }
+        }
+        Err(error) => {
+            assert!(HANDLER_CODES.contains(&error.code), "{error}");
+            check_error_reply(&handler_error_report(None, None, &error), error.code);
+        }
+    }
+}
+
+/// Check an outbound body is one JSON value and return it unparsed. `RawValue` checks the syntax
+/// without serde_json's nesting limit of 128, which forwarded `payload.data` may exceed.
+fn expect_json(body: &[u8]) -> &RawValue {
+    let text = std::str::from_utf8(body).expect("outbound body is not UTF-8");
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("outbound body is not JSON: {e}: {text}"))
+}
+
+/// The parts of an outbound body these checks look at; other fields are ignored.
+#[derive(Deserialize)]
+struct Outbound<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    payload: Option<ForwardedPayload<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ForwardedPayload<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    error: String,
+    code: String,
+}
+
+/// An error reply or report: valid JSON whose `data.code` is the code as documented.
+fn check_error_reply(body: &[u8], code: ErrorCode) {
+    let outbound: Outbound = serde_json::from_str(expect_json(body).get()).unwrap();
+    let error: WireError = serde_json::from_str(outbound.data.expect("no data").get()).unwrap();
+    assert_eq!(error.code, code.as_str());
+    assert!(!error.error.is_empty());
+}
+
+/// A body that forwards `payload`: valid JSON, with the data byte for byte as received
+/// (`null` when there was none), under `payload.data` or `data`.
+fn check_forwarded(body: &[u8], field: &str, payload: &Payload) {
+    let outbound: Outbound = serde_json::from_str(expect_json(body).get()).unwrap();
+    let sent = match field {
+        "payload" => {
+            let forwarded = outbound.payload.expect("no payload");
+            assert_eq!(forwarded.kind, payload.kind);
+            Some(forwarded.data)
+        }
+        _ => outbound.data,
+    };
+    let received = payload.data.as_deref().map_or("null", RawValue::get);
+    assert_eq!(sent.map_or("null", RawValue::get), received);
+}
