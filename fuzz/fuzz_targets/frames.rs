@@ -202,7 +202,7 @@ fn check_handler(body: &[u8]) {
                     vec![kind.clone()]
                 }
                 Command::SendClients(names) | Command::SendServers(names) => {
-                    let report = handler_delivery_report(msg.id.as_deref(), names, &[]);
+                    let report = handler_delivery_report(msg.id.as_deref(), Some(names), Some(&[]), None);
                     expect_json(&report);
                     Vec::new()
                 }
