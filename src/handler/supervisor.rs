@@ -258,7 +258,7 @@ impl Process {
 }
 
 /// Delay before restart number `failures` (1-based): 100 ms doubling up to 30 s.
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(16);
     (BACKOFF_MIN * factor).min(BACKOFF_MAX)
 }

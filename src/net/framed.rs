@@ -230,6 +230,23 @@ impl Framed {
         Ok(true)
     }
 
+    /// For an outgoing TCP connection in progress: `None` while still connecting, then whether it
+    /// connected (mio's recipe: `take_error`, then `peer_addr`).
+    pub fn connect_result(&self) -> Option<io::Result<()>> {
+        let Stream::Tcp(s) = &self.stream else {
+            return Some(Ok(()));
+        };
+        match s.take_error() {
+            Ok(Some(e)) | Err(e) => return Some(Err(e)),
+            Ok(None) => {}
+        }
+        match s.peer_addr() {
+            Ok(_) => Some(Ok(())),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Close both directions now (queued output is discarded).
     pub fn shutdown(&self) {
         self.stream.shutdown();

@@ -53,6 +53,11 @@ impl Router {
         self.peer_links.insert(link, name.to_string());
     }
 
+    /// The live link to `name`, if any.
+    pub fn peer_link(&self, name: &str) -> Option<ConnId> {
+        self.peers.get(name).copied().flatten()
+    }
+
     /// The peer behind this link, if it is a live peer link.
     pub fn peer_of(&self, link: ConnId) -> Option<&str> {
         self.peer_links.get(&link).map(String::as_str)

@@ -66,6 +66,7 @@ struct WhoAmI<'a> {
     server: &'a str,
     connections: usize,
     handlers: std::collections::BTreeMap<String, usize>,
+    peers: Vec<String>,
 }
 
 impl Server {
@@ -110,6 +111,9 @@ impl Server {
             server.send(id, client_error(None, &error));
             server.finish(id, Instant::now(), "identify refused".into());
         };
+        if identify.kind == "server" && !self.peers.is_empty() {
+            return self.peer_identify(id, identify, Instant::now());
+        }
         if identify.kind != "client" {
             let text = match identify.kind.as_str() {
                 "server" => "this server has no federation peers configured".to_string(),
@@ -184,6 +188,7 @@ impl Server {
                     server: &self.config.name,
                     connections: self.router.connections_of(&user),
                     handlers: self.router.handler_counts(),
+                    peers: self.router.peers_up(),
                 };
                 let body = client_ok(reply_id, Some(kind), &data);
                 self.send(id, body);

@@ -28,6 +28,42 @@ pub enum ClientState {
     },
 }
 
+/// Where a server-to-server connection is in its handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerState {
+    /// We dialled; the TCP connection is not established yet.
+    Connecting,
+    /// We sent identify with this nonce; waiting for the challenge.
+    AwaitChallenge {
+        /// Our nonce.
+        nonce: String,
+    },
+    /// We sent our proof; waiting for acceptance.
+    AwaitAccept,
+    /// We were dialled and sent our challenge; waiting for the peer's proof.
+    AwaitProof {
+        /// Our nonce.
+        nonce: String,
+        /// The peer's nonce.
+        theirs: String,
+    },
+    /// Authenticated both ways.
+    Up,
+}
+
+/// A server-to-server connection.
+#[derive(Debug)]
+pub struct PeerConn {
+    /// The peer's configured name.
+    pub name: String,
+    /// Whether we dialled it.
+    pub outgoing: bool,
+    /// Handshake progress.
+    pub state: PeerState,
+    /// Whether a bad frame from it has been logged already.
+    pub complained: bool,
+}
+
 /// What is on the other end.
 #[derive(Debug)]
 pub enum Role {
@@ -40,6 +76,8 @@ pub enum Role {
         /// Whether a bad frame from it has been logged already (log once, not per frame).
         complained: bool,
     },
+    /// A federated peer server.
+    Peer(PeerConn),
 }
 
 /// A connection in the server's slab.
@@ -94,6 +132,7 @@ impl Conn {
             }
             Role::Client(_) => format!("conn={} peer={}", self.id, self.peer),
             Role::Handler { kind, .. } => format!("conn={} handler={kind}", self.id),
+            Role::Peer(p) => format!("conn={} peer={}", self.id, p.name),
         }
     }
 }

@@ -9,10 +9,11 @@ mod client;
 mod conn;
 mod handlers;
 pub mod limits;
+mod peers;
 pub mod token;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ use crate::router::{Action, Router, RouterConfig};
 use client::AuthTag;
 use conn::{ClientState, Conn, Role};
 use limits::LoginLimiter;
+use peers::PeerSlot;
 use token::{CONN_BASE, ConnId, HANDLER_LISTENER_BASE, LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
@@ -61,6 +63,8 @@ enum Timer {
     Linger(ConnId),
     /// Close the connection if nothing arrived for the idle timeout.
     Idle(ConnId),
+    /// Close a peer connection that has not finished its handshake.
+    Handshake(ConnId),
 }
 
 struct HandlerListener {
@@ -82,6 +86,7 @@ pub struct Server {
     auth: AuthPool<AuthTag>,
     logins: LoginLimiter,
     per_ip: HashMap<IpAddr, usize>,
+    peers: BTreeMap<String, PeerSlot>,
     supervisor: Supervisor,
     handler_listeners: Vec<HandlerListener>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -204,6 +209,19 @@ impl Server {
             });
         }
         supervisor.tick(now);
+        let mut peers = BTreeMap::new();
+        for (name, peer) in &config.peers {
+            router.add_peer(name);
+            peers.insert(
+                name.clone(),
+                PeerSlot {
+                    config: peer.clone(),
+                    dialing: None,
+                    failures: 0,
+                    retry_at: now,
+                },
+            );
+        }
         info!(
             "server={} listening on {local_addr}; handler sockets in {}",
             config.name,
@@ -224,6 +242,7 @@ impl Server {
             auth,
             logins,
             per_ip: HashMap::new(),
+            peers,
             supervisor,
             handler_listeners,
             timers: BinaryHeap::new(),
@@ -265,6 +284,9 @@ impl Server {
                         let Some(id) = self.conns.get(slot).map(|c| c.id) else {
                             continue;
                         };
+                        if self.connecting(id) {
+                            self.peer_connecting(id);
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.readable(id, now);
                         }
@@ -283,6 +305,9 @@ impl Server {
             }
             self.fire_timers(now);
             self.supervisor.tick(now);
+            if self.shutdown_deadline.is_none() {
+                self.dial_peers(now);
+            }
             self.settle(now);
             self.flush_dirty();
             self.settle(now);
@@ -307,6 +332,7 @@ impl Server {
         };
         consider(self.timers.peek().map(|Reverse((at, _))| *at));
         consider(self.supervisor.next_deadline());
+        consider(self.next_dial());
         consider(self.startup_deadline);
         consider(self.shutdown_deadline);
         next.map(|at| at.saturating_duration_since(now))
@@ -315,6 +341,13 @@ impl Server {
     fn next_generation(&mut self) -> u64 {
         self.generation += 1;
         self.generation
+    }
+
+    /// Whether this is an outgoing peer connection still being established.
+    fn connecting(&self, id: ConnId) -> bool {
+        self.conns.get(id.slot).is_some_and(|c| {
+            c.id == id && matches!(&c.role, Role::Peer(p) if p.state == conn::PeerState::Connecting)
+        })
     }
 
     /// Look a connection up by id, checking the generation.
@@ -464,6 +497,7 @@ impl Server {
             match &conn.role {
                 Role::Client(_) => self.client_frame(id, &frame, now),
                 Role::Handler { .. } => self.handler_frame(id, &frame, now),
+                Role::Peer(_) => self.peer_frame(id, &frame, now),
             }
         }
     }
@@ -548,6 +582,11 @@ impl Server {
                 info!("{} disconnected: {reason}", conn.context());
                 self.router.handler_gone(id, &mut self.actions);
             }
+            Role::Peer(peer) => {
+                debug!("{} closed: {reason}", conn.context());
+                self.forget_ip(conn.ip);
+                self.peer_closed(id, peer, &reason, Instant::now());
+            }
         }
     }
 
@@ -631,6 +670,7 @@ impl Server {
                     }
                 }
                 Timer::Idle(id) => self.check_idle(id, now),
+                Timer::Handshake(id) => self.check_handshake(id),
             }
         }
         self.router.expire(now, &mut self.actions);

@@ -65,12 +65,24 @@ impl Broker {
 
     /// Start with explicit `[server]` keys, handler tables and users.
     pub fn start_with(server_keys: &str, handlers: &str, users: &[(&str, &str)]) -> Broker {
+        Broker::launch("test", "127.0.0.1:0", server_keys, handlers, users)
+    }
+
+    /// Start a server named `name` on `listen` with these `[server]` keys, further tables
+    /// (handlers, peers) and users.
+    pub fn launch(
+        name: &str,
+        listen: &str,
+        server_keys: &str,
+        tables: &str,
+        users: &[(&str, &str)],
+    ) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
-        for (name, password) in users {
-            add_user(&dir.path().join("users.json"), name, password);
+        for (user, password) in users {
+            add_user(&dir.path().join("users.json"), user, password);
         }
         let config = format!(
-            "[server]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\nusers = {:?}\nruntime_dir = {:?}\n{server_keys}\n{handlers}",
+            "[server]\nname = {name:?}\nlisten = {listen:?}\nusers = {:?}\nruntime_dir = {:?}\n{server_keys}\n{tables}",
             dir.path().join("users.json").display().to_string(),
             dir.path().join("run").display().to_string(),
         );

@@ -1,0 +1,333 @@
+//! Peer links: dialling configured peers (and redialling with backoff), the challenge-response
+//! handshake on both sides (`federation::handshake`), keeping one link per peer when both dialled,
+//! and handing an authenticated link's frames to the router.
+
+use std::cmp::Reverse;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+
+use crate::config::PeerConfig;
+use crate::federation::handshake::{self, Side, Transcript};
+use crate::handler::supervisor::backoff;
+use crate::net::Stream;
+use crate::protocol::ErrorCode;
+use crate::protocol::error::ErrorBody;
+use crate::protocol::message::{Identify, client_error};
+use crate::protocol::peer::{
+    PeerFrame, accepted_frame, challenge_frame, identify_frame, parse_peer_frame, proof_frame,
+};
+
+use super::conn::{PeerConn, PeerState, Role};
+use super::token::ConnId;
+use super::{Server, Timer};
+
+/// One configured peer, as the dialler sees it.
+#[derive(Debug)]
+pub(super) struct PeerSlot {
+    pub config: PeerConfig,
+    /// Our outgoing connection attempt, while one is in progress.
+    pub dialing: Option<ConnId>,
+    /// Attempts since the last time a link was up.
+    pub failures: u32,
+    /// Not before this time may we dial again.
+    pub retry_at: Instant,
+}
+
+impl Server {
+    /// Dial every configured peer that has an address, no link and no attempt in progress.
+    pub(super) fn dial_peers(&mut self, now: Instant) {
+        let up = self.router.peers_up();
+        let due: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(name, slot)| {
+                slot.config.address.is_some()
+                    && slot.dialing.is_none()
+                    && slot.retry_at <= now
+                    && !up.contains(name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            let slot = self.peers.get_mut(&name).expect("listed above");
+            let addr = slot.config.address.expect("filtered above");
+            let stream = match mio::net::TcpStream::connect(addr) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    self.peer_attempt_failed(&name, now, &format!("cannot connect to {addr}: {e}"));
+                    continue;
+                }
+            };
+            let role = Role::Peer(PeerConn {
+                name: name.clone(),
+                outgoing: true,
+                state: PeerState::Connecting,
+                complained: false,
+            });
+            let max = self.config.max_identify_frame;
+            if let Some(id) =
+                self.insert_conn(Stream::Tcp(stream), addr.to_string(), None, role, max)
+            {
+                debug!("conn={id} peer={name} dialling {addr}");
+                self.peers.get_mut(&name).expect("exists").dialing = Some(id);
+                let deadline = now + self.config.identify_timeout;
+                self.timers.push(Reverse((deadline, Timer::Handshake(id))));
+            }
+        }
+    }
+
+    /// When the next dial is due (for the poll timeout).
+    pub(super) fn next_dial(&self) -> Option<Instant> {
+        let up = self.router.peers_up();
+        self.peers
+            .iter()
+            .filter(|(name, slot)| {
+                slot.config.address.is_some() && slot.dialing.is_none() && !up.contains(name)
+            })
+            .map(|(_, slot)| slot.retry_at)
+            .min()
+    }
+
+    fn peer_attempt_failed(&mut self, name: &str, now: Instant, why: &str) {
+        let Some(slot) = self.peers.get_mut(name) else {
+            return;
+        };
+        slot.dialing = None;
+        slot.failures += 1;
+        let delay = backoff(slot.failures);
+        slot.retry_at = now + delay;
+        warn!("peer={name} {why}; retrying in {} ms", delay.as_millis());
+    }
+
+    /// An outgoing connection became writable (or failed): finish connecting and send identify.
+    pub(super) fn peer_connecting(&mut self, id: ConnId) {
+        let Some(conn) = self.conn(id) else { return };
+        let Role::Peer(peer) = &conn.role else { return };
+        if peer.state != PeerState::Connecting {
+            return;
+        }
+        let name = peer.name.clone();
+        match conn.io.connect_result() {
+            None => {}
+            Some(Ok(())) => {
+                let nonce = handshake::nonce();
+                let body = identify_frame(&self.config.name, &nonce);
+                if let Some(Role::Peer(peer)) = self.conn(id).map(|c| &mut c.role) {
+                    peer.state = PeerState::AwaitChallenge { nonce };
+                }
+                self.send(id, body);
+            }
+            Some(Err(e)) => self.close(id, format!("connect to {name:?} failed: {e}")),
+        }
+    }
+
+    /// `identify {type:"server"}` on an accepted connection: challenge the peer.
+    pub(super) fn peer_identify(&mut self, id: ConnId, identify: Identify, now: Instant) {
+        let ip = self.conn(id).and_then(|c| c.ip);
+        let name = identify.name.unwrap_or_default();
+        let key = format!("server:{name}");
+        let refuse = |server: &mut Server, why: String| {
+            warn!("conn={id} peer identify as {name:?} refused: {why}");
+            server.logins.failed(ip, &key, now);
+            let error = ErrorBody::new(ErrorCode::AuthFailed, "peer authentication failed");
+            server.send(id, client_error(None, &error));
+            server.finish(id, now, "peer refused".into());
+        };
+        if !self.logins.allows(ip, &key, now) {
+            let error = ErrorBody::new(
+                ErrorCode::RateLimited,
+                "too many failed peer logins; try again later",
+            );
+            self.send(id, client_error(None, &error));
+            return self.finish(id, now, "rate limited".into());
+        }
+        let Some(slot) = self.peers.get(&name) else {
+            return refuse(self, "not a configured peer".into());
+        };
+        let Some(theirs) = identify.nonce.filter(|n| handshake::valid_nonce(n)) else {
+            return refuse(self, "missing or malformed nonce".into());
+        };
+        let nonce = handshake::nonce();
+        let transcript = Transcript {
+            initiator: &name,
+            responder: &self.config.name,
+            initiator_nonce: &theirs,
+            responder_nonce: &nonce,
+        };
+        let proof = transcript.proof(&slot.config.secret, Side::Responder);
+        let body = challenge_frame(&self.config.name, &nonce, &proof);
+        if let Some(conn) = self.conn(id) {
+            conn.role = Role::Peer(PeerConn {
+                name: name.clone(),
+                outgoing: false,
+                state: PeerState::AwaitProof { nonce, theirs },
+                complained: false,
+            });
+        }
+        self.timers.push(Reverse((
+            now + self.config.identify_timeout,
+            Timer::Handshake(id),
+        )));
+        self.send(id, body);
+    }
+
+    /// A frame on a server-to-server connection.
+    pub(super) fn peer_frame(&mut self, id: ConnId, body: &[u8], now: Instant) {
+        let Some(conn) = self.conn(id) else { return };
+        let Role::Peer(peer) = &mut conn.role else {
+            return;
+        };
+        let name = peer.name.clone();
+        let state = peer.state.clone();
+        let frame = match parse_peer_frame(body) {
+            Ok(frame) => frame,
+            Err(e) if state == PeerState::Up => {
+                if !peer.complained {
+                    peer.complained = true;
+                    warn!(
+                        "peer={name} sent a bad frame: {e} (further ones are logged at debug level)"
+                    );
+                } else {
+                    debug!("peer={name} bad frame: {e}");
+                }
+                return;
+            }
+            Err(e) => return self.close(id, format!("bad handshake frame: {e}")),
+        };
+        let Some(secret) = self.peers.get(&name).map(|s| s.config.secret.clone()) else {
+            return self.close(id, "peer no longer configured".into());
+        };
+        match (state, frame) {
+            (PeerState::Up, PeerFrame::Message(m)) => {
+                self.router.peer_message(id, m, now, &mut self.actions)
+            }
+            (PeerState::Up, PeerFrame::Ack(a)) => self.router.peer_ack(id, a, &mut self.actions),
+            (
+                PeerState::AwaitChallenge { nonce },
+                PeerFrame::Challenge {
+                    server,
+                    nonce: theirs,
+                    proof,
+                },
+            ) => {
+                let transcript = Transcript {
+                    initiator: &self.config.name,
+                    responder: &name,
+                    initiator_nonce: &nonce,
+                    responder_nonce: &theirs,
+                };
+                if server != name {
+                    return self
+                        .close(id, format!("dialled {name:?} but it says it is {server:?}"));
+                }
+                if !handshake::valid_nonce(&theirs)
+                    || !transcript.verify(&secret, Side::Responder, &proof)
+                {
+                    return self.close(id, "the peer's proof is wrong (secrets differ?)".into());
+                }
+                let body = proof_frame(&transcript.proof(&secret, Side::Initiator));
+                self.set_peer_state(id, PeerState::AwaitAccept);
+                self.send(id, body);
+            }
+            (PeerState::AwaitAccept, PeerFrame::Accepted { server }) if server == name => {
+                self.link_up(id, now)
+            }
+            (PeerState::AwaitProof { nonce, theirs }, PeerFrame::Proof(proof)) => {
+                let transcript = Transcript {
+                    initiator: &name,
+                    responder: &self.config.name,
+                    initiator_nonce: &theirs,
+                    responder_nonce: &nonce,
+                };
+                if !transcript.verify(&secret, Side::Initiator, &proof) {
+                    warn!("conn={id} peer {name:?} sent a wrong proof (secrets differ?)");
+                    let ip = self.conn(id).and_then(|c| c.ip);
+                    self.logins.failed(ip, &format!("server:{name}"), now);
+                    let error = ErrorBody::new(ErrorCode::AuthFailed, "peer authentication failed");
+                    self.send(id, client_error(None, &error));
+                    return self.finish(id, now, "peer proof wrong".into());
+                }
+                self.send(id, accepted_frame(&self.config.name));
+                self.link_up(id, now);
+            }
+            (_, PeerFrame::Error(e)) => self.close(id, format!("refused by the peer: {e}")),
+            (state, frame) => {
+                debug!("peer={name} unexpected {frame:?} in {state:?}");
+                self.close(id, "unexpected frame during the handshake".into());
+            }
+        }
+    }
+
+    fn set_peer_state(&mut self, id: ConnId, state: PeerState) {
+        if let Some(Role::Peer(peer)) = self.conn(id).map(|c| &mut c.role) {
+            peer.state = state;
+        }
+    }
+
+    /// Both sides proved themselves. If a link to the same peer is already up (both dialled), the
+    /// one dialled by the server with the smaller name is kept: both ends reach the same choice.
+    fn link_up(&mut self, id: ConnId, now: Instant) {
+        let max_frame = self.config.max_frame;
+        let Some(conn) = self.conn(id) else { return };
+        let Role::Peer(peer) = &mut conn.role else {
+            return;
+        };
+        let name = peer.name.clone();
+        let outgoing = peer.outgoing;
+        let keep_new = outgoing == (self.config.name < name);
+        let existing = self.router.peer_link(&name);
+        if let Some(old) = existing
+            && old != id
+        {
+            if keep_new {
+                self.close(old, "replaced by the link both sides keep".into());
+            } else {
+                return self.close(id, "a link to this peer is already up".into());
+            }
+        }
+        self.set_peer_state(id, PeerState::Up);
+        if let Some(conn) = self.conn(id) {
+            conn.io.set_max_frame(max_frame);
+            conn.last_seen = now;
+        }
+        if let Some(slot) = self.peers.get_mut(&name) {
+            slot.failures = 0;
+            if slot.dialing == Some(id) {
+                slot.dialing = None;
+            }
+        }
+        self.router.peer_up(&name, id);
+        info!(
+            "conn={id} peer={name} link up ({})",
+            if outgoing { "we dialled" } else { "it dialled" }
+        );
+    }
+
+    /// A peer connection closed: tell the router; an outgoing one is redialled after a backoff.
+    pub(super) fn peer_closed(&mut self, id: ConnId, peer: &PeerConn, reason: &str, now: Instant) {
+        let was_up = self.router.peer_of(id).is_some();
+        self.router.peer_down(id, &mut self.actions);
+        if was_up {
+            info!("conn={id} peer={} link down: {reason}", peer.name);
+        }
+        if let Some(slot) = self.peers.get_mut(&peer.name)
+            && slot.dialing == Some(id)
+        {
+            self.peer_attempt_failed(&peer.name, now, reason);
+        } else if was_up && let Some(slot) = self.peers.get_mut(&peer.name) {
+            // Redial soon after losing a link that was up.
+            slot.retry_at = now + backoff(1);
+        }
+    }
+
+    /// A peer connection that is still not authenticated at its deadline is closed.
+    pub(super) fn check_handshake(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn(id)
+            && let Role::Peer(peer) = &conn.role
+            && peer.state != PeerState::Up
+        {
+            self.close(id, "handshake not finished in time".into());
+        }
+    }
+}
