@@ -205,6 +205,12 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
         ErrorBody::new(code, e.to_string())
     };
     super::validate::check(text).map_err(to_body)?;
+    if !text.trim_start().starts_with('{') {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidMessage,
+            "a frame must be a JSON object",
+        ));
+    }
     serde_json::from_str(text).map_err(to_body)
 }
 
