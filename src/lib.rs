@@ -16,6 +16,8 @@
 //!   `server/handlers.rs`.
 //! - [`handler`]: the runtime directory for handler sockets and the [`handler::Supervisor`] that
 //!   starts, reaps and restarts handler processes.
+//! - [`federation`]: the peer handshake; peer links live in `server/peers.rs`, their routing in
+//!   `router/federation.rs`, their frames in [`protocol::peer`].
 //! - [`auth`]: the argon2id user store (atomic 0600 writes) and the verifier threads that keep
 //!   password hashing off the event loop, reporting back through a `mio::Waker`.
 //! - [`config`]: the TOML file validated into a [`config::Config`]; [`cli`]: the command line;
