@@ -668,3 +668,35 @@ mod tests {
         );
     }
 }
+
+/// The shared vectors in `protocol/vectors/messages.json`.
+#[cfg(test)]
+mod vectors {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::protocol::peer::parse_peer_frame;
+
+    #[test]
+    fn messages_json() {
+        let doc: Value =
+            serde_json::from_str(include_str!("../../protocol/vectors/messages.json")).unwrap();
+        let cases = doc["cases"].as_array().unwrap();
+        assert!(cases.len() >= 40);
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let body = case["json"].as_str().unwrap().as_bytes();
+            let code = match case["direction"].as_str().unwrap() {
+                "client_to_server" => parse_inbound(body).err().map(|e| e.code),
+                "handler_to_server" => parse_handler_message(body).err().map(|e| e.code),
+                "server_to_server" => parse_peer_frame(body).err().map(|e| e.code),
+                other => panic!("{name}: unknown direction {other}"),
+            };
+            if case["valid"].as_bool().unwrap() {
+                assert_eq!(code, None, "{name} should be accepted");
+            } else {
+                assert_eq!(code.map(ErrorCode::as_str), case["code"].as_str(), "{name}");
+            }
+        }
+    }
+}
