@@ -16,6 +16,7 @@ const EX_USAGE: u8 = 64;
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
+    pin_mmap_threshold();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -32,6 +33,18 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig { config } => check_config(&config),
         Command::User(args) => user(&args),
+    }
+}
+
+/// Keep large allocations (argon2's 19 MiB work area per password check, a slow consumer's
+/// output queue) in their own mappings, returned to the system when freed. Without this, glibc
+/// raises its mmap threshold after the first such free and keeps every later one in the heap:
+/// measured, 2,000 logins left 375 MB resident for 4 MB of live data.
+fn pin_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 

@@ -548,6 +548,8 @@ impl Server {
                     overflow.queued, overflow.max
                 );
                 warn!("{}: {reason}; closing", conn.context());
+                // Nothing more is queued for it (and nothing more logged); it closes this iteration.
+                conn.closing = Some(reason.clone());
                 self.to_close.push((id, reason));
             }
         }

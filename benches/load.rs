@@ -1,0 +1,422 @@
+//! Load generator: starts real besterd processes (release build, Python handlers) on loopback and
+//! measures them from client threads. Run by hand or with `scripts/bench.sh`; nothing here is
+//! asserted in the test suite, since shared machines are noisy.
+//!
+//!   cargo bench --bench load -- [rtt] [throughput] [misbehave] [idle] [slow] [federation]
+//!
+//! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
+//! figure and, at the end, one JSON line with all figures.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use besterd::client::Client;
+use besterd::protocol::encode_frame;
+use common::{Broker, handler};
+use serde_json::{Value, json};
+
+fn main() {
+    // SAFETY: set before any thread is started.
+    unsafe { std::env::set_var("BESTER_TEST_LOG", "warn") };
+    raise_fd_limit();
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let all = [
+        "rtt",
+        "throughput",
+        "misbehave",
+        "idle",
+        "slow",
+        "federation",
+    ];
+    let run: Vec<&str> = if wanted.is_empty() {
+        all.to_vec()
+    } else {
+        all.iter()
+            .copied()
+            .filter(|s| wanted.iter().any(|w| w == s))
+            .collect()
+    };
+    let mut figures = serde_json::Map::new();
+    for scenario in run {
+        eprintln!("== {scenario}");
+        let result = match scenario {
+            "rtt" => rtt(),
+            "throughput" => throughput(),
+            "misbehave" => misbehave(),
+            "idle" => idle(),
+            "slow" => slow(),
+            "federation" => federation(),
+            _ => unreachable!(),
+        };
+        for (k, v) in result.as_object().unwrap() {
+            println!("{scenario:<11} {k:<28} {v}");
+        }
+        figures.insert(scenario.to_string(), result);
+    }
+    println!("{}", Value::Object(figures));
+}
+
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max.min(65_536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A broker with the Python echo handler (`processes` copies) and `users` users u0.. (password pw).
+fn broker(server_keys: &str, processes: usize, users: usize) -> Broker {
+    let names: Vec<String> = (0..users).map(|i| format!("u{i}")).collect();
+    let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "pw")).collect();
+    let tables = format!(
+        "[handlers.echo]\n{}\nprocesses = {processes}\n",
+        handler("python3", "handlers/python/echo.py")
+    );
+    let keys = format!(
+        "max_connections_per_ip = 100000\nmax_connections_per_user = 100000\nlogin_failures_per_ip = 100000\n{server_keys}"
+    );
+    Broker::launch("bench", "127.0.0.1:0", &keys, &tables, &pairs)
+}
+
+fn login(b: &Broker, user: &str) -> Client {
+    let (client, reply) = Client::login(b.addr, user, "pw").expect("connect");
+    assert_eq!(reply["header"]["status"], "ok", "{reply}");
+    client.set_timeout(Some(Duration::from_secs(60))).unwrap();
+    client
+}
+
+/// Median, p99 and p99.9 in microseconds.
+fn percentiles(mut samples: Vec<Duration>) -> Value {
+    samples.sort_unstable();
+    let at =
+        |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_micros() as u64;
+    json!({"n": samples.len(), "p50_us": at(0.5), "p99_us": at(0.99), "p999_us": at(0.999)})
+}
+
+/// Resident and peak resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn rtt() -> Value {
+    let b = broker("", 1, 1);
+    let mut c = login(&b, "u0");
+    let mut ping = Vec::new();
+    let mut echo = Vec::new();
+    for i in 0..3000 {
+        let t = Instant::now();
+        c.request(&format!("p{i}"), "bester.ping", &Value::Null)
+            .unwrap();
+        ping.push(t.elapsed());
+        let t = Instant::now();
+        let r = c
+            .request(&format!("e{i}"), "echo", &json!({"i": i}))
+            .unwrap();
+        echo.push(t.elapsed());
+        assert_eq!(r["data"]["i"], i);
+    }
+    json!({"builtin_ping": percentiles(ping), "python_echo": percentiles(echo)})
+}
+
+fn throughput() -> Value {
+    let (conns, window, secs) = (50, 32, 10);
+    let b = broker("", 2, conns);
+    let clients: Vec<Client> = (0..conns).map(|i| login(&b, &format!("u{i}"))).collect();
+    let lost = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut threads = Vec::new();
+    for mut c in clients {
+        let (lost, done, errors) = (lost.clone(), done.clone(), errors.clone());
+        threads.push(thread::spawn(move || {
+            let mut waiting: HashSet<u64> = HashSet::new();
+            let mut next = 0u64;
+            let mut samples = Vec::new();
+            let mut sent_at = std::collections::HashMap::new();
+            loop {
+                while waiting.len() < window && Instant::now() < deadline {
+                    c.message(&next.to_string(), "echo", &json!(next)).unwrap();
+                    waiting.insert(next);
+                    sent_at.insert(next, Instant::now());
+                    next += 1;
+                }
+                if waiting.is_empty() {
+                    break;
+                }
+                let Some(r) = c.recv().unwrap() else {
+                    lost.fetch_add(waiting.len() as u64, Ordering::Relaxed);
+                    break;
+                };
+                let id: u64 = r["header"]["id"].as_str().unwrap().parse().unwrap();
+                assert!(waiting.remove(&id), "reply {id} twice or unasked");
+                if r["header"]["status"] != "ok" || r["data"] != json!(id) {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                samples.push(sent_at.remove(&id).unwrap().elapsed());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            samples
+        }));
+    }
+    let samples: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let elapsed = start.elapsed().as_secs_f64();
+    json!({
+        "connections": conns, "window": window, "handler_processes": 2,
+        "requests_per_s": (done.load(Ordering::Relaxed) as f64 / elapsed).round(),
+        "latency": percentiles(samples),
+        "errors": errors.load(Ordering::Relaxed), "lost": lost.load(Ordering::Relaxed),
+        "broker_rss_kib": rss_kib(b.pid()).1,
+    })
+}
+
+/// One misbehaving connection, cycling through bad behaviours until `stop`.
+fn misbehave_loop(addr: std::net::SocketAddr, n: usize, stop: Instant) {
+    let mut k = n;
+    while Instant::now() < stop {
+        k += 1;
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            continue;
+        };
+        let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+        match k % 6 {
+            0 => drop(s.write_all(b"\x05\x00\x00\x00garbage and more garbage")),
+            1 => drop(s.write_all(&u32::MAX.to_le_bytes())),
+            2 => {
+                // One byte per write, then stall.
+                let mut f = Vec::new();
+                encode_frame(br#"{"header":{"identify":{"type":"client"}}}"#, &mut f);
+                for byte in &f[..f.len() / 2] {
+                    let _ = s.write_all(std::slice::from_ref(byte));
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+            3 => thread::sleep(Duration::from_millis(300)), // never identify
+            4 => {
+                // Log in, flood pings, never read.
+                let (c, _) = match Client::login(addr, &format!("u{}", n % 10), "pw") {
+                    Ok(x) => x,
+                    Err(_) => continue,
+                };
+                let mut s = c.into_stream();
+                let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+                let mut f = Vec::new();
+                let ping = json!({"header":{"scope":"client"},"payload":{"type":"bester.ping","data":"x".repeat(2000)}});
+                encode_frame(ping.to_string().as_bytes(), &mut f);
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(2) && s.write_all(&f).is_ok() {}
+            }
+            _ => {
+                // Half-close in the middle of a frame.
+                let _ = s.write_all(&[50, 0, 0, 0, b'{']);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
+}
+
+fn misbehave() -> Value {
+    let (good, bad, per_conn) = (1000, 50, 10);
+    let b = broker("auth_threads = 2", 2, good);
+    let addr = b.addr;
+    let logins_started = Instant::now();
+    // Log everyone in first (argon2-bound), 8 at a time.
+    let mut clients = Vec::with_capacity(good);
+    let mut batch = Vec::new();
+    for i in 0..good {
+        batch.push(thread::spawn(move || {
+            let (c, r) = Client::login(addr, &format!("u{i}"), "pw").unwrap();
+            assert_eq!(r["header"]["status"], "ok");
+            c.set_timeout(Some(Duration::from_secs(120))).unwrap();
+            c
+        }));
+        if batch.len() == 8 {
+            clients.extend(batch.drain(..).map(|t| t.join().unwrap()));
+        }
+    }
+    clients.extend(batch.drain(..).map(|t| t.join().unwrap()));
+    let login_secs = logins_started.elapsed().as_secs_f64();
+    let stop = Instant::now() + Duration::from_secs(15);
+    let bad_threads: Vec<_> = (0..bad)
+        .map(|n| thread::spawn(move || misbehave_loop(addr, n, stop)))
+        .collect();
+    let barrier = Arc::new(Barrier::new(good));
+    let ok = Arc::new(AtomicU64::new(0));
+    let wrong = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let good_threads: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let (barrier, ok, wrong, lost) =
+                (barrier.clone(), ok.clone(), wrong.clone(), lost.clone());
+            thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    barrier.wait();
+                    for j in 0..per_conn {
+                        let id = format!("{i}-{j}");
+                        match c.request(&id, "echo", &json!({"c": i, "j": j})) {
+                            Ok(r)
+                                if r["header"]["status"] == "ok"
+                                    && r["data"] == json!({"c": i, "j": j}) =>
+                            {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(_) => {
+                                wrong.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                lost.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    for t in good_threads {
+        t.join().unwrap();
+    }
+    let good_secs = started.elapsed().as_secs_f64();
+    let (rss, peak) = rss_kib(b.pid());
+    for t in bad_threads {
+        t.join().unwrap();
+    }
+    json!({
+        "good_connections": good, "misbehaving_connections": bad,
+        "requests": good * per_conn, "answered_ok": ok.load(Ordering::Relaxed),
+        "answered_wrong": wrong.load(Ordering::Relaxed), "lost": lost.load(Ordering::Relaxed),
+        "login_seconds": (login_secs * 10.0).round() / 10.0, "logins_per_s": (good as f64 / login_secs).round(),
+        "requests_seconds": (good_secs * 10.0).round() / 10.0,
+        "broker_rss_kib": rss, "broker_peak_rss_kib": peak,
+    })
+}
+
+fn idle() -> Value {
+    let n = 2000;
+    let b = broker("", 1, 1);
+    let before = rss_kib(b.pid()).0;
+    let clients: Vec<Client> = (0..n).map(|_| login(&b, "u0")).collect();
+    thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(b.pid()).0;
+    drop(clients);
+    json!({"connections": n, "rss_before_kib": before, "rss_after_kib": after,
+           "bytes_per_connection": ((after.saturating_sub(before)) * 1024) / n as u64})
+}
+
+fn slow() -> Value {
+    let n = 20;
+    let b = broker("", 1, 1);
+    let base = rss_kib(b.pid()).0;
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let c = login(&b, "u0");
+            thread::spawn(move || {
+                let mut s = c.into_stream();
+                let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut f = Vec::new();
+                let ping = json!({"header":{"scope":"client"},"payload":{"type":"bester.ping","data":"x".repeat(4000)}});
+                encode_frame(ping.to_string().as_bytes(), &mut f);
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(20) && s.write_all(&f).is_ok() {}
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (rss, peak) = rss_kib(b.pid());
+    let cut = b.log().matches("slow consumer").count();
+    json!({"slow_consumers": n, "disconnected_as_slow": cut, "rss_base_kib": base,
+           "peak_rss_kib": peak, "rss_after_kib": rss, "max_outbound_bytes": 8 << 20})
+}
+
+fn federation() -> Value {
+    let secret = "bench-secret-0123456789";
+    let tables = |peer: &str, addr: Option<std::net::SocketAddr>| {
+        let address = addr
+            .map(|a| format!("address = \"{a}\"\n"))
+            .unwrap_or_default();
+        format!(
+            "[handlers.faulty]\n{}\n[peers.{peer}]\nsecret = \"{secret}\"\n{address}",
+            handler("python3", "tests/handlers/faulty.py")
+        )
+    };
+    let a = Broker::launch("a", "127.0.0.1:0", "", &tables("b", None), &[("u0", "pw")]);
+    let bb = Broker::launch(
+        "b",
+        "127.0.0.1:0",
+        "",
+        &tables("a", Some(a.addr)),
+        &[("u0", "pw")],
+    );
+    let mut c = login(&a, "u0");
+    for i in 0..200 {
+        let who = c
+            .request(&format!("w{i}"), "bester.whoami", &Value::Null)
+            .unwrap();
+        if who["data"]["peers"] == json!(["b"]) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for i in 0..2000 {
+        let t = Instant::now();
+        let r = c
+            .request(&format!("l{i}"), "faulty", &json!({"action":"echo"}))
+            .unwrap();
+        local.push(t.elapsed());
+        assert_eq!(r["header"]["status"], "ok");
+        let t = Instant::now();
+        let r = c
+            .request(
+                &format!("r{i}"),
+                "faulty",
+                &json!({"action":"to_servers","servers":["b"],"data":{"action":"echo"}}),
+            )
+            .unwrap();
+        remote.push(t.elapsed());
+        assert_eq!(r["header"]["servers"]["b"]["status"], "ok", "{r}");
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort_unstable();
+        v[v.len() / 2].as_micros() as f64
+    };
+    let (l, r) = (median(&mut local.clone()), median(&mut remote.clone()));
+    drop(bb);
+    json!({"one_server": percentiles(local), "across_two_servers": percentiles(remote),
+           "median_ratio": (r / l * 100.0).round() / 100.0})
+}
