@@ -68,12 +68,8 @@ pub struct PeerMessage {
 pub struct PeerAck {
     /// Our number for the message.
     pub msg: String,
-    /// The peer's report.
+    /// The peer's report (with the reports of servers it sent the message on to, if any).
     pub report: ServerReport,
-    /// Reports of servers the peer sent it on to, if its handler did.
-    pub servers: Option<ServerReports>,
-    /// The payload type and data of a `reply` answer, if any.
-    pub payload: Option<Payload>,
 }
 
 /// Any frame on a server-to-server connection.
@@ -130,8 +126,9 @@ struct RawPeerHeader {
     hops: Option<u32>,
     #[serde(default)]
     proof: Option<String>,
+    /// Sent with the data of a `reply` answer; accepted, not passed on (see PROTOCOL.md §7).
     #[serde(default, rename = "type")]
-    kind_of: Option<String>,
+    _kind_of: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     delivered: Option<Vec<String>>,
     #[serde(default)]
@@ -199,10 +196,6 @@ pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame, ErrorBody> {
                 }
                 Status::Ok => (None, None),
             };
-            let payload = match (status, h.kind_of) {
-                (Status::Ok, Some(kind)) => Some(Payload::new(kind, raw.data)),
-                _ => None,
-            };
             Ok(PeerFrame::Ack(PeerAck {
                 msg,
                 report: ServerReport {
@@ -211,10 +204,8 @@ pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame, ErrorBody> {
                     offline: h.offline,
                     error,
                     code,
-                    servers: h.servers.clone(),
+                    servers: h.servers,
                 },
-                servers: h.servers,
-                payload,
             }))
         }
         (Some("challenge"), Some(Status::Ok), None) => {
