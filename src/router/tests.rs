@@ -7,30 +7,20 @@ use serde_json::{Value, json};
 use super::*;
 use crate::protocol::message::{Inbound, parse_handler_message, parse_inbound};
 
-const ALICE: ConnId = ConnId {
-    slot: 1,
-    generation: 1,
-};
-const ALICE2: ConnId = ConnId {
-    slot: 2,
-    generation: 2,
-};
-const BOB: ConnId = ConnId {
-    slot: 3,
-    generation: 3,
-};
-const ECHO: ConnId = ConnId {
-    slot: 10,
-    generation: 10,
-};
-const ECHO2: ConnId = ConnId {
-    slot: 11,
-    generation: 11,
-};
-const UPPER: ConnId = ConnId {
-    slot: 12,
-    generation: 12,
-};
+/// A connection id for tests: slot and generation both `n`.
+const fn conn(n: usize) -> ConnId {
+    ConnId {
+        slot: n,
+        generation: n as u64,
+    }
+}
+
+const ALICE: ConnId = conn(1);
+const ALICE2: ConnId = conn(2);
+const BOB: ConnId = conn(3);
+const ECHO: ConnId = conn(10);
+const ECHO2: ConnId = conn(11);
+const UPPER: ConnId = conn(12);
 
 fn router() -> Router {
     let mut r = Router::new(RouterConfig {
@@ -331,14 +321,8 @@ fn logged_out_user_is_offline() {
     assert_eq!(r.connections_of("alice"), 2);
 }
 
-const PEER_B: ConnId = ConnId {
-    slot: 20,
-    generation: 20,
-};
-const PEER_C: ConnId = ConnId {
-    slot: 21,
-    generation: 21,
-};
+const PEER_B: ConnId = conn(20);
+const PEER_C: ConnId = conn(21);
 
 fn federated() -> Router {
     let mut r = router();
