@@ -22,6 +22,9 @@ use super::conn::{PeerConn, PeerState, Role};
 use super::token::ConnId;
 use super::{Server, Timer};
 
+/// TCP keepalive on peer links: probe after 10 s of silence, every 5 s, dead after 3 misses.
+const KEEPALIVE: (i32, i32, i32) = (10, 5, 3);
+
 /// One configured peer, as the dialler sees it.
 #[derive(Debug)]
 pub(super) struct PeerSlot {
@@ -290,6 +293,10 @@ impl Server {
         if let Some(conn) = self.conn(id) {
             conn.io.set_max_frame(max_frame);
             conn.last_seen = now;
+            let (idle, interval, count) = KEEPALIVE;
+            if let Err(e) = conn.io.set_keepalive(idle, interval, count) {
+                warn!("conn={id} peer={name} cannot enable TCP keepalive: {e}");
+            }
         }
         if let Some(slot) = self.peers.get_mut(&name) {
             slot.failures = 0;
