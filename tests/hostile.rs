@@ -425,6 +425,30 @@ fn client_half_close_still_gets_its_answers() {
 }
 
 #[test]
+fn half_close_right_after_messages_answered_at_once() {
+    // Answers the server gives without a handler (errors, built-ins) are routed in the same read
+    // as the end of the stream: they must still be written before the connection closes.
+    row("", |b| {
+        for _ in 0..20 {
+            let mut c = b.login("bob", "bob-pw");
+            let mut wire = Vec::new();
+            for i in 0..3 {
+                let f = json!({"header":{"scope":"client","id":format!("n{i}")},"payload":{"type":"nope"}});
+                encode_frame(f.to_string().as_bytes(), &mut wire);
+            }
+            c.send_raw(&wire).unwrap();
+            c.shutdown_write().unwrap();
+            for i in 0..3 {
+                let reply = c.recv().unwrap().expect("every answer before the close");
+                assert_eq!(reply["header"]["id"], format!("n{i}"));
+                assert_eq!(code(&reply), "unknown_type");
+            }
+            expect_closed(&mut c);
+        }
+    });
+}
+
+#[test]
 fn handler_sends_garbage_is_told_and_logged_once() {
     let broker = row("", |b| {
         let mut c = b.login("bob", "bob-pw");

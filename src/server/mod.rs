@@ -296,12 +296,17 @@ impl Server {
                     }
                     mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE),
                 }
+                // Apply what this event routed before the next event is looked at: a later
+                // event may decide from the router's state (e.g. that a half-closed client has
+                // nothing pending) and must find the answers already queued.
+                self.settle(now);
             }
             if std::mem::take(&mut self.accept_again) {
                 self.accept_clients(now);
             }
             for id in std::mem::take(&mut self.more_input) {
                 self.readable(id, now);
+                self.settle(now);
             }
             self.fire_timers(now);
             self.supervisor.tick(now);
@@ -557,6 +562,8 @@ impl Server {
 
     /// Close once the queued frames are written (or after the linger time).
     fn finish(&mut self, id: ConnId, now: Instant, reason: String) {
+        // Answers already routed to this connection are queued before it stops taking frames.
+        self.settle(now);
         if let Some(conn) = self.conn(id)
             && conn.closing.is_none()
         {
