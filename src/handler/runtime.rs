@@ -48,6 +48,11 @@ impl RuntimeDir {
         Ok(RuntimeDir { path, owned: true })
     }
 
+    /// Whether besterd created the directory (and removes it when done).
+    pub fn owned(&self) -> bool {
+        self.owned
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
