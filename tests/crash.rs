@@ -45,7 +45,8 @@ fn kill_9_during_passwd_never_tears_the_store() {
     assert!(old_kept + new_taken == 40);
     // A writer killed between creating its temp file and renaming it leaves the temp file; the
     // next write removes it.
-    user_store::set_password(&users, "bob", "bob-pw-2").unwrap();
+    let hash = user_store::hash_password("bob-pw-2").unwrap();
+    user_store::update(&users, |u| u.set_hash("bob", &hash)).unwrap();
     let leftovers: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

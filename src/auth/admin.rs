@@ -1,33 +1,63 @@
-//! `besterd user add|passwd|del|list`: the administrator's side of the user store. Passwords are
-//! read from standard input (with `--password-stdin`, or whenever it is not a terminal) or prompted
-//! for twice without echo; never taken from the command line.
+//! `besterd user add|passwd|del|list`: the administrator's commands on the user store.
+//!
+//! Owns reading a new password (a terminal prompt asked twice, or the first line of standard input
+//! with `--password-stdin` or when stdin is not a terminal) and the command's output: `list` prints
+//! names on stdout, the other actions print nothing on stdout and one confirmation line on stderr.
+//!
+//! It must not: take a password from the command line or the environment, echo or log a password,
+//! or write the store other than through [`user_store::update`] (which serializes with the running
+//! daemon). Hashing happens before the store lock is taken.
 
 use std::fmt;
-use std::io::{self, BufRead, IsTerminal};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 
-use super::user_store::{self, StoreError};
+use super::user_store::{self, MAX_PASSWORD_LEN, StoreError, UserStore};
 use crate::cli::UserAction;
 
-/// Why an admin command failed.
+/// Why a `besterd user` command failed.
 #[derive(Debug)]
 pub enum AdminError {
-    /// The store refused or failed.
+    /// The store refused or failed (unknown user, existing user, bad name, I/O, corrupt file...).
     Store(StoreError),
-    /// Reading the password failed.
-    Input(String),
+    /// The password could not be read, or the output could not be written.
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Standard input had no password on its first line.
+    NoPassword,
+    /// The password read from standard input is not UTF-8.
+    PasswordNotUtf8,
+    /// The two passwords typed at the prompt differ.
+    PasswordMismatch,
 }
 
 impl fmt::Display for AdminError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AdminError::Store(e) => e.fmt(f),
-            AdminError::Input(e) => f.write_str(e),
+            AdminError::Io { what, source } => write!(f, "cannot {what}: {source}"),
+            AdminError::NoPassword => {
+                f.write_str("no password on standard input (expected on the first line)")
+            }
+            AdminError::PasswordNotUtf8 => f.write_str("the password is not valid UTF-8"),
+            AdminError::PasswordMismatch => f.write_str("the passwords do not match"),
         }
     }
 }
 
-impl std::error::Error for AdminError {}
+impl std::error::Error for AdminError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AdminError::Store(e) => Some(e),
+            AdminError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
@@ -35,60 +65,273 @@ impl From<StoreError> for AdminError {
     }
 }
 
-/// Run one `besterd user` action against the store at `store`.
+/// Runs one `besterd user` action on the store at `store`, talking to the real stdin/stdout/stderr.
+///
+/// Passwords come from the first line of stdin with `--password-stdin` or when stdin is not a
+/// terminal, else from a terminal prompt asked twice. `list` prints the names, sorted, one per line
+/// on stdout; the other actions print a confirmation on stderr. `add` of an existing user and
+/// `passwd`/`del` of a missing one fail with an error naming the user (checked before prompting,
+/// and again under the store lock).
 pub fn run(store: &Path, action: &UserAction) -> Result<(), AdminError> {
-    match action {
+    let stdin_is_terminal = io::stdin().is_terminal();
+    let mut read_password = |name: &str, password_stdin: bool| {
+        if password_stdin || !stdin_is_terminal {
+            read_password_line(&mut io::stdin().lock())
+        } else {
+            prompt_twice(name)
+        }
+    };
+    run_with(
+        store,
+        action,
+        &mut read_password,
+        &mut io::stdout().lock(),
+        &mut io::stderr().lock(),
+    )
+}
+
+/// [`run`] with the password source and the output streams given, for tests.
+/// `read_password(name, password_stdin)` returns the new password.
+fn run_with(
+    store: &Path,
+    action: &UserAction,
+    read_password: &mut dyn FnMut(&str, bool) -> Result<String, AdminError>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let confirmation = match action {
         UserAction::Add {
             name,
             password_stdin,
         } => {
             user_store::validate_username(name)?;
-            let password = read_password(name, *password_stdin)?;
-            user_store::add_user(store, name, &password)?;
-            eprintln!("user {name} added to {}", store.display());
+            if UserStore::open(store)?.users().contains(name) {
+                return Err(StoreError::UserExists(name.clone()).into());
+            }
+            let hash = user_store::hash_password(&read_password(name, *password_stdin)?)?;
+            user_store::update(store, |users| users.add(name, &hash))?;
+            format!("user {name} added")
         }
         UserAction::Passwd {
             name,
             password_stdin,
         } => {
-            if !user_store::read(store)?.contains_key(name) {
+            if !UserStore::open(store)?.users().contains(name) {
                 return Err(StoreError::NoSuchUser(name.clone()).into());
             }
-            let password = read_password(name, *password_stdin)?;
-            user_store::set_password(store, name, &password)?;
-            eprintln!("password of {name} changed");
+            let hash = user_store::hash_password(&read_password(name, *password_stdin)?)?;
+            user_store::update(store, |users| users.set_hash(name, &hash))?;
+            format!("password of user {name} changed")
         }
         UserAction::Del { name } => {
-            user_store::remove_user(store, name)?;
-            eprintln!("user {name} deleted");
+            user_store::update(store, |users| users.remove(name))?;
+            format!("user {name} deleted")
         }
         UserAction::List => {
-            for name in user_store::read(store)?.keys() {
-                println!("{name}");
+            let store = UserStore::open(store)?;
+            let mut listing = String::new();
+            for name in store.users().names() {
+                listing.push_str(name);
+                listing.push('\n');
             }
+            return match out.write_all(listing.as_bytes()).and_then(|()| out.flush()) {
+                // `besterd user list | head -1` is not an error.
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(AdminError::Io {
+                    what: "write the user list",
+                    source: e,
+                }),
+                _ => Ok(()),
+            };
         }
-    }
+    };
+    // The change is made; a failure to say so is not worth an error.
+    let _ = writeln!(err, "{confirmation}");
     Ok(())
 }
 
-fn read_password(name: &str, from_stdin: bool) -> Result<String, AdminError> {
-    let password = if from_stdin || !io::stdin().is_terminal() {
-        let mut line = String::new();
-        io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| AdminError::Input(format!("cannot read the password: {e}")))?;
-        line.trim_end_matches(['\r', '\n']).to_string()
-    } else {
-        let first = rpassword::prompt_password(format!("new password for {name}: "))
-            .map_err(|e| AdminError::Input(e.to_string()))?;
-        let second =
-            rpassword::prompt_password("again: ").map_err(|e| AdminError::Input(e.to_string()))?;
-        if first != second {
-            return Err(AdminError::Input("the passwords do not match".into()));
+/// Reads a password from the first line of `input`, without its `\n` or `\r\n`.
+/// Reads at most one line (and no more than a too-long password needs to be recognized).
+fn read_password_line(input: &mut dyn BufRead) -> Result<String, AdminError> {
+    let mut line = Vec::new();
+    input
+        .take(MAX_PASSWORD_LEN as u64 + 3)
+        .read_until(b'\n', &mut line)
+        .map_err(|source| AdminError::Io {
+            what: "read the password from standard input",
+            source,
+        })?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
         }
-        first
+    }
+    if line.is_empty() {
+        return Err(AdminError::NoPassword);
+    }
+    String::from_utf8(line).map_err(|_| AdminError::PasswordNotUtf8)
+}
+
+/// Asks for the new password twice on the terminal (no echo).
+fn prompt_twice(name: &str) -> Result<String, AdminError> {
+    let prompt = |text: String| {
+        rpassword::prompt_password(text).map_err(|source| AdminError::Io {
+            what: "read the password from the terminal",
+            source,
+        })
     };
-    user_store::validate_password(&password)?;
-    Ok(password)
+    let first = prompt(format!("New password for {name}: "))?;
+    user_store::validate_password(&first)?;
+    let second = prompt(format!("Retype the password for {name}: "))?;
+    if first != second {
+        return Err(AdminError::PasswordMismatch);
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// Runs `action` with `password` as the typed/piped password; returns (result, stdout, stderr).
+    fn admin(
+        store: &Path,
+        action: UserAction,
+        password: &str,
+    ) -> (Result<(), AdminError>, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut asked = false;
+        let mut read_password = |_: &str, _: bool| {
+            assert!(!asked, "password asked twice");
+            asked = true;
+            read_password_line(&mut password.as_bytes())
+        };
+        let result = run_with(store, &action, &mut read_password, &mut out, &mut err);
+        (
+            result,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    fn add(name: &str) -> UserAction {
+        UserAction::Add {
+            name: name.to_owned(),
+            password_stdin: true,
+        }
+    }
+
+    fn passwd(name: &str) -> UserAction {
+        UserAction::Passwd {
+            name: name.to_owned(),
+            password_stdin: true,
+        }
+    }
+
+    fn del(name: &str) -> UserAction {
+        UserAction::Del {
+            name: name.to_owned(),
+        }
+    }
+
+    fn store_path() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        (dir, path)
+    }
+
+    #[test]
+    fn add_passwd_del_list() {
+        let (_dir, path) = store_path();
+        let (r, out, err) = admin(&path, add("bob"), "bob-pw\n");
+        r.unwrap();
+        assert_eq!((out.as_str(), err.as_str()), ("", "user bob added\n"));
+        admin(&path, add("alice"), "alice-pw\r\n").0.unwrap();
+
+        let (r, out, _) = admin(&path, UserAction::List, "");
+        r.unwrap();
+        assert_eq!(out, "alice\nbob\n");
+
+        let store = UserStore::open(&path).unwrap();
+        assert!(store.verify("alice", "alice-pw"));
+        assert!(store.verify("bob", "bob-pw"));
+
+        let (r, out, err) = admin(&path, passwd("alice"), "new-pw");
+        r.unwrap();
+        assert_eq!(
+            (out.as_str(), err.as_str()),
+            ("", "password of user alice changed\n")
+        );
+        let store = UserStore::open(&path).unwrap();
+        assert!(store.verify("alice", "new-pw"));
+        assert!(!store.verify("alice", "alice-pw"));
+
+        let (r, out, err) = admin(&path, del("bob"), "");
+        r.unwrap();
+        assert_eq!((out.as_str(), err.as_str()), ("", "user bob deleted\n"));
+        assert_eq!(admin(&path, UserAction::List, "").1, "alice\n");
+    }
+
+    #[test]
+    fn errors_name_the_user() {
+        let (_dir, path) = store_path();
+        admin(&path, add("alice"), "pw\n").0.unwrap();
+        let before = fs::read(&path).unwrap();
+
+        let (r, out, err) = admin(&path, add("alice"), "other\n");
+        assert_eq!(r.unwrap_err().to_string(), "user \"alice\" already exists");
+        assert_eq!((out.as_str(), err.as_str()), ("", ""));
+        let r = admin(&path, passwd("bob"), "pw\n").0;
+        assert_eq!(r.unwrap_err().to_string(), "no such user \"bob\"");
+        let r = admin(&path, del("bob"), "").0;
+        assert_eq!(r.unwrap_err().to_string(), "no such user \"bob\"");
+        let r = admin(&path, add("-bob"), "pw\n").0;
+        assert!(matches!(
+            r,
+            Err(AdminError::Store(StoreError::InvalidUsername { .. }))
+        ));
+        assert_eq!(fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn bad_passwords_are_refused() {
+        let (_dir, path) = store_path();
+        for input in ["", "\n", "\r\n"] {
+            let r = admin(&path, add("alice"), input).0;
+            assert!(matches!(r, Err(AdminError::NoPassword)), "{input:?}: {r:?}");
+        }
+        let long = "x".repeat(MAX_PASSWORD_LEN + 1) + "\n";
+        let r = admin(&path, add("alice"), &long).0;
+        assert!(matches!(
+            r,
+            Err(AdminError::Store(StoreError::InvalidPassword(_)))
+        ));
+        assert!(!path.exists(), "nothing may be written");
+    }
+
+    #[test]
+    fn list_of_a_missing_store_is_empty() {
+        let (_dir, path) = store_path();
+        let (r, out, err) = admin(&path, UserAction::List, "");
+        r.unwrap();
+        assert_eq!((out.as_str(), err.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn password_line_reading() {
+        let read = |s: &[u8]| read_password_line(&mut &s[..]);
+        assert_eq!(read(b"pw\nsecond line\n").unwrap(), "pw");
+        assert_eq!(read(b"pw\r\n").unwrap(), "pw");
+        assert_eq!(read(b"pw").unwrap(), "pw");
+        assert_eq!(read(b" spaced pw \n").unwrap(), " spaced pw ");
+        assert_eq!(read(b"a\rb\n").unwrap(), "a\rb");
+        assert!(matches!(read(b""), Err(AdminError::NoPassword)));
+        assert!(matches!(read(b"\n"), Err(AdminError::NoPassword)));
+        assert!(matches!(read(b"\xff\n"), Err(AdminError::PasswordNotUtf8)));
+        let max = "y".repeat(MAX_PASSWORD_LEN);
+        assert_eq!(read(format!("{max}\r\n").as_bytes()).unwrap(), max);
+    }
 }

@@ -1,81 +1,155 @@
-//! The user store: a JSON file `{"version":1,"users":{"alice":{"hash":"$argon2id$..."}}}`.
+//! The user store: one JSON file mapping user names to argon2id password hashes.
 //!
-//! Reading is cheap and done whenever the file changed (so `besterd user add` takes effect in a
-//! running daemon without a signal). Every write goes through [`update`]: an exclusive lock on
-//! `<store>.lock`, a fresh read under the lock, the change, then an atomic replace (temp file in the
-//! same directory, 0600, fsync, rename, fsync of the directory): after a crash at any instant the file
-//! is the old version or the new one, never a mix. Must not be called on the event loop thread.
+//! Owns the file format, name and password rules, hashing and verification, and the only write
+//! path ([`update`] / [`bootstrap`]): an exclusive lock on `<store>.lock`, a re-read under the lock,
+//! then a write to a 0600 temp file in the same directory, `fsync`, `rename` over the store and an
+//! `fsync` of the directory, so that after a crash the file is either the old or the new version.
+//!
+//! It must not: store or log a plaintext password (errors and logs name users, never passwords),
+//! panic on a bad file, or be called from the event loop (argon2 takes tens of milliseconds; the
+//! daemon goes through [`crate::auth::worker`]).
+//!
+//! File format (`version` 1):
+//! ```json
+//! {"version":1,"users":{"alice":{"hash":"$argon2id$v=19$m=19456,t=2,p=1$..."}}}
+//! ```
+//! A store file that does not exist is an empty store.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use log::warn;
-use serde::{Deserialize, Serialize};
+use argon2::{Argon2, Params};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// Longest username.
-pub const MAX_USERNAME: usize = 64;
-/// Longest password.
-pub const MAX_PASSWORD: usize = 1024;
+/// The only file format version this code reads and writes.
+pub const STORE_VERSION: u32 = 1;
 
-/// A hash of a random password nobody knows, verified against for unknown users so that a login
-/// takes as long whether or not the user exists.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$4qywo7JbmpFwvzXzk73oLg$6BgDDGxv7yFdXafyg3zZfoYv7XcuAd05VO244CvvZnc";
+/// Longest accepted user name, in bytes.
+pub const MAX_USERNAME_LEN: usize = 64;
 
-/// Everything that can go wrong with the store. Never carries a password.
+/// Longest accepted password, in bytes.
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Largest store file we agree to read (a bigger file is reported as corrupt).
+const MAX_STORE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Upper bounds on the argon2 parameters of a stored hash. Verification takes its parameters from
+/// the stored PHC string, so these keep a hand-edited or foreign hash from making each login
+/// allocate gigabytes or run for minutes. The defaults (m=19456, t=2, p=1) are far below them.
+const MAX_M_COST_KIB: u32 = 256 * 1024;
+const MAX_T_COST: u32 = 64;
+const MAX_P_COST: u32 = 64;
+
+/// A hash of a random 32-byte password that was thrown away, made once offline with
+/// `Argon2::default()` (argon2id, v=19, m=19456, t=2, p=1). An unknown user (or one whose stored
+/// hash is unusable) is verified against it so that the time taken does not reveal whether the
+/// user exists. No password verifies against it.
+const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$NZzRBEWn3/y+xWAOvyX5Lw$vdHY8gp7TKpnjYQavnvXbxo7iSDTaIwpPBwK4ZQI7D0";
+
+/// Everything that can go wrong with the user store.
 #[derive(Debug)]
 pub enum StoreError {
-    /// Reading or writing a file failed.
+    /// An I/O operation on `path` failed.
     Io {
-        /// The file.
+        /// What we were doing, e.g. `"read"` or `"rename into"`.
+        op: &'static str,
+        /// The file or directory involved.
         path: PathBuf,
-        /// What happened.
+        /// The underlying error.
         source: io::Error,
     },
-    /// The file is not a user store.
+    /// The store file exists but cannot be used.
     Corrupt {
-        /// The file.
+        /// The store file.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong with it.
         reason: String,
     },
-    /// `add` of a user that exists.
+    /// `add` of a user that already exists.
     UserExists(String),
-    /// A user that does not exist.
+    /// An operation on a user that does not exist.
     NoSuchUser(String),
-    /// A username that is not allowed.
+    /// A user name breaks the naming rules (see [`validate_username`]).
     InvalidUsername {
-        /// The name.
+        /// The rejected name.
         name: String,
-        /// Why.
+        /// Which rule it breaks.
         reason: &'static str,
     },
-    /// A password that is not allowed.
+    /// A new password breaks the password rules (see [`validate_password`]). Never holds the password.
     InvalidPassword(&'static str),
-    /// argon2 failed.
+    /// A PHC hash string given for a user (e.g. to [`bootstrap`]) is not a usable argon2id hash.
+    InvalidHash {
+        /// The user the hash was meant for.
+        name: String,
+        /// What is wrong with the hash.
+        reason: String,
+    },
+    /// argon2 failed to hash a password.
     Hash(String),
+}
+
+impl StoreError {
+    fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
+        StoreError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Displays a user name from an error, escaped and cut short so that a hostile name cannot flood a log.
+struct ShortName<'a>(&'a str);
+
+impl fmt::Display for ShortName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 80;
+        match self.0.char_indices().nth(SHOWN) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}...", &self.0[..cut]),
+        }
+    }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            StoreError::Corrupt { path, reason } => {
-                write!(f, "{} is not a valid user store: {reason}", path.display())
+            StoreError::Io { op, path, source } => {
+                write!(f, "cannot {op} {}: {source}", path.display())
             }
-            StoreError::UserExists(name) => write!(f, "user {name:?} already exists"),
-            StoreError::NoSuchUser(name) => write!(f, "no user {name:?}"),
+            StoreError::Corrupt { path, reason } => {
+                write!(f, "user store {} is unusable: {reason}", path.display())
+            }
+            StoreError::UserExists(name) => write!(f, "user {} already exists", ShortName(name)),
+            StoreError::NoSuchUser(name) => write!(f, "no such user {}", ShortName(name)),
             StoreError::InvalidUsername { name, reason } => {
-                write!(f, "invalid username {name:?}: {reason}")
+                write!(f, "invalid user name {}: {reason}", ShortName(name))
             }
             StoreError::InvalidPassword(reason) => write!(f, "invalid password: {reason}"),
-            StoreError::Hash(e) => write!(f, "password hashing failed: {e}"),
+            StoreError::InvalidHash { name, reason } => {
+                write!(
+                    f,
+                    "invalid password hash for user {}: {reason}",
+                    ShortName(name)
+                )
+            }
+            StoreError::Hash(reason) => write!(f, "password hashing failed: {reason}"),
         }
     }
 }
@@ -89,426 +163,1013 @@ impl std::error::Error for StoreError {
     }
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
+/// Checks a user name: 1..=64 bytes of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
+pub fn validate_username(name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_USERNAME_LEN {
+        "it is longer than 64 bytes"
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "only ASCII letters, digits, '.', '_' and '-' are allowed"
+    } else if name.starts_with(['.', '-']) {
+        "it must not start with '.' or '-'"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidUsername {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// Checks a new password: 1..=1024 bytes (any characters).
+pub fn validate_password(password: &str) -> Result<(), StoreError> {
+    if password.is_empty() {
+        Err(StoreError::InvalidPassword("it is empty"))
+    } else if password.len() > MAX_PASSWORD_LEN {
+        Err(StoreError::InvalidPassword("it is longer than 1024 bytes"))
+    } else {
+        Ok(())
     }
 }
 
-/// One user's record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserRecord {
-    /// argon2id PHC string.
-    pub hash: String,
+/// Validates `password` and hashes it with argon2id (default parameters, fresh random salt),
+/// returning the PHC string to store. Slow (tens of milliseconds): never call it on the event loop.
+pub fn hash_password(password: &str) -> Result<String, StoreError> {
+    validate_password(password)?;
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| StoreError::Hash(e.to_string()))
 }
 
-/// Users by name.
-pub type Users = BTreeMap<String, UserRecord>;
+/// Parses a PHC string and checks that it is an argon2id hash we are willing to verify against.
+fn parse_phc(phc: &str) -> Result<PasswordHash, String> {
+    let parsed = PasswordHash::new(phc).map_err(|e| format!("not a PHC hash string: {e}"))?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Err(format!(
+            "algorithm is {:?}, expected \"argon2id\"",
+            parsed.algorithm.as_str()
+        ));
+    }
+    if parsed.version.is_some_and(|v| v != 0x13) {
+        return Err("unsupported argon2 version (expected v=19)".to_owned());
+    }
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err("the salt or the hash is missing".to_owned());
+    }
+    let params = Params::try_from(&parsed).map_err(|e| format!("bad parameters: {e}"))?;
+    if params.m_cost() > MAX_M_COST_KIB
+        || params.t_cost() > MAX_T_COST
+        || params.p_cost() > MAX_P_COST
+    {
+        return Err(format!(
+            "parameters too expensive (limits: m={MAX_M_COST_KIB}, t={MAX_T_COST}, p={MAX_P_COST})"
+        ));
+    }
+    Ok(parsed)
+}
 
-#[derive(Debug, Serialize, Deserialize)]
+fn check_phc(name: &str, phc: &str) -> Result<(), StoreError> {
+    parse_phc(phc)
+        .map(drop)
+        .map_err(|reason| StoreError::InvalidHash {
+            name: name.to_owned(),
+            reason,
+        })
+}
+
+/// Spends one argon2 verification on the dummy hash, so a rejection costs as much as a real check.
+fn burn_dummy_verify(password: &str) {
+    if let Ok(dummy) = PasswordHash::new(DUMMY_PHC) {
+        let _ = Argon2::default().verify_password(password.as_bytes(), &dummy);
+    }
+}
+
+/// Checks `password` for `username` against `stored`, the user's PHC hash (`None`: no such user).
+///
+/// Always runs exactly one argon2 verification (against a dummy hash when the user is unknown or
+/// the stored hash is unusable), so the time taken does not reveal whether the user exists; the
+/// comparison itself is constant-time (argon2's). An unusable stored hash is logged (user name
+/// only) and rejects the login. Slow: never call it on the event loop.
+pub fn verify_password(username: &str, stored: Option<&str>, password: &str) -> bool {
+    let Some(phc) = stored else {
+        burn_dummy_verify(password);
+        return false;
+    };
+    match parse_phc(phc) {
+        Ok(parsed) => match Argon2::default().verify_password(password.as_bytes(), &parsed) {
+            Ok(()) => true,
+            Err(argon2::password_hash::Error::PasswordInvalid) => false,
+            Err(e) => {
+                log::warn!("auth user={username}: password check failed: {e}");
+                false
+            }
+        },
+        Err(reason) => {
+            log::warn!(
+                "auth user={username}: stored password hash is unusable ({reason}); login refused"
+            );
+            burn_dummy_verify(password);
+            false
+        }
+    }
+}
+
+/// One user's record in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    hash: String,
+}
+
+/// The users of a store: name → argon2id PHC hash, kept sorted by name.
+///
+/// Mutators check names and hashes, so a `Users` only ever gains valid entries. Loading rejects a
+/// file with an invalid or duplicate name, but keeps an entry whose hash is unusable (that user
+/// simply cannot log in, and [`verify_password`] logs why).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Users {
+    map: BTreeMap<String, UserEntry>,
+}
+
+impl Users {
+    /// The stored PHC hash of `name`, if the user exists.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.map.get(name).map(|entry| entry.hash.as_str())
+    }
+
+    /// Whether `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// The user names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.map.keys().map(String::as_str)
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are no users.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Adds a user with an already computed PHC hash (see [`hash_password`]).
+    /// Fails with `UserExists`, `InvalidUsername` or `InvalidHash`.
+    pub fn add(&mut self, name: &str, phc: &str) -> Result<(), StoreError> {
+        validate_username(name)?;
+        check_phc(name, phc)?;
+        if self.map.contains_key(name) {
+            return Err(StoreError::UserExists(name.to_owned()));
+        }
+        self.map.insert(
+            name.to_owned(),
+            UserEntry {
+                hash: phc.to_owned(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Replaces the PHC hash of an existing user. Fails with `NoSuchUser` or `InvalidHash`.
+    pub fn set_hash(&mut self, name: &str, phc: &str) -> Result<(), StoreError> {
+        check_phc(name, phc)?;
+        match self.map.get_mut(name) {
+            Some(entry) => {
+                entry.hash = phc.to_owned();
+                Ok(())
+            }
+            None => Err(StoreError::NoSuchUser(name.to_owned())),
+        }
+    }
+
+    /// Removes a user. Fails with `NoSuchUser`.
+    pub fn remove(&mut self, name: &str) -> Result<(), StoreError> {
+        match self.map.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NoSuchUser(name.to_owned())),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Users {
+    /// Like the derived map, but a duplicate or invalid user name is an error instead of being
+    /// silently accepted (a JSON object with two "alice" keys would otherwise keep the last one).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UsersVisitor;
+
+        impl<'de> Visitor<'de> for UsersVisitor {
+            type Value = Users;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object mapping user names to {\"hash\": ...}")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Users, A::Error> {
+                use serde::de::Error;
+                let mut map = BTreeMap::new();
+                while let Some((name, entry)) = access.next_entry::<String, UserEntry>()? {
+                    if let Err(e) = validate_username(&name) {
+                        return Err(A::Error::custom(e));
+                    }
+                    if map.contains_key(&name) {
+                        return Err(A::Error::custom(format_args!(
+                            "user {} appears twice",
+                            ShortName(&name)
+                        )));
+                    }
+                    map.insert(name, entry);
+                }
+                Ok(Users { map })
+            }
+        }
+
+        deserializer.deserialize_map(UsersVisitor)
+    }
+}
+
+/// The whole file, as read.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoreFile {
     version: u32,
     users: Users,
 }
 
-/// Check a username: 1 to 64 bytes of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
-pub fn validate_username(name: &str) -> Result<(), StoreError> {
-    let invalid = |reason| {
-        Err(StoreError::InvalidUsername {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() || name.len() > MAX_USERNAME {
-        return invalid("must be 1 to 64 characters");
+/// The whole file, as written.
+#[derive(Serialize)]
+struct StoreFileRef<'a> {
+    version: u32,
+    users: &'a Users,
+}
+
+/// Just the version, read first so that a newer format is reported as such rather than as an
+/// unknown field.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u64,
+}
+
+fn parse_store(path: &Path, bytes: &[u8]) -> Result<Users, StoreError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(StoreError::corrupt(
+            path,
+            "the file is empty (an empty store is {\"version\":1,\"users\":{}} or no file at all)",
+        ));
     }
-    if name.starts_with(['.', '-']) {
-        return invalid("must not start with '.' or '-'");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    if let Ok(VersionOnly { version }) = serde_json::from_slice(bytes)
+        && version != u64::from(STORE_VERSION)
     {
-        return invalid("may only hold A-Z a-z 0-9 . _ -");
+        return Err(StoreError::corrupt(
+            path,
+            format!("unsupported version {version} (this besterd reads version {STORE_VERSION})"),
+        ));
     }
-    Ok(())
-}
-
-/// Check a password: 1 to 1024 bytes.
-pub fn validate_password(password: &str) -> Result<(), StoreError> {
-    if password.is_empty() {
-        return Err(StoreError::InvalidPassword("must not be empty"));
-    }
-    if password.len() > MAX_PASSWORD {
-        return Err(StoreError::InvalidPassword("must be at most 1024 bytes"));
-    }
-    Ok(())
-}
-
-/// Hash a password into an argon2id PHC string with a fresh random salt (default parameters).
-pub fn hash_password(password: &str) -> Result<String, StoreError> {
-    validate_password(password)?;
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| StoreError::Hash(e.to_string()))
-}
-
-/// Whether `password` matches the PHC string `hash` (argon2 compares in constant time).
-pub fn verify_hash(hash: &str, password: &str) -> Result<bool, StoreError> {
-    let parsed = PasswordHash::new(hash).map_err(|e| StoreError::Hash(e.to_string()))?;
-    Ok(Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok())
-}
-
-/// Whether `password` is right for `hash`; `None` (unknown user) still costs one argon2 run.
-pub fn verify(user: &str, hash: Option<&str>, password: &str) -> bool {
-    match hash {
-        Some(hash) => verify_hash(hash, password).unwrap_or_else(|e| {
-            warn!("user={user} has an unusable password hash: {e}");
-            false
-        }),
-        None => {
-            let _ = verify_hash(DUMMY_HASH, password);
-            false
-        }
-    }
-}
-
-/// What identifies a version of the file on disk.
-type Stamp = Option<(u64, u64, u64, i64, i64)>;
-
-fn stamp(path: &Path) -> Result<Stamp, StoreError> {
-    match fs::metadata(path) {
-        Ok(m) => Ok(Some((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(path)(e)),
-    }
-}
-
-/// Read the users; a file that does not exist is an empty store.
-pub fn read(path: &Path) -> Result<Users, StoreError> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Users::new()),
-        Err(e) => return Err(io_error(path)(e)),
-    };
-    let file: StoreFile = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    if file.version != 1 {
-        return Err(StoreError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("unsupported version {}", file.version),
-        });
-    }
+    let file: StoreFile = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::corrupt(path, format!("invalid JSON: {e}")))?;
+    debug_assert_eq!(file.version, STORE_VERSION);
     Ok(file.users)
 }
 
-/// A read-only view of the store that re-reads the file when it changes.
+/// What identifies one version of the store file. Every write replaces the file by `rename`, so a
+/// new version normally has a new inode; size and timestamps catch in-place edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(meta: &Metadata) -> Self {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// The identity of the file at `path` now, `None` if there is none.
+fn stat(path: &Path) -> Result<Option<FileId>, StoreError> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(Some(FileId::of(&meta))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("stat", path, e)),
+    }
+}
+
+/// Reads and parses the store; `Ok(None)` when the file does not exist. The identity comes from the
+/// open file itself, so it always matches the bytes that were read.
+fn load(path: &Path) -> Result<Option<(Users, FileId)>, StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("open", path, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| StoreError::io("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(StoreError::corrupt(path, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STORE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| StoreError::io("read", path, e))?;
+    if bytes.len() as u64 > MAX_STORE_BYTES {
+        return Err(StoreError::corrupt(path, "the file is larger than 64 MiB"));
+    }
+    let users = parse_store(path, &bytes)?;
+    Ok(Some((users, FileId::of(&meta))))
+}
+
+/// A read-only view of the store file, reloaded on demand. Used by the daemon (through the worker
+/// pool) and by `besterd user list`.
 #[derive(Debug)]
 pub struct UserStore {
     path: PathBuf,
-    stamp: Stamp,
     users: Users,
+    /// The file version last read, or found broken (`None`: there was no file).
+    seen: Option<FileId>,
 }
 
 impl UserStore {
-    /// Read the store at `path`.
-    pub fn open(path: &Path) -> Result<UserStore, StoreError> {
-        let stamp = stamp(path)?;
-        Ok(UserStore {
-            path: path.to_path_buf(),
-            stamp,
-            users: read(path)?,
-        })
+    /// Reads the store at `path` (a missing file is an empty store).
+    /// A corrupt file is a [`StoreError::Corrupt`] naming the path and the problem.
+    pub fn open(path: impl Into<PathBuf>) -> Result<UserStore, StoreError> {
+        let path = path.into();
+        let (users, seen) = match load(&path)? {
+            Some((users, id)) => (users, Some(id)),
+            None => (Users::default(), None),
+        };
+        Ok(UserStore { path, users, seen })
     }
 
-    /// Re-read the file if it changed since the last read; true if it was re-read.
+    /// Re-reads the file if it changed (device, inode, size, mtime or ctime differ) since the last
+    /// read, so that a running daemon sees `besterd user add` without a signal. Returns whether it
+    /// re-read. Cheap when nothing changed (one `stat`).
+    ///
+    /// On error the users read before stay in effect. A corrupt version is reported once: later
+    /// calls return `Ok(false)` until the file changes again. I/O errors are reported every time.
     pub fn reload_if_changed(&mut self) -> Result<bool, StoreError> {
-        let now = stamp(&self.path)?;
-        if now == self.stamp {
+        let now = stat(&self.path)?;
+        if now == self.seen {
             return Ok(false);
         }
-        self.users = read(&self.path)?;
-        self.stamp = now;
-        Ok(true)
+        match load(&self.path) {
+            Ok(Some((users, id))) => {
+                self.users = users;
+                self.seen = Some(id);
+                Ok(true)
+            }
+            Ok(None) => {
+                self.users = Users::default();
+                self.seen = None;
+                Ok(true)
+            }
+            Err(e @ StoreError::Corrupt { .. }) => {
+                self.seen = now;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// The PHC hash of a user.
-    pub fn hash_of(&self, name: &str) -> Option<&str> {
-        self.users.get(name).map(|r| r.hash.as_str())
+    /// The path of the store file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    /// Check a password (one argon2 run whether or not the user exists).
-    pub fn verify(&self, name: &str, password: &str) -> bool {
-        verify(name, self.hash_of(name), password)
+    /// The users as last read.
+    pub fn users(&self) -> &Users {
+        &self.users
     }
 
-    /// Usernames, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.users.keys().map(String::as_str)
+    /// Checks `password` for `username` against the users as last read (see [`verify_password`]:
+    /// one argon2 run whether or not the user exists). Slow: never call it on the event loop.
+    pub fn verify(&self, username: &str, password: &str) -> bool {
+        verify_password(username, self.users.get(username), password)
     }
 }
 
-/// Change the store under its lock and replace the file atomically; `f`'s error leaves it untouched.
+/// The lock file that serializes writers of the store at `store`: `<store>.lock`, e.g.
+/// `users.json.lock`. It is created on demand (0600) and never removed.
+pub fn lock_path(store: &Path) -> PathBuf {
+    let mut name = OsString::from(store.as_os_str());
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// The directory holding the store (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// The prefix of our temp files for the store at `path`: `.<name>.tmp-`.
+fn temp_prefix(path: &Path) -> Result<OsString, StoreError> {
+    let name = path.file_name().ok_or_else(|| {
+        StoreError::io(
+            "use",
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file"),
+        )
+    })?;
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".tmp-");
+    Ok(prefix)
+}
+
+/// Whose files these should be: the existing store's owner, else the directory's owner.
+fn wanted_owner(path: &Path) -> Option<(u32, u32)> {
+    fs::metadata(path)
+        .or_else(|_| fs::metadata(parent_dir(path)))
+        .ok()
+        .map(|meta| (meta.uid(), meta.gid()))
+}
+
+/// Makes `file` exactly mode 0600 (whatever the umask did) and, best effort, owned like the store
+/// (so that `besterd user` run as root does not lock the daemon's own user out of its store).
+fn secure_file(file: &File, path: &Path, owner: Option<(u32, u32)>) -> Result<(), StoreError> {
+    let meta = file
+        .metadata()
+        .map_err(|e| StoreError::io("stat", path, e))?;
+    if meta.permissions().mode() & 0o7777 != 0o600 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::io("chmod", path, e))?;
+    }
+    if let Some((uid, gid)) = owner
+        && (meta.uid(), meta.gid()) != (uid, gid)
+        && let Err(e) = std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+    {
+        log::debug!("auth: cannot give {} to {uid}:{gid}: {e}", path.display());
+    }
+    Ok(())
+}
+
+/// Holds the exclusive writer lock of a store; released when dropped (the file is closed).
+struct WriteLock {
+    _file: File,
+}
+
+fn lock_store(path: &Path) -> Result<WriteLock, StoreError> {
+    let lock_path = lock_path(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| StoreError::io("open", &lock_path, e))?;
+    secure_file(&file, &lock_path, wanted_owner(path))?;
+    loop {
+        match file.lock() {
+            Ok(()) => return Ok(WriteLock { _file: file }),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StoreError::io("lock", &lock_path, e)),
+        }
+    }
+}
+
+/// Removes temp files left by a writer that died before its `rename`. Only called with the lock
+/// held, so no live writer owns any of them.
+fn remove_stale_temps(path: &Path) {
+    let (Ok(prefix), Ok(entries)) = (temp_prefix(path), fs::read_dir(parent_dir(path))) else {
+        return;
+    };
+    let prefix = prefix.as_encoded_bytes();
+    for entry in entries.flatten() {
+        if entry.file_name().as_encoded_bytes().starts_with(prefix) {
+            let stale = entry.path();
+            match fs::remove_file(&stale) {
+                Ok(()) => log::info!("auth: removed stale temp file {}", stale.display()),
+                Err(e) => log::debug!("auth: cannot remove {}: {e}", stale.display()),
+            }
+        }
+    }
+}
+
+/// Creates a fresh temp file next to the store, 0600 from the start (`create_new`).
+fn create_temp(path: &Path) -> Result<(PathBuf, File), StoreError> {
+    let prefix = temp_prefix(path)?;
+    let dir = parent_dir(path);
+    let mut last_error = None;
+    for _ in 0..16 {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| {
+            StoreError::io(
+                "name a temp file for",
+                path,
+                io::Error::other(e.to_string()),
+            )
+        })?;
+        let mut name = prefix.clone();
+        name.push(format!("{:016x}", u64::from_ne_bytes(random)));
+        let temp = dir.join(name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
+            Err(e) => return Err(StoreError::io("create", &temp, e)),
+        }
+    }
+    Err(StoreError::io(
+        "create a temp file for",
+        path,
+        last_error.unwrap_or_else(|| io::Error::other("no free temp name")),
+    ))
+}
+
+/// Replaces the store with `users`: temp file, `fsync`, `rename`, `fsync` of the directory.
+/// Readers see the old or the new file, never a torn one. Call with the write lock held.
+fn write_atomic(path: &Path, users: &Users) -> Result<(), StoreError> {
+    let mut bytes = serde_json::to_vec_pretty(&StoreFileRef {
+        version: STORE_VERSION,
+        users,
+    })
+    .map_err(|e| StoreError::io("serialize", path, io::Error::other(e)))?;
+    bytes.push(b'\n');
+
+    let owner = wanted_owner(path);
+    let (temp, mut file) = create_temp(path)?;
+    let written = secure_file(&file, &temp, owner)
+        .and_then(|()| {
+            file.write_all(&bytes)
+                .map_err(|e| StoreError::io("write", &temp, e))
+        })
+        .and_then(|()| {
+            file.sync_all()
+                .map_err(|e| StoreError::io("fsync", &temp, e))
+        })
+        .and_then(|()| {
+            drop(file);
+            fs::rename(&temp, path).map_err(|e| StoreError::io("rename into", path, e))
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    // Make the rename itself durable.
+    let dir = parent_dir(path);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("fsync directory", dir, e))
+}
+
+/// The one way to change the store. Takes the exclusive lock on [`lock_path`], re-reads the current
+/// file under it (a missing file is empty), applies `f`, and, if `f` succeeded and changed
+/// something, writes the result atomically (0600). If `f` fails nothing is written and its error is
+/// returned. Blocks while another writer (the daemon or `besterd user`) holds the lock.
+///
+/// `f` runs with the lock held: do the slow work (hashing) before calling this.
 pub fn update<R>(
     path: &Path,
     f: impl FnOnce(&mut Users) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
-    let lock_path = lock_path(path);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(io_error(&lock_path))?;
-    lock.lock().map_err(io_error(&lock_path))?;
+    let _lock = lock_store(path)?;
     remove_stale_temps(path);
-    let mut users = read(path)?;
+    let current = load(path)?.map(|(users, _)| users).unwrap_or_default();
+    let mut users = current.clone();
     let result = f(&mut users)?;
-    write_atomically(path, &users)?;
+    if users != current {
+        write_atomic(path, &users)?;
+    }
     Ok(result)
 }
 
-/// Temp files left by a writer killed mid-write. Only called under the lock, when no writer can be
-/// between creating its temp file and renaming it.
-fn remove_stale_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let mut prefix = name.to_os_string();
-    prefix.push(".tmp-");
-    let prefix = prefix.to_string_lossy().into_owned();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    path.with_file_name(name)
-}
-
-fn write_atomically(path: &Path, users: &Users) -> Result<(), StoreError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut body = serde_json::to_vec_pretty(&StoreFile {
-        version: 1,
-        users: users.clone(),
-    })
-    .map_err(|e| StoreError::Hash(e.to_string()))?;
-    body.push(b'\n');
-    let mut suffix = [0u8; 6];
-    getrandom::fill(&mut suffix).map_err(|e| StoreError::Hash(e.to_string()))?;
-    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{hex}"));
-    let tmp = path.with_file_name(tmp_name);
-    let written = (|| -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // The mode above is filtered by the umask; make sure it is exactly 0600.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(&body)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
-    })();
-    written.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_error(path)(e)
-    })
-}
-
-/// Create the store holding one user with an already computed hash, unless a store exists.
-/// True if it was created.
+/// Creates the store with one user whose PHC hash was computed beforehand (e.g. by
+/// [`hash_password`] or given in the configuration), unless a store file already exists.
+/// Returns `true` if it created the file, `false` if one existed (which is left untouched).
+/// The name and hash are checked first (`InvalidUsername`, `InvalidHash`).
 pub fn bootstrap(path: &Path, username: &str, phc_hash: &str) -> Result<bool, StoreError> {
     validate_username(username)?;
-    PasswordHash::new(phc_hash).map_err(|e| StoreError::Hash(e.to_string()))?;
-    if path.exists() {
+    check_phc(username, phc_hash)?;
+    let _lock = lock_store(path)?;
+    if stat(path)?.is_some() {
         return Ok(false);
     }
-    update(path, |users| {
-        if !users.is_empty() {
-            return Ok(false);
-        }
-        users.insert(
-            username.to_string(),
-            UserRecord {
-                hash: phc_hash.to_string(),
-            },
-        );
-        Ok(true)
-    })
-}
-
-/// Add a user (error if it exists).
-pub fn add_user(path: &Path, name: &str, password: &str) -> Result<(), StoreError> {
-    validate_username(name)?;
-    let hash = hash_password(password)?;
-    update(path, |users| {
-        if users.contains_key(name) {
-            return Err(StoreError::UserExists(name.to_string()));
-        }
-        users.insert(name.to_string(), UserRecord { hash });
-        Ok(())
-    })
-}
-
-/// Set a user's password (error if the user does not exist).
-pub fn set_password(path: &Path, name: &str, password: &str) -> Result<(), StoreError> {
-    let hash = hash_password(password)?;
-    update(path, |users| match users.get_mut(name) {
-        Some(record) => {
-            record.hash = hash;
-            Ok(())
-        }
-        None => Err(StoreError::NoSuchUser(name.to_string())),
-    })
-}
-
-/// Delete a user (error if the user does not exist).
-pub fn remove_user(path: &Path, name: &str) -> Result<(), StoreError> {
-    update(path, |users| match users.remove(name) {
-        Some(_) => Ok(()),
-        None => Err(StoreError::NoSuchUser(name.to_string())),
-    })
+    remove_stale_temps(path);
+    let mut users = Users::default();
+    users.add(username, phc_hash)?;
+    write_atomic(path, &users)?;
+    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users.json");
-        (dir, path)
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn store_with(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+        let path = dir.join("users.json");
+        for (name, password) in users {
+            let phc = hash_password(password).unwrap();
+            update(&path, |u| u.add(name, &phc)).unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn dummy_hash_uses_default_parameters() {
+        let parsed = parse_phc(DUMMY_PHC).unwrap();
+        let params = Params::try_from(&parsed).unwrap();
+        let default = Params::default();
+        assert_eq!(parsed.algorithm.as_str(), "argon2id");
+        assert_eq!(parsed.version, Some(0x13));
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (default.m_cost(), default.t_cost(), default.p_cost())
+        );
+        // The same shape as a fresh hash, so verifying against it costs the same.
+        let fresh = hash_password("x").unwrap();
+        assert_eq!(fresh.len(), DUMMY_PHC.len());
+        assert!(fresh.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
     }
 
     #[test]
     fn add_then_verify() {
-        let (_dir, path) = store();
-        add_user(&path, "alice", "s3cret").unwrap();
-        let users = UserStore::open(&path).unwrap();
-        assert!(users.verify("alice", "s3cret"));
-        assert!(!users.verify("alice", "S3cret"));
-        assert!(!users.verify("bob", "s3cret"));
-        assert_eq!(users.names().collect::<Vec<_>>(), ["alice"]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with(
+            dir.path(),
+            &[("alice", "correct horse"), ("bob", "hunter2")],
+        );
+        let store = UserStore::open(&path).unwrap();
+        assert!(store.verify("alice", "correct horse"));
+        assert!(store.verify("bob", "hunter2"));
+        assert!(!store.verify("alice", "hunter2"));
+        assert!(!store.verify("alice", ""));
+        assert!(!store.verify("carol", "correct horse"));
+        assert!(!store.verify("", "x"));
+        assert_eq!(store.users().names().collect::<Vec<_>>(), ["alice", "bob"]);
     }
 
     #[test]
-    fn files_are_private_and_hold_only_hashes() {
-        let (_dir, path) = store();
-        add_user(&path, "alice", "plain-text-pw").unwrap();
-        for p in [&path, &lock_path(&path)] {
-            let mode = fs::metadata(p).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{}", p.display());
+    fn missing_file_is_an_empty_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(dir.path().join("nope.json")).unwrap();
+        assert!(store.users().is_empty());
+        assert!(!store.verify("alice", "x"));
+    }
+
+    #[test]
+    fn files_are_0600_and_hold_only_phc_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with(
+            dir.path(),
+            &[("alice", "plaintext-secret-1"), ("bob", "pw-2")],
+        );
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&lock_path(&path)), 0o600);
+
+        let bytes = fs::read(&path).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(!text.contains("plaintext-secret-1"));
+        assert!(!text.contains("pw-2"));
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["version"], 1);
+        let users = value["users"].as_object().unwrap();
+        assert_eq!(users.len(), 2);
+        for entry in users.values() {
+            let entry = entry.as_object().unwrap();
+            assert_eq!(entry.len(), 1);
+            let hash = entry["hash"].as_str().unwrap();
+            assert!(
+                hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+                "{hash}"
+            );
+            parse_phc(hash).unwrap();
         }
-        let text = fs::read_to_string(&path).unwrap();
-        assert!(!text.contains("plain-text-pw"));
-        let file: StoreFile = serde_json::from_str(&text).unwrap();
-        assert!(file.users["alice"].hash.starts_with("$argon2id$v=19$"));
+        // Nothing else was left in the directory (temp files are renamed or removed).
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["users.json", "users.json.lock"]);
+    }
+
+    #[test]
+    fn mode_is_0600_even_after_a_loose_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with(dir.path(), &[("alice", "pw")]);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(lock_path(&path), fs::Permissions::from_mode(0o666)).unwrap();
+        update(&path, |u| u.remove("alice")).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&lock_path(&path)), 0o600);
     }
 
     #[test]
     fn failed_update_leaves_the_file_byte_identical() {
-        let (_dir, path) = store();
-        add_user(&path, "alice", "a").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with(dir.path(), &[("alice", "pw")]);
         let before = fs::read(&path).unwrap();
-        assert!(matches!(
-            add_user(&path, "alice", "b"),
-            Err(StoreError::UserExists(_))
-        ));
-        assert!(matches!(
-            remove_user(&path, "bob"),
-            Err(StoreError::NoSuchUser(_))
-        ));
+        let ino_before = fs::metadata(&path).unwrap().ino();
+        let phc = hash_password("other").unwrap();
+        let err = update(&path, |u| {
+            u.add("bob", &phc)?;
+            u.remove("alice")?;
+            u.add("alice", &phc)?;
+            u.add("alice", &phc) // fails: exists
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, StoreError::UserExists(ref n) if n == "alice"),
+            "{err}"
+        );
         assert_eq!(fs::read(&path).unwrap(), before);
-        let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.contains(".tmp-"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_eq!(fs::metadata(&path).unwrap().ino(), ino_before);
     }
 
     #[test]
-    fn corrupt_file_is_an_error_not_a_panic() {
-        let (_dir, path) = store();
-        fs::write(&path, b"{\"version\":1,\"users\":{\"a\":{\"hash\":5}}}").unwrap();
+    fn update_without_change_does_not_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with(dir.path(), &[("alice", "pw")]);
+        let ino_before = fs::metadata(&path).unwrap().ino();
+        let n = update(&path, |u| Ok(u.len())).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), ino_before);
+    }
+
+    #[test]
+    fn mutations_report_missing_and_existing_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with(dir.path(), &[("alice", "pw")]);
+        let phc = hash_password("pw").unwrap();
+        let err = update(&path, |u| u.add("alice", &phc)).unwrap_err();
+        assert_eq!(err.to_string(), "user \"alice\" already exists");
+        let err = update(&path, |u| u.set_hash("bob", &phc)).unwrap_err();
+        assert_eq!(err.to_string(), "no such user \"bob\"");
+        let err = update(&path, |u| u.remove("bob")).unwrap_err();
+        assert!(matches!(err, StoreError::NoSuchUser(ref n) if n == "bob"));
+        let err = update(&path, |u| u.add("bob", "not a hash")).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidHash { .. }), "{err}");
+        let err = update(&path, |u| u.add("-bob", &phc)).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidUsername { .. }), "{err}");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_by_the_next_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with(dir.path(), &[("alice", "pw")]);
+        let stale = dir.path().join(".users.json.tmp-0123456789abcdef");
+        fs::write(&stale, b"{\"half\":").unwrap();
+        let unrelated = dir.path().join(".other.json.tmp-0123456789abcdef");
+        fs::write(&unrelated, b"keep").unwrap();
+        update(&path, |u| u.remove("alice")).unwrap();
+        assert!(!stale.exists());
+        assert!(unrelated.exists());
+    }
+
+    fn corrupt_reason(content: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        fs::write(&path, content).unwrap();
+        match UserStore::open(&path) {
+            Err(StoreError::Corrupt { path: p, reason }) => {
+                assert_eq!(p, path);
+                // Writers refuse to go on from a corrupt file too, and leave it alone.
+                let err = update(&path, |u| u.remove("alice")).unwrap_err();
+                assert!(matches!(err, StoreError::Corrupt { .. }));
+                assert_eq!(fs::read(&path).unwrap(), content);
+                reason
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupt_files_are_errors_not_panics() {
+        let phc = DUMMY_PHC;
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"".to_vec(), "empty"),
+            (b"  \n".to_vec(), "empty"),
+            (b"{\"version\":1,\"users\":{".to_vec(), "invalid JSON"),
+            (b"\xff\xfe".to_vec(), "invalid JSON"),
+            (b"[]".to_vec(), "invalid JSON"),
+            (b"{\"users\":{}}".to_vec(), "missing field `version`"),
+            (b"{\"version\":2,\"users\":{},\"x\":1}".to_vec(), "unsupported version 2"),
+            (b"{\"version\":1}".to_vec(), "missing field `users`"),
+            (b"{\"version\":1,\"users\":{},\"extra\":0}".to_vec(), "unknown field `extra`"),
+            (
+                format!(r#"{{"version":1,"users":{{"alice":{{"hash":"{phc}","pw":"x"}}}}}}"#)
+                    .into_bytes(),
+                "unknown field `pw`",
+            ),
+            (
+                br#"{"version":1,"users":{"alice":{"hash":1}}}"#.to_vec(),
+                "invalid type",
+            ),
+            (
+                format!(
+                    r#"{{"version":1,"users":{{"alice":{{"hash":"{phc}"}},"alice":{{"hash":"{phc}"}}}}}}"#
+                )
+                .into_bytes(),
+                "appears twice",
+            ),
+            (
+                format!(r#"{{"version":1,"users":{{"a b":{{"hash":"{phc}"}}}}}}"#).into_bytes(),
+                "invalid user name",
+            ),
+        ];
+        for (content, expected) in cases {
+            let reason = corrupt_reason(&content);
+            assert!(
+                reason.contains(expected),
+                "{:?}: {reason:?} lacks {expected:?}",
+                String::from_utf8_lossy(&content)
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_error_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        fs::write(&path, b"garbage").unwrap();
+        let err = UserStore::open(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&*path.to_string_lossy()), "{text}");
+        assert!(text.contains("invalid JSON"), "{text}");
+    }
+
+    #[test]
+    fn unusable_stored_hash_rejects_only_that_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let good = hash_password("pw").unwrap();
+        let content = format!(
+            r#"{{"version":1,"users":{{"alice":{{"hash":"garbage"}},"bob":{{"hash":"{good}"}},"carol":{{"hash":"$argon2id$v=19$m=4194304,t=2,p=1$NZzRBEWn3/y+xWAOvyX5Lw$vdHY8gp7TKpnjYQavnvXbxo7iSDTaIwpPBwK4ZQI7D0"}}}}}}"#
+        );
+        fs::write(&path, content).unwrap();
+        let store = UserStore::open(&path).unwrap();
+        assert!(!store.verify("alice", "pw"));
+        assert!(!store.verify("alice", "garbage"));
+        assert!(!store.verify("carol", "pw"));
+        assert!(store.verify("bob", "pw"));
+    }
+
+    #[test]
+    fn reload_sees_updates_from_another_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let mut store = UserStore::open(&path).unwrap();
+        assert!(!store.reload_if_changed().unwrap());
+
+        let phc = hash_password("pw").unwrap();
+        update(&path, |u| u.add("alice", &phc)).unwrap();
+        assert!(store.reload_if_changed().unwrap());
+        assert!(store.users().contains("alice"));
+        assert!(store.verify("alice", "pw"));
+        assert!(!store.reload_if_changed().unwrap());
+
+        // Another UserStore (e.g. the admin command) and a password change.
+        let other = UserStore::open(&path).unwrap();
+        assert!(other.verify("alice", "pw"));
+        let phc2 = hash_password("pw2").unwrap();
+        update(other.path(), |u| u.set_hash("alice", &phc2)).unwrap();
+        assert!(store.reload_if_changed().unwrap());
+        assert!(store.verify("alice", "pw2"));
+        assert!(!store.verify("alice", "pw"));
+
+        // A broken version is reported once and the last good users stay in effect.
+        fs::write(&path, b"{broken").unwrap();
         assert!(matches!(
-            UserStore::open(&path),
+            store.reload_if_changed(),
             Err(StoreError::Corrupt { .. })
         ));
-        fs::write(&path, b"\xff").unwrap();
-        let err = UserStore::open(&path).unwrap_err().to_string();
-        assert!(err.contains("is not a valid user store"), "{err}");
+        assert!(!store.reload_if_changed().unwrap());
+        assert!(store.users().contains("alice"));
+
+        // Deleting the file empties the store.
+        fs::remove_file(&path).unwrap();
+        assert!(store.reload_if_changed().unwrap());
+        assert!(store.users().is_empty());
     }
 
     #[test]
-    fn reload_sees_changes_made_elsewhere() {
-        let (_dir, path) = store();
-        let mut users = UserStore::open(&path).unwrap();
-        assert!(!users.reload_if_changed().unwrap());
-        add_user(&path, "bob", "pw").unwrap();
-        assert!(users.reload_if_changed().unwrap());
-        assert!(users.verify("bob", "pw"));
-        set_password(&path, "bob", "pw2").unwrap();
-        assert!(users.reload_if_changed().unwrap());
-        assert!(users.verify("bob", "pw2"));
+    fn bootstrap_creates_once_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let phc = hash_password("first").unwrap();
+        assert!(bootstrap(&path, "admin", &phc).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        let created = fs::read(&path).unwrap();
+        assert!(UserStore::open(&path).unwrap().verify("admin", "first"));
+
+        let phc2 = hash_password("second").unwrap();
+        assert!(!bootstrap(&path, "admin", &phc2).unwrap());
+        assert!(!bootstrap(&path, "other", &phc2).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), created);
+
+        // An existing store, even an empty or corrupt one, is left alone.
+        let path2 = dir.path().join("empty.json");
+        fs::write(&path2, b"").unwrap();
+        assert!(!bootstrap(&path2, "admin", &phc).unwrap());
+        assert_eq!(fs::read(&path2).unwrap(), b"");
+
+        let path3 = dir.path().join("bad.json");
+        let err = bootstrap(&path3, "admin", "$argon2id$nonsense").unwrap_err();
+        assert!(matches!(err, StoreError::InvalidHash { .. }), "{err}");
+        let err = bootstrap(&path3, "bad name", &phc).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidUsername { .. }), "{err}");
+        assert!(!path3.exists());
     }
 
     #[test]
-    fn bootstrap_creates_once() {
-        let (_dir, path) = store();
-        let hash = hash_password("demo").unwrap();
-        assert!(bootstrap(&path, "demo", &hash).unwrap());
-        assert!(!bootstrap(&path, "other", &hash).unwrap());
-        let users = UserStore::open(&path).unwrap();
-        assert!(users.verify("demo", "demo"));
-        assert!(users.hash_of("other").is_none());
-        assert!(bootstrap(&path, "x", "not-a-phc").is_err());
-    }
-
-    #[test]
-    fn name_and_password_rules() {
-        for ok in ["a", "alice", "a.b_c-d", "A9", &"x".repeat(64)] {
-            validate_username(ok).unwrap();
+    fn username_rules() {
+        for ok in [
+            "a",
+            "A",
+            "0",
+            "alice",
+            "a.b",
+            "a_b",
+            "a-b",
+            "_x",
+            "x.",
+            &"a".repeat(64),
+        ] {
+            validate_username(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }
-        for bad in ["", ".hidden", "-x", "a b", "é", "a/b", &"x".repeat(65)] {
-            assert!(validate_username(bad).is_err(), "{bad:?}");
+        for bad in [
+            "",
+            &"a".repeat(65),
+            ".alice",
+            "-alice",
+            "a b",
+            "a/b",
+            "a:b",
+            "a@b",
+            "é",
+            "a\0",
+            "a\n",
+            "..",
+        ] {
+            let err = validate_username(bad).unwrap_err();
+            assert!(
+                matches!(err, StoreError::InvalidUsername { ref name, .. } if name == bad),
+                "{bad:?}"
+            );
         }
+    }
+
+    #[test]
+    fn password_rules() {
+        validate_password("x").unwrap();
+        validate_password(&"é".repeat(512)).unwrap(); // 1024 bytes
+        validate_password(" leading and trailing spaces ").unwrap();
         assert!(validate_password("").is_err());
-        assert!(validate_password(&"p".repeat(1025)).is_err());
-        validate_password(&"p".repeat(1024)).unwrap();
+        assert!(validate_password(&"a".repeat(1025)).is_err());
+        assert!(validate_password(&"é".repeat(513)).is_err());
+        assert!(hash_password("").is_err());
     }
 
     #[test]
-    fn dummy_hash_is_usable() {
-        // Unknown users run argon2 against it; it must parse, or that path would be faster.
-        assert!(!verify_hash(DUMMY_HASH, "guess").unwrap());
+    fn errors_never_contain_the_password() {
+        let err = hash_password(&"s3cr3t".repeat(200)).unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"));
+        assert!(!format!("{err:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn long_names_are_shortened_in_messages() {
+        let name = "x".repeat(10_000);
+        let text = validate_username(&name).unwrap_err().to_string();
+        assert!(text.len() < 200, "{}", text.len());
+    }
+
+    #[test]
+    fn lock_path_appends_lock() {
+        assert_eq!(
+            lock_path(Path::new("/var/lib/besterd/users.json")),
+            Path::new("/var/lib/besterd/users.json.lock")
+        );
+        assert_eq!(parent_dir(Path::new("users.json")), Path::new("."));
     }
 }

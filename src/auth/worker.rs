@@ -1,34 +1,40 @@
-//! The verifier pool: a few threads that run argon2 (≈ 20 ms a check, release build) so the event
-//! loop never does. Jobs go in over a bounded queue (a full queue is answered "busy" by the caller,
-//! never waited on); results come back over a channel and the loop is woken through its
-//! `mio::Waker`. Each job carries an opaque tag the loop uses to route its result.
+//! The verifier pool: a few named threads that run argon2 and user-store writes off the event loop.
+//!
+//! Owns the job queue (bounded: a full queue is the caller's "busy"), the result channel, and the
+//! daemon's shared, lazily reloaded [`UserStore`]. Each finished job goes back over an `mpsc`
+//! channel and wakes the loop through a [`mio::Waker`]; results carry an opaque tag chosen by the
+//! caller (e.g. a `ConnId`) so the server can route them.
+//!
+//! It must not: block the caller (`submit` and `try_recv` never wait), hold the store mutex during
+//! an argon2 computation, log a password, or die silently (a panic in a job becomes a
+//! [`AuthOutcome::StoreError`] answer and the thread goes on).
 
+use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-
-use log::{error, warn};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
 
 use super::user_store::{self, StoreError, UserStore};
 
-/// Work for the pool.
+/// Work for the pool. `T` is the caller's routing tag, returned untouched in the [`AuthResult`].
 pub enum AuthJob<T> {
-    /// identify / `bester.authenticate`: check a password.
+    /// identify / bester.authenticate: check a password.
     Verify {
-        /// Routes the result.
+        /// Routing tag.
         tag: T,
-        /// Who.
+        /// Who claims to log in.
         username: String,
         /// The password to check.
         password: String,
     },
-    /// `bester.passwd`: check `old`, then store `new`.
+    /// bester.passwd: check `old`, then store `new` (hash + atomic write, both on the worker).
     ChangePassword {
-        /// Routes the result.
+        /// Routing tag.
         tag: T,
-        /// Whose password.
+        /// Whose password changes.
         username: String,
         /// The current password.
         old: String,
@@ -37,71 +43,134 @@ pub enum AuthJob<T> {
     },
 }
 
+impl<T> AuthJob<T> {
+    /// The job's routing tag.
+    pub fn tag(&self) -> &T {
+        match self {
+            AuthJob::Verify { tag, .. } | AuthJob::ChangePassword { tag, .. } => tag,
+        }
+    }
+}
+
+/// Deliberately omits the passwords.
+impl<T: std::fmt::Debug> std::fmt::Debug for AuthJob<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthJob::Verify { tag, username, .. } => f
+                .debug_struct("Verify")
+                .field("tag", tag)
+                .field("username", username)
+                .finish_non_exhaustive(),
+            AuthJob::ChangePassword { tag, username, .. } => f
+                .debug_struct("ChangePassword")
+                .field("tag", tag)
+                .field("username", username)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// A finished job.
 #[derive(Debug)]
 pub struct AuthResult<T> {
-    /// The job's tag.
+    /// The tag given with the job.
     pub tag: T,
-    /// The user the job was about.
+    /// The user name given with the job.
     pub username: String,
     /// What happened.
     pub outcome: AuthOutcome,
 }
 
-/// What a job found.
+/// The outcome of a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
-    /// Password right (and, for a change, the new one stored).
+    /// Verify: the password is right. ChangePassword: the new password is stored.
     Ok,
-    /// Unknown user or wrong password (deliberately not told apart).
+    /// Unknown user or wrong (old) password; deliberately does not say which.
     BadCredentials,
-    /// The new password is not acceptable.
+    /// ChangePassword: the new password breaks the rules (the reason, never the password).
     InvalidPassword(String),
-    /// The store could not be read or written.
+    /// The store could not be written, or the job failed internally. The message never contains
+    /// a password but may name server paths: the pool has already logged it, so tell the client
+    /// something generic rather than forwarding it.
     StoreError(String),
 }
 
-/// The verifier threads.
+/// A pool of verifier threads with a bounded job queue. Dropping it stops the threads: jobs still
+/// queued are discarded unanswered, and the drop waits for the jobs in progress (one argon2 run,
+/// plus possibly a store write, per thread).
 pub struct AuthPool<T> {
     jobs: Option<SyncSender<AuthJob<T>>>,
     results: Receiver<AuthResult<T>>,
+    stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
+/// What every worker thread shares.
+struct Shared<T> {
+    store_path: PathBuf,
+    store: Mutex<UserStore>,
+    jobs: Mutex<Receiver<AuthJob<T>>>,
+    stopping: Arc<AtomicBool>,
+    waker: Arc<mio::Waker>,
+}
+
+fn lock<U>(mutex: &Mutex<U>) -> MutexGuard<'_, U> {
+    // A poisoned mutex only means a job panicked; the store and the receiver are still usable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl<T: Send + 'static> AuthPool<T> {
-    /// Start `threads` verifier threads on the store at `store`, with room for `queue` waiting jobs.
+    /// Start `threads` verifier threads reading the store at `store` and a bounded job queue of
+    /// `queue` entries; each finished job is sent back over an mpsc channel and `waker.wake()` is called.
+    ///
+    /// The store is read once here, so a corrupt store fails the start (`InvalidData`, the message
+    /// names the file); later it is reloaded whenever the file changes. `threads` and `queue` must
+    /// be at least 1 (`InvalidInput`).
     pub fn start(
         store: PathBuf,
         threads: usize,
         queue: usize,
         waker: Arc<mio::Waker>,
-    ) -> std::io::Result<Self> {
-        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<AuthJob<T>>(queue);
-        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        let (results_tx, results) = mpsc::channel();
-        let shared = Arc::new(Mutex::new(None::<UserStore>));
-        let mut handles = Vec::new();
-        for n in 0..threads.max(1) {
-            let worker = Worker {
-                store: store.clone(),
-                cache: Arc::clone(&shared),
-            };
-            let jobs = Arc::clone(&jobs_rx);
-            let results = results_tx.clone();
-            let waker = Arc::clone(&waker);
-            let handle = std::thread::Builder::new()
-                .name(format!("besterd-auth-{n}"))
-                .spawn(move || worker.run(&jobs, &results, &waker))?;
-            handles.push(handle);
+    ) -> io::Result<Self> {
+        if threads == 0 || queue == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the auth pool needs at least one thread and one queue slot",
+            ));
         }
-        Ok(AuthPool {
-            jobs: Some(jobs_tx),
-            results,
-            threads: handles,
-        })
+        let opened = UserStore::open(&store).map_err(|e| match e {
+            StoreError::Io { ref source, .. } => io::Error::new(source.kind(), e.to_string()),
+            _ => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        })?;
+        let (job_tx, job_rx) = mpsc::sync_channel(queue);
+        let (result_tx, result_rx) = mpsc::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            store_path: store,
+            store: Mutex::new(opened),
+            jobs: Mutex::new(job_rx),
+            stopping: Arc::clone(&stopping),
+            waker,
+        });
+        let mut pool = AuthPool {
+            jobs: Some(job_tx),
+            results: result_rx,
+            stopping,
+            threads: Vec::with_capacity(threads),
+        };
+        for n in 0..threads {
+            let shared = Arc::clone(&shared);
+            let results = result_tx.clone();
+            let handle = thread::Builder::new()
+                .name(format!("besterd-auth-{n}"))
+                .spawn(move || worker_loop(&shared, &results))?; // `pool` drops: started threads stop
+            pool.threads.push(handle);
+        }
+        Ok(pool)
     }
 
-    /// Queue a job without blocking; gives it back when the queue is full.
+    /// Queue a job without blocking. Err(job) gives it back when the queue is full (caller answers "busy").
     pub fn submit(&self, job: AuthJob<T>) -> Result<(), AuthJob<T>> {
         let Some(jobs) = &self.jobs else {
             return Err(job);
@@ -111,7 +180,7 @@ impl<T: Send + 'static> AuthPool<T> {
         })
     }
 
-    /// A finished job, if any, without blocking.
+    /// Next finished job, without blocking.
     pub fn try_recv(&self) -> Option<AuthResult<T>> {
         self.results.try_recv().ok()
     }
@@ -119,208 +188,447 @@ impl<T: Send + 'static> AuthPool<T> {
 
 impl<T> Drop for AuthPool<T> {
     fn drop(&mut self) {
-        // Closing the queue ends each thread after its current job.
-        self.jobs = None;
+        self.stopping.store(true, Ordering::SeqCst);
+        drop(self.jobs.take()); // workers see a closed queue once it is drained
         for handle in self.threads.drain(..) {
-            let _ = handle.join();
+            let name = handle.thread().name().unwrap_or("besterd-auth").to_owned();
+            if handle.join().is_err() {
+                log::error!("auth: thread {name} panicked");
+            }
         }
     }
 }
 
-struct Worker {
-    store: PathBuf,
-    cache: Arc<Mutex<Option<UserStore>>>,
+fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>) {
+    loop {
+        // Hold the receiver only while waiting; the job runs after the guard is dropped.
+        let job = lock(&shared.jobs).recv();
+        let Ok(job) = job else { return };
+        if shared.stopping.load(Ordering::SeqCst) {
+            continue; // discard what is left in the queue
+        }
+        let (tag, username, work) = match job {
+            AuthJob::Verify {
+                tag,
+                username,
+                password,
+            } => (tag, username, Work::Verify { password }),
+            AuthJob::ChangePassword {
+                tag,
+                username,
+                old,
+                new,
+            } => (tag, username, Work::ChangePassword { old, new }),
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| work.run(shared, &username)))
+            .unwrap_or_else(|_| {
+                // Not validated yet: quote it and cut it short.
+                let shown: String = username.chars().take(64).collect();
+                log::error!("auth user={shown:?}: the password check panicked");
+                AuthOutcome::StoreError("internal error while checking the password".to_owned())
+            });
+        if results
+            .send(AuthResult {
+                tag,
+                username,
+                outcome,
+            })
+            .is_err()
+        {
+            return; // the pool is gone
+        }
+        if let Err(e) = shared.waker.wake() {
+            log::error!("auth: cannot wake the event loop: {e}");
+        }
+    }
 }
 
-impl Worker {
-    fn run<T>(
-        &self,
-        jobs: &Mutex<Receiver<AuthJob<T>>>,
-        results: &Sender<AuthResult<T>>,
-        waker: &mio::Waker,
-    ) {
-        loop {
-            let job = match jobs.lock() {
-                Ok(rx) => rx.recv(),
-                Err(_) => return,
-            };
-            let Ok(job) = job else {
-                return; // the pool was dropped
-            };
-            let (tag, username, outcome) = match job {
-                AuthJob::Verify {
-                    tag,
-                    username,
-                    password,
-                } => {
-                    let outcome = self.guarded(|| self.verify(&username, &password));
-                    (tag, username, outcome)
-                }
-                AuthJob::ChangePassword {
-                    tag,
-                    username,
-                    old,
-                    new,
-                } => {
-                    let outcome = self.guarded(|| self.change(&username, &old, &new));
-                    (tag, username, outcome)
-                }
-            };
-            if results
-                .send(AuthResult {
-                    tag,
-                    username,
-                    outcome,
-                })
-                .is_err()
-            {
-                return;
-            }
-            if let Err(e) = waker.wake() {
-                error!("cannot wake the event loop: {e}");
-            }
+/// A job without its tag and user name (kept outside `catch_unwind` to answer even after a panic).
+enum Work {
+    Verify { password: String },
+    ChangePassword { old: String, new: String },
+}
+
+impl Work {
+    fn run<T>(self, shared: &Shared<T>, username: &str) -> AuthOutcome {
+        #[cfg(test)]
+        if username == tests::PANIC_USER {
+            panic!("injected panic");
         }
-    }
-
-    /// A panic in one job is reported as a store error, and the thread goes on.
-    fn guarded(&self, f: impl FnOnce() -> AuthOutcome) -> AuthOutcome {
-        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-            error!("password check panicked");
-            AuthOutcome::StoreError("internal error during the password check".into())
-        })
-    }
-
-    /// The current hash of a user, re-reading the store if it changed. The lock is held only for
-    /// that, never during argon2.
-    fn current_hash(&self, username: &str) -> Result<Option<String>, StoreError> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        match cache.as_mut() {
-            Some(store) => {
-                store.reload_if_changed()?;
-            }
-            None => *cache = Some(UserStore::open(&self.store)?),
-        }
-        Ok(cache
-            .as_ref()
-            .and_then(|s| s.hash_of(username))
-            .map(str::to_string))
-    }
-
-    fn verify(&self, username: &str, password: &str) -> AuthOutcome {
-        match self.current_hash(username) {
-            Ok(hash) => {
-                if user_store::verify(username, hash.as_deref(), password) {
+        match self {
+            Work::Verify { password } => {
+                let stored = current_hash(shared, username);
+                if user_store::verify_password(username, stored.as_deref(), &password) {
                     AuthOutcome::Ok
                 } else {
                     AuthOutcome::BadCredentials
                 }
             }
-            Err(e) => {
-                warn!("user store: {e}");
-                AuthOutcome::StoreError(e.to_string())
-            }
+            Work::ChangePassword { old, new } => change_password(shared, username, &old, &new),
         }
     }
+}
 
-    fn change(&self, username: &str, old: &str, new: &str) -> AuthOutcome {
-        match self.verify(username, old) {
-            AuthOutcome::Ok => {}
-            other => return other,
+/// Reloads the store if the file changed and returns a copy of the user's hash. The mutex is held
+/// only for this (a `stat`, sometimes a read), never during argon2.
+fn current_hash<T>(shared: &Shared<T>, username: &str) -> Option<String> {
+    let mut store = lock(&shared.store);
+    match store.reload_if_changed() {
+        Ok(true) => log::info!(
+            "auth: reloaded {} ({} users)",
+            store.path().display(),
+            store.users().len()
+        ),
+        Ok(false) => {}
+        Err(e) => log::warn!("auth: keeping the users read before: {e}"),
+    }
+    store.users().get(username).map(str::to_owned)
+}
+
+fn change_password<T>(shared: &Shared<T>, username: &str, old: &str, new: &str) -> AuthOutcome {
+    let stored = current_hash(shared, username);
+    if !user_store::verify_password(username, stored.as_deref(), old) {
+        return AuthOutcome::BadCredentials;
+    }
+    let Some(verified) = stored else {
+        return AuthOutcome::BadCredentials; // unreachable: an unknown user never verifies
+    };
+    let new_hash = match user_store::hash_password(new) {
+        Ok(hash) => hash,
+        Err(StoreError::InvalidPassword(reason)) => {
+            return AuthOutcome::InvalidPassword(reason.to_owned());
         }
-        if let Err(e) = user_store::validate_password(new) {
-            return AuthOutcome::InvalidPassword(e.to_string());
+        Err(e) => {
+            log::error!("auth user={username}: cannot hash the new password: {e}");
+            return AuthOutcome::StoreError(e.to_string());
         }
-        match user_store::set_password(&self.store, username, new) {
-            Ok(()) => AuthOutcome::Ok,
-            Err(StoreError::NoSuchUser(_)) => AuthOutcome::BadCredentials,
-            Err(e) => AuthOutcome::StoreError(e.to_string()),
+    };
+    let written = user_store::update(&shared.store_path, |users| {
+        match users.get(username) {
+            // The hash we checked `old` against is still the current one: safe to replace.
+            Some(current) if current == verified => {
+                users.set_hash(username, &new_hash).map(|()| true)
+            }
+            // Deleted, or its password changed meanwhile (`besterd user passwd`): don't clobber it.
+            _ => Ok(false),
+        }
+    });
+    match written {
+        Ok(true) => {
+            log::info!("auth user={username}: password changed");
+            AuthOutcome::Ok
+        }
+        Ok(false) => {
+            log::info!("auth user={username}: password change lost a race with another change");
+            AuthOutcome::BadCredentials
+        }
+        Err(e) => {
+            log::error!("auth user={username}: cannot store the new password: {e}");
+            AuthOutcome::StoreError(e.to_string())
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+    use std::path::Path;
     use std::time::{Duration, Instant};
 
-    use mio::{Events, Poll, Token, Waker};
+    use mio::{Events, Poll, Token};
 
     use super::*;
+    use crate::auth::user_store::{hash_password, lock_path, update};
 
-    fn wait<T: Send + 'static>(pool: &AuthPool<T>, poll: &mut Poll) -> AuthResult<T> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut events = Events::with_capacity(4);
-        loop {
-            if let Some(r) = pool.try_recv() {
-                return r;
+    /// A pool plus the `Poll` its waker belongs to.
+    struct Harness {
+        poll: Poll,
+        events: Events,
+        pool: AuthPool<u32>,
+    }
+
+    impl Harness {
+        fn start(store: &Path, threads: usize, queue: usize) -> Harness {
+            let poll = Poll::new().unwrap();
+            let waker = Arc::new(mio::Waker::new(poll.registry(), Token(0)).unwrap());
+            let pool = AuthPool::start(store.to_owned(), threads, queue, waker).unwrap();
+            Harness {
+                poll,
+                events: Events::with_capacity(8),
+                pool,
             }
-            assert!(Instant::now() < deadline, "no result in time");
-            match poll.poll(&mut events, Some(Duration::from_millis(200))) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                other => other.unwrap(),
+        }
+
+        /// Waits (on the waker, with a deadline) for `n` results, sorted by tag.
+        fn results(&mut self, n: usize) -> Vec<AuthResult<u32>> {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut out = Vec::new();
+            loop {
+                while let Some(result) = self.pool.try_recv() {
+                    out.push(result);
+                }
+                if out.len() >= n {
+                    break;
+                }
+                let left = deadline
+                    .checked_duration_since(Instant::now())
+                    .expect("timed out waiting for auth results");
+                self.poll.poll(&mut self.events, Some(left)).unwrap();
             }
+            assert_eq!(out.len(), n, "more results than jobs");
+            out.sort_by_key(|r| r.tag);
+            out
+        }
+
+        fn outcome(&mut self, job: AuthJob<u32>) -> AuthOutcome {
+            let tag = *job.tag();
+            self.pool.submit(job).unwrap();
+            let result = self.results(1).pop().unwrap();
+            assert_eq!(result.tag, tag);
+            result.outcome
         }
     }
 
-    #[test]
-    fn verify_and_change_password() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users.json");
-        user_store::add_user(&path, "alice", "old").unwrap();
-        let mut poll = Poll::new().unwrap();
-        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
-        let pool = AuthPool::start(path.clone(), 2, 8, waker).unwrap();
-        let job = |tag: u32, password: &str| AuthJob::Verify {
+    fn verify(tag: u32, username: &str, password: &str) -> AuthJob<u32> {
+        AuthJob::Verify {
             tag,
-            username: "alice".into(),
-            password: password.into(),
-        };
-        assert!(pool.submit(job(1, "old")).is_ok());
-        let r = wait(&pool, &mut poll);
-        assert_eq!((r.tag, r.outcome), (1, AuthOutcome::Ok));
-        assert!(pool.submit(job(2, "bad")).is_ok());
-        assert_eq!(wait(&pool, &mut poll).outcome, AuthOutcome::BadCredentials);
+            username: username.to_owned(),
+            password: password.to_owned(),
+        }
+    }
 
-        let change = |tag, old: &str, new: &str| AuthJob::ChangePassword {
+    fn change(tag: u32, username: &str, old: &str, new: &str) -> AuthJob<u32> {
+        AuthJob::ChangePassword {
             tag,
-            username: "alice".into(),
-            old: old.into(),
-            new: new.into(),
-        };
-        assert!(pool.submit(change(3, "wrong", "x")).is_ok());
-        assert_eq!(wait(&pool, &mut poll).outcome, AuthOutcome::BadCredentials);
-        assert!(pool.submit(change(4, "old", "")).is_ok());
-        assert!(matches!(
-            wait(&pool, &mut poll).outcome,
-            AuthOutcome::InvalidPassword(_)
-        ));
-        assert!(pool.submit(change(5, "old", "new")).is_ok());
-        assert_eq!(wait(&pool, &mut poll).outcome, AuthOutcome::Ok);
-        assert!(pool.submit(job(6, "old")).is_ok());
-        assert_eq!(wait(&pool, &mut poll).outcome, AuthOutcome::BadCredentials);
-        assert!(pool.submit(job(7, "new")).is_ok());
-        assert_eq!(wait(&pool, &mut poll).outcome, AuthOutcome::Ok);
+            username: username.to_owned(),
+            old: old.to_owned(),
+            new: new.to_owned(),
+        }
+    }
+
+    fn store_with_alice(dir: &Path) -> PathBuf {
+        let path = dir.join("users.json");
+        let phc = hash_password("old-pw").unwrap();
+        update(&path, |u| u.add("alice", &phc)).unwrap();
+        path
     }
 
     #[test]
-    fn a_full_queue_gives_the_job_back() {
+    fn verify_ok_and_bad() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users.json");
-        user_store::add_user(&path, "alice", "pw").unwrap();
+        let path = store_with_alice(dir.path());
+        let mut h = Harness::start(&path, 2, 8);
+        h.pool.submit(verify(1, "alice", "old-pw")).unwrap();
+        h.pool.submit(verify(2, "alice", "wrong")).unwrap();
+        h.pool.submit(verify(3, "mallory", "old-pw")).unwrap();
+        let results = h.results(3);
+        let outcomes: Vec<_> = results
+            .iter()
+            .map(|r| (r.tag, r.username.as_str(), r.outcome.clone()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                (1, "alice", AuthOutcome::Ok),
+                (2, "alice", AuthOutcome::BadCredentials),
+                (3, "mallory", AuthOutcome::BadCredentials),
+            ]
+        );
+    }
+
+    #[test]
+    fn change_password_then_old_fails_and_new_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let mut h = Harness::start(&path, 1, 4);
+
+        assert_eq!(
+            h.outcome(change(1, "alice", "wrong", "new-pw")),
+            AuthOutcome::BadCredentials
+        );
+        assert_eq!(
+            h.outcome(change(2, "nobody", "old-pw", "new-pw")),
+            AuthOutcome::BadCredentials
+        );
+        assert_eq!(
+            h.outcome(change(3, "alice", "old-pw", "")),
+            AuthOutcome::InvalidPassword("it is empty".to_owned())
+        );
+        assert_eq!(h.outcome(verify(4, "alice", "old-pw")), AuthOutcome::Ok);
+
+        assert_eq!(
+            h.outcome(change(5, "alice", "old-pw", "new-pw")),
+            AuthOutcome::Ok
+        );
+        assert_eq!(
+            h.outcome(verify(6, "alice", "old-pw")),
+            AuthOutcome::BadCredentials
+        );
+        assert_eq!(h.outcome(verify(7, "alice", "new-pw")), AuthOutcome::Ok);
+
+        // Written through the store file: another reader sees it, with 0600 and no plaintext.
+        let store = UserStore::open(&path).unwrap();
+        assert!(store.verify("alice", "new-pw"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("new-pw"));
+    }
+
+    #[test]
+    fn pool_sees_users_added_by_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json"); // does not exist yet
+        let mut h = Harness::start(&path, 1, 4);
+        assert_eq!(
+            h.outcome(verify(1, "bob", "pw")),
+            AuthOutcome::BadCredentials
+        );
+        let phc = hash_password("pw").unwrap();
+        update(&path, |u| u.add("bob", &phc)).unwrap();
+        assert_eq!(h.outcome(verify(2, "bob", "pw")), AuthOutcome::Ok);
+        update(&path, |u| u.remove("bob")).unwrap();
+        assert_eq!(
+            h.outcome(verify(3, "bob", "pw")),
+            AuthOutcome::BadCredentials
+        );
+    }
+
+    #[test]
+    fn change_password_does_not_clobber_a_concurrent_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let mut h = Harness::start(&path, 1, 4);
+
+        // Hold the writer lock so the worker stops right before its write...
+        let lock = File::create(lock_path(&path)).unwrap();
+        lock.lock().unwrap();
+        h.pool
+            .submit(change(1, "alice", "old-pw", "from-client"))
+            .unwrap();
+        // ...and meanwhile the admin sets another password (bypassing the lock we hold).
+        let admin_phc = hash_password("from-admin").unwrap();
+        let mut users = UserStore::open(&path).unwrap().users().clone();
+        users.set_hash("alice", &admin_phc).unwrap();
+        std::fs::write(
+            &path,
+            serde_json::to_vec(&serde_json::json!({"version": 1, "users": users})).unwrap(),
+        )
+        .unwrap();
+        drop(lock);
+
+        // If the worker checked `old` before the admin's write, the compare-and-swap refuses;
+        // if after, `old` is simply wrong. Either way the admin's password stays.
+        assert_eq!(h.results(1)[0].outcome, AuthOutcome::BadCredentials);
+        assert!(
+            UserStore::open(&path)
+                .unwrap()
+                .verify("alice", "from-admin")
+        );
+    }
+
+    #[test]
+    fn full_queue_gives_the_job_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let mut h = Harness::start(&path, 1, 1);
+
+        // The only worker takes this job and then blocks on the writer lock we hold.
+        let lock = File::create(lock_path(&path)).unwrap();
+        lock.lock().unwrap();
+        h.pool
+            .submit(change(1, "alice", "old-pw", "new-pw"))
+            .unwrap();
+        // At most one more job fits (the queue slot), whether or not the worker took job 1 yet.
+        let mut accepted = vec![1];
+        let mut refused = Vec::new();
+        for tag in 2..=4 {
+            match h.pool.submit(verify(tag, "alice", "old-pw")) {
+                Ok(()) => accepted.push(tag),
+                Err(job) => refused.push(*job.tag()),
+            }
+        }
+        assert!(accepted.len() <= 2, "accepted {accepted:?}");
+        assert!(!refused.is_empty());
+        assert_eq!(accepted.len() + refused.len(), 4);
+
+        drop(lock);
+        let results = h.results(accepted.len());
+        assert_eq!(results.iter().map(|r| r.tag).collect::<Vec<_>>(), accepted);
+        assert_eq!(results[0].outcome, AuthOutcome::Ok);
+    }
+
+    #[test]
+    fn corrupt_store_fails_the_start_and_later_corruption_keeps_old_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, b"{").unwrap();
         let poll = Poll::new().unwrap();
-        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
-        let pool = AuthPool::start(path, 1, 1, waker).unwrap();
-        let mut refused = 0;
-        for tag in 0..50 {
-            let job = AuthJob::Verify {
-                tag,
-                username: "alice".into(),
-                password: "pw".into(),
-            };
-            if pool.submit(job).is_err() {
-                refused += 1;
-            }
-        }
-        // One thread busy with a ~20-300 ms hash and one slot of queue: most of 50 are refused.
-        assert!(refused >= 40, "only {refused} refused");
+        let waker = Arc::new(mio::Waker::new(poll.registry(), Token(0)).unwrap());
+        let err = AuthPool::<u32>::start(bad, 1, 1, Arc::clone(&waker))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("bad.json"), "{err}");
+        let err = AuthPool::<u32>::start(dir.path().join("x"), 0, 1, waker)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+
+        let path = store_with_alice(dir.path());
+        let mut h = Harness::start(&path, 1, 4);
+        std::fs::write(&path, b"not json").unwrap();
+        assert_eq!(h.outcome(verify(1, "alice", "old-pw")), AuthOutcome::Ok);
+        // Writes refuse to build on a corrupt file.
+        assert!(matches!(
+            h.outcome(change(2, "alice", "old-pw", "x")),
+            AuthOutcome::StoreError(_)
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"not json");
+    }
+
+    #[test]
+    fn threads_are_named_and_stop_when_the_pool_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let h = Harness::start(&path, 3, 2);
+        let names: Vec<_> = h
+            .pool
+            .threads
+            .iter()
+            .map(|t| t.thread().name().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["besterd-auth-0", "besterd-auth-1", "besterd-auth-2"]
+        );
+        h.pool.submit(verify(1, "alice", "old-pw")).unwrap();
+        drop(h); // joins; would hang if a thread did not stop
+    }
+
+    /// Jobs for this user panic inside the worker (see `Work::run`).
+    pub(super) const PANIC_USER: &str = "panic.test";
+
+    #[test]
+    fn a_panicking_job_is_answered_and_the_pool_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let mut h = Harness::start(&path, 1, 4);
+        assert!(matches!(
+            h.outcome(verify(1, PANIC_USER, "x")),
+            AuthOutcome::StoreError(_)
+        ));
+        assert!(matches!(
+            h.outcome(change(2, PANIC_USER, "x", "y")),
+            AuthOutcome::StoreError(_)
+        ));
+        assert_eq!(h.outcome(verify(3, "alice", "old-pw")), AuthOutcome::Ok);
+    }
+
+    #[test]
+    fn job_debug_hides_passwords() {
+        let text = format!("{:?}", change(1, "alice", "old-secret", "new-secret"));
+        assert!(text.contains("alice"));
+        assert!(!text.contains("secret"), "{text}");
+        let text = format!("{:?}", verify(1, "alice", "the-secret"));
+        assert!(!text.contains("secret"), "{text}");
     }
 }
