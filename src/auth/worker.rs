@@ -373,7 +373,11 @@ mod tests {
                 let left = deadline
                     .checked_duration_since(Instant::now())
                     .expect("timed out waiting for auth results");
-                self.poll.poll(&mut self.events, Some(left)).unwrap();
+                // A signal (e.g. SIGCHLD from another test's child) may interrupt the wait.
+                match self.poll.poll(&mut self.events, Some(left)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    other => other.unwrap(),
+                }
             }
             assert_eq!(out.len(), n, "more results than jobs");
             out.sort_by_key(|r| r.tag);
