@@ -479,6 +479,73 @@ fn handler_sends_garbage_is_told_and_logged_once() {
 }
 
 #[test]
+fn a_client_flooding_a_stalled_handler_gets_handler_busy_and_the_handler_stays() {
+    let broker = row("max_frame_bytes = 16384\nmax_outbound_bytes = 65536", |b| {
+        let mut c = b.login("bob", "bob-pw");
+        let pid = c
+            .request("pid", "faulty", &json!({"action":"pid"}))
+            .unwrap()["data"]["pid"]
+            .clone();
+        // The handler stops reading for a second while 100 requests of 8 KB arrive for it; the
+        // client keeps reading its answers (a client that did not would be cut off itself).
+        let n = 100;
+        let stream = c.into_stream();
+        let mut writer = stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut wire = Vec::new();
+            let stall = json!({"header":{"scope":"client","id":"stall"},"payload":{"type":"faulty","data":{"action":"stall","seconds":1}}});
+            encode_frame(stall.to_string().as_bytes(), &mut wire);
+            let pad = "x".repeat(8000);
+            for i in 0..n {
+                let f = json!({"header":{"scope":"client","id":format!("f{i}")},"payload":{"type":"faulty","data":{"action":"echo","pad":pad}}});
+                encode_frame(f.to_string().as_bytes(), &mut wire);
+            }
+            writer.write_all(&wire).unwrap();
+        });
+        let mut reader = ReadFrames(stream);
+        let (mut ok, mut busy) = (0, 0);
+        for _ in 0..=n {
+            let reply = reader.next();
+            match code(&reply) {
+                "<none>" => ok += 1,
+                // Requests queued behind the stall may outlive this broker's 1.5 s timeout.
+                "handler_timeout" => {}
+                "handler_busy" => {
+                    assert!(
+                        reply["data"]["error"]
+                            .as_str()
+                            .unwrap()
+                            .contains("queue is full"),
+                        "{reply}"
+                    );
+                    busy += 1;
+                }
+                other => panic!("unexpected {other}: {reply}"),
+            }
+        }
+        sender.join().unwrap();
+        assert!(busy > 0, "a full queue to the handler refuses requests");
+        assert!(
+            ok >= 1,
+            "the stalled request is answered once the handler reads again"
+        );
+        let mut again = b.login("bob", "bob-pw");
+        let pid2 = again
+            .request("pid2", "faulty", &json!({"action":"pid"}))
+            .unwrap();
+        assert_eq!(
+            pid2["data"]["pid"], pid,
+            "the same handler process, never cut off"
+        );
+    });
+    assert!(
+        !broker.log().contains("handler=faulty disconnected"),
+        "{}",
+        broker.log()
+    );
+}
+
+#[test]
 fn handler_that_never_answers_times_out() {
     row("", |b| {
         let mut c = b.login("bob", "bob-pw");

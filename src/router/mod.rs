@@ -46,6 +46,16 @@ pub enum Action {
         /// The JSON body; the server adds the length prefix.
         body: Vec<u8>,
     },
+    /// Send this request to a handler; if its queue is full, tell the router with
+    /// [`Router::handler_refused`] so the request is answered instead of lost.
+    Request {
+        /// The handler connection.
+        to: ConnId,
+        /// The JSON body.
+        body: Vec<u8>,
+        /// The request's token.
+        token: u64,
+    },
 }
 
 /// Router limits.
@@ -382,7 +392,11 @@ impl Router {
             &pending.via,
             payload,
         );
-        out.push(Action::Send { to: handler, body });
+        out.push(Action::Request {
+            to: handler,
+            body,
+            token,
+        });
         pending.handler = handler;
         self.count_pending(&pending.origin, 1);
         self.pending.insert(token, pending);
@@ -637,6 +651,22 @@ impl Router {
                     out,
                 );
             }
+        }
+    }
+
+    /// A request could not be queued to its handler (the handler is not reading fast enough):
+    /// answer it `handler_busy`; the handler keeps its connection.
+    pub fn handler_refused(&mut self, token: u64, out: &mut Vec<Action>) {
+        if let Some(pending) = self.take_pending(token) {
+            let text = format!(
+                "the {:?} handler is not taking requests fast enough (its queue is full)",
+                pending.kind
+            );
+            self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::HandlerBusy, text),
+                out,
+            );
         }
     }
 

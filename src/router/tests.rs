@@ -54,7 +54,11 @@ fn answer(frame: Value) -> HandlerMessage {
 /// The actions as (destination, parsed JSON).
 fn sent(out: &mut Vec<Action>) -> Vec<(ConnId, Value)> {
     out.drain(..)
-        .map(|Action::Send { to, body }| (to, serde_json::from_slice(&body).unwrap()))
+        .map(|action| match action {
+            Action::Send { to, body } | Action::Request { to, body, .. } => {
+                (to, serde_json::from_slice(&body).unwrap())
+            }
+        })
         .collect()
 }
 
@@ -228,6 +232,24 @@ fn busy_handler_and_timeouts() {
     assert_eq!(actions[0].0, ECHO);
     assert_eq!(actions[0].1["header"]["kind"], "report");
     assert_eq!(actions[0].1["data"]["code"], "bad_handler_reply");
+}
+
+#[test]
+fn a_request_the_handler_queue_refused_is_answered_busy() {
+    let mut r = router();
+    let now = Instant::now();
+    let mut out = Vec::new();
+    r.client_message(ALICE, msg("q", "echo", json!(1)), now, &mut out);
+    let Some(Action::Request { token, .. }) = out.pop() else {
+        panic!("a request action")
+    };
+    r.handler_refused(token, &mut out);
+    let actions = sent(&mut out);
+    assert_eq!(actions[0].0, ALICE);
+    assert_eq!(actions[0].1["header"]["id"], "q");
+    assert_eq!(actions[0].1["data"]["code"], "handler_busy");
+    assert_eq!(r.pending_for(ALICE), 0);
+    assert_eq!(r.next_deadline(), None, "nothing left to time out");
 }
 
 #[test]

@@ -529,15 +529,18 @@ impl Server {
         }
     }
 
-    /// Queue a frame body to a connection; an overflowing client is a slow consumer and is closed.
-    fn send(&mut self, id: ConnId, body: Vec<u8>) {
+    /// Queue a frame body to a connection; false if it was not queued. A client or peer whose
+    /// queue overflows is a slow consumer and is closed. A handler whose queue is full keeps its
+    /// connection: the frame is refused (a request is then answered `handler_busy`), so one
+    /// client flooding a handler cannot cut it off for everyone.
+    fn try_send(&mut self, id: ConnId, body: Vec<u8>) -> bool {
         let pending = self.router.pending_for(id);
         let Some(conn) = self.conn(id) else {
             debug!("conn={id} gone; dropping a frame for it");
-            return;
+            return false;
         };
         if conn.closing.is_some() {
-            return;
+            return false;
         }
         match conn.io.queue(&body) {
             Ok(()) => {
@@ -546,6 +549,16 @@ impl Server {
                 if drained {
                     self.more_input.push(id);
                 }
+                true
+            }
+            Err(overflow) if matches!(conn.role, Role::Handler { .. }) => {
+                debug!(
+                    "{}: queue full ({} bytes, limit {}); frame refused",
+                    conn.context(),
+                    overflow.queued,
+                    overflow.max
+                );
+                false
             }
             Err(overflow) => {
                 let reason = format!(
@@ -556,8 +569,14 @@ impl Server {
                 // Nothing more is queued for it (and nothing more logged); it closes this iteration.
                 conn.closing = Some(reason.clone());
                 self.to_close.push((id, reason));
+                false
             }
         }
+    }
+
+    /// [`Server::try_send`] for frames whose refusal needs no follow-up.
+    fn send(&mut self, id: ConnId, body: Vec<u8>) {
+        self.try_send(id, body);
     }
 
     /// Close once the queued frames are written (or after the linger time).
@@ -618,6 +637,11 @@ impl Server {
                 for action in std::mem::take(&mut self.actions) {
                     match action {
                         Action::Send { to, body } => self.send(to, body),
+                        Action::Request { to, body, token } => {
+                            if !self.try_send(to, body) {
+                                self.router.handler_refused(token, &mut self.actions);
+                            }
+                        }
                     }
                 }
             } else if let Some((id, reason)) = self.to_close.pop() {

@@ -7,6 +7,7 @@ payload.data decides what it does with each request:
   {"action":"hang"}     -> never answer this request (keeps serving the others)
   {"action":"crash"}    -> exit at once with status 3, without answering
   {"action":"garbage"}  -> write a frame whose body is not JSON instead of an answer, keep serving
+  {"action":"stall","seconds":S} -> stop reading the socket for S seconds, then answer
   {"action":"oversize"} -> write a length prefix over the broker's 1 MiB limit (the broker cuts it off)
   {"action":"bogus_reply"} -> first answer a request token nobody sent, then answer this one
   {"action":"send_to","users":[...]} -> sendClients to those users
@@ -17,6 +18,7 @@ With BESTER_FAULTY_MODE=refuse it exits 1 at once, without connecting (a handler
 """
 import os
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "handlers", "python"))  # the repo's besterlib
@@ -40,6 +42,9 @@ def handle(handler, request):
     if action == "garbage":
         handler.send_raw(len(GARBAGE).to_bytes(4, "little") + GARBAGE)
         return None
+    if action == "stall":
+        time.sleep(float(data.get("seconds", 2)))  # nothing is read from the socket meanwhile
+        return besterlib.reply(request, data)
     if action == "oversize":
         handler.send_raw((2 * 1024 * 1024).to_bytes(4, "little"))
         return None
