@@ -309,7 +309,10 @@ impl Server {
                 self.settle(now);
             }
             self.fire_timers(now);
-            self.supervisor.tick(now);
+            // Exits are reaped on SIGCHLD (see signals()); here only restarts that are due.
+            if self.supervisor.next_deadline().is_some_and(|at| at <= now) {
+                self.supervisor.tick(now);
+            }
             if self.shutdown_deadline.is_none() {
                 self.dial_peers(now);
             }
