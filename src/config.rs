@@ -99,6 +99,9 @@ pub struct FileServer {
     pub auth_queue: Option<usize>,
     /// Longest `sendHandler` chain.
     pub max_chain_depth: Option<usize>,
+    /// Requests one client connection may have in flight; past it the server stops reading
+    /// from that connection until answers go out.
+    pub max_pending_per_connection: Option<usize>,
     /// Close client connections that send nothing for this long (keep alive with `bester.ping`).
     pub idle_timeout_ms: Option<u64>,
     /// Most connections from one IP address.
@@ -175,6 +178,8 @@ pub struct Config {
     pub auth_queue: usize,
     /// Longest `sendHandler` chain.
     pub max_chain_depth: usize,
+    /// Requests in flight per client connection before reading from it pauses.
+    pub max_pending_per_connection: usize,
     /// Idle client connections are closed after this long.
     pub idle_timeout: Duration,
     /// Most connections from one IP address.
@@ -382,6 +387,12 @@ impl FileConfig {
         let auth_threads = positive(p, "server.auth_threads", s.auth_threads, 2);
         let auth_queue = positive(p, "server.auth_queue", s.auth_queue, 256);
         let max_chain_depth = positive(p, "server.max_chain_depth", s.max_chain_depth, 8);
+        let max_pending_per_connection = positive(
+            p,
+            "server.max_pending_per_connection",
+            s.max_pending_per_connection,
+            256,
+        );
         let idle_timeout = ms(positive(
             p,
             "server.idle_timeout_ms",
@@ -578,6 +589,7 @@ impl FileConfig {
             auth_threads,
             auth_queue,
             max_chain_depth,
+            max_pending_per_connection,
             idle_timeout,
             max_connections_per_ip,
             max_connections_per_user,

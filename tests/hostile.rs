@@ -546,6 +546,46 @@ fn a_client_flooding_a_stalled_handler_gets_handler_busy_and_the_handler_stays()
 }
 
 #[test]
+fn a_client_with_its_fill_of_requests_in_flight_is_paused_not_refused() {
+    // Client a pipelines 200 requests that each hold the handler ~10 ms; client b then sends one.
+    // With at most 4 of a's requests in flight, b's request waits behind 4, not 200: b is
+    // answered while most of a's answers are still to come, and none of a's is refused.
+    row("max_pending_per_connection = 4", |b| {
+        let a = b.login("alice", "alice-pw");
+        let mut bob = b.login("bob", "bob-pw");
+        let n = 200;
+        let stream = a.into_stream();
+        let mut writer = stream.try_clone().unwrap();
+        let mut wire = Vec::new();
+        for i in 0..n {
+            let f = json!({"header":{"scope":"client","id":format!("a{i}")},"payload":{"type":"faulty","data":{"action":"stall","seconds":0.01}}});
+            encode_frame(f.to_string().as_bytes(), &mut wire);
+        }
+        writer.write_all(&wire).unwrap();
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = answered.clone();
+        let reader = std::thread::spawn(move || {
+            let mut frames = ReadFrames(stream);
+            for _ in 0..n {
+                let reply = frames.next();
+                assert_eq!(
+                    reply["header"]["status"], "ok",
+                    "paused, never refused: {reply}"
+                );
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let reply = bob
+            .request("b", "faulty", &json!({"action":"pid"}))
+            .unwrap();
+        let a_done = answered.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(reply["header"]["status"], "ok");
+        assert!(a_done < n / 2, "b waited behind {a_done} of a's requests");
+        reader.join().unwrap();
+    });
+}
+
+#[test]
 fn handler_that_never_answers_times_out() {
     row("", |b| {
         let mut c = b.login("bob", "bob-pw");

@@ -99,6 +99,9 @@ pub struct Conn {
     pub read_closed: bool,
     /// Close as soon as queued output is written; read nothing more.
     pub closing: Option<String>,
+    /// Reading is paused because this client has the most requests in flight it may have;
+    /// it resumes when an answer goes out.
+    pub throttled: bool,
 }
 
 impl Conn {

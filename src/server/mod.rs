@@ -446,6 +446,7 @@ impl Server {
             role,
             read_closed: false,
             closing: None,
+            throttled: false,
         });
         Some(id)
     }
@@ -478,13 +479,28 @@ impl Server {
     /// Handle every complete frame already received. False when the connection cannot take more
     /// input now (paused, closing or gone).
     fn handle_buffered_frames(&mut self, id: ConnId, now: Instant) -> bool {
+        let max_pending = self.config.max_pending_per_connection;
         loop {
+            let pending = self.router.pending_for(id);
             let Some(conn) = self.conn(id) else {
                 return false;
             };
             if !conn.accepts_input() {
                 return false;
             }
+            // Backpressure: a client with its fill of requests in flight is not read from (the
+            // kernel buffers fill and TCP slows the client down) until answers go out.
+            if pending >= max_pending && matches!(conn.role, Role::Client(_)) {
+                if !conn.throttled {
+                    conn.throttled = true;
+                    debug!(
+                        "{} has {pending} requests in flight; reading paused",
+                        conn.context()
+                    );
+                }
+                return false;
+            }
+            conn.throttled = false;
             let frame = match conn.io.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return true,
@@ -548,8 +564,9 @@ impl Server {
         match conn.io.queue(&body) {
             Ok(()) => {
                 let drained = conn.read_closed && pending == 0 && !conn.paused();
+                let resume = conn.throttled && pending < self.config.max_pending_per_connection;
                 self.dirty.push(id);
-                if drained {
+                if drained || resume {
                     self.more_input.push(id);
                 }
                 true
