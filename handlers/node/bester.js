@@ -62,7 +62,8 @@ function decodeBody(body) {
 // Incremental decoder: feed(chunk) with bytes as they arrive, get back every whole frame decoded.
 // Handles frames split across reads and several frames in one read. The declared length is
 // checked against maxFrame as soon as the header is in, before the body is buffered. After a
-// FrameError the stream is unusable: every later feed() throws the same error.
+// FrameError the stream is unusable: every later feed() throws the same error, and frames decoded
+// earlier in the failing call are dropped (the connection is being closed anyway).
 class FrameDecoder {
   constructor(maxFrame = MAX_FRAME) {
     this.maxFrame = maxFrame;

@@ -80,7 +80,8 @@ class FrameDecoder:
     Handles partial reads (a frame split over many reads) and several frames in one read.
     The declared length is checked against `max_frame` as soon as the 4-byte header is in,
     before waiting for (or buffering) the body. After a FrameError the stream is unusable:
-    every later feed() raises the same error.
+    every later feed() raises the same error, and frames decoded earlier in the failing call are
+    dropped (the connection is being closed anyway).
     """
 
     def __init__(self, max_frame=MAX_FRAME):

@@ -32,8 +32,9 @@ class ChatState:
         self.peers = [p for p in peers if p]
 
     @classmethod
-    def from_env(cls):
-        return cls(p.strip() for p in os.environ.get("BESTER_CHAT_PEERS", "").split(","))
+    def from_env(cls, environ=os.environ):
+        """Peers from BESTER_CHAT_PEERS, comma-separated server names."""
+        return cls(p.strip() for p in environ.get("BESTER_CHAT_PEERS", "").split(","))
 
     def members(self, room):
         return sorted(self.rooms.get(room, ()))

@@ -1,0 +1,65 @@
+"""The shared exchange vectors (protocol/vectors/handlers.json) against the Python handlers.
+
+Each case runs twice: through the pure logic (besterlib.respond, no socket) and through the real
+handler script behind a fake broker. Cases for handlers written in another language are checked
+by that language's tests (upper: handlers/node/test/vectors.test.js).
+"""
+import socket
+import unittest
+
+import besterlib
+import chat
+import echo
+
+from tests.support import PYTHON_DIR, FakeBroker, load_vectors
+
+VECTORS = load_vectors("handlers.json")
+KNOWN = {"echo", "chat", "upper"}  # every handler some language's tests cover
+
+
+def make_handle(name, env):
+    """A fresh handler instance, as if started with `env`."""
+    if name == "echo":
+        return echo.handle
+    state = chat.ChatState.from_env(env)
+    return lambda request: chat.handle(state, request)
+
+
+def decode_all(data):
+    decoder = besterlib.FrameDecoder()
+    frames = decoder.feed(data)
+    assert decoder.pending == 0, "a partial frame was written"
+    return frames
+
+
+class HandlerVectors(unittest.TestCase):
+    def cases(self):
+        cases = [c for c in VECTORS["cases"] if c["handler"] in ("echo", "chat")]
+        self.assertGreater(len(cases), 0)
+        return cases
+
+    def test_every_case_names_a_known_handler(self):
+        for case in VECTORS["cases"]:
+            self.assertIn(case["handler"], KNOWN, case["name"])
+
+    def test_pure_logic(self):
+        for case in self.cases():
+            with self.subTest(case["name"]):
+                handle = make_handle(case["handler"], case.get("env", {}))
+                out = b"".join(besterlib.respond(r, handle) for r in case["requests"])
+                self.assertEqual(decode_all(out), case["answers"])
+
+    def test_real_process(self):
+        for case in self.cases():
+            with self.subTest(case["name"]):
+                script = PYTHON_DIR / f"{case['handler']}.py"
+                with FakeBroker(script, case["handler"], case.get("env")) as broker:
+                    broker.accept().send(*case["requests"])
+                    # Half-close: the handler sees EOF after the last request, answers, exits 0.
+                    broker.conn.shutdown(socket.SHUT_WR)
+                    self.assertEqual(broker.read_until_eof(), case["answers"])
+                    self.assertEqual(broker.proc.wait(10), 0, broker.stderr())
+
+
+if __name__ == "__main__":
+    unittest.main()
