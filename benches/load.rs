@@ -326,12 +326,16 @@ fn misbehave() -> Value {
 
 fn idle() -> Value {
     let n = 2000;
-    let b = broker("", 1, 1);
+    let b = broker("auth_threads = 2", 1, 1);
+    // Warm up both verifier threads first: each keeps one argon2 work area (19 MiB), a fixed
+    // cost that is not per connection.
+    let warm: Vec<Client> = (0..8).map(|_| login(&b, "u0")).collect();
     let before = rss_kib(b.pid()).0;
     let clients: Vec<Client> = (0..n).map(|_| login(&b, "u0")).collect();
     thread::sleep(Duration::from_millis(500));
     let after = rss_kib(b.pid()).0;
     drop(clients);
+    drop(warm);
     json!({"connections": n, "rss_before_kib": before, "rss_after_kib": after,
            "bytes_per_connection": ((after.saturating_sub(before)) * 1024) / n as u64})
 }
