@@ -36,10 +36,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Keep large allocations (argon2's 19 MiB work area per password check, a slow consumer's
-/// output queue) in their own mappings, returned to the system when freed. Without this, glibc
-/// raises its mmap threshold after the first such free and keeps every later one in the heap:
-/// measured, 2,000 logins left 375 MB resident for 4 MB of live data.
+/// Keep large allocations (a slow consumer's output queue, big frames) in their own mappings,
+/// returned to the system when freed. Without this, glibc raises its mmap threshold after the
+/// first large free and keeps every later one in the heap: measured, 2,000 logins once left
+/// 375 MB resident for 4 MB of live data (argon2 now reuses one work area per verifier thread).
 fn pin_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
