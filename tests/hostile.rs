@@ -586,6 +586,35 @@ fn a_client_with_its_fill_of_requests_in_flight_is_paused_not_refused() {
 }
 
 #[test]
+fn a_frame_at_the_limit_is_refused_before_it_can_crash_a_handler() {
+    // A client frame of exactly 1 MiB is legal, but wrapped in the request header it would be
+    // over the handler's 1 MiB limit (the example handlers close on that): it is refused.
+    row("", |b| {
+        let mut c = b.login("bob", "bob-pw");
+        let pid = c
+            .request("pid", "faulty", &json!({"action":"pid"}))
+            .unwrap()["data"]["pid"]
+            .clone();
+        let envelope =
+            json!({"header":{"scope":"client","id":"big"},"payload":{"type":"faulty","data":""}});
+        let pad = 1_048_576 - envelope.to_string().len();
+        c.message("big", "faulty", &json!("x".repeat(pad))).unwrap();
+        expect_error(
+            &mut c,
+            "frame_too_large",
+            "with its header the message to the \"faulty\" handler would be",
+        );
+        let again = c
+            .request("pid2", "faulty", &json!({"action":"pid"}))
+            .unwrap();
+        assert_eq!(
+            again["data"]["pid"], pid,
+            "the handler was never sent it and still runs"
+        );
+    });
+}
+
+#[test]
 fn handler_that_never_answers_times_out() {
     row("", |b| {
         let mut c = b.login("bob", "bob-pw");

@@ -160,10 +160,20 @@ impl Router {
                     Some(Some(link)) => {
                         let link = *link;
                         let msg = self.next_id();
-                        out.push(Action::Send {
-                            to: link,
-                            body: message_frame(&msg.to_string(), &from, hops + 1, payload),
-                        });
+                        let body = message_frame(&msg.to_string(), &from, hops + 1, payload);
+                        if body.len() > self.config.max_frame {
+                            let text = super::too_large(
+                                body.len(),
+                                self.config.max_frame,
+                                &format!("{server:?}"),
+                            );
+                            reports.insert(
+                                server.clone(),
+                                ServerReport::failed(ErrorCode::FrameTooLarge, text),
+                            );
+                            continue;
+                        }
+                        out.push(Action::Send { to: link, body });
                         self.remote.insert(
                             msg,
                             Remote {

@@ -67,6 +67,9 @@ pub struct RouterConfig {
     pub request_timeout: Duration,
     /// Longest `sendHandler` chain (number of handlers a request may visit).
     pub max_chain_depth: usize,
+    /// Largest frame body anyone is sent: a request or peer message that would be larger once
+    /// wrapped in its header is refused, never sent (handlers and peers close on oversized frames).
+    pub max_frame: usize,
 }
 
 /// Who started a piece of work, and so who gets the one answer to it.
@@ -383,7 +386,6 @@ impl Router {
                 out,
             );
         }
-        link.inflight += 1;
         let token = self.next_id();
         let body = handler_request(
             &token.to_string(),
@@ -392,6 +394,19 @@ impl Router {
             &pending.via,
             payload,
         );
+        if body.len() > self.config.max_frame {
+            let text = too_large(
+                body.len(),
+                self.config.max_frame,
+                &format!("the {:?} handler", pending.kind),
+            );
+            return self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::FrameTooLarge, text),
+                out,
+            );
+        }
+        self.links.get_mut(&handler).expect("chosen above").inflight += 1;
         out.push(Action::Request {
             to: handler,
             body,
@@ -742,6 +757,13 @@ impl Router {
             }
         }
     }
+}
+
+/// Why a message cannot be forwarded: wrapped in its header it would be over the frame limit.
+fn too_large(len: usize, max: usize, to: &str) -> String {
+    format!(
+        "with its header the message to {to} would be {len} bytes, over the limit of {max} bytes"
+    )
 }
 
 /// Parse JSON text into a `RawValue` (test and builder helper).

@@ -27,6 +27,7 @@ fn router() -> Router {
         server: "a".into(),
         request_timeout: Duration::from_secs(5),
         max_chain_depth: 3,
+        max_frame: 1024,
     });
     r.add_type("echo", 2);
     r.add_type("upper", 2);
@@ -250,6 +251,38 @@ fn a_request_the_handler_queue_refused_is_answered_busy() {
     assert_eq!(actions[0].1["data"]["code"], "handler_busy");
     assert_eq!(r.pending_for(ALICE), 0);
     assert_eq!(r.next_deadline(), None, "nothing left to time out");
+}
+
+#[test]
+fn a_request_too_large_once_wrapped_is_refused_not_sent() {
+    let mut r = federated();
+    let now = Instant::now();
+    let mut out = Vec::new();
+    // A payload that fits a client frame of 1024 bytes, but not with the request header around it.
+    r.client_message(
+        ALICE,
+        msg("big", "echo", json!("x".repeat(990))),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions.len(), 1, "nothing goes to the handler: {actions:?}");
+    assert_eq!(actions[0].0, ALICE);
+    assert_eq!(actions[0].1["data"]["code"], "frame_too_large");
+    assert_eq!(r.pending_for(ALICE), 0);
+    let (_, token) = request(&mut r, ALICE, msg("s", "echo", json!(1)), now);
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendServers","commandData":["b"],"request":token},"payload":{"type":"chat","data":"y".repeat(990)}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions.len(), 1, "nothing goes to the peer: {actions:?}");
+    assert_eq!(
+        actions[0].1["header"]["servers"]["b"]["code"],
+        "frame_too_large"
+    );
 }
 
 #[test]

@@ -146,6 +146,7 @@ impl Server {
             server: config.name.clone(),
             request_timeout: config.request_timeout,
             max_chain_depth: config.max_chain_depth,
+            max_frame: config.max_frame,
         });
         let mut supervisor = Supervisor::new(&config.name);
         let mut handler_listeners = Vec::new();
