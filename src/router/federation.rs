@@ -19,7 +19,7 @@ use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{Payload, RESERVED_PREFIX, Scope, Sender};
 use crate::protocol::peer::{PeerAck, PeerMessage, ServerReport, ServerReports, message_frame};
-use crate::server::token::ConnId;
+use crate::router::ConnId;
 
 /// Most links a message may cross.
 pub const MAX_HOPS: u32 = 4;

@@ -15,6 +15,7 @@
 //! - a request whose handler goes away or times out is answered with an error, never dropped.
 
 mod federation;
+mod id;
 mod respond;
 
 use std::cmp::Reverse;
@@ -31,7 +32,7 @@ use crate::protocol::message::{
     ClientFrame, ClientHeader, ClientMessage, Command, HandlerMessage, Payload, Scope, Sender,
     Status, handler_error_report, handler_request, to_body,
 };
-use crate::server::token::ConnId;
+pub use id::ConnId;
 
 use federation::{Fanout, Remote};
 use respond::Outcome;

@@ -16,7 +16,7 @@ use crate::protocol::message::{
 
 use super::Server;
 use super::conn::{ClientState, Role};
-use super::token::ConnId;
+use crate::router::ConnId;
 
 /// Built-in payload types.
 pub const AUTHENTICATE: &str = "bester.authenticate";

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::net::Framed;
 
-use super::token::ConnId;
+use crate::router::ConnId;
 
 /// Where a client connection is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]

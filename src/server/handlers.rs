@@ -12,7 +12,7 @@ use crate::protocol::message::{handler_error_report, parse_handler_message};
 
 use super::Server;
 use super::conn::Role;
-use super::token::ConnId;
+use crate::router::ConnId;
 
 impl Server {
     /// Accept handler connections on the socket of listener `index`.

@@ -37,11 +37,12 @@ use crate::protocol::error::ErrorBody;
 use crate::protocol::message::client_error;
 use crate::router::{Action, Router, RouterConfig};
 
+use crate::router::ConnId;
 use client::AuthTag;
 use conn::{ClientState, Conn, Role};
 use limits::LoginLimiter;
 use peers::PeerSlot;
-use token::{CONN_BASE, ConnId, HANDLER_LISTENER_BASE, LISTENER, SIGNALS, WAKER};
+use token::{CONN_BASE, HANDLER_LISTENER_BASE, LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
 const MAX_READS_PER_EVENT: usize = 16;
@@ -433,7 +434,7 @@ impl Server {
             generation,
         };
         let mut io = Framed::new(stream, max_frame, self.config.max_outbound);
-        if let Err(e) = io.register(self.poll.registry(), id.token()) {
+        if let Err(e) = io.register(self.poll.registry(), token::conn_token(id)) {
             error!("cannot register connection from {peer}: {e}");
             self.forget_ip(ip);
             return None;

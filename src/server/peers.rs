@@ -19,8 +19,8 @@ use crate::protocol::peer::{
 };
 
 use super::conn::{PeerConn, PeerState, Role};
-use super::token::ConnId;
 use super::{Server, Timer};
+use crate::router::ConnId;
 
 /// TCP keepalive on peer links: probe after 10 s of silence, every 5 s, dead after 3 misses.
 const KEEPALIVE: (i32, i32, i32) = (10, 5, 3);

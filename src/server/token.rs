@@ -1,9 +1,9 @@
-//! Connection identities: mio tokens for the reserved event sources, and `ConnId`, a slab slot plus
-//! a generation, so that a late answer for a closed connection never reaches whoever reuses its slot.
-
-use std::fmt;
+//! Poll tokens: the reserved event sources, and the mapping from a [`ConnId`] (the router's name
+//! for a connection) to its token.
 
 use mio::Token;
+
+use crate::router::ConnId;
 
 /// The TCP listener.
 pub const LISTENER: Token = Token(0);
@@ -16,24 +16,7 @@ pub const HANDLER_LISTENER_BASE: usize = 16;
 /// Connections take tokens from here up (slab key + base).
 pub const CONN_BASE: usize = 1 << 20;
 
-/// A connection: its slab slot and the generation it was created with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
-    /// The slab key.
-    pub slot: usize,
-    /// Unique per connection over the server's life.
-    pub generation: u64,
-}
-
-impl ConnId {
-    /// The mio token of this connection.
-    pub fn token(self) -> Token {
-        Token(CONN_BASE + self.slot)
-    }
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.slot, self.generation)
-    }
+/// The mio token of a connection.
+pub fn conn_token(id: ConnId) -> Token {
+    Token(CONN_BASE + id.slot)
 }
