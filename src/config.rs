@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod listeners;
+
+pub use listeners::{ListenerConfig, ListenerKind, PeerTls, StaticFiles, TlsFiles};
+
 use crate::cli::ServeArgs;
 use crate::protocol::message::{RESERVED_PREFIX, validate_type};
 
@@ -32,6 +36,9 @@ pub struct FileConfig {
     /// `[peers.<name>]`.
     #[serde(default)]
     pub peers: BTreeMap<String, FilePeer>,
+    /// `[[listeners]]`: more ways to listen besides `[server] listen` (plain TCP).
+    #[serde(default)]
+    pub listeners: Vec<listeners::FileListener>,
 }
 
 /// `[peers.<name>]` as written.
@@ -44,6 +51,14 @@ pub struct FilePeer {
     pub secret: Option<String>,
     /// A file holding the secret (e.g. from systemd `LoadCredential=`); trailing newline ignored.
     pub secret_file: Option<PathBuf>,
+    /// Dial the peer over TLS (it must listen with a `tls` listener).
+    pub tls: Option<bool>,
+    /// With tls: trust peer certificates issued by the CAs in this PEM file.
+    pub ca: Option<PathBuf>,
+    /// With tls: trust exactly the certificate with this SHA-256 fingerprint.
+    pub fingerprint: Option<String>,
+    /// With tls and ca: the name the certificate must carry (default: the address's host).
+    pub server_name: Option<String>,
 }
 
 /// One validated federation peer.
@@ -53,12 +68,15 @@ pub struct PeerConfig {
     pub address: Option<SocketAddr>,
     /// The shared secret.
     pub secret: Vec<u8>,
+    /// Dial over TLS with these settings.
+    pub tls: Option<PeerTls>,
 }
 
 impl fmt::Debug for PeerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerConfig")
             .field("address", &self.address)
+            .field("tls", &self.tls)
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -196,6 +214,8 @@ pub struct Config {
     pub handlers: BTreeMap<String, HandlerConfig>,
     /// Federation peers by name.
     pub peers: BTreeMap<String, PeerConfig>,
+    /// `[[listeners]]`, besides `listen`.
+    pub listeners: Vec<ListenerConfig>,
 }
 
 /// How a handler type is provided.
@@ -565,8 +585,25 @@ impl FileConfig {
                     format!("the secret must be at least {MIN_SECRET} bytes"),
                 ));
             }
-            peers.insert(peer, PeerConfig { address, secret });
+            let tls = listeners::validate_peer_tls(
+                &key,
+                p.tls,
+                p.ca,
+                p.fingerprint,
+                p.server_name,
+                p.address.as_deref(),
+                &mut problems,
+            );
+            peers.insert(
+                peer,
+                PeerConfig {
+                    address,
+                    secret,
+                    tls,
+                },
+            );
         }
+        let listeners = listeners::validate_listeners(self.listeners, &mut problems, resolve);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -598,6 +635,7 @@ impl FileConfig {
             bootstrap_user: s.bootstrap_user,
             handlers,
             peers,
+            listeners,
         })
     }
 }

@@ -1,4 +1,6 @@
-//! `Framed`: one non-blocking stream (TCP or Unix) with its partial-frame input and bounded output.
+//! `Framed`: one non-blocking connection (TCP, Unix, TLS, WebSocket: see `transport.rs`) with its
+//! partial-frame input and bounded output. WebSocket messages are turned into length-prefixed frames
+//! on the way in, so the same decoder and limits apply on every transport.
 //!
 //! Reads go through a scratch buffer owned by the event loop, so an idle connection holds no read
 //! buffer at all; only the bytes of an incomplete frame are kept. Output is queued whole frames up
@@ -11,6 +13,8 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use super::transport::Transport;
+use super::ws::WsServer;
 use crate::protocol::{FrameDecoder, FrameError, encode_frame};
 
 /// Capacity kept by an emptied buffer; anything larger is released.
@@ -26,7 +30,8 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn shutdown(&self) {
+    /// Close both directions.
+    pub fn shutdown(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
@@ -102,7 +107,7 @@ pub struct Overflow {
 /// A stream with framing and bounded buffers.
 #[derive(Debug)]
 pub struct Framed {
-    stream: Stream,
+    transport: Transport,
     decoder: FrameDecoder,
     input: Vec<u8>,
     input_pos: usize,
@@ -112,10 +117,15 @@ pub struct Framed {
 }
 
 impl Framed {
-    /// Wrap a stream; frames over `max_frame` are refused, output over `max_output` overflows.
-    pub fn new(stream: Stream, max_frame: usize, max_output: usize) -> Self {
+    /// Wrap a stream or transport; frames over `max_frame` are refused, output over `max_output`
+    /// overflows.
+    pub fn new(transport: impl Into<Transport>, max_frame: usize, max_output: usize) -> Self {
+        let mut transport = transport.into();
+        if let Some(ws) = &mut transport.ws {
+            ws.set_max_message(max_frame);
+        }
         Framed {
-            stream,
+            transport,
             decoder: FrameDecoder::new(max_frame),
             input: Vec::new(),
             input_pos: 0,
@@ -128,7 +138,7 @@ impl Framed {
     /// Register for both directions once (edge-triggered; no reregister per write).
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(
-            &mut self.stream,
+            &mut self.transport.link,
             token,
             Interest::READABLE | Interest::WRITABLE,
         )
@@ -136,18 +146,35 @@ impl Framed {
 
     /// Stop receiving events for this stream.
     pub fn deregister(&mut self, registry: &Registry) {
-        let _ = registry.deregister(&mut self.stream);
+        let _ = registry.deregister(&mut self.transport.link);
+    }
+
+    /// `tcp`, `tls`, `ws`, `wss` or `unix`.
+    pub fn kind(&self) -> &'static str {
+        self.transport.kind()
+    }
+
+    /// The transport (e.g. to look at a TLS peer's certificate).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// Change the frame limit (raised after identify).
     pub fn set_max_frame(&mut self, max: usize) {
         self.decoder.set_max(max);
+        if let Some(ws) = &mut self.transport.ws {
+            ws.set_max_message(max);
+        }
     }
 
-    /// One `read` into `scratch`, appended to the input. Retries on `Interrupted`.
+    /// One `read` into `scratch`, appended to the input (for WebSocket: one message, or nothing
+    /// when a control frame or part of a message came). Retries on `Interrupted`.
     pub fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<ReadResult> {
+        if self.transport.ws.is_some() {
+            return self.read_ws(scratch);
+        }
         loop {
-            return match self.stream.read(scratch) {
+            return match self.transport.link.read(scratch) {
                 Ok(0) => Ok(ReadResult::Eof),
                 Ok(n) => {
                     self.input.extend_from_slice(&scratch[..n]);
@@ -160,8 +187,29 @@ impl Framed {
         }
     }
 
+    fn read_ws(&mut self, scratch: &mut [u8]) -> io::Result<ReadResult> {
+        let room = self.max_output.saturating_sub(self.queued_output());
+        let Transport { link, ws } = &mut self.transport;
+        let ws = ws.as_mut().expect("checked by the caller");
+        let result = loop {
+            match ws.read(link, scratch, &mut self.input, &mut self.output, room) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        // An HTTP answer, a pong or a close reply: send it now (the socket may not signal
+        // writable again until it is written to).
+        if self.queued_output() > 0 {
+            self.flush()?;
+        }
+        result
+    }
+
     /// The next complete frame body in the input, if any.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if let Some(error) = self.transport.ws.as_mut().and_then(|ws| ws.take_error()) {
+            return Err(error);
+        }
         match self.decoder.decode(&self.input[self.input_pos..])? {
             Some((used, body)) => {
                 let body = body.to_vec();
@@ -192,14 +240,31 @@ impl Framed {
     /// Queue one frame for sending; refused when it would take the queue over its limit.
     pub fn queue(&mut self, body: &[u8]) -> Result<(), Overflow> {
         let queued = self.queued_output();
-        if queued + 4 + body.len() > self.max_output {
+        let overhead = match &self.transport.ws {
+            Some(_) => WsServer::overhead(body.len()),
+            None => 4,
+        };
+        if queued + overhead + body.len() > self.max_output {
             return Err(Overflow {
                 queued,
                 max: self.max_output,
             });
         }
-        encode_frame(body, &mut self.output);
+        match &mut self.transport.ws {
+            Some(ws) => ws.queue(body, &mut self.output),
+            None => encode_frame(body, &mut self.output),
+        }
         Ok(())
+    }
+
+    /// The connection will close once its output is written: a WebSocket gets its close frame
+    /// (with a code following the last error sent), other transports nothing.
+    pub fn begin_close(&mut self) {
+        let room = self.max_output.saturating_sub(self.queued_output());
+        let Transport { link, ws } = &mut self.transport;
+        if let Some(ws) = ws {
+            ws.begin_close(link, &mut self.output, room);
+        }
     }
 
     /// Bytes queued but not yet written.
@@ -207,10 +272,11 @@ impl Framed {
         self.output.len() - self.output_pos
     }
 
-    /// Write queued output until done or the socket would block. `Ok(true)` when all is written.
+    /// Write queued output until done or the socket would block. `Ok(true)` when all is written
+    /// (for TLS: also every record rustls had ready).
     pub fn flush(&mut self) -> io::Result<bool> {
         while self.output_pos < self.output.len() {
-            match self.stream.write(&self.output[self.output_pos..]) {
+            match self.transport.link.write(&self.output[self.output_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.output_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -227,13 +293,13 @@ impl Framed {
         self.output.clear();
         self.output_pos = 0;
         shrink(&mut self.output);
-        Ok(true)
+        self.transport.link.write_pending()
     }
 
     /// For an outgoing TCP connection in progress: `None` while still connecting, then whether it
     /// connected (mio's recipe: `take_error`, then `peer_addr`).
     pub fn connect_result(&self) -> Option<io::Result<()>> {
-        let Stream::Tcp(s) = &self.stream else {
+        let Some(s) = self.transport.link.tcp() else {
             return Some(Ok(()));
         };
         match s.take_error() {
@@ -251,7 +317,7 @@ impl Framed {
     /// report the connection dead after `count` unanswered probes (a peer host that vanished
     /// without a reset is noticed in idle + interval × count seconds instead of ~15 minutes).
     pub fn set_keepalive(&self, idle_secs: i32, interval_secs: i32, count: i32) -> io::Result<()> {
-        let Stream::Tcp(s) = &self.stream else {
+        let Some(s) = self.transport.link.tcp() else {
             return Ok(());
         };
         let fd = std::os::fd::AsRawFd::as_raw_fd(s);
@@ -279,9 +345,13 @@ impl Framed {
         Ok(())
     }
 
-    /// Close both directions now (queued output is discarded).
-    pub fn shutdown(&self) {
-        self.stream.shutdown();
+    /// Close both directions now. Queued output is discarded, except what the socket takes at
+    /// once (so a WebSocket close frame or a TLS alert queued just before usually gets out).
+    pub fn shutdown(&mut self) {
+        if self.transport.ws.is_some() || matches!(self.transport.link, super::Link::Tls(_)) {
+            let _ = self.flush();
+        }
+        self.transport.link.shutdown();
     }
 
     /// Bytes of heap this connection's buffers hold (for memory accounting).

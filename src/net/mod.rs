@@ -1,6 +1,13 @@
 //! Byte transport: the only module that reads and writes sockets. A [`Framed`] connection turns a
-//! non-blocking TCP or Unix stream into frame bodies in and frame bodies out, with bounded buffers.
+//! non-blocking stream into frame bodies in and frame bodies out, with bounded buffers, over any
+//! [`Transport`]: plain TCP or Unix, TLS ([`tls`], rustls), or WebSocket ([`ws`], tungstenite)
+//! over either.
 
+pub mod blocking;
 pub mod framed;
+pub mod tls;
+pub mod transport;
+pub mod ws;
 
 pub use framed::{Framed, Overflow, ReadResult, Stream};
+pub use transport::{Link, Transport};

@@ -9,6 +9,7 @@ mod client;
 mod conn;
 mod handlers;
 pub mod limits;
+mod listeners;
 mod peers;
 pub mod token;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use mio::net::{TcpListener, UnixListener};
+use mio::net::UnixListener;
 use mio::{Events, Interest, Poll, Waker};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -31,7 +32,7 @@ use crate::auth::worker::AuthPool;
 use crate::config::{Config, EXAMPLES_PLACEHOLDER, HandlerSource};
 use crate::handler::supervisor::{ProcessSpec, socket_path_fits};
 use crate::handler::{RuntimeDir, Supervisor};
-use crate::net::{Framed, ReadResult, Stream};
+use crate::net::{Framed, ReadResult, Transport};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::client_error;
@@ -41,8 +42,9 @@ use crate::router::ConnId;
 use client::AuthTag;
 use conn::{ClientState, Conn, Role};
 use limits::LoginLimiter;
+use listeners::Listeners;
 use peers::PeerSlot;
-use token::{CONN_BASE, HANDLER_LISTENER_BASE, LISTENER, SIGNALS, WAKER};
+use token::{CONN_BASE, HANDLER_LISTENER_BASE, LISTENER_BASE, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
 const MAX_READS_PER_EVENT: usize = 16;
@@ -78,8 +80,7 @@ struct HandlerListener {
 pub struct Server {
     config: Config,
     poll: Poll,
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
+    listeners: Listeners,
     signals: Signals,
     conns: Slab<Conn>,
     generation: u64,
@@ -108,12 +109,8 @@ impl Server {
     /// the handler processes. Nothing is served until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-        })?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let listeners = Listeners::bind(&config, poll.registry())?;
+        let local_addr = listeners.main_addr();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP])?;
         poll.registry()
@@ -235,8 +232,7 @@ impl Server {
             startup_deadline: Some(now + config.handler_startup_timeout),
             config,
             poll,
-            listener: Some(listener),
-            local_addr,
+            listeners,
             signals,
             conns: Slab::new(),
             generation: 0,
@@ -261,7 +257,15 @@ impl Server {
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners.main_addr()
+    }
+
+    /// Read the TLS certificates, keys and static files of every listener again (SIGHUP); new
+    /// connections use them, open ones keep theirs. A listener whose files fail keeps the old ones.
+    pub fn reload_listeners(&mut self) {
+        for problem in self.listeners.reload() {
+            error!("reload: {problem}");
+        }
     }
 
     /// Serve until SIGTERM or SIGINT, then shut down cleanly.
@@ -278,7 +282,6 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_clients(now),
                     WAKER => self.auth_results(now),
                     SIGNALS => self.signals(now),
                     mio::Token(t) if t >= CONN_BASE => {
@@ -296,6 +299,11 @@ impl Server {
                             self.dirty.push(id);
                         }
                     }
+                    mio::Token(t) if t >= LISTENER_BASE => {
+                        if let Some(i) = self.listeners.index_of(event.token()) {
+                            self.accept_clients(i, now);
+                        }
+                    }
                     mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE),
                 }
                 // Apply what this event routed before the next event is looked at: a later
@@ -304,7 +312,7 @@ impl Server {
                 self.settle(now);
             }
             if std::mem::take(&mut self.accept_again) {
-                self.accept_clients(now);
+                self.accept_all(now);
             }
             for id in std::mem::take(&mut self.more_input) {
                 self.readable(id, now);
@@ -365,63 +373,9 @@ impl Server {
         self.conns.get_mut(id.slot).filter(|c| c.id == id)
     }
 
-    fn accept_clients(&mut self, now: Instant) {
-        for _ in 0..MAX_ACCEPTS_PER_EVENT {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            let (stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: log and wait for the next event rather than spin.
-                    error!("accept failed: {e}");
-                    return;
-                }
-            };
-            let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-            let refusal = if self.conns.len() >= self.config.max_connections {
-                Some(format!("too many connections ({} open)", self.conns.len()))
-            } else if from_ip >= self.config.max_connections_per_ip {
-                Some(format!(
-                    "too many connections from {} ({from_ip} open)",
-                    peer.ip()
-                ))
-            } else {
-                None
-            };
-            if let Some(text) = refusal {
-                // Told once, best effort, without taking a slot: the socket is dropped at once.
-                debug!("refusing {peer}: {text}");
-                let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
-                let error = ErrorBody::new(ErrorCode::TooManyConnections, text);
-                let _ = framed.queue(&client_error(None, &error));
-                let _ = framed.flush();
-                continue;
-            }
-            *self.per_ip.entry(peer.ip()).or_default() += 1;
-            let _ = stream.set_nodelay(true);
-            let deadline = now + self.config.identify_timeout;
-            let id = self.insert_conn(
-                Stream::Tcp(stream),
-                peer.to_string(),
-                Some(peer.ip()),
-                Role::Client(ClientState::Identifying { deadline }),
-                self.config.max_identify_frame,
-            );
-            if let Some(id) = id {
-                debug!("conn={id} accepted from {peer}");
-                self.timers.push(Reverse((deadline, Timer::Identify(id))));
-            }
-        }
-        // Cap reached: the listener may still be ready; come back next iteration.
-        self.accept_again = true;
-    }
-
     fn insert_conn(
         &mut self,
-        stream: Stream,
+        stream: impl Into<Transport>,
         peer: String,
         ip: Option<IpAddr>,
         role: Role,
@@ -608,6 +562,7 @@ impl Server {
         if let Some(conn) = self.conn(id)
             && conn.closing.is_none()
         {
+            conn.io.begin_close();
             conn.closing = Some(reason);
             self.timers.push(Reverse((now + LINGER, Timer::Linger(id))));
             self.dirty.push(id);
@@ -771,7 +726,10 @@ impl Server {
                 SIGTERM | SIGINT => self.begin_shutdown(now),
                 SIGCHLD => self.supervisor.tick(now),
                 SIGHUP => {
-                    info!("SIGHUP: nothing to reload (the user store is re-read when it changes)")
+                    info!(
+                        "SIGHUP: reloading listener certificates and files (the user store is re-read when it changes)"
+                    );
+                    self.reload_listeners();
                 }
                 _ => {}
             }
@@ -800,14 +758,16 @@ impl Server {
                 missing.join(", ")
             );
         }
+        let local_addr = self.listeners.main_addr();
         info!(
-            "ready: server={} listening on {}",
-            self.config.name, self.local_addr
+            "ready: server={} listening on {local_addr}",
+            self.config.name
         );
         if let Some(path) = &self.config.ready_file {
             let tmp = path.with_extension("tmp");
-            let written = std::fs::write(&tmp, format!("{}\n", self.local_addr))
-                .and_then(|()| std::fs::rename(&tmp, path));
+            // The main address first, then `name kind address` for each [[listeners]] entry.
+            let text = format!("{local_addr}\n{}", self.listeners.ready_lines());
+            let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
             if let Err(e) = written {
                 error!("cannot write ready file {}: {e}", path.display());
             }
@@ -820,9 +780,7 @@ impl Server {
         }
         info!("shutting down");
         self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
+        self.listeners.close_all(self.poll.registry());
         self.router
             .fail_all(ErrorCode::ShuttingDown, &mut self.actions);
         let clients: Vec<ConnId> = self

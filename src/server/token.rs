@@ -5,8 +5,10 @@ use mio::Token;
 
 use crate::router::ConnId;
 
-/// The TCP listener.
-pub const LISTENER: Token = Token(0);
+/// Client listeners take tokens from here up (`[server] listen` first, then `[[listeners]]`).
+pub const LISTENER_BASE: usize = 1 << 16;
+/// The `[server] listen` listener.
+pub const LISTENER: Token = Token(LISTENER_BASE);
 /// Wakes the loop when a worker thread has a result.
 pub const WAKER: Token = Token(1);
 /// SIGTERM, SIGINT, SIGCHLD, SIGHUP.

@@ -112,7 +112,8 @@ impl Broker {
         let started = Instant::now();
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
-                broker.addr = text.trim().parse().expect("address in ready file");
+                let first = text.lines().next().unwrap_or_default();
+                broker.addr = first.trim().parse().expect("address in ready file");
                 return broker;
             }
             if let Some(status) = broker.child.as_mut().unwrap().try_wait().unwrap() {
@@ -128,6 +129,19 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The address of the `[[listeners]]` entry named `name` (from the ready file's
+    /// `name kind address` lines).
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        let text = std::fs::read_to_string(self.dir.path().join("ready")).expect("ready file");
+        text.lines()
+            .skip(1)
+            .find_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some(name)).then(|| words.nth(1).unwrap().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no listener {name:?} in the ready file:\n{text}"))
     }
 
     /// The daemon's log so far.

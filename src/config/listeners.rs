@@ -1,0 +1,272 @@
+//! `[[listeners]]` (plain TCP, TLS, WebSocket, WebSocket over TLS) and the TLS keys of
+//! `[peers.<name>]`, as written and validated. TLS files are parsed here once so that
+//! `check-config` names a bad certificate or key; the server reads them again when it binds and on
+//! reload.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::net::tls::{self, Trust};
+use crate::net::ws::Origins;
+
+/// Placeholder for `static_dir`: the web client built into the binary.
+pub const WEB_PLACEHOLDER: &str = "{web}";
+
+/// `[[listeners]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub kind: Option<String>,
+    /// `host:port`.
+    pub address: Option<String>,
+    /// A name for logs and socket activation (default: the kind and the index).
+    pub name: Option<String>,
+    /// PEM certificate chain (tls, wss).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (tls, wss).
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate they issued.
+    pub client_ca: Option<PathBuf>,
+    /// Browser origins allowed to open a WebSocket (ws, wss); `["*"]` for any. Default: pages
+    /// from the same host, and clients that send no Origin.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Files answered to plain HTTP GETs (ws, wss); `"{web}"` for the built-in web client.
+    pub static_dir: Option<String>,
+}
+
+/// A listener's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Frames over TCP.
+    Tcp,
+    /// Frames over TLS.
+    Tls,
+    /// WebSocket messages over TCP.
+    Ws,
+    /// WebSocket messages over TLS.
+    Wss,
+}
+
+impl ListenerKind {
+    /// Whether connections are encrypted.
+    pub fn tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+    }
+
+    /// Whether connections speak WebSocket.
+    pub fn websocket(self) -> bool {
+        matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
+
+    /// As written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        }
+    }
+}
+
+/// TLS files of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+    /// CA for client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Where a WebSocket listener's static files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaticFiles {
+    /// The web client built into the binary.
+    Builtin,
+    /// Files of this directory (read when the server binds or reloads).
+    Dir(PathBuf),
+}
+
+/// One validated listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: ListenerKind,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// For tls and wss.
+    pub tls: Option<TlsFiles>,
+    /// For ws and wss.
+    pub origins: Origins,
+    /// For ws and wss.
+    pub static_files: Option<StaticFiles>,
+}
+
+/// Validate `[[listeners]]`, pushing `(key, problem)` pairs.
+pub fn validate_listeners(
+    listeners: Vec<FileListener>,
+    problems: &mut Vec<(String, String)>,
+    resolve: impl Fn(&str) -> Result<SocketAddr, String>,
+) -> Vec<ListenerConfig> {
+    let mut out = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let key = format!("listeners[{i}]");
+        let kind = match l.kind.as_deref() {
+            Some("tcp") => ListenerKind::Tcp,
+            Some("tls") => ListenerKind::Tls,
+            Some("ws") => ListenerKind::Ws,
+            Some("wss") => ListenerKind::Wss,
+            Some(other) => {
+                problems.push((
+                    format!("{key}.kind"),
+                    format!("{other:?} is not one of \"tcp\", \"tls\", \"ws\", \"wss\""),
+                ));
+                continue;
+            }
+            None => {
+                problems.push((
+                    format!("{key}.kind"),
+                    "missing: \"tcp\", \"tls\", \"ws\" or \"wss\"".into(),
+                ));
+                continue;
+            }
+        };
+        let Some(address) = l.address.as_deref() else {
+            problems.push((format!("{key}.address"), "missing (host:port)".into()));
+            continue;
+        };
+        let address = match resolve(address) {
+            Ok(a) => a,
+            Err(e) => {
+                problems.push((format!("{key}.address"), e));
+                continue;
+            }
+        };
+        let name = l.name.unwrap_or_else(|| format!("{}{i}", kind.as_str()));
+        let tls = match (kind.tls(), l.cert, l.key) {
+            (true, Some(cert), Some(key_file)) => {
+                if let Err(e) = tls::server_config(&cert, &key_file, l.client_ca.as_deref()) {
+                    problems.push((format!("{key}.cert"), e));
+                }
+                Some(TlsFiles {
+                    cert,
+                    key: key_file,
+                    client_ca: l.client_ca,
+                })
+            }
+            (true, _, _) => {
+                problems.push((
+                    key.clone(),
+                    format!("a {} listener needs cert and key", kind.as_str()),
+                ));
+                None
+            }
+            (false, None, None) if l.client_ca.is_none() => None,
+            (false, _, _) => {
+                problems.push((
+                    key.clone(),
+                    "cert, key and client_ca only go with kind \"tls\" or \"wss\"".into(),
+                ));
+                None
+            }
+        };
+        if !kind.websocket() && (l.allowed_origins.is_some() || l.static_dir.is_some()) {
+            problems.push((
+                key.clone(),
+                "allowed_origins and static_dir only go with kind \"ws\" or \"wss\"".into(),
+            ));
+        }
+        let origins = match l.allowed_origins {
+            None => Origins::SameHost,
+            Some(list) if list.iter().any(|o| o == "*") => Origins::Any,
+            Some(list) => Origins::List(list),
+        };
+        let static_files = match l.static_dir {
+            None => None,
+            Some(dir) if dir == WEB_PLACEHOLDER => Some(StaticFiles::Builtin),
+            Some(dir) => {
+                let dir = PathBuf::from(dir);
+                if let Err(e) = crate::net::ws::load_static_dir(&dir) {
+                    problems.push((format!("{key}.static_dir"), e));
+                }
+                Some(StaticFiles::Dir(dir))
+            }
+        };
+        out.push(ListenerConfig {
+            name,
+            kind,
+            address,
+            tls,
+            origins,
+            static_files,
+        });
+    }
+    out
+}
+
+/// The TLS settings of a peer link we dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTls {
+    /// How the peer's certificate is trusted.
+    pub trust: Trust,
+    /// The name its certificate must carry (CA trust only).
+    pub server_name: String,
+}
+
+/// Validate `tls`, `ca`, `fingerprint` and `server_name` of `[peers.<name>]`.
+pub fn validate_peer_tls(
+    key: &str,
+    tls: Option<bool>,
+    ca: Option<PathBuf>,
+    fingerprint: Option<String>,
+    server_name: Option<String>,
+    address: Option<&str>,
+    problems: &mut Vec<(String, String)>,
+) -> Option<PeerTls> {
+    if tls != Some(true) {
+        if ca.is_some() || fingerprint.is_some() || server_name.is_some() {
+            problems.push((
+                key.to_string(),
+                "ca, fingerprint and server_name only go with tls = true".into(),
+            ));
+        }
+        return None;
+    }
+    let trust = match (ca, fingerprint) {
+        (Some(ca), None) => {
+            if let Err(e) = tls::load_roots(&ca) {
+                problems.push((format!("{key}.ca"), e));
+            }
+            Trust::CaFile(ca)
+        }
+        (None, Some(fp)) => match tls::parse_fingerprint(&fp) {
+            Ok(fp) => Trust::Pinned(fp),
+            Err(e) => {
+                problems.push((format!("{key}.fingerprint"), e));
+                return None;
+            }
+        },
+        _ => {
+            problems.push((
+                key.to_string(),
+                "tls = true needs ca (a PEM file) or fingerprint (the peer certificate's SHA-256), one of them".into(),
+            ));
+            return None;
+        }
+    };
+    let host = address
+        .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
+        .unwrap_or_default();
+    let server_name = server_name.unwrap_or(host);
+    if let Err(e) = tls::server_name(&server_name) {
+        problems.push((format!("{key}.server_name"), e));
+    }
+    Some(PeerTls { trust, server_name })
+}

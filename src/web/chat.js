@@ -1,0 +1,72 @@
+// The chat page: log in over WebSocket with bester.js, join a room of the "chat" handler
+// (handlers/python/chat.py), show what is said there, and say things.
+import { BesterClient } from "./bester.js";
+
+const $ = (id) => document.getElementById(id);
+const scheme = location.protocol === "https:" ? "wss" : "ws";
+const url = `${scheme}://${location.host}/`;
+let client = null;
+let room = null;
+
+function line(text, from, cls) {
+  const li = document.createElement("li");
+  if (cls) li.className = cls;
+  if (from) {
+    const who = document.createElement("span");
+    who.className = "from";
+    who.textContent = from;
+    li.append(who);
+  }
+  li.append(document.createTextNode(text));
+  $("messages").append(li);
+  li.scrollIntoView({ block: "end" });
+}
+
+async function join() {
+  const reply = await client.send("chat", { action: "join", room });
+  $("status").textContent = `${client.username} in ${reply.room}: ${reply.members.join(", ")}`;
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("error").textContent = "";
+  if (client) client.close();
+  room = $("room").value;
+  client = new BesterClient(url, { username: $("username").value, password: $("password").value });
+  client.addEventListener("push", (e) => {
+    const data = e.detail.data || {};
+    if (data.room === room) line(data.text, data.from);
+  });
+  client.addEventListener("close", (e) => {
+    if (e.detail.willReconnect) {
+      $("status").textContent = `connection lost; reconnecting in ${e.detail.delay} ms`;
+    }
+  });
+  // Joined again after each reconnect: the chat handler's rooms are in its memory.
+  client.addEventListener("open", () => {
+    if ($("chat").hidden) return;
+    join().catch((e) => { $("error").textContent = e.message; });
+  });
+  try {
+    await client.connect();
+    await join();
+    $("login-form").hidden = true;
+    $("chat").hidden = false;
+    line(`joined ${room}`, null, "system");
+    $("text").focus();
+  } catch (e) {
+    $("error").textContent = `${e.message} (${e.code})`;
+  }
+});
+
+$("say-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const text = $("text").value;
+  if (!text) return;
+  try {
+    await client.send("chat", { action: "say", room, text });
+    $("text").value = "";
+  } catch (e) {
+    $("error").textContent = `${e.message} (${e.code})`;
+  }
+});
