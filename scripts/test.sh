@@ -22,3 +22,6 @@ python3 -m unittest discover -s handlers/python/tests -t handlers/python
 
 echo "== node handler tests"
 node --test handlers/node/test/
+
+echo "== browser test (headless Chromium: the built-in chat page)"
+.venv/bin/python tests/browser/test_chat_page.py

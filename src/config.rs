@@ -653,7 +653,12 @@ mod tests {
         let config = Config::embedded();
         assert_eq!(config.listen, "127.0.0.1:2222".parse().unwrap());
         assert!(config.handlers.contains_key("echo"));
+        assert!(config.handlers.contains_key("chat"));
         assert!(config.bootstrap_user.is_some());
+        let web = &config.listeners[0];
+        assert_eq!(web.kind, ListenerKind::Ws);
+        assert_eq!(web.address, "127.0.0.1:2223".parse().unwrap());
+        assert_eq!(web.static_files, Some(StaticFiles::Builtin));
     }
 
     #[test]
@@ -724,6 +729,57 @@ mod tests {
         let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["peers.a", "peers.b", "peers.c"]);
         assert_eq!(p[1].1, "the secret must be at least 16 bytes");
+    }
+
+    #[test]
+    fn listener_problems_name_their_key() {
+        let p = problems(
+            r#"
+            [[listeners]]
+            kind = "quic"
+            address = "127.0.0.1:1"
+            [[listeners]]
+            kind = "tls"
+            address = "127.0.0.1:1"
+            [[listeners]]
+            kind = "tls"
+            address = "127.0.0.1:1"
+            cert = "/nonexistent/c.pem"
+            key = "/nonexistent/k.pem"
+            [[listeners]]
+            kind = "tcp"
+            address = "127.0.0.1:1"
+            static_dir = "x"
+            [peers.b]
+            secret = "0123456789abcdef"
+            tls = true
+            "#,
+        );
+        assert_eq!(
+            p,
+            [
+                (
+                    "peers.b".to_string(),
+                    "tls = true needs ca (a PEM file) or fingerprint (the peer certificate's SHA-256), one of them".to_string()
+                ),
+                (
+                    "listeners[0].kind".into(),
+                    "\"quic\" is not one of \"tcp\", \"tls\", \"ws\", \"wss\"".into()
+                ),
+                (
+                    "listeners[1]".into(),
+                    "a tls listener needs cert and key".into()
+                ),
+                (
+                    "listeners[2].cert".into(),
+                    "/nonexistent/c.pem: cannot read certificates: I/O error: No such file or directory (os error 2)".into()
+                ),
+                (
+                    "listeners[3]".into(),
+                    "allowed_origins and static_dir only go with kind \"ws\" or \"wss\"".into()
+                ),
+            ]
+        );
     }
 
     #[test]

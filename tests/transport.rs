@@ -648,3 +648,90 @@ fn the_websocket_listener_serves_the_web_client_and_checks_origins() {
     assert!(same.starts_with("HTTP/1.1 101 "), "{same}");
     side.check();
 }
+
+#[test]
+fn federation_links_run_over_tls_with_a_ca_or_a_pinned_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = write_pki(dir.path(), "b", false);
+    let other = write_pki(dir.path(), "other", false);
+    const SECRET: &str = "secret-shared-by-a-and-b";
+    let chat = |peers: &str| {
+        format!(
+            "[handlers.chat]\n{}\nenv = {{ BESTER_CHAT_PEERS = {peers:?} }}\n",
+            handler("python3", "handlers/python/chat.py")
+        )
+    };
+    let users = [("alice", "alice-pw"), ("bob", "bob-pw")];
+    let b = Broker::launch(
+        "b",
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "{}[peers.a]\nsecret = {SECRET:?}\n[peers.a2]\nsecret = {SECRET:?}\n[peers.a3]\nsecret = {SECRET:?}\n[[listeners]]\nname = \"tls\"\nkind = \"tls\"\naddress = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\n",
+            chat("a"),
+            pki.cert.display().to_string(),
+            pki.key.display().to_string()
+        ),
+        &users,
+    );
+    let b_tls = b.listener("tls");
+    let der = besterd::net::tls::load_certs(&pki.cert).unwrap().remove(0);
+    let pin: String = besterd::net::tls::fingerprint(&der)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+    let dial = |name: &str, trust: &str| {
+        Broker::launch(
+            name,
+            "127.0.0.1:0",
+            "",
+            &format!(
+                "{}[peers.b]\nsecret = {SECRET:?}\naddress = \"{b_tls}\"\ntls = true\n{trust}\n",
+                chat("b")
+            ),
+            &users,
+        )
+    };
+    // a pins b's certificate; a2 trusts b's CA; a3 trusts another CA and must never link.
+    let a = dial("a", &format!("fingerprint = {pin:?}"));
+    let a2 = dial("a2", &format!("ca = {:?}", pki.ca.display().to_string()));
+    let a3 = dial("a3", &format!("ca = {:?}", other.ca.display().to_string()));
+    for (server, name) in [(&a, "a"), (&a2, "a2")] {
+        eventually_linked(server, &b, name);
+    }
+    // A chat line said on a reaches alice on b through the TLS link.
+    let mut alice = b.login("alice", "alice-pw");
+    let joined = alice
+        .request("j", "chat", &json!({"action":"join","room":"r"}))
+        .unwrap();
+    assert_eq!(joined["header"]["status"], "ok");
+    let mut bob = a.login("bob", "bob-pw");
+    bob.request("j", "chat", &json!({"action":"join","room":"r"}))
+        .unwrap();
+    bob.request(
+        "s",
+        "chat",
+        &json!({"action":"say","room":"r","text":"via TLS"}),
+    )
+    .unwrap();
+    let push = alice.recv().unwrap().expect("the relayed say");
+    assert_eq!(push["data"]["text"], "via TLS", "{push}");
+    assert_eq!(push["data"]["server"], "a", "{push}");
+    common::eventually("a3 to refuse b's certificate", || {
+        a3.log()
+            .contains("invalid peer certificate: UnknownIssuer")
+            .then_some(())
+    });
+    assert!(!b.log().contains("peer=a3 link up"), "{}", b.log());
+}
+
+/// Both ends log the link as up.
+fn eventually_linked(server: &Broker, b: &Broker, name: &str) {
+    let up = |log: String, peer: &str| {
+        log.lines()
+            .any(|l| l.contains(&format!("peer={peer} link up")))
+    };
+    common::eventually(&format!("{name} to link with b over TLS"), || {
+        (up(b.log(), name) && up(server.log(), "b")).then_some(())
+    });
+}

@@ -193,7 +193,9 @@ pub fn validate_listeners(
             Some(dir) if dir == WEB_PLACEHOLDER => Some(StaticFiles::Builtin),
             Some(dir) => {
                 let dir = PathBuf::from(dir);
-                if let Err(e) = crate::net::ws::load_static_dir(&dir) {
+                if !kind.websocket() {
+                    // Reported above.
+                } else if let Err(e) = crate::net::ws::load_static_dir(&dir) {
                     problems.push((format!("{key}.static_dir"), e));
                 }
                 Some(StaticFiles::Dir(dir))

@@ -214,6 +214,7 @@ impl Server {
             peers.insert(
                 name.clone(),
                 PeerSlot {
+                    tls: peers::tls_for(name, peer)?,
                     config: peer.clone(),
                     dialing: None,
                     failures: 0,

@@ -3,14 +3,20 @@
 //! and handing an authenticated link's frames to the router.
 
 use std::cmp::Reverse;
+use std::io;
+use std::sync::Arc;
 use std::time::Instant;
+
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 
 use log::{debug, info, warn};
 
 use crate::config::PeerConfig;
 use crate::federation::handshake::{self, Side, Transcript};
 use crate::handler::supervisor::backoff;
-use crate::net::Stream;
+use crate::net::tls::{self, TlsStream};
+use crate::net::{Link, Stream, Transport};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{Identify, client_error};
@@ -35,6 +41,24 @@ pub(super) struct PeerSlot {
     pub failures: u32,
     /// Not before this time may we dial again.
     pub retry_at: Instant,
+    /// With `tls = true`: how to check the peer's certificate, and the name it must carry.
+    pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+/// The TLS client configuration for dialling a peer with `tls = true` (read from its CA file, or
+/// trusting its pinned fingerprint). The HMAC handshake still runs on top: a stolen certificate
+/// alone does not make a peer.
+pub(super) fn tls_for(
+    name: &str,
+    peer: &PeerConfig,
+) -> io::Result<Option<(Arc<ClientConfig>, ServerName<'static>)>> {
+    let Some(settings) = &peer.tls else {
+        return Ok(None);
+    };
+    let fail = |e: String| io::Error::other(format!("peers.{name}: {e}"));
+    let config = tls::client_config(&settings.trust, None).map_err(fail)?;
+    let server_name = tls::server_name(&settings.server_name).map_err(fail)?;
+    Ok(Some((config, server_name)))
 }
 
 impl Server {
@@ -62,6 +86,18 @@ impl Server {
                     continue;
                 }
             };
+            let transport = match &slot.tls {
+                None => Transport::from(Stream::Tcp(stream)),
+                Some((config, server_name)) => {
+                    match TlsStream::client(stream, Arc::clone(config), server_name.clone()) {
+                        Ok(tls) => Transport::from(Link::Tls(Box::new(tls))),
+                        Err(e) => {
+                            self.peer_attempt_failed(&name, now, &format!("TLS setup: {e}"));
+                            continue;
+                        }
+                    }
+                }
+            };
             let role = Role::Peer(PeerConn {
                 name: name.clone(),
                 outgoing: true,
@@ -69,9 +105,7 @@ impl Server {
                 complained: false,
             });
             let max = self.config.max_identify_frame;
-            if let Some(id) =
-                self.insert_conn(Stream::Tcp(stream), addr.to_string(), None, role, max)
-            {
+            if let Some(id) = self.insert_conn(transport, addr.to_string(), None, role, max) {
                 debug!("conn={id} peer={name} dialling {addr}");
                 self.peers.get_mut(&name).expect("exists").dialing = Some(id);
                 let deadline = now + self.config.identify_timeout;

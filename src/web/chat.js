@@ -64,7 +64,9 @@ $("say-form").addEventListener("submit", async (event) => {
   const text = $("text").value;
   if (!text) return;
   try {
-    await client.send("chat", { action: "say", room, text });
+    // The sender is one of the room's members: its copy comes back as the reply, not a push.
+    const reply = await client.send("chat", { action: "say", room, text });
+    if (reply && reply.room === room) line(reply.text, reply.from);
     $("text").value = "";
   } catch (e) {
     $("error").textContent = `${e.message} (${e.code})`;

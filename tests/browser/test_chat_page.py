@@ -1,0 +1,175 @@
+"""The built-in chat page in a real headless Chromium (Selenium + chromedriver).
+
+Starts the real besterd binary with a WebSocket listener serving the built-in web client
+(static_dir = "{web}") and the Python chat handler, then: two browser sessions log in as alice
+and bob and join a room, alice says something and bob's page shows it (and alice's too); a wrong
+password shows the server's error on the page. Run with .venv/bin/python (scripts/test.sh does).
+
+BESTERD (the binary) defaults to target/debug/besterd.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BESTERD = os.environ.get("BESTERD", os.path.join(REPO, "target", "debug", "besterd"))
+DEADLINE = 20
+
+
+def add_user(users, name, password):
+    subprocess.run(
+        [BESTERD, "user", "--users", users, "add", name, "--password-stdin"],
+        input=password + "\n", text=True, check=True, capture_output=True,
+    )
+
+
+class Broker:
+    """besterd on ephemeral loopback ports; the ws listener's address comes from the ready file."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="besterd-browser-")
+        users = os.path.join(self.dir, "users.json")
+        add_user(users, "alice", "alice-pw")
+        add_user(users, "bob", "bob-pw")
+        config = os.path.join(self.dir, "besterd.toml")
+        with open(config, "w") as f:
+            f.write(f"""[server]
+name = "browser"
+listen = "127.0.0.1:0"
+users = {json.dumps(users)}
+runtime_dir = {json.dumps(os.path.join(self.dir, "run"))}
+[handlers.chat]
+command = ["python3", {json.dumps(os.path.join(REPO, "handlers/python/chat.py"))}]
+[[listeners]]
+name = "web"
+kind = "ws"
+address = "127.0.0.1:0"
+static_dir = "{{web}}"
+""")
+        ready = os.path.join(self.dir, "ready")
+        self.log_path = os.path.join(self.dir, "besterd.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [BESTERD, "serve", "--config", config, "--ready-file", ready],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+        )
+        started = time.monotonic()
+        while True:
+            if os.path.exists(ready):
+                with open(ready) as f:
+                    lines = f.read().splitlines()
+                web = [line.split() for line in lines[1:] if line.startswith("web ")]
+                if web:
+                    self.web = web[0][2]
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError("besterd exited before ready:\n" + open(self.log_path).read())
+            if time.monotonic() - started > DEADLINE:
+                raise RuntimeError("besterd not ready in time:\n" + open(self.log_path).read())
+            time.sleep(0.02)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def browser(profile):
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    chromium = shutil.which("chromium")
+    if chromium:
+        options.binary_location = chromium
+    driver_path = shutil.which("chromedriver")
+    service = Service(executable_path=driver_path) if driver_path else Service()
+    return webdriver.Chrome(options=options, service=service)
+
+
+class ChatPage(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = Broker()
+        cls.profiles = tempfile.mkdtemp(prefix="besterd-chromium-")
+        cls.drivers = []
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.drivers:
+            d.quit()
+        cls.broker.stop()
+        shutil.rmtree(cls.profiles, ignore_errors=True)
+
+    def open_page(self, name):
+        driver = browser(os.path.join(self.profiles, name))
+        self.drivers.append(driver)
+        driver.get(f"http://{self.broker.web}/")
+        return driver
+
+    def log_in(self, driver, user, password, room="lobby"):
+        for field, value in (("username", user), ("password", password), ("room", room)):
+            box = driver.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(value)
+        driver.find_element(By.ID, "login").click()
+
+    def wait(self, driver, condition, what):
+        try:
+            return WebDriverWait(driver, DEADLINE).until(condition)
+        except Exception:
+            with open(self.broker.log_path) as f:
+                logs = f.read()[-3000:]
+            self.fail(f"timed out waiting for {what}; page: {driver.page_source[:2000]}\nlog: {logs}")
+
+    def test_two_users_chat_in_a_room(self):
+        alice = self.open_page("alice")
+        bob = self.open_page("bob")
+        self.assertEqual(alice.title, "besterd chat")
+        self.log_in(alice, "alice", "alice-pw")
+        self.wait(alice, EC.text_to_be_present_in_element((By.ID, "status"), "alice in lobby: alice"),
+                  "alice to join")
+        self.log_in(bob, "bob", "bob-pw")
+        self.wait(bob, EC.text_to_be_present_in_element((By.ID, "status"), "bob in lobby: alice, bob"),
+                  "bob to join")
+        text = alice.find_element(By.ID, "text")
+        text.send_keys("hello from alice, über WebSocket")
+        alice.find_element(By.ID, "say").click()
+        expected = "alicehello from alice, über WebSocket"
+        self.wait(bob, EC.text_to_be_present_in_element((By.ID, "messages"), expected), "bob to see it")
+        self.wait(alice, EC.text_to_be_present_in_element((By.ID, "messages"), expected), "alice to see it")
+        # The sender's box is emptied once the server answered.
+        self.wait(alice, lambda d: d.find_element(By.ID, "text").get_attribute("value") == "",
+                  "the text box to clear")
+        self.assertEqual(bob.find_element(By.ID, "error").text, "")
+
+    def test_a_wrong_password_shows_the_error(self):
+        page = self.open_page("mallory")
+        self.log_in(page, "alice", "not-her-password")
+        self.wait(page, EC.text_to_be_present_in_element((By.ID, "error"), "invalid username or password (auth_failed)"),
+                  "the error")
+        self.assertFalse(page.find_element(By.ID, "chat").is_displayed())
+        self.assertTrue(page.find_element(By.ID, "login-form").is_displayed())
+
+
+if __name__ == "__main__":
+    if not os.path.exists(BESTERD):
+        sys.exit(f"{BESTERD} not found: run cargo build first")
+    unittest.main(verbosity=2)
