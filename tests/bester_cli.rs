@@ -207,7 +207,7 @@ fn timeout_exits_75_saying_so() {
             "faulty",
             r#"{"action":"hang"}"#,
             "--timeout",
-            "0.5",
+            "2",
         ],
         b"",
     );
@@ -216,7 +216,7 @@ fn timeout_exits_75_saying_so() {
         (
             Some(75),
             String::new(),
-            "bester: timed out after 0.5 s waiting for the reply to message \"1\" (--timeout)\n"
+            "bester: timed out after 2 s waiting for the reply to message \"1\" (--timeout)\n"
                 .into()
         )
     );
@@ -439,7 +439,7 @@ impl Listener {
 
 #[test]
 fn listen_keeps_alive_with_ping_and_stops_after_count() {
-    let b = broker("idle_timeout_ms = 1000");
+    let b = broker("idle_timeout_ms = 1500");
     let l = listen(&[
         "listen",
         &uri(&b, "bob:bob-pw"),
@@ -466,9 +466,9 @@ fn listen_keeps_alive_with_ping_and_stops_after_count() {
         delivered(&mut alice, n).then_some(())
     });
     let first = l.lines.recv_timeout(DEADLINE).unwrap();
-    // Three idle timeouts later, bob is still there: his pings kept the connection open.
+    // More than two idle timeouts later, bob is still there: his pings kept the connection open.
     let quiet = Instant::now();
-    while quiet.elapsed() < Duration::from_secs(3) {
+    while quiet.elapsed() < Duration::from_millis(3500) {
         alice
             .request("p", "bester.ping", &serde_json::Value::Null)
             .unwrap();
