@@ -545,3 +545,74 @@ fn help_describes_the_client() {
         assert!(!stdout.contains("dispatches"), "{stdout}");
     }
 }
+
+/// Runs `bester ARGS` on a new pseudo-terminal (python3's pty module), answers its password
+/// prompt with `password`, and returns (exit code, everything it wrote to the terminal).
+fn on_a_terminal(args: &[&str], password: &str) -> (i32, String) {
+    const DRIVER: &str = r#"
+import os, select, sys, termios, time
+import pty
+password = sys.argv[1].encode() + b"\n"
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+deadline, out, answered = time.time() + 20, b"", False
+while True:
+    # Answer once the prompt is out and echo is off (the terminal's ECHO flag, shared with the
+    # master side), as a person typing after the prompt would.
+    prompted = b"password for " in out
+    if not answered and prompted and not termios.tcgetattr(fd)[3] & termios.ECHO:
+        os.write(fd, password)
+        answered = True
+    wait = 0.02 if prompted and not answered else max(0.0, deadline - time.time())
+    ready, _, _ = select.select([fd], [], [], wait)
+    if not ready and prompted and not answered and time.time() < deadline:
+        continue
+    if not ready:
+        os.kill(pid, 9)
+        sys.exit("no end in time: %r" % out)
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:  # EIO: the child is gone
+        chunk = b""
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(DRIVER)
+        .arg(password)
+        .arg(BESTER)
+        .args(args)
+        .env_remove("BESTER_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n"),
+    )
+}
+
+#[test]
+fn on_a_terminal_the_password_is_prompted_for_without_echo() {
+    let b = broker("");
+    let (code, screen) = on_a_terminal(&["send", &uri(&b, "alice"), "echo", "4"], "alice-pw");
+    assert_eq!(
+        (code, screen.as_str()),
+        (
+            0,
+            "password for alice: \n{\"header\":{\"status\":\"ok\",\"kind\":\"reply\",\"id\":\"1\",\"type\":\"echo\"},\"data\":4}\n"
+        ),
+        "the password is not echoed"
+    );
+}
