@@ -1,24 +1,30 @@
-//! A small blocking client (std `TcpStream`), used by the `bester` command and by the tests: log in,
+//! A small blocking client (std sockets), used by the `bester` command and by the tests: log in,
 //! send a message, wait for the reply with its id while keeping pushes aside. It speaks the same
-//! framing through the same codec as the server. An optional deadline bounds every read and write
+//! framing through the same codec as the server, over plain TCP, TLS or WebSocket
+//! ([`crate::net::blocking`]). An optional deadline bounds every read and write
 //! (a read past it fails with `io::ErrorKind::TimedOut` and leaves the client usable).
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use rustls::ClientConfig;
 use serde_json::{Value, json};
 
-use crate::protocol::{FrameDecoder, encode_frame};
+use crate::net::blocking::{MaybeTls, Scheme, Wire};
+use crate::protocol::FrameDecoder;
+use std::sync::Arc;
 
 /// Largest frame the client accepts.
 const MAX_FRAME: usize = 16 << 20;
 
-/// `bester://user:password@host:port`.
+/// `bester://user:password@host:port` (or `bester+tls://`, `bester+ws://`, `bester+wss://`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Uri {
+    /// The transport.
+    pub scheme: Scheme,
     /// The username.
     pub user: String,
     /// The password, if the URI carries one.
@@ -29,16 +35,19 @@ pub struct Uri {
 
 impl fmt::Debug for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bester://{}@{}", self.user, self.address)
+        write!(f, "{}{}@{}", self.scheme.prefix(), self.user, self.address)
     }
 }
 
 impl Uri {
-    /// Parse a `bester://` URI; user and password may be percent-encoded.
+    /// Parse a `bester://` (or `bester+tls://`, `bester+ws://`, `bester+wss://`) URI; user and
+    /// password may be percent-encoded.
     pub fn parse(text: &str) -> Result<Uri, String> {
-        let rest = text
-            .strip_prefix("bester://")
-            .ok_or_else(|| format!("{text:?} does not start with bester://"))?;
+        let (scheme, rest) = Scheme::split(text).ok_or_else(|| {
+            format!(
+                "{text:?} does not start with bester:// (or bester+tls://, bester+ws://, bester+wss://)"
+            )
+        })?;
         let (userinfo, address) = rest
             .rsplit_once('@')
             .ok_or("the URI needs a user: bester://user:password@host:port")?;
@@ -56,6 +65,7 @@ impl Uri {
             None => (userinfo, None),
         };
         Ok(Uri {
+            scheme,
             user: percent_decode(user)?,
             password,
             address,
@@ -84,7 +94,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
 
 /// A connection to a besterd server.
 pub struct Client {
-    stream: TcpStream,
+    stream: Wire,
     decoder: FrameDecoder,
     input: Vec<u8>,
     pushes: VecDeque<Value>,
@@ -125,15 +135,53 @@ impl Client {
         Err(last)
     }
 
+    /// Connect with the URI's transport without identifying, within `deadline`. TLS trusts
+    /// `tls` (required for `bester+tls://` and `bester+wss://`) and refuses a certificate it
+    /// cannot verify, saying why.
+    pub fn connect_uri(
+        uri: &Uri,
+        tls: Option<Arc<ClientConfig>>,
+        deadline: Option<Instant>,
+    ) -> io::Result<Client> {
+        if uri.scheme == Scheme::Tcp {
+            return Client::connect_until(&uri.address, deadline);
+        }
+        let host = uri
+            .address
+            .rsplit_once(':')
+            .map_or(uri.address.as_str(), |(h, _)| h);
+        let mut last = io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} resolves to no address", uri.address),
+        );
+        for addr in uri.address.to_socket_addrs()? {
+            let left = deadline.map(remaining).transpose()?;
+            match Wire::connect(uri.scheme, addr, host, tls.clone(), left) {
+                Ok(wire) => {
+                    let mut client = Client::on(wire);
+                    client.set_deadline(deadline);
+                    return Ok(client);
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(e),
+                Err(e) => last = timed_out(e),
+            }
+        }
+        Err(last)
+    }
+
     fn over(stream: TcpStream) -> io::Result<Client> {
         stream.set_nodelay(true)?;
-        Ok(Client {
+        Ok(Client::on(Wire::Stream(MaybeTls::Plain(stream))))
+    }
+
+    fn on(stream: Wire) -> Client {
+        Client {
             stream,
             decoder: FrameDecoder::new(MAX_FRAME),
             input: Vec::new(),
             pushes: VecDeque::new(),
             deadline: None,
-        })
+        }
     }
 
     /// Fail every read and write that would end after `deadline` with `io::ErrorKind::TimedOut`
@@ -146,8 +194,8 @@ impl Client {
     fn arm_deadline(&self) -> io::Result<()> {
         if let Some(deadline) = self.deadline {
             let left = remaining(deadline)?;
-            self.stream.set_read_timeout(Some(left))?;
-            self.stream.set_write_timeout(Some(left))?;
+            self.stream.tcp().set_read_timeout(Some(left))?;
+            self.stream.tcp().set_write_timeout(Some(left))?;
         }
         Ok(())
     }
@@ -168,12 +216,12 @@ impl Client {
 
     /// The server's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        self.stream.tcp().peer_addr()
     }
 
     /// Give up waiting for a frame after this long (`None`: wait forever).
     pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(timeout)
+        self.stream.tcp().set_read_timeout(timeout)
     }
 
     /// Send one JSON frame.
@@ -183,25 +231,24 @@ impl Client {
 
     /// Send one frame with this body (which need not be JSON).
     pub fn send_body(&mut self, body: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::new();
-        encode_frame(body, &mut frame);
-        self.send_raw(&frame)
+        self.arm_deadline()?;
+        self.stream.write_body(body).map_err(timed_out)
     }
 
-    /// Write bytes as they are.
+    /// Write bytes as they are (over WebSocket: as one binary message).
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.arm_deadline()?;
-        self.stream.write_all(bytes).map_err(timed_out)
+        self.stream.write_raw(bytes).map_err(timed_out)
     }
 
     /// The underlying stream (to misbehave with it in tests).
     pub fn into_stream(self) -> TcpStream {
-        self.stream
+        self.stream.into_tcp()
     }
 
     /// Close the sending side (half-close).
     pub fn shutdown_write(&self) -> io::Result<()> {
-        self.stream.shutdown(std::net::Shutdown::Write)
+        self.stream.tcp().shutdown(std::net::Shutdown::Write)
     }
 
     /// Send a client message.
@@ -218,7 +265,6 @@ impl Client {
     }
 
     fn recv_wire(&mut self) -> io::Result<Option<Value>> {
-        let mut chunk = [0u8; 16 * 1024];
         loop {
             let decoded = self
                 .decoder
@@ -231,7 +277,7 @@ impl Client {
                 return Ok(Some(value));
             }
             self.arm_deadline()?;
-            let n = self.stream.read(&mut chunk).map_err(timed_out)?;
+            let n = self.stream.read_into(&mut self.input).map_err(timed_out)?;
             if n == 0 {
                 if self.input.is_empty() {
                     return Ok(None);
@@ -241,7 +287,6 @@ impl Client {
                     "connection closed mid-frame",
                 ));
             }
-            self.input.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -300,6 +345,16 @@ mod tests {
             (None, "localhost:2222")
         );
         assert!(Uri::parse("http://a@b:1").is_err());
+        for (text, scheme) in [
+            ("bester+tls://a:p@h:1", Scheme::Tls),
+            ("bester+ws://a:p@h:1", Scheme::Ws),
+            ("bester+wss://a@h:1", Scheme::Wss),
+            ("bester://a@h:1", Scheme::Tcp),
+        ] {
+            let uri = Uri::parse(text).unwrap();
+            assert_eq!((uri.scheme, uri.address.as_str()), (scheme, "h:1"));
+            assert!(format!("{uri:?}").starts_with(scheme.prefix()));
+        }
         assert!(Uri::parse("bester://host:1").is_err());
         assert!(Uri::parse("bester://a:%zz@h:1").is_err());
     }

@@ -141,7 +141,7 @@ fn bad_data_is_a_usage_error() {
         (
             Some(64),
             String::new(),
-            "bester: \"http://x@y:1\" does not start with bester://\n".into()
+            "bester: \"http://x@y:1\" does not start with bester:// (or bester+tls://, bester+ws://, bester+wss://)\n".into()
         )
     );
     let out = bester(&["send", &u, "echo", "--timeout", "soon"], b"");

@@ -735,3 +735,110 @@ fn eventually_linked(server: &Broker, b: &Broker, name: &str) {
         (up(b.log(), name) && up(server.log(), "b")).then_some(())
     });
 }
+
+/// Run the `bester` command; (exit code, stdout, stderr).
+fn bester(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bester"))
+        .args(args)
+        .env_remove("BESTER_PASSWORD")
+        .env("SSL_CERT_FILE", "/nonexistent")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_bester_command_speaks_every_transport_and_refuses_untrusted_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = write_pki(dir.path(), "a", false);
+    let broker = broker(&pki, "", "");
+    let ca = pki.ca.display().to_string();
+    let uri = |scheme: &str, name: &str| {
+        let addr = if name == "main" {
+            broker.addr
+        } else {
+            broker.listener(name)
+        };
+        format!("{scheme}://alice:alice-pw@{addr}")
+    };
+    for (uri, tls) in [
+        (uri("bester", "main"), false),
+        (uri("bester+tls", "tls"), true),
+        (uri("bester+ws", "ws"), false),
+        (uri("bester+wss", "wss"), true),
+    ] {
+        let mut args = vec!["send", &uri, "echo", r#"{"via":"bester"}"#];
+        if tls {
+            args.extend(["--ca", &ca]);
+        }
+        let (code, stdout, stderr) = bester(&args);
+        assert_eq!(code, Some(0), "{uri}: {stderr}");
+        assert_eq!(
+            stdout,
+            "{\"header\":{\"status\":\"ok\",\"kind\":\"reply\",\"id\":\"1\",\"type\":\"echo\"},\"data\":{\"via\":\"bester\"}}\n",
+            "{uri}"
+        );
+    }
+    // Without --ca (and no system CA that signed it) the certificate is refused, clearly.
+    let tls_uri = uri("bester+tls", "tls");
+    let (code, stdout, stderr) = bester(&["send", &tls_uri, "echo"]);
+    assert_eq!((code, stdout.as_str()), (Some(1), ""));
+    let addr = broker.listener("tls");
+    assert!(
+        stderr.starts_with(&format!("bester: cannot connect to {addr}: refusing the server: the certificate of 127.0.0.1 is not signed by a trusted CA (give the CA with --ca FILE)")),
+        "{stderr}"
+    );
+    // --ca on a plain URI is a usage error.
+    let (code, _, stderr) = bester(&["send", &uri("bester", "main"), "echo", "--ca", &ca]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            Some(64),
+            "bester: --ca only goes with bester+tls:// or bester+wss:// (not bester://)\n"
+        )
+    );
+    // bester listen over WebSocket gets a push sent over TLS.
+    let mut listener = std::process::Command::new(env!("CARGO_BIN_EXE_bester"))
+        .args(["listen", &uri("bester+ws", "ws"), "--count", "1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut sender = connect(Scheme::Tls, broker.listener("tls"), Some(&pki.ca)).unwrap();
+    login(&mut sender, "bob", "bob-pw");
+    // alice is in the room on another connection; the push of each say reaches every connection
+    // of hers, the listening one included once it has logged in: say until it has one.
+    let mut alice = connect(Scheme::Tcp, broker.addr, None).unwrap();
+    login(&mut alice, "alice", "alice-pw");
+    for conn in [&mut alice, &mut sender] {
+        conn.send_body(&message("j", "chat", json!({"action":"join","room":"x"})))
+            .unwrap();
+        recv(conn).unwrap();
+    }
+    let out = loop {
+        sender
+            .send_body(&message(
+                "s",
+                "chat",
+                json!({"action":"say","room":"x","text":"hi"}),
+            ))
+            .unwrap();
+        recv(&mut sender).unwrap();
+        if let Some(status) = listener.try_wait().unwrap() {
+            assert!(status.success());
+            break listener.wait_with_output().unwrap();
+        }
+        assert!(started.elapsed() < DEADLINE, "bester listen got nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let line = String::from_utf8(out.stdout).unwrap();
+    let push: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(push["data"], json!({"room":"x","from":"bob","text":"hi"}));
+}

@@ -12,13 +12,16 @@
 //! frames from the server.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use besterd::client::{Client, Uri};
+use rustls::ClientConfig;
 
 /// `EX_USAGE`: bad arguments, or no way to get a password.
 const EX_USAGE: u8 = 64;
@@ -33,7 +36,8 @@ const MAX_STDIN_DATA: u64 = 16 << 20;
 ///
 /// `bester send` logs in, sends one message and prints the reply as one JSON line; `bester listen`
 /// prints every message pushed to the user. The server is named by a URI,
-/// bester://user[:password]@host[:port] (port 2222 by default). Without a password in the URI it
+/// bester://user[:password]@host[:port] (port 2222 by default; bester+tls://, bester+ws:// and
+/// bester+wss:// for TLS, WebSocket and WebSocket over TLS). Without a password in the URI it
 /// comes from BESTER_PASSWORD, from standard input with --password-stdin, or from a prompt on a
 /// terminal. Exit codes: 0 ok, 1 error reply or connection failure, 64 usage error, 75 timeout.
 #[derive(Debug, Parser)]
@@ -49,6 +53,10 @@ struct Cli {
     /// than the server's own 30 s handler timeout, so that its `handler_timeout` answer comes first.
     #[arg(long, global = true, value_name = "SECONDS", default_value = "60", value_parser = seconds)]
     timeout: Duration,
+    /// For bester+tls:// and bester+wss://: trust the CA certificates of this PEM file (default:
+    /// the system's CAs). A certificate that cannot be verified is refused.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,7 +64,7 @@ enum Cmd {
     /// Send one message of TYPE with JSON DATA and print the reply; an error reply exits 1 with
     /// its code and text on stderr.
     Send {
-        /// bester://user[:password]@host[:port]
+        /// bester[+tls|+ws|+wss]://user[:password]@host[:port]
         uri: String,
         /// The payload type, e.g. echo.
         #[arg(name = "TYPE")]
@@ -69,7 +77,7 @@ enum Cmd {
     },
     /// Print every message pushed to this user, one JSON line each, until the connection closes.
     Listen {
-        /// bester://user[:password]@host[:port]
+        /// bester[+tls|+ws|+wss]://user[:password]@host[:port]
         uri: String,
         /// Exit 0 after this many pushes.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -161,13 +169,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let uri = Uri::parse(&uri).map_err(Failure::usage)?;
             let password = password(&uri, cli.password_stdin)?;
             let data = if from_stdin { stdin_data()? } else { data };
-            let mut session = Session::open(&uri, &password, timeout)?;
+            let tls = trust(&uri, cli.ca.as_deref())?;
+            let mut session = Session::open(&uri, &password, tls, timeout)?;
             session.send(&id, &kind, &data)
         }
         Cmd::Listen { uri, count, ping } => {
             let uri = Uri::parse(&uri).map_err(Failure::usage)?;
             let password = password(&uri, cli.password_stdin)?;
-            let session = Session::open(&uri, &password, timeout)?;
+            let tls = trust(&uri, cli.ca.as_deref())?;
+            let session = Session::open(&uri, &password, tls, timeout)?;
             session.listen(count, ping)
         }
     }
@@ -259,9 +269,14 @@ struct Session {
 impl Session {
     /// Connect to the URI's server and log in, all within `timeout`. A refused login prints the
     /// server's answer on stdout and fails with its code.
-    fn open(uri: &Uri, password: &str, timeout: Option<Duration>) -> Result<Session, Failure> {
+    fn open(
+        uri: &Uri,
+        password: &str,
+        tls: Option<Arc<ClientConfig>>,
+        timeout: Option<Duration>,
+    ) -> Result<Session, Failure> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let client = connect(uri, deadline).map_err(|e| {
+        let client = Client::connect_uri(uri, tls, deadline).map_err(|e| {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 timed_out(timeout, &format!("connecting to {}", uri.address))
             } else {
@@ -423,8 +438,20 @@ impl Session {
 }
 
 /// Open the connection the URI names. The one place a transport is chosen.
-fn connect(uri: &Uri, deadline: Option<Instant>) -> std::io::Result<Client> {
-    Client::connect_until(&uri.address, deadline)
+/// The TLS trust for a TLS URI: `--ca FILE`, else the system's CAs.
+fn trust(uri: &Uri, ca: Option<&Path>) -> Result<Option<Arc<ClientConfig>>, Failure> {
+    if !uri.scheme.tls() {
+        if ca.is_some() {
+            return Err(Failure::usage(format!(
+                "--ca only goes with bester+tls:// or bester+wss:// (not {})",
+                uri.scheme.prefix()
+            )));
+        }
+        return Ok(None);
+    }
+    besterd::net::tls::client_trust(ca)
+        .map(Some)
+        .map_err(Failure::usage)
 }
 
 fn timed_out(timeout: Option<Duration>, doing: &str) -> Failure {

@@ -96,19 +96,93 @@ impl Write for MaybeTls {
     }
 }
 
-/// A blocking connection carrying frame bodies.
-pub enum Connection {
+/// A blocking connection to a server: bytes (frames) over TCP or TLS, or WebSocket messages.
+pub enum Wire {
     /// Length-prefixed frames over TCP or TLS.
-    Framed {
-        /// The stream.
-        stream: MaybeTls,
-        /// Decoder for what comes back.
-        decoder: FrameDecoder,
-        /// Received bytes not yet returned.
-        input: Vec<u8>,
-    },
+    Stream(MaybeTls),
     /// One WebSocket message per frame body.
     Ws(Box<WebSocket<MaybeTls>>),
+}
+
+impl Wire {
+    /// The TCP stream underneath (timeouts, shutdown, addresses).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Wire::Stream(stream) => stream.tcp(),
+            Wire::Ws(ws) => ws.get_ref().tcp(),
+        }
+    }
+
+    /// The TCP stream, giving up the rest (to misbehave with it in tests).
+    pub fn into_tcp(self) -> TcpStream {
+        match self {
+            Wire::Stream(MaybeTls::Plain(s)) => s,
+            Wire::Stream(MaybeTls::Tls(s)) => s.sock,
+            Wire::Ws(ws) => match ws.into_inner() {
+                MaybeTls::Plain(s) => s,
+                MaybeTls::Tls(s) => s.sock,
+            },
+        }
+    }
+
+    /// Send one frame body.
+    pub fn write_body(&mut self, body: &[u8]) -> io::Result<()> {
+        match self {
+            Wire::Stream(_) => {
+                let mut frame = Vec::with_capacity(body.len() + 4);
+                encode_frame(body, &mut frame);
+                self.write_raw(&frame)
+            }
+            Wire::Ws(ws) => {
+                let text = String::from_utf8_lossy(body).into_owned();
+                ws.send(Message::text(text)).map_err(ws_io)
+            }
+        }
+    }
+
+    /// Send bytes as they are (over WebSocket: as one binary message).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Wire::Stream(stream) => {
+                stream.write_all(bytes)?;
+                stream.flush()
+            }
+            Wire::Ws(ws) => ws.send(Message::binary(bytes.to_vec())).map_err(ws_io),
+        }
+    }
+
+    /// Read what is there into `input` as length-prefixed frames (a WebSocket message becomes
+    /// one frame); `Ok(0)` at the end of the stream.
+    pub fn read_into(&mut self, input: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Wire::Stream(stream) => {
+                let mut buf = [0u8; 16 * 1024];
+                let n = stream.read(&mut buf)?;
+                input.extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            Wire::Ws(ws) => loop {
+                let body = match ws.read() {
+                    Ok(Message::Text(t)) => t.as_bytes().to_vec(),
+                    Ok(Message::Binary(b)) => b.to_vec(),
+                    Ok(_) => continue,
+                    Err(
+                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                    ) => return Ok(0),
+                    Err(e) => return Err(ws_io(e)),
+                };
+                encode_frame(&body, input);
+                return Ok(body.len() + 4);
+            },
+        }
+    }
+}
+
+/// Frame bodies over a [`Wire`] (used by tests and the load generator).
+pub struct Connection {
+    wire: Wire,
+    decoder: FrameDecoder,
+    input: Vec<u8>,
 }
 
 /// Turn a rustls error (found under an io error) into a sentence a user can act on.
@@ -131,16 +205,17 @@ fn explain(e: io::Error, host: &str) -> io::Error {
     )
 }
 
-impl Connection {
+impl Wire {
     /// Connect to `addr` (named `host` for TLS and the WebSocket `Host`) with `scheme`;
-    /// `tls` is required for the TLS schemes.
+    /// `tls` is required for the TLS schemes. `timeout` bounds the connect and each read and
+    /// write until changed.
     pub fn connect(
         scheme: Scheme,
         addr: SocketAddr,
         host: &str,
         tls: Option<Arc<ClientConfig>>,
         timeout: Option<Duration>,
-    ) -> io::Result<Connection> {
+    ) -> io::Result<Wire> {
         let tcp = match timeout {
             Some(t) => TcpStream::connect_timeout(&addr, t)?,
             None => TcpStream::connect(addr)?,
@@ -170,11 +245,7 @@ impl Connection {
             }
         }
         match scheme {
-            Scheme::Tcp | Scheme::Tls => Ok(Connection::Framed {
-                stream,
-                decoder: FrameDecoder::new(MAX_FRAME),
-                input: Vec::new(),
-            }),
+            Scheme::Tcp | Scheme::Tls => Ok(Wire::Stream(stream)),
             Scheme::Ws | Scheme::Wss => {
                 let http = if scheme.tls() { "wss" } else { "ws" };
                 let url = format!("{http}://{host}:{}/", addr.port());
@@ -187,56 +258,54 @@ impl Connection {
                         io::Error::new(io::ErrorKind::TimedOut, "WebSocket upgrade timed out")
                     }
                 })?;
-                Ok(Connection::Ws(Box::new(ws)))
+                Ok(Wire::Ws(Box::new(ws)))
             }
         }
     }
+}
 
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Connection::Framed { stream, .. } => stream.tcp(),
-            Connection::Ws(ws) => ws.get_ref().tcp(),
-        }
+impl Connection {
+    /// [`Wire::connect`], with frame bodies in and out.
+    pub fn connect(
+        scheme: Scheme,
+        addr: SocketAddr,
+        host: &str,
+        tls: Option<Arc<ClientConfig>>,
+        timeout: Option<Duration>,
+    ) -> io::Result<Connection> {
+        Ok(Connection {
+            wire: Wire::connect(scheme, addr, host, tls, timeout)?,
+            decoder: FrameDecoder::new(MAX_FRAME),
+            input: Vec::new(),
+        })
     }
 
     /// Give up waiting for a frame after this long.
     pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.tcp().set_read_timeout(timeout)
+        self.wire.tcp().set_read_timeout(timeout)
     }
 
     /// The server's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
+        self.wire.tcp().peer_addr()
     }
 
     /// Send one frame body.
     pub fn send_body(&mut self, body: &[u8]) -> io::Result<()> {
-        match self {
-            Connection::Framed { stream, .. } => {
-                let mut frame = Vec::with_capacity(body.len() + 4);
-                encode_frame(body, &mut frame);
-                stream.write_all(&frame)?;
-                stream.flush()
-            }
-            Connection::Ws(ws) => {
-                let text = String::from_utf8_lossy(body).into_owned();
-                ws.send(Message::text(text)).map_err(ws_io)
-            }
-        }
+        self.wire.write_body(body)
     }
 
-    /// Queue frame bodies and send them in one go (pipelining).
+    /// Send frame bodies in one go (pipelining).
     pub fn send_bodies(&mut self, bodies: &[Vec<u8>]) -> io::Result<()> {
-        match self {
-            Connection::Framed { stream, .. } => {
+        match &mut self.wire {
+            Wire::Stream(_) => {
                 let mut wire = Vec::new();
                 for body in bodies {
                     encode_frame(body, &mut wire);
                 }
-                stream.write_all(&wire)?;
-                stream.flush()
+                self.wire.write_raw(&wire)
             }
-            Connection::Ws(ws) => {
+            Wire::Ws(ws) => {
                 for body in bodies {
                     let text = String::from_utf8_lossy(body).into_owned();
                     ws.write(Message::text(text)).map_err(ws_io)?;
@@ -248,45 +317,22 @@ impl Connection {
 
     /// The next frame body; `None` at a clean end of stream (or a WebSocket close).
     pub fn recv_body(&mut self) -> io::Result<Option<Vec<u8>>> {
-        match self {
-            Connection::Framed {
-                stream,
-                decoder,
-                input,
-            } => loop {
-                match decoder.decode(input) {
-                    Ok(Some((used, body))) => {
-                        let body = body.to_vec();
-                        input.drain(..used);
-                        return Ok(Some(body));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        loop {
+            match self.decoder.decode(&self.input) {
+                Ok(Some((used, body))) => {
+                    let body = body.to_vec();
+                    self.input.drain(..used);
+                    return Ok(Some(body));
                 }
-                let mut buf = [0u8; 16 * 1024];
-                let n = stream.read(&mut buf)?;
-                if n == 0 {
-                    if input.is_empty() {
-                        return Ok(None);
-                    }
-                    return Err(io::ErrorKind::UnexpectedEof.into());
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            if self.wire.read_into(&mut self.input)? == 0 {
+                if self.input.is_empty() {
+                    return Ok(None);
                 }
-                input.extend_from_slice(&buf[..n]);
-            },
-            Connection::Ws(ws) => loop {
-                match ws.read() {
-                    Ok(Message::Text(t)) => return Ok(Some(t.as_bytes().to_vec())),
-                    Ok(Message::Binary(b)) => return Ok(Some(b.to_vec())),
-                    Ok(Message::Close(_)) => {}
-                    Ok(_) => {}
-                    Err(
-                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                    ) => {
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(ws_io(e)),
-                }
-            },
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
         }
     }
 }

@@ -274,6 +274,30 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// Where the system keeps its trusted CAs (Debian's bundle), unless `SSL_CERT_FILE` says.
+const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What a client trusts by default: the CAs of `ca` if given, else the system's CA bundle
+/// (`SSL_CERT_FILE`, else Debian's). With neither, nothing is trusted, so every certificate is
+/// refused with a message that names `--ca`.
+pub fn client_trust(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    if let Some(ca) = ca {
+        return client_config(&Trust::CaFile(ca.to_path_buf()), None);
+    }
+    let system = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| SYSTEM_CA_FILE.into());
+    if system.is_file() {
+        return client_config(&Trust::CaFile(system), None);
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The SHA-256 fingerprint of a DER certificate.
 pub fn fingerprint(cert: &[u8]) -> [u8; 32] {
     Sha256::digest(cert).into()
