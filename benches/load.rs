@@ -3,6 +3,7 @@
 //! asserted in the test suite, since shared machines are noisy.
 //!
 //!   cargo bench --bench load -- [rtt] [throughput] [misbehave] [idle] [slow] [federation]
+//!                                [transport] [--transports=tcp,tls,ws,wss]
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
@@ -38,6 +39,7 @@ fn main() {
         "idle",
         "slow",
         "federation",
+        "transport",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -57,6 +59,7 @@ fn main() {
             "idle" => idle(),
             "slow" => slow(),
             "federation" => federation(),
+            "transport" => transport(),
             _ => unreachable!(),
         };
         for (k, v) in result.as_object().unwrap() {
@@ -423,4 +426,127 @@ fn federation() -> Value {
     drop(bb);
     json!({"one_server": percentiles(local), "across_two_servers": percentiles(remote),
            "median_ratio": (r / l * 100.0).round() / 100.0})
+}
+
+/// Round trips of the built-in `bester.ping` (no handler process in the way, so the figures are
+/// the transport's) over each transport, on one connection: at window 1 (one in flight) and at
+/// window 64 (64 in flight), three runs each, with the median of the three.
+/// `--transports=tcp,tls,ws,wss` picks the transports (default all).
+fn transport() -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = bench_certificates(dir.path());
+    let tables = format!(
+        "[[listeners]]\nname = \"tls\"\nkind = \"tls\"\naddress = \"127.0.0.1:0\"\ncert = {cert:?}\nkey = {key:?}\n\
+         [[listeners]]\nname = \"ws\"\nkind = \"ws\"\naddress = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"wss\"\nkind = \"wss\"\naddress = \"127.0.0.1:0\"\ncert = {cert:?}\nkey = {key:?}\n"
+    );
+    let b = Broker::launch(
+        "bench",
+        "127.0.0.1:0",
+        "max_pending_per_connection = 1024",
+        &tables,
+        &[("u0", "pw")],
+    );
+    let trust = besterd::net::tls::client_trust(Some(&ca)).unwrap();
+    let chosen: Vec<String> = std::env::args()
+        .find_map(|a| a.strip_prefix("--transports=").map(str::to_string))
+        .unwrap_or_else(|| "tcp,tls,ws,wss".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let mut out = serde_json::Map::new();
+    for kind in chosen {
+        let (scheme, addr) = match kind.as_str() {
+            "tcp" => ("bester", b.addr),
+            "tls" => ("bester+tls", b.listener("tls")),
+            "ws" => ("bester+ws", b.listener("ws")),
+            "wss" => ("bester+wss", b.listener("wss")),
+            other => panic!("unknown transport {other:?}"),
+        };
+        let uri = besterd::client::Uri::parse(&format!("{scheme}://u0:pw@{addr}")).unwrap();
+        let mut figures = serde_json::Map::new();
+        for window in [1usize, 64] {
+            let runs: Vec<(f64, u64)> = (0..3)
+                .map(|_| {
+                    let mut c =
+                        besterd::client::Client::connect_uri(&uri, Some(trust.clone()), None)
+                            .unwrap();
+                    c.set_timeout(Some(Duration::from_secs(60))).unwrap();
+                    let reply = c
+                        .send(&json!({"header":{"identify":{"type":"client","authentication":{"username":"u0","password":"pw"}}}}))
+                        .and_then(|()| c.recv())
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(reply["header"]["status"], "ok", "{reply}");
+                    pings(&mut c, window, Duration::from_secs(3))
+                })
+                .collect();
+            let mut rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
+            let mut p99s: Vec<u64> = runs.iter().map(|r| r.1).collect();
+            rates.sort_by(f64::total_cmp);
+            p99s.sort_unstable();
+            figures.insert(
+                format!("window_{window}"),
+                json!({
+                    "round_trips_per_s": rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
+                    "p99_us": p99s,
+                    "median_round_trips_per_s": rates[1].round(),
+                    "median_p99_us": p99s[1],
+                }),
+            );
+        }
+        out.insert(kind, Value::Object(figures));
+    }
+    Value::Object(out)
+}
+
+/// Keep `window` pings in flight for `length`; (round trips per second, p99 in µs).
+fn pings(c: &mut Client, window: usize, length: Duration) -> (f64, u64) {
+    let start = Instant::now();
+    let deadline = start + length;
+    let mut sent_at = std::collections::HashMap::new();
+    let mut next = 0u64;
+    let mut samples = Vec::new();
+    loop {
+        while sent_at.len() < window && Instant::now() < deadline {
+            c.message(&next.to_string(), "bester.ping", &Value::Null)
+                .unwrap();
+            sent_at.insert(next, Instant::now());
+            next += 1;
+        }
+        if sent_at.is_empty() {
+            break;
+        }
+        let r = c.recv().unwrap().expect("open");
+        let id: u64 = r["header"]["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(r["header"]["status"], "ok", "{r}");
+        samples.push(sent_at.remove(&id).expect("asked once").elapsed());
+    }
+    let rate = samples.len() as f64 / start.elapsed().as_secs_f64();
+    let p99 = percentiles(samples)["p99_us"].as_u64().unwrap();
+    (rate, p99)
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, as PEM files: (ca, cert, key).
+fn bench_certificates(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
 }
