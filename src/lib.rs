@@ -1,4 +1,4 @@
-//! besterd: a plain-TCP message broker that dispatches JSON messages by `payload.type` to handler
+//! besterd: a message broker (TCP, TLS, WebSocket) that dispatches JSON messages by `payload.type` to handler
 //! processes written in any language.
 //!
 //! # Architecture
@@ -8,12 +8,15 @@
 //! - [`protocol`] (pure): the length-prefixed [`protocol::frame`] codec, the serde
 //!   [`protocol::message`] types, and the stable [`protocol::ErrorCode`]s.
 //! - [`net`]: the only code that reads and writes sockets — [`net::Framed`] streams with bounded
-//!   buffers, for TCP clients and Unix-socket handlers alike.
+//!   buffers, for TCP clients and Unix-socket handlers alike, over a [`net::Transport`]: plain,
+//!   TLS ([`net::tls`], rustls) or WebSocket ([`net::ws`], tungstenite); [`net::blocking`] is the
+//!   client side of the same transports.
 //! - [`router`] (sans-io): presence, handler pools, requests in flight and their deadlines; takes
 //!   events, returns [`router::Action`]s.
 //! - [`server`]: the mio event loop that ties them together — accepts, reads, dispatches, applies
-//!   actions, flushes; client sessions and built-ins in `server/client.rs`, handler links in
-//!   `server/handlers.rs`.
+//!   actions, flushes; the listener table (`[server] listen` and `[[listeners]]`) in
+//!   `server/listeners.rs`, client sessions and built-ins in `server/client.rs`, handler links in
+//!   `server/handlers.rs`. The built-in web client (`src/web/`) is served by WebSocket listeners.
 //! - [`handler`]: the runtime directory for handler sockets and the [`handler::Supervisor`] that
 //!   starts, reaps and restarts handler processes.
 //! - [`federation`]: the peer handshake; peer links live in `server/peers.rs`, their routing in

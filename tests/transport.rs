@@ -842,3 +842,46 @@ fn the_bester_command_speaks_every_transport_and_refuses_untrusted_servers() {
     let push: Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(push["data"], json!({"room":"x","from":"bob","text":"hi"}));
 }
+
+#[test]
+fn sighup_reloads_certificates_for_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = write_pki(dir.path(), "old", false);
+    let new = write_pki(dir.path(), "new", false);
+    let broker = broker(&old, "", "");
+    let addr = broker.listener("tls");
+    let mut before = connect(Scheme::Tls, addr, Some(&old.ca)).unwrap();
+    assert_eq!(
+        login(&mut before, "alice", "alice-pw")["header"]["status"],
+        "ok"
+    );
+    // A bad key first: the reload is refused and the old certificate stays in use.
+    std::fs::write(&old.key, "not a key").unwrap();
+    common::signal(broker.pid(), libc::SIGHUP);
+    common::eventually("the failed reload to be logged", || {
+        broker
+            .log()
+            .contains("reload: listener tls: ")
+            .then_some(())
+    });
+    assert!(connect(Scheme::Tls, addr, Some(&old.ca)).is_ok());
+    // Now the new certificate and key, in place of the old files.
+    std::fs::copy(&new.cert, &old.cert).unwrap();
+    std::fs::copy(&new.key, &old.key).unwrap();
+    common::signal(broker.pid(), libc::SIGHUP);
+    common::eventually("new connections to get the new certificate", || {
+        connect(Scheme::Tls, addr, Some(&new.ca)).ok()
+    });
+    let err = connect(Scheme::Tls, addr, Some(&old.ca))
+        .err()
+        .expect("the old CA no longer fits");
+    assert!(
+        err.to_string().contains("not signed by a trusted CA"),
+        "{err}"
+    );
+    // The connection opened before the reload is still served.
+    before
+        .send_body(&message("after", "echo", json!("still here")))
+        .unwrap();
+    assert_eq!(recv(&mut before).unwrap()["data"], "still here");
+}

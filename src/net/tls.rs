@@ -374,6 +374,69 @@ impl ServerCertVerifier for PinnedCert {
     }
 }
 
+/// The subject's common name (CN) of a DER certificate, if it has one (UTF8String,
+/// PrintableString or IA5String). Only called on certificates rustls has already verified.
+pub fn subject_common_name(cert: &[u8]) -> Option<String> {
+    /// One DER element at the start of `buf`: (tag, contents, rest).
+    fn element(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = buf.split_first()?;
+        let (&first, mut rest) = rest.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |a, b| (a << 8) | usize::from(*b));
+            rest = &rest[n..];
+            len
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    let (SEQUENCE, cert, _) = element(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, mut tbs, _) = element(cert)? else {
+        return None;
+    };
+    // [0] version (optional), serial, signature algorithm, issuer, validity, subject.
+    if tbs.first() == Some(&0xa0) {
+        tbs = element(tbs)?.2;
+    }
+    for _ in 0..4 {
+        tbs = element(tbs)?.2;
+    }
+    let (SEQUENCE, mut subject, _) = element(tbs)? else {
+        return None;
+    };
+    while !subject.is_empty() {
+        let (tag, set, rest) = element(subject)?;
+        subject = rest;
+        if tag != SET {
+            return None;
+        }
+        let (SEQUENCE, pair, _) = element(set)? else {
+            return None;
+        };
+        let (0x06, oid, value) = element(pair)? else {
+            return None;
+        };
+        if oid == CN {
+            let (tag, text, _) = element(value)?;
+            return matches!(tag, 0x0c | 0x13 | 0x16)
+                .then(|| std::str::from_utf8(text).ok().map(str::to_string))
+                .flatten();
+        }
+    }
+    None
+}
+
 /// The name to check a server's certificate against: an IP address or a DNS name.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -400,6 +463,30 @@ mod tests {
             parse_fingerprint("abc").unwrap_err(),
             "\"abc\" is not a SHA-256 fingerprint (64 hex digits)"
         );
+    }
+
+    #[test]
+    fn common_name_of_a_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["x.example".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "besterd");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(subject_common_name(cert.der()).as_deref(), Some("alice"));
+        let no_cn = rcgen::CertificateParams::new(vec!["x.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        // rcgen's default subject has a CN too; a cut-off certificate yields none, no panic.
+        let mut der = no_cn.der().to_vec();
+        assert!(subject_common_name(&der).is_some());
+        der.truncate(20);
+        assert_eq!(subject_common_name(&der), None);
+        assert_eq!(subject_common_name(b""), None);
     }
 
     #[test]

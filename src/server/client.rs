@@ -124,6 +124,24 @@ impl Server {
             return refuse(self, ErrorBody::new(ErrorCode::BadIdentifyType, text));
         }
         let Some(Credentials { username, password }) = identify.authentication else {
+            // On a listener with client_ca, the verified certificate's common name is the user.
+            if let Some(user) = self.conn(id).and_then(|c| c.io.peer_certificate_name()) {
+                if crate::auth::user_store::validate_username(&user).is_ok() {
+                    info!("conn={id} identified by its client certificate as {user:?}");
+                    let ip = self.conn(id).and_then(|c| c.ip);
+                    let result = AuthResult {
+                        tag: AuthTag {
+                            conn: id,
+                            ip,
+                            purpose: Purpose::Identify,
+                        },
+                        username: user,
+                        outcome: AuthOutcome::Ok,
+                    };
+                    return self.auth_result(result, Instant::now());
+                }
+                warn!("conn={id} client certificate name {user:?} is not a valid user name");
+            }
             let error = ErrorBody::new(
                 ErrorCode::InvalidMessage,
                 "identify as a client needs authentication",
