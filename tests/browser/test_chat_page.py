@@ -159,6 +159,9 @@ class ChatPage(unittest.TestCase):
         self.wait(alice, lambda d: d.find_element(By.ID, "text").get_attribute("value") == "",
                   "the text box to clear")
         self.assertEqual(bob.find_element(By.ID, "error").text, "")
+        # Logged in: the form is gone, the room is shown.
+        self.assertFalse(bob.find_element(By.ID, "login-form").is_displayed())
+        self.assertTrue(bob.find_element(By.ID, "chat").is_displayed())
 
     def test_a_wrong_password_shows_the_error(self):
         page = self.open_page("mallory")
