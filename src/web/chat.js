@@ -25,6 +25,21 @@ function line(text, from, cls) {
 async function join() {
   const reply = await client.send("chat", { action: "join", room });
   $("status").textContent = `${client.username} in ${reply.room}: ${reply.members.join(", ")}`;
+  $("error").textContent = "";
+}
+
+// After a reconnect the server may be up before its chat handler: try again for a while.
+async function rejoin(attempt = 0) {
+  try {
+    await join();
+  } catch (e) {
+    const retry = ["handler_not_running", "handler_unavailable", "handler_busy"].includes(e.code);
+    if (retry && attempt < 20) {
+      setTimeout(() => rejoin(attempt + 1), 250 * Math.min(attempt + 1, 8));
+    } else {
+      $("error").textContent = `${e.message} (${e.code})`;
+    }
+  }
 }
 
 $("login-form").addEventListener("submit", async (event) => {
@@ -44,8 +59,7 @@ $("login-form").addEventListener("submit", async (event) => {
   });
   // Joined again after each reconnect: the chat handler's rooms are in its memory.
   client.addEventListener("open", () => {
-    if ($("chat").hidden) return;
-    join().catch((e) => { $("error").textContent = e.message; });
+    if (!$("chat").hidden) rejoin();
   });
   try {
     await client.connect();

@@ -40,27 +40,32 @@ class Broker:
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="besterd-browser-")
-        users = os.path.join(self.dir, "users.json")
-        add_user(users, "alice", "alice-pw")
-        add_user(users, "bob", "bob-pw")
+        self.users = os.path.join(self.dir, "users.json")
+        add_user(self.users, "alice", "alice-pw")
+        add_user(self.users, "bob", "bob-pw")
+        self.log_path = os.path.join(self.dir, "besterd.log")
+        self.log = open(self.log_path, "w")
+        self.start("127.0.0.1:0")
+
+    def start(self, web_address):
         config = os.path.join(self.dir, "besterd.toml")
         with open(config, "w") as f:
             f.write(f"""[server]
 name = "browser"
 listen = "127.0.0.1:0"
-users = {json.dumps(users)}
+users = {json.dumps(self.users)}
 runtime_dir = {json.dumps(os.path.join(self.dir, "run"))}
 [handlers.chat]
 command = ["python3", {json.dumps(os.path.join(REPO, "handlers/python/chat.py"))}]
 [[listeners]]
 name = "web"
 kind = "ws"
-address = "127.0.0.1:0"
+address = "{web_address}"
 static_dir = "{{web}}"
 """)
         ready = os.path.join(self.dir, "ready")
-        self.log_path = os.path.join(self.dir, "besterd.log")
-        self.log = open(self.log_path, "w")
+        if os.path.exists(ready):
+            os.unlink(ready)
         self.proc = subprocess.Popen(
             [BESTERD, "serve", "--config", config, "--ready-file", ready],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
@@ -80,12 +85,20 @@ static_dir = "{{web}}"
                 raise RuntimeError("besterd not ready in time:\n" + open(self.log_path).read())
             time.sleep(0.02)
 
-    def stop(self):
+    def terminate(self):
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(DEADLINE)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+    def restart(self):
+        """Stop, then start again on the same WebSocket address."""
+        self.terminate()
+        self.start(self.web)
+
+    def stop(self):
+        self.terminate()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -170,6 +183,25 @@ class ChatPage(unittest.TestCase):
                   "the error")
         self.assertFalse(page.find_element(By.ID, "chat").is_displayed())
         self.assertTrue(page.find_element(By.ID, "login-form").is_displayed())
+
+    def test_zz_the_page_reconnects_after_a_restart(self):
+        # Runs last (name order): it restarts the broker under the other tests' pages.
+        carol = self.open_page("restart")
+        self.log_in(carol, "bob", "bob-pw", room="again")
+        self.wait(carol, EC.text_to_be_present_in_element((By.ID, "status"), "bob in again: bob"),
+                  "bob to join")
+        self.broker.restart()
+        # bester.js reconnects with backoff, logs in again, and the page joins the room again
+        # (the restarted chat handler has no rooms).
+        self.wait(carol, EC.text_to_be_present_in_element((By.ID, "status"), "bob in again: bob"),
+                  "the page to come back")
+        with open(self.broker.log_path) as f:
+            after_restart = f.read().rsplit("shutting down", 1)[1]
+        self.assertIn("user=bob logged in", after_restart)
+        carol.find_element(By.ID, "text").send_keys("after the restart")
+        carol.find_element(By.ID, "say").click()
+        self.wait(carol, EC.text_to_be_present_in_element((By.ID, "messages"), "bobafter the restart"),
+                  "the line said after the restart")
 
 
 if __name__ == "__main__":
