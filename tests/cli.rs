@@ -269,7 +269,7 @@ fn check_config_without_a_file_checks_the_embedded_default() {
         ),
         (
             Some(0),
-            "(embedded default): OK (server \"besterd\" on 127.0.0.1:2222, users besterd-users.json, handlers: echo)\n".into(),
+            "(embedded default): OK (server \"besterd\" on 127.0.0.1:2222, users besterd-users.json, handlers: chat, echo)\n".into(),
             String::new()
         )
     );

@@ -108,6 +108,17 @@ fn load(config: &ListenerConfig) -> Result<Loaded, String> {
 impl Listeners {
     /// Bind `[server] listen` and every `[[listeners]]` entry, and register them.
     pub fn bind(config: &Config, registry: &Registry) -> io::Result<Listeners> {
+        Listeners::bind_with(config, registry, |_| None)
+    }
+
+    /// Like [`Listeners::bind`], but a listener for which `inherited(name)` gives a socket
+    /// (socket activation: `"main"` for `[server] listen`, else the entry's `name`) uses it
+    /// instead of binding its address.
+    pub fn bind_with(
+        config: &Config,
+        registry: &Registry,
+        mut inherited: impl FnMut(&str) -> Option<std::net::TcpListener>,
+    ) -> io::Result<Listeners> {
         let main = ListenerConfig {
             name: "main".into(),
             kind: ListenerKind::Tcp,
@@ -122,9 +133,15 @@ impl Listeners {
             .enumerate()
         {
             let (tls, ws) = load(&lc).map_err(io::Error::other)?;
-            let mut socket = TcpListener::bind(lc.address).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", lc.address))
-            })?;
+            let mut socket = match inherited(&lc.name) {
+                Some(std) => {
+                    std.set_nonblocking(true)?;
+                    TcpListener::from_std(std)
+                }
+                None => TcpListener::bind(lc.address).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {}: {e}", lc.address))
+                })?,
+            };
             registry.register(&mut socket, token(i), Interest::READABLE)?;
             let addr = socket.local_addr()?;
             if i > 0 {
