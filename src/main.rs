@@ -106,6 +106,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
 fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            for (key, warning) in config.warnings() {
+                eprintln!("{}: warning: {key}: {warning}", path.display());
+            }
             let handlers: Vec<&str> = config.handlers.keys().map(String::as_str).collect();
             println!(
                 "{}: OK (server {:?} on {}, users {}, handlers: {})",
