@@ -13,6 +13,8 @@
 
 use serde::Serialize;
 
+use log::debug;
+
 use super::{Action, ConnId, Link, Origin, Pending, Router};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
@@ -153,7 +155,11 @@ impl Router {
                         let count = pool.links.len();
                         let free = (0..count)
                             .map(|i| pool.links[(pool.next + i) % count])
-                            .find(|c| self.links.get(c).is_some_and(|l| l.current.is_none()));
+                            .find(|c| {
+                                self.links
+                                    .get(c)
+                                    .is_some_and(|l| l.current.is_none() && l.late == 0)
+                            });
                         let Some(conn) = free else { break };
                         pool.next = (pool.next + 1) % count.max(1);
                         let (token, body) = pool.waiting.pop_front().expect("not empty");
@@ -191,16 +197,33 @@ impl Router {
         }
     }
 
-    /// Close the dialled connection a request was on (its request timed out).
-    pub(super) fn close_if_dialled(&mut self, handler: Option<ConnId>, out: &mut Vec<Action>) {
-        if let Some(conn) = handler
-            && self
-                .links
-                .get(&conn)
-                .is_some_and(|l| l.correlate == Correlate::Connection)
-        {
-            out.push(Action::Close { conn });
+    /// A request on `handler` timed out. A dialled connection is closed; an `order` connection
+    /// still owes its answer, which must not be taken for the next request's: it gets no new
+    /// request until that late answer came and was dropped.
+    pub(super) fn after_timeout(&mut self, handler: Option<ConnId>, out: &mut Vec<Action>) {
+        let Some(conn) = handler else { return };
+        match self.links.get_mut(&conn) {
+            Some(link) if link.correlate == Correlate::Connection => {
+                out.push(Action::Close { conn });
+            }
+            Some(link) if link.correlate == Correlate::Order => link.late += 1,
+            _ => {}
         }
+    }
+
+    /// An answer with no token on an `order` link with no request in flight: if a timed-out
+    /// request's answer is owed, this is it; drop it and free the link. False if none is owed.
+    pub(super) fn drop_late_answer(&mut self, conn: ConnId, out: &mut Vec<Action>) -> bool {
+        let Some(link) = self.links.get_mut(&conn).filter(|l| l.late > 0) else {
+            return false;
+        };
+        link.late -= 1;
+        debug!(
+            "conn={conn} handler={} late answer to a request that timed out; dropped",
+            link.kind
+        );
+        self.pump(out);
+        true
     }
 
     /// The server connected to the handler for `token` ([`Action::Dial`]): the request is on `conn`.
@@ -220,6 +243,7 @@ impl Router {
                 inflight: 1,
                 correlate: Correlate::Connection,
                 current: Some(token),
+                late: 0,
             },
         );
         true
@@ -257,7 +281,11 @@ impl Router {
         let by_token = token
             .and_then(|t| t.parse::<u64>().ok())
             .filter(|t| self.pending.get(t).is_some_and(|p| p.handler == Some(conn)));
-        let token = by_token.or(link.current)?;
+        let Some(token) = by_token.or(link.current) else {
+            // A malformed late answer settles what was owed just as well.
+            self.drop_late_answer(conn, out);
+            return None;
+        };
         let pending = self.take_pending(token)?;
         let text = format!(
             "the {:?} handler sent a malformed answer: {}",

@@ -148,6 +148,9 @@ struct Link {
     correlate: Correlate,
     /// The one request in flight on an `order` or `connection` link.
     current: Option<u64>,
+    /// `order`: answers still owed for requests that timed out. The next answers on the link are
+    /// theirs and are dropped; until then the link gets no new request.
+    late: usize,
 }
 
 #[derive(Debug)]
@@ -264,6 +267,7 @@ impl Router {
                     inflight: 0,
                     correlate: pool.mode.correlate,
                     current: None,
+                    late: 0,
                 },
             );
         }
@@ -528,6 +532,9 @@ impl Router {
                 let pending = self.take_pending(token).expect("current is pending");
                 self.route_answer(conn, pending, msg, now, out);
                 return self.one_answered(conn, correlate, out);
+            }
+            if self.drop_late_answer(conn, out) {
+                return;
             }
             return self.handler_push(conn, &kind, msg, now, out);
         };
@@ -828,7 +835,7 @@ impl Router {
             match due {
                 Due::Request(token) => {
                     if let Some(pending) = self.take_pending(token) {
-                        self.close_if_dialled(pending.handler, out);
+                        self.after_timeout(pending.handler, out);
                         warn!(
                             "request {token} to the {:?} handler timed out",
                             pending.kind

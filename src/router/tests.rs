@@ -735,3 +735,29 @@ fn numeric_error_status_is_a_handler_error_with_that_status() {
         )]
     );
 }
+
+#[test]
+fn a_late_answer_on_an_order_connection_is_never_taken_for_the_next_request() {
+    const OLD: ConnId = conn(20);
+    let now = Instant::now();
+    let mut r = one_at_a_time(Correlate::Order, 1);
+    r.handler_connected(OLD, "old");
+    let mut out = Vec::new();
+    r.client_message(ALICE, msg("slow", "old", json!(1)), now, &mut out);
+    assert_eq!(sent(&mut out)[0].0, OLD);
+    r.expire(now + Duration::from_secs(6), &mut out);
+    assert_eq!(sent(&mut out)[0].1["data"]["code"], "handler_timeout");
+    // The next request waits: the connection still owes the slow one's answer.
+    r.client_message(ALICE, msg("next", "old", json!(2)), now, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    let late = answer(json!({"header":{"status":"0"},"payload":{"type":"old","data":"late"}}));
+    r.handler_message(OLD, late, now, &mut out);
+    let next = sent(&mut out);
+    assert_eq!(next.len(), 1, "the late answer reaches nobody: {next:?}");
+    assert_eq!(next[0].0, OLD, "then the waiting request goes out");
+    let own = answer(json!({"header":{"status":"0"},"payload":{"type":"old","data":"own"}}));
+    r.handler_message(OLD, own, now, &mut out);
+    let reply = sent(&mut out);
+    assert_eq!(reply[0].1["header"]["id"], "next");
+    assert_eq!(reply[0].1["data"], "own");
+}
