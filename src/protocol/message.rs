@@ -20,13 +20,35 @@ pub const MAX_TYPE_LEN: usize = 64;
 pub const MAX_ID_LEN: usize = 128;
 
 /// `header.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Success.
     Ok,
     /// Failure; `data` says why.
     Error,
+}
+
+/// By hand rather than derived, so that a status of the wrong JSON type is a data error naming
+/// the field (`invalid_message`), not a syntax error (`invalid_json`).
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Status;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"ok\" or \"error\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Status, E> {
+                match v {
+                    "ok" => Ok(Status::Ok),
+                    "error" => Ok(Status::Error),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `header.kind` of what the server sends to a client.
@@ -89,7 +111,11 @@ impl Payload {
         serde_json::from_str(text).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::InvalidMessage,
-                format!("bad data for {:?}: {}", self.kind, strip_position(&e)),
+                format!(
+                    "bad data for {:?}: {}",
+                    self.kind,
+                    plain_words(&strip_position(&e))
+                ),
             )
         })
     }
@@ -858,6 +884,23 @@ mod tests {
         assert_eq!(err.code, ErrorCode::BadHandlerReply);
         let err = parse(r#"{"header":{"status":"maybe"}}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn builtin_data_errors_name_no_rust_types() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct PasswdData {
+            old: String,
+        }
+        let payload = Payload::new(
+            "bester.passwd",
+            Some(RawValue::from_string("5".into()).unwrap()),
+        );
+        assert_eq!(
+            payload.data_as::<PasswdData>().unwrap_err().error,
+            "bad data for \"bester.passwd\": invalid type: integer `5`, expected an object"
+        );
     }
 
     #[test]
