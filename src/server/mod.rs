@@ -53,6 +53,9 @@ const MAX_ACCEPTS_PER_EVENT: usize = 256;
 const SCRATCH_SIZE: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last frames.
 const LINGER: Duration = Duration::from_secs(2);
+/// While starting, how often readiness is looked at again: a dialled handler's socket appearing
+/// wakes nothing, and a configuration with no handlers to wait for has nothing to wake the loop.
+const STARTUP_RECHECK: Duration = Duration::from_millis(50);
 /// How long shutdown waits for clients to take their last frames, and handlers to exit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -359,7 +362,10 @@ impl Server {
         consider(self.timers.peek().map(|Reverse((at, _))| *at));
         consider(self.supervisor.next_deadline());
         consider(self.next_dial());
-        consider(self.startup_deadline);
+        consider(
+            self.startup_deadline
+                .map(|at| at.min(now + STARTUP_RECHECK)),
+        );
         consider(self.shutdown_deadline);
         next.map(|at| at.saturating_duration_since(now))
     }
