@@ -17,8 +17,10 @@
 //!   actions, flushes; the listener table (`[server] listen` and `[[listeners]]`) in
 //!   `server/listeners.rs`, client sessions and built-ins in `server/client.rs`, handler links in
 //!   `server/handlers.rs`. The built-in web client (`src/web/`) is served by WebSocket listeners.
-//! - [`handler`]: the runtime directory for handler sockets and the [`handler::Supervisor`] that
-//!   starts, reaps and restarts handler processes.
+//! - [`handler`]: the runtime directory for handler sockets, the [`handler::Supervisor`] that
+//!   starts, reaps and restarts handler processes, and the [`handler::Dialer`] for handlers the
+//!   broker connects to (`connect`, dialled per request by `server/dial.rs`; matched to their
+//!   requests by order or connection in `router/correlate.rs`).
 //! - [`federation`]: the peer handshake; peer links live in `server/peers.rs`, their routing in
 //!   `router/federation.rs`, their frames in [`protocol::peer`].
 //! - [`auth`]: the argon2id user store (atomic 0600 writes) and the verifier threads that keep
