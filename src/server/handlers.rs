@@ -66,6 +66,7 @@ impl Server {
                         );
                     }
                 }
+                self.stats.error(error.code, false);
                 self.send(id, handler_error_report(None, None, &error));
             }
         }
