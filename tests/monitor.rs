@@ -827,3 +827,88 @@ fn a_thousand_idle_monitoring_connections_are_capped_and_timed_out() {
     assert_eq!(status["monitor"]["connections"], 1, "only this request's");
     assert!(b.is_running());
 }
+
+#[test]
+fn peers_show_link_state_and_message_figures() {
+    let secret = "secret-shared-by-a-and-b";
+    let faulty = handler("python3", "tests/handlers/faulty.py");
+    let a = Broker::launch(
+        "a",
+        "127.0.0.1:0",
+        "",
+        &format!("[handlers.faulty]\n{faulty}\n[peers.b]\nsecret = {secret:?}\n{MONITOR}"),
+        &[("alice", "alice-pw")],
+    );
+    let m = monitor_addr(&a);
+    let mut b = Broker::launch(
+        "b",
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "[handlers.faulty]\n{faulty}\n[peers.a]\nsecret = {secret:?}\naddress = \"{}\"\n",
+            a.addr
+        ),
+        &[("alice", "alice-pw")],
+    );
+    let up = eventually("the link to b", || {
+        let p = get_json(m, "/peers");
+        (p["peers"][0]["state"] == "up").then_some(p)
+    });
+    assert_eq!(up["peers"][0]["name"], "b");
+    assert_eq!(up["peers"][0]["address"], Value::Null, "b dials a");
+
+    let mut alice = a.login("alice", "alice-pw");
+    let r = alice
+        .request(
+            "1",
+            "faulty",
+            &json!({"action": "to_servers", "servers": ["b", "nope"], "data": {"action": "echo"}}),
+        )
+        .unwrap();
+    assert_eq!(r["header"]["servers"]["b"]["status"], "ok", "{r}");
+    assert_eq!(
+        r["header"]["servers"]["nope"]["code"], "unknown_peer",
+        "{r}"
+    );
+    let r = alice
+        .request(
+            "2",
+            "faulty",
+            &json!({"action": "to_servers", "servers": ["b"], "data": {"action": "what"}}),
+        )
+        .unwrap();
+    assert_eq!(r["header"]["servers"]["b"]["code"], "bad_request", "{r}");
+
+    let p = get_json(m, "/peers");
+    let row = &p["peers"][0];
+    assert_eq!(
+        (&row["sent"], &row["acked"], &row["failed"]),
+        (&json!(2), &json!(1), &json!(1))
+    );
+    assert_eq!(row["ack_latency_us"]["count"], 2);
+    let status = get_json(m, "/status");
+    assert_eq!(status["connections"]["peer"], json!({"now": 1, "total": 1}));
+    assert_eq!(status["errors"]["unknown_peer"], 1);
+    let metrics = Metrics::parse(&get(m, "/metrics").1);
+    assert_eq!(metrics.get("besterd_peer_up", &[("peer", "b")]), 1.0);
+    assert_eq!(
+        metrics.get("besterd_peer_messages_acked_total", &[("peer", "b")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.get("besterd_peer_ack_latency_seconds_count", &[("peer", "b")]),
+        2.0
+    );
+
+    let since_up = row["since"].as_f64().unwrap();
+    assert!(b.stop().success());
+    let down = eventually("the link to b to be down", || {
+        let p = get_json(m, "/peers");
+        (p["peers"][0]["state"] == "down").then_some(p)
+    });
+    assert!(down["peers"][0]["since"].as_f64().unwrap() >= since_up);
+    assert_eq!(
+        Metrics::parse(&get(m, "/metrics").1).get("besterd_peer_up", &[("peer", "b")]),
+        0.0
+    );
+}
