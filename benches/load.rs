@@ -2,7 +2,12 @@
 //! measures them from client threads. Run by hand or with `scripts/bench.sh`; nothing here is
 //! asserted in the test suite, since shared machines are noisy.
 //!
-//!   cargo bench --bench load -- [rtt] [throughput] [misbehave] [idle] [slow] [federation]
+//!   cargo bench --bench load -- [rtt] [throughput] [misbehave] [idle] [slow] [federation] [metrics]
+//!
+//! `metrics` measures what the figures cost: pipelined throughput (Python echo, and the built-in
+//! ping, which only the broker answers) with the monitoring port off, with it on and scraped every
+//! 100 ms, and, when `BESTERD_BASELINE_BIN` names a build without the figures, that build; three
+//! rounds, interleaved, and the ratio of the medians.
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
@@ -38,6 +43,7 @@ fn main() {
         "idle",
         "slow",
         "federation",
+        "metrics",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -57,6 +63,7 @@ fn main() {
             "idle" => idle(),
             "slow" => slow(),
             "federation" => federation(),
+            "metrics" => metrics(),
             _ => unreachable!(),
         };
         for (k, v) in result.as_object().unwrap() {
@@ -83,10 +90,19 @@ fn raise_fd_limit() {
 
 /// A broker with the Python echo handler (`processes` copies) and `users` users u0.. (password pw).
 fn broker(server_keys: &str, processes: usize, users: usize) -> Broker {
+    broker_keys_tables(server_keys, "", processes, users)
+}
+
+/// [`broker`] with more tables (e.g. `[monitor]`) and no extra `[server]` keys.
+fn broker_with(tables: &str, processes: usize, users: usize) -> Broker {
+    broker_keys_tables("", tables, processes, users)
+}
+
+fn broker_keys_tables(server_keys: &str, more: &str, processes: usize, users: usize) -> Broker {
     let names: Vec<String> = (0..users).map(|i| format!("u{i}")).collect();
     let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "pw")).collect();
     let tables = format!(
-        "[handlers.echo]\n{}\nprocesses = {processes}\n",
+        "[handlers.echo]\n{}\nprocesses = {processes}\n{more}",
         handler("python3", "handlers/python/echo.py")
     );
     let keys = format!(
@@ -145,8 +161,41 @@ fn rtt() -> Value {
 }
 
 fn throughput() -> Value {
-    let (conns, window, secs) = (50, 32, 10);
-    let b = broker("", 2, conns);
+    throughput_of("echo", "", 10, false)
+}
+
+/// `conns` clients each keeping `window` requests of type `kind` in flight for `secs` seconds.
+/// With `scrape`, a thread reads /metrics and /connections from the monitoring port every 100 ms.
+fn throughput_of(kind: &str, tables: &str, secs: u64, scrape: bool) -> Value {
+    let (conns, window) = (50, 32);
+    // The monitoring port on a port picked now (the bench logs at warn level: no address line).
+    let addr: std::net::SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let tables = if scrape {
+        format!("{tables}[monitor]\nlisten = \"{addr}\"\n")
+    } else {
+        tables.to_string()
+    };
+    let b = broker_with(&tables, 2, conns);
+    let scraper = scrape.then(|| {
+        let stop = Instant::now() + Duration::from_secs(secs);
+        thread::spawn(move || {
+            let mut scrapes = 0u64;
+            while Instant::now() < stop {
+                for path in ["/metrics", "/connections"] {
+                    if let Ok(mut s) = TcpStream::connect(addr) {
+                        let _ = write!(s, "GET {path} HTTP/1.1\r\n\r\n");
+                        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+                        scrapes += 1;
+                    }
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            scrapes
+        })
+    });
+    let kind = kind.to_string();
     let clients: Vec<Client> = (0..conns).map(|i| login(&b, &format!("u{i}"))).collect();
     let lost = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -156,6 +205,7 @@ fn throughput() -> Value {
     let mut threads = Vec::new();
     for mut c in clients {
         let (lost, done, errors) = (lost.clone(), done.clone(), errors.clone());
+        let kind = kind.clone();
         threads.push(thread::spawn(move || {
             let mut waiting: HashSet<u64> = HashSet::new();
             let mut next = 0u64;
@@ -163,7 +213,7 @@ fn throughput() -> Value {
             let mut sent_at = std::collections::HashMap::new();
             loop {
                 while waiting.len() < window && Instant::now() < deadline {
-                    c.message(&next.to_string(), "echo", &json!(next)).unwrap();
+                    c.message(&next.to_string(), &kind, &json!(next)).unwrap();
                     waiting.insert(next);
                     sent_at.insert(next, Instant::now());
                     next += 1;
@@ -177,7 +227,12 @@ fn throughput() -> Value {
                 };
                 let id: u64 = r["header"]["id"].as_str().unwrap().parse().unwrap();
                 assert!(waiting.remove(&id), "reply {id} twice or unasked");
-                if r["header"]["status"] != "ok" || r["data"] != json!(id) {
+                let want = if kind == "echo" {
+                    json!(id)
+                } else {
+                    json!("pong")
+                };
+                if r["header"]["status"] != "ok" || r["data"] != want {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
                 samples.push(sent_at.remove(&id).unwrap().elapsed());
@@ -191,7 +246,9 @@ fn throughput() -> Value {
         .flat_map(|t| t.join().unwrap())
         .collect();
     let elapsed = start.elapsed().as_secs_f64();
+    let scrapes = scraper.map_or(0, |t| t.join().unwrap());
     json!({
+        "kind": kind, "scrapes": scrapes,
         "connections": conns, "window": window, "handler_processes": 2,
         "requests_per_s": (done.load(Ordering::Relaxed) as f64 / elapsed).round(),
         "latency": percentiles(samples),
@@ -423,4 +480,72 @@ fn federation() -> Value {
     drop(bb);
     json!({"one_server": percentiles(local), "across_two_servers": percentiles(remote),
            "median_ratio": (r / l * 100.0).round() / 100.0})
+}
+
+/// What the figures cost: throughput with the monitoring port off, on and scraped, and (with
+/// `BESTERD_BASELINE_BIN`) a build without the figures; three interleaved rounds, medians, ratios.
+fn metrics() -> Value {
+    let current = std::env::var_os("BESTERD_BIN");
+    let baseline = std::env::var_os("BESTERD_BASELINE_BIN");
+    let mut variants: Vec<(&str, &str, bool)> = vec![("off", "", false), ("scraped", "", true)];
+    if baseline.is_some() {
+        variants.insert(0, ("baseline", "", false));
+    }
+    let mut figures = serde_json::Map::new();
+    for kind in ["echo", "bester.ping"] {
+        let mut runs: Vec<(String, Vec<f64>)> = variants
+            .iter()
+            .map(|(name, _, _)| (name.to_string(), Vec::new()))
+            .collect();
+        for round in 0..3 {
+            for (i, (name, tables, scrape)) in variants.iter().enumerate() {
+                let bin = if *name == "baseline" {
+                    &baseline
+                } else {
+                    &current
+                };
+                // SAFETY: no other thread is running between scenarios.
+                unsafe {
+                    match bin {
+                        Some(bin) => std::env::set_var("BESTERD_BIN", bin),
+                        None => std::env::remove_var("BESTERD_BIN"),
+                    }
+                }
+                let r = throughput_of(kind, tables, 5, *scrape);
+                assert_eq!(
+                    (r["errors"].as_u64(), r["lost"].as_u64()),
+                    (Some(0), Some(0)),
+                    "{r}"
+                );
+                let rate = r["requests_per_s"].as_f64().unwrap();
+                eprintln!(
+                    "metrics {kind} round {round} {name}: {rate} req/s (scrapes {})",
+                    r["scrapes"]
+                );
+                runs[i].1.push(rate);
+            }
+        }
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut row = serde_json::Map::new();
+        let reference = median(&runs[0].1);
+        for (name, rates) in &runs {
+            row.insert(
+                name.clone(),
+                json!({"runs": rates, "median": median(rates), "ratio_to_first": median(rates) / reference}),
+            );
+        }
+        figures.insert(kind.to_string(), Value::Object(row));
+    }
+    // SAFETY: as above.
+    unsafe {
+        match &current {
+            Some(bin) => std::env::set_var("BESTERD_BIN", bin),
+            None => std::env::remove_var("BESTERD_BIN"),
+        }
+    }
+    Value::Object(figures)
 }

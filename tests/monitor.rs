@@ -484,6 +484,20 @@ fn bad_paths_methods_and_queries_are_answered() {
     );
     let page = get_json(m, "/connections?user=nobody");
     assert_eq!(page["total"], 0);
+    // A client that half-closes right after its request is still answered.
+    let mut s = TcpStream::connect(m).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert!(text.ends_with("\r\n\r\n{\"status\":\"ok\"}"), "{text:?}");
+    // One that leaves mid-request is simply closed, and the port keeps serving.
+    let mut s = TcpStream::connect(m).unwrap();
+    s.write_all(b"GET /sta").unwrap();
+    drop(s);
+    assert_eq!(get(m, "/healthz").0, 200);
 }
 
 #[test]
@@ -911,4 +925,46 @@ fn peers_show_link_state_and_message_figures() {
         Metrics::parse(&get(m, "/metrics").1).get("besterd_peer_up", &[("peer", "b")]),
         0.0
     );
+}
+
+#[test]
+fn healthz_says_draining_while_the_last_output_lingers() {
+    let b = broker("");
+    let m = monitor_addr(&b);
+    let mut alice = b.login("alice", "alice-pw");
+    // bob stops reading; alice pushes to him until the broker itself holds output for him (the
+    // kernel buffers are full), so that shutting down has to wait for his connection.
+    let bob = b.login("bob", "bob-pw");
+    let pad = "x".repeat(500_000);
+    let mut n = 0;
+    eventually("output queued for bob", || {
+        n += 1;
+        let r = alice
+            .request(
+                &format!("p{n}"),
+                "faulty",
+                &json!({"action": "send_to", "users": ["bob"], "pad": pad}),
+            )
+            .unwrap();
+        assert_eq!(r["header"]["delivered"], json!(["bob"]), "{r}");
+        let page = get_json(m, "/connections?user=bob");
+        (page["connections"][0]["queued_output_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0)
+        .then_some(())
+    });
+    let out = ctl(&b, &["drain"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "draining: no new clients; exiting once in-flight work is answered\n"
+    );
+    assert_eq!(
+        get(m, "/healthz"),
+        (
+            503,
+            r#"{"status":"unavailable","reason":"draining: the server is shutting down"}"#.into()
+        )
+    );
+    drop(bob);
 }

@@ -267,13 +267,18 @@ impl Server {
     }
 }
 
-/// Read what is there and try to parse a request. `Err` when the connection is gone.
+/// Read what is there and try to parse a request. `Err` when the connection is gone before a
+/// whole request arrived (a client may half-close right after its request: that is answered).
 fn read_request(conn: &mut HttpConn, scratch: &mut [u8]) -> Result<Parsed, ()> {
+    let mut eof = false;
     loop {
         let room = MAX_REQUEST + 1 - conn.input.len();
         let cap = room.min(scratch.len());
         match conn.stream.read(&mut scratch[..cap]) {
-            Ok(0) => return Err(()),
+            Ok(0) => {
+                eof = true;
+                break;
+            }
             Ok(n) => {
                 conn.input.extend_from_slice(&scratch[..n]);
                 if conn.input.len() > MAX_REQUEST {
@@ -285,7 +290,10 @@ fn read_request(conn: &mut HttpConn, scratch: &mut [u8]) -> Result<Parsed, ()> {
             Err(_) => return Err(()),
         }
     }
-    Ok(parse(&conn.input))
+    match parse(&conn.input) {
+        Parsed::Partial if eof => Err(()),
+        parsed => Ok(parsed),
+    }
 }
 
 /// Parse a request from the bytes received so far.
