@@ -126,6 +126,22 @@ fn percentiles(mut samples: Vec<Duration>) -> Value {
     json!({"n": samples.len(), "p50_us": at(0.5), "p99_us": at(0.99), "p999_us": at(0.999)})
 }
 
+/// CPU time (user + system) a process has used so far, in microseconds.
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    fields.iter().sum::<u64>() * 1_000_000 / ticks
+}
+
 /// Resident and peak resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -200,6 +216,7 @@ fn throughput_of(kind: &str, tables: &str, secs: u64, scrape: bool) -> Value {
     let lost = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_us(b.pid());
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut threads = Vec::new();
@@ -247,7 +264,10 @@ fn throughput_of(kind: &str, tables: &str, secs: u64, scrape: bool) -> Value {
         .collect();
     let elapsed = start.elapsed().as_secs_f64();
     let scrapes = scraper.map_or(0, |t| t.join().unwrap());
+    let cpu = cpu_us(b.pid()).saturating_sub(cpu_before);
+    let answered = done.load(Ordering::Relaxed).max(1);
     json!({
+        "broker_cpu_us_per_request": (cpu as f64 / answered as f64 * 100.0).round() / 100.0,
         "kind": kind, "scrapes": scrapes,
         "connections": conns, "window": window, "handler_processes": 2,
         "requests_per_s": (done.load(Ordering::Relaxed) as f64 / elapsed).round(),
@@ -493,9 +513,10 @@ fn metrics() -> Value {
     }
     let mut figures = serde_json::Map::new();
     for kind in ["echo", "bester.ping"] {
-        let mut runs: Vec<(String, Vec<f64>)> = variants
+        // Per variant: (requests per second, broker CPU µs per request) of each round.
+        let mut runs: Vec<(String, Vec<f64>, Vec<f64>)> = variants
             .iter()
-            .map(|(name, _, _)| (name.to_string(), Vec::new()))
+            .map(|(name, _, _)| (name.to_string(), Vec::new(), Vec::new()))
             .collect();
         for round in 0..3 {
             for (i, (name, tables, scrape)) in variants.iter().enumerate() {
@@ -518,11 +539,13 @@ fn metrics() -> Value {
                     "{r}"
                 );
                 let rate = r["requests_per_s"].as_f64().unwrap();
+                let cpu = r["broker_cpu_us_per_request"].as_f64().unwrap();
                 eprintln!(
-                    "metrics {kind} round {round} {name}: {rate} req/s (scrapes {})",
+                    "metrics {kind} round {round} {name}: {rate} req/s, broker {cpu} µs CPU per request (scrapes {})",
                     r["scrapes"]
                 );
                 runs[i].1.push(rate);
+                runs[i].2.push(cpu);
             }
         }
         let median = |v: &[f64]| {
@@ -531,11 +554,16 @@ fn metrics() -> Value {
             v[v.len() / 2]
         };
         let mut row = serde_json::Map::new();
-        let reference = median(&runs[0].1);
-        for (name, rates) in &runs {
+        let (rate0, cpu0) = (median(&runs[0].1), median(&runs[0].2));
+        for (name, rates, cpus) in &runs {
             row.insert(
                 name.clone(),
-                json!({"runs": rates, "median": median(rates), "ratio_to_first": median(rates) / reference}),
+                json!({
+                    "requests_per_s": rates, "median": median(rates),
+                    "ratio_to_first": median(rates) / rate0,
+                    "cpu_us_per_request": cpus, "cpu_median": median(cpus),
+                    "cpu_ratio_to_first": median(cpus) / cpu0,
+                }),
             );
         }
         figures.insert(kind.to_string(), Value::Object(row));
