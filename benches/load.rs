@@ -9,6 +9,11 @@
 //! 100 ms, and, when `BESTERD_BASELINE_BIN` names a build without the figures, that build; three
 //! rounds, interleaved, and the ratio of the medians.
 //!
+//! `instructions` counts what the broker executes per request with valgrind's callgrind, which
+//! does not depend on what else the machine runs: the broker answers N and then 3N pipelined
+//! pings (and Python echo requests), and the difference of the instruction totals divided by 2N
+//! is the cost of one request, for this build and for `BESTERD_BASELINE_BIN`.
+//!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
 
@@ -44,6 +49,7 @@ fn main() {
         "slow",
         "federation",
         "metrics",
+        "instructions",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -64,6 +70,7 @@ fn main() {
             "slow" => slow(),
             "federation" => federation(),
             "metrics" => metrics(),
+            "instructions" => instructions(),
             _ => unreachable!(),
         };
         for (k, v) in result.as_object().unwrap() {
@@ -575,5 +582,91 @@ fn metrics() -> Value {
             None => std::env::remove_var("BESTERD_BIN"),
         }
     }
+    Value::Object(figures)
+}
+
+/// Instructions per request, counted by callgrind (see the module doc).
+fn instructions() -> Value {
+    let current =
+        std::env::var_os("BESTERD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_besterd").into());
+    let mut builds = vec![("current", current.clone())];
+    if let Some(baseline) = std::env::var_os("BESTERD_BASELINE_BIN") {
+        builds.insert(0, ("baseline", baseline));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut figures = serde_json::Map::new();
+    for kind in ["bester.ping", "echo"] {
+        let n = if kind == "echo" { 4_000 } else { 10_000 };
+        let mut row = serde_json::Map::new();
+        for (name, bin) in &builds {
+            let wrapper = dir.path().join(format!("{name}.sh"));
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=/dev/null {:?} \"$@\"\n",
+                    bin.to_string_lossy()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(
+                &wrapper,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
+            let mut totals = Vec::new();
+            for count in [n, 3 * n] {
+                // SAFETY: no other thread is running.
+                unsafe { std::env::set_var("BESTERD_BIN", &wrapper) };
+                let mut b = broker("handler_startup_timeout_ms = 60000", 1, 4);
+                let clients: Vec<Client> = (0..4).map(|i| login(&b, &format!("u{i}"))).collect();
+                let threads: Vec<_> = clients
+                    .into_iter()
+                    .map(|mut c| {
+                        let kind = kind.to_string();
+                        thread::spawn(move || {
+                            let (mut sent, mut got) = (0, 0);
+                            while got < count / 4 {
+                                while sent < count / 4 && sent - got < 32 {
+                                    c.message(&sent.to_string(), &kind, &json!(sent)).unwrap();
+                                    sent += 1;
+                                }
+                                let r = c.recv().unwrap().unwrap();
+                                assert_eq!(r["header"]["status"], "ok", "{r}");
+                                got += 1;
+                            }
+                        })
+                    })
+                    .collect();
+                for t in threads {
+                    t.join().unwrap();
+                }
+                assert!(b.stop().success());
+                let log = b.log();
+                let total: u64 = log
+                    .lines()
+                    .find_map(|l| {
+                        l.split_once("Collected : ")
+                            .map(|(_, n)| n.trim().to_string())
+                    })
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("no callgrind total in the log:\n{log}"));
+                eprintln!("instructions {kind} {name} {count} requests: {total}");
+                totals.push(total);
+            }
+            let per = (totals[1] - totals[0]) as f64 / (2 * n) as f64;
+            row.insert(
+                name.to_string(),
+                json!({"totals": totals, "per_request": per.round()}),
+            );
+        }
+        if let (Some(base), Some(cur)) = (row.get("baseline"), row.get("current")) {
+            let ratio =
+                cur["per_request"].as_f64().unwrap() / base["per_request"].as_f64().unwrap();
+            row.insert("ratio".into(), json!(ratio));
+        }
+        figures.insert(kind.to_string(), Value::Object(row));
+    }
+    // SAFETY: as above.
+    unsafe { std::env::set_var("BESTERD_BIN", &current) };
     Value::Object(figures)
 }
