@@ -292,9 +292,12 @@ fn check_config_warns_when_the_monitoring_port_is_not_on_loopback() {
         check("0.0.0.0:8222"),
         (
             Some(0),
-            "warning: monitor.listen: 0.0.0.0:8222 is not a loopback address; the monitoring port \
-             has no authentication and shows users, addresses and figures to anyone who can reach it\n"
-                .into()
+            format!(
+                "{}: warning: monitor.listen: 0.0.0.0:8222 is not a loopback address; the \
+                 monitoring port has no authentication and shows users, addresses and figures to \
+                 anyone who can reach it\n",
+                dir.path().join("m.toml").display()
+            )
         )
     );
     assert_eq!(

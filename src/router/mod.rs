@@ -14,12 +14,13 @@
 //!   timed out, with one report per server;
 //! - a request whose handler goes away or times out is answered with an error, never dropped.
 
+mod correlate;
 mod federation;
 mod id;
 mod respond;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -33,6 +34,7 @@ use crate::protocol::message::{
     Status, handler_error_report, handler_request, to_body,
 };
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
+pub use correlate::{Correlate, HandlerMode};
 pub use id::ConnId;
 
 use federation::{Fanout, PeerEntry, Remote};
@@ -57,6 +59,22 @@ pub enum Action {
         body: Vec<u8>,
         /// The request's token.
         token: u64,
+    },
+    /// Connect to a handler of this type that listens on its own socket (`correlate =
+    /// "connection"`), send it this request, and report with [`Router::dial_opened`] or
+    /// [`Router::dial_failed`].
+    Dial {
+        /// The handler type.
+        kind: String,
+        /// The request's token.
+        token: u64,
+        /// The JSON body.
+        body: Vec<u8>,
+    },
+    /// Close this handler connection (a dialled connection whose one request is over).
+    Close {
+        /// The connection.
+        conn: ConnId,
     },
 }
 
@@ -116,6 +134,12 @@ struct Pool {
     links: Vec<ConnId>,
     max_inflight: usize,
     next: usize,
+    mode: HandlerMode,
+    /// Requests (token, body) waiting for a free connection (`order`) or a dial slot
+    /// (`connection`), oldest first.
+    waiting: VecDeque<(u64, Vec<u8>)>,
+    /// Dialled connections open or being opened (`connection`).
+    open: usize,
     /// Index of this type's figures in `RouterStats::handlers`.
     stat: usize,
 }
@@ -124,6 +148,12 @@ struct Pool {
 struct Link {
     kind: String,
     inflight: usize,
+    correlate: Correlate,
+    /// The one request in flight on an `order` or `connection` link.
+    current: Option<u64>,
+    /// `order`: answers still owed for requests that timed out. The next answers on the link are
+    /// theirs and are dropped; until then the link gets no new request.
+    late: usize,
 }
 
 #[derive(Debug)]
@@ -135,7 +165,8 @@ struct Client {
 #[derive(Debug)]
 struct Pending {
     origin: Origin,
-    handler: ConnId,
+    /// The handler connection it went to; `None` while waiting or being dialled.
+    handler: Option<ConnId>,
     kind: String,
     from: Sender,
     scope: Scope,
@@ -210,14 +241,28 @@ impl Router {
 
     /// Declare a configured handler type (it exists even while no handler is connected).
     pub fn add_type(&mut self, kind: &str, max_inflight: usize) {
+        self.add_type_with(
+            kind,
+            HandlerMode {
+                max_inflight,
+                ..HandlerMode::default()
+            },
+        );
+    }
+
+    /// Declare a handler type with how its answers are correlated.
+    pub fn add_type_with(&mut self, kind: &str, mode: HandlerMode) {
         let stat = self.stats.handlers.len();
         self.stats.handlers.push(HandlerStats::default());
         self.pools.insert(
             kind.to_string(),
             Pool {
                 links: Vec::new(),
-                max_inflight,
+                max_inflight: mode.max_inflight,
                 next: 0,
+                mode,
+                waiting: VecDeque::new(),
+                open: 0,
                 stat,
             },
         );
@@ -243,6 +288,9 @@ impl Router {
                 Link {
                     kind: kind.to_string(),
                     inflight: 0,
+                    correlate: pool.mode.correlate,
+                    current: None,
+                    late: 0,
                 },
             );
         }
@@ -250,16 +298,14 @@ impl Router {
 
     /// A handler connection closed: everything in flight to it is answered `handler_unavailable`.
     pub fn handler_gone(&mut self, conn: ConnId, out: &mut Vec<Action>) {
-        let Some(link) = self.links.remove(&conn) else {
+        let Some(link) = self.links.get(&conn) else {
             return;
         };
-        if let Some(pool) = self.pools.get_mut(&link.kind) {
-            pool.links.retain(|c| *c != conn);
-        }
+        let kind = link.kind.clone();
         let mut lost: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.handler == conn)
+            .filter(|(_, p)| p.handler == Some(conn))
             .map(|(token, _)| *token)
             .collect();
         lost.sort_unstable();
@@ -273,6 +319,14 @@ impl Router {
                 out,
             );
         }
+        let link = self.links.remove(&conn).expect("looked up above");
+        if let Some(pool) = self.pools.get_mut(&kind) {
+            pool.links.retain(|c| *c != conn);
+            if link.correlate == Correlate::Connection {
+                pool.open = pool.open.saturating_sub(1);
+            }
+        }
+        self.pump(out);
     }
 
     /// Handler connections per configured type.
@@ -351,7 +405,7 @@ impl Router {
         };
         let pending = Pending {
             origin: Origin::Client { conn, id: msg.id },
-            handler: conn,
+            handler: None,
             kind: msg.payload.kind.clone(),
             from: Sender {
                 user: Some(client.user.clone()),
@@ -383,6 +437,10 @@ impl Router {
                 out,
             );
         };
+        pending.stat = pool.stat;
+        if pool.mode.correlate != Correlate::Request {
+            return self.dispatch_one_at_a_time(pending, payload, now, out);
+        }
         // Least loaded link, ties broken round-robin.
         let count = pool.links.len();
         let chosen = (0..count)
@@ -416,6 +474,27 @@ impl Router {
                 out,
             );
         }
+        let Some((token, body)) = self.request_body(&pending, payload, out) else {
+            return;
+        };
+        self.links.get_mut(&handler).expect("chosen above").inflight += 1;
+        out.push(Action::Request {
+            to: handler,
+            body,
+            token,
+        });
+        pending.handler = Some(handler);
+        self.track(token, pending, now);
+    }
+
+    /// A token and the request body for `pending`, or `None` (origin answered) when the request
+    /// would be over the frame limit.
+    fn request_body(
+        &mut self,
+        pending: &Pending,
+        payload: &Payload,
+        out: &mut Vec<Action>,
+    ) -> Option<(u64, Vec<u8>)> {
         let token = self.next_id();
         let body = handler_request(
             &token.to_string(),
@@ -425,28 +504,26 @@ impl Router {
             payload,
         );
         if body.len() > self.config.max_frame {
-            self.ended(stat, RequestOutcome::Error);
+            self.ended(pending.stat, RequestOutcome::Error);
             let text = too_large(
                 body.len(),
                 self.config.max_frame,
                 &format!("the {:?} handler", pending.kind),
             );
-            return self.fail(
+            self.fail(
                 &pending.origin,
                 ErrorBody::new(ErrorCode::FrameTooLarge, text),
                 out,
             );
+            return None;
         }
-        self.links.get_mut(&handler).expect("chosen above").inflight += 1;
-        out.push(Action::Request {
-            to: handler,
-            body,
-            token,
-        });
-        pending.handler = handler;
-        pending.stat = stat;
+        Some((token, body))
+    }
+
+    /// Keep a request in flight (or waiting) until answered or timed out.
+    fn track(&mut self, token: u64, mut pending: Pending, now: Instant) {
         pending.sent_at = now;
-        self.stats.handlers[stat].in_flight += 1;
+        self.stats.handlers[pending.stat].in_flight += 1;
         self.count_pending(&pending.origin, 1);
         self.pending.insert(token, pending);
         self.deadlines.push(Reverse((
@@ -458,8 +535,11 @@ impl Router {
     /// Remove a pending request, keeping the per-link and per-client counts right.
     fn take_pending(&mut self, token: u64) -> Option<Pending> {
         let pending = self.pending.remove(&token)?;
-        if let Some(link) = self.links.get_mut(&pending.handler) {
+        if let Some(link) = pending.handler.and_then(|h| self.links.get_mut(&h)) {
             link.inflight = link.inflight.saturating_sub(1);
+            if link.current == Some(token) {
+                link.current = None;
+            }
         }
         let stats = &mut self.stats.handlers[pending.stat];
         stats.in_flight = stats.in_flight.saturating_sub(1);
@@ -479,13 +559,24 @@ impl Router {
             return;
         };
         let kind = link.kind.clone();
+        let current = link.current;
+        let correlate = link.correlate;
         let Some(token) = msg.request.as_deref() else {
+            // A handler correlated by order or connection answers without a token.
+            if let Some(token) = current {
+                let pending = self.take_pending(token).expect("current is pending");
+                self.route_answer(conn, pending, msg, now, out);
+                return self.one_answered(conn, correlate, out);
+            }
+            if self.drop_late_answer(conn, out) {
+                return;
+            }
             return self.handler_push(conn, &kind, msg, now, out);
         };
         let owned = token
             .parse::<u64>()
             .ok()
-            .filter(|t| self.pending.get(t).is_some_and(|p| p.handler == conn));
+            .filter(|t| self.pending.get(t).is_some_and(|p| p.handler == Some(conn)));
         let Some(token) = owned else {
             let error = ErrorBody::new(
                 ErrorCode::BadHandlerReply,
@@ -499,6 +590,7 @@ impl Router {
         };
         let pending = self.take_pending(token).expect("checked above");
         self.route_answer(conn, pending, msg, now, out);
+        self.one_answered(conn, correlate, out);
     }
 
     /// Route a handler's answer to the request it answers.
@@ -524,6 +616,10 @@ impl Router {
             let data = msg.payload.as_ref().and_then(|p| p.data.as_deref());
             match data.and_then(|d| serde_json::from_str::<HandlerErrorBody>(d.get()).ok()) {
                 Some(error) => self.respond_error(&pending.origin, &error, out),
+                None if msg.status_code.is_some() => {
+                    let status = msg.status_code.as_deref().unwrap_or_default();
+                    self.fail_status(&pending.origin, &pending.kind, status, out);
+                }
                 None => {
                     let text = format!("the {:?} handler reported an error", pending.kind);
                     self.fail(
@@ -732,6 +828,7 @@ impl Router {
                 out,
             );
         }
+        self.pump(out);
     }
 
     /// Answer every request in flight with `code` (shutdown).
@@ -788,6 +885,7 @@ impl Router {
                 Due::Request(token) => {
                     if let Some(pending) = self.take_pending(token) {
                         self.ended(pending.stat, RequestOutcome::Timeout);
+                        self.after_timeout(pending.handler, out);
                         warn!(
                             "request {token} to the {:?} handler timed out",
                             pending.kind
@@ -807,6 +905,7 @@ impl Router {
                 Due::Remote(msg) => self.remote_timed_out(msg, out),
             }
         }
+        self.pump(out);
     }
 }
 

@@ -8,6 +8,7 @@
 mod admin;
 mod client;
 mod conn;
+mod dial;
 mod handlers;
 pub mod limits;
 mod monitor;
@@ -34,7 +35,7 @@ use slab::Slab;
 use crate::auth::worker::AuthPool;
 use crate::config::{Config, EXAMPLES_PLACEHOLDER, HandlerSource};
 use crate::handler::supervisor::{ProcessSpec, socket_path_fits};
-use crate::handler::{RuntimeDir, Supervisor};
+use crate::handler::{Dialer, RuntimeDir, Supervisor};
 use crate::net::{Framed, ReadResult, Stream};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
@@ -58,6 +59,9 @@ const MAX_ACCEPTS_PER_EVENT: usize = 256;
 const SCRATCH_SIZE: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last frames.
 const LINGER: Duration = Duration::from_secs(2);
+/// While starting, how often readiness is looked at again: a dialled handler's socket appearing
+/// wakes nothing, and a configuration with no handlers to wait for has nothing to wake the loop.
+const STARTUP_RECHECK: Duration = Duration::from_millis(50);
 /// How long shutdown waits for clients to take their last frames, and handlers to exit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -96,6 +100,7 @@ pub struct Server {
     peers: BTreeMap<String, PeerSlot>,
     supervisor: Supervisor,
     handler_listeners: Vec<HandlerListener>,
+    dialer: Dialer,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     actions: Vec<Action>,
     to_close: Vec<(ConnId, String)>,
@@ -161,12 +166,14 @@ impl Server {
         });
         let mut supervisor = Supervisor::new(&config.name);
         let mut handler_listeners = Vec::new();
+        let mut dialer = Dialer::new();
         let mut examples: Option<PathBuf> = None;
-        for (i, (kind, handler)) in config.handlers.iter().enumerate() {
-            router.add_type(kind, handler.max_inflight);
-            let path = match &handler.source {
-                HandlerSource::Socket(path) => path.clone(),
-                HandlerSource::Command { .. } => runtime.socket_for(kind),
+        for (kind, handler) in &config.handlers {
+            router.add_type_with(kind, handler.mode);
+            let path = match (&handler.connect, &handler.source) {
+                (Some(path), _) => path.clone(),
+                (None, HandlerSource::Socket(path)) => path.clone(),
+                (None, _) => runtime.socket_for(kind),
             };
             if !socket_path_fits(&path) {
                 return Err(io::Error::other(format!(
@@ -174,19 +181,28 @@ impl Server {
                     path.display()
                 )));
             }
-            match std::fs::remove_file(&path) {
-                Ok(()) => debug!("removed stale socket {}", path.display()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-            }
-            let mut unix = UnixListener::bind(&path).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
-            })?;
-            poll.registry().register(
-                &mut unix,
-                mio::Token(HANDLER_LISTENER_BASE + i),
-                Interest::READABLE,
-            )?;
+            // A handler besterd dials owns its socket: nothing to bind here.
+            let listener = if handler.connect.is_some() {
+                dialer.add(kind, &path);
+                None
+            } else {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => debug!("removed stale socket {}", path.display()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+                    }
+                }
+                let mut unix = UnixListener::bind(&path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+                })?;
+                poll.registry().register(
+                    &mut unix,
+                    mio::Token(HANDLER_LISTENER_BASE + handler_listeners.len()),
+                    Interest::READABLE,
+                )?;
+                Some(unix)
+            };
             if let HandlerSource::Command {
                 argv,
                 processes,
@@ -214,11 +230,13 @@ impl Server {
                 };
                 supervisor.add(spec, *processes, now);
             }
-            handler_listeners.push(HandlerListener {
-                kind: kind.clone(),
-                listener: unix,
-                path,
-            });
+            if let Some(listener) = listener {
+                handler_listeners.push(HandlerListener {
+                    kind: kind.clone(),
+                    listener,
+                    path,
+                });
+            }
         }
         supervisor.tick(now);
         let mut peers = BTreeMap::new();
@@ -260,6 +278,7 @@ impl Server {
             peers,
             supervisor,
             handler_listeners,
+            dialer,
             timers: BinaryHeap::new(),
             actions: Vec::new(),
             to_close: Vec::new(),
@@ -363,7 +382,10 @@ impl Server {
         consider(self.timers.peek().map(|Reverse((at, _))| *at));
         consider(self.supervisor.next_deadline());
         consider(self.next_dial());
-        consider(self.startup_deadline);
+        consider(
+            self.startup_deadline
+                .map(|at| at.min(now + STARTUP_RECHECK)),
+        );
         consider(self.shutdown_deadline);
         consider(self.control_deadline());
         next.map(|at| at.saturating_duration_since(now))
@@ -657,8 +679,12 @@ impl Server {
                 self.router.client_gone(id);
                 self.forget_ip(conn.ip);
             }
-            Role::Handler { .. } => {
-                info!("{} disconnected: {reason}", conn.context());
+            Role::Handler { dialed, .. } => {
+                if *dialed {
+                    debug!("{} closed: {reason}", conn.context());
+                } else {
+                    info!("{} disconnected: {reason}", conn.context());
+                }
                 self.router.handler_gone(id, &mut self.actions);
             }
             Role::Peer(peer) => {
@@ -693,6 +719,8 @@ impl Server {
                                 self.router.handler_refused(token, &mut self.actions);
                             }
                         }
+                        Action::Dial { kind, token, body } => self.dial(&kind, token, body),
+                        Action::Close { conn } => self.close(conn, "request answered".into()),
                     }
                 }
             } else if let Some((id, reason)) = self.to_close.pop() {
@@ -768,12 +796,18 @@ impl Server {
 
     fn check_idle(&mut self, id: ConnId, now: Instant) {
         let idle = self.config.idle_timeout;
+        let pending = self.router.pending_for(id);
         let Some(conn) = self.conn(id) else { return };
         if conn.closing.is_some() {
             return;
         }
         let due = conn.last_seen + idle;
-        if due > now {
+        if due > now || pending > 0 || conn.paused() {
+            // Never idle while requests are in flight: they count as activity.
+            if pending > 0 || conn.paused() {
+                conn.last_seen = now;
+            }
+            let due = conn.last_seen + idle;
             self.timers.push(Reverse((due, Timer::Idle(id))));
             return;
         }
@@ -815,7 +849,7 @@ impl Server {
             .supervisor
             .kinds()
             .into_iter()
-            .filter(|k| counts.get(k).copied().unwrap_or(0) == 0)
+            .filter(|k| counts.get(k).copied().unwrap_or(0) == 0 && !self.dialer.socket_exists(k))
             .collect();
         if !missing.is_empty() && now < deadline {
             return;

@@ -76,8 +76,10 @@ impl Monitor {
         })?;
         registry.register(&mut listener, MONITOR_LISTENER, Interest::READABLE)?;
         let addr = listener.local_addr()?;
-        for warning in config.warnings() {
-            warn!("{warning}");
+        for (key, warning) in config.warnings() {
+            if key.starts_with("monitor.") {
+                warn!("{key}: {warning}");
+            }
         }
         info!("monitor: listening on http://{addr} (unauthenticated; keep it on loopback)");
         Ok(Some(Monitor {

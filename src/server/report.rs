@@ -52,7 +52,8 @@ pub(super) struct PeerRow<'a> {
 
 impl Server {
     /// Ok while serving; otherwise why not: starting, draining, or handler types with no
-    /// process connected.
+    /// process connected (types besterd dials per request, `connect`, have none between
+    /// requests and are left out).
     pub(super) fn health(&self) -> Result<(), String> {
         if self.shutdown_deadline.is_some() {
             return Err("draining: the server is shutting down".into());
@@ -64,6 +65,12 @@ impl Server {
         let missing: Vec<&str> = counts
             .iter()
             .filter(|(_, n)| **n == 0)
+            .filter(|(kind, _)| {
+                self.config
+                    .handlers
+                    .get(*kind)
+                    .is_none_or(|h| h.source != HandlerSource::External)
+            })
             .map(|(kind, _)| kind.as_str())
             .collect();
         if missing.is_empty() {
@@ -105,7 +112,7 @@ impl Server {
             .map(|((kind, handler), stats)| {
                 let (configured, restarts) = match &handler.source {
                     HandlerSource::Command { .. } => self.supervisor.figures(kind),
-                    HandlerSource::Socket(_) => (0, 0),
+                    HandlerSource::Socket(_) | HandlerSource::External => (0, 0),
                 };
                 HandlerRow {
                     kind,
