@@ -270,11 +270,12 @@ impl Server {
             };
             if let Some(text) = refusal {
                 debug!("refusing {peer}: {text}");
+                let error = ErrorBody::new(ErrorCode::TooManyConnections, text);
+                self.stats.error(error.code, false);
                 // Told once, best effort, without taking a slot: the socket is dropped at once.
                 // A TLS or WebSocket client could not read a bare frame: it is just closed.
                 if kind == ListenerKind::Tcp {
                     let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
-                    let error = ErrorBody::new(ErrorCode::TooManyConnections, text);
                     let _ = framed.queue(&client_error(None, &error));
                     let _ = framed.flush();
                 }

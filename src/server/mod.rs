@@ -5,13 +5,17 @@
 //! flushed. Edge-triggered: reads and accepts drain until `WouldBlock`, capped per event, with the
 //! rest picked up in the next iteration without waiting.
 
+mod admin;
 mod client;
 mod conn;
 mod dial;
 mod handlers;
 pub mod limits;
 mod listeners;
+mod monitor;
 mod peers;
+mod prometheus;
+mod report;
 pub mod token;
 
 use std::cmp::Reverse;
@@ -36,8 +40,8 @@ use crate::handler::{Dialer, RuntimeDir, Supervisor};
 use crate::net::{Framed, ReadResult, Transport};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::client_error;
 use crate::router::{Action, Router, RouterConfig};
+use crate::stats::ServerStats;
 
 use crate::router::ConnId;
 use client::AuthTag;
@@ -45,7 +49,8 @@ use conn::{ClientState, Conn, Role};
 use limits::LoginLimiter;
 use listeners::Listeners;
 use peers::PeerSlot;
-use token::{CONN_BASE, HANDLER_LISTENER_BASE, LISTENER_BASE, SIGNALS, WAKER};
+use token::{ADMIN_LISTENER, CONN_BASE, HANDLER_LISTENER_BASE, LISTENER_BASE, MONITOR_CONN_BASE};
+use token::{MONITOR_LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
 const MAX_READS_PER_EVENT: usize = 16;
@@ -105,6 +110,10 @@ pub struct Server {
     scratch: Box<[u8]>,
     startup_deadline: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    stats: ServerStats,
+    started: Instant,
+    monitor: Option<monitor::Monitor>,
+    admin: Option<admin::Admin>,
     // Dropped last: removes the sockets' directory.
     runtime: RuntimeDir,
 }
@@ -237,6 +246,7 @@ impl Server {
                     dialing: None,
                     failures: 0,
                     retry_at: now,
+                    since: now,
                 },
             );
         }
@@ -247,6 +257,8 @@ impl Server {
         );
         let logins =
             LoginLimiter::new(config.login_failures_per_ip, config.login_failures_per_user);
+        let monitor = monitor::Monitor::bind(&config, poll.registry())?;
+        let admin = admin::Admin::bind(&runtime, poll.registry())?;
         Ok(Server {
             startup_deadline: Some(now + config.handler_startup_timeout),
             config,
@@ -271,6 +283,10 @@ impl Server {
             accept_again: false,
             scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
             shutdown_deadline: None,
+            stats: ServerStats::default(),
+            started: now,
+            monitor,
+            admin,
             runtime,
         })
     }
@@ -304,6 +320,7 @@ impl Server {
                 match event.token() {
                     WAKER => self.auth_results(now),
                     SIGNALS => self.signals(now),
+                    t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.control_accept(t, now),
                     mio::Token(t) if t >= CONN_BASE => {
                         let slot = t - CONN_BASE;
                         let Some(id) = self.conns.get(slot).map(|c| c.id) else {
@@ -319,6 +336,7 @@ impl Server {
                             self.dirty.push(id);
                         }
                     }
+                    mio::Token(t) if t >= MONITOR_CONN_BASE => self.control_ready(t, now),
                     mio::Token(t) if t >= LISTENER_BASE => {
                         if let Some(i) = self.listeners.index_of(event.token()) {
                             self.accept_clients(i, now);
@@ -339,6 +357,7 @@ impl Server {
                 self.settle(now);
             }
             self.fire_timers(now);
+            self.control_timers(now);
             // Exits are reaped on SIGCHLD (see signals()); here only restarts that are due.
             if self.supervisor.next_deadline().is_some_and(|at| at <= now) {
                 self.supervisor.tick(now);
@@ -376,6 +395,7 @@ impl Server {
                 .map(|at| at.min(now + STARTUP_RECHECK)),
         );
         consider(self.shutdown_deadline);
+        consider(self.control_deadline());
         next.map(|at| at.saturating_duration_since(now))
     }
 
@@ -411,6 +431,7 @@ impl Server {
             generation,
         };
         let mut io = Framed::new(stream, max_frame, self.config.max_outbound);
+        self.stats.opened(role.kind());
         if let Err(e) = io.register(self.poll.registry(), token::conn_token(id)) {
             error!("cannot register connection from {peer}: {e}");
             self.forget_ip(ip);
@@ -426,6 +447,8 @@ impl Server {
             read_closed: false,
             closing: None,
             throttled: false,
+            since: Instant::now(),
+            traffic: Default::default(),
         });
         Some(id)
     }
@@ -443,7 +466,7 @@ impl Server {
                 return self.close_if_drained(id, now);
             }
             match conn.io.read_some(&mut self.scratch) {
-                Ok(ReadResult::Data(_)) => {}
+                Ok(ReadResult::Data(n)) => conn.traffic.read(n),
                 Ok(ReadResult::WouldBlock) => return,
                 Ok(ReadResult::Eof) => conn.read_closed = true,
                 Err(e) => {
@@ -485,10 +508,10 @@ impl Server {
                 Ok(None) => return true,
                 Err(e) => {
                     warn!("{}: {e}; closing", conn.context());
-                    let body = client_error(None, &e.to_body());
+                    let body = e.to_body();
                     let is_client = matches!(conn.role, Role::Client(_));
                     if is_client {
-                        self.send(id, body);
+                        self.tell_error(id, &body);
                         self.finish(id, now, e.to_string());
                     } else {
                         self.close(id, e.to_string());
@@ -497,6 +520,7 @@ impl Server {
                 }
             };
             conn.last_seen = now;
+            conn.traffic.frame_in();
             match &conn.role {
                 Role::Client(_) => self.client_frame(id, &frame, now),
                 Role::Handler { .. } => self.handler_frame(id, &frame, now),
@@ -542,6 +566,7 @@ impl Server {
         }
         match conn.io.queue(&body) {
             Ok(()) => {
+                conn.traffic.frame_out(body.len());
                 let drained = conn.read_closed && pending == 0 && !conn.paused();
                 let resume = conn.throttled && pending < self.config.max_pending_per_connection;
                 self.dirty.push(id);
@@ -567,6 +592,7 @@ impl Server {
                 warn!("{}: {reason}; closing", conn.context());
                 // Nothing more is queued for it (and nothing more logged); it closes this iteration.
                 conn.closing = Some(reason.clone());
+                self.stats.slow_consumers += 1;
                 self.to_close.push((id, reason));
                 false
             }
@@ -598,6 +624,7 @@ impl Server {
             return;
         }
         let mut conn = self.conns.remove(id.slot);
+        self.stats.traffic.add(&conn.traffic);
         conn.io.deregister(self.poll.registry());
         conn.io.shutdown();
         match &conn.role {
@@ -699,7 +726,7 @@ impl Server {
                                 self.config.identify_timeout.as_millis()
                             ),
                         );
-                        self.send(id, client_error(None, &error));
+                        self.tell_error(id, &error);
                         self.finish(id, now, "identify timeout".into());
                     }
                 }
@@ -750,7 +777,7 @@ impl Server {
                 idle.as_millis()
             ),
         );
-        self.send(id, client_error(None, &error));
+        self.tell_error(id, &error);
         self.finish(id, now, "idle timeout".into());
     }
 
@@ -760,12 +787,7 @@ impl Server {
             match signal {
                 SIGTERM | SIGINT => self.begin_shutdown(now),
                 SIGCHLD => self.supervisor.tick(now),
-                SIGHUP => {
-                    info!(
-                        "SIGHUP: reloading listener certificates and files (the user store is re-read when it changes)"
-                    );
-                    self.reload_listeners();
-                }
+                SIGHUP => self.reload(now),
                 _ => {}
             }
         }
@@ -807,6 +829,14 @@ impl Server {
                 error!("cannot write ready file {}: {e}", path.display());
             }
         }
+    }
+
+    /// Reload what can be reloaded (SIGHUP, `besterd ctl reload`).
+    fn reload(&mut self, _now: Instant) {
+        info!(
+            "reload: listener certificates and files (the user store is re-read when it changes)"
+        );
+        self.reload_listeners();
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
