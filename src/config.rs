@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::ServeArgs;
+
+pub mod diff;
 use crate::protocol::message::{RESERVED_PREFIX, validate_type};
 
 /// The configuration built into the binary, used by `besterd serve` without `--config`.
@@ -114,6 +116,8 @@ pub struct FileServer {
     pub login_failures_per_user: Option<u32>,
     /// User seeded into a store that does not exist yet.
     pub bootstrap_user: Option<BootstrapUser>,
+    /// On SIGTERM, how long requests already in flight may take to be answered (drain).
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// `[server.bootstrap_user]`.
@@ -192,6 +196,8 @@ pub struct Config {
     pub login_failures_per_user: u32,
     /// User seeded into a missing store.
     pub bootstrap_user: Option<BootstrapUser>,
+    /// How long a drain (SIGTERM) waits for the answers to requests in flight.
+    pub shutdown_grace: Duration,
     /// Handlers by type.
     pub handlers: BTreeMap<String, HandlerConfig>,
     /// Federation peers by name.
@@ -217,7 +223,7 @@ pub enum HandlerSource {
 }
 
 /// One validated `[handlers.<type>]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerConfig {
     /// Where the processes come from.
     pub source: HandlerSource,
@@ -423,6 +429,7 @@ impl FileConfig {
             s.login_failures_per_user,
             10,
         );
+        let shutdown_grace = ms(s.shutdown_grace_ms.unwrap_or(10_000));
         if max_frame > u32::MAX as usize {
             problems.push((
                 "server.max_frame_bytes".into(),
@@ -596,6 +603,7 @@ impl FileConfig {
             login_failures_per_ip,
             login_failures_per_user,
             bootstrap_user: s.bootstrap_user,
+            shutdown_grace,
             handlers,
             peers,
         })

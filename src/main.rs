@@ -87,13 +87,14 @@ fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("besterd: {e}");
         return ExitCode::from(EX_USAGE);
     }
-    let server = match Server::bind(config) {
+    let mut server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
             error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    server.set_reload_source(args.config.clone(), args.clone());
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,10 +9,12 @@
 //! an argon2 computation, log a password, or die silently (a panic in a job becomes a
 //! [`AuthOutcome::StoreError`] answer and the thread goes on).
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -41,13 +43,23 @@ pub enum AuthJob<T> {
         /// The new password.
         new: String,
     },
+    /// Re-read the store if it changed (or `force`), and report each user's hash stamp when the
+    /// store is newer than generation `since` (session revocation).
+    Snapshot {
+        /// Routing tag.
+        tag: T,
+        /// The generation of the last snapshot the caller has.
+        since: u64,
+    },
 }
 
 impl<T> AuthJob<T> {
     /// The job's routing tag.
     pub fn tag(&self) -> &T {
         match self {
-            AuthJob::Verify { tag, .. } | AuthJob::ChangePassword { tag, .. } => tag,
+            AuthJob::Verify { tag, .. }
+            | AuthJob::ChangePassword { tag, .. }
+            | AuthJob::Snapshot { tag, .. } => tag,
         }
     }
 }
@@ -66,8 +78,40 @@ impl<T: std::fmt::Debug> std::fmt::Debug for AuthJob<T> {
                 .field("tag", tag)
                 .field("username", username)
                 .finish_non_exhaustive(),
+            AuthJob::Snapshot { tag, since } => f
+                .debug_struct("Snapshot")
+                .field("tag", tag)
+                .field("since", since)
+                .finish(),
         }
     }
+}
+
+/// Which stored hash a session was checked against: the store generation it was read in, and a
+/// digest of the PHC string (never the hash itself). A session whose user's digest changes, or
+/// whose user disappears, in a later generation has been revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The store generation (starts at 1, grows with every reload that saw a change).
+    pub generation: u64,
+    /// Digest of the user's PHC string.
+    pub digest: u64,
+}
+
+/// Every user's stamp digest at one store generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSnapshot {
+    /// The store generation.
+    pub generation: u64,
+    /// User name → digest of their PHC string.
+    pub users: HashMap<String, u64>,
+}
+
+/// The digest of a PHC string used in a [`Stamp`]: it only tells hashes apart, it protects nothing.
+pub fn hash_digest(phc: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    phc.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A finished job.
@@ -79,6 +123,8 @@ pub struct AuthResult<T> {
     pub username: String,
     /// What happened.
     pub outcome: AuthOutcome,
+    /// Verify or ChangePassword that succeeded: the hash the session now stands on.
+    pub stamp: Option<Stamp>,
 }
 
 /// The outcome of a job.
@@ -94,6 +140,8 @@ pub enum AuthOutcome {
     /// a password but may name server paths: the pool has already logged it, so tell the client
     /// something generic rather than forwarding it.
     StoreError(String),
+    /// Snapshot: the users of a newer generation, or `None` when nothing changed since.
+    Users(Option<UserSnapshot>),
 }
 
 /// A pool of verifier threads with a bounded job queue. Dropping it stops the threads: jobs still
@@ -110,6 +158,8 @@ pub struct AuthPool<T> {
 struct Shared<T> {
     store_path: PathBuf,
     store: Mutex<UserStore>,
+    /// Bumped (under the store mutex) each time a reload saw a change.
+    generation: AtomicU64,
     jobs: Mutex<Receiver<AuthJob<T>>>,
     stopping: Arc<AtomicBool>,
     waker: Arc<mio::Waker>,
@@ -149,6 +199,7 @@ impl<T: Send + 'static> AuthPool<T> {
         let shared = Arc::new(Shared {
             store_path: store,
             store: Mutex::new(opened),
+            generation: AtomicU64::new(1),
             jobs: Mutex::new(job_rx),
             stopping: Arc::clone(&stopping),
             waker,
@@ -219,19 +270,22 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>) {
                 old,
                 new,
             } => (tag, username, Work::ChangePassword { old, new }),
+            AuthJob::Snapshot { tag, since } => (tag, String::new(), Work::Snapshot { since }),
         };
-        let outcome = catch_unwind(AssertUnwindSafe(|| work.run(shared, &username)))
+        let (outcome, stamp) = catch_unwind(AssertUnwindSafe(|| work.run(shared, &username)))
             .unwrap_or_else(|_| {
                 // Not validated yet: quote it and cut it short.
                 let shown: String = username.chars().take(64).collect();
                 log::error!("auth user={shown:?}: the password check panicked");
-                AuthOutcome::StoreError("internal error while checking the password".to_owned())
+                let e = "internal error while checking the password".to_owned();
+                (AuthOutcome::StoreError(e), None)
             });
         if results
             .send(AuthResult {
                 tag,
                 username,
                 outcome,
+                stamp,
             })
             .is_err()
         {
@@ -247,60 +301,97 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>) {
 enum Work {
     Verify { password: String },
     ChangePassword { old: String, new: String },
+    Snapshot { since: u64 },
 }
 
 impl Work {
-    fn run<T>(self, shared: &Shared<T>, username: &str) -> AuthOutcome {
+    fn run<T>(self, shared: &Shared<T>, username: &str) -> (AuthOutcome, Option<Stamp>) {
         #[cfg(test)]
         if username == tests::PANIC_USER {
             panic!("injected panic");
         }
         match self {
             Work::Verify { password } => {
-                let stored = current_hash(shared, username);
+                let (stored, generation) = current_hash(shared, username);
                 if user_store::verify_password(username, stored.as_deref(), &password) {
-                    AuthOutcome::Ok
+                    let stamp = stored.as_deref().map(|phc| Stamp {
+                        generation,
+                        digest: hash_digest(phc),
+                    });
+                    (AuthOutcome::Ok, stamp)
                 } else {
-                    AuthOutcome::BadCredentials
+                    (AuthOutcome::BadCredentials, None)
                 }
             }
             Work::ChangePassword { old, new } => change_password(shared, username, &old, &new),
+            Work::Snapshot { since } => (AuthOutcome::Users(snapshot(shared, since)), None),
         }
     }
 }
 
-/// Reloads the store if the file changed and returns a copy of the user's hash. The mutex is held
-/// only for this (a `stat`, sometimes a read), never during argon2.
-fn current_hash<T>(shared: &Shared<T>, username: &str) -> Option<String> {
-    let mut store = lock(&shared.store);
+/// Reloads the store if the file changed; the mutex must be held (`store` is its guard).
+fn reload<T>(shared: &Shared<T>, store: &mut UserStore) {
     match store.reload_if_changed() {
-        Ok(true) => log::info!(
-            "auth: reloaded {} ({} users)",
-            store.path().display(),
-            store.users().len()
-        ),
+        Ok(true) => {
+            let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            log::info!(
+                "auth: reloaded {} ({} users, generation {generation})",
+                store.path().display(),
+                store.users().len()
+            );
+        }
         Ok(false) => {}
         Err(e) => log::warn!("auth: keeping the users read before: {e}"),
     }
-    store.users().get(username).map(str::to_owned)
 }
 
-fn change_password<T>(shared: &Shared<T>, username: &str, old: &str, new: &str) -> AuthOutcome {
-    let stored = current_hash(shared, username);
+/// Reloads the store if the file changed and returns a copy of the user's hash, with the
+/// generation it was read in. The mutex is held only for this (a `stat`, sometimes a read), never
+/// during argon2.
+fn current_hash<T>(shared: &Shared<T>, username: &str) -> (Option<String>, u64) {
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    (store.users().get(username).map(str::to_owned), generation)
+}
+
+/// Every user's digest, if the store is at a newer generation than `since`.
+fn snapshot<T>(shared: &Shared<T>, since: u64) -> Option<UserSnapshot> {
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    if generation <= since {
+        return None;
+    }
+    let users = store.users();
+    let users = users
+        .names()
+        .filter_map(|name| Some((name.to_owned(), hash_digest(users.get(name)?))))
+        .collect();
+    Some(UserSnapshot { generation, users })
+}
+
+fn change_password<T>(
+    shared: &Shared<T>,
+    username: &str,
+    old: &str,
+    new: &str,
+) -> (AuthOutcome, Option<Stamp>) {
+    let (stored, generation) = current_hash(shared, username);
     if !user_store::verify_password(username, stored.as_deref(), old) {
-        return AuthOutcome::BadCredentials;
+        return (AuthOutcome::BadCredentials, None);
     }
     let Some(verified) = stored else {
-        return AuthOutcome::BadCredentials; // unreachable: an unknown user never verifies
+        return (AuthOutcome::BadCredentials, None); // unreachable: an unknown user never verifies
     };
     let new_hash = match user_store::hash_password(new) {
         Ok(hash) => hash,
         Err(StoreError::InvalidPassword(reason)) => {
-            return AuthOutcome::InvalidPassword(reason.to_owned());
+            return (AuthOutcome::InvalidPassword(reason.to_owned()), None);
         }
         Err(e) => {
             log::error!("auth user={username}: cannot hash the new password: {e}");
-            return AuthOutcome::StoreError(e.to_string());
+            return (AuthOutcome::StoreError(e.to_string()), None);
         }
     };
     let written = user_store::update(&shared.store_path, |users| {
@@ -316,15 +407,19 @@ fn change_password<T>(shared: &Shared<T>, username: &str, old: &str, new: &str) 
     match written {
         Ok(true) => {
             log::info!("auth user={username}: password changed");
-            AuthOutcome::Ok
+            let stamp = Stamp {
+                generation,
+                digest: hash_digest(&new_hash),
+            };
+            (AuthOutcome::Ok, Some(stamp))
         }
         Ok(false) => {
             log::info!("auth user={username}: password change lost a race with another change");
-            AuthOutcome::BadCredentials
+            (AuthOutcome::BadCredentials, None)
         }
         Err(e) => {
             log::error!("auth user={username}: cannot store the new password: {e}");
-            AuthOutcome::StoreError(e.to_string())
+            (AuthOutcome::StoreError(e.to_string()), None)
         }
     }
 }

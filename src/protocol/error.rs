@@ -74,6 +74,8 @@ pub enum ErrorCode {
     IdleTimeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// The session's user was deleted, or its password changed elsewhere (the connection is closed).
+    SessionRevoked,
     /// Something went wrong inside the server; the details are in its log.
     InternalError,
 }
@@ -114,6 +116,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::SessionRevoked => "session_revoked",
             ErrorCode::InternalError => "internal_error",
         }
     }

@@ -16,6 +16,7 @@
 
 mod federation;
 mod id;
+mod lifecycle;
 mod respond;
 
 use std::cmp::Reverse;

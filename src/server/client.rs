@@ -37,8 +37,23 @@ pub struct AuthTag {
     purpose: Purpose,
 }
 
+impl AuthTag {
+    /// A job of the server's own (a user store check), not a connection's.
+    pub(super) fn internal() -> AuthTag {
+        AuthTag {
+            conn: ConnId {
+                slot: usize::MAX,
+                generation: 0,
+            },
+            ip: None,
+            purpose: Purpose::Internal,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Purpose {
+    Internal,
     Identify,
     Authenticate { id: Option<String> },
     Passwd { id: Option<String> },
@@ -111,6 +126,9 @@ impl Server {
             server.send(id, client_error(None, &error));
             server.finish(id, Instant::now(), "identify refused".into());
         };
+        if !self.life.accepting() {
+            return refuse(self, shutting_down());
+        }
         if identify.kind == "server" && !self.peers.is_empty() {
             return self.peer_identify(id, identify, Instant::now());
         }
@@ -161,6 +179,9 @@ impl Server {
     }
 
     fn client_message(&mut self, id: ConnId, msg: ClientMessage, now: Instant) {
+        if !self.life.accepting() {
+            return self.send(id, client_error(msg.id.as_deref(), &shutting_down()));
+        }
         if msg.scope != Scope::Client {
             let error = ErrorBody::new(
                 ErrorCode::UnknownScope,
@@ -254,7 +275,7 @@ impl Server {
     fn submit_busy(&mut self, id: ConnId, purpose: Purpose, job: AuthJobKind) {
         let reply_id = match &purpose {
             Purpose::Authenticate { id } | Purpose::Passwd { id } => id.clone(),
-            Purpose::Identify => None,
+            Purpose::Identify | Purpose::Internal => None,
         };
         let ip = self.conn(id).and_then(|c| c.ip);
         let tag = AuthTag {
@@ -301,7 +322,15 @@ impl Server {
             tag,
             username,
             outcome,
+            stamp,
         } = result;
+        if matches!(tag.purpose, Purpose::Internal) {
+            let snapshot = match outcome {
+                AuthOutcome::Users(snapshot) => snapshot,
+                _ => None,
+            };
+            return self.users_checked(snapshot);
+        }
         let id = tag.conn;
         let server = self.config.name.clone();
         let max_frame = self.config.max_frame;
@@ -323,6 +352,7 @@ impl Server {
             server: &server,
         };
         match (tag.purpose, outcome) {
+            (Purpose::Internal, _) => {}
             (Purpose::Identify, AuthOutcome::Ok) if over_limit => {
                 info!("conn={id} user={username} refused: too many connections");
                 let error = too_many_for(&username, self.config.max_connections_per_user);
@@ -342,6 +372,7 @@ impl Server {
                     busy: false,
                 });
                 self.router.client_identified(id, &username);
+                self.session_started(id, &username, stamp);
                 self.arm_idle(id, now);
                 self.send(id, client_ok(None, None, &identity));
             }
@@ -368,6 +399,7 @@ impl Server {
                     id,
                     client_ok(reply_id.as_deref(), Some(AUTHENTICATE), &identity),
                 );
+                self.session_started(id, &username, stamp);
             }
             (Purpose::Authenticate { id: reply_id }, outcome) => {
                 info!("conn={id} re-authentication as {username:?} failed");
@@ -382,7 +414,9 @@ impl Server {
                 let body = match outcome {
                     AuthOutcome::Ok => {
                         info!("conn={id} user={username} changed their password");
-                        client_ok(reply_id.as_deref(), Some(PASSWD), &identity)
+                        let body = client_ok(reply_id.as_deref(), Some(PASSWD), &identity);
+                        self.session_started(id, &username, stamp);
+                        body
                     }
                     AuthOutcome::BadCredentials => client_error(
                         reply_id.as_deref(),
@@ -395,6 +429,7 @@ impl Server {
                             format!("new password refused: {why}"),
                         ),
                     ),
+                    AuthOutcome::Users(_) => return,
                     AuthOutcome::StoreError(e) => {
                         warn!("conn={id} user={username} password change failed: {e}");
                         client_error(
@@ -433,6 +468,13 @@ enum AuthJobKind {
         old: String,
         new: String,
     },
+}
+
+fn shutting_down() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::ShuttingDown,
+        "the server is shutting down and takes no new messages",
+    )
 }
 
 fn rate_limited() -> ErrorBody {

@@ -5,12 +5,18 @@
 //! flushed. Edge-triggered: reads and accepts drain until `WouldBlock`, capped per event, with the
 //! rest picked up in the next iteration without waiting.
 
+pub mod activation;
 mod client;
 mod conn;
 mod handlers;
+mod lifecycle;
 pub mod limits;
 mod peers;
+mod reload;
+mod revoke;
 pub mod token;
+
+pub use lifecycle::{Figures, status_line};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -23,13 +29,12 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Waker};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::auth::worker::AuthPool;
-use crate::config::{Config, EXAMPLES_PLACEHOLDER, HandlerSource};
-use crate::handler::supervisor::{ProcessSpec, socket_path_fits};
+use crate::config::Config;
 use crate::handler::{RuntimeDir, Supervisor};
 use crate::net::{Framed, ReadResult, Stream};
 use crate::protocol::ErrorCode;
@@ -40,8 +45,11 @@ use crate::router::{Action, Router, RouterConfig};
 use crate::router::ConnId;
 use client::AuthTag;
 use conn::{ClientState, Conn, Role};
+use lifecycle::Lifecycle;
 use limits::LoginLimiter;
 use peers::PeerSlot;
+use reload::Reloads;
+use revoke::Sessions;
 use token::{CONN_BASE, HANDLER_LISTENER_BASE, LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
@@ -52,8 +60,6 @@ const MAX_ACCEPTS_PER_EVENT: usize = 256;
 const SCRATCH_SIZE: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last frames.
 const LINGER: Duration = Duration::from_secs(2);
-/// How long shutdown waits for clients to take their last frames, and handlers to exit.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A deadline the loop must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,7 +95,7 @@ pub struct Server {
     per_ip: HashMap<IpAddr, usize>,
     peers: BTreeMap<String, PeerSlot>,
     supervisor: Supervisor,
-    handler_listeners: Vec<HandlerListener>,
+    handler_listeners: Slab<HandlerListener>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     actions: Vec<Action>,
     to_close: Vec<(ConnId, String)>,
@@ -97,8 +103,9 @@ pub struct Server {
     more_input: Vec<ConnId>,
     accept_again: bool,
     scratch: Box<[u8]>,
-    startup_deadline: Option<Instant>,
-    shutdown_deadline: Option<Instant>,
+    life: Lifecycle,
+    reloads: Reloads,
+    sessions: Sessions,
     // Dropped last: removes the sockets' directory.
     runtime: RuntimeDir,
 }
@@ -108,14 +115,19 @@ impl Server {
     /// the handler processes. Nothing is served until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-        })?;
+        let mut activation = activation::Activation::from_env()?;
+        let mut listener = match activation.take_client()? {
+            Some(std) => TcpListener::from_std(std),
+            None => TcpListener::bind(config.listen).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+            })?,
+        };
+        activation.close_rest();
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
@@ -143,77 +155,15 @@ impl Server {
 
         let runtime = RuntimeDir::create(config.runtime_dir.as_deref())?;
         let now = Instant::now();
-        let mut router = Router::new(RouterConfig {
+        let router = Router::new(RouterConfig {
             server: config.name.clone(),
             request_timeout: config.request_timeout,
             max_chain_depth: config.max_chain_depth,
             max_frame: config.max_frame,
         });
-        let mut supervisor = Supervisor::new(&config.name);
-        let mut handler_listeners = Vec::new();
-        let mut examples: Option<PathBuf> = None;
-        for (i, (kind, handler)) in config.handlers.iter().enumerate() {
-            router.add_type(kind, handler.max_inflight);
-            let path = match &handler.source {
-                HandlerSource::Socket(path) => path.clone(),
-                HandlerSource::Command { .. } => runtime.socket_for(kind),
-            };
-            if !socket_path_fits(&path) {
-                return Err(io::Error::other(format!(
-                    "handler socket path {} is too long for a Unix socket",
-                    path.display()
-                )));
-            }
-            match std::fs::remove_file(&path) {
-                Ok(()) => debug!("removed stale socket {}", path.display()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-            }
-            let mut unix = UnixListener::bind(&path).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
-            })?;
-            poll.registry().register(
-                &mut unix,
-                mio::Token(HANDLER_LISTENER_BASE + i),
-                Interest::READABLE,
-            )?;
-            if let HandlerSource::Command {
-                argv,
-                processes,
-                env,
-                cwd,
-            } = &handler.source
-            {
-                let mut argv = argv.clone();
-                if argv.iter().any(|a| a.contains(EXAMPLES_PLACEHOLDER)) {
-                    let dir = match &examples {
-                        Some(dir) => dir.clone(),
-                        None => examples.insert(runtime.write_examples()?).clone(),
-                    };
-                    let dir = dir.to_string_lossy().into_owned();
-                    for arg in &mut argv {
-                        *arg = arg.replace(EXAMPLES_PLACEHOLDER, &dir);
-                    }
-                }
-                let spec = ProcessSpec {
-                    kind: kind.clone(),
-                    argv,
-                    env: env.clone(),
-                    cwd: cwd.clone(),
-                    socket: path.clone(),
-                };
-                supervisor.add(spec, *processes, now);
-            }
-            handler_listeners.push(HandlerListener {
-                kind: kind.clone(),
-                listener: unix,
-                path,
-            });
-        }
-        supervisor.tick(now);
+        let supervisor = Supervisor::new(&config.name);
         let mut peers = BTreeMap::new();
         for (name, peer) in &config.peers {
-            router.add_peer(name);
             peers.insert(
                 name.clone(),
                 PeerSlot {
@@ -224,15 +174,12 @@ impl Server {
                 },
             );
         }
-        info!(
-            "server={} listening on {local_addr}; handler sockets in {}",
-            config.name,
-            runtime.path().display()
-        );
         let logins =
             LoginLimiter::new(config.login_failures_per_ip, config.login_failures_per_user);
-        Ok(Server {
-            startup_deadline: Some(now + config.handler_startup_timeout),
+        let mut server = Server {
+            life: Lifecycle::new(now, config.handler_startup_timeout),
+            reloads: Reloads::new(waker),
+            sessions: Sessions::new(now),
             config,
             poll,
             listener: Some(listener),
@@ -246,7 +193,7 @@ impl Server {
             per_ip: HashMap::new(),
             peers,
             supervisor,
-            handler_listeners,
+            handler_listeners: Slab::new(),
             timers: BinaryHeap::new(),
             actions: Vec::new(),
             to_close: Vec::new(),
@@ -254,9 +201,26 @@ impl Server {
             more_input: Vec::new(),
             accept_again: false,
             scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
-            shutdown_deadline: None,
             runtime,
-        })
+        };
+        for (kind, handler) in server.config.handlers.clone() {
+            server.add_handler(&kind, &handler, now)?;
+        }
+        for name in server.config.peers.keys() {
+            server.router.add_peer(name);
+        }
+        server.supervisor.tick(now);
+        info!(
+            "server={} listening on {local_addr}{}; handler sockets in {}",
+            server.config.name,
+            if activation.is_active() {
+                " (socket activation)"
+            } else {
+                ""
+            },
+            server.runtime.path().display()
+        );
+        Ok(server)
     }
 
     /// The address the listener is bound to.
@@ -279,7 +243,10 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_clients(now),
-                    WAKER => self.auth_results(now),
+                    WAKER => {
+                        self.auth_results(now);
+                        self.reload_results(now);
+                    }
                     SIGNALS => self.signals(now),
                     mio::Token(t) if t >= CONN_BASE => {
                         let slot = t - CONN_BASE;
@@ -296,7 +263,7 @@ impl Server {
                             self.dirty.push(id);
                         }
                     }
-                    mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE),
+                    mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE, now),
                 }
                 // Apply what this event routed before the next event is looked at: a later
                 // event may decide from the router's state (e.g. that a half-closed client has
@@ -315,13 +282,13 @@ impl Server {
             if self.supervisor.next_deadline().is_some_and(|at| at <= now) {
                 self.supervisor.tick(now);
             }
-            if self.shutdown_deadline.is_none() {
+            if self.life.accepting() {
                 self.dial_peers(now);
             }
+            self.lifecycle_tick(now);
             self.settle(now);
             self.flush_dirty();
             self.settle(now);
-            self.check_ready(now);
             if self.shutdown_done(now) {
                 break;
             }
@@ -343,8 +310,8 @@ impl Server {
         consider(self.timers.peek().map(|Reverse((at, _))| *at));
         consider(self.supervisor.next_deadline());
         consider(self.next_dial());
-        consider(self.startup_deadline);
-        consider(self.shutdown_deadline);
+        consider(self.life.next_deadline());
+        consider(self.sessions.next_deadline());
         next.map(|at| at.saturating_duration_since(now))
     }
 
@@ -620,6 +587,8 @@ impl Server {
             return;
         }
         let mut conn = self.conns.remove(id.slot);
+        self.sessions.forget(id);
+        self.reloads.forget(id);
         conn.io.deregister(self.poll.registry());
         conn.io.shutdown();
         match &conn.role {
@@ -762,100 +731,5 @@ impl Server {
         );
         self.send(id, client_error(None, &error));
         self.finish(id, now, "idle timeout".into());
-    }
-
-    fn signals(&mut self, now: Instant) {
-        let pending: Vec<i32> = self.signals.pending().collect();
-        for signal in pending {
-            match signal {
-                SIGTERM | SIGINT => self.begin_shutdown(now),
-                SIGCHLD => self.supervisor.tick(now),
-                SIGHUP => {
-                    info!("SIGHUP: nothing to reload (the user store is re-read when it changes)")
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Once every started handler type has a connection (or the startup timeout passed): ready.
-    fn check_ready(&mut self, now: Instant) {
-        let Some(deadline) = self.startup_deadline else {
-            return;
-        };
-        let counts = self.router.handler_counts();
-        let missing: Vec<String> = self
-            .supervisor
-            .kinds()
-            .into_iter()
-            .filter(|k| counts.get(k).copied().unwrap_or(0) == 0)
-            .collect();
-        if !missing.is_empty() && now < deadline {
-            return;
-        }
-        self.startup_deadline = None;
-        if !missing.is_empty() {
-            warn!(
-                "handlers not connected after startup timeout: {}",
-                missing.join(", ")
-            );
-        }
-        info!(
-            "ready: server={} listening on {}",
-            self.config.name, self.local_addr
-        );
-        if let Some(path) = &self.config.ready_file {
-            let tmp = path.with_extension("tmp");
-            let written = std::fs::write(&tmp, format!("{}\n", self.local_addr))
-                .and_then(|()| std::fs::rename(&tmp, path));
-            if let Err(e) = written {
-                error!("cannot write ready file {}: {e}", path.display());
-            }
-        }
-    }
-
-    fn begin_shutdown(&mut self, now: Instant) {
-        if self.shutdown_deadline.is_some() {
-            return;
-        }
-        info!("shutting down");
-        self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.router
-            .fail_all(ErrorCode::ShuttingDown, &mut self.actions);
-        let clients: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.role, Role::Client(_)))
-            .map(|(_, c)| c.id)
-            .collect();
-        self.settle(now);
-        for id in clients {
-            self.finish(id, now, "server shutting down".into());
-        }
-    }
-
-    fn shutdown_done(&self, now: Instant) -> bool {
-        let Some(deadline) = self.shutdown_deadline else {
-            return false;
-        };
-        now >= deadline
-            || !self
-                .conns
-                .iter()
-                .any(|(_, c)| matches!(c.role, Role::Client(_)))
-    }
-
-    fn finish_shutdown(&mut self) {
-        self.supervisor.stop_all(SHUTDOWN_GRACE);
-        for h in &self.handler_listeners {
-            let _ = std::fs::remove_file(&h.path);
-        }
-        info!(
-            "stopped; removing {} if besterd created it",
-            self.runtime.path().display()
-        );
     }
 }
