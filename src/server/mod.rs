@@ -116,6 +116,7 @@ impl Server {
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut activation = activation::Activation::from_env()?;
+        let activated = activation.is_active();
         let mut listener = match activation.take_client()? {
             Some(std) => TcpListener::from_std(std),
             None => TcpListener::bind(config.listen).map_err(|e| {
@@ -213,7 +214,7 @@ impl Server {
         info!(
             "server={} listening on {local_addr}{}; handler sockets in {}",
             server.config.name,
-            if activation.is_active() {
+            if activated {
                 " (socket activation)"
             } else {
                 ""

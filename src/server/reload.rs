@@ -227,7 +227,7 @@ impl Server {
         for key in &d.restart {
             warn!("reload: {key} changed; it needs a restart (the running value stays)");
         }
-        info!("reload: {}", d.summary());
+        info!("reload applied: {}", d.summary());
         self.life.note = if !problems.is_empty() {
             Some(format!("reloaded, but failed: {}", problems.join(", ")))
         } else if !d.restart.is_empty() {

@@ -77,6 +77,19 @@ impl Broker {
         tables: &str,
         users: &[(&str, &str)],
     ) -> Broker {
+        Broker::launch_with(name, listen, server_keys, tables, users, &Launch::default())
+    }
+
+    /// [`Broker::launch`] with extra environment, a wrapper command, or without waiting for the
+    /// ready file.
+    pub fn launch_with(
+        name: &str,
+        listen: &str,
+        server_keys: &str,
+        tables: &str,
+        users: &[(&str, &str)],
+        how: &Launch,
+    ) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         for (user, password) in users {
             add_user(&dir.path().join("users.json"), user, password);
@@ -89,7 +102,16 @@ impl Broker {
         std::fs::write(dir.path().join("besterd.toml"), config).unwrap();
         let ready = dir.path().join("ready");
         let log = std::fs::File::create(dir.path().join("besterd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_besterd"))
+        let mut command = match how.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_besterd"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_besterd")),
+        };
+        let child = command
+            .envs(how.env.iter().map(|(k, v)| (k, v)))
             .arg("serve")
             .arg("--config")
             .arg(dir.path().join("besterd.toml"))
@@ -109,11 +131,22 @@ impl Broker {
             addr: "127.0.0.1:0".parse().unwrap(),
             dir,
         };
+        if !how.wait_ready {
+            return broker;
+        }
+        broker.wait_ready();
+        broker
+    }
+
+    /// Wait for the ready file and take the address from it.
+    pub fn wait_ready(&mut self) {
+        let broker = self;
+        let ready = broker.dir.path().join("ready");
         let started = Instant::now();
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 broker.addr = text.trim().parse().expect("address in ready file");
-                return broker;
+                return;
             }
             if let Some(status) = broker.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
@@ -126,6 +159,27 @@ impl Broker {
                 "besterd not ready in time:\n{}",
                 broker.log()
             );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The configuration file (rewrite it, then SIGHUP, to test a reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("besterd.toml")
+    }
+
+    /// Wait (up to the deadline) for the daemon to exit by itself and return its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("besterd did not exit:\n{}", self.log());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -197,6 +251,26 @@ impl Drop for Broker {
                     self.log()
                 );
             }
+        }
+    }
+}
+
+/// How [`Broker::launch_with`] starts the daemon.
+pub struct Launch {
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// A program (and its arguments) that runs besterd, e.g. `systemd-socket-activate -l ...`.
+    pub wrapper: Vec<String>,
+    /// Wait for the ready file before returning.
+    pub wait_ready: bool,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            env: Vec::new(),
+            wrapper: Vec::new(),
+            wait_ready: true,
         }
     }
 }
