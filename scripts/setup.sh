@@ -13,6 +13,8 @@ need=()
 want() { command -v "$1" >/dev/null || need+=("$2"); }
 want python3 python3
 want node nodejs
+want systemd-socket-activate systemd
+want systemd-analyze systemd
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"

@@ -22,3 +22,9 @@ python3 -m unittest discover -s handlers/python/tests -t handlers/python
 
 echo "== node handler tests"
 node --test handlers/node/test/
+
+# The Debian package: built, installed with dpkg -i, checked, purged (needs root).
+if [ "${CI:-}" = true ] || [ "$(id -u)" -eq 0 ]; then
+  echo "== debian package"
+  bash scripts/package-test.sh
+fi
