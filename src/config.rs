@@ -316,6 +316,89 @@ impl Config {
     }
 }
 
+impl Config {
+    /// For `check-config`: each started handler whose program cannot be run, as
+    /// `("handlers.T.command", problem)`. A program without a `/` is looked up on the handler's
+    /// `PATH` (its `env` may set one), else relative to its `cwd`. A program under `{examples}`
+    /// is written by besterd itself at startup and is not checked. Not part of [`Config::parse`]:
+    /// the program may be installed after the configuration is written, and `serve` only warns.
+    pub fn program_problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (kind, handler) in &self.handlers {
+            let HandlerSource::Command { argv, env, cwd, .. } = &handler.source else {
+                continue;
+            };
+            let Some(program) = argv.first() else {
+                continue;
+            };
+            if program.contains(EXAMPLES_PLACEHOLDER) {
+                continue;
+            }
+            if let Err(problem) = find_program(program, env.get("PATH"), cwd.as_deref()) {
+                problems.push((format!("handlers.{kind}.command"), problem));
+            }
+        }
+        problems
+    }
+}
+
+/// Where `program` would be run from, as `execvp` finds it; else why it cannot be run.
+fn find_program(
+    program: &str,
+    path_override: Option<&String>,
+    cwd: Option<&Path>,
+) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |candidate: &Path| -> Result<(), String> {
+        let meta = std::fs::metadata(candidate).map_err(|e| e.to_string())?;
+        if meta.is_dir() {
+            Err("is a directory".into())
+        } else if meta.permissions().mode() & 0o111 == 0 {
+            Err("is not executable".into())
+        } else {
+            Ok(())
+        }
+    };
+    if program.contains('/') {
+        let path = match cwd {
+            Some(dir) if Path::new(program).is_relative() => dir.join(program),
+            _ => PathBuf::from(program),
+        };
+        return match runnable(&path) {
+            Ok(()) => Ok(path),
+            Err(e) => Err(format!("program {:?}: {e}", path.display().to_string())),
+        };
+    }
+    let search = match path_override {
+        Some(p) => Some(std::ffi::OsString::from(p)),
+        None => std::env::var_os("PATH"),
+    };
+    let search = search.unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut not_executable = None;
+    for dir in std::env::split_paths(&search) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(program);
+        match runnable(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if candidate.exists() => {
+                not_executable.get_or_insert((candidate, e));
+            }
+            Err(_) => {}
+        }
+    }
+    Err(match not_executable {
+        Some((candidate, e)) => format!(
+            "program {program:?} found as {:?}, which {e}",
+            candidate.display().to_string()
+        ),
+        None => format!("program {program:?} not found on PATH"),
+    })
+}
+
 fn resolve(listen: &str) -> Result<SocketAddr, String> {
     listen
         .to_socket_addrs()
@@ -694,6 +777,42 @@ mod tests {
         let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["peers.a", "peers.b", "peers.c"]);
         assert_eq!(p[1].1, "the secret must be at least 16 bytes");
+    }
+
+    #[test]
+    fn handler_programs_are_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let config = |command: &str, extra: &str| {
+            Config::parse(
+                &format!("[handlers.h]\ncommand = [{command:?}]\n{extra}"),
+                "test",
+            )
+            .unwrap()
+            .program_problems()
+        };
+        let script_text = script.display().to_string();
+        assert_eq!(
+            config(&script_text, ""),
+            [(
+                "handlers.h.command".to_string(),
+                format!("program {script_text:?}: is not executable")
+            )]
+        );
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert!(config(&script_text, "").is_empty());
+        let dir_text = dir.path().display().to_string();
+        assert!(config("./run.sh", &format!("cwd = {dir_text:?}")).is_empty());
+        assert!(config("run.sh", &format!("env = {{ PATH = {dir_text:?} }}")).is_empty());
+        assert_eq!(
+            config("run.sh", "env = { PATH = \"/nonexistent\" }")[0].1,
+            "program \"run.sh\" not found on PATH"
+        );
+        assert!(config("{examples}/x.py", "").is_empty());
+        let embedded = Config::embedded().program_problems();
+        assert!(embedded.is_empty(), "{embedded:?}");
     }
 
     #[test]
