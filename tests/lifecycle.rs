@@ -457,3 +457,63 @@ fn deleted_users_and_passwords_changed_elsewhere_revoke_sessions() {
         "adding a user revokes nobody"
     );
 }
+
+#[test]
+fn a_draining_peer_answers_what_it_has_refuses_new_messages_and_closes_the_link() {
+    const SECRET: &str = "secret-shared-by-a-and-b-drain";
+    let a = Broker::launch(
+        "a",
+        "127.0.0.1:0",
+        "",
+        &format!("{}[peers.b]\nsecret = {SECRET:?}\n", faulty()),
+        USERS,
+    );
+    let mut b = Broker::launch(
+        "b",
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "{}[peers.a]\nsecret = {SECRET:?}\naddress = \"{}\"\n",
+            faulty(),
+            a.addr
+        ),
+        USERS,
+    );
+    let mut alice = a.login("alice", "alice-pw");
+    let mut n = 0;
+    let mut peers = move |client: &mut besterd::client::Client| {
+        n += 1;
+        client
+            .request(&format!("w{n}"), "bester.whoami", &json!(null))
+            .unwrap()["data"]["peers"]
+            .clone()
+    };
+    eventually("the link", || {
+        (peers(&mut alice) == json!(["b"])).then_some(())
+    });
+    // A message to b that b's handler is slow to answer is in flight when b drains.
+    let slow =
+        json!({"action":"to_servers","servers":["b"],"data":{"action":"stall","seconds":1.5}});
+    alice.message("slow", "faulty", &slow).unwrap();
+    eventually("b's handler to get it", || {
+        b.log().contains(": stall").then_some(())
+    });
+    signal(b.pid(), libc::SIGTERM);
+    eventually("b to drain", || b.log().contains("draining:").then_some(()));
+    // A new message to b is refused by b with shutting_down, reported per server.
+    let late = json!({"action":"to_servers","servers":["b"],"data":{"action":"echo"}});
+    let reply = alice.request("late", "faulty", &late).unwrap();
+    assert_eq!(
+        reply["header"]["servers"]["b"]["code"], "shutting_down",
+        "{reply}"
+    );
+    // The one in flight is answered for real.
+    let answer = alice.recv().unwrap().expect("the slow report");
+    assert_eq!(answer["header"]["id"], "slow");
+    assert_eq!(answer["header"]["servers"]["b"]["status"], "ok", "{answer}");
+    assert_eq!(b.wait_exit().code(), Some(0));
+    // a sees the link close.
+    eventually("the link to go", || {
+        (peers(&mut alice) == json!([])).then_some(())
+    });
+}

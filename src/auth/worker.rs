@@ -573,6 +573,51 @@ mod tests {
     }
 
     #[test]
+    fn stamps_and_snapshots_follow_the_store_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let phc = crate::auth::user_store::UserStore::open(&path)
+            .unwrap()
+            .users()
+            .get("alice")
+            .unwrap()
+            .to_owned();
+        let mut h = Harness::start(&path, 1, 4);
+        h.pool.submit(verify(1, "alice", "old-pw")).unwrap();
+        let login = h.results(1).pop().unwrap();
+        let stamp = login.stamp.expect("a stamp for a good login");
+        assert_eq!(stamp.digest, hash_digest(&phc));
+        let snapshot = |h: &mut Harness, since| {
+            h.pool.submit(AuthJob::Snapshot { tag: 9, since }).unwrap();
+            match h.results(1).pop().unwrap().outcome {
+                AuthOutcome::Users(snapshot) => snapshot,
+                other => panic!("{other:?}"),
+            }
+        };
+        let first = snapshot(&mut h, 0).expect("newer than generation 0");
+        assert_eq!(first.generation, stamp.generation);
+        assert_eq!(first.users["alice"], stamp.digest);
+        assert_eq!(snapshot(&mut h, first.generation), None, "unchanged");
+        // A password change stamps the session with the new hash; the next snapshot has it.
+        h.pool
+            .submit(change(2, "alice", "old-pw", "new-pw"))
+            .unwrap();
+        let changed = h.results(1).pop().unwrap();
+        assert_eq!(changed.outcome, AuthOutcome::Ok);
+        let new_stamp = changed.stamp.expect("a stamp for the changer");
+        let second = snapshot(&mut h, first.generation).expect("the store changed");
+        assert!(second.generation > first.generation);
+        assert_eq!(second.users["alice"], new_stamp.digest);
+        assert_ne!(new_stamp.digest, stamp.digest);
+        h.pool.submit(verify(3, "alice", "wrong")).unwrap();
+        assert_eq!(
+            h.results(1).pop().unwrap().stamp,
+            None,
+            "no stamp on failure"
+        );
+    }
+
+    #[test]
     fn pool_sees_users_added_by_another_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.json"); // does not exist yet

@@ -2,7 +2,10 @@
 //! retired from their pool (they stay known, so the answers to their requests in flight are still
 //! routed), limits changed, peers forgotten. Sans-io like the rest of the router.
 
-use super::{Router, RouterConfig};
+use super::{Action, Origin, Router, RouterConfig};
+use crate::protocol::ErrorCode;
+use crate::protocol::error::ErrorBody;
+use crate::protocol::peer::PeerMessage;
 use crate::router::ConnId;
 
 impl Router {
@@ -48,6 +51,20 @@ impl Router {
     /// Requests in flight on a handler connection (`None` if it is not a handler link).
     pub fn inflight_of(&self, conn: ConnId) -> Option<usize> {
         self.links.get(&conn).map(|l| l.inflight)
+    }
+
+    /// A peer's message that arrives while the server drains: acked `shutting_down`, not run.
+    pub fn refuse_peer_message(&mut self, link: ConnId, msg: PeerMessage, out: &mut Vec<Action>) {
+        let Some(server) = self.peer_links.get(&link).cloned() else {
+            return;
+        };
+        let origin = Origin::Peer {
+            link,
+            msg: msg.msg,
+            server,
+        };
+        let text = "the server is shutting down and takes no new messages";
+        self.fail(&origin, ErrorBody::new(ErrorCode::ShuttingDown, text), out);
     }
 
     /// Forget a peer server (its link, if any, must be closed first).

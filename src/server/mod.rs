@@ -154,7 +154,13 @@ impl Server {
             Arc::clone(&waker),
         )?;
 
-        let runtime = RuntimeDir::create(config.runtime_dir.as_deref())?;
+        let runtime = RuntimeDir::create(config.runtime_dir.as_deref()).map_err(|e| {
+            let dir = config.runtime_dir.as_deref().map_or_else(
+                || "$RUNTIME_DIRECTORY or a temporary directory".to_string(),
+                |d| d.display().to_string(),
+            );
+            io::Error::new(e.kind(), format!("runtime directory {dir}: {e}"))
+        })?;
         let now = Instant::now();
         let router = Router::new(RouterConfig {
             server: config.name.clone(),
