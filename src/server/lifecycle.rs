@@ -57,7 +57,7 @@ pub(super) struct Lifecycle {
     /// Ping the watchdog this often (half of `WATCHDOG_USEC`).
     watchdog: Option<Duration>,
     next_watchdog: Option<Instant>,
-    last_status: String,
+    pub last_status: String,
     next_status: Instant,
     /// Something an operator should know, shown in `STATUS=` (a failed reload, handlers down).
     pub note: Option<String>,
@@ -184,8 +184,8 @@ impl Server {
         }
     }
 
-    /// Send `STATUS=` now.
-    pub(super) fn send_status(&mut self) {
+    /// Send `STATUS=` now (e.g. after an admin command changed something).
+    pub fn send_status(&mut self) {
         let line = status_line(&self.figures());
         self.life.notify(&[NotifyState::Status(&line)]);
         self.life.last_status = line;

@@ -15,7 +15,7 @@
 //!
 //! The user store is checked at once as well (`server/revoke.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -57,6 +57,9 @@ pub(super) struct Reloads {
     retiring: Vec<ConnId>,
     /// The process id behind each handler connection (from `SO_PEERCRED`).
     pids: HashMap<ConnId, u32>,
+    /// Handler connections that were serving when their type was changed by a reload (their
+    /// process may not be the supervisor's child, e.g. behind a wrapper script).
+    old_links: HashSet<ConnId>,
 }
 
 impl Reloads {
@@ -68,6 +71,7 @@ impl Reloads {
             examples: None,
             retiring: Vec::new(),
             pids: HashMap::new(),
+            old_links: HashSet::new(),
         }
     }
 
@@ -79,6 +83,7 @@ impl Reloads {
     /// A connection closed.
     pub fn forget(&mut self, id: ConnId) {
         self.pids.remove(&id);
+        self.old_links.remove(&id);
     }
 }
 
@@ -171,6 +176,10 @@ impl Server {
             }),
         };
         self.reloads.job = None;
+        if !self.life.accepting() {
+            info!("reload dropped: the server is shutting down");
+            return;
+        }
         match result {
             Ok(config) => self.apply_config(config, now),
             Err(e) => {
@@ -193,7 +202,7 @@ impl Server {
         let line = status_line(&self.figures());
         self.life
             .notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
-        self.send_status();
+        self.life.last_status = line;
     }
 
     fn apply_config(&mut self, new: Config, now: Instant) {
@@ -414,6 +423,7 @@ impl Server {
             self.runtime.socket_for(kind)
         };
         self.supervisor.mark_old(kind);
+        self.reloads.old_links.extend(self.router.links_of(kind));
         if let Some((spec, count)) = self.process_spec(kind, new, path)? {
             self.supervisor.add(spec, count, now);
         }
@@ -441,11 +451,12 @@ impl Server {
             return; // an old process connecting late: it serves until it is retired
         }
         let is_old = |server: &Server, c: &ConnId| {
-            server
-                .reloads
-                .pids
-                .get(c)
-                .is_some_and(|p| server.supervisor.is_old(*p))
+            server.reloads.old_links.contains(c)
+                || server
+                    .reloads
+                    .pids
+                    .get(c)
+                    .is_some_and(|p| server.supervisor.is_old(*p))
         };
         let links = self.router.links_of(kind);
         let olds: Vec<ConnId> = links.iter().filter(|c| is_old(self, c)).copied().collect();
@@ -464,6 +475,7 @@ impl Server {
 
     fn retire_link(&mut self, id: ConnId, now: Instant) {
         debug!("conn={id} retired by a reload; closing once its requests are answered");
+        self.reloads.old_links.remove(&id);
         self.router.retire_link(id);
         self.reloads.retiring.push(id);
         if let Some(pid) = self.reloads.pids.get(&id).copied() {
