@@ -260,6 +260,38 @@ fn socket_activation_serves_a_client_on_the_inherited_socket() {
     assert!(broker.stop().success());
 }
 
+#[test]
+fn socket_activation_with_a_datagram_socket_refuses_to_start() {
+    let port = free_port();
+    let how = Launch {
+        wrapper: vec![
+            "systemd-socket-activate".into(),
+            "--datagram".into(),
+            "-l".into(),
+            format!("127.0.0.1:{port}"),
+            "--fdname=client".into(),
+        ],
+        wait_ready: false,
+        ..Launch::default()
+    };
+    let mut broker = Broker::launch_with("test", "127.0.0.1:1", "", &faulty(), USERS, &how);
+    // The first datagram makes systemd-socket-activate start besterd.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    eventually("besterd to start and fail", || {
+        let _ = udp.send_to(b"x", ("127.0.0.1", port));
+        broker.log().contains("cannot start").then_some(())
+    });
+    let status = broker.wait_exit();
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(
+        broker.log().contains(
+            "cannot start: socket activation: fd 3 (client): not a TCP socket (use ListenStream= with an IP address and port)"
+        ),
+        "{}",
+        broker.log()
+    );
+}
+
 /// Process ids the supervisor logged as started for `kind`.
 fn started_pids(log: &str, kind: &str) -> Vec<i32> {
     let marker = format!("handler={kind}#");

@@ -130,3 +130,58 @@ fn tcp_listener(fd: RawFd, name: &str) -> io::Result<TcpListener> {
         .map_err(|e| what(e.to_string()))?;
     Ok(listener)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    #[test]
+    fn only_listening_tcp_sockets_are_taken() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .into_raw_fd();
+        let e = tcp_listener(udp, "client").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "socket activation: fd {udp} (client): not a TCP socket (use ListenStream= with an IP address and port)"
+            )
+        );
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(server.local_addr().unwrap())
+            .unwrap()
+            .into_raw_fd();
+        let e = tcp_listener(stream, "client").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("socket activation: fd {stream} (client): not a listening socket")
+        );
+        let listening = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listening.local_addr().unwrap();
+        let taken = tcp_listener(listening.into_raw_fd(), "client").unwrap();
+        assert_eq!(taken.local_addr().unwrap(), addr);
+    }
+
+    #[test]
+    fn the_client_socket_is_taken_by_name_or_as_the_only_one() {
+        let fd = |l: TcpListener| l.into_raw_fd();
+        let bind = || TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut two = Activation {
+            fds: vec![(fd(bind()), "other".into()), (fd(bind()), CLIENT.into())],
+        };
+        assert!(two.take_client().unwrap().is_some());
+        assert!(two.take_tcp(CLIENT).unwrap().is_none(), "taken once");
+        assert!(two.take_tcp("other").unwrap().is_some());
+        let mut only = Activation {
+            fds: vec![(fd(bind()), "besterd.socket".into())],
+        };
+        assert!(only.take_client().unwrap().is_some());
+        let mut unnamed = Activation {
+            fds: vec![(fd(bind()), "a".into()), (fd(bind()), "b".into())],
+        };
+        assert!(unnamed.take_client().unwrap().is_none());
+        unnamed.close_rest();
+        assert!(!unnamed.is_active());
+    }
+}
