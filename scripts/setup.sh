@@ -15,6 +15,7 @@ want python3 python3
 want node nodejs
 want systemd-socket-activate systemd
 want systemd-analyze systemd
+want perl perl   # tests/handlers/listen.pl (JSON::PP and IO::Socket::UNIX are core modules)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"

@@ -14,6 +14,7 @@ use crate::cli::ServeArgs;
 
 pub mod diff;
 use crate::protocol::message::{RESERVED_PREFIX, validate_type};
+use crate::router::{Correlate, HandlerMode};
 
 /// The configuration built into the binary, used by `besterd serve` without `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -145,8 +146,16 @@ pub struct FileHandler {
     pub env: BTreeMap<String, String>,
     /// Working directory for the processes.
     pub cwd: Option<PathBuf>,
-    /// Requests in flight to one handler connection before `handler_busy`.
+    /// Requests in flight to one handler connection before `handler_busy` (with `connect`:
+    /// dialled connections open at once).
     pub max_inflight: Option<usize>,
+    /// How answers are matched to requests: `"request"` (the token, default), `"order"` (one
+    /// request in flight per connection) or `"connection"` (one dialled connection per request).
+    pub correlate: Option<String>,
+    /// A socket the handler listens on; besterd dials it for every request.
+    pub connect: Option<PathBuf>,
+    /// `order` and `connection`: requests waiting for a free connection before `handler_busy`.
+    pub max_queued: Option<usize>,
 }
 
 /// The validated configuration.
@@ -220,6 +229,8 @@ pub enum HandlerSource {
     },
     /// Something else starts the handler; it connects to this socket path.
     Socket(PathBuf),
+    /// Something else starts the handler; it listens on its `connect` socket.
+    External,
 }
 
 /// One validated `[handlers.<type>]`.
@@ -229,6 +240,10 @@ pub struct HandlerConfig {
     pub source: HandlerSource,
     /// Requests in flight per connection before `handler_busy`.
     pub max_inflight: usize,
+    /// How answers are matched to requests, and the limits that go with it.
+    pub mode: HandlerMode,
+    /// The socket besterd dials for every request (`correlate = "connection"`).
+    pub connect: Option<PathBuf>,
 }
 
 /// Everything wrong with a configuration.
@@ -253,6 +268,23 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Settings that are valid but probably not meant: `(key, warning)` pairs for `check-config`.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let mut warnings = Vec::new();
+        if self.idle_timeout < self.request_timeout {
+            warnings.push((
+                "server.idle_timeout_ms".to_string(),
+                format!(
+                    "{} ms is shorter than server.request_timeout_ms ({} ms): a client waiting \
+                     quietly for a slow handler is kept open only while its request is in flight",
+                    self.idle_timeout.as_millis(),
+                    self.request_timeout.as_millis()
+                ),
+            ));
+        }
+        warnings
+    }
+
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
@@ -555,7 +587,39 @@ impl FileConfig {
                     format!("types starting with {RESERVED_PREFIX:?} are built in"),
                 ));
             }
+            let correlate = match h.correlate.as_deref() {
+                None if h.connect.is_some() => Correlate::Connection,
+                None | Some("request") => Correlate::Request,
+                Some("order") => Correlate::Order,
+                Some("connection") => Correlate::Connection,
+                Some(other) => {
+                    problems.push((
+                        format!("{key}.correlate"),
+                        format!("{other:?} is not one of \"request\", \"order\", \"connection\""),
+                    ));
+                    Correlate::Request
+                }
+            };
+            match (&h.connect, correlate) {
+                (Some(_), Correlate::Connection) | (None, Correlate::Request | Correlate::Order) => {}
+                (Some(_), other) => problems.push((
+                    format!("{key}.correlate"),
+                    format!(
+                        "a handler besterd dials (connect) is correlated by \"connection\", not {:?}",
+                        other.as_str()
+                    ),
+                )),
+                (None, _) => problems.push((
+                    format!("{key}.correlate"),
+                    "\"connection\" needs connect = \"/path/to/handler.sock\"".into(),
+                )),
+            }
+            if h.connect.is_some() && h.socket.is_some() {
+                problems.push((key.clone(), "give connect or socket, not both".into()));
+                continue;
+            }
             let source = match (h.command, h.socket) {
+                (None, None) if h.connect.is_some() => HandlerSource::External,
                 (Some(argv), None) => {
                     if argv.is_empty() || argv[0].is_empty() {
                         problems
@@ -588,7 +652,8 @@ impl FileConfig {
                 (None, None) => {
                     problems.push((
                         key.clone(),
-                        "needs command (to start it) or socket (to wait for it)".into(),
+                        "needs command (to start it), socket (to wait for it) or connect (to dial it)"
+                            .into(),
                     ));
                     continue;
                 }
@@ -597,6 +662,16 @@ impl FileConfig {
                 &mut problems,
                 &format!("{key}.max_inflight"),
                 h.max_inflight,
+                if correlate == Correlate::Connection {
+                    64
+                } else {
+                    1024
+                },
+            );
+            let max_queued = positive(
+                &mut problems,
+                &format!("{key}.max_queued"),
+                h.max_queued,
                 1024,
             );
             handlers.insert(
@@ -604,6 +679,12 @@ impl FileConfig {
                 HandlerConfig {
                     source,
                     max_inflight,
+                    mode: HandlerMode {
+                        correlate,
+                        max_inflight,
+                        max_queued,
+                    },
+                    connect: h.connect,
                 },
             );
         }

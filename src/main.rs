@@ -129,6 +129,9 @@ fn check_config(path: Option<&Path>) -> ExitCode {
         eprintln!("{}", ConfigError { origin, problems });
         return ExitCode::from(EX_CONFIG);
     }
+    for (key, warning) in config.warnings() {
+        eprintln!("{origin}: warning: {key}: {warning}");
+    }
     let handlers: Vec<&str> = config.handlers.keys().map(String::as_str).collect();
     println!(
         "{origin}: OK (server {:?} on {}, users {}, handlers: {})",

@@ -181,6 +181,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     let (handlers_tuned, handlers_restarted) = changed.into_iter().partition(|kind| {
         let mut a = old.handlers[kind].clone();
         a.max_inflight = new.handlers[kind].max_inflight;
+        a.mode.max_inflight = new.handlers[kind].mode.max_inflight;
         a == new.handlers[kind]
     });
     let (peers_added, peers_removed, peers_changed) = sets(&old.peers, &new.peers, |a, b| {

@@ -2,7 +2,7 @@
 //! retired from their pool (they stay known, so the answers to their requests in flight are still
 //! routed), limits changed, peers forgotten. Sans-io like the rest of the router.
 
-use super::{Action, Origin, Router, RouterConfig};
+use super::{Action, HandlerMode, Origin, Router, RouterConfig};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::peer::PeerMessage;
@@ -19,6 +19,16 @@ impl Router {
     pub fn set_max_inflight(&mut self, kind: &str, max_inflight: usize) {
         if let Some(pool) = self.pools.get_mut(kind) {
             pool.max_inflight = max_inflight;
+            pool.mode.max_inflight = max_inflight;
+        }
+    }
+
+    /// Change how a handler type's answers are correlated, and its limits; requests already in
+    /// flight keep the rules they were sent under.
+    pub fn set_mode(&mut self, kind: &str, mode: HandlerMode) {
+        if let Some(pool) = self.pools.get_mut(kind) {
+            pool.max_inflight = mode.max_inflight;
+            pool.mode = mode;
         }
     }
 

@@ -242,7 +242,7 @@ impl Server {
             .supervisor
             .kinds()
             .into_iter()
-            .filter(|k| counts.get(k).copied().unwrap_or(0) == 0)
+            .filter(|k| counts.get(k).copied().unwrap_or(0) == 0 && !self.dialer.socket_exists(k))
             .collect();
         if !missing.is_empty() && now < deadline {
             return;

@@ -8,6 +8,7 @@
 pub mod activation;
 mod client;
 mod conn;
+mod dial;
 mod handlers;
 mod lifecycle;
 pub mod limits;
@@ -35,7 +36,7 @@ use slab::Slab;
 
 use crate::auth::worker::AuthPool;
 use crate::config::Config;
-use crate::handler::{RuntimeDir, Supervisor};
+use crate::handler::{Dialer, RuntimeDir, Supervisor};
 use crate::net::{Framed, ReadResult, Stream};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
@@ -96,6 +97,7 @@ pub struct Server {
     peers: BTreeMap<String, PeerSlot>,
     supervisor: Supervisor,
     handler_listeners: Slab<HandlerListener>,
+    dialer: Dialer,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     actions: Vec<Action>,
     to_close: Vec<(ConnId, String)>,
@@ -201,6 +203,7 @@ impl Server {
             peers,
             supervisor,
             handler_listeners: Slab::new(),
+            dialer: Dialer::new(),
             timers: BinaryHeap::new(),
             actions: Vec::new(),
             to_close: Vec::new(),
@@ -604,8 +607,12 @@ impl Server {
                 self.router.client_gone(id);
                 self.forget_ip(conn.ip);
             }
-            Role::Handler { .. } => {
-                info!("{} disconnected: {reason}", conn.context());
+            Role::Handler { dialed, .. } => {
+                if *dialed {
+                    debug!("{} closed: {reason}", conn.context());
+                } else {
+                    info!("{} disconnected: {reason}", conn.context());
+                }
                 self.router.handler_gone(id, &mut self.actions);
             }
             Role::Peer(peer) => {
@@ -640,6 +647,8 @@ impl Server {
                                 self.router.handler_refused(token, &mut self.actions);
                             }
                         }
+                        Action::Dial { kind, token, body } => self.dial(&kind, token, body),
+                        Action::Close { conn } => self.close(conn, "request answered".into()),
                     }
                 }
             } else if let Some((id, reason)) = self.to_close.pop() {
@@ -715,12 +724,18 @@ impl Server {
 
     fn check_idle(&mut self, id: ConnId, now: Instant) {
         let idle = self.config.idle_timeout;
+        let pending = self.router.pending_for(id);
         let Some(conn) = self.conn(id) else { return };
         if conn.closing.is_some() {
             return;
         }
         let due = conn.last_seen + idle;
-        if due > now {
+        if due > now || pending > 0 || conn.paused() {
+            // Never idle while requests are in flight: they count as activity.
+            if pending > 0 || conn.paused() {
+                conn.last_seen = now;
+            }
+            let due = conn.last_seen + idle;
             self.timers.push(Reverse((due, Timer::Idle(id))));
             return;
         }

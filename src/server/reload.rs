@@ -287,23 +287,30 @@ impl Server {
         now: Instant,
     ) -> io::Result<()> {
         let path = self.bind_handler_socket(kind, handler)?;
-        self.router.add_type(kind, handler.max_inflight);
+        self.router.add_type_with(kind, handler.mode);
         if let Some((spec, count)) = self.process_spec(kind, handler, path)? {
             self.supervisor.add(spec, count, now);
         }
         Ok(())
     }
 
+    /// Bind the socket a handler type connects to, or (`connect`) note the socket it listens on.
     fn bind_handler_socket(&mut self, kind: &str, handler: &HandlerConfig) -> io::Result<PathBuf> {
-        let path = match &handler.source {
-            HandlerSource::Socket(path) => path.clone(),
-            HandlerSource::Command { .. } => self.runtime.socket_for(kind),
+        let path = match (&handler.connect, &handler.source) {
+            (Some(path), _) => path.clone(),
+            (None, HandlerSource::Socket(path)) => path.clone(),
+            (None, _) => self.runtime.socket_for(kind),
         };
         if !socket_path_fits(&path) {
             return Err(io::Error::other(format!(
                 "handler socket path {} is too long for a Unix socket",
                 path.display()
             )));
+        }
+        if handler.connect.is_some() {
+            // A handler besterd dials owns its socket: nothing to bind here.
+            self.dialer.add(kind, &path);
+            return Ok(path);
         }
         match std::fs::remove_file(&path) {
             Ok(()) => debug!("removed stale socket {}", path.display()),
@@ -330,6 +337,7 @@ impl Server {
     }
 
     fn unbind_handler_socket(&mut self, kind: &str) {
+        self.dialer.remove(kind);
         let keys: Vec<usize> = self
             .handler_listeners
             .iter()
@@ -411,16 +419,19 @@ impl Server {
         now: Instant,
     ) -> io::Result<()> {
         info!("reload: handler={kind} changed; restarting its processes in turn");
-        self.router.set_max_inflight(kind, new.max_inflight);
-        let socket_moved = match (&old.source, &new.source) {
-            (HandlerSource::Command { .. }, HandlerSource::Command { .. }) => false,
-            (a, b) => a != b,
-        };
+        self.router.set_mode(kind, new.mode);
+        let socket_moved = old.connect != new.connect
+            || match (&old.source, &new.source) {
+                (HandlerSource::Command { .. }, HandlerSource::Command { .. }) => false,
+                (a, b) => a != b,
+            };
         let path = if socket_moved {
             self.unbind_handler_socket(kind);
             self.bind_handler_socket(kind, new)?
         } else {
-            self.runtime.socket_for(kind)
+            new.connect
+                .clone()
+                .unwrap_or_else(|| self.runtime.socket_for(kind))
         };
         self.supervisor.mark_old(kind);
         self.reloads.old_links.extend(self.router.links_of(kind));
