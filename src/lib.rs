@@ -13,7 +13,10 @@
 //!   events, returns [`router::Action`]s.
 //! - [`server`]: the mio event loop that ties them together — accepts, reads, dispatches, applies
 //!   actions, flushes; client sessions and built-ins in `server/client.rs`, handler links in
-//!   `server/handlers.rs`.
+//!   `server/handlers.rs`. Life under a service manager: `server/lifecycle.rs` (sd_notify,
+//!   readiness, signals, the drain), `server/activation.rs` (socket activation),
+//!   `server/reload.rs` (SIGHUP, carrying out the pure [`config::diff`]), `server/revoke.rs`
+//!   (sessions whose user was deleted or whose password changed elsewhere).
 //! - [`handler`]: the runtime directory for handler sockets, the [`handler::Supervisor`] that
 //!   starts, reaps and restarts handler processes, and the [`handler::Dialer`] for handlers the
 //!   broker connects to (`connect`, dialled per request by `server/dial.rs`; matched to their
