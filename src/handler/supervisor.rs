@@ -56,6 +56,8 @@ struct Process {
     old: bool,
     /// When to send SIGTERM, then when to send SIGKILL, to an old process that has not exited.
     retire: Option<(Instant, Instant)>,
+    /// Starts after the first one.
+    restarts: u64,
 }
 
 /// Every handler process besterd starts.
@@ -86,6 +88,7 @@ impl Supervisor {
                 restart_at: Some(now),
                 old: false,
                 retire: None,
+                restarts: 0,
             });
         }
     }
@@ -233,6 +236,14 @@ impl Supervisor {
         }
     }
 
+    /// `(processes configured, restarts so far)` of a type's started processes.
+    pub fn figures(&self, kind: &str) -> (usize, u64) {
+        self.processes
+            .iter()
+            .filter(|p| p.spec.kind == kind && !p.old)
+            .fold((0, 0), |(n, r), p| (n + 1, r + p.restarts))
+    }
+
     /// Process ids currently running, by type (for status and tests).
     pub fn pids(&self) -> BTreeMap<String, Vec<u32>> {
         let mut pids: BTreeMap<String, Vec<u32>> = BTreeMap::new();
@@ -373,6 +384,9 @@ impl Process {
                     spec.argv.join(" ")
                 );
                 self.child = Some(child);
+                if self.started.is_some() {
+                    self.restarts += 1;
+                }
                 self.started = Some(now);
                 self.restart_at = None;
             }

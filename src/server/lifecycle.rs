@@ -34,6 +34,9 @@ const HANDLER_GRACE: Duration = Duration::from_secs(2);
 const HURRY: Duration = Duration::from_millis(300);
 /// How often the status line is recomputed (and sent when it changed).
 const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// While starting, how often readiness is looked at again: a dialled handler's socket appearing
+/// wakes nothing, and a configuration with no handlers to wait for has nothing to wake the loop.
+const STARTUP_RECHECK: Duration = Duration::from_millis(50);
 
 /// Where the daemon is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +101,10 @@ impl Lifecycle {
     }
 
     /// The earliest time the lifecycle must act.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let phase = match self.phase {
-            Phase::Starting(at) | Phase::Draining(at) | Phase::Closing(at) => Some(at),
+            Phase::Starting(at) => Some(at.min(now + STARTUP_RECHECK)),
+            Phase::Draining(at) | Phase::Closing(at) => Some(at),
             Phase::Ready => None,
         };
         let status = self.notify.then_some(self.next_status);

@@ -6,14 +6,18 @@
 //! rest picked up in the next iteration without waiting.
 
 pub mod activation;
+mod admin;
 mod client;
 mod conn;
 mod dial;
 mod handlers;
 mod lifecycle;
 pub mod limits;
+mod monitor;
 mod peers;
+mod prometheus;
 mod reload;
+mod report;
 mod revoke;
 pub mod token;
 
@@ -42,6 +46,7 @@ use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::client_error;
 use crate::router::{Action, Router, RouterConfig};
+use crate::stats::ServerStats;
 
 use crate::router::ConnId;
 use client::AuthTag;
@@ -51,7 +56,8 @@ use limits::LoginLimiter;
 use peers::PeerSlot;
 use reload::Reloads;
 use revoke::Sessions;
-use token::{CONN_BASE, HANDLER_LISTENER_BASE, LISTENER, SIGNALS, WAKER};
+use token::{ADMIN_LISTENER, CONN_BASE, HANDLER_LISTENER_BASE, LISTENER, MONITOR_CONN_BASE};
+use token::{MONITOR_LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
 const MAX_READS_PER_EVENT: usize = 16;
@@ -108,6 +114,10 @@ pub struct Server {
     life: Lifecycle,
     reloads: Reloads,
     sessions: Sessions,
+    stats: ServerStats,
+    started: Instant,
+    monitor: Option<monitor::Monitor>,
+    admin: Option<admin::Admin>,
     // Dropped last: removes the sockets' directory.
     runtime: RuntimeDir,
 }
@@ -180,11 +190,14 @@ impl Server {
                     dialing: None,
                     failures: 0,
                     retry_at: now,
+                    since: now,
                 },
             );
         }
         let logins =
             LoginLimiter::new(config.login_failures_per_ip, config.login_failures_per_user);
+        let monitor = monitor::Monitor::bind(&config, poll.registry())?;
+        let admin = admin::Admin::bind(&runtime, poll.registry())?;
         let mut server = Server {
             life: Lifecycle::new(now, config.handler_startup_timeout),
             reloads: Reloads::new(waker),
@@ -211,6 +224,10 @@ impl Server {
             more_input: Vec::new(),
             accept_again: false,
             scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
+            stats: ServerStats::default(),
+            started: now,
+            monitor,
+            admin,
             runtime,
         };
         for (kind, handler) in server.config.handlers.clone() {
@@ -258,6 +275,7 @@ impl Server {
                         self.reload_results(now);
                     }
                     SIGNALS => self.signals(now),
+                    t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.control_accept(t, now),
                     mio::Token(t) if t >= CONN_BASE => {
                         let slot = t - CONN_BASE;
                         let Some(id) = self.conns.get(slot).map(|c| c.id) else {
@@ -273,6 +291,7 @@ impl Server {
                             self.dirty.push(id);
                         }
                     }
+                    mio::Token(t) if t >= MONITOR_CONN_BASE => self.control_ready(t, now),
                     mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE, now),
                 }
                 // Apply what this event routed before the next event is looked at: a later
@@ -288,6 +307,7 @@ impl Server {
                 self.settle(now);
             }
             self.fire_timers(now);
+            self.control_timers(now);
             // Exits are reaped on SIGCHLD (see signals()); here only restarts that are due.
             if self.supervisor.next_deadline().is_some_and(|at| at <= now) {
                 self.supervisor.tick(now);
@@ -320,8 +340,9 @@ impl Server {
         consider(self.timers.peek().map(|Reverse((at, _))| *at));
         consider(self.supervisor.next_deadline());
         consider(self.next_dial());
-        consider(self.life.next_deadline());
+        consider(self.life.next_deadline(now));
         consider(self.sessions.next_deadline());
+        consider(self.control_deadline());
         next.map(|at| at.saturating_duration_since(now))
     }
 
@@ -373,6 +394,7 @@ impl Server {
                 debug!("refusing {peer}: {text}");
                 let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
                 let error = ErrorBody::new(ErrorCode::TooManyConnections, text);
+                self.stats.error(error.code, false);
                 let _ = framed.queue(&client_error(None, &error));
                 let _ = framed.flush();
                 continue;
@@ -411,6 +433,7 @@ impl Server {
             generation,
         };
         let mut io = Framed::new(stream, max_frame, self.config.max_outbound);
+        self.stats.opened(role.kind());
         if let Err(e) = io.register(self.poll.registry(), token::conn_token(id)) {
             error!("cannot register connection from {peer}: {e}");
             self.forget_ip(ip);
@@ -426,6 +449,8 @@ impl Server {
             read_closed: false,
             closing: None,
             throttled: false,
+            since: Instant::now(),
+            traffic: Default::default(),
         });
         Some(id)
     }
@@ -443,7 +468,7 @@ impl Server {
                 return self.close_if_drained(id, now);
             }
             match conn.io.read_some(&mut self.scratch) {
-                Ok(ReadResult::Data(_)) => {}
+                Ok(ReadResult::Data(n)) => conn.traffic.read(n),
                 Ok(ReadResult::WouldBlock) => return,
                 Ok(ReadResult::Eof) => conn.read_closed = true,
                 Err(e) => {
@@ -485,10 +510,10 @@ impl Server {
                 Ok(None) => return true,
                 Err(e) => {
                     warn!("{}: {e}; closing", conn.context());
-                    let body = client_error(None, &e.to_body());
+                    let body = e.to_body();
                     let is_client = matches!(conn.role, Role::Client(_));
                     if is_client {
-                        self.send(id, body);
+                        self.tell_error(id, &body);
                         self.finish(id, now, e.to_string());
                     } else {
                         self.close(id, e.to_string());
@@ -497,6 +522,7 @@ impl Server {
                 }
             };
             conn.last_seen = now;
+            conn.traffic.frame_in();
             match &conn.role {
                 Role::Client(_) => self.client_frame(id, &frame, now),
                 Role::Handler { .. } => self.handler_frame(id, &frame, now),
@@ -542,6 +568,7 @@ impl Server {
         }
         match conn.io.queue(&body) {
             Ok(()) => {
+                conn.traffic.frame_out(body.len());
                 let drained = conn.read_closed && pending == 0 && !conn.paused();
                 let resume = conn.throttled && pending < self.config.max_pending_per_connection;
                 self.dirty.push(id);
@@ -567,6 +594,7 @@ impl Server {
                 warn!("{}: {reason}; closing", conn.context());
                 // Nothing more is queued for it (and nothing more logged); it closes this iteration.
                 conn.closing = Some(reason.clone());
+                self.stats.slow_consumers += 1;
                 self.to_close.push((id, reason));
                 false
             }
@@ -599,6 +627,7 @@ impl Server {
         let mut conn = self.conns.remove(id.slot);
         self.sessions.forget(id);
         self.reloads.forget(id);
+        self.stats.traffic.add(&conn.traffic);
         conn.io.deregister(self.poll.registry());
         conn.io.shutdown();
         match &conn.role {
@@ -700,7 +729,7 @@ impl Server {
                                 self.config.identify_timeout.as_millis()
                             ),
                         );
-                        self.send(id, client_error(None, &error));
+                        self.tell_error(id, &error);
                         self.finish(id, now, "identify timeout".into());
                     }
                 }
@@ -751,7 +780,7 @@ impl Server {
                 idle.as_millis()
             ),
         );
-        self.send(id, client_error(None, &error));
+        self.tell_error(id, &error);
         self.finish(id, now, "idle timeout".into());
     }
 }

@@ -546,6 +546,7 @@ impl Server {
                     dialing: None,
                     failures: 0,
                     retry_at: now,
+                    since: now,
                 },
             );
         }

@@ -18,7 +18,6 @@ use super::client::AuthTag;
 use crate::auth::worker::{AuthJob, Stamp, UserSnapshot};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::client_error;
 use crate::router::ConnId;
 
 /// How often the user store is checked for changes.
@@ -131,7 +130,7 @@ impl Server {
             ErrorCode::SessionRevoked,
             format!("session revoked: {why}; log in again"),
         );
-        self.send(id, client_error(None, &error));
+        self.tell_error(id, &error);
         self.finish(id, Instant::now(), "session revoked".into());
     }
 }

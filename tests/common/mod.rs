@@ -102,13 +102,16 @@ impl Broker {
         std::fs::write(dir.path().join("besterd.toml"), config).unwrap();
         let ready = dir.path().join("ready");
         let log = std::fs::File::create(dir.path().join("besterd.log")).unwrap();
+        // BESTERD_BIN: another build of the daemon (the load generator compares builds).
+        let program =
+            std::env::var_os("BESTERD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_besterd").into());
         let mut command = match how.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(env!("CARGO_BIN_EXE_besterd"));
+            Some((wrapper, args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(args).arg(&program);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_besterd")),
+            None => Command::new(&program),
         };
         let child = command
             .envs(how.env.iter().map(|(k, v)| (k, v)))
