@@ -3,12 +3,14 @@
 //! asserted in the test suite, since shared machines are noisy.
 //!
 //!   cargo bench --bench load -- [rtt] [throughput] [misbehave] [idle] [slow] [federation]
+//!   cargo bench --bench load -- compare     (besterd vs nats-server; see `compare.rs`)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod compare;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -39,10 +41,12 @@ fn main() {
         "slow",
         "federation",
     ];
+    let extra = ["compare"];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
     } else {
         all.iter()
+            .chain(&extra)
             .copied()
             .filter(|s| wanted.iter().any(|w| w == s))
             .collect()
@@ -57,6 +61,7 @@ fn main() {
             "idle" => idle(),
             "slow" => slow(),
             "federation" => federation(),
+            "compare" => compare::compare(),
             _ => unreachable!(),
         };
         for (k, v) in result.as_object().unwrap() {
