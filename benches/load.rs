@@ -3,14 +3,19 @@
 //! asserted in the test suite, since shared machines are noisy.
 //!
 //!   cargo bench --bench load -- [rtt] [throughput] [misbehave] [idle] [slow] [federation]
-//!   cargo bench --bench load -- compare     (besterd vs nats-server; see `compare.rs`)
+//!   cargo bench --bench load -- compare     (besterd vs nats-server; see `compare/`)
+//!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
 
+mod allocs;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod compare;
+
+#[global_allocator]
+static ALLOCATOR: allocs::Counting = allocs::Counting;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -41,7 +46,7 @@ fn main() {
         "slow",
         "federation",
     ];
-    let extra = ["compare"];
+    let extra = ["compare", "allocs"];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
     } else {
@@ -62,6 +67,7 @@ fn main() {
             "slow" => slow(),
             "federation" => federation(),
             "compare" => compare::compare(),
+            "allocs" => allocs::allocs(),
             _ => unreachable!(),
         };
         for (k, v) in result.as_object().unwrap() {

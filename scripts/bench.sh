@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
-if [[ " $* " == *" compare "* ]]; then
+if [[ " $* " == *" compare "* || " $* " == *" allocs "* ]]; then
     if ! command -v nats-server >/dev/null; then
         apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
     fi

@@ -41,9 +41,12 @@ const NATS_PASS: &str = "bench-pw-0123";
 const SUBJECT: &str = "bench.echo";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Proto {
+pub enum Proto {
+    /// besterd frames.
     Bester,
+    /// NATS text protocol.
     Nats,
+    /// besterd frames echoed back unchanged.
     Relay,
 }
 
@@ -542,12 +545,17 @@ fn start(proto: Proto) -> System {
     }
 }
 
-/// One measurement on a fresh system.
-fn measure(proto: Proto, conns: usize, window: usize, secs: f64) -> Value {
-    let system = start(proto);
-    let drivers: Vec<Driver> = (0..conns)
-        .map(|c| Driver::open(proto, system.addr, c))
-        .collect();
+/// Connect `conns` clients, run them for `secs`, and return what each did and the seconds
+/// taken; `at_start` runs just before they start.
+fn run_clients(
+    proto: Proto,
+    addr: SocketAddr,
+    conns: usize,
+    window: usize,
+    secs: f64,
+    at_start: impl FnOnce(),
+) -> (Vec<ConnResult>, f64) {
+    let drivers: Vec<Driver> = (0..conns).map(|c| Driver::open(proto, addr, c)).collect();
     let barrier = Arc::new(Barrier::new(conns + 1));
     let threads: Vec<_> = drivers
         .into_iter()
@@ -556,11 +564,30 @@ fn measure(proto: Proto, conns: usize, window: usize, secs: f64) -> Value {
             thread::spawn(move || d.run(window, &barrier, Duration::from_secs_f64(secs)))
         })
         .collect();
-    let (server0, handler0) = (cpu_seconds(system.server), cpu_seconds(system.handler));
+    at_start();
     barrier.wait();
     let t0 = Instant::now();
-    let results: Vec<ConnResult> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let elapsed = t0.elapsed().as_secs_f64();
+    let results = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    (results, t0.elapsed().as_secs_f64())
+}
+
+/// Drive a running system for `secs`; the number of round trips. Panics on any error.
+pub fn drive(proto: Proto, addr: SocketAddr, conns: usize, window: usize, secs: f64) -> u64 {
+    let (results, _) = run_clients(proto, addr, conns, window, secs, || {});
+    for r in &results {
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+    results.iter().map(|r| r.done).sum()
+}
+
+/// One measurement on a fresh system.
+fn measure(proto: Proto, conns: usize, window: usize, secs: f64) -> Value {
+    let system = start(proto);
+    let mut cpu0 = (0.0, 0.0);
+    let (results, elapsed) = run_clients(proto, system.addr, conns, window, secs, || {
+        cpu0 = (cpu_seconds(system.server), cpu_seconds(system.handler));
+    });
+    let (server0, handler0) = cpu0;
     let (server1, handler1) = (cpu_seconds(system.server), cpu_seconds(system.handler));
     drop(system);
     let done: u64 = results.iter().map(|r| r.done).sum();

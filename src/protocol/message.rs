@@ -214,6 +214,20 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
     serde_json::from_str(text).map_err(to_body)
 }
 
+/// [`parse_json`] in one pass for frames whose only opaque part is `payload.data` (see
+/// [`super::validate::parse_one_pass`]); on any failure the full path gives the exact error.
+fn parse_frame<T: DeserializeOwned>(
+    body: &[u8],
+    data: impl FnOnce(&T) -> Option<&RawValue>,
+) -> Result<T, ErrorBody> {
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Some(value) = super::validate::parse_one_pass(text, data)
+    {
+        return Ok(value);
+    }
+    parse_json(body)
+}
+
 /// serde_json appends " at line L column C"; data errors of nested values read better without it.
 fn strip_position(e: &serde_json::Error) -> String {
     let text = e.to_string();
@@ -244,7 +258,7 @@ pub fn validate_type(kind: &str) -> Result<(), ErrorBody> {
 
 /// Parse a frame from a client connection.
 pub fn parse_inbound(body: &[u8]) -> Result<Inbound, ErrorBody> {
-    let raw: RawInbound = parse_json(body)?;
+    let raw: RawInbound = parse_frame(body, |r: &RawInbound| r.payload.as_ref()?.data.as_deref())?;
     let invalid = |text: &str| Err(ErrorBody::new(ErrorCode::InvalidMessage, text));
     if let Some(id) = &raw.header.id
         && id.len() > MAX_ID_LEN
@@ -454,7 +468,9 @@ enum CommandData {
 
 /// Parse a frame from a handler.
 pub fn parse_handler_message(body: &[u8]) -> Result<HandlerMessage, ErrorBody> {
-    let raw: RawHandlerMessage = parse_json(body)?;
+    let raw: RawHandlerMessage = parse_frame(body, |r: &RawHandlerMessage| {
+        r.payload.as_ref()?.data.as_deref()
+    })?;
     let bad = |text: String| ErrorBody::new(ErrorCode::BadHandlerReply, text);
     let header = raw.header;
     let command = match (
