@@ -350,7 +350,9 @@ pub struct ClientFrame<'a, D: Serialize + ?Sized> {
 
 /// Serialize a frame body. Serializing our own structs cannot fail.
 pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("serializing a protocol struct")
+    let mut body = super::pool::take();
+    serde_json::to_writer(&mut body, value).expect("serializing a protocol struct");
+    body
 }
 
 /// The body of an error reply to a client.

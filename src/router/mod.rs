@@ -16,6 +16,7 @@
 
 mod federation;
 mod id;
+mod idmap;
 mod respond;
 
 use std::cmp::Reverse;
@@ -33,6 +34,7 @@ use crate::protocol::message::{
     Status, handler_error_report, handler_request, to_body,
 };
 pub use id::ConnId;
+use idmap::IdMap;
 
 use federation::{Fanout, Remote};
 use respond::Outcome;
@@ -162,14 +164,14 @@ struct HandlerErrorBody {
 pub struct Router {
     config: RouterConfig,
     presence: HashMap<String, Vec<ConnId>>,
-    clients: HashMap<ConnId, Client>,
+    clients: IdMap<ConnId, Client>,
     pools: BTreeMap<String, Pool>,
-    links: HashMap<ConnId, Link>,
-    pending: HashMap<u64, Pending>,
+    links: IdMap<ConnId, Link>,
+    pending: IdMap<u64, Pending>,
     peers: BTreeMap<String, Option<ConnId>>,
-    peer_links: HashMap<ConnId, String>,
-    fanouts: HashMap<u64, Fanout>,
-    remote: HashMap<u64, Remote>,
+    peer_links: IdMap<ConnId, String>,
+    fanouts: IdMap<u64, Fanout>,
+    remote: IdMap<u64, Remote>,
     deadlines: BinaryHeap<Reverse<(Instant, Due)>>,
     next_id: u64,
 }
@@ -180,14 +182,14 @@ impl Router {
         Router {
             config,
             presence: HashMap::new(),
-            clients: HashMap::new(),
+            clients: IdMap::default(),
             pools: BTreeMap::new(),
-            links: HashMap::new(),
-            pending: HashMap::new(),
+            links: IdMap::default(),
+            pending: IdMap::default(),
             peers: BTreeMap::new(),
-            peer_links: HashMap::new(),
-            fanouts: HashMap::new(),
-            remote: HashMap::new(),
+            peer_links: IdMap::default(),
+            fanouts: IdMap::default(),
+            remote: IdMap::default(),
             deadlines: BinaryHeap::new(),
             next_id: 1,
         }
@@ -388,8 +390,9 @@ impl Router {
             );
         }
         let token = self.next_id();
+        let mut digits = idmap::Digits::default();
         let body = handler_request(
-            &token.to_string(),
+            digits.of(token),
             pending.scope,
             &pending.from,
             &pending.via,
@@ -443,8 +446,8 @@ impl Router {
         let Some(link) = self.links.get(&conn) else {
             return;
         };
-        let kind = link.kind.clone();
         let Some(token) = msg.request.as_deref() else {
+            let kind = link.kind.clone();
             return self.handler_push(conn, &kind, msg, now, out);
         };
         let owned = token
@@ -456,7 +459,7 @@ impl Router {
                 ErrorCode::BadHandlerReply,
                 format!("no request {token:?} is waiting for an answer from this handler"),
             );
-            debug!("conn={conn} handler={kind} {error}");
+            debug!("conn={conn} handler={} {error}", link.kind);
             let body = handler_error_report(msg.request.as_deref(), msg.id.as_deref(), &error);
             out.push(Action::Send { to: conn, body });
             return;

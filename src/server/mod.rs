@@ -97,6 +97,8 @@ pub struct Server {
     more_input: Vec<ConnId>,
     accept_again: bool,
     scratch: Box<[u8]>,
+    /// The frame being handled, reused from frame to frame (see `handle_buffered_frames`).
+    frame: Vec<u8>,
     startup_deadline: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     // Dropped last: removes the sockets' directory.
@@ -254,6 +256,7 @@ impl Server {
             more_input: Vec::new(),
             accept_again: false,
             scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
+            frame: Vec::new(),
             shutdown_deadline: None,
             runtime,
         })
@@ -306,10 +309,12 @@ impl Server {
             if std::mem::take(&mut self.accept_again) {
                 self.accept_clients(now);
             }
-            for id in std::mem::take(&mut self.more_input) {
+            let mut more = std::mem::take(&mut self.more_input);
+            for id in more.drain(..) {
                 self.readable(id, now);
                 self.settle(now);
             }
+            keep_capacity(&mut self.more_input, more);
             self.fire_timers(now);
             // Exits are reaped on SIGCHLD (see signals()); here only restarts that are due.
             if self.supervisor.next_deadline().is_some_and(|at| at <= now) {
@@ -481,6 +486,17 @@ impl Server {
     /// Handle every complete frame already received. False when the connection cannot take more
     /// input now (paused, closing or gone).
     fn handle_buffered_frames(&mut self, id: ConnId, now: Instant) -> bool {
+        // The loop's frame buffer, lent out while frames are handled (a nested call finds it
+        // empty and simply allocates its own).
+        let mut frame = std::mem::take(&mut self.frame);
+        let more = self.handle_frames_into(id, now, &mut frame);
+        if frame.capacity() <= SCRATCH_SIZE {
+            self.frame = frame;
+        }
+        more
+    }
+
+    fn handle_frames_into(&mut self, id: ConnId, now: Instant, frame: &mut Vec<u8>) -> bool {
         let max_pending = self.config.max_pending_per_connection;
         loop {
             let pending = self.router.pending_for(id);
@@ -503,9 +519,9 @@ impl Server {
                 return false;
             }
             conn.throttled = false;
-            let frame = match conn.io.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return true,
+            match conn.io.next_frame_into(frame) {
+                Ok(true) => {}
+                Ok(false) => return true,
                 Err(e) => {
                     warn!("{}: {e}; closing", conn.context());
                     let body = client_error(None, &e.to_body());
@@ -518,12 +534,12 @@ impl Server {
                     }
                     return false;
                 }
-            };
+            }
             conn.last_seen = now;
             match &conn.role {
-                Role::Client(_) => self.client_frame(id, &frame, now),
-                Role::Handler { .. } => self.handler_frame(id, &frame, now),
-                Role::Peer(_) => self.peer_frame(id, &frame, now),
+                Role::Client(_) => self.client_frame(id, frame, now),
+                Role::Handler { .. } => self.handler_frame(id, frame, now),
+                Role::Peer(_) => self.peer_frame(id, frame, now),
             }
         }
     }
@@ -563,7 +579,9 @@ impl Server {
         if conn.closing.is_some() {
             return false;
         }
-        match conn.io.queue(&body) {
+        let queued = conn.io.queue(&body);
+        crate::protocol::pool::recycle(body);
+        match queued {
             Ok(()) => {
                 let drained = conn.read_closed && pending == 0 && !conn.paused();
                 let resume = conn.throttled && pending < self.config.max_pending_per_connection;
@@ -656,7 +674,8 @@ impl Server {
     fn settle(&mut self, _now: Instant) {
         loop {
             if !self.actions.is_empty() {
-                for action in std::mem::take(&mut self.actions) {
+                let mut batch = std::mem::take(&mut self.actions);
+                for action in batch.drain(..) {
                     match action {
                         Action::Send { to, body } => self.send(to, body),
                         Action::Request { to, body, token } => {
@@ -666,6 +685,7 @@ impl Server {
                         }
                     }
                 }
+                keep_capacity(&mut self.actions, batch);
             } else if let Some((id, reason)) = self.to_close.pop() {
                 self.close(id, reason);
             } else {
@@ -678,7 +698,7 @@ impl Server {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
-        for id in dirty {
+        for id in dirty.drain(..) {
             let Some(conn) = self.conn(id) else {
                 continue;
             };
@@ -695,6 +715,7 @@ impl Server {
                 }
             }
         }
+        keep_capacity(&mut self.dirty, dirty);
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -857,5 +878,14 @@ impl Server {
             "stopped; removing {} if besterd created it",
             self.runtime.path().display()
         );
+    }
+}
+
+/// Put an emptied work list back unless new work was queued meanwhile, so that the loop's lists
+/// keep their capacity instead of allocating again on every pass.
+fn keep_capacity<T>(list: &mut Vec<T>, emptied: Vec<T>) {
+    debug_assert!(emptied.is_empty());
+    if list.is_empty() && emptied.capacity() <= 4096 {
+        *list = emptied;
     }
 }
