@@ -5,6 +5,7 @@
 //!   cargo bench --bench load -- [rtt] [throughput] [misbehave] [idle] [slow] [federation]
 //!   cargo bench --bench load -- compare     (besterd vs nats-server; see `compare/`)
 //!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
+//!   cargo bench --bench load -- rest        (resident memory of a server at rest, 1,000 clients)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
@@ -46,7 +47,7 @@ fn main() {
         "slow",
         "federation",
     ];
-    let extra = ["compare", "allocs"];
+    let extra = ["compare", "allocs", "rest"];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
     } else {
@@ -68,6 +69,7 @@ fn main() {
             "federation" => federation(),
             "compare" => compare::compare(),
             "allocs" => allocs::allocs(),
+            "rest" => rest(),
             _ => unreachable!(),
         };
         for (k, v) in result.as_object().unwrap() {
@@ -349,6 +351,33 @@ fn idle() -> Value {
     drop(warm);
     json!({"connections": n, "rss_before_kib": before, "rss_after_kib": after,
            "bytes_per_connection": ((after.saturating_sub(before)) * 1024) / n as u64})
+}
+
+/// Resident memory of a server at rest: 1,000 logged-in idle connections, measured right after
+/// the logins (the verifier threads still hold their argon2 work areas) and once the threads have
+/// been quiet long enough to give them back (polled, at most 30 s).
+fn rest() -> Value {
+    let n = 1000;
+    let b = broker("auth_threads = 2", 1, 1);
+    let started = Instant::now();
+    let clients: Vec<Client> = (0..n).map(|_| login(&b, "u0")).collect();
+    let after_logins = rss_kib(b.pid()).0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut at_rest = after_logins;
+    while Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(250));
+        at_rest = rss_kib(b.pid()).0;
+        if at_rest < 10 * 1024 {
+            break;
+        }
+    }
+    let settled = started.elapsed().as_secs_f64();
+    // Still connected and served.
+    let mut c = clients.into_iter().next().unwrap();
+    let r = c.request("p", "bester.ping", &Value::Null).unwrap();
+    assert_eq!(r["header"]["status"], "ok", "{r}");
+    json!({"connections": n, "rss_after_logins_kib": after_logins, "rss_at_rest_kib": at_rest,
+           "seconds_from_first_login": (settled * 10.0).round() / 10.0})
 }
 
 fn slow() -> Value {
