@@ -46,6 +46,7 @@ fn main() {
         "idle",
         "slow",
         "federation",
+        "compat",
     ];
     let extra = ["compare", "allocs", "rest"];
     let run: Vec<&str> = if wanted.is_empty() {
@@ -70,6 +71,7 @@ fn main() {
             "compare" => compare::compare(),
             "allocs" => allocs::allocs(),
             "rest" => rest(),
+            "compat" => compat(),
             _ => unreachable!(),
         };
         for (k, v) in result.as_object().unwrap() {
@@ -155,6 +157,28 @@ fn rtt() -> Value {
         assert_eq!(r["data"]["i"], i);
     }
     json!({"builtin_ping": percentiles(ping), "python_echo": percentiles(echo)})
+}
+
+/// The original spec's per-message credentials against none, on one logged-in connection: what the
+/// session digest check (HMAC, no argon2) adds to a built-in round trip.
+fn compat() -> Value {
+    let b = broker("", 1, 1);
+    let mut c = login(&b, "u0");
+    let (mut plain, mut with_credentials) = (Vec::new(), Vec::new());
+    for i in 0..3000 {
+        let t = Instant::now();
+        c.request(&format!("p{i}"), "bester.ping", &Value::Null)
+            .unwrap();
+        plain.push(t.elapsed());
+        let frame = json!({"header":{"scope":"client","id":format!("a{i}"),
+            "authentication":{"username":"u0","password":"pw"}},"payload":{"type":"bester.ping"}});
+        let t = Instant::now();
+        c.send(&frame).unwrap();
+        let r = c.recv().unwrap().unwrap();
+        with_credentials.push(t.elapsed());
+        assert_eq!(r["data"], "pong", "{r}");
+    }
+    json!({"ping": percentiles(plain), "ping_with_credentials": percentiles(with_credentials)})
 }
 
 fn throughput() -> Value {

@@ -2,13 +2,15 @@
 # Measure besterd with the load generator in benches/load.rs (release build, loopback only,
 # bounded: a few minutes in all). Not part of the test suite.
 #
-#   scripts/bench.sh [rtt] [throughput] [misbehave] [idle] [slow] [federation] [allocs]
-#       real Python handlers; default: all of these but allocs
+#   scripts/bench.sh [rtt] [throughput] [misbehave] [idle] [slow] [federation] [compat]
+#       real Python handlers; default: all of these
 #   scripts/bench.sh compare
 #       besterd beside nats-server (installed from Debian if missing), both with a C echo peer
 #       (benches/compare/echo.c, built here), scenarios (a) 1×1 (b) 1×64 (c) 8×16 in flight,
 #       fresh servers, 3 runs, a table of medians; BENCH_SECS / BENCH_RUNS / BENCH_SYSTEMS /
 #       BENCH_SCENARIOS narrow it down (see benches/compare/mod.rs).
+#   scripts/bench.sh allocs     heap allocations per round trip on the event-loop thread
+#   scripts/bench.sh rest       resident memory of a server at rest with 1,000 connections
 #
 # Prints a table and a final JSON line; compare medians and ratios between runs on the same
 # machine rather than absolute numbers on a shared one.

@@ -13,6 +13,7 @@ need=()
 want() { command -v "$1" >/dev/null || need+=("$2"); }
 want python3 python3
 want node nodejs
+want perl perl   # tests/handlers/listen.pl (JSON::PP and IO::Socket::UNIX are core modules)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"

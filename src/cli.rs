@@ -21,11 +21,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker in the foreground until SIGTERM or SIGINT.
     Serve(ServeArgs),
-    /// Validate a configuration file and print what is wrong with it (exit 78 when invalid).
+    /// Validate a configuration file and print what is wrong with it (exit 78 when invalid),
+    /// including handler programs that cannot be found or are not executable.
     CheckConfig {
-        /// The configuration file to check.
+        /// The configuration file to check; without it the embedded default configuration.
         #[arg(long, short, env = "BESTERD_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Manage the user store.
     User(UserArgs),
@@ -54,14 +55,15 @@ pub struct ServeArgs {
     pub ready_file: Option<PathBuf>,
 }
 
-/// `besterd user ...`
+/// `besterd user ...`. `--users` and `--config` may come before or after the action
+/// (`besterd user --users P list` and `besterd user list --users P` are the same).
 #[derive(Debug, Args)]
 pub struct UserArgs {
     /// Path of the user store (default: the one named in the configuration, else ./besterd-users.json).
-    #[arg(long, env = "BESTERD_USERS")]
+    #[arg(long, global = true, env = "BESTERD_USERS")]
     pub users: Option<PathBuf>,
     /// Configuration file whose `[server] users` names the store.
-    #[arg(long, short, env = "BESTERD_CONFIG")]
+    #[arg(long, short, global = true, env = "BESTERD_CONFIG")]
     pub config: Option<PathBuf>,
     /// What to do with the users.
     #[command(subcommand)]
@@ -92,6 +94,6 @@ pub enum UserAction {
         /// The user's name.
         name: String,
     },
-    /// List the users, one per line.
+    /// List the users, one per line (an error if the store does not exist).
     List,
 }

@@ -1,12 +1,13 @@
 //! A small blocking client (std `TcpStream`), used by the `bester` command and by the tests: log in,
 //! send a message, wait for the reply with its id while keeping pushes aside. It speaks the same
-//! framing through the same codec as the server.
+//! framing through the same codec as the server. An optional deadline bounds every read and write
+//! (a read past it fails with `io::ErrorKind::TimedOut` and leaves the client usable).
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -87,19 +88,68 @@ pub struct Client {
     decoder: FrameDecoder,
     input: Vec<u8>,
     pushes: VecDeque<Value>,
+    deadline: Option<Instant>,
 }
 
 impl Client {
     /// Connect without identifying.
     pub fn connect(address: impl ToSocketAddrs) -> io::Result<Client> {
-        let stream = TcpStream::connect(address)?;
+        Client::over(TcpStream::connect(address)?)
+    }
+
+    /// Connect without identifying, trying each address `address` resolves to until `deadline`
+    /// (`None`: no limit but the system's). Name resolution itself is not bounded.
+    pub fn connect_until(address: &str, deadline: Option<Instant>) -> io::Result<Client> {
+        let mut last = io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{address} resolves to no address"),
+        );
+        for addr in address.to_socket_addrs()? {
+            let attempt = match deadline {
+                None => TcpStream::connect(addr),
+                Some(deadline) => match remaining(deadline) {
+                    Ok(left) => TcpStream::connect_timeout(&addr, left),
+                    Err(e) => return Err(e),
+                },
+            };
+            match attempt {
+                Ok(stream) => {
+                    let mut client = Client::over(stream)?;
+                    client.set_deadline(deadline);
+                    return Ok(client);
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn over(stream: TcpStream) -> io::Result<Client> {
         stream.set_nodelay(true)?;
         Ok(Client {
             stream,
             decoder: FrameDecoder::new(MAX_FRAME),
             input: Vec::new(),
             pushes: VecDeque::new(),
+            deadline: None,
         })
+    }
+
+    /// Fail every read and write that would end after `deadline` with `io::ErrorKind::TimedOut`
+    /// (`None`: wait as long as it takes). Replaces [`Client::set_timeout`].
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Set the socket timeouts to what is left before the deadline.
+    fn arm_deadline(&self) -> io::Result<()> {
+        if let Some(deadline) = self.deadline {
+            let left = remaining(deadline)?;
+            self.stream.set_read_timeout(Some(left))?;
+            self.stream.set_write_timeout(Some(left))?;
+        }
+        Ok(())
     }
 
     /// Connect and identify; the identify reply is returned whatever its status.
@@ -140,7 +190,8 @@ impl Client {
 
     /// Write bytes as they are.
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        self.arm_deadline()?;
+        self.stream.write_all(bytes).map_err(timed_out)
     }
 
     /// The underlying stream (to misbehave with it in tests).
@@ -179,7 +230,8 @@ impl Client {
                 self.input.drain(..used);
                 return Ok(Some(value));
             }
-            let n = self.stream.read(&mut chunk)?;
+            self.arm_deadline()?;
+            let n = self.stream.read(&mut chunk).map_err(timed_out)?;
             if n == 0 {
                 if self.input.is_empty() {
                     return Ok(None);
@@ -206,6 +258,25 @@ impl Client {
             }
             self.pushes.push_back(frame);
         }
+    }
+}
+
+/// Time left before `deadline`, or `TimedOut` if none is.
+fn remaining(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"))
+    } else {
+        Ok(left)
+    }
+}
+
+/// A socket timeout shows as `WouldBlock` on Unix; call it what it is.
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
+    } else {
+        e
     }
 }
 

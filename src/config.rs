@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::cli::ServeArgs;
 use crate::protocol::message::{RESERVED_PREFIX, validate_type};
+use crate::router::{Correlate, HandlerMode};
 
 /// The configuration built into the binary, used by `besterd serve` without `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -141,8 +142,16 @@ pub struct FileHandler {
     pub env: BTreeMap<String, String>,
     /// Working directory for the processes.
     pub cwd: Option<PathBuf>,
-    /// Requests in flight to one handler connection before `handler_busy`.
+    /// Requests in flight to one handler connection before `handler_busy` (with `connect`:
+    /// dialled connections open at once).
     pub max_inflight: Option<usize>,
+    /// How answers are matched to requests: `"request"` (the token, default), `"order"` (one
+    /// request in flight per connection) or `"connection"` (one dialled connection per request).
+    pub correlate: Option<String>,
+    /// A socket the handler listens on; besterd dials it for every request.
+    pub connect: Option<PathBuf>,
+    /// `order` and `connection`: requests waiting for a free connection before `handler_busy`.
+    pub max_queued: Option<usize>,
 }
 
 /// The validated configuration.
@@ -214,6 +223,8 @@ pub enum HandlerSource {
     },
     /// Something else starts the handler; it connects to this socket path.
     Socket(PathBuf),
+    /// Something else starts the handler; it listens on its `connect` socket.
+    External,
 }
 
 /// One validated `[handlers.<type>]`.
@@ -223,6 +234,10 @@ pub struct HandlerConfig {
     pub source: HandlerSource,
     /// Requests in flight per connection before `handler_busy`.
     pub max_inflight: usize,
+    /// How answers are matched to requests, and the limits that go with it.
+    pub mode: HandlerMode,
+    /// The socket besterd dials for every request (`correlate = "connection"`).
+    pub connect: Option<PathBuf>,
 }
 
 /// Everything wrong with a configuration.
@@ -247,6 +262,23 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Settings that are valid but probably not meant: `(key, warning)` pairs for `check-config`.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let mut warnings = Vec::new();
+        if self.idle_timeout < self.request_timeout {
+            warnings.push((
+                "server.idle_timeout_ms".to_string(),
+                format!(
+                    "{} ms is shorter than server.request_timeout_ms ({} ms): a client waiting \
+                     quietly for a slow handler is kept open only while its request is in flight",
+                    self.idle_timeout.as_millis(),
+                    self.request_timeout.as_millis()
+                ),
+            ));
+        }
+        warnings
+    }
+
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
@@ -308,6 +340,89 @@ impl Config {
             })
         }
     }
+}
+
+impl Config {
+    /// For `check-config`: each started handler whose program cannot be run, as
+    /// `("handlers.T.command", problem)`. A program without a `/` is looked up on the handler's
+    /// `PATH` (its `env` may set one), else relative to its `cwd`. A program under `{examples}`
+    /// is written by besterd itself at startup and is not checked. Not part of [`Config::parse`]:
+    /// the program may be installed after the configuration is written, and `serve` only warns.
+    pub fn program_problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (kind, handler) in &self.handlers {
+            let HandlerSource::Command { argv, env, cwd, .. } = &handler.source else {
+                continue;
+            };
+            let Some(program) = argv.first() else {
+                continue;
+            };
+            if program.contains(EXAMPLES_PLACEHOLDER) {
+                continue;
+            }
+            if let Err(problem) = find_program(program, env.get("PATH"), cwd.as_deref()) {
+                problems.push((format!("handlers.{kind}.command"), problem));
+            }
+        }
+        problems
+    }
+}
+
+/// Where `program` would be run from, as `execvp` finds it; else why it cannot be run.
+fn find_program(
+    program: &str,
+    path_override: Option<&String>,
+    cwd: Option<&Path>,
+) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |candidate: &Path| -> Result<(), String> {
+        let meta = std::fs::metadata(candidate).map_err(|e| e.to_string())?;
+        if meta.is_dir() {
+            Err("is a directory".into())
+        } else if meta.permissions().mode() & 0o111 == 0 {
+            Err("is not executable".into())
+        } else {
+            Ok(())
+        }
+    };
+    if program.contains('/') {
+        let path = match cwd {
+            Some(dir) if Path::new(program).is_relative() => dir.join(program),
+            _ => PathBuf::from(program),
+        };
+        return match runnable(&path) {
+            Ok(()) => Ok(path),
+            Err(e) => Err(format!("program {:?}: {e}", path.display().to_string())),
+        };
+    }
+    let search = match path_override {
+        Some(p) => Some(std::ffi::OsString::from(p)),
+        None => std::env::var_os("PATH"),
+    };
+    let search = search.unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut not_executable = None;
+    for dir in std::env::split_paths(&search) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(program);
+        match runnable(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if candidate.exists() => {
+                not_executable.get_or_insert((candidate, e));
+            }
+            Err(_) => {}
+        }
+    }
+    Err(match not_executable {
+        Some((candidate, e)) => format!(
+            "program {program:?} found as {:?}, which {e}",
+            candidate.display().to_string()
+        ),
+        None => format!("program {program:?} not found on PATH"),
+    })
 }
 
 fn resolve(listen: &str) -> Result<SocketAddr, String> {
@@ -465,7 +580,39 @@ impl FileConfig {
                     format!("types starting with {RESERVED_PREFIX:?} are built in"),
                 ));
             }
+            let correlate = match h.correlate.as_deref() {
+                None if h.connect.is_some() => Correlate::Connection,
+                None | Some("request") => Correlate::Request,
+                Some("order") => Correlate::Order,
+                Some("connection") => Correlate::Connection,
+                Some(other) => {
+                    problems.push((
+                        format!("{key}.correlate"),
+                        format!("{other:?} is not one of \"request\", \"order\", \"connection\""),
+                    ));
+                    Correlate::Request
+                }
+            };
+            match (&h.connect, correlate) {
+                (Some(_), Correlate::Connection) | (None, Correlate::Request | Correlate::Order) => {}
+                (Some(_), other) => problems.push((
+                    format!("{key}.correlate"),
+                    format!(
+                        "a handler besterd dials (connect) is correlated by \"connection\", not {:?}",
+                        other.as_str()
+                    ),
+                )),
+                (None, _) => problems.push((
+                    format!("{key}.correlate"),
+                    "\"connection\" needs connect = \"/path/to/handler.sock\"".into(),
+                )),
+            }
+            if h.connect.is_some() && h.socket.is_some() {
+                problems.push((key.clone(), "give connect or socket, not both".into()));
+                continue;
+            }
             let source = match (h.command, h.socket) {
+                (None, None) if h.connect.is_some() => HandlerSource::External,
                 (Some(argv), None) => {
                     if argv.is_empty() || argv[0].is_empty() {
                         problems
@@ -498,7 +645,8 @@ impl FileConfig {
                 (None, None) => {
                     problems.push((
                         key.clone(),
-                        "needs command (to start it) or socket (to wait for it)".into(),
+                        "needs command (to start it), socket (to wait for it) or connect (to dial it)"
+                            .into(),
                     ));
                     continue;
                 }
@@ -507,6 +655,16 @@ impl FileConfig {
                 &mut problems,
                 &format!("{key}.max_inflight"),
                 h.max_inflight,
+                if correlate == Correlate::Connection {
+                    64
+                } else {
+                    1024
+                },
+            );
+            let max_queued = positive(
+                &mut problems,
+                &format!("{key}.max_queued"),
+                h.max_queued,
                 1024,
             );
             handlers.insert(
@@ -514,6 +672,12 @@ impl FileConfig {
                 HandlerConfig {
                     source,
                     max_inflight,
+                    mode: HandlerMode {
+                        correlate,
+                        max_inflight,
+                        max_queued,
+                    },
+                    connect: h.connect,
                 },
             );
         }
@@ -686,6 +850,42 @@ mod tests {
         let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["peers.a", "peers.b", "peers.c"]);
         assert_eq!(p[1].1, "the secret must be at least 16 bytes");
+    }
+
+    #[test]
+    fn handler_programs_are_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let config = |command: &str, extra: &str| {
+            Config::parse(
+                &format!("[handlers.h]\ncommand = [{command:?}]\n{extra}"),
+                "test",
+            )
+            .unwrap()
+            .program_problems()
+        };
+        let script_text = script.display().to_string();
+        assert_eq!(
+            config(&script_text, ""),
+            [(
+                "handlers.h.command".to_string(),
+                format!("program {script_text:?}: is not executable")
+            )]
+        );
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert!(config(&script_text, "").is_empty());
+        let dir_text = dir.path().display().to_string();
+        assert!(config("./run.sh", &format!("cwd = {dir_text:?}")).is_empty());
+        assert!(config("run.sh", &format!("env = {{ PATH = {dir_text:?} }}")).is_empty());
+        assert_eq!(
+            config("run.sh", "env = { PATH = \"/nonexistent\" }")[0].1,
+            "program \"run.sh\" not found on PATH"
+        );
+        assert!(config("{examples}/x.py", "").is_empty());
+        let embedded = Config::embedded().program_problems();
+        assert!(embedded.is_empty(), "{embedded:?}");
     }
 
     #[test]

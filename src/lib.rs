@@ -14,8 +14,10 @@
 //! - [`server`]: the mio event loop that ties them together — accepts, reads, dispatches, applies
 //!   actions, flushes; client sessions and built-ins in `server/client.rs`, handler links in
 //!   `server/handlers.rs`.
-//! - [`handler`]: the runtime directory for handler sockets and the [`handler::Supervisor`] that
-//!   starts, reaps and restarts handler processes.
+//! - [`handler`]: the runtime directory for handler sockets, the [`handler::Supervisor`] that
+//!   starts, reaps and restarts handler processes, and the [`handler::Dialer`] for handlers the
+//!   broker connects to (`connect`, dialled per request by `server/dial.rs`; matched to their
+//!   requests by order or connection in `router/correlate.rs`).
 //! - [`federation`]: the peer handshake; peer links live in `server/peers.rs`, their routing in
 //!   `router/federation.rs`, their frames in [`protocol::peer`].
 //! - [`auth`]: the argon2id user store (atomic 0600 writes) and the verifier threads that keep

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use log::error;
+use log::{error, warn};
 
 use besterd::cli::{Cli, Command, ServeArgs, UserArgs};
-use besterd::config::Config;
+use besterd::config::{Config, ConfigError, EMBEDDED_DEFAULT};
 use besterd::server::Server;
 
 const EX_USAGE: u8 = 64;
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Serve(args) => serve(&args),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::User(args) => user(&args),
     }
 }
@@ -87,6 +87,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("besterd: {e}");
         return ExitCode::from(EX_USAGE);
     }
+    for (key, problem) in config.program_problems() {
+        warn!("{key}: {problem} (the handler will not start)");
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
@@ -103,29 +106,44 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
 }
 
-fn check_config(path: &Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            let handlers: Vec<&str> = config.handlers.keys().map(String::as_str).collect();
-            println!(
-                "{}: OK (server {:?} on {}, users {}, handlers: {})",
-                path.display(),
-                config.name,
-                config.listen,
-                config.users.display(),
-                if handlers.is_empty() {
-                    "none".to_string()
-                } else {
-                    handlers.join(", ")
-                }
-            );
-            ExitCode::SUCCESS
-        }
+/// `besterd check-config [--config FILE]`: the file (else the embedded default) must parse, validate
+/// and name handler programs that can be run.
+fn check_config(path: Option<&Path>) -> ExitCode {
+    let (origin, loaded) = match path {
+        Some(path) => (path.display().to_string(), Config::load(path)),
+        None => (
+            "(embedded default)".to_string(),
+            Config::parse(EMBEDDED_DEFAULT, "(embedded default)"),
+        ),
+    };
+    let config = match loaded {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(EX_CONFIG)
+            return ExitCode::from(EX_CONFIG);
         }
+    };
+    let problems = config.program_problems();
+    if !problems.is_empty() {
+        eprintln!("{}", ConfigError { origin, problems });
+        return ExitCode::from(EX_CONFIG);
     }
+    for (key, warning) in config.warnings() {
+        eprintln!("{origin}: warning: {key}: {warning}");
+    }
+    let handlers: Vec<&str> = config.handlers.keys().map(String::as_str).collect();
+    println!(
+        "{origin}: OK (server {:?} on {}, users {}, handlers: {})",
+        config.name,
+        config.listen,
+        config.users.display(),
+        if handlers.is_empty() {
+            "none".to_string()
+        } else {
+            handlers.join(", ")
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 fn user(args: &UserArgs) -> ExitCode {

@@ -42,7 +42,7 @@ fn message_before_identify_is_refused_and_closed() {
     let reply = client.recv().unwrap().unwrap();
     assert_eq!(
         reply,
-        json!({"header":{"status":"error","kind":"reply"},"data":{"error":"identify first","code":"not_identified"}})
+        json!({"header":{"status":"error","kind":"reply","id":"1"},"data":{"error":"identify first","code":"not_identified"}})
     );
     assert_eq!(client.recv().unwrap(), None);
 }

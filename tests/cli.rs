@@ -105,3 +105,172 @@ fn usage_errors_exit_64() {
     let out = besterd_cmd(&["--version"], None);
     assert!(out.status.success());
 }
+
+/// (exit code, stdout, stderr) of `besterd ARGS`.
+fn run(args: &[&str], stdin: Option<&str>) -> (Option<i32>, String, String) {
+    let out = besterd_cmd(args, stdin);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn users_and_config_flags_go_before_or_after_the_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let path = users.to_str().unwrap();
+    // Exactly as the README shows them.
+    assert_eq!(
+        run(
+            &["user", "add", "alice", "--users", path, "--password-stdin"],
+            Some("pw-a")
+        ),
+        (Some(0), String::new(), "user alice added\n".into())
+    );
+    assert_eq!(
+        run(
+            &[
+                "user",
+                "passwd",
+                "alice",
+                "--password-stdin",
+                "--users",
+                path
+            ],
+            Some("pw-a2")
+        ),
+        (
+            Some(0),
+            String::new(),
+            "password of user alice changed\n".into()
+        )
+    );
+    assert_eq!(
+        run(&["user", "list", "--users", path], None),
+        (Some(0), "alice\n".into(), String::new())
+    );
+    assert_eq!(
+        run(&["user", "--users", path, "list"], None),
+        (Some(0), "alice\n".into(), String::new())
+    );
+
+    // --config / -c names the store through `[server] users`, in either place too.
+    let config = dir.path().join("besterd.toml");
+    std::fs::write(&config, format!("[server]\nusers = {path:?}\n")).unwrap();
+    let config = config.to_str().unwrap();
+    assert_eq!(
+        run(
+            &["user", "add", "bob", "--password-stdin", "--config", config],
+            Some("pw-b")
+        ),
+        (Some(0), String::new(), "user bob added\n".into())
+    );
+    assert_eq!(
+        run(&["user", "list", "-c", config], None),
+        (Some(0), "alice\nbob\n".into(), String::new())
+    );
+    assert_eq!(
+        run(&["user", "--config", config, "del", "bob"], None),
+        (Some(0), String::new(), "user bob deleted\n".into())
+    );
+    assert_eq!(
+        run(&["user", "del", "alice", "--users", path], None),
+        (Some(0), String::new(), "user alice deleted\n".into())
+    );
+    assert_eq!(
+        run(&["user", "list", "--users", path], None),
+        (Some(0), String::new(), String::new()),
+        "an existing store with no users lists nothing"
+    );
+}
+
+#[test]
+fn user_list_of_a_missing_store_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("nope.json");
+    let path = users.to_str().unwrap();
+    assert_eq!(
+        run(&["user", "list", "--users", path], None),
+        (
+            Some(1),
+            String::new(),
+            format!("besterd: no user store at {path} (`besterd user add` creates it)\n")
+        )
+    );
+    assert!(!users.exists(), "list creates nothing");
+}
+
+#[test]
+fn check_config_reports_handler_programs_that_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("handler.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    let script = script.to_str().unwrap();
+    let file = dir.path().join("besterd.toml");
+    let config = file.to_str().unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "[handlers.echo]\ncommand = [\"python3\", \"echo.py\"]\n\
+             [handlers.missing]\ncommand = [\"no-such-program-besterd\"]\n\
+             [handlers.noexec]\ncommand = [{script:?}]\n\
+             [handlers.nofile]\ncommand = [\"./nothing.sh\"]\ncwd = {:?}\n",
+            dir.path().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        run(&["check-config", "--config", config], None),
+        (
+            Some(78),
+            String::new(),
+            format!(
+                "invalid configuration {config}:\n  \
+                 handlers.missing.command: program \"no-such-program-besterd\" not found on PATH\n  \
+                 handlers.noexec.command: program {script:?}: is not executable\n  \
+                 handlers.nofile.command: program \"{}/./nothing.sh\": No such file or directory (os error 2)\n",
+                dir.path().display()
+            )
+        )
+    );
+    std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &file,
+        format!("[handlers.script]\ncommand = [{script:?}]\n[handlers.sh]\ncommand = [\"sh\", \"-c\", \"exit 0\"]\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        run(&["check-config", "--config", config], None),
+        (
+            Some(0),
+            format!(
+                "{config}: OK (server \"besterd\" on 127.0.0.1:2222, users besterd-users.json, handlers: script, sh)\n"
+            ),
+            String::new()
+        )
+    );
+}
+
+#[test]
+fn check_config_without_a_file_checks_the_embedded_default() {
+    // Its handler runs python3 on `{examples}/echo.py`, which besterd writes at startup.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_besterd"))
+        .arg("check-config")
+        .env_remove("BESTERD_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        ),
+        (
+            Some(0),
+            "(embedded default): OK (server \"besterd\" on 127.0.0.1:2222, users besterd-users.json, handlers: echo)\n".into(),
+            String::new()
+        )
+    );
+}

@@ -244,17 +244,17 @@ fn missing_fields_wrong_types_unknown_fields() {
             (
                 r#"{"header":{"scope":5},"payload":{"type":"echo"}}"#,
                 "invalid_message",
-                "invalid type: integer `5`, expected a string",
+                "header.scope: invalid type: integer `5`, expected a string",
             ),
             (
                 r#"{"header":{"scope":"client","id":7},"payload":{"type":"echo"}}"#,
                 "invalid_message",
-                "invalid type: integer `7`, expected a string",
+                "header.id: invalid type: integer `7`, expected a string",
             ),
             (
                 r#"{"header":{"scope":"client"},"payload":{"type":"echo","dat":1}}"#,
                 "invalid_message",
-                "unknown field `dat`",
+                "payload: unknown field `dat`",
             ),
             (
                 r#"{"header":{"scope":"client"},"payload":{"type":"a b"}}"#,

@@ -24,7 +24,8 @@ use besterd::protocol::validate;
 use besterd::protocol::message::{
     ClientFrame, ClientHeader, Command, Credentials, Inbound, MAX_ID_LEN, Payload, Scope, Sender,
     client_error, client_ok, handler_delivery_report, handler_error_report, handler_request,
-    parse_handler_message, parse_inbound, to_body, validate_type,
+    handler_request_token, inbound_id, parse_handler_message, parse_inbound, parse_json, to_body,
+    validate_type,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
@@ -77,14 +78,15 @@ fn check_strict(body: &[u8]) {
     let Ok(text) = std::str::from_utf8(body) else {
         return;
     };
-    let Err(e) = validate::check(text) else {
+    if validate::check(text).is_ok() {
         return;
-    };
-    let want = e.to_string();
+    }
+    // The full path's answer to the refusal (the strict check comes before any typed parse).
+    let want = parse_json::<serde::de::IgnoredAny>(body).expect_err("the strict check refused it");
     let inbound = parse_inbound(body).expect_err("the strict check refused it");
-    assert_eq!(inbound.error, want);
+    assert_eq!((inbound.code, &inbound.error), (want.code, &want.error));
     let handler = parse_handler_message(body).expect_err("the strict check refused it");
-    assert_eq!(handler.error, want);
+    assert_eq!((handler.code, &handler.error), (want.code, &want.error));
 }
 
 /// What a connection makes of a byte stream.
@@ -180,6 +182,8 @@ fn check_inbound(body: &[u8]) {
         Ok(Inbound::Message(msg)) => {
             assert!(validate_type(&msg.payload.kind).is_ok());
             assert!(msg.id.as_ref().is_none_or(|id| id.len() <= MAX_ID_LEN));
+            // The lenient id reader used for errors agrees with the parser on every good frame.
+            assert_eq!(inbound_id(body), msg.id);
             let from = Sender {
                 user: Some("fuzz".into()),
                 server: "local".into(),
@@ -206,7 +210,9 @@ fn check_inbound(body: &[u8]) {
         }
         Err(error) => {
             assert!(INBOUND_CODES.contains(&error.code), "{error}");
-            check_error_reply(&client_error(None, &error), error.code);
+            let id = inbound_id(body);
+            assert!(id.as_ref().is_none_or(|id| id.len() <= MAX_ID_LEN));
+            check_error_reply(&client_error(id.as_deref(), &error), error.code);
         }
     }
 }
@@ -250,7 +256,8 @@ fn check_handler(body: &[u8]) {
         }
         Err(error) => {
             assert!(HANDLER_CODES.contains(&error.code), "{error}");
-            check_error_reply(&handler_error_report(None, None, &error), error.code);
+            let token = handler_request_token(body);
+            check_error_reply(&handler_error_report(token.as_deref(), None, &error), error.code);
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Owns reading a new password (a terminal prompt asked twice, or the first line of standard input
 //! with `--password-stdin` or when stdin is not a terminal) and the command's output: `list` prints
-//! names on stdout, the other actions print nothing on stdout and one confirmation line on stderr.
+//! names on stdout (and fails if there is no store file: a wrong path is not an empty store), the
+//! other actions print nothing on stdout and one confirmation line on stderr.
 //!
 //! It must not: take a password from the command line or the environment, echo or log a password,
 //! or write the store other than through [`user_store::update`] (which serializes with the running
@@ -10,7 +11,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::user_store::{self, MAX_PASSWORD_LEN, StoreError, UserStore};
 use crate::cli::UserAction;
@@ -33,6 +34,8 @@ pub enum AdminError {
     PasswordNotUtf8,
     /// The two passwords typed at the prompt differ.
     PasswordMismatch,
+    /// `list` of a store file that does not exist.
+    NoStore(PathBuf),
 }
 
 impl fmt::Display for AdminError {
@@ -45,6 +48,11 @@ impl fmt::Display for AdminError {
             }
             AdminError::PasswordNotUtf8 => f.write_str("the password is not valid UTF-8"),
             AdminError::PasswordMismatch => f.write_str("the passwords do not match"),
+            AdminError::NoStore(path) => write!(
+                f,
+                "no user store at {} (`besterd user add` creates it)",
+                path.display()
+            ),
         }
     }
 }
@@ -128,6 +136,11 @@ fn run_with(
             format!("user {name} deleted")
         }
         UserAction::List => {
+            if let Err(e) = std::fs::metadata(store)
+                && e.kind() == io::ErrorKind::NotFound
+            {
+                return Err(AdminError::NoStore(store.to_path_buf()));
+            }
             let store = UserStore::open(store)?;
             let mut listing = String::new();
             for name in store.users().names() {
@@ -313,11 +326,18 @@ mod tests {
     }
 
     #[test]
-    fn list_of_a_missing_store_is_empty() {
+    fn list_of_a_missing_store_is_an_error() {
         let (_dir, path) = store_path();
         let (r, out, err) = admin(&path, UserAction::List, "");
-        r.unwrap();
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            format!(
+                "no user store at {} (`besterd user add` creates it)",
+                path.display()
+            )
+        );
         assert_eq!((out.as_str(), err.as_str()), ("", ""));
+        assert!(!path.exists(), "list creates nothing");
     }
 
     #[test]

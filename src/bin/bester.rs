@@ -1,48 +1,120 @@
-//! `bester`: the command-line client. `send` logs in, sends one message and prints the reply;
-//! `listen` logs in and prints every message pushed to the user, one JSON line each.
+//! `bester`: the command-line client of besterd. `send` logs in, sends one message and prints the
+//! reply; `listen` logs in and prints every message pushed to the user, one JSON line each, keeping
+//! the connection alive with `bester.ping`.
 //!
 //! The password comes from the URI, else `BESTER_PASSWORD`, else the first line of standard input
-//! with `--password-stdin`, else a prompt on the terminal.
+//! with `--password-stdin` (and only then), else a prompt when standard input is a terminal. With
+//! none of these it is a usage error, before connecting: a script never sends an empty password.
+//!
+//! Exit codes: 0 success; 1 an error reply, a refused login, a failed connection, or the server
+//! closing first; 64 usage errors (bad arguments, DATA not JSON, no password); 75 (`EX_TEMPFAIL`)
+//! when `--timeout` passes first. Messages go to stderr prefixed `bester: `; stdout only carries
+//! frames from the server.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use besterd::client::{Client, Uri};
 
-/// Talk to a besterd server.
+/// `EX_USAGE`: bad arguments, or no way to get a password.
+const EX_USAGE: u8 = 64;
+/// `EX_TEMPFAIL`: no answer within `--timeout`; trying again may work.
+const EX_TEMPFAIL: u8 = 75;
+/// Longest password line read with `--password-stdin` (the server accepts up to 1024 bytes).
+const MAX_PASSWORD_LINE: u64 = 4096;
+/// Largest DATA read from standard input (the server's default frame limit is 1 MiB).
+const MAX_STDIN_DATA: u64 = 16 << 20;
+
+/// bester: the command-line client of a besterd server
+///
+/// `bester send` logs in, sends one message and prints the reply as one JSON line; `bester listen`
+/// prints every message pushed to the user. The server is named by a URI,
+/// bester://user[:password]@host[:port] (port 2222 by default). Without a password in the URI it
+/// comes from BESTER_PASSWORD, from standard input with --password-stdin, or from a prompt on a
+/// terminal. Exit codes: 0 ok, 1 error reply or connection failure, 64 usage error, 75 timeout.
 #[derive(Debug, Parser)]
-#[command(name = "bester", version, about)]
+#[command(name = "bester", version)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-    /// Read the password from the first line of standard input.
+    /// Read the password from the first line of standard input (it is never read otherwise).
     #[arg(long, global = true)]
     password_stdin: bool,
+    /// Give up after this many seconds (exit 75): for `send` the whole exchange, for `listen`
+    /// connecting, logging in and each keep-alive answer. 0 waits for ever. The default is longer
+    /// than the server's own 30 s handler timeout, so that its `handler_timeout` answer comes first.
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "60", value_parser = seconds)]
+    timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Send one message of TYPE with JSON DATA and print the reply (exit 1 if it is an error).
+    /// Send one message of TYPE with JSON DATA and print the reply; an error reply exits 1 with
+    /// its code and text on stderr.
     Send {
-        /// bester://user[:password]@host:port
+        /// bester://user[:password]@host[:port]
         uri: String,
         /// The payload type, e.g. echo.
         #[arg(name = "TYPE")]
         kind: String,
-        /// The payload data as JSON (default null).
+        /// The payload data as JSON (default null); `-` reads it from standard input.
         data: Option<String>,
         /// The message id.
         #[arg(long, default_value = "1")]
         id: String,
     },
-    /// Print every message pushed to this user until the connection closes.
+    /// Print every message pushed to this user, one JSON line each, until the connection closes.
     Listen {
-        /// bester://user[:password]@host:port
+        /// bester://user[:password]@host[:port]
         uri: String,
+        /// Exit 0 after this many pushes.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// Send `bester.ping` after this many seconds without one (the server closes connections
+        /// idle for its `idle_timeout_ms`, 300 s by default).
+        #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
+        ping: Duration,
     },
+}
+
+/// Why `bester` stops without success: the exit code and the line for stderr.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: EX_USAGE,
+            message: message.into(),
+        }
+    }
+
+    fn runtime(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a number of seconds"))
+}
+
+fn positive_seconds(text: &str) -> Result<Duration, String> {
+    match seconds(text)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
 }
 
 fn main() -> ExitCode {
@@ -51,51 +123,23 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                ExitCode::from(64)
+                ExitCode::from(EX_USAGE)
             } else {
                 ExitCode::SUCCESS
             };
         }
     };
     match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("bester: {e}");
-            ExitCode::FAILURE
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("bester: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }
 
-fn password(uri: &Uri, from_stdin: bool) -> Result<String, String> {
-    if let Some(p) = &uri.password {
-        return Ok(p.clone());
-    }
-    if let Ok(p) = std::env::var("BESTER_PASSWORD") {
-        return Ok(p);
-    }
-    if from_stdin || !std::io::stdin().is_terminal() {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
-    }
-    rpassword::prompt_password(format!("password for {}: ", uri.user)).map_err(|e| e.to_string())
-}
-
-fn connect(uri_text: &str, password_stdin: bool) -> Result<Client, String> {
-    let uri = Uri::parse(uri_text)?;
-    let pw = password(&uri, password_stdin)?;
-    let (client, reply) = Client::login(uri.address.as_str(), &uri.user, &pw)
-        .map_err(|e| format!("{}: {e}", uri.address))?;
-    if reply["header"]["status"] != "ok" {
-        return Err(format!("login refused: {}", reply["data"]));
-    }
-    Ok(client)
-}
-
-fn run(cli: Cli) -> Result<ExitCode, String> {
+fn run(cli: Cli) -> Result<(), Failure> {
+    let timeout = (!cli.timeout.is_zero()).then_some(cli.timeout);
     match cli.command {
         Cmd::Send {
             uri,
@@ -103,30 +147,290 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             data,
             id,
         } => {
-            let data: Value = match data {
-                Some(text) => {
-                    serde_json::from_str(&text).map_err(|e| format!("DATA is not JSON: {e}"))?
-                }
-                None => Value::Null,
-            };
-            let mut client = connect(&uri, cli.password_stdin)?;
-            let reply = client
-                .request(&id, &kind, &data)
-                .map_err(|e| e.to_string())?;
-            println!("{reply}");
-            Ok(if reply["header"]["status"] == "ok" {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        Cmd::Listen { uri } => {
-            let mut client = connect(&uri, cli.password_stdin)?;
-            eprintln!("bester: listening (Ctrl-C to stop)");
-            while let Some(frame) = client.recv().map_err(|e| e.to_string())? {
-                println!("{frame}");
+            let from_stdin = data.as_deref() == Some("-");
+            if from_stdin && cli.password_stdin {
+                return Err(Failure::usage(
+                    "DATA \"-\" and --password-stdin cannot both read standard input",
+                ));
             }
-            Ok(ExitCode::SUCCESS)
+            let data = match data.as_deref() {
+                Some("-") | None => Value::Null,
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| Failure::usage(format!("DATA is not JSON: {e}")))?,
+            };
+            let uri = Uri::parse(&uri).map_err(Failure::usage)?;
+            let password = password(&uri, cli.password_stdin)?;
+            let data = if from_stdin { stdin_data()? } else { data };
+            let mut session = Session::open(&uri, &password, timeout)?;
+            session.send(&id, &kind, &data)
         }
+        Cmd::Listen { uri, count, ping } => {
+            let uri = Uri::parse(&uri).map_err(Failure::usage)?;
+            let password = password(&uri, cli.password_stdin)?;
+            let session = Session::open(&uri, &password, timeout)?;
+            session.listen(count, ping)
+        }
+    }
+}
+
+/// The password: URI, `BESTER_PASSWORD`, `--password-stdin`, a terminal prompt, in this order.
+/// An empty one counts as none: no user can have it, so sending it would only burn a login.
+fn password(uri: &Uri, from_stdin: bool) -> Result<String, Failure> {
+    if let Some(p) = uri.password.as_ref().filter(|p| !p.is_empty()) {
+        return Ok(p.clone());
+    }
+    if let Some(p) = std::env::var("BESTER_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        return Ok(p);
+    }
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .take(MAX_PASSWORD_LINE)
+            .read_line(&mut line)
+            .map_err(|e| Failure::usage(format!("cannot read the password: {e}")))?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            return Err(Failure::usage(
+                "--password-stdin: no password on the first line of standard input",
+            ));
+        }
+        return Ok(line.to_string());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(format!(
+            "no password for {:?}: standard input is not a terminal, so give it in the URI, \
+             in BESTER_PASSWORD, or on standard input with --password-stdin",
+            uri.user
+        )));
+    }
+    rpassword::prompt_password(format!("password for {}: ", uri.user))
+        .map_err(|e| Failure::usage(format!("cannot read the password: {e}")))
+}
+
+/// DATA given as `-`: all of standard input, as JSON.
+fn stdin_data() -> Result<Value, Failure> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_STDIN_DATA + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| Failure::usage(format!("cannot read DATA from standard input: {e}")))?;
+    if text.len() as u64 > MAX_STDIN_DATA {
+        return Err(Failure::usage(format!(
+            "DATA on standard input is over {MAX_STDIN_DATA} bytes"
+        )));
+    }
+    serde_json::from_slice(&text)
+        .map_err(|e| Failure::usage(format!("DATA on standard input is not JSON: {e}")))
+}
+
+/// `code: text` of an error frame, else the frame's data.
+fn describe(frame: &Value) -> String {
+    let data = &frame["data"];
+    match (data["code"].as_str(), data["error"].as_str()) {
+        (Some(code), Some(text)) => format!("{code}: {text}"),
+        _ => format!("error reply: {data}"),
+    }
+}
+
+/// One frame as a JSON line on stdout, flushed (a listener's reader sees each push at once).
+fn print_frame(frame: &Value) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{frame}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::runtime(format!("cannot write to standard output: {e}")))
+}
+
+fn is_ok(frame: &Value) -> bool {
+    frame["header"]["status"] == "ok"
+}
+
+/// A logged-in connection and the time limit the exchange runs under.
+struct Session {
+    client: Client,
+    address: String,
+    timeout: Option<Duration>,
+}
+
+impl Session {
+    /// Connect to the URI's server and log in, all within `timeout`. A refused login prints the
+    /// server's answer on stdout and fails with its code.
+    fn open(uri: &Uri, password: &str, timeout: Option<Duration>) -> Result<Session, Failure> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let client = connect(uri, deadline).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                timed_out(timeout, &format!("connecting to {}", uri.address))
+            } else {
+                Failure::runtime(format!("cannot connect to {}: {e}", uri.address))
+            }
+        })?;
+        let mut session = Session {
+            client,
+            address: uri.address.clone(),
+            timeout,
+        };
+        let identify = serde_json::json!({"header":{"identify":{"type":"client",
+            "authentication":{"username":uri.user,"password":password}}}});
+        session
+            .client
+            .send(&identify)
+            .map_err(|e| session.io_failure(e, "logging in"))?;
+        let reply = session.next("logging in")?;
+        let Some(reply) = reply else {
+            return Err(Failure::runtime(format!(
+                "{} closed the connection during login",
+                session.address
+            )));
+        };
+        if !is_ok(&reply) {
+            print_frame(&reply)?;
+            return Err(Failure::runtime(format!(
+                "login refused: {}",
+                describe(&reply)
+            )));
+        }
+        Ok(session)
+    }
+
+    /// The next frame, `None` when the server closed; a timeout or I/O error is a failure.
+    fn next(&mut self, doing: &str) -> Result<Option<Value>, Failure> {
+        self.client.recv().map_err(|e| self.io_failure(e, doing))
+    }
+
+    fn io_failure(&self, e: std::io::Error, doing: &str) -> Failure {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            timed_out(self.timeout, doing)
+        } else {
+            Failure::runtime(format!("{}: {e} ({doing})", self.address))
+        }
+    }
+
+    /// `bester send`: the reply goes to stdout; an error reply fails with its code and text.
+    /// The one message sent is the only one a reply can answer, so a reply whose id the server
+    /// could not read is taken as well. Pushes meanwhile are not printed.
+    fn send(&mut self, id: &str, kind: &str, data: &Value) -> Result<(), Failure> {
+        let waiting = format!("waiting for the reply to message {id:?}");
+        self.client
+            .message(id, kind, data)
+            .map_err(|e| self.io_failure(e, &waiting))?;
+        let mut last = None;
+        loop {
+            let Some(frame) = self.next(&waiting)? else {
+                return Err(self.closed(last.as_ref(), "before the reply"));
+            };
+            let header = &frame["header"];
+            let answers = header["kind"] == "reply"
+                && (header["id"] == id || header.get("id").is_none_or(Value::is_null));
+            if !answers {
+                last = Some(frame);
+                continue;
+            }
+            print_frame(&frame)?;
+            return if is_ok(&frame) {
+                Ok(())
+            } else {
+                Err(Failure::runtime(describe(&frame)))
+            };
+        }
+    }
+
+    /// The server closed the connection: print its last frame on stdout, if any, and say so.
+    fn closed(&self, last: Option<&Value>, when: &str) -> Failure {
+        let mut message = format!("{} closed the connection {when}", self.address);
+        if let Some(frame) = last {
+            if let Err(e) = print_frame(frame) {
+                return e;
+            }
+            if !is_ok(frame) {
+                message = format!("{message}: {}", describe(frame));
+            }
+        }
+        Failure::runtime(message)
+    }
+
+    /// `bester listen`: pushes go to stdout as they come; a `bester.ping` goes out after `ping` of
+    /// silence from this side and must be answered within the timeout. Ends with success after
+    /// `count` pushes, with a failure when the server closes.
+    fn listen(mut self, count: Option<u64>, ping: Duration) -> Result<(), Failure> {
+        eprintln!("bester: listening (Ctrl-C to stop)");
+        let mut received = 0u64;
+        let mut pings = 0u64;
+        let mut next_ping = Instant::now() + ping;
+        // The id of the ping in flight and when its answer is due.
+        let mut pending: Option<(String, Option<Instant>)> = None;
+        let mut last = None;
+        loop {
+            // By the clock, not by silence: pushes coming in do not keep the connection alive
+            // (the server's idle timer counts what the client sends).
+            let now = Instant::now();
+            if let Some((_, Some(answer_by))) = &pending
+                && now >= *answer_by
+            {
+                return Err(timed_out(
+                    self.timeout,
+                    "waiting for the answer to bester.ping",
+                ));
+            }
+            if now >= next_ping {
+                if pending.is_none() {
+                    pings += 1;
+                    let id = format!("bester-ping-{pings}");
+                    let answer_by = self.timeout.map(|t| now + t);
+                    self.client.set_deadline(answer_by);
+                    self.client
+                        .message(&id, "bester.ping", &Value::Null)
+                        .map_err(|e| self.io_failure(e, "sending bester.ping"))?;
+                    pending = Some((id, answer_by));
+                }
+                next_ping = now + ping;
+            }
+            let due = match &pending {
+                Some((_, Some(answer_by))) => next_ping.min(*answer_by),
+                _ => next_ping,
+            };
+            self.client.set_deadline(Some(due));
+            match self.client.recv() {
+                Ok(Some(frame)) => {
+                    let header = &frame["header"];
+                    if header["kind"] == "push" {
+                        print_frame(&frame)?;
+                        received += 1;
+                        if count == Some(received) {
+                            return Ok(());
+                        }
+                    } else if matches!(&pending, Some((id, _)) if header["id"] == id.as_str()) {
+                        pending = None;
+                    } else {
+                        last = Some(frame);
+                    }
+                }
+                Ok(None) => {
+                    let mut message = format!("{} closed the connection", self.address);
+                    if let Some(frame) = last.as_ref().filter(|f| !is_ok(f)) {
+                        message = format!("{message}: {}", describe(frame));
+                    }
+                    return Err(Failure::runtime(message));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(self.io_failure(e, "listening")),
+            }
+        }
+    }
+}
+
+/// Open the connection the URI names. The one place a transport is chosen.
+fn connect(uri: &Uri, deadline: Option<Instant>) -> std::io::Result<Client> {
+    Client::connect_until(&uri.address, deadline)
+}
+
+fn timed_out(timeout: Option<Duration>, doing: &str) -> Failure {
+    let secs = timeout.map_or(0.0, |t| t.as_secs_f64());
+    Failure {
+        code: EX_TEMPFAIL,
+        message: format!("timed out after {secs} s {doing} (--timeout)"),
     }
 }

@@ -20,13 +20,35 @@ pub const MAX_TYPE_LEN: usize = 64;
 pub const MAX_ID_LEN: usize = 128;
 
 /// `header.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Success.
     Ok,
     /// Failure; `data` says why.
     Error,
+}
+
+/// By hand rather than derived, so that a status of the wrong JSON type is a data error naming
+/// the field (`invalid_message`), not a syntax error (`invalid_json`).
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Status;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"ok\" or \"error\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Status, E> {
+                match v {
+                    "ok" => Ok(Status::Ok),
+                    "error" => Ok(Status::Error),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `header.kind` of what the server sends to a client.
@@ -89,7 +111,11 @@ impl Payload {
         serde_json::from_str(text).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::InvalidMessage,
-                format!("bad data for {:?}: {}", self.kind, strip_position(&e)),
+                format!(
+                    "bad data for {:?}: {}",
+                    self.kind,
+                    plain_words(&strip_position(&e))
+                ),
             )
         })
     }
@@ -155,6 +181,8 @@ pub struct ClientMessage {
     pub scope: Scope,
     /// What to dispatch.
     pub payload: Payload,
+    /// The original spec's per-message credentials (`header.authentication`), if given.
+    pub authentication: Option<Credentials>,
 }
 
 /// Any frame a client may send.
@@ -183,10 +211,13 @@ struct RawInboundHeader {
     scope: Option<String>,
     #[serde(default)]
     id: Option<String>,
+    #[serde(default)]
+    authentication: Option<Credentials>,
 }
 
 /// Check a frame body is UTF-8, well-formed JSON with no duplicate keys and bounded nesting, and
-/// parse it as `T`, mapping failures to stable codes.
+/// parse it as `T`, mapping failures to stable codes. Texts name protocol fields
+/// (`header.scope: invalid type: integer `5`, expected a string`), never Rust types or positions.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
     let text = std::str::from_utf8(body).map_err(|e| {
         ErrorBody::new(
@@ -197,21 +228,19 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
             ),
         )
     })?;
-    let to_body = |e: serde_json::Error| {
-        let code = match e.classify() {
-            serde_json::error::Category::Data => ErrorCode::InvalidMessage,
-            _ => ErrorCode::InvalidJson,
-        };
-        ErrorBody::new(code, e.to_string())
-    };
-    super::validate::check(text).map_err(to_body)?;
+    super::validate::check(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ErrorBody::new(ErrorCode::InvalidMessage, strip_position(&e))
+        }
+        _ => ErrorBody::new(ErrorCode::InvalidJson, e.to_string()),
+    })?;
     if !text.trim_start().starts_with('{') {
         return Err(ErrorBody::new(
             ErrorCode::InvalidMessage,
             "a frame must be a JSON object",
         ));
     }
-    serde_json::from_str(text).map_err(to_body)
+    serde_json::from_str(text).map_err(|e| describe::<T>(text, &e))
 }
 
 /// [`parse_json`] in one pass for frames whose only opaque part is `payload.data` (see
@@ -228,7 +257,79 @@ fn parse_frame<T: DeserializeOwned>(
     parse_json(body)
 }
 
-/// serde_json appends " at line L column C"; data errors of nested values read better without it.
+/// Say where a typed parse failed: parse again (on this error path only) tracking the field path.
+fn describe<T: DeserializeOwned>(text: &str, e: &serde_json::Error) -> ErrorBody {
+    if e.classify() != serde_json::error::Category::Data {
+        return ErrorBody::new(ErrorCode::InvalidJson, e.to_string());
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let (path, inner) = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(tracked) => (tracked.path().to_string(), strip_position(tracked.inner())),
+        Ok(_) => (String::new(), strip_position(e)),
+    };
+    let text = plain_words(&inner);
+    // An unknown field is reported where it sits: `payload: unknown field `dat``.
+    let path = match path.rfind('.') {
+        Some(at) if text.starts_with("unknown field") => path[..at].to_string(),
+        None if text.starts_with("unknown field") => String::new(),
+        _ => path,
+    };
+    if path.is_empty() || path == "." {
+        ErrorBody::new(ErrorCode::InvalidMessage, text)
+    } else {
+        ErrorBody::new(ErrorCode::InvalidMessage, format!("{path}: {text}"))
+    }
+}
+
+/// Replace serde's names of Rust types in an error text by what a protocol author knows.
+fn plain_words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("expected struct ") {
+        out.push_str(&rest[..at]);
+        out.push_str("expected an object");
+        let after = &rest[at + "expected struct ".len()..];
+        let end = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `header.id` of a frame that failed to parse, when it can still be read: the body is a JSON
+/// object whose `header` is an object with one `id`, a string of at most [`MAX_ID_LEN`] bytes.
+/// Anything else (not JSON, no header, id missing, not a string, too long) gives `None`.
+pub fn inbound_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Outer {
+        header: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        id: Option<String>,
+    }
+    let outer: Outer = serde_json::from_slice(body).ok()?;
+    outer.header.id.filter(|id| id.len() <= MAX_ID_LEN)
+}
+
+/// The `header.request` token of a handler frame that failed to parse, when it can still be read
+/// (a string in an object `header`), so the request it meant to answer can be failed at once.
+pub fn handler_request_token(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Outer {
+        header: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        request: Option<String>,
+    }
+    let outer: Outer = serde_json::from_slice(body).ok()?;
+    outer.header.request
+}
+
+/// serde_json appends " at line L column C"; data errors read better without it.
 fn strip_position(e: &serde_json::Error) -> String {
     let text = e.to_string();
     match text.rfind(" at line ") {
@@ -266,7 +367,11 @@ pub fn parse_inbound(body: &[u8]) -> Result<Inbound, ErrorBody> {
         return invalid(&format!("header.id is longer than {MAX_ID_LEN} bytes"));
     }
     match (raw.header.identify, raw.header.scope, raw.payload) {
-        (Some(identify), None, None) if raw.header.id.is_none() => Ok(Inbound::Identify(identify)),
+        (Some(identify), None, None)
+            if raw.header.id.is_none() && raw.header.authentication.is_none() =>
+        {
+            Ok(Inbound::Identify(identify))
+        }
         (Some(_), _, _) => invalid("an identify frame has only header.identify"),
         (None, Some(scope), Some(payload)) => {
             let scope = Scope::parse(&scope)?;
@@ -275,6 +380,7 @@ pub fn parse_inbound(body: &[u8]) -> Result<Inbound, ErrorBody> {
                 id: raw.header.id,
                 scope,
                 payload,
+                authentication: raw.header.authentication,
             }))
         }
         (None, None, _) => invalid("header needs \"identify\" or \"scope\""),
@@ -429,9 +535,13 @@ pub enum Command {
 pub struct HandlerMessage {
     /// ok / error.
     pub status: Status,
+    /// The original spec's numeric status when it was not `"0"` (success): the client is told it
+    /// with `handler_error`.
+    pub status_code: Option<String>,
     /// Where the payload goes.
     pub command: Command,
-    /// The request this answers; `None` for a push.
+    /// The request this answers; `None` for a push (or an answer on a handler correlated by order
+    /// or by connection).
     pub request: Option<String>,
     /// The handler's own id for a push, echoed in the delivery report.
     pub id: Option<String>,
@@ -450,9 +560,9 @@ struct RawHandlerMessage {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHandlerHeader {
-    status: Status,
+    status: HandlerStatus,
     #[serde(default)]
-    command: Option<String>,
+    command: Option<CommandField>,
     #[serde(rename = "commandData", default)]
     command_data: Option<CommandData>,
     #[serde(default)]
@@ -461,11 +571,130 @@ struct RawHandlerHeader {
     id: Option<String>,
 }
 
+/// `header.status` of a handler frame: `"ok"`, `"error"`, or the original spec's numeric codes
+/// (`"0"` or `0` is success, any other number an error).
+struct HandlerStatus {
+    status: Status,
+    code: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for HandlerStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HandlerStatus;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"ok\", \"error\" or a numeric status (\"0\" is success)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HandlerStatus, E> {
+                let numeric =
+                    !v.is_empty() && v.len() <= 9 && v.bytes().all(|b| b.is_ascii_digit());
+                match v {
+                    "ok" => Ok(HandlerStatus {
+                        status: Status::Ok,
+                        code: None,
+                    }),
+                    "error" => Ok(HandlerStatus {
+                        status: Status::Error,
+                        code: None,
+                    }),
+                    _ if numeric && v.bytes().all(|b| b == b'0') => Ok(HandlerStatus {
+                        status: Status::Ok,
+                        code: None,
+                    }),
+                    _ if numeric => Ok(HandlerStatus {
+                        status: Status::Error,
+                        code: Some(v.to_string()),
+                    }),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HandlerStatus, E> {
+                if v > 999_999_999 {
+                    return Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self));
+                }
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `header.command`: a name, or the earlier object form `{"type":"sendClients","data":[..]}`.
+enum CommandField {
+    Name(String),
+    Object {
+        kind: String,
+        data: Option<CommandData>,
+    },
+}
+
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(deny_unknown_fields)]
+struct CommandObject {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Option<CommandData>,
+}
+
+impl<'de> Deserialize<'de> for CommandField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CommandField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a command name or {\"type\":NAME,\"data\":..}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandField, E> {
+                Ok(CommandField::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<CommandField, A::Error> {
+                let object =
+                    CommandObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(CommandField::Object {
+                    kind: object.kind,
+                    data: object.data,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `commandData`: one name (`sendHandler`) or an array of names (`sendClients`, `sendServers`).
 enum CommandData {
     Names(Vec<String>),
     Name(String),
+}
+
+impl<'de> Deserialize<'de> for CommandData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CommandData;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a name or an array of names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandData, E> {
+                Ok(CommandData::Name(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CommandData, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(CommandData::Names(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Parse a frame from a handler.
@@ -475,10 +704,18 @@ pub fn parse_handler_message(body: &[u8]) -> Result<HandlerMessage, ErrorBody> {
     })?;
     let bad = |text: String| ErrorBody::new(ErrorCode::BadHandlerReply, text);
     let header = raw.header;
-    let command = match (
-        header.command.as_deref().unwrap_or("reply"),
-        header.command_data,
-    ) {
+    let (name, data) = match (header.command, header.command_data) {
+        (None, data) => ("reply".to_string(), data),
+        (Some(CommandField::Name(name)), data) => (name, data),
+        (Some(CommandField::Object { kind, data }), None) => (kind, data),
+        (Some(CommandField::Object { data: Some(_), .. }), Some(_)) => {
+            return Err(bad(
+                "give command data in command.data or in commandData, not both".into(),
+            ));
+        }
+        (Some(CommandField::Object { kind, data: None }), Some(data)) => (kind, Some(data)),
+    };
+    let command = match (name.as_str(), data) {
         ("reply", None) => Command::Reply,
         ("reply", Some(_)) => return Err(bad("command \"reply\" takes no commandData".into())),
         ("sendClients", Some(CommandData::Names(users))) => Command::SendClients(users),
@@ -503,7 +740,8 @@ pub fn parse_handler_message(body: &[u8]) -> Result<HandlerMessage, ErrorBody> {
         validate_type(&payload.kind).map_err(|e| bad(e.error))?;
     }
     Ok(HandlerMessage {
-        status: header.status,
+        status: header.status.status,
+        status_code: header.status.code,
         command,
         request: header.request,
         id: header.id,
@@ -667,6 +905,23 @@ mod tests {
     }
 
     #[test]
+    fn builtin_data_errors_name_no_rust_types() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct PasswdData {
+            old: String,
+        }
+        let payload = Payload::new(
+            "bester.passwd",
+            Some(RawValue::from_string("5".into()).unwrap()),
+        );
+        assert_eq!(
+            payload.data_as::<PasswdData>().unwrap_err().error,
+            "bad data for \"bester.passwd\": invalid type: integer `5`, expected an object"
+        );
+    }
+
+    #[test]
     fn outbound_shapes() {
         let body = client_error(Some("9"), &ErrorBody::new(ErrorCode::UnknownType, "no"));
         assert_eq!(
@@ -704,17 +959,75 @@ mod vectors {
         for case in cases {
             let name = case["name"].as_str().unwrap();
             let body = case["json"].as_str().unwrap().as_bytes();
-            let code = match case["direction"].as_str().unwrap() {
-                "client_to_server" => parse_inbound(body).err().map(|e| e.code),
-                "handler_to_server" => parse_handler_message(body).err().map(|e| e.code),
-                "server_to_server" => parse_peer_frame(body).err().map(|e| e.code),
+            let direction = case["direction"].as_str().unwrap();
+            if direction == "server_to_client" {
+                server_to_client(name, case);
+                continue;
+            }
+            let error = match direction {
+                "client_to_server" => parse_inbound(body).err(),
+                "handler_to_server" => match parse_handler_message(body) {
+                    Ok(msg) => {
+                        if let Some(status) = case.get("status") {
+                            let want = if status == "ok" {
+                                Status::Ok
+                            } else {
+                                Status::Error
+                            };
+                            assert_eq!(msg.status, want, "{name}");
+                            assert_eq!(
+                                msg.status_code.as_deref(),
+                                case["status_code"].as_str(),
+                                "{name}"
+                            );
+                        }
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
+                "server_to_server" => parse_peer_frame(body).err(),
                 other => panic!("{name}: unknown direction {other}"),
             };
             if case["valid"].as_bool().unwrap() {
-                assert_eq!(code, None, "{name} should be accepted");
-            } else {
-                assert_eq!(code.map(ErrorCode::as_str), case["code"].as_str(), "{name}");
+                assert_eq!(error, None, "{name} should be accepted");
+                continue;
             }
+            let error = error.unwrap_or_else(|| panic!("{name} should be refused"));
+            assert_eq!(Some(error.code.as_str()), case["code"].as_str(), "{name}");
+            if let Some(text) = case.get("error") {
+                assert_eq!(Some(error.error.as_str()), text.as_str(), "{name}");
+            }
+            if let Some(id) = case.get("id") {
+                assert_eq!(inbound_id(body).as_deref(), id.as_str(), "{name}: id");
+            }
+        }
+    }
+
+    /// A frame the server sends: our builders make exactly it, and the original spec's reply
+    /// shape `{"header":{"status":..},"data":..}` is a subset of it.
+    fn server_to_client(name: &str, case: &Value) {
+        let text = case["json"].as_str().unwrap();
+        let frame: Value = serde_json::from_str(text).unwrap();
+        let id = frame["header"]["id"].as_str();
+        let built = if frame["header"]["status"] == "ok" {
+            let data = RawValue::from_string(frame["data"].to_string()).unwrap();
+            client_ok(id, frame["header"]["type"].as_str(), &data)
+        } else {
+            let error = ErrorBody::new(
+                ErrorCode::UnknownType,
+                frame["data"]["error"].as_str().unwrap(),
+            );
+            assert_eq!(frame["data"]["code"], error.code.as_str(), "{name}");
+            client_error(id, &error)
+        };
+        assert_eq!(std::str::from_utf8(&built).unwrap(), text, "{name}");
+        if case["original_shape"] == true {
+            let status = frame["header"]["status"].as_str();
+            assert!(
+                matches!(status, Some("ok" | "error")),
+                "{name}: header.status"
+            );
+            assert!(frame.get("data").is_some(), "{name}: data");
         }
     }
 }

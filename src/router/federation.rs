@@ -308,7 +308,7 @@ impl Router {
         }
         let pending = Pending {
             origin,
-            handler: link,
+            handler: None,
             kind: msg.payload.kind.clone(),
             from: msg.from,
             scope: Scope::Server,

@@ -14,13 +14,14 @@
 //!   timed out, with one report per server;
 //! - a request whose handler goes away or times out is answered with an error, never dropped.
 
+mod correlate;
 mod federation;
 mod id;
 mod idmap;
 mod respond;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -33,6 +34,7 @@ use crate::protocol::message::{
     ClientFrame, ClientHeader, ClientMessage, Command, HandlerMessage, Payload, Scope, Sender,
     Status, handler_error_report, handler_request, to_body,
 };
+pub use correlate::{Correlate, HandlerMode};
 pub use id::ConnId;
 use idmap::IdMap;
 
@@ -58,6 +60,22 @@ pub enum Action {
         body: Vec<u8>,
         /// The request's token.
         token: u64,
+    },
+    /// Connect to a handler of this type that listens on its own socket (`correlate =
+    /// "connection"`), send it this request, and report with [`Router::dial_opened`] or
+    /// [`Router::dial_failed`].
+    Dial {
+        /// The handler type.
+        kind: String,
+        /// The request's token.
+        token: u64,
+        /// The JSON body.
+        body: Vec<u8>,
+    },
+    /// Close this handler connection (a dialled connection whose one request is over).
+    Close {
+        /// The connection.
+        conn: ConnId,
     },
 }
 
@@ -117,12 +135,24 @@ struct Pool {
     links: Vec<ConnId>,
     max_inflight: usize,
     next: usize,
+    mode: HandlerMode,
+    /// Requests (token, body) waiting for a free connection (`order`) or a dial slot
+    /// (`connection`), oldest first.
+    waiting: VecDeque<(u64, Vec<u8>)>,
+    /// Dialled connections open or being opened (`connection`).
+    open: usize,
 }
 
 #[derive(Debug)]
 struct Link {
     kind: String,
     inflight: usize,
+    correlate: Correlate,
+    /// The one request in flight on an `order` or `connection` link.
+    current: Option<u64>,
+    /// `order`: answers still owed for requests that timed out. The next answers on the link are
+    /// theirs and are dropped; until then the link gets no new request.
+    late: usize,
 }
 
 #[derive(Debug)]
@@ -134,7 +164,8 @@ struct Client {
 #[derive(Debug)]
 struct Pending {
     origin: Origin,
-    handler: ConnId,
+    /// The handler connection it went to; `None` while waiting or being dialled.
+    handler: Option<ConnId>,
     kind: String,
     from: Sender,
     scope: Scope,
@@ -203,12 +234,26 @@ impl Router {
 
     /// Declare a configured handler type (it exists even while no handler is connected).
     pub fn add_type(&mut self, kind: &str, max_inflight: usize) {
+        self.add_type_with(
+            kind,
+            HandlerMode {
+                max_inflight,
+                ..HandlerMode::default()
+            },
+        );
+    }
+
+    /// Declare a handler type with how its answers are correlated.
+    pub fn add_type_with(&mut self, kind: &str, mode: HandlerMode) {
         self.pools.insert(
             kind.to_string(),
             Pool {
                 links: Vec::new(),
-                max_inflight,
+                max_inflight: mode.max_inflight,
                 next: 0,
+                mode,
+                waiting: VecDeque::new(),
+                open: 0,
             },
         );
     }
@@ -222,6 +267,9 @@ impl Router {
                 Link {
                     kind: kind.to_string(),
                     inflight: 0,
+                    correlate: pool.mode.correlate,
+                    current: None,
+                    late: 0,
                 },
             );
         }
@@ -229,16 +277,14 @@ impl Router {
 
     /// A handler connection closed: everything in flight to it is answered `handler_unavailable`.
     pub fn handler_gone(&mut self, conn: ConnId, out: &mut Vec<Action>) {
-        let Some(link) = self.links.remove(&conn) else {
+        let Some(link) = self.links.get(&conn) else {
             return;
         };
-        if let Some(pool) = self.pools.get_mut(&link.kind) {
-            pool.links.retain(|c| *c != conn);
-        }
+        let kind = link.kind.clone();
         let mut lost: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.handler == conn)
+            .filter(|(_, p)| p.handler == Some(conn))
             .map(|(token, _)| *token)
             .collect();
         lost.sort_unstable();
@@ -251,6 +297,14 @@ impl Router {
                 out,
             );
         }
+        let link = self.links.remove(&conn).expect("looked up above");
+        if let Some(pool) = self.pools.get_mut(&kind) {
+            pool.links.retain(|c| *c != conn);
+            if link.correlate == Correlate::Connection {
+                pool.open = pool.open.saturating_sub(1);
+            }
+        }
+        self.pump(out);
     }
 
     /// Handler connections per configured type.
@@ -329,7 +383,7 @@ impl Router {
         };
         let pending = Pending {
             origin: Origin::Client { conn, id: msg.id },
-            handler: conn,
+            handler: None,
             kind: msg.payload.kind.clone(),
             from: Sender {
                 user: Some(client.user.clone()),
@@ -359,6 +413,9 @@ impl Router {
                 out,
             );
         };
+        if pool.mode.correlate != Correlate::Request {
+            return self.dispatch_one_at_a_time(pending, payload, now, out);
+        }
         // Least loaded link, ties broken round-robin.
         let count = pool.links.len();
         let chosen = (0..count)
@@ -389,6 +446,27 @@ impl Router {
                 out,
             );
         }
+        let Some((token, body)) = self.request_body(&pending, payload, out) else {
+            return;
+        };
+        self.links.get_mut(&handler).expect("chosen above").inflight += 1;
+        out.push(Action::Request {
+            to: handler,
+            body,
+            token,
+        });
+        pending.handler = Some(handler);
+        self.track(token, pending, now);
+    }
+
+    /// A token and the request body for `pending`, or `None` (origin answered) when the request
+    /// would be over the frame limit.
+    fn request_body(
+        &mut self,
+        pending: &Pending,
+        payload: &Payload,
+        out: &mut Vec<Action>,
+    ) -> Option<(u64, Vec<u8>)> {
         let token = self.next_id();
         let mut digits = idmap::Digits::default();
         let body = handler_request(
@@ -404,19 +482,18 @@ impl Router {
                 self.config.max_frame,
                 &format!("the {:?} handler", pending.kind),
             );
-            return self.fail(
+            self.fail(
                 &pending.origin,
                 ErrorBody::new(ErrorCode::FrameTooLarge, text),
                 out,
             );
+            return None;
         }
-        self.links.get_mut(&handler).expect("chosen above").inflight += 1;
-        out.push(Action::Request {
-            to: handler,
-            body,
-            token,
-        });
-        pending.handler = handler;
+        Some((token, body))
+    }
+
+    /// Keep a request in flight (or waiting) until answered or timed out.
+    fn track(&mut self, token: u64, pending: Pending, now: Instant) {
         self.count_pending(&pending.origin, 1);
         self.pending.insert(token, pending);
         self.deadlines.push(Reverse((
@@ -428,8 +505,11 @@ impl Router {
     /// Remove a pending request, keeping the per-link and per-client counts right.
     fn take_pending(&mut self, token: u64) -> Option<Pending> {
         let pending = self.pending.remove(&token)?;
-        if let Some(link) = self.links.get_mut(&pending.handler) {
+        if let Some(link) = pending.handler.and_then(|h| self.links.get_mut(&h)) {
             link.inflight = link.inflight.saturating_sub(1);
+            if link.current == Some(token) {
+                link.current = None;
+            }
         }
         self.count_pending(&pending.origin, -1);
         Some(pending)
@@ -446,14 +526,27 @@ impl Router {
         let Some(link) = self.links.get(&conn) else {
             return;
         };
+        let current = link.current;
+        let correlate = link.correlate;
         let Some(token) = msg.request.as_deref() else {
-            let kind = link.kind.clone();
+            // A handler correlated by order or connection answers without a token.
+            if let Some(token) = current {
+                let pending = self.take_pending(token).expect("current is pending");
+                self.route_answer(conn, pending, msg, now, out);
+                return self.one_answered(conn, correlate, out);
+            }
+            if self.drop_late_answer(conn, out) {
+                return;
+            }
+            let Some(kind) = self.links.get(&conn).map(|l| l.kind.clone()) else {
+                return;
+            };
             return self.handler_push(conn, &kind, msg, now, out);
         };
         let owned = token
             .parse::<u64>()
             .ok()
-            .filter(|t| self.pending.get(t).is_some_and(|p| p.handler == conn));
+            .filter(|t| self.pending.get(t).is_some_and(|p| p.handler == Some(conn)));
         let Some(token) = owned else {
             let error = ErrorBody::new(
                 ErrorCode::BadHandlerReply,
@@ -466,6 +559,7 @@ impl Router {
         };
         let pending = self.take_pending(token).expect("checked above");
         self.route_answer(conn, pending, msg, now, out);
+        self.one_answered(conn, correlate, out);
     }
 
     /// Route a handler's answer to the request it answers.
@@ -481,6 +575,10 @@ impl Router {
             let data = msg.payload.as_ref().and_then(|p| p.data.as_deref());
             match data.and_then(|d| serde_json::from_str::<HandlerErrorBody>(d.get()).ok()) {
                 Some(error) => self.respond_error(&pending.origin, &error, out),
+                None if msg.status_code.is_some() => {
+                    let status = msg.status_code.as_deref().unwrap_or_default();
+                    self.fail_status(&pending.origin, &pending.kind, status, out);
+                }
                 None => {
                     let text = format!("the {:?} handler reported an error", pending.kind);
                     self.fail(
@@ -687,6 +785,7 @@ impl Router {
                 out,
             );
         }
+        self.pump(out);
     }
 
     /// Answer every request in flight with `code` (shutdown).
@@ -741,6 +840,7 @@ impl Router {
             match due {
                 Due::Request(token) => {
                     if let Some(pending) = self.take_pending(token) {
+                        self.after_timeout(pending.handler, out);
                         warn!(
                             "request {token} to the {:?} handler timed out",
                             pending.kind
@@ -760,6 +860,7 @@ impl Router {
                 Due::Remote(msg) => self.remote_timed_out(msg, out),
             }
         }
+        self.pump(out);
     }
 }
 

@@ -1,7 +1,17 @@
 //! Client sessions: identify, the built-in `bester.*` commands, and the results of password checks
 //! coming back from the auth workers. Ordinary messages are handed to the router.
+//!
+//! The original spec's clients send `header.authentication` on every message instead of
+//! identifying: as a connection's first frame it logs the connection in (argon2 on the auth
+//! workers, as identify) and is then handled as a message; on a logged-in connection it must name
+//! the session's user and password, checked against a keyed digest kept from the login (HMAC, no
+//! argon2 per message, compared in constant time).
 
+use std::sync::OnceLock;
 use std::time::Instant;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
@@ -11,11 +21,11 @@ use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
     ClientMessage, Credentials, Identify, Inbound, RESERVED_PREFIX, Scope, client_error, client_ok,
-    parse_inbound,
+    inbound_id, parse_inbound,
 };
 
 use super::Server;
-use super::conn::{ClientState, Role};
+use super::conn::{ClientState, PasswordDigest, Role};
 use crate::router::ConnId;
 
 /// Built-in payload types.
@@ -39,9 +49,53 @@ pub struct AuthTag {
 
 #[derive(Debug, Clone)]
 enum Purpose {
-    Identify,
-    Authenticate { id: Option<String> },
-    Passwd { id: Option<String> },
+    Identify {
+        digest: PasswordDigest,
+    },
+    /// An original-spec first frame: log in with its `header.authentication`, then handle it.
+    Compat {
+        msg: Box<ClientMessage>,
+        digest: PasswordDigest,
+    },
+    Authenticate {
+        id: Option<String>,
+        digest: PasswordDigest,
+    },
+    Passwd {
+        id: Option<String>,
+        digest: PasswordDigest,
+    },
+}
+
+/// The per-process key of session digests: random, never leaves the process.
+fn digest_key() -> &'static [u8; 32] {
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the system random source");
+        key
+    })
+}
+
+fn digest_mac(username: &str, password: &str) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(digest_key()).expect("any key length");
+    mac.update(username.as_bytes());
+    mac.update(&[0]);
+    mac.update(password.as_bytes());
+    mac
+}
+
+/// The keyed digest of a session's credentials.
+fn password_digest(username: &str, password: &str) -> PasswordDigest {
+    digest_mac(username, password)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// Whether credentials match a session's digest (constant-time comparison).
+fn digest_matches(digest: &PasswordDigest, username: &str, password: &str) -> bool {
+    digest_mac(username, password).verify_slice(digest).is_ok()
 }
 
 /// `data` of `bester.passwd`.
@@ -80,15 +134,18 @@ impl Server {
         let context = conn.context();
         match (identifying, parse_inbound(body)) {
             (true, Ok(Inbound::Identify(identify))) => self.identify(id, identify),
-            (true, Ok(Inbound::Message(_))) => {
-                info!("{context} sent a message before identify; closing");
-                let error = ErrorBody::new(ErrorCode::NotIdentified, "identify first");
-                self.send(id, client_error(None, &error));
-                self.finish(id, now, "message before identify".into());
-            }
+            (true, Ok(Inbound::Message(mut msg))) => match msg.authentication.take() {
+                Some(credentials) => self.compat_login(id, msg, credentials),
+                None => {
+                    info!("{context} sent a message before identify; closing");
+                    let error = ErrorBody::new(ErrorCode::NotIdentified, "identify first");
+                    self.send(id, client_error(msg.id.as_deref(), &error));
+                    self.finish(id, now, "message before identify".into());
+                }
+            },
             (true, Err(error)) => {
                 info!("{context} sent a bad first frame ({error}); closing");
-                self.send(id, client_error(None, &error));
+                self.send(id, client_error(inbound_id(body).as_deref(), &error));
                 self.finish(id, now, "bad first frame".into());
             }
             (false, Ok(Inbound::Identify(_))) => {
@@ -98,12 +155,107 @@ impl Server {
                 );
                 self.send(id, client_error(None, &error));
             }
-            (false, Ok(Inbound::Message(msg))) => self.client_message(id, msg, now),
+            (false, Ok(Inbound::Message(mut msg))) => {
+                if let Some(credentials) = msg.authentication.take()
+                    && !self.session_credentials_ok(id, &credentials, msg.id.as_deref(), now)
+                {
+                    return;
+                }
+                self.client_message(id, msg, now)
+            }
             (false, Err(error)) => {
                 debug!("{context} bad frame: {error}");
-                self.send(id, client_error(None, &error));
+                self.send(id, client_error(inbound_id(body).as_deref(), &error));
             }
         }
+    }
+
+    /// An original-spec message as the first frame: log in with its credentials (off the loop,
+    /// as identify), then handle the message.
+    fn compat_login(&mut self, id: ConnId, msg: ClientMessage, credentials: Credentials) {
+        let Credentials { username, password } = credentials;
+        let reply_id = msg.id.clone();
+        let refuse = |server: &mut Server, error: ErrorBody| {
+            server.send(id, client_error(reply_id.as_deref(), &error));
+            server.finish(id, Instant::now(), "login refused".into());
+        };
+        let ip = self.conn(id).and_then(|c| c.ip);
+        if !self.logins.allows(ip, &username, Instant::now()) {
+            return refuse(self, rate_limited());
+        }
+        let digest = password_digest(&username, &password);
+        let tag = AuthTag {
+            conn: id,
+            ip,
+            purpose: Purpose::Compat {
+                msg: Box::new(msg),
+                digest,
+            },
+        };
+        let job = AuthJob::Verify {
+            tag,
+            username,
+            password,
+        };
+        if self.auth.submit(job).is_err() {
+            warn!("conn={id} login refused: the login queue is full");
+            let error = ErrorBody::new(
+                ErrorCode::ServerBusy,
+                "too many logins in progress; try again",
+            );
+            return refuse(self, error);
+        }
+        if let Some(conn) = self.conn(id) {
+            conn.role = Role::Client(ClientState::Verifying);
+        }
+    }
+
+    /// Check an original-spec message's `header.authentication` against the session: same user,
+    /// same password (by digest). A mismatch is answered `auth_failed` (or `rate_limited` once
+    /// over the login limit) and counts as a failed login; the connection stays open.
+    fn session_credentials_ok(
+        &mut self,
+        id: ConnId,
+        credentials: &Credentials,
+        reply_id: Option<&str>,
+        now: Instant,
+    ) -> bool {
+        let Some(conn) = self.conn(id) else {
+            return false;
+        };
+        let ip = conn.ip;
+        let matches = match &conn.role {
+            Role::Client(ClientState::Ready {
+                user,
+                digest: Some(digest),
+                ..
+            }) => {
+                // Both checks always run, so the answer takes the same time either way.
+                let same_password =
+                    digest_matches(digest, &credentials.username, &credentials.password);
+                *user == credentials.username && same_password
+            }
+            _ => false,
+        };
+        if matches {
+            return true;
+        }
+        let context = conn.context();
+        if !self.logins.allows(ip, &credentials.username, now) {
+            self.send(id, client_error(reply_id, &rate_limited()));
+            return false;
+        }
+        info!(
+            "{context} header.authentication as {:?} does not match the session",
+            credentials.username
+        );
+        self.logins.failed(ip, &credentials.username, now);
+        let error = ErrorBody::new(
+            ErrorCode::AuthFailed,
+            "header.authentication does not match this connection's login",
+        );
+        self.send(id, client_error(reply_id, &error));
+        false
     }
 
     fn identify(&mut self, id: ConnId, identify: Identify) {
@@ -137,7 +289,9 @@ impl Server {
         let tag = AuthTag {
             conn: id,
             ip,
-            purpose: Purpose::Identify,
+            purpose: Purpose::Identify {
+                digest: password_digest(&username, &password),
+            },
         };
         if self
             .auth
@@ -207,7 +361,10 @@ impl Server {
             AUTHENTICATE => match msg.payload.data_as::<Credentials>() {
                 Ok(Credentials { username, password }) => {
                     if self.login_allowed(id, &username, now) {
-                        let purpose = Purpose::Authenticate { id: msg.id.clone() };
+                        let purpose = Purpose::Authenticate {
+                            id: msg.id.clone(),
+                            digest: password_digest(&username, &password),
+                        };
                         self.submit_busy(id, purpose, AuthJobKind::Verify { username, password });
                     } else {
                         self.send(id, client_error(reply_id, &rate_limited()));
@@ -220,7 +377,10 @@ impl Server {
             }
             PASSWD => match msg.payload.data_as::<PasswdData>() {
                 Ok(PasswdData { old, new }) => {
-                    let purpose = Purpose::Passwd { id: msg.id.clone() };
+                    let purpose = Purpose::Passwd {
+                        id: msg.id.clone(),
+                        digest: password_digest(&user, &new),
+                    };
                     self.submit_busy(
                         id,
                         purpose,
@@ -253,8 +413,8 @@ impl Server {
     /// Queue an auth job for a ready client and hold its later frames until the answer.
     fn submit_busy(&mut self, id: ConnId, purpose: Purpose, job: AuthJobKind) {
         let reply_id = match &purpose {
-            Purpose::Authenticate { id } | Purpose::Passwd { id } => id.clone(),
-            Purpose::Identify => None,
+            Purpose::Authenticate { id, .. } | Purpose::Passwd { id, .. } => id.clone(),
+            Purpose::Identify { .. } | Purpose::Compat { .. } => None,
         };
         let ip = self.conn(id).and_then(|c| c.ip);
         let tag = AuthTag {
@@ -323,38 +483,67 @@ impl Server {
             server: &server,
         };
         match (tag.purpose, outcome) {
-            (Purpose::Identify, AuthOutcome::Ok) if over_limit => {
+            (Purpose::Identify { .. }, AuthOutcome::Ok) if over_limit => {
                 info!("conn={id} user={username} refused: too many connections");
                 let error = too_many_for(&username, self.config.max_connections_per_user);
                 self.send(id, client_error(None, &error));
                 self.finish(id, now, "too many connections for the user".into());
             }
-            (Purpose::Authenticate { id: reply_id }, AuthOutcome::Ok) if over_limit => {
+            (Purpose::Compat { msg, .. }, AuthOutcome::Ok) if over_limit => {
+                info!("conn={id} user={username} refused: too many connections");
+                let error = too_many_for(&username, self.config.max_connections_per_user);
+                self.send(id, client_error(msg.id.as_deref(), &error));
+                self.finish(id, now, "too many connections for the user".into());
+            }
+            (Purpose::Authenticate { id: reply_id, .. }, AuthOutcome::Ok) if over_limit => {
                 self.set_idle(id);
                 let error = too_many_for(&username, self.config.max_connections_per_user);
                 self.send(id, client_error(reply_id.as_deref(), &error));
             }
-            (Purpose::Identify, AuthOutcome::Ok) => {
+            (Purpose::Identify { digest }, AuthOutcome::Ok) => {
                 info!("conn={id} user={username} logged in from {peer}");
                 conn.io.set_max_frame(max_frame);
                 conn.role = Role::Client(ClientState::Ready {
                     user: username.clone(),
                     busy: false,
+                    digest: Some(digest),
                 });
                 self.router.client_identified(id, &username);
                 self.arm_idle(id, now);
                 self.send(id, client_ok(None, None, &identity));
             }
-            (Purpose::Identify, outcome) => {
+            (Purpose::Compat { msg, digest }, AuthOutcome::Ok) => {
+                info!("conn={id} user={username} logged in from {peer} (header.authentication)");
+                conn.io.set_max_frame(max_frame);
+                conn.role = Role::Client(ClientState::Ready {
+                    user: username.clone(),
+                    busy: false,
+                    digest: Some(digest),
+                });
+                self.router.client_identified(id, &username);
+                self.arm_idle(id, now);
+                self.client_message(id, *msg, now);
+            }
+            (purpose @ (Purpose::Identify { .. } | Purpose::Compat { .. }), outcome) => {
                 let error = login_error(&outcome);
                 info!(
                     "conn={id} login as {username:?} from {peer} failed: {}",
                     error.code
                 );
-                self.send(id, client_error(None, &error));
+                let reply_id = match purpose {
+                    Purpose::Compat { msg, .. } => msg.id,
+                    _ => None,
+                };
+                self.send(id, client_error(reply_id.as_deref(), &error));
                 self.finish(id, now, "login failed".into());
             }
-            (Purpose::Authenticate { id: reply_id }, AuthOutcome::Ok) => {
+            (
+                Purpose::Authenticate {
+                    id: reply_id,
+                    digest,
+                },
+                AuthOutcome::Ok,
+            ) => {
                 info!(
                     "conn={id} switched from user={} to user={username}",
                     previous.as_deref().unwrap_or("?")
@@ -362,6 +551,7 @@ impl Server {
                 conn.role = Role::Client(ClientState::Ready {
                     user: username.clone(),
                     busy: false,
+                    digest: Some(digest),
                 });
                 self.router.client_identified(id, &username);
                 self.send(
@@ -369,7 +559,7 @@ impl Server {
                     client_ok(reply_id.as_deref(), Some(AUTHENTICATE), &identity),
                 );
             }
-            (Purpose::Authenticate { id: reply_id }, outcome) => {
+            (Purpose::Authenticate { id: reply_id, .. }, outcome) => {
                 info!("conn={id} re-authentication as {username:?} failed");
                 self.set_idle(id);
                 self.send(
@@ -377,11 +567,23 @@ impl Server {
                     client_error(reply_id.as_deref(), &login_error(&outcome)),
                 );
             }
-            (Purpose::Passwd { id: reply_id }, outcome) => {
+            (
+                Purpose::Passwd {
+                    id: reply_id,
+                    digest,
+                },
+                outcome,
+            ) => {
                 self.set_idle(id);
                 let body = match outcome {
                     AuthOutcome::Ok => {
                         info!("conn={id} user={username} changed their password");
+                        if let Some(conn) = self.conn(id)
+                            && let Role::Client(ClientState::Ready { digest: kept, .. }) =
+                                &mut conn.role
+                        {
+                            *kept = Some(digest);
+                        }
                         client_ok(reply_id.as_deref(), Some(PASSWD), &identity)
                     }
                     AuthOutcome::BadCredentials => client_error(

@@ -9,6 +9,9 @@ use crate::net::Framed;
 
 use crate::router::ConnId;
 
+/// HMAC-SHA256 of a session's username and password under a random per-process key.
+pub type PasswordDigest = [u8; 32];
+
 /// Where a client connection is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientState {
@@ -25,6 +28,9 @@ pub enum ClientState {
         user: String,
         /// A built-in auth operation is running: later frames wait until it is done.
         busy: bool,
+        /// Keyed digest of the password this session logged in with, so that the original
+        /// spec's per-message `header.authentication` is checked without argon2.
+        digest: Option<PasswordDigest>,
     },
 }
 
@@ -75,6 +81,8 @@ pub enum Role {
         kind: String,
         /// Whether a bad frame from it has been logged already (log once, not per frame).
         complained: bool,
+        /// The broker dialled it for one request (`connect`); closed once that is answered.
+        dialed: bool,
     },
     /// A federated peer server.
     Peer(PeerConn),

@@ -8,7 +8,9 @@ use std::time::Instant;
 use log::{debug, error, info, warn};
 
 use crate::net::Stream;
-use crate::protocol::message::{handler_error_report, parse_handler_message};
+use crate::protocol::message::{
+    handler_error_report, handler_request_token, parse_handler_message,
+};
 
 use super::Server;
 use super::conn::Role;
@@ -34,6 +36,7 @@ impl Server {
             let role = Role::Handler {
                 kind: kind.clone(),
                 complained: false,
+                dialed: false,
             };
             let max_frame = self.config.max_frame;
             if let Some(id) = self.insert_conn(
@@ -55,8 +58,11 @@ impl Server {
             Ok(msg) => self.router.handler_message(id, msg, now, &mut self.actions),
             Err(error) => {
                 let Some(conn) = self.conn(id) else { return };
-                if let Role::Handler { complained, .. } = &mut conn.role {
-                    if *complained {
+                if let Role::Handler {
+                    complained, dialed, ..
+                } = &mut conn.role
+                {
+                    if *complained || *dialed {
                         debug!("{} bad frame: {error}", conn.context());
                     } else {
                         *complained = true;
@@ -66,7 +72,15 @@ impl Server {
                         );
                     }
                 }
-                self.send(id, handler_error_report(None, None, &error));
+                // A malformed answer that still names its request fails it now, not at its timeout.
+                let token = handler_request_token(body);
+                let failed =
+                    self.router
+                        .handler_bad_frame(id, token.as_deref(), &error, &mut self.actions);
+                self.send(
+                    id,
+                    handler_error_report(failed.as_deref().or(token.as_deref()), None, &error),
+                );
             }
         }
     }

@@ -7,6 +7,7 @@
 
 mod client;
 mod conn;
+mod dial;
 mod handlers;
 pub mod limits;
 mod peers;
@@ -30,7 +31,7 @@ use slab::Slab;
 use crate::auth::worker::AuthPool;
 use crate::config::{Config, EXAMPLES_PLACEHOLDER, HandlerSource};
 use crate::handler::supervisor::{ProcessSpec, socket_path_fits};
-use crate::handler::{RuntimeDir, Supervisor};
+use crate::handler::{Dialer, RuntimeDir, Supervisor};
 use crate::net::{Framed, ReadResult, Stream};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
@@ -90,6 +91,7 @@ pub struct Server {
     peers: BTreeMap<String, PeerSlot>,
     supervisor: Supervisor,
     handler_listeners: Vec<HandlerListener>,
+    dialer: Dialer,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     actions: Vec<Action>,
     to_close: Vec<(ConnId, String)>,
@@ -153,12 +155,14 @@ impl Server {
         });
         let mut supervisor = Supervisor::new(&config.name);
         let mut handler_listeners = Vec::new();
+        let mut dialer = Dialer::new();
         let mut examples: Option<PathBuf> = None;
-        for (i, (kind, handler)) in config.handlers.iter().enumerate() {
-            router.add_type(kind, handler.max_inflight);
-            let path = match &handler.source {
-                HandlerSource::Socket(path) => path.clone(),
-                HandlerSource::Command { .. } => runtime.socket_for(kind),
+        for (kind, handler) in &config.handlers {
+            router.add_type_with(kind, handler.mode);
+            let path = match (&handler.connect, &handler.source) {
+                (Some(path), _) => path.clone(),
+                (None, HandlerSource::Socket(path)) => path.clone(),
+                (None, _) => runtime.socket_for(kind),
             };
             if !socket_path_fits(&path) {
                 return Err(io::Error::other(format!(
@@ -166,19 +170,28 @@ impl Server {
                     path.display()
                 )));
             }
-            match std::fs::remove_file(&path) {
-                Ok(()) => debug!("removed stale socket {}", path.display()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-            }
-            let mut unix = UnixListener::bind(&path).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
-            })?;
-            poll.registry().register(
-                &mut unix,
-                mio::Token(HANDLER_LISTENER_BASE + i),
-                Interest::READABLE,
-            )?;
+            // A handler besterd dials owns its socket: nothing to bind here.
+            let listener = if handler.connect.is_some() {
+                dialer.add(kind, &path);
+                None
+            } else {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => debug!("removed stale socket {}", path.display()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+                    }
+                }
+                let mut unix = UnixListener::bind(&path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+                })?;
+                poll.registry().register(
+                    &mut unix,
+                    mio::Token(HANDLER_LISTENER_BASE + handler_listeners.len()),
+                    Interest::READABLE,
+                )?;
+                Some(unix)
+            };
             if let HandlerSource::Command {
                 argv,
                 processes,
@@ -206,11 +219,13 @@ impl Server {
                 };
                 supervisor.add(spec, *processes, now);
             }
-            handler_listeners.push(HandlerListener {
-                kind: kind.clone(),
-                listener: unix,
-                path,
-            });
+            if let Some(listener) = listener {
+                handler_listeners.push(HandlerListener {
+                    kind: kind.clone(),
+                    listener,
+                    path,
+                });
+            }
         }
         supervisor.tick(now);
         let mut peers = BTreeMap::new();
@@ -249,6 +264,7 @@ impl Server {
             peers,
             supervisor,
             handler_listeners,
+            dialer,
             timers: BinaryHeap::new(),
             actions: Vec::new(),
             to_close: Vec::new(),
@@ -646,8 +662,12 @@ impl Server {
                 self.router.client_gone(id);
                 self.forget_ip(conn.ip);
             }
-            Role::Handler { .. } => {
-                info!("{} disconnected: {reason}", conn.context());
+            Role::Handler { dialed, .. } => {
+                if *dialed {
+                    debug!("{} closed: {reason}", conn.context());
+                } else {
+                    info!("{} disconnected: {reason}", conn.context());
+                }
                 self.router.handler_gone(id, &mut self.actions);
             }
             Role::Peer(peer) => {
@@ -683,6 +703,8 @@ impl Server {
                                 self.router.handler_refused(token, &mut self.actions);
                             }
                         }
+                        Action::Dial { kind, token, body } => self.dial(&kind, token, body),
+                        Action::Close { conn } => self.close(conn, "request answered".into()),
                     }
                 }
                 keep_capacity(&mut self.actions, batch);
@@ -760,12 +782,18 @@ impl Server {
 
     fn check_idle(&mut self, id: ConnId, now: Instant) {
         let idle = self.config.idle_timeout;
+        let pending = self.router.pending_for(id);
         let Some(conn) = self.conn(id) else { return };
         if conn.closing.is_some() {
             return;
         }
         let due = conn.last_seen + idle;
-        if due > now {
+        if due > now || pending > 0 || conn.paused() {
+            // Never idle while requests are in flight: they count as activity.
+            if pending > 0 || conn.paused() {
+                conn.last_seen = now;
+            }
+            let due = conn.last_seen + idle;
             self.timers.push(Reverse((due, Timer::Idle(id))));
             return;
         }
@@ -809,7 +837,7 @@ impl Server {
             .supervisor
             .kinds()
             .into_iter()
-            .filter(|k| counts.get(k).copied().unwrap_or(0) == 0)
+            .filter(|k| counts.get(k).copied().unwrap_or(0) == 0 && !self.dialer.socket_exists(k))
             .collect();
         if !missing.is_empty() && now < deadline {
             return;

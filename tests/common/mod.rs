@@ -240,7 +240,9 @@ pub fn besterd_cmd(args: &[&str], stdin: Option<&str>) -> std::process::Output {
         .unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(text) = stdin {
-        writeln!(input, "{text}").unwrap();
+        // A command that fails before reading stdin (e.g. `user add` of an existing user) may
+        // have exited already: a broken pipe here is its outcome, which the caller checks.
+        let _ = writeln!(input, "{text}");
     }
     drop(input);
     child.wait_with_output().unwrap()

@@ -10,6 +10,7 @@ payload.data decides what it does with each request:
   {"action":"stall","seconds":S} -> stop reading the socket for S seconds, then answer
   {"action":"oversize"} -> write a length prefix over the broker's 1 MiB limit (the broker cuts it off)
   {"action":"bogus_reply"} -> first answer a request token nobody sent, then answer this one
+  {"action":"malformed"} -> answer with this request's token but a status that is not one
   {"action":"send_to","users":[...]} -> sendClients to those users
   {"action":"to_servers","servers":[...],"data":D} -> sendServers to those servers, payload
                            {"type":"faulty","data":D} (so D says what the next server's faulty does)
@@ -48,6 +49,8 @@ def handle(handler, request):
     if action == "oversize":
         handler.send_raw((2 * 1024 * 1024).to_bytes(4, "little"))
         return None
+    if action == "malformed":
+        return {"header": {"status": "maybe", "request": request["header"]["request"]}}
     if action == "bogus_reply":
         bogus = dict(request, header=dict(request["header"], request="999999"))
         return [besterlib.reply(bogus, {"bogus": True}), besterlib.reply(request, data)]
