@@ -583,12 +583,21 @@ pub fn drive(proto: Proto, addr: SocketAddr, conns: usize, window: usize, secs: 
 /// One measurement on a fresh system.
 fn measure(proto: Proto, conns: usize, window: usize, secs: f64) -> Value {
     let system = start(proto);
-    let mut cpu0 = (0.0, 0.0);
+    let me = std::process::id();
+    let mut cpu0 = (0.0, 0.0, 0.0);
     let (results, elapsed) = run_clients(proto, system.addr, conns, window, secs, || {
-        cpu0 = (cpu_seconds(system.server), cpu_seconds(system.handler));
+        cpu0 = (
+            cpu_seconds(system.server),
+            cpu_seconds(system.handler),
+            cpu_seconds(me),
+        );
     });
-    let (server0, handler0) = cpu0;
-    let (server1, handler1) = (cpu_seconds(system.server), cpu_seconds(system.handler));
+    let (server0, handler0, client0) = cpu0;
+    let (server1, handler1, client1) = (
+        cpu_seconds(system.server),
+        cpu_seconds(system.handler),
+        cpu_seconds(me),
+    );
     drop(system);
     let done: u64 = results.iter().map(|r| r.done).sum();
     let errors: Vec<String> = results.iter().flat_map(|r| r.errors.clone()).collect();
@@ -602,6 +611,9 @@ fn measure(proto: Proto, conns: usize, window: usize, secs: f64) -> Value {
         "per_s": (done as f64 / elapsed).round(), "p50_us": p50,
         "server_cpu_s_per_100k": per100k(server1 - server0),
         "handler_cpu_s_per_100k": per100k(handler1 - handler0),
+        "client_cpu_s_per_100k": per100k(client1 - client0),
+        // Cores kept busy by server, handler and client together (2 on this machine = full).
+        "cores_busy": ((server1 - server0 + handler1 - handler0 + client1 - client0) / elapsed * 100.0).round() / 100.0,
         "errors": errors.len(), "first_error": errors.first().map(|e| e.as_str()),
     })
 }
@@ -686,9 +698,9 @@ pub fn compare() -> Value {
     };
     println!();
     println!(
-        "| scenario | besterd /s (p50 µs) | NATS /s (p50 µs) | besterd/NATS | server CPU-s per 100k: besterd / NATS | handler CPU-s per 100k: besterd / NATS | relay floor /s (p50 µs) | besterd/relay |"
+        "| scenario | besterd /s (p50 µs) | NATS /s (p50 µs) | besterd/NATS | server CPU-s per 100k: besterd / NATS | handler CPU-s per 100k: besterd / NATS | relay floor /s (p50 µs) | besterd/relay | cores busy: besterd / NATS |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut table = serde_json::Map::new();
     for &(name, conns, window) in &scenarios {
         let m = |p: Proto, k: &str| median(pick(name, p, k));
@@ -703,7 +715,7 @@ pub fn compare() -> Value {
             "— | —".into()
         };
         println!(
-            "| ({name}) {conns} conn × {window} in flight | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {relay} |",
+            "| ({name}) {conns} conn × {window} in flight | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {relay} | {:.2} / {:.2} |",
             m(Proto::Bester, "per_s"),
             m(Proto::Bester, "p50_us"),
             m(Proto::Nats, "per_s"),
@@ -713,6 +725,8 @@ pub fn compare() -> Value {
             m(Proto::Nats, "server_cpu_s_per_100k"),
             m(Proto::Bester, "handler_cpu_s_per_100k"),
             m(Proto::Nats, "handler_cpu_s_per_100k"),
+            m(Proto::Bester, "cores_busy"),
+            m(Proto::Nats, "cores_busy"),
         );
         table.insert(
             name.into(),
