@@ -35,10 +35,12 @@
 //! owned strings of the parsed message and the request record (`scripts/bench.sh allocs`).
 //!
 //! **Two cores: one loop thread.** Measured with `scripts/bench.sh compare` (benches/RESULTS.md):
-//! at 64 requests in flight the loop thread needs 0.3 CPU-seconds per 100k round trips, and the
-//! loop, the handler process and the load generator together keep both cores busy. A second loop
-//! thread would find no idle core to run on, and would add cross-thread traffic for every
-//! `sendClients` between users on different threads; it does not pay on 2 cores.
+//! in the one run with the machine to itself, 8 connections × 16 in flight went at 257k round
+//! trips/s with the loop thread using 0.8 of a core, and loop, C handler and load generator
+//! together kept 1.96 of the 2 cores busy; in every other run the loop thread stayed between 0.5
+//! and 0.8 of a core while other processes took the rest. A second loop thread pays only when the
+//! one loop saturates its core with cores to spare; on 2 cores neither holds, and it would add
+//! cross-thread traffic for every `sendClients` between users on different threads. Not built.
 //!
 //! **16 or 64 cores: one loop per core, shared nothing on the hot path.** The design that scales:
 //! - N loop threads (about one per core left after the handler processes), each with its own
