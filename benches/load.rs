@@ -2,7 +2,18 @@
 //! measures them from client threads. Run by hand or with `scripts/bench.sh`; nothing here is
 //! asserted in the test suite, since shared machines are noisy.
 //!
-//!   cargo bench --bench load -- [rtt] [throughput] [misbehave] [idle] [slow] [federation]
+//!   cargo bench --bench load -- [rtt] [throughput] [misbehave] [idle] [slow] [federation] [metrics]
+//!
+//! `metrics` measures what the figures cost: pipelined throughput (Python echo, and the built-in
+//! ping, which only the broker answers) with the monitoring port off, with it on and scraped every
+//! 100 ms, and, when `BESTERD_BASELINE_BIN` names a build without the figures, that build; three
+//! rounds, interleaved, and the ratio of the medians.
+//!
+//! `instructions` counts what the broker executes per request with valgrind's callgrind, which
+//! does not depend on what else the machine runs: the broker answers N and then 3N pipelined
+//! pings (and Python echo requests), and the difference of the instruction totals divided by 2N
+//! is the cost of one request, for this build and for `BESTERD_BASELINE_BIN`.
+//!
 //!   cargo bench --bench load -- compare     (besterd vs nats-server; see `compare/`)
 //!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
 //!   cargo bench --bench load -- rest        (resident memory of a server at rest, 1,000 clients)
@@ -46,6 +57,8 @@ fn main() {
         "idle",
         "slow",
         "federation",
+        "metrics",
+        "instructions",
         "compat",
     ];
     let extra = ["compare", "allocs", "rest"];
@@ -71,6 +84,8 @@ fn main() {
             "compare" => compare::compare(),
             "allocs" => allocs::allocs(),
             "rest" => rest(),
+            "metrics" => metrics(),
+            "instructions" => instructions(),
             "compat" => compat(),
             _ => unreachable!(),
         };
@@ -98,10 +113,19 @@ fn raise_fd_limit() {
 
 /// A broker with the Python echo handler (`processes` copies) and `users` users u0.. (password pw).
 fn broker(server_keys: &str, processes: usize, users: usize) -> Broker {
+    broker_keys_tables(server_keys, "", processes, users)
+}
+
+/// [`broker`] with more tables (e.g. `[monitor]`) and no extra `[server]` keys.
+fn broker_with(tables: &str, processes: usize, users: usize) -> Broker {
+    broker_keys_tables("", tables, processes, users)
+}
+
+fn broker_keys_tables(server_keys: &str, more: &str, processes: usize, users: usize) -> Broker {
     let names: Vec<String> = (0..users).map(|i| format!("u{i}")).collect();
     let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "pw")).collect();
     let tables = format!(
-        "[handlers.echo]\n{}\nprocesses = {processes}\n",
+        "[handlers.echo]\n{}\nprocesses = {processes}\n{more}",
         handler("python3", "handlers/python/echo.py")
     );
     let keys = format!(
@@ -123,6 +147,22 @@ fn percentiles(mut samples: Vec<Duration>) -> Value {
     let at =
         |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_micros() as u64;
     json!({"n": samples.len(), "p50_us": at(0.5), "p99_us": at(0.99), "p999_us": at(0.999)})
+}
+
+/// CPU time (user + system) a process has used so far, in microseconds.
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    fields.iter().sum::<u64>() * 1_000_000 / ticks
 }
 
 /// Resident and peak resident memory of a process, in KiB.
@@ -182,17 +222,52 @@ fn compat() -> Value {
 }
 
 fn throughput() -> Value {
-    let (conns, window, secs) = (50, 32, 10);
-    let b = broker("", 2, conns);
+    throughput_of("echo", "", 10, false)
+}
+
+/// `conns` clients each keeping `window` requests of type `kind` in flight for `secs` seconds.
+/// With `scrape`, a thread reads /metrics and /connections from the monitoring port every 100 ms.
+fn throughput_of(kind: &str, tables: &str, secs: u64, scrape: bool) -> Value {
+    let (conns, window) = (50, 32);
+    // The monitoring port on a port picked now (the bench logs at warn level: no address line).
+    let addr: std::net::SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let tables = if scrape {
+        format!("{tables}[monitor]\nlisten = \"{addr}\"\n")
+    } else {
+        tables.to_string()
+    };
+    let b = broker_with(&tables, 2, conns);
+    let scraper = scrape.then(|| {
+        let stop = Instant::now() + Duration::from_secs(secs);
+        thread::spawn(move || {
+            let mut scrapes = 0u64;
+            while Instant::now() < stop {
+                for path in ["/metrics", "/connections"] {
+                    if let Ok(mut s) = TcpStream::connect(addr) {
+                        let _ = write!(s, "GET {path} HTTP/1.1\r\n\r\n");
+                        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+                        scrapes += 1;
+                    }
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            scrapes
+        })
+    });
+    let kind = kind.to_string();
     let clients: Vec<Client> = (0..conns).map(|i| login(&b, &format!("u{i}"))).collect();
     let lost = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_us(b.pid());
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut threads = Vec::new();
     for mut c in clients {
         let (lost, done, errors) = (lost.clone(), done.clone(), errors.clone());
+        let kind = kind.clone();
         threads.push(thread::spawn(move || {
             let mut waiting: HashSet<u64> = HashSet::new();
             let mut next = 0u64;
@@ -200,7 +275,7 @@ fn throughput() -> Value {
             let mut sent_at = std::collections::HashMap::new();
             loop {
                 while waiting.len() < window && Instant::now() < deadline {
-                    c.message(&next.to_string(), "echo", &json!(next)).unwrap();
+                    c.message(&next.to_string(), &kind, &json!(next)).unwrap();
                     waiting.insert(next);
                     sent_at.insert(next, Instant::now());
                     next += 1;
@@ -214,7 +289,12 @@ fn throughput() -> Value {
                 };
                 let id: u64 = r["header"]["id"].as_str().unwrap().parse().unwrap();
                 assert!(waiting.remove(&id), "reply {id} twice or unasked");
-                if r["header"]["status"] != "ok" || r["data"] != json!(id) {
+                let want = if kind == "echo" {
+                    json!(id)
+                } else {
+                    json!("pong")
+                };
+                if r["header"]["status"] != "ok" || r["data"] != want {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
                 samples.push(sent_at.remove(&id).unwrap().elapsed());
@@ -228,7 +308,12 @@ fn throughput() -> Value {
         .flat_map(|t| t.join().unwrap())
         .collect();
     let elapsed = start.elapsed().as_secs_f64();
+    let scrapes = scraper.map_or(0, |t| t.join().unwrap());
+    let cpu = cpu_us(b.pid()).saturating_sub(cpu_before);
+    let answered = done.load(Ordering::Relaxed).max(1);
     json!({
+        "broker_cpu_us_per_request": (cpu as f64 / answered as f64 * 100.0).round() / 100.0,
+        "kind": kind, "scrapes": scrapes,
         "connections": conns, "window": window, "handler_processes": 2,
         "requests_per_s": (done.load(Ordering::Relaxed) as f64 / elapsed).round(),
         "latency": percentiles(samples),
@@ -487,4 +572,166 @@ fn federation() -> Value {
     drop(bb);
     json!({"one_server": percentiles(local), "across_two_servers": percentiles(remote),
            "median_ratio": (r / l * 100.0).round() / 100.0})
+}
+
+/// What the figures cost: throughput with the monitoring port off, on and scraped, and (with
+/// `BESTERD_BASELINE_BIN`) a build without the figures; three interleaved rounds, medians, ratios.
+fn metrics() -> Value {
+    let current = std::env::var_os("BESTERD_BIN");
+    let baseline = std::env::var_os("BESTERD_BASELINE_BIN");
+    let mut variants: Vec<(&str, &str, bool)> = vec![("off", "", false), ("scraped", "", true)];
+    if baseline.is_some() {
+        variants.insert(0, ("baseline", "", false));
+    }
+    let mut figures = serde_json::Map::new();
+    for kind in ["echo", "bester.ping"] {
+        // Per variant: (requests per second, broker CPU µs per request) of each round.
+        let mut runs: Vec<(String, Vec<f64>, Vec<f64>)> = variants
+            .iter()
+            .map(|(name, _, _)| (name.to_string(), Vec::new(), Vec::new()))
+            .collect();
+        for round in 0..3 {
+            for (i, (name, tables, scrape)) in variants.iter().enumerate() {
+                let bin = if *name == "baseline" {
+                    &baseline
+                } else {
+                    &current
+                };
+                // SAFETY: no other thread is running between scenarios.
+                unsafe {
+                    match bin {
+                        Some(bin) => std::env::set_var("BESTERD_BIN", bin),
+                        None => std::env::remove_var("BESTERD_BIN"),
+                    }
+                }
+                let r = throughput_of(kind, tables, 5, *scrape);
+                assert_eq!(
+                    (r["errors"].as_u64(), r["lost"].as_u64()),
+                    (Some(0), Some(0)),
+                    "{r}"
+                );
+                let rate = r["requests_per_s"].as_f64().unwrap();
+                let cpu = r["broker_cpu_us_per_request"].as_f64().unwrap();
+                eprintln!(
+                    "metrics {kind} round {round} {name}: {rate} req/s, broker {cpu} µs CPU per request (scrapes {})",
+                    r["scrapes"]
+                );
+                runs[i].1.push(rate);
+                runs[i].2.push(cpu);
+            }
+        }
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut row = serde_json::Map::new();
+        let (rate0, cpu0) = (median(&runs[0].1), median(&runs[0].2));
+        for (name, rates, cpus) in &runs {
+            row.insert(
+                name.clone(),
+                json!({
+                    "requests_per_s": rates, "median": median(rates),
+                    "ratio_to_first": median(rates) / rate0,
+                    "cpu_us_per_request": cpus, "cpu_median": median(cpus),
+                    "cpu_ratio_to_first": median(cpus) / cpu0,
+                }),
+            );
+        }
+        figures.insert(kind.to_string(), Value::Object(row));
+    }
+    // SAFETY: as above.
+    unsafe {
+        match &current {
+            Some(bin) => std::env::set_var("BESTERD_BIN", bin),
+            None => std::env::remove_var("BESTERD_BIN"),
+        }
+    }
+    Value::Object(figures)
+}
+
+/// Instructions per request, counted by callgrind (see the module doc).
+fn instructions() -> Value {
+    let current =
+        std::env::var_os("BESTERD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_besterd").into());
+    let mut builds = vec![("current", current.clone())];
+    if let Some(baseline) = std::env::var_os("BESTERD_BASELINE_BIN") {
+        builds.insert(0, ("baseline", baseline));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut figures = serde_json::Map::new();
+    for kind in ["bester.ping", "echo"] {
+        let n = if kind == "echo" { 4_000 } else { 10_000 };
+        let mut row = serde_json::Map::new();
+        for (name, bin) in &builds {
+            let wrapper = dir.path().join(format!("{name}.sh"));
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=/dev/null {:?} \"$@\"\n",
+                    bin.to_string_lossy()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(
+                &wrapper,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
+            let mut totals = Vec::new();
+            for count in [n, 3 * n] {
+                // SAFETY: no other thread is running.
+                unsafe { std::env::set_var("BESTERD_BIN", &wrapper) };
+                let mut b = broker("handler_startup_timeout_ms = 60000", 1, 4);
+                let clients: Vec<Client> = (0..4).map(|i| login(&b, &format!("u{i}"))).collect();
+                let threads: Vec<_> = clients
+                    .into_iter()
+                    .map(|mut c| {
+                        let kind = kind.to_string();
+                        thread::spawn(move || {
+                            let (mut sent, mut got) = (0, 0);
+                            while got < count / 4 {
+                                while sent < count / 4 && sent - got < 32 {
+                                    c.message(&sent.to_string(), &kind, &json!(sent)).unwrap();
+                                    sent += 1;
+                                }
+                                let r = c.recv().unwrap().unwrap();
+                                assert_eq!(r["header"]["status"], "ok", "{r}");
+                                got += 1;
+                            }
+                        })
+                    })
+                    .collect();
+                for t in threads {
+                    t.join().unwrap();
+                }
+                assert!(b.stop().success());
+                let log = b.log();
+                let total: u64 = log
+                    .lines()
+                    .find_map(|l| {
+                        l.split_once("Collected : ")
+                            .map(|(_, n)| n.trim().to_string())
+                    })
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("no callgrind total in the log:\n{log}"));
+                eprintln!("instructions {kind} {name} {count} requests: {total}");
+                totals.push(total);
+            }
+            let per = (totals[1] - totals[0]) as f64 / (2 * n) as f64;
+            row.insert(
+                name.to_string(),
+                json!({"totals": totals, "per_request": per.round()}),
+            );
+        }
+        if let (Some(base), Some(cur)) = (row.get("baseline"), row.get("current")) {
+            let ratio =
+                cur["per_request"].as_f64().unwrap() / base["per_request"].as_f64().unwrap();
+            row.insert("ratio".into(), json!(ratio));
+        }
+        figures.insert(kind.to_string(), Value::Object(row));
+    }
+    // SAFETY: as above.
+    unsafe { std::env::set_var("BESTERD_BIN", &current) };
+    Value::Object(figures)
 }

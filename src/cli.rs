@@ -30,6 +30,8 @@ pub enum Command {
     },
     /// Manage the user store.
     User(UserArgs),
+    /// Ask a running besterd over its control socket (root or the daemon's user only).
+    Ctl(CtlArgs),
 }
 
 /// Flags of `besterd serve`; each one overrides the configuration file.
@@ -96,4 +98,43 @@ pub enum UserAction {
     },
     /// List the users, one per line (an error if the store does not exist).
     List,
+}
+
+/// `besterd ctl ...`
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The control socket (default: `besterd.ctl` in the configuration's `runtime_dir`, else in
+    /// `$RUNTIME_DIRECTORY`).
+    #[arg(long, env = "BESTERD_CTL_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Configuration file whose `[server] runtime_dir` holds the control socket.
+    #[arg(long, short, env = "BESTERD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the daemon's answer as JSON (for scripts) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: CtlAction,
+}
+
+/// The control actions.
+#[derive(Debug, Subcommand)]
+pub enum CtlAction {
+    /// Show the server's figures, handlers, peers and client connections.
+    Status,
+    /// Close a client connection (by id, e.g. `3.7`) or every connection of a user; each is told
+    /// `kicked` first.
+    Kick {
+        /// The connection id, as `status` shows it.
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        conn: Option<String>,
+        /// Kick every connection of this user instead.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Reload, as SIGHUP does.
+    Reload,
+    /// Stop taking clients, answer what is in flight, and exit, as SIGTERM does.
+    Drain,
 }

@@ -33,6 +33,32 @@ pub struct FileConfig {
     /// `[peers.<name>]`.
     #[serde(default)]
     pub peers: BTreeMap<String, FilePeer>,
+    /// `[monitor]`.
+    #[serde(default)]
+    pub monitor: FileMonitor,
+}
+
+/// `[monitor]` as written: the monitoring HTTP listener, off unless `listen` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMonitor {
+    /// `host:port` for the (unauthenticated) monitoring HTTP listener, e.g. `127.0.0.1:8222`.
+    pub listen: Option<String>,
+    /// Most monitoring connections at once; more are closed on accept.
+    pub max_connections: Option<usize>,
+    /// A monitoring connection must send its whole request within this long.
+    pub timeout_ms: Option<u64>,
+}
+
+/// The validated `[monitor]` section (present only when `listen` is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// Where the monitoring HTTP listener binds.
+    pub listen: SocketAddr,
+    /// Most monitoring connections at once.
+    pub max_connections: usize,
+    /// Time allowed for a whole request.
+    pub timeout: Duration,
 }
 
 /// `[peers.<name>]` as written.
@@ -205,6 +231,8 @@ pub struct Config {
     pub handlers: BTreeMap<String, HandlerConfig>,
     /// Federation peers by name.
     pub peers: BTreeMap<String, PeerConfig>,
+    /// The monitoring HTTP listener, if enabled.
+    pub monitor: Option<MonitorConfig>,
 }
 
 /// How a handler type is provided.
@@ -262,9 +290,22 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Settings that are valid but probably not meant: `(key, warning)` pairs for `check-config`.
+    /// Settings that are valid but probably not meant: `(key, warning)` pairs for `check-config`
+    /// (and logged by `serve`).
     pub fn warnings(&self) -> Vec<(String, String)> {
         let mut warnings = Vec::new();
+        if let Some(m) = &self.monitor
+            && !m.listen.ip().is_loopback()
+        {
+            warnings.push((
+                "monitor.listen".to_string(),
+                format!(
+                    "{} is not a loopback address; the monitoring port has no authentication and \
+                     shows users, addresses and figures to anyone who can reach it",
+                    m.listen
+                ),
+            ));
+        }
         if self.idle_timeout < self.request_timeout {
             warnings.push((
                 "server.idle_timeout_ms".to_string(),
@@ -732,6 +773,32 @@ impl FileConfig {
             peers.insert(peer, PeerConfig { address, secret });
         }
 
+        let monitor = self.monitor.listen.as_deref().and_then(|listen| {
+            let m = &self.monitor;
+            let max_connections = positive(
+                &mut problems,
+                "monitor.max_connections",
+                m.max_connections,
+                64,
+            );
+            let timeout = ms(positive(
+                &mut problems,
+                "monitor.timeout_ms",
+                m.timeout_ms,
+                5_000,
+            ));
+            match resolve(listen) {
+                Ok(listen) => Some(MonitorConfig {
+                    listen,
+                    max_connections,
+                    timeout,
+                }),
+                Err(e) => {
+                    problems.push(("monitor.listen".into(), e));
+                    None
+                }
+            }
+        });
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -762,6 +829,7 @@ impl FileConfig {
             bootstrap_user: s.bootstrap_user,
             handlers,
             peers,
+            monitor,
         })
     }
 }
@@ -850,6 +918,27 @@ mod tests {
         let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["peers.a", "peers.b", "peers.c"]);
         assert_eq!(p[1].1, "the secret must be at least 16 bytes");
+    }
+
+    #[test]
+    fn monitor_is_off_unless_listen_is_set_and_warns_off_loopback() {
+        let config = Config::parse("[monitor]\ntimeout_ms = 100\n", "test").unwrap();
+        assert_eq!(config.monitor, None);
+        let config = Config::parse("[monitor]\nlisten = \"127.0.0.1:8222\"\n", "test").unwrap();
+        let m = config.monitor.clone().unwrap();
+        assert_eq!(m.listen, "127.0.0.1:8222".parse().unwrap());
+        assert_eq!((m.max_connections, m.timeout), (64, Duration::from_secs(5)));
+        assert!(config.warnings().is_empty());
+        let config = Config::parse("[monitor]\nlisten = \"0.0.0.0:8222\"\n", "test").unwrap();
+        assert_eq!(config.warnings().len(), 1);
+        assert_eq!(config.warnings()[0].0, "monitor.listen");
+        assert!(
+            config.warnings()[0]
+                .1
+                .starts_with("0.0.0.0:8222 is not a loopback")
+        );
+        let p = problems("[monitor]\nlisten = \"127.0.0.1:8222\"\nmax_connections = 0\n");
+        assert_eq!(p[0].0, "monitor.max_connections");
     }
 
     #[test]

@@ -22,7 +22,11 @@
 //!   `router/federation.rs`, their frames in [`protocol::peer`].
 //! - [`auth`]: the argon2id user store (atomic 0600 writes) and the verifier threads that keep
 //!   password hashing off the event loop, reporting back through a `mio::Waker`.
+//! - [`stats`] (pure): counters and fixed-bucket histograms the router and the server update;
+//!   `server/monitor.rs` serves them over HTTP (JSON and Prometheus text) and `server/admin.rs`
+//!   over the private control socket (`besterd ctl`).
 //! - [`config`]: the TOML file validated into a [`config::Config`]; [`cli`]: the command line;
+//!   [`ctl`]: the `besterd ctl` side of the control socket;
 //!   [`client`]: a small blocking client used by the `bester` command and the tests.
 //!
 //! # The hot path, and cores
@@ -62,9 +66,11 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod federation;
 pub mod handler;
 pub mod net;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod stats;

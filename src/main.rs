@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::{error, warn};
 
-use besterd::cli::{Cli, Command, ServeArgs, UserArgs};
+use besterd::cli::{Cli, Command, CtlArgs, ServeArgs, UserArgs};
 use besterd::config::{Config, ConfigError, EMBEDDED_DEFAULT};
 use besterd::server::Server;
 
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::User(args) => user(&args),
+        Command::Ctl(args) => ctl(&args),
     }
 }
 
@@ -159,6 +160,26 @@ fn user(args: &UserArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("besterd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ctl(args: &CtlArgs) -> ExitCode {
+    let runtime_dir = match &args.config {
+        Some(path) => match load(Some(path)) {
+            Ok(config) => config.runtime_dir,
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    match besterd::ctl::run(args, runtime_dir.as_deref()) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("besterd ctl: {e}");
             ExitCode::FAILURE
         }
     }

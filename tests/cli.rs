@@ -274,3 +274,35 @@ fn check_config_without_a_file_checks_the_embedded_default() {
         )
     );
 }
+
+#[test]
+fn check_config_warns_when_the_monitoring_port_is_not_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |listen: &str| {
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, format!("[monitor]\nlisten = {listen:?}\n")).unwrap();
+        let out = besterd_cmd(&["check-config", "--config", path.to_str().unwrap()], None);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(check("127.0.0.1:8222"), (Some(0), String::new()));
+    assert_eq!(
+        check("0.0.0.0:8222"),
+        (
+            Some(0),
+            format!(
+                "{}: warning: monitor.listen: 0.0.0.0:8222 is not a loopback address; the \
+                 monitoring port has no authentication and shows users, addresses and figures to \
+                 anyone who can reach it\n",
+                dir.path().join("m.toml").display()
+            )
+        )
+    );
+    assert_eq!(
+        check("nowhere.invalid:1").0,
+        Some(78),
+        "an address that does not resolve is a configuration error"
+    );
+}

@@ -483,3 +483,89 @@ fn check_config_warns_when_the_idle_timeout_is_shorter_than_the_request_timeout(
         "{stderr}"
     );
 }
+
+/// Read one frame from a dialled connection (blocking, with the test deadline).
+fn read_frame(stream: &mut std::os::unix::net::UnixStream) -> Value {
+    use std::io::Read;
+    stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).unwrap();
+    let mut body = vec![0u8; u32::from_le_bytes(head) as usize];
+    stream.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Accept every connection already waiting on a non-blocking listener.
+fn accept_waiting(
+    listener: &std::os::unix::net::UnixListener,
+) -> Vec<std::os::unix::net::UnixStream> {
+    let mut accepted = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                accepted.push(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return accepted,
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+#[test]
+fn at_most_max_inflight_dialled_connections_are_open_at_once() {
+    use std::io::Write;
+    // The test itself is the handler: it listens, and answers only when it chooses to.
+    let sockets = tempfile::tempdir().unwrap();
+    let path = sockets.path().join("bounded.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let tables = format!(
+        "[handlers.bounded]\nconnect = {:?}\nmax_inflight = 2\n",
+        path.display().to_string()
+    );
+    let broker = Broker::start_with("", &tables, USERS);
+    let mut c = broker.login("alice", "alice-pw");
+    for i in 0..5 {
+        c.message(&i.to_string(), "bounded", &json!(i)).unwrap();
+    }
+    // Frames are handled in order: once the ping is answered, all five were dialled or queued.
+    let pong = c.request("ping", "bester.ping", &Value::Null).unwrap();
+    assert_eq!(pong["data"], "pong");
+    let mut open = accept_waiting(&listener);
+    assert_eq!(open.len(), 2, "two connections at most (max_inflight = 2)");
+    let mut answered = 0;
+    while let Some(mut stream) = open.pop() {
+        let request = read_frame(&mut stream);
+        assert_eq!(request["header"]["kind"], "request");
+        let body = serde_json::to_vec(&json!({"header":{"status":"0"},
+            "payload":{"type":"bounded","data":request["payload"]["data"]}}))
+        .unwrap();
+        stream
+            .write_all(&[&(body.len() as u32).to_le_bytes()[..], &body].concat())
+            .unwrap();
+        answered += 1;
+        // The broker closes the answered connection; only then may the next one come.
+        let mut byte = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut stream, &mut byte).unwrap(), 0);
+        drop(stream);
+        if answered + open.len() < 5 {
+            let more = eventually("the next dialled connection", || {
+                let more = accept_waiting(&listener);
+                (!more.is_empty()).then_some(more)
+            });
+            open.extend(more);
+        }
+        assert!(open.len() <= 2, "{} connections open at once", open.len());
+    }
+    assert_eq!(answered, 5);
+    let mut ids = BTreeSet::new();
+    for _ in 0..5 {
+        let reply = recv(&mut c);
+        assert_eq!(reply["header"]["status"], "ok", "{reply}");
+        let id = reply["header"]["id"].as_str().unwrap().to_string();
+        assert_eq!(reply["data"].to_string(), id, "{reply}");
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 5);
+}

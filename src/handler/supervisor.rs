@@ -52,6 +52,8 @@ struct Process {
     started: Option<Instant>,
     failures: u32,
     restart_at: Option<Instant>,
+    /// Starts after the first one.
+    restarts: u64,
 }
 
 /// Every handler process besterd starts.
@@ -80,6 +82,7 @@ impl Supervisor {
                 started: None,
                 failures: 0,
                 restart_at: Some(now),
+                restarts: 0,
             });
         }
     }
@@ -108,6 +111,14 @@ impl Supervisor {
             .filter(|p| p.child.is_none())
             .filter_map(|p| p.restart_at)
             .min()
+    }
+
+    /// `(processes configured, restarts so far)` of a type's started processes.
+    pub fn figures(&self, kind: &str) -> (usize, u64) {
+        self.processes
+            .iter()
+            .filter(|p| p.spec.kind == kind)
+            .fold((0, 0), |(n, r), p| (n + 1, r + p.restarts))
     }
 
     /// Process ids currently running, by type (for status and tests).
@@ -246,6 +257,9 @@ impl Process {
                     spec.argv.join(" ")
                 );
                 self.child = Some(child);
+                if self.started.is_some() {
+                    self.restarts += 1;
+                }
                 self.started = Some(now);
                 self.restart_at = None;
             }

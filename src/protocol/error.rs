@@ -74,11 +74,51 @@ pub enum ErrorCode {
     IdleTimeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// An administrator closed the connection (`besterd ctl kick`; the connection is closed).
+    Kicked,
     /// Something went wrong inside the server; the details are in its log.
     InternalError,
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (`code as usize` is its position here).
+    pub const ALL: [ErrorCode; 34] = [
+        ErrorCode::FrameTooLarge,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownScope,
+        ErrorCode::NotIdentified,
+        ErrorCode::AlreadyIdentified,
+        ErrorCode::BadIdentifyType,
+        ErrorCode::AuthFailed,
+        ErrorCode::IdentifyTimeout,
+        ErrorCode::UnknownType,
+        ErrorCode::ReservedType,
+        ErrorCode::HandlerNotRunning,
+        ErrorCode::HandlerUnavailable,
+        ErrorCode::HandlerTimeout,
+        ErrorCode::HandlerBusy,
+        ErrorCode::HandlerError,
+        ErrorCode::BadHandlerReply,
+        ErrorCode::HandlerLoop,
+        ErrorCode::ChainTooDeep,
+        ErrorCode::UnknownPeer,
+        ErrorCode::PeerUnreachable,
+        ErrorCode::PeerUnavailable,
+        ErrorCode::PeerTimeout,
+        ErrorCode::HopLimit,
+        ErrorCode::ForgedOrigin,
+        ErrorCode::ServerBusy,
+        ErrorCode::SlowConsumer,
+        ErrorCode::TooManyConnections,
+        ErrorCode::RateLimited,
+        ErrorCode::IdleTimeout,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Kicked,
+        ErrorCode::InternalError,
+    ];
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -114,6 +154,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Kicked => "kicked",
             ErrorCode::InternalError => "internal_error",
         }
     }
@@ -147,5 +188,21 @@ impl ErrorBody {
 impl fmt::Display for ErrorBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code, self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn all_lists_every_code_at_its_index() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i, "{code}");
+        }
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
     }
 }

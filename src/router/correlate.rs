@@ -19,6 +19,7 @@ use super::{Action, ConnId, Link, Origin, Pending, Router};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::Payload;
+use crate::stats::RequestOutcome;
 
 /// How a handler type's answers are matched to the requests they answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +87,7 @@ impl Router {
         let pool = self.pools.get(&pending.kind).expect("checked by dispatch");
         let correlate = pool.mode.correlate;
         if correlate == Correlate::Order && pool.links.is_empty() {
+            self.ended(pending.stat, RequestOutcome::Unavailable);
             let text = format!("the {:?} handler is not running", pending.kind);
             return self.fail(
                 &pending.origin,
@@ -99,6 +101,7 @@ impl Router {
                 pending.kind,
                 pool.waiting.len()
             );
+            self.ended(pending.stat, RequestOutcome::Busy);
             return self.fail(
                 &pending.origin,
                 ErrorBody::new(ErrorCode::HandlerBusy, text),
@@ -255,6 +258,7 @@ impl Router {
             pool.open = pool.open.saturating_sub(1);
         }
         if let Some(pending) = self.take_pending(token) {
+            self.ended(pending.stat, RequestOutcome::Unavailable);
             let text = format!("the {:?} handler could not be reached: {why}", pending.kind);
             self.fail(
                 &pending.origin,
@@ -287,6 +291,7 @@ impl Router {
             return None;
         };
         let pending = self.take_pending(token)?;
+        self.ended(pending.stat, RequestOutcome::Error);
         let text = format!(
             "the {:?} handler sent a malformed answer: {}",
             pending.kind, error.error

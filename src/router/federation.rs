@@ -17,9 +17,10 @@ use super::respond::Outcome;
 use super::{Action, Due, Origin, Pending, Router};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::{Payload, RESERVED_PREFIX, Scope, Sender};
+use crate::protocol::message::{Payload, RESERVED_PREFIX, Scope, Sender, Status};
 use crate::protocol::peer::{PeerAck, PeerMessage, ServerReport, ServerReports, message_frame};
 use crate::router::ConnId;
+use crate::stats::PeerStats;
 
 /// Most links a message may cross.
 pub const MAX_HOPS: u32 = 4;
@@ -39,23 +40,51 @@ pub(super) struct Remote {
     fanout: u64,
     server: String,
     link: ConnId,
+    /// Index of the peer's figures.
+    stat: usize,
+    sent_at: Instant,
+}
+
+/// A configured peer as the router sees it.
+#[derive(Debug)]
+pub(super) struct PeerEntry {
+    /// The live link, if any.
+    link: Option<ConnId>,
+    /// Index of its figures in `RouterStats::peers`.
+    stat: usize,
 }
 
 impl Router {
     /// Declare a configured peer server (unlinked until [`Router::peer_up`]).
     pub fn add_peer(&mut self, name: &str) {
-        self.peers.insert(name.to_string(), None);
+        let stat = self.stats.peers.len();
+        self.stats.peers.push(PeerStats::default());
+        self.peers
+            .insert(name.to_string(), PeerEntry { link: None, stat });
     }
 
     /// The link to `name` is authenticated and up.
     pub fn peer_up(&mut self, name: &str, link: ConnId) {
-        self.peers.insert(name.to_string(), Some(link));
-        self.peer_links.insert(link, name.to_string());
+        if let Some(entry) = self.peers.get_mut(name) {
+            entry.link = Some(link);
+            self.peer_links.insert(link, name.to_string());
+        }
     }
 
     /// The live link to `name`, if any.
     pub fn peer_link(&self, name: &str) -> Option<ConnId> {
-        self.peers.get(name).copied().flatten()
+        self.peers.get(name).and_then(|e| e.link)
+    }
+
+    /// The configured peers with the index of their figures in `RouterStats::peers`.
+    pub fn peer_names(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.peers.iter().map(|(name, e)| (name.as_str(), e.stat))
+    }
+
+    /// A failure report for one server of a `sendServers`, counted by code.
+    fn failed_report(&mut self, code: ErrorCode, text: impl Into<String>) -> ServerReport {
+        self.stats.errors.count(code);
+        ServerReport::failed(code, text)
     }
 
     /// The peer behind this link, if it is a live peer link.
@@ -67,7 +96,7 @@ impl Router {
     pub fn peers_up(&self) -> Vec<String> {
         self.peers
             .iter()
-            .filter(|(_, link)| link.is_some())
+            .filter(|(_, e)| e.link.is_some())
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -77,8 +106,10 @@ impl Router {
         let Some(name) = self.peer_links.remove(&link) else {
             return;
         };
-        if self.peers.get(&name) == Some(&Some(link)) {
-            self.peers.insert(name.clone(), None);
+        if let Some(entry) = self.peers.get_mut(&name)
+            && entry.link == Some(link)
+        {
+            entry.link = None;
         }
         let mut lost: Vec<u64> = self
             .remote
@@ -89,11 +120,8 @@ impl Router {
         lost.sort_unstable();
         for msg in lost {
             let text = format!("the link to {name:?} went down before it acknowledged the message");
-            self.settle_remote(
-                msg,
-                ServerReport::failed(ErrorCode::PeerUnavailable, text),
-                out,
-            );
+            let report = self.failed_report(ErrorCode::PeerUnavailable, text);
+            self.settle_remote(msg, report, out);
         }
     }
 
@@ -148,17 +176,16 @@ impl Router {
                     format!("the message has crossed {hops} servers already"),
                 ))
             } else {
-                match self.peers.get(server) {
+                match self.peers.get(server).map(|e| (e.link, e.stat)) {
                     None => Some((
                         ErrorCode::UnknownPeer,
                         format!("{server:?} is not a configured peer"),
                     )),
-                    Some(None) => Some((
+                    Some((None, _)) => Some((
                         ErrorCode::PeerUnreachable,
                         format!("no link to {server:?} right now"),
                     )),
-                    Some(Some(link)) => {
-                        let link = *link;
+                    Some((Some(link), stat)) => {
                         let msg = self.next_id();
                         let body = message_frame(&msg.to_string(), &from, hops + 1, payload);
                         if body.len() > self.config.max_frame {
@@ -167,19 +194,20 @@ impl Router {
                                 self.config.max_frame,
                                 &format!("{server:?}"),
                             );
-                            reports.insert(
-                                server.clone(),
-                                ServerReport::failed(ErrorCode::FrameTooLarge, text),
-                            );
+                            let report = self.failed_report(ErrorCode::FrameTooLarge, text);
+                            reports.insert(server.clone(), report);
                             continue;
                         }
                         out.push(Action::Send { to: link, body });
+                        self.stats.peers[stat].sent += 1;
                         self.remote.insert(
                             msg,
                             Remote {
                                 fanout,
                                 server: server.clone(),
                                 link,
+                                stat,
+                                sent_at: now,
                             },
                         );
                         self.deadlines.push(Reverse((
@@ -192,7 +220,8 @@ impl Router {
                 }
             };
             if let Some((code, text)) = refusal {
-                reports.insert(server.clone(), ServerReport::failed(code, text));
+                let report = self.failed_report(code, text);
+                reports.insert(server.clone(), report);
             }
         }
         let fanout_state = Fanout {
@@ -226,6 +255,12 @@ impl Router {
         let Some(remote) = self.remote.remove(&msg) else {
             return;
         };
+        let stats = &mut self.stats.peers[remote.stat];
+        if report.status == Status::Ok {
+            stats.acked += 1;
+        } else {
+            stats.failed += 1;
+        }
         let Some(fanout) = self.fanouts.get_mut(&remote.fanout) else {
             return;
         };
@@ -244,19 +279,26 @@ impl Router {
                 self.config.request_timeout.as_millis()
             );
             warn!("message {msg} to peer {:?} timed out", remote.server);
-            self.settle_remote(msg, ServerReport::failed(ErrorCode::PeerTimeout, text), out);
+            let report = self.failed_report(ErrorCode::PeerTimeout, text);
+            self.settle_remote(msg, report, out);
         }
     }
 
     /// An ack from a peer for a message we sent it.
-    pub fn peer_ack(&mut self, link: ConnId, ack: PeerAck, out: &mut Vec<Action>) {
+    pub fn peer_ack(&mut self, link: ConnId, ack: PeerAck, now: Instant, out: &mut Vec<Action>) {
         let owned = ack
             .msg
             .parse::<u64>()
             .ok()
             .filter(|m| self.remote.get(m).is_some_and(|r| r.link == link));
         match owned {
-            Some(msg) => self.settle_remote(msg, ack.report, out),
+            Some(msg) => {
+                if let Some(remote) = self.remote.get(&msg) {
+                    let waited = now.saturating_duration_since(remote.sent_at);
+                    self.stats.peers[remote.stat].ack_latency.observe(waited);
+                }
+                self.settle_remote(msg, ack.report, out)
+            }
             None => warn!(
                 "peer={} acknowledged message {:?}, which is not waiting for it",
                 self.peer_of(link).unwrap_or("?"),
@@ -314,6 +356,8 @@ impl Router {
             scope: Scope::Server,
             via: Vec::new(),
             hops: msg.hops,
+            stat: 0,
+            sent_at: now,
         };
         self.dispatch(pending, &msg.payload, now, out);
     }

@@ -34,11 +34,12 @@ use crate::protocol::message::{
     ClientFrame, ClientHeader, ClientMessage, Command, HandlerMessage, Payload, Scope, Sender,
     Status, handler_error_report, handler_request, to_body,
 };
+use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
 pub use id::ConnId;
 use idmap::IdMap;
 
-use federation::{Fanout, Remote};
+use federation::{Fanout, PeerEntry, Remote};
 use respond::Outcome;
 
 /// Something the server must do.
@@ -141,6 +142,8 @@ struct Pool {
     waiting: VecDeque<(u64, Vec<u8>)>,
     /// Dialled connections open or being opened (`connection`).
     open: usize,
+    /// Index of this type's figures in `RouterStats::handlers`.
+    stat: usize,
 }
 
 #[derive(Debug)]
@@ -171,6 +174,10 @@ struct Pending {
     scope: Scope,
     via: Vec<String>,
     hops: u32,
+    /// Index of the handler type's figures (set by `dispatch`).
+    stat: usize,
+    /// When it was sent to the handler (set by `dispatch`).
+    sent_at: Instant,
 }
 
 /// A deadline the router keeps.
@@ -197,9 +204,10 @@ pub struct Router {
     presence: HashMap<String, Vec<ConnId>>,
     clients: IdMap<ConnId, Client>,
     pools: BTreeMap<String, Pool>,
+    stats: RouterStats,
     links: IdMap<ConnId, Link>,
     pending: IdMap<u64, Pending>,
-    peers: BTreeMap<String, Option<ConnId>>,
+    peers: BTreeMap<String, PeerEntry>,
     peer_links: IdMap<ConnId, String>,
     fanouts: IdMap<u64, Fanout>,
     remote: IdMap<u64, Remote>,
@@ -215,6 +223,7 @@ impl Router {
             presence: HashMap::new(),
             clients: IdMap::default(),
             pools: BTreeMap::new(),
+            stats: RouterStats::default(),
             links: IdMap::default(),
             pending: IdMap::default(),
             peers: BTreeMap::new(),
@@ -245,6 +254,8 @@ impl Router {
 
     /// Declare a handler type with how its answers are correlated.
     pub fn add_type_with(&mut self, kind: &str, mode: HandlerMode) {
+        let stat = self.stats.handlers.len();
+        self.stats.handlers.push(HandlerStats::default());
         self.pools.insert(
             kind.to_string(),
             Pool {
@@ -254,8 +265,20 @@ impl Router {
                 mode,
                 waiting: VecDeque::new(),
                 open: 0,
+                stat,
             },
         );
+    }
+
+    /// The router's figures (per handler type in the order of [`Router::add_type`], per peer in
+    /// the order of [`Router::add_peer`]).
+    pub fn stats(&self) -> &RouterStats {
+        &self.stats
+    }
+
+    /// Count a request's outcome for its handler type.
+    fn ended(&mut self, stat: usize, outcome: RequestOutcome) {
+        self.stats.handlers[stat].ended(outcome);
     }
 
     /// A handler connection for `kind` is ready.
@@ -290,6 +313,7 @@ impl Router {
         lost.sort_unstable();
         for token in lost {
             let pending = self.take_pending(token).expect("listed above");
+            self.ended(pending.stat, RequestOutcome::Unavailable);
             let text = format!("the {:?} handler went away before answering", pending.kind);
             self.fail(
                 &pending.origin,
@@ -393,6 +417,8 @@ impl Router {
             scope: msg.scope,
             via: Vec::new(),
             hops: 0,
+            stat: 0,
+            sent_at: now,
         };
         self.dispatch(pending, &msg.payload, now, out);
     }
@@ -413,6 +439,7 @@ impl Router {
                 out,
             );
         };
+        pending.stat = pool.stat;
         if pool.mode.correlate != Correlate::Request {
             return self.dispatch_one_at_a_time(pending, payload, now, out);
         }
@@ -421,7 +448,9 @@ impl Router {
         let chosen = (0..count)
             .map(|i| pool.links[(pool.next + i) % count])
             .min_by_key(|c| self.links.get(c).map_or(usize::MAX, |l| l.inflight));
+        let stat = pool.stat;
         let Some(handler) = chosen else {
+            self.stats.handlers[stat].ended(RequestOutcome::Unavailable);
             let text = format!("the {:?} handler is not running", pending.kind);
             return self.fail(
                 &pending.origin,
@@ -436,6 +465,7 @@ impl Router {
             .get_mut(&handler)
             .expect("pool links are in links");
         if link.inflight >= max_inflight {
+            self.stats.handlers[stat].ended(RequestOutcome::Busy);
             let text = format!(
                 "the {:?} handler has {} requests in flight",
                 pending.kind, link.inflight
@@ -477,6 +507,7 @@ impl Router {
             payload,
         );
         if body.len() > self.config.max_frame {
+            self.ended(pending.stat, RequestOutcome::Error);
             let text = too_large(
                 body.len(),
                 self.config.max_frame,
@@ -493,7 +524,9 @@ impl Router {
     }
 
     /// Keep a request in flight (or waiting) until answered or timed out.
-    fn track(&mut self, token: u64, pending: Pending, now: Instant) {
+    fn track(&mut self, token: u64, mut pending: Pending, now: Instant) {
+        pending.sent_at = now;
+        self.stats.handlers[pending.stat].in_flight += 1;
         self.count_pending(&pending.origin, 1);
         self.pending.insert(token, pending);
         self.deadlines.push(Reverse((
@@ -511,6 +544,8 @@ impl Router {
                 link.current = None;
             }
         }
+        let stats = &mut self.stats.handlers[pending.stat];
+        stats.in_flight = stats.in_flight.saturating_sub(1);
         self.count_pending(&pending.origin, -1);
         Some(pending)
     }
@@ -553,6 +588,7 @@ impl Router {
                 format!("no request {token:?} is waiting for an answer from this handler"),
             );
             debug!("conn={conn} handler={} {error}", link.kind);
+            self.stats.errors.count(error.code);
             let body = handler_error_report(msg.request.as_deref(), msg.id.as_deref(), &error);
             out.push(Action::Send { to: conn, body });
             return;
@@ -571,6 +607,16 @@ impl Router {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        let stats = &mut self.stats.handlers[pending.stat];
+        stats
+            .latency
+            .observe(now.saturating_duration_since(pending.sent_at));
+        let answered_ok = msg.status != Status::Error && msg.payload.is_some();
+        stats.ended(if answered_ok {
+            RequestOutcome::Ok
+        } else {
+            RequestOutcome::Error
+        });
         if msg.status == Status::Error {
             let data = msg.payload.as_ref().and_then(|p| p.data.as_deref());
             match data.and_then(|d| serde_json::from_str::<HandlerErrorBody>(d.get()).ok()) {
@@ -592,6 +638,7 @@ impl Router {
         }
         let Some(payload) = msg.payload else {
             let error = ErrorBody::new(ErrorCode::BadHandlerReply, "an ok answer needs a payload");
+            self.stats.errors.count(error.code);
             out.push(Action::Send {
                 to: conn,
                 body: handler_error_report(msg.request.as_deref(), None, &error),
@@ -775,6 +822,7 @@ impl Router {
     /// answer it `handler_busy`; the handler keeps its connection.
     pub fn handler_refused(&mut self, token: u64, out: &mut Vec<Action>) {
         if let Some(pending) = self.take_pending(token) {
+            self.ended(pending.stat, RequestOutcome::Busy);
             let text = format!(
                 "the {:?} handler is not taking requests fast enough (its queue is full)",
                 pending.kind
@@ -794,6 +842,7 @@ impl Router {
         tokens.sort_unstable();
         for token in tokens {
             let pending = self.take_pending(token).expect("listed above");
+            self.ended(pending.stat, RequestOutcome::Unavailable);
             let text = format!(
                 "the server is shutting down; the {:?} request was not answered",
                 pending.kind
@@ -840,6 +889,7 @@ impl Router {
             match due {
                 Due::Request(token) => {
                     if let Some(pending) = self.take_pending(token) {
+                        self.ended(pending.stat, RequestOutcome::Timeout);
                         self.after_timeout(pending.handler, out);
                         warn!(
                             "request {token} to the {:?} handler timed out",

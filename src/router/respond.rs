@@ -37,6 +37,7 @@ impl Router {
     ) {
         let (to, body) = match origin {
             Origin::Client { conn, id } => {
+                self.stats.messages.answered(true);
                 let mut header = ClientHeader::reply(Status::Ok, id.as_deref());
                 header.kind_of = outcome.kind_of;
                 header.delivered = outcome.delivered;
@@ -81,7 +82,10 @@ impl Router {
         out: &mut Vec<Action>,
     ) {
         let (to, body) = match origin {
-            Origin::Client { conn, id } => (*conn, client_error(id.as_deref(), error)),
+            Origin::Client { conn, id } => {
+                self.stats.messages.answered(false);
+                (*conn, client_error(id.as_deref(), error))
+            }
             Origin::Peer { link, msg, .. } => (*link, ack_error(msg, error)),
             Origin::Push { handler, id } => {
                 (*handler, handler_error_report(None, id.as_deref(), error))
@@ -93,6 +97,7 @@ impl Router {
     /// Answer `origin` with one of our error codes.
     pub(super) fn fail(&mut self, origin: &Origin, error: ErrorBody, out: &mut Vec<Action>) {
         log::debug!("{origin:?} fails: {error}");
+        self.stats.errors.count(error.code);
         self.respond_error(origin, &error, out);
     }
 }

@@ -439,6 +439,7 @@ fn send_servers_fans_out_and_answers_once_all_peers_reported() {
             &msg_b,
             json!({"header":{"status":"ok","delivered":["bob"],"offline":[]}}),
         ),
+        Instant::now(),
         &mut out,
     );
     assert!(out.is_empty(), "still waiting for c");
@@ -446,6 +447,7 @@ fn send_servers_fans_out_and_answers_once_all_peers_reported() {
     r.peer_ack(
         PEER_B,
         ack(&msg_c, json!({"header":{"status":"ok"}})),
+        Instant::now(),
         &mut out,
     );
     assert!(out.is_empty());
@@ -583,9 +585,75 @@ fn relayed_messages_go_out_as_this_server_and_never_back() {
     r.peer_ack(
         PEER_C,
         ack(&msg_c, json!({"header":{"status":"ok"}})),
+        Instant::now(),
         &mut out,
     );
     assert!(out.is_empty());
+}
+
+#[test]
+fn per_type_figures_count_every_outcome_and_the_latency() {
+    use crate::stats::RequestOutcome::{Busy, Error, Ok, Timeout, Unavailable};
+    let mut r = router();
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    // echo (index 0): answered ok after 3 ms, answered with an error, timed out.
+    let (_, token) = request(&mut r, ALICE, msg("1", "echo", json!(1)), t0);
+    assert_eq!(r.stats().handlers[0].in_flight, 1);
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"reply","request":token},"payload":{"type":"echo","data":1}})),
+        t0 + Duration::from_millis(3),
+        &mut out,
+    );
+    let (_, token) = request(&mut r, ALICE, msg("2", "echo", json!(2)), t0);
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"error","command":"reply","request":token},"payload":{"type":"echo","data":{"error":"no","code":"bad_request"}}})),
+        t0,
+        &mut out,
+    );
+    request(&mut r, ALICE, msg("3", "echo", json!(3)), t0);
+    r.expire(t0 + Duration::from_secs(6), &mut out);
+    // upper (index 1, max_inflight 2): two in flight, the third is busy; the link goes away.
+    request(&mut r, ALICE, msg("4", "upper", json!(4)), t0);
+    request(&mut r, ALICE, msg("5", "upper", json!(5)), t0);
+    r.client_message(ALICE, msg("6", "upper", json!(6)), t0, &mut out);
+    assert_eq!(r.stats().handlers[1].in_flight, 2);
+    r.handler_gone(UPPER, &mut out);
+    // lower (index 2) has no process: unavailable.
+    r.client_message(ALICE, msg("7", "lower", json!(7)), t0, &mut out);
+    // An unknown type belongs to no type's figures.
+    r.client_message(ALICE, msg("8", "nope", json!(8)), t0, &mut out);
+
+    let s = r.stats();
+    let echo = &s.handlers[0];
+    assert_eq!(
+        [Ok, Error, Timeout, Unavailable, Busy].map(|o| echo.outcome(o)),
+        [1, 1, 1, 0, 0]
+    );
+    assert_eq!(echo.in_flight, 0);
+    assert_eq!(echo.latency.count(), 2, "answers only, not the timeout");
+    assert_eq!(echo.latency.sum_us(), 3_000);
+    let upper = &s.handlers[1];
+    assert_eq!(upper.requests, [0, 0, 0, 2, 1]);
+    assert_eq!(upper.in_flight, 0);
+    assert_eq!(s.handlers[2].requests, [0, 0, 0, 1, 0]);
+    assert_eq!(s.messages.ok, 1);
+    assert_eq!(s.messages.error, 7);
+    let codes = [
+        ErrorCode::HandlerTimeout,
+        ErrorCode::HandlerBusy,
+        ErrorCode::HandlerUnavailable,
+        ErrorCode::HandlerNotRunning,
+        ErrorCode::UnknownType,
+    ];
+    assert_eq!(codes.map(|c| s.errors.get(c)), [1, 1, 2, 1, 1]);
+    assert_eq!(
+        s.errors.iter().map(|(_, n)| n).sum::<u64>(),
+        6,
+        "the handler's own error code is not one of ours"
+    );
 }
 
 fn one_at_a_time(correlate: Correlate, max_inflight: usize) -> Router {

@@ -27,6 +27,7 @@ use crate::protocol::message::{
 use super::Server;
 use super::conn::{ClientState, PasswordDigest, Role};
 use crate::router::ConnId;
+use crate::stats::Logins;
 
 /// Built-in payload types.
 pub const AUTHENTICATE: &str = "bester.authenticate";
@@ -139,13 +140,13 @@ impl Server {
                 None => {
                     info!("{context} sent a message before identify; closing");
                     let error = ErrorBody::new(ErrorCode::NotIdentified, "identify first");
-                    self.send(id, client_error(msg.id.as_deref(), &error));
+                    self.tell_error_id(id, msg.id.as_deref(), &error);
                     self.finish(id, now, "message before identify".into());
                 }
             },
             (true, Err(error)) => {
                 info!("{context} sent a bad first frame ({error}); closing");
-                self.send(id, client_error(inbound_id(body).as_deref(), &error));
+                self.tell_error_id(id, inbound_id(body).as_deref(), &error);
                 self.finish(id, now, "bad first frame".into());
             }
             (false, Ok(Inbound::Identify(_))) => {
@@ -153,7 +154,7 @@ impl Server {
                     ErrorCode::AlreadyIdentified,
                     "this connection is already identified",
                 );
-                self.send(id, client_error(None, &error));
+                self.reply_error(id, None, &error);
             }
             (false, Ok(Inbound::Message(mut msg))) => {
                 if let Some(credentials) = msg.authentication.take()
@@ -165,7 +166,7 @@ impl Server {
             }
             (false, Err(error)) => {
                 debug!("{context} bad frame: {error}");
-                self.send(id, client_error(inbound_id(body).as_deref(), &error));
+                self.reply_error(id, inbound_id(body).as_deref(), &error);
             }
         }
     }
@@ -176,11 +177,12 @@ impl Server {
         let Credentials { username, password } = credentials;
         let reply_id = msg.id.clone();
         let refuse = |server: &mut Server, error: ErrorBody| {
-            server.send(id, client_error(reply_id.as_deref(), &error));
+            server.tell_error_id(id, reply_id.as_deref(), &error);
             server.finish(id, Instant::now(), "login refused".into());
         };
         let ip = self.conn(id).and_then(|c| c.ip);
         if !self.logins.allows(ip, &username, Instant::now()) {
+            self.stats.logins.rate_limited += 1;
             return refuse(self, rate_limited());
         }
         let digest = password_digest(&username, &password);
@@ -242,7 +244,8 @@ impl Server {
         }
         let context = conn.context();
         if !self.logins.allows(ip, &credentials.username, now) {
-            self.send(id, client_error(reply_id, &rate_limited()));
+            self.stats.logins.rate_limited += 1;
+            self.reply_error(id, reply_id, &rate_limited());
             return false;
         }
         info!(
@@ -250,17 +253,18 @@ impl Server {
             credentials.username
         );
         self.logins.failed(ip, &credentials.username, now);
+        self.stats.logins.failed += 1;
         let error = ErrorBody::new(
             ErrorCode::AuthFailed,
             "header.authentication does not match this connection's login",
         );
-        self.send(id, client_error(reply_id, &error));
+        self.reply_error(id, reply_id, &error);
         false
     }
 
     fn identify(&mut self, id: ConnId, identify: Identify) {
         let refuse = |server: &mut Server, error: ErrorBody| {
-            server.send(id, client_error(None, &error));
+            server.tell_error(id, &error);
             server.finish(id, Instant::now(), "identify refused".into());
         };
         if identify.kind == "server" && !self.peers.is_empty() {
@@ -284,6 +288,7 @@ impl Server {
         };
         let ip = self.conn(id).and_then(|c| c.ip);
         if !self.logins.allows(ip, &username, Instant::now()) {
+            self.stats.logins.rate_limited += 1;
             return refuse(self, rate_limited());
         }
         let tag = AuthTag {
@@ -320,7 +325,7 @@ impl Server {
                 ErrorCode::UnknownScope,
                 "clients send with scope \"client\"",
             );
-            return self.send(id, client_error(msg.id.as_deref(), &error));
+            return self.reply_error(id, msg.id.as_deref(), &error);
         }
         if msg.payload.kind.starts_with(RESERVED_PREFIX) {
             return self.builtin(id, msg, now);
@@ -335,7 +340,7 @@ impl Server {
         let reply_id = msg.id.as_deref();
         let kind = msg.payload.kind.as_str();
         match kind {
-            PING => self.send(id, client_ok(reply_id, Some(kind), "pong")),
+            PING => self.reply_ok(id, client_ok(reply_id, Some(kind), "pong")),
             WHOAMI => {
                 let data = WhoAmI {
                     user: &user,
@@ -345,7 +350,7 @@ impl Server {
                     peers: self.router.peers_up(),
                 };
                 let body = client_ok(reply_id, Some(kind), &data);
-                self.send(id, body);
+                self.reply_ok(id, body);
             }
             LOGOUT => {
                 info!("conn={id} user={user} logged out");
@@ -355,7 +360,7 @@ impl Server {
                     server: &self.config.name,
                 };
                 let body = client_ok(reply_id, Some(kind), &data);
-                self.send(id, body);
+                self.reply_ok(id, body);
                 self.finish(id, now, "logged out".into());
             }
             AUTHENTICATE => match msg.payload.data_as::<Credentials>() {
@@ -367,13 +372,14 @@ impl Server {
                         };
                         self.submit_busy(id, purpose, AuthJobKind::Verify { username, password });
                     } else {
-                        self.send(id, client_error(reply_id, &rate_limited()));
+                        self.stats.logins.rate_limited += 1;
+                        self.reply_error(id, reply_id, &rate_limited());
                     }
                 }
-                Err(error) => self.send(id, client_error(reply_id, &error)),
+                Err(error) => self.reply_error(id, reply_id, &error),
             },
             PASSWD if !self.login_allowed(id, &user, now) => {
-                self.send(id, client_error(reply_id, &rate_limited()));
+                self.reply_error(id, reply_id, &rate_limited());
             }
             PASSWD => match msg.payload.data_as::<PasswdData>() {
                 Ok(PasswdData { old, new }) => {
@@ -391,7 +397,7 @@ impl Server {
                         },
                     );
                 }
-                Err(error) => self.send(id, client_error(reply_id, &error)),
+                Err(error) => self.reply_error(id, reply_id, &error),
             },
             other => {
                 let error = ErrorBody::new(
@@ -400,7 +406,7 @@ impl Server {
                         "{other:?} is not a built-in type; types starting with {RESERVED_PREFIX:?} are reserved"
                     ),
                 );
-                self.send(id, client_error(reply_id, &error));
+                self.reply_error(id, reply_id, &error);
             }
         }
     }
@@ -440,7 +446,7 @@ impl Server {
                 ErrorCode::ServerBusy,
                 "too many logins in progress; try again",
             );
-            return self.send(id, client_error(reply_id.as_deref(), &error));
+            return self.reply_error(id, reply_id.as_deref(), &error);
         }
         if let Some(conn) = self.conn(id)
             && let Role::Client(ClientState::Ready { busy, .. }) = &mut conn.role
@@ -468,6 +474,7 @@ impl Server {
         if outcome == AuthOutcome::BadCredentials {
             self.logins.failed(tag.ip, &username, now);
         }
+        count_login(&mut self.stats.logins, &tag.purpose, &outcome);
         let Some(conn) = self.conn(id) else {
             debug!("conn={id} gone before its password check finished");
             return;
@@ -486,19 +493,19 @@ impl Server {
             (Purpose::Identify { .. }, AuthOutcome::Ok) if over_limit => {
                 info!("conn={id} user={username} refused: too many connections");
                 let error = too_many_for(&username, self.config.max_connections_per_user);
-                self.send(id, client_error(None, &error));
+                self.tell_error(id, &error);
                 self.finish(id, now, "too many connections for the user".into());
             }
             (Purpose::Compat { msg, .. }, AuthOutcome::Ok) if over_limit => {
                 info!("conn={id} user={username} refused: too many connections");
                 let error = too_many_for(&username, self.config.max_connections_per_user);
-                self.send(id, client_error(msg.id.as_deref(), &error));
+                self.tell_error_id(id, msg.id.as_deref(), &error);
                 self.finish(id, now, "too many connections for the user".into());
             }
             (Purpose::Authenticate { id: reply_id, .. }, AuthOutcome::Ok) if over_limit => {
                 self.set_idle(id);
                 let error = too_many_for(&username, self.config.max_connections_per_user);
-                self.send(id, client_error(reply_id.as_deref(), &error));
+                self.reply_error(id, reply_id.as_deref(), &error);
             }
             (Purpose::Identify { digest }, AuthOutcome::Ok) => {
                 info!("conn={id} user={username} logged in from {peer}");
@@ -534,7 +541,7 @@ impl Server {
                     Purpose::Compat { msg, .. } => msg.id,
                     _ => None,
                 };
-                self.send(id, client_error(reply_id.as_deref(), &error));
+                self.tell_error_id(id, reply_id.as_deref(), &error);
                 self.finish(id, now, "login failed".into());
             }
             (
@@ -554,7 +561,7 @@ impl Server {
                     digest: Some(digest),
                 });
                 self.router.client_identified(id, &username);
-                self.send(
+                self.reply_ok(
                     id,
                     client_ok(reply_id.as_deref(), Some(AUTHENTICATE), &identity),
                 );
@@ -562,10 +569,7 @@ impl Server {
             (Purpose::Authenticate { id: reply_id, .. }, outcome) => {
                 info!("conn={id} re-authentication as {username:?} failed");
                 self.set_idle(id);
-                self.send(
-                    id,
-                    client_error(reply_id.as_deref(), &login_error(&outcome)),
-                );
+                self.reply_error(id, reply_id.as_deref(), &login_error(&outcome));
             }
             (
                 Purpose::Passwd {
@@ -575,7 +579,7 @@ impl Server {
                 outcome,
             ) => {
                 self.set_idle(id);
-                let body = match outcome {
+                let error = match outcome {
                     AuthOutcome::Ok => {
                         info!("conn={id} user={username} changed their password");
                         if let Some(conn) = self.conn(id)
@@ -584,36 +588,57 @@ impl Server {
                         {
                             *kept = Some(digest);
                         }
-                        client_ok(reply_id.as_deref(), Some(PASSWD), &identity)
+                        let body = client_ok(reply_id.as_deref(), Some(PASSWD), &identity);
+                        self.reply_ok(id, body);
+                        None
                     }
-                    AuthOutcome::BadCredentials => client_error(
-                        reply_id.as_deref(),
-                        &ErrorBody::new(ErrorCode::AuthFailed, "the old password is wrong"),
-                    ),
-                    AuthOutcome::InvalidPassword(why) => client_error(
-                        reply_id.as_deref(),
-                        &ErrorBody::new(
-                            ErrorCode::InvalidMessage,
-                            format!("new password refused: {why}"),
-                        ),
-                    ),
+                    AuthOutcome::BadCredentials => Some(ErrorBody::new(
+                        ErrorCode::AuthFailed,
+                        "the old password is wrong",
+                    )),
+                    AuthOutcome::InvalidPassword(why) => Some(ErrorBody::new(
+                        ErrorCode::InvalidMessage,
+                        format!("new password refused: {why}"),
+                    )),
                     AuthOutcome::StoreError(e) => {
                         warn!("conn={id} user={username} password change failed: {e}");
-                        client_error(
-                            reply_id.as_deref(),
-                            &ErrorBody::new(
-                                ErrorCode::InternalError,
-                                "the user store could not be updated",
-                            ),
-                        )
+                        Some(ErrorBody::new(
+                            ErrorCode::InternalError,
+                            "the user store could not be updated",
+                        ))
                     }
                 };
-                self.send(id, body);
+                if let Some(error) = error {
+                    self.reply_error(id, reply_id.as_deref(), &error);
+                }
             }
         }
         // Frames that arrived while the check ran can now be handled (and a half-closed
         // connection closed once they are answered).
         self.more_input.push(id);
+    }
+
+    /// Answer a client's message with an error, counted by code and as a message answered.
+    pub(super) fn reply_error(&mut self, id: ConnId, reply_id: Option<&str>, error: &ErrorBody) {
+        self.stats.error(error.code, true);
+        self.send(id, client_error(reply_id, error));
+    }
+
+    /// Answer a client's message with success, counted as a message answered.
+    fn reply_ok(&mut self, id: ConnId, body: Vec<u8>) {
+        self.stats.messages.answered(true);
+        self.send(id, body);
+    }
+
+    /// Tell a client an error that answers no message (identify, timeouts, a kick), counted by code.
+    pub(super) fn tell_error(&mut self, id: ConnId, error: &ErrorBody) {
+        self.tell_error_id(id, None, error);
+    }
+
+    /// [`Server::tell_error`] carrying the id of the frame it is about, when it had one.
+    pub(super) fn tell_error_id(&mut self, id: ConnId, reply_id: Option<&str>, error: &ErrorBody) {
+        self.stats.error(error.code, false);
+        self.send(id, client_error(reply_id, error));
     }
 
     fn set_idle(&mut self, id: ConnId) {
@@ -635,6 +660,18 @@ enum AuthJobKind {
         old: String,
         new: String,
     },
+}
+
+/// Count a finished password check as a login (identify or `bester.authenticate`; `bester.passwd`
+/// is not a login).
+fn count_login(logins: &mut Logins, purpose: &Purpose, outcome: &AuthOutcome) {
+    if matches!(purpose, Purpose::Passwd { .. }) {
+        return;
+    }
+    match outcome {
+        AuthOutcome::Ok => logins.ok += 1,
+        _ => logins.failed += 1,
+    }
 }
 
 fn rate_limited() -> ErrorBody {

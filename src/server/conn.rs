@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::net::Framed;
+use crate::stats::{RoleKind, Traffic};
 
 use crate::router::ConnId;
 
@@ -110,6 +111,21 @@ pub struct Conn {
     /// Reading is paused because this client has the most requests in flight it may have;
     /// it resumes when an answer goes out.
     pub throttled: bool,
+    /// When the connection was opened.
+    pub since: Instant,
+    /// Frames and bytes over this connection.
+    pub traffic: Traffic,
+}
+
+impl Role {
+    /// Client, handler or peer, for the figures.
+    pub fn kind(&self) -> RoleKind {
+        match self {
+            Role::Client(_) => RoleKind::Client,
+            Role::Handler { .. } => RoleKind::Handler,
+            Role::Peer(_) => RoleKind::Peer,
+        }
+    }
 }
 
 impl Conn {

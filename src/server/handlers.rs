@@ -72,6 +72,7 @@ impl Server {
                         );
                     }
                 }
+                self.stats.error(error.code, false);
                 // A malformed answer that still names its request fails it now, not at its timeout.
                 let token = handler_request_token(body);
                 let failed =

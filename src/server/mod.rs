@@ -5,12 +5,16 @@
 //! flushed. Edge-triggered: reads and accepts drain until `WouldBlock`, capped per event, with the
 //! rest picked up in the next iteration without waiting.
 
+mod admin;
 mod client;
 mod conn;
 mod dial;
 mod handlers;
 pub mod limits;
+mod monitor;
 mod peers;
+mod prometheus;
+mod report;
 pub mod token;
 
 use std::cmp::Reverse;
@@ -37,13 +41,15 @@ use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::client_error;
 use crate::router::{Action, Router, RouterConfig};
+use crate::stats::ServerStats;
 
 use crate::router::ConnId;
 use client::AuthTag;
 use conn::{ClientState, Conn, Role};
 use limits::LoginLimiter;
 use peers::PeerSlot;
-use token::{CONN_BASE, HANDLER_LISTENER_BASE, LISTENER, SIGNALS, WAKER};
+use token::{ADMIN_LISTENER, CONN_BASE, HANDLER_LISTENER_BASE, LISTENER, MONITOR_CONN_BASE};
+use token::{MONITOR_LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
 const MAX_READS_PER_EVENT: usize = 16;
@@ -53,6 +59,9 @@ const MAX_ACCEPTS_PER_EVENT: usize = 256;
 const SCRATCH_SIZE: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last frames.
 const LINGER: Duration = Duration::from_secs(2);
+/// While starting, how often readiness is looked at again: a dialled handler's socket appearing
+/// wakes nothing, and a configuration with no handlers to wait for has nothing to wake the loop.
+const STARTUP_RECHECK: Duration = Duration::from_millis(50);
 /// How long shutdown waits for clients to take their last frames, and handlers to exit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -103,6 +112,10 @@ pub struct Server {
     frame: Vec<u8>,
     startup_deadline: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    stats: ServerStats,
+    started: Instant,
+    monitor: Option<monitor::Monitor>,
+    admin: Option<admin::Admin>,
     // Dropped last: removes the sockets' directory.
     runtime: RuntimeDir,
 }
@@ -238,6 +251,7 @@ impl Server {
                     dialing: None,
                     failures: 0,
                     retry_at: now,
+                    since: now,
                 },
             );
         }
@@ -248,6 +262,8 @@ impl Server {
         );
         let logins =
             LoginLimiter::new(config.login_failures_per_ip, config.login_failures_per_user);
+        let monitor = monitor::Monitor::bind(&config, poll.registry())?;
+        let admin = admin::Admin::bind(&runtime, poll.registry())?;
         Ok(Server {
             startup_deadline: Some(now + config.handler_startup_timeout),
             config,
@@ -274,6 +290,10 @@ impl Server {
             scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
             frame: Vec::new(),
             shutdown_deadline: None,
+            stats: ServerStats::default(),
+            started: now,
+            monitor,
+            admin,
             runtime,
         })
     }
@@ -300,6 +320,7 @@ impl Server {
                     LISTENER => self.accept_clients(now),
                     WAKER => self.auth_results(now),
                     SIGNALS => self.signals(now),
+                    t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.control_accept(t, now),
                     mio::Token(t) if t >= CONN_BASE => {
                         let slot = t - CONN_BASE;
                         let Some(id) = self.conns.get(slot).map(|c| c.id) else {
@@ -315,6 +336,7 @@ impl Server {
                             self.dirty.push(id);
                         }
                     }
+                    mio::Token(t) if t >= MONITOR_CONN_BASE => self.control_ready(t, now),
                     mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE),
                 }
                 // Apply what this event routed before the next event is looked at: a later
@@ -332,6 +354,7 @@ impl Server {
             }
             keep_capacity(&mut self.more_input, more);
             self.fire_timers(now);
+            self.control_timers(now);
             // Exits are reaped on SIGCHLD (see signals()); here only restarts that are due.
             if self.supervisor.next_deadline().is_some_and(|at| at <= now) {
                 self.supervisor.tick(now);
@@ -364,8 +387,12 @@ impl Server {
         consider(self.timers.peek().map(|Reverse((at, _))| *at));
         consider(self.supervisor.next_deadline());
         consider(self.next_dial());
-        consider(self.startup_deadline);
+        consider(
+            self.startup_deadline
+                .map(|at| at.min(now + STARTUP_RECHECK)),
+        );
         consider(self.shutdown_deadline);
+        consider(self.control_deadline());
         next.map(|at| at.saturating_duration_since(now))
     }
 
@@ -417,6 +444,7 @@ impl Server {
                 debug!("refusing {peer}: {text}");
                 let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
                 let error = ErrorBody::new(ErrorCode::TooManyConnections, text);
+                self.stats.error(error.code, false);
                 let _ = framed.queue(&client_error(None, &error));
                 let _ = framed.flush();
                 continue;
@@ -455,6 +483,7 @@ impl Server {
             generation,
         };
         let mut io = Framed::new(stream, max_frame, self.config.max_outbound);
+        self.stats.opened(role.kind());
         if let Err(e) = io.register(self.poll.registry(), token::conn_token(id)) {
             error!("cannot register connection from {peer}: {e}");
             self.forget_ip(ip);
@@ -470,6 +499,8 @@ impl Server {
             read_closed: false,
             closing: None,
             throttled: false,
+            since: Instant::now(),
+            traffic: Default::default(),
         });
         Some(id)
     }
@@ -487,7 +518,7 @@ impl Server {
                 return self.close_if_drained(id, now);
             }
             match conn.io.read_some(&mut self.scratch) {
-                Ok(ReadResult::Data(_)) => {}
+                Ok(ReadResult::Data(n)) => conn.traffic.read(n),
                 Ok(ReadResult::WouldBlock) => return,
                 Ok(ReadResult::Eof) => conn.read_closed = true,
                 Err(e) => {
@@ -540,10 +571,10 @@ impl Server {
                 Ok(false) => return true,
                 Err(e) => {
                     warn!("{}: {e}; closing", conn.context());
-                    let body = client_error(None, &e.to_body());
+                    let body = e.to_body();
                     let is_client = matches!(conn.role, Role::Client(_));
                     if is_client {
-                        self.send(id, body);
+                        self.tell_error(id, &body);
                         self.finish(id, now, e.to_string());
                     } else {
                         self.close(id, e.to_string());
@@ -552,6 +583,7 @@ impl Server {
                 }
             }
             conn.last_seen = now;
+            conn.traffic.frame_in();
             match &conn.role {
                 Role::Client(_) => self.client_frame(id, frame, now),
                 Role::Handler { .. } => self.handler_frame(id, frame, now),
@@ -596,9 +628,11 @@ impl Server {
             return false;
         }
         let queued = conn.io.queue(&body);
+        let body_len = body.len();
         crate::protocol::pool::recycle(body);
         match queued {
             Ok(()) => {
+                conn.traffic.frame_out(body_len);
                 let drained = conn.read_closed && pending == 0 && !conn.paused();
                 let resume = conn.throttled && pending < self.config.max_pending_per_connection;
                 self.dirty.push(id);
@@ -624,6 +658,7 @@ impl Server {
                 warn!("{}: {reason}; closing", conn.context());
                 // Nothing more is queued for it (and nothing more logged); it closes this iteration.
                 conn.closing = Some(reason.clone());
+                self.stats.slow_consumers += 1;
                 self.to_close.push((id, reason));
                 false
             }
@@ -654,6 +689,7 @@ impl Server {
             return;
         }
         let mut conn = self.conns.remove(id.slot);
+        self.stats.traffic.add(&conn.traffic);
         conn.io.deregister(self.poll.registry());
         conn.io.shutdown();
         match &conn.role {
@@ -758,7 +794,7 @@ impl Server {
                                 self.config.identify_timeout.as_millis()
                             ),
                         );
-                        self.send(id, client_error(None, &error));
+                        self.tell_error(id, &error);
                         self.finish(id, now, "identify timeout".into());
                     }
                 }
@@ -809,7 +845,7 @@ impl Server {
                 idle.as_millis()
             ),
         );
-        self.send(id, client_error(None, &error));
+        self.tell_error(id, &error);
         self.finish(id, now, "idle timeout".into());
     }
 
@@ -819,9 +855,7 @@ impl Server {
             match signal {
                 SIGTERM | SIGINT => self.begin_shutdown(now),
                 SIGCHLD => self.supervisor.tick(now),
-                SIGHUP => {
-                    info!("SIGHUP: nothing to reload (the user store is re-read when it changes)")
-                }
+                SIGHUP => self.reload(now),
                 _ => {}
             }
         }
@@ -861,6 +895,11 @@ impl Server {
                 error!("cannot write ready file {}: {e}", path.display());
             }
         }
+    }
+
+    /// Reload what can be reloaded (SIGHUP, `besterd ctl reload`).
+    fn reload(&mut self, _now: Instant) {
+        info!("reload: nothing to reload (the user store is re-read when it changes)");
     }
 
     fn begin_shutdown(&mut self, now: Instant) {

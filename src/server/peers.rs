@@ -13,7 +13,7 @@ use crate::handler::supervisor::backoff;
 use crate::net::Stream;
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::{Identify, client_error};
+use crate::protocol::message::Identify;
 use crate::protocol::peer::{
     PeerFrame, accepted_frame, challenge_frame, identify_frame, parse_peer_frame, proof_frame,
 };
@@ -35,6 +35,8 @@ pub(super) struct PeerSlot {
     pub failures: u32,
     /// Not before this time may we dial again.
     pub retry_at: Instant,
+    /// When the link last went up or down (start time until then).
+    pub since: Instant,
 }
 
 impl Server {
@@ -134,7 +136,7 @@ impl Server {
             warn!("conn={id} peer identify as {name:?} refused: {why}");
             server.logins.failed(ip, &key, now);
             let error = ErrorBody::new(ErrorCode::AuthFailed, "peer authentication failed");
-            server.send(id, client_error(None, &error));
+            server.tell_error(id, &error);
             server.finish(id, now, "peer refused".into());
         };
         if !self.logins.allows(ip, &key, now) {
@@ -142,7 +144,7 @@ impl Server {
                 ErrorCode::RateLimited,
                 "too many failed peer logins; try again later",
             );
-            self.send(id, client_error(None, &error));
+            self.tell_error(id, &error);
             return self.finish(id, now, "rate limited".into());
         }
         let Some(slot) = self.peers.get(&name) else {
@@ -160,6 +162,7 @@ impl Server {
         };
         let proof = transcript.proof(&slot.config.secret, Side::Responder);
         let body = challenge_frame(&self.config.name, &nonce, &proof);
+        self.stats.became_peer();
         if let Some(conn) = self.conn(id) {
             conn.role = Role::Peer(PeerConn {
                 name: name.clone(),
@@ -205,7 +208,9 @@ impl Server {
             (PeerState::Up, PeerFrame::Message(m)) => {
                 self.router.peer_message(id, m, now, &mut self.actions)
             }
-            (PeerState::Up, PeerFrame::Ack(a)) => self.router.peer_ack(id, a, &mut self.actions),
+            (PeerState::Up, PeerFrame::Ack(a)) => {
+                self.router.peer_ack(id, a, now, &mut self.actions)
+            }
             (
                 PeerState::AwaitChallenge { nonce },
                 PeerFrame::Challenge {
@@ -248,7 +253,7 @@ impl Server {
                     let ip = self.conn(id).and_then(|c| c.ip);
                     self.logins.failed(ip, &format!("server:{name}"), now);
                     let error = ErrorBody::new(ErrorCode::AuthFailed, "peer authentication failed");
-                    self.send(id, client_error(None, &error));
+                    self.tell_error(id, &error);
                     return self.finish(id, now, "peer proof wrong".into());
                 }
                 self.send(id, accepted_frame(&self.config.name));
@@ -299,6 +304,7 @@ impl Server {
             }
         }
         if let Some(slot) = self.peers.get_mut(&name) {
+            slot.since = now;
             slot.failures = 0;
             if slot.dialing == Some(id) {
                 slot.dialing = None;
@@ -317,6 +323,9 @@ impl Server {
         self.router.peer_down(id, &mut self.actions);
         if was_up {
             info!("conn={id} peer={} link down: {reason}", peer.name);
+            if let Some(slot) = self.peers.get_mut(&peer.name) {
+                slot.since = now;
+            }
         }
         if let Some(slot) = self.peers.get_mut(&peer.name)
             && slot.dialing == Some(id)

@@ -11,8 +11,16 @@ pub const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
 /// SIGTERM, SIGINT, SIGCHLD, SIGHUP.
 pub const SIGNALS: Token = Token(2);
+/// The monitoring HTTP listener (`[monitor] listen`).
+pub const MONITOR_LISTENER: Token = Token(3);
+/// The admin control socket (`besterd ctl`).
+pub const ADMIN_LISTENER: Token = Token(4);
 /// Handler socket listeners take tokens from here up.
 pub const HANDLER_LISTENER_BASE: usize = 16;
+/// Monitoring HTTP connections take tokens from here up to [`ADMIN_CONN_BASE`].
+pub const MONITOR_CONN_BASE: usize = 1 << 18;
+/// Admin control connections take tokens from here up to [`CONN_BASE`].
+pub const ADMIN_CONN_BASE: usize = 1 << 19;
 /// Connections take tokens from here up (slab key + base).
 pub const CONN_BASE: usize = 1 << 20;
 

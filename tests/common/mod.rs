@@ -89,7 +89,10 @@ impl Broker {
         std::fs::write(dir.path().join("besterd.toml"), config).unwrap();
         let ready = dir.path().join("ready");
         let log = std::fs::File::create(dir.path().join("besterd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_besterd"))
+        // BESTERD_BIN: another build of the daemon (the load generator compares builds).
+        let program =
+            std::env::var_os("BESTERD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_besterd").into());
+        let child = Command::new(program)
             .arg("serve")
             .arg("--config")
             .arg(dir.path().join("besterd.toml"))

@@ -1,0 +1,321 @@
+//! `besterd ctl`: send one request to a running daemon's control socket (`server/admin.rs`) and
+//! print the answer — tables for people, or the daemon's JSON with `--json`. Blocking, with a
+//! timeout; this runs in the command-line process, never in the daemon.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cli::{CtlAction, CtlArgs};
+
+/// The control socket's file name in the runtime directory.
+pub const CTL_SOCKET: &str = "besterd.ctl";
+/// How long to wait for the daemon.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the control socket is: `--socket`, else the configured runtime directory, else
+/// `$RUNTIME_DIRECTORY`.
+pub fn socket_path(args: &CtlArgs, runtime_dir: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(path) = &args.socket {
+        return Ok(path.clone());
+    }
+    let dir = runtime_dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("RUNTIME_DIRECTORY").map(PathBuf::from))
+        .ok_or(
+            "cannot tell where the control socket is: give --socket, or --config with \
+             [server] runtime_dir, or set RUNTIME_DIRECTORY",
+        )?;
+    Ok(dir.join(CTL_SOCKET))
+}
+
+/// The request for an action.
+pub fn request_for(action: &CtlAction) -> Value {
+    match action {
+        CtlAction::Status => json!({"command": "status"}),
+        CtlAction::Kick { conn, user } => match (conn, user) {
+            (Some(conn), _) => json!({"command": "kick", "conn": conn}),
+            (None, user) => json!({"command": "kick", "user": user}),
+        },
+        CtlAction::Reload => json!({"command": "reload"}),
+        CtlAction::Drain => json!({"command": "drain"}),
+    }
+}
+
+/// Send one request and read the one-line answer.
+pub fn ask(socket: &Path, request: &Value) -> Result<Value, String> {
+    let mut stream = UnixStream::connect(socket)
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    let _ = stream.set_read_timeout(Some(TIMEOUT));
+    let _ = stream.set_write_timeout(Some(TIMEOUT));
+    let mut text = request.to_string();
+    text.push('\n');
+    // A refused connection is answered and closed before the request is read: the answer is
+    // still there to read when sending fails.
+    let sent = stream.write_all(text.as_bytes());
+    let mut answer = String::new();
+    let read = BufReader::new(stream).read_line(&mut answer);
+    if answer.is_empty() {
+        return Err(match (sent, read) {
+            (Err(e), _) => format!("cannot send to {}: {e}", socket.display()),
+            (_, Err(e)) => format!("no answer from {}: {e}", socket.display()),
+            _ => format!("{} closed without answering", socket.display()),
+        });
+    }
+    serde_json::from_str(&answer).map_err(|e| format!("bad answer from the daemon: {e}"))
+}
+
+/// Run `besterd ctl`; the text to print, or why it failed.
+pub fn run(args: &CtlArgs, runtime_dir: Option<&Path>) -> Result<String, String> {
+    let socket = socket_path(args, runtime_dir)?;
+    let answer = ask(&socket, &request_for(&args.action))?;
+    if answer["ok"] != true {
+        return Err(answer["error"]
+            .as_str()
+            .unwrap_or("the daemon refused")
+            .to_string());
+    }
+    if args.json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        ));
+    }
+    Ok(match &args.action {
+        CtlAction::Status => status_text(&answer),
+        CtlAction::Kick { .. } => {
+            let kicked: Vec<&str> = answer["kicked"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            format!("kicked {}\n", kicked.join(", "))
+        }
+        CtlAction::Reload => "reloaded\n".to_string(),
+        CtlAction::Drain => {
+            "draining: no new clients; exiting once in-flight work is answered\n".to_string()
+        }
+    })
+}
+
+/// Columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `status` as tables.
+pub fn status_text(answer: &Value) -> String {
+    let s = &answer["status"];
+    let mut out = format!(
+        "server {} (besterd {}) on {}, up {} s, health: {}\n\n",
+        cell(&s["server"]),
+        cell(&s["version"]),
+        cell(&s["listen"]),
+        cell(&s["uptime_s"]),
+        cell(&s["health"]),
+    );
+    let roles: Vec<Vec<String>> = ["client", "handler", "peer"]
+        .iter()
+        .map(|r| {
+            vec![
+                r.to_string(),
+                cell(&s["connections"][r]["now"]),
+                cell(&s["connections"][r]["total"]),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["connections", "now", "total"], &roles));
+    let t = &s["traffic"];
+    out.push_str(&format!(
+        "\nlogins: ok {}, failed {}, rate limited {}\nframes in {} out {}; bytes in {} out {}\n\
+         messages: ok {}, error {}; slow consumers cut off: {}\n",
+        cell(&s["logins"]["ok"]),
+        cell(&s["logins"]["failed"]),
+        cell(&s["logins"]["rate_limited"]),
+        cell(&t["frames_in"]),
+        cell(&t["frames_out"]),
+        cell(&t["bytes_in"]),
+        cell(&t["bytes_out"]),
+        cell(&s["messages"]["ok"]),
+        cell(&s["messages"]["error"]),
+        cell(&s["slow_consumers"]),
+    ));
+    let errors: Vec<String> = s["errors"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(code, n)| format!("{code} {n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "errors: {}\n\n",
+        if errors.is_empty() {
+            "none".to_string()
+        } else {
+            errors.join(", ")
+        }
+    ));
+    let empty = Vec::new();
+    let handlers: Vec<Vec<String>> = s["handlers"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|h| {
+            let r = &h["requests"];
+            vec![
+                cell(&h["type"]),
+                format!(
+                    "{}/{}",
+                    cell(&h["processes_connected"]),
+                    cell(&h["processes_configured"])
+                ),
+                cell(&h["restarts"]),
+                cell(&h["in_flight"]),
+                cell(&r["ok"]),
+                cell(&r["error"]),
+                cell(&r["timeout"]),
+                cell(&r["unavailable"]),
+                cell(&r["busy"]),
+                cell(&h["latency_us"]["p50"]),
+                cell(&h["latency_us"]["p99"]),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "handler",
+            "processes",
+            "restarts",
+            "in flight",
+            "ok",
+            "error",
+            "timeout",
+            "unavailable",
+            "busy",
+            "p50 µs",
+            "p99 µs",
+        ],
+        &handlers,
+    ));
+    let peers: Vec<Vec<String>> = s["peers"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|p| {
+            vec![
+                cell(&p["name"]),
+                cell(&p["state"]),
+                format!("{} s", cell(&p["for_s"])),
+                cell(&p["sent"]),
+                cell(&p["acked"]),
+                cell(&p["failed"]),
+                cell(&p["ack_latency_us"]["p50"]),
+            ]
+        })
+        .collect();
+    if !peers.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["peer", "state", "for", "sent", "acked", "failed", "p50 µs"],
+            &peers,
+        ));
+    }
+    let conns: Vec<Vec<String>> = answer["connections"]["connections"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|c| {
+            vec![
+                cell(&c["id"]),
+                cell(&c["user"]),
+                cell(&c["address"]),
+                format!("{} s", cell(&c["idle_s"])),
+                cell(&c["in_flight"]),
+                format!("{}/{}", cell(&c["frames_in"]), cell(&c["frames_out"])),
+                format!("{}/{}", cell(&c["bytes_in"]), cell(&c["bytes_out"])),
+                cell(&c["queued_output_bytes"]),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "conn",
+            "user",
+            "address",
+            "idle",
+            "in flight",
+            "frames in/out",
+            "bytes in/out",
+            "queued",
+        ],
+        &conns,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_columns() {
+        let t = table(
+            &["a", "bb"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
+        );
+        assert_eq!(t, "a    bb\nxxx  y\nz\n");
+    }
+
+    #[test]
+    fn kick_requests_name_conn_or_user() {
+        let by_conn = CtlAction::Kick {
+            conn: Some("3.7".into()),
+            user: None,
+        };
+        assert_eq!(
+            request_for(&by_conn),
+            json!({"command": "kick", "conn": "3.7"})
+        );
+        let by_user = CtlAction::Kick {
+            conn: None,
+            user: Some("alice".into()),
+        };
+        assert_eq!(
+            request_for(&by_user),
+            json!({"command": "kick", "user": "alice"})
+        );
+    }
+}
