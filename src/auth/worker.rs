@@ -5,21 +5,30 @@
 //! channel and wakes the loop through a [`mio::Waker`]; results carry an opaque tag chosen by the
 //! caller (e.g. a `ConnId`) so the server can route them.
 //!
+//! Each thread keeps its argon2 work area (19 MiB at the default parameters) from one check to
+//! the next while logins keep coming, and gives it back to the system once it has had no job for
+//! a quiet period ([`RELEASE_AFTER`]; every thread waits on the queue's condition variable with
+//! its own timeout): a server at rest holds no work area at all.
+//!
 //! It must not: block the caller (`submit` and `try_recv` never wait), hold the store mutex during
 //! an argon2 computation, log a password, or die silently (a panic in a job becomes a
 //! [`AuthOutcome::StoreError`] answer and the thread goes on).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use super::user_store::{self, StoreError, UserStore};
+
+/// How long a verifier thread keeps its argon2 work area without a job.
+pub const RELEASE_AFTER: Duration = Duration::from_secs(5);
 
 /// Work for the pool. `T` is the caller's routing tag, returned untouched in the [`AuthResult`].
 pub enum AuthJob<T> {
@@ -148,10 +157,11 @@ pub enum AuthOutcome {
 /// queued are discarded unanswered, and the drop waits for the jobs in progress (one argon2 run,
 /// plus possibly a store write, per thread).
 pub struct AuthPool<T> {
-    jobs: Option<SyncSender<AuthJob<T>>>,
+    shared: Arc<Shared<T>>,
     results: Receiver<AuthResult<T>>,
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    held: Arc<[AtomicUsize]>,
 }
 
 /// What every worker thread shares.
@@ -160,9 +170,22 @@ struct Shared<T> {
     store: Mutex<UserStore>,
     /// Bumped (under the store mutex) each time a reload saw a change.
     generation: AtomicU64,
-    jobs: Mutex<Receiver<AuthJob<T>>>,
+    jobs: Mutex<Queue<T>>,
+    /// Signalled when a job is queued or the pool closes.
+    job_ready: Condvar,
     stopping: Arc<AtomicBool>,
     waker: Arc<mio::Waker>,
+    /// How long a thread keeps its work area without a job.
+    quiet: Duration,
+    /// Bytes of work area each thread holds.
+    held: Arc<[AtomicUsize]>,
+}
+
+/// The bounded job queue.
+struct Queue<T> {
+    jobs: VecDeque<AuthJob<T>>,
+    max: usize,
+    closed: bool,
 }
 
 fn lock<U>(mutex: &Mutex<U>) -> MutexGuard<'_, U> {
@@ -183,6 +206,17 @@ impl<T: Send + 'static> AuthPool<T> {
         queue: usize,
         waker: Arc<mio::Waker>,
     ) -> io::Result<Self> {
+        Self::start_with_quiet(store, threads, queue, waker, RELEASE_AFTER)
+    }
+
+    /// [`AuthPool::start`] with threads that give their work area back after `quiet` without a job.
+    pub fn start_with_quiet(
+        store: PathBuf,
+        threads: usize,
+        queue: usize,
+        waker: Arc<mio::Waker>,
+        quiet: Duration,
+    ) -> io::Result<Self> {
         if threads == 0 || queue == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -193,29 +227,37 @@ impl<T: Send + 'static> AuthPool<T> {
             StoreError::Io { ref source, .. } => io::Error::new(source.kind(), e.to_string()),
             _ => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
         })?;
-        let (job_tx, job_rx) = mpsc::sync_channel(queue);
         let (result_tx, result_rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
+        let held: Arc<[AtomicUsize]> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
         let shared = Arc::new(Shared {
             store_path: store,
             store: Mutex::new(opened),
             generation: AtomicU64::new(1),
-            jobs: Mutex::new(job_rx),
+            jobs: Mutex::new(Queue {
+                jobs: VecDeque::with_capacity(queue.min(64)),
+                max: queue,
+                closed: false,
+            }),
+            job_ready: Condvar::new(),
             stopping: Arc::clone(&stopping),
             waker,
+            quiet,
+            held: Arc::clone(&held),
         });
         let mut pool = AuthPool {
-            jobs: Some(job_tx),
+            shared: Arc::clone(&shared),
             results: result_rx,
             stopping,
             threads: Vec::with_capacity(threads),
+            held,
         };
         for n in 0..threads {
             let shared = Arc::clone(&shared);
             let results = result_tx.clone();
             let handle = thread::Builder::new()
                 .name(format!("besterd-auth-{n}"))
-                .spawn(move || worker_loop(&shared, &results))?; // `pool` drops: started threads stop
+                .spawn(move || worker_loop(&shared, &results, n))?; // `pool` drops: started threads stop
             pool.threads.push(handle);
         }
         Ok(pool)
@@ -223,24 +265,32 @@ impl<T: Send + 'static> AuthPool<T> {
 
     /// Queue a job without blocking. Err(job) gives it back when the queue is full (caller answers "busy").
     pub fn submit(&self, job: AuthJob<T>) -> Result<(), AuthJob<T>> {
-        let Some(jobs) = &self.jobs else {
+        let mut queue = lock(&self.shared.jobs);
+        if queue.closed || queue.jobs.len() >= queue.max {
             return Err(job);
-        };
-        jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-        })
+        }
+        queue.jobs.push_back(job);
+        drop(queue);
+        self.shared.job_ready.notify_one();
+        Ok(())
     }
 
     /// Next finished job, without blocking.
     pub fn try_recv(&self) -> Option<AuthResult<T>> {
         self.results.try_recv().ok()
     }
+
+    /// Bytes of argon2 work area the threads hold right now (0 once they have been quiet).
+    pub fn work_area_bytes(&self) -> usize {
+        self.held.iter().map(|h| h.load(Ordering::Relaxed)).sum()
+    }
 }
 
 impl<T> Drop for AuthPool<T> {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        drop(self.jobs.take()); // workers see a closed queue once it is drained
+        lock(&self.shared.jobs).closed = true; // workers stop once the queue is drained
+        self.shared.job_ready.notify_all();
         for handle in self.threads.drain(..) {
             let name = handle.thread().name().unwrap_or("besterd-auth").to_owned();
             if handle.join().is_err() {
@@ -250,11 +300,32 @@ impl<T> Drop for AuthPool<T> {
     }
 }
 
-fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>) {
+fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize) {
     loop {
-        // Hold the receiver only while waiting; the job runs after the guard is dropped.
-        let job = lock(&shared.jobs).recv();
-        let Ok(job) = job else { return };
+        // Hold the queue's lock only to take a job; the job runs after the guard is dropped.
+        let mut queue = lock(&shared.jobs);
+        let job = loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                break job;
+            }
+            if queue.closed {
+                return;
+            }
+            let (guard, waited) = shared
+                .job_ready
+                .wait_timeout(queue, shared.quiet)
+                .unwrap_or_else(PoisonError::into_inner);
+            queue = guard;
+            if waited.timed_out() && queue.jobs.is_empty() && user_store::work_area_bytes() > 0 {
+                // Unmapping 19 MiB takes a moment: not while the event loop may want the lock.
+                drop(queue);
+                user_store::release_work_area();
+                shared.held[n].store(0, Ordering::Relaxed);
+                log::debug!("auth: thread {n} quiet; argon2 work area released");
+                queue = lock(&shared.jobs);
+            }
+        };
+        drop(queue);
         if shared.stopping.load(Ordering::SeqCst) {
             continue; // discard what is left in the queue
         }
@@ -280,6 +351,7 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>) {
                 let e = "internal error while checking the password".to_owned();
                 (AuthOutcome::StoreError(e), None)
             });
+        shared.held[n].store(user_store::work_area_bytes(), Ordering::Relaxed);
         if results
             .send(AuthResult {
                 tag,
@@ -765,6 +837,39 @@ mod tests {
             AuthOutcome::StoreError(_)
         ));
         assert_eq!(h.outcome(verify(3, "alice", "old-pw")), AuthOutcome::Ok);
+    }
+
+    #[test]
+    fn work_areas_are_released_after_a_quiet_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(dir.path());
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), Token(0)).unwrap());
+        let quiet = Duration::from_millis(300);
+        let pool = AuthPool::start_with_quiet(store, 2, 8, waker, quiet).unwrap();
+        let mut h = Harness {
+            poll,
+            events: Events::with_capacity(8),
+            pool,
+        };
+        assert_eq!(h.pool.work_area_bytes(), 0, "nothing held before any login");
+        for tag in 0..4 {
+            h.pool.submit(verify(tag, "alice", "old-pw")).unwrap();
+        }
+        let outcomes: Vec<AuthOutcome> = h.results(4).into_iter().map(|r| r.outcome).collect();
+        assert_eq!(outcomes, vec![AuthOutcome::Ok; 4]);
+        // Kept between checks: at least one 19 MiB area (m=19456 KiB) right after the logins.
+        let held = h.pool.work_area_bytes();
+        assert!(held >= 19456 * 1024, "held {held} bytes");
+        // Let go once quiet (each of the 2 threads within 2 quiet periods; deadline far beyond).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while h.pool.work_area_bytes() > 0 {
+            assert!(Instant::now() < deadline, "work areas still held");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // And a later login still works (a new area is allocated).
+        assert_eq!(h.outcome(verify(9, "alice", "old-pw")), AuthOutcome::Ok);
+        assert!(h.pool.work_area_bytes() >= 19456 * 1024);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 mod correlate;
 mod federation;
 mod id;
+mod idmap;
 mod lifecycle;
 mod respond;
 
@@ -37,6 +38,7 @@ use crate::protocol::message::{
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
 pub use id::ConnId;
+use idmap::IdMap;
 
 use federation::{Fanout, PeerEntry, Remote};
 use respond::Outcome;
@@ -201,15 +203,15 @@ struct HandlerErrorBody {
 pub struct Router {
     config: RouterConfig,
     presence: HashMap<String, Vec<ConnId>>,
-    clients: HashMap<ConnId, Client>,
+    clients: IdMap<ConnId, Client>,
     pools: BTreeMap<String, Pool>,
     stats: RouterStats,
-    links: HashMap<ConnId, Link>,
-    pending: HashMap<u64, Pending>,
+    links: IdMap<ConnId, Link>,
+    pending: IdMap<u64, Pending>,
     peers: BTreeMap<String, PeerEntry>,
-    peer_links: HashMap<ConnId, String>,
-    fanouts: HashMap<u64, Fanout>,
-    remote: HashMap<u64, Remote>,
+    peer_links: IdMap<ConnId, String>,
+    fanouts: IdMap<u64, Fanout>,
+    remote: IdMap<u64, Remote>,
     deadlines: BinaryHeap<Reverse<(Instant, Due)>>,
     next_id: u64,
 }
@@ -220,15 +222,15 @@ impl Router {
         Router {
             config,
             presence: HashMap::new(),
-            clients: HashMap::new(),
+            clients: IdMap::default(),
             pools: BTreeMap::new(),
             stats: RouterStats::default(),
-            links: HashMap::new(),
-            pending: HashMap::new(),
+            links: IdMap::default(),
+            pending: IdMap::default(),
             peers: BTreeMap::new(),
-            peer_links: HashMap::new(),
-            fanouts: HashMap::new(),
-            remote: HashMap::new(),
+            peer_links: IdMap::default(),
+            fanouts: IdMap::default(),
+            remote: IdMap::default(),
             deadlines: BinaryHeap::new(),
             next_id: 1,
         }
@@ -497,8 +499,9 @@ impl Router {
         out: &mut Vec<Action>,
     ) -> Option<(u64, Vec<u8>)> {
         let token = self.next_id();
+        let mut digits = idmap::Digits::default();
         let body = handler_request(
-            &token.to_string(),
+            digits.of(token),
             pending.scope,
             &pending.from,
             &pending.via,
@@ -559,7 +562,6 @@ impl Router {
         let Some(link) = self.links.get(&conn) else {
             return;
         };
-        let kind = link.kind.clone();
         let current = link.current;
         let correlate = link.correlate;
         let Some(token) = msg.request.as_deref() else {
@@ -572,6 +574,9 @@ impl Router {
             if self.drop_late_answer(conn, out) {
                 return;
             }
+            let Some(kind) = self.links.get(&conn).map(|l| l.kind.clone()) else {
+                return;
+            };
             return self.handler_push(conn, &kind, msg, now, out);
         };
         let owned = token
@@ -583,7 +588,7 @@ impl Router {
                 ErrorCode::BadHandlerReply,
                 format!("no request {token:?} is waiting for an answer from this handler"),
             );
-            debug!("conn={conn} handler={kind} {error}");
+            debug!("conn={conn} handler={} {error}", link.kind);
             self.stats.errors.count(error.code);
             let body = handler_error_report(msg.request.as_deref(), msg.id.as_deref(), &error);
             out.push(Action::Send { to: conn, body });

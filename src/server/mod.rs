@@ -114,6 +114,8 @@ pub struct Server {
     life: Lifecycle,
     reloads: Reloads,
     sessions: Sessions,
+    /// The frame being handled, reused from frame to frame (see `handle_buffered_frames`).
+    frame: Vec<u8>,
     stats: ServerStats,
     started: Instant,
     monitor: Option<monitor::Monitor>,
@@ -224,6 +226,7 @@ impl Server {
             more_input: Vec::new(),
             accept_again: false,
             scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
+            frame: Vec::new(),
             stats: ServerStats::default(),
             started: now,
             monitor,
@@ -302,10 +305,12 @@ impl Server {
             if std::mem::take(&mut self.accept_again) {
                 self.accept_clients(now);
             }
-            for id in std::mem::take(&mut self.more_input) {
+            let mut more = std::mem::take(&mut self.more_input);
+            for id in more.drain(..) {
                 self.readable(id, now);
                 self.settle(now);
             }
+            keep_capacity(&mut self.more_input, more);
             self.fire_timers(now);
             self.control_timers(now);
             // Exits are reaped on SIGCHLD (see signals()); here only restarts that are due.
@@ -483,6 +488,17 @@ impl Server {
     /// Handle every complete frame already received. False when the connection cannot take more
     /// input now (paused, closing or gone).
     fn handle_buffered_frames(&mut self, id: ConnId, now: Instant) -> bool {
+        // The loop's frame buffer, lent out while frames are handled (a nested call finds it
+        // empty and simply allocates its own).
+        let mut frame = std::mem::take(&mut self.frame);
+        let more = self.handle_frames_into(id, now, &mut frame);
+        if frame.capacity() <= SCRATCH_SIZE {
+            self.frame = frame;
+        }
+        more
+    }
+
+    fn handle_frames_into(&mut self, id: ConnId, now: Instant, frame: &mut Vec<u8>) -> bool {
         let max_pending = self.config.max_pending_per_connection;
         loop {
             let pending = self.router.pending_for(id);
@@ -505,9 +521,9 @@ impl Server {
                 return false;
             }
             conn.throttled = false;
-            let frame = match conn.io.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return true,
+            match conn.io.next_frame_into(frame) {
+                Ok(true) => {}
+                Ok(false) => return true,
                 Err(e) => {
                     warn!("{}: {e}; closing", conn.context());
                     let body = e.to_body();
@@ -520,13 +536,13 @@ impl Server {
                     }
                     return false;
                 }
-            };
+            }
             conn.last_seen = now;
             conn.traffic.frame_in();
             match &conn.role {
-                Role::Client(_) => self.client_frame(id, &frame, now),
-                Role::Handler { .. } => self.handler_frame(id, &frame, now),
-                Role::Peer(_) => self.peer_frame(id, &frame, now),
+                Role::Client(_) => self.client_frame(id, frame, now),
+                Role::Handler { .. } => self.handler_frame(id, frame, now),
+                Role::Peer(_) => self.peer_frame(id, frame, now),
             }
         }
     }
@@ -566,9 +582,12 @@ impl Server {
         if conn.closing.is_some() {
             return false;
         }
-        match conn.io.queue(&body) {
+        let queued = conn.io.queue(&body);
+        let body_len = body.len();
+        crate::protocol::pool::recycle(body);
+        match queued {
             Ok(()) => {
-                conn.traffic.frame_out(body.len());
+                conn.traffic.frame_out(body_len);
                 let drained = conn.read_closed && pending == 0 && !conn.paused();
                 let resume = conn.throttled && pending < self.config.max_pending_per_connection;
                 self.dirty.push(id);
@@ -668,7 +687,8 @@ impl Server {
     fn settle(&mut self, _now: Instant) {
         loop {
             if !self.actions.is_empty() {
-                for action in std::mem::take(&mut self.actions) {
+                let mut batch = std::mem::take(&mut self.actions);
+                for action in batch.drain(..) {
                     match action {
                         Action::Send { to, body } => self.send(to, body),
                         Action::Request { to, body, token } => {
@@ -680,6 +700,7 @@ impl Server {
                         Action::Close { conn } => self.close(conn, "request answered".into()),
                     }
                 }
+                keep_capacity(&mut self.actions, batch);
             } else if let Some((id, reason)) = self.to_close.pop() {
                 self.close(id, reason);
             } else {
@@ -692,7 +713,7 @@ impl Server {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
-        for id in dirty {
+        for id in dirty.drain(..) {
             let Some(conn) = self.conn(id) else {
                 continue;
             };
@@ -709,6 +730,7 @@ impl Server {
                 }
             }
         }
+        keep_capacity(&mut self.dirty, dirty);
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -782,5 +804,14 @@ impl Server {
         );
         self.tell_error(id, &error);
         self.finish(id, now, "idle timeout".into());
+    }
+}
+
+/// Put an emptied work list back unless new work was queued meanwhile, so that the loop's lists
+/// keep their capacity instead of allocating again on every pass.
+fn keep_capacity<T>(list: &mut Vec<T>, emptied: Vec<T>) {
+    debug_assert!(emptied.is_empty());
+    if list.is_empty() && emptied.capacity() <= 4096 {
+        *list = emptied;
     }
 }
