@@ -38,6 +38,7 @@ use crate::cli::ServeArgs;
 use crate::config::diff::{ConfigDiff, diff, merge_running};
 use crate::config::{Config, ConfigError, EXAMPLES_PLACEHOLDER, HandlerConfig, HandlerSource};
 use crate::handler::supervisor::{ProcessSpec, socket_path_fits};
+use crate::net::local::peer_cred;
 use crate::router::{ConnId, RouterConfig};
 
 /// Extra time a retired handler process gets, past the request timeout, before SIGTERM.
@@ -89,23 +90,10 @@ impl Reloads {
 
 /// The process on the other end of a Unix socket.
 pub(super) fn peer_pid(fd: RawFd) -> Option<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0 && cred.pid > 0).then_some(cred.pid as u32)
+    peer_cred(fd)
+        .ok()
+        .map(|(pid, _)| pid)
+        .filter(|pid| *pid > 0)
 }
 
 impl Server {
