@@ -15,11 +15,20 @@
 //! pings (and Python echo requests), and the difference of the instruction totals divided by 2N
 //! is the cost of one request, for this build and for `BESTERD_BASELINE_BIN`.
 //!
+//!   cargo bench --bench load -- compare     (besterd vs nats-server; see `compare/`)
+//!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
+//!   cargo bench --bench load -- rest        (resident memory of a server at rest, 1,000 clients)
+//!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
 
+mod allocs;
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod compare;
+
+#[global_allocator]
+static ALLOCATOR: allocs::Counting = allocs::Counting;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -54,10 +63,12 @@ fn main() {
         "instructions",
         "compat",
     ];
+    let extra = ["compare", "allocs", "rest"];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
     } else {
         all.iter()
+            .chain(&extra)
             .copied()
             .filter(|s| wanted.iter().any(|w| w == s))
             .collect()
@@ -73,6 +84,9 @@ fn main() {
             "slow" => slow(),
             "federation" => federation(),
             "transport" => transport(),
+            "compare" => compare::compare(),
+            "allocs" => allocs::allocs(),
+            "rest" => rest(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),
@@ -449,6 +463,33 @@ fn idle() -> Value {
     drop(warm);
     json!({"connections": n, "rss_before_kib": before, "rss_after_kib": after,
            "bytes_per_connection": ((after.saturating_sub(before)) * 1024) / n as u64})
+}
+
+/// Resident memory of a server at rest: 1,000 logged-in idle connections, measured right after
+/// the logins (the verifier threads still hold their argon2 work areas) and once the threads have
+/// been quiet long enough to give them back (polled, at most 30 s).
+fn rest() -> Value {
+    let n = 1000;
+    let b = broker("auth_threads = 2", 1, 1);
+    let started = Instant::now();
+    let clients: Vec<Client> = (0..n).map(|_| login(&b, "u0")).collect();
+    let after_logins = rss_kib(b.pid()).0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut at_rest = after_logins;
+    while Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(250));
+        at_rest = rss_kib(b.pid()).0;
+        if at_rest < 10 * 1024 {
+            break;
+        }
+    }
+    let settled = started.elapsed().as_secs_f64();
+    // Still connected and served.
+    let mut c = clients.into_iter().next().unwrap();
+    let r = c.request("p", "bester.ping", &Value::Null).unwrap();
+    assert_eq!(r["header"]["status"], "ok", "{r}");
+    json!({"connections": n, "rss_after_logins_kib": after_logins, "rss_at_rest_kib": at_rest,
+           "seconds_from_first_login": (settled * 10.0).round() / 10.0})
 }
 
 fn slow() -> Value {

@@ -1,10 +1,30 @@
 #!/usr/bin/env bash
-# Measure besterd with the load generator in benches/load.rs (release build, real Python handlers,
-# loopback only, bounded: a few minutes in all). Scenarios: rtt throughput misbehave idle slow
-# federation compat transport (default: all; transport takes --transports=tcp,tls,ws,wss). Prints a
-# table and a final JSON line; compare medians and ratios
-# between runs on the same machine rather than absolute numbers on a shared one.
+# Measure besterd with the load generator in benches/load.rs (release build, loopback only,
+# bounded: a few minutes in all). Not part of the test suite.
+#
+#   scripts/bench.sh [rtt] [throughput] [misbehave] [idle] [slow] [federation] [compat]
+#       real Python handlers; default: all of these
+#   scripts/bench.sh compare
+#       besterd beside nats-server (installed from Debian if missing), both with a C echo peer
+#       (benches/compare/echo.c, built here), scenarios (a) 1×1 (b) 1×64 (c) 8×16 in flight,
+#       fresh servers, 3 runs, a table of medians; BENCH_SECS / BENCH_RUNS / BENCH_SYSTEMS /
+#       BENCH_SCENARIOS narrow it down (see benches/compare/mod.rs).
+#   scripts/bench.sh transport [--transports=tcp,tls,ws,wss]
+#       bester.ping round trips over TCP, TLS, WebSocket and WSS at window 1 and 64
+#   scripts/bench.sh allocs     heap allocations per round trip on the event-loop thread
+#   scripts/bench.sh rest       resident memory of a server at rest with 1,000 connections
+#
+# Prints a table and a final JSON line; compare medians and ratios between runs on the same
+# machine rather than absolute numbers on a shared one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+if [[ " $* " == *" compare "* || " $* " == *" allocs "* ]]; then
+    if ! command -v nats-server >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
+    fi
+    mkdir -p target/bench
+    cc -O2 -Wall -Wextra -o target/bench/echo benches/compare/echo.c
+    export BENCH_ECHO="$PWD/target/bench/echo"
+fi
 cargo bench --bench load -- "$@"

@@ -15,6 +15,8 @@ want python3 python3
 want node nodejs
 want chromium chromium
 want chromedriver chromium-driver
+want systemd-socket-activate systemd
+want systemd-analyze systemd
 want perl perl   # tests/handlers/listen.pl (JSON::PP and IO::Socket::UNIX are core modules)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -q

@@ -25,3 +25,8 @@ node --test handlers/node/test/
 
 echo "== browser test (headless Chromium: the built-in chat page)"
 .venv/bin/python tests/browser/test_chat_page.py
+# The Debian package: built, installed with dpkg -i, checked, purged (needs root).
+if [ "${CI:-}" = true ] || [ "$(id -u)" -eq 0 ]; then
+  echo "== debian package"
+  bash scripts/package-test.sh
+fi

@@ -35,7 +35,7 @@ pub enum Command {
 }
 
 /// Flags of `besterd serve`; each one overrides the configuration file.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// TOML configuration file; without it the embedded default configuration is used.
     #[arg(long, short, env = "BESTERD_CONFIG")]

@@ -15,6 +15,8 @@ pub mod listeners;
 pub use listeners::{ListenerConfig, ListenerKind, PeerTls, StaticFiles, TlsFiles};
 
 use crate::cli::ServeArgs;
+
+pub mod diff;
 use crate::protocol::message::{RESERVED_PREFIX, validate_type};
 use crate::router::{Correlate, HandlerMode};
 
@@ -159,6 +161,8 @@ pub struct FileServer {
     pub login_failures_per_user: Option<u32>,
     /// User seeded into a store that does not exist yet.
     pub bootstrap_user: Option<BootstrapUser>,
+    /// On SIGTERM, how long requests already in flight may take to be answered (drain).
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// `[server.bootstrap_user]`.
@@ -245,6 +249,8 @@ pub struct Config {
     pub login_failures_per_user: u32,
     /// User seeded into a missing store.
     pub bootstrap_user: Option<BootstrapUser>,
+    /// How long a drain (SIGTERM) waits for the answers to requests in flight.
+    pub shutdown_grace: Duration,
     /// Handlers by type.
     pub handlers: BTreeMap<String, HandlerConfig>,
     /// Federation peers by name.
@@ -276,7 +282,7 @@ pub enum HandlerSource {
 }
 
 /// One validated `[handlers.<type>]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerConfig {
     /// Where the processes come from.
     pub source: HandlerSource,
@@ -599,6 +605,7 @@ impl FileConfig {
             s.login_failures_per_user,
             10,
         );
+        let shutdown_grace = ms(s.shutdown_grace_ms.unwrap_or(10_000));
         if max_frame > u32::MAX as usize {
             problems.push((
                 "server.max_frame_bytes".into(),
@@ -864,6 +871,7 @@ impl FileConfig {
             login_failures_per_ip,
             login_failures_per_user,
             bootstrap_user: s.bootstrap_user,
+            shutdown_grace,
             handlers,
             peers,
             listeners,

@@ -17,6 +17,9 @@
 //!   actions, flushes; the listener table (`[server] listen` and `[[listeners]]`) in
 //!   `server/listeners.rs`, client sessions and built-ins in `server/client.rs`, handler links in
 //!   `server/handlers.rs`. The built-in web client (`src/web/`) is served by WebSocket listeners.
+//!   Life under a service manager: `server/lifecycle.rs` (sd_notify, readiness, signals, the drain), `server/activation.rs` (socket activation),
+//!   `server/reload.rs` (SIGHUP, carrying out the pure [`config::diff`]), `server/revoke.rs`
+//!   (sessions whose user was deleted or whose password changed elsewhere).
 //! - [`handler`]: the runtime directory for handler sockets, the [`handler::Supervisor`] that
 //!   starts, reaps and restarts handler processes, and the [`handler::Dialer`] for handlers the
 //!   broker connects to (`connect`, dialled per request by `server/dial.rs`; matched to their
@@ -31,6 +34,38 @@
 //! - [`config`]: the TOML file validated into a [`config::Config`]; [`cli`]: the command line;
 //!   [`ctl`]: the `besterd ctl` side of the control socket;
 //!   [`client`]: a small blocking client used by the `bester` command and the tests.
+//!
+//! # The hot path, and cores
+//!
+//! One event-loop thread owns every connection and all routing state; argon2 runs on the verifier
+//! threads and handlers are processes of their own, so they already use other cores. A round trip
+//! parses each frame once (envelope typed, `payload.data` kept as raw bytes and only checked; see
+//! `protocol/validate.rs`), serializes into pooled buffers (`protocol/pool.rs`) and reuses the
+//! loop's frame and work-list buffers: about 11 heap allocations per echo round trip, all for the
+//! owned strings of the parsed message and the request record (`scripts/bench.sh allocs`).
+//!
+//! **Two cores: one loop thread.** Measured with `scripts/bench.sh compare` (benches/RESULTS.md):
+//! in the one run with the machine to itself, 8 connections × 16 in flight went at 257k round
+//! trips/s with the loop thread using 0.8 of a core, and loop, C handler and load generator
+//! together kept 1.96 of the 2 cores busy; in every other run the loop thread stayed between 0.5
+//! and 0.8 of a core while other processes took the rest. A second loop thread pays only when the
+//! one loop saturates its core with cores to spare; on 2 cores neither holds, and it would add
+//! cross-thread traffic for every `sendClients` between users on different threads. Not built.
+//!
+//! **16 or 64 cores: one loop per core, shared nothing on the hot path.** The design that scales:
+//! - N loop threads (about one per core left after the handler processes), each with its own
+//!   `mio::Poll` and its own listening socket bound with `SO_REUSEPORT`, so the kernel spreads
+//!   new connections over them; each thread owns its clients' `Framed` streams, their requests in
+//!   flight, deadlines and buffer pools, exactly as the one loop does today.
+//! - Each loop thread opens its own connections to every handler type (handlers already accept
+//!   many connections, and `processes` per type grows with the cores), so a request and its answer
+//!   never leave the thread that read it: no lock and no cross-core cache traffic per message.
+//! - What is global stays small and off the hot path: presence (user → thread) as a sharded map
+//!   updated at login and close; `sendClients` to users on another thread and messages for a
+//!   federation link (owned by one thread) travel as bounded mpsc messages plus a `mio::Waker`;
+//!   the verifier pool and the user store are shared as now.
+//! - Limits keep their meaning: per-connection limits are local; global ones (connections in
+//!   total, per address, per user) become atomic counters.
 #![warn(missing_docs)]
 
 pub mod auth;

@@ -91,13 +91,14 @@ fn serve(args: &ServeArgs) -> ExitCode {
     for (key, problem) in config.program_problems() {
         warn!("{key}: {problem} (the handler will not start)");
     }
-    let server = match Server::bind(config) {
+    let mut server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
             error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    server.set_reload_source(args.config.clone(), args.clone());
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -10,7 +10,9 @@
 //!   `body` is the bytes after the header; the frames and the outcome do not depend on the split;
 //!   `Err` only for a header over the limit; `missing` agrees with `decode`;
 //! - the parsers: each error has a code that parser documents; accepted messages obey the rules
-//!   (type names, id length); `payload.data` is forwarded byte for byte;
+//!   (type names, id length); `payload.data` is forwarded byte for byte; and the one-pass parse
+//!   weakens nothing: whenever the full strict check (`validate::check`: duplicate keys anywhere,
+//!   nesting over 64) refuses a body, both parsers refuse it with that check's exact text;
 //! - every outbound body (error replies, requests to handlers, reports, pushes) is valid JSON and
 //!   carries the code as `ErrorCode::as_str` spells it.
 #![no_main]
@@ -18,10 +20,11 @@
 use besterd::protocol::ErrorCode;
 use besterd::protocol::error::ErrorBody;
 use besterd::protocol::frame::{FrameDecoder, FrameError, HEADER_LEN};
+use besterd::protocol::validate;
 use besterd::protocol::message::{
     ClientFrame, ClientHeader, Command, Credentials, Inbound, MAX_ID_LEN, Payload, Scope, Sender,
     client_error, client_ok, handler_delivery_report, handler_error_report, handler_request,
-    handler_request_token, inbound_id, parse_handler_message, parse_inbound, to_body,
+    handler_request_token, inbound_id, parse_handler_message, parse_inbound, parse_json, to_body,
     validate_type,
 };
 use libfuzzer_sys::fuzz_target;
@@ -66,8 +69,25 @@ fuzz_target!(|data: &[u8]| {
     for body in &chunked.frames {
         check_inbound(body);
         check_handler(body);
+        check_strict(body);
     }
 });
+
+/// A body the strict check refuses is refused by both parsers, with the check's text.
+fn check_strict(body: &[u8]) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return;
+    };
+    if validate::check(text).is_ok() {
+        return;
+    }
+    // The full path's answer to the refusal (the strict check comes before any typed parse).
+    let want = parse_json::<serde::de::IgnoredAny>(body).expect_err("the strict check refused it");
+    let inbound = parse_inbound(body).expect_err("the strict check refused it");
+    assert_eq!((inbound.code, &inbound.error), (want.code, &want.error));
+    let handler = parse_handler_message(body).expect_err("the strict check refused it");
+    assert_eq!((handler.code, &handler.error), (want.code, &want.error));
+}
 
 /// What a connection makes of a byte stream.
 #[derive(Debug, PartialEq, Eq)]

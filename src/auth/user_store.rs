@@ -254,6 +254,16 @@ thread_local! {
 /// Work areas larger than this (64 MiB) are used once and not kept.
 const KEEP_WORK_AREA_BLOCKS: usize = 64 * 1024;
 
+/// Bytes of argon2 work area this thread keeps between checks.
+pub fn work_area_bytes() -> usize {
+    WORK_AREA.with_borrow(|area| area.capacity() * std::mem::size_of::<Block>())
+}
+
+/// Give this thread's argon2 work area back to the system (the next check allocates a new one).
+pub fn release_work_area() {
+    WORK_AREA.with_borrow_mut(|area| *area = Vec::new());
+}
+
 /// Recompute an argon2id hash of `password` with the parameters and salt of `parsed`, in this
 /// thread's reused work area, and compare it with the stored output in constant time.
 fn argon2_matches(parsed: &PasswordHash, password: &[u8]) -> Result<bool, String> {

@@ -5,19 +5,30 @@
 //! channel and wakes the loop through a [`mio::Waker`]; results carry an opaque tag chosen by the
 //! caller (e.g. a `ConnId`) so the server can route them.
 //!
+//! Each thread keeps its argon2 work area (19 MiB at the default parameters) from one check to
+//! the next while logins keep coming, and gives it back to the system once it has had no job for
+//! a quiet period ([`RELEASE_AFTER`]; every thread waits on the queue's condition variable with
+//! its own timeout): a server at rest holds no work area at all.
+//!
 //! It must not: block the caller (`submit` and `try_recv` never wait), hold the store mutex during
 //! an argon2 computation, log a password, or die silently (a panic in a job becomes a
 //! [`AuthOutcome::StoreError`] answer and the thread goes on).
 
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use super::user_store::{self, StoreError, UserStore};
+
+/// How long a verifier thread keeps its argon2 work area without a job.
+pub const RELEASE_AFTER: Duration = Duration::from_secs(5);
 
 /// Work for the pool. `T` is the caller's routing tag, returned untouched in the [`AuthResult`].
 pub enum AuthJob<T> {
@@ -41,13 +52,23 @@ pub enum AuthJob<T> {
         /// The new password.
         new: String,
     },
+    /// Re-read the store if it changed (or `force`), and report each user's hash stamp when the
+    /// store is newer than generation `since` (session revocation).
+    Snapshot {
+        /// Routing tag.
+        tag: T,
+        /// The generation of the last snapshot the caller has.
+        since: u64,
+    },
 }
 
 impl<T> AuthJob<T> {
     /// The job's routing tag.
     pub fn tag(&self) -> &T {
         match self {
-            AuthJob::Verify { tag, .. } | AuthJob::ChangePassword { tag, .. } => tag,
+            AuthJob::Verify { tag, .. }
+            | AuthJob::ChangePassword { tag, .. }
+            | AuthJob::Snapshot { tag, .. } => tag,
         }
     }
 }
@@ -66,8 +87,40 @@ impl<T: std::fmt::Debug> std::fmt::Debug for AuthJob<T> {
                 .field("tag", tag)
                 .field("username", username)
                 .finish_non_exhaustive(),
+            AuthJob::Snapshot { tag, since } => f
+                .debug_struct("Snapshot")
+                .field("tag", tag)
+                .field("since", since)
+                .finish(),
         }
     }
+}
+
+/// Which stored hash a session was checked against: the store generation it was read in, and a
+/// digest of the PHC string (never the hash itself). A session whose user's digest changes, or
+/// whose user disappears, in a later generation has been revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The store generation (starts at 1, grows with every reload that saw a change).
+    pub generation: u64,
+    /// Digest of the user's PHC string.
+    pub digest: u64,
+}
+
+/// Every user's stamp digest at one store generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSnapshot {
+    /// The store generation.
+    pub generation: u64,
+    /// User name → digest of their PHC string.
+    pub users: HashMap<String, u64>,
+}
+
+/// The digest of a PHC string used in a [`Stamp`]: it only tells hashes apart, it protects nothing.
+pub fn hash_digest(phc: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    phc.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A finished job.
@@ -79,6 +132,8 @@ pub struct AuthResult<T> {
     pub username: String,
     /// What happened.
     pub outcome: AuthOutcome,
+    /// Verify or ChangePassword that succeeded: the hash the session now stands on.
+    pub stamp: Option<Stamp>,
 }
 
 /// The outcome of a job.
@@ -94,25 +149,43 @@ pub enum AuthOutcome {
     /// a password but may name server paths: the pool has already logged it, so tell the client
     /// something generic rather than forwarding it.
     StoreError(String),
+    /// Snapshot: the users of a newer generation, or `None` when nothing changed since.
+    Users(Option<UserSnapshot>),
 }
 
 /// A pool of verifier threads with a bounded job queue. Dropping it stops the threads: jobs still
 /// queued are discarded unanswered, and the drop waits for the jobs in progress (one argon2 run,
 /// plus possibly a store write, per thread).
 pub struct AuthPool<T> {
-    jobs: Option<SyncSender<AuthJob<T>>>,
+    shared: Arc<Shared<T>>,
     results: Receiver<AuthResult<T>>,
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    held: Arc<[AtomicUsize]>,
 }
 
 /// What every worker thread shares.
 struct Shared<T> {
     store_path: PathBuf,
     store: Mutex<UserStore>,
-    jobs: Mutex<Receiver<AuthJob<T>>>,
+    /// Bumped (under the store mutex) each time a reload saw a change.
+    generation: AtomicU64,
+    jobs: Mutex<Queue<T>>,
+    /// Signalled when a job is queued or the pool closes.
+    job_ready: Condvar,
     stopping: Arc<AtomicBool>,
     waker: Arc<mio::Waker>,
+    /// How long a thread keeps its work area without a job.
+    quiet: Duration,
+    /// Bytes of work area each thread holds.
+    held: Arc<[AtomicUsize]>,
+}
+
+/// The bounded job queue.
+struct Queue<T> {
+    jobs: VecDeque<AuthJob<T>>,
+    max: usize,
+    closed: bool,
 }
 
 fn lock<U>(mutex: &Mutex<U>) -> MutexGuard<'_, U> {
@@ -133,6 +206,17 @@ impl<T: Send + 'static> AuthPool<T> {
         queue: usize,
         waker: Arc<mio::Waker>,
     ) -> io::Result<Self> {
+        Self::start_with_quiet(store, threads, queue, waker, RELEASE_AFTER)
+    }
+
+    /// [`AuthPool::start`] with threads that give their work area back after `quiet` without a job.
+    pub fn start_with_quiet(
+        store: PathBuf,
+        threads: usize,
+        queue: usize,
+        waker: Arc<mio::Waker>,
+        quiet: Duration,
+    ) -> io::Result<Self> {
         if threads == 0 || queue == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -143,28 +227,37 @@ impl<T: Send + 'static> AuthPool<T> {
             StoreError::Io { ref source, .. } => io::Error::new(source.kind(), e.to_string()),
             _ => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
         })?;
-        let (job_tx, job_rx) = mpsc::sync_channel(queue);
         let (result_tx, result_rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
+        let held: Arc<[AtomicUsize]> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
         let shared = Arc::new(Shared {
             store_path: store,
             store: Mutex::new(opened),
-            jobs: Mutex::new(job_rx),
+            generation: AtomicU64::new(1),
+            jobs: Mutex::new(Queue {
+                jobs: VecDeque::with_capacity(queue.min(64)),
+                max: queue,
+                closed: false,
+            }),
+            job_ready: Condvar::new(),
             stopping: Arc::clone(&stopping),
             waker,
+            quiet,
+            held: Arc::clone(&held),
         });
         let mut pool = AuthPool {
-            jobs: Some(job_tx),
+            shared: Arc::clone(&shared),
             results: result_rx,
             stopping,
             threads: Vec::with_capacity(threads),
+            held,
         };
         for n in 0..threads {
             let shared = Arc::clone(&shared);
             let results = result_tx.clone();
             let handle = thread::Builder::new()
                 .name(format!("besterd-auth-{n}"))
-                .spawn(move || worker_loop(&shared, &results))?; // `pool` drops: started threads stop
+                .spawn(move || worker_loop(&shared, &results, n))?; // `pool` drops: started threads stop
             pool.threads.push(handle);
         }
         Ok(pool)
@@ -172,24 +265,32 @@ impl<T: Send + 'static> AuthPool<T> {
 
     /// Queue a job without blocking. Err(job) gives it back when the queue is full (caller answers "busy").
     pub fn submit(&self, job: AuthJob<T>) -> Result<(), AuthJob<T>> {
-        let Some(jobs) = &self.jobs else {
+        let mut queue = lock(&self.shared.jobs);
+        if queue.closed || queue.jobs.len() >= queue.max {
             return Err(job);
-        };
-        jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-        })
+        }
+        queue.jobs.push_back(job);
+        drop(queue);
+        self.shared.job_ready.notify_one();
+        Ok(())
     }
 
     /// Next finished job, without blocking.
     pub fn try_recv(&self) -> Option<AuthResult<T>> {
         self.results.try_recv().ok()
     }
+
+    /// Bytes of argon2 work area the threads hold right now (0 once they have been quiet).
+    pub fn work_area_bytes(&self) -> usize {
+        self.held.iter().map(|h| h.load(Ordering::Relaxed)).sum()
+    }
 }
 
 impl<T> Drop for AuthPool<T> {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        drop(self.jobs.take()); // workers see a closed queue once it is drained
+        lock(&self.shared.jobs).closed = true; // workers stop once the queue is drained
+        self.shared.job_ready.notify_all();
         for handle in self.threads.drain(..) {
             let name = handle.thread().name().unwrap_or("besterd-auth").to_owned();
             if handle.join().is_err() {
@@ -199,11 +300,32 @@ impl<T> Drop for AuthPool<T> {
     }
 }
 
-fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>) {
+fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize) {
     loop {
-        // Hold the receiver only while waiting; the job runs after the guard is dropped.
-        let job = lock(&shared.jobs).recv();
-        let Ok(job) = job else { return };
+        // Hold the queue's lock only to take a job; the job runs after the guard is dropped.
+        let mut queue = lock(&shared.jobs);
+        let job = loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                break job;
+            }
+            if queue.closed {
+                return;
+            }
+            let (guard, waited) = shared
+                .job_ready
+                .wait_timeout(queue, shared.quiet)
+                .unwrap_or_else(PoisonError::into_inner);
+            queue = guard;
+            if waited.timed_out() && queue.jobs.is_empty() && user_store::work_area_bytes() > 0 {
+                // Unmapping 19 MiB takes a moment: not while the event loop may want the lock.
+                drop(queue);
+                user_store::release_work_area();
+                shared.held[n].store(0, Ordering::Relaxed);
+                log::debug!("auth: thread {n} quiet; argon2 work area released");
+                queue = lock(&shared.jobs);
+            }
+        };
+        drop(queue);
         if shared.stopping.load(Ordering::SeqCst) {
             continue; // discard what is left in the queue
         }
@@ -219,19 +341,23 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>) {
                 old,
                 new,
             } => (tag, username, Work::ChangePassword { old, new }),
+            AuthJob::Snapshot { tag, since } => (tag, String::new(), Work::Snapshot { since }),
         };
-        let outcome = catch_unwind(AssertUnwindSafe(|| work.run(shared, &username)))
+        let (outcome, stamp) = catch_unwind(AssertUnwindSafe(|| work.run(shared, &username)))
             .unwrap_or_else(|_| {
                 // Not validated yet: quote it and cut it short.
                 let shown: String = username.chars().take(64).collect();
                 log::error!("auth user={shown:?}: the password check panicked");
-                AuthOutcome::StoreError("internal error while checking the password".to_owned())
+                let e = "internal error while checking the password".to_owned();
+                (AuthOutcome::StoreError(e), None)
             });
+        shared.held[n].store(user_store::work_area_bytes(), Ordering::Relaxed);
         if results
             .send(AuthResult {
                 tag,
                 username,
                 outcome,
+                stamp,
             })
             .is_err()
         {
@@ -247,60 +373,97 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>) {
 enum Work {
     Verify { password: String },
     ChangePassword { old: String, new: String },
+    Snapshot { since: u64 },
 }
 
 impl Work {
-    fn run<T>(self, shared: &Shared<T>, username: &str) -> AuthOutcome {
+    fn run<T>(self, shared: &Shared<T>, username: &str) -> (AuthOutcome, Option<Stamp>) {
         #[cfg(test)]
         if username == tests::PANIC_USER {
             panic!("injected panic");
         }
         match self {
             Work::Verify { password } => {
-                let stored = current_hash(shared, username);
+                let (stored, generation) = current_hash(shared, username);
                 if user_store::verify_password(username, stored.as_deref(), &password) {
-                    AuthOutcome::Ok
+                    let stamp = stored.as_deref().map(|phc| Stamp {
+                        generation,
+                        digest: hash_digest(phc),
+                    });
+                    (AuthOutcome::Ok, stamp)
                 } else {
-                    AuthOutcome::BadCredentials
+                    (AuthOutcome::BadCredentials, None)
                 }
             }
             Work::ChangePassword { old, new } => change_password(shared, username, &old, &new),
+            Work::Snapshot { since } => (AuthOutcome::Users(snapshot(shared, since)), None),
         }
     }
 }
 
-/// Reloads the store if the file changed and returns a copy of the user's hash. The mutex is held
-/// only for this (a `stat`, sometimes a read), never during argon2.
-fn current_hash<T>(shared: &Shared<T>, username: &str) -> Option<String> {
-    let mut store = lock(&shared.store);
+/// Reloads the store if the file changed; the mutex must be held (`store` is its guard).
+fn reload<T>(shared: &Shared<T>, store: &mut UserStore) {
     match store.reload_if_changed() {
-        Ok(true) => log::info!(
-            "auth: reloaded {} ({} users)",
-            store.path().display(),
-            store.users().len()
-        ),
+        Ok(true) => {
+            let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            log::info!(
+                "auth: reloaded {} ({} users, generation {generation})",
+                store.path().display(),
+                store.users().len()
+            );
+        }
         Ok(false) => {}
         Err(e) => log::warn!("auth: keeping the users read before: {e}"),
     }
-    store.users().get(username).map(str::to_owned)
 }
 
-fn change_password<T>(shared: &Shared<T>, username: &str, old: &str, new: &str) -> AuthOutcome {
-    let stored = current_hash(shared, username);
+/// Reloads the store if the file changed and returns a copy of the user's hash, with the
+/// generation it was read in. The mutex is held only for this (a `stat`, sometimes a read), never
+/// during argon2.
+fn current_hash<T>(shared: &Shared<T>, username: &str) -> (Option<String>, u64) {
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    (store.users().get(username).map(str::to_owned), generation)
+}
+
+/// Every user's digest, if the store is at a newer generation than `since`.
+fn snapshot<T>(shared: &Shared<T>, since: u64) -> Option<UserSnapshot> {
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    if generation <= since {
+        return None;
+    }
+    let users = store.users();
+    let users = users
+        .names()
+        .filter_map(|name| Some((name.to_owned(), hash_digest(users.get(name)?))))
+        .collect();
+    Some(UserSnapshot { generation, users })
+}
+
+fn change_password<T>(
+    shared: &Shared<T>,
+    username: &str,
+    old: &str,
+    new: &str,
+) -> (AuthOutcome, Option<Stamp>) {
+    let (stored, generation) = current_hash(shared, username);
     if !user_store::verify_password(username, stored.as_deref(), old) {
-        return AuthOutcome::BadCredentials;
+        return (AuthOutcome::BadCredentials, None);
     }
     let Some(verified) = stored else {
-        return AuthOutcome::BadCredentials; // unreachable: an unknown user never verifies
+        return (AuthOutcome::BadCredentials, None); // unreachable: an unknown user never verifies
     };
     let new_hash = match user_store::hash_password(new) {
         Ok(hash) => hash,
         Err(StoreError::InvalidPassword(reason)) => {
-            return AuthOutcome::InvalidPassword(reason.to_owned());
+            return (AuthOutcome::InvalidPassword(reason.to_owned()), None);
         }
         Err(e) => {
             log::error!("auth user={username}: cannot hash the new password: {e}");
-            return AuthOutcome::StoreError(e.to_string());
+            return (AuthOutcome::StoreError(e.to_string()), None);
         }
     };
     let written = user_store::update(&shared.store_path, |users| {
@@ -316,15 +479,19 @@ fn change_password<T>(shared: &Shared<T>, username: &str, old: &str, new: &str) 
     match written {
         Ok(true) => {
             log::info!("auth user={username}: password changed");
-            AuthOutcome::Ok
+            let stamp = Stamp {
+                generation,
+                digest: hash_digest(&new_hash),
+            };
+            (AuthOutcome::Ok, Some(stamp))
         }
         Ok(false) => {
             log::info!("auth user={username}: password change lost a race with another change");
-            AuthOutcome::BadCredentials
+            (AuthOutcome::BadCredentials, None)
         }
         Err(e) => {
             log::error!("auth user={username}: cannot store the new password: {e}");
-            AuthOutcome::StoreError(e.to_string())
+            (AuthOutcome::StoreError(e.to_string()), None)
         }
     }
 }
@@ -478,6 +645,51 @@ mod tests {
     }
 
     #[test]
+    fn stamps_and_snapshots_follow_the_store_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let phc = crate::auth::user_store::UserStore::open(&path)
+            .unwrap()
+            .users()
+            .get("alice")
+            .unwrap()
+            .to_owned();
+        let mut h = Harness::start(&path, 1, 4);
+        h.pool.submit(verify(1, "alice", "old-pw")).unwrap();
+        let login = h.results(1).pop().unwrap();
+        let stamp = login.stamp.expect("a stamp for a good login");
+        assert_eq!(stamp.digest, hash_digest(&phc));
+        let snapshot = |h: &mut Harness, since| {
+            h.pool.submit(AuthJob::Snapshot { tag: 9, since }).unwrap();
+            match h.results(1).pop().unwrap().outcome {
+                AuthOutcome::Users(snapshot) => snapshot,
+                other => panic!("{other:?}"),
+            }
+        };
+        let first = snapshot(&mut h, 0).expect("newer than generation 0");
+        assert_eq!(first.generation, stamp.generation);
+        assert_eq!(first.users["alice"], stamp.digest);
+        assert_eq!(snapshot(&mut h, first.generation), None, "unchanged");
+        // A password change stamps the session with the new hash; the next snapshot has it.
+        h.pool
+            .submit(change(2, "alice", "old-pw", "new-pw"))
+            .unwrap();
+        let changed = h.results(1).pop().unwrap();
+        assert_eq!(changed.outcome, AuthOutcome::Ok);
+        let new_stamp = changed.stamp.expect("a stamp for the changer");
+        let second = snapshot(&mut h, first.generation).expect("the store changed");
+        assert!(second.generation > first.generation);
+        assert_eq!(second.users["alice"], new_stamp.digest);
+        assert_ne!(new_stamp.digest, stamp.digest);
+        h.pool.submit(verify(3, "alice", "wrong")).unwrap();
+        assert_eq!(
+            h.results(1).pop().unwrap().stamp,
+            None,
+            "no stamp on failure"
+        );
+    }
+
+    #[test]
     fn pool_sees_users_added_by_another_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.json"); // does not exist yet
@@ -625,6 +837,39 @@ mod tests {
             AuthOutcome::StoreError(_)
         ));
         assert_eq!(h.outcome(verify(3, "alice", "old-pw")), AuthOutcome::Ok);
+    }
+
+    #[test]
+    fn work_areas_are_released_after_a_quiet_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(dir.path());
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), Token(0)).unwrap());
+        let quiet = Duration::from_millis(300);
+        let pool = AuthPool::start_with_quiet(store, 2, 8, waker, quiet).unwrap();
+        let mut h = Harness {
+            poll,
+            events: Events::with_capacity(8),
+            pool,
+        };
+        assert_eq!(h.pool.work_area_bytes(), 0, "nothing held before any login");
+        for tag in 0..4 {
+            h.pool.submit(verify(tag, "alice", "old-pw")).unwrap();
+        }
+        let outcomes: Vec<AuthOutcome> = h.results(4).into_iter().map(|r| r.outcome).collect();
+        assert_eq!(outcomes, vec![AuthOutcome::Ok; 4]);
+        // Kept between checks: at least one 19 MiB area (m=19456 KiB) right after the logins.
+        let held = h.pool.work_area_bytes();
+        assert!(held >= 19456 * 1024, "held {held} bytes");
+        // Let go once quiet (each of the 2 threads within 2 quiet periods; deadline far beyond).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while h.pool.work_area_bytes() > 0 {
+            assert!(Instant::now() < deadline, "work areas still held");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // And a later login still works (a new area is allocated).
+        assert_eq!(h.outcome(verify(9, "alice", "old-pw")), AuthOutcome::Ok);
+        assert!(h.pool.work_area_bytes() >= 19456 * 1024);
     }
 
     #[test]

@@ -27,6 +27,11 @@ impl Dialer {
         self.targets.insert(kind.to_string(), path.to_path_buf());
     }
 
+    /// Stop dialling for `kind` (a reload removed or changed it).
+    pub fn remove(&mut self, kind: &str) {
+        self.targets.remove(kind);
+    }
+
     /// Whether `kind` is a dialled type.
     pub fn dials(&self, kind: &str) -> bool {
         self.targets.contains_key(kind)

@@ -52,6 +52,10 @@ struct Process {
     started: Option<Instant>,
     failures: u32,
     restart_at: Option<Instant>,
+    /// Replaced or removed by a reload: never restarted, stopped at `retire` time if still running.
+    old: bool,
+    /// When to send SIGTERM, then when to send SIGKILL, to an old process that has not exited.
+    retire: Option<(Instant, Instant)>,
     /// Starts after the first one.
     restarts: u64,
 }
@@ -82,42 +86,161 @@ impl Supervisor {
                 started: None,
                 failures: 0,
                 restart_at: Some(now),
+                old: false,
+                retire: None,
                 restarts: 0,
             });
         }
     }
 
-    /// The payload types that have processes to start.
+    /// The payload types that have (current) processes to start.
     pub fn kinds(&self) -> Vec<String> {
-        let mut kinds: Vec<String> = self.processes.iter().map(|p| p.spec.kind.clone()).collect();
+        let mut kinds: Vec<String> = self
+            .processes
+            .iter()
+            .filter(|p| !p.old)
+            .map(|p| p.spec.kind.clone())
+            .collect();
         kinds.dedup();
         kinds
     }
 
-    /// Reap exited processes and start those whose restart time has come.
+    /// Reload: the processes of `kind` become old (they keep running and serving, but are never
+    /// restarted) and `count` new ones of `spec` are added. The caller retires the old ones once
+    /// new ones serve ([`Supervisor::retire_pid`], [`Supervisor::retire_kind`]).
+    pub fn replace(&mut self, spec: ProcessSpec, count: usize, now: Instant) {
+        self.mark_old(&spec.kind);
+        self.add(spec, count, now);
+    }
+
+    /// The processes of `kind` become old: they keep running and serving, but are never restarted.
+    pub fn mark_old(&mut self, kind: &str) {
+        for p in self.processes.iter_mut().filter(|p| p.spec.kind == kind) {
+            p.old = true;
+            p.restart_at = None;
+        }
+    }
+
+    /// Reload removed `kind`, or its replacement serves: every old process of it is stopped with
+    /// SIGTERM at `term_at` if it has not exited by then (it normally exits on the EOF it gets
+    /// when the broker closes its connection), and SIGKILL at `kill_at`.
+    pub fn retire_kind(&mut self, kind: &str, term_at: Instant, kill_at: Instant, only_old: bool) {
+        for p in self.processes.iter_mut().filter(|p| p.spec.kind == kind) {
+            if only_old && !p.old {
+                continue;
+            }
+            p.old = true;
+            p.restart_at = None;
+            p.retire.get_or_insert((term_at, kill_at));
+        }
+    }
+
+    /// Stop one old process like [`Supervisor::retire_kind`].
+    pub fn retire_pid(&mut self, pid: u32, term_at: Instant, kill_at: Instant) {
+        for p in &mut self.processes {
+            if p.child.as_ref().is_some_and(|c| c.id() == pid) {
+                p.old = true;
+                p.restart_at = None;
+                p.retire.get_or_insert((term_at, kill_at));
+            }
+        }
+    }
+
+    /// Whether `pid` is one of this supervisor's processes replaced by a reload.
+    pub fn is_old(&self, pid: u32) -> bool {
+        self.processes
+            .iter()
+            .any(|p| p.old && p.child.as_ref().is_some_and(|c| c.id() == pid))
+    }
+
+    /// How many current (not old) processes `kind` should have.
+    pub fn current_count(&self, kind: &str) -> usize {
+        self.processes
+            .iter()
+            .filter(|p| !p.old && p.spec.kind == kind)
+            .count()
+    }
+
+    /// Reap exited processes, start those whose restart time has come, and stop retired ones
+    /// that outstay their time.
     pub fn tick(&mut self, now: Instant) {
         for p in &mut self.processes {
             p.reap(now);
             if p.child.is_none() && p.restart_at.is_some_and(|at| at <= now) {
                 p.start(&self.server, now);
             }
+            if let (Some(child), Some((term_at, kill_at))) = (&mut p.child, p.retire) {
+                if now >= kill_at {
+                    warn!(
+                        "handler={} process {} outstayed its retirement; killing it",
+                        p.spec.kind,
+                        child.id()
+                    );
+                    let _ = child.kill();
+                    p.retire = None;
+                } else if now >= term_at {
+                    info!(
+                        "handler={} process {} retired; sending SIGTERM",
+                        p.spec.kind,
+                        child.id()
+                    );
+                    signal(child, libc::SIGTERM);
+                    p.retire = Some((kill_at, kill_at));
+                }
+            }
         }
+        // Old processes that exited are gone for good.
+        self.processes.retain(|p| !(p.old && p.child.is_none()));
     }
 
-    /// When the next restart is due.
+    /// When the next restart or retirement step is due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.processes
+        let restarts = self
+            .processes
             .iter()
             .filter(|p| p.child.is_none())
-            .filter_map(|p| p.restart_at)
-            .min()
+            .filter_map(|p| p.restart_at);
+        let retirements = self
+            .processes
+            .iter()
+            .filter(|p| p.child.is_some())
+            .filter_map(|p| p.retire.map(|(term_at, _)| term_at));
+        restarts.chain(retirements).min()
+    }
+
+    /// Wait up to `timeout` for every process to exit by itself (after the broker closed their
+    /// connections they get EOF); true if none is left running. Only called once the loop has
+    /// stopped serving.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        for p in &mut self.processes {
+            p.restart_at = None;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut running = false;
+            for p in &mut self.processes {
+                if let Some(child) = &mut p.child {
+                    match child.try_wait() {
+                        Ok(Some(_)) | Err(_) => p.child = None,
+                        Ok(None) => running = true,
+                    }
+                }
+            }
+            if !running {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `(processes configured, restarts so far)` of a type's started processes.
     pub fn figures(&self, kind: &str) -> (usize, u64) {
         self.processes
             .iter()
-            .filter(|p| p.spec.kind == kind)
+            .filter(|p| p.spec.kind == kind && !p.old)
             .fold((0, 0), |(n, r), p| (n + 1, r + p.restarts))
     }
 
@@ -204,6 +327,10 @@ impl Process {
             .started
             .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
         self.child = None;
+        if self.old {
+            info!("{} (replaced) exited ({status})", self.name());
+            return;
+        }
         if ran >= HEALTHY_AFTER {
             self.failures = 0;
         }

@@ -217,19 +217,27 @@ impl Framed {
 
     /// The next complete frame body in the input, if any.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let mut body = Vec::new();
+        Ok(self.next_frame_into(&mut body)?.then_some(body))
+    }
+
+    /// [`Framed::next_frame`] into a buffer the caller reuses (replacing its contents), so that
+    /// taking a frame out allocates nothing once the buffer has grown. True if there was one.
+    pub fn next_frame_into(&mut self, body: &mut Vec<u8>) -> Result<bool, FrameError> {
         if let Some(error) = self.transport.ws.as_mut().and_then(|ws| ws.take_error()) {
             return Err(error);
         }
         match self.decoder.decode(&self.input[self.input_pos..])? {
-            Some((used, body)) => {
-                let body = body.to_vec();
+            Some((used, frame)) => {
+                body.clear();
+                body.extend_from_slice(frame);
                 self.input_pos += used;
                 if self.input_pos == self.input.len() {
                     self.input.clear();
                     self.input_pos = 0;
                     shrink(&mut self.input);
                 }
-                Ok(Some(body))
+                Ok(true)
             }
             None => {
                 // Keep only the incomplete frame's bytes.
@@ -237,7 +245,7 @@ impl Framed {
                     self.input.drain(..self.input_pos);
                     self.input_pos = 0;
                 }
-                Ok(None)
+                Ok(false)
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod framed;
+pub mod local;
 pub mod tls;
 pub mod transport;
 pub mod ws;

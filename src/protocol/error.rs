@@ -74,6 +74,8 @@ pub enum ErrorCode {
     IdleTimeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// The session's user was deleted, or its password changed elsewhere (the connection is closed).
+    SessionRevoked,
     /// An administrator closed the connection (`besterd ctl kick`; the connection is closed).
     Kicked,
     /// Something went wrong inside the server; the details are in its log.
@@ -82,7 +84,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` is its position here).
-    pub const ALL: [ErrorCode; 34] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidUtf8,
         ErrorCode::InvalidJson,
@@ -115,6 +117,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::IdleTimeout,
         ErrorCode::ShuttingDown,
+        ErrorCode::SessionRevoked,
         ErrorCode::Kicked,
         ErrorCode::InternalError,
     ];
@@ -154,6 +157,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::SessionRevoked => "session_revoked",
             ErrorCode::Kicked => "kicked",
             ErrorCode::InternalError => "internal_error",
         }

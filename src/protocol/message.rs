@@ -243,6 +243,20 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
     serde_json::from_str(text).map_err(|e| describe::<T>(text, &e))
 }
 
+/// [`parse_json`] in one pass for frames whose only opaque part is `payload.data` (see
+/// [`super::validate::parse_one_pass`]); on any failure the full path gives the exact error.
+fn parse_frame<T: DeserializeOwned>(
+    body: &[u8],
+    data: impl FnOnce(&T) -> Option<&RawValue>,
+) -> Result<T, ErrorBody> {
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Some(value) = super::validate::parse_one_pass(text, data)
+    {
+        return Ok(value);
+    }
+    parse_json(body)
+}
+
 /// Say where a typed parse failed: parse again (on this error path only) tracking the field path.
 fn describe<T: DeserializeOwned>(text: &str, e: &serde_json::Error) -> ErrorBody {
     if e.classify() != serde_json::error::Category::Data {
@@ -345,7 +359,7 @@ pub fn validate_type(kind: &str) -> Result<(), ErrorBody> {
 
 /// Parse a frame from a client connection.
 pub fn parse_inbound(body: &[u8]) -> Result<Inbound, ErrorBody> {
-    let raw: RawInbound = parse_json(body)?;
+    let raw: RawInbound = parse_frame(body, |r: &RawInbound| r.payload.as_ref()?.data.as_deref())?;
     let invalid = |text: &str| Err(ErrorBody::new(ErrorCode::InvalidMessage, text));
     if let Some(id) = &raw.header.id
         && id.len() > MAX_ID_LEN
@@ -442,7 +456,9 @@ pub struct ClientFrame<'a, D: Serialize + ?Sized> {
 
 /// Serialize a frame body. Serializing our own structs cannot fail.
 pub fn to_body<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("serializing a protocol struct")
+    let mut body = super::pool::take();
+    serde_json::to_writer(&mut body, value).expect("serializing a protocol struct");
+    body
 }
 
 /// The body of an error reply to a client.
@@ -683,7 +699,9 @@ impl<'de> Deserialize<'de> for CommandData {
 
 /// Parse a frame from a handler.
 pub fn parse_handler_message(body: &[u8]) -> Result<HandlerMessage, ErrorBody> {
-    let raw: RawHandlerMessage = parse_json(body)?;
+    let raw: RawHandlerMessage = parse_frame(body, |r: &RawHandlerMessage| {
+        r.payload.as_ref()?.data.as_deref()
+    })?;
     let bad = |text: String| ErrorBody::new(ErrorCode::BadHandlerReply, text);
     let header = raw.header;
     let (name, data) = match (header.command, header.command_data) {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod frame;
 pub mod message;
 pub mod peer;
+pub mod pool;
 pub mod validate;
 
 pub use error::ErrorCode;

@@ -14,9 +14,12 @@
 //!   timed out, with one report per server;
 //! - a request whose handler goes away or times out is answered with an error, never dropped.
 
+mod answer;
 mod correlate;
 mod federation;
 mod id;
+mod idmap;
+mod lifecycle;
 mod respond;
 
 use std::cmp::Reverse;
@@ -36,6 +39,7 @@ use crate::protocol::message::{
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
 pub use id::ConnId;
+use idmap::IdMap;
 
 use federation::{Fanout, PeerEntry, Remote};
 use respond::Outcome;
@@ -200,15 +204,15 @@ struct HandlerErrorBody {
 pub struct Router {
     config: RouterConfig,
     presence: HashMap<String, Vec<ConnId>>,
-    clients: HashMap<ConnId, Client>,
+    clients: IdMap<ConnId, Client>,
     pools: BTreeMap<String, Pool>,
     stats: RouterStats,
-    links: HashMap<ConnId, Link>,
-    pending: HashMap<u64, Pending>,
+    links: IdMap<ConnId, Link>,
+    pending: IdMap<u64, Pending>,
     peers: BTreeMap<String, PeerEntry>,
-    peer_links: HashMap<ConnId, String>,
-    fanouts: HashMap<u64, Fanout>,
-    remote: HashMap<u64, Remote>,
+    peer_links: IdMap<ConnId, String>,
+    fanouts: IdMap<u64, Fanout>,
+    remote: IdMap<u64, Remote>,
     deadlines: BinaryHeap<Reverse<(Instant, Due)>>,
     next_id: u64,
 }
@@ -219,15 +223,15 @@ impl Router {
         Router {
             config,
             presence: HashMap::new(),
-            clients: HashMap::new(),
+            clients: IdMap::default(),
             pools: BTreeMap::new(),
             stats: RouterStats::default(),
-            links: HashMap::new(),
-            pending: HashMap::new(),
+            links: IdMap::default(),
+            pending: IdMap::default(),
             peers: BTreeMap::new(),
-            peer_links: HashMap::new(),
-            fanouts: HashMap::new(),
-            remote: HashMap::new(),
+            peer_links: IdMap::default(),
+            fanouts: IdMap::default(),
+            remote: IdMap::default(),
             deadlines: BinaryHeap::new(),
             next_id: 1,
         }
@@ -496,8 +500,9 @@ impl Router {
         out: &mut Vec<Action>,
     ) -> Option<(u64, Vec<u8>)> {
         let token = self.next_id();
+        let mut digits = idmap::Digits::default();
         let body = handler_request(
-            &token.to_string(),
+            digits.of(token),
             pending.scope,
             &pending.from,
             &pending.via,
@@ -545,272 +550,6 @@ impl Router {
         stats.in_flight = stats.in_flight.saturating_sub(1);
         self.count_pending(&pending.origin, -1);
         Some(pending)
-    }
-
-    /// A frame a handler sent (already parsed).
-    pub fn handler_message(
-        &mut self,
-        conn: ConnId,
-        msg: HandlerMessage,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(link) = self.links.get(&conn) else {
-            return;
-        };
-        let kind = link.kind.clone();
-        let current = link.current;
-        let correlate = link.correlate;
-        let Some(token) = msg.request.as_deref() else {
-            // A handler correlated by order or connection answers without a token.
-            if let Some(token) = current {
-                let pending = self.take_pending(token).expect("current is pending");
-                self.route_answer(conn, pending, msg, now, out);
-                return self.one_answered(conn, correlate, out);
-            }
-            if self.drop_late_answer(conn, out) {
-                return;
-            }
-            return self.handler_push(conn, &kind, msg, now, out);
-        };
-        let owned = token
-            .parse::<u64>()
-            .ok()
-            .filter(|t| self.pending.get(t).is_some_and(|p| p.handler == Some(conn)));
-        let Some(token) = owned else {
-            let error = ErrorBody::new(
-                ErrorCode::BadHandlerReply,
-                format!("no request {token:?} is waiting for an answer from this handler"),
-            );
-            debug!("conn={conn} handler={kind} {error}");
-            self.stats.errors.count(error.code);
-            let body = handler_error_report(msg.request.as_deref(), msg.id.as_deref(), &error);
-            out.push(Action::Send { to: conn, body });
-            return;
-        };
-        let pending = self.take_pending(token).expect("checked above");
-        self.route_answer(conn, pending, msg, now, out);
-        self.one_answered(conn, correlate, out);
-    }
-
-    /// Route a handler's answer to the request it answers.
-    fn route_answer(
-        &mut self,
-        conn: ConnId,
-        pending: Pending,
-        msg: HandlerMessage,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
-        let stats = &mut self.stats.handlers[pending.stat];
-        stats
-            .latency
-            .observe(now.saturating_duration_since(pending.sent_at));
-        let answered_ok = msg.status != Status::Error && msg.payload.is_some();
-        stats.ended(if answered_ok {
-            RequestOutcome::Ok
-        } else {
-            RequestOutcome::Error
-        });
-        if msg.status == Status::Error {
-            let data = msg.payload.as_ref().and_then(|p| p.data.as_deref());
-            match data.and_then(|d| serde_json::from_str::<HandlerErrorBody>(d.get()).ok()) {
-                Some(error) => self.respond_error(&pending.origin, &error, out),
-                None if msg.status_code.is_some() => {
-                    let status = msg.status_code.as_deref().unwrap_or_default();
-                    self.fail_status(&pending.origin, &pending.kind, status, out);
-                }
-                None => {
-                    let text = format!("the {:?} handler reported an error", pending.kind);
-                    self.fail(
-                        &pending.origin,
-                        ErrorBody::new(ErrorCode::HandlerError, text),
-                        out,
-                    );
-                }
-            }
-            return;
-        }
-        let Some(payload) = msg.payload else {
-            let error = ErrorBody::new(ErrorCode::BadHandlerReply, "an ok answer needs a payload");
-            self.stats.errors.count(error.code);
-            out.push(Action::Send {
-                to: conn,
-                body: handler_error_report(msg.request.as_deref(), None, &error),
-            });
-            let text = format!("the {:?} handler sent a malformed answer", pending.kind);
-            return self.fail(
-                &pending.origin,
-                ErrorBody::new(ErrorCode::BadHandlerReply, text),
-                out,
-            );
-        };
-        match msg.command {
-            Command::Reply => {
-                let outcome = Outcome {
-                    kind_of: Some(&payload.kind),
-                    data: payload.data.as_deref(),
-                    ..Outcome::default()
-                };
-                self.respond_ok(&pending.origin, &outcome, out);
-            }
-            Command::SendClients(users) => {
-                let skip = pending.origin.client();
-                let (delivered, offline) =
-                    self.push_to_users(&users, &payload, &pending.from, skip, out);
-                // The sender sees the data only if it is one of the recipients on this server.
-                let sender_included = skip.is_some()
-                    && pending
-                        .from
-                        .user
-                        .as_ref()
-                        .is_some_and(|u| users.contains(u));
-                let outcome = Outcome {
-                    kind_of: Some(&payload.kind),
-                    data: if sender_included {
-                        payload.data.as_deref()
-                    } else {
-                        None
-                    },
-                    delivered: Some(&delivered),
-                    offline: Some(&offline),
-                    servers: None,
-                };
-                self.respond_ok(&pending.origin, &outcome, out);
-            }
-            Command::SendServers(servers) => {
-                let from = self.relay_sender(&pending.from, &pending.kind);
-                self.send_servers(
-                    pending.origin,
-                    from,
-                    pending.hops,
-                    &servers,
-                    &payload,
-                    now,
-                    out,
-                );
-            }
-            Command::SendHandler(next) => self.chain(pending, next, &payload, now, out),
-        }
-    }
-
-    /// Pass a payload on to the handler of `next`, refusing loops and over-long chains.
-    fn chain(
-        &mut self,
-        mut pending: Pending,
-        next: String,
-        payload: &Payload,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
-        if next == pending.kind || pending.via.contains(&next) {
-            let text = format!(
-                "sendHandler to {next:?} would loop (chain: {} -> {})",
-                pending.via.join(" -> "),
-                pending.kind
-            );
-            return self.fail(
-                &pending.origin,
-                ErrorBody::new(ErrorCode::HandlerLoop, text),
-                out,
-            );
-        }
-        if pending.via.len() + 2 > self.config.max_chain_depth {
-            let text = format!(
-                "sendHandler chain longer than {} handlers",
-                self.config.max_chain_depth
-            );
-            return self.fail(
-                &pending.origin,
-                ErrorBody::new(ErrorCode::ChainTooDeep, text),
-                out,
-            );
-        }
-        let previous = std::mem::replace(&mut pending.kind, next);
-        pending.via.push(previous);
-        self.dispatch(pending, payload, now, out);
-    }
-
-    /// Push a payload to every connection of `users` (except `skip`); returns (delivered, offline).
-    fn push_to_users(
-        &self,
-        users: &[String],
-        payload: &Payload,
-        from: &Sender,
-        skip: Option<ConnId>,
-        out: &mut Vec<Action>,
-    ) -> (Vec<String>, Vec<String>) {
-        let mut delivered = Vec::new();
-        let mut offline = Vec::new();
-        let mut seen = HashSet::new();
-        let push = to_body(&ClientFrame {
-            header: ClientHeader::push(&payload.kind, from),
-            data: &payload.data,
-        });
-        for user in users {
-            if !seen.insert(user.as_str()) {
-                continue;
-            }
-            match self.presence.get(user) {
-                Some(conns) => {
-                    for conn in conns.iter().filter(|c| Some(**c) != skip) {
-                        out.push(Action::Send {
-                            to: *conn,
-                            body: push.clone(),
-                        });
-                    }
-                    delivered.push(user.clone());
-                }
-                None => offline.push(user.clone()),
-            }
-        }
-        (delivered, offline)
-    }
-
-    /// A handler frame with no `request`: a push to users or servers, answered with a report.
-    fn handler_push(
-        &mut self,
-        conn: ConnId,
-        kind: &str,
-        msg: HandlerMessage,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
-        let origin = Origin::Push {
-            handler: conn,
-            id: msg.id.clone(),
-        };
-        let Some(payload) = &msg.payload else {
-            let error = ErrorBody::new(ErrorCode::BadHandlerReply, "a push needs a payload");
-            return self.fail(&origin, error, out);
-        };
-        let from = Sender {
-            user: None,
-            server: self.config.server.clone(),
-            handler: Some(kind.to_string()),
-        };
-        match &msg.command {
-            Command::SendClients(users) => {
-                let (delivered, offline) = self.push_to_users(users, payload, &from, None, out);
-                let outcome = Outcome {
-                    delivered: Some(&delivered),
-                    offline: Some(&offline),
-                    ..Outcome::default()
-                };
-                self.respond_ok(&origin, &outcome, out);
-            }
-            Command::SendServers(servers) => {
-                self.send_servers(origin, from, 0, servers, payload, now, out)
-            }
-            Command::Reply | Command::SendHandler(_) => {
-                let text = "a push (no request) must use sendClients or sendServers";
-                self.fail(
-                    &origin,
-                    ErrorBody::new(ErrorCode::BadHandlerReply, text),
-                    out,
-                );
-            }
-        }
     }
 
     /// A request could not be queued to its handler (the handler is not reading fast enough):

@@ -8,9 +8,9 @@
 //! `{"ok": false, "error": "..."}`, then closed.
 //!
 //! `reload` runs [`Server::reload`] (what SIGHUP runs) and `drain` runs
-//! [`Server::begin_shutdown`] (what SIGTERM runs).
+//! [`Server::begin_drain`] (what SIGTERM runs).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -29,6 +29,7 @@ use super::monitor::{ConnectionQuery, MAX_LIMIT};
 use super::token::{ADMIN_CONN_BASE, ADMIN_LISTENER, MONITOR_CONN_BASE};
 use crate::ctl::CTL_SOCKET;
 use crate::handler::RuntimeDir;
+use crate::net::local::{peer_cred, read_bounded, write_pending};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::router::ConnId;
@@ -98,31 +99,6 @@ impl Drop for Admin {
     }
 }
 
-/// The uid of the process at the other end of a Unix socket.
-fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a local of the right type.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        Ok(cred.uid)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Whether `uid` may use the control socket: root or the daemon's own user.
 fn allowed(uid: u32) -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -171,7 +147,7 @@ impl Server {
                     return;
                 }
             };
-            match peer_uid(&stream) {
+            match peer_cred(stream.as_raw_fd()).map(|(_, uid)| uid) {
                 Ok(uid) if allowed(uid) => {}
                 Ok(uid) => {
                     warn!("control socket: refused a connection from uid {uid}");
@@ -242,7 +218,7 @@ impl Server {
             self.admin_close(slot);
         }
         if drain {
-            self.begin_shutdown(now);
+            self.begin_drain(now);
         }
     }
 
@@ -266,8 +242,11 @@ impl Server {
             },
             "reload" => {
                 info!("reload requested on the control socket");
-                self.reload(now);
-                line(&json!({"ok": true}))
+                if self.reload(now) {
+                    line(&json!({"ok": true}))
+                } else {
+                    refusal("a reload is already in progress, or the server is draining")
+                }
             }
             "drain" => {
                 info!("drain requested on the control socket");
@@ -367,26 +346,8 @@ fn read_line(
     conn: &mut CtlConn,
     scratch: &mut [u8],
 ) -> Result<Option<Result<Request, String>>, ()> {
-    let mut eof = false;
-    loop {
-        let room = MAX_CTL_REQUEST + 1 - conn.input.len();
-        let cap = room.min(scratch.len());
-        match conn.stream.read(&mut scratch[..cap]) {
-            Ok(0) => {
-                eof = true;
-                break;
-            }
-            Ok(n) => {
-                conn.input.extend_from_slice(&scratch[..n]);
-                if conn.input.len() > MAX_CTL_REQUEST {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(()),
-        }
-    }
+    let eof = read_bounded(&mut conn.stream, &mut conn.input, MAX_CTL_REQUEST, scratch)
+        .map_err(|_| ())?;
     let end = conn.input.iter().position(|b| *b == b'\n');
     let text = match end {
         Some(end) => &conn.input[..end],
@@ -404,16 +365,7 @@ fn read_line(
 
 /// Write queued output; true once all of it is written (or the connection failed).
 fn write_some(conn: &mut CtlConn) -> bool {
-    while conn.written < conn.output.len() {
-        match conn.stream.write(&conn.output[conn.written..]) {
-            Ok(0) => return true,
-            Ok(n) => conn.written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
-        }
-    }
-    true
+    write_pending(&mut conn.stream, &conn.output, &mut conn.written)
 }
 
 #[cfg(test)]

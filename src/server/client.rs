@@ -48,8 +48,23 @@ pub struct AuthTag {
     purpose: Purpose,
 }
 
+impl AuthTag {
+    /// A job of the server's own (a user store check), not a connection's.
+    pub(super) fn internal() -> AuthTag {
+        AuthTag {
+            conn: ConnId {
+                slot: usize::MAX,
+                generation: 0,
+            },
+            ip: None,
+            purpose: Purpose::Internal,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Purpose {
+    Internal,
     Identify {
         digest: PasswordDigest,
     },
@@ -274,6 +289,9 @@ impl Server {
             server.tell_error(id, &error);
             server.finish(id, Instant::now(), "identify refused".into());
         };
+        if !self.life.accepting() {
+            return refuse(self, shutting_down());
+        }
         if identify.kind == "server" && !self.peers.is_empty() {
             return self.peer_identify(id, identify, Instant::now());
         }
@@ -304,6 +322,8 @@ impl Server {
                         },
                         username: user,
                         outcome: AuthOutcome::Ok,
+                        // No password hash stands behind this session.
+                        stamp: None,
                     };
                     return self.auth_result(result, Instant::now());
                 }
@@ -349,6 +369,9 @@ impl Server {
     }
 
     fn client_message(&mut self, id: ConnId, msg: ClientMessage, now: Instant) {
+        if !self.life.accepting() {
+            return self.reply_error(id, msg.id.as_deref(), &shutting_down());
+        }
         if msg.scope != Scope::Client {
             let error = ErrorBody::new(
                 ErrorCode::UnknownScope,
@@ -449,7 +472,7 @@ impl Server {
     fn submit_busy(&mut self, id: ConnId, purpose: Purpose, job: AuthJobKind) {
         let reply_id = match &purpose {
             Purpose::Authenticate { id, .. } | Purpose::Passwd { id, .. } => id.clone(),
-            Purpose::Identify { .. } | Purpose::Compat { .. } => None,
+            Purpose::Identify { .. } | Purpose::Compat { .. } | Purpose::Internal => None,
         };
         let ip = self.conn(id).and_then(|c| c.ip);
         let tag = AuthTag {
@@ -496,7 +519,15 @@ impl Server {
             tag,
             username,
             outcome,
+            stamp,
         } = result;
+        if matches!(tag.purpose, Purpose::Internal) {
+            let snapshot = match outcome {
+                AuthOutcome::Users(snapshot) => snapshot,
+                _ => None,
+            };
+            return self.users_checked(snapshot);
+        }
         let id = tag.conn;
         let server = self.config.name.clone();
         let max_frame = self.config.max_frame;
@@ -519,6 +550,7 @@ impl Server {
             server: &server,
         };
         match (tag.purpose, outcome) {
+            (Purpose::Internal, _) => {}
             (Purpose::Identify { .. }, AuthOutcome::Ok) if over_limit => {
                 info!("conn={id} user={username} refused: too many connections");
                 let error = too_many_for(&username, self.config.max_connections_per_user);
@@ -545,6 +577,7 @@ impl Server {
                     digest: Some(digest),
                 });
                 self.router.client_identified(id, &username);
+                self.session_started(id, &username, stamp);
                 self.arm_idle(id, now);
                 self.send(id, client_ok(None, None, &identity));
             }
@@ -557,6 +590,7 @@ impl Server {
                     digest: Some(digest),
                 });
                 self.router.client_identified(id, &username);
+                self.session_started(id, &username, stamp);
                 self.arm_idle(id, now);
                 self.client_message(id, *msg, now);
             }
@@ -594,6 +628,7 @@ impl Server {
                     id,
                     client_ok(reply_id.as_deref(), Some(AUTHENTICATE), &identity),
                 );
+                self.session_started(id, &username, stamp);
             }
             (Purpose::Authenticate { id: reply_id, .. }, outcome) => {
                 info!("conn={id} re-authentication as {username:?} failed");
@@ -619,6 +654,7 @@ impl Server {
                         }
                         let body = client_ok(reply_id.as_deref(), Some(PASSWD), &identity);
                         self.reply_ok(id, body);
+                        self.session_started(id, &username, stamp);
                         None
                     }
                     AuthOutcome::BadCredentials => Some(ErrorBody::new(
@@ -629,6 +665,7 @@ impl Server {
                         ErrorCode::InvalidMessage,
                         format!("new password refused: {why}"),
                     )),
+                    AuthOutcome::Users(_) => return,
                     AuthOutcome::StoreError(e) => {
                         warn!("conn={id} user={username} password change failed: {e}");
                         Some(ErrorBody::new(
@@ -689,6 +726,13 @@ enum AuthJobKind {
         old: String,
         new: String,
     },
+}
+
+fn shutting_down() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::ShuttingDown,
+        "the server is shutting down and takes no new messages",
+    )
 }
 
 /// Count a finished password check as a login (identify or `bester.authenticate`; `bester.passwd`

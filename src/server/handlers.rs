@@ -18,7 +18,7 @@ use crate::router::ConnId;
 
 impl Server {
     /// Accept handler connections on the socket of listener `index`.
-    pub(super) fn accept_handlers(&mut self, index: usize) {
+    pub(super) fn accept_handlers(&mut self, index: usize, now: Instant) {
         loop {
             let Some(h) = self.handler_listeners.get(index) else {
                 return;
@@ -33,6 +33,7 @@ impl Server {
                     return;
                 }
             };
+            let pid = super::reload::peer_pid(super::reload::fd_of(&stream));
             let role = Role::Handler {
                 kind: kind.clone(),
                 complained: false,
@@ -46,8 +47,12 @@ impl Server {
                 role,
                 max_frame,
             ) {
-                info!("conn={id} handler={kind} connected");
+                info!(
+                    "conn={id} handler={kind} connected (pid {})",
+                    pid.map_or("?".into(), |p| p.to_string())
+                );
                 self.router.handler_connected(id, &kind);
+                self.handler_joined(id, &kind, pid, now);
             }
         }
     }

@@ -106,18 +106,13 @@ fn load(config: &ListenerConfig) -> Result<Loaded, String> {
 }
 
 impl Listeners {
-    /// Bind `[server] listen` and every `[[listeners]]` entry, and register them.
-    pub fn bind(config: &Config, registry: &Registry) -> io::Result<Listeners> {
-        Listeners::bind_with(config, registry, |_| None)
-    }
-
-    /// Like [`Listeners::bind`], but a listener for which `inherited(name)` gives a socket
-    /// (socket activation: `"main"` for `[server] listen`, else the entry's `name`) uses it
-    /// instead of binding its address.
+    /// Bind `[server] listen` and every `[[listeners]]` entry, and register them; a listener
+    /// for which `inherited(name)` gives a socket (socket activation: `"main"` for
+    /// `[server] listen`, else the entry's `name`) uses it instead of binding its address.
     pub fn bind_with(
         config: &Config,
         registry: &Registry,
-        mut inherited: impl FnMut(&str) -> Option<std::net::TcpListener>,
+        mut inherited: impl FnMut(&str) -> io::Result<Option<TcpListener>>,
     ) -> io::Result<Listeners> {
         let main = ListenerConfig {
             name: "main".into(),
@@ -133,11 +128,8 @@ impl Listeners {
             .enumerate()
         {
             let (tls, ws) = load(&lc).map_err(io::Error::other)?;
-            let mut socket = match inherited(&lc.name) {
-                Some(std) => {
-                    std.set_nonblocking(true)?;
-                    TcpListener::from_std(std)
-                }
+            let mut socket = match inherited(&lc.name)? {
+                Some(socket) => socket,
                 None => TcpListener::bind(lc.address).map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot listen on {}: {e}", lc.address))
                 })?,

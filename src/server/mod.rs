@@ -5,18 +5,24 @@
 //! flushed. Edge-triggered: reads and accepts drain until `WouldBlock`, capped per event, with the
 //! rest picked up in the next iteration without waiting.
 
+pub mod activation;
 mod admin;
 mod client;
 mod conn;
 mod dial;
 mod handlers;
+mod lifecycle;
 pub mod limits;
 mod listeners;
 mod monitor;
 mod peers;
 mod prometheus;
+mod reload;
 mod report;
+mod revoke;
 pub mod token;
+
+pub use lifecycle::{Figures, status_line};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -29,13 +35,12 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::net::UnixListener;
 use mio::{Events, Interest, Poll, Waker};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::auth::worker::AuthPool;
-use crate::config::{Config, EXAMPLES_PLACEHOLDER, HandlerSource};
-use crate::handler::supervisor::{ProcessSpec, socket_path_fits};
+use crate::config::Config;
 use crate::handler::{Dialer, RuntimeDir, Supervisor};
 use crate::net::{Framed, ReadResult, Transport};
 use crate::protocol::ErrorCode;
@@ -46,9 +51,12 @@ use crate::stats::ServerStats;
 use crate::router::ConnId;
 use client::AuthTag;
 use conn::{ClientState, Conn, Role};
+use lifecycle::Lifecycle;
 use limits::LoginLimiter;
 use listeners::Listeners;
 use peers::PeerSlot;
+use reload::Reloads;
+use revoke::Sessions;
 use token::{ADMIN_LISTENER, CONN_BASE, HANDLER_LISTENER_BASE, LISTENER_BASE, MONITOR_CONN_BASE};
 use token::{MONITOR_LISTENER, SIGNALS, WAKER};
 
@@ -60,11 +68,6 @@ const MAX_ACCEPTS_PER_EVENT: usize = 256;
 const SCRATCH_SIZE: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last frames.
 const LINGER: Duration = Duration::from_secs(2);
-/// While starting, how often readiness is looked at again: a dialled handler's socket appearing
-/// wakes nothing, and a configuration with no handlers to wait for has nothing to wake the loop.
-const STARTUP_RECHECK: Duration = Duration::from_millis(50);
-/// How long shutdown waits for clients to take their last frames, and handlers to exit.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A deadline the loop must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -99,7 +102,7 @@ pub struct Server {
     per_ip: HashMap<IpAddr, usize>,
     peers: BTreeMap<String, PeerSlot>,
     supervisor: Supervisor,
-    handler_listeners: Vec<HandlerListener>,
+    handler_listeners: Slab<HandlerListener>,
     dialer: Dialer,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     actions: Vec<Action>,
@@ -108,8 +111,11 @@ pub struct Server {
     more_input: Vec<ConnId>,
     accept_again: bool,
     scratch: Box<[u8]>,
-    startup_deadline: Option<Instant>,
-    shutdown_deadline: Option<Instant>,
+    life: Lifecycle,
+    reloads: Reloads,
+    sessions: Sessions,
+    /// The frame being handled, reused from frame to frame (see `handle_buffered_frames`).
+    frame: Vec<u8>,
     stats: ServerStats,
     started: Instant,
     monitor: Option<monitor::Monitor>,
@@ -123,10 +129,20 @@ impl Server {
     /// the handler processes. Nothing is served until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let listeners = Listeners::bind(&config, poll.registry())?;
+        let mut activation = activation::Activation::from_env()?;
+        let activated = activation.is_active();
+        let listeners = Listeners::bind_with(&config, poll.registry(), |name| {
+            let taken = if name == "main" {
+                activation.take_client()?
+            } else {
+                activation.take_tcp(name)?
+            };
+            Ok(taken.map(mio::net::TcpListener::from_std))
+        })?;
+        activation.close_rest();
         let local_addr = listeners.main_addr();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
 
@@ -152,92 +168,23 @@ impl Server {
             Arc::clone(&waker),
         )?;
 
-        let runtime = RuntimeDir::create(config.runtime_dir.as_deref())?;
+        let runtime = RuntimeDir::create(config.runtime_dir.as_deref()).map_err(|e| {
+            let dir = config.runtime_dir.as_deref().map_or_else(
+                || "$RUNTIME_DIRECTORY or a temporary directory".to_string(),
+                |d| d.display().to_string(),
+            );
+            io::Error::new(e.kind(), format!("runtime directory {dir}: {e}"))
+        })?;
         let now = Instant::now();
-        let mut router = Router::new(RouterConfig {
+        let router = Router::new(RouterConfig {
             server: config.name.clone(),
             request_timeout: config.request_timeout,
             max_chain_depth: config.max_chain_depth,
             max_frame: config.max_frame,
         });
-        let mut supervisor = Supervisor::new(&config.name);
-        let mut handler_listeners = Vec::new();
-        let mut dialer = Dialer::new();
-        let mut examples: Option<PathBuf> = None;
-        for (kind, handler) in &config.handlers {
-            router.add_type_with(kind, handler.mode);
-            let path = match (&handler.connect, &handler.source) {
-                (Some(path), _) => path.clone(),
-                (None, HandlerSource::Socket(path)) => path.clone(),
-                (None, _) => runtime.socket_for(kind),
-            };
-            if !socket_path_fits(&path) {
-                return Err(io::Error::other(format!(
-                    "handler socket path {} is too long for a Unix socket",
-                    path.display()
-                )));
-            }
-            // A handler besterd dials owns its socket: nothing to bind here.
-            let listener = if handler.connect.is_some() {
-                dialer.add(kind, &path);
-                None
-            } else {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => debug!("removed stale socket {}", path.display()),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
-                    }
-                }
-                let mut unix = UnixListener::bind(&path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
-                })?;
-                poll.registry().register(
-                    &mut unix,
-                    mio::Token(HANDLER_LISTENER_BASE + handler_listeners.len()),
-                    Interest::READABLE,
-                )?;
-                Some(unix)
-            };
-            if let HandlerSource::Command {
-                argv,
-                processes,
-                env,
-                cwd,
-            } = &handler.source
-            {
-                let mut argv = argv.clone();
-                if argv.iter().any(|a| a.contains(EXAMPLES_PLACEHOLDER)) {
-                    let dir = match &examples {
-                        Some(dir) => dir.clone(),
-                        None => examples.insert(runtime.write_examples()?).clone(),
-                    };
-                    let dir = dir.to_string_lossy().into_owned();
-                    for arg in &mut argv {
-                        *arg = arg.replace(EXAMPLES_PLACEHOLDER, &dir);
-                    }
-                }
-                let spec = ProcessSpec {
-                    kind: kind.clone(),
-                    argv,
-                    env: env.clone(),
-                    cwd: cwd.clone(),
-                    socket: path.clone(),
-                };
-                supervisor.add(spec, *processes, now);
-            }
-            if let Some(listener) = listener {
-                handler_listeners.push(HandlerListener {
-                    kind: kind.clone(),
-                    listener,
-                    path,
-                });
-            }
-        }
-        supervisor.tick(now);
+        let supervisor = Supervisor::new(&config.name);
         let mut peers = BTreeMap::new();
         for (name, peer) in &config.peers {
-            router.add_peer(name);
             peers.insert(
                 name.clone(),
                 PeerSlot {
@@ -250,17 +197,14 @@ impl Server {
                 },
             );
         }
-        info!(
-            "server={} listening on {local_addr}; handler sockets in {}",
-            config.name,
-            runtime.path().display()
-        );
         let logins =
             LoginLimiter::new(config.login_failures_per_ip, config.login_failures_per_user);
         let monitor = monitor::Monitor::bind(&config, poll.registry())?;
         let admin = admin::Admin::bind(&runtime, poll.registry())?;
-        Ok(Server {
-            startup_deadline: Some(now + config.handler_startup_timeout),
+        let mut server = Server {
+            life: Lifecycle::new(now, config.handler_startup_timeout),
+            reloads: Reloads::new(waker),
+            sessions: Sessions::new(now),
             config,
             poll,
             listeners,
@@ -273,8 +217,8 @@ impl Server {
             per_ip: HashMap::new(),
             peers,
             supervisor,
-            handler_listeners,
-            dialer,
+            handler_listeners: Slab::new(),
+            dialer: Dialer::new(),
             timers: BinaryHeap::new(),
             actions: Vec::new(),
             to_close: Vec::new(),
@@ -282,13 +226,31 @@ impl Server {
             more_input: Vec::new(),
             accept_again: false,
             scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
-            shutdown_deadline: None,
+            frame: Vec::new(),
             stats: ServerStats::default(),
             started: now,
             monitor,
             admin,
             runtime,
-        })
+        };
+        for (kind, handler) in server.config.handlers.clone() {
+            server.add_handler(&kind, &handler, now)?;
+        }
+        for name in server.config.peers.keys() {
+            server.router.add_peer(name);
+        }
+        server.supervisor.tick(now);
+        info!(
+            "server={} listening on {local_addr}{}; handler sockets in {}",
+            server.config.name,
+            if activated {
+                " (socket activation)"
+            } else {
+                ""
+            },
+            server.runtime.path().display()
+        );
+        Ok(server)
     }
 
     /// The address the listener is bound to.
@@ -318,7 +280,10 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    WAKER => self.auth_results(now),
+                    WAKER => {
+                        self.auth_results(now);
+                        self.reload_results(now);
+                    }
                     SIGNALS => self.signals(now),
                     t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.control_accept(t, now),
                     mio::Token(t) if t >= CONN_BASE => {
@@ -342,7 +307,7 @@ impl Server {
                             self.accept_clients(i, now);
                         }
                     }
-                    mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE),
+                    mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE, now),
                 }
                 // Apply what this event routed before the next event is looked at: a later
                 // event may decide from the router's state (e.g. that a half-closed client has
@@ -352,23 +317,25 @@ impl Server {
             if std::mem::take(&mut self.accept_again) {
                 self.accept_all(now);
             }
-            for id in std::mem::take(&mut self.more_input) {
+            let mut more = std::mem::take(&mut self.more_input);
+            for id in more.drain(..) {
                 self.readable(id, now);
                 self.settle(now);
             }
+            keep_capacity(&mut self.more_input, more);
             self.fire_timers(now);
             self.control_timers(now);
             // Exits are reaped on SIGCHLD (see signals()); here only restarts that are due.
             if self.supervisor.next_deadline().is_some_and(|at| at <= now) {
                 self.supervisor.tick(now);
             }
-            if self.shutdown_deadline.is_none() {
+            if self.life.accepting() {
                 self.dial_peers(now);
             }
+            self.lifecycle_tick(now);
             self.settle(now);
             self.flush_dirty();
             self.settle(now);
-            self.check_ready(now);
             if self.shutdown_done(now) {
                 break;
             }
@@ -390,11 +357,8 @@ impl Server {
         consider(self.timers.peek().map(|Reverse((at, _))| *at));
         consider(self.supervisor.next_deadline());
         consider(self.next_dial());
-        consider(
-            self.startup_deadline
-                .map(|at| at.min(now + STARTUP_RECHECK)),
-        );
-        consider(self.shutdown_deadline);
+        consider(self.life.next_deadline(now));
+        consider(self.sessions.next_deadline());
         consider(self.control_deadline());
         next.map(|at| at.saturating_duration_since(now))
     }
@@ -481,6 +445,17 @@ impl Server {
     /// Handle every complete frame already received. False when the connection cannot take more
     /// input now (paused, closing or gone).
     fn handle_buffered_frames(&mut self, id: ConnId, now: Instant) -> bool {
+        // The loop's frame buffer, lent out while frames are handled (a nested call finds it
+        // empty and simply allocates its own).
+        let mut frame = std::mem::take(&mut self.frame);
+        let more = self.handle_frames_into(id, now, &mut frame);
+        if frame.capacity() <= SCRATCH_SIZE {
+            self.frame = frame;
+        }
+        more
+    }
+
+    fn handle_frames_into(&mut self, id: ConnId, now: Instant, frame: &mut Vec<u8>) -> bool {
         let max_pending = self.config.max_pending_per_connection;
         loop {
             let pending = self.router.pending_for(id);
@@ -503,9 +478,9 @@ impl Server {
                 return false;
             }
             conn.throttled = false;
-            let frame = match conn.io.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return true,
+            match conn.io.next_frame_into(frame) {
+                Ok(true) => {}
+                Ok(false) => return true,
                 Err(e) => {
                     warn!("{}: {e}; closing", conn.context());
                     let body = e.to_body();
@@ -518,13 +493,13 @@ impl Server {
                     }
                     return false;
                 }
-            };
+            }
             conn.last_seen = now;
             conn.traffic.frame_in();
             match &conn.role {
-                Role::Client(_) => self.client_frame(id, &frame, now),
-                Role::Handler { .. } => self.handler_frame(id, &frame, now),
-                Role::Peer(_) => self.peer_frame(id, &frame, now),
+                Role::Client(_) => self.client_frame(id, frame, now),
+                Role::Handler { .. } => self.handler_frame(id, frame, now),
+                Role::Peer(_) => self.peer_frame(id, frame, now),
             }
         }
     }
@@ -564,9 +539,12 @@ impl Server {
         if conn.closing.is_some() {
             return false;
         }
-        match conn.io.queue(&body) {
+        let queued = conn.io.queue(&body);
+        let body_len = body.len();
+        crate::protocol::pool::recycle(body);
+        match queued {
             Ok(()) => {
-                conn.traffic.frame_out(body.len());
+                conn.traffic.frame_out(body_len);
                 let drained = conn.read_closed && pending == 0 && !conn.paused();
                 let resume = conn.throttled && pending < self.config.max_pending_per_connection;
                 self.dirty.push(id);
@@ -624,6 +602,8 @@ impl Server {
             return;
         }
         let mut conn = self.conns.remove(id.slot);
+        self.sessions.forget(id);
+        self.reloads.forget(id);
         self.stats.traffic.add(&conn.traffic);
         conn.io.deregister(self.poll.registry());
         conn.io.shutdown();
@@ -665,7 +645,8 @@ impl Server {
     fn settle(&mut self, _now: Instant) {
         loop {
             if !self.actions.is_empty() {
-                for action in std::mem::take(&mut self.actions) {
+                let mut batch = std::mem::take(&mut self.actions);
+                for action in batch.drain(..) {
                     match action {
                         Action::Send { to, body } => self.send(to, body),
                         Action::Request { to, body, token } => {
@@ -677,6 +658,7 @@ impl Server {
                         Action::Close { conn } => self.close(conn, "request answered".into()),
                     }
                 }
+                keep_capacity(&mut self.actions, batch);
             } else if let Some((id, reason)) = self.to_close.pop() {
                 self.close(id, reason);
             } else {
@@ -689,7 +671,7 @@ impl Server {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
-        for id in dirty {
+        for id in dirty.drain(..) {
             let Some(conn) = self.conn(id) else {
                 continue;
             };
@@ -706,6 +688,7 @@ impl Server {
                 }
             }
         }
+        keep_capacity(&mut self.dirty, dirty);
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -780,105 +763,13 @@ impl Server {
         self.tell_error(id, &error);
         self.finish(id, now, "idle timeout".into());
     }
+}
 
-    fn signals(&mut self, now: Instant) {
-        let pending: Vec<i32> = self.signals.pending().collect();
-        for signal in pending {
-            match signal {
-                SIGTERM | SIGINT => self.begin_shutdown(now),
-                SIGCHLD => self.supervisor.tick(now),
-                SIGHUP => self.reload(now),
-                _ => {}
-            }
-        }
-    }
-
-    /// Once every started handler type has a connection (or the startup timeout passed): ready.
-    fn check_ready(&mut self, now: Instant) {
-        let Some(deadline) = self.startup_deadline else {
-            return;
-        };
-        let counts = self.router.handler_counts();
-        let missing: Vec<String> = self
-            .supervisor
-            .kinds()
-            .into_iter()
-            .filter(|k| counts.get(k).copied().unwrap_or(0) == 0 && !self.dialer.socket_exists(k))
-            .collect();
-        if !missing.is_empty() && now < deadline {
-            return;
-        }
-        self.startup_deadline = None;
-        if !missing.is_empty() {
-            warn!(
-                "handlers not connected after startup timeout: {}",
-                missing.join(", ")
-            );
-        }
-        let local_addr = self.listeners.main_addr();
-        info!(
-            "ready: server={} listening on {local_addr}",
-            self.config.name
-        );
-        if let Some(path) = &self.config.ready_file {
-            let tmp = path.with_extension("tmp");
-            // The main address first, then `name kind address` for each [[listeners]] entry.
-            let text = format!("{local_addr}\n{}", self.listeners.ready_lines());
-            let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
-            if let Err(e) = written {
-                error!("cannot write ready file {}: {e}", path.display());
-            }
-        }
-    }
-
-    /// Reload what can be reloaded (SIGHUP, `besterd ctl reload`).
-    fn reload(&mut self, _now: Instant) {
-        info!(
-            "reload: listener certificates and files (the user store is re-read when it changes)"
-        );
-        self.reload_listeners();
-    }
-
-    fn begin_shutdown(&mut self, now: Instant) {
-        if self.shutdown_deadline.is_some() {
-            return;
-        }
-        info!("shutting down");
-        self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-        self.listeners.close_all(self.poll.registry());
-        self.router
-            .fail_all(ErrorCode::ShuttingDown, &mut self.actions);
-        let clients: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.role, Role::Client(_)))
-            .map(|(_, c)| c.id)
-            .collect();
-        self.settle(now);
-        for id in clients {
-            self.finish(id, now, "server shutting down".into());
-        }
-    }
-
-    fn shutdown_done(&self, now: Instant) -> bool {
-        let Some(deadline) = self.shutdown_deadline else {
-            return false;
-        };
-        now >= deadline
-            || !self
-                .conns
-                .iter()
-                .any(|(_, c)| matches!(c.role, Role::Client(_)))
-    }
-
-    fn finish_shutdown(&mut self) {
-        self.supervisor.stop_all(SHUTDOWN_GRACE);
-        for h in &self.handler_listeners {
-            let _ = std::fs::remove_file(&h.path);
-        }
-        info!(
-            "stopped; removing {} if besterd created it",
-            self.runtime.path().display()
-        );
+/// Put an emptied work list back unless new work was queued meanwhile, so that the loop's lists
+/// keep their capacity instead of allocating again on every pass.
+fn keep_capacity<T>(list: &mut Vec<T>, emptied: Vec<T>) {
+    debug_assert!(emptied.is_empty());
+    if list.is_empty() && emptied.capacity() <= 4096 {
+        *list = emptied;
     }
 }

@@ -24,6 +24,7 @@ use slab::Slab;
 use super::Server;
 use super::token::{MONITOR_CONN_BASE, MONITOR_LISTENER};
 use crate::config::Config;
+use crate::net::local::{read_bounded, write_pending};
 
 /// Largest request (request line plus headers) read from a monitoring connection.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -272,26 +273,8 @@ impl Server {
 /// Read what is there and try to parse a request. `Err` when the connection is gone before a
 /// whole request arrived (a client may half-close right after its request: that is answered).
 fn read_request(conn: &mut HttpConn, scratch: &mut [u8]) -> Result<Parsed, ()> {
-    let mut eof = false;
-    loop {
-        let room = MAX_REQUEST + 1 - conn.input.len();
-        let cap = room.min(scratch.len());
-        match conn.stream.read(&mut scratch[..cap]) {
-            Ok(0) => {
-                eof = true;
-                break;
-            }
-            Ok(n) => {
-                conn.input.extend_from_slice(&scratch[..n]);
-                if conn.input.len() > MAX_REQUEST {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(()),
-        }
-    }
+    let eof =
+        read_bounded(&mut conn.stream, &mut conn.input, MAX_REQUEST, scratch).map_err(|_| ())?;
     match parse(&conn.input) {
         Parsed::Partial if eof => Err(()),
         parsed => Ok(parsed),
@@ -320,16 +303,7 @@ fn parse(input: &[u8]) -> Parsed {
 
 /// Write queued output; true once all of it is written (or the connection failed).
 fn write_some(conn: &mut HttpConn) -> bool {
-    while conn.written < conn.output.len() {
-        match conn.stream.write(&conn.output[conn.written..]) {
-            Ok(0) => return true,
-            Ok(n) => conn.written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
-        }
-    }
-    true
+    write_pending(&mut conn.stream, &conn.output, &mut conn.written)
 }
 
 const JSON: &str = "application/json";

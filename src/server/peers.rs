@@ -239,6 +239,9 @@ impl Server {
             return self.close(id, "peer no longer configured".into());
         };
         match (state, frame) {
+            (PeerState::Up, PeerFrame::Message(m)) if !self.life.accepting() => {
+                self.router.refuse_peer_message(id, m, &mut self.actions)
+            }
             (PeerState::Up, PeerFrame::Message(m)) => {
                 self.router.peer_message(id, m, now, &mut self.actions)
             }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::Server;
 use super::conn::{PeerState, Role};
+use super::lifecycle::Phase;
 use super::monitor::ConnectionQuery;
 use crate::config::HandlerSource;
 use crate::stats::{ErrorCounts, Histogram, Messages, RequestOutcome, RoleKind, Traffic};
@@ -55,11 +56,12 @@ impl Server {
     /// process connected (types besterd dials per request, `connect`, have none between
     /// requests and are left out).
     pub(super) fn health(&self) -> Result<(), String> {
-        if self.shutdown_deadline.is_some() {
-            return Err("draining: the server is shutting down".into());
-        }
-        if self.startup_deadline.is_some() {
-            return Err("starting: waiting for handlers to connect".into());
+        match self.life.phase {
+            Phase::Draining(_) | Phase::Closing(_) => {
+                return Err("draining: the server is shutting down".into());
+            }
+            Phase::Starting(_) => return Err("starting: waiting for handlers to connect".into()),
+            Phase::Ready => {}
         }
         let counts = self.router.handler_counts();
         let missing: Vec<&str> = counts

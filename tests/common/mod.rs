@@ -77,6 +77,19 @@ impl Broker {
         tables: &str,
         users: &[(&str, &str)],
     ) -> Broker {
+        Broker::launch_with(name, listen, server_keys, tables, users, &Launch::default())
+    }
+
+    /// [`Broker::launch`] with extra environment, a wrapper command, or without waiting for the
+    /// ready file.
+    pub fn launch_with(
+        name: &str,
+        listen: &str,
+        server_keys: &str,
+        tables: &str,
+        users: &[(&str, &str)],
+        how: &Launch,
+    ) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         for (user, password) in users {
             add_user(&dir.path().join("users.json"), user, password);
@@ -92,7 +105,16 @@ impl Broker {
         // BESTERD_BIN: another build of the daemon (the load generator compares builds).
         let program =
             std::env::var_os("BESTERD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_besterd").into());
-        let child = Command::new(program)
+        let mut command = match how.wrapper.split_first() {
+            Some((wrapper, args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(args).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let child = command
+            .envs(how.env.iter().map(|(k, v)| (k, v)))
             .arg("serve")
             .arg("--config")
             .arg(dir.path().join("besterd.toml"))
@@ -112,12 +134,23 @@ impl Broker {
             addr: "127.0.0.1:0".parse().unwrap(),
             dir,
         };
+        if !how.wait_ready {
+            return broker;
+        }
+        broker.wait_ready();
+        broker
+    }
+
+    /// Wait for the ready file and take the address from it.
+    pub fn wait_ready(&mut self) {
+        let broker = self;
+        let ready = broker.dir.path().join("ready");
         let started = Instant::now();
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 let first = text.lines().next().unwrap_or_default();
                 broker.addr = first.trim().parse().expect("address in ready file");
-                return broker;
+                return;
             }
             if let Some(status) = broker.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
@@ -145,6 +178,27 @@ impl Broker {
                 (words.next() == Some(name)).then(|| words.nth(1).unwrap().parse().unwrap())
             })
             .unwrap_or_else(|| panic!("no listener {name:?} in the ready file:\n{text}"))
+    }
+
+    /// The configuration file (rewrite it, then SIGHUP, to test a reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("besterd.toml")
+    }
+
+    /// Wait (up to the deadline) for the daemon to exit by itself and return its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("besterd did not exit:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The daemon's log so far.
@@ -214,6 +268,26 @@ impl Drop for Broker {
                     self.log()
                 );
             }
+        }
+    }
+}
+
+/// How [`Broker::launch_with`] starts the daemon.
+pub struct Launch {
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// A program (and its arguments) that runs besterd, e.g. `systemd-socket-activate -l ...`.
+    pub wrapper: Vec<String>,
+    /// Wait for the ready file before returning.
+    pub wait_ready: bool,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            env: Vec::new(),
+            wrapper: Vec::new(),
+            wait_ready: true,
         }
     }
 }

@@ -3,6 +3,8 @@
 
 payload.data decides what it does with each request:
   {"action":"pid"}      -> reply {"pid": <this process id>}
+  {"action":"env"}      -> reply {"env": {...}} with the service manager's variables it sees
+                           (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*; the broker must strip them)
   {"action":"echo",...} -> reply with the data as it came
   {"action":"hang"}     -> never answer this request (keeps serving the others)
   {"action":"crash"}    -> exit at once with status 3, without answering
@@ -34,6 +36,10 @@ def handle(handler, request):
     besterlib.log.info("request %s: %s", request["header"].get("request"), action)
     if action == "pid":
         return besterlib.reply(request, {"pid": os.getpid()})
+    if action == "env":
+        prefixes = ("NOTIFY_", "LISTEN_", "WATCHDOG_")
+        seen = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+        return besterlib.reply(request, {"env": seen})
     if action == "echo":
         return besterlib.reply(request, data)
     if action == "hang":

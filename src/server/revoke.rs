@@ -1,0 +1,174 @@
+//! Session revocation: every logged-in session remembers which stored hash it stands on (a
+//! [`Stamp`] from the verifier). About once a second (and at once on SIGHUP) the verifier pool is
+//! asked whether the user store changed; when it did, every session whose user is gone, or whose
+//! user's hash is no longer the one the session stands on, is sent `session_revoked` and closed.
+//! The connection that changed its own password with `bester.passwd` stands on the new hash, so it
+//! stays; the user's other connections are revoked.
+//!
+//! The store is only read on the verifier threads (a `stat`, and a read when it changed); the loop
+//! compares digests.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use log::info;
+
+use super::Server;
+use super::client::AuthTag;
+use crate::auth::worker::{AuthJob, Stamp, UserSnapshot};
+use crate::protocol::ErrorCode;
+use crate::protocol::error::ErrorBody;
+use crate::router::ConnId;
+
+/// How often the user store is checked for changes.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the server knows of sessions and the user store.
+#[derive(Debug)]
+pub(super) struct Sessions {
+    stamps: HashMap<ConnId, (String, Stamp)>,
+    latest: Option<UserSnapshot>,
+    check_at: Instant,
+    asked: bool,
+}
+
+impl Sessions {
+    pub fn new(now: Instant) -> Sessions {
+        Sessions {
+            stamps: HashMap::new(),
+            latest: None,
+            check_at: now,
+            asked: false,
+        }
+    }
+
+    /// Check the store at the next loop iteration (SIGHUP).
+    pub fn check_soon(&mut self, now: Instant) {
+        self.check_at = now;
+    }
+
+    /// When the next check is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        (!self.asked).then_some(self.check_at)
+    }
+
+    /// A connection closed.
+    pub fn forget(&mut self, id: ConnId) {
+        self.stamps.remove(&id);
+    }
+}
+
+/// Why a session with this stamp is no longer valid in `snapshot`, if it is not.
+fn revoked(snapshot: &UserSnapshot, user: &str, stamp: &Stamp) -> Option<&'static str> {
+    if stamp.generation >= snapshot.generation {
+        return None; // the session was checked against this store or a newer one
+    }
+    match snapshot.users.get(user) {
+        None => Some("the user was deleted"),
+        Some(digest) if *digest != stamp.digest => Some("the password was changed elsewhere"),
+        Some(_) => None,
+    }
+}
+
+impl Server {
+    /// A session logged in (or changed its own password) standing on `stamp`.
+    pub(super) fn session_started(&mut self, id: ConnId, user: &str, stamp: Option<Stamp>) {
+        let Some(stamp) = stamp else { return };
+        let why = self
+            .sessions
+            .latest
+            .as_ref()
+            .and_then(|snap| revoked(snap, user, &stamp));
+        self.sessions.stamps.insert(id, (user.to_string(), stamp));
+        if let Some(why) = why {
+            self.revoke(id, user, why);
+        }
+    }
+
+    /// Ask the verifier pool whether the store changed, when due.
+    pub(super) fn users_tick(&mut self, now: Instant) {
+        if self.sessions.asked || now < self.sessions.check_at {
+            return;
+        }
+        self.sessions.check_at = now + CHECK_EVERY;
+        let since = self.sessions.latest.as_ref().map_or(0, |s| s.generation);
+        let job = AuthJob::Snapshot {
+            tag: AuthTag::internal(),
+            since,
+        };
+        // A full queue means logins are waiting: check again next time.
+        self.sessions.asked = self.auth.submit(job).is_ok();
+    }
+
+    /// The answer to a store check: revoke what the new store no longer backs.
+    pub(super) fn users_checked(&mut self, snapshot: Option<UserSnapshot>) {
+        self.sessions.asked = false;
+        let Some(snapshot) = snapshot else { return };
+        let mut gone: Vec<(ConnId, String, &'static str)> = self
+            .sessions
+            .stamps
+            .iter()
+            .filter_map(|(id, (user, stamp))| {
+                revoked(&snapshot, user, stamp).map(|why| (*id, user.clone(), why))
+            })
+            .collect();
+        gone.sort_unstable();
+        self.sessions.latest = Some(snapshot);
+        for (id, user, why) in gone {
+            self.revoke(id, &user, why);
+        }
+    }
+
+    fn revoke(&mut self, id: ConnId, user: &str, why: &str) {
+        self.sessions.forget(id);
+        if self.conn(id).is_none_or(|c| c.user() != Some(user)) {
+            return; // logged out, switched user or gone meanwhile
+        }
+        info!("conn={id} user={user} session revoked: {why}");
+        self.router.client_gone(id);
+        let error = ErrorBody::new(
+            ErrorCode::SessionRevoked,
+            format!("session revoked: {why}; log in again"),
+        );
+        self.tell_error(id, &error);
+        self.finish(id, Instant::now(), "session revoked".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(generation: u64, users: &[(&str, u64)]) -> UserSnapshot {
+        UserSnapshot {
+            generation,
+            users: users.iter().map(|(u, d)| (u.to_string(), *d)).collect(),
+        }
+    }
+
+    #[test]
+    fn deleted_and_changed_users_are_revoked_only_by_a_newer_store() {
+        let stamp = Stamp {
+            generation: 1,
+            digest: 7,
+        };
+        let same = snapshot(2, &[("alice", 7)]);
+        assert_eq!(revoked(&same, "alice", &stamp), None);
+        let changed = snapshot(2, &[("alice", 8)]);
+        assert_eq!(
+            revoked(&changed, "alice", &stamp),
+            Some("the password was changed elsewhere")
+        );
+        let deleted = snapshot(2, &[("bob", 7)]);
+        assert_eq!(
+            revoked(&deleted, "alice", &stamp),
+            Some("the user was deleted")
+        );
+        // A session checked against generation 2 is not judged by a generation-2 snapshot.
+        let newer = Stamp {
+            generation: 2,
+            digest: 9,
+        };
+        assert_eq!(revoked(&changed, "alice", &newer), None);
+    }
+}
