@@ -16,7 +16,7 @@ use sha2::Sha256;
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::worker::{AuthJob, AuthOutcome, AuthResult};
+use crate::auth::worker::{AuthJob, AuthOutcome, AuthResult, Stamp};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
@@ -571,27 +571,13 @@ impl Server {
             (Purpose::Identify { digest }, AuthOutcome::Ok) => {
                 info!("conn={id} user={username} logged in from {peer}");
                 conn.io.set_max_frame(max_frame);
-                conn.role = Role::Client(ClientState::Ready {
-                    user: username.clone(),
-                    busy: false,
-                    digest: Some(digest),
-                });
-                self.router.client_identified(id, &username);
-                self.session_started(id, &username, stamp);
-                self.arm_idle(id, now);
+                self.logged_in(id, &username, digest, stamp, now);
                 self.send(id, client_ok(None, None, &identity));
             }
             (Purpose::Compat { msg, digest }, AuthOutcome::Ok) => {
                 info!("conn={id} user={username} logged in from {peer} (header.authentication)");
                 conn.io.set_max_frame(max_frame);
-                conn.role = Role::Client(ClientState::Ready {
-                    user: username.clone(),
-                    busy: false,
-                    digest: Some(digest),
-                });
-                self.router.client_identified(id, &username);
-                self.session_started(id, &username, stamp);
-                self.arm_idle(id, now);
+                self.logged_in(id, &username, digest, stamp, now);
                 self.client_message(id, *msg, now);
             }
             (purpose @ (Purpose::Identify { .. } | Purpose::Compat { .. }), outcome) => {
@@ -705,6 +691,27 @@ impl Server {
     pub(super) fn tell_error_id(&mut self, id: ConnId, reply_id: Option<&str>, error: &ErrorBody) {
         self.stats.error(error.code, false);
         self.send(id, client_error(reply_id, error));
+    }
+
+    /// A first login succeeded (identify or an original-spec first frame): the session starts.
+    fn logged_in(
+        &mut self,
+        id: ConnId,
+        username: &str,
+        digest: PasswordDigest,
+        stamp: Option<Stamp>,
+        now: Instant,
+    ) {
+        if let Some(conn) = self.conn(id) {
+            conn.role = Role::Client(ClientState::Ready {
+                user: username.to_string(),
+                busy: false,
+                digest: Some(digest),
+            });
+        }
+        self.router.client_identified(id, username);
+        self.session_started(id, username, stamp);
+        self.arm_idle(id, now);
     }
 
     fn set_idle(&mut self, id: ConnId) {
