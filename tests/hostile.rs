@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use besterd::client::Client;
 use besterd::protocol::encode_frame;
-use common::{Broker, DEADLINE, code, eventually, handler};
+use common::{Broker, DEADLINE, Side, code, eventually, handler};
 use serde_json::{Value, json};
 
 /// A broker for hostile tests: the Python echo handler and the faulty test handler, short timeouts.
@@ -32,42 +32,10 @@ fn broker(server_keys: &str) -> Broker {
     )
 }
 
-/// The well-behaved client on the side.
-struct Side {
-    client: Client,
-    n: u32,
-}
-
-impl Side {
-    fn new(broker: &Broker) -> Side {
-        let mut side = Side {
-            client: broker.login("alice", "alice-pw"),
-            n: 0,
-        };
-        side.check();
-        side
-    }
-
-    /// An echo round trip is answered correctly, and nothing unasked-for arrived before it.
-    fn check(&mut self) {
-        self.n += 1;
-        let id = format!("side-{}", self.n);
-        self.client
-            .message(&id, "echo", &json!({"n": self.n}))
-            .unwrap();
-        let reply = self.client.recv().unwrap().expect("side connection open");
-        assert_eq!(
-            reply,
-            json!({"header":{"status":"ok","kind":"reply","id":id,"type":"echo"},"data":{"n": self.n}}),
-            "the side client saw something other than its own answer"
-        );
-    }
-}
-
 /// Run one row: `offend` misbehaves; before and after, the side client is served and the daemon up.
 fn row(server_keys: &str, offend: impl FnOnce(&mut Broker)) -> Broker {
     let mut broker = broker(server_keys);
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "alice", "alice-pw");
     offend(&mut broker);
     side.check();
     assert!(
@@ -686,7 +654,7 @@ fn handler_that_refuses_to_start() {
         &handlers,
         &[("alice", "alice-pw")],
     );
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "alice", "alice-pw");
     let mut c = broker.login("alice", "alice-pw");
     let reply = c.request("r", "refuser", &Value::Null).unwrap();
     assert_eq!(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use besterd::client::Client;
 use besterd::net::blocking::{Connection, Scheme};
 use besterd::net::tls::{Trust, client_config};
-use common::{Broker, DEADLINE, handler};
+use common::{Broker, DEADLINE, Side, handler};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{Value, json};
 
@@ -136,34 +136,6 @@ fn login(conn: &mut Connection, user: &str, password: &str) -> Value {
     recv(conn).expect("login reply")
 }
 
-/// A client on the plain TCP port whose echo round trips must keep working.
-struct Side {
-    client: Client,
-    n: u32,
-}
-
-impl Side {
-    fn new(broker: &Broker) -> Side {
-        let mut side = Side {
-            client: broker.login("bob", "bob-pw"),
-            n: 0,
-        };
-        side.check();
-        side
-    }
-
-    fn check(&mut self) {
-        self.n += 1;
-        let id = format!("side-{}", self.n);
-        let reply = self
-            .client
-            .request(&id, "echo", &json!({"n": self.n}))
-            .unwrap();
-        assert_eq!(reply["data"], json!({"n": self.n}), "{reply}");
-        assert_eq!(reply["header"]["id"], id);
-    }
-}
-
 #[test]
 fn every_transport_logs_in_and_round_trips() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,7 +206,7 @@ fn untrusted_and_expired_certificates_are_refused_by_the_client() {
         expired.key.display().to_string()
     );
     let broker = broker(&pki, &extra, "");
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "bob", "bob-pw");
     for scheme in [Scheme::Tls, Scheme::Wss] {
         let addr = broker.listener(if scheme == Scheme::Tls { "tls" } else { "wss" });
         let err = connect(scheme, addr, Some(&other.ca))
@@ -275,7 +247,7 @@ fn clear_text_on_a_tls_port_gets_an_alert_and_a_close() {
     let dir = tempfile::tempdir().unwrap();
     let pki = write_pki(dir.path(), "a", false);
     let broker = broker(&pki, "", "");
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "bob", "bob-pw");
     let mut raw = TcpStream::connect(broker.listener("tls")).unwrap();
     let mut frame = Vec::new();
     besterd::protocol::encode_frame(&identify("alice", "alice-pw"), &mut frame);
@@ -293,7 +265,7 @@ fn a_handshake_that_never_finishes_is_closed_and_counts_against_the_address() {
     let dir = tempfile::tempdir().unwrap();
     let pki = write_pki(dir.path(), "a", false);
     let broker = broker(&pki, "", "max_connections_per_ip = 3");
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "bob", "bob-pw");
     // Two stalled handshakes: a TLS client that sends nothing, a WebSocket one that sends half
     // a request head. With the side client that is the address's three.
     let started = Instant::now();
@@ -339,7 +311,7 @@ fn client_certificates_are_required_with_client_ca() {
         pki.ca.display().to_string()
     );
     let broker = broker(&pki, &extra, "");
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "bob", "bob-pw");
     let addr = broker.listener("mtls");
     // Without a certificate: TLS 1.3 finishes the client's side, the server refuses at once.
     let refused = connect(Scheme::Tls, addr, Some(&pki.ca)).and_then(|mut c| {
@@ -495,7 +467,7 @@ fn ws_broker() -> (tempfile::TempDir, Pki, Broker) {
 #[test]
 fn websocket_fragments_are_reassembled_and_pings_answered() {
     let (_dir, _pki, broker) = ws_broker();
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "bob", "bob-pw");
     let mut ws = RawWs::open(broker.listener("ws"));
     let body = identify("alice", "alice-pw");
     let (a, rest) = body.split_at(10);
@@ -523,7 +495,7 @@ fn websocket_fragments_are_reassembled_and_pings_answered() {
 #[test]
 fn oversized_websocket_messages_get_frame_too_large_and_1009() {
     let (_dir, _pki, broker) = ws_broker();
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "bob", "bob-pw");
     // Before identify the limit is 4096 bytes: one message over it.
     let mut ws = RawWs::open(broker.listener("ws"));
     ws.text(&vec![b' '; 5000]);
@@ -548,7 +520,7 @@ fn oversized_websocket_messages_get_frame_too_large_and_1009() {
 #[test]
 fn websocket_protocol_violations_are_closed_with_their_codes() {
     let (_dir, _pki, broker) = ws_broker();
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "bob", "bob-pw");
     // An unmasked frame from a client: 1002.
     let mut ws = RawWs::open(broker.listener("ws"));
     ws.send(true, 1, &identify("alice", "alice-pw"), false);
@@ -596,7 +568,7 @@ fn http(addr: SocketAddr, request: &str) -> String {
 #[test]
 fn the_websocket_listener_serves_the_web_client_and_checks_origins() {
     let (_dir, _pki, broker) = ws_broker();
-    let mut side = Side::new(&broker);
+    let mut side = Side::new(&broker, "bob", "bob-pw");
     let addr = broker.listener("ws");
     let page = http(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");

@@ -355,3 +355,37 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 pub fn code(frame: &Value) -> &str {
     frame["data"]["code"].as_str().unwrap_or("<none>")
 }
+
+/// A well-behaved client beside a test's misbehaving one: each check is an echo round trip that
+/// must be answered with exactly its own reply, with nothing unasked-for arriving before it.
+pub struct Side {
+    client: Client,
+    n: u32,
+}
+
+impl Side {
+    /// Log in on the broker's plain TCP port and check once.
+    pub fn new(broker: &Broker, user: &str, password: &str) -> Side {
+        let mut side = Side {
+            client: broker.login(user, password),
+            n: 0,
+        };
+        side.check();
+        side
+    }
+
+    /// One echo round trip, answered exactly.
+    pub fn check(&mut self) {
+        self.n += 1;
+        let id = format!("side-{}", self.n);
+        self.client
+            .message(&id, "echo", &serde_json::json!({"n": self.n}))
+            .unwrap();
+        let reply = self.client.recv().unwrap().expect("side connection open");
+        assert_eq!(
+            reply,
+            serde_json::json!({"header":{"status":"ok","kind":"reply","id":id,"type":"echo"},"data":{"n": self.n}}),
+            "the side client saw something other than its own answer"
+        );
+    }
+}
