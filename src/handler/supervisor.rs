@@ -215,6 +215,12 @@ impl Supervisor {
         for p in &mut self.processes {
             p.restart_at = None;
         }
+        self.wait_all(timeout)
+    }
+
+    /// Reap every process that has exited, polling up to `timeout`; true if none is left running.
+    /// Blocks: only for shutdown, once the loop has stopped serving.
+    fn wait_all(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let mut running = false;
@@ -266,21 +272,8 @@ impl Supervisor {
                 signal(child, libc::SIGTERM);
             }
         }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            let mut running = false;
-            for p in &mut self.processes {
-                if let Some(child) = &mut p.child {
-                    match child.try_wait() {
-                        Ok(Some(_)) | Err(_) => p.child = None,
-                        Ok(None) => running = true,
-                    }
-                }
-            }
-            if !running {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if self.wait_all(grace) {
+            return;
         }
         for p in &mut self.processes {
             if let Some(mut child) = p.child.take() {
