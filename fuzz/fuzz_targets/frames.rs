@@ -13,6 +13,8 @@
 //!   (type names, id length); `payload.data` is forwarded byte for byte; and the one-pass parse
 //!   weakens nothing: whenever the full strict check (`validate::check`: duplicate keys anywhere,
 //!   nesting over 64) refuses a body, both parsers refuse it with that check's exact text;
+//! - the fast lane (`protocol::scan`): whenever it reads a body, the serde path alone
+//!   (`parse_inbound_full`, `parse_handler_message_full`) accepts it with the same value;
 //! - every outbound body (error replies, requests to handlers, reports, pushes) is valid JSON and
 //!   carries the code as `ErrorCode::as_str` spells it.
 #![no_main]
@@ -22,11 +24,13 @@ use besterd::protocol::error::ErrorBody;
 use besterd::protocol::frame::{FrameDecoder, FrameError, HEADER_LEN};
 use besterd::protocol::validate;
 use besterd::protocol::message::{
-    ClientFrame, ClientHeader, Command, Credentials, Inbound, MAX_ID_LEN, Payload, Scope, Sender,
-    client_error, client_ok, handler_delivery_report, handler_error_report, handler_request,
-    handler_request_token, inbound_id, parse_handler_message, parse_inbound, parse_json, to_body,
-    validate_type,
+    ClientFrame, ClientHeader, Command, Credentials, Inbound, MAX_ID_LEN, PayloadRef, Scope,
+    Sender, client_error, client_ok, handler_delivery_report, handler_error_report,
+    handler_request_token, inbound_id, parse_handler_message, parse_handler_message_full,
+    parse_inbound, parse_inbound_full, parse_json, to_body, validate_type,
 };
+use besterd::protocol::scan;
+use besterd::protocol::write::{client_reply, handler_request};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -70,8 +74,31 @@ fuzz_target!(|data: &[u8]| {
         check_inbound(body);
         check_handler(body);
         check_strict(body);
+        check_fast_lane(body);
     }
 });
+
+/// What the fast lane reads, the serde path alone reads the same.
+fn check_fast_lane(body: &[u8]) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return;
+    };
+    if let Some(fast) = scan::client_message(text) {
+        let Ok(Inbound::Message(full)) = parse_inbound_full(body) else {
+            panic!("the fast lane read a client frame the full path refuses: {text}");
+        };
+        assert_eq!((&fast.id, fast.scope, &fast.payload), (&full.id, full.scope, &full.payload));
+        assert!(full.authentication.is_none());
+    }
+    if let Some(fast) = scan::handler_message(text) {
+        let full = parse_handler_message_full(body)
+            .unwrap_or_else(|e| panic!("the fast lane read a handler frame the full path refuses ({e}): {text}"));
+        assert_eq!(
+            (fast.status, &fast.status_code, &fast.command, &fast.request, &fast.id, &fast.payload),
+            (full.status, &full.status_code, &full.command, &full.request, &full.id, &full.payload)
+        );
+    }
+}
 
 /// A body the strict check refuses is refused by both parsers, with the check's text.
 fn check_strict(body: &[u8]) {
@@ -183,7 +210,7 @@ fn check_inbound(body: &[u8]) {
             assert!(validate_type(&msg.payload.kind).is_ok());
             assert!(msg.id.as_ref().is_none_or(|id| id.len() <= MAX_ID_LEN));
             // The lenient id reader used for errors agrees with the parser on every good frame.
-            assert_eq!(inbound_id(body), msg.id);
+            assert_eq!(inbound_id(body).as_deref(), msg.id.as_deref());
             let from = Sender {
                 user: Some("fuzz".into()),
                 server: "local".into(),
@@ -199,9 +226,11 @@ fn check_inbound(body: &[u8]) {
             let ok = client_ok(
                 msg.id.as_deref(),
                 Some(&msg.payload.kind),
-                &msg.payload.data,
+                &msg.payload.raw_data(),
             );
             check_forwarded(&ok, "data", &msg.payload);
+            let fast = client_reply(msg.id.as_deref(), Some(&msg.payload.kind), msg.payload.data.as_deref());
+            assert_eq!(fast, ok, "the hand-written reply is what serde writes");
             // Built-ins parse their data; failing that is invalid_message, never a panic.
             if let Err(error) = msg.payload.data_as::<Credentials>() {
                 assert_eq!(error.code, ErrorCode::InvalidMessage);
@@ -221,7 +250,7 @@ fn check_inbound(body: &[u8]) {
 fn check_handler(body: &[u8]) {
     match parse_handler_message(body) {
         Ok(msg) => {
-            let via: Vec<String> = match &msg.command {
+            let via: Vec<String> = match &*msg.command {
                 Command::SendHandler(kind) => {
                     assert!(validate_type(kind).is_ok());
                     vec![kind.clone()]
@@ -241,14 +270,14 @@ fn check_handler(body: &[u8]) {
                 let sender = Sender {
                     user: None,
                     server: "local".into(),
-                    handler: Some(payload.kind.clone()),
+                    handler: Some(payload.kind.to_string()),
                 };
                 let push = to_body(&ClientFrame {
                     header: ClientHeader::push(&payload.kind, &sender),
-                    data: &payload.data,
+                    data: &payload.raw_data(),
                 });
                 check_forwarded(&push, "data", payload);
-                let reply = client_ok(msg.request.as_deref(), Some(&payload.kind), &payload.data);
+                let reply = client_ok(msg.request.as_deref(), Some(&payload.kind), &payload.raw_data());
                 check_forwarded(&reply, "data", payload);
                 let next = handler_request("2", Scope::Client, &sender, &via, payload);
                 check_forwarded(&next, "payload", payload);
@@ -302,7 +331,7 @@ fn check_error_reply(body: &[u8], code: ErrorCode) {
 
 /// A body that forwards `payload`: valid JSON, with the data byte for byte as received
 /// (`null` when there was none), under `payload.data` or `data`.
-fn check_forwarded(body: &[u8], field: &str, payload: &Payload) {
+fn check_forwarded(body: &[u8], field: &str, payload: &PayloadRef<'_>) {
     let outbound: Outbound = serde_json::from_str(expect_json(body).get()).unwrap();
     let sent = match field {
         "payload" => {
@@ -312,6 +341,6 @@ fn check_forwarded(body: &[u8], field: &str, payload: &Payload) {
         }
         _ => outbound.data,
     };
-    let received = payload.data.as_deref().map_or("null", RawValue::get);
+    let received = payload.data.as_deref().unwrap_or("null");
     assert_eq!(sent.map_or("null", RawValue::get), received);
 }

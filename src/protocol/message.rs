@@ -1,9 +1,13 @@
 //! Message types, as serde structs: what clients, handlers and peers send, and what we send back.
 //!
 //! Parsing goes bytes → `&str` (UTF-8 checked) → typed struct; any failure becomes an
-//! [`ErrorBody`] with a stable code. `payload.data` stays a [`RawValue`]: the broker forwards it
-//! without parsing it again. Everything outbound is serialized from borrowed structs.
+//! [`ErrorBody`] with a stable code. `payload.data` stays JSON text: the broker forwards it
+//! without parsing it again. A client's message and a handler's answer in their common shapes are
+//! read by the fast lane in [`super::scan`], borrowing from the frame; every other frame, and every
+//! frame the fast lane leaves alone, by serde. Everything outbound is serialized from borrowed
+//! structs, the two hot frames by hand in [`super::write`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::DeserializeOwned;
@@ -105,9 +109,68 @@ impl Payload {
         }
     }
 
+    /// The payload as the router forwards it, owning its text.
+    pub fn into_ref(self) -> PayloadRef<'static> {
+        PayloadRef {
+            kind: Cow::Owned(self.kind),
+            data: self
+                .data
+                .map(|d| Cow::Owned(Box::<str>::from(d).into_string())),
+        }
+    }
+
+    /// The payload as the router forwards it.
+    pub fn as_ref(&self) -> PayloadRef<'_> {
+        PayloadRef {
+            kind: Cow::Borrowed(&self.kind),
+            data: self.data.as_deref().map(|d| Cow::Borrowed(d.get())),
+        }
+    }
+}
+
+/// JSON text that was checked when it came in, as a [`RawValue`] for serde-serialized frames:
+/// parsed again (these frames are off the hot path), which cannot fail.
+pub fn checked_json(text: &str) -> &RawValue {
+    serde_json::from_str(text).expect("JSON text checked on the way in")
+}
+
+impl Serialize for PayloadRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut payload = s.serialize_struct("Payload", 2)?;
+        payload.serialize_field("type", &*self.kind)?;
+        payload.serialize_field("data", &self.raw_data())?;
+        payload.end()
+    }
+}
+
+/// `payload` as the router forwards it: the type and the data's JSON text (already checked),
+/// borrowed from the frame they came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadRef<'a> {
+    /// The type the message is dispatched by.
+    pub kind: Cow<'a, str>,
+    /// The JSON text of `data`; `None` when missing or `null`.
+    pub data: Option<Cow<'a, str>>,
+}
+
+impl PayloadRef<'_> {
+    /// The same payload owning its text (to keep it past the frame).
+    pub fn into_owned(self) -> PayloadRef<'static> {
+        PayloadRef {
+            kind: Cow::Owned(self.kind.into_owned()),
+            data: self.data.map(|d| Cow::Owned(d.into_owned())),
+        }
+    }
+
+    /// `data` as a [`RawValue`] for serde-serialized frames (peer messages, pushes).
+    pub fn raw_data(&self) -> Option<&RawValue> {
+        self.data.as_deref().map(checked_json)
+    }
+
     /// Parse `data` as a built-in command's argument struct.
     pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, ErrorBody> {
-        let text = self.data.as_deref().map_or("null", RawValue::get);
+        let text = self.data.as_deref().unwrap_or("null");
         serde_json::from_str(text).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::InvalidMessage,
@@ -172,26 +235,38 @@ pub struct Identify {
     pub nonce: Option<String>,
 }
 
-/// A message from a client after identify.
+/// A message from a client after identify, borrowed from its frame.
 #[derive(Debug, Clone)]
-pub struct ClientMessage {
+pub struct ClientMessage<'a> {
     /// The client's correlation id, echoed in the reply.
-    pub id: Option<String>,
+    pub id: Option<Cow<'a, str>>,
     /// Always [`Scope::Client`] on a client connection.
     pub scope: Scope,
     /// What to dispatch.
-    pub payload: Payload,
+    pub payload: PayloadRef<'a>,
     /// The original spec's per-message credentials (`header.authentication`), if given.
     pub authentication: Option<Credentials>,
 }
 
+impl ClientMessage<'_> {
+    /// The same message owning its text (to keep it past the frame).
+    pub fn into_owned(self) -> ClientMessage<'static> {
+        ClientMessage {
+            id: self.id.map(|id| Cow::Owned(id.into_owned())),
+            scope: self.scope,
+            payload: self.payload.into_owned(),
+            authentication: self.authentication,
+        }
+    }
+}
+
 /// Any frame a client may send.
 #[derive(Debug, Clone)]
-pub enum Inbound {
+pub enum Inbound<'a> {
     /// `{"header":{"identify":{...}}}`.
     Identify(Identify),
     /// `{"header":{"scope":"client",...},"payload":{...}}`.
-    Message(ClientMessage),
+    Message(ClientMessage<'a>),
 }
 
 #[derive(Deserialize)]
@@ -338,14 +413,18 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
-/// Check a payload type name: 1 to 64 bytes of `[A-Za-z0-9._-]`.
-pub fn validate_type(kind: &str) -> Result<(), ErrorBody> {
-    let ok = !kind.is_empty()
+/// Whether a payload type name is 1 to 64 bytes of `[A-Za-z0-9._-]`.
+pub fn valid_type(kind: &str) -> bool {
+    !kind.is_empty()
         && kind.len() <= MAX_TYPE_LEN
         && kind
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Check a payload type name: 1 to 64 bytes of `[A-Za-z0-9._-]`.
+pub fn validate_type(kind: &str) -> Result<(), ErrorBody> {
+    if valid_type(kind) {
         Ok(())
     } else {
         Err(ErrorBody::new(
@@ -357,8 +436,19 @@ pub fn validate_type(kind: &str) -> Result<(), ErrorBody> {
     }
 }
 
-/// Parse a frame from a client connection.
-pub fn parse_inbound(body: &[u8]) -> Result<Inbound, ErrorBody> {
+/// Parse a frame from a client connection: the fast lane for a message in its common shape,
+/// serde for everything else.
+pub fn parse_inbound(body: &[u8]) -> Result<Inbound<'_>, ErrorBody> {
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Some(msg) = super::scan::client_message(text)
+    {
+        return Ok(Inbound::Message(msg));
+    }
+    parse_inbound_full(body)
+}
+
+/// [`parse_inbound`] by serde alone: the exact error for every frame it refuses.
+pub fn parse_inbound_full(body: &[u8]) -> Result<Inbound<'static>, ErrorBody> {
     let raw: RawInbound = parse_frame(body, |r: &RawInbound| r.payload.as_ref()?.data.as_deref())?;
     let invalid = |text: &str| Err(ErrorBody::new(ErrorCode::InvalidMessage, text));
     if let Some(id) = &raw.header.id
@@ -377,9 +467,9 @@ pub fn parse_inbound(body: &[u8]) -> Result<Inbound, ErrorBody> {
             let scope = Scope::parse(&scope)?;
             validate_type(&payload.kind)?;
             Ok(Inbound::Message(ClientMessage {
-                id: raw.header.id,
+                id: raw.header.id.map(Cow::Owned),
                 scope,
-                payload,
+                payload: payload.into_ref(),
                 authentication: raw.header.authentication,
             }))
         }
@@ -480,43 +570,6 @@ pub fn client_ok<D: Serialize + ?Sized>(
     to_body(&ClientFrame { header, data })
 }
 
-/// The header of a request to a handler.
-#[derive(Debug, Serialize)]
-struct RequestHeader<'a> {
-    kind: &'static str,
-    request: &'a str,
-    scope: Scope,
-    from: &'a Sender,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    via: &'a [String],
-}
-
-#[derive(Debug, Serialize)]
-struct RequestFrame<'a> {
-    header: RequestHeader<'a>,
-    payload: &'a Payload,
-}
-
-/// The body of a request to a handler. `via` lists the types a `sendHandler` chain came through.
-pub fn handler_request(
-    request: &str,
-    scope: Scope,
-    from: &Sender,
-    via: &[String],
-    payload: &Payload,
-) -> Vec<u8> {
-    to_body(&RequestFrame {
-        header: RequestHeader {
-            kind: "request",
-            request,
-            scope,
-            from,
-            via,
-        },
-        payload,
-    })
-}
-
 /// Where a handler's answer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -530,23 +583,38 @@ pub enum Command {
     SendHandler(String),
 }
 
-/// A frame from a handler.
+/// A frame from a handler, borrowed from its frame.
 #[derive(Debug, Clone)]
-pub struct HandlerMessage {
+pub struct HandlerMessage<'a> {
     /// ok / error.
     pub status: Status,
     /// The original spec's numeric status when it was not `"0"` (success): the client is told it
     /// with `handler_error`.
     pub status_code: Option<String>,
     /// Where the payload goes.
-    pub command: Command,
+    pub command: Cow<'a, Command>,
     /// The request this answers; `None` for a push (or an answer on a handler correlated by order
     /// or by connection).
-    pub request: Option<String>,
+    pub request: Option<Cow<'a, str>>,
     /// The handler's own id for a push, echoed in the delivery report.
-    pub id: Option<String>,
+    pub id: Option<Cow<'a, str>>,
     /// What to deliver.
-    pub payload: Option<Payload>,
+    pub payload: Option<PayloadRef<'a>>,
+}
+
+impl HandlerMessage<'_> {
+    /// The same message owning its text (to keep it past the frame).
+    pub fn into_owned(self) -> HandlerMessage<'static> {
+        let owned = |s: Option<Cow<'_, str>>| s.map(|s| Cow::Owned(s.into_owned()));
+        HandlerMessage {
+            status: self.status,
+            status_code: self.status_code,
+            command: Cow::Owned(self.command.into_owned()),
+            request: owned(self.request),
+            id: owned(self.id),
+            payload: self.payload.map(PayloadRef::into_owned),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -697,8 +765,19 @@ impl<'de> Deserialize<'de> for CommandData {
     }
 }
 
-/// Parse a frame from a handler.
-pub fn parse_handler_message(body: &[u8]) -> Result<HandlerMessage, ErrorBody> {
+/// Parse a frame from a handler: the fast lane for a reply in its common shape, serde for
+/// everything else.
+pub fn parse_handler_message(body: &[u8]) -> Result<HandlerMessage<'_>, ErrorBody> {
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Some(msg) = super::scan::handler_message(text)
+    {
+        return Ok(msg);
+    }
+    parse_handler_message_full(body)
+}
+
+/// [`parse_handler_message`] by serde alone: the exact error for every frame it refuses.
+pub fn parse_handler_message_full(body: &[u8]) -> Result<HandlerMessage<'static>, ErrorBody> {
     let raw: RawHandlerMessage = parse_frame(body, |r: &RawHandlerMessage| {
         r.payload.as_ref()?.data.as_deref()
     })?;
@@ -742,10 +821,10 @@ pub fn parse_handler_message(body: &[u8]) -> Result<HandlerMessage, ErrorBody> {
     Ok(HandlerMessage {
         status: header.status.status,
         status_code: header.status.code,
-        command,
-        request: header.request,
-        id: header.id,
-        payload: raw.payload,
+        command: Cow::Owned(command),
+        request: header.request.map(Cow::Owned),
+        id: header.id.map(Cow::Owned),
+        payload: raw.payload.map(Payload::into_ref),
     })
 }
 
@@ -848,7 +927,7 @@ mod tests {
         };
         assert_eq!(msg.id.as_deref(), Some("7"));
         assert_eq!(msg.payload.kind, "echo");
-        assert_eq!(msg.payload.data.unwrap().get(), r#"{"b": [1, 2]}"#);
+        assert_eq!(msg.payload.data.as_deref(), Some(r#"{"b": [1, 2]}"#));
     }
 
     #[test]
@@ -881,18 +960,18 @@ mod tests {
 
     #[test]
     fn handler_commands() {
-        let parse = |s: &str| parse_handler_message(s.as_bytes());
+        let parse = |s: &'static str| parse_handler_message(s.as_bytes());
         let msg = parse(r#"{"header":{"status":"ok","command":"sendClients","commandData":["a","b"],"request":"1"},"payload":{"type":"t","data":1}}"#).unwrap();
         assert_eq!(
             msg.command,
-            Command::SendClients(vec!["a".into(), "b".into()])
+            Cow::<Command>::Owned(Command::SendClients(vec!["a".into(), "b".into()]))
         );
         assert_eq!(msg.request.as_deref(), Some("1"));
         let msg =
             parse(r#"{"header":{"status":"ok","request":"1"},"payload":{"type":"t"}}"#).unwrap();
-        assert_eq!(msg.command, Command::Reply);
+        assert_eq!(*msg.command, Command::Reply);
         let msg = parse(r#"{"header":{"status":"ok","command":"sendHandler","commandData":"echo"},"payload":{"type":"t"}}"#).unwrap();
-        assert_eq!(msg.command, Command::SendHandler("echo".into()));
+        assert_eq!(*msg.command, Command::SendHandler("echo".into()));
         let err = parse(r#"{"header":{"status":"ok","command":"sendAll"}}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::BadHandlerReply);
         assert_eq!(err.error, "unknown command \"sendAll\"");
@@ -916,7 +995,7 @@ mod tests {
             Some(RawValue::from_string("5".into()).unwrap()),
         );
         assert_eq!(
-            payload.data_as::<PasswdData>().unwrap_err().error,
+            payload.as_ref().data_as::<PasswdData>().unwrap_err().error,
             "bad data for \"bester.passwd\": invalid type: integer `5`, expected an object"
         );
     }
@@ -934,7 +1013,8 @@ mod tests {
             handler: None,
         };
         let payload = Payload::new("echo", Some(RawValue::from_string("[1]".into()).unwrap()));
-        let body = handler_request("5", Scope::Client, &from, &[], &payload);
+        let body =
+            super::super::write::handler_request("5", Scope::Client, &from, &[], &payload.as_ref());
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             r#"{"header":{"kind":"request","request":"5","scope":"client","from":{"user":"alice","server":"a"}},"payload":{"type":"echo","data":[1]}}"#

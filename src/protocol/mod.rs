@@ -9,7 +9,9 @@ pub mod frame;
 pub mod message;
 pub mod peer;
 pub mod pool;
+pub mod scan;
 pub mod validate;
+pub mod write;
 
 pub use error::ErrorCode;
 pub use frame::{FrameDecoder, FrameError, encode_frame};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::{ErrorBody, ErrorCode};
-use super::message::{Payload, Sender, Status, parse_json, to_body, validate_type};
+use super::message::{Payload, PayloadRef, Sender, Status, parse_json, to_body, validate_type};
 
 /// What happened to a message at one peer server, as reported to whoever sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,11 +347,11 @@ struct MessageHeader<'a> {
 #[derive(Serialize)]
 struct MessageFrame<'a> {
     header: MessageHeader<'a>,
-    payload: &'a Payload,
+    payload: &'a PayloadRef<'a>,
 }
 
 /// A message to a peer.
-pub fn message_frame(msg: &str, from: &Sender, hops: u32, payload: &Payload) -> Vec<u8> {
+pub fn message_frame(msg: &str, from: &Sender, hops: u32, payload: &PayloadRef<'_>) -> Vec<u8> {
     to_body(&MessageFrame {
         header: MessageHeader {
             scope: "server",
@@ -475,7 +475,7 @@ mod tests {
             "chat",
             Some(RawValue::from_string("{\"t\":1}".into()).unwrap()),
         );
-        let body = message_frame("7", &from, 1, &payload);
+        let body = message_frame("7", &from, 1, &payload.as_ref());
         assert_eq!(
             String::from_utf8(body.clone()).unwrap(),
             r#"{"header":{"scope":"server","msg":"7","from":{"user":"alice","server":"a"},"hops":1},"payload":{"type":"chat","data":{"t":1}}}"#

@@ -9,7 +9,7 @@ impl Router {
     pub fn handler_message(
         &mut self,
         conn: ConnId,
-        msg: HandlerMessage,
+        msg: HandlerMessage<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -58,7 +58,7 @@ impl Router {
         &mut self,
         conn: ConnId,
         pending: Pending,
-        msg: HandlerMessage,
+        msg: HandlerMessage<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -74,7 +74,7 @@ impl Router {
         });
         if msg.status == Status::Error {
             let data = msg.payload.as_ref().and_then(|p| p.data.as_deref());
-            match data.and_then(|d| serde_json::from_str::<HandlerErrorBody>(d.get()).ok()) {
+            match data.and_then(|d| serde_json::from_str::<HandlerErrorBody>(d).ok()) {
                 Some(error) => self.respond_error(&pending.origin, &error, out),
                 None if msg.status_code.is_some() => {
                     let status = msg.status_code.as_deref().unwrap_or_default();
@@ -105,7 +105,7 @@ impl Router {
                 out,
             );
         };
-        match msg.command {
+        match msg.command.into_owned() {
             Command::Reply => {
                 let outcome = Outcome {
                     kind_of: Some(&payload.kind),
@@ -159,7 +159,7 @@ impl Router {
         &mut self,
         mut pending: Pending,
         next: String,
-        payload: &Payload,
+        payload: &PayloadRef<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -195,7 +195,7 @@ impl Router {
     fn push_to_users(
         &self,
         users: &[String],
-        payload: &Payload,
+        payload: &PayloadRef<'_>,
         from: &Sender,
         skip: Option<ConnId>,
         out: &mut Vec<Action>,
@@ -205,7 +205,7 @@ impl Router {
         let mut seen = HashSet::new();
         let push = to_body(&ClientFrame {
             header: ClientHeader::push(&payload.kind, from),
-            data: &payload.data,
+            data: &payload.raw_data(),
         });
         for user in users {
             if !seen.insert(user.as_str()) {
@@ -232,13 +232,13 @@ impl Router {
         &mut self,
         conn: ConnId,
         kind: &str,
-        msg: HandlerMessage,
+        msg: HandlerMessage<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
         let origin = Origin::Push {
             handler: conn,
-            id: msg.id.clone(),
+            id: msg.id.as_deref().map(str::to_string),
         };
         let Some(payload) = &msg.payload else {
             let error = ErrorBody::new(ErrorCode::BadHandlerReply, "a push needs a payload");
@@ -249,7 +249,7 @@ impl Router {
             server: self.config.server.clone(),
             handler: Some(kind.to_string()),
         };
-        match &msg.command {
+        match &*msg.command {
             Command::SendClients(users) => {
                 let (delivered, offline) = self.push_to_users(users, payload, &from, None, out);
                 let outcome = Outcome {

@@ -18,7 +18,7 @@ use log::debug;
 use super::{Action, ConnId, Link, Origin, Pending, Router};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::Payload;
+use crate::protocol::message::PayloadRef;
 use crate::stats::RequestOutcome;
 
 /// How a handler type's answers are matched to the requests they answer.
@@ -80,7 +80,7 @@ impl Router {
     pub(super) fn dispatch_one_at_a_time(
         &mut self,
         mut pending: Pending,
-        payload: &Payload,
+        payload: &PayloadRef<'_>,
         now: std::time::Instant,
         out: &mut Vec<Action>,
     ) {

@@ -17,7 +17,7 @@ use super::respond::Outcome;
 use super::{Action, Due, Origin, Pending, Router};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::{Payload, RESERVED_PREFIX, Scope, Sender, Status};
+use crate::protocol::message::{PayloadRef, RESERVED_PREFIX, Scope, Sender, Status};
 use crate::protocol::peer::{PeerAck, PeerMessage, ServerReport, ServerReports, message_frame};
 use crate::router::ConnId;
 use crate::stats::PeerStats;
@@ -147,7 +147,7 @@ impl Router {
         from: Sender,
         hops: u32,
         servers: &[String],
-        payload: &Payload,
+        payload: &PayloadRef<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -226,7 +226,7 @@ impl Router {
         }
         let fanout_state = Fanout {
             origin,
-            kind: payload.kind.clone(),
+            kind: payload.kind.to_string(),
             waiting,
             reports,
         };
@@ -359,6 +359,6 @@ impl Router {
             stat: 0,
             sent_at: now,
         };
-        self.dispatch(pending, &msg.payload, now, out);
+        self.dispatch(pending, &msg.payload.as_ref(), now, out);
     }
 }

@@ -22,6 +22,7 @@ mod idmap;
 mod lifecycle;
 mod respond;
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -33,9 +34,10 @@ use serde_json::value::RawValue;
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
-    ClientFrame, ClientHeader, ClientMessage, Command, HandlerMessage, Payload, Scope, Sender,
-    Status, handler_error_report, handler_request, to_body,
+    ClientFrame, ClientHeader, ClientMessage, Command, HandlerMessage, PayloadRef, Scope, Sender,
+    Status, handler_error_report, to_body,
 };
+use crate::protocol::write::handler_request;
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
 pub use id::ConnId;
@@ -399,7 +401,7 @@ impl Router {
     pub fn client_message(
         &mut self,
         conn: ConnId,
-        msg: ClientMessage,
+        msg: ClientMessage<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -408,9 +410,12 @@ impl Router {
             return;
         };
         let pending = Pending {
-            origin: Origin::Client { conn, id: msg.id },
+            origin: Origin::Client {
+                conn,
+                id: msg.id.map(Cow::into_owned),
+            },
             handler: None,
-            kind: msg.payload.kind.clone(),
+            kind: msg.payload.kind.to_string(),
             from: Sender {
                 user: Some(client.user.clone()),
                 server: self.config.server.clone(),
@@ -429,7 +434,7 @@ impl Router {
     fn dispatch(
         &mut self,
         mut pending: Pending,
-        payload: &Payload,
+        payload: &PayloadRef<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -496,7 +501,7 @@ impl Router {
     fn request_body(
         &mut self,
         pending: &Pending,
-        payload: &Payload,
+        payload: &PayloadRef<'_>,
         out: &mut Vec<Action>,
     ) -> Option<(u64, Vec<u8>)> {
         let token = self.next_id();

@@ -2,23 +2,23 @@
 //! id, a peer server gets an ack for its message number, a handler that pushed gets a report.
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::{Action, Origin, Router};
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
-    ClientFrame, ClientHeader, Status, client_error, handler_delivery_report, handler_error_report,
-    to_body,
+    ClientFrame, ClientHeader, Status, checked_json, client_error, handler_delivery_report,
+    handler_error_report, to_body,
 };
 use crate::protocol::peer::{AckContent, ServerReports, ack_error, ack_ok};
+use crate::protocol::write::client_reply;
 
 /// The parts of a successful answer.
 #[derive(Debug, Default)]
 pub(super) struct Outcome<'a> {
     /// The payload type.
     pub kind_of: Option<&'a str>,
-    /// The data, for a sender that is also a recipient.
-    pub data: Option<&'a RawValue>,
+    /// The data's JSON text, for a sender that is also a recipient.
+    pub data: Option<&'a str>,
     /// Users delivered to.
     pub delivered: Option<&'a [String]>,
     /// Users offline.
@@ -38,6 +38,13 @@ impl Router {
         let (to, body) = match origin {
             Origin::Client { conn, id } => {
                 self.stats.messages.answered(true);
+                let plain = outcome.delivered.is_none()
+                    && outcome.offline.is_none()
+                    && outcome.servers.is_none();
+                if plain {
+                    let body = client_reply(id.as_deref(), outcome.kind_of, outcome.data);
+                    return out.push(Action::Send { to: *conn, body });
+                }
                 let mut header = ClientHeader::reply(Status::Ok, id.as_deref());
                 header.kind_of = outcome.kind_of;
                 header.delivered = outcome.delivered;
@@ -47,14 +54,14 @@ impl Router {
                     *conn,
                     to_body(&ClientFrame {
                         header,
-                        data: &outcome.data,
+                        data: &outcome.data.map(checked_json),
                     }),
                 )
             }
             Origin::Peer { link, msg, .. } => {
                 let content = AckContent {
                     kind_of: outcome.kind_of,
-                    data: outcome.data,
+                    data: outcome.data.map(checked_json),
                     delivered: outcome.delivered,
                     offline: outcome.offline,
                     servers: outcome.servers,

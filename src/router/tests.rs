@@ -42,16 +42,18 @@ fn router() -> Router {
     r
 }
 
-fn msg(id: &str, kind: &str, data: Value) -> ClientMessage {
+fn msg(id: &str, kind: &str, data: Value) -> ClientMessage<'static> {
     let frame = json!({"header":{"scope":"client","id":id},"payload":{"type":kind,"data":data}});
     match parse_inbound(frame.to_string().as_bytes()).unwrap() {
-        Inbound::Message(m) => m,
+        Inbound::Message(m) => m.into_owned(),
         Inbound::Identify(_) => unreachable!(),
     }
 }
 
-fn answer(frame: Value) -> HandlerMessage {
-    parse_handler_message(frame.to_string().as_bytes()).unwrap()
+fn answer(frame: Value) -> HandlerMessage<'static> {
+    parse_handler_message(frame.to_string().as_bytes())
+        .unwrap()
+        .into_owned()
 }
 
 /// The actions as (destination, parsed JSON).

@@ -70,7 +70,7 @@ enum Purpose {
     },
     /// An original-spec first frame: log in with its `header.authentication`, then handle it.
     Compat {
-        msg: Box<ClientMessage>,
+        msg: Box<ClientMessage<'static>>,
         digest: PasswordDigest,
     },
     Authenticate {
@@ -212,7 +212,7 @@ impl Server {
             conn: id,
             ip,
             purpose: Purpose::Compat {
-                msg: Box::new(msg),
+                msg: Box::new(msg.into_owned()),
                 digest,
             },
         };
@@ -390,7 +390,7 @@ impl Server {
             return;
         };
         let reply_id = msg.id.as_deref();
-        let kind = msg.payload.kind.as_str();
+        let kind = &*msg.payload.kind;
         match kind {
             PING => self.reply_ok(id, client_ok(reply_id, Some(kind), "pong")),
             WHOAMI => {
@@ -419,7 +419,7 @@ impl Server {
                 Ok(Credentials { username, password }) => {
                     if self.login_allowed(id, &username, now) {
                         let purpose = Purpose::Authenticate {
-                            id: msg.id.clone(),
+                            id: msg.id.as_deref().map(str::to_string),
                             digest: password_digest(&username, &password),
                         };
                         self.submit_busy(id, purpose, AuthJobKind::Verify { username, password });
@@ -436,7 +436,7 @@ impl Server {
             PASSWD => match msg.payload.data_as::<PasswdData>() {
                 Ok(PasswdData { old, new }) => {
                     let purpose = Purpose::Passwd {
-                        id: msg.id.clone(),
+                        id: msg.id.as_deref().map(str::to_string),
                         digest: password_digest(&user, &new),
                     };
                     self.submit_busy(

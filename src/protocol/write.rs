@@ -1,0 +1,262 @@
+//! The hot-path writer: the two frames a broker sends most, a request to a handler and the reply
+//! to a client, written by hand into a pooled body buffer, with `data` copied as the text it came
+//! in. The bytes are exactly what serde writes for the same frame (the tests compare them), so
+//! every other frame can stay serde-serialized beside these.
+
+use super::message::{PayloadRef, Scope, Sender};
+use super::pool;
+
+/// JSON string escapes as serde_json writes them: `\"`, `\\`, the short forms of five control
+/// characters, and `\u00XX` (lowercase hex) for the other control characters; 0 = copied as is.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        table[c] = b'u';
+        c += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Append `s` as a JSON string.
+pub fn string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[b as usize];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        if escape == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.push(b'\\');
+            out.push(escape);
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Append `"key":` (keys are our own field names: nothing to escape).
+fn key(out: &mut Vec<u8>, key: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Append `,"key":"value"` when there is a value.
+fn optional(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        out.push(b',');
+        key(out, name);
+        string(out, value);
+    }
+}
+
+/// Append JSON text as it is, or `null`.
+fn raw(out: &mut Vec<u8>, json: Option<&str>) {
+    out.extend_from_slice(json.unwrap_or("null").as_bytes());
+}
+
+fn sender(out: &mut Vec<u8>, from: &Sender) {
+    out.push(b'{');
+    if let Some(user) = &from.user {
+        key(out, "user");
+        string(out, user);
+        out.push(b',');
+    }
+    key(out, "server");
+    string(out, &from.server);
+    optional(out, "handler", from.handler.as_deref());
+    out.push(b'}');
+}
+
+/// The body of a request to a handler:
+/// `{"header":{"kind":"request","request":R,"scope":S,"from":F,"via":[..]},"payload":P}`, `via`
+/// only when the request came through a `sendHandler` chain.
+pub fn handler_request(
+    request: &str,
+    scope: Scope,
+    from: &Sender,
+    via: &[String],
+    payload: &PayloadRef<'_>,
+) -> Vec<u8> {
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"kind\":\"request\",\"request\":");
+    string(&mut out, request);
+    out.extend_from_slice(match scope {
+        Scope::Client => b",\"scope\":\"client\",\"from\":".as_slice(),
+        Scope::Server => b",\"scope\":\"server\",\"from\":",
+    });
+    sender(&mut out, from);
+    if !via.is_empty() {
+        out.extend_from_slice(b",\"via\":[");
+        for (i, kind) in via.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(&mut out, kind);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"},\"payload\":{\"type\":");
+    string(&mut out, &payload.kind);
+    out.extend_from_slice(b",\"data\":");
+    raw(&mut out, payload.data.as_deref());
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// The body of a plain ok reply to a client:
+/// `{"header":{"status":"ok","kind":"reply","id":I,"type":T},"data":D}`.
+pub fn client_reply(id: Option<&str>, kind_of: Option<&str>, data: Option<&str>) -> Vec<u8> {
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"status\":\"ok\",\"kind\":\"reply\"");
+    optional(&mut out, "id", id);
+    optional(&mut out, "type", kind_of);
+    out.extend_from_slice(b"},\"data\":");
+    raw(&mut out, data);
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::protocol::message::{ClientFrame, ClientHeader, Payload, Status, to_body};
+
+    /// Strings with every byte that needs escaping, and some that do not.
+    fn strings() -> Vec<String> {
+        let mut all: Vec<String> = (0u8..0x80).map(|b| format!("a{}z", b as char)).collect();
+        all.extend(
+            [
+                "",
+                "plain",
+                "€😀",
+                "\"\\\u{7f}/",
+                "line\nline\r\t\u{8}\u{c}",
+            ]
+            .map(String::from),
+        );
+        all
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_does() {
+        for s in strings() {
+            let mut out = Vec::new();
+            string(&mut out, &s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&s).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn requests_are_what_serde_writes() {
+        #[derive(serde::Serialize)]
+        struct Header<'a> {
+            kind: &'static str,
+            request: &'a str,
+            scope: Scope,
+            from: &'a Sender,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            via: &'a [String],
+        }
+        #[derive(serde::Serialize)]
+        struct Frame<'a> {
+            header: Header<'a>,
+            payload: &'a Payload,
+        }
+        let senders = [
+            Sender {
+                user: Some("al\"ice".into()),
+                server: "s1".into(),
+                handler: None,
+            },
+            Sender {
+                user: None,
+                server: "s\n2".into(),
+                handler: Some("chat".into()),
+            },
+        ];
+        let vias: [Vec<String>; 3] = [vec![], vec!["a".into()], vec!["a".into(), "b.c".into()]];
+        let datas = [
+            None,
+            Some("{\"x\":[1,2.5,\"\\n\"]}"),
+            Some("\"s\""),
+            Some("null"),
+        ];
+        for (i, from) in senders.iter().enumerate() {
+            for via in &vias {
+                for data in datas {
+                    let scope = [Scope::Client, Scope::Server][i];
+                    let payload = Payload::new(
+                        "echo",
+                        data.map(|d| RawValue::from_string(d.into()).unwrap()),
+                    );
+                    let expected = serde_json::to_vec(&Frame {
+                        header: Header {
+                            kind: "request",
+                            request: "42",
+                            scope,
+                            from,
+                            via,
+                        },
+                        payload: &payload,
+                    })
+                    .unwrap();
+                    let got = handler_request("42", scope, from, via, &payload.as_ref());
+                    assert_eq!(
+                        String::from_utf8(got).unwrap(),
+                        String::from_utf8(expected).unwrap()
+                    );
+                }
+            }
+        }
+        // `data: null` in a frame is no data: written as `null` either way.
+        let payload = PayloadRef {
+            kind: Cow::Borrowed("t"),
+            data: None,
+        };
+        let got = handler_request("1", Scope::Client, &senders[0], &[], &payload);
+        assert!(got.ends_with(b"\"data\":null}}"));
+    }
+
+    #[test]
+    fn replies_are_what_serde_writes() {
+        for id in [None, Some("7"), Some("a\"b\u{1}")] {
+            for kind in [None, Some("echo")] {
+                for data in [None, Some("{\"k\":\"v\"}"), Some("[]")] {
+                    let raw = data.map(|d| RawValue::from_string(d.into()).unwrap());
+                    let mut header = ClientHeader::reply(Status::Ok, id);
+                    header.kind_of = kind;
+                    let expected = to_body(&ClientFrame { header, data: &raw });
+                    assert_eq!(
+                        String::from_utf8(client_reply(id, kind, data)).unwrap(),
+                        String::from_utf8(expected).unwrap()
+                    );
+                }
+            }
+        }
+    }
+}
