@@ -4,7 +4,8 @@
 //!
 //! Reads go through a scratch buffer owned by the event loop, so an idle connection holds no read
 //! buffer at all; only the bytes of an incomplete frame are kept. Output is queued whole frames up
-//! to a byte limit; past it the caller decides (close a slow consumer). Buffers shrink after a drain.
+//! to a byte limit; past it the caller decides (close a slow consumer). A drained buffer over
+//! 4 KiB goes back to the loop's spares (`spare.rs`) for the next burst on any connection.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -13,12 +14,10 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use super::spare;
 use super::transport::Transport;
 use super::ws::WsServer;
 use crate::protocol::{FrameDecoder, FrameError, encode_frame};
-
-/// Capacity kept by an emptied buffer; anything larger is released.
-const KEEP_CAPACITY: usize = 4096;
 
 /// A TCP or Unix stream.
 #[derive(Debug)]
@@ -89,6 +88,10 @@ impl Source for Stream {
 pub enum ReadResult {
     /// This many bytes were added to the input.
     Data(usize),
+    /// This many bytes were added, and a plain socket gave fewer than asked for: it has nothing
+    /// more now, so the next read can wait for the next readiness event (an edge-triggered
+    /// event comes for any byte that arrives later) instead of a read that would block.
+    Drained(usize),
     /// Nothing more to read for now.
     WouldBlock,
     /// The peer closed its sending side.
@@ -178,7 +181,8 @@ impl Framed {
     }
 
     /// One `read` into `scratch`, appended to the input (for WebSocket: one message, or nothing
-    /// when a control frame or part of a message came). Retries on `Interrupted`.
+    /// when a control frame or part of a message came). Retries on `Interrupted`. A short read
+    /// on a plain socket is [`ReadResult::Drained`] (TLS may hold more records than it gave).
     pub fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<ReadResult> {
         if self.transport.ws.is_some() {
             return self.read_ws(scratch);
@@ -187,8 +191,14 @@ impl Framed {
             return match self.transport.link.read(scratch) {
                 Ok(0) => Ok(ReadResult::Eof),
                 Ok(n) => {
+                    spare::reserve(&mut self.input, n);
                     self.input.extend_from_slice(&scratch[..n]);
-                    Ok(ReadResult::Data(n))
+                    let plain = matches!(self.transport.link, super::Link::Plain(_));
+                    Ok(if plain && n < scratch.len() {
+                        ReadResult::Drained(n)
+                    } else {
+                        ReadResult::Data(n)
+                    })
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -235,7 +245,7 @@ impl Framed {
                 if self.input_pos == self.input.len() {
                     self.input.clear();
                     self.input_pos = 0;
-                    shrink(&mut self.input);
+                    spare::drained(&mut self.input);
                 }
                 Ok(true)
             }
@@ -268,6 +278,7 @@ impl Framed {
                 max: self.max_output,
             });
         }
+        spare::reserve(&mut self.output, overhead + body.len());
         match &mut self.transport.ws {
             Some(ws) => ws.queue(body, &mut self.output),
             None => encode_frame(body, &mut self.output),
@@ -310,7 +321,7 @@ impl Framed {
         }
         self.output.clear();
         self.output_pos = 0;
-        shrink(&mut self.output);
+        spare::drained(&mut self.output);
         self.transport.link.write_pending()
     }
 
@@ -378,12 +389,6 @@ impl Framed {
     }
 }
 
-fn shrink(buf: &mut Vec<u8>) {
-    if buf.capacity() > KEEP_CAPACITY {
-        *buf = Vec::new();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,9 +414,15 @@ mod tests {
         let mut scratch = [0u8; 2];
         let mut frames = Vec::new();
         let mut sent = 3;
+        // A full read may leave more; a short one says the socket had no more.
+        assert_eq!(framed.read_some(&mut scratch).unwrap(), ReadResult::Data(2));
+        assert_eq!(
+            framed.read_some(&mut scratch).unwrap(),
+            ReadResult::Drained(1)
+        );
         loop {
             match framed.read_some(&mut scratch).unwrap() {
-                ReadResult::Data(_) => {
+                ReadResult::Data(_) | ReadResult::Drained(_) => {
                     while let Some(f) = framed.next_frame().unwrap() {
                         frames.push(f);
                     }
@@ -483,7 +494,10 @@ mod tests {
         let (mut framed, mut peer) = pair(8, 64);
         peer.write_all(&9u32.to_le_bytes()).unwrap();
         let mut scratch = [0u8; 64];
-        assert_eq!(framed.read_some(&mut scratch).unwrap(), ReadResult::Data(4));
+        assert_eq!(
+            framed.read_some(&mut scratch).unwrap(),
+            ReadResult::Drained(4)
+        );
         assert_eq!(
             framed.next_frame(),
             Err(FrameError::TooLarge { len: 9, max: 8 })

@@ -6,6 +6,7 @@
 pub mod blocking;
 pub mod framed;
 pub mod local;
+pub mod spare;
 pub mod tls;
 pub mod transport;
 pub mod ws;

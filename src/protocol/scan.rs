@@ -84,12 +84,27 @@ impl<'a> Scan<'a> {
         self.peek().is_none().then_some(())
     }
 
+    /// Skip the bytes of a string that need no look (not `"`, `\\` or a control character), eight
+    /// at a time, up to the first one that does (or the last few bytes of the text).
+    fn skip_plain(&mut self) {
+        let bytes = self.text.as_bytes();
+        while let Some(chunk) = bytes.get(self.pos..self.pos + 8) {
+            let mask = special(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+            if mask != 0 {
+                self.pos += (mask.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.pos += 8;
+        }
+    }
+
     /// A string without escapes (after whitespace): its contents.
     fn plain_str(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.pos;
         let bytes = self.text.as_bytes();
         loop {
+            self.skip_plain();
             match *bytes.get(self.pos)? {
                 b'"' => break,
                 b'\\' | 0..=0x1f => return None,
@@ -106,6 +121,7 @@ impl<'a> Scan<'a> {
         self.pos += 1;
         let bytes = self.text.as_bytes();
         loop {
+            self.skip_plain();
             match *bytes.get(self.pos)? {
                 b'"' => {
                     self.pos += 1;
@@ -262,6 +278,20 @@ impl<'a> Scan<'a> {
             data: data.map(Cow::Borrowed),
         })
     }
+}
+
+/// The high bit of each of the eight bytes of `word` (little-endian) that is `"`, `\\` or below
+/// 0x20, by the bit tricks of "Bit Twiddling Hacks". No such byte is missed, and the lowest bit
+/// set is exact (a byte after a flagged one may be flagged wrongly: the subtraction's borrow only
+/// runs upwards), which is all the caller uses.
+fn special(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    quote | backslash | control
 }
 
 /// Set `slot` once; a second time is a repeated field.

@@ -163,7 +163,7 @@ impl Router {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        if next == pending.kind || pending.via.contains(&next) {
+        if *next == *pending.kind || pending.via.contains(&next) {
             let text = format!(
                 "sendHandler to {next:?} would loop (chain: {} -> {})",
                 pending.via.join(" -> "),
@@ -186,8 +186,8 @@ impl Router {
                 out,
             );
         }
-        let previous = std::mem::replace(&mut pending.kind, next);
-        pending.via.push(previous);
+        let previous = std::mem::replace(&mut pending.kind, self.type_name(&next));
+        pending.via.push(previous.to_string());
         self.dispatch(pending, payload, now, out);
     }
 

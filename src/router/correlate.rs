@@ -84,7 +84,7 @@ impl Router {
         now: std::time::Instant,
         out: &mut Vec<Action>,
     ) {
-        let pool = self.pools.get(&pending.kind).expect("checked by dispatch");
+        let pool = self.pools.get(&*pending.kind).expect("checked by dispatch");
         let correlate = pool.mode.correlate;
         if correlate == Correlate::Order && pool.links.is_empty() {
             self.ended(pending.stat, RequestOutcome::Unavailable);
@@ -115,7 +115,7 @@ impl Router {
         let kind = pending.kind.clone();
         self.track(token, pending, now);
         self.pools
-            .get_mut(&kind)
+            .get_mut(&*kind)
             .expect("checked above")
             .waiting
             .push_back((token, body));

@@ -7,8 +7,8 @@
 //! it as itself (`from: {server, handler}`). Loops are stopped twice over: a message is never sent
 //! back to the server it came from, and it may cross at most [`MAX_HOPS`] links.
 
-use std::cmp::Reverse;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::warn;
@@ -210,10 +210,8 @@ impl Router {
                                 sent_at: now,
                             },
                         );
-                        self.deadlines.push(Reverse((
-                            now + self.config.request_timeout,
-                            Due::Remote(msg),
-                        )));
+                        self.deadlines
+                            .push(now + self.config.request_timeout, Due::Remote(msg));
                         waiting += 1;
                         None
                     }
@@ -351,8 +349,8 @@ impl Router {
         let pending = Pending {
             origin,
             handler: None,
-            kind: msg.payload.kind.clone(),
-            from: msg.from,
+            kind: self.type_name(&msg.payload.kind),
+            from: Arc::new(msg.from),
             scope: Scope::Server,
             via: Vec::new(),
             hops: msg.hops,

@@ -16,6 +16,7 @@
 
 mod answer;
 mod correlate;
+mod deadlines;
 mod federation;
 mod id;
 mod idmap;
@@ -23,8 +24,8 @@ mod lifecycle;
 mod respond;
 
 use std::borrow::Cow;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -40,6 +41,7 @@ use crate::protocol::message::{
 use crate::protocol::write::handler_request;
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
+use deadlines::Deadlines;
 pub use id::ConnId;
 use idmap::IdMap;
 
@@ -148,6 +150,8 @@ struct Pool {
     open: usize,
     /// Index of this type's figures in `RouterStats::handlers`.
     stat: usize,
+    /// The type's name, shared by its requests in flight.
+    name: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -165,6 +169,8 @@ struct Link {
 #[derive(Debug)]
 struct Client {
     user: String,
+    /// `from` of this client's requests, shared by them.
+    sender: Arc<Sender>,
     pending: usize,
 }
 
@@ -173,8 +179,8 @@ struct Pending {
     origin: Origin,
     /// The handler connection it went to; `None` while waiting or being dialled.
     handler: Option<ConnId>,
-    kind: String,
-    from: Sender,
+    kind: Arc<str>,
+    from: Arc<Sender>,
     scope: Scope,
     via: Vec<String>,
     hops: u32,
@@ -215,7 +221,7 @@ pub struct Router {
     peer_links: IdMap<ConnId, String>,
     fanouts: IdMap<u64, Fanout>,
     remote: IdMap<u64, Remote>,
-    deadlines: BinaryHeap<Reverse<(Instant, Due)>>,
+    deadlines: Deadlines,
     next_id: u64,
 }
 
@@ -234,7 +240,7 @@ impl Router {
             peer_links: IdMap::default(),
             fanouts: IdMap::default(),
             remote: IdMap::default(),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             next_id: 1,
         }
     }
@@ -270,6 +276,7 @@ impl Router {
                 waiting: VecDeque::new(),
                 open: 0,
                 stat,
+                name: Arc::from(kind),
             },
         );
     }
@@ -355,6 +362,11 @@ impl Router {
             conn,
             Client {
                 user: user.to_string(),
+                sender: Arc::new(Sender {
+                    user: Some(user.to_string()),
+                    server: self.config.server.clone(),
+                    handler: None,
+                }),
                 pending,
             },
         );
@@ -415,12 +427,8 @@ impl Router {
                 id: msg.id.map(Cow::into_owned),
             },
             handler: None,
-            kind: msg.payload.kind.to_string(),
-            from: Sender {
-                user: Some(client.user.clone()),
-                server: self.config.server.clone(),
-                handler: None,
-            },
+            kind: self.type_name(&msg.payload.kind),
+            from: client.sender.clone(),
             scope: msg.scope,
             via: Vec::new(),
             hops: 0,
@@ -428,6 +436,14 @@ impl Router {
             sent_at: now,
         };
         self.dispatch(pending, &msg.payload, now, out);
+    }
+
+    /// `kind` as shared by the requests of a configured type (a type nobody serves gets its own
+    /// copy: its request is refused at once).
+    fn type_name(&self, kind: &str) -> Arc<str> {
+        self.pools
+            .get(kind)
+            .map_or_else(|| Arc::from(kind), |pool| pool.name.clone())
     }
 
     /// Send a request to a handler of `pending.kind`, or answer the origin with why not.
@@ -438,7 +454,7 @@ impl Router {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let Some(pool) = self.pools.get_mut(&pending.kind) else {
+        let Some(pool) = self.pools.get_mut(&*pending.kind) else {
             let text = format!("no handler for type {:?}", pending.kind);
             return self.fail(
                 &pending.origin,
@@ -536,10 +552,8 @@ impl Router {
         self.stats.handlers[pending.stat].in_flight += 1;
         self.count_pending(&pending.origin, 1);
         self.pending.insert(token, pending);
-        self.deadlines.push(Reverse((
-            now + self.config.request_timeout,
-            Due::Request(token),
-        )));
+        self.deadlines
+            .push(now + self.config.request_timeout, Due::Request(token));
     }
 
     /// Remove a pending request, keeping the per-link and per-client counts right.
@@ -605,22 +619,22 @@ impl Router {
     /// The earliest deadline, for the poll timeout.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         // Drop deadlines of work already answered.
-        while let Some(Reverse((_, due))) = self.deadlines.peek() {
+        while let Some((_, due)) = self.deadlines.peek() {
             let live = match due {
-                Due::Request(token) => self.pending.contains_key(token),
-                Due::Remote(msg) => self.remote.contains_key(msg),
+                Due::Request(token) => self.pending.contains_key(&token),
+                Due::Remote(msg) => self.remote.contains_key(&msg),
             };
             if live {
                 break;
             }
             self.deadlines.pop();
         }
-        self.deadlines.peek().map(|Reverse((at, _))| *at)
+        self.deadlines.peek().map(|(at, _)| at)
     }
 
     /// Answer timeouts for everything whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<Action>) {
-        while let Some(Reverse((at, due))) = self.deadlines.peek().copied() {
+        while let Some((at, due)) = self.deadlines.peek() {
             if at > now {
                 break;
             }

@@ -154,20 +154,25 @@ impl Server {
             return;
         };
         let identifying = matches!(state, ClientState::Identifying { .. });
-        let context = conn.context();
+        // Only for the log lines of the error paths: not built for every frame.
+        let context =
+            |server: &mut Server| server.conn(id).map(|c| c.context()).unwrap_or_default();
         match (identifying, parse_inbound(body)) {
             (true, Ok(Inbound::Identify(identify))) => self.identify(id, identify),
             (true, Ok(Inbound::Message(mut msg))) => match msg.authentication.take() {
                 Some(credentials) => self.compat_login(id, msg, credentials),
                 None => {
-                    info!("{context} sent a message before identify; closing");
+                    info!("{} sent a message before identify; closing", context(self));
                     let error = ErrorBody::new(ErrorCode::NotIdentified, "identify first");
                     self.tell_error_id(id, msg.id.as_deref(), &error);
                     self.finish(id, now, "message before identify".into());
                 }
             },
             (true, Err(error)) => {
-                info!("{context} sent a bad first frame ({error}); closing");
+                info!(
+                    "{} sent a bad first frame ({error}); closing",
+                    context(self)
+                );
                 self.tell_error_id(id, inbound_id(body).as_deref(), &error);
                 self.finish(id, now, "bad first frame".into());
             }
@@ -187,7 +192,7 @@ impl Server {
                 self.client_message(id, msg, now)
             }
             (false, Err(error)) => {
-                debug!("{context} bad frame: {error}");
+                debug!("{} bad frame: {error}", context(self));
                 self.reply_error(id, inbound_id(body).as_deref(), &error);
             }
         }

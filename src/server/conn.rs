@@ -106,6 +106,9 @@ pub struct Conn {
     pub role: Role,
     /// The peer closed its sending side; answers still in flight are delivered before closing.
     pub read_closed: bool,
+    /// An event said the peer closed its side or the socket has an error: read until the
+    /// end, even after a short read (the close came with the data, and no later event will).
+    pub hangup_seen: bool,
     /// Close as soon as queued output is written; read nothing more.
     pub closing: Option<String>,
     /// Reading is paused because this client has the most requests in flight it may have;

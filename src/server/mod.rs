@@ -294,6 +294,11 @@ impl Server {
                         if self.connecting(id) {
                             self.peer_connecting(id);
                         }
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(conn) = self.conn(id) {
+                                conn.hangup_seen = true;
+                            }
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.readable(id, now);
                         }
@@ -409,6 +414,7 @@ impl Server {
             last_seen: Instant::now(),
             role,
             read_closed: false,
+            hangup_seen: false,
             closing: None,
             throttled: false,
             since: Instant::now(),
@@ -431,6 +437,13 @@ impl Server {
             }
             match conn.io.read_some(&mut self.scratch) {
                 Ok(ReadResult::Data(n)) => conn.traffic.read(n),
+                Ok(ReadResult::Drained(n)) => {
+                    conn.traffic.read(n);
+                    if !conn.hangup_seen {
+                        self.handle_buffered_frames(id, now);
+                        return;
+                    }
+                }
                 Ok(ReadResult::WouldBlock) => return,
                 Ok(ReadResult::Eof) => conn.read_closed = true,
                 Err(e) => {
@@ -539,7 +552,15 @@ impl Server {
         if conn.closing.is_some() {
             return false;
         }
-        let queued = conn.io.queue(&body);
+        let mut queued = conn.io.queue(&body);
+        if queued.is_err() {
+            // Full only counts once the socket takes no more: write what it takes now (the
+            // queue may have filled within this pass, before the end-of-pass flush), then retry.
+            if let Err(e) = conn.io.flush() {
+                debug!("{} write error: {e}", conn.context());
+            }
+            queued = conn.io.queue(&body);
+        }
         let body_len = body.len();
         crate::protocol::pool::recycle(body);
         match queued {

@@ -42,6 +42,25 @@ fn handler_agrees(text: &str) -> bool {
 }
 
 #[test]
+fn the_first_special_byte_of_a_word_is_found_in_any_lane() {
+    let is_special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    for byte in 0..=255u8 {
+        for lane in 0..8 {
+            for (fill, later) in [(b'a', b'a'), (0x7f, b'"'), (0xc3, 0), (b' ', b'\\')] {
+                // `fill` before the lane, `later` after it.
+                let mut word = [fill; 8];
+                word[lane] = byte;
+                word[lane + 1..].fill(later);
+                let mask = special(u64::from_le_bytes(word));
+                let first = word.iter().position(|&b| is_special(b));
+                let found = (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize);
+                assert_eq!(found, first, "{word:x?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn common_frames_take_the_fast_lane() {
     for text in [
         r#"{"header":{"scope":"client","id":"42"},"payload":{"type":"echo","data":{"hello":"world"}}}"#,
@@ -204,6 +223,13 @@ fn value(rng: &mut Rng, depth: usize, out: &mut String) {
         "\"\\x\"",
         "\"€😀\"",
         "\"tab\there\"",
+        // Long enough for the eight-at-a-time scan, with the special byte in various lanes.
+        "\"0123456789abcdefghijklmnopqrstuvwxyz\"",
+        "\"0123456789abcdef\\nghijklmnop\"",
+        "\"0123456789a\\\"bcdefghij\"",
+        "\"0123456789abcd\u{1}efghij\"",
+        "\"0123456789abcdefghijklm\\u0041nop\"",
+        "\"€€€€€€€€€€😀😀😀😀\"",
     ];
     const KEYS: &[&str] = &[
         "\"a\"",
