@@ -294,10 +294,10 @@ impl Server {
                         if self.connecting(id) {
                             self.peer_connecting(id);
                         }
-                        if event.is_read_closed() || event.is_error() {
-                            if let Some(conn) = self.conn(id) {
-                                conn.hangup_seen = true;
-                            }
+                        if (event.is_read_closed() || event.is_error())
+                            && let Some(conn) = self.conn(id)
+                        {
+                            conn.hangup_seen = true;
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.readable(id, now);
