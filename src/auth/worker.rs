@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::user_store::{self, StoreError, UserStore};
 
@@ -301,6 +301,9 @@ impl<T> Drop for AuthPool<T> {
 }
 
 fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize) {
+    // The quiet period counts from the last password hash: the store checks that come every
+    // second (session revocation) need no work area and do not keep it.
+    let mut last_hash = Instant::now();
     loop {
         // Hold the queue's lock only to take a job; the job runs after the guard is dropped.
         let mut queue = lock(&shared.jobs);
@@ -311,12 +314,18 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
             if queue.closed {
                 return;
             }
-            let (guard, waited) = shared
+            let quiet_for = last_hash.elapsed();
+            let wait = shared
+                .quiet
+                .saturating_sub(quiet_for)
+                .max(Duration::from_millis(1));
+            let (guard, _) = shared
                 .job_ready
-                .wait_timeout(queue, shared.quiet)
+                .wait_timeout(queue, wait)
                 .unwrap_or_else(PoisonError::into_inner);
             queue = guard;
-            if waited.timed_out() && queue.jobs.is_empty() && user_store::work_area_bytes() > 0 {
+            let quiet = last_hash.elapsed() >= shared.quiet;
+            if quiet && queue.jobs.is_empty() && user_store::work_area_bytes() > 0 {
                 // Unmapping 19 MiB takes a moment: not while the event loop may want the lock.
                 drop(queue);
                 user_store::release_work_area();
@@ -343,6 +352,7 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
             } => (tag, username, Work::ChangePassword { old, new }),
             AuthJob::Snapshot { tag, since } => (tag, String::new(), Work::Snapshot { since }),
         };
+        let hashes = !matches!(work, Work::Snapshot { .. });
         let (outcome, stamp) = catch_unwind(AssertUnwindSafe(|| work.run(shared, &username)))
             .unwrap_or_else(|_| {
                 // Not validated yet: quote it and cut it short.
@@ -351,6 +361,9 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
                 let e = "internal error while checking the password".to_owned();
                 (AuthOutcome::StoreError(e), None)
             });
+        if hashes {
+            last_hash = Instant::now();
+        }
         shared.held[n].store(user_store::work_area_bytes(), Ordering::Relaxed);
         if results
             .send(AuthResult {
@@ -861,10 +874,16 @@ mod tests {
         // Kept between checks: at least one 19 MiB area (m=19456 KiB) right after the logins.
         let held = h.pool.work_area_bytes();
         assert!(held >= 19456 * 1024, "held {held} bytes");
-        // Let go once quiet (each of the 2 threads within 2 quiet periods; deadline far beyond).
+        // Let go once quiet (each of the 2 threads within 2 quiet periods; deadline far beyond),
+        // even while store checks (the server's revocation check, every second) keep coming
+        // faster than the quiet period: they hash nothing.
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut tag = 100;
         while h.pool.work_area_bytes() > 0 {
             assert!(Instant::now() < deadline, "work areas still held");
+            h.pool.submit(AuthJob::Snapshot { tag, since: 0 }).unwrap();
+            h.results(1);
+            tag += 1;
             std::thread::sleep(Duration::from_millis(50));
         }
         // And a later login still works (a new area is allocated).

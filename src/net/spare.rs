@@ -4,15 +4,15 @@
 //! that must grow past the small size takes a spare one of the loop's, and gives it back once
 //! drained, so the next burst on any connection reuses it.
 //!
-//! Bounded: at most [`MAX_SPARE`] buffers of at most [`MAX_KEPT`] bytes are kept (4 MiB at
+//! Bounded: at most [`MAX_SPARE`] buffers of at most [`MAX_KEPT`] bytes are kept (1 MiB at
 //! most); larger ones are freed.
 
 use std::cell::RefCell;
 
 /// Most spare buffers kept per thread.
-pub const MAX_SPARE: usize = 16;
+pub const MAX_SPARE: usize = 8;
 /// Largest capacity kept.
-pub const MAX_KEPT: usize = 256 * 1024;
+pub const MAX_KEPT: usize = 128 * 1024;
 /// Capacity a buffer is given when it first needs a spare one.
 pub const BURST: usize = 64 * 1024;
 /// Capacity a buffer may keep after draining without giving it back.

@@ -168,8 +168,7 @@ struct Link {
 
 #[derive(Debug)]
 struct Client {
-    user: String,
-    /// `from` of this client's requests, shared by them.
+    /// `from` of this client's requests, shared by them; its `user` is the client's.
     sender: Arc<Sender>,
     pending: usize,
 }
@@ -361,7 +360,6 @@ impl Router {
         self.clients.insert(
             conn,
             Client {
-                user: user.to_string(),
                 sender: Arc::new(Sender {
                     user: Some(user.to_string()),
                     server: self.config.server.clone(),
@@ -378,10 +376,11 @@ impl Router {
         let Some(client) = self.clients.remove(&conn) else {
             return;
         };
-        if let Some(conns) = self.presence.get_mut(&client.user) {
+        let user = client.sender.user.as_deref().unwrap_or_default();
+        if let Some(conns) = self.presence.get_mut(user) {
             conns.retain(|c| *c != conn);
             if conns.is_empty() {
-                self.presence.remove(&client.user);
+                self.presence.remove(user);
             }
         }
     }

@@ -613,6 +613,7 @@ impl Server {
                     user: username.clone(),
                     busy: false,
                     digest: Some(digest),
+                    stamp: None,
                 });
                 self.router.client_identified(id, &username);
                 self.reply_ok(
@@ -712,6 +713,7 @@ impl Server {
                 user: username.to_string(),
                 busy: false,
                 digest: Some(digest),
+                stamp: None,
             });
         }
         self.router.client_identified(id, username);

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::auth::worker::Stamp;
 use crate::net::Framed;
 use crate::stats::{RoleKind, Traffic};
 
@@ -32,6 +33,8 @@ pub enum ClientState {
         /// Keyed digest of the password this session logged in with, so that the original
         /// spec's per-message `header.authentication` is checked without argon2.
         digest: Option<PasswordDigest>,
+        /// The stored hash the session stands on (see `revoke.rs`), once the verifier gave it.
+        stamp: Option<Stamp>,
     },
 }
 

@@ -623,7 +623,6 @@ impl Server {
             return;
         }
         let mut conn = self.conns.remove(id.slot);
-        self.sessions.forget(id);
         self.reloads.forget(id);
         self.stats.traffic.add(&conn.traffic);
         conn.io.deregister(self.poll.registry());

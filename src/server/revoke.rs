@@ -8,13 +8,13 @@
 //! The store is only read on the verifier threads (a `stat`, and a read when it changed); the loop
 //! compares digests.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use log::info;
 
 use super::Server;
 use super::client::AuthTag;
+use super::conn::{ClientState, Role};
 use crate::auth::worker::{AuthJob, Stamp, UserSnapshot};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
@@ -23,10 +23,10 @@ use crate::router::ConnId;
 /// How often the user store is checked for changes.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// What the server knows of sessions and the user store.
+/// What the server knows of the user store (each session keeps its own stamp, in its
+/// connection's state).
 #[derive(Debug)]
 pub(super) struct Sessions {
-    stamps: HashMap<ConnId, (String, Stamp)>,
     latest: Option<UserSnapshot>,
     check_at: Instant,
     asked: bool,
@@ -35,7 +35,6 @@ pub(super) struct Sessions {
 impl Sessions {
     pub fn new(now: Instant) -> Sessions {
         Sessions {
-            stamps: HashMap::new(),
             latest: None,
             check_at: now,
             asked: false,
@@ -50,11 +49,6 @@ impl Sessions {
     /// When the next check is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         (!self.asked).then_some(self.check_at)
-    }
-
-    /// A connection closed.
-    pub fn forget(&mut self, id: ConnId) {
-        self.stamps.remove(&id);
     }
 }
 
@@ -79,7 +73,11 @@ impl Server {
             .latest
             .as_ref()
             .and_then(|snap| revoked(snap, user, &stamp));
-        self.sessions.stamps.insert(id, (user.to_string(), stamp));
+        if let Some(conn) = self.conn(id)
+            && let Role::Client(ClientState::Ready { stamp: kept, .. }) = &mut conn.role
+        {
+            *kept = Some(stamp);
+        }
         if let Some(why) = why {
             self.revoke(id, user, why);
         }
@@ -105,11 +103,15 @@ impl Server {
         self.sessions.asked = false;
         let Some(snapshot) = snapshot else { return };
         let mut gone: Vec<(ConnId, String, &'static str)> = self
-            .sessions
-            .stamps
+            .conns
             .iter()
-            .filter_map(|(id, (user, stamp))| {
-                revoked(&snapshot, user, stamp).map(|why| (*id, user.clone(), why))
+            .filter_map(|(_, conn)| match &conn.role {
+                Role::Client(ClientState::Ready {
+                    user,
+                    stamp: Some(stamp),
+                    ..
+                }) => revoked(&snapshot, user, stamp).map(|why| (conn.id, user.clone(), why)),
+                _ => None,
             })
             .collect();
         gone.sort_unstable();
@@ -120,9 +122,11 @@ impl Server {
     }
 
     fn revoke(&mut self, id: ConnId, user: &str, why: &str) {
-        self.sessions.forget(id);
-        if self.conn(id).is_none_or(|c| c.user() != Some(user)) {
+        let Some(conn) = self.conn(id).filter(|c| c.user() == Some(user)) else {
             return; // logged out, switched user or gone meanwhile
+        };
+        if let Role::Client(ClientState::Ready { stamp, .. }) = &mut conn.role {
+            *stamp = None; // revoked once
         }
         info!("conn={id} user={user} session revoked: {why}");
         self.router.client_gone(id);
