@@ -21,9 +21,9 @@ mod federation;
 mod id;
 mod idmap;
 mod lifecycle;
+mod reply_id;
 mod respond;
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +44,7 @@ pub use correlate::{Correlate, HandlerMode};
 use deadlines::Deadlines;
 pub use id::ConnId;
 use idmap::IdMap;
+use reply_id::ReplyId;
 
 use federation::{Fanout, PeerEntry, Remote};
 use respond::Outcome;
@@ -108,7 +109,7 @@ pub(crate) enum Origin {
         /// The client connection.
         conn: ConnId,
         /// The client's id.
-        id: Option<String>,
+        id: Option<ReplyId>,
     },
     /// A peer server's message: answered with an ack for its number.
     Peer {
@@ -423,7 +424,7 @@ impl Router {
         let pending = Pending {
             origin: Origin::Client {
                 conn,
-                id: msg.id.map(Cow::into_owned),
+                id: msg.id.as_deref().map(ReplyId::new),
             },
             handler: None,
             kind: self.type_name(&msg.payload.kind),
