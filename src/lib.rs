@@ -38,19 +38,25 @@
 //! # The hot path, and cores
 //!
 //! One event-loop thread owns every connection and all routing state; argon2 runs on the verifier
-//! threads and handlers are processes of their own, so they already use other cores. A round trip
-//! parses each frame once (envelope typed, `payload.data` kept as raw bytes and only checked; see
-//! `protocol/validate.rs`), serializes into pooled buffers (`protocol/pool.rs`) and reuses the
-//! loop's frame and work-list buffers: about 11 heap allocations per echo round trip, all for the
-//! owned strings of the parsed message and the request record (`scripts/bench.sh allocs`).
+//! threads and handlers are processes of their own, so they already use other cores. On a round
+//! trip a client's message and the handler's reply are read by the fast lane of
+//! `protocol/scan.rs` (one strict pass that borrows every string and `payload.data` from the
+//! frame; anything unusual goes to the serde path, which gives the exact error); the request to
+//! the handler and the reply to the client are written by hand (`protocol/write.rs`) into pooled
+//! buffers (`protocol/pool.rs`); request records share the type name and the client's sender and
+//! keep a short reply id in place; connection buffers that grow for a burst come from and go back
+//! to the loop's spares (`net/spare.rs`); deadlines in time order are a FIFO
+//! (`router/deadlines.rs`). No heap allocation per echo round trip at one in flight, 0.23 at 64
+//! (`scripts/bench.sh allocs`).
 //!
 //! **Two cores: one loop thread.** Measured with `scripts/bench.sh compare` (benches/RESULTS.md):
-//! in the one run with the machine to itself, 8 connections × 16 in flight went at 257k round
-//! trips/s with the loop thread using 0.8 of a core, and loop, C handler and load generator
-//! together kept 1.96 of the 2 cores busy; in every other run the loop thread stayed between 0.5
-//! and 0.8 of a core while other processes took the rest. A second loop thread pays only when the
-//! one loop saturates its core with cores to spare; on 2 cores neither holds, and it would add
-//! cross-thread traffic for every `sendClients` between users on different threads. Not built.
+//! at 8 connections × 16 in flight, about 200k round trips/s cost the loop thread 0.27 CPU-s per
+//! 100k round trips, i.e. about half a core, while loop, C handler and load generator together
+//! kept 1.7 of the 2 cores busy: the load generator and the handler take the rest. A second loop
+//! thread pays only when the one loop saturates its core with cores to spare; on 2 cores neither
+//! holds (a second loop would compete with the handler and the clients for the same two cores),
+//! and it would add cross-thread traffic for every `sendClients` between users on different
+//! threads. Not built.
 //!
 //! **16 or 64 cores: one loop per core, shared nothing on the hot path.** The design that scales:
 //! - N loop threads (about one per core left after the handler processes), each with its own

@@ -6,11 +6,11 @@
 //! [`check`] is one pass over the text that allocates nothing for ordinary input: keys are
 //! borrowed from the text (only a key with escapes is copied), the keys of an object with up to
 //! [`INLINE_KEYS`] keys are compared in place on the stack, and only a larger object gets a hash
-//! set (randomly seeded: its keys come from the peer). [`parse_one_pass`] is the fast path of the
-//! frame parsers: the typed parse of the envelope (whose derived structs refuse repeated and
-//! unknown fields themselves) plus this check of `data` alone, equivalent to checking the whole
-//! text first; the parsers fall back to the full two-pass path for its exact error whenever it
-//! fails.
+//! set (randomly seeded: its keys come from the peer). [`parse_one_pass`] is the serde path's
+//! first try for the frames the fast lane (`scan.rs`) leaves to it: the typed parse of the
+//! envelope (whose derived structs refuse repeated and unknown fields themselves) plus this check
+//! of `data` alone, equivalent to checking the whole text first; the parsers fall back to the
+//! full two-pass path for its exact error whenever it fails.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
