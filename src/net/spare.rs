@@ -9,6 +9,8 @@
 
 use std::cell::RefCell;
 
+use crate::protocol::pool::Spares;
+
 /// Most spare buffers kept per thread.
 pub const MAX_SPARE: usize = 8;
 /// Largest capacity kept.
@@ -19,7 +21,7 @@ pub const BURST: usize = 64 * 1024;
 pub const SMALL: usize = 4096;
 
 thread_local! {
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Spares> = const { RefCell::new(Spares::new(SMALL + 1, MAX_KEPT, MAX_SPARE)) };
 }
 
 /// Make room for `extra` more bytes in `buf`: past [`SMALL`], the contents move into a spare
@@ -29,10 +31,7 @@ pub fn reserve(buf: &mut Vec<u8>, extra: usize) {
     if need <= buf.capacity() || need <= SMALL {
         return;
     }
-    let spare = SPARE.with_borrow_mut(|spare| {
-        let at = spare.iter().position(|b| b.capacity() >= need)?;
-        Some(spare.swap_remove(at))
-    });
+    let spare = SPARE.with_borrow_mut(|spare| spare.take(need));
     let mut bigger = spare.unwrap_or_else(|| Vec::with_capacity(need.max(BURST)));
     bigger.extend_from_slice(buf);
     give(std::mem::replace(buf, bigger));
@@ -46,16 +45,8 @@ pub fn drained(buf: &mut Vec<u8>) {
     }
 }
 
-fn give(mut buf: Vec<u8>) {
-    if buf.capacity() <= SMALL || buf.capacity() > MAX_KEPT {
-        return;
-    }
-    buf.clear();
-    SPARE.with_borrow_mut(|spare| {
-        if spare.len() < MAX_SPARE {
-            spare.push(buf);
-        }
-    });
+fn give(buf: Vec<u8>) {
+    SPARE.with_borrow_mut(|spare| spare.give(buf));
 }
 
 #[cfg(test)]
@@ -80,13 +71,18 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr, "the next burst reuses it");
         assert_eq!(b, [2; 10]);
         // Bounded: huge buffers are not kept, nor more than MAX_SPARE.
+        let kept = SPARE.with_borrow(Spares::len);
         let mut huge = Vec::with_capacity(MAX_KEPT + 1);
         drained(&mut huge);
+        assert_eq!(
+            SPARE.with_borrow(Spares::len),
+            kept,
+            "a huge buffer is freed"
+        );
         for _ in 0..MAX_SPARE + 4 {
             let mut c = Vec::with_capacity(SMALL + 1);
             drained(&mut c);
         }
-        assert_eq!(SPARE.with_borrow(Vec::len), MAX_SPARE);
-        assert!(SPARE.with_borrow(|s| s.iter().all(|b| b.capacity() <= MAX_KEPT)));
+        assert_eq!(SPARE.with_borrow(Spares::len), MAX_SPARE);
     }
 }

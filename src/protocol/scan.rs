@@ -294,6 +294,29 @@ fn special(word: u64) -> u64 {
     quote | backslash | control
 }
 
+/// The whole frame `{"header":{..},"payload":{..}}` (either order, `payload` optional), with
+/// each member of `header` read by `header`: the payload, if there was one.
+fn envelope<'a>(
+    text: &'a str,
+    mut header: impl FnMut(&mut Scan<'a>, &'a str) -> Option<()>,
+) -> Option<Option<PayloadRef<'a>>> {
+    let mut s = Scan::new(text);
+    let (mut seen_header, mut payload) = (false, None);
+    s.members(|s, key| match key {
+        "header" if !seen_header => {
+            seen_header = true;
+            s.members(&mut header)
+        }
+        "payload" if payload.is_none() => {
+            payload = Some(s.payload()?);
+            Some(())
+        }
+        _ => None,
+    })?;
+    s.end()?;
+    seen_header.then_some(payload)
+}
+
 /// Set `slot` once; a second time is a repeated field.
 fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     slot.is_none().then(|| *slot = Some(value))
@@ -303,25 +326,12 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 /// `{"header":{"scope":S,"id":I},"payload":{"type":T,"data":D}}` (any order; `id` and `data`
 /// optional), or `None` for the full path.
 pub fn client_message(text: &str) -> Option<ClientMessage<'_>> {
-    let mut s = Scan::new(text);
-    let (mut scope, mut id, mut payload) = (None, None, None);
-    let mut seen_header = false;
-    s.members(|s, key| match key {
-        "header" if !seen_header => {
-            seen_header = true;
-            s.members(|s, key| match key {
-                "scope" => once(&mut scope, s.plain_str()?),
-                "id" => once(&mut id, s.plain_str()?),
-                _ => None,
-            })
-        }
-        "payload" if payload.is_none() => {
-            payload = Some(s.payload()?);
-            Some(())
-        }
+    let (mut scope, mut id) = (None, None);
+    let payload = envelope(text, |s, key| match key {
+        "scope" => once(&mut scope, s.plain_str()?),
+        "id" => once(&mut id, s.plain_str()?),
         _ => None,
     })?;
-    s.end()?;
     let scope = match scope? {
         "client" => Scope::Client,
         "server" => Scope::Server,
@@ -342,35 +352,21 @@ pub fn client_message(text: &str) -> Option<ClientMessage<'_>> {
 /// `{"header":{"status":"ok"|"error","request":R,"id":I,"command":"reply"},"payload":P}` (any
 /// order; all but `status` optional), or `None` for the full path.
 pub fn handler_message(text: &str) -> Option<HandlerMessage<'_>> {
-    let mut s = Scan::new(text);
-    let (mut status, mut request, mut id, mut command, mut payload) =
-        (None, None, None, None, None);
-    let mut seen_header = false;
-    s.members(|s, key| match key {
-        "header" if !seen_header => {
-            seen_header = true;
-            s.members(|s, key| match key {
-                "status" => {
-                    let value = match s.plain_str()? {
-                        "ok" => Status::Ok,
-                        "error" => Status::Error,
-                        _ => return None,
-                    };
-                    once(&mut status, value)
-                }
-                "request" => once(&mut request, s.plain_str()?),
-                "id" => once(&mut id, s.plain_str()?),
-                "command" => once(&mut command, s.plain_str().filter(|c| *c == "reply")?),
-                _ => None,
-            })
+    let (mut status, mut request, mut id, mut command) = (None, None, None, None);
+    let payload = envelope(text, |s, key| match key {
+        "status" => {
+            let value = match s.plain_str()? {
+                "ok" => Status::Ok,
+                "error" => Status::Error,
+                _ => return None,
+            };
+            once(&mut status, value)
         }
-        "payload" if payload.is_none() => {
-            payload = Some(s.payload()?);
-            Some(())
-        }
+        "request" => once(&mut request, s.plain_str()?),
+        "id" => once(&mut id, s.plain_str()?),
+        "command" => once(&mut command, s.plain_str().filter(|c| *c == "reply")?),
         _ => None,
     })?;
-    s.end()?;
     Some(HandlerMessage {
         status: status?,
         status_code: None,
