@@ -30,7 +30,7 @@ use besterd::protocol::message::{
     parse_inbound, parse_inbound_full, parse_json, to_body, validate_type,
 };
 use besterd::protocol::scan;
-use besterd::protocol::write::{client_reply, handler_request};
+use besterd::protocol::write::{client_push, client_reply, handler_request};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -277,6 +277,11 @@ fn check_handler(body: &[u8]) {
                     data: &payload.raw_data(),
                 });
                 check_forwarded(&push, "data", payload);
+                assert_eq!(
+                    client_push(&payload.kind, &sender, payload.data.as_deref()),
+                    push,
+                    "the hand-written push is what serde writes"
+                );
                 let reply = client_ok(msg.request.as_deref(), Some(&payload.kind), &payload.raw_data());
                 check_forwarded(&reply, "data", payload);
                 let next = handler_request("2", Scope::Client, &sender, &via, payload);

@@ -1,5 +1,5 @@
-//! The hot-path writer: the two frames a broker sends most, a request to a handler and the reply
-//! to a client, written by hand into a pooled body buffer, with `data` copied as the text it came
+//! The hot-path writer: the frames a broker sends most, a request to a handler, the reply to a
+//! client and a push to a user (`sendClients`), written by hand into a pooled body buffer, with `data` copied as the text it came
 //! in. The bytes are exactly what serde writes for the same frame (the tests compare them), so
 //! every other frame can stay serde-serialized beside these.
 
@@ -134,6 +134,20 @@ pub fn client_reply(id: Option<&str>, kind_of: Option<&str>, data: Option<&str>)
     out
 }
 
+/// The body of a push to a client:
+/// `{"header":{"status":"ok","kind":"push","type":T,"from":F},"data":D}`.
+pub fn client_push(kind_of: &str, from: &Sender, data: Option<&str>) -> Vec<u8> {
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"status\":\"ok\",\"kind\":\"push\",\"type\":");
+    string(&mut out, kind_of);
+    out.extend_from_slice(b",\"from\":");
+    sender(&mut out, from);
+    out.extend_from_slice(b"},\"data\":");
+    raw(&mut out, data);
+    out.push(b'}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -240,6 +254,35 @@ mod tests {
         };
         let got = handler_request("1", Scope::Client, &senders[0], &[], &payload);
         assert!(got.ends_with(b"\"data\":null}}"));
+    }
+
+    #[test]
+    fn pushes_are_what_serde_writes() {
+        let senders = [
+            Sender {
+                user: Some("a\u{1}lice".into()),
+                server: "s".into(),
+                handler: None,
+            },
+            Sender {
+                user: None,
+                server: "s".into(),
+                handler: Some("chat".into()),
+            },
+        ];
+        for from in &senders {
+            for data in [None, Some("{\"text\":\"hi\\n\"}")] {
+                let raw = data.map(|d| RawValue::from_string(d.into()).unwrap());
+                let expected = to_body(&ClientFrame {
+                    header: ClientHeader::push("chat", from),
+                    data: &raw,
+                });
+                assert_eq!(
+                    String::from_utf8(client_push("chat", from, data)).unwrap(),
+                    String::from_utf8(expected).unwrap()
+                );
+            }
+        }
     }
 
     #[test]

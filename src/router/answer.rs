@@ -203,10 +203,7 @@ impl Router {
         let mut delivered = Vec::new();
         let mut offline = Vec::new();
         let mut seen = HashSet::new();
-        let push = to_body(&ClientFrame {
-            header: ClientHeader::push(&payload.kind, from),
-            data: &payload.raw_data(),
-        });
+        let push = client_push(&payload.kind, from, payload.data.as_deref());
         for user in users {
             if !seen.insert(user.as_str()) {
                 continue;

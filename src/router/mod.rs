@@ -35,10 +35,9 @@ use serde_json::value::RawValue;
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
-    ClientFrame, ClientHeader, ClientMessage, Command, HandlerMessage, PayloadRef, Scope, Sender,
-    Status, handler_error_report, to_body,
+    ClientMessage, Command, HandlerMessage, PayloadRef, Scope, Sender, Status, handler_error_report,
 };
-use crate::protocol::write::handler_request;
+use crate::protocol::write::{client_push, handler_request};
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
 use deadlines::Deadlines;
