@@ -207,19 +207,34 @@ impl Server {
             server.tell_error_id(id, reply_id.as_deref(), &error);
             server.finish(id, Instant::now(), "login refused".into());
         };
+        let purpose = |digest| Purpose::Compat {
+            msg: Box::new(msg.into_owned()),
+            digest,
+        };
+        if let Err(error) = self.start_login(id, username, password, purpose) {
+            refuse(self, error);
+        }
+    }
+
+    /// A first login (identify or an original-spec first frame): within the rate limits, its
+    /// password goes to the verifier threads and the connection waits for the answer. `Err` is
+    /// the refusal to send.
+    fn start_login(
+        &mut self,
+        id: ConnId,
+        username: String,
+        password: String,
+        purpose: impl FnOnce(PasswordDigest) -> Purpose,
+    ) -> Result<(), ErrorBody> {
         let ip = self.conn(id).and_then(|c| c.ip);
         if !self.logins.allows(ip, &username, Instant::now()) {
             self.stats.logins.rate_limited += 1;
-            return refuse(self, rate_limited());
+            return Err(rate_limited());
         }
-        let digest = password_digest(&username, &password);
         let tag = AuthTag {
             conn: id,
             ip,
-            purpose: Purpose::Compat {
-                msg: Box::new(msg.into_owned()),
-                digest,
-            },
+            purpose: purpose(password_digest(&username, &password)),
         };
         let job = AuthJob::Verify {
             tag,
@@ -228,15 +243,15 @@ impl Server {
         };
         if self.auth.submit(job).is_err() {
             warn!("conn={id} login refused: the login queue is full");
-            let error = ErrorBody::new(
+            return Err(ErrorBody::new(
                 ErrorCode::ServerBusy,
                 "too many logins in progress; try again",
-            );
-            return refuse(self, error);
+            ));
         }
         if let Some(conn) = self.conn(id) {
             conn.role = Role::Client(ClientState::Verifying);
         }
+        Ok(())
     }
 
     /// Check an original-spec message's `header.authentication` against the session: same user,
@@ -340,36 +355,9 @@ impl Server {
             );
             return refuse(self, error);
         };
-        let ip = self.conn(id).and_then(|c| c.ip);
-        if !self.logins.allows(ip, &username, Instant::now()) {
-            self.stats.logins.rate_limited += 1;
-            return refuse(self, rate_limited());
-        }
-        let tag = AuthTag {
-            conn: id,
-            ip,
-            purpose: Purpose::Identify {
-                digest: password_digest(&username, &password),
-            },
-        };
-        if self
-            .auth
-            .submit(AuthJob::Verify {
-                tag,
-                username,
-                password,
-            })
-            .is_err()
-        {
-            warn!("conn={id} login refused: the login queue is full");
-            let error = ErrorBody::new(
-                ErrorCode::ServerBusy,
-                "too many logins in progress; try again",
-            );
-            return refuse(self, error);
-        }
-        if let Some(conn) = self.conn(id) {
-            conn.role = Role::Client(ClientState::Verifying);
+        let purpose = |digest| Purpose::Identify { digest };
+        if let Err(error) = self.start_login(id, username, password, purpose) {
+            refuse(self, error);
         }
     }
 

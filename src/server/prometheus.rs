@@ -38,6 +38,14 @@ impl Text {
         self.sample(name, &[], value);
     }
 
+    /// One family with a sample per connection role, from a count indexed by role.
+    fn per_role(&mut self, name: &str, kind: &str, help: &str, counts: &[impl std::fmt::Display]) {
+        self.family(name, kind, help);
+        for role in RoleKind::ALL {
+            self.sample(name, &[("role", role.as_str())], &counts[role as usize]);
+        }
+    }
+
     fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
         for (bound, count) in h.cumulative() {
             let le = bound.map_or("+Inf".to_string(), seconds);
@@ -95,26 +103,18 @@ impl Server {
             "1 while /healthz answers 200 (serving, every handler type connected), else 0.",
             u8::from(self.health().is_ok()),
         );
-        out.family("connections_open", "gauge", "Open connections by role.");
-        for role in RoleKind::ALL {
-            out.sample(
-                "connections_open",
-                &[("role", role.as_str())],
-                t.open[role as usize],
-            );
-        }
-        out.family(
+        out.per_role(
+            "connections_open",
+            "gauge",
+            "Open connections by role.",
+            &t.open,
+        );
+        out.per_role(
             "connections_total",
             "counter",
             "Connections opened since start, by role.",
+            &s.connections_total,
         );
-        for role in RoleKind::ALL {
-            out.sample(
-                "connections_total",
-                &[("role", role.as_str())],
-                s.connections_total[role as usize],
-            );
-        }
         out.family(
             "logins_total",
             "counter",

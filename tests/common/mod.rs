@@ -187,6 +187,12 @@ impl Broker {
 
     /// Wait (up to the deadline) for the daemon to exit by itself and return its status.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.reap("exit")
+    }
+
+    /// Wait (up to the deadline) for the daemon to end; past it, kill it and fail saying it did
+    /// not `what`.
+    fn reap(&mut self, what: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let started = Instant::now();
         loop {
@@ -195,7 +201,7 @@ impl Broker {
             }
             if started.elapsed() > DEADLINE {
                 let _ = child.kill();
-                panic!("besterd did not exit:\n{}", self.log());
+                panic!("besterd did not {what}:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -241,19 +247,8 @@ impl Broker {
 
     /// Stop with SIGTERM and return the exit status (waits at most the deadline, then kills).
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        signal(child.id(), libc::SIGTERM);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if started.elapsed() > DEADLINE {
-                let _ = child.kill();
-                panic!("besterd did not stop on SIGTERM:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        signal(self.pid(), libc::SIGTERM);
+        self.reap("stop on SIGTERM")
     }
 }
 
