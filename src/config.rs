@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,6 +57,8 @@ pub struct FileMonitor {
     pub max_connections: Option<usize>,
     /// A monitoring connection must send its whole request within this long.
     pub timeout_ms: Option<u64>,
+    /// Host names the monitor answers to besides IP literals and `localhost` (DNS rebinding).
+    pub hosts: Option<Vec<String>>,
 }
 
 /// The validated `[monitor]` section (present only when `listen` is set).
@@ -68,6 +70,8 @@ pub struct MonitorConfig {
     pub max_connections: usize,
     /// Time allowed for a whole request.
     pub timeout: Duration,
+    /// Host names answered besides IP literals and `localhost`.
+    pub hosts: Vec<String>,
 }
 
 /// `[peers.<name>]` as written.
@@ -831,11 +835,21 @@ impl FileConfig {
                 m.timeout_ms,
                 5_000,
             ));
+            let hosts = m.hosts.clone().unwrap_or_default();
+            for (j, host) in hosts.iter().enumerate() {
+                if !crate::net::hosts::valid_name(host) || host.parse::<IpAddr>().is_ok() {
+                    problems.push((
+                        format!("monitor.hosts[{j}]"),
+                        format!("{host:?} is not a host name (IP addresses are always answered)"),
+                    ));
+                }
+            }
             match resolve(listen) {
                 Ok(listen) => Some(MonitorConfig {
                     listen,
                     max_connections,
                     timeout,
+                    hosts,
                 }),
                 Err(e) => {
                     problems.push(("monitor.listen".into(), e));
@@ -1016,7 +1030,7 @@ mod tests {
                 ),
                 (
                     "listeners[3]".into(),
-                    "allowed_origins and static_dir only go with kind \"ws\" or \"wss\"".into()
+                    "allowed_origins, static_dir and hosts only go with kind \"ws\" or \"wss\"".into()
                 ),
             ]
         );

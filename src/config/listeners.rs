@@ -35,6 +35,9 @@ pub struct FileListener {
     pub allowed_origins: Option<Vec<String>>,
     /// Files answered to plain HTTP GETs (ws, wss); `"{web}"` for the built-in web client.
     pub static_dir: Option<String>,
+    /// Host names this listener answers to (ws, wss), beside IP literals and `localhost`: the
+    /// DNS-rebinding defence (`net/hosts.rs`).
+    pub hosts: Option<Vec<String>>,
 }
 
 /// A listener's kind.
@@ -107,6 +110,8 @@ pub struct ListenerConfig {
     pub origins: Origins,
     /// For ws and wss.
     pub static_files: Option<StaticFiles>,
+    /// For ws and wss: host names it answers to besides IP literals and `localhost`.
+    pub hosts: Vec<String>,
 }
 
 /// Validate `[[listeners]]`, pushing `(key, problem)` pairs.
@@ -177,11 +182,22 @@ pub fn validate_listeners(
                 None
             }
         };
-        if !kind.websocket() && (l.allowed_origins.is_some() || l.static_dir.is_some()) {
+        if !kind.websocket()
+            && (l.allowed_origins.is_some() || l.static_dir.is_some() || l.hosts.is_some())
+        {
             problems.push((
                 key.clone(),
-                "allowed_origins and static_dir only go with kind \"ws\" or \"wss\"".into(),
+                "allowed_origins, static_dir and hosts only go with kind \"ws\" or \"wss\"".into(),
             ));
+        }
+        let hosts = l.hosts.unwrap_or_default();
+        for (j, host) in hosts.iter().enumerate() {
+            if !crate::net::hosts::valid_name(host) || host.parse::<std::net::IpAddr>().is_ok() {
+                problems.push((
+                    format!("{key}.hosts[{j}]"),
+                    format!("{host:?} is not a host name (IP addresses are always answered)"),
+                ));
+            }
         }
         let origins = match l.allowed_origins {
             None => Origins::SameHost,
@@ -208,6 +224,7 @@ pub fn validate_listeners(
             tls,
             origins,
             static_files,
+            hosts,
         });
     }
     out

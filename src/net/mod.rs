@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod framed;
+pub mod hosts;
 pub mod local;
 pub mod spare;
 pub mod tls;

@@ -18,6 +18,7 @@ use mio::{Interest, Registry, Token};
 use rustls::ServerConfig;
 
 use crate::config::{Config, ListenerConfig, ListenerKind, StaticFiles};
+use crate::net::hosts::Hosts;
 use crate::net::tls::{self, TlsStream};
 use crate::net::ws::{self, Origins, WsOptions};
 use crate::net::{Framed, Link, Stream, Transport};
@@ -61,7 +62,17 @@ pub(super) fn token(index: usize) -> Token {
     Token(LISTENER_BASE + index)
 }
 
+/// Sent with the built-in web client's files: its scripts and styles come only from the
+/// listener itself, it talks only to the listener, and no other site may frame it.
+const WEB_HEADERS: &str = "Content-Security-Policy: default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n";
+
 fn static_files(files: Option<&StaticFiles>) -> Result<Arc<WsOptions>, String> {
+    let file_headers = match files {
+        Some(StaticFiles::Builtin) => WEB_HEADERS,
+        _ => "",
+    };
     let files = match files {
         None => Default::default(),
         Some(StaticFiles::Dir(dir)) => ws::load_static_dir(dir)?,
@@ -79,6 +90,9 @@ fn static_files(files: Option<&StaticFiles>) -> Result<Arc<WsOptions>, String> {
     Ok(Arc::new(WsOptions {
         origins: Origins::SameHost,
         files,
+        hosts: Hosts::default(),
+        check_host: false,
+        file_headers,
     }))
 }
 
@@ -97,7 +111,11 @@ fn load(config: &ListenerConfig) -> Result<Loaded, String> {
     };
     let ws = if config.kind.websocket() {
         let mut options = static_files(config.static_files.as_ref())?;
-        Arc::make_mut(&mut options).origins = config.origins.clone();
+        let o = Arc::make_mut(&mut options);
+        o.origins = config.origins.clone();
+        // DNS rebinding: a loopback listener, or one told its names, answers no other Host.
+        o.hosts = Hosts::new(&config.hosts);
+        o.check_host = config.address.ip().is_loopback() || !config.hosts.is_empty();
         Some(options)
     } else {
         None
@@ -121,6 +139,7 @@ impl Listeners {
             tls: None,
             origins: Origins::SameHost,
             static_files: None,
+            hosts: Vec::new(),
         };
         let mut list = Vec::new();
         for (i, lc) in std::iter::once(main)
