@@ -115,6 +115,33 @@ impl fmt::Debug for PeerConfig {
     }
 }
 
+/// Words that mark a configuration line as one that may hold a secret.
+const SECRET_WORDS: [&str; 3] = ["secret", "password", "token"];
+
+/// A TOML error as `line L, column C: message` and the line itself, without the values a line
+/// holding a secret (`secret = "…"`) carries, and without any value serde quotes in the message.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message = crate::protocol::redact::without_values(e.message().trim_end());
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let lower = line.to_ascii_lowercase();
+    let shown = match line.split_once('=') {
+        Some((key, _)) if SECRET_WORDS.iter().any(|w| lower.contains(w)) => {
+            format!("{}= <redacted>", key)
+        }
+        None if SECRET_WORDS.iter().any(|w| lower.contains(w)) => "<redacted>".to_string(),
+        _ => line.to_string(),
+    };
+    format!("line {line_no}, column {column}: {message}\n    {line_no} | {shown}")
+}
+
 /// Shortest accepted peer secret.
 pub const MIN_SECRET: usize = 16;
 
@@ -370,7 +397,7 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
             origin: origin.to_string(),
-            problems: vec![("(syntax)".into(), e.to_string().trim_end().to_string())],
+            problems: vec![("(syntax)".into(), syntax_error(text, &e))],
         })?;
         file.validate().map_err(|problems| ConfigError {
             origin: origin.to_string(),
@@ -959,6 +986,40 @@ mod tests {
                 "handlers.neither"
             ]
         );
+    }
+
+    #[test]
+    fn syntax_errors_never_show_a_secret() {
+        for (text, want) in [
+            (
+                "[peers.b]\nsecret = \"supersecretvalue123\" junk\n",
+                "line 2, column 32: unexpected key or value, expected newline, `#`\n    2 | secret = <redacted>",
+            ),
+            (
+                "[peers.b]\nsecret = [\"supersecretvalue123\"]\n",
+                "line 2, column 10: invalid type: sequence, expected a string\n    2 | secret = <redacted>",
+            ),
+            (
+                "[peers.b]\nsecret = 12345678901234567\n",
+                "line 2, column 10: invalid type: integer, expected a string\n    2 | secret = <redacted>",
+            ),
+            (
+                "[peers]\nb = { address = \"x:1\", secret = \"supersecretvalue123\", bogus = 1 }\n",
+                "line 2, column 56: unknown field `bogus`, expected one of `address`, `secret`, `secret_file`, `tls`, `ca`, `fingerprint`, `server_name`\n    2 | b = <redacted>",
+            ),
+            (
+                "[server]\nlisten = 5\n",
+                "line 2, column 10: invalid type: integer, expected a string\n    2 | listen = 5",
+            ),
+        ] {
+            let p = problems(text);
+            assert_eq!(
+                p,
+                vec![("(syntax)".to_string(), want.to_string())],
+                "{text}"
+            );
+            assert!(!p[0].1.contains("supersecret"), "{}", p[0].1);
+        }
     }
 
     #[test]

@@ -49,6 +49,29 @@ fn pin_mmap_threshold() {
     }
 }
 
+/// The logger, less the lines that would carry message contents: tungstenite logs every
+/// WebSocket frame and message it reads or writes at trace level, and a client's identify holds
+/// its password. besterd itself logs no frame body at any level (README: "Logging").
+struct NoContents(env_logger::Logger);
+
+impl log::Log for NoContents {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        let contents =
+            metadata.level() == log::Level::Trace && metadata.target().starts_with("tungstenite");
+        !contents && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
 /// env_logger on stderr, `info` unless `RUST_LOG` says otherwise. Under systemd (stderr goes to the
 /// journal) lines carry `<N>` priority prefixes and no timestamps: the journal adds its own.
 fn init_logging() {
@@ -65,7 +88,11 @@ fn init_logging() {
             writeln!(buf, "<{priority}>{}", record.args())
         });
     }
-    builder.init();
+    let logger = builder.build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(NoContents(logger))).is_ok() {
+        log::set_max_level(max);
+    }
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, ExitCode> {
