@@ -1,6 +1,7 @@
 //! Users and passwords: the argon2id user store, the verifier pool that keeps hashing and store
 //! writes off the event loop, and the `besterd user` admin commands; tokens: [`jwt`] verifies
-//! the application's JWTs, [`resume`] makes and checks the resume tokens besterd issues.
+//! the application's JWTs, [`resume`] makes and checks the resume tokens besterd issues,
+//! [`keys`] checks ed25519 login signatures.
 //!
 //! Owns everything that touches a password or the user store file. The event loop only talks to
 //! [`AuthPool`] (`submit` / `try_recv`, woken through a `mio::Waker`); the CLI calls [`run_admin`].
@@ -11,6 +12,7 @@
 
 pub mod admin;
 pub mod jwt;
+pub mod keys;
 pub mod resume;
 pub mod user_store;
 pub mod worker;
