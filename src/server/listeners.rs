@@ -15,11 +15,10 @@ use std::time::Instant;
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
-use rustls::ServerConfig;
 
 use crate::config::{Config, ListenerConfig, ListenerKind, StaticFiles};
 use crate::net::hosts::Hosts;
-use crate::net::tls::{self, TlsStream};
+use crate::net::tls::{self, ServerTls, TlsStream};
 use crate::net::ws::{self, Origins, WsOptions};
 use crate::net::{Framed, Link, Stream, Transport};
 use crate::protocol::ErrorCode;
@@ -47,7 +46,7 @@ pub(super) struct ClientListener {
     /// Where it is bound.
     pub addr: SocketAddr,
     /// For tls and wss (replaced on reload).
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<Arc<ServerTls>>,
     /// For ws and wss (replaced on reload).
     ws: Option<Arc<WsOptions>>,
 }
@@ -97,7 +96,7 @@ fn static_files(files: Option<&StaticFiles>) -> Result<Arc<WsOptions>, String> {
 }
 
 /// What a listener reads from its files: TLS configuration and WebSocket options.
-type Loaded = (Option<Arc<ServerConfig>>, Option<Arc<WsOptions>>);
+type Loaded = (Option<Arc<ServerTls>>, Option<Arc<WsOptions>>);
 
 /// TLS configuration and WebSocket options of a listener, read from its files.
 fn load(config: &ListenerConfig) -> Result<Loaded, String> {
@@ -105,7 +104,7 @@ fn load(config: &ListenerConfig) -> Result<Loaded, String> {
         Some(files) => Some(tls::server_config(
             &files.cert,
             &files.key,
-            files.client_ca.as_deref(),
+            files.client.as_ref(),
         )?),
         None => None,
     };
@@ -196,7 +195,8 @@ impl Listeners {
             .collect()
     }
 
-    /// Read every listener's certificate, key and static files again; new connections use them.
+    /// Read every listener's certificate, key, client CA and CRLs, and static files again; new
+    /// connections use them.
     /// A listener whose files are now bad keeps what it had; the errors are returned.
     pub fn reload(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -208,7 +208,10 @@ impl Listeners {
                 Ok((tls, ws)) => {
                     l.tls = tls;
                     l.ws = ws;
-                    info!("listener {}: certificate and files reloaded", l.config.name);
+                    info!(
+                        "listener {}: certificates, CRLs and files reloaded",
+                        l.config.name
+                    );
                 }
                 Err(e) => errors.push(format!(
                     "listener {}: {e}; keeping the old ones",

@@ -7,6 +7,7 @@
 
 pub mod activation;
 mod admin;
+mod cert_login;
 mod client;
 mod conn;
 mod dial;
