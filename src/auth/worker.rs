@@ -789,6 +789,41 @@ mod tests {
     }
 
     #[test]
+    fn certificate_lookups_check_existence_and_the_pin_without_argon2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let mut h = Harness::start(&path, 1, 4);
+        let lookup = |tag, username: &str, fingerprint| AuthJob::Lookup {
+            tag,
+            username: username.to_owned(),
+            fingerprint,
+        };
+        h.pool.submit(lookup(1, "alice", [1; 32])).unwrap();
+        let result = h.results(1).pop().unwrap();
+        assert_eq!(result.outcome, AuthOutcome::Ok);
+        let stamp = result.stamp.expect("a stamp");
+        assert_eq!(stamp.credential, Credential::Certificate);
+        assert_eq!(stamp.digest, pin_digest(None));
+        assert_eq!(
+            h.outcome(lookup(2, "Alice", [1; 32])),
+            AuthOutcome::BadCredentials
+        );
+        assert_eq!(
+            h.outcome(lookup(3, "mallory", [1; 32])),
+            AuthOutcome::BadCredentials
+        );
+        update(&path, |u| u.set_cert_pin("alice", Some(&[2; 32]))).unwrap();
+        assert_eq!(
+            h.outcome(lookup(4, "alice", [1; 32])),
+            AuthOutcome::BadCredentials
+        );
+        h.pool.submit(lookup(5, "alice", [2; 32])).unwrap();
+        let stamp = h.results(1).pop().unwrap().stamp.expect("a stamp");
+        assert_eq!(stamp.digest, pin_digest(Some(&"02".repeat(32))));
+        assert_eq!(h.pool.work_area_bytes(), 0, "no password was hashed");
+    }
+
+    #[test]
     fn pool_sees_users_added_by_another_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.json"); // does not exist yet

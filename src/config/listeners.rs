@@ -378,3 +378,59 @@ pub fn validate_peer_tls(
     }
     Some(PeerTls { trust, server_name })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(l: FileListener) -> (Option<ClientAuth>, Vec<(String, String)>) {
+        let mut problems = Vec::new();
+        let auth = client_auth("listeners[0]", &l, &mut problems);
+        (auth, problems)
+    }
+
+    #[test]
+    fn certificate_mappings_need_their_domain_or_prefix() {
+        let ca = || Some(PathBuf::from("ca.pem"));
+        let (auth, problems) = problems_of(FileListener {
+            client_ca: ca(),
+            ..Default::default()
+        });
+        assert_eq!(auth.unwrap().map, CertMap::Cn);
+        assert!(problems.is_empty());
+        let (auth, _) = problems_of(FileListener {
+            client_ca: ca(),
+            client_cert_map: Some("email".into()),
+            client_cert_email_domain: Some("example.org".into()),
+            client_crl: Some(vec!["a.crl".into()]),
+            ..Default::default()
+        });
+        let auth = auth.unwrap();
+        assert_eq!(auth.map, CertMap::Email("example.org".into()));
+        assert_eq!(auth.crls, [PathBuf::from("a.crl")]);
+        let (auth, problems) = problems_of(FileListener {
+            client_ca: ca(),
+            client_cert_map: Some("uri".into()),
+            ..Default::default()
+        });
+        assert!(auth.is_none());
+        assert_eq!(problems[0].0, "listeners[0].client_cert_uri_prefix");
+        let (_, problems) = problems_of(FileListener {
+            client_ca: ca(),
+            client_cert_map: Some("dn".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            problems,
+            [(
+                "listeners[0].client_cert_map".to_string(),
+                "\"dn\" is not one of \"cn\", \"email\", \"uri\"".to_string()
+            )]
+        );
+        let (_, problems) = problems_of(FileListener {
+            client_crl: Some(vec![]),
+            ..Default::default()
+        });
+        assert_eq!(problems[0].0, "listeners[0]");
+    }
+}
