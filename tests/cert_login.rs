@@ -469,10 +469,18 @@ fn revoked_certificates_are_refused_and_the_crl_is_read_again_on_sighup() {
     let revoked_one = cert("alice", 1001);
     let good = cert("bob", 1002);
     refused_by_tls(&pki, addr, &revoked_one, "CertificateRevoked");
-    drop(logs_in_as(&pki, addr, &good, "bob"));
-    // bob's certificate is revoked too; SIGHUP reads the new list for new connections.
+    let mut open = logs_in_as(&pki, addr, &good, "bob");
+    // bob's certificate is revoked too; SIGHUP reads the new list: his open session ends, and
+    // new connections with the certificate are refused.
     pki.write_crl(&crl, 2, &[1001, 1002]);
     signal(broker.pid(), libc::SIGHUP);
+    let frame = recv(&mut open).unwrap().expect("a frame before the close");
+    assert_eq!(code(&frame), "session_revoked", "{frame}");
+    assert_eq!(
+        frame["data"]["error"],
+        "session revoked: the client certificate is no longer accepted; log in again"
+    );
+    assert_eq!(recv(&mut open).unwrap(), None, "closed");
     eventually("the new CRL to apply", || {
         let (answer, _) = cert_login(&pki, addr, &good);
         answer

@@ -171,7 +171,7 @@ pub fn validate_listeners(
             || l.client_cert_uri_prefix.is_some();
         let tls = match (kind.tls(), l.cert, l.key) {
             (true, Some(cert), Some(key_file)) => {
-                if let Err(e) = tls::server_config(&cert, &key_file, client.as_ref()) {
+                if let Err(e) = tls::server_config(&cert, &key_file, client.as_ref(), i) {
                     problems.push((format!("{key}.cert"), e));
                 }
                 Some(TlsFiles {

@@ -90,6 +90,11 @@ impl TlsStream {
         self.server.as_ref()?.map.as_ref()
     }
 
+    /// The server side: the listener settings the connection was accepted with.
+    pub fn server_tls(&self) -> Option<&ServerTls> {
+        self.server.as_deref()
+    }
+
     /// The TCP stream underneath.
     pub fn tcp(&self) -> &TcpStream {
         &self.sock
@@ -260,6 +265,24 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     /// With `client_ca`: how a client certificate names its user.
     pub map: Option<CertMap>,
+    /// Which listener (its index) this is for, so a connection finds its listener's current
+    /// settings after a reload.
+    pub listener: usize,
+    /// With `client_ca`: the client certificate verifier in `config`.
+    clients: Option<Arc<ClientCerts>>,
+}
+
+impl ServerTls {
+    /// With `client_ca`: whether a connection presenting `cert` would be accepted now (after a
+    /// reload: the CA file, the CRLs, the validity dates as they are now). `Ok` without `client_ca`.
+    pub fn accepts_client_cert(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        match &self.clients {
+            Some(verifier) => verifier
+                .verify_client_cert(cert, &[], UnixTime::now())
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Every CRL in the PEM files (each file at least one).
@@ -289,6 +312,7 @@ pub fn server_config(
     cert: &Path,
     key: &Path,
     client: Option<&ClientAuth>,
+    listener: usize,
 ) -> Result<Arc<ServerTls>, String> {
     let certs = load_certs(cert)?;
     let key_path = key;
@@ -296,6 +320,7 @@ pub fn server_config(
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
+    let mut clients = None;
     let builder = match client {
         Some(client) => {
             let ca = &client.ca;
@@ -308,7 +333,9 @@ pub fn server_config(
             let inner = verifier
                 .build()
                 .map_err(|e| format!("{}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(Arc::new(ClientCerts { inner }))
+            let verifier = Arc::new(ClientCerts { inner });
+            clients = Some(Arc::clone(&verifier));
+            builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
@@ -318,6 +345,8 @@ pub fn server_config(
     Ok(Arc::new(ServerTls {
         config: Arc::new(config),
         map: client.map(|c| c.map.clone()),
+        listener,
+        clients,
     }))
 }
 

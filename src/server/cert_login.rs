@@ -12,8 +12,14 @@
 //! even one `allowed_origins` admits) never logs in by certificate: the browser would present its
 //! user's certificate to any page that asks.
 //!
+//! After a reload (SIGHUP), every open connection's client certificate is checked again against
+//! its listener's new settings (CA file, CRLs, validity dates): one the listener would now refuse
+//! ends its connection, a logged-in session with `session_revoked`.
+//!
 //! It must not: accept a name the store does not hold, fold case, or log anything secret (a
 //! certificate holds none; its fingerprint is public).
+
+use std::time::Instant;
 
 use log::{info, warn};
 
@@ -123,5 +129,47 @@ impl Server {
             conn.role = Role::Client(ClientState::Verifying);
         }
         Ok(())
+    }
+
+    /// After a reload: end the connections whose client certificate their listener would now
+    /// refuse (revoked by a new CRL, expired, or its CA no longer listed).
+    pub(super) fn recheck_client_certificates(&mut self) {
+        let mut refused = Vec::new();
+        for (_, conn) in self.conns.iter() {
+            let Link::Tls(tls) = &conn.io.transport().link else {
+                continue;
+            };
+            let (Some(accepted_by), Some(cert)) = (
+                tls.server_tls(),
+                tls.peer_certificates().and_then(|c| c.first()),
+            ) else {
+                continue;
+            };
+            let Some(now) = self.listeners.tls_of(accepted_by.listener) else {
+                continue;
+            };
+            if let Err(e) = now.accepts_client_cert(cert) {
+                refused.push((conn.id, conn.user().map(str::to_string), e));
+            }
+        }
+        for (id, user, e) in refused {
+            info!(
+                "conn={id} user={} client certificate no longer accepted ({e}); closing",
+                user.as_deref().unwrap_or("-")
+            );
+            if user.is_some() {
+                self.router.client_gone(id);
+                let error = ErrorBody::new(
+                    ErrorCode::SessionRevoked,
+                    "session revoked: the client certificate is no longer accepted; log in again",
+                );
+                self.tell_error(id, &error);
+            }
+            self.finish(
+                id,
+                Instant::now(),
+                "client certificate no longer accepted".into(),
+            );
+        }
     }
 }

@@ -98,13 +98,14 @@ fn static_files(files: Option<&StaticFiles>) -> Result<Arc<WsOptions>, String> {
 /// What a listener reads from its files: TLS configuration and WebSocket options.
 type Loaded = (Option<Arc<ServerTls>>, Option<Arc<WsOptions>>);
 
-/// TLS configuration and WebSocket options of a listener, read from its files.
-fn load(config: &ListenerConfig) -> Result<Loaded, String> {
+/// TLS configuration and WebSocket options of listener `index`, read from its files.
+fn load(config: &ListenerConfig, index: usize) -> Result<Loaded, String> {
     let tls = match &config.tls {
         Some(files) => Some(tls::server_config(
             &files.cert,
             &files.key,
             files.client.as_ref(),
+            index,
         )?),
         None => None,
     };
@@ -145,7 +146,7 @@ impl Listeners {
             .chain(config.listeners.iter().cloned())
             .enumerate()
         {
-            let (tls, ws) = load(&lc).map_err(io::Error::other)?;
+            let (tls, ws) = load(&lc, i).map_err(io::Error::other)?;
             let mut socket = match inherited(&lc.name)? {
                 Some(socket) => socket,
                 None => TcpListener::bind(lc.address).map_err(|e| {
@@ -200,11 +201,11 @@ impl Listeners {
     /// A listener whose files are now bad keeps what it had; the errors are returned.
     pub fn reload(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
-        for l in &mut self.list {
+        for (i, l) in self.list.iter_mut().enumerate() {
             if l.config.tls.is_none() && l.config.static_files.is_none() {
                 continue;
             }
-            match load(&l.config) {
+            match load(&l.config, i) {
                 Ok((tls, ws)) => {
                     l.tls = tls;
                     l.ws = ws;
@@ -220,6 +221,11 @@ impl Listeners {
             }
         }
         errors
+    }
+
+    /// The TLS settings listener `index` accepts new connections with.
+    pub fn tls_of(&self, index: usize) -> Option<&tls::ServerTls> {
+        self.list.get(index)?.tls.as_deref()
     }
 
     /// Stop accepting (shutdown).

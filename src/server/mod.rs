@@ -265,6 +265,7 @@ impl Server {
         for problem in self.listeners.reload() {
             error!("reload: {problem}");
         }
+        self.recheck_client_certificates();
     }
 
     /// Serve until SIGTERM or SIGINT, then shut down cleanly.
