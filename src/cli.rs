@@ -82,6 +82,10 @@ pub enum UserAction {
         /// Read the password from the first line of standard input instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// Give the user no password (a hash of a random one nobody knows): they log in by
+        /// client certificate only, until `passwd` sets one.
+        #[arg(long, conflicts_with = "password_stdin")]
+        no_password: bool,
         /// Pin the user's client certificate: only it logs in as this user by certificate.
         #[command(flatten)]
         pin: CertPin,

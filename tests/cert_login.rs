@@ -442,6 +442,19 @@ fn a_pinned_certificate_is_the_only_one_that_logs_in_as_its_user() {
     refused_like_unknown_user(&broker, &pki, addr, &second);
     // A password login is not affected by the pin.
     drop(broker.login("alice", "alice-pw"));
+    // A user added without a password, with a pin, logs in by that certificate only.
+    let robot = pki.client("robot", spec(&["robot"]));
+    user_cmd(
+        &broker,
+        &[
+            "add",
+            "robot",
+            "--no-password",
+            "--cert",
+            robot.chain.to_str().unwrap(),
+        ],
+    );
+    drop(logs_in_as(&pki, addr, &robot, "robot"));
     // Removing the pin lets the second in again.
     user_cmd(&broker, &["cert", "alice", "--clear"]);
     eventually("the pin to be gone", || {

@@ -114,6 +114,7 @@ fn run_with(
         UserAction::Add {
             name,
             password_stdin,
+            no_password,
             pin,
         } => {
             user_store::validate_username(name)?;
@@ -121,7 +122,12 @@ fn run_with(
             if UserStore::open(store)?.users().contains(name) {
                 return Err(StoreError::UserExists(name.clone()).into());
             }
-            let hash = user_store::hash_password(&read_password(name, *password_stdin)?)?;
+            let password = if *no_password {
+                unknown_password()
+            } else {
+                read_password(name, *password_stdin)?
+            };
+            let hash = user_store::hash_password(&password)?;
             user_store::update(store, |users| {
                 users.add(name, &hash)?;
                 users.set_cert_pin(name, pin.as_ref())
@@ -185,6 +191,13 @@ fn run_with(
     // The change is made; a failure to say so is not worth an error.
     let _ = writeln!(err, "{confirmation}");
     Ok(())
+}
+
+/// A password nobody knows (32 random bytes in hex, thrown away once hashed).
+fn unknown_password() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The fingerprint to pin, from `--cert-fingerprint HEX` or `--cert FILE`, if either is given.
@@ -274,6 +287,7 @@ mod tests {
         UserAction::Add {
             name: name.to_owned(),
             password_stdin: true,
+            no_password: false,
             pin: CertPin::default(),
         }
     }
@@ -285,6 +299,7 @@ mod tests {
         let action = UserAction::Add {
             name: "alice".into(),
             password_stdin: true,
+            no_password: false,
             pin: CertPin {
                 cert_fingerprint: Some(fp.clone()),
                 cert: None,
@@ -309,6 +324,19 @@ mod tests {
             text.contains(&format!("\"cert_sha256\": \"{}\"", "ab".repeat(32))),
             "{text}"
         );
+        // A user without a password: nothing asked, a hash nothing known verifies.
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut never = |_: &str, _: bool| -> Result<String, AdminError> { panic!("asked") };
+        let action = UserAction::Add {
+            name: "robot".into(),
+            password_stdin: false,
+            no_password: true,
+            pin: CertPin::default(),
+        };
+        run_with(&path, &action, &mut never, &mut out, &mut err).unwrap();
+        let store = UserStore::open(&path).unwrap();
+        assert!(store.users().contains("robot"));
+        assert!(!store.verify("robot", ""));
         // A password change keeps the pin; --clear removes it.
         admin(&path, passwd("alice"), "pw2\n").0.unwrap();
         assert!(
