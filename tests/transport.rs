@@ -48,6 +48,7 @@ fn write_pki(dir: &Path, tag: &str, expired: bool) -> Pki {
     client_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "alice");
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
     let path = |name: &str| dir.join(format!("{tag}-{name}"));
     let pki = Pki {

@@ -13,6 +13,8 @@
 //! ```json
 //! {"version":1,"users":{"alice":{"hash":"$argon2id$v=19$m=19456,t=2,p=1$..."}}}
 //! ```
+//! An entry may also pin a client certificate: `"cert_sha256"`, the SHA-256 of its DER as 64
+//! lowercase hex digits; certificate logins as that user then need exactly that certificate.
 //! A store file that does not exist is an empty store.
 
 use std::collections::BTreeMap;
@@ -337,6 +339,19 @@ pub fn verify_password(username: &str, stored: Option<&str>, password: &str) -> 
 #[serde(deny_unknown_fields)]
 struct UserEntry {
     hash: String,
+    /// The pinned client certificate: SHA-256 of its DER, 64 lowercase hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cert_sha256: Option<String>,
+}
+
+/// Whether `text` is a pinned fingerprint as stored: 64 lowercase hex digits.
+fn is_stored_fingerprint(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A fingerprint as stored (64 lowercase hex digits).
+pub fn fingerprint_hex(fingerprint: &[u8; 32]) -> String {
+    fingerprint.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The users of a store: name → argon2id PHC hash, kept sorted by name.
@@ -354,6 +369,24 @@ impl Users {
     /// The stored PHC hash of `name`, if the user exists.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.map.get(name).map(|entry| entry.hash.as_str())
+    }
+
+    /// The pinned client certificate of `name` (64 lowercase hex digits of its SHA-256), if the
+    /// user exists and has one.
+    pub fn cert_pin(&self, name: &str) -> Option<&str> {
+        self.map.get(name)?.cert_sha256.as_deref()
+    }
+
+    /// Pin (`Some`) or unpin (`None`) the client certificate of an existing user. Fails with
+    /// `NoSuchUser`.
+    pub fn set_cert_pin(&mut self, name: &str, pin: Option<&[u8; 32]>) -> Result<(), StoreError> {
+        match self.map.get_mut(name) {
+            Some(entry) => {
+                entry.cert_sha256 = pin.map(fingerprint_hex);
+                Ok(())
+            }
+            None => Err(StoreError::NoSuchUser(name.to_owned())),
+        }
     }
 
     /// Whether `name` exists.
@@ -388,6 +421,7 @@ impl Users {
             name.to_owned(),
             UserEntry {
                 hash: phc.to_owned(),
+                cert_sha256: None,
             },
         );
         Ok(())
@@ -437,6 +471,14 @@ impl<'de> Deserialize<'de> for Users {
                     if map.contains_key(&name) {
                         return Err(A::Error::custom(format_args!(
                             "user {} appears twice",
+                            ShortName(&name)
+                        )));
+                    }
+                    if let Some(pin) = &entry.cert_sha256
+                        && !is_stored_fingerprint(pin)
+                    {
+                        return Err(A::Error::custom(format_args!(
+                            "user {}: cert_sha256 is not 64 lowercase hex digits",
                             ShortName(&name)
                         )));
                     }

@@ -181,6 +181,8 @@ pub struct WsServer {
     last_error: Option<String>,
     /// A close frame was queued.
     close_sent: bool,
+    /// The upgrade came from a non-browser client (no `Origin`) or a page of this same host.
+    same_origin: bool,
 }
 
 impl std::fmt::Debug for WsServer {
@@ -246,7 +248,14 @@ impl WsServer {
             pending_error: None,
             last_error: None,
             close_sent: false,
+            same_origin: false,
         }
+    }
+
+    /// Whether the upgrade sent no `Origin` or one of this listener's own host (a page from
+    /// elsewhere, even one `allowed_origins` lets in, is cross-origin). False before the upgrade.
+    pub fn same_origin(&self) -> bool {
+        self.same_origin
     }
 
     /// Change the message limit (raised after identify).
@@ -511,6 +520,7 @@ impl WsServer {
             let text = format!("origin {} is not allowed\n", header("origin").unwrap_or(""));
             return Ok(self.answer(out, 403, &text, None));
         }
+        self.same_origin = Origins::SameHost.allows(header("origin"), host, &self.options.hosts);
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         out.extend_from_slice(
             format!(

@@ -15,11 +15,10 @@ use std::time::Instant;
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
-use rustls::ServerConfig;
 
 use crate::config::{Config, ListenerConfig, ListenerKind, StaticFiles};
 use crate::net::hosts::Hosts;
-use crate::net::tls::{self, TlsStream};
+use crate::net::tls::{self, ServerTls, TlsStream};
 use crate::net::ws::{self, Origins, WsOptions};
 use crate::net::{Framed, Link, Stream, Transport};
 use crate::protocol::ErrorCode;
@@ -47,7 +46,7 @@ pub(super) struct ClientListener {
     /// Where it is bound.
     pub addr: SocketAddr,
     /// For tls and wss (replaced on reload).
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<Arc<ServerTls>>,
     /// For ws and wss (replaced on reload).
     ws: Option<Arc<WsOptions>>,
 }
@@ -97,15 +96,16 @@ fn static_files(files: Option<&StaticFiles>) -> Result<Arc<WsOptions>, String> {
 }
 
 /// What a listener reads from its files: TLS configuration and WebSocket options.
-type Loaded = (Option<Arc<ServerConfig>>, Option<Arc<WsOptions>>);
+type Loaded = (Option<Arc<ServerTls>>, Option<Arc<WsOptions>>);
 
-/// TLS configuration and WebSocket options of a listener, read from its files.
-fn load(config: &ListenerConfig) -> Result<Loaded, String> {
+/// TLS configuration and WebSocket options of listener `index`, read from its files.
+fn load(config: &ListenerConfig, index: usize) -> Result<Loaded, String> {
     let tls = match &config.tls {
         Some(files) => Some(tls::server_config(
             &files.cert,
             &files.key,
-            files.client_ca.as_deref(),
+            files.client.as_ref(),
+            index,
         )?),
         None => None,
     };
@@ -146,7 +146,7 @@ impl Listeners {
             .chain(config.listeners.iter().cloned())
             .enumerate()
         {
-            let (tls, ws) = load(&lc).map_err(io::Error::other)?;
+            let (tls, ws) = load(&lc, i).map_err(io::Error::other)?;
             let mut socket = match inherited(&lc.name)? {
                 Some(socket) => socket,
                 None => TcpListener::bind(lc.address).map_err(|e| {
@@ -196,19 +196,23 @@ impl Listeners {
             .collect()
     }
 
-    /// Read every listener's certificate, key and static files again; new connections use them.
+    /// Read every listener's certificate, key, client CA and CRLs, and static files again; new
+    /// connections use them.
     /// A listener whose files are now bad keeps what it had; the errors are returned.
     pub fn reload(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
-        for l in &mut self.list {
+        for (i, l) in self.list.iter_mut().enumerate() {
             if l.config.tls.is_none() && l.config.static_files.is_none() {
                 continue;
             }
-            match load(&l.config) {
+            match load(&l.config, i) {
                 Ok((tls, ws)) => {
                     l.tls = tls;
                     l.ws = ws;
-                    info!("listener {}: certificate and files reloaded", l.config.name);
+                    info!(
+                        "listener {}: certificates, CRLs and files reloaded",
+                        l.config.name
+                    );
                 }
                 Err(e) => errors.push(format!(
                     "listener {}: {e}; keeping the old ones",
@@ -217,6 +221,11 @@ impl Listeners {
             }
         }
         errors
+    }
+
+    /// The TLS settings listener `index` accepts new connections with.
+    pub fn tls_of(&self, index: usize) -> Option<&tls::ServerTls> {
+        self.list.get(index)?.tls.as_deref()
     }
 
     /// Stop accepting (shutdown).

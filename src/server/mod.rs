@@ -7,6 +7,7 @@
 
 pub mod activation;
 mod admin;
+mod cert_login;
 mod client;
 mod conn;
 mod dial;
@@ -264,6 +265,7 @@ impl Server {
         for problem in self.listeners.reload() {
             error!("reload: {problem}");
         }
+        self.recheck_client_certificates();
     }
 
     /// Serve until SIGTERM or SIGINT, then shut down cleanly.
