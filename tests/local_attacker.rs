@@ -1,0 +1,270 @@
+//! A local attacker: another user on the same machine (played by `nobody`, through `setpriv`)
+//! who can write in a shared directory, plant files, links and sockets, and connect to Unix
+//! sockets. Each test sets up what such a user could do before or while the real daemon (or
+//! `besterd user`, run as root) works, and checks that nothing of theirs is followed, used, run or
+//! answered. These tests need root (as the rest of the suite does in CI).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Instant;
+
+use common::{DEADLINE, add_user, besterd_cmd, eventually, signal};
+
+const NOBODY: u32 = 65534;
+
+/// Run `argv` as the attacker (`nobody`, no groups).
+fn as_nobody(argv: &[&str]) -> Output {
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(argv)
+        .output()
+        .expect("setpriv");
+    assert!(
+        out.status.success(),
+        "{argv:?} as nobody failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A base directory others can enter (0755) with `shared/` in it, world-writable with the sticky
+/// bit, as `/tmp` is.
+fn base_with_shared() -> (tempfile::TempDir, PathBuf) {
+    let base = tempfile::tempdir().unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = base.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    (base, shared)
+}
+
+/// A root-owned file the attacker wants: `(mode, uid, content)` are checked afterwards.
+fn victim_file(dir: &Path) -> PathBuf {
+    let victim = dir.join("victim");
+    fs::write(&victim, b"root:$6$secret:19000:0:99999:7:::\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o640)).unwrap();
+    victim
+}
+
+fn assert_victim_untouched(victim: &Path) {
+    let meta = fs::metadata(victim).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "victim's mode");
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "victim's owner");
+    assert_eq!(
+        fs::read(victim).unwrap(),
+        b"root:$6$secret:19000:0:99999:7:::\n",
+        "victim's content"
+    );
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn user_add(store: &Path, name: &str) -> Output {
+    besterd_cmd(
+        &[
+            "user",
+            "--users",
+            store.to_str().unwrap(),
+            "add",
+            name,
+            "--password-stdin",
+        ],
+        Some("a-password"),
+    )
+}
+
+/// `besterd user add`, run as root, in a store directory the service account owns: a lock file
+/// the service account replaced by a symbolic or hard link to a root-only file is refused, and
+/// the file it points to keeps its mode, owner and content (before: chmod 0600 + chown to the
+/// service account, i.e. root's file handed over). A planted temp file is removed, not followed.
+#[test]
+fn user_add_refuses_a_linked_lock_file() {
+    let (base, _) = base_with_shared();
+    let victim = victim_file(base.path());
+    let state = base.path().join("state");
+    fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+    let store = state.join("users.json");
+    let lock = state.join("users.json.lock");
+
+    as_nobody(&["ln", "-s", victim.to_str().unwrap(), lock.to_str().unwrap()]);
+    let out = user_add(&store, "alice");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!("besterd: refusing {}: is a symbolic link\n", lock.display())
+    );
+    assert_victim_untouched(&victim);
+    assert!(!store.exists());
+
+    // A hard link (made here by root: the kernel's protected_hardlinks stops `nobody` linking
+    // root's files, but not every system sets it).
+    fs::remove_file(&lock).unwrap();
+    fs::hard_link(&victim, &lock).unwrap();
+    let out = user_add(&store, "alice");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "besterd: refusing {}: has 2 hard links (expected 1)\n",
+            lock.display()
+        )
+    );
+    assert_victim_untouched(&victim);
+
+    // A lock file of a third user.
+    fs::remove_file(&lock).unwrap();
+    fs::write(&lock, b"").unwrap();
+    std::os::unix::fs::chown(&lock, Some(12345), Some(12345)).unwrap();
+    let out = user_add(&store, "alice");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "besterd: refusing {}: is owned by uid 12345, not uid 0 or {NOBODY}\n",
+            lock.display()
+        )
+    );
+
+    // A temp file planted under the store's temp prefix, linked to the victim: removed (the link,
+    // not its target) by the next writer, which writes its own.
+    fs::remove_file(&lock).unwrap();
+    let planted = state.join(".users.json.tmp-0000000000000000");
+    as_nobody(&[
+        "ln",
+        "-s",
+        victim.to_str().unwrap(),
+        planted.to_str().unwrap(),
+    ]);
+    let out = user_add(&store, "alice");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        fs::symlink_metadata(&planted).is_err(),
+        "planted temp removed"
+    );
+    assert_victim_untouched(&victim);
+    // What root created is given to the store's owner, 0600.
+    for file in [&store, &lock] {
+        let meta = fs::symlink_metadata(file).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.uid(), NOBODY, "{}", file.display());
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            file.display()
+        );
+    }
+}
+
+/// A daemon started by hand (for paths the harness does not let a test choose).
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn spawn(config: &Path, ready: &Path, log: &Path) -> Daemon {
+        let out = fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_besterd"))
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--ready-file",
+            ])
+            .arg(ready)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Daemon {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGTERM);
+            let started = Instant::now();
+            while child.try_wait().unwrap().is_none() {
+                if started.elapsed() > DEADLINE {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A configuration for `dir` with the given runtime directory and handler tables.
+fn write_config(dir: &Path, runtime_dir: &Path, tables: &str) -> PathBuf {
+    let users = dir.join("users.json");
+    if !users.exists() {
+        add_user(&users, "alice", "alice-pw");
+    }
+    let config = dir.join("besterd.toml");
+    fs::write(
+        &config,
+        format!(
+            "[server]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\nusers = {:?}\nruntime_dir = {:?}\n{tables}",
+            users.display().to_string(),
+            runtime_dir.display().to_string(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The ready file is written through a temp file: one the attacker planted as a link to a root
+/// file is neither followed nor used (before: `ready.tmp` was a fixed name, written through the
+/// link, i.e. root's file overwritten with the broker's address).
+#[test]
+fn the_ready_files_temp_is_not_followed() {
+    let (base, shared) = base_with_shared();
+    let victim = victim_file(base.path());
+    let private = base.path().join("private");
+    fs::create_dir(&private).unwrap();
+    let ready = shared.join("ready");
+    let old_temp = shared.join("ready.tmp");
+    as_nobody(&[
+        "ln",
+        "-s",
+        victim.to_str().unwrap(),
+        old_temp.to_str().unwrap(),
+    ]);
+    let config = write_config(&private, &private.join("run"), "");
+    let daemon = Daemon::spawn(&config, &ready, &private.join("log"));
+    let text = eventually("the ready file", || fs::read_to_string(&ready).ok());
+    assert!(text.starts_with("127.0.0.1:"), "{text:?}\n{}", daemon.log());
+    assert!(
+        !fs::symlink_metadata(&ready)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_victim_untouched(&victim);
+    // The planted link is left where it was, unused.
+    assert!(
+        fs::symlink_metadata(&old_temp)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
