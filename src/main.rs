@@ -95,7 +95,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(server) => server,
         Err(e) => {
             error!("cannot start: {e}");
-            return ExitCode::FAILURE;
+            // A path refused as unsafe (e.g. another user's runtime directory) stays refused
+            // until an administrator acts: a configuration error, not worth a restart.
+            return if besterd::fsutil::refusal(&e).is_some() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     server.set_reload_source(args.config.clone(), args.clone());

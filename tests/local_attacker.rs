@@ -195,6 +195,23 @@ impl Daemon {
     fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Wait for it to exit by itself; its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("besterd kept running:\n{}", self.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Daemon {
@@ -266,5 +283,140 @@ fn the_ready_files_temp_is_not_followed() {
             .unwrap()
             .file_type()
             .is_symlink()
+    );
+}
+
+/// `serve` with a handler run from `{examples}`, and a marker the attacker's planted Python
+/// package would create (as root) if it were ever imported.
+fn examples_config(dir: &Path, runtime_dir: &Path) -> PathBuf {
+    write_config(
+        dir,
+        runtime_dir,
+        "[handlers.echo]\ncommand = [\"python3\", \"{examples}/echo.py\"]\n",
+    )
+}
+
+/// Plant, as the attacker, `<run>/examples/besterlib/__init__.py` (Python prefers a package to
+/// the `besterlib.py` besterd writes beside it) that creates `marker`.
+fn plant_besterlib(run: &Path, marker: &Path) {
+    let package = run.join("examples").join("besterlib");
+    as_nobody(&["mkdir", "-p", package.to_str().unwrap()]);
+    let payload = run.parent().unwrap().join("payload.py");
+    fs::write(
+        &payload,
+        format!(
+            "open({:?}, \"w\").write(\"pwned\")\n",
+            marker.display().to_string()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&payload, fs::Permissions::from_mode(0o644)).unwrap();
+    let init = package.join("__init__.py");
+    as_nobody(&["cp", payload.to_str().unwrap(), init.to_str().unwrap()]);
+}
+
+/// A runtime directory another user created first (with a Python package planted where the
+/// examples go): `serve` refuses to start, exit 78, naming the directory and its owner, and the
+/// planted code never runs (before: besterd chmod-ed it 0700, wrote the examples into it and ran
+/// them as root, importing the attacker's `besterlib`).
+#[test]
+fn a_runtime_dir_another_user_created_is_refused() {
+    let (base, shared) = base_with_shared();
+    let run = shared.join("run");
+    let marker = shared.join("marker");
+    as_nobody(&["mkdir", "-m", "0777", run.to_str().unwrap()]);
+    plant_besterlib(&run, &marker);
+    let private = base.path().join("private");
+    fs::create_dir(&private).unwrap();
+    let config = examples_config(&private, &run);
+    let mut daemon = Daemon::spawn(&config, &private.join("ready"), &private.join("log"));
+    assert_eq!(daemon.exit_code(), Some(78), "{}", daemon.log());
+    assert!(
+        daemon.log().contains(&format!(
+            "cannot start: refusing {}: is owned by uid {NOBODY}, not by this process's uid 0",
+            run.display()
+        )),
+        "{}",
+        daemon.log()
+    );
+    assert!(!marker.exists(), "the attacker's code ran");
+    let mode = fs::metadata(&run).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "nothing of theirs is changed either");
+}
+
+/// A runtime directory path the attacker made a symbolic link to a directory of their choice:
+/// refused, and the target keeps its mode (before: chmod 0700 through the link, and the
+/// daemon's sockets went wherever it pointed).
+#[test]
+fn a_symlinked_runtime_dir_is_refused() {
+    let (base, shared) = base_with_shared();
+    let target = base.path().join("target");
+    fs::create_dir(&target).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+    let run = shared.join("run");
+    as_nobody(&["ln", "-s", target.to_str().unwrap(), run.to_str().unwrap()]);
+    let private = base.path().join("private");
+    fs::create_dir(&private).unwrap();
+    let config = examples_config(&private, &run);
+    let mut daemon = Daemon::spawn(&config, &private.join("ready"), &private.join("log"));
+    assert_eq!(daemon.exit_code(), Some(78), "{}", daemon.log());
+    assert!(
+        daemon.log().contains(&format!(
+            "cannot start: refusing {}: is a symbolic link",
+            run.display()
+        )),
+        "{}",
+        daemon.log()
+    );
+    let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755);
+    assert_eq!(
+        fs::read_dir(&target).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+}
+
+/// Our own runtime directory, but writable by others (they may have planted files in it):
+/// refused. A runtime directory inside a directory others can write without the sticky bit
+/// (they could rename ours away and put theirs in its place): refused, naming that directory.
+#[test]
+fn a_runtime_dir_others_can_write_is_refused() {
+    let (base, shared) = base_with_shared();
+    let private = base.path().join("private");
+    fs::create_dir(&private).unwrap();
+
+    let run = shared.join("loose");
+    fs::create_dir(&run).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = shared.join("marker");
+    plant_besterlib(&run, &marker);
+    let config = examples_config(&private, &run);
+    let mut daemon = Daemon::spawn(&config, &private.join("ready"), &private.join("log"));
+    assert_eq!(daemon.exit_code(), Some(78), "{}", daemon.log());
+    assert!(
+        daemon.log().contains(&format!(
+            "cannot start: refusing {}: is writable by group or others (mode 0777)",
+            run.display()
+        )),
+        "{}",
+        daemon.log()
+    );
+    assert!(!marker.exists(), "the attacker's code ran");
+
+    let open = base.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let config = examples_config(&private, &open.join("run"));
+    let mut daemon = Daemon::spawn(&config, &private.join("ready"), &private.join("log2"));
+    assert_eq!(daemon.exit_code(), Some(78), "{}", daemon.log());
+    assert!(
+        daemon.log().contains(&format!(
+            "cannot start: refusing {}: is writable by group or others without the sticky bit \
+             (mode 0777)",
+            open.display()
+        )),
+        "{}",
+        daemon.log()
     );
 }

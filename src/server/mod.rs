@@ -169,6 +169,10 @@ impl Server {
         )?;
 
         let runtime = RuntimeDir::create(config.runtime_dir.as_deref()).map_err(|e| {
+            if crate::fsutil::refusal(&e).is_some() {
+                // Names the path and the reason already; `serve` exits as for a config error.
+                return e;
+            }
             let dir = config.runtime_dir.as_deref().map_or_else(
                 || "$RUNTIME_DIRECTORY or a temporary directory".to_string(),
                 |d| d.display().to_string(),
