@@ -200,6 +200,9 @@ pub struct FileHandler {
     pub connect: Option<PathBuf>,
     /// `order` and `connection`: requests waiting for a free connection before `handler_busy`.
     pub max_queued: Option<usize>,
+    /// Another user id (besides this daemon's and root) whose processes may connect to the
+    /// type's socket, and who may own a `connect` socket.
+    pub uid: Option<u32>,
 }
 
 /// The validated configuration.
@@ -292,6 +295,8 @@ pub struct HandlerConfig {
     pub mode: HandlerMode,
     /// The socket besterd dials for every request (`correlate = "connection"`).
     pub connect: Option<PathBuf>,
+    /// `handlers.T.uid`: another user whose processes may be this type's handlers.
+    pub uid: Option<u32>,
 }
 
 /// Everything wrong with a configuration.
@@ -746,6 +751,7 @@ impl FileConfig {
                         max_queued,
                     },
                     connect: h.connect,
+                    uid: h.uid,
                 },
             );
         }

@@ -12,9 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
 
-use common::{DEADLINE, add_user, besterd_cmd, eventually, signal};
+use common::{Broker, DEADLINE, add_user, besterd_cmd, code, eventually, handler, signal};
+use serde_json::json;
 
 const NOBODY: u32 = 65534;
+
+/// The system's Python, which any user can run (a `python3` on root's `PATH` may not be).
+const ATTACKER_PYTHON: &str = "/usr/bin/python3";
 
 /// Run `argv` as the attacker (`nobody`, no groups).
 fn as_nobody(argv: &[&str]) -> Output {
@@ -29,6 +33,16 @@ fn as_nobody(argv: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Start `argv` as the attacker in the background.
+fn spawn_as_nobody(argv: &[&str]) -> Child {
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(argv)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv")
 }
 
 /// A base directory others can enter (0755) with `shared/` in it, world-writable with the sticky
@@ -419,4 +433,169 @@ fn a_runtime_dir_others_can_write_is_refused() {
         "{}",
         daemon.log()
     );
+}
+
+/// A Python client that connects to `socket` and reports what it saw: `closed` if the broker
+/// hangs up at once, else the first frame it is sent (a request meant for a real handler).
+const SQUATTER: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+print("connected", flush=True)
+try:
+    head = s.recv(4)
+except socket.timeout:
+    head = None
+print("closed" if head == b"" else "got a frame", flush=True)
+"#;
+
+/// A process of another user connects to a handler socket (its mode loosened by hand, as a
+/// misconfigured `socket =` path or tmpfiles rule could): the broker hangs up on it at once,
+/// says so in the log, and the real handler keeps serving every request (before: it became a
+/// handler link of the type and was sent other users' requests). The socket itself is 0600.
+#[test]
+fn a_handler_socket_refuses_other_users() {
+    let tables = format!(
+        "[handlers.echo]\n{}\n",
+        handler("python3", "handlers/python/echo.py")
+    );
+    let broker = Broker::start_with("", &tables, &[("alice", "alice-pw")]);
+    let run = broker.dir.path().join("run");
+    let socket = run.join("echo.sock");
+    let mode = fs::symlink_metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "handler sockets are created 0600");
+    for (path, mode) in [(broker.dir.path(), 0o711), (run.as_path(), 0o711)] {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).unwrap();
+
+    let squatters: Vec<Child> = (0..3)
+        .map(|_| spawn_as_nobody(&[ATTACKER_PYTHON, "-c", SQUATTER, socket.to_str().unwrap()]))
+        .collect();
+    eventually("the refusals in the log", || {
+        broker
+            .log()
+            .contains(&format!(
+                "handler=echo refused a connection from uid {NOBODY} (pid "
+            ))
+            .then_some(())
+    });
+    let mut alice = broker.login("alice", "alice-pw");
+    for n in 0..20 {
+        let reply = alice
+            .request(&n.to_string(), "echo", &json!({ "n": n }))
+            .unwrap();
+        assert_eq!(reply["data"], json!({ "n": n }), "{reply}");
+    }
+    for squatter in squatters {
+        let out = squatter.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "connected\nclosed\n",
+            "the broker hung up on the other user"
+        );
+    }
+    let log = broker.log();
+    assert!(
+        log.contains(&format!(
+            "handler=echo refused a connection from uid {NOBODY} (pid "
+        )) && log.contains(
+            "): only uid 0 (root, this daemon's) may connect (handlers.echo.uid allows another \
+             user); 2 refused so far"
+        ),
+        "{log}"
+    );
+    assert!(
+        !log.contains("3 refused so far"),
+        "only powers of two are logged"
+    );
+}
+
+/// A Python listener on `socket` that answers any request with a forged reply and says whether
+/// it was ever dialled.
+const IMPOSTOR: &str = r#"
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+print("listening", flush=True)
+s.settimeout(float(sys.argv[2]))
+try:
+    c, _ = s.accept()
+except socket.timeout:
+    print("never dialled", flush=True)
+    sys.exit(0)
+n = struct.unpack("<I", c.recv(4))[0]
+body = b""
+while len(body) < n:
+    body += c.recv(n - len(body))
+req = json.loads(body)
+reply = json.dumps({"header": {"status": "0", "command": "reply"}, "payload": {"type": "d", "data": "forged"}}).encode()
+c.sendall(struct.pack("<I", len(reply)) + reply)
+print("dialled", flush=True)
+"#;
+
+/// A `connect =` socket that another user created (the real handler was not running): it is not
+/// dialled, and the request is answered `handler_unavailable` saying whose socket it is (before:
+/// the attacker was sent the request and their forged answer went back to the client). With
+/// `handlers.d.uid` naming that user, the same socket is dialled.
+#[test]
+fn a_connect_socket_of_another_user_is_not_dialled() {
+    let (base, shared) = base_with_shared();
+    let socket = shared.join("d.sock");
+    let impostor = spawn_as_nobody(&[
+        ATTACKER_PYTHON,
+        "-c",
+        IMPOSTOR,
+        socket.to_str().unwrap(),
+        "3",
+    ]);
+    eventually("the impostor's socket", || socket.exists().then_some(()));
+    let tables = format!(
+        "[handlers.d]\nconnect = {:?}\n",
+        socket.display().to_string()
+    );
+    let broker = Broker::start_with("", &tables, &[("alice", "alice-pw")]);
+    let mut alice = broker.login("alice", "alice-pw");
+    let reply = alice.request("1", "d", &json!(null)).unwrap();
+    assert_eq!(code(&reply), "handler_unavailable", "{reply}");
+    assert_eq!(
+        reply["data"]["error"],
+        format!(
+            "the \"d\" handler could not be reached: cannot connect to {}: the socket is owned by \
+             uid {NOBODY}, not uid 0 (root, this daemon's)",
+            socket.display()
+        ),
+        "{reply}"
+    );
+    let out = impostor.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "listening\nnever dialled\n"
+    );
+    drop(alice);
+    drop(broker);
+
+    // The configured uid may serve the type.
+    fs::remove_file(&socket).unwrap();
+    let impostor = spawn_as_nobody(&[
+        ATTACKER_PYTHON,
+        "-c",
+        IMPOSTOR,
+        socket.to_str().unwrap(),
+        "20",
+    ]);
+    eventually("the handler's socket", || socket.exists().then_some(()));
+    let tables = format!(
+        "[handlers.d]\nconnect = {:?}\nuid = {NOBODY}\n",
+        socket.display().to_string()
+    );
+    let broker = Broker::start_with("", &tables, &[("alice", "alice-pw")]);
+    let mut alice = broker.login("alice", "alice-pw");
+    let reply = alice.request("1", "d", &json!(null)).unwrap();
+    assert_eq!(reply["data"], "forged", "{reply}");
+    let out = impostor.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "listening\ndialled\n");
+    drop(base);
 }

@@ -86,6 +86,8 @@ struct HandlerListener {
     kind: String,
     listener: UnixListener,
     path: PathBuf,
+    /// Connections refused because of the peer's user id (`server/handlers.rs`).
+    refused: u64,
 }
 
 /// A bound, running-to-be broker.
