@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
@@ -598,4 +598,45 @@ fn a_connect_socket_of_another_user_is_not_dialled() {
     let out = impostor.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "listening\ndialled\n");
     drop(base);
+}
+
+/// A `static_dir` holding a symbolic link to a file outside it (here the user store): the
+/// configuration is refused (check-config and serve exit 78), naming the link (before: the
+/// store was served to anyone at `/users.json`).
+#[test]
+fn static_dir_links_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    add_user(&users, "alice", "alice-pw");
+    let web = dir.path().join("web");
+    fs::create_dir(&web).unwrap();
+    fs::write(web.join("index.html"), "<p>hi</p>").unwrap();
+    let link = web.join("users.json");
+    symlink(&users, &link).unwrap();
+    let config = dir.path().join("besterd.toml");
+    fs::write(
+        &config,
+        format!(
+            "[server]\nusers = {:?}\n[[listeners]]\nkind = \"ws\"\naddress = \"127.0.0.1:0\"\nstatic_dir = {:?}\n",
+            users.display().to_string(),
+            web.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = besterd_cmd(
+        &["check-config", "--config", config.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "invalid configuration {}:\n  listeners[0].static_dir: {}: is a symbolic link \
+             (static_dir serves only regular files in the directory itself)\n",
+            config.display(),
+            link.display()
+        )
+    );
+    let out = besterd_cmd(&["serve", "--config", config.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
 }
