@@ -49,6 +49,18 @@ fn pin_mmap_threshold() {
     }
 }
 
+/// `serve` holds peer secrets and sees passwords: no core dump of it, and no `ptrace` or
+/// `/proc/PID/mem` from other processes of its user (its handlers run as that user).
+fn forbid_core_dumps() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's dumpable flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        warn!(
+            "cannot turn off core dumps (PR_SET_DUMPABLE): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// env_logger on stderr, `info` unless `RUST_LOG` says otherwise. Under systemd (stderr goes to the
 /// journal) lines carry `<N>` priority prefixes and no timestamps: the journal adds its own.
 fn init_logging() {
@@ -91,6 +103,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
     for (key, problem) in config.program_problems() {
         warn!("{key}: {problem} (the handler will not start)");
     }
+    for (key, warning) in config.secret_warnings(args.config.as_deref()) {
+        warn!("{key}: {warning}");
+    }
+    forbid_core_dumps();
     let mut server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
@@ -137,6 +153,9 @@ fn check_config(path: Option<&Path>) -> ExitCode {
         return ExitCode::from(EX_CONFIG);
     }
     for (key, warning) in config.warnings() {
+        eprintln!("{origin}: warning: {key}: {warning}");
+    }
+    for (key, warning) in config.secret_warnings(path) {
         eprintln!("{origin}: warning: {key}: {warning}");
     }
     let handlers: Vec<&str> = config.handlers.keys().map(String::as_str).collect();

@@ -640,3 +640,86 @@ fn static_dir_links_are_refused() {
     let out = besterd_cmd(&["serve", "--config", config.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
 }
+
+/// Peer secrets others can read are warned about by check-config: inline in a configuration
+/// file others can read, or in a `secret_file` others can read; nothing when both are 0600.
+#[test]
+fn readable_peer_secrets_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("besterd.toml");
+    let secret = dir.path().join("peer.secret");
+    fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[server]\nname = \"a\"\n[peers.b]\nsecret = \"0123456789abcdef\"\n[peers.c]\nsecret_file = {:?}\n",
+            secret.display().to_string()
+        ),
+    )
+    .unwrap();
+    let check = || {
+        let out = besterd_cmd(
+            &["check-config", "--config", config.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stderr(&out)
+    };
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o640)).unwrap();
+    let origin = config.display();
+    assert_eq!(
+        check(),
+        format!(
+            "{origin}: warning: peers.b.secret: {origin} is readable by group or others (mode \
+             0644): they can read the peer secret; make it 0600 (or 0640 for a trusted group), or \
+             move the secret to secret_file\n\
+             {origin}: warning: peers.c.secret_file: {} is readable by group or others (mode \
+             0640): they can read the peer secret; make it 0600 (or 0640 for a trusted group)\n",
+            secret.display()
+        )
+    );
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(check(), "");
+}
+
+/// `serve` clears its dumpable flag: no core dump, and processes of its own user (its handlers)
+/// cannot ptrace it or read its memory. Seen from outside: the kernel gives a non-dumpable
+/// process's `/proc/PID` files to root, so for a daemon run as `nobody` they are root's.
+#[test]
+fn serve_is_not_dumpable() {
+    let base = tempfile::tempdir().unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = base.path().join("d");
+    fs::create_dir(&dir).unwrap();
+    let config = write_config(&dir, &dir.join("run"), "");
+    for entry in fs::read_dir(&dir).unwrap() {
+        std::os::unix::fs::chown(entry.unwrap().path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    let ready = dir.join("ready");
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_besterd"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the ready file", || ready.exists().then_some(()));
+    let status = fs::metadata(format!("/proc/{}/status", child.id())).unwrap();
+    signal(child.id(), libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        status.uid(),
+        0,
+        "/proc/PID of a non-dumpable process is root's"
+    );
+}
