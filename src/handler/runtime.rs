@@ -26,7 +26,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("chat.py", include_str!("../../handlers/python/chat.py")),
 ];
 
-/// Prefix of the examples directory's name (`examples-<16 hex digits>`).
+/// Prefix of the examples directory's name (`examples-<pid>-<16 hex digits>`).
 const EXAMPLES_PREFIX: &str = "examples-";
 
 /// The directory for handler sockets.
@@ -85,7 +85,8 @@ impl RuntimeDir {
         if let Some(dir) = &self.examples {
             return Ok(dir.clone());
         }
-        let dir = fsutil::fresh_dir(&self.path, EXAMPLES_PREFIX)?;
+        let prefix = format!("{EXAMPLES_PREFIX}{}-", std::process::id());
+        let dir = fsutil::fresh_dir(&self.path, &prefix)?;
         self.examples = Some(dir.clone());
         for (name, text) in EXAMPLES {
             let path = dir.join(name);
@@ -97,19 +98,31 @@ impl RuntimeDir {
     }
 }
 
-/// Examples directories a previous run left behind (it was killed before it could remove them).
+/// Examples directories a previous run left behind (it was killed before it could remove them):
+/// those whose process no longer exists (another server sharing the directory keeps its own).
 /// Only called on a directory that passed the private-directory check.
 fn remove_old_examples(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let stale = entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(EXAMPLES_PREFIX)
-            && entry.file_type().is_ok_and(|t| t.is_dir());
-        if stale && let Err(e) = fs::remove_dir_all(entry.path()) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(EXAMPLES_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+            && let Err(e) = fs::remove_dir_all(entry.path())
+        {
             warn!("cannot remove {}: {e}", entry.path().display());
         }
     }
@@ -159,5 +172,13 @@ mod tests {
         drop(dir);
         assert!(path.is_dir());
         assert!(!examples.exists(), "the examples go with the server");
+
+        // Left by a process that is gone: removed at the next start; a live one's is kept.
+        let stale = path.join(format!("{EXAMPLES_PREFIX}999999999-0123456789abcdef"));
+        let live = path.join(format!("{EXAMPLES_PREFIX}1-0123456789abcdef"));
+        fs::create_dir(&stale).unwrap();
+        fs::create_dir(&live).unwrap();
+        drop(RuntimeDir::create(Some(&path)).unwrap());
+        assert!(!stale.exists() && live.exists());
     }
 }
