@@ -92,6 +92,8 @@ fn load(config: Option<&PathBuf>) -> Result<Config, ExitCode> {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
+    // Before the configuration (and its peer secrets) is read.
+    forbid_core_dumps();
     let mut config = match load(args.config.as_ref()) {
         Ok(config) => config,
         Err(code) => return code,
@@ -106,7 +108,6 @@ fn serve(args: &ServeArgs) -> ExitCode {
     for (key, warning) in config.secret_warnings(args.config.as_deref()) {
         warn!("{key}: {warning}");
     }
-    forbid_core_dumps();
     let mut server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
