@@ -101,6 +101,8 @@ pub struct PeerConfig {
     pub address: Option<SocketAddr>,
     /// The shared secret.
     pub secret: Vec<u8>,
+    /// Where the secret was read from (`None`: written inline in the configuration).
+    pub secret_file: Option<PathBuf>,
     /// Dial over TLS with these settings.
     pub tls: Option<PeerTls>,
 }
@@ -231,6 +233,9 @@ pub struct FileHandler {
     pub connect: Option<PathBuf>,
     /// `order` and `connection`: requests waiting for a free connection before `handler_busy`.
     pub max_queued: Option<usize>,
+    /// Another user id (besides this daemon's and root) whose processes may connect to the
+    /// type's socket, and who may own a `connect` socket.
+    pub uid: Option<u32>,
 }
 
 /// The validated configuration.
@@ -323,6 +328,8 @@ pub struct HandlerConfig {
     pub mode: HandlerMode,
     /// The socket besterd dials for every request (`correlate = "connection"`).
     pub connect: Option<PathBuf>,
+    /// `handlers.T.uid`: another user whose processes may be this type's handlers.
+    pub uid: Option<u32>,
 }
 
 /// Everything wrong with a configuration.
@@ -441,6 +448,45 @@ impl Config {
 }
 
 impl Config {
+    /// For `check-config` and `serve`: peer secrets that others on this machine can read, as
+    /// `(key, warning)` pairs — inline `secret`s in a configuration `file` that group or others
+    /// can read, and each `secret_file` that group or others can read. Never holds a secret.
+    pub fn secret_warnings(&self, file: Option<&Path>) -> Vec<(String, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = |path: &Path| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o777)
+                .filter(|mode| mode & 0o044 != 0)
+        };
+        let mut warnings = Vec::new();
+        for (name, peer) in &self.peers {
+            let (key, path) = match &peer.secret_file {
+                Some(path) => (format!("peers.{name}.secret_file"), path.as_path()),
+                None => match file {
+                    Some(path) => (format!("peers.{name}.secret"), path),
+                    None => continue,
+                },
+            };
+            if let Some(mode) = readable(path) {
+                warnings.push((
+                    key,
+                    format!(
+                        "{} is readable by group or others (mode {mode:04o}): they can read the \
+                         peer secret; make it 0600 (or 0640 for a trusted group){}",
+                        path.display(),
+                        if peer.secret_file.is_none() {
+                            ", or move the secret to secret_file"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+        warnings
+    }
+
     /// For `check-config`: each started handler whose program cannot be run, as
     /// `("handlers.T.command", problem)`. A program without a `/` is looked up on the handler's
     /// `PATH` (its `env` may set one), else relative to its `cwd`. A program under `{examples}`
@@ -777,6 +823,7 @@ impl FileConfig {
                         max_queued,
                     },
                     connect: h.connect,
+                    uid: h.uid,
                 },
             );
         }
@@ -842,6 +889,7 @@ impl FileConfig {
                 PeerConfig {
                     address,
                     secret,
+                    secret_file: p.secret_file,
                     tls,
                 },
             );

@@ -32,6 +32,10 @@
 //! - [`stats`] (pure): counters and fixed-bucket histograms the router and the server update;
 //!   `server/monitor.rs` serves them over HTTP (JSON and Prometheus text) and `server/admin.rs`
 //!   over the private control socket (`besterd ctl`).
+//! - [`fsutil`]: the one way besterd creates or writes files and directories by path (no
+//!   symbolic links followed, exclusive creation, ownership and mode checked through the open
+//!   descriptor), for the user store's lock and temp files, the ready file and the runtime
+//!   directory.
 //! - [`config`]: the TOML file validated into a [`config::Config`]; [`cli`]: the command line;
 //!   [`ctl`]: the `besterd ctl` side of the control socket;
 //!   [`client`]: a small blocking client used by the `bester` command and the tests.
@@ -81,6 +85,7 @@ pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod federation;
+pub mod fsutil;
 pub mod handler;
 pub mod net;
 pub mod protocol;

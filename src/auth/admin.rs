@@ -7,11 +7,14 @@
 //!
 //! It must not: take a password from the command line or the environment, echo or log a password,
 //! or write the store other than through [`user_store::update`] (which serializes with the running
-//! daemon). Hashing happens before the store lock is taken.
+//! daemon). Hashing happens before the store lock is taken. Passwords are wiped from memory
+//! (`zeroize`) once hashed; the copy standard input's own buffer keeps cannot be reached.
 
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+
+use zeroize::{Zeroize, Zeroizing};
 
 use super::user_store::{self, MAX_PASSWORD_LEN, StoreError, UserStore};
 use crate::cli::{CertPin, UserAction};
@@ -123,11 +126,12 @@ fn run_with(
                 return Err(StoreError::UserExists(name.clone()).into());
             }
             let password = if *no_password {
-                unknown_password()
+                Zeroizing::new(unknown_password())
             } else {
-                read_password(name, *password_stdin)?
+                Zeroizing::new(read_password(name, *password_stdin)?)
             };
             let hash = user_store::hash_password(&password)?;
+            drop(password);
             user_store::update(store, |users| {
                 users.add(name, &hash)?;
                 users.set_cert_pin(name, pin.as_ref())
@@ -158,7 +162,9 @@ fn run_with(
             if !UserStore::open(store)?.users().contains(name) {
                 return Err(StoreError::NoSuchUser(name.clone()).into());
             }
-            let hash = user_store::hash_password(&read_password(name, *password_stdin)?)?;
+            let password = Zeroizing::new(read_password(name, *password_stdin)?);
+            let hash = user_store::hash_password(&password)?;
+            drop(password);
             user_store::update(store, |users| users.set_hash(name, &hash))?;
             format!("password of user {name} changed")
         }
@@ -235,7 +241,10 @@ fn read_password_line(input: &mut dyn BufRead) -> Result<String, AdminError> {
     if line.is_empty() {
         return Err(AdminError::NoPassword);
     }
-    String::from_utf8(line).map_err(|_| AdminError::PasswordNotUtf8)
+    String::from_utf8(line).map_err(|e| {
+        e.into_bytes().zeroize();
+        AdminError::PasswordNotUtf8
+    })
 }
 
 /// Asks for the new password twice on the terminal (no echo).
@@ -246,13 +255,13 @@ fn prompt_twice(name: &str) -> Result<String, AdminError> {
             source,
         })
     };
-    let first = prompt(format!("New password for {name}: "))?;
+    let mut first = Zeroizing::new(prompt(format!("New password for {name}: "))?);
     user_store::validate_password(&first)?;
-    let second = prompt(format!("Retype the password for {name}: "))?;
+    let second = Zeroizing::new(prompt(format!("Retype the password for {name}: "))?);
     if first != second {
         return Err(AdminError::PasswordMismatch);
     }
-    Ok(first)
+    Ok(std::mem::take(&mut *first))
 }
 
 #[cfg(test)]

@@ -447,6 +447,8 @@ impl Work {
         }
         match self {
             Work::Verify { password } => {
+                // Wiped from memory when this arm ends, whatever the outcome.
+                let password = zeroize::Zeroizing::new(password);
                 let (stored, generation) = current_hash(shared, username);
                 if user_store::verify_password(username, stored.as_deref(), &password) {
                     let stamp = stored.as_deref().map(|phc| Stamp {
@@ -459,7 +461,10 @@ impl Work {
                     (AuthOutcome::BadCredentials, None)
                 }
             }
-            Work::ChangePassword { old, new } => change_password(shared, username, &old, &new),
+            Work::ChangePassword { old, new } => {
+                let (old, new) = (zeroize::Zeroizing::new(old), zeroize::Zeroizing::new(new));
+                change_password(shared, username, &old, &new)
+            }
             Work::Lookup { fingerprint } => lookup(shared, username, &fingerprint),
             Work::Snapshot { since } => (AuthOutcome::Users(snapshot(shared, since)), None),
         }

@@ -110,18 +110,43 @@ pub fn content_type(name: &str) -> &'static str {
 /// Load the regular files directly in `dir` (not recursively), each at most
 /// [`MAX_STATIC_FILE`] bytes, at most [`MAX_STATIC_FILES`] of them. Read once, when the
 /// configuration is loaded, so the event loop never reads a file.
+///
+/// A symbolic link in `dir` is an error naming it (it could publish a file from elsewhere, such
+/// as the user store): nothing is served through a link, and each file is opened with
+/// `O_NOFOLLOW` so that one swapped in after the listing is refused too. Dot files and
+/// subdirectories are skipped.
 pub fn load_static_dir(dir: &Path) -> Result<HashMap<String, StaticFile>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files = HashMap::new();
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = entry.path();
-        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if !meta.is_file() {
-            continue;
-        }
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
+            continue;
+        }
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if kind.is_symlink() {
+            return Err(format!(
+                "{}: is a symbolic link (static_dir serves only regular files in the directory \
+                 itself)",
+                path.display()
+            ));
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        let mut file = match crate::fsutil::open_read_nofollow(&path) {
+            Ok(Some(file)) => file,
+            Ok(None) => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
             continue;
         }
         if meta.len() > MAX_STATIC_FILE as u64 {
@@ -136,7 +161,12 @@ pub fn load_static_dir(dir: &Path) -> Result<HashMap<String, StaticFile>, String
                 dir.display()
             ));
         }
-        let body = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut file, MAX_STATIC_FILE as u64 + 1),
+            &mut body,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
         files.insert(
             format!("/{name}"),
             StaticFile {

@@ -87,6 +87,8 @@ struct HandlerListener {
     kind: String,
     listener: UnixListener,
     path: PathBuf,
+    /// Connections refused because of the peer's user id (`server/handlers.rs`).
+    refused: u64,
 }
 
 /// A bound, running-to-be broker.
@@ -170,6 +172,10 @@ impl Server {
         )?;
 
         let runtime = RuntimeDir::create(config.runtime_dir.as_deref()).map_err(|e| {
+            if crate::fsutil::refusal(&e).is_some() {
+                // Names the path and the reason already; `serve` exits as for a config error.
+                return e;
+            }
             let dir = config.runtime_dir.as_deref().map_or_else(
                 || "$RUNTIME_DIRECTORY or a temporary directory".to_string(),
                 |d| d.display().to_string(),
