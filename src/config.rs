@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod auth;
 pub mod listeners;
 
 pub use listeners::{ListenerConfig, ListenerKind, PeerTls, StaticFiles, TlsFiles};
@@ -45,6 +46,9 @@ pub struct FileConfig {
     /// `[monitor]`.
     #[serde(default)]
     pub monitor: FileMonitor,
+    /// `[auth]`: token logins and resume tokens.
+    #[serde(default)]
+    pub auth: auth::FileAuth,
 }
 
 /// `[monitor]` as written: the monitoring HTTP listener, off unless `listen` is set.
@@ -295,6 +299,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The monitoring HTTP listener, if enabled.
     pub monitor: Option<MonitorConfig>,
+    /// `[auth]`: token logins and resume tokens, with their keys.
+    pub auth: auth::AuthConfig,
 }
 
 /// How a handler type is provided.
@@ -460,6 +466,31 @@ impl Config {
                 .filter(|mode| mode & 0o044 != 0)
         };
         let mut warnings = Vec::new();
+        let key_files = [
+            (
+                "auth.token_secret_file",
+                self.auth.token_secret_file.as_ref(),
+            ),
+            (
+                "auth.jwt.hmac_secret_file",
+                self.auth
+                    .jwt
+                    .as_ref()
+                    .and_then(|j| j.hmac_secret_file.as_ref()),
+            ),
+        ];
+        for (key, path) in key_files {
+            if let Some(mode) = path.and_then(|p| readable(p)) {
+                warnings.push((
+                    key.to_string(),
+                    format!(
+                        "{} is readable by group or others (mode {mode:04o}): they can sign \
+                         tokens with it; make it 0600 (or 0640 for a trusted group)",
+                        path.map_or_else(String::new, |p| p.display().to_string())
+                    ),
+                ));
+            }
+        }
         for (name, peer) in &self.peers {
             let (key, path) = match &peer.secret_file {
                 Some(path) => (format!("peers.{name}.secret_file"), path.as_path()),
@@ -895,6 +926,7 @@ impl FileConfig {
             );
         }
         let listeners = listeners::validate_listeners(self.listeners, &mut problems, resolve);
+        let auth = auth::validate_auth(self.auth, &mut problems);
 
         let monitor = self.monitor.listen.as_deref().and_then(|listen| {
             let m = &self.monitor;
@@ -965,6 +997,7 @@ impl FileConfig {
             peers,
             listeners,
             monitor,
+            auth,
         })
     }
 }

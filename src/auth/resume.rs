@@ -2,7 +2,9 @@
 //! restart, a lost connection or a redirect) costs no argon2.
 //!
 //! `v1.<claims>.<mac>`, both base64url without padding: the claims are JSON
-//! (`{"u":user,"f":fingerprint,"e":expires,"s":session}`), the MAC is HMAC-SHA256 under the
+//! (`{"u":user,"f":fingerprint,"e":expires,"s":session}`, plus `"x"`: the session's own expiry and
+//! `"i"`: its authorisation data, when it has them, so a resumed session is worth no more than the
+//! one it came from), the MAC is HMAC-SHA256 under the
 //! server's token key over `besterd-resume-v1`, a NUL byte and the claims part as sent. Servers
 //! that share the key (`[auth] token_secret_file`: a greeter and its session servers, or a
 //! federation) accept each other's tokens.
@@ -30,8 +32,8 @@ const CONTEXT: &[u8] = b"besterd-resume-v1\0";
 const FINGERPRINT_CONTEXT: &[u8] = b"besterd-fingerprint-v1\0";
 /// Shortest token key accepted from a file.
 pub const MIN_KEY: usize = 32;
-/// Longest resume token read.
-pub const MAX_TOKEN: usize = 1024;
+/// Longest resume token read (room for an `info` of [`super::jwt::MAX_INFO`] bytes).
+pub const MAX_TOKEN: usize = 8 * 1024;
 
 /// The key that signs and checks resume tokens.
 #[derive(Clone)]
@@ -59,6 +61,12 @@ pub struct Resume {
     /// The session it was issued to (what `bester.logout` revokes).
     #[serde(rename = "s")]
     pub session: String,
+    /// When the session itself ends (a token login's `exp`), if it does.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub session_expires: Option<u64>,
+    /// The session's authorisation data (a JSON object's text), if it has any.
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
 }
 
 /// Why a resume token was refused.
@@ -223,6 +231,8 @@ mod tests {
             fingerprint: key.fingerprint("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
             expires: 1_000,
             session: new_session(),
+            session_expires: None,
+            info: Some(r#"{"role":"x"}"#.into()),
         }
     }
 
@@ -252,7 +262,7 @@ mod tests {
             B64.encode(serde_json::to_vec(&changed).unwrap())
         );
         assert_eq!(key.verify(&forged, 0), Err(ResumeError::BadSignature));
-        for garbage in ["", "v1.", "v1.a", "v2.a.b", "v1.a.!!", &"v1.".repeat(400)] {
+        for garbage in ["", "v1.", "v1.a", "v2.a.b", "v1.a.!!", &"v1.".repeat(3000)] {
             assert_eq!(
                 key.verify(garbage, 0),
                 Err(ResumeError::Malformed),

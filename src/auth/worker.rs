@@ -25,6 +25,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::jwt::{JwtKeys, TokenError};
+use super::resume::{ResumeError, TokenKey};
 use super::user_store::{self, StoreError, UserStore};
 
 /// How long a verifier thread keeps its argon2 work area without a job.
@@ -62,6 +64,18 @@ pub enum AuthJob<T> {
         /// SHA-256 of the certificate's DER.
         fingerprint: [u8; 32],
     },
+    /// A token login: verify a JWT with the keys given, or a resume token with the pool's token
+    /// key, and check the user in the store. No argon2.
+    Token {
+        /// Routing tag.
+        tag: T,
+        /// The token as the client sent it (never logged).
+        token: String,
+        /// Which kind of token, and what to check it with.
+        check: TokenCheck,
+        /// Seconds since the epoch, to judge expiry by.
+        now: u64,
+    },
     /// Re-read the store if it changed (or `force`), and report each user's hash stamp when the
     /// store is newer than generation `since` (session revocation).
     Snapshot {
@@ -79,6 +93,7 @@ impl<T> AuthJob<T> {
             AuthJob::Verify { tag, .. }
             | AuthJob::ChangePassword { tag, .. }
             | AuthJob::Lookup { tag, .. }
+            | AuthJob::Token { tag, .. }
             | AuthJob::Snapshot { tag, .. } => tag,
         }
     }
@@ -103,6 +118,10 @@ impl<T: std::fmt::Debug> std::fmt::Debug for AuthJob<T> {
                 .field("tag", tag)
                 .field("username", username)
                 .finish_non_exhaustive(),
+            AuthJob::Token { tag, .. } => f
+                .debug_struct("Token")
+                .field("tag", tag)
+                .finish_non_exhaustive(),
             AuthJob::Snapshot { tag, since } => f
                 .debug_struct("Snapshot")
                 .field("tag", tag)
@@ -111,6 +130,48 @@ impl<T: std::fmt::Debug> std::fmt::Debug for AuthJob<T> {
         }
     }
 }
+
+/// What a token is checked with.
+#[derive(Clone)]
+pub enum TokenCheck {
+    /// A JWT, with `[auth.jwt]`'s keys; `require_user`: `sub` must be in the store.
+    Jwt {
+        /// The keys and claims checks.
+        keys: Arc<JwtKeys>,
+        /// Whether `sub` must be a user in the store.
+        require_user: bool,
+    },
+    /// A resume token, with the pool's token key.
+    Resume,
+}
+
+/// A token that verified: the session it gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// When the session ends (a JWT's `exp`, or what a resume token carries), if it does.
+    pub expires: Option<u64>,
+    /// The session's authorisation data (a JSON object's text).
+    pub info: Option<String>,
+    /// For a resume token: the session it was issued to (logged-out sessions are refused by the
+    /// caller, which keeps that list).
+    pub resumed: Option<String>,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// The JWT did not verify.
+    Jwt(TokenError),
+    /// The resume token did not verify.
+    Resume(ResumeError),
+    /// `require_user` and `sub` is not in the store.
+    UnknownUser,
+    /// The resume token's user was deleted, or their stored entry changed (a new password).
+    Changed,
+}
+
+/// The fingerprint entry of a user the store does not hold (no PHC string looks like it).
+const ABSENT: &str = "\0absent";
 
 /// What a session stands on: the store generation it was checked in, what it logged in with,
 /// and a digest of that part of the user's entry (never the hash itself): the PHC string for a
@@ -133,6 +194,8 @@ pub enum Credential {
     Password,
     /// A client certificate.
     Certificate,
+    /// A token whose user must be in the store: revoked only when the user is deleted.
+    Presence,
 }
 
 /// A user's digests at one store generation.
@@ -178,6 +241,8 @@ pub struct AuthResult<T> {
     pub outcome: AuthOutcome,
     /// Verify or ChangePassword that succeeded: the hash the session now stands on.
     pub stamp: Option<Stamp>,
+    /// A login that succeeded: the fingerprint of the user's stored entry, for resume tokens.
+    pub fingerprint: Option<String>,
 }
 
 /// The outcome of a job.
@@ -195,6 +260,8 @@ pub enum AuthOutcome {
     StoreError(String),
     /// Snapshot: the users of a newer generation, or `None` when nothing changed since.
     Users(Option<UserSnapshot>),
+    /// Token: the session it gives, or why not.
+    Token(Result<TokenGrant, TokenRefusal>),
 }
 
 /// A pool of verifier threads with a bounded job queue. Dropping it stops the threads: jobs still
@@ -223,6 +290,10 @@ struct Shared<T> {
     quiet: Duration,
     /// Bytes of work area each thread holds.
     held: Arc<[AtomicUsize]>,
+    /// The key of resume tokens and fingerprints.
+    token_key: Mutex<Arc<TokenKey>>,
+    /// Password checks (argon2 runs) so far.
+    password_checks: AtomicU64,
 }
 
 /// The bounded job queue.
@@ -288,6 +359,8 @@ impl<T: Send + 'static> AuthPool<T> {
             waker,
             quiet,
             held: Arc::clone(&held),
+            token_key: Mutex::new(Arc::new(TokenKey::random())),
+            password_checks: AtomicU64::new(0),
         });
         let mut pool = AuthPool {
             shared: Arc::clone(&shared),
@@ -322,6 +395,21 @@ impl<T: Send + 'static> AuthPool<T> {
     /// Next finished job, without blocking.
     pub fn try_recv(&self) -> Option<AuthResult<T>> {
         self.results.try_recv().ok()
+    }
+
+    /// Sign and check resume tokens (and fingerprints) with `key` from now on.
+    pub fn set_token_key(&self, key: TokenKey) {
+        *lock(&self.shared.token_key) = Arc::new(key);
+    }
+
+    /// The key resume tokens are signed with now.
+    pub fn token_key(&self) -> Arc<TokenKey> {
+        Arc::clone(&lock(&self.shared.token_key))
+    }
+
+    /// How many password checks (argon2 runs) the pool has made.
+    pub fn password_checks(&self) -> u64 {
+        self.shared.password_checks.load(Ordering::Relaxed)
     }
 
     /// Bytes of argon2 work area the threads hold right now (0 once they have been quiet).
@@ -399,20 +487,33 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
                 username,
                 fingerprint,
             } => (tag, username, Work::Lookup { fingerprint }),
+            AuthJob::Token {
+                tag,
+                token,
+                check,
+                now,
+            } => (tag, String::new(), Work::Token { token, check, now }),
             AuthJob::Snapshot { tag, since } => (tag, String::new(), Work::Snapshot { since }),
         };
-        let hashes = !matches!(work, Work::Snapshot { .. } | Work::Lookup { .. });
-        let (outcome, stamp) = catch_unwind(AssertUnwindSafe(|| work.run(shared, &username)))
-            .unwrap_or_else(|_| {
-                // Not validated yet: quote it and cut it short.
-                let shown: String = username.chars().take(64).collect();
-                log::error!("auth user={shown:?}: the password check panicked");
-                let e = "internal error while checking the password".to_owned();
-                (AuthOutcome::StoreError(e), None)
-            });
+        let hashes = !matches!(
+            work,
+            Work::Snapshot { .. } | Work::Lookup { .. } | Work::Token { .. }
+        );
+        let mut username = username;
+        let ran = catch_unwind(AssertUnwindSafe(|| work.run(shared, &mut username)));
+        let (outcome, stamp) = ran.unwrap_or_else(|_| {
+            // Not validated yet: quote it and cut it short.
+            let shown: String = username.chars().take(64).collect();
+            log::error!("auth user={shown:?}: the password check panicked");
+            let e = "internal error while checking the password".to_owned();
+            (AuthOutcome::StoreError(e), None)
+        });
         if hashes {
             last_hash = Instant::now();
+            shared.password_checks.fetch_add(1, Ordering::Relaxed);
         }
+        let logged_in = matches!(outcome, AuthOutcome::Ok | AuthOutcome::Token(Ok(_)));
+        let fingerprint = logged_in.then(|| entry_fingerprint(shared, &username));
         shared.held[n].store(user_store::work_area_bytes(), Ordering::Relaxed);
         if results
             .send(AuthResult {
@@ -420,6 +521,7 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
                 username,
                 outcome,
                 stamp,
+                fingerprint,
             })
             .is_err()
         {
@@ -433,14 +535,29 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
 
 /// A job without its tag and user name (kept outside `catch_unwind` to answer even after a panic).
 enum Work {
-    Verify { password: String },
-    ChangePassword { old: String, new: String },
-    Lookup { fingerprint: [u8; 32] },
-    Snapshot { since: u64 },
+    Verify {
+        password: String,
+    },
+    ChangePassword {
+        old: String,
+        new: String,
+    },
+    Lookup {
+        fingerprint: [u8; 32],
+    },
+    Token {
+        token: String,
+        check: TokenCheck,
+        now: u64,
+    },
+    Snapshot {
+        since: u64,
+    },
 }
 
 impl Work {
-    fn run<T>(self, shared: &Shared<T>, username: &str) -> (AuthOutcome, Option<Stamp>) {
+    /// Run the job; a token job sets `username` to the token's user.
+    fn run<T>(self, shared: &Shared<T>, username: &mut String) -> (AuthOutcome, Option<Stamp>) {
         #[cfg(test)]
         if username == tests::PANIC_USER {
             panic!("injected panic");
@@ -466,6 +583,16 @@ impl Work {
                 change_password(shared, username, &old, &new)
             }
             Work::Lookup { fingerprint } => lookup(shared, username, &fingerprint),
+            Work::Token { token, check, now } => {
+                let token = zeroize::Zeroizing::new(token);
+                let (outcome, stamp) = match check {
+                    TokenCheck::Jwt { keys, require_user } => {
+                        jwt_login(shared, &keys, require_user, &token, now, username)
+                    }
+                    TokenCheck::Resume => resume_login(shared, &token, now, username),
+                };
+                (AuthOutcome::Token(outcome), stamp)
+            }
             Work::Snapshot { since } => (AuthOutcome::Users(snapshot(shared, since)), None),
         }
     }
@@ -522,6 +649,110 @@ fn lookup<T>(
         credential: Credential::Certificate,
     };
     (AuthOutcome::Ok, Some(stamp))
+}
+
+/// The key's fingerprint of `username`'s stored entry (its hash; `""` without one; a marker when
+/// the store does not hold the user).
+fn entry_fingerprint<T>(shared: &Shared<T>, username: &str) -> String {
+    let key = Arc::clone(&lock(&shared.token_key));
+    let store = lock(&shared.store);
+    let users = store.users();
+    let entry = match users.get(username) {
+        Some(hash) => hash,
+        None if users.contains(username) => "",
+        None => ABSENT,
+    };
+    key.fingerprint(entry)
+}
+
+/// What a token session of `username` stands on: its password hash if it has one, else its
+/// existence (revoked when the user is deleted); nothing when the store does not hold it.
+fn token_stamp(users: &user_store::Users, username: &str, generation: u64) -> Option<Stamp> {
+    match users.get(username) {
+        Some(phc) => Some(Stamp {
+            generation,
+            digest: hash_digest(phc),
+            credential: Credential::Password,
+        }),
+        None if users.contains(username) => Some(Stamp {
+            generation,
+            digest: 0,
+            credential: Credential::Presence,
+        }),
+        None => None,
+    }
+}
+
+/// A JWT login: the token verifies, and with `require_user` its `sub` is in the store (which the
+/// session then stands on: it is revoked when the user is deleted).
+fn jwt_login<T>(
+    shared: &Shared<T>,
+    keys: &JwtKeys,
+    require_user: bool,
+    token: &str,
+    now: u64,
+    username: &mut String,
+) -> (Result<TokenGrant, TokenRefusal>, Option<Stamp>) {
+    let verified = match keys.verify(token, now) {
+        Ok(verified) => verified,
+        Err(e) => return (Err(TokenRefusal::Jwt(e)), None),
+    };
+    *username = verified.user;
+    let grant = TokenGrant {
+        expires: Some(verified.expires),
+        info: verified.info.map(|i| i.get().to_owned()),
+        resumed: None,
+    };
+    if !require_user {
+        return (Ok(grant), None);
+    }
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    if !store.users().contains(username) {
+        return (Err(TokenRefusal::UnknownUser), None);
+    }
+    let stamp = Stamp {
+        generation,
+        digest: 0,
+        credential: Credential::Presence,
+    };
+    (Ok(grant), Some(stamp))
+}
+
+/// A resume login: the token is this key's, unexpired, and the user's stored entry is the one it
+/// was issued against. The session stands on that entry again.
+fn resume_login<T>(
+    shared: &Shared<T>,
+    token: &str,
+    now: u64,
+    username: &mut String,
+) -> (Result<TokenGrant, TokenRefusal>, Option<Stamp>) {
+    let key = Arc::clone(&lock(&shared.token_key));
+    let resume = match key.verify(token, now) {
+        Ok(resume) => resume,
+        Err(e) => return (Err(TokenRefusal::Resume(e)), None),
+    };
+    *username = resume.user;
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    let users = store.users();
+    let entry = match users.get(username) {
+        Some(hash) => hash,
+        None if users.contains(username) => "",
+        None => ABSENT,
+    };
+    // Constant time is not needed: the fingerprint is inside a token that already verified.
+    if key.fingerprint(entry) != resume.fingerprint {
+        return (Err(TokenRefusal::Changed), None);
+    }
+    let grant = TokenGrant {
+        expires: resume.session_expires,
+        info: resume.info,
+        resumed: Some(resume.session),
+    };
+    (Ok(grant), token_stamp(users, username, generation))
 }
 
 /// Every user's digest, if the store is at a newer generation than `since`.

@@ -78,13 +78,35 @@ pub enum ErrorCode {
     SessionRevoked,
     /// An administrator closed the connection (`besterd ctl kick`; the connection is closed).
     Kicked,
+    /// A token login on a server without `[auth.jwt]` (the connection is closed).
+    TokenLoginsOff,
+    /// The token is not a JWT besterd can read: its shape, its algorithm (`none` among others) or its claims (the connection is closed).
+    TokenMalformed,
+    /// No configured key has the token's `kid` and algorithm (the connection is closed).
+    TokenUnknownKey,
+    /// The token's signature does not verify (the connection is closed).
+    TokenBadSignature,
+    /// The token's `exp` has passed (the connection is closed).
+    TokenExpired,
+    /// The token's `nbf` or `iat` is in the future (the connection is closed).
+    TokenNotYetValid,
+    /// The token's `aud` is not this server's audience (the connection is closed).
+    TokenWrongAudience,
+    /// The token's `iss` is not this server's issuer (the connection is closed).
+    TokenWrongIssuer,
+    /// The resume token has expired (the connection is closed).
+    ResumeExpired,
+    /// The resume token is refused: another server's key, malformed, its session logged out, or its user deleted or their password changed; the text says which (the connection is closed).
+    ResumeRefused,
+    /// The session's token expired and was not refreshed (the connection is closed).
+    SessionExpired,
     /// Something went wrong inside the server; the details are in its log.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` is its position here).
-    pub const ALL: [ErrorCode; 35] = [
+    pub const ALL: [ErrorCode; 46] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidUtf8,
         ErrorCode::InvalidJson,
@@ -119,6 +141,17 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::SessionRevoked,
         ErrorCode::Kicked,
+        ErrorCode::TokenLoginsOff,
+        ErrorCode::TokenMalformed,
+        ErrorCode::TokenUnknownKey,
+        ErrorCode::TokenBadSignature,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenNotYetValid,
+        ErrorCode::TokenWrongAudience,
+        ErrorCode::TokenWrongIssuer,
+        ErrorCode::ResumeExpired,
+        ErrorCode::ResumeRefused,
+        ErrorCode::SessionExpired,
         ErrorCode::InternalError,
     ];
 
@@ -159,6 +192,17 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::SessionRevoked => "session_revoked",
             ErrorCode::Kicked => "kicked",
+            ErrorCode::TokenLoginsOff => "token_logins_off",
+            ErrorCode::TokenMalformed => "token_malformed",
+            ErrorCode::TokenUnknownKey => "token_unknown_key",
+            ErrorCode::TokenBadSignature => "token_bad_signature",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::TokenWrongAudience => "token_wrong_audience",
+            ErrorCode::TokenWrongIssuer => "token_wrong_issuer",
+            ErrorCode::ResumeExpired => "resume_expired",
+            ErrorCode::ResumeRefused => "resume_refused",
+            ErrorCode::SessionExpired => "session_expired",
             ErrorCode::InternalError => "internal_error",
         }
     }

@@ -196,7 +196,23 @@ pub struct Sender {
     /// The handler type, for pushes a handler made on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler: Option<String>,
+    /// The session's authorisation data (a token login's `info` claim), in requests only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Info>,
 }
+
+/// A session's authorisation data: a JSON object, kept as its text and forwarded as is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Info(pub Box<RawValue>);
+
+impl PartialEq for Info {
+    fn eq(&self, other: &Info) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for Info {}
 
 /// Username and password, as sent in identify and `bester.authenticate`.
 #[derive(Clone, Deserialize)]
@@ -217,6 +233,71 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// `identify.authentication`: how a client logs in. Each shape is told apart by its fields; any
+/// other shape is refused as the username/password shape would refuse it (`missing field`).
+#[derive(Debug, Clone)]
+pub enum Authentication {
+    /// `{"username","password"}`.
+    Password(Credentials),
+    /// `{"token"}`: a JWT the application issued, or a resume token (`v1.…`) besterd issued.
+    Token(Secret),
+    /// `{"resume"}`: a resume token besterd issued.
+    Resume(Secret),
+}
+
+/// A token as a client sent it: never shown by `Debug`.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Every field any shape of `authentication` has (serde rejects unknown and duplicate ones).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthentication {
+    username: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    resume: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Authentication {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = RawAuthentication::deserialize(d)?;
+        match raw {
+            RawAuthentication {
+                username: None,
+                password: None,
+                token: Some(token),
+                resume: None,
+            } => Ok(Authentication::Token(Secret(token))),
+            RawAuthentication {
+                username: None,
+                password: None,
+                token: None,
+                resume: Some(resume),
+            } => Ok(Authentication::Resume(Secret(resume))),
+            RawAuthentication { token: Some(_), .. }
+            | RawAuthentication {
+                resume: Some(_), ..
+            } => Err(D::Error::custom(
+                "give one of {username, password}, {token} or {resume}",
+            )),
+            RawAuthentication {
+                username, password, ..
+            } => Ok(Authentication::Password(Credentials {
+                username: username.ok_or_else(|| D::Error::missing_field("username"))?,
+                password: password.ok_or_else(|| D::Error::missing_field("password"))?,
+            })),
+        }
+    }
+}
+
 /// `header.identify`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,9 +305,9 @@ pub struct Identify {
     /// `"client"` or `"server"`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// A client's credentials.
+    /// How a client logs in.
     #[serde(default)]
-    pub authentication: Option<Credentials>,
+    pub authentication: Option<Authentication>,
     /// A peer server's name.
     #[serde(default)]
     pub name: Option<String>,
@@ -911,7 +992,9 @@ mod tests {
             panic!("not an identify")
         };
         assert_eq!(identify.kind, "client");
-        let creds = identify.authentication.unwrap();
+        let Some(Authentication::Password(creds)) = identify.authentication else {
+            panic!("not a password login")
+        };
         assert_eq!(
             (creds.username.as_str(), creds.password.as_str()),
             ("a", "p")
@@ -920,6 +1003,41 @@ mod tests {
             !format!("{creds:?}").contains("\"p\""),
             "password must not be in Debug output"
         );
+    }
+
+    #[test]
+    fn identify_takes_a_token_or_a_resume_token_and_nothing_mixed() {
+        let auth = |a: &str| {
+            let frame =
+                format!(r#"{{"header":{{"identify":{{"type":"client","authentication":{a}}}}}}}"#);
+            match parse_inbound(frame.as_bytes()) {
+                Ok(Inbound::Identify(identify)) => Ok(identify.authentication),
+                Ok(_) => panic!("not an identify"),
+                Err(e) => Err(e.error),
+            }
+        };
+        let Ok(Some(Authentication::Token(t))) = auth(r#"{"token":"a.b.c"}"#) else {
+            panic!()
+        };
+        assert_eq!(t.0, "a.b.c");
+        assert_eq!(format!("{t:?}"), "<redacted>");
+        assert!(matches!(
+            auth(r#"{"resume":"v1.x.y"}"#),
+            Ok(Some(Authentication::Resume(r))) if r.0 == "v1.x.y"
+        ));
+        assert_eq!(
+            auth(r#"{"token":"a","password":"p"}"#).unwrap_err(),
+            "header.identify.authentication: give one of {username, password}, {token} or {resume}"
+        );
+        assert_eq!(
+            auth(r#"{"username":"alice"}"#).unwrap_err(),
+            "header.identify.authentication: missing field `password`"
+        );
+        assert_eq!(
+            auth(r#"{"token":"a","token":"b"}"#).unwrap_err(),
+            "duplicate key \"token\""
+        );
+        assert!(auth(r#"{"token":5}"#).is_err());
     }
 
     #[test]
@@ -1014,6 +1132,7 @@ mod tests {
             user: Some("alice".into()),
             server: "a".into(),
             handler: None,
+            info: None,
         };
         let payload = Payload::new("echo", Some(RawValue::from_string("[1]".into()).unwrap()));
         let body =

@@ -484,6 +484,7 @@ mod tests {
             user: Some("alice".into()),
             server: "a".into(),
             handler: None,
+            info: None,
         };
         let payload = Payload::new(
             "chat",

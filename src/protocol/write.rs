@@ -72,7 +72,8 @@ fn raw(out: &mut Vec<u8>, json: Option<&str>) {
     out.extend_from_slice(json.unwrap_or("null").as_bytes());
 }
 
-fn sender(out: &mut Vec<u8>, from: &Sender) {
+/// `from`; its `info` only in requests to handlers (`with_info`), never in pushes to clients.
+fn sender(out: &mut Vec<u8>, from: &Sender, with_info: bool) {
     out.push(b'{');
     if let Some(user) = &from.user {
         key(out, "user");
@@ -82,6 +83,11 @@ fn sender(out: &mut Vec<u8>, from: &Sender) {
     key(out, "server");
     string(out, &from.server);
     optional(out, "handler", from.handler.as_deref());
+    if with_info && let Some(info) = &from.info {
+        out.push(b',');
+        key(out, "info");
+        raw(out, Some(info.0.get()));
+    }
     out.push(b'}');
 }
 
@@ -102,7 +108,7 @@ pub fn handler_request(
         Scope::Client => b",\"scope\":\"client\",\"from\":".as_slice(),
         Scope::Server => b",\"scope\":\"server\",\"from\":",
     });
-    sender(&mut out, from);
+    sender(&mut out, from, true);
     if !via.is_empty() {
         out.extend_from_slice(b",\"via\":[");
         for (i, kind) in via.iter().enumerate() {
@@ -141,7 +147,7 @@ pub fn client_push(kind_of: &str, from: &Sender, data: Option<&str>) -> Vec<u8> 
     out.extend_from_slice(b"{\"header\":{\"status\":\"ok\",\"kind\":\"push\",\"type\":");
     string(&mut out, kind_of);
     out.extend_from_slice(b",\"from\":");
-    sender(&mut out, from);
+    sender(&mut out, from, false);
     out.extend_from_slice(b"},\"data\":");
     raw(&mut out, data);
     out.push(b'}');
@@ -206,11 +212,21 @@ mod tests {
                 user: Some("al\"ice".into()),
                 server: "s1".into(),
                 handler: None,
+                info: None,
             },
             Sender {
                 user: None,
                 server: "s\n2".into(),
                 handler: Some("chat".into()),
+                info: None,
+            },
+            Sender {
+                user: Some("bob".into()),
+                server: "s".into(),
+                handler: None,
+                info: Some(crate::protocol::message::Info(
+                    RawValue::from_string(r#"{"role":"admin","n":[1]}"#.into()).unwrap(),
+                )),
             },
         ];
         let vias: [Vec<String>; 3] = [vec![], vec!["a".into()], vec!["a".into(), "b.c".into()]];
@@ -223,7 +239,7 @@ mod tests {
         for (i, from) in senders.iter().enumerate() {
             for via in &vias {
                 for data in datas {
-                    let scope = [Scope::Client, Scope::Server][i];
+                    let scope = [Scope::Client, Scope::Server][i % 2];
                     let payload = Payload::new(
                         "echo",
                         data.map(|d| RawValue::from_string(d.into()).unwrap()),
@@ -263,11 +279,13 @@ mod tests {
                 user: Some("a\u{1}lice".into()),
                 server: "s".into(),
                 handler: None,
+                info: None,
             },
             Sender {
                 user: None,
                 server: "s".into(),
                 handler: Some("chat".into()),
+                info: None,
             },
         ];
         for from in &senders {

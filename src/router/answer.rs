@@ -245,6 +245,7 @@ impl Router {
             user: None,
             server: self.config.server.clone(),
             handler: Some(kind.to_string()),
+            info: None,
         };
         match &*msg.command {
             Command::SendClients(users) => {

@@ -129,12 +129,17 @@ impl Router {
     /// from another server is relayed as this server's handler (a peer never speaks for a third).
     pub(super) fn relay_sender(&self, from: &Sender, kind: &str) -> Sender {
         if from.server == self.config.server {
-            from.clone()
+            // A session's authorisation data stays with this server's handlers.
+            Sender {
+                info: None,
+                ..from.clone()
+            }
         } else {
             Sender {
                 user: None,
                 server: self.config.server.clone(),
                 handler: Some(kind.to_string()),
+                info: None,
             }
         }
     }

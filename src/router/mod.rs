@@ -35,7 +35,8 @@ use serde_json::value::RawValue;
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
-    ClientMessage, Command, HandlerMessage, PayloadRef, Scope, Sender, Status, handler_error_report,
+    ClientMessage, Command, HandlerMessage, Info, PayloadRef, Scope, Sender, Status,
+    handler_error_report,
 };
 use crate::protocol::write::{client_push, handler_request};
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
@@ -364,10 +365,20 @@ impl Router {
                     user: Some(user.to_string()),
                     server: self.config.server.clone(),
                     handler: None,
+                    info: None,
                 }),
                 pending,
             },
         );
+    }
+
+    /// Set (or clear) the authorisation data a client's requests carry as `from.info`.
+    pub fn set_client_info(&mut self, conn: ConnId, info: Option<Info>) {
+        if let Some(client) = self.clients.get_mut(&conn) {
+            let mut sender = Sender::clone(&client.sender);
+            sender.info = info;
+            client.sender = Arc::new(sender);
+        }
     }
 
     /// A client connection closed or logged out. Its requests in flight stay: their fan-out still

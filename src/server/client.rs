@@ -20,12 +20,13 @@ use crate::auth::worker::{AuthJob, AuthOutcome, AuthResult, Stamp};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
-    ClientMessage, Credentials, Identify, Inbound, RESERVED_PREFIX, Scope, client_error, client_ok,
-    inbound_id, parse_inbound,
+    Authentication, ClientMessage, Credentials, Identify, Inbound, RESERVED_PREFIX, Scope,
+    client_error, client_ok, inbound_id, parse_inbound,
 };
 
 use super::Server;
 use super::conn::{ClientState, PasswordDigest, Role};
+use super::token_login::{REFRESH, TOKEN, TokenPurpose};
 use crate::router::ConnId;
 use crate::stats::Logins;
 
@@ -61,6 +62,19 @@ impl AuthTag {
         }
     }
 
+    /// A token check (`server/token_login.rs`).
+    pub(super) fn token(
+        conn: ConnId,
+        ip: Option<std::net::IpAddr>,
+        purpose: TokenPurpose,
+    ) -> AuthTag {
+        AuthTag {
+            conn,
+            ip,
+            purpose: Purpose::Token(purpose),
+        }
+    }
+
     /// A login by client certificate as `user` (no password: a digest of a random one, so
     /// per-message credentials never match the session).
     pub(super) fn certificate(conn: ConnId, ip: Option<std::net::IpAddr>, user: &str) -> AuthTag {
@@ -78,6 +92,8 @@ impl AuthTag {
 #[derive(Debug, Clone)]
 enum Purpose {
     Internal,
+    /// A token login or `bester.refresh`.
+    Token(TokenPurpose),
     Identify {
         digest: PasswordDigest,
         /// By client certificate (no password was checked).
@@ -339,12 +355,29 @@ impl Server {
             };
             return refuse(self, ErrorBody::new(ErrorCode::BadIdentifyType, text));
         }
-        let Some(Credentials { username, password }) = identify.authentication else {
-            // On a listener with client_ca: the verified certificate's user (server/cert_login.rs).
-            if let Err(error) = self.certificate_login(id) {
-                refuse(self, error);
+        let (username, password) = match identify.authentication {
+            Some(Authentication::Password(Credentials { username, password })) => {
+                (username, password)
             }
-            return;
+            Some(Authentication::Token(token)) => {
+                if let Err(error) = self.token_login(id, token, false) {
+                    refuse(self, error);
+                }
+                return;
+            }
+            Some(Authentication::Resume(token)) => {
+                if let Err(error) = self.token_login(id, token, true) {
+                    refuse(self, error);
+                }
+                return;
+            }
+            None => {
+                // On a listener with client_ca: the verified certificate's user (server/cert_login.rs).
+                if let Err(error) = self.certificate_login(id) {
+                    refuse(self, error);
+                }
+                return;
+            }
         };
         let purpose = |digest| Purpose::Identify {
             digest,
@@ -391,8 +424,19 @@ impl Server {
                 let body = client_ok(reply_id, Some(kind), &data);
                 self.reply_ok(id, body);
             }
+            TOKEN => self.builtin_token(id, &user, reply_id),
+            REFRESH => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct RefreshData {
+                    token: String,
+                }
+                let data = msg.payload.data_as::<RefreshData>().map(|d| d.token);
+                self.builtin_refresh(id, reply_id, data, now);
+            }
             LOGOUT => {
                 info!("conn={id} user={user} logged out");
+                self.revoke_resume_tokens(id);
                 self.router.client_gone(id);
                 let data = Identity {
                     user: &user,
@@ -459,7 +503,10 @@ impl Server {
     fn submit_busy(&mut self, id: ConnId, purpose: Purpose, job: AuthJobKind) {
         let reply_id = match &purpose {
             Purpose::Authenticate { id, .. } | Purpose::Passwd { id, .. } => id.clone(),
-            Purpose::Identify { .. } | Purpose::Compat { .. } | Purpose::Internal => None,
+            Purpose::Identify { .. }
+            | Purpose::Compat { .. }
+            | Purpose::Internal
+            | Purpose::Token(_) => None,
         };
         let ip = self.conn(id).and_then(|c| c.ip);
         let tag = AuthTag {
@@ -507,7 +554,12 @@ impl Server {
             username,
             outcome,
             stamp,
+            fingerprint,
         } = result;
+        if let Purpose::Token(purpose) = tag.purpose {
+            let (id, ip) = (tag.conn, tag.ip);
+            return self.token_result(id, ip, purpose, username, outcome, stamp, fingerprint, now);
+        }
         if matches!(tag.purpose, Purpose::Internal) {
             let snapshot = match outcome {
                 AuthOutcome::Users(snapshot) => snapshot,
@@ -545,7 +597,7 @@ impl Server {
             server: &server,
         };
         match (tag.purpose, outcome) {
-            (Purpose::Internal, _) => {}
+            (Purpose::Internal | Purpose::Token(_), _) => {}
             (Purpose::Identify { .. }, AuthOutcome::Ok) if over_limit => {
                 info!("conn={id} user={username} refused: too many connections");
                 let error = too_many_for(&username, self.config.max_connections_per_user);
@@ -572,12 +624,19 @@ impl Server {
                 info!("conn={id} user={username} logged in from {peer}{how}");
                 conn.io.set_max_frame(max_frame);
                 self.logged_in(id, &username, digest, stamp, now);
-                self.send(id, client_ok(None, None, &identity));
+                let grant = Server::password_grant(fingerprint);
+                let body = self.login_reply(id, &username, grant, None);
+                self.send(id, body);
             }
             (Purpose::Compat { msg, digest }, AuthOutcome::Ok) => {
                 info!("conn={id} user={username} logged in from {peer} (header.authentication)");
                 conn.io.set_max_frame(max_frame);
                 self.logged_in(id, &username, digest, stamp, now);
+                if let Some(conn) = self.conn(id)
+                    && let Role::Client(ClientState::Ready { grant, .. }) = &mut conn.role
+                {
+                    *grant = Some(Box::new(Server::password_grant(fingerprint)));
+                }
                 self.client_message(id, *msg, now);
             }
             (purpose @ (Purpose::Identify { .. } | Purpose::Compat { .. }), outcome) => {
@@ -609,12 +668,13 @@ impl Server {
                     busy: false,
                     digest: Some(digest),
                     stamp: None,
+                    grant: None,
                 });
                 self.router.client_identified(id, &username);
-                self.reply_ok(
-                    id,
-                    client_ok(reply_id.as_deref(), Some(AUTHENTICATE), &identity),
-                );
+                let grant = Server::password_grant(fingerprint);
+                let answer = Some((reply_id.as_deref(), AUTHENTICATE));
+                let body = self.login_reply(id, &username, grant, answer);
+                self.reply_ok(id, body);
                 self.session_started(id, &username, stamp);
             }
             (Purpose::Authenticate { id: reply_id, .. }, outcome) => {
@@ -634,10 +694,17 @@ impl Server {
                     AuthOutcome::Ok => {
                         info!("conn={id} user={username} changed their password");
                         if let Some(conn) = self.conn(id)
-                            && let Role::Client(ClientState::Ready { digest: kept, .. }) =
-                                &mut conn.role
+                            && let Role::Client(ClientState::Ready {
+                                digest: kept,
+                                grant,
+                                ..
+                            }) = &mut conn.role
                         {
                             *kept = Some(digest);
+                            // Its resume tokens from now on stand on the new password.
+                            if let (Some(grant), Some(fingerprint)) = (grant, fingerprint) {
+                                grant.fingerprint = fingerprint;
+                            }
                         }
                         let body = client_ok(reply_id.as_deref(), Some(PASSWD), &identity);
                         self.reply_ok(id, body);
@@ -652,7 +719,7 @@ impl Server {
                         ErrorCode::InvalidMessage,
                         format!("new password refused: {why}"),
                     )),
-                    AuthOutcome::Users(_) => return,
+                    AuthOutcome::Users(_) | AuthOutcome::Token(_) => return,
                     AuthOutcome::StoreError(e) => {
                         warn!("conn={id} user={username} password change failed: {e}");
                         Some(ErrorBody::new(
@@ -709,11 +776,25 @@ impl Server {
                 busy: false,
                 digest: Some(digest),
                 stamp: None,
+                grant: None,
             });
         }
         self.router.client_identified(id, username);
         self.session_started(id, username, stamp);
         self.arm_idle(id, now);
+    }
+
+    /// A token login succeeded: the session starts (no password: per-message credentials
+    /// never match it).
+    pub(super) fn logged_in_by_token(
+        &mut self,
+        id: ConnId,
+        username: &str,
+        stamp: Option<Stamp>,
+        now: Instant,
+    ) {
+        let digest = password_digest(username, &unguessable());
+        self.logged_in(id, username, digest, stamp, now);
     }
 
     fn set_idle(&mut self, id: ConnId) {
@@ -756,14 +837,14 @@ fn count_login(logins: &mut Logins, purpose: &Purpose, outcome: &AuthOutcome) {
     }
 }
 
-fn rate_limited() -> ErrorBody {
+pub(super) fn rate_limited() -> ErrorBody {
     ErrorBody::new(
         ErrorCode::RateLimited,
         "too many failed logins for this user or from this address; try again later",
     )
 }
 
-fn too_many_for(user: &str, max: usize) -> ErrorBody {
+pub(super) fn too_many_for(user: &str, max: usize) -> ErrorBody {
     ErrorBody::new(
         ErrorCode::TooManyConnections,
         format!("user {user:?} already has {max} connections"),

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::auth::worker::Stamp;
 use crate::net::Framed;
+use crate::protocol::message::Info;
 use crate::stats::{RoleKind, Traffic};
 
 use crate::router::ConnId;
@@ -35,7 +36,22 @@ pub enum ClientState {
         digest: Option<PasswordDigest>,
         /// The stored hash the session stands on (see `revoke.rs`), once the verifier gave it.
         stamp: Option<Stamp>,
+        /// What resume tokens of this session say, and when the session ends (`token_login.rs`).
+        grant: Option<Box<Grant>>,
     },
+}
+
+/// What a session's resume tokens carry, and what a token login gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The session's id, named by its resume tokens (what `bester.logout` revokes).
+    pub session: String,
+    /// Fingerprint of the user's stored entry the session logged in against.
+    pub fingerprint: String,
+    /// When the session ends (seconds since the epoch), if it does: a token's `exp`.
+    pub expires: Option<u64>,
+    /// The session's authorisation data.
+    pub info: Option<Info>,
 }
 
 /// Where a server-to-server connection is in its handshake.

@@ -22,6 +22,7 @@ mod reload;
 mod report;
 mod revoke;
 pub mod token;
+mod token_login;
 
 pub use lifecycle::{Figures, status_line};
 
@@ -81,6 +82,8 @@ enum Timer {
     Idle(ConnId),
     /// Close a peer connection that has not finished its handshake.
     Handshake(ConnId),
+    /// End a token session whose token expired, unless it was refreshed.
+    Expire(ConnId),
 }
 
 struct HandlerListener {
@@ -117,6 +120,7 @@ pub struct Server {
     life: Lifecycle,
     reloads: Reloads,
     sessions: Sessions,
+    tokens: token_login::Tokens,
     /// The frame being handled, reused from frame to frame (see `handle_buffered_frames`).
     frame: Vec<u8>,
     stats: ServerStats,
@@ -170,6 +174,10 @@ impl Server {
             config.auth_queue,
             Arc::clone(&waker),
         )?;
+        // Without `[auth] token_secret_file` the pool's random key of this run stays.
+        if let Some(key) = &config.auth.token_key {
+            auth.set_token_key(key.clone());
+        }
 
         let runtime = RuntimeDir::create(config.runtime_dir.as_deref()).map_err(|e| {
             if crate::fsutil::refusal(&e).is_some() {
@@ -212,6 +220,7 @@ impl Server {
             life: Lifecycle::new(now, config.handler_startup_timeout),
             reloads: Reloads::new(waker),
             sessions: Sessions::new(now),
+            tokens: token_login::Tokens::new(),
             config,
             poll,
             listeners,
@@ -748,6 +757,7 @@ impl Server {
                 }
                 Timer::Idle(id) => self.check_idle(id, now),
                 Timer::Handshake(id) => self.check_handshake(id),
+                Timer::Expire(id) => self.check_expiry(id, now),
             }
         }
         self.router.expire(now, &mut self.actions);

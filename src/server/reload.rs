@@ -190,6 +190,7 @@ impl Server {
         let merged = merge_running(&self.config, new);
         let old = std::mem::replace(&mut self.config, merged);
         self.apply_limits(&old);
+        self.apply_token_keys();
         let mut problems = Vec::new();
         for kind in &d.handlers_tuned {
             self.router

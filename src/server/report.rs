@@ -200,6 +200,7 @@ impl Server {
                 "ok": self.stats.logins.ok,
                 "failed": self.stats.logins.failed,
                 "rate_limited": self.stats.logins.rate_limited,
+                "password_checks": self.auth.password_checks(),
             },
             "traffic": {
                 "frames_in": t.traffic.frames_in,

@@ -1,0 +1,573 @@
+//! Token logins and resume tokens: `identify` with `{"token":…}` (a JWT the application issued,
+//! checked with `[auth.jwt]`, or a resume token) or `{"resume":…}` (a resume token besterd issued),
+//! the resume token every identify reply carries (`data.resume`), the sessions that end with their
+//! token (`session_expired`), and the built-ins `bester.token` and `bester.refresh`.
+//!
+//! Every token is checked on the verifier threads (`AuthJob::Token`: a signature check and a
+//! store lookup, no argon2), never on the loop. A refusal is told with its own code, closes the
+//! connection, and counts as a failed login against the rate limits: per address, and per name
+//! when the name is known (a resume token that verified); a JWT's `sub` is not trusted before its
+//! signature is, so a refused JWT is counted by address alone.
+//!
+//! A resume token carries the session's fingerprint of the user's stored entry, its own expiry,
+//! the session's expiry (a JWT's `exp`) and its `info`: a resumed session is worth no more than
+//! the one it came from. It dies on expiry, when the user's entry changes (deleted, new
+//! password), and on `bester.logout` of its session (the revoked list, kept in memory: it does not
+//! survive a restart, and another server that shares the key does not see it).
+//!
+//! It must not: log a token, run a check on the loop, or give a session more time or other
+//! authorisation data than its token says.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{info, warn};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::Server;
+use super::Timer;
+use super::client::{AuthTag, rate_limited};
+use super::conn::{ClientState, Grant, Role};
+use crate::auth::jwt::TokenError;
+use crate::auth::resume::{Resume, ResumeError, Revoked, new_session};
+use crate::auth::worker::{AuthJob, AuthOutcome, Stamp, TokenCheck, TokenGrant, TokenRefusal};
+use crate::protocol::ErrorCode;
+use crate::protocol::error::ErrorBody;
+use crate::protocol::message::{Info, Secret, client_ok};
+use crate::router::ConnId;
+
+/// Ask for a new resume token for this session.
+pub const TOKEN: &str = "bester.token";
+/// Extend a token session with a new JWT.
+pub const REFRESH: &str = "bester.refresh";
+
+/// Most logged-out sessions remembered at once (see [`Revoked`]).
+const MAX_REVOKED: usize = 65_536;
+
+/// What a token check was for.
+#[derive(Debug, Clone)]
+pub(super) enum TokenPurpose {
+    /// A first login (identify).
+    Login,
+    /// `bester.refresh` on a logged-in session, answering `id`.
+    Refresh {
+        /// The id of the request.
+        id: Option<String>,
+    },
+}
+
+/// The server's token state: the logged-out sessions.
+#[derive(Debug)]
+pub(super) struct Tokens {
+    revoked: Revoked,
+}
+
+impl Tokens {
+    pub fn new() -> Tokens {
+        Tokens {
+            revoked: Revoked::new(MAX_REVOKED),
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `data` of a successful login: who, and the session's resume token.
+#[derive(Serialize)]
+struct LoginReply<'a> {
+    user: &'a str,
+    server: &'a str,
+    resume: String,
+    resume_expires: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
+}
+
+/// `data` of `bester.token`.
+#[derive(Serialize)]
+struct TokenReply {
+    resume: String,
+    resume_expires: u64,
+}
+
+/// `data` of `bester.refresh`.
+#[derive(Serialize)]
+struct RefreshReply {
+    expires: u64,
+}
+
+/// The name a refused token is counted under when its user is not known: one per address, so
+/// bad tokens from one address never lock out another's logins.
+fn anonymous(ip: Option<std::net::IpAddr>) -> String {
+    match ip {
+        Some(ip) => format!("\0token {ip}"),
+        None => "\0token".into(),
+    }
+}
+
+/// What a refused token is told.
+fn refusal_error(refusal: &TokenRefusal) -> ErrorBody {
+    let text = |t: &str| t.to_string();
+    match refusal {
+        TokenRefusal::Jwt(e) => {
+            let code = match e {
+                TokenError::Malformed(_) => ErrorCode::TokenMalformed,
+                TokenError::UnknownKey => ErrorCode::TokenUnknownKey,
+                TokenError::BadSignature => ErrorCode::TokenBadSignature,
+                TokenError::Expired => ErrorCode::TokenExpired,
+                TokenError::NotYetValid => ErrorCode::TokenNotYetValid,
+                TokenError::WrongAudience => ErrorCode::TokenWrongAudience,
+                TokenError::WrongIssuer => ErrorCode::TokenWrongIssuer,
+            };
+            ErrorBody::new(code, e.to_string())
+        }
+        TokenRefusal::Resume(ResumeError::Expired) => {
+            ErrorBody::new(ErrorCode::ResumeExpired, ResumeError::Expired.to_string())
+        }
+        TokenRefusal::Resume(e) => ErrorBody::new(ErrorCode::ResumeRefused, e.to_string()),
+        // Like an unknown password user: the token verified, but names nobody this server has.
+        TokenRefusal::UnknownUser => {
+            ErrorBody::new(ErrorCode::AuthFailed, text("invalid username or password"))
+        }
+        TokenRefusal::Changed => ErrorBody::new(
+            ErrorCode::ResumeRefused,
+            "the resume token's user was deleted or their password changed",
+        ),
+    }
+}
+
+fn logged_out() -> ErrorBody {
+    ErrorBody::new(ErrorCode::ResumeRefused, ResumeError::Revoked.to_string())
+}
+
+fn session_ended() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::SessionExpired,
+        "the session's token has expired; log in again",
+    )
+}
+
+impl Server {
+    /// `identify` with a token: `resume` for `{"resume":…}` (and a `{"token":…}` that is a resume
+    /// token). Within the rate limits, the token goes to the verifier threads. `Err` is the
+    /// refusal to send before closing.
+    pub(super) fn token_login(
+        &mut self,
+        id: ConnId,
+        token: Secret,
+        resume: bool,
+    ) -> Result<(), ErrorBody> {
+        let ip = self.conn(id).and_then(|c| c.ip);
+        if !self.logins.allows(ip, &anonymous(ip), Instant::now()) {
+            self.stats.logins.rate_limited += 1;
+            return Err(rate_limited());
+        }
+        let resume = resume || token.0.starts_with("v1.");
+        let check = if resume {
+            TokenCheck::Resume
+        } else {
+            match (&self.config.auth.jwt_keys, &self.config.auth.jwt) {
+                (Some(keys), Some(settings)) => TokenCheck::Jwt {
+                    keys: keys.clone(),
+                    require_user: settings.require_user,
+                },
+                _ => {
+                    self.logins.failed(ip, &anonymous(ip), Instant::now());
+                    self.stats.logins.failed += 1;
+                    return Err(ErrorBody::new(
+                        ErrorCode::TokenLoginsOff,
+                        "this server takes no token logins ([auth.jwt] is not configured)",
+                    ));
+                }
+            }
+        };
+        self.submit_token(id, ip, TokenPurpose::Login, token.0, check)?;
+        if let Some(conn) = self.conn(id) {
+            conn.role = Role::Client(ClientState::Verifying);
+        }
+        Ok(())
+    }
+
+    fn submit_token(
+        &mut self,
+        id: ConnId,
+        ip: Option<std::net::IpAddr>,
+        purpose: TokenPurpose,
+        token: String,
+        check: TokenCheck,
+    ) -> Result<(), ErrorBody> {
+        let job = AuthJob::Token {
+            tag: AuthTag::token(id, ip, purpose),
+            token,
+            check,
+            now: unix_now(),
+        };
+        if self.auth.submit(job).is_err() {
+            warn!("conn={id} token check refused: the login queue is full");
+            return Err(ErrorBody::new(
+                ErrorCode::ServerBusy,
+                "too many logins in progress; try again",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A token check came back.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn token_result(
+        &mut self,
+        id: ConnId,
+        ip: Option<std::net::IpAddr>,
+        purpose: TokenPurpose,
+        username: String,
+        outcome: AuthOutcome,
+        stamp: Option<Stamp>,
+        fingerprint: Option<String>,
+        now: Instant,
+    ) {
+        let AuthOutcome::Token(result) = outcome else {
+            return;
+        };
+        let result = match result {
+            Ok(grant)
+                if grant
+                    .resumed
+                    .as_ref()
+                    .is_some_and(|s| self.tokens.revoked.contains(s)) =>
+            {
+                Err((logged_out(), Some(username.clone())))
+            }
+            Ok(grant)
+                if grant.resumed.is_some() && grant.expires.is_some_and(|e| e <= unix_now()) =>
+            {
+                Err((session_ended(), Some(username.clone())))
+            }
+            Ok(grant) => Ok(grant),
+            Err(refusal) => {
+                // The user is known only when the resume token itself verified.
+                let known = matches!(refusal, TokenRefusal::Changed | TokenRefusal::UnknownUser);
+                Err((refusal_error(&refusal), known.then(|| username.clone())))
+            }
+        };
+        match purpose {
+            TokenPurpose::Login => {
+                self.token_login_done(id, ip, username, result, stamp, fingerprint, now)
+            }
+            TokenPurpose::Refresh { id: reply_id } => {
+                self.refresh_done(id, ip, reply_id, username, result, now)
+            }
+        }
+        self.more_input.push(id);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn token_login_done(
+        &mut self,
+        id: ConnId,
+        ip: Option<std::net::IpAddr>,
+        username: String,
+        result: Result<TokenGrant, (ErrorBody, Option<String>)>,
+        stamp: Option<Stamp>,
+        fingerprint: Option<String>,
+        now: Instant,
+    ) {
+        let Some(conn) = self.conn(id) else { return };
+        let peer = conn.peer.clone();
+        let grant = match result {
+            Ok(grant) => grant,
+            Err((error, name)) => {
+                let name = name.unwrap_or_else(|| anonymous(ip));
+                self.logins.failed(ip, &name, now);
+                self.stats.logins.failed += 1;
+                info!("conn={id} token login from {peer} refused: {}", error.code);
+                self.tell_error(id, &error);
+                return self.finish(id, now, "login refused".into());
+            }
+        };
+        self.stats.logins.ok += 1;
+        if self.router.connections_of(&username) >= self.config.max_connections_per_user {
+            info!("conn={id} user={username} refused: too many connections");
+            let error =
+                super::client::too_many_for(&username, self.config.max_connections_per_user);
+            self.tell_error(id, &error);
+            return self.finish(id, now, "too many connections for the user".into());
+        }
+        let how = if grant.resumed.is_some() {
+            "resume token"
+        } else {
+            "token"
+        };
+        info!("conn={id} user={username} logged in from {peer} by {how}");
+        let max_frame = self.config.max_frame;
+        if let Some(conn) = self.conn(id) {
+            conn.io.set_max_frame(max_frame);
+        }
+        let info = grant.info.as_deref().and_then(info_of);
+        self.logged_in_by_token(id, &username, stamp, now);
+        self.router.set_client_info(id, info.clone());
+        let grant = Grant {
+            session: new_session(),
+            fingerprint: fingerprint.unwrap_or_default(),
+            expires: grant.expires,
+            info,
+        };
+        if let Some(expires) = grant.expires {
+            self.arm_expiry(id, expires, now);
+        }
+        let body = self.login_reply(id, &username, grant, None);
+        self.send(id, body);
+    }
+
+    /// The body of a successful login's reply (identify, `bester.authenticate`): the session
+    /// gets `grant` and the reply its first resume token.
+    pub(super) fn login_reply(
+        &mut self,
+        id: ConnId,
+        user: &str,
+        grant: Grant,
+        answer: Option<(Option<&str>, &str)>,
+    ) -> Vec<u8> {
+        let (resume, resume_expires) = self.mint(user, &grant);
+        let data = LoginReply {
+            user,
+            server: &self.config.name,
+            resume,
+            resume_expires,
+            expires: grant.expires,
+        };
+        let body = match answer {
+            Some((reply_id, kind)) => client_ok(reply_id, Some(kind), &data),
+            None => client_ok(None, None, &data),
+        };
+        if let Some(conn) = self.conn(id)
+            && let Role::Client(ClientState::Ready { grant: kept, .. }) = &mut conn.role
+        {
+            *kept = Some(Box::new(grant));
+        }
+        body
+    }
+
+    /// A new session's grant for a password or certificate login.
+    pub(super) fn password_grant(fingerprint: Option<String>) -> Grant {
+        Grant {
+            session: new_session(),
+            fingerprint: fingerprint.unwrap_or_default(),
+            expires: None,
+            info: None,
+        }
+    }
+
+    /// A resume token for `grant`'s session, and when it expires: the TTL from now, never
+    /// past the session's own end.
+    fn mint(&self, user: &str, grant: &Grant) -> (String, u64) {
+        let ttl = self.config.auth.resume_ttl.as_secs();
+        let mut expires = unix_now().saturating_add(ttl);
+        if let Some(end) = grant.expires {
+            expires = expires.min(end);
+        }
+        let resume = Resume {
+            user: user.to_string(),
+            fingerprint: grant.fingerprint.clone(),
+            expires,
+            session: grant.session.clone(),
+            session_expires: grant.expires,
+            info: grant.info.as_ref().map(|i| i.0.get().to_string()),
+        };
+        (self.auth.token_key().mint(&resume), expires)
+    }
+
+    fn arm_expiry(&mut self, id: ConnId, expires: u64, now: Instant) {
+        let left = expires.saturating_sub(unix_now());
+        self.timers.push(std::cmp::Reverse((
+            now + Duration::from_secs(left),
+            Timer::Expire(id),
+        )));
+    }
+
+    /// A session's expiry timer fired: end it unless `bester.refresh` moved its end.
+    pub(super) fn check_expiry(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conn(id) else { return };
+        let Role::Client(ClientState::Ready {
+            user,
+            grant: Some(grant),
+            ..
+        }) = &conn.role
+        else {
+            return;
+        };
+        if conn.closing.is_some() || grant.expires.is_none_or(|e| e > unix_now()) {
+            return;
+        }
+        let user = user.clone();
+        info!("conn={id} user={user} session expired");
+        self.router.client_gone(id);
+        self.tell_error(id, &session_ended());
+        self.finish(id, now, "session expired".into());
+    }
+
+    /// `bester.token`: a new resume token for this session.
+    pub(super) fn builtin_token(&mut self, id: ConnId, user: &str, reply_id: Option<&str>) {
+        let grant = match self.conn(id).map(|c| &c.role) {
+            Some(Role::Client(ClientState::Ready {
+                grant: Some(grant), ..
+            })) => Grant::clone(grant),
+            _ => {
+                let error =
+                    ErrorBody::new(ErrorCode::InternalError, "this session has no resume token");
+                return self.reply_error(id, reply_id, &error);
+            }
+        };
+        let (resume, resume_expires) = self.mint(user, &grant);
+        let data = TokenReply {
+            resume,
+            resume_expires,
+        };
+        self.stats.messages.answered(true);
+        self.send(id, client_ok(reply_id, Some(TOKEN), &data));
+    }
+
+    /// `bester.refresh` with `{"token":"<JWT>"}`: checked on the verifier threads; the answer
+    /// comes back to [`Server::refresh_done`].
+    pub(super) fn builtin_refresh(
+        &mut self,
+        id: ConnId,
+        reply_id: Option<&str>,
+        data: Result<String, ErrorBody>,
+        now: Instant,
+    ) {
+        let token = match data {
+            Ok(token) => token,
+            Err(error) => return self.reply_error(id, reply_id, &error),
+        };
+        let ip = self.conn(id).and_then(|c| c.ip);
+        let name = self
+            .conn(id)
+            .and_then(|c| c.user().map(str::to_string))
+            .unwrap_or_default();
+        if !self.logins.allows(ip, &name, now) {
+            self.stats.logins.rate_limited += 1;
+            return self.reply_error(id, reply_id, &rate_limited());
+        }
+        let check = match (&self.config.auth.jwt_keys, &self.config.auth.jwt) {
+            (Some(keys), Some(settings)) => TokenCheck::Jwt {
+                keys: keys.clone(),
+                require_user: settings.require_user,
+            },
+            _ => {
+                let error = ErrorBody::new(
+                    ErrorCode::TokenLoginsOff,
+                    "this server takes no token logins ([auth.jwt] is not configured)",
+                );
+                return self.reply_error(id, reply_id, &error);
+            }
+        };
+        let purpose = TokenPurpose::Refresh {
+            id: reply_id.map(str::to_string),
+        };
+        if let Err(error) = self.submit_token(id, ip, purpose, token, check) {
+            return self.reply_error(id, reply_id, &error);
+        }
+        if let Some(conn) = self.conn(id)
+            && let Role::Client(ClientState::Ready { busy, .. }) = &mut conn.role
+        {
+            *busy = true;
+        }
+    }
+
+    fn refresh_done(
+        &mut self,
+        id: ConnId,
+        ip: Option<std::net::IpAddr>,
+        reply_id: Option<String>,
+        username: String,
+        result: Result<TokenGrant, (ErrorBody, Option<String>)>,
+        now: Instant,
+    ) {
+        let Some(conn) = self.conn(id) else { return };
+        let Role::Client(ClientState::Ready {
+            user, busy, grant, ..
+        }) = &mut conn.role
+        else {
+            return;
+        };
+        *busy = false;
+        let session_user = user.clone();
+        let result = match result {
+            Ok(_) if username != session_user => Err((
+                ErrorBody::new(
+                    ErrorCode::AuthFailed,
+                    "the token is for another user than this session's",
+                ),
+                Some(session_user.clone()),
+            )),
+            other => other,
+        };
+        let new = match result {
+            Ok(new) => new,
+            Err((error, _)) => {
+                info!(
+                    "conn={id} user={session_user} refresh refused: {}",
+                    error.code
+                );
+                self.logins.failed(ip, &session_user, now);
+                self.stats.logins.failed += 1;
+                return self.reply_error(id, reply_id.as_deref(), &error);
+            }
+        };
+        let expires = new.expires.unwrap_or_default();
+        let info = new.info.as_deref().and_then(info_of);
+        match grant {
+            Some(grant) => {
+                grant.expires = Some(expires);
+                grant.info = info.clone();
+            }
+            None => {
+                let mut fresh = Server::password_grant(None);
+                fresh.expires = Some(expires);
+                fresh.info = info.clone();
+                *grant = Some(Box::new(fresh));
+            }
+        }
+        info!("conn={id} user={session_user} session refreshed");
+        self.router.set_client_info(id, info);
+        self.arm_expiry(id, expires, now);
+        self.stats.messages.answered(true);
+        let body = client_ok(
+            reply_id.as_deref(),
+            Some(REFRESH),
+            &RefreshReply { expires },
+        );
+        self.send(id, body);
+    }
+
+    /// `bester.logout`: the session's resume tokens are refused from now on.
+    pub(super) fn revoke_resume_tokens(&mut self, id: ConnId) {
+        let session = match self.conn(id).map(|c| &c.role) {
+            Some(Role::Client(ClientState::Ready {
+                grant: Some(grant), ..
+            })) => grant.session.clone(),
+            _ => return,
+        };
+        let now = unix_now();
+        let until = now.saturating_add(self.config.auth.resume_ttl.as_secs());
+        self.tokens.revoked.revoke(&session, until, now);
+    }
+
+    /// The token key and JWT keys of the configuration now running (after a reload): a key file
+    /// named now is used from now on; without one, the random key of this run stays.
+    pub(super) fn apply_token_keys(&mut self) {
+        if let Some(key) = &self.config.auth.token_key {
+            self.auth.set_token_key(key.clone());
+        }
+    }
+}
+
+/// A verified token's `info` text as the session's authorisation data.
+fn info_of(text: &str) -> Option<Info> {
+    RawValue::from_string(text.to_string()).ok().map(Info)
+}
