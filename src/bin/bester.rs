@@ -5,6 +5,8 @@
 //! The password comes from the URI, else `BESTER_PASSWORD`, else the first line of standard input
 //! with `--password-stdin` (and only then), else a prompt when standard input is a terminal. With
 //! none of these it is a usage error, before connecting: a script never sends an empty password.
+//! With `--token` (or `BESTER_TOKEN`) it logs in with that token instead (a JWT the application
+//! issued, or a resume token), and the URI needs no user: `bester://host:port`.
 //!
 //! Exit codes: 0 success; 1 an error reply, a refused login, a failed connection, or the server
 //! closing first; 64 usage errors (bad arguments, DATA not JSON, no password); 75 (`EX_TEMPFAIL`)
@@ -60,6 +62,42 @@ struct Cli {
     /// the system's CAs). A certificate that cannot be verified is refused.
     #[arg(long, global = true, value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
+    /// Log in with this token (a JWT, or a resume token) instead of a password; the URI then
+    /// needs no user. BESTER_TOKEN keeps it out of `ps`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "BESTER_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+/// How `bester` logs in.
+enum Login {
+    Password(String),
+    Token(String),
+}
+
+/// The URI, with an empty user when a token logs in and the URI names none.
+fn parse_uri(text: &str, token: bool) -> Result<Uri, Failure> {
+    match Uri::parse(text) {
+        Err(_) if token && !text.contains('@') => match text.split_once("://") {
+            Some((scheme, rest)) => Uri::parse(&format!("{scheme}://@{rest}")),
+            None => Uri::parse(text),
+        },
+        other => other,
+    }
+    .map_err(Failure::usage)
+}
+
+/// The token when one is given (non-empty), else the password.
+fn login(uri: &Uri, token: Option<&str>, from_stdin: bool) -> Result<Login, Failure> {
+    match token.filter(|t| !t.is_empty()) {
+        Some(token) => Ok(Login::Token(token.to_string())),
+        None => password(uri, from_stdin).map(Login::Password),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,18 +210,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Some(text) => serde_json::from_str(text)
                     .map_err(|e| Failure::usage(format!("DATA is not JSON: {e}")))?,
             };
-            let uri = Uri::parse(&uri).map_err(Failure::usage)?;
-            let password = password(&uri, cli.password_stdin)?;
+            let token = cli.token.as_deref();
+            let uri = parse_uri(&uri, token.is_some())?;
+            let login = login(&uri, token, cli.password_stdin)?;
             let data = if from_stdin { stdin_data()? } else { data };
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let mut session = Session::open(&uri, &password, tls, timeout)?;
+            let mut session = Session::open(&uri, &login, tls, timeout)?;
             session.send(&id, &kind, &data)
         }
         Cmd::Listen { uri, count, ping } => {
-            let uri = Uri::parse(&uri).map_err(Failure::usage)?;
-            let password = password(&uri, cli.password_stdin)?;
+            let token = cli.token.as_deref();
+            let uri = parse_uri(&uri, token.is_some())?;
+            let login = login(&uri, token, cli.password_stdin)?;
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let session = Session::open(&uri, &password, tls, timeout)?;
+            let session = Session::open(&uri, &login, tls, timeout)?;
             session.listen(count, ping)
         }
     }
@@ -277,7 +317,7 @@ impl Session {
     /// server's answer on stdout and fails with its code.
     fn open(
         uri: &Uri,
-        password: &str,
+        login: &Login,
         tls: Option<Arc<ClientConfig>>,
         timeout: Option<Duration>,
     ) -> Result<Session, Failure> {
@@ -294,8 +334,14 @@ impl Session {
             address: uri.address.clone(),
             timeout,
         };
+        let authentication = match login {
+            Login::Password(password) => {
+                serde_json::json!({"username":uri.user,"password":password})
+            }
+            Login::Token(token) => serde_json::json!({ "token": token }),
+        };
         let identify = serde_json::json!({"header":{"identify":{"type":"client",
-            "authentication":{"username":uri.user,"password":password}}}});
+            "authentication":authentication}}});
         session
             .client
             .send(&identify)

@@ -382,11 +382,13 @@ impl Server {
     }
 
     fn arm_expiry(&mut self, id: ConnId, expires: u64, now: Instant) {
-        let left = expires.saturating_sub(unix_now());
-        self.timers.push(std::cmp::Reverse((
-            now + Duration::from_secs(left),
-            Timer::Expire(id),
-        )));
+        // To the instant the second `expires` begins (plus a little: the check then finds it).
+        let end = UNIX_EPOCH + Duration::from_secs(expires);
+        let left = end
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let at = now + left + Duration::from_millis(5);
+        self.timers.push(std::cmp::Reverse((at, Timer::Expire(id))));
     }
 
     /// A session's expiry timer fired: end it unless `bester.refresh` moved its end.

@@ -240,6 +240,34 @@ impl Broker {
         client
     }
 
+    /// Stop the daemon (SIGTERM) and start it again with the same configuration, user store
+    /// and directory; waits for the new ready file.
+    pub fn restart(&mut self) {
+        assert!(self.stop().success(), "besterd did not stop cleanly");
+        let ready = self.dir.path().join("ready");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("besterd.log"))
+            .unwrap();
+        let program =
+            std::env::var_os("BESTERD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_besterd").into());
+        let child = Command::new(program)
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start besterd again");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()

@@ -6,6 +6,7 @@ payload.data decides what it does with each request:
   {"action":"env"}      -> reply {"env": {...}} with the service manager's variables it sees
                            (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*; the broker must strip them)
   {"action":"echo",...} -> reply with the data as it came
+  {"action":"header"}   -> reply {"header": <the request's header as the handler got it>}
   {"action":"hang"}     -> never answer this request (keeps serving the others)
   {"action":"crash"}    -> exit at once with status 3, without answering
   {"action":"garbage"}  -> write a frame whose body is not JSON instead of an answer, keep serving
@@ -42,6 +43,8 @@ def handle(handler, request):
         return besterlib.reply(request, {"env": seen})
     if action == "echo":
         return besterlib.reply(request, data)
+    if action == "header":
+        return besterlib.reply(request, {"header": request["header"]})
     if action == "hang":
         return None
     if action == "crash":
