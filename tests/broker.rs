@@ -12,7 +12,17 @@ use serde_json::json;
 #[test]
 fn login_ok_says_who_you_are_and_bad_password_is_refused_and_closed() {
     let broker = Broker::start("");
-    let (_, reply) = besterd::client::Client::login(broker.addr, "alice", "alice-pw").unwrap();
+    let (_, mut reply) = besterd::client::Client::login(broker.addr, "alice", "alice-pw").unwrap();
+    // Every login's reply carries the session's resume token (tests/token_login.rs).
+    let data = reply["data"].as_object_mut().unwrap();
+    assert!(
+        data.remove("resume")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .starts_with("v1.")
+    );
+    assert!(data.remove("resume_expires").unwrap().is_u64());
     assert_eq!(
         reply,
         json!({"header":{"status":"ok","kind":"reply"},"data":{"user":"alice","server":"test"}})
@@ -278,7 +288,9 @@ fn whoami_authenticate_and_logout() {
             &json!({"username":"bob","password":"bob-pw"}),
         )
         .unwrap();
-    assert_eq!(ok["data"], json!({"user":"bob","server":"test"}));
+    assert_eq!(ok["data"]["user"], "bob");
+    assert_eq!(ok["data"]["server"], "test");
+    assert!(ok["data"]["resume"].as_str().unwrap().starts_with("v1."));
     assert_eq!(
         client.request("w2", "bester.whoami", &json!(null)).unwrap()["data"]["user"],
         "bob"

@@ -327,7 +327,7 @@ fn every_endpoint_after_real_traffic_counts_exactly() {
     );
     assert_eq!(
         status["logins"],
-        json!({"ok": 3, "failed": 2, "rate_limited": 1})
+        json!({"ok": 3, "failed": 2, "rate_limited": 1, "password_checks": 5})
     );
     let ok = 3 + 1 + pushes;
     assert_eq!(status["messages"], json!({"ok": ok, "error": 6}));

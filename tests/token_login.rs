@@ -493,6 +493,16 @@ fn resume_tokens_survive_a_restart_and_die_with_the_users_entry() {
     );
     assert_eq!(refused(&b, json!({ "resume": first })), out);
     assert_eq!(refused(&b, json!({ "resume": second })), out);
+    assert_eq!(refused(&b, json!({ "resume": resume_of(&ok) })), out);
+    // A resumed session is the session it came from: its logout ends the whole chain.
+    let (_, reply) = identify(&b, json!({"username":"carol","password":"carol-pw"}));
+    let original = resume_of(&reply);
+    let (mut resumed, reply) = identify(&b, json!({ "resume": original }));
+    resumed.set_timeout(Some(DEADLINE)).unwrap();
+    let chained = resume_of(&reply);
+    resumed.request("l", "bester.logout", &json!(null)).unwrap();
+    assert_eq!(refused(&b, json!({ "resume": original })), out);
+    assert_eq!(refused(&b, json!({ "resume": chained })), out);
 
     // Another server's key.
     let other_keys = Keys::new();

@@ -11,8 +11,9 @@
 //!
 //! A resume token carries the session's fingerprint of the user's stored entry, its own expiry,
 //! the session's expiry (a JWT's `exp`) and its `info`: a resumed session is worth no more than
-//! the one it came from. It dies on expiry, when the user's entry changes (deleted, new
-//! password), and on `bester.logout` of its session (the revoked list, kept in memory: it does not
+//! the one it came from, and a resumed session goes on as the session it came from (same id). It
+//! dies on expiry, when the user's entry changes (deleted, new password), and on `bester.logout`
+//! of its session (the revoked list, kept in memory: it does not
 //! survive a restart, and another server that shares the key does not see it).
 //!
 //! It must not: log a token, run a check on the loop, or give a session more time or other
@@ -311,7 +312,9 @@ impl Server {
         self.logged_in_by_token(id, &username, stamp, now);
         self.router.set_client_info(id, info.clone());
         let grant = Grant {
-            session: new_session(),
+            // A resumed session goes on as the session it came from: its logout revokes every
+            // token of the chain.
+            session: grant.resumed.unwrap_or_else(new_session),
             fingerprint: fingerprint.unwrap_or_default(),
             expires: grant.expires,
             info,
