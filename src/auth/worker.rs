@@ -29,6 +29,9 @@ use super::jwt::{JwtKeys, TokenError};
 use super::resume::{ResumeError, TokenKey};
 use super::user_store::{self, StoreError, UserStore};
 
+/// How many times deeper than `auth_queue` token jobs may queue (see [`AuthPool::submit`]).
+pub const TOKEN_QUEUE_FACTOR: usize = 8;
+
 /// How long a verifier thread keeps its argon2 work area without a job.
 pub const RELEASE_AFTER: Duration = Duration::from_secs(5);
 
@@ -381,9 +384,17 @@ impl<T: Send + 'static> AuthPool<T> {
     }
 
     /// Queue a job without blocking. Err(job) gives it back when the queue is full (caller answers "busy").
+    ///
+    /// A token job takes microseconds, not an argon2 run: it may queue up to
+    /// [`TOKEN_QUEUE_FACTOR`] times as deep, so a reconnect storm of resume logins is not turned
+    /// away while the same queue still bounds password checks.
     pub fn submit(&self, job: AuthJob<T>) -> Result<(), AuthJob<T>> {
         let mut queue = lock(&self.shared.jobs);
-        if queue.closed || queue.jobs.len() >= queue.max {
+        let max = match job {
+            AuthJob::Token { .. } => queue.max.saturating_mul(TOKEN_QUEUE_FACTOR),
+            _ => queue.max,
+        };
+        if queue.closed || queue.jobs.len() >= max {
             return Err(job);
         }
         queue.jobs.push_back(job);

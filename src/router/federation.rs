@@ -355,7 +355,11 @@ impl Router {
             origin,
             handler: None,
             kind: self.type_name(&msg.payload.kind),
-            from: Arc::new(msg.from),
+            // A session's authorisation data is this server's own: never taken from a peer.
+            from: Arc::new(Sender {
+                info: None,
+                ..msg.from
+            }),
             scope: Scope::Server,
             via: Vec::new(),
             hops: msg.hops,

@@ -831,3 +831,57 @@ fn a_late_answer_on_an_order_connection_is_never_taken_for_the_next_request() {
     assert_eq!(reply[0].1["header"]["id"], "next");
     assert_eq!(reply[0].1["data"], "own");
 }
+
+#[test]
+fn a_sessions_info_reaches_its_handlers_only() {
+    let mut r = federated();
+    let now = Instant::now();
+    let info = crate::protocol::message::Info(
+        serde_json::value::RawValue::from_string(r#"{"role":"admin"}"#.into()).unwrap(),
+    );
+    r.set_client_info(ALICE, Some(info));
+    let (handler, token) = request(&mut r, ALICE, msg("1", "echo", json!(null)), now);
+    assert_eq!(handler, ECHO);
+    let mut out = Vec::new();
+    // The handler's answer pushes to bob and sends to peer b, both as alice.
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendClients","commandData":["bob"],"request":token},"payload":{"type":"chat","data":1}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    let push = actions.iter().find(|(to, _)| *to == BOB).unwrap();
+    assert_eq!(
+        push.1["header"]["from"],
+        json!({"user":"alice","server":"a"}),
+        "pushes never carry info"
+    );
+    let (_, token) = request(&mut r, ALICE, msg("2", "echo", json!(null)), now);
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendServers","commandData":["b"],"request":token},"payload":{"type":"chat","data":1}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions[0].0, PEER_B);
+    assert_eq!(
+        actions[0].1["header"]["from"],
+        json!({"user":"alice","server":"a"}),
+        "peers never get info"
+    );
+    // Nor is a peer's claim of info believed.
+    let frame = json!({"header":{"scope":"server","msg":"m1","from":{"user":"bob","server":"b","info":{"role":"admin"}},"hops":1},"payload":{"type":"echo","data":"hi"}});
+    let crate::protocol::peer::PeerFrame::Message(m) =
+        crate::protocol::peer::parse_peer_frame(frame.to_string().as_bytes()).unwrap()
+    else {
+        panic!()
+    };
+    r.peer_message(PEER_B, m, now, &mut out);
+    let actions = sent(&mut out);
+    assert_eq!(
+        actions[0].1["header"]["from"],
+        json!({"user":"bob","server":"b"})
+    );
+}
