@@ -318,6 +318,10 @@ fn token_logins_are_off_without_auth_jwt_and_failures_count_against_the_rate_lim
             "this server takes no token logins ([auth.jwt] is not configured)".to_string()
         )
     );
+    // Resume tokens need no configuration: a random key for this run.
+    let (_, reply) = identify(&off, json!({"username":"alice","password":"alice-pw"}));
+    let (_, again) = identify(&off, json!({ "resume": resume_of(&reply) }));
+    assert_eq!(again["data"]["user"], "alice", "{again}");
     let b = broker("login_failures_per_ip = 2", &keys.auth("", ""));
     let bad = keys.mint("HS256-raw", "rsa.pem", json!({}), claims("alice", 600));
     for _ in 0..2 {
@@ -336,7 +340,7 @@ fn a_session_ends_when_its_token_expires_unless_refreshed() {
     let b = broker("", &keys.auth("leeway_s = 0", ""));
     let hs = |c: Value| keys.mint("HS256", "hs.secret", json!({}), c);
 
-    let (mut short, reply) = identify(&b, json!({ "token": hs(claims("alice", 2)) }));
+    let (mut short, reply) = identify(&b, json!({ "token": hs(claims("alice", 3)) }));
     assert_eq!(reply["header"]["status"], "ok", "{reply}");
     short.set_timeout(Some(DEADLINE)).unwrap();
     let ended = short.recv().unwrap().expect("session_expired");
@@ -347,16 +351,19 @@ fn a_session_ends_when_its_token_expires_unless_refreshed() {
     );
     assert_eq!(short.recv().unwrap(), None, "closed");
 
-    let first = claims("alice", 2);
-    let first_exp = first["exp"].as_u64().unwrap();
-    let (mut refreshed, _) = identify(&b, json!({ "token": hs(first) }));
-    refreshed.set_timeout(Some(DEADLINE)).unwrap();
+    // Tokens are minted first: the session's seconds are not spent starting Python.
     let later = claims("alice", 600);
     let later_exp = later["exp"].clone();
     let mut new_claims = later.clone();
     new_claims["info"] = json!({"level": 2});
+    let new_token = hs(new_claims);
+    let first = claims("alice", 3);
+    let first_exp = first["exp"].as_u64().unwrap();
+    let first_token = hs(first);
+    let (mut refreshed, _) = identify(&b, json!({ "token": first_token }));
+    refreshed.set_timeout(Some(DEADLINE)).unwrap();
     let reply = refreshed
-        .request("r", "bester.refresh", &json!({ "token": hs(new_claims) }))
+        .request("r", "bester.refresh", &json!({ "token": new_token }))
         .unwrap();
     assert_eq!(
         reply,
@@ -392,6 +399,30 @@ fn a_session_ends_when_its_token_expires_unless_refreshed() {
     );
     let pong = refreshed.request("p", "bester.ping", &json!(null)).unwrap();
     assert_eq!(pong["data"], "pong", "the session stays");
+
+    // A refreshed session ends at its new end.
+    let later = claims("bob", 5);
+    let end = later["exp"].as_u64().unwrap();
+    let later = hs(later);
+    let short_token = hs(claims("bob", 3));
+    let (mut extended, _) = identify(&b, json!({ "token": short_token }));
+    extended.set_timeout(Some(DEADLINE)).unwrap();
+    let reply = extended
+        .request("r", "bester.refresh", &json!({ "token": later }))
+        .unwrap();
+    assert_eq!(reply["data"]["expires"], end, "{reply}");
+    let ended = extended.recv().unwrap().expect("session_expired");
+    assert_eq!(code(&ended), "session_expired", "{ended}");
+    assert!(now() >= end, "not before the refreshed end");
+
+    // An end too far away to name: the session simply does not end; nothing breaks.
+    let mut forever = claims("carol", 0);
+    forever["exp"] = json!(u64::MAX);
+    let (mut far, reply) = identify(&b, json!({ "token": hs(forever) }));
+    assert_eq!(reply["data"]["expires"], u64::MAX, "{reply}");
+    far.set_timeout(Some(DEADLINE)).unwrap();
+    let pong = far.request("p", "bester.ping", &json!(null)).unwrap();
+    assert_eq!(pong["data"], "pong");
 }
 
 /// `besterd user ARGS` on the broker's store.

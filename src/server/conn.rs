@@ -52,6 +52,8 @@ pub struct Grant {
     pub expires: Option<u64>,
     /// The session's authorisation data.
     pub info: Option<Info>,
+    /// The end the session's pending expiry timer is set for, if one is.
+    pub armed: Option<u64>,
 }
 
 /// Where a server-to-server connection is in its handshake.

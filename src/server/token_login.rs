@@ -318,11 +318,10 @@ impl Server {
             fingerprint: fingerprint.unwrap_or_default(),
             expires: grant.expires,
             info,
+            armed: None,
         };
-        if let Some(expires) = grant.expires {
-            self.arm_expiry(id, expires, now);
-        }
         let body = self.login_reply(id, &username, grant, None);
+        self.arm_expiry(id, now);
         self.send(id, body);
     }
 
@@ -362,6 +361,7 @@ impl Server {
             fingerprint: fingerprint.unwrap_or_default(),
             expires: None,
             info: None,
+            armed: None,
         }
     }
 
@@ -384,13 +384,31 @@ impl Server {
         (self.auth.token_key().mint(&resume), expires)
     }
 
-    fn arm_expiry(&mut self, id: ConnId, expires: u64, now: Instant) {
+    /// Make sure a timer fires when the session's grant ends. At most one timer per session is
+    /// the armed one: a refresh to a later end lets the armed timer fire and re-arm (so
+    /// refreshing in a loop does not grow the timer heap).
+    fn arm_expiry(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conn(id) else { return };
+        let Role::Client(ClientState::Ready {
+            grant: Some(grant), ..
+        }) = &mut conn.role
+        else {
+            return;
+        };
+        let Some(expires) = grant.expires else { return };
+        if grant.armed.is_some_and(|armed| armed <= expires) {
+            return;
+        }
         // To the instant the second `expires` begins (plus a little: the check then finds it).
-        let end = UNIX_EPOCH + Duration::from_secs(expires);
-        let left = end
-            .duration_since(SystemTime::now())
+        let left = UNIX_EPOCH
+            .checked_add(Duration::from_secs(expires))
+            .and_then(|end| end.duration_since(SystemTime::now()).ok())
             .unwrap_or(Duration::ZERO);
-        let at = now + left + Duration::from_millis(5);
+        // An end too far away for the clock to name never comes.
+        let Some(at) = now.checked_add(left + Duration::from_millis(5)) else {
+            return;
+        };
+        grant.armed = Some(expires);
         self.timers.push(std::cmp::Reverse((at, Timer::Expire(id))));
     }
 
@@ -405,7 +423,20 @@ impl Server {
         else {
             return;
         };
-        if conn.closing.is_some() || grant.expires.is_none_or(|e| e > unix_now()) {
+        if conn.closing.is_some() {
+            return;
+        }
+        let secs = unix_now();
+        if grant.expires.is_none_or(|e| e > secs) {
+            // Refreshed: if the armed timer is the one that fired, arm one for the new end.
+            if grant.armed.is_some_and(|armed| armed <= secs)
+                && let Role::Client(ClientState::Ready {
+                    grant: Some(grant), ..
+                }) = &mut conn.role
+            {
+                grant.armed = None;
+                self.arm_expiry(id, now);
+            }
             return;
         }
         let user = user.clone();
@@ -540,7 +571,7 @@ impl Server {
         }
         info!("conn={id} user={session_user} session refreshed");
         self.router.set_client_info(id, info);
-        self.arm_expiry(id, expires, now);
+        self.arm_expiry(id, now);
         self.stats.messages.answered(true);
         let body = client_ok(
             reply_id.as_deref(),
