@@ -644,6 +644,29 @@ fn a_jwks_file_is_read_again_on_sighup() {
 }
 
 #[test]
+fn a_new_token_secret_file_takes_effect_on_sighup() {
+    let keys = Keys::new();
+    let b = broker("", &keys.auth("", ""));
+    let (_, before) = identify(&b, json!({"username":"alice","password":"alice-pw"}));
+    std::fs::write(keys.path("token.key"), "n".repeat(48)).unwrap();
+    let applied = b.log().matches("reload applied").count();
+    signal(b.pid(), libc::SIGHUP);
+    eventually("the reload to be applied", || {
+        (b.log().matches("reload applied").count() > applied).then_some(())
+    });
+    assert_eq!(
+        refused(&b, json!({ "resume": resume_of(&before) })),
+        (
+            "resume_refused".to_string(),
+            "the resume token was not issued with this server's key".to_string()
+        )
+    );
+    let (_, after) = identify(&b, json!({"username":"alice","password":"alice-pw"}));
+    let (_, again) = identify(&b, json!({ "resume": resume_of(&after) }));
+    assert_eq!(again["data"]["user"], "alice", "{again}");
+}
+
+#[test]
 fn check_config_reports_a_bad_key_file() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("short.secret");
@@ -662,6 +685,25 @@ fn check_config_reports_a_bad_key_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("auth.jwt") && err.contains("an HS256 secret must be at least 32 bytes"),
+        "{err}"
+    );
+    // A good secret that others may read: OK, with a warning naming the key.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(&secret, "s".repeat(40)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = besterd_cmd(
+        &["check-config", "--config", config.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: auth.jwt.hmac_secret_file: ")
+            && err.contains("is readable by group or others (mode 0644)"),
         "{err}"
     );
 }
