@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod login;
 pub mod message;
 pub mod peer;
 pub mod pool;
