@@ -469,7 +469,9 @@ fn resume_tokens_survive_a_restart_and_die_with_the_users_entry() {
     assert_eq!(reply["header"]["status"], "ok", "{reply}");
     assert_eq!(reply["data"]["user"], "alice");
     assert!(reply["data"].get("expires").is_none(), "{reply}");
-    assert_ne!(resume_of(&reply), resume_of(&alice), "a fresh token");
+    // A token for the same session again (the same bytes within the same second).
+    assert!(resume_of(&reply).starts_with("v1."));
+    assert!(reply["data"]["resume_expires"].as_u64() >= alice["data"]["resume_expires"].as_u64());
     resumed.set_timeout(Some(DEADLINE)).unwrap();
     assert_eq!(
         header_seen(&mut resumed)["from"],
