@@ -12,12 +12,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use rustls::ServerConfig;
 
-use crate::config::{Config, ListenerConfig, ListenerKind, StaticFiles};
+use crate::config::{Config, HandlerSource, ListenerConfig, ListenerKind, StaticFiles};
+use crate::net::accept::{self, Accepted};
 use crate::net::tls::{self, TlsStream};
 use crate::net::ws::{self, Origins, WsOptions};
 use crate::net::{Framed, Link, Stream, Transport};
@@ -26,7 +27,7 @@ use crate::protocol::error::ErrorBody;
 use crate::protocol::message::client_error;
 
 use super::conn::{ClientState, Role};
-use super::token::LISTENER_BASE;
+use super::token::{ADMIN_LISTENER, HANDLER_LISTENER_BASE, LISTENER_BASE, MONITOR_LISTENER};
 use super::{MAX_ACCEPTS_PER_EVENT, Server, Timer};
 
 /// The web client built into the binary, served by `static_dir = "{web}"`.
@@ -103,6 +104,79 @@ fn load(config: &ListenerConfig) -> Result<Loaded, String> {
         None
     };
     Ok((tls, ws))
+}
+
+/// Descriptors kept free of client connections for everything else: standard streams, the poll
+/// instance, waker and signal pipe, the spare descriptor, the log, the user store and
+/// certificates being read, handler processes being started, and some slack.
+const BASE_RESERVE: usize = 32;
+/// The floor `max_connections` is never clamped below, whatever the descriptor limit: with a limit
+/// that low, running out is handled by `net/accept.rs` (shedding, retry, `/healthz`).
+const MIN_CONNECTIONS: usize = 8;
+
+/// Descriptors the broker may need besides client connections, from the configuration.
+fn reserved_fds(config: &Config) -> usize {
+    let handlers: usize = config
+        .handlers
+        .values()
+        .map(|h| {
+            let links = match &h.source {
+                HandlerSource::Command { processes, .. } => *processes,
+                HandlerSource::Socket(_) => 4,
+                HandlerSource::External => 0,
+            };
+            let dialed = if h.connect.is_some() {
+                h.max_inflight.min(64)
+            } else {
+                0
+            };
+            1 + links + dialed
+        })
+        .sum();
+    let monitor = config
+        .monitor
+        .as_ref()
+        .map_or(0, |m| 1 + m.max_connections + super::monitor::HEALTH_SLOTS);
+    BASE_RESERVE
+        + 1
+        + config.listeners.len()
+        + handlers
+        + 2 * config.peers.len()
+        + monitor
+        + 1
+        + super::admin::MAX_CTL_CONNECTIONS
+        + config.auth_threads
+}
+
+/// Raise the soft descriptor limit to the hard one, and lower `server.max_connections` (with a
+/// warning) to what the limit leaves after what the broker needs besides clients, so that client
+/// connections alone cannot run the process out of descriptors.
+pub(super) fn fit_fd_limit(config: &mut Config) {
+    let limit = match accept::raise_fd_limit() {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(e) => {
+            warn!("cannot read the file descriptor limit: {e}");
+            return;
+        }
+    };
+    let reserve = reserved_fds(config);
+    let room = limit.saturating_sub(reserve).max(MIN_CONNECTIONS);
+    if config.max_connections > room {
+        warn!(
+            "server.max_connections = {} lowered to {room}: the file descriptor limit is {limit} \
+             and {reserve} are kept for listeners, handlers, peers, monitoring and control \
+             connections (raise LimitNOFILE= or `ulimit -n`)",
+            config.max_connections
+        );
+        config.max_connections = room;
+    }
+}
+
+impl ClientListener {
+    /// How the listener is named in logs and `/healthz`.
+    fn name_for_logs(&self) -> String {
+        format!("listener {} ({})", self.config.name, self.addr)
+    }
 }
 
 impl Listeners {
@@ -232,22 +306,64 @@ impl Server {
         }
     }
 
+    /// A listener (by poll token) is ready, or its retry timer fired.
+    pub(super) fn accept_ready(&mut self, token: Token, now: Instant) {
+        match token {
+            MONITOR_LISTENER | ADMIN_LISTENER => self.control_accept(token, now),
+            Token(t) if t >= LISTENER_BASE => {
+                if let Some(i) = self.listeners.index_of(token) {
+                    self.accept_clients(i, now);
+                }
+            }
+            Token(t) if t >= HANDLER_LISTENER_BASE => {
+                self.accept_handlers(t - HANDLER_LISTENER_BASE, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Listener `token` could not accept: arm its retry on the timer heap (once at a time).
+    pub(super) fn retry_accept_later(&mut self, token: Token, now: Instant) {
+        if let Some(at) = self.accept.retry_at(token.0, now) {
+            self.timers.push(Reverse((at, Timer::Accept(token))));
+        }
+    }
+
     /// Accept connections on listener `index` until it would block (or the per-event cap).
     pub(super) fn accept_clients(&mut self, index: usize, now: Instant) {
         for _ in 0..MAX_ACCEPTS_PER_EVENT {
-            let Some(socket) = &self.listeners.list[index].socket else {
+            let l = &self.listeners.list[index];
+            let Some(socket) = &l.socket else {
                 return;
             };
-            let (stream, peer) = match socket.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: log and wait for the next event rather than spin.
-                    error!("accept failed: {e}");
-                    return;
-                }
-            };
+            let (stream, peer) =
+                match self
+                    .accept
+                    .accept(token(index).0, &l.name_for_logs(), socket, now)
+                {
+                    Accepted::Conn(stream, peer) => (stream, peer),
+                    Accepted::Empty => return,
+                    Accepted::Stalled => {
+                        // Out of descriptors: close what is queued (TCP clients are told why), and
+                        // try again on the timer.
+                        let tcp = l.config.kind == ListenerKind::Tcp;
+                        let closed = self.accept.shed(token(index).0, socket, |stream, _| {
+                            if tcp {
+                                let error = ErrorBody::new(
+                                    ErrorCode::TooManyConnections,
+                                    "the server is out of file descriptors; try again later",
+                                );
+                                let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
+                                let _ = framed.queue(&client_error(None, &error));
+                                let _ = framed.flush();
+                            }
+                        });
+                        for _ in 0..closed {
+                            self.stats.error(ErrorCode::TooManyConnections, false);
+                        }
+                        return self.retry_accept_later(token(index), now);
+                    }
+                };
             let kind = self.listeners.list[index].config.kind;
             let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
             let refusal = if self.conns.len() >= self.config.max_connections {
