@@ -319,3 +319,172 @@ fn idle_monitoring_connections_cannot_fail_healthz() {
     assert!((8..=12).contains(&timed_out), "{timed_out}");
     assert_eq!(get(m, "/healthz").0, 200);
 }
+
+/// Write one frame (length prefix and JSON body).
+fn send_frame(stream: &mut TcpStream, value: &Value) {
+    let body = serde_json::to_vec(value).unwrap();
+    let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    stream.write_all(&bytes).unwrap();
+}
+
+/// Read one frame; `None` on EOF.
+fn recv_frame(stream: &mut TcpStream) -> Option<Value> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut body).unwrap();
+    Some(serde_json::from_slice(&body).unwrap())
+}
+
+/// Identify as `user` from `source`: the reply's error code, or "ok".
+fn login_from(source: &str, to: SocketAddr, user: &str, password: &str) -> String {
+    let mut s = connect_from(source.parse().unwrap(), to);
+    send_frame(
+        &mut s,
+        &json!({"header":{"identify":{"type":"client","authentication":{"username":user,"password":password}}}}),
+    );
+    let reply = recv_frame(&mut s).expect("a reply");
+    if reply["header"]["status"] == "ok" {
+        "ok".into()
+    } else {
+        code(&reply).to_string()
+    }
+}
+
+#[test]
+fn wrong_passwords_from_other_addresses_do_not_lock_a_user_out() {
+    let b = Broker::start_with(
+        "",
+        &echo_handler(),
+        &[("carol", "carol-pw"), ("bob", "bob-pw")],
+    );
+    // The attacker's own address: 10 failures a minute for one name (the default), then refused.
+    for i in 0..10 {
+        assert_eq!(
+            login_from("127.0.0.2", b.addr, "carol", "guess"),
+            "auth_failed",
+            "{i}"
+        );
+    }
+    assert_eq!(
+        login_from("127.0.0.2", b.addr, "carol", "guess"),
+        "rate_limited"
+    );
+    assert_eq!(
+        login_from("127.0.0.2", b.addr, "carol", "carol-pw"),
+        "rate_limited",
+        "the attacker's address stays limited"
+    );
+    for i in 3..8 {
+        assert_eq!(
+            login_from(&format!("127.0.0.{i}"), b.addr, "carol", "guess"),
+            "auth_failed"
+        );
+    }
+    // Carol from her own address, which never failed: served.
+    assert_eq!(login_from("127.0.0.1", b.addr, "carol", "carol-pw"), "ok");
+    assert!(served_as(b.addr, "carol", "carol-pw"));
+
+    // A logged-in session sending bob's name in header.authentication: debited to carol (the
+    // session's own user) and its address, never to bob.
+    let mut carol = b.login("carol", "carol-pw");
+    let mismatch = |n: u32| {
+        json!({"header":{"scope":"client","id":format!("m{n}"),
+               "authentication":{"username":"bob","password":"guess"}},
+               "payload":{"type":"echo","data":n}})
+    };
+    let mut codes = Vec::new();
+    for n in 0..15 {
+        carol.send(&mismatch(n)).unwrap();
+        codes.push(code(&carol.recv().unwrap().unwrap()).to_string());
+    }
+    assert_eq!(codes[..10], vec!["auth_failed"; 10][..], "{codes:?}");
+    assert_eq!(codes[10..], vec!["rate_limited"; 5][..], "{codes:?}");
+    assert_eq!(login_from("127.0.0.1", b.addr, "bob", "bob-pw"), "ok");
+}
+
+fn served_as(addr: SocketAddr, user: &str, password: &str) -> bool {
+    let Ok((mut client, reply)) = Client::login(addr, user, password) else {
+        return false;
+    };
+    client.set_timeout(Some(DEADLINE)).unwrap();
+    reply["header"]["status"] == "ok"
+        && client
+            .request("e1", "echo", &json!({"n": 1}))
+            .is_ok_and(|r| r["header"]["status"] == "ok")
+}
+
+/// Claim to be server `claim` from `source` and send a wrong proof: the answers' codes (the
+/// identify's, then the proof's if a challenge came).
+fn wrong_peer_proof(source: &str, to: SocketAddr, claim: &str) -> Vec<String> {
+    let mut s = connect_from(source.parse().unwrap(), to);
+    let nonce = besterd::federation::handshake::nonce();
+    send_frame(
+        &mut s,
+        &json!({"header":{"identify":{"type":"server","name":claim,"nonce":nonce}}}),
+    );
+    let first = recv_frame(&mut s).expect("an answer to identify");
+    if first["header"]["kind"] != "challenge" {
+        return vec![code(&first).to_string()];
+    }
+    send_frame(&mut s, &json!({"header":{"proof": "0".repeat(64)}}));
+    let answer = recv_frame(&mut s).expect("an answer to the proof");
+    vec!["challenge".into(), code(&answer).to_string()]
+}
+
+#[test]
+fn wrong_peer_proofs_from_elsewhere_do_not_keep_a_peer_link_down() {
+    const SECRET: &str = "secret-shared-by-a-and-b";
+    let peer = |name: &str, address: Option<SocketAddr>| {
+        let address = address
+            .map(|a| format!("address = \"{a}\"\n"))
+            .unwrap_or_default();
+        format!("[peers.{name}]\nsecret = {SECRET:?}\n{address}")
+    };
+    let users = [("bob", "bob-pw")];
+    // Two failures a minute per name and address: a token comes back only after 30 s.
+    let keys = "login_failures_per_user = 2";
+    let a = Broker::launch(
+        "a",
+        "127.0.0.1:0",
+        keys,
+        &format!("{}{}", echo_handler(), peer("b", None)),
+        &users,
+    );
+    // A stranger on 127.0.0.2 claims to be b with wrong proofs until it is refused.
+    for _ in 0..2 {
+        assert_eq!(
+            wrong_peer_proof("127.0.0.2", a.addr, "b"),
+            ["challenge", "auth_failed"]
+        );
+    }
+    assert_eq!(wrong_peer_proof("127.0.0.2", a.addr, "b"), ["rate_limited"]);
+    // The real b (dialling from 127.0.0.1) links up all the same.
+    let b = Broker::launch(
+        "b",
+        "127.0.0.1:0",
+        keys,
+        &format!("{}{}", echo_handler(), peer("a", Some(a.addr))),
+        &users,
+    );
+    // b dials a, so b takes `identify` as a only from a's address: no challenge for others.
+    assert_eq!(wrong_peer_proof("127.0.0.2", b.addr, "a"), ["auth_failed"]);
+    assert!(
+        b.log()
+            .contains("comes from 127.0.0.2, not from its configured address"),
+        "{}",
+        b.log()
+    );
+    for (server, other) in [(&a, "b"), (&b, "a")] {
+        let mut probe = server.login("bob", "bob-pw");
+        let mut n = 0;
+        eventually(&format!("the link to {other}"), || {
+            n += 1;
+            let who = probe
+                .request(&format!("w{n}"), "bester.whoami", &Value::Null)
+                .unwrap();
+            (who["data"]["peers"] == json!([other])).then_some(())
+        });
+    }
+}
