@@ -83,6 +83,13 @@ enum Timer {
     Handshake(ConnId),
     /// Try accepting again on a listener (by poll token) that could not accept.
     Accept(mio::Token),
+    /// Close a connection from a trusted proxy that has not sent its PROXY header.
+    ProxyHeader {
+        /// Its slot among the connections awaiting a header.
+        slot: usize,
+        /// Which connection held the slot.
+        generation: u64,
+    },
 }
 
 struct HandlerListener {
@@ -742,6 +749,7 @@ impl Server {
                 }
                 Timer::Idle(id) => self.check_idle(id, now),
                 Timer::Handshake(id) => self.check_handshake(id),
+                Timer::ProxyHeader { slot, generation } => self.proxy_deadline(slot, generation),
                 Timer::Accept(token) => {
                     self.accept.retry_fired(token.0);
                     self.accept_ready(token, now);
