@@ -543,6 +543,10 @@ impl Server {
                 }
             }
         }
+        if self.listeners.list[p.index].socket.is_none() {
+            // Shutting down: the listener stopped accepting meanwhile.
+            return;
+        }
         let client = header.source.unwrap_or(p.peer);
         self.admit_client(p.index, p.stream, client, Some(p.peer), p.deadline);
     }
