@@ -23,7 +23,11 @@ use log::warn;
 const WINDOW: Duration = Duration::from_secs(60);
 /// Past this many tracked keys, refilled buckets are swept before a new one is added.
 const SWEEP_AT: usize = 10_000;
-/// Hard cap on tracked keys per map; past it, new keys are treated as limited.
+/// Sweeps are at least this far apart.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Hard cap on tracked keys per map; past it, failures of new keys are not tracked (refusing new
+/// keys instead would let whoever fills the map lock out every address not yet in it; argon2's
+/// cost per attempt still bounds guessing).
 pub const MAX_KEYS: usize = 100_000;
 /// What attempts for a name that cannot be a user are counted under.
 const INVALID_NAME: &str = "\u{0}invalid";
@@ -76,6 +80,9 @@ struct Bucket {
 struct Buckets<K> {
     capacity: f64,
     map: HashMap<K, Bucket>,
+    /// When the map was last swept: at most once per [`SWEEP_EVERY`], so that however many keys
+    /// an attacker adds, sweeping costs the loop at most one pass over the map per interval.
+    swept: Option<Instant>,
 }
 
 impl<K: Hash + Eq + Clone + std::fmt::Debug> Buckets<K> {
@@ -83,6 +90,7 @@ impl<K: Hash + Eq + Clone + std::fmt::Debug> Buckets<K> {
         Buckets {
             capacity: f64::from(capacity),
             map: HashMap::new(),
+            swept: None,
         }
     }
 
@@ -97,7 +105,8 @@ impl<K: Hash + Eq + Clone + std::fmt::Debug> Buckets<K> {
     fn allows(&mut self, key: &K, now: Instant) -> bool {
         let capacity = self.capacity;
         let Some(mut bucket) = self.map.get(key).cloned() else {
-            return self.map.len() < MAX_KEYS;
+            // Never failed (or not tracked): nothing to hold against it.
+            return true;
         };
         self.refill(&mut bucket, now);
         let allowed = bucket.tokens >= 1.0;
@@ -117,8 +126,13 @@ impl<K: Hash + Eq + Clone + std::fmt::Debug> Buckets<K> {
 
     fn failed(&mut self, key: &K, now: Instant) {
         if !self.map.contains_key(key) {
-            if self.map.len() >= SWEEP_AT {
+            if self.map.len() >= SWEEP_AT
+                && self
+                    .swept
+                    .is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY)
+            {
                 self.sweep(now);
+                self.swept = Some(now);
             }
             if self.map.len() >= MAX_KEYS {
                 return;
@@ -275,6 +289,19 @@ mod tests {
         );
         l.failed(IP, "server:b", t0);
         assert_eq!(l.tracked().1, 2, "peer names are keys of their own");
+    }
+
+    #[test]
+    fn a_full_map_does_not_lock_out_new_addresses() {
+        let mut l = LoginLimiter::new(1, 1);
+        let t0 = Instant::now();
+        for i in 0..MAX_KEYS as u32 {
+            let from = Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+            l.failed(from, "alice", t0);
+        }
+        assert_eq!(l.tracked(), (MAX_KEYS, MAX_KEYS));
+        assert!(l.allows(IP, "alice", t0), "a fresh address is not refused");
+        assert!(!l.allows(Some("10.0.0.1".parse().unwrap()), "alice", t0));
     }
 
     #[test]
