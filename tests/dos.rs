@@ -172,6 +172,14 @@ fn out_of_descriptors_the_port_sheds_says_so_and_recovers() {
         "{reason}"
     );
     assert!(reason.contains("out of file descriptors"), "{reason}");
+    // The control socket is out of descriptors too: a connection is closed, not left hanging.
+    let ctl_socket = b.dir.path().join("run/besterd.ctl");
+    let mut ctl = std::os::unix::net::UnixStream::connect(&ctl_socket).unwrap();
+    ctl.set_read_timeout(Some(DEADLINE)).unwrap();
+    ctl.write_all(b"{\"command\":\"status\"}\n").unwrap();
+    let mut answer = String::new();
+    let _ = ctl.read_to_string(&mut answer);
+    assert_eq!(answer, "", "closed without an answer");
     // The attacker leaves: the same port accepts and serves again, and /healthz is 200.
     drop(attack);
     eventually("a login to be served again", || {
@@ -181,6 +189,11 @@ fn out_of_descriptors_the_port_sheds_says_so_and_recovers() {
         try_get(m, "/healthz").filter(|(s, _)| *s == 200)
     });
     assert!(b.log().contains("accepting again"), "{}", b.log());
+    let status = common::besterd_cmd(
+        &["ctl", "--socket", ctl_socket.to_str().unwrap(), "status"],
+        None,
+    );
+    assert!(status.status.success(), "{status:?}");
     // Below this limit the clamp cannot keep descriptors free; it still says so.
     assert!(
         b.log()
