@@ -82,6 +82,25 @@ pub enum UserAction {
         /// Read the password from the first line of standard input instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// Give the user no password (a hash of a random one nobody knows): they log in by
+        /// client certificate only, until `passwd` sets one.
+        #[arg(long, conflicts_with = "password_stdin")]
+        no_password: bool,
+        /// Pin the user's client certificate: only it logs in as this user by certificate.
+        #[command(flatten)]
+        pin: CertPin,
+    },
+    /// Pin a user's client certificate (only that certificate then logs in as the user by
+    /// certificate), or remove the pin with --clear. Sessions standing on the old pin are revoked.
+    Cert {
+        /// The user's name.
+        name: String,
+        /// The certificate to pin.
+        #[command(flatten)]
+        pin: CertPin,
+        /// Remove the pin: any certificate the CA issued for the name logs in again.
+        #[arg(long, conflicts_with_all = ["cert_fingerprint", "cert"], required_unless_present_any = ["cert_fingerprint", "cert"])]
+        clear: bool,
     },
     /// Set a user's password.
     Passwd {
@@ -98,6 +117,18 @@ pub enum UserAction {
     },
     /// List the users, one per line (an error if the store does not exist).
     List,
+}
+
+/// A client certificate to pin, by fingerprint or from its PEM file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CertPin {
+    /// SHA-256 fingerprint of the certificate's DER (64 hex digits; `:` between bytes and a
+    /// `sha256:` prefix are accepted, as `openssl x509 -fingerprint -sha256` prints it).
+    #[arg(long, value_name = "HEX", conflicts_with = "cert")]
+    pub cert_fingerprint: Option<String>,
+    /// The certificate's PEM file (its first certificate is pinned).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
 }
 
 /// `besterd ctl ...`

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,6 +57,8 @@ pub struct FileMonitor {
     pub max_connections: Option<usize>,
     /// A monitoring connection must send its whole request within this long.
     pub timeout_ms: Option<u64>,
+    /// Host names the monitor answers to besides IP literals and `localhost` (DNS rebinding).
+    pub hosts: Option<Vec<String>>,
 }
 
 /// The validated `[monitor]` section (present only when `listen` is set).
@@ -68,6 +70,8 @@ pub struct MonitorConfig {
     pub max_connections: usize,
     /// Time allowed for a whole request.
     pub timeout: Duration,
+    /// Host names answered besides IP literals and `localhost`.
+    pub hosts: Vec<String>,
 }
 
 /// `[peers.<name>]` as written.
@@ -97,6 +101,8 @@ pub struct PeerConfig {
     pub address: Option<SocketAddr>,
     /// The shared secret.
     pub secret: Vec<u8>,
+    /// Where the secret was read from (`None`: written inline in the configuration).
+    pub secret_file: Option<PathBuf>,
     /// Dial over TLS with these settings.
     pub tls: Option<PeerTls>,
 }
@@ -109,6 +115,33 @@ impl fmt::Debug for PeerConfig {
             .field("secret", &"<redacted>")
             .finish()
     }
+}
+
+/// Words that mark a configuration line as one that may hold a secret.
+const SECRET_WORDS: [&str; 3] = ["secret", "password", "token"];
+
+/// A TOML error as `line L, column C: message` and the line itself, without the values a line
+/// holding a secret (`secret = "…"`) carries, and without any value serde quotes in the message.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message = crate::protocol::redact::without_values(e.message().trim_end());
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let lower = line.to_ascii_lowercase();
+    let shown = match line.split_once('=') {
+        Some((key, _)) if SECRET_WORDS.iter().any(|w| lower.contains(w)) => {
+            format!("{}= <redacted>", key)
+        }
+        None if SECRET_WORDS.iter().any(|w| lower.contains(w)) => "<redacted>".to_string(),
+        _ => line.to_string(),
+    };
+    format!("line {line_no}, column {column}: {message}\n    {line_no} | {shown}")
 }
 
 /// Shortest accepted peer secret.
@@ -200,6 +233,9 @@ pub struct FileHandler {
     pub connect: Option<PathBuf>,
     /// `order` and `connection`: requests waiting for a free connection before `handler_busy`.
     pub max_queued: Option<usize>,
+    /// Another user id (besides this daemon's and root) whose processes may connect to the
+    /// type's socket, and who may own a `connect` socket.
+    pub uid: Option<u32>,
 }
 
 /// The validated configuration.
@@ -292,6 +328,8 @@ pub struct HandlerConfig {
     pub mode: HandlerMode,
     /// The socket besterd dials for every request (`correlate = "connection"`).
     pub connect: Option<PathBuf>,
+    /// `handlers.T.uid`: another user whose processes may be this type's handlers.
+    pub uid: Option<u32>,
 }
 
 /// Everything wrong with a configuration.
@@ -366,7 +404,7 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
             origin: origin.to_string(),
-            problems: vec![("(syntax)".into(), e.to_string().trim_end().to_string())],
+            problems: vec![("(syntax)".into(), syntax_error(text, &e))],
         })?;
         file.validate().map_err(|problems| ConfigError {
             origin: origin.to_string(),
@@ -410,6 +448,45 @@ impl Config {
 }
 
 impl Config {
+    /// For `check-config` and `serve`: peer secrets that others on this machine can read, as
+    /// `(key, warning)` pairs — inline `secret`s in a configuration `file` that group or others
+    /// can read, and each `secret_file` that group or others can read. Never holds a secret.
+    pub fn secret_warnings(&self, file: Option<&Path>) -> Vec<(String, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = |path: &Path| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o777)
+                .filter(|mode| mode & 0o044 != 0)
+        };
+        let mut warnings = Vec::new();
+        for (name, peer) in &self.peers {
+            let (key, path) = match &peer.secret_file {
+                Some(path) => (format!("peers.{name}.secret_file"), path.as_path()),
+                None => match file {
+                    Some(path) => (format!("peers.{name}.secret"), path),
+                    None => continue,
+                },
+            };
+            if let Some(mode) = readable(path) {
+                warnings.push((
+                    key,
+                    format!(
+                        "{} is readable by group or others (mode {mode:04o}): they can read the \
+                         peer secret; make it 0600 (or 0640 for a trusted group){}",
+                        path.display(),
+                        if peer.secret_file.is_none() {
+                            ", or move the secret to secret_file"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+        warnings
+    }
+
     /// For `check-config`: each started handler whose program cannot be run, as
     /// `("handlers.T.command", problem)`. A program without a `/` is looked up on the handler's
     /// `PATH` (its `env` may set one), else relative to its `cwd`. A program under `{examples}`
@@ -746,6 +823,7 @@ impl FileConfig {
                         max_queued,
                     },
                     connect: h.connect,
+                    uid: h.uid,
                 },
             );
         }
@@ -811,6 +889,7 @@ impl FileConfig {
                 PeerConfig {
                     address,
                     secret,
+                    secret_file: p.secret_file,
                     tls,
                 },
             );
@@ -831,11 +910,21 @@ impl FileConfig {
                 m.timeout_ms,
                 5_000,
             ));
+            let hosts = m.hosts.clone().unwrap_or_default();
+            for (j, host) in hosts.iter().enumerate() {
+                if !crate::net::hosts::valid_name(host) || host.parse::<IpAddr>().is_ok() {
+                    problems.push((
+                        format!("monitor.hosts[{j}]"),
+                        format!("{host:?} is not a host name (IP addresses are always answered)"),
+                    ));
+                }
+            }
             match resolve(listen) {
                 Ok(listen) => Some(MonitorConfig {
                     listen,
                     max_connections,
                     timeout,
+                    hosts,
                 }),
                 Err(e) => {
                     problems.push(("monitor.listen".into(), e));
@@ -948,6 +1037,40 @@ mod tests {
     }
 
     #[test]
+    fn syntax_errors_never_show_a_secret() {
+        for (text, want) in [
+            (
+                "[peers.b]\nsecret = \"supersecretvalue123\" junk\n",
+                "line 2, column 32: unexpected key or value, expected newline, `#`\n    2 | secret = <redacted>",
+            ),
+            (
+                "[peers.b]\nsecret = [\"supersecretvalue123\"]\n",
+                "line 2, column 10: invalid type: sequence, expected a string\n    2 | secret = <redacted>",
+            ),
+            (
+                "[peers.b]\nsecret = 12345678901234567\n",
+                "line 2, column 10: invalid type: integer, expected a string\n    2 | secret = <redacted>",
+            ),
+            (
+                "[peers]\nb = { address = \"x:1\", secret = \"supersecretvalue123\", bogus = 1 }\n",
+                "line 2, column 56: unknown field `bogus`, expected one of `address`, `secret`, `secret_file`, `tls`, `ca`, `fingerprint`, `server_name`\n    2 | b = <redacted>",
+            ),
+            (
+                "[server]\nlisten = 5\n",
+                "line 2, column 10: invalid type: integer, expected a string\n    2 | listen = 5",
+            ),
+        ] {
+            let p = problems(text);
+            assert_eq!(
+                p,
+                vec![("(syntax)".to_string(), want.to_string())],
+                "{text}"
+            );
+            assert!(!p[0].1.contains("supersecret"), "{}", p[0].1);
+        }
+    }
+
+    #[test]
     fn peers_need_a_long_enough_secret_and_another_name() {
         let config = Config::parse(
             "[server]\nname = \"a\"\n[peers.b]\naddress = \"127.0.0.1:2223\"\nsecret = \"0123456789abcdef\"\n[peers.c]\nsecret = \"0123456789abcdefg\"\n",
@@ -1016,7 +1139,7 @@ mod tests {
                 ),
                 (
                     "listeners[3]".into(),
-                    "allowed_origins and static_dir only go with kind \"ws\" or \"wss\"".into()
+                    "allowed_origins, static_dir and hosts only go with kind \"ws\" or \"wss\"".into()
                 ),
             ]
         );

@@ -17,7 +17,8 @@
 //!   events, returns [`router::Action`]s.
 //! - [`server`]: the mio event loop that ties them together — accepts, reads, dispatches, applies
 //!   actions, flushes; the listener table (`[server] listen` and `[[listeners]]`) in
-//!   `server/listeners.rs`, client sessions and built-ins in `server/client.rs`, handler links in
+//!   `server/listeners.rs`, client sessions and built-ins in `server/client.rs`, logins by client certificate in
+//!   `server/cert_login.rs`, handler links in
 //!   `server/handlers.rs`. The built-in web client (`src/web/`) is served by WebSocket listeners.
 //!   Life under a service manager: `server/lifecycle.rs` (sd_notify, readiness, signals, the drain), `server/activation.rs` (socket activation),
 //!   `server/reload.rs` (SIGHUP, carrying out the pure [`config::diff`]), `server/revoke.rs`
@@ -33,6 +34,10 @@
 //! - [`stats`] (pure): counters and fixed-bucket histograms the router and the server update;
 //!   `server/monitor.rs` serves them over HTTP (JSON and Prometheus text) and `server/admin.rs`
 //!   over the private control socket (`besterd ctl`).
+//! - [`fsutil`]: the one way besterd creates or writes files and directories by path (no
+//!   symbolic links followed, exclusive creation, ownership and mode checked through the open
+//!   descriptor), for the user store's lock and temp files, the ready file and the runtime
+//!   directory.
 //! - [`config`]: the TOML file validated into a [`config::Config`]; [`cli`]: the command line;
 //!   [`ctl`]: the `besterd ctl` side of the control socket;
 //!   [`client`]: a small blocking client used by the `bester` command and the tests.
@@ -82,6 +87,7 @@ pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod federation;
+pub mod fsutil;
 pub mod handler;
 pub mod net;
 pub mod protocol;

@@ -49,6 +49,41 @@ fn pin_mmap_threshold() {
     }
 }
 
+/// The logger, less the lines that would carry message contents: tungstenite logs every
+/// WebSocket frame and message it reads or writes at trace level, and a client's identify holds
+/// its password. besterd itself logs no frame body at any level (README: "Logging").
+struct NoContents(env_logger::Logger);
+
+impl log::Log for NoContents {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        let contents =
+            metadata.level() == log::Level::Trace && metadata.target().starts_with("tungstenite");
+        !contents && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// `serve` holds peer secrets and sees passwords: no core dump of it, and no `ptrace` or
+/// `/proc/PID/mem` from other processes of its user (its handlers run as that user).
+fn forbid_core_dumps() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's dumpable flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        warn!(
+            "cannot turn off core dumps (PR_SET_DUMPABLE): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// env_logger on stderr, `info` unless `RUST_LOG` says otherwise. Under systemd (stderr goes to the
 /// journal) lines carry `<N>` priority prefixes and no timestamps: the journal adds its own.
 fn init_logging() {
@@ -65,7 +100,11 @@ fn init_logging() {
             writeln!(buf, "<{priority}>{}", record.args())
         });
     }
-    builder.init();
+    let logger = builder.build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(NoContents(logger))).is_ok() {
+        log::set_max_level(max);
+    }
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, ExitCode> {
@@ -80,6 +119,8 @@ fn load(config: Option<&PathBuf>) -> Result<Config, ExitCode> {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
+    // Before the configuration (and its peer secrets) is read.
+    forbid_core_dumps();
     let mut config = match load(args.config.as_ref()) {
         Ok(config) => config,
         Err(code) => return code,
@@ -91,11 +132,20 @@ fn serve(args: &ServeArgs) -> ExitCode {
     for (key, problem) in config.program_problems() {
         warn!("{key}: {problem} (the handler will not start)");
     }
+    for (key, warning) in config.secret_warnings(args.config.as_deref()) {
+        warn!("{key}: {warning}");
+    }
     let mut server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
             error!("cannot start: {e}");
-            return ExitCode::FAILURE;
+            // A path refused as unsafe (e.g. another user's runtime directory) stays refused
+            // until an administrator acts: a configuration error, not worth a restart.
+            return if besterd::fsutil::refusal(&e).is_some() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     server.set_reload_source(args.config.clone(), args.clone());
@@ -131,6 +181,9 @@ fn check_config(path: Option<&Path>) -> ExitCode {
         return ExitCode::from(EX_CONFIG);
     }
     for (key, warning) in config.warnings() {
+        eprintln!("{origin}: warning: {key}: {warning}");
+    }
+    for (key, warning) in config.secret_warnings(path) {
         eprintln!("{origin}: warning: {key}: {warning}");
     }
     let handlers: Vec<&str> = config.handlers.keys().map(String::as_str).collect();

@@ -616,3 +616,30 @@ fn on_a_terminal_the_password_is_prompted_for_without_echo() {
         "the password is not echoed"
     );
 }
+
+/// Another user of the machine reads `ps` (that is, `/proc/PID/cmdline`): a password given in the
+/// URI is overwritten there once `bester` has started, and the login still works with it.
+#[test]
+fn a_password_in_the_uri_is_hidden_from_ps() {
+    let b = broker("");
+    let target = uri(&b, "alice:alice-pw");
+    let mut child = spawn(&["listen", &target]);
+    eventually("alice logged in", || {
+        b.log().contains("user=alice logged in").then_some(())
+    });
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(
+        args[1..],
+        [
+            "listen".to_string(),
+            format!("bester://alice:********@{}", b.addr)
+        ]
+    );
+}

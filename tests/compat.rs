@@ -62,7 +62,7 @@ fn frames_that_fail_to_parse_are_answered_with_their_id_when_it_can_be_read() {
             error(
                 Some("s1"),
                 "invalid_message",
-                "header.scope: invalid type: integer `5`, expected a string",
+                "header.scope: invalid type: integer, expected a string",
             ),
         ),
         (
@@ -86,7 +86,7 @@ fn frames_that_fail_to_parse_are_answered_with_their_id_when_it_can_be_read() {
             error(
                 None,
                 "invalid_message",
-                "header: invalid type: string \"x\", expected an object",
+                "header: invalid type: string, expected an object",
             ),
         ),
         (
@@ -103,7 +103,7 @@ fn frames_that_fail_to_parse_are_answered_with_their_id_when_it_can_be_read() {
             error(
                 None,
                 "invalid_message",
-                "header.id: invalid type: integer `7`, expected a string",
+                "header.id: invalid type: integer, expected a string",
             ),
         ),
         (
@@ -167,7 +167,7 @@ fn a_malformed_handler_answer_naming_its_request_fails_it_at_once() {
         error(
             Some("m1"),
             "bad_handler_reply",
-            "the \"faulty\" handler sent a malformed answer: header.status: invalid value: string \"maybe\", expected \"ok\", \"error\" or a numeric status (\"0\" is success)"
+            "the \"faulty\" handler sent a malformed answer: header.status: invalid value: string, expected \"ok\", \"error\" or a numeric status (\"0\" is success)"
         )
     );
     let reply = c
@@ -320,7 +320,7 @@ fn handlers_correlated_by_order_answer_without_tokens_one_request_at_a_time() {
     assert_eq!(reply["data"]["code"], "bad_handler_reply", "{reply}");
     assert_eq!(
         reply["data"]["error"],
-        "the \"old\" handler sent a malformed answer: header.status: invalid value: string \"maybe\", expected \"ok\", \"error\" or a numeric status (\"0\" is success)"
+        "the \"old\" handler sent a malformed answer: header.status: invalid value: string, expected \"ok\", \"error\" or a numeric status (\"0\" is success)"
     );
     let reply = alice
         .request("e", "old", &json!({"action":"echo"}))

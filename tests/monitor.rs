@@ -51,7 +51,7 @@ pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_raw(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
     )
 }
 
@@ -498,6 +498,43 @@ fn bad_paths_methods_and_queries_are_answered() {
     s.write_all(b"GET /sta").unwrap();
     drop(s);
     assert_eq!(get(m, "/healthz").0, 200);
+}
+
+/// DNS rebinding: a web page at `http://evil.example:PORT/` whose name the attacker then points
+/// at 127.0.0.1 reaches the monitor with its own name in `Host`. It is refused; IP literals,
+/// `localhost` and names listed in `[monitor] hosts` are answered.
+#[test]
+fn a_page_whose_name_was_rebound_to_loopback_cannot_read_the_monitor() {
+    let b = Broker::start_with(
+        "",
+        &format!("{}{MONITOR}hosts = [\"metrics.internal\"]\n", handlers()),
+        &[("alice", "alice-pw")],
+    );
+    let _alice = b.login("alice", "alice-pw");
+    let m = monitor_addr(&b);
+    let port = m.port();
+    let ask = |host: &str| {
+        http_raw(
+            m,
+            format!("GET /connections HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let refused = (
+        403,
+        r#"{"error":"this Host is not served here (see [monitor] hosts)"}"#.to_string(),
+    );
+    assert_eq!(ask(&format!("evil.example:{port}")), refused);
+    assert_eq!(ask(&format!("127.0.0.1.evil.example:{port}")), refused);
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("metrics.internal:{port}"),
+    ] {
+        let (status, body) = ask(&host);
+        assert_eq!(status, 200, "{host}: {body}");
+        assert!(body.contains("\"alice\""), "{host}: {body}");
+    }
 }
 
 #[test]

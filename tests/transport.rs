@@ -48,6 +48,7 @@ fn write_pki(dir: &Path, tag: &str, expired: bool) -> Pki {
     client_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "alice");
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
     let path = |name: &str| dir.join(format!("{tag}-{name}"));
     let pki = Pki {
@@ -570,27 +571,33 @@ fn the_websocket_listener_serves_the_web_client_and_checks_origins() {
     let (_dir, _pki, broker) = ws_broker();
     let mut side = Side::new(&broker, "bob", "bob-pw");
     let addr = broker.listener("ws");
-    let page = http(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let page = http(addr, &format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     assert!(
         page.contains("Content-Type: text/html; charset=utf-8\r\n"),
         "{page}"
     );
     assert!(page.contains("chat.js"), "{page}");
-    let module = http(addr, "GET /bester.js HTTP/1.1\r\nHost: x\r\n\r\n");
+    let module = http(
+        addr,
+        &format!("GET /bester.js HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    );
     assert!(
         module.contains("Content-Type: text/javascript; charset=utf-8\r\n"),
         "{module}"
     );
     assert!(module.contains("export class BesterClient"), "{module}");
-    let missing = http(addr, "GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n");
+    let missing = http(
+        addr,
+        &format!("GET /../../etc/passwd HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    );
     assert!(
         missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
         "{missing}"
     );
     let post = http(
         addr,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        &format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"),
     );
     assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
     let garbage = http(addr, "\x16\x03\x01 not http\r\n\r\n");
@@ -619,6 +626,102 @@ fn the_websocket_listener_serves_the_web_client_and_checks_origins() {
     let same = upgrade(&format!("http://{addr}"));
     assert!(same.starts_with("HTTP/1.1 101 "), "{same}");
     side.check();
+}
+
+/// An upgrade request from a page on `origin`, sent to `addr` with `Host: host` and this key.
+fn upgrade_request(host: &str, origin: &str, key: &str) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// DNS rebinding: a page at `http://evil.example:PORT/` whose name now points at 127.0.0.1 sends
+/// `Host` and `Origin` that agree with each other. A loopback listener answers only IP literals,
+/// `localhost` and its configured `hosts`, so the page can neither open a WebSocket (and log in
+/// as demo/demo) nor read files; the real names still work.
+#[test]
+fn a_page_whose_name_was_rebound_to_loopback_cannot_open_a_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = write_pki(dir.path(), "a", false);
+    let named = "[[listeners]]\nname = \"named\"\nkind = \"ws\"\naddress = \"127.0.0.1:0\"\nhosts = [\"chat.example.org\"]\n";
+    let broker = broker(&pki, named, "");
+    let mut side = Side::new(&broker, "bob", "bob-pw");
+    let addr = broker.listener("ws");
+    let rebound = format!("evil.example:{}", addr.port());
+    let answer = http(
+        addr,
+        &upgrade_request(&rebound, &format!("http://{rebound}"), KEY),
+    );
+    assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+    assert!(
+        answer.ends_with(&format!("host {rebound} is not served here\n")),
+        "{answer}"
+    );
+    let page = http(addr, &format!("GET / HTTP/1.1\r\nHost: {rebound}\r\n\r\n"));
+    assert!(page.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{page}");
+    for host in [addr.to_string(), format!("localhost:{}", addr.port())] {
+        let answer = http(
+            addr,
+            &upgrade_request(&host, &format!("http://{host}"), KEY),
+        );
+        assert!(answer.starts_with("HTTP/1.1 101 "), "{host}: {answer}");
+    }
+    // A listener told its name answers it, and still no other.
+    let named = broker.listener("named");
+    let host = format!("chat.example.org:{}", named.port());
+    let answer = http(
+        named,
+        &upgrade_request(&host, &format!("http://{host}"), KEY),
+    );
+    assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
+    let rebound = format!("evil.example:{}", named.port());
+    let answer = http(
+        named,
+        &upgrade_request(&rebound, &format!("http://{rebound}"), KEY),
+    );
+    assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+    side.check();
+}
+
+/// The built-in page may not be framed by another site (clickjacking) and loads scripts, styles
+/// and connections only from its own listener; a malformed `Sec-WebSocket-Key` is refused.
+#[test]
+fn the_built_in_page_forbids_framing_and_upgrades_need_a_real_key() {
+    let (_dir, _pki, broker) = ws_broker();
+    let addr = broker.listener("ws");
+    for path in ["/", "/chat.js"] {
+        let page = http(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+        );
+        let head = page.split("\r\n\r\n").next().unwrap();
+        assert!(head.contains("\r\nX-Frame-Options: DENY\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nContent-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n"),
+            "{head}"
+        );
+    }
+    let origin = format!("http://{addr}");
+    for key in [
+        "x",
+        "dGhlIHNhbXBsZSBub25jZQ",
+        "dGhlIHNhbXBsZSBub25jZR==",
+        "!!!!!!!!!!!!!!!!!!!!!!==",
+    ] {
+        let answer = http(addr, &upgrade_request(&addr.to_string(), &origin, key));
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{key}: {answer}"
+        );
+        assert!(
+            answer.ends_with("Sec-WebSocket-Key must be 16 bytes in base64\n"),
+            "{key}: {answer}"
+        );
+    }
+    let answer = http(addr, &upgrade_request(&addr.to_string(), &origin, KEY));
+    assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
 }
 
 #[test]

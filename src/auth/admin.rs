@@ -1,4 +1,4 @@
-//! `besterd user add|passwd|del|list`: the administrator's commands on the user store.
+//! `besterd user add|passwd|del|cert|list`: the administrator's commands on the user store.
 //!
 //! Owns reading a new password (a terminal prompt asked twice, or the first line of standard input
 //! with `--password-stdin` or when stdin is not a terminal) and the command's output: `list` prints
@@ -7,14 +7,17 @@
 //!
 //! It must not: take a password from the command line or the environment, echo or log a password,
 //! or write the store other than through [`user_store::update`] (which serializes with the running
-//! daemon). Hashing happens before the store lock is taken.
+//! daemon). Hashing happens before the store lock is taken. Passwords are wiped from memory
+//! (`zeroize`) once hashed; the copy standard input's own buffer keeps cannot be reached.
 
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
+use zeroize::{Zeroize, Zeroizing};
+
 use super::user_store::{self, MAX_PASSWORD_LEN, StoreError, UserStore};
-use crate::cli::UserAction;
+use crate::cli::{CertPin, UserAction};
 
 /// Why a `besterd user` command failed.
 #[derive(Debug)]
@@ -36,6 +39,8 @@ pub enum AdminError {
     PasswordMismatch,
     /// `list` of a store file that does not exist.
     NoStore(PathBuf),
+    /// The certificate to pin could not be read or its fingerprint parsed.
+    Cert(String),
 }
 
 impl fmt::Display for AdminError {
@@ -53,6 +58,7 @@ impl fmt::Display for AdminError {
                 "no user store at {} (`besterd user add` creates it)",
                 path.display()
             ),
+            AdminError::Cert(e) => f.write_str(e),
         }
     }
 }
@@ -111,14 +117,43 @@ fn run_with(
         UserAction::Add {
             name,
             password_stdin,
+            no_password,
+            pin,
         } => {
             user_store::validate_username(name)?;
+            let pin = cert_pin(pin)?;
             if UserStore::open(store)?.users().contains(name) {
                 return Err(StoreError::UserExists(name.clone()).into());
             }
-            let hash = user_store::hash_password(&read_password(name, *password_stdin)?)?;
-            user_store::update(store, |users| users.add(name, &hash))?;
-            format!("user {name} added")
+            let password = if *no_password {
+                Zeroizing::new(unknown_password())
+            } else {
+                Zeroizing::new(read_password(name, *password_stdin)?)
+            };
+            let hash = user_store::hash_password(&password)?;
+            drop(password);
+            user_store::update(store, |users| {
+                users.add(name, &hash)?;
+                users.set_cert_pin(name, pin.as_ref())
+            })?;
+            match pin {
+                Some(pin) => format!(
+                    "user {name} added, certificate pinned: {}",
+                    user_store::fingerprint_hex(&pin)
+                ),
+                None => format!("user {name} added"),
+            }
+        }
+        UserAction::Cert { name, pin, clear } => {
+            let pin = if *clear { None } else { cert_pin(pin)? };
+            user_store::update(store, |users| users.set_cert_pin(name, pin.as_ref()))?;
+            match pin {
+                Some(pin) => format!(
+                    "certificate of user {name} pinned: {}",
+                    user_store::fingerprint_hex(&pin)
+                ),
+                None => format!("certificate pin of user {name} removed"),
+            }
         }
         UserAction::Passwd {
             name,
@@ -127,7 +162,9 @@ fn run_with(
             if !UserStore::open(store)?.users().contains(name) {
                 return Err(StoreError::NoSuchUser(name.clone()).into());
             }
-            let hash = user_store::hash_password(&read_password(name, *password_stdin)?)?;
+            let password = Zeroizing::new(read_password(name, *password_stdin)?);
+            let hash = user_store::hash_password(&password)?;
+            drop(password);
             user_store::update(store, |users| users.set_hash(name, &hash))?;
             format!("password of user {name} changed")
         }
@@ -162,6 +199,28 @@ fn run_with(
     Ok(())
 }
 
+/// A password nobody knows (32 random bytes in hex, thrown away once hashed).
+fn unknown_password() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprint to pin, from `--cert-fingerprint HEX` or `--cert FILE`, if either is given.
+fn cert_pin(pin: &CertPin) -> Result<Option<[u8; 32]>, AdminError> {
+    use crate::net::tls;
+    match (&pin.cert_fingerprint, &pin.cert) {
+        (Some(hex), _) => tls::parse_fingerprint(hex)
+            .map(Some)
+            .map_err(AdminError::Cert),
+        (None, Some(file)) => {
+            let certs = tls::load_certs(file).map_err(AdminError::Cert)?;
+            Ok(Some(tls::fingerprint(&certs[0])))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// Reads a password from the first line of `input`, without its `\n` or `\r\n`.
 /// Reads at most one line (and no more than a too-long password needs to be recognized).
 fn read_password_line(input: &mut dyn BufRead) -> Result<String, AdminError> {
@@ -182,7 +241,10 @@ fn read_password_line(input: &mut dyn BufRead) -> Result<String, AdminError> {
     if line.is_empty() {
         return Err(AdminError::NoPassword);
     }
-    String::from_utf8(line).map_err(|_| AdminError::PasswordNotUtf8)
+    String::from_utf8(line).map_err(|e| {
+        e.into_bytes().zeroize();
+        AdminError::PasswordNotUtf8
+    })
 }
 
 /// Asks for the new password twice on the terminal (no echo).
@@ -193,13 +255,13 @@ fn prompt_twice(name: &str) -> Result<String, AdminError> {
             source,
         })
     };
-    let first = prompt(format!("New password for {name}: "))?;
+    let mut first = Zeroizing::new(prompt(format!("New password for {name}: "))?);
     user_store::validate_password(&first)?;
-    let second = prompt(format!("Retype the password for {name}: "))?;
+    let second = Zeroizing::new(prompt(format!("Retype the password for {name}: "))?);
     if first != second {
         return Err(AdminError::PasswordMismatch);
     }
-    Ok(first)
+    Ok(std::mem::take(&mut *first))
 }
 
 #[cfg(test)]
@@ -234,7 +296,101 @@ mod tests {
         UserAction::Add {
             name: name.to_owned(),
             password_stdin: true,
+            no_password: false,
+            pin: CertPin::default(),
         }
+    }
+
+    #[test]
+    fn certificates_are_pinned_and_unpinned() {
+        let (_dir, path) = store_path();
+        let fp = "AB".repeat(32);
+        let action = UserAction::Add {
+            name: "alice".into(),
+            password_stdin: true,
+            no_password: false,
+            pin: CertPin {
+                cert_fingerprint: Some(fp.clone()),
+                cert: None,
+            },
+        };
+        let (r, _, err) = admin(&path, action, "pw\n");
+        r.unwrap();
+        assert_eq!(
+            err,
+            format!(
+                "user alice added, certificate pinned: {}\n",
+                "ab".repeat(32)
+            )
+        );
+        let store = UserStore::open(&path).unwrap();
+        assert_eq!(
+            store.users().cert_pin("alice"),
+            Some("ab".repeat(32).as_str())
+        );
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(&format!("\"cert_sha256\": \"{}\"", "ab".repeat(32))),
+            "{text}"
+        );
+        // A user without a password: nothing asked, a hash nothing known verifies.
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut never = |_: &str, _: bool| -> Result<String, AdminError> { panic!("asked") };
+        let action = UserAction::Add {
+            name: "robot".into(),
+            password_stdin: false,
+            no_password: true,
+            pin: CertPin::default(),
+        };
+        run_with(&path, &action, &mut never, &mut out, &mut err).unwrap();
+        let store = UserStore::open(&path).unwrap();
+        assert!(store.users().contains("robot"));
+        assert!(!store.verify("robot", ""));
+        // A password change keeps the pin; --clear removes it.
+        admin(&path, passwd("alice"), "pw2\n").0.unwrap();
+        assert!(
+            UserStore::open(&path)
+                .unwrap()
+                .users()
+                .cert_pin("alice")
+                .is_some()
+        );
+        let clear = UserAction::Cert {
+            name: "alice".into(),
+            pin: CertPin::default(),
+            clear: true,
+        };
+        let (r, _, err) = admin(&path, clear, "");
+        r.unwrap();
+        assert_eq!(err, "certificate pin of user alice removed\n");
+        assert_eq!(
+            UserStore::open(&path).unwrap().users().cert_pin("alice"),
+            None
+        );
+        let bad = UserAction::Cert {
+            name: "alice".into(),
+            pin: CertPin {
+                cert_fingerprint: Some("xyz".into()),
+                cert: None,
+            },
+            clear: false,
+        };
+        assert_eq!(
+            admin(&path, bad, "").0.unwrap_err().to_string(),
+            "\"xyz\" is not a SHA-256 fingerprint (64 hex digits)"
+        );
+        let missing = UserAction::Cert {
+            name: "bob".into(),
+            pin: CertPin {
+                cert_fingerprint: Some(fp),
+                cert: None,
+            },
+            clear: false,
+        };
+        assert_eq!(
+            admin(&path, missing, "").0.unwrap_err().to_string(),
+            "no such user \"bob\""
+        );
     }
 
     fn passwd(name: &str) -> UserAction {

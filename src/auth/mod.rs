@@ -1,5 +1,7 @@
 //! Users and passwords: the argon2id user store, the verifier pool that keeps hashing and store
-//! writes off the event loop, and the `besterd user` admin commands.
+//! writes off the event loop, and the `besterd user` admin commands; tokens: [`jwt`] verifies
+//! the application's JWTs, [`resume`] makes and checks the resume tokens besterd issues,
+//! [`keys`] checks ed25519 login signatures.
 //!
 //! Owns everything that touches a password or the user store file. The event loop only talks to
 //! [`AuthPool`] (`submit` / `try_recv`, woken through a `mio::Waker`); the CLI calls [`run_admin`].
@@ -9,6 +11,9 @@
 //! (exclusive lock on `<store>.lock`, atomic 0600 replace).
 
 pub mod admin;
+pub mod jwt;
+pub mod keys;
+pub mod resume;
 pub mod user_store;
 pub mod worker;
 

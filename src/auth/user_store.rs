@@ -13,14 +13,16 @@
 //! ```json
 //! {"version":1,"users":{"alice":{"hash":"$argon2id$v=19$m=19456,t=2,p=1$..."}}}
 //! ```
+//! An entry may also pin a client certificate: `"cert_sha256"`, the SHA-256 of its DER as 64
+//! lowercase hex digits; certificate logins as that user then need exactly that certificate.
 //! A store file that does not exist is an empty store.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use std::cell::RefCell;
@@ -132,6 +134,9 @@ impl fmt::Display for ShortName<'_> {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StoreError::Io { source, .. } if crate::fsutil::refusal(source).is_some() => {
+                source.fmt(f)
+            }
             StoreError::Io { op, path, source } => {
                 write!(f, "cannot {op} {}: {source}", path.display())
             }
@@ -337,6 +342,19 @@ pub fn verify_password(username: &str, stored: Option<&str>, password: &str) -> 
 #[serde(deny_unknown_fields)]
 struct UserEntry {
     hash: String,
+    /// The pinned client certificate: SHA-256 of its DER, 64 lowercase hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cert_sha256: Option<String>,
+}
+
+/// Whether `text` is a pinned fingerprint as stored: 64 lowercase hex digits.
+fn is_stored_fingerprint(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A fingerprint as stored (64 lowercase hex digits).
+pub fn fingerprint_hex(fingerprint: &[u8; 32]) -> String {
+    fingerprint.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The users of a store: name → argon2id PHC hash, kept sorted by name.
@@ -354,6 +372,24 @@ impl Users {
     /// The stored PHC hash of `name`, if the user exists.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.map.get(name).map(|entry| entry.hash.as_str())
+    }
+
+    /// The pinned client certificate of `name` (64 lowercase hex digits of its SHA-256), if the
+    /// user exists and has one.
+    pub fn cert_pin(&self, name: &str) -> Option<&str> {
+        self.map.get(name)?.cert_sha256.as_deref()
+    }
+
+    /// Pin (`Some`) or unpin (`None`) the client certificate of an existing user. Fails with
+    /// `NoSuchUser`.
+    pub fn set_cert_pin(&mut self, name: &str, pin: Option<&[u8; 32]>) -> Result<(), StoreError> {
+        match self.map.get_mut(name) {
+            Some(entry) => {
+                entry.cert_sha256 = pin.map(fingerprint_hex);
+                Ok(())
+            }
+            None => Err(StoreError::NoSuchUser(name.to_owned())),
+        }
     }
 
     /// Whether `name` exists.
@@ -388,6 +424,7 @@ impl Users {
             name.to_owned(),
             UserEntry {
                 hash: phc.to_owned(),
+                cert_sha256: None,
             },
         );
         Ok(())
@@ -437,6 +474,14 @@ impl<'de> Deserialize<'de> for Users {
                     if map.contains_key(&name) {
                         return Err(A::Error::custom(format_args!(
                             "user {} appears twice",
+                            ShortName(&name)
+                        )));
+                    }
+                    if let Some(pin) = &entry.cert_sha256
+                        && !is_stored_fingerprint(pin)
+                    {
+                        return Err(A::Error::custom(format_args!(
+                            "user {}: cert_sha256 is not 64 lowercase hex digits",
                             ShortName(&name)
                         )));
                     }
@@ -528,9 +573,11 @@ fn stat(path: &Path) -> Result<Option<FileId>, StoreError> {
 /// Reads and parses the store; `Ok(None)` when the file does not exist. The identity comes from the
 /// open file itself, so it always matches the bytes that were read.
 fn load(path: &Path) -> Result<Option<(Users, FileId)>, StoreError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+    // Never through a symbolic link: `besterd user` runs as root, and the store's directory
+    // belongs to the service account.
+    let file = match crate::fsutil::open_read_nofollow(path) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(None),
         Err(e) => return Err(StoreError::io("open", path, e)),
     };
     let meta = file
@@ -652,15 +699,16 @@ fn temp_prefix(path: &Path) -> Result<OsString, StoreError> {
 
 /// Whose files these should be: the existing store's owner, else the directory's owner.
 fn wanted_owner(path: &Path) -> Option<(u32, u32)> {
-    fs::metadata(path)
-        .or_else(|_| fs::metadata(parent_dir(path)))
-        .ok()
+    let store = fs::symlink_metadata(path).ok().filter(Metadata::is_file);
+    store
+        .or_else(|| fs::metadata(parent_dir(path)).ok())
         .map(|meta| (meta.uid(), meta.gid()))
 }
 
-/// Makes `file` exactly mode 0600 (whatever the umask did) and, best effort, owned like the store
-/// (so that `besterd user` run as root does not lock the daemon's own user out of its store).
-fn secure_file(file: &File, path: &Path, owner: Option<(u32, u32)>) -> Result<(), StoreError> {
+/// Makes `file`, which this process has just created, exactly mode 0600 (whatever the umask did)
+/// and, best effort, owned like the store (so that `besterd user` run as root does not lock the
+/// daemon's own user out of its store). Never called on a file someone else created.
+fn secure_new_file(file: &File, path: &Path, owner: Option<(u32, u32)>) -> Result<(), StoreError> {
     let meta = file
         .metadata()
         .map_err(|e| StoreError::io("stat", path, e))?;
@@ -682,17 +730,21 @@ struct WriteLock {
     _file: File,
 }
 
+/// Takes the writer lock. The lock file is opened without following a symbolic link; an existing
+/// one must be a regular file with one link, owned by this process's user or the store's owner,
+/// and is never chmod-ed or chown-ed (a link planted by the store's owner, e.g. to
+/// `/etc/shadow`, is refused instead of handed over). A new one is created exclusively (0600)
+/// and given to the store's owner.
 fn lock_store(path: &Path) -> Result<WriteLock, StoreError> {
     let lock_path = lock_path(path);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
+    let owner = wanted_owner(path);
+    let mut owners = vec![crate::fsutil::euid()];
+    owners.extend(owner.map(|(uid, _)| uid));
+    let (file, created) = crate::fsutil::open_or_create(&lock_path, &owners)
         .map_err(|e| StoreError::io("open", &lock_path, e))?;
-    secure_file(&file, &lock_path, wanted_owner(path))?;
+    if created {
+        secure_new_file(&file, &lock_path, owner)?;
+    }
     loop {
         match file.lock() {
             Ok(()) => return Ok(WriteLock { _file: file }),
@@ -737,12 +789,7 @@ fn create_temp(path: &Path) -> Result<(PathBuf, File), StoreError> {
         let mut name = prefix.clone();
         name.push(format!("{:016x}", u64::from_ne_bytes(random)));
         let temp = dir.join(name);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-        {
+        match crate::fsutil::create_new(&temp, 0o600) {
             Ok(file) => return Ok((temp, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
             Err(e) => return Err(StoreError::io("create", &temp, e)),
@@ -767,7 +814,7 @@ fn write_atomic(path: &Path, users: &Users) -> Result<(), StoreError> {
 
     let owner = wanted_owner(path);
     let (temp, mut file) = create_temp(path)?;
-    let written = secure_file(&file, &temp, owner)
+    let written = secure_new_file(&file, &temp, owner)
         .and_then(|()| {
             file.write_all(&bytes)
                 .map_err(|e| StoreError::io("write", &temp, e))
@@ -931,10 +978,56 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = store_with(dir.path(), &[("alice", "pw")]);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        fs::set_permissions(lock_path(&path), fs::Permissions::from_mode(0o666)).unwrap();
+        fs::set_permissions(lock_path(&path), fs::Permissions::from_mode(0o640)).unwrap();
         update(&path, |u| u.remove("alice")).unwrap();
         assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(&lock_path(&path)), 0o600);
+        // An existing lock file is used as it is: never chmod-ed (it holds nothing).
+        assert_eq!(mode(&lock_path(&path)), 0o640);
+    }
+
+    #[test]
+    fn a_linked_lock_file_is_refused_and_its_target_left_alone() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"root:secret\n").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o640)).unwrap();
+        let path = dir.path().join("users.json");
+        symlink(&victim, lock_path(&path)).unwrap();
+        let err = update(&path, |u| u.add("bob", DUMMY_PHC)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "refusing {}: is a symbolic link",
+                lock_path(&path).display()
+            )
+        );
+        fs::remove_file(lock_path(&path)).unwrap();
+        fs::hard_link(&victim, lock_path(&path)).unwrap();
+        let err = update(&path, |u| u.add("bob", DUMMY_PHC)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "refusing {}: has 2 hard links (expected 1)",
+                lock_path(&path).display()
+            )
+        );
+        assert_eq!(mode(&victim), 0o640);
+        assert_eq!(fs::read(&victim).unwrap(), b"root:secret\n");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_store_that_is_a_symbolic_link_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = store_with(dir.path(), &[("alice", "pw")]);
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = UserStore::open(&link).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("refusing {}: is a symbolic link", link.display())
+        );
     }
 
     #[test]

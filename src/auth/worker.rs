@@ -52,6 +52,16 @@ pub enum AuthJob<T> {
         /// The new password.
         new: String,
     },
+    /// A login by a verified client certificate: does the user exist and, if their entry pins a
+    /// certificate, is it this one (its SHA-256)? A store read, no argon2.
+    Lookup {
+        /// Routing tag.
+        tag: T,
+        /// The user the certificate names.
+        username: String,
+        /// SHA-256 of the certificate's DER.
+        fingerprint: [u8; 32],
+    },
     /// Re-read the store if it changed (or `force`), and report each user's hash stamp when the
     /// store is newer than generation `since` (session revocation).
     Snapshot {
@@ -68,6 +78,7 @@ impl<T> AuthJob<T> {
         match self {
             AuthJob::Verify { tag, .. }
             | AuthJob::ChangePassword { tag, .. }
+            | AuthJob::Lookup { tag, .. }
             | AuthJob::Snapshot { tag, .. } => tag,
         }
     }
@@ -87,6 +98,11 @@ impl<T: std::fmt::Debug> std::fmt::Debug for AuthJob<T> {
                 .field("tag", tag)
                 .field("username", username)
                 .finish_non_exhaustive(),
+            AuthJob::Lookup { tag, username, .. } => f
+                .debug_struct("Lookup")
+                .field("tag", tag)
+                .field("username", username)
+                .finish_non_exhaustive(),
             AuthJob::Snapshot { tag, since } => f
                 .debug_struct("Snapshot")
                 .field("tag", tag)
@@ -96,30 +112,58 @@ impl<T: std::fmt::Debug> std::fmt::Debug for AuthJob<T> {
     }
 }
 
-/// Which stored hash a session was checked against: the store generation it was read in, and a
-/// digest of the PHC string (never the hash itself). A session whose user's digest changes, or
-/// whose user disappears, in a later generation has been revoked.
+/// What a session stands on: the store generation it was checked in, what it logged in with,
+/// and a digest of that part of the user's entry (never the hash itself): the PHC string for a
+/// password, the pinned certificate (or its absence) for a certificate. A session whose user
+/// disappears, or whose digest changes, in a later generation has been revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     /// The store generation (starts at 1, grows with every reload that saw a change).
     pub generation: u64,
-    /// Digest of the user's PHC string.
+    /// Digest of the user's PHC string, or of their pinned certificate.
     pub digest: u64,
+    /// Which of the two.
+    pub credential: Credential,
 }
 
-/// Every user's stamp digest at one store generation.
+/// What a session logged in with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A password (identify, `bester.authenticate`, `bester.passwd`).
+    Password,
+    /// A client certificate.
+    Certificate,
+}
+
+/// A user's digests at one store generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryDigests {
+    /// Of the PHC string.
+    pub password: u64,
+    /// Of the pinned certificate (or its absence).
+    pub certificate: u64,
+}
+
+/// Every user's stamp digests at one store generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSnapshot {
     /// The store generation.
     pub generation: u64,
-    /// User name → digest of their PHC string.
-    pub users: HashMap<String, u64>,
+    /// User name → digests of their entry.
+    pub users: HashMap<String, EntryDigests>,
 }
 
 /// The digest of a PHC string used in a [`Stamp`]: it only tells hashes apart, it protects nothing.
 pub fn hash_digest(phc: &str) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     phc.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The digest of a user's pinned certificate (`None`: no pin) used in a [`Stamp`].
+pub fn pin_digest(pin: Option<&str>) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    pin.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -350,9 +394,14 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
                 old,
                 new,
             } => (tag, username, Work::ChangePassword { old, new }),
+            AuthJob::Lookup {
+                tag,
+                username,
+                fingerprint,
+            } => (tag, username, Work::Lookup { fingerprint }),
             AuthJob::Snapshot { tag, since } => (tag, String::new(), Work::Snapshot { since }),
         };
-        let hashes = !matches!(work, Work::Snapshot { .. });
+        let hashes = !matches!(work, Work::Snapshot { .. } | Work::Lookup { .. });
         let (outcome, stamp) = catch_unwind(AssertUnwindSafe(|| work.run(shared, &username)))
             .unwrap_or_else(|_| {
                 // Not validated yet: quote it and cut it short.
@@ -386,6 +435,7 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
 enum Work {
     Verify { password: String },
     ChangePassword { old: String, new: String },
+    Lookup { fingerprint: [u8; 32] },
     Snapshot { since: u64 },
 }
 
@@ -397,18 +447,25 @@ impl Work {
         }
         match self {
             Work::Verify { password } => {
+                // Wiped from memory when this arm ends, whatever the outcome.
+                let password = zeroize::Zeroizing::new(password);
                 let (stored, generation) = current_hash(shared, username);
                 if user_store::verify_password(username, stored.as_deref(), &password) {
                     let stamp = stored.as_deref().map(|phc| Stamp {
                         generation,
                         digest: hash_digest(phc),
+                        credential: Credential::Password,
                     });
                     (AuthOutcome::Ok, stamp)
                 } else {
                     (AuthOutcome::BadCredentials, None)
                 }
             }
-            Work::ChangePassword { old, new } => change_password(shared, username, &old, &new),
+            Work::ChangePassword { old, new } => {
+                let (old, new) = (zeroize::Zeroizing::new(old), zeroize::Zeroizing::new(new));
+                change_password(shared, username, &old, &new)
+            }
+            Work::Lookup { fingerprint } => lookup(shared, username, &fingerprint),
             Work::Snapshot { since } => (AuthOutcome::Users(snapshot(shared, since)), None),
         }
     }
@@ -440,6 +497,33 @@ fn current_hash<T>(shared: &Shared<T>, username: &str) -> (Option<String>, u64) 
     (store.users().get(username).map(str::to_owned), generation)
 }
 
+/// A certificate login: the user exists and their pinned certificate, if any, is this one.
+fn lookup<T>(
+    shared: &Shared<T>,
+    username: &str,
+    fingerprint: &[u8; 32],
+) -> (AuthOutcome, Option<Stamp>) {
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    let users = store.users();
+    if !users.contains(username) {
+        return (AuthOutcome::BadCredentials, None);
+    }
+    let pin = users.cert_pin(username);
+    // Not secret: a fingerprint is public, so a plain comparison is fine.
+    if pin.is_some_and(|pin| pin != user_store::fingerprint_hex(fingerprint)) {
+        log::info!("auth user={username}: not the certificate pinned for this user");
+        return (AuthOutcome::BadCredentials, None);
+    }
+    let stamp = Stamp {
+        generation,
+        digest: pin_digest(pin),
+        credential: Credential::Certificate,
+    };
+    (AuthOutcome::Ok, Some(stamp))
+}
+
 /// Every user's digest, if the store is at a newer generation than `since`.
 fn snapshot<T>(shared: &Shared<T>, since: u64) -> Option<UserSnapshot> {
     let mut store = lock(&shared.store);
@@ -451,7 +535,13 @@ fn snapshot<T>(shared: &Shared<T>, since: u64) -> Option<UserSnapshot> {
     let users = store.users();
     let users = users
         .names()
-        .filter_map(|name| Some((name.to_owned(), hash_digest(users.get(name)?))))
+        .filter_map(|name| {
+            let digests = EntryDigests {
+                password: hash_digest(users.get(name)?),
+                certificate: pin_digest(users.cert_pin(name)),
+            };
+            Some((name.to_owned(), digests))
+        })
         .collect();
     Some(UserSnapshot { generation, users })
 }
@@ -495,6 +585,7 @@ fn change_password<T>(
             let stamp = Stamp {
                 generation,
                 digest: hash_digest(&new_hash),
+                credential: Credential::Password,
             };
             (AuthOutcome::Ok, Some(stamp))
         }
@@ -681,7 +772,7 @@ mod tests {
         };
         let first = snapshot(&mut h, 0).expect("newer than generation 0");
         assert_eq!(first.generation, stamp.generation);
-        assert_eq!(first.users["alice"], stamp.digest);
+        assert_eq!(first.users["alice"].password, stamp.digest);
         assert_eq!(snapshot(&mut h, first.generation), None, "unchanged");
         // A password change stamps the session with the new hash; the next snapshot has it.
         h.pool
@@ -692,7 +783,7 @@ mod tests {
         let new_stamp = changed.stamp.expect("a stamp for the changer");
         let second = snapshot(&mut h, first.generation).expect("the store changed");
         assert!(second.generation > first.generation);
-        assert_eq!(second.users["alice"], new_stamp.digest);
+        assert_eq!(second.users["alice"].password, new_stamp.digest);
         assert_ne!(new_stamp.digest, stamp.digest);
         h.pool.submit(verify(3, "alice", "wrong")).unwrap();
         assert_eq!(
@@ -700,6 +791,41 @@ mod tests {
             None,
             "no stamp on failure"
         );
+    }
+
+    #[test]
+    fn certificate_lookups_check_existence_and_the_pin_without_argon2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let mut h = Harness::start(&path, 1, 4);
+        let lookup = |tag, username: &str, fingerprint| AuthJob::Lookup {
+            tag,
+            username: username.to_owned(),
+            fingerprint,
+        };
+        h.pool.submit(lookup(1, "alice", [1; 32])).unwrap();
+        let result = h.results(1).pop().unwrap();
+        assert_eq!(result.outcome, AuthOutcome::Ok);
+        let stamp = result.stamp.expect("a stamp");
+        assert_eq!(stamp.credential, Credential::Certificate);
+        assert_eq!(stamp.digest, pin_digest(None));
+        assert_eq!(
+            h.outcome(lookup(2, "Alice", [1; 32])),
+            AuthOutcome::BadCredentials
+        );
+        assert_eq!(
+            h.outcome(lookup(3, "mallory", [1; 32])),
+            AuthOutcome::BadCredentials
+        );
+        update(&path, |u| u.set_cert_pin("alice", Some(&[2; 32]))).unwrap();
+        assert_eq!(
+            h.outcome(lookup(4, "alice", [1; 32])),
+            AuthOutcome::BadCredentials
+        );
+        h.pool.submit(lookup(5, "alice", [2; 32])).unwrap();
+        let stamp = h.results(1).pop().unwrap().stamp.expect("a stamp");
+        assert_eq!(stamp.digest, pin_digest(Some(&"02".repeat(32))));
+        assert_eq!(h.pool.work_area_bytes(), 0, "no password was hashed");
     }
 
     #[test]

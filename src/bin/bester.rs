@@ -11,6 +11,9 @@
 //! when `--timeout` passes first. Messages go to stderr prefixed `bester: `; stdout only carries
 //! frames from the server.
 
+#[path = "bester/argv.rs"]
+mod argv;
+
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -126,7 +129,10 @@ fn positive_seconds(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // Our own copy of the arguments first, then the password out of what `ps` shows.
+    let args: Vec<_> = std::env::args_os().collect();
+    argv::hide_passwords();
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::net::tls::{self, Trust};
+use crate::net::tls::{self, CertMap, ClientAuth, Trust};
 use crate::net::ws::Origins;
 
 /// Placeholder for `static_dir`: the web client built into the binary.
@@ -28,8 +28,16 @@ pub struct FileListener {
     pub cert: Option<PathBuf>,
     /// PEM private key (tls, wss).
     pub key: Option<PathBuf>,
-    /// PEM CA certificates: clients must present a certificate they issued.
+    /// PEM CA certificates: clients must present a certificate one of them issued directly.
     pub client_ca: Option<PathBuf>,
+    /// PEM certificate revocation lists for the client certificates (with `client_ca`).
+    pub client_crl: Option<Vec<PathBuf>>,
+    /// What names the user of a client certificate: `"cn"` (default), `"email"` or `"uri"`.
+    pub client_cert_map: Option<String>,
+    /// With `client_cert_map = "email"`: the domain of the addresses; the local part is the user.
+    pub client_cert_email_domain: Option<String>,
+    /// With `client_cert_map = "uri"`: the prefix of the URIs; the rest is the user.
+    pub client_cert_uri_prefix: Option<String>,
     /// Browser origins allowed to open a WebSocket (ws, wss); `["*"]` for any. Default: pages
     /// from the same host, and clients that send no Origin.
     pub allowed_origins: Option<Vec<String>>,
@@ -39,6 +47,9 @@ pub struct FileListener {
     pub proxy_protocol: Option<bool>,
     /// Addresses or CIDR ranges allowed to connect (and send the header) when `proxy_protocol`.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Host names this listener answers to (ws, wss), beside IP literals and `localhost`: the
+    /// DNS-rebinding defence (`net/hosts.rs`).
+    pub hosts: Option<Vec<String>>,
 }
 
 /// An address range, `10.0.0.0/8` or `2001:db8::/32` (a bare address is one host).
@@ -137,8 +148,8 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// Private key.
     pub key: PathBuf,
-    /// CA for client certificates.
-    pub client_ca: Option<PathBuf>,
+    /// Client certificates: CA, CRLs and how a certificate names its user.
+    pub client: Option<ClientAuth>,
 }
 
 /// Where a WebSocket listener's static files come from.
@@ -167,6 +178,8 @@ pub struct ListenerConfig {
     pub static_files: Option<StaticFiles>,
     /// `proxy_protocol = true`: the proxies that may connect (and must send the header).
     pub trusted_proxies: Option<Vec<IpNet>>,
+    /// For ws and wss: host names it answers to besides IP literals and `localhost`.
+    pub hosts: Vec<String>,
 }
 
 /// Validate `[[listeners]]`, pushing `(key, problem)` pairs.
@@ -209,16 +222,22 @@ pub fn validate_listeners(
                 continue;
             }
         };
+        let client = client_auth(&key, &l, problems);
         let name = l.name.unwrap_or_else(|| format!("{}{i}", kind.as_str()));
+        let has_client_keys = l.client_ca.is_some()
+            || l.client_crl.is_some()
+            || l.client_cert_map.is_some()
+            || l.client_cert_email_domain.is_some()
+            || l.client_cert_uri_prefix.is_some();
         let tls = match (kind.tls(), l.cert, l.key) {
             (true, Some(cert), Some(key_file)) => {
-                if let Err(e) = tls::server_config(&cert, &key_file, l.client_ca.as_deref()) {
+                if let Err(e) = tls::server_config(&cert, &key_file, client.as_ref(), i) {
                     problems.push((format!("{key}.cert"), e));
                 }
                 Some(TlsFiles {
                     cert,
                     key: key_file,
-                    client_ca: l.client_ca,
+                    client,
                 })
             }
             (true, _, _) => {
@@ -228,7 +247,7 @@ pub fn validate_listeners(
                 ));
                 None
             }
-            (false, None, None) if l.client_ca.is_none() => None,
+            (false, None, None) if !has_client_keys => None,
             (false, _, _) => {
                 problems.push((
                     key.clone(),
@@ -237,11 +256,35 @@ pub fn validate_listeners(
                 None
             }
         };
-        if !kind.websocket() && (l.allowed_origins.is_some() || l.static_dir.is_some()) {
+        if kind == ListenerKind::Wss
+            && l.client_ca.is_some()
+            && l.allowed_origins
+                .as_ref()
+                .is_some_and(|list| list.iter().any(|o| o == "*"))
+        {
+            problems.push((
+                format!("{key}.allowed_origins"),
+                "[\"*\"] cannot go with client_ca: any web page could log its visitors in with \
+                 their browser certificates; list the origins allowed"
+                    .into(),
+            ));
+        }
+        if !kind.websocket()
+            && (l.allowed_origins.is_some() || l.static_dir.is_some() || l.hosts.is_some())
+        {
             problems.push((
                 key.clone(),
-                "allowed_origins and static_dir only go with kind \"ws\" or \"wss\"".into(),
+                "allowed_origins, static_dir and hosts only go with kind \"ws\" or \"wss\"".into(),
             ));
+        }
+        let hosts = l.hosts.unwrap_or_default();
+        for (j, host) in hosts.iter().enumerate() {
+            if !crate::net::hosts::valid_name(host) || host.parse::<std::net::IpAddr>().is_ok() {
+                problems.push((
+                    format!("{key}.hosts[{j}]"),
+                    format!("{host:?} is not a host name (IP addresses are always answered)"),
+                ));
+            }
         }
         let origins = match l.allowed_origins {
             None => Origins::SameHost,
@@ -298,9 +341,72 @@ pub fn validate_listeners(
             origins,
             static_files,
             trusted_proxies,
+            hosts,
         });
     }
     out
+}
+
+/// `client_ca`, `client_crl` and `client_cert_map` (with its domain or prefix) of a listener.
+fn client_auth(
+    key: &str,
+    l: &FileListener,
+    problems: &mut Vec<(String, String)>,
+) -> Option<ClientAuth> {
+    let Some(ca) = &l.client_ca else {
+        if l.client_crl.is_some()
+            || l.client_cert_map.is_some()
+            || l.client_cert_email_domain.is_some()
+            || l.client_cert_uri_prefix.is_some()
+        {
+            problems.push((
+                key.to_string(),
+                "client_crl and client_cert_map (with its domain or prefix) only go with client_ca"
+                    .into(),
+            ));
+        }
+        return None;
+    };
+    let domain = l.client_cert_email_domain.clone();
+    let prefix = l.client_cert_uri_prefix.clone();
+    let map = match (l.client_cert_map.as_deref(), domain, prefix) {
+        (None | Some("cn"), None, None) => CertMap::Cn,
+        (Some("email"), Some(domain), None) if !domain.is_empty() => CertMap::Email(domain),
+        (Some("uri"), None, Some(prefix)) if !prefix.is_empty() => CertMap::Uri(prefix),
+        (Some("email"), _, _) => {
+            problems.push((
+                format!("{key}.client_cert_email_domain"),
+                "client_cert_map = \"email\" needs client_cert_email_domain (e.g. \"example.org\"), and no client_cert_uri_prefix".into(),
+            ));
+            return None;
+        }
+        (Some("uri"), _, _) => {
+            problems.push((
+                format!("{key}.client_cert_uri_prefix"),
+                "client_cert_map = \"uri\" needs client_cert_uri_prefix (e.g. \"spiffe://example.org/user/\"), and no client_cert_email_domain".into(),
+            ));
+            return None;
+        }
+        (None | Some("cn"), _, _) => {
+            problems.push((
+                key.to_string(),
+                "client_cert_email_domain and client_cert_uri_prefix go with client_cert_map = \"email\" or \"uri\"".into(),
+            ));
+            return None;
+        }
+        (Some(other), _, _) => {
+            problems.push((
+                format!("{key}.client_cert_map"),
+                format!("{other:?} is not one of \"cn\", \"email\", \"uri\""),
+            ));
+            return None;
+        }
+    };
+    Some(ClientAuth {
+        ca: ca.clone(),
+        crls: l.client_crl.clone().unwrap_or_default(),
+        map,
+    })
 }
 
 /// The TLS settings of a peer link we dial.
@@ -421,5 +527,61 @@ mod proxy_tests {
         );
         let p = problems("proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/40\"]\n");
         assert_eq!(p[0].0, "listeners[0].trusted_proxies[0]");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(l: FileListener) -> (Option<ClientAuth>, Vec<(String, String)>) {
+        let mut problems = Vec::new();
+        let auth = client_auth("listeners[0]", &l, &mut problems);
+        (auth, problems)
+    }
+
+    #[test]
+    fn certificate_mappings_need_their_domain_or_prefix() {
+        let ca = || Some(PathBuf::from("ca.pem"));
+        let (auth, problems) = problems_of(FileListener {
+            client_ca: ca(),
+            ..Default::default()
+        });
+        assert_eq!(auth.unwrap().map, CertMap::Cn);
+        assert!(problems.is_empty());
+        let (auth, _) = problems_of(FileListener {
+            client_ca: ca(),
+            client_cert_map: Some("email".into()),
+            client_cert_email_domain: Some("example.org".into()),
+            client_crl: Some(vec!["a.crl".into()]),
+            ..Default::default()
+        });
+        let auth = auth.unwrap();
+        assert_eq!(auth.map, CertMap::Email("example.org".into()));
+        assert_eq!(auth.crls, [PathBuf::from("a.crl")]);
+        let (auth, problems) = problems_of(FileListener {
+            client_ca: ca(),
+            client_cert_map: Some("uri".into()),
+            ..Default::default()
+        });
+        assert!(auth.is_none());
+        assert_eq!(problems[0].0, "listeners[0].client_cert_uri_prefix");
+        let (_, problems) = problems_of(FileListener {
+            client_ca: ca(),
+            client_cert_map: Some("dn".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            problems,
+            [(
+                "listeners[0].client_cert_map".to_string(),
+                "\"dn\" is not one of \"cn\", \"email\", \"uri\"".to_string()
+            )]
+        );
+        let (_, problems) = problems_of(FileListener {
+            client_crl: Some(vec![]),
+            ..Default::default()
+        });
+        assert_eq!(problems[0].0, "listeners[0]");
     }
 }

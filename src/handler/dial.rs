@@ -3,17 +3,28 @@
 //! connection to it for every request (`correlate = "connection"`). This module knows the paths and
 //! makes the non-blocking connects; the server registers the streams in its loop and the router
 //! decides when to dial and what the first frame back answers.
+//!
+//! A request goes only to a socket of a user allowed to serve the type
+//! ([`crate::net::local::uid_allowed`]: root, this daemon's user, or `handlers.T.uid`): the
+//! socket file's owner is checked before the connect, and the credentials of the process that
+//! listens (`SO_PEERCRED`, fixed when it called `listen`) right after it, so that a socket swapped
+//! in between is caught too.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use mio::net::UnixStream;
 
+use crate::net::local::{allowed_text, peer_cred, uid_allowed};
+
 /// The sockets of every dialled handler type.
 #[derive(Debug, Default)]
 pub struct Dialer {
-    targets: BTreeMap<String, PathBuf>,
+    /// Type → (socket path, `handlers.T.uid`).
+    targets: BTreeMap<String, (PathBuf, Option<u32>)>,
 }
 
 impl Dialer {
@@ -22,9 +33,11 @@ impl Dialer {
         Dialer::default()
     }
 
-    /// Dial `path` for requests of type `kind`.
-    pub fn add(&mut self, kind: &str, path: &Path) {
-        self.targets.insert(kind.to_string(), path.to_path_buf());
+    /// Dial `path` for requests of type `kind`; `uid` is `handlers.T.uid`, another user allowed
+    /// to own the socket.
+    pub fn add(&mut self, kind: &str, path: &Path, uid: Option<u32>) {
+        self.targets
+            .insert(kind.to_string(), (path.to_path_buf(), uid));
     }
 
     /// Stop dialling for `kind` (a reload removed or changed it).
@@ -39,18 +52,44 @@ impl Dialer {
 
     /// Whether the handler of `kind` has created its socket yet (for startup readiness only).
     pub fn socket_exists(&self, kind: &str) -> bool {
-        self.targets.get(kind).is_some_and(|p| p.exists())
+        self.targets.get(kind).is_some_and(|(p, _)| p.exists())
     }
 
     /// Start a connection to the handler of `kind`. A Unix socket connect completes or fails at
     /// once; a full listen backlog (`WouldBlock`) counts as a failure. The error text says why,
     /// for the client's `handler_unavailable`.
+    ///
+    /// A socket owned by a user who may not serve the type is not dialled (`the socket is owned by
+    /// uid 65534, not uid 0 (root, this daemon's)`), nor kept if the process listening on it runs
+    /// as such a user.
     pub fn connect(&self, kind: &str) -> Result<UnixStream, String> {
-        let path = self
+        let (path, configured) = self
             .targets
             .get(kind)
             .ok_or_else(|| format!("{kind:?} is not a dialled handler type"))?;
-        UnixStream::connect(path).map_err(|e| describe(path, &e))
+        let meta = std::fs::metadata(path).map_err(|e| describe(path, &e))?;
+        let refuse = |why: String| format!("cannot connect to {}: {why}", path.display());
+        if !meta.file_type().is_socket() {
+            return Err(refuse("it is not a socket".into()));
+        }
+        if !uid_allowed(meta.uid(), *configured) {
+            return Err(refuse(format!(
+                "the socket is owned by uid {}, not {}",
+                meta.uid(),
+                allowed_text(*configured)
+            )));
+        }
+        let stream = UnixStream::connect(path).map_err(|e| describe(path, &e))?;
+        match peer_cred(stream.as_raw_fd()) {
+            Ok((_, uid)) if uid_allowed(uid, *configured) => Ok(stream),
+            Ok((_, uid)) => Err(refuse(format!(
+                "the process listening there runs as uid {uid}, not {}",
+                allowed_text(*configured)
+            ))),
+            Err(e) => Err(refuse(format!(
+                "cannot read the listener's credentials: {e}"
+            ))),
+        }
     }
 }
 
@@ -73,7 +112,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.sock");
         let mut dialer = Dialer::new();
-        dialer.add("h", &path);
+        dialer.add("h", &path, None);
         assert!(dialer.dials("h") && !dialer.dials("x"));
         assert!(!dialer.socket_exists("h"));
         let e = dialer.connect("h").unwrap_err();
@@ -89,9 +128,14 @@ mod tests {
             format!("cannot connect to {}: nothing is listening", path.display())
         );
         let listener = std::os::unix::net::UnixListener::bind(dir.path().join("ok.sock")).unwrap();
-        dialer.add("ok", &dir.path().join("ok.sock"));
+        dialer.add("ok", &dir.path().join("ok.sock"), None);
         assert!(dialer.socket_exists("ok"));
         dialer.connect("ok").unwrap();
         listener.accept().unwrap();
+        // Not a socket at all.
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        dialer.add("file", &dir.path().join("file"), None);
+        let e = dialer.connect("file").unwrap_err();
+        assert!(e.ends_with(": it is not a socket"), "{e}");
     }
 }

@@ -1,13 +1,20 @@
-//! The runtime directory: a private (0700) directory holding one Unix socket per handler type, and
-//! the example handlers built into the binary (for the embedded default configuration). A directory
-//! besterd created itself is removed when the server stops.
+//! The runtime directory: a private (0700) directory holding one Unix socket per handler type, the
+//! control socket, and the example handlers built into the binary (for the embedded default
+//! configuration). A directory besterd created itself is removed when the server stops.
+//!
+//! Nothing in it is trusted unless this process made it: a configured (or `$RUNTIME_DIRECTORY`)
+//! directory is checked through [`crate::fsutil::private_dir`] — not a symbolic link, owned by
+//! this process's user, not writable by group or others, parents that only root or we can change
+//! — and refused otherwise; the examples go into a fresh directory whose `mkdir` fails if the name
+//! exists, so nobody can plant a module (e.g. a `besterlib/` package) beside them.
 
-use std::fs::{self, DirBuilder};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use log::warn;
+
+use crate::fsutil;
 
 /// Example handlers compiled into the binary: (file name, contents).
 const EXAMPLES: &[(&str, &str)] = &[
@@ -19,33 +26,41 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("chat.py", include_str!("../../handlers/python/chat.py")),
 ];
 
+/// Prefix of the examples directory's name (`examples-<pid>-<16 hex digits>`).
+const EXAMPLES_PREFIX: &str = "examples-";
+
 /// The directory for handler sockets.
 #[derive(Debug)]
 pub struct RuntimeDir {
     path: PathBuf,
     owned: bool,
+    examples: Option<PathBuf>,
 }
 
 impl RuntimeDir {
     /// Use `configured`, else `$RUNTIME_DIRECTORY` (systemd), else create a private directory under
-    /// the system temp dir. The directory is made 0700 in every case.
+    /// the system temp dir. The directory is made 0700 in every case (through its descriptor); a
+    /// configured one that is a symbolic link, another user's, or writable by group or others is
+    /// refused with a [`fsutil::Refused`] error naming it and the reason.
     pub fn create(configured: Option<&Path>) -> io::Result<RuntimeDir> {
         let from_env = std::env::var_os("RUNTIME_DIRECTORY").map(PathBuf::from);
         if let Some(path) = configured.map(Path::to_path_buf).or(from_env) {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&path)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
-            return Ok(RuntimeDir { path, owned: false });
+            let dir = fsutil::private_dir(&path)?;
+            remove_old_examples(&dir.path);
+            return Ok(RuntimeDir {
+                path: dir.path,
+                owned: false,
+                examples: None,
+            });
         }
-        let mut suffix = [0u8; 6];
-        getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
-        let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-        let path = std::env::temp_dir().join(format!("besterd-{}-{hex}", std::process::id()));
-        // Fails if it exists: a directory someone else prepared is never trusted.
-        DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(RuntimeDir { path, owned: true })
+        // A fresh name under the temp dir; its mkdir fails if the name exists.
+        let parent = fs::canonicalize(std::env::temp_dir())?;
+        let path = fsutil::fresh_dir(&parent, &format!("besterd-{}-", std::process::id()))?;
+        Ok(RuntimeDir {
+            path,
+            owned: true,
+            examples: None,
+        })
     }
 
     /// Whether besterd created the directory (and removes it when done).
@@ -53,7 +68,7 @@ impl RuntimeDir {
         self.owned
     }
 
-    /// The directory.
+    /// The directory (its parents' symbolic links resolved).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -63,26 +78,67 @@ impl RuntimeDir {
         self.path.join(format!("{kind}.sock"))
     }
 
-    /// Write the built-in example handlers into `<dir>/examples` and return that directory.
-    pub fn write_examples(&self) -> io::Result<PathBuf> {
-        let dir = self.path.join("examples");
-        DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    /// Write the built-in example handlers into a fresh `<dir>/examples-<random>` (created here,
+    /// 0700; each file created exclusively) and return that directory. Once per process: later
+    /// calls return the same directory. It is removed when the server stops.
+    pub fn write_examples(&mut self) -> io::Result<PathBuf> {
+        if let Some(dir) = &self.examples {
+            return Ok(dir.clone());
+        }
+        let prefix = format!("{EXAMPLES_PREFIX}{}-", std::process::id());
+        let dir = fsutil::fresh_dir(&self.path, &prefix)?;
+        self.examples = Some(dir.clone());
         for (name, text) in EXAMPLES {
-            fs::write(dir.join(name), text)?;
+            let path = dir.join(name);
+            let mut file = fsutil::create_new(&path, 0o600)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            io::Write::write_all(&mut file, text.as_bytes())?;
         }
         Ok(dir)
     }
 }
 
+/// Examples directories a previous run left behind (it was killed before it could remove them):
+/// those whose process no longer exists (another server sharing the directory keeps its own).
+/// Only called on a directory that passed the private-directory check.
+fn remove_old_examples(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(EXAMPLES_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+            && let Err(e) = fs::remove_dir_all(entry.path())
+        {
+            warn!("cannot remove {}: {e}", entry.path().display());
+        }
+    }
+}
+
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
-        if self.owned
-            && let Err(e) = fs::remove_dir_all(&self.path)
+        let gone = if self.owned {
+            Some(&self.path)
+        } else {
+            self.examples.as_ref()
+        };
+        if let Some(path) = gone
+            && let Err(e) = fs::remove_dir_all(path)
         {
-            warn!(
-                "cannot remove runtime directory {}: {e}",
-                self.path.display()
-            );
+            warn!("cannot remove {}: {e}", path.display());
         }
     }
 }
@@ -90,10 +146,11 @@ impl Drop for RuntimeDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn private_dir_is_0700_and_removed() {
-        let dir = RuntimeDir::create(None).unwrap();
+        let mut dir = RuntimeDir::create(None).unwrap();
         let path = dir.path().to_path_buf();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
@@ -106,10 +163,22 @@ mod tests {
     #[test]
     fn configured_dir_is_kept() {
         let base = tempfile::tempdir().unwrap();
-        let path = base.path().join("run");
-        let dir = RuntimeDir::create(Some(&path)).unwrap();
+        let path = base.path().canonicalize().unwrap().join("run");
+        let mut dir = RuntimeDir::create(Some(&path)).unwrap();
         assert_eq!(dir.socket_for("echo"), path.join("echo.sock"));
+        let examples = dir.write_examples().unwrap();
+        assert!(examples.starts_with(&path) && examples != path.join("examples"));
+        assert_eq!(dir.write_examples().unwrap(), examples);
         drop(dir);
         assert!(path.is_dir());
+        assert!(!examples.exists(), "the examples go with the server");
+
+        // Left by a process that is gone: removed at the next start; a live one's is kept.
+        let stale = path.join(format!("{EXAMPLES_PREFIX}999999999-0123456789abcdef"));
+        let live = path.join(format!("{EXAMPLES_PREFIX}1-0123456789abcdef"));
+        fs::create_dir(&stale).unwrap();
+        fs::create_dir(&live).unwrap();
+        drop(RuntimeDir::create(Some(&path)).unwrap());
+        assert!(!stale.exists() && live.exists());
     }
 }

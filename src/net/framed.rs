@@ -162,16 +162,6 @@ impl Framed {
         &self.transport
     }
 
-    /// The common name of the certificate the peer presented and TLS verified (listeners with
-    /// `client_ca`), once the handshake is done.
-    pub fn peer_certificate_name(&self) -> Option<String> {
-        let super::Link::Tls(tls) = &self.transport.link else {
-            return None;
-        };
-        let cert = tls.peer_certificates()?.first()?;
-        super::tls::subject_common_name(cert)
-    }
-
     /// Change the frame limit (raised after identify).
     pub fn set_max_frame(&mut self, max: usize) {
         self.decoder.set_max(max);

@@ -1,9 +1,13 @@
 //! The small request/answer connections the loop serves beside the broker's own (the HTTP
 //! monitor, the control socket): a bounded read of a request, the write of its answer, and the
-//! credentials of the process at the other end of a Unix socket.
+//! credentials of the process at the other end of a Unix socket. Also the one way the broker binds
+//! a Unix listening socket ([`bind_private`]: 0600 from the start, whatever the umask) and the
+//! rule for which local users may be at the other end ([`uid_allowed`]).
 
 use std::io::{self, Read, Write};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// Read what the stream has into `input`, stopping once it holds more than `max` bytes (the
 /// caller refuses the request then). `Ok(true)` at end of stream.
@@ -70,6 +74,79 @@ pub fn peer_cred(fd: RawFd) -> io::Result<(u32, u32)> {
     }
 }
 
+/// Whether a process running as `uid` may be the other end of a handler socket: root, this
+/// process's own user, or the `uid` configured for the handler type (`handlers.T.uid`).
+pub fn uid_allowed(uid: u32, configured: Option<u32>) -> bool {
+    uid == 0 || uid == crate::fsutil::euid() || configured == Some(uid)
+}
+
+/// The users [`uid_allowed`] lets in, for error messages: `uid 0 (root) or 1000 (this daemon's)`.
+pub fn allowed_text(configured: Option<u32>) -> String {
+    let me = crate::fsutil::euid();
+    let mut text = if me == 0 {
+        "uid 0 (root, this daemon's)".to_string()
+    } else {
+        format!("uid 0 (root) or {me} (this daemon's)")
+    };
+    if let Some(uid) = configured.filter(|u| *u != 0 && *u != me) {
+        text.push_str(&format!(" or {uid} (the configured uid)"));
+    }
+    text
+}
+
+/// Bind a non-blocking Unix listening socket at `path` that only its owner (and root) can connect
+/// to: the socket's mode is set to 0600 with `fchmod` before `bind` (Linux gives the new socket
+/// file that mode less the umask), so it is never open to others, not even for a moment.
+pub fn bind_private(path: &Path) -> io::Result<mio::net::UnixListener> {
+    // SAFETY: socket(2) with constant arguments; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket we just opened and own from here on.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain syscalls on our own descriptor; `addr` is a zeroed `sockaddr_un` whose path
+    // is filled below within its bounds, and the length passed is its size.
+    unsafe {
+        if libc::fchmod(socket.as_raw_fd(), 0o600) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the path does not fit a Unix socket address",
+            ));
+        }
+        for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+            *dst = *src as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::bind(
+            socket.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::listen(socket.as_raw_fd(), 1024) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(mio::net::UnixListener::from_std(
+        std::os::unix::net::UnixListener::from(socket),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +181,30 @@ mod tests {
         assert_eq!(pid, std::process::id());
         // SAFETY: geteuid has no preconditions.
         assert_eq!(uid, unsafe { libc::geteuid() });
+    }
+
+    #[test]
+    fn private_sockets_are_0600_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sock");
+        let listener = bind_private(&path).unwrap();
+        let mode = std::fs::symlink_metadata(&path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        drop(listener);
+        let e = bind_private(&path).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn only_root_us_and_the_configured_uid_are_allowed() {
+        let me = crate::fsutil::euid();
+        assert!(uid_allowed(0, None) && uid_allowed(me, None));
+        assert!(!uid_allowed(65534, None) || me == 65534);
+        assert!(uid_allowed(65534, Some(65534)));
     }
 }

@@ -7,21 +7,32 @@
 //! Also here: building server configurations from PEM files (reloadable: a new configuration
 //! applies to connections accepted afterwards), client configurations that trust a CA file or pin
 //! a certificate's SHA-256 fingerprint, and the fingerprint function itself.
+//!
+//! Client certificates (`client_ca`): rustls/webpki verify the chain, validity dates, CRLs
+//! (`client_crl`) and, when the certificate has an extended key usage, that it includes
+//! clientAuth. On top of that a certificate must carry the clientAuth EKU (webpki accepts one
+//! without any EKU), and must be issued directly by a certificate of `client_ca`: the
+//! intermediates a client sends are ignored, so an intermediate CA is trusted only when it is
+//! itself listed in `client_ca`. Which part of a certificate names its user ([`CertMap`]) is read
+//! here with x509-parser; whether that user exists is the server's business.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
-    ClientConfig, ClientConnection, Connection, DigitallySignedStruct, RootCertStore, ServerConfig,
-    ServerConnection, SignatureScheme,
+    ClientConfig, ClientConnection, Connection, DigitallySignedStruct, DistinguishedName,
+    RootCertStore, ServerConfig, ServerConnection, SignatureScheme,
 };
 use sha2::{Digest, Sha256};
 
@@ -41,17 +52,20 @@ pub struct TlsStream {
     conn: Connection,
     /// The socket reached end of stream.
     eof: bool,
+    /// The server side: the listener's settings it was accepted with.
+    server: Option<Arc<ServerTls>>,
 }
 
 impl TlsStream {
     /// The server side of a freshly accepted connection.
-    pub fn server(sock: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsStream> {
-        let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
+    pub fn server(sock: TcpStream, tls: Arc<ServerTls>) -> io::Result<TlsStream> {
+        let mut conn = ServerConnection::new(Arc::clone(&tls.config)).map_err(io::Error::other)?;
         conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
         Ok(TlsStream {
             sock,
             conn: conn.into(),
             eof: false,
+            server: Some(tls),
         })
     }
 
@@ -67,7 +81,18 @@ impl TlsStream {
             sock,
             conn: conn.into(),
             eof: false,
+            server: None,
         })
+    }
+
+    /// On a listener with `client_ca`: how the peer's certificate names its user.
+    pub fn cert_map(&self) -> Option<&CertMap> {
+        self.server.as_ref()?.map.as_ref()
+    }
+
+    /// The server side: the listener settings the connection was accepted with.
+    pub fn server_tls(&self) -> Option<&ServerTls> {
+        self.server.as_deref()
     }
 
     /// The TCP stream underneath.
@@ -208,25 +233,108 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// A server configuration from PEM files; with `client_ca`, clients must present a certificate
-/// issued by that CA. Read again on reload.
+/// Which part of a verified client certificate names its user (`client_cert_map`). User names
+/// are matched exactly as the certificate spells them (no case folding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertMap {
+    /// `"cn"`: the subject's common name; a subject with more than one CN names no one.
+    Cn,
+    /// `"email"`: the one email (rfc822Name) subject alternative name, whose domain must be this
+    /// one (compared ignoring ASCII case, as domains are); its local part is the user.
+    Email(String),
+    /// `"uri"`: the one URI subject alternative name, which must start with this prefix (byte
+    /// for byte); the rest is the user.
+    Uri(String),
+}
+
+/// The client-certificate settings of a listener (`client_ca`, `client_crl`, `client_cert_map`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// PEM CA certificates: clients must present a certificate one of them issued directly.
+    pub ca: PathBuf,
+    /// PEM certificate revocation lists.
+    pub crls: Vec<PathBuf>,
+    /// How a certificate names its user.
+    pub map: CertMap,
+}
+
+/// What a TLS listener accepts connections with.
+#[derive(Debug)]
+pub struct ServerTls {
+    /// The rustls configuration.
+    pub config: Arc<ServerConfig>,
+    /// With `client_ca`: how a client certificate names its user.
+    pub map: Option<CertMap>,
+    /// Which listener (its index) this is for, so a connection finds its listener's current
+    /// settings after a reload.
+    pub listener: usize,
+    /// With `client_ca`: the client certificate verifier in `config`.
+    clients: Option<Arc<ClientCerts>>,
+}
+
+impl ServerTls {
+    /// With `client_ca`: whether a connection presenting `cert` would be accepted now (after a
+    /// reload: the CA file, the CRLs, the validity dates as they are now). `Ok` without `client_ca`.
+    pub fn accepts_client_cert(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        match &self.clients {
+            Some(verifier) => verifier
+                .verify_client_cert(cert, &[], UnixTime::now())
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Every CRL in the PEM files (each file at least one).
+pub fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let mut crls = Vec::new();
+    for path in paths {
+        let before = crls.len();
+        for crl in CertificateRevocationListDer::pem_file_iter(path)
+            .map_err(|e| file_error(path, "revocation lists", e))?
+        {
+            crls.push(crl.map_err(|e| file_error(path, "revocation lists", e))?);
+        }
+        if crls.len() == before {
+            return Err(format!(
+                "{}: no certificate revocation list (X509 CRL) in the file",
+                path.display()
+            ));
+        }
+    }
+    Ok(crls)
+}
+
+/// A server configuration from PEM files; with `client`, clients must present a certificate
+/// issued directly by its CA, with the clientAuth EKU, and not revoked by its CRLs. Read again on
+/// reload.
 pub fn server_config(
     cert: &Path,
     key: &Path,
-    client_ca: Option<&Path>,
-) -> Result<Arc<ServerConfig>, String> {
+    client: Option<&ClientAuth>,
+    listener: usize,
+) -> Result<Arc<ServerTls>, String> {
     let certs = load_certs(cert)?;
     let key_path = key;
     let key = load_key(key)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match client_ca {
-        Some(ca) => {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
-                    .build()
-                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+    let mut clients = None;
+    let builder = match client {
+        Some(client) => {
+            let ca = &client.ca;
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider());
+            if !client.crls.is_empty() {
+                // A certificate whose issuer has no CRL among them is refused (fail closed).
+                verifier = verifier.with_crls(load_crls(&client.crls)?);
+            }
+            let inner = verifier
+                .build()
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            let verifier = Arc::new(ClientCerts { inner });
+            clients = Some(Arc::clone(&verifier));
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -234,7 +342,141 @@ pub fn server_config(
     let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("{} and {}: {e}", cert.display(), key_path.display()))?;
-    Ok(Arc::new(config))
+    Ok(Arc::new(ServerTls {
+        config: Arc::new(config),
+        map: client.map(|c| c.map.clone()),
+        listener,
+        clients,
+    }))
+}
+
+/// webpki's client verifier, stricter: the certificate must carry the clientAuth EKU, and must be
+/// issued directly by a trusted CA (the client's intermediates are not used to build a path).
+#[derive(Debug)]
+struct ClientCerts {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for ClientCerts {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Chain, dates and CRLs first, so that a certificate from elsewhere is `UnknownIssuer`.
+        let verified = self.inner.verify_client_cert(end_entity, &[], now)?;
+        if !has_client_auth_eku(end_entity) {
+            log::info!("tls: refusing a client certificate without the clientAuth EKU");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::InvalidPurpose,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Whether a DER certificate has an extended key usage extension that lists clientAuth.
+fn has_client_auth_eku(cert: &[u8]) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert) else {
+        return false;
+    };
+    matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth)
+}
+
+/// The user a (verified) DER client certificate names under `map`, or why it names no one
+/// (for the log; the client is only told its login failed). The name is not checked here.
+pub fn certificate_user(cert: &[u8], map: &CertMap) -> Result<String, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    let sans = |want: &str| -> Result<Vec<String>, String> {
+        let names = match cert.subject_alternative_name() {
+            Ok(Some(ext)) => &ext.value.general_names,
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) => return Err(format!("bad subject alternative names: {e}")),
+        };
+        Ok(names
+            .iter()
+            .filter_map(|n| match (n, want) {
+                (GeneralName::RFC822Name(v), "email") | (GeneralName::URI(v), "uri") => {
+                    Some(v.to_string())
+                }
+                _ => None,
+            })
+            .collect())
+    };
+    let one = |mut found: Vec<String>, what: &str| match found.len() {
+        1 => Ok(found.pop().unwrap_or_default()),
+        0 => Err(format!("the certificate has no {what}")),
+        n => Err(format!("the certificate has {n} {what}s; one is needed")),
+    };
+    match map {
+        CertMap::Cn => {
+            let cns = cert
+                .subject()
+                .iter_common_name()
+                .map(|cn| {
+                    cn.as_str()
+                        .map(str::to_string)
+                        .map_err(|_| "the subject's CN is not a text string".to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            one(cns, "subject CN")
+        }
+        CertMap::Email(domain) => {
+            let email = one(sans("email")?, "email SAN")?;
+            match email.rsplit_once('@') {
+                Some((local, at)) if at.eq_ignore_ascii_case(domain) => Ok(local.to_string()),
+                _ => Err(format!(
+                    "the email SAN {email:?} is not in domain {domain:?}"
+                )),
+            }
+        }
+        CertMap::Uri(prefix) => {
+            let uri = one(sans("uri")?, "URI SAN")?;
+            match uri.strip_prefix(prefix.as_str()) {
+                Some(user) => Ok(user.to_string()),
+                None => Err(format!(
+                    "the URI SAN {uri:?} does not start with {prefix:?}"
+                )),
+            }
+        }
+    }
 }
 
 /// How a client decides to trust the server it dialled.
@@ -374,69 +616,6 @@ impl ServerCertVerifier for PinnedCert {
     }
 }
 
-/// The subject's common name (CN) of a DER certificate, if it has one (UTF8String,
-/// PrintableString or IA5String). Only called on certificates rustls has already verified.
-pub fn subject_common_name(cert: &[u8]) -> Option<String> {
-    /// One DER element at the start of `buf`: (tag, contents, rest).
-    fn element(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = buf.split_first()?;
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |a, b| (a << 8) | usize::from(*b));
-            rest = &rest[n..];
-            len
-        };
-        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-    }
-    const SEQUENCE: u8 = 0x30;
-    const SET: u8 = 0x31;
-    const CN: &[u8] = &[0x55, 0x04, 0x03];
-    let (SEQUENCE, cert, _) = element(cert)? else {
-        return None;
-    };
-    let (SEQUENCE, mut tbs, _) = element(cert)? else {
-        return None;
-    };
-    // [0] version (optional), serial, signature algorithm, issuer, validity, subject.
-    if tbs.first() == Some(&0xa0) {
-        tbs = element(tbs)?.2;
-    }
-    for _ in 0..4 {
-        tbs = element(tbs)?.2;
-    }
-    let (SEQUENCE, mut subject, _) = element(tbs)? else {
-        return None;
-    };
-    while !subject.is_empty() {
-        let (tag, set, rest) = element(subject)?;
-        subject = rest;
-        if tag != SET {
-            return None;
-        }
-        let (SEQUENCE, pair, _) = element(set)? else {
-            return None;
-        };
-        let (0x06, oid, value) = element(pair)? else {
-            return None;
-        };
-        if oid == CN {
-            let (tag, text, _) = element(value)?;
-            return matches!(tag, 0x0c | 0x13 | 0x16)
-                .then(|| std::str::from_utf8(text).ok().map(str::to_string))
-                .flatten();
-        }
-    }
-    None
-}
-
 /// The name to check a server's certificate against: an IP address or a DNS name.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -465,28 +644,69 @@ mod tests {
         );
     }
 
-    #[test]
-    fn common_name_of_a_certificate() {
+    fn cert_with(dn: &[(rcgen::DnType, &str)], sans: Vec<rcgen::SanType>) -> Vec<u8> {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["x.example".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "besterd");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "alice");
-        let cert = params.self_signed(&key).unwrap();
-        assert_eq!(subject_common_name(cert.der()).as_deref(), Some("alice"));
-        let no_cn = rcgen::CertificateParams::new(vec!["x.example".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        // rcgen's default subject has a CN too; a cut-off certificate yields none, no panic.
-        let mut der = no_cn.der().to_vec();
-        assert!(subject_common_name(&der).is_some());
-        der.truncate(20);
-        assert_eq!(subject_common_name(&der), None);
-        assert_eq!(subject_common_name(b""), None);
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (ty, value) in dn {
+            params.distinguished_name.push(ty.clone(), *value);
+        }
+        params.subject_alt_names = sans;
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn certificate_users_by_cn_email_and_uri() {
+        use rcgen::{DnType, SanType};
+        let cn = CertMap::Cn;
+        let alice = cert_with(
+            &[
+                (DnType::OrganizationName, "o"),
+                (DnType::CommonName, "Alice"),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            certificate_user(&alice, &cn).unwrap(),
+            "Alice",
+            "no folding"
+        );
+        // A second CN (same OID, its own RDN) makes the subject ambiguous.
+        let two = cert_with(
+            &[
+                (DnType::CommonName, "alice"),
+                (DnType::CustomDnType(vec![2, 5, 4, 3]), "root"),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            certificate_user(&two, &cn).unwrap_err(),
+            "the certificate has 2 subject CNs; one is needed"
+        );
+        let none = cert_with(&[(DnType::OrganizationName, "o")], vec![]);
+        assert_eq!(
+            certificate_user(&none, &cn).unwrap_err(),
+            "the certificate has no subject CN"
+        );
+        let email = CertMap::Email("example.org".into());
+        let mail = |a: &str| SanType::Rfc822Name(a.try_into().unwrap());
+        let c = cert_with(&[(DnType::CommonName, "x")], vec![mail("bob@Example.ORG")]);
+        assert_eq!(certificate_user(&c, &email).unwrap(), "bob");
+        let c = cert_with(&[], vec![mail("bob@example.net")]);
+        assert!(certificate_user(&c, &email).is_err());
+        let c = cert_with(&[], vec![mail("bob@example.org"), mail("eve@example.org")]);
+        assert_eq!(
+            certificate_user(&c, &email).unwrap_err(),
+            "the certificate has 2 email SANs; one is needed"
+        );
+        let uri = CertMap::Uri("spiffe://example.org/user/".into());
+        let u = |a: &str| SanType::URI(a.try_into().unwrap());
+        let c = cert_with(&[], vec![u("spiffe://example.org/user/carol")]);
+        assert_eq!(certificate_user(&c, &uri).unwrap(), "carol");
+        let c = cert_with(&[], vec![u("spiffe://example.org/admin/carol")]);
+        assert!(certificate_user(&c, &uri).is_err());
+        assert!(certificate_user(b"", &cn).is_err());
+        assert!(certificate_user(&alice[..20], &cn).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 
 use super::framed::ReadResult;
+use super::hosts::Hosts;
 use crate::protocol::{FrameError, encode_frame};
 
 /// Longest HTTP request head accepted.
@@ -45,8 +46,10 @@ pub enum Origins {
 }
 
 impl Origins {
-    /// Whether a request with this `Origin` (if any) and `Host` may upgrade.
-    pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+    /// Whether a request with this `Origin` (if any) and `Host` may upgrade. Same host means the
+    /// origin's `host:port` is the `Host` **and** the `Host` is one the listener answers to
+    /// (`hosts`): a rebound name agrees with itself, so agreement alone proves nothing.
+    pub fn allows(&self, origin: Option<&str>, host: Option<&str>, hosts: &Hosts) -> bool {
         let Some(origin) = origin else {
             return true;
         };
@@ -57,7 +60,8 @@ impl Origins {
                 let origin_host = origin
                     .strip_prefix("http://")
                     .or_else(|| origin.strip_prefix("https://"));
-                matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+                matches!((origin_host, host),
+                    (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) && hosts.allows(h))
             }
         }
     }
@@ -79,6 +83,13 @@ pub struct WsOptions {
     pub origins: Origins,
     /// Files by URL path (`/index.html`); `/` serves `/index.html`.
     pub files: HashMap<String, StaticFile>,
+    /// The `Host` names the listener answers to.
+    pub hosts: Hosts,
+    /// Refuse every request whose `Host` is not in `hosts` (loopback listeners, and listeners
+    /// with `hosts` configured); otherwise only the same-host origin rule consults `hosts`.
+    pub check_host: bool,
+    /// Headers sent with every static file (the built-in page's `Content-Security-Policy`).
+    pub file_headers: &'static str,
 }
 
 /// The content type for a file name.
@@ -99,18 +110,43 @@ pub fn content_type(name: &str) -> &'static str {
 /// Load the regular files directly in `dir` (not recursively), each at most
 /// [`MAX_STATIC_FILE`] bytes, at most [`MAX_STATIC_FILES`] of them. Read once, when the
 /// configuration is loaded, so the event loop never reads a file.
+///
+/// A symbolic link in `dir` is an error naming it (it could publish a file from elsewhere, such
+/// as the user store): nothing is served through a link, and each file is opened with
+/// `O_NOFOLLOW` so that one swapped in after the listing is refused too. Dot files and
+/// subdirectories are skipped.
 pub fn load_static_dir(dir: &Path) -> Result<HashMap<String, StaticFile>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files = HashMap::new();
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = entry.path();
-        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if !meta.is_file() {
-            continue;
-        }
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
+            continue;
+        }
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if kind.is_symlink() {
+            return Err(format!(
+                "{}: is a symbolic link (static_dir serves only regular files in the directory \
+                 itself)",
+                path.display()
+            ));
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        let mut file = match crate::fsutil::open_read_nofollow(&path) {
+            Ok(Some(file)) => file,
+            Ok(None) => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
             continue;
         }
         if meta.len() > MAX_STATIC_FILE as u64 {
@@ -125,7 +161,12 @@ pub fn load_static_dir(dir: &Path) -> Result<HashMap<String, StaticFile>, String
                 dir.display()
             ));
         }
-        let body = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut file, MAX_STATIC_FILE as u64 + 1),
+            &mut body,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
         files.insert(
             format!("/{name}"),
             StaticFile {
@@ -170,6 +211,8 @@ pub struct WsServer {
     last_error: Option<String>,
     /// A close frame was queued.
     close_sent: bool,
+    /// The upgrade came from a non-browser client (no `Origin`) or a page of this same host.
+    same_origin: bool,
 }
 
 impl std::fmt::Debug for WsServer {
@@ -235,7 +278,14 @@ impl WsServer {
             pending_error: None,
             last_error: None,
             close_sent: false,
+            same_origin: false,
         }
+    }
+
+    /// Whether the upgrade sent no `Origin` or one of this listener's own host (a page from
+    /// elsewhere, even one `allowed_origins` lets in, is cross-origin). False before the upgrade.
+    pub fn same_origin(&self) -> bool {
+        self.same_origin
     }
 
     /// Change the message limit (raised after identify).
@@ -446,6 +496,14 @@ impl WsServer {
         };
         let method = request.method.unwrap_or("");
         let path = request.path.unwrap_or("/");
+        let host = header("host");
+        if self.options.check_host
+            && let Some(host) = host
+            && !self.options.hosts.allows(host)
+        {
+            let text = format!("host {host} is not served here\n");
+            return Ok(self.answer(out, 403, &text, None));
+        }
         let upgrade = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
         if !upgrade {
             if method != "GET" && method != "HEAD" {
@@ -476,14 +534,23 @@ impl WsServer {
         let Some(key) = key else {
             return Ok(self.answer(out, 400, "missing Sec-WebSocket-Key\n", None));
         };
+        if !valid_key(key) {
+            return Ok(self.answer(
+                out,
+                400,
+                "Sec-WebSocket-Key must be 16 bytes in base64\n",
+                None,
+            ));
+        }
         if !self
             .options
             .origins
-            .allows(header("origin"), header("host"))
+            .allows(header("origin"), host, &self.options.hosts)
         {
             let text = format!("origin {} is not allowed\n", header("origin").unwrap_or(""));
             return Ok(self.answer(out, 403, &text, None));
         }
+        self.same_origin = Origins::SameHost.allows(header("origin"), host, &self.options.hosts);
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         out.extend_from_slice(
             format!(
@@ -534,9 +601,10 @@ impl WsServer {
     fn file(&mut self, out: &mut Vec<u8>, file: &StaticFile, head_only: bool) -> ReadResult {
         out.extend_from_slice(
             format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n{}Connection: close\r\n\r\n",
                 file.content_type,
-                file.body.len()
+                file.body.len(),
+                self.options.file_headers,
             )
             .as_bytes(),
         );
@@ -546,6 +614,18 @@ impl WsServer {
         self.phase = Phase::Done;
         ReadResult::Eof
     }
+}
+
+/// Whether a `Sec-WebSocket-Key` is what RFC 6455 §4.1 requires: 16 bytes in base64, which is 22
+/// characters of the base64 alphabet and `==`, the last of the 22 carrying no stray bits.
+fn valid_key(key: &str) -> bool {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = key.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22].iter().all(|c| ALPHABET.contains(c))
+        // 16 bytes are 128 bits: the 22nd character holds 2 of them and 4 bits of padding.
+        && ALPHABET.iter().position(|c| *c == b[21]).is_some_and(|v| v & 0x0f == 0)
 }
 
 /// `data.code` of an error frame.
@@ -560,14 +640,40 @@ mod tests {
 
     #[test]
     fn origins() {
+        let none = Hosts::default();
         let same = Origins::SameHost;
-        assert!(same.allows(None, Some("127.0.0.1:2223")));
-        assert!(same.allows(Some("http://127.0.0.1:2223"), Some("127.0.0.1:2223")));
-        assert!(!same.allows(Some("http://evil.example"), Some("127.0.0.1:2223")));
+        assert!(same.allows(None, Some("127.0.0.1:2223"), &none));
+        assert!(same.allows(Some("http://127.0.0.1:2223"), Some("127.0.0.1:2223"), &none));
+        assert!(!same.allows(Some("http://evil.example"), Some("127.0.0.1:2223"), &none));
+        // DNS rebinding: the rebound name agrees with itself, and is still refused.
+        let rebound = Some("evil.example:2223");
+        assert!(!same.allows(Some("http://evil.example:2223"), rebound, &none));
+        let named = Hosts::new(&["chat.example.org".into()]);
+        let chat = Some("chat.example.org");
+        assert!(same.allows(Some("https://chat.example.org"), chat, &named));
+        assert!(!same.allows(Some("http://evil.example:2223"), rebound, &named));
         let list = Origins::List(vec!["https://chat.example.org".into()]);
-        assert!(list.allows(Some("https://chat.example.org"), Some("x")));
-        assert!(!list.allows(Some("https://other.example.org"), Some("x")));
-        assert!(Origins::Any.allows(Some("http://anything"), None));
+        assert!(list.allows(Some("https://chat.example.org"), Some("x"), &none));
+        assert!(!list.allows(Some("https://other.example.org"), Some("x"), &none));
+        assert!(Origins::Any.allows(Some("http://anything"), None, &none));
+    }
+
+    #[test]
+    fn websocket_keys_must_be_16_bytes_of_base64() {
+        assert!(valid_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(valid_key("AAAAAAAAAAAAAAAAAAAAAA=="));
+        for bad in [
+            "",
+            "x",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25jZQ===",
+            "dGhlIHNhbXBsZSBub25j*Q==",
+            "dGhlIHNhbXBsZSBub25jZQ==dGhlIHNhbXBsZSBub25jZQ==",
+        ] {
+            assert!(!valid_key(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -588,6 +694,9 @@ mod tests {
             Arc::new(WsOptions {
                 origins: Origins::Any,
                 files: HashMap::new(),
+                hosts: Hosts::default(),
+                check_host: false,
+                file_headers: "",
             }),
             1 << 20,
         );

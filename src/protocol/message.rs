@@ -292,7 +292,7 @@ struct RawInboundHeader {
 
 /// Check a frame body is UTF-8, well-formed JSON with no duplicate keys and bounded nesting, and
 /// parse it as `T`, mapping failures to stable codes. Texts name protocol fields
-/// (`header.scope: invalid type: integer `5`, expected a string`), never Rust types or positions.
+/// (`header.scope: invalid type: integer, expected a string`), never Rust types or positions.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
     let text = std::str::from_utf8(body).map_err(|e| {
         ErrorBody::new(
@@ -405,12 +405,15 @@ pub fn handler_request_token(body: &[u8]) -> Option<String> {
 }
 
 /// serde_json appends " at line L column C"; data errors read better without it.
+/// serde's text of `e` without its position and without the values it quotes (a password sent in
+/// the wrong shape must not reach the log or the reply: see [`super::redact`]).
 fn strip_position(e: &serde_json::Error) -> String {
     let text = e.to_string();
-    match text.rfind(" at line ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
+    let text = match text.rfind(" at line ") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    super::redact::without_values(text)
 }
 
 /// Whether a payload type name is 1 to 64 bytes of `[A-Za-z0-9._-]`.
@@ -996,7 +999,7 @@ mod tests {
         );
         assert_eq!(
             payload.as_ref().data_as::<PasswdData>().unwrap_err().error,
-            "bad data for \"bester.passwd\": invalid type: integer `5`, expected an object"
+            "bad data for \"bester.passwd\": invalid type: integer, expected an object"
         );
     }
 

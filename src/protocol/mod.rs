@@ -10,6 +10,7 @@ pub mod message;
 pub mod peer;
 pub mod pool;
 pub mod proxy;
+pub mod redact;
 pub mod scan;
 pub mod validate;
 pub mod write;

@@ -99,6 +99,20 @@ pub enum PeerFrame {
     Ack(PeerAck),
 }
 
+impl PeerFrame {
+    /// What kind of frame this is, for log lines: never its nonce, proof or data.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerFrame::Challenge { .. } => "challenge",
+            PeerFrame::Proof(_) => "proof",
+            PeerFrame::Accepted { .. } => "accepted",
+            PeerFrame::Error(_) => "error",
+            PeerFrame::Message(_) => "message",
+            PeerFrame::Ack(_) => "ack",
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPeerFrame {

@@ -12,7 +12,6 @@
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -77,10 +76,10 @@ impl Admin {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         }
-        let mut listener = UnixListener::bind(&path).map_err(|e| {
+        // 0600 from the start (set on the socket before bind, not by path afterwards).
+        let mut listener = crate::net::local::bind_private(&path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
         })?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         registry.register(&mut listener, ADMIN_LISTENER, Interest::READABLE)?;
         info!(
             "control socket {} (root or this user only; `besterd ctl`)",

@@ -60,6 +60,19 @@ impl AuthTag {
             purpose: Purpose::Internal,
         }
     }
+
+    /// A login by client certificate as `user` (no password: a digest of a random one, so
+    /// per-message credentials never match the session).
+    pub(super) fn certificate(conn: ConnId, ip: Option<std::net::IpAddr>, user: &str) -> AuthTag {
+        AuthTag {
+            conn,
+            ip,
+            purpose: Purpose::Identify {
+                digest: password_digest(user, &unguessable()),
+                certificate: true,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +80,8 @@ enum Purpose {
     Internal,
     Identify {
         digest: PasswordDigest,
+        /// By client certificate (no password was checked).
+        certificate: bool,
     },
     /// An original-spec first frame: log in with its `header.authentication`, then handle it.
     Compat {
@@ -328,37 +343,16 @@ impl Server {
             return refuse(self, ErrorBody::new(ErrorCode::BadIdentifyType, text));
         }
         let Some(Credentials { username, password }) = identify.authentication else {
-            // On a listener with client_ca, the verified certificate's common name is the user.
-            if let Some(user) = self.conn(id).and_then(|c| c.io.peer_certificate_name()) {
-                if crate::auth::user_store::validate_username(&user).is_ok() {
-                    info!("conn={id} identified by its client certificate as {user:?}");
-                    let ip = self.conn(id).and_then(|c| c.ip);
-                    let result = AuthResult {
-                        tag: AuthTag {
-                            conn: id,
-                            ip,
-                            // No password: a digest of a random one, so per-message
-                            // credentials never match this session.
-                            purpose: Purpose::Identify {
-                                digest: password_digest(&user, &unguessable()),
-                            },
-                        },
-                        username: user,
-                        outcome: AuthOutcome::Ok,
-                        // No password hash stands behind this session.
-                        stamp: None,
-                    };
-                    return self.auth_result(result, Instant::now());
-                }
-                warn!("conn={id} client certificate name {user:?} is not a valid user name");
+            // On a listener with client_ca: the verified certificate's user (server/cert_login.rs).
+            if let Err(error) = self.certificate_login(id) {
+                refuse(self, error);
             }
-            let error = ErrorBody::new(
-                ErrorCode::InvalidMessage,
-                "identify as a client needs authentication",
-            );
-            return refuse(self, error);
+            return;
         };
-        let purpose = |digest| Purpose::Identify { digest };
+        let purpose = |digest| Purpose::Identify {
+            digest,
+            certificate: false,
+        };
         if let Err(error) = self.start_login(id, username, password, purpose) {
             refuse(self, error);
         }
@@ -527,7 +521,15 @@ impl Server {
         let id = tag.conn;
         let server = self.config.name.clone();
         let max_frame = self.config.max_frame;
-        if outcome == AuthOutcome::BadCredentials {
+        let by_certificate = matches!(
+            tag.purpose,
+            Purpose::Identify {
+                certificate: true,
+                ..
+            }
+        );
+        // A certificate names its user: nothing was guessed, no login bucket is debited.
+        if outcome == AuthOutcome::BadCredentials && !by_certificate {
             self.logins.failed(tag.ip, &username, now);
         }
         count_login(&mut self.stats.logins, &tag.purpose, &outcome);
@@ -564,8 +566,13 @@ impl Server {
                 let error = too_many_for(&username, self.config.max_connections_per_user);
                 self.reply_error(id, reply_id.as_deref(), &error);
             }
-            (Purpose::Identify { digest }, AuthOutcome::Ok) => {
-                info!("conn={id} user={username} logged in from {peer}");
+            (Purpose::Identify { digest, .. }, AuthOutcome::Ok) => {
+                let how = if by_certificate {
+                    " by client certificate"
+                } else {
+                    ""
+                };
+                info!("conn={id} user={username} logged in from {peer}{how}");
                 conn.io.set_max_frame(max_frame);
                 self.logged_in(id, &username, digest, stamp, now);
                 self.send(id, client_ok(None, None, &identity));
@@ -766,7 +773,8 @@ fn too_many_for(user: &str, max: usize) -> ErrorBody {
     )
 }
 
-fn login_error(outcome: &AuthOutcome) -> ErrorBody {
+/// What a failed login is told (an unknown user and a wrong password alike).
+pub(super) fn login_error(outcome: &AuthOutcome) -> ErrorBody {
     match outcome {
         AuthOutcome::StoreError(e) => {
             warn!("user store error during login: {e}");

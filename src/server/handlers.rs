@@ -7,6 +7,7 @@ use std::time::Instant;
 use log::{debug, info, warn};
 
 use crate::net::Stream;
+use crate::net::local::{allowed_text, peer_cred, uid_allowed};
 use crate::protocol::message::{
     handler_error_report, handler_request_token, parse_handler_message,
 };
@@ -37,7 +38,19 @@ impl Server {
                     return self.retry_accept_later(mio::Token(key), now);
                 }
             };
-            let pid = super::reload::peer_pid(super::reload::fd_of(&stream));
+            let (pid, uid) = match peer_cred(super::reload::fd_of(&stream)) {
+                Ok((pid, uid)) => (Some(pid).filter(|p| *p > 0), uid),
+                Err(e) => {
+                    warn!("handler={kind} refused a connection: cannot read its credentials: {e}");
+                    continue;
+                }
+            };
+            let configured = self.config.handlers.get(&kind).and_then(|h| h.uid);
+            if !uid_allowed(uid, configured) {
+                // Dropping the stream closes it before it is ever read.
+                self.refuse_handler(index, uid, pid, configured);
+                continue;
+            }
             let role = Role::Handler {
                 kind: kind.clone(),
                 complained: false,
@@ -58,6 +71,32 @@ impl Server {
                 self.router.handler_connected(id, &kind);
                 self.handler_joined(id, &kind, pid, now);
             }
+        }
+    }
+
+    /// Count and log a handler connection refused because of its user id: the first one, then
+    /// each time the count reaches a power of two (a local user cannot flood the log).
+    fn refuse_handler(
+        &mut self,
+        index: usize,
+        uid: u32,
+        pid: Option<u32>,
+        configured: Option<u32>,
+    ) {
+        let Some(h) = self.handler_listeners.get_mut(index) else {
+            return;
+        };
+        h.refused += 1;
+        if h.refused.is_power_of_two() {
+            warn!(
+                "handler={} refused a connection from uid {uid} (pid {}): only {} may connect \
+                 (handlers.{}.uid allows another user); {} refused so far",
+                h.kind,
+                pid.map_or("?".into(), |p| p.to_string()),
+                allowed_text(configured),
+                h.kind,
+                h.refused
+            );
         }
     }
 

@@ -272,10 +272,11 @@ impl Server {
             .notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
         self.life.last_status = line;
         if let Some(path) = &self.config.ready_file {
-            let tmp = path.with_extension("tmp");
             // The main address first, then `name kind address` for each [[listeners]] entry.
             let text = format!("{}\n{}", self.local_addr(), self.listeners.ready_lines());
-            let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+            // Through a fresh temp file with an unguessable name (never one someone planted or
+            // linked elsewhere), renamed over the ready file.
+            let written = crate::fsutil::replace_file(path, text.as_bytes(), 0o644);
             if let Err(e) = written {
                 error!("cannot write ready file {}: {e}", path.display());
             }

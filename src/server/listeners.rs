@@ -15,12 +15,12 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
-use rustls::ServerConfig;
 use slab::Slab;
 
 use crate::config::{Config, HandlerSource, ListenerConfig, ListenerKind, StaticFiles};
 use crate::net::accept::{self, Accepted};
-use crate::net::tls::{self, TlsStream};
+use crate::net::hosts::Hosts;
+use crate::net::tls::{self, ServerTls, TlsStream};
 use crate::net::ws::{self, Origins, WsOptions};
 use crate::net::{Framed, Link, Stream, Transport};
 use crate::protocol::error::ErrorBody;
@@ -49,7 +49,7 @@ pub(super) struct ClientListener {
     /// Where it is bound.
     pub addr: SocketAddr,
     /// For tls and wss (replaced on reload).
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<Arc<ServerTls>>,
     /// For ws and wss (replaced on reload).
     ws: Option<Arc<WsOptions>>,
 }
@@ -79,7 +79,17 @@ pub(super) fn token(index: usize) -> Token {
     Token(LISTENER_BASE + index)
 }
 
+/// Sent with the built-in web client's files: its scripts and styles come only from the
+/// listener itself, it talks only to the listener, and no other site may frame it.
+const WEB_HEADERS: &str = "Content-Security-Policy: default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n";
+
 fn static_files(files: Option<&StaticFiles>) -> Result<Arc<WsOptions>, String> {
+    let file_headers = match files {
+        Some(StaticFiles::Builtin) => WEB_HEADERS,
+        _ => "",
+    };
     let files = match files {
         None => Default::default(),
         Some(StaticFiles::Dir(dir)) => ws::load_static_dir(dir)?,
@@ -97,25 +107,33 @@ fn static_files(files: Option<&StaticFiles>) -> Result<Arc<WsOptions>, String> {
     Ok(Arc::new(WsOptions {
         origins: Origins::SameHost,
         files,
+        hosts: Hosts::default(),
+        check_host: false,
+        file_headers,
     }))
 }
 
 /// What a listener reads from its files: TLS configuration and WebSocket options.
-type Loaded = (Option<Arc<ServerConfig>>, Option<Arc<WsOptions>>);
+type Loaded = (Option<Arc<ServerTls>>, Option<Arc<WsOptions>>);
 
-/// TLS configuration and WebSocket options of a listener, read from its files.
-fn load(config: &ListenerConfig) -> Result<Loaded, String> {
+/// TLS configuration and WebSocket options of listener `index`, read from its files.
+fn load(config: &ListenerConfig, index: usize) -> Result<Loaded, String> {
     let tls = match &config.tls {
         Some(files) => Some(tls::server_config(
             &files.cert,
             &files.key,
-            files.client_ca.as_deref(),
+            files.client.as_ref(),
+            index,
         )?),
         None => None,
     };
     let ws = if config.kind.websocket() {
         let mut options = static_files(config.static_files.as_ref())?;
-        Arc::make_mut(&mut options).origins = config.origins.clone();
+        let o = Arc::make_mut(&mut options);
+        o.origins = config.origins.clone();
+        // DNS rebinding: a loopback listener, or one told its names, answers no other Host.
+        o.hosts = Hosts::new(&config.hosts);
+        o.check_host = config.address.ip().is_loopback() || !config.hosts.is_empty();
         Some(options)
     } else {
         None
@@ -213,13 +231,14 @@ impl Listeners {
             origins: Origins::SameHost,
             static_files: None,
             trusted_proxies: None,
+            hosts: Vec::new(),
         };
         let mut list = Vec::new();
         for (i, lc) in std::iter::once(main)
             .chain(config.listeners.iter().cloned())
             .enumerate()
         {
-            let (tls, ws) = load(&lc).map_err(io::Error::other)?;
+            let (tls, ws) = load(&lc, i).map_err(io::Error::other)?;
             let mut socket = match inherited(&lc.name)? {
                 Some(socket) => socket,
                 None => TcpListener::bind(lc.address).map_err(|e| {
@@ -272,19 +291,23 @@ impl Listeners {
             .collect()
     }
 
-    /// Read every listener's certificate, key and static files again; new connections use them.
+    /// Read every listener's certificate, key, client CA and CRLs, and static files again; new
+    /// connections use them.
     /// A listener whose files are now bad keeps what it had; the errors are returned.
     pub fn reload(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
-        for l in &mut self.list {
+        for (i, l) in self.list.iter_mut().enumerate() {
             if l.config.tls.is_none() && l.config.static_files.is_none() {
                 continue;
             }
-            match load(&l.config) {
+            match load(&l.config, i) {
                 Ok((tls, ws)) => {
                     l.tls = tls;
                     l.ws = ws;
-                    info!("listener {}: certificate and files reloaded", l.config.name);
+                    info!(
+                        "listener {}: certificates, CRLs and files reloaded",
+                        l.config.name
+                    );
                 }
                 Err(e) => errors.push(format!(
                     "listener {}: {e}; keeping the old ones",
@@ -293,6 +316,11 @@ impl Listeners {
             }
         }
         errors
+    }
+
+    /// The TLS settings listener `index` accepts new connections with.
+    pub fn tls_of(&self, index: usize) -> Option<&tls::ServerTls> {
+        self.list.get(index)?.tls.as_deref()
     }
 
     /// Stop accepting (shutdown).

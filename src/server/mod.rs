@@ -7,6 +7,7 @@
 
 pub mod activation;
 mod admin;
+mod cert_login;
 mod client;
 mod conn;
 mod dial;
@@ -96,6 +97,8 @@ struct HandlerListener {
     kind: String,
     listener: UnixListener,
     path: PathBuf,
+    /// Connections refused because of the peer's user id (`server/handlers.rs`).
+    refused: u64,
 }
 
 /// A bound, running-to-be broker.
@@ -182,6 +185,10 @@ impl Server {
         )?;
 
         let runtime = RuntimeDir::create(config.runtime_dir.as_deref()).map_err(|e| {
+            if crate::fsutil::refusal(&e).is_some() {
+                // Names the path and the reason already; `serve` exits as for a config error.
+                return e;
+            }
             let dir = config.runtime_dir.as_deref().map_or_else(
                 || "$RUNTIME_DIRECTORY or a temporary directory".to_string(),
                 |d| d.display().to_string(),
@@ -278,6 +285,7 @@ impl Server {
         for problem in self.listeners.reload() {
             error!("reload: {problem}");
         }
+        self.recheck_client_certificates();
     }
 
     /// Serve until SIGTERM or SIGINT, then shut down cleanly.

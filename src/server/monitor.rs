@@ -6,8 +6,11 @@
 //! One request per connection (`Connection: close`), parsed with `httparse`. Hostile input is
 //! bounded like everywhere else: a request (line and headers) over [`MAX_REQUEST`] bytes gets 431,
 //! bytes that are not HTTP get 400, a request not complete within `[monitor] timeout_ms` gets 408
-//! (slowloris), and past `[monitor] max_connections` a new connection gets 503 and is closed at
-//! once. Every answer is written without blocking; what the socket does not take now is written
+//! (slowloris) and one whose first byte is not there within [`FIRST_BYTE`] too. Past
+//! `[monitor] max_connections`, or [`MAX_PER_ADDRESS`] from one address, a connection takes one of
+//! [`HEALTH_SLOTS`] where only `GET /healthz` is answered (others: 503), so idle connections
+//! cannot fail a liveness probe; while the process is out of descriptors, one connection is served
+//! on the spare descriptor of `net/accept.rs`. Every answer is written without blocking; what the socket does not take now is written
 //! when it becomes writable. The bodies are built by `report.rs` and `prometheus.rs`.
 //!
 //! Endpoints (GET only): `/healthz`, `/status`, `/connections?user=&offset=&limit=`, `/handlers`,
@@ -26,6 +29,7 @@ use super::Server;
 use super::token::{MONITOR_CONN_BASE, MONITOR_LISTENER};
 use crate::config::Config;
 use crate::net::accept::Accepted;
+use crate::net::hosts::Hosts;
 use crate::net::local::{read_bounded, write_pending};
 
 /// Largest request (request line plus headers) read from a monitoring connection.
@@ -52,6 +56,8 @@ pub(super) struct Monitor {
     conns: Slab<HttpConn>,
     max_connections: usize,
     timeout: Duration,
+    /// The `Host` names answered (DNS rebinding: a rebound name is refused).
+    hosts: Hosts,
     /// The accept cap was reached at this time: accept again without waiting for an event.
     accept_again: Option<Instant>,
 }
@@ -106,6 +112,7 @@ impl Monitor {
             conns: Slab::new(),
             max_connections: m.max_connections,
             timeout: m.timeout,
+            hosts: Hosts::new(&m.hosts),
             accept_again: None,
         }))
     }
@@ -260,11 +267,15 @@ impl Server {
     /// A monitoring connection is readable or writable.
     pub(super) fn monitor_ready(&mut self, slot: usize, now: Instant) {
         let parsed = {
-            let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(slot)) else {
+            let Some(monitor) = self.monitor.as_mut() else {
+                return;
+            };
+            let monitor_hosts = &monitor.hosts;
+            let Some(conn) = monitor.conns.get_mut(slot) else {
                 return;
             };
             if conn.output.is_empty() {
-                let parsed = match read_request(conn, &mut self.scratch) {
+                let parsed = match read_request(conn, &mut self.scratch, monitor_hosts) {
                     Ok(parsed) => parsed,
                     Err(()) => return self.monitor_close(slot),
                 };
@@ -399,21 +410,30 @@ impl Server {
 
 /// Read what is there and try to parse a request. `Err` when the connection is gone before a
 /// whole request arrived (a client may half-close right after its request: that is answered).
-fn read_request(conn: &mut HttpConn, scratch: &mut [u8]) -> Result<Parsed, ()> {
+fn read_request(conn: &mut HttpConn, scratch: &mut [u8], hosts: &Hosts) -> Result<Parsed, ()> {
     let eof =
         read_bounded(&mut conn.stream, &mut conn.input, MAX_REQUEST, scratch).map_err(|_| ())?;
-    match parse(&conn.input) {
+    match parse(&conn.input, hosts) {
         Parsed::Partial if eof => Err(()),
         parsed => Ok(parsed),
     }
 }
 
-/// Parse a request from the bytes received so far.
-fn parse(input: &[u8]) -> Parsed {
+/// Parse a request from the bytes received so far; a `Host` that is not an IP literal,
+/// `localhost` or one of `hosts` is refused (a page whose name was rebound to this address).
+fn parse(input: &[u8], hosts: &Hosts) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(input) {
         Ok(httparse::Status::Complete(_)) => {
+            let host = request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .map(|h| std::str::from_utf8(h.value).unwrap_or(""));
+            if host.is_some_and(|h| !hosts.allows(h)) {
+                return Parsed::Refuse(403, "this Host is not served here (see [monitor] hosts)");
+            }
             if request.method != Some("GET") {
                 return Parsed::Refuse(405, "only GET is served here");
             }
@@ -545,19 +565,20 @@ mod tests {
 
     #[test]
     fn requests_are_parsed_or_refused() {
+        let none = Hosts::default();
         assert!(
-            matches!(parse(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"), Parsed::Get(p) if p == "/status")
+            matches!(parse(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1:8222\r\n\r\n", &none), Parsed::Get(p) if p == "/status")
         );
         assert!(matches!(
-            parse(b"GET /status HTTP/1.1\r\nHost:"),
+            parse(b"GET /status HTTP/1.1\r\nHost:", &none),
             Parsed::Partial
         ));
         assert!(matches!(
-            parse(b"POST / HTTP/1.1\r\n\r\n"),
+            parse(b"POST / HTTP/1.1\r\n\r\n", &none),
             Parsed::Refuse(405, _)
         ));
         assert!(matches!(
-            parse(b"\x00\x01garbage\r\n\r\n"),
+            parse(b"\x00\x01garbage\r\n\r\n", &none),
             Parsed::Refuse(400, _)
         ));
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
@@ -565,9 +586,20 @@ mod tests {
             many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert!(matches!(parse(&many), Parsed::Refuse(431, _)));
+        assert!(matches!(parse(&many, &none), Parsed::Refuse(431, _)));
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_REQUEST));
-        assert!(matches!(parse(long.as_bytes()), Parsed::Refuse(431, _)));
+        assert!(matches!(
+            parse(long.as_bytes(), &none),
+            Parsed::Refuse(431, _)
+        ));
+        // DNS rebinding: a page whose name was pointed at 127.0.0.1 sends its own name.
+        let rebound = b"GET /connections HTTP/1.1\r\nHost: evil.example:8222\r\n\r\n";
+        assert!(matches!(parse(rebound, &none), Parsed::Refuse(403, _)));
+        let named = Hosts::new(&["metrics.internal".into()]);
+        let ok = b"GET /metrics HTTP/1.1\r\nHost: metrics.internal:8222\r\n\r\n";
+        assert!(matches!(parse(ok, &named), Parsed::Get(_)));
+        let local = b"GET /metrics HTTP/1.1\r\nHost: localhost:8222\r\n\r\n";
+        assert!(matches!(parse(local, &none), Parsed::Get(_)));
     }
 
     #[test]

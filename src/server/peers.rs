@@ -313,7 +313,7 @@ impl Server {
             }
             (_, PeerFrame::Error(e)) => self.close(id, format!("refused by the peer: {e}")),
             (state, frame) => {
-                debug!("peer={name} unexpected {frame:?} in {state:?}");
+                debug!("peer={name} unexpected {} frame in {state:?}", frame.kind());
                 self.close(id, "unexpected frame during the handshake".into());
             }
         }

@@ -24,7 +24,6 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use mio::net::UnixListener;
 use mio::{Interest, Waker};
 use sd_notify::NotifyState;
 
@@ -38,7 +37,6 @@ use crate::cli::ServeArgs;
 use crate::config::diff::{ConfigDiff, diff, merge_running};
 use crate::config::{Config, ConfigError, EXAMPLES_PLACEHOLDER, HandlerConfig, HandlerSource};
 use crate::handler::supervisor::{ProcessSpec, socket_path_fits};
-use crate::net::local::peer_cred;
 use crate::router::{ConnId, RouterConfig};
 
 /// Extra time a retired handler process gets, past the request timeout, before SIGTERM.
@@ -86,14 +84,6 @@ impl Reloads {
         self.pids.remove(&id);
         self.old_links.remove(&id);
     }
-}
-
-/// The process on the other end of a Unix socket.
-pub(super) fn peer_pid(fd: RawFd) -> Option<u32> {
-    peer_cred(fd)
-        .ok()
-        .map(|(pid, _)| pid)
-        .filter(|pid| *pid > 0)
 }
 
 impl Server {
@@ -302,7 +292,7 @@ impl Server {
         }
         if handler.connect.is_some() {
             // A handler besterd dials owns its socket: nothing to bind here.
-            self.dialer.add(kind, &path);
+            self.dialer.add(kind, &path, handler.uid);
             return Ok(path);
         }
         match std::fs::remove_file(&path) {
@@ -310,7 +300,7 @@ impl Server {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         }
-        let mut unix = UnixListener::bind(&path).map_err(|e| {
+        let mut unix = crate::net::local::bind_private(&path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
         })?;
         let entry = self.handler_listeners.vacant_entry();
@@ -325,6 +315,7 @@ impl Server {
             kind: kind.to_string(),
             listener: unix,
             path: path.clone(),
+            refused: 0,
         });
         Ok(path)
     }
@@ -422,9 +413,15 @@ impl Server {
             self.unbind_handler_socket(kind);
             self.bind_handler_socket(kind, new)?
         } else {
-            new.connect
+            let path = new
+                .connect
                 .clone()
-                .unwrap_or_else(|| self.runtime.socket_for(kind))
+                .unwrap_or_else(|| self.runtime.socket_for(kind));
+            if new.connect.is_some() {
+                // Same socket, perhaps another `uid` allowed to own it.
+                self.dialer.add(kind, &path, new.uid);
+            }
+            path
         };
         self.supervisor.mark_old(kind);
         self.reloads.old_links.extend(self.router.links_of(kind));
@@ -553,7 +550,7 @@ impl Server {
     }
 }
 
-/// The raw fd of an accepted handler stream, for [`peer_pid`].
+/// The raw fd of an accepted handler stream, for its peer's credentials.
 pub(super) fn fd_of(stream: &mio::net::UnixStream) -> RawFd {
     stream.as_raw_fd()
 }

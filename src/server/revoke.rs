@@ -1,9 +1,11 @@
-//! Session revocation: every logged-in session remembers which stored hash it stands on (a
-//! [`Stamp`] from the verifier). About once a second (and at once on SIGHUP) the verifier pool is
-//! asked whether the user store changed; when it did, every session whose user is gone, or whose
-//! user's hash is no longer the one the session stands on, is sent `session_revoked` and closed.
-//! The connection that changed its own password with `bester.passwd` stands on the new hash, so it
-//! stays; the user's other connections are revoked.
+//! Session revocation: every logged-in session remembers what it stands on (a [`Stamp`] from the
+//! verifier): the stored hash for a password login, the user's pinned certificate (or that none
+//! is pinned) for a certificate login. About once a second (and at once on SIGHUP) the verifier
+//! pool is asked whether the user store changed; when it did, every session whose user is gone,
+//! or whose part of the user's entry is no longer the one the session stands on, is sent
+//! `session_revoked` and closed. A certificate session does not stand on the password, nor a
+//! password session on the pin. The connection that changed its own password with `bester.passwd`
+//! stands on the new hash, so it stays; the user's other password connections are revoked.
 //!
 //! The store is only read on the verifier threads (a `stat`, and a read when it changed); the loop
 //! compares digests.
@@ -15,7 +17,7 @@ use log::info;
 use super::Server;
 use super::client::AuthTag;
 use super::conn::{ClientState, Role};
-use crate::auth::worker::{AuthJob, Stamp, UserSnapshot};
+use crate::auth::worker::{AuthJob, Credential, Stamp, UserSnapshot};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::router::ConnId;
@@ -59,8 +61,15 @@ fn revoked(snapshot: &UserSnapshot, user: &str, stamp: &Stamp) -> Option<&'stati
     }
     match snapshot.users.get(user) {
         None => Some("the user was deleted"),
-        Some(digest) if *digest != stamp.digest => Some("the password was changed elsewhere"),
-        Some(_) => None,
+        Some(d) => match stamp.credential {
+            Credential::Password if d.password != stamp.digest => {
+                Some("the password was changed elsewhere")
+            }
+            Credential::Certificate if d.certificate != stamp.digest => {
+                Some("the user's pinned certificate was changed")
+            }
+            _ => None,
+        },
     }
 }
 
@@ -143,11 +152,54 @@ impl Server {
 mod tests {
     use super::*;
 
+    use crate::auth::worker::EntryDigests;
+
     fn snapshot(generation: u64, users: &[(&str, u64)]) -> UserSnapshot {
+        let digests = |d: u64| EntryDigests {
+            password: d,
+            certificate: d + 100,
+        };
         UserSnapshot {
             generation,
-            users: users.iter().map(|(u, d)| (u.to_string(), *d)).collect(),
+            users: users
+                .iter()
+                .map(|(u, d)| (u.to_string(), digests(*d)))
+                .collect(),
         }
+    }
+
+    #[test]
+    fn certificate_sessions_stand_on_the_pin_not_the_password() {
+        let stamp = Stamp {
+            generation: 1,
+            digest: 107,
+            credential: Credential::Certificate,
+        };
+        assert_eq!(
+            revoked(&snapshot(2, &[("alice", 7)]), "alice", &stamp),
+            None
+        );
+        // The password changed (digest 8), the pin did not (108 would be a new pin).
+        let password_changed = UserSnapshot {
+            generation: 2,
+            users: [(
+                "alice".to_string(),
+                EntryDigests {
+                    password: 8,
+                    certificate: 107,
+                },
+            )]
+            .into(),
+        };
+        assert_eq!(revoked(&password_changed, "alice", &stamp), None);
+        assert_eq!(
+            revoked(&snapshot(2, &[("alice", 8)]), "alice", &stamp),
+            Some("the user's pinned certificate was changed")
+        );
+        assert_eq!(
+            revoked(&snapshot(2, &[]), "alice", &stamp),
+            Some("the user was deleted")
+        );
     }
 
     #[test]
@@ -155,6 +207,7 @@ mod tests {
         let stamp = Stamp {
             generation: 1,
             digest: 7,
+            credential: Credential::Password,
         };
         let same = snapshot(2, &[("alice", 7)]);
         assert_eq!(revoked(&same, "alice", &stamp), None);
@@ -172,6 +225,7 @@ mod tests {
         let newer = Stamp {
             generation: 2,
             digest: 9,
+            credential: Credential::Password,
         };
         assert_eq!(revoked(&changed, "alice", &newer), None);
     }

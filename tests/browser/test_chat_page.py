@@ -7,6 +7,7 @@ password shows the server's error on the page. Run with .venv/bin/python (script
 
 BESTERD (the binary) defaults to target/debug/besterd.
 """
+import http.server
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -109,12 +111,32 @@ def browser(profile):
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", f"--user-data-dir={profile}"):
         options.add_argument(arg)
+    # The console, for the CSP reports checked below.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     chromium = shutil.which("chromium")
     if chromium:
         options.binary_location = chromium
     driver_path = shutil.which("chromedriver")
     service = Service(executable_path=driver_path) if driver_path else Service()
     return webdriver.Chrome(options=options, service=service)
+
+
+class PlainPage(http.server.BaseHTTPRequestHandler):
+    """A page with no framing rules, for the clickjacking test's control frame."""
+
+    framer = ""
+
+    def do_GET(self):
+        text = PlainPage.framer if self.path == "/framer" else "<p>plain page"
+        body = f"<!doctype html><title>plain</title>{text}".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
 
 
 class ChatPage(unittest.TestCase):
@@ -183,6 +205,42 @@ class ChatPage(unittest.TestCase):
                   "the error")
         self.assertFalse(page.find_element(By.ID, "chat").is_displayed())
         self.assertTrue(page.find_element(By.ID, "login-form").is_displayed())
+
+    def test_another_site_cannot_frame_the_page(self):
+        # Clickjacking: a page of another origin puts the chat page in a frame. The browser
+        # refuses it (frame-ancestors 'none', X-Frame-Options: DENY) and shows its error page in
+        # the frame; a plain page of the framing site loads in the frame beside it, so framing as
+        # such works here. (Both sites are on loopback: the browser blocks a public page from
+        # framing a local one whatever its headers say.)
+        plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PlainPage)
+        threading.Thread(target=plain.serve_forever, daemon=True).start()
+        self.addCleanup(plain.shutdown)
+        other = f"127.0.0.1:{plain.server_address[1]}"
+        page = browser(os.path.join(self.profiles, "framer"))
+        self.drivers.append(page)
+        web = self.broker.web
+        PlainPage.framer = (f'<iframe id="page" src="http://{web}/"></iframe>'
+                            f'<iframe id="missing" src="http://{other}/plain"></iframe>')
+        page.get(f"http://{other}/framer")
+
+        def frame_href(frame_id):
+            def read(driver):
+                driver.switch_to.default_content()
+                driver.switch_to.frame(driver.find_element(By.ID, frame_id))
+                href = driver.execute_script("return document.readyState == 'complete' && location.href")
+                driver.switch_to.default_content()
+                return href if href and href != "about:blank" else False
+            return read
+
+        self.assertEqual(self.wait(page, frame_href("missing"), "the plain frame"), f"http://{other}/plain")
+        self.assertEqual(self.wait(page, frame_href("page"), "the refused frame"),
+                         "chrome-error://chromewebdata/")
+        # The page itself, opened directly, loads with no policy violation on the console.
+        own = self.open_page("direct")
+        self.assertEqual(own.title, "besterd chat")
+        violations = [e["message"] for e in own.get_log("browser")
+                      if "Content Security Policy" in e["message"]]
+        self.assertEqual(violations, [])
 
     def test_zz_the_page_reconnects_after_a_restart(self):
         # Runs last (name order): it restarts the broker under the other tests' pages.

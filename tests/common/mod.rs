@@ -122,7 +122,12 @@ impl Broker {
             .arg(&ready)
             .env(
                 "RUST_LOG",
-                std::env::var("BESTER_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+                how.env
+                    .iter()
+                    .find(|(k, _)| k == "RUST_LOG")
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| std::env::var("BESTER_TEST_LOG").ok())
+                    .unwrap_or_else(|| "debug".into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
