@@ -6,11 +6,13 @@
 //! Three layers, one direction: bytes → frames → typed messages → routing actions.
 //!
 //! - [`protocol`] (pure): the length-prefixed [`protocol::frame`] codec, the serde
-//!   [`protocol::message`] types, and the stable [`protocol::ErrorCode`]s.
+//!   [`protocol::message`] types, the stable [`protocol::ErrorCode`]s, and the PROXY protocol
+//!   header of listeners behind a load balancer ([`protocol::proxy`]).
 //! - [`net`]: the only code that reads and writes sockets — [`net::Framed`] streams with bounded
 //!   buffers, for TCP clients and Unix-socket handlers alike, over a [`net::Transport`]: plain,
 //!   TLS ([`net::tls`], rustls) or WebSocket ([`net::ws`], tungstenite); [`net::blocking`] is the
-//!   client side of the same transports.
+//!   client side of the same transports; [`net::accept`] keeps every listener accepting when
+//!   file descriptors run out (retry with backoff, a spare descriptor to shed the queue).
 //! - [`router`] (sans-io): presence, handler pools, requests in flight and their deadlines; takes
 //!   events, returns [`router::Action`]s.
 //! - [`server`]: the mio event loop that ties them together — accepts, reads, dispatches, applies

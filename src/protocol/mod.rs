@@ -9,6 +9,7 @@ pub mod frame;
 pub mod message;
 pub mod peer;
 pub mod pool;
+pub mod proxy;
 pub mod redact;
 pub mod scan;
 pub mod validate;

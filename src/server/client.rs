@@ -300,7 +300,10 @@ impl Server {
             return true;
         }
         let context = conn.context();
-        if !self.logins.allows(ip, &credentials.username, now) {
+        // Debited to this session's own user and address, never to the name it sent: a
+        // logged-in session must not be able to lock another user out at no argon2 cost.
+        let own = conn.user().unwrap_or_default().to_string();
+        if !self.logins.allows(ip, &own, now) {
             self.stats.logins.rate_limited += 1;
             self.reply_error(id, reply_id, &rate_limited());
             return false;
@@ -309,7 +312,7 @@ impl Server {
             "{context} header.authentication as {:?} does not match the session",
             credentials.username
         );
-        self.logins.failed(ip, &credentials.username, now);
+        self.logins.failed(ip, &own, now);
         self.stats.logins.failed += 1;
         let error = ErrorBody::new(
             ErrorCode::AuthFailed,

@@ -43,6 +43,7 @@ use slab::Slab;
 use crate::auth::worker::AuthPool;
 use crate::config::Config;
 use crate::handler::{Dialer, RuntimeDir, Supervisor};
+use crate::net::accept::AcceptGuard;
 use crate::net::{Framed, ReadResult, Transport};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
@@ -58,7 +59,7 @@ use listeners::Listeners;
 use peers::PeerSlot;
 use reload::Reloads;
 use revoke::Sessions;
-use token::{ADMIN_LISTENER, CONN_BASE, HANDLER_LISTENER_BASE, LISTENER_BASE, MONITOR_CONN_BASE};
+use token::{ADMIN_LISTENER, CONN_BASE, MONITOR_CONN_BASE};
 use token::{MONITOR_LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
@@ -81,6 +82,15 @@ enum Timer {
     Idle(ConnId),
     /// Close a peer connection that has not finished its handshake.
     Handshake(ConnId),
+    /// Try accepting again on a listener (by poll token) that could not accept.
+    Accept(mio::Token),
+    /// Close a connection from a trusted proxy that has not sent its PROXY header.
+    ProxyHeader {
+        /// Its slot among the connections awaiting a header.
+        slot: usize,
+        /// Which connection held the slot.
+        generation: u64,
+    },
 }
 
 struct HandlerListener {
@@ -113,6 +123,8 @@ pub struct Server {
     dirty: Vec<ConnId>,
     more_input: Vec<ConnId>,
     accept_again: bool,
+    /// The spare descriptor and the listeners that cannot accept (`net/accept.rs`).
+    accept: AcceptGuard,
     scratch: Box<[u8]>,
     life: Lifecycle,
     reloads: Reloads,
@@ -130,7 +142,8 @@ pub struct Server {
 impl Server {
     /// Bind the listener and the handler sockets, seed the user store, start the auth workers and
     /// the handler processes. Nothing is served until [`Server::run`].
-    pub fn bind(config: Config) -> io::Result<Server> {
+    pub fn bind(mut config: Config) -> io::Result<Server> {
+        listeners::fit_fd_limit(&mut config);
         let poll = Poll::new()?;
         let mut activation = activation::Activation::from_env()?;
         let activated = activation.is_active();
@@ -232,6 +245,7 @@ impl Server {
             dirty: Vec::new(),
             more_input: Vec::new(),
             accept_again: false,
+            accept: AcceptGuard::new(),
             scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
             frame: Vec::new(),
             stats: ServerStats::default(),
@@ -293,7 +307,7 @@ impl Server {
                         self.reload_results(now);
                     }
                     SIGNALS => self.signals(now),
-                    t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.control_accept(t, now),
+                    t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.accept_ready(t, now),
                     mio::Token(t) if t >= CONN_BASE => {
                         let slot = t - CONN_BASE;
                         let Some(id) = self.conns.get(slot).map(|c| c.id) else {
@@ -315,12 +329,7 @@ impl Server {
                         }
                     }
                     mio::Token(t) if t >= MONITOR_CONN_BASE => self.control_ready(t, now),
-                    mio::Token(t) if t >= LISTENER_BASE => {
-                        if let Some(i) = self.listeners.index_of(event.token()) {
-                            self.accept_clients(i, now);
-                        }
-                    }
-                    mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE, now),
+                    t => self.accept_ready(t, now),
                 }
                 // Apply what this event routed before the next event is looked at: a later
                 // event may decide from the router's state (e.g. that a half-closed client has
@@ -748,6 +757,11 @@ impl Server {
                 }
                 Timer::Idle(id) => self.check_idle(id, now),
                 Timer::Handshake(id) => self.check_handshake(id),
+                Timer::ProxyHeader { slot, generation } => self.proxy_deadline(slot, generation),
+                Timer::Accept(token) => {
+                    self.accept.retry_fired(token.0);
+                    self.accept_ready(token, now);
+                }
             }
         }
         self.router.expire(now, &mut self.actions);
