@@ -28,6 +28,7 @@ use crate::protocol::message::client_error;
 use crate::protocol::{ErrorCode, proxy};
 
 use super::conn::{ClientState, Role};
+use super::limits::Source;
 use super::token::PROXY_CONN_BASE;
 use super::token::{ADMIN_LISTENER, HANDLER_LISTENER_BASE, LISTENER_BASE, MONITOR_LISTENER};
 use super::{MAX_ACCEPTS_PER_EVENT, Server, Timer};
@@ -437,7 +438,11 @@ impl Server {
     ) {
         let kind = self.listeners.list[index].config.kind;
         let open = self.conns.len() + self.listeners.pending.len();
-        let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        let from_ip = self
+            .per_ip
+            .get(&Source::of(peer.ip()))
+            .copied()
+            .unwrap_or(0);
         let refusal = if open >= self.config.max_connections {
             Some(format!("too many connections ({} open)", self.conns.len()))
         } else if from_ip >= self.config.max_connections_per_ip {
@@ -469,7 +474,7 @@ impl Server {
                 return;
             }
         };
-        *self.per_ip.entry(peer.ip()).or_default() += 1;
+        *self.per_ip.entry(Source::of(peer.ip())).or_default() += 1;
         let id = self.insert_conn(
             transport,
             peer.to_string(),

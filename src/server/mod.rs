@@ -54,7 +54,7 @@ use crate::router::ConnId;
 use client::AuthTag;
 use conn::{ClientState, Conn, Role};
 use lifecycle::Lifecycle;
-use limits::LoginLimiter;
+use limits::{LoginLimiter, Source};
 use listeners::Listeners;
 use peers::PeerSlot;
 use reload::Reloads;
@@ -112,7 +112,7 @@ pub struct Server {
     router: Router,
     auth: AuthPool<AuthTag>,
     logins: LoginLimiter,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<Source, usize>,
     peers: BTreeMap<String, PeerSlot>,
     supervisor: Supervisor,
     handler_listeners: Slab<HandlerListener>,
@@ -668,12 +668,12 @@ impl Server {
 
     /// One connection from this address fewer.
     fn forget_ip(&mut self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip
-            && let Some(count) = self.per_ip.get_mut(&ip)
+        if let Some(source) = ip.map(Source::of)
+            && let Some(count) = self.per_ip.get_mut(&source)
         {
             *count -= 1;
             if *count == 0 {
-                self.per_ip.remove(&ip);
+                self.per_ip.remove(&source);
             }
         }
     }
