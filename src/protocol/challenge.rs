@@ -105,4 +105,24 @@ mod tests {
         let long = format!(r#"{{"header":{{"signature":"{}"}}}}"#, "A".repeat(257));
         assert!(parse_signature(long.as_bytes()).is_err());
     }
+
+    /// `protocol/vectors/key_login.json`: the frames of a public-key login.
+    #[test]
+    fn key_login_vector_frames() {
+        use crate::protocol::message::{Authentication, Inbound, parse_inbound};
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../protocol/vectors/key_login.json")).unwrap();
+        let frames = doc["frames"].as_array().unwrap();
+        let body = |n: usize| frames[n]["json"].as_str().unwrap().as_bytes();
+        let Ok(Inbound::Identify(identify)) = parse_inbound(body(0)) else {
+            panic!("not an identify")
+        };
+        let Some(Authentication::PublicKey(credentials)) = identify.authentication else {
+            panic!("not a public-key identify")
+        };
+        assert_eq!(credentials.username, doc["username"]);
+        assert_eq!(credentials.public_key, doc["public_key"]);
+        assert_eq!(challenge(doc["nonce"].as_str().unwrap()), body(1));
+        assert_eq!(parse_signature(body(2)).unwrap(), doc["signature"]);
+    }
 }
