@@ -544,7 +544,7 @@ fn bester_keygen_and_send_with_the_key_log_in() {
         "1",
     ]);
     assert_eq!(status, Some(1));
-    // Added, it is; `bester listen --key` logs in with it as well.
+    // Once added, it is.
     let (ok, _, err) = user_cmd(&broker, &["add-key", "robot", second_pub.to_str().unwrap()]);
     assert!(ok, "{err}");
     let (status, _, err) = bester(&[
