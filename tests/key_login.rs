@@ -607,3 +607,66 @@ fn a_user_has_at_most_sixteen_keys() {
     assert!(!ok);
     assert!(err.contains("a public key must be base64"), "{err}");
 }
+
+#[test]
+fn bester_listen_logs_in_with_a_key() {
+    use std::io::BufRead;
+    let broker = Broker::start("");
+    let file = broker.dir.path().join("bob.key");
+    let (status, _, err) = bester(&["keygen", file.to_str().unwrap()]);
+    assert_eq!(status, Some(0), "{err}");
+    let pub_file = broker.dir.path().join("bob.key.pub");
+    let (ok, _, err) = user_cmd(&broker, &["add-key", "bob", pub_file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let uri = format!("bester://bob@127.0.0.1:{}", broker.addr.port());
+    let key = file.to_str().unwrap();
+    let join = json!({"action":"join","room":"r"}).to_string();
+    let (status, _, err) = bester(&[
+        "send",
+        "--key",
+        key,
+        "--server-name",
+        "test",
+        &uri,
+        "chat",
+        &join,
+    ]);
+    assert_eq!(status, Some(0), "{err}");
+    let mut child = Command::new(BESTER)
+        .args([
+            "listen",
+            "--count",
+            "1",
+            "--key",
+            key,
+            "--server-name",
+            "test",
+            &uri,
+        ])
+        .env_remove("BESTER_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Logged in once it says so (it logs in before printing this line).
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert_eq!(line, "bester: listening (Ctrl-C to stop)\n");
+    let mut alice = broker.login("alice", "alice-pw");
+    alice
+        .request("j", "chat", &json!({"action":"join","room":"r"}))
+        .unwrap();
+    alice
+        .request(
+            "s",
+            "chat",
+            &json!({"action":"say","room":"r","text":"hi bob"}),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let push: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(push["data"]["text"], "hi bob", "{push}");
+}
