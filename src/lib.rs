@@ -18,7 +18,8 @@
 //! - [`server`]: the mio event loop that ties them together — accepts, reads, dispatches, applies
 //!   actions, flushes; the listener table (`[server] listen` and `[[listeners]]`) in
 //!   `server/listeners.rs`, client sessions and built-ins in `server/client.rs`, logins by client certificate in
-//!   `server/cert_login.rs`, handler links in
+//!   `server/cert_login.rs`, by ed25519 key in `server/key_login.rs` (frames in
+//!   [`protocol::challenge`], signatures in [`auth::keys`]), handler links in
 //!   `server/handlers.rs`. The built-in web client (`src/web/`) is served by WebSocket listeners.
 //!   Life under a service manager: `server/lifecycle.rs` (sd_notify, readiness, signals, the drain), `server/activation.rs` (socket activation),
 //!   `server/reload.rs` (SIGHUP, carrying out the pure [`config::diff`]), `server/revoke.rs`

@@ -25,6 +25,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::VerifyingKey;
+
+use super::keys;
 use super::user_store::{self, StoreError, UserStore};
 
 /// How long a verifier thread keeps its argon2 work area without a job.
@@ -62,6 +65,23 @@ pub enum AuthJob<T> {
         /// SHA-256 of the certificate's DER.
         fingerprint: [u8; 32],
     },
+    /// A public-key login (see [`super::keys`]): is `signature` the key's signature of the login
+    /// message for this server, user and nonce, and is the key one of the user's? A store read
+    /// and one ed25519 verification, no argon2.
+    KeyLogin {
+        /// Routing tag.
+        tag: T,
+        /// Who claims to log in.
+        username: String,
+        /// The key the client named (boxed: a parsed key is large).
+        key: Box<VerifyingKey>,
+        /// This server's name, as signed.
+        server: String,
+        /// The nonce the server sent.
+        nonce: String,
+        /// The client's signature, base64 as sent.
+        signature: String,
+    },
     /// Re-read the store if it changed (or `force`), and report each user's hash stamp when the
     /// store is newer than generation `since` (session revocation).
     Snapshot {
@@ -79,6 +99,7 @@ impl<T> AuthJob<T> {
             AuthJob::Verify { tag, .. }
             | AuthJob::ChangePassword { tag, .. }
             | AuthJob::Lookup { tag, .. }
+            | AuthJob::KeyLogin { tag, .. }
             | AuthJob::Snapshot { tag, .. } => tag,
         }
     }
@@ -100,6 +121,11 @@ impl<T: std::fmt::Debug> std::fmt::Debug for AuthJob<T> {
                 .finish_non_exhaustive(),
             AuthJob::Lookup { tag, username, .. } => f
                 .debug_struct("Lookup")
+                .field("tag", tag)
+                .field("username", username)
+                .finish_non_exhaustive(),
+            AuthJob::KeyLogin { tag, username, .. } => f
+                .debug_struct("KeyLogin")
                 .field("tag", tag)
                 .field("username", username)
                 .finish_non_exhaustive(),
@@ -133,15 +159,19 @@ pub enum Credential {
     Password,
     /// A client certificate.
     Certificate,
+    /// An ed25519 key (the stamp's digest is [`key_digest`] of it).
+    Key,
 }
 
 /// A user's digests at one store generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryDigests {
     /// Of the PHC string.
     pub password: u64,
     /// Of the pinned certificate (or its absence).
     pub certificate: u64,
+    /// Of each public key.
+    pub keys: Vec<u64>,
 }
 
 /// Every user's stamp digests at one store generation.
@@ -164,6 +194,13 @@ pub fn hash_digest(phc: &str) -> u64 {
 pub fn pin_digest(pin: Option<&str>) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     pin.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The digest of a user's public key (base64 as stored) used in a [`Stamp`].
+pub fn key_digest(key: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    ("key", key).hash(&mut hasher);
     hasher.finish()
 }
 
@@ -399,9 +436,28 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
                 username,
                 fingerprint,
             } => (tag, username, Work::Lookup { fingerprint }),
+            AuthJob::KeyLogin {
+                tag,
+                username,
+                key,
+                server,
+                nonce,
+                signature,
+            } => {
+                let work = Work::Key(Box::new(KeyWork {
+                    key,
+                    server,
+                    nonce,
+                    signature,
+                }));
+                (tag, username, work)
+            }
             AuthJob::Snapshot { tag, since } => (tag, String::new(), Work::Snapshot { since }),
         };
-        let hashes = !matches!(work, Work::Snapshot { .. } | Work::Lookup { .. });
+        let hashes = !matches!(
+            work,
+            Work::Snapshot { .. } | Work::Lookup { .. } | Work::Key(_)
+        );
         let (outcome, stamp) = catch_unwind(AssertUnwindSafe(|| work.run(shared, &username)))
             .unwrap_or_else(|_| {
                 // Not validated yet: quote it and cut it short.
@@ -436,7 +492,16 @@ enum Work {
     Verify { password: String },
     ChangePassword { old: String, new: String },
     Lookup { fingerprint: [u8; 32] },
+    Key(Box<KeyWork>),
     Snapshot { since: u64 },
+}
+
+/// What a public-key login checks.
+struct KeyWork {
+    key: Box<VerifyingKey>,
+    server: String,
+    nonce: String,
+    signature: String,
 }
 
 impl Work {
@@ -466,6 +531,7 @@ impl Work {
                 change_password(shared, username, &old, &new)
             }
             Work::Lookup { fingerprint } => lookup(shared, username, &fingerprint),
+            Work::Key(work) => key_login(shared, username, &work),
             Work::Snapshot { since } => (AuthOutcome::Users(snapshot(shared, since)), None),
         }
     }
@@ -524,6 +590,46 @@ fn lookup<T>(
     (AuthOutcome::Ok, Some(stamp))
 }
 
+/// A public-key login: the signature is the key's over this server, user and nonce, and the key
+/// is one of the user's. The signature is checked first, whoever the user is, so the time taken
+/// does not tell whether the user exists or has the key.
+fn key_login<T>(
+    shared: &Shared<T>,
+    username: &str,
+    work: &KeyWork,
+) -> (AuthOutcome, Option<Stamp>) {
+    let signed = keys::verify(
+        &work.key,
+        &work.server,
+        username,
+        &work.nonce,
+        &work.signature,
+    );
+    let key = keys::encode_public_key(&work.key);
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    let users = store.users();
+    let known = users.public_keys(username).contains(&key);
+    if !(signed && known) {
+        if users.contains(username) {
+            let why = if known {
+                "the signature does not verify"
+            } else {
+                "not one of the user's keys"
+            };
+            log::info!("auth user={username}: public-key login refused: {why}");
+        }
+        return (AuthOutcome::BadCredentials, None);
+    }
+    let stamp = Stamp {
+        generation,
+        digest: key_digest(&key),
+        credential: Credential::Key,
+    };
+    (AuthOutcome::Ok, Some(stamp))
+}
+
 /// Every user's digest, if the store is at a newer generation than `since`.
 fn snapshot<T>(shared: &Shared<T>, since: u64) -> Option<UserSnapshot> {
     let mut store = lock(&shared.store);
@@ -539,6 +645,11 @@ fn snapshot<T>(shared: &Shared<T>, since: u64) -> Option<UserSnapshot> {
             let digests = EntryDigests {
                 password: hash_digest(users.get(name)?),
                 certificate: pin_digest(users.cert_pin(name)),
+                keys: users
+                    .public_keys(name)
+                    .iter()
+                    .map(|k| key_digest(k))
+                    .collect(),
             };
             Some((name.to_owned(), digests))
         })
@@ -825,6 +936,54 @@ mod tests {
         h.pool.submit(lookup(5, "alice", [2; 32])).unwrap();
         let stamp = h.results(1).pop().unwrap().stamp.expect("a stamp");
         assert_eq!(stamp.digest, pin_digest(Some(&"02".repeat(32))));
+        assert_eq!(h.pool.work_area_bytes(), 0, "no password was hashed");
+    }
+
+    #[test]
+    fn key_logins_check_the_signature_and_the_users_keys_without_argon2() {
+        use base64::Engine;
+        use ed25519_dalek::{Signer, SigningKey};
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let alice = SigningKey::from_bytes(&[1; 32]);
+        let other = SigningKey::from_bytes(&[2; 32]);
+        update(&path, |u| u.add_public_key("alice", &alice.verifying_key())).unwrap();
+        let mut h = Harness::start(&path, 1, 4);
+        let sign = |key: &SigningKey, server: &str, user: &str| {
+            let message = keys::login_message(server, user, "n0nce");
+            base64::engine::general_purpose::STANDARD.encode(key.sign(&message).to_bytes())
+        };
+        let job = |tag, user: &str, key: &SigningKey, signature: String| AuthJob::KeyLogin {
+            tag,
+            username: user.to_owned(),
+            key: Box::new(key.verifying_key()),
+            server: "alpha".into(),
+            nonce: "n0nce".into(),
+            signature,
+        };
+        h.pool
+            .submit(job(1, "alice", &alice, sign(&alice, "alpha", "alice")))
+            .unwrap();
+        let result = h.results(1).pop().unwrap();
+        assert_eq!(result.outcome, AuthOutcome::Ok);
+        let stamp = result.stamp.expect("a stamp");
+        assert_eq!(stamp.credential, Credential::Key);
+        assert_eq!(
+            stamp.digest,
+            key_digest(&keys::encode_public_key(&alice.verifying_key()))
+        );
+        for (tag, user, key, signature) in [
+            (2, "alice", &alice, sign(&alice, "beta", "alice")),
+            (3, "alice", &other, sign(&other, "alpha", "alice")),
+            (4, "mallory", &alice, sign(&alice, "alpha", "mallory")),
+            (5, "alice", &alice, "garbage".to_string()),
+        ] {
+            assert_eq!(
+                h.outcome(job(tag, user, key, signature)),
+                AuthOutcome::BadCredentials,
+                "{tag}"
+            );
+        }
         assert_eq!(h.pool.work_area_bytes(), 0, "no password was hashed");
     }
 

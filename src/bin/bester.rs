@@ -5,6 +5,9 @@
 //! The password comes from the URI, else `BESTER_PASSWORD`, else the first line of standard input
 //! with `--password-stdin` (and only then), else a prompt when standard input is a terminal. With
 //! none of these it is a usage error, before connecting: a script never sends an empty password.
+//! With `--key FILE` no password is asked for: the login is by ed25519 signature (the server's
+//! challenge nonce, signed for `--server-name`, by default the URI's host). `keygen` writes a key
+//! pair.
 //!
 //! Exit codes: 0 success; 1 an error reply, a refused login, a failed connection, or the server
 //! closing first; 64 usage errors (bad arguments, DATA not JSON, no password); 75 (`EX_TEMPFAIL`)
@@ -15,12 +18,14 @@
 mod argv;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use clap::{Parser, Subcommand};
+use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
 
 use besterd::client::{Client, Uri};
@@ -60,6 +65,14 @@ struct Cli {
     /// the system's CAs). A certificate that cannot be verified is refused.
     #[arg(long, global = true, value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
+    /// Log in with this ed25519 private key (PKCS#8 PEM, as `bester keygen` writes it, readable
+    /// by its owner only) instead of a password.
+    #[arg(long, global = true, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// With --key: the server's name (its `[server] name`), part of what is signed so that the
+    /// signature is worth nothing at another server. Default: the URI's host.
+    #[arg(long, global = true, value_name = "NAME", env = "BESTER_SERVER_NAME")]
+    server_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +103,21 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
         ping: Duration,
     },
+    /// Write a new ed25519 key pair: FILE (the private key, PKCS#8 PEM, mode 0600) and FILE.pub
+    /// (the public key, SPKI PEM), never over an existing file; print the public key in base64
+    /// (what `besterd user add-key` and `besterd user keys` show).
+    Keygen {
+        /// Where to write the private key.
+        file: PathBuf,
+    },
+}
+
+/// How `bester` logs in.
+enum Secret {
+    /// With a password.
+    Password(String),
+    /// By signing the challenge with this key, for this server name.
+    Key(Box<SigningKey>, String),
 }
 
 /// Why `bester` stops without success: the exit code and the line for stderr.
@@ -156,10 +184,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = (!cli.timeout.is_zero()).then_some(cli.timeout);
     match cli.command {
         Cmd::Send {
-            uri,
-            kind,
-            data,
-            id,
+            ref uri,
+            ref kind,
+            ref data,
+            ref id,
         } => {
             let from_stdin = data.as_deref() == Some("-");
             if from_stdin && cli.password_stdin {
@@ -172,21 +200,124 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Some(text) => serde_json::from_str(text)
                     .map_err(|e| Failure::usage(format!("DATA is not JSON: {e}")))?,
             };
-            let uri = Uri::parse(&uri).map_err(Failure::usage)?;
-            let password = password(&uri, cli.password_stdin)?;
+            let uri = Uri::parse(uri).map_err(Failure::usage)?;
+            let secret = secret(&uri, &cli)?;
             let data = if from_stdin { stdin_data()? } else { data };
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let mut session = Session::open(&uri, &password, tls, timeout)?;
-            session.send(&id, &kind, &data)
+            let mut session = Session::open(&uri, &secret, tls, timeout)?;
+            session.send(id, kind, &data)
         }
-        Cmd::Listen { uri, count, ping } => {
-            let uri = Uri::parse(&uri).map_err(Failure::usage)?;
-            let password = password(&uri, cli.password_stdin)?;
+        Cmd::Listen {
+            ref uri,
+            count,
+            ping,
+        } => {
+            let uri = Uri::parse(uri).map_err(Failure::usage)?;
+            let secret = secret(&uri, &cli)?;
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let session = Session::open(&uri, &password, tls, timeout)?;
+            let session = Session::open(&uri, &secret, tls, timeout)?;
             session.listen(count, ping)
         }
+        Cmd::Keygen { ref file } => keygen(file),
     }
+}
+
+/// The key (with `--key`), else the password.
+fn secret(uri: &Uri, cli: &Cli) -> Result<Secret, Failure> {
+    let Some(file) = &cli.key else {
+        if cli.server_name.is_some() {
+            return Err(Failure::usage("--server-name only goes with --key"));
+        }
+        return password(uri, cli.password_stdin).map(Secret::Password);
+    };
+    if uri.password.is_some() {
+        return Err(Failure::usage(
+            "--key logs in without a password: take the password out of the URI",
+        ));
+    }
+    let key = read_private_key(file).map_err(Failure::usage)?;
+    let server = match &cli.server_name {
+        Some(name) => name.clone(),
+        None => uri_host(&uri.address),
+    };
+    Ok(Secret::Key(Box::new(key), server))
+}
+
+/// The host of `host:port` (without the brackets of an IPv6 address).
+fn uri_host(address: &str) -> String {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// An ed25519 private key from a PKCS#8 PEM file that only its owner can read.
+fn read_private_key(file: &Path) -> Result<SigningKey, String> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = file.display();
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read the key {shown}: {e}"))?,
+    );
+    let mode = std::fs::metadata(file)
+        .map_err(|e| format!("cannot read the key {shown}: {e}"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "the private key {shown} can be read by others (mode {:04o}): chmod 600 it",
+            mode & 0o7777
+        ));
+    }
+    SigningKey::from_pkcs8_pem(&text)
+        .map_err(|_| format!("{shown} is not an ed25519 private key in PKCS#8 PEM"))
+}
+
+/// `bester keygen FILE`: FILE (0600) and FILE.pub, both created anew, never over a file.
+fn keygen(file: &Path) -> Result<(), Failure> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut public_path = file.as_os_str().to_owned();
+    public_path.push(".pub");
+    let public_path = std::path::PathBuf::from(public_path);
+    let create = |path: &Path, mode: u32| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true) // O_EXCL: never over a file, never through a symlink
+            .mode(mode)
+            .open(path)
+            .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", path.display())))
+    };
+    if std::fs::symlink_metadata(&public_path).is_ok() {
+        return Err(Failure::runtime(format!(
+            "cannot create {}: it exists already",
+            public_path.display()
+        )));
+    }
+    let (private, public) = besterd::auth::keys::generate();
+    let private = zeroize::Zeroizing::new(private);
+    let write = |mut out: std::fs::File, path: &Path, text: &str| {
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.sync_all())
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))
+    };
+    write(create(file, 0o600)?, file, &private)?;
+    let written = create(&public_path, 0o644).and_then(|out| write(out, &public_path, &public));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(file); // ours: created a moment ago
+        return Err(e);
+    }
+    let key = ed25519_dalek::VerifyingKey::from_public_key_pem(&public)
+        .map_err(|_| Failure::runtime("the new public key does not read back"))?;
+    eprintln!(
+        "bester: wrote {} (private, 0600) and {}",
+        file.display(),
+        public_path.display()
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", besterd::auth::keys::encode_public_key(&key))
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::runtime(format!("cannot write to standard output: {e}")))
 }
 
 /// The password: URI, `BESTER_PASSWORD`, `--password-stdin`, a terminal prompt, in this order.
@@ -277,7 +408,7 @@ impl Session {
     /// server's answer on stdout and fails with its code.
     fn open(
         uri: &Uri,
-        password: &str,
+        secret: &Secret,
         tls: Option<Arc<ClientConfig>>,
         timeout: Option<Duration>,
     ) -> Result<Session, Failure> {
@@ -294,13 +425,44 @@ impl Session {
             address: uri.address.clone(),
             timeout,
         };
+        let authentication = match secret {
+            Secret::Password(password) => {
+                serde_json::json!({"username":uri.user,"password":password})
+            }
+            Secret::Key(key, _) => {
+                let public = besterd::auth::keys::encode_public_key(&key.verifying_key());
+                serde_json::json!({"username":uri.user,"publicKey":public})
+            }
+        };
         let identify = serde_json::json!({"header":{"identify":{"type":"client",
-            "authentication":{"username":uri.user,"password":password}}}});
+            "authentication":authentication}}});
         session
             .client
             .send(&identify)
             .map_err(|e| session.io_failure(e, "logging in"))?;
-        let reply = session.next("logging in")?;
+        let mut reply = session.next("logging in")?;
+        if let (Secret::Key(key, server), Some(challenge)) = (secret, &reply)
+            && is_ok(challenge)
+            && challenge["header"]["kind"] == "challenge"
+        {
+            let nonce = challenge["data"]["nonce"].as_str().unwrap_or_default();
+            let message = besterd::auth::keys::login_message(server, &uri.user, nonce);
+            let signature =
+                base64::engine::general_purpose::STANDARD.encode(key.sign(&message).to_bytes());
+            session
+                .client
+                .send(&serde_json::json!({"header":{"signature":signature}}))
+                .map_err(|e| session.io_failure(e, "logging in"))?;
+            reply = session.next("logging in")?;
+            if let Some(refused) = reply.as_ref().filter(|r| !is_ok(r)) {
+                print_frame(refused)?;
+                return Err(Failure::runtime(format!(
+                    "login refused: {} (signed for the server name {server:?}; --server-name if \
+                     the server is named otherwise)",
+                    describe(refused)
+                )));
+            }
+        }
         let Some(reply) = reply else {
             return Err(Failure::runtime(format!(
                 "{} closed the connection during login",

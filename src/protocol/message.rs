@@ -217,6 +217,56 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// A client's `header.identify.authentication`: a password, or a public key (a challenge follows,
+/// see [`super::challenge`]). Which one is told by the field present: `password` or `publicKey`.
+#[derive(Debug, Clone)]
+pub enum Authentication {
+    /// `{"username":…,"password":…}`.
+    Password(Credentials),
+    /// `{"username":…,"publicKey":…}`.
+    PublicKey(KeyCredentials),
+}
+
+/// Username and ed25519 public key (base64 of its 32 bytes, checked by the server), as sent in
+/// identify.
+#[derive(Debug, Clone)]
+pub struct KeyCredentials {
+    /// The user's name.
+    pub username: String,
+    /// The key, base64 as sent.
+    pub public_key: String,
+}
+
+impl<'de> Deserialize<'de> for Authentication {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            username: String,
+            #[serde(default)]
+            password: Option<String>,
+            #[serde(default, rename = "publicKey")]
+            public_key: Option<String>,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        match (raw.password, raw.public_key) {
+            (Some(password), None) => Ok(Authentication::Password(Credentials {
+                username: raw.username,
+                password,
+            })),
+            (None, Some(public_key)) => Ok(Authentication::PublicKey(KeyCredentials {
+                username: raw.username,
+                public_key,
+            })),
+            (None, None) => Err(D::Error::missing_field("password")),
+            (Some(_), Some(_)) => Err(D::Error::custom(
+                "give either `password` or `publicKey`, not both",
+            )),
+        }
+    }
+}
+
 /// `header.identify`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,7 +276,7 @@ pub struct Identify {
     pub kind: String,
     /// A client's credentials.
     #[serde(default)]
-    pub authentication: Option<Credentials>,
+    pub authentication: Option<Authentication>,
     /// A peer server's name.
     #[serde(default)]
     pub name: Option<String>,
@@ -911,7 +961,9 @@ mod tests {
             panic!("not an identify")
         };
         assert_eq!(identify.kind, "client");
-        let creds = identify.authentication.unwrap();
+        let Some(Authentication::Password(creds)) = identify.authentication else {
+            panic!("not a password")
+        };
         assert_eq!(
             (creds.username.as_str(), creds.password.as_str()),
             ("a", "p")

@@ -20,8 +20,8 @@ use crate::auth::worker::{AuthJob, AuthOutcome, AuthResult, Stamp};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
-    ClientMessage, Credentials, Identify, Inbound, RESERVED_PREFIX, Scope, client_error, client_ok,
-    inbound_id, parse_inbound,
+    Authentication, ClientMessage, Credentials, Identify, Inbound, RESERVED_PREFIX, Scope,
+    client_error, client_ok, inbound_id, parse_inbound,
 };
 
 use super::Server;
@@ -70,6 +70,20 @@ impl AuthTag {
             purpose: Purpose::Identify {
                 digest: password_digest(user, &unguessable()),
                 certificate: true,
+            },
+        }
+    }
+}
+
+impl AuthTag {
+    /// A login by public key as `user` (no password, as [`AuthTag::certificate`]).
+    pub(super) fn public_key(conn: ConnId, ip: Option<std::net::IpAddr>, user: &str) -> AuthTag {
+        AuthTag {
+            conn,
+            ip,
+            purpose: Purpose::Identify {
+                digest: password_digest(user, &unguessable()),
+                certificate: false,
             },
         }
     }
@@ -168,6 +182,9 @@ impl Server {
         let Role::Client(state) = &conn.role else {
             return;
         };
+        if matches!(state, ClientState::Challenged(_)) {
+            return self.key_signature(id, body, now);
+        }
         let identifying = matches!(state, ClientState::Identifying { .. });
         // Only for the log lines of the error paths: not built for every frame.
         let context =
@@ -342,12 +359,22 @@ impl Server {
             };
             return refuse(self, ErrorBody::new(ErrorCode::BadIdentifyType, text));
         }
-        let Some(Credentials { username, password }) = identify.authentication else {
+        let Some(authentication) = identify.authentication else {
             // On a listener with client_ca: the verified certificate's user (server/cert_login.rs).
             if let Err(error) = self.certificate_login(id) {
                 refuse(self, error);
             }
             return;
+        };
+        let Credentials { username, password } = match authentication {
+            Authentication::Password(credentials) => credentials,
+            // A challenge, then the signature (server/key_login.rs).
+            Authentication::PublicKey(credentials) => {
+                if let Err(error) = self.key_identify(id, credentials) {
+                    refuse(self, error);
+                }
+                return;
+            }
         };
         let purpose = |digest| Purpose::Identify {
             digest,
@@ -759,7 +786,7 @@ fn count_login(logins: &mut Logins, purpose: &Purpose, outcome: &AuthOutcome) {
     }
 }
 
-fn rate_limited() -> ErrorBody {
+pub(super) fn rate_limited() -> ErrorBody {
     ErrorBody::new(
         ErrorCode::RateLimited,
         "too many failed logins for this user or from this address; try again later",

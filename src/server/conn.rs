@@ -22,6 +22,9 @@ pub enum ClientState {
         /// When the connection is closed if it has not identified.
         deadline: Instant,
     },
+    /// Identify with a public key received and a challenge sent; the signature must come next,
+    /// before the identify deadline (the timer armed at accept).
+    Challenged(Box<Challenge>),
     /// Identify received; the password is being checked off the loop.
     Verifying,
     /// Logged in.
@@ -36,6 +39,17 @@ pub enum ClientState {
         /// The stored hash the session stands on (see `revoke.rs`), once the verifier gave it.
         stamp: Option<Stamp>,
     },
+}
+
+/// A public-key login waiting for its signature (see `key_login.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// Who the client says it is.
+    pub username: String,
+    /// The key it named.
+    pub key: ed25519_dalek::VerifyingKey,
+    /// The nonce sent, used once.
+    pub nonce: String,
 }
 
 /// Where a server-to-server connection is in its handshake.

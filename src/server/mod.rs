@@ -12,6 +12,7 @@ mod client;
 mod conn;
 mod dial;
 mod handlers;
+mod key_login;
 mod lifecycle;
 pub mod limits;
 mod listeners;
@@ -737,12 +738,20 @@ impl Server {
             match timer {
                 Timer::Identify(id) => {
                     let Some(conn) = self.conn(id) else { continue };
-                    if matches!(conn.role, Role::Client(ClientState::Identifying { .. })) {
+                    let challenged = matches!(conn.role, Role::Client(ClientState::Challenged(_)));
+                    if challenged
+                        || matches!(conn.role, Role::Client(ClientState::Identifying { .. }))
+                    {
                         info!("{} did not identify in time; closing", conn.context());
+                        let what = if challenged {
+                            "signature for the challenge"
+                        } else {
+                            "identify"
+                        };
                         let error = ErrorBody::new(
                             ErrorCode::IdentifyTimeout,
                             format!(
-                                "no identify within {} ms",
+                                "no {what} within {} ms",
                                 self.config.identify_timeout.as_millis()
                             ),
                         );
