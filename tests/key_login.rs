@@ -84,7 +84,7 @@ fn challenge(broker: &Broker, user: &str, public_key: &str) -> (Client, String) 
         .to_string();
     assert_eq!(
         frame,
-        json!({"header":{"status":"ok","kind":"challenge"},"data":{"nonce":nonce}})
+        json!({"header":{"status":"ok","kind":"challenge"},"data":{"nonce":nonce,"server":"test"}})
     );
     assert_eq!(nonce.len(), 43, "32 random bytes, base64url");
     (client, nonce)
@@ -519,17 +519,29 @@ fn bester_keygen_and_send_with_the_key_log_in() {
     assert_eq!(status, Some(0), "{err}");
     let reply: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(reply["data"], "hi", "{reply}");
-    // Signed for the URI's host by default: this server is named "test", so that is refused.
+    // Without --server-name, bester signs for the server the challenge names.
     let (status, out, err) = bester(&["send", "--key", key, &uri, "echo", "1"]);
-    assert_eq!(status, Some(1));
+    assert_eq!(status, Some(0), "{err}");
     assert_eq!(
-        serde_json::from_str::<Value>(out.trim()).unwrap(),
-        unknown_user_error(&broker)
+        serde_json::from_str::<Value>(out.trim()).unwrap()["data"],
+        1
     );
+    // With it, a challenge naming another server is not signed at all.
+    let (status, out, err) = bester(&[
+        "send",
+        "--key",
+        key,
+        "--server-name",
+        "besterd",
+        &uri,
+        "echo",
+        "1",
+    ]);
+    assert_eq!(status, Some(1));
+    assert_eq!(out, "");
     assert_eq!(
         err,
-        "bester: login refused: auth_failed: invalid username or password (signed for the server \
-         name \"127.0.0.1\"; --server-name if the server is named otherwise)\n"
+        "bester: the server says it is \"test\", not \"besterd\" (--server-name): not signing\n"
     );
     // The other pair is not robot's.
     let other = broker.dir.path().join("k2");

@@ -6,8 +6,8 @@
 //! with `--password-stdin` (and only then), else a prompt when standard input is a terminal. With
 //! none of these it is a usage error, before connecting: a script never sends an empty password.
 //! With `--key FILE` no password is asked for: the login is by ed25519 signature (the server's
-//! challenge nonce, signed for `--server-name`, by default the URI's host). `keygen` writes a key
-//! pair.
+//! challenge nonce, signed for the server the challenge names, which must be `--server-name` if
+//! that is given). `keygen` writes a key pair.
 //!
 //! Exit codes: 0 success; 1 an error reply, a refused login, a failed connection, or the server
 //! closing first; 64 usage errors (bad arguments, DATA not JSON, no password); 75 (`EX_TEMPFAIL`)
@@ -69,8 +69,9 @@ struct Cli {
     /// by its owner only) instead of a password.
     #[arg(long, global = true, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// With --key: the server's name (its `[server] name`), part of what is signed so that the
-    /// signature is worth nothing at another server. Default: the URI's host.
+    /// With --key: the server's name (its `[server] name`) that must be in its challenge; what is
+    /// signed names it, so the signature is worth nothing at another server. Default: sign for
+    /// the name the challenge gives.
     #[arg(long, global = true, value_name = "NAME", env = "BESTER_SERVER_NAME")]
     server_name: Option<String>,
 }
@@ -116,8 +117,9 @@ enum Cmd {
 enum Secret {
     /// With a password.
     Password(String),
-    /// By signing the challenge with this key, for this server name.
-    Key(Box<SigningKey>, String),
+    /// By signing the challenge with this key, for the server the challenge names (which must
+    /// be this one, if given).
+    Key(Box<SigningKey>, Option<String>),
 }
 
 /// Why `bester` stops without success: the exit code and the line for stderr.
@@ -236,19 +238,7 @@ fn secret(uri: &Uri, cli: &Cli) -> Result<Secret, Failure> {
         ));
     }
     let key = read_private_key(file).map_err(Failure::usage)?;
-    let server = match &cli.server_name {
-        Some(name) => name.clone(),
-        None => uri_host(&uri.address),
-    };
-    Ok(Secret::Key(Box::new(key), server))
-}
-
-/// The host of `host:port` (without the brackets of an IPv6 address).
-fn uri_host(address: &str) -> String {
-    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
+    Ok(Secret::Key(Box::new(key), cli.server_name.clone()))
 }
 
 /// An ed25519 private key from a PKCS#8 PEM file that only its owner can read.
@@ -445,8 +435,22 @@ impl Session {
             && is_ok(challenge)
             && challenge["header"]["kind"] == "challenge"
         {
-            let nonce = challenge["data"]["nonce"].as_str().unwrap_or_default();
-            let message = besterd::auth::keys::login_message(server, &uri.user, nonce);
+            let nonce = challenge["data"]["nonce"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let named = challenge["data"]["server"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            // With --server-name, sign only for that server: a relay names another.
+            if let Some(expected) = server.as_deref().filter(|e| *e != named.as_str()) {
+                return Err(Failure::runtime(format!(
+                    "the server says it is {named:?}, not {expected:?} (--server-name): not signing"
+                )));
+            }
+            let server = named;
+            let message = besterd::auth::keys::login_message(&server, &uri.user, &nonce);
             let signature =
                 base64::engine::general_purpose::STANDARD.encode(key.sign(&message).to_bytes());
             session
@@ -457,8 +461,7 @@ impl Session {
             if let Some(refused) = reply.as_ref().filter(|r| !is_ok(r)) {
                 print_frame(refused)?;
                 return Err(Failure::runtime(format!(
-                    "login refused: {} (signed for the server name {server:?}; --server-name if \
-                     the server is named otherwise)",
+                    "login refused: {} (signed for the server name {server:?})",
                     describe(refused)
                 )));
             }

@@ -1,7 +1,7 @@
 //! The public-key login's second round: the server's challenge and the client's signature.
 //!
 //! After `identify` with `{"username":…,"publicKey":…}` the server sends
-//! `{"header":{"status":"ok","kind":"challenge"},"data":{"nonce":"…"}}` and the next frame must be
+//! `{"header":{"status":"ok","kind":"challenge"},"data":{"nonce":"…","server":"…"}}` and the next frame must be
 //! exactly `{"header":{"signature":"<base64>"}}`. What is signed is defined in `auth/keys.rs`;
 //! this module only reads and writes the two frames. Pure.
 
@@ -23,6 +23,7 @@ struct ChallengeHeader {
 #[derive(Serialize)]
 struct ChallengeData<'a> {
     nonce: &'a str,
+    server: &'a str,
 }
 
 #[derive(Serialize)]
@@ -31,14 +32,14 @@ struct ChallengeFrame<'a> {
     data: ChallengeData<'a>,
 }
 
-/// The challenge frame carrying `nonce`.
-pub fn challenge(nonce: &str) -> Vec<u8> {
+/// The challenge frame carrying `nonce` and the name of the `server` the signature is for.
+pub fn challenge(nonce: &str, server: &str) -> Vec<u8> {
     to_body(&ChallengeFrame {
         header: ChallengeHeader {
             status: Status::Ok,
             kind: "challenge",
         },
-        data: ChallengeData { nonce },
+        data: ChallengeData { nonce, server },
     })
 }
 
@@ -81,8 +82,8 @@ mod tests {
     #[test]
     fn the_challenge_is_byte_exact() {
         assert_eq!(
-            challenge("abc"),
-            br#"{"header":{"status":"ok","kind":"challenge"},"data":{"nonce":"abc"}}"#
+            challenge("abc", "alpha"),
+            br#"{"header":{"status":"ok","kind":"challenge"},"data":{"nonce":"abc","server":"alpha"}}"#
         );
     }
 
@@ -122,7 +123,13 @@ mod tests {
         };
         assert_eq!(credentials.username, doc["username"]);
         assert_eq!(credentials.public_key, doc["public_key"]);
-        assert_eq!(challenge(doc["nonce"].as_str().unwrap()), body(1));
+        assert_eq!(
+            challenge(
+                doc["nonce"].as_str().unwrap(),
+                doc["server"].as_str().unwrap()
+            ),
+            body(1)
+        );
         assert_eq!(parse_signature(body(2)).unwrap(), doc["signature"]);
     }
 }

@@ -63,7 +63,7 @@ impl Server {
             key,
             nonce: nonce.clone(),
         })));
-        self.send(id, challenge::challenge(&nonce));
+        self.send(id, challenge::challenge(&nonce, &self.config.name));
         Ok(())
     }
 
