@@ -83,12 +83,35 @@ pub enum UserAction {
         #[arg(long)]
         password_stdin: bool,
         /// Give the user no password (a hash of a random one nobody knows): they log in by
-        /// client certificate only, until `passwd` sets one.
+        /// public key or client certificate only, until `passwd` sets one.
         #[arg(long, conflicts_with = "password_stdin")]
         no_password: bool,
         /// Pin the user's client certificate: only it logs in as this user by certificate.
         #[command(flatten)]
         pin: CertPin,
+        /// Give the user this ed25519 public key (a PEM file as `bester keygen` writes, or one
+        /// line of base64): it logs in as the user by signature.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// List a user's ed25519 public keys, one per line, in base64.
+    Keys {
+        /// The user's name.
+        name: String,
+    },
+    /// Give a user one more ed25519 public key (at most 16).
+    AddKey {
+        /// The user's name.
+        name: String,
+        /// The public key: a PEM file as `bester keygen` writes, or one line of base64.
+        file: PathBuf,
+    },
+    /// Take an ed25519 public key from a user; sessions logged in with it are revoked.
+    DelKey {
+        /// The user's name.
+        name: String,
+        /// The key in base64, as `keys` lists it.
+        key: String,
     },
     /// Pin a user's client certificate (only that certificate then logs in as the user by
     /// certificate), or remove the pin with --clear. Sessions standing on the old pin are revoked.

@@ -6,18 +6,21 @@
 //! Three layers, one direction: bytes → frames → typed messages → routing actions.
 //!
 //! - [`protocol`] (pure): the length-prefixed [`protocol::frame`] codec, the serde
-//!   [`protocol::message`] types, and the stable [`protocol::ErrorCode`]s.
+//!   [`protocol::message`] types, the stable [`protocol::ErrorCode`]s, and the PROXY protocol
+//!   header of listeners behind a load balancer ([`protocol::proxy`]).
 //! - [`net`]: the only code that reads and writes sockets — [`net::Framed`] streams with bounded
 //!   buffers, for TCP clients and Unix-socket handlers alike, over a [`net::Transport`]: plain,
 //!   TLS ([`net::tls`], rustls) or WebSocket ([`net::ws`], tungstenite); [`net::blocking`] is the
-//!   client side of the same transports.
+//!   client side of the same transports; [`net::accept`] keeps every listener accepting when
+//!   file descriptors run out (retry with backoff, a spare descriptor to shed the queue).
 //! - [`router`] (sans-io): presence, handler pools, requests in flight and their deadlines; takes
 //!   events, returns [`router::Action`]s.
 //! - [`server`]: the mio event loop that ties them together — accepts, reads, dispatches, applies
 //!   actions, flushes; the listener table (`[server] listen` and `[[listeners]]`) in
 //!   `server/listeners.rs`, client sessions and built-ins in `server/client.rs`, logins by client certificate in
-//!   `server/cert_login.rs`, token logins (JWT), resume tokens and session expiry in
-//!   `server/token_login.rs` (keys from `config/auth.rs`), handler links in
+//!   `server/cert_login.rs`, by ed25519 key in `server/key_login.rs` (frames in
+//!   [`protocol::challenge`], signatures in [`auth::keys`]), token logins (JWT), resume tokens
+//!   and session expiry in `server/token_login.rs` (keys from `config/auth.rs`), handler links in
 //!   `server/handlers.rs`. The built-in web client (`src/web/`) is served by WebSocket listeners.
 //!   Life under a service manager: `server/lifecycle.rs` (sd_notify, readiness, signals, the drain), `server/activation.rs` (socket activation),
 //!   `server/reload.rs` (SIGHUP, carrying out the pure [`config::diff`]), `server/revoke.rs`

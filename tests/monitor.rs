@@ -865,9 +865,11 @@ fn a_thousand_idle_monitoring_connections_are_capped_and_timed_out() {
         }
     }
     assert_eq!(over_cap + timed_out, 1000);
+    // From one address: the per-address cap (8) were held until the first-byte timeout (and
+    // slots freed by it were taken by later ones).
     assert!(
-        timed_out >= 64,
-        "the cap (64) were held until their timeout: {timed_out}"
+        timed_out >= 8,
+        "the per-address cap were held until their timeout: {timed_out}"
     );
     still_serving(&mut side, 2);
     let status = eventually("the monitoring port to take requests again", || {

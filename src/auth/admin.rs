@@ -1,8 +1,9 @@
-//! `besterd user add|passwd|del|cert|list`: the administrator's commands on the user store.
+//! `besterd user add|passwd|del|cert|list|keys|add-key|del-key`: the administrator's commands on
+//! the user store.
 //!
 //! Owns reading a new password (a terminal prompt asked twice, or the first line of standard input
 //! with `--password-stdin` or when stdin is not a terminal) and the command's output: `list` prints
-//! names on stdout (and fails if there is no store file: a wrong path is not an empty store), the
+//! names on stdout and `keys` a user's public keys (both fail if there is no store file: a wrong path is not an empty store), the
 //! other actions print nothing on stdout and one confirmation line on stderr.
 //!
 //! It must not: take a password from the command line or the environment, echo or log a password,
@@ -16,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use zeroize::{Zeroize, Zeroizing};
 
+use ed25519_dalek::VerifyingKey;
+
+use super::keys;
 use super::user_store::{self, MAX_PASSWORD_LEN, StoreError, UserStore};
 use crate::cli::{CertPin, UserAction};
 
@@ -41,6 +45,8 @@ pub enum AdminError {
     NoStore(PathBuf),
     /// The certificate to pin could not be read or its fingerprint parsed.
     Cert(String),
+    /// The public key file could not be read or parsed.
+    Key(String),
 }
 
 impl fmt::Display for AdminError {
@@ -58,7 +64,7 @@ impl fmt::Display for AdminError {
                 "no user store at {} (`besterd user add` creates it)",
                 path.display()
             ),
-            AdminError::Cert(e) => f.write_str(e),
+            AdminError::Cert(e) | AdminError::Key(e) => f.write_str(e),
         }
     }
 }
@@ -119,9 +125,11 @@ fn run_with(
             password_stdin,
             no_password,
             pin,
+            public_key,
         } => {
             user_store::validate_username(name)?;
             let pin = cert_pin(pin)?;
+            let key = public_key.as_deref().map(read_key).transpose()?;
             if UserStore::open(store)?.users().contains(name) {
                 return Err(StoreError::UserExists(name.clone()).into());
             }
@@ -134,8 +142,14 @@ fn run_with(
             drop(password);
             user_store::update(store, |users| {
                 users.add(name, &hash)?;
+                if let Some(key) = &key {
+                    users.add_public_key(name, key)?;
+                }
                 users.set_cert_pin(name, pin.as_ref())
             })?;
+            if let Some(key) = &key {
+                let _ = writeln!(err, "public key {} added", keys::encode_public_key(key));
+            }
             match pin {
                 Some(pin) => format!(
                     "user {name} added, certificate pinned: {}",
@@ -168,6 +182,35 @@ fn run_with(
             user_store::update(store, |users| users.set_hash(name, &hash))?;
             format!("password of user {name} changed")
         }
+        UserAction::Keys { name } => {
+            if let Err(e) = std::fs::metadata(store)
+                && e.kind() == io::ErrorKind::NotFound
+            {
+                return Err(AdminError::NoStore(store.to_path_buf()));
+            }
+            let store = UserStore::open(store)?;
+            if !store.users().contains(name) {
+                return Err(StoreError::NoSuchUser(name.clone()).into());
+            }
+            let mut listing = String::new();
+            for key in store.users().public_keys(name) {
+                listing.push_str(key);
+                listing.push('\n');
+            }
+            return write_listing(out, &listing, "write the key list");
+        }
+        UserAction::AddKey { name, file } => {
+            let key = read_key(file)?;
+            user_store::update(store, |users| users.add_public_key(name, &key))?;
+            format!(
+                "public key {} added to user {name}",
+                keys::encode_public_key(&key)
+            )
+        }
+        UserAction::DelKey { name, key } => {
+            user_store::update(store, |users| users.remove_public_key(name, key))?;
+            format!("public key {} removed from user {name}", key.trim())
+        }
         UserAction::Del { name } => {
             user_store::update(store, |users| users.remove(name))?;
             format!("user {name} deleted")
@@ -184,19 +227,25 @@ fn run_with(
                 listing.push_str(name);
                 listing.push('\n');
             }
-            return match out.write_all(listing.as_bytes()).and_then(|()| out.flush()) {
-                // `besterd user list | head -1` is not an error.
-                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(AdminError::Io {
-                    what: "write the user list",
-                    source: e,
-                }),
-                _ => Ok(()),
-            };
+            return write_listing(out, &listing, "write the user list");
         }
     };
     // The change is made; a failure to say so is not worth an error.
     let _ = writeln!(err, "{confirmation}");
     Ok(())
+}
+
+/// Print a listing on stdout; `besterd user list | head -1` is not an error.
+fn write_listing(out: &mut dyn Write, listing: &str, what: &'static str) -> Result<(), AdminError> {
+    match out.write_all(listing.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(AdminError::Io { what, source: e }),
+        _ => Ok(()),
+    }
+}
+
+/// A public key file (SPKI PEM, or one line of base64).
+fn read_key(file: &Path) -> Result<VerifyingKey, AdminError> {
+    keys::read_public_key_file(file).map_err(AdminError::Key)
 }
 
 /// A password nobody knows (32 random bytes in hex, thrown away once hashed).
@@ -298,6 +347,7 @@ mod tests {
             password_stdin: true,
             no_password: false,
             pin: CertPin::default(),
+            public_key: None,
         }
     }
 
@@ -313,6 +363,7 @@ mod tests {
                 cert_fingerprint: Some(fp.clone()),
                 cert: None,
             },
+            public_key: None,
         };
         let (r, _, err) = admin(&path, action, "pw\n");
         r.unwrap();
@@ -341,6 +392,7 @@ mod tests {
             password_stdin: false,
             no_password: true,
             pin: CertPin::default(),
+            public_key: None,
         };
         run_with(&path, &action, &mut never, &mut out, &mut err).unwrap();
         let store = UserStore::open(&path).unwrap();

@@ -189,4 +189,31 @@ mod tests {
         assert_eq!(new_nonce().len(), 43);
         assert_ne!(new_nonce(), new_nonce());
     }
+
+    /// `protocol/vectors/key_login.json`: the signed bytes and the one signature of them.
+    #[test]
+    fn key_login_vector() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../protocol/vectors/key_login.json")).unwrap();
+        let text = |k: &str| doc[k].as_str().unwrap().to_string();
+        let (server, user, nonce) = (text("server"), text("username"), text("nonce"));
+        let message: String = login_message(&server, &user, &nonce)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(message, text("message_hex"));
+        let seed: Vec<u8> = (0..64)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text("seed_hex")[i..i + 2], 16).unwrap())
+            .collect();
+        let key = SigningKey::from_bytes(&seed.try_into().unwrap());
+        assert_eq!(encode_public_key(&key.verifying_key()), text("public_key"));
+        assert_eq!(sign(&key, &server, &user, &nonce), text("signature"));
+        let public = parse_public_key(&text("public_key")).unwrap();
+        assert!(verify(&public, &server, &user, &nonce, &text("signature")));
+        assert_eq!(
+            VerifyingKey::from_public_key_pem(&text("public_key_pem")).unwrap(),
+            public
+        );
+    }
 }

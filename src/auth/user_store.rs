@@ -15,6 +15,8 @@
 //! ```
 //! An entry may also pin a client certificate: `"cert_sha256"`, the SHA-256 of its DER as 64
 //! lowercase hex digits; certificate logins as that user then need exactly that certificate.
+//! And it may list ed25519 public keys, `"keys"`: base64 of their 32 bytes, at most [`MAX_KEYS`],
+//! each logging in as that user by signature (see [`super::keys`]).
 //! A store file that does not exist is an empty store.
 
 use std::collections::BTreeMap;
@@ -30,8 +32,11 @@ use std::cell::RefCell;
 use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use ed25519_dalek::VerifyingKey;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+
+use super::keys;
 
 /// The only file format version this code reads and writes.
 pub const STORE_VERSION: u32 = 1;
@@ -41,6 +46,9 @@ pub const MAX_USERNAME_LEN: usize = 64;
 
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Most ed25519 public keys one user may have.
+pub const MAX_KEYS: usize = 16;
 
 /// Largest store file we agree to read (a bigger file is reported as corrupt).
 const MAX_STORE_BYTES: u64 = 64 * 1024 * 1024;
@@ -99,6 +107,13 @@ pub enum StoreError {
     },
     /// argon2 failed to hash a password.
     Hash(String),
+    /// A user's public key cannot be added or removed (duplicate, unknown, too many).
+    Key {
+        /// The user.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl StoreError {
@@ -157,6 +172,7 @@ impl fmt::Display for StoreError {
                 )
             }
             StoreError::Hash(reason) => write!(f, "password hashing failed: {reason}"),
+            StoreError::Key { name, reason } => write!(f, "user {}: {reason}", ShortName(name)),
         }
     }
 }
@@ -345,11 +361,33 @@ struct UserEntry {
     /// The pinned client certificate: SHA-256 of its DER, 64 lowercase hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cert_sha256: Option<String>,
+    /// ed25519 public keys that log in as this user: base64 of their 32 bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    keys: Vec<String>,
 }
 
 /// Whether `text` is a pinned fingerprint as stored: 64 lowercase hex digits.
 fn is_stored_fingerprint(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether a user's stored keys are usable: each an ed25519 key in canonical base64, no
+/// duplicates, at most [`MAX_KEYS`].
+fn check_keys(stored: &[String]) -> Result<(), String> {
+    if stored.len() > MAX_KEYS {
+        return Err(format!("more than {MAX_KEYS} keys"));
+    }
+    for (n, key) in stored.iter().enumerate() {
+        match keys::parse_public_key(key) {
+            Ok(parsed) if keys::encode_public_key(&parsed) == *key => {}
+            Ok(_) => return Err(format!("keys[{n}] is not in canonical base64")),
+            Err(e) => return Err(format!("keys[{n}]: {e}")),
+        }
+        if stored[..n].contains(key) {
+            return Err(format!("keys[{n}] appears twice"));
+        }
+    }
+    Ok(())
 }
 
 /// A fingerprint as stored (64 lowercase hex digits).
@@ -392,6 +430,59 @@ impl Users {
         }
     }
 
+    /// The public keys of `name` (base64 of their 32 bytes), in the order they were added; none
+    /// for a user who does not exist.
+    pub fn public_keys(&self, name: &str) -> &[String] {
+        self.map
+            .get(name)
+            .map_or(&[], |entry| entry.keys.as_slice())
+    }
+
+    /// Give an existing user one more public key. Fails with `NoSuchUser`, or `Key` when the
+    /// user has it already or has [`MAX_KEYS`].
+    pub fn add_public_key(&mut self, name: &str, key: &VerifyingKey) -> Result<(), StoreError> {
+        let entry = self
+            .map
+            .get_mut(name)
+            .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
+        let key = keys::encode_public_key(key);
+        let refuse = |reason: String| {
+            Err(StoreError::Key {
+                name: name.to_owned(),
+                reason,
+            })
+        };
+        if entry.keys.contains(&key) {
+            return refuse(format!("already has the key {key}"));
+        }
+        if entry.keys.len() >= MAX_KEYS {
+            return refuse(format!(
+                "already has {MAX_KEYS} keys, the most a user may have"
+            ));
+        }
+        entry.keys.push(key);
+        Ok(())
+    }
+
+    /// Take a public key (base64, as [`Users::public_keys`] lists it) from an existing user.
+    /// Fails with `NoSuchUser`, or `Key` when the user does not have it.
+    pub fn remove_public_key(&mut self, name: &str, key: &str) -> Result<(), StoreError> {
+        let entry = self
+            .map
+            .get_mut(name)
+            .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
+        let key = key.trim();
+        let before = entry.keys.len();
+        entry.keys.retain(|k| k != key);
+        if entry.keys.len() == before {
+            return Err(StoreError::Key {
+                name: name.to_owned(),
+                reason: format!("has no key {key}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether `name` exists.
     pub fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
@@ -425,6 +516,7 @@ impl Users {
             UserEntry {
                 hash: phc.to_owned(),
                 cert_sha256: None,
+                keys: Vec::new(),
             },
         );
         Ok(())
@@ -482,6 +574,12 @@ impl<'de> Deserialize<'de> for Users {
                     {
                         return Err(A::Error::custom(format_args!(
                             "user {}: cert_sha256 is not 64 lowercase hex digits",
+                            ShortName(&name)
+                        )));
+                    }
+                    if let Err(reason) = check_keys(&entry.keys) {
+                        return Err(A::Error::custom(format_args!(
+                            "user {}: {reason}",
                             ShortName(&name)
                         )));
                     }
@@ -1317,5 +1415,74 @@ mod tests {
             Path::new("/var/lib/besterd/users.json.lock")
         );
         assert_eq!(parent_dir(Path::new("users.json")), Path::new("."));
+    }
+
+    #[test]
+    fn public_keys_are_added_bounded_removed_and_checked_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with(dir.path(), &[("alice", "pw")]);
+        let key = |n: u8| ed25519_dalek::SigningKey::from_bytes(&[n; 32]).verifying_key();
+        update(&path, |u| u.add_public_key("alice", &key(1))).unwrap();
+        let users = UserStore::open(&path).unwrap().users().clone();
+        let first = keys::encode_public_key(&key(1));
+        assert_eq!(users.public_keys("alice"), std::slice::from_ref(&first));
+        assert!(users.public_keys("bob").is_empty());
+        let mut users = users;
+        assert_eq!(
+            users
+                .add_public_key("alice", &key(1))
+                .unwrap_err()
+                .to_string(),
+            format!("user \"alice\": already has the key {first}")
+        );
+        for n in 2..=16 {
+            users.add_public_key("alice", &key(n)).unwrap();
+        }
+        assert_eq!(
+            users
+                .add_public_key("alice", &key(17))
+                .unwrap_err()
+                .to_string(),
+            "user \"alice\": already has 16 keys, the most a user may have"
+        );
+        assert_eq!(
+            users
+                .add_public_key("bob", &key(1))
+                .unwrap_err()
+                .to_string(),
+            "no such user \"bob\""
+        );
+        users.remove_public_key("alice", &first).unwrap();
+        assert_eq!(users.public_keys("alice").len(), 15);
+        assert_eq!(
+            users
+                .remove_public_key("alice", &first)
+                .unwrap_err()
+                .to_string(),
+            format!("user \"alice\": has no key {first}")
+        );
+        // A hand-edited file with a bad, a non-canonical or a repeated key is refused.
+        let phc = hash_password("pw").unwrap();
+        for (keys, reason) in [
+            (
+                format!("[\"{first}\",\"{first}\"]"),
+                "keys[1] appears twice",
+            ),
+            (
+                "[\"AAAA\"]".to_string(),
+                "keys[0]: an ed25519 public key is 32 bytes",
+            ),
+            (
+                format!("[\"{}\"]", first.replace('=', "")),
+                "keys[0]: a public key must be base64",
+            ),
+        ] {
+            let text = format!(
+                "{{\"version\":1,\"users\":{{\"alice\":{{\"hash\":\"{phc}\",\"keys\":{keys}}}}}}}"
+            );
+            std::fs::write(&path, text).unwrap();
+            let err = UserStore::open(&path).unwrap_err().to_string();
+            assert!(err.contains(&format!("user \"alice\": {reason}")), "{err}");
+        }
     }
 }

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use super::jwt::{JwtKeys, TokenError};
 use super::resume::{ResumeError, TokenKey};
+use ed25519_dalek::VerifyingKey;
+
+use super::keys;
 use super::user_store::{self, StoreError, UserStore};
 
 /// How many times deeper than `auth_queue` token jobs may queue (see [`AuthPool::submit`]).
@@ -79,6 +82,23 @@ pub enum AuthJob<T> {
         /// Seconds since the epoch, to judge expiry by.
         now: u64,
     },
+    /// A public-key login (see [`super::keys`]): is `signature` the key's signature of the login
+    /// message for this server, user and nonce, and is the key one of the user's? A store read
+    /// and one ed25519 verification, no argon2.
+    KeyLogin {
+        /// Routing tag.
+        tag: T,
+        /// Who claims to log in.
+        username: String,
+        /// The key the client named (boxed: a parsed key is large).
+        key: Box<VerifyingKey>,
+        /// This server's name, as signed.
+        server: String,
+        /// The nonce the server sent.
+        nonce: String,
+        /// The client's signature, base64 as sent.
+        signature: String,
+    },
     /// Re-read the store if it changed (or `force`), and report each user's hash stamp when the
     /// store is newer than generation `since` (session revocation).
     Snapshot {
@@ -97,6 +117,7 @@ impl<T> AuthJob<T> {
             | AuthJob::ChangePassword { tag, .. }
             | AuthJob::Lookup { tag, .. }
             | AuthJob::Token { tag, .. }
+            | AuthJob::KeyLogin { tag, .. }
             | AuthJob::Snapshot { tag, .. } => tag,
         }
     }
@@ -124,6 +145,11 @@ impl<T: std::fmt::Debug> std::fmt::Debug for AuthJob<T> {
             AuthJob::Token { tag, .. } => f
                 .debug_struct("Token")
                 .field("tag", tag)
+                .finish_non_exhaustive(),
+            AuthJob::KeyLogin { tag, username, .. } => f
+                .debug_struct("KeyLogin")
+                .field("tag", tag)
+                .field("username", username)
                 .finish_non_exhaustive(),
             AuthJob::Snapshot { tag, since } => f
                 .debug_struct("Snapshot")
@@ -199,15 +225,19 @@ pub enum Credential {
     Certificate,
     /// A token whose user must be in the store: revoked only when the user is deleted.
     Presence,
+    /// An ed25519 key (the stamp's digest is [`key_digest`] of it).
+    Key,
 }
 
 /// A user's digests at one store generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryDigests {
     /// Of the PHC string.
     pub password: u64,
     /// Of the pinned certificate (or its absence).
     pub certificate: u64,
+    /// Of each public key.
+    pub keys: Vec<u64>,
 }
 
 /// Every user's stamp digests at one store generation.
@@ -230,6 +260,13 @@ pub fn hash_digest(phc: &str) -> u64 {
 pub fn pin_digest(pin: Option<&str>) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     pin.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The digest of a user's public key (base64 as stored) used in a [`Stamp`].
+pub fn key_digest(key: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    ("key", key).hash(&mut hasher);
     hasher.finish()
 }
 
@@ -504,11 +541,27 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
                 check,
                 now,
             } => (tag, String::new(), Work::Token { token, check, now }),
+            AuthJob::KeyLogin {
+                tag,
+                username,
+                key,
+                server,
+                nonce,
+                signature,
+            } => {
+                let work = Work::Key(Box::new(KeyWork {
+                    key,
+                    server,
+                    nonce,
+                    signature,
+                }));
+                (tag, username, work)
+            }
             AuthJob::Snapshot { tag, since } => (tag, String::new(), Work::Snapshot { since }),
         };
         let hashes = !matches!(
             work,
-            Work::Snapshot { .. } | Work::Lookup { .. } | Work::Token { .. }
+            Work::Snapshot { .. } | Work::Lookup { .. } | Work::Token { .. } | Work::Key(_)
         );
         let mut username = username;
         let ran = catch_unwind(AssertUnwindSafe(|| work.run(shared, &mut username)));
@@ -561,9 +614,18 @@ enum Work {
         check: TokenCheck,
         now: u64,
     },
+    Key(Box<KeyWork>),
     Snapshot {
         since: u64,
     },
+}
+
+/// What a public-key login checks.
+struct KeyWork {
+    key: Box<VerifyingKey>,
+    server: String,
+    nonce: String,
+    signature: String,
 }
 
 impl Work {
@@ -604,6 +666,7 @@ impl Work {
                 };
                 (AuthOutcome::Token(outcome), stamp)
             }
+            Work::Key(work) => key_login(shared, username, &work),
             Work::Snapshot { since } => (AuthOutcome::Users(snapshot(shared, since)), None),
         }
     }
@@ -766,6 +829,46 @@ fn resume_login<T>(
     (Ok(grant), token_stamp(users, username, generation))
 }
 
+/// A public-key login: the signature is the key's over this server, user and nonce, and the key
+/// is one of the user's. The signature is checked first, whoever the user is, so the time taken
+/// does not tell whether the user exists or has the key.
+fn key_login<T>(
+    shared: &Shared<T>,
+    username: &str,
+    work: &KeyWork,
+) -> (AuthOutcome, Option<Stamp>) {
+    let signed = keys::verify(
+        &work.key,
+        &work.server,
+        username,
+        &work.nonce,
+        &work.signature,
+    );
+    let key = keys::encode_public_key(&work.key);
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    let users = store.users();
+    let known = users.public_keys(username).contains(&key);
+    if !(signed && known) {
+        if users.contains(username) {
+            let why = if known {
+                "the signature does not verify"
+            } else {
+                "not one of the user's keys"
+            };
+            log::info!("auth user={username}: public-key login refused: {why}");
+        }
+        return (AuthOutcome::BadCredentials, None);
+    }
+    let stamp = Stamp {
+        generation,
+        digest: key_digest(&key),
+        credential: Credential::Key,
+    };
+    (AuthOutcome::Ok, Some(stamp))
+}
+
 /// Every user's digest, if the store is at a newer generation than `since`.
 fn snapshot<T>(shared: &Shared<T>, since: u64) -> Option<UserSnapshot> {
     let mut store = lock(&shared.store);
@@ -781,6 +884,11 @@ fn snapshot<T>(shared: &Shared<T>, since: u64) -> Option<UserSnapshot> {
             let digests = EntryDigests {
                 password: hash_digest(users.get(name)?),
                 certificate: pin_digest(users.cert_pin(name)),
+                keys: users
+                    .public_keys(name)
+                    .iter()
+                    .map(|k| key_digest(k))
+                    .collect(),
             };
             Some((name.to_owned(), digests))
         })
@@ -1067,6 +1175,54 @@ mod tests {
         h.pool.submit(lookup(5, "alice", [2; 32])).unwrap();
         let stamp = h.results(1).pop().unwrap().stamp.expect("a stamp");
         assert_eq!(stamp.digest, pin_digest(Some(&"02".repeat(32))));
+        assert_eq!(h.pool.work_area_bytes(), 0, "no password was hashed");
+    }
+
+    #[test]
+    fn key_logins_check_the_signature_and_the_users_keys_without_argon2() {
+        use base64::Engine;
+        use ed25519_dalek::{Signer, SigningKey};
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with_alice(dir.path());
+        let alice = SigningKey::from_bytes(&[1; 32]);
+        let other = SigningKey::from_bytes(&[2; 32]);
+        update(&path, |u| u.add_public_key("alice", &alice.verifying_key())).unwrap();
+        let mut h = Harness::start(&path, 1, 4);
+        let sign = |key: &SigningKey, server: &str, user: &str| {
+            let message = keys::login_message(server, user, "n0nce");
+            base64::engine::general_purpose::STANDARD.encode(key.sign(&message).to_bytes())
+        };
+        let job = |tag, user: &str, key: &SigningKey, signature: String| AuthJob::KeyLogin {
+            tag,
+            username: user.to_owned(),
+            key: Box::new(key.verifying_key()),
+            server: "alpha".into(),
+            nonce: "n0nce".into(),
+            signature,
+        };
+        h.pool
+            .submit(job(1, "alice", &alice, sign(&alice, "alpha", "alice")))
+            .unwrap();
+        let result = h.results(1).pop().unwrap();
+        assert_eq!(result.outcome, AuthOutcome::Ok);
+        let stamp = result.stamp.expect("a stamp");
+        assert_eq!(stamp.credential, Credential::Key);
+        assert_eq!(
+            stamp.digest,
+            key_digest(&keys::encode_public_key(&alice.verifying_key()))
+        );
+        for (tag, user, key, signature) in [
+            (2, "alice", &alice, sign(&alice, "beta", "alice")),
+            (3, "alice", &other, sign(&other, "alpha", "alice")),
+            (4, "mallory", &alice, sign(&alice, "alpha", "mallory")),
+            (5, "alice", &alice, "garbage".to_string()),
+        ] {
+            assert_eq!(
+                h.outcome(job(tag, user, key, signature)),
+                AuthOutcome::BadCredentials,
+                "{tag}"
+            );
+        }
         assert_eq!(h.pool.work_area_bytes(), 0, "no password was hashed");
     }
 

@@ -7,6 +7,9 @@
 //! none of these it is a usage error, before connecting: a script never sends an empty password.
 //! With `--token` (or `BESTER_TOKEN`) it logs in with that token instead (a JWT the application
 //! issued, or a resume token), and the URI needs no user: `bester://host:port`.
+//! With `--key FILE` no password is asked for: the login is by ed25519 signature (the server's
+//! challenge nonce, signed for the server the challenge names, which must be `--server-name` if
+//! that is given). `keygen` writes a key pair.
 //!
 //! Exit codes: 0 success; 1 an error reply, a refused login, a failed connection, or the server
 //! closing first; 64 usage errors (bad arguments, DATA not JSON, no password); 75 (`EX_TEMPFAIL`)
@@ -17,12 +20,14 @@
 mod argv;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use clap::{Parser, Subcommand};
+use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
 
 use besterd::client::{Client, Uri};
@@ -72,12 +77,15 @@ struct Cli {
         hide_env_values = true
     )]
     token: Option<String>,
-}
-
-/// How `bester` logs in.
-enum Login {
-    Password(String),
-    Token(String),
+    /// Log in with this ed25519 private key (PKCS#8 PEM, as `bester keygen` writes it, readable
+    /// by its owner only) instead of a password.
+    #[arg(long, global = true, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// With --key: the server's name (its `[server] name`) that must be in its challenge; what is
+    /// signed names it, so the signature is worth nothing at another server. Default: sign for
+    /// the name the challenge gives.
+    #[arg(long, global = true, value_name = "NAME", env = "BESTER_SERVER_NAME")]
+    server_name: Option<String>,
 }
 
 /// The URI, with an empty user when a token logs in and the URI names none.
@@ -90,14 +98,6 @@ fn parse_uri(text: &str, token: bool) -> Result<Uri, Failure> {
         other => other,
     }
     .map_err(Failure::usage)
-}
-
-/// The token when one is given (non-empty), else the password.
-fn login(uri: &Uri, token: Option<&str>, from_stdin: bool) -> Result<Login, Failure> {
-    match token.filter(|t| !t.is_empty()) {
-        Some(token) => Ok(Login::Token(token.to_string())),
-        None => password(uri, from_stdin).map(Login::Password),
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +128,24 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
         ping: Duration,
     },
+    /// Write a new ed25519 key pair: FILE (the private key, PKCS#8 PEM, mode 0600) and FILE.pub
+    /// (the public key, SPKI PEM), never over an existing file; print the public key in base64
+    /// (what `besterd user add-key` and `besterd user keys` show).
+    Keygen {
+        /// Where to write the private key.
+        file: PathBuf,
+    },
+}
+
+/// How `bester` logs in.
+enum Secret {
+    /// With a password.
+    Password(String),
+    /// By signing the challenge with this key, for the server the challenge names (which must
+    /// be this one, if given).
+    Key(Box<SigningKey>, Option<String>),
+    /// With a token (a JWT, or a resume token).
+    Token(String),
 }
 
 /// Why `bester` stops without success: the exit code and the line for stderr.
@@ -194,10 +212,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = (!cli.timeout.is_zero()).then_some(cli.timeout);
     match cli.command {
         Cmd::Send {
-            uri,
-            kind,
-            data,
-            id,
+            ref uri,
+            ref kind,
+            ref data,
+            ref id,
         } => {
             let from_stdin = data.as_deref() == Some("-");
             if from_stdin && cli.password_stdin {
@@ -210,23 +228,118 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Some(text) => serde_json::from_str(text)
                     .map_err(|e| Failure::usage(format!("DATA is not JSON: {e}")))?,
             };
-            let token = cli.token.as_deref();
-            let uri = parse_uri(&uri, token.is_some())?;
-            let login = login(&uri, token, cli.password_stdin)?;
+            let uri = parse_uri(uri, cli.token.is_some())?;
+            let secret = secret(&uri, &cli)?;
             let data = if from_stdin { stdin_data()? } else { data };
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let mut session = Session::open(&uri, &login, tls, timeout)?;
-            session.send(&id, &kind, &data)
+            let mut session = Session::open(&uri, &secret, tls, timeout)?;
+            session.send(id, kind, &data)
         }
-        Cmd::Listen { uri, count, ping } => {
-            let token = cli.token.as_deref();
-            let uri = parse_uri(&uri, token.is_some())?;
-            let login = login(&uri, token, cli.password_stdin)?;
+        Cmd::Listen {
+            ref uri,
+            count,
+            ping,
+        } => {
+            let uri = parse_uri(uri, cli.token.is_some())?;
+            let secret = secret(&uri, &cli)?;
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let session = Session::open(&uri, &login, tls, timeout)?;
+            let session = Session::open(&uri, &secret, tls, timeout)?;
             session.listen(count, ping)
         }
+        Cmd::Keygen { ref file } => keygen(file),
     }
+}
+
+/// The token (with `--token` or `BESTER_TOKEN`), the key (with `--key`), else the password.
+fn secret(uri: &Uri, cli: &Cli) -> Result<Secret, Failure> {
+    if let Some(token) = cli.token.as_deref().filter(|t| !t.is_empty()) {
+        if cli.key.is_some() {
+            return Err(Failure::usage("--token and --key cannot both be given"));
+        }
+        return Ok(Secret::Token(token.to_string()));
+    }
+    let Some(file) = &cli.key else {
+        if cli.server_name.is_some() {
+            return Err(Failure::usage("--server-name only goes with --key"));
+        }
+        return password(uri, cli.password_stdin).map(Secret::Password);
+    };
+    if uri.password.is_some() {
+        return Err(Failure::usage(
+            "--key logs in without a password: take the password out of the URI",
+        ));
+    }
+    let key = read_private_key(file).map_err(Failure::usage)?;
+    Ok(Secret::Key(Box::new(key), cli.server_name.clone()))
+}
+
+/// An ed25519 private key from a PKCS#8 PEM file that only its owner can read.
+fn read_private_key(file: &Path) -> Result<SigningKey, String> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = file.display();
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read the key {shown}: {e}"))?,
+    );
+    let mode = std::fs::metadata(file)
+        .map_err(|e| format!("cannot read the key {shown}: {e}"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "the private key {shown} can be read by others (mode {:04o}): chmod 600 it",
+            mode & 0o7777
+        ));
+    }
+    SigningKey::from_pkcs8_pem(&text)
+        .map_err(|_| format!("{shown} is not an ed25519 private key in PKCS#8 PEM"))
+}
+
+/// `bester keygen FILE`: FILE (0600) and FILE.pub, both created anew, never over a file.
+fn keygen(file: &Path) -> Result<(), Failure> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut public_path = file.as_os_str().to_owned();
+    public_path.push(".pub");
+    let public_path = std::path::PathBuf::from(public_path);
+    let create = |path: &Path, mode: u32| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true) // O_EXCL: never over a file, never through a symlink
+            .mode(mode)
+            .open(path)
+            .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", path.display())))
+    };
+    if std::fs::symlink_metadata(&public_path).is_ok() {
+        return Err(Failure::runtime(format!(
+            "cannot create {}: it exists already",
+            public_path.display()
+        )));
+    }
+    let (private, public) = besterd::auth::keys::generate();
+    let private = zeroize::Zeroizing::new(private);
+    let write = |mut out: std::fs::File, path: &Path, text: &str| {
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.sync_all())
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))
+    };
+    write(create(file, 0o600)?, file, &private)?;
+    let written = create(&public_path, 0o644).and_then(|out| write(out, &public_path, &public));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(file); // ours: created a moment ago
+        return Err(e);
+    }
+    let key = ed25519_dalek::VerifyingKey::from_public_key_pem(&public)
+        .map_err(|_| Failure::runtime("the new public key does not read back"))?;
+    eprintln!(
+        "bester: wrote {} (private, 0600) and {}",
+        file.display(),
+        public_path.display()
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", besterd::auth::keys::encode_public_key(&key))
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::runtime(format!("cannot write to standard output: {e}")))
 }
 
 /// The password: URI, `BESTER_PASSWORD`, `--password-stdin`, a terminal prompt, in this order.
@@ -317,7 +430,7 @@ impl Session {
     /// server's answer on stdout and fails with its code.
     fn open(
         uri: &Uri,
-        login: &Login,
+        secret: &Secret,
         tls: Option<Arc<ClientConfig>>,
         timeout: Option<Duration>,
     ) -> Result<Session, Failure> {
@@ -334,11 +447,15 @@ impl Session {
             address: uri.address.clone(),
             timeout,
         };
-        let authentication = match login {
-            Login::Password(password) => {
+        let authentication = match secret {
+            Secret::Password(password) => {
                 serde_json::json!({"username":uri.user,"password":password})
             }
-            Login::Token(token) => serde_json::json!({ "token": token }),
+            Secret::Token(token) => serde_json::json!({ "token": token }),
+            Secret::Key(key, _) => {
+                let public = besterd::auth::keys::encode_public_key(&key.verifying_key());
+                serde_json::json!({"username":uri.user,"publicKey":public})
+            }
         };
         let identify = serde_json::json!({"header":{"identify":{"type":"client",
             "authentication":authentication}}});
@@ -346,7 +463,42 @@ impl Session {
             .client
             .send(&identify)
             .map_err(|e| session.io_failure(e, "logging in"))?;
-        let reply = session.next("logging in")?;
+        let mut reply = session.next("logging in")?;
+        if let (Secret::Key(key, server), Some(challenge)) = (secret, &reply)
+            && is_ok(challenge)
+            && challenge["header"]["kind"] == "challenge"
+        {
+            let nonce = challenge["data"]["nonce"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let named = challenge["data"]["server"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            // With --server-name, sign only for that server: a relay names another.
+            if let Some(expected) = server.as_deref().filter(|e| *e != named.as_str()) {
+                return Err(Failure::runtime(format!(
+                    "the server says it is {named:?}, not {expected:?} (--server-name): not signing"
+                )));
+            }
+            let server = named;
+            let message = besterd::auth::keys::login_message(&server, &uri.user, &nonce);
+            let signature =
+                base64::engine::general_purpose::STANDARD.encode(key.sign(&message).to_bytes());
+            session
+                .client
+                .send(&serde_json::json!({"header":{"signature":signature}}))
+                .map_err(|e| session.io_failure(e, "logging in"))?;
+            reply = session.next("logging in")?;
+            if let Some(refused) = reply.as_ref().filter(|r| !is_ok(r)) {
+                print_frame(refused)?;
+                return Err(Failure::runtime(format!(
+                    "login refused: {} (signed for the server name {server:?})",
+                    describe(refused)
+                )));
+            }
+        }
         let Some(reply) = reply else {
             return Err(Failure::runtime(format!(
                 "{} closed the connection during login",

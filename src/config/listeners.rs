@@ -3,7 +3,7 @@
 //! `check-config` names a bad certificate or key; the server reads them again when it binds and on
 //! reload.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -43,9 +43,67 @@ pub struct FileListener {
     pub allowed_origins: Option<Vec<String>>,
     /// Files answered to plain HTTP GETs (ws, wss); `"{web}"` for the built-in web client.
     pub static_dir: Option<String>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a trusted proxy.
+    pub proxy_protocol: Option<bool>,
+    /// Addresses or CIDR ranges allowed to connect (and send the header) when `proxy_protocol`.
+    pub trusted_proxies: Option<Vec<String>>,
     /// Host names this listener answers to (ws, wss), beside IP literals and `localhost`: the
     /// DNS-rebinding defence (`net/hosts.rs`).
     pub hosts: Option<Vec<String>>,
+}
+
+/// An address range, `10.0.0.0/8` or `2001:db8::/32` (a bare address is one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    /// The first address.
+    pub addr: IpAddr,
+    /// Leading bits that must match.
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parse `addr` or `addr/prefix`.
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {max}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |full: u32, n: u8| {
+            if n == 0 {
+                0
+            } else {
+                full >> (32 - u32::from(n))
+            }
+        };
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                bits(u32::from(net), self.prefix) == bits(u32::from(ip), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let shift = 128 - u32::from(self.prefix);
+                let (net, ip) = (u128::from(net), u128::from(ip));
+                shift == 128 || net >> shift == ip >> shift
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A listener's kind.
@@ -118,6 +176,8 @@ pub struct ListenerConfig {
     pub origins: Origins,
     /// For ws and wss.
     pub static_files: Option<StaticFiles>,
+    /// `proxy_protocol = true`: the proxies that may connect (and must send the header).
+    pub trusted_proxies: Option<Vec<IpNet>>,
     /// For ws and wss: host names it answers to besides IP literals and `localhost`.
     pub hosts: Vec<String>,
 }
@@ -244,6 +304,35 @@ pub fn validate_listeners(
                 Some(StaticFiles::Dir(dir))
             }
         };
+        let trusted_proxies = match (l.proxy_protocol, l.trusted_proxies) {
+            (Some(true), Some(list)) if !list.is_empty() => {
+                let mut nets = Vec::new();
+                for (j, text) in list.iter().enumerate() {
+                    match IpNet::parse(text) {
+                        Ok(net) => nets.push(net),
+                        Err(e) => problems.push((format!("{key}.trusted_proxies[{j}]"), e)),
+                    }
+                }
+                Some(nets)
+            }
+            (Some(true), _) => {
+                problems.push((
+                    format!("{key}.trusted_proxies"),
+                    "proxy_protocol = true needs the proxies' addresses (e.g. [\"10.0.0.0/8\"]): \
+                     only they may send the header"
+                        .into(),
+                ));
+                None
+            }
+            (_, Some(_)) => {
+                problems.push((
+                    format!("{key}.trusted_proxies"),
+                    "only goes with proxy_protocol = true".into(),
+                ));
+                None
+            }
+            (_, None) => None,
+        };
         out.push(ListenerConfig {
             name,
             kind,
@@ -251,6 +340,7 @@ pub fn validate_listeners(
             tls,
             origins,
             static_files,
+            trusted_proxies,
             hosts,
         });
     }
@@ -377,6 +467,67 @@ pub fn validate_peer_tls(
         problems.push((format!("{key}.server_name"), e));
     }
     Some(PeerTls { trust, server_name })
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let net = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.255.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        let one = IpNet::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        let v6 = IpNet::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        assert!(
+            IpNet::parse("::/0")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/", "::1/129", "10.0.0.0/-1"] {
+            assert!(IpNet::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn problems(entry: &str) -> Vec<(String, String)> {
+        let text = format!("[[listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n{entry}");
+        crate::config::Config::parse(&text, "test")
+            .err()
+            .map(|e| e.problems)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn proxy_keys_are_validated() {
+        let ok = problems("proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n");
+        assert!(ok.is_empty(), "{ok:?}");
+        let p = problems("proxy_protocol = true\n");
+        assert_eq!(p[0].0, "listeners[0].trusted_proxies");
+        let p = problems("proxy_protocol = true\ntrusted_proxies = []\n");
+        assert_eq!(p[0].0, "listeners[0].trusted_proxies");
+        let p = problems("trusted_proxies = [\"10.0.0.1\"]\n");
+        assert_eq!(
+            p[0],
+            (
+                "listeners[0].trusted_proxies".into(),
+                "only goes with proxy_protocol = true".into()
+            )
+        );
+        let p = problems("proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/40\"]\n");
+        assert_eq!(p[0].0, "listeners[0].trusted_proxies[0]");
+    }
 }
 
 #[cfg(test)]

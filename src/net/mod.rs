@@ -3,6 +3,7 @@
 //! [`Transport`]: plain TCP or Unix, TLS ([`tls`], rustls), or WebSocket ([`ws`], tungstenite)
 //! over either.
 
+pub mod accept;
 pub mod blocking;
 pub mod framed;
 pub mod hosts;

@@ -31,10 +31,22 @@ impl fmt::Debug for Credentials {
 pub enum Authentication {
     /// `{"username","password"}`.
     Password(Credentials),
+    /// `{"username","publicKey"}` (a challenge follows, see [`super::challenge`]).
+    PublicKey(KeyCredentials),
     /// `{"token"}`: a JWT the application issued, or a resume token (`v1.…`) besterd issued.
     Token(Secret),
     /// `{"resume"}`: a resume token besterd issued.
     Resume(Secret),
+}
+
+/// Username and ed25519 public key (base64 of its 32 bytes, checked by the server), as sent in
+/// identify.
+#[derive(Debug, Clone)]
+pub struct KeyCredentials {
+    /// The user's name.
+    pub username: String,
+    /// The key, base64 as sent.
+    pub public_key: String,
 }
 
 /// A token as a client sent it: never shown by `Debug`.
@@ -53,6 +65,8 @@ impl fmt::Debug for Secret {
 struct RawAuthentication {
     username: Option<String>,
     password: Option<String>,
+    #[serde(rename = "publicKey")]
+    public_key: Option<String>,
     token: Option<String>,
     resume: Option<String>,
 }
@@ -61,31 +75,32 @@ impl<'de> Deserialize<'de> for Authentication {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let raw = RawAuthentication::deserialize(d)?;
-        match raw {
-            RawAuthentication {
-                username: None,
-                password: None,
-                token: Some(token),
-                resume: None,
-            } => Ok(Authentication::Token(Secret(token))),
-            RawAuthentication {
-                username: None,
-                password: None,
-                token: None,
-                resume: Some(resume),
-            } => Ok(Authentication::Resume(Secret(resume))),
-            RawAuthentication { token: Some(_), .. }
-            | RawAuthentication {
-                resume: Some(_), ..
-            } => Err(D::Error::custom(
-                "give one of {username, password}, {token} or {resume}",
-            )),
-            RawAuthentication {
-                username, password, ..
-            } => Ok(Authentication::Password(Credentials {
-                username: username.ok_or_else(|| D::Error::missing_field("username"))?,
-                password: password.ok_or_else(|| D::Error::missing_field("password"))?,
+        let by_name = raw.username.is_some() || raw.password.is_some() || raw.public_key.is_some();
+        match (by_name, raw.token, raw.resume) {
+            (false, Some(token), None) => return Ok(Authentication::Token(Secret(token))),
+            (false, None, Some(resume)) => return Ok(Authentication::Resume(Secret(resume))),
+            (_, None, None) => {}
+            _ => {
+                return Err(D::Error::custom(
+                    "give one of {username, password}, {username, publicKey}, {token} or {resume}",
+                ));
+            }
+        }
+        let username = raw
+            .username
+            .ok_or_else(|| D::Error::missing_field("username"))?;
+        match (raw.password, raw.public_key) {
+            (Some(password), None) => {
+                Ok(Authentication::Password(Credentials { username, password }))
+            }
+            (None, Some(public_key)) => Ok(Authentication::PublicKey(KeyCredentials {
+                username,
+                public_key,
             })),
+            (None, None) => Err(D::Error::missing_field("password")),
+            (Some(_), Some(_)) => Err(D::Error::custom(
+                "give either `password` or `publicKey`, not both",
+            )),
         }
     }
 }

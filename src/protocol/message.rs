@@ -214,7 +214,7 @@ impl PartialEq for Info {
 
 impl Eq for Info {}
 
-pub use super::login::{Authentication, Credentials, Secret};
+pub use super::login::{Authentication, Credentials, KeyCredentials, Secret};
 
 /// `header.identify`.
 #[derive(Debug, Clone, Deserialize)]
@@ -911,7 +911,7 @@ mod tests {
         };
         assert_eq!(identify.kind, "client");
         let Some(Authentication::Password(creds)) = identify.authentication else {
-            panic!("not a password login")
+            panic!("not a password")
         };
         assert_eq!(
             (creds.username.as_str(), creds.password.as_str()),
@@ -945,7 +945,7 @@ mod tests {
         ));
         assert_eq!(
             auth(r#"{"token":"a","password":"p"}"#).unwrap_err(),
-            "header.identify.authentication: give one of {username, password}, {token} or {resume}"
+            "header.identify.authentication: give one of {username, password}, {username, publicKey}, {token} or {resume}"
         );
         assert_eq!(
             auth(r#"{"username":"alice"}"#).unwrap_err(),

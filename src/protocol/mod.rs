@@ -4,12 +4,14 @@
 //! `protocol/PROTOCOL.md` at the top of the repository is the specification this module implements,
 //! and `protocol/vectors/` holds the examples the tests load.
 
+pub mod challenge;
 pub mod error;
 pub mod frame;
 pub mod login;
 pub mod message;
 pub mod peer;
 pub mod pool;
+pub mod proxy;
 pub mod redact;
 pub mod scan;
 pub mod validate;

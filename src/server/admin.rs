@@ -28,6 +28,7 @@ use super::monitor::{ConnectionQuery, MAX_LIMIT};
 use super::token::{ADMIN_CONN_BASE, ADMIN_LISTENER, MONITOR_CONN_BASE};
 use crate::ctl::CTL_SOCKET;
 use crate::handler::RuntimeDir;
+use crate::net::accept::Accepted;
 use crate::net::local::{peer_cred, read_bounded, write_pending};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
@@ -38,7 +39,7 @@ pub const MAX_CTL_REQUEST: usize = 4096;
 /// Time allowed for a whole control request.
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Control connections at once; more are closed on accept.
-const MAX_CTL_CONNECTIONS: usize = 16;
+pub(super) const MAX_CTL_CONNECTIONS: usize = 16;
 
 /// The control listener and its connections.
 pub(super) struct Admin {
@@ -137,15 +138,20 @@ impl Server {
     fn admin_accept(&mut self, now: Instant) {
         let Some(admin) = &mut self.admin else { return };
         loop {
-            let (mut stream, _) = match admin.listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!("control socket: accept failed: {e}");
-                    return;
-                }
-            };
+            let key = ADMIN_LISTENER.0;
+            let (mut stream, _) =
+                match self
+                    .accept
+                    .accept(key, "control socket", &admin.listener, now)
+                {
+                    Accepted::Conn(stream, addr) => (stream, addr),
+                    Accepted::Empty => return,
+                    Accepted::Stalled => {
+                        // Out of descriptors: close what is queued; try again on the timer.
+                        self.accept.shed(key, &admin.listener, |_, _| {});
+                        return self.retry_accept_later(ADMIN_LISTENER, now);
+                    }
+                };
             match peer_cred(stream.as_raw_fd()).map(|(_, uid)| uid) {
                 Ok(uid) if allowed(uid) => {}
                 Ok(uid) => {

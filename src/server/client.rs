@@ -89,6 +89,20 @@ impl AuthTag {
     }
 }
 
+impl AuthTag {
+    /// A login by public key as `user` (no password, as [`AuthTag::certificate`]).
+    pub(super) fn public_key(conn: ConnId, ip: Option<std::net::IpAddr>, user: &str) -> AuthTag {
+        AuthTag {
+            conn,
+            ip,
+            purpose: Purpose::Identify {
+                digest: password_digest(user, &unguessable()),
+                certificate: false,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Purpose {
     Internal,
@@ -184,6 +198,9 @@ impl Server {
         let Role::Client(state) = &conn.role else {
             return;
         };
+        if matches!(state, ClientState::Challenged(_)) {
+            return self.key_signature(id, body, now);
+        }
         let identifying = matches!(state, ClientState::Identifying { .. });
         // Only for the log lines of the error paths: not built for every frame.
         let context =
@@ -316,7 +333,10 @@ impl Server {
             return true;
         }
         let context = conn.context();
-        if !self.logins.allows(ip, &credentials.username, now) {
+        // Debited to this session's own user and address, never to the name it sent: a
+        // logged-in session must not be able to lock another user out at no argon2 cost.
+        let own = conn.user().unwrap_or_default().to_string();
+        if !self.logins.allows(ip, &own, now) {
             self.stats.logins.rate_limited += 1;
             self.reply_error(id, reply_id, &rate_limited());
             return false;
@@ -325,7 +345,7 @@ impl Server {
             "{context} header.authentication as {:?} does not match the session",
             credentials.username
         );
-        self.logins.failed(ip, &credentials.username, now);
+        self.logins.failed(ip, &own, now);
         self.stats.logins.failed += 1;
         let error = ErrorBody::new(
             ErrorCode::AuthFailed,
@@ -355,25 +375,31 @@ impl Server {
             };
             return refuse(self, ErrorBody::new(ErrorCode::BadIdentifyType, text));
         }
-        let (username, password) = match identify.authentication {
-            Some(Authentication::Password(Credentials { username, password })) => {
-                (username, password)
+        let Some(authentication) = identify.authentication else {
+            // On a listener with client_ca: the verified certificate's user (server/cert_login.rs).
+            if let Err(error) = self.certificate_login(id) {
+                refuse(self, error);
             }
-            Some(Authentication::Token(token)) => {
+            return;
+        };
+        let Credentials { username, password } = match authentication {
+            Authentication::Password(credentials) => credentials,
+            // A challenge, then the signature (server/key_login.rs).
+            Authentication::PublicKey(credentials) => {
+                if let Err(error) = self.key_identify(id, credentials) {
+                    refuse(self, error);
+                }
+                return;
+            }
+            // On the verifier threads (server/token_login.rs).
+            Authentication::Token(token) => {
                 if let Err(error) = self.token_login(id, token, false) {
                     refuse(self, error);
                 }
                 return;
             }
-            Some(Authentication::Resume(token)) => {
+            Authentication::Resume(token) => {
                 if let Err(error) = self.token_login(id, token, true) {
-                    refuse(self, error);
-                }
-                return;
-            }
-            None => {
-                // On a listener with client_ca: the verified certificate's user (server/cert_login.rs).
-                if let Err(error) = self.certificate_login(id) {
                     refuse(self, error);
                 }
                 return;

@@ -23,6 +23,9 @@ pub enum ClientState {
         /// When the connection is closed if it has not identified.
         deadline: Instant,
     },
+    /// Identify with a public key received and a challenge sent; the signature must come next,
+    /// before the identify deadline (the timer armed at accept).
+    Challenged(Box<Challenge>),
     /// Identify received; the password is being checked off the loop.
     Verifying,
     /// Logged in.
@@ -54,6 +57,17 @@ pub struct Grant {
     pub info: Option<Info>,
     /// The end the session's pending expiry timer is set for, if one is.
     pub armed: Option<u64>,
+}
+
+/// A public-key login waiting for its signature (see `key_login.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// Who the client says it is.
+    pub username: String,
+    /// The key it named.
+    pub key: ed25519_dalek::VerifyingKey,
+    /// The nonce sent, used once.
+    pub nonce: String,
 }
 
 /// Where a server-to-server connection is in its handshake.

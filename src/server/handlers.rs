@@ -2,10 +2,9 @@
 //! ready), and handing its frames to the router. A handler that sends garbage is told so in an error
 //! report and logged once per connection, not once per frame.
 
-use std::io;
 use std::time::Instant;
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 
 use crate::net::Stream;
 use crate::net::local::{allowed_text, peer_cred, uid_allowed};
@@ -15,6 +14,8 @@ use crate::protocol::message::{
 
 use super::Server;
 use super::conn::Role;
+use super::token::HANDLER_LISTENER_BASE;
+use crate::net::accept::Accepted;
 use crate::router::ConnId;
 
 impl Server {
@@ -25,13 +26,16 @@ impl Server {
                 return;
             };
             let kind = h.kind.clone();
-            let stream = match h.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    error!("handler={kind} accept failed: {e}");
-                    return;
+            let key = HANDLER_LISTENER_BASE + index;
+            let name = format!("handler socket {kind}");
+            let stream = match self.accept.accept(key, &name, &h.listener, now) {
+                Accepted::Conn(stream, _) => stream,
+                Accepted::Empty => return,
+                Accepted::Stalled => {
+                    // Out of descriptors: a queued handler is closed (it reconnects or is
+                    // restarted); try again on the timer.
+                    self.accept.shed(key, &h.listener, |_, _| {});
+                    return self.retry_accept_later(mio::Token(key), now);
                 }
             };
             let (pid, uid) = match peer_cred(super::reload::fd_of(&stream)) {

@@ -7,26 +7,30 @@
 //! a TLS or WebSocket handshake that never finishes is closed by that same timer.
 
 use std::cmp::Reverse;
-use std::io;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
+use slab::Slab;
 
-use crate::config::{Config, ListenerConfig, ListenerKind, StaticFiles};
+use crate::config::{Config, HandlerSource, ListenerConfig, ListenerKind, StaticFiles};
+use crate::net::accept::{self, Accepted};
 use crate::net::hosts::Hosts;
 use crate::net::tls::{self, ServerTls, TlsStream};
 use crate::net::ws::{self, Origins, WsOptions};
 use crate::net::{Framed, Link, Stream, Transport};
-use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::client_error;
+use crate::protocol::{ErrorCode, proxy};
 
 use super::conn::{ClientState, Role};
-use super::token::LISTENER_BASE;
+use super::limits::Source;
+use super::token::PROXY_CONN_BASE;
+use super::token::{ADMIN_LISTENER, HANDLER_LISTENER_BASE, LISTENER_BASE, MONITOR_LISTENER};
 use super::{MAX_ACCEPTS_PER_EVENT, Server, Timer};
 
 /// The web client built into the binary, served by `static_dir = "{web}"`.
@@ -54,6 +58,21 @@ pub(super) struct ClientListener {
 /// Every client listener; the poll token of listener `i` is `LISTENER_BASE + i`.
 pub(super) struct Listeners {
     list: Vec<ClientListener>,
+    /// Connections on `proxy_protocol` listeners still awaiting their PROXY header (poll token
+    /// `PROXY_CONN_BASE + slot`).
+    pending: Slab<Pending>,
+}
+
+/// A connection from a trusted proxy whose PROXY header has not come whole yet.
+struct Pending {
+    stream: TcpStream,
+    /// The proxy's address.
+    peer: SocketAddr,
+    /// Its listener.
+    index: usize,
+    generation: u64,
+    /// The identify deadline, which the header must also meet.
+    deadline: Instant,
 }
 
 /// The poll token of listener `index`.
@@ -123,6 +142,79 @@ fn load(config: &ListenerConfig, index: usize) -> Result<Loaded, String> {
     Ok((tls, ws))
 }
 
+/// Descriptors kept free of client connections for everything else: standard streams, the poll
+/// instance, waker and signal pipe, the spare descriptor, the log, the user store and
+/// certificates being read, handler processes being started, and some slack.
+const BASE_RESERVE: usize = 32;
+/// The floor `max_connections` is never clamped below, whatever the descriptor limit: with a limit
+/// that low, running out is handled by `net/accept.rs` (shedding, retry, `/healthz`).
+const MIN_CONNECTIONS: usize = 8;
+
+/// Descriptors the broker may need besides client connections, from the configuration.
+fn reserved_fds(config: &Config) -> usize {
+    let handlers: usize = config
+        .handlers
+        .values()
+        .map(|h| {
+            let links = match &h.source {
+                HandlerSource::Command { processes, .. } => *processes,
+                HandlerSource::Socket(_) => 4,
+                HandlerSource::External => 0,
+            };
+            let dialed = if h.connect.is_some() {
+                h.max_inflight.min(64)
+            } else {
+                0
+            };
+            1 + links + dialed
+        })
+        .sum();
+    let monitor = config
+        .monitor
+        .as_ref()
+        .map_or(0, |m| 1 + m.max_connections + super::monitor::HEALTH_SLOTS);
+    BASE_RESERVE
+        + 1
+        + config.listeners.len()
+        + handlers
+        + 2 * config.peers.len()
+        + monitor
+        + 1
+        + super::admin::MAX_CTL_CONNECTIONS
+        + config.auth_threads
+}
+
+/// Raise the soft descriptor limit to the hard one, and lower `server.max_connections` (with a
+/// warning) to what the limit leaves after what the broker needs besides clients, so that client
+/// connections alone cannot run the process out of descriptors.
+pub(super) fn fit_fd_limit(config: &mut Config) {
+    let limit = match accept::raise_fd_limit() {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(e) => {
+            warn!("cannot read the file descriptor limit: {e}");
+            return;
+        }
+    };
+    let reserve = reserved_fds(config);
+    let room = limit.saturating_sub(reserve).max(MIN_CONNECTIONS);
+    if config.max_connections > room {
+        warn!(
+            "server.max_connections = {} lowered to {room}: the file descriptor limit is {limit} \
+             and {reserve} are kept for listeners, handlers, peers, monitoring and control \
+             connections (raise LimitNOFILE= or `ulimit -n`)",
+            config.max_connections
+        );
+        config.max_connections = room;
+    }
+}
+
+impl ClientListener {
+    /// How the listener is named in logs and `/healthz`.
+    fn name_for_logs(&self) -> String {
+        format!("listener {} ({})", self.config.name, self.addr)
+    }
+}
+
 impl Listeners {
     /// Bind `[server] listen` and every `[[listeners]]` entry, and register them; a listener
     /// for which `inherited(name)` gives a socket (socket activation: `"main"` for
@@ -139,6 +231,7 @@ impl Listeners {
             tls: None,
             origins: Origins::SameHost,
             static_files: None,
+            trusted_proxies: None,
             hosts: Vec::new(),
         };
         let mut list = Vec::new();
@@ -166,7 +259,10 @@ impl Listeners {
                 ws,
             });
         }
-        Ok(Listeners { list })
+        Ok(Listeners {
+            list,
+            pending: Slab::new(),
+        })
     }
 
     /// The `[server] listen` address.
@@ -260,70 +356,254 @@ impl Server {
         }
     }
 
+    /// A listener (by poll token) is ready, or its retry timer fired.
+    pub(super) fn accept_ready(&mut self, token: Token, now: Instant) {
+        match token {
+            MONITOR_LISTENER | ADMIN_LISTENER => self.control_accept(token, now),
+            Token(t) if t >= PROXY_CONN_BASE => self.proxy_ready(t - PROXY_CONN_BASE),
+            Token(t) if t >= LISTENER_BASE => {
+                if let Some(i) = self.listeners.index_of(token) {
+                    self.accept_clients(i, now);
+                }
+            }
+            Token(t) if t >= HANDLER_LISTENER_BASE => {
+                self.accept_handlers(t - HANDLER_LISTENER_BASE, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Listener `token` could not accept: arm its retry on the timer heap (once at a time).
+    pub(super) fn retry_accept_later(&mut self, token: Token, now: Instant) {
+        if let Some(at) = self.accept.retry_at(token.0, now) {
+            self.timers.push(Reverse((at, Timer::Accept(token))));
+        }
+    }
+
     /// Accept connections on listener `index` until it would block (or the per-event cap).
     pub(super) fn accept_clients(&mut self, index: usize, now: Instant) {
         for _ in 0..MAX_ACCEPTS_PER_EVENT {
-            let Some(socket) = &self.listeners.list[index].socket else {
+            let l = &self.listeners.list[index];
+            let Some(socket) = &l.socket else {
                 return;
             };
-            let (stream, peer) = match socket.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: log and wait for the next event rather than spin.
-                    error!("accept failed: {e}");
-                    return;
-                }
-            };
-            let kind = self.listeners.list[index].config.kind;
-            let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-            let refusal = if self.conns.len() >= self.config.max_connections {
-                Some(format!("too many connections ({} open)", self.conns.len()))
-            } else if from_ip >= self.config.max_connections_per_ip {
-                Some(format!(
-                    "too many connections from {} ({from_ip} open)",
-                    peer.ip()
-                ))
-            } else {
-                None
-            };
-            if let Some(text) = refusal {
-                debug!("refusing {peer}: {text}");
-                let error = ErrorBody::new(ErrorCode::TooManyConnections, text);
-                self.stats.error(error.code, false);
-                // Told once, best effort, without taking a slot: the socket is dropped at once.
-                // A TLS or WebSocket client could not read a bare frame: it is just closed.
-                if kind == ListenerKind::Tcp {
-                    let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
-                    let _ = framed.queue(&client_error(None, &error));
-                    let _ = framed.flush();
-                }
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let transport = match self.listeners.transport(index, stream) {
-                Ok(t) => t,
-                Err(e) => {
-                    warn!("cannot set up {} for {peer}: {e}", kind.as_str());
-                    continue;
-                }
-            };
-            *self.per_ip.entry(peer.ip()).or_default() += 1;
+            let (stream, peer) =
+                match self
+                    .accept
+                    .accept(token(index).0, &l.name_for_logs(), socket, now)
+                {
+                    Accepted::Conn(stream, peer) => (stream, peer),
+                    Accepted::Empty => return,
+                    Accepted::Stalled => {
+                        // Out of descriptors: close what is queued (TCP clients are told why), and
+                        // try again on the timer.
+                        let tcp = l.config.kind == ListenerKind::Tcp;
+                        let closed = self.accept.shed(token(index).0, socket, |stream, _| {
+                            if tcp {
+                                let error = ErrorBody::new(
+                                    ErrorCode::TooManyConnections,
+                                    "the server is out of file descriptors; try again later",
+                                );
+                                let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
+                                let _ = framed.queue(&client_error(None, &error));
+                                let _ = framed.flush();
+                            }
+                        });
+                        for _ in 0..closed {
+                            self.stats.error(ErrorCode::TooManyConnections, false);
+                        }
+                        return self.retry_accept_later(token(index), now);
+                    }
+                };
             let deadline = now + self.config.identify_timeout;
-            let id = self.insert_conn(
-                transport,
-                peer.to_string(),
-                Some(peer.ip()),
-                Role::Client(ClientState::Identifying { deadline }),
-                self.config.max_identify_frame,
-            );
-            if let Some(id) = id {
-                debug!("conn={id} accepted from {peer} ({})", kind.as_str());
-                self.timers.push(Reverse((deadline, Timer::Identify(id))));
+            if self.listeners.list[index].config.trusted_proxies.is_some() {
+                self.accept_proxied(index, stream, peer, deadline);
+            } else {
+                self.admit_client(index, stream, peer, None, deadline);
             }
         }
         // Cap reached: the listener may still be ready; come back next iteration.
         self.accept_again = true;
+    }
+
+    /// Take an accepted client connection within the limits, wrapped in its listener's
+    /// transport. `peer` is the client's address (from the PROXY header, if `via` is the proxy).
+    fn admit_client(
+        &mut self,
+        index: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+        via: Option<SocketAddr>,
+        deadline: Instant,
+    ) {
+        let kind = self.listeners.list[index].config.kind;
+        let open = self.conns.len() + self.listeners.pending.len();
+        let from_ip = self
+            .per_ip
+            .get(&Source::of(peer.ip()))
+            .copied()
+            .unwrap_or(0);
+        let refusal = if open >= self.config.max_connections {
+            Some(format!("too many connections ({} open)", self.conns.len()))
+        } else if from_ip >= self.config.max_connections_per_ip {
+            Some(format!(
+                "too many connections from {} ({from_ip} open)",
+                peer.ip()
+            ))
+        } else {
+            None
+        };
+        if let Some(text) = refusal {
+            debug!("refusing {peer}: {text}");
+            let error = ErrorBody::new(ErrorCode::TooManyConnections, text);
+            self.stats.error(error.code, false);
+            // Told once, best effort, without taking a slot: the socket is dropped at once.
+            // A TLS or WebSocket client could not read a bare frame: it is just closed.
+            if kind == ListenerKind::Tcp {
+                let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
+                let _ = framed.queue(&client_error(None, &error));
+                let _ = framed.flush();
+            }
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let transport = match self.listeners.transport(index, stream) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!("cannot set up {} for {peer}: {e}", kind.as_str());
+                return;
+            }
+        };
+        *self.per_ip.entry(Source::of(peer.ip())).or_default() += 1;
+        let id = self.insert_conn(
+            transport,
+            peer.to_string(),
+            Some(peer.ip()),
+            Role::Client(ClientState::Identifying { deadline }),
+            self.config.max_identify_frame,
+        );
+        if let Some(id) = id {
+            match via {
+                Some(proxy) => debug!(
+                    "conn={id} accepted from {peer} via proxy {proxy} ({})",
+                    kind.as_str()
+                ),
+                None => debug!("conn={id} accepted from {peer} ({})", kind.as_str()),
+            }
+            self.timers.push(Reverse((deadline, Timer::Identify(id))));
+        }
+    }
+
+    /// A connection on a `proxy_protocol` listener: only a trusted proxy may connect; its PROXY
+    /// header is awaited (without blocking) until `deadline`.
+    fn accept_proxied(
+        &mut self,
+        index: usize,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        deadline: Instant,
+    ) {
+        let trusted = self.listeners.list[index]
+            .config
+            .trusted_proxies
+            .as_ref()
+            .is_some_and(|nets| nets.iter().any(|n| n.contains(peer.ip())));
+        if !trusted {
+            info!(
+                "listener {}: {peer} is not a trusted proxy; closed",
+                self.listeners.list[index].config.name
+            );
+            return;
+        }
+        if self.conns.len() + self.listeners.pending.len() >= self.config.max_connections {
+            debug!("refusing {peer}: too many connections");
+            self.stats.error(ErrorCode::TooManyConnections, false);
+            return;
+        }
+        let generation = self.next_generation();
+        let entry = self.listeners.pending.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(PROXY_CONN_BASE + slot),
+            Interest::READABLE,
+        ) {
+            warn!("cannot register {peer}: {e}");
+            return;
+        }
+        entry.insert(Pending {
+            stream,
+            peer,
+            index,
+            generation,
+            deadline,
+        });
+        self.timers
+            .push(Reverse((deadline, Timer::ProxyHeader { slot, generation })));
+    }
+
+    /// A connection awaiting its PROXY header is readable: look at what came (without taking
+    /// it); once the header is whole, take exactly its bytes and admit the client.
+    pub(super) fn proxy_ready(&mut self, slot: usize) {
+        let Some(p) = self.listeners.pending.get(slot) else {
+            return;
+        };
+        let cap = proxy::MAX_HEADER.min(self.scratch.len());
+        let seen = match p.stream.peek(&mut self.scratch[..cap]) {
+            Ok(0) => return self.proxy_drop(slot, "closed before its PROXY header"),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(e) => return self.proxy_drop(slot, &format!("read error: {e}")),
+        };
+        let header = match proxy::parse(&self.scratch[..seen]) {
+            Ok(Some(header)) => header,
+            Ok(None) => return,
+            Err(e) => return self.proxy_drop(slot, &e.to_string()),
+        };
+        let mut p = self.listeners.pending.remove(slot);
+        let _ = self.poll.registry().deregister(&mut p.stream);
+        // The header's bytes are already received (they were just seen): this read takes them.
+        let mut taken = 0;
+        while taken < header.len {
+            match p.stream.read(&mut self.scratch[taken..header.len]) {
+                Ok(0) => return,
+                Ok(n) => taken += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{}: reading the PROXY header: {e}", p.peer);
+                    return;
+                }
+            }
+        }
+        if self.listeners.list[p.index].socket.is_none() {
+            // Shutting down: the listener stopped accepting meanwhile.
+            return;
+        }
+        let client = header.source.unwrap_or(p.peer);
+        self.admit_client(p.index, p.stream, client, Some(p.peer), p.deadline);
+    }
+
+    /// Close a connection that sent no valid PROXY header.
+    fn proxy_drop(&mut self, slot: usize, why: &str) {
+        if let Some(mut p) = self.listeners.pending.try_remove(slot) {
+            let _ = self.poll.registry().deregister(&mut p.stream);
+            info!(
+                "listener {}: {} closed: {why}",
+                self.listeners.list[p.index].config.name, p.peer
+            );
+        }
+    }
+
+    /// The PROXY header deadline of a pending connection.
+    pub(super) fn proxy_deadline(&mut self, slot: usize, generation: u64) {
+        if self
+            .listeners
+            .pending
+            .get(slot)
+            .is_some_and(|p| p.generation == generation)
+        {
+            self.proxy_drop(slot, "no PROXY header within the identify timeout");
+        }
     }
 }

@@ -12,6 +12,7 @@ mod client;
 mod conn;
 mod dial;
 mod handlers;
+mod key_login;
 mod lifecycle;
 pub mod limits;
 mod listeners;
@@ -44,6 +45,7 @@ use slab::Slab;
 use crate::auth::worker::AuthPool;
 use crate::config::Config;
 use crate::handler::{Dialer, RuntimeDir, Supervisor};
+use crate::net::accept::AcceptGuard;
 use crate::net::{Framed, ReadResult, Transport};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
@@ -54,12 +56,12 @@ use crate::router::ConnId;
 use client::AuthTag;
 use conn::{ClientState, Conn, Role};
 use lifecycle::Lifecycle;
-use limits::LoginLimiter;
+use limits::{LoginLimiter, Source};
 use listeners::Listeners;
 use peers::PeerSlot;
 use reload::Reloads;
 use revoke::Sessions;
-use token::{ADMIN_LISTENER, CONN_BASE, HANDLER_LISTENER_BASE, LISTENER_BASE, MONITOR_CONN_BASE};
+use token::{ADMIN_LISTENER, CONN_BASE, MONITOR_CONN_BASE};
 use token::{MONITOR_LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
@@ -84,6 +86,15 @@ enum Timer {
     Handshake(ConnId),
     /// End a token session whose token expired, unless it was refreshed.
     Expire(ConnId),
+    /// Try accepting again on a listener (by poll token) that could not accept.
+    Accept(mio::Token),
+    /// Close a connection from a trusted proxy that has not sent its PROXY header.
+    ProxyHeader {
+        /// Its slot among the connections awaiting a header.
+        slot: usize,
+        /// Which connection held the slot.
+        generation: u64,
+    },
 }
 
 struct HandlerListener {
@@ -105,7 +116,7 @@ pub struct Server {
     router: Router,
     auth: AuthPool<AuthTag>,
     logins: LoginLimiter,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<Source, usize>,
     peers: BTreeMap<String, PeerSlot>,
     supervisor: Supervisor,
     handler_listeners: Slab<HandlerListener>,
@@ -116,6 +127,8 @@ pub struct Server {
     dirty: Vec<ConnId>,
     more_input: Vec<ConnId>,
     accept_again: bool,
+    /// The spare descriptor and the listeners that cannot accept (`net/accept.rs`).
+    accept: AcceptGuard,
     scratch: Box<[u8]>,
     life: Lifecycle,
     reloads: Reloads,
@@ -134,7 +147,8 @@ pub struct Server {
 impl Server {
     /// Bind the listener and the handler sockets, seed the user store, start the auth workers and
     /// the handler processes. Nothing is served until [`Server::run`].
-    pub fn bind(config: Config) -> io::Result<Server> {
+    pub fn bind(mut config: Config) -> io::Result<Server> {
+        listeners::fit_fd_limit(&mut config);
         let poll = Poll::new()?;
         let mut activation = activation::Activation::from_env()?;
         let activated = activation.is_active();
@@ -241,6 +255,7 @@ impl Server {
             dirty: Vec::new(),
             more_input: Vec::new(),
             accept_again: false,
+            accept: AcceptGuard::new(),
             scratch: vec![0u8; SCRATCH_SIZE].into_boxed_slice(),
             frame: Vec::new(),
             stats: ServerStats::default(),
@@ -302,7 +317,7 @@ impl Server {
                         self.reload_results(now);
                     }
                     SIGNALS => self.signals(now),
-                    t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.control_accept(t, now),
+                    t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.accept_ready(t, now),
                     mio::Token(t) if t >= CONN_BASE => {
                         let slot = t - CONN_BASE;
                         let Some(id) = self.conns.get(slot).map(|c| c.id) else {
@@ -324,12 +339,7 @@ impl Server {
                         }
                     }
                     mio::Token(t) if t >= MONITOR_CONN_BASE => self.control_ready(t, now),
-                    mio::Token(t) if t >= LISTENER_BASE => {
-                        if let Some(i) = self.listeners.index_of(event.token()) {
-                            self.accept_clients(i, now);
-                        }
-                    }
-                    mio::Token(t) => self.accept_handlers(t - HANDLER_LISTENER_BASE, now),
+                    t => self.accept_ready(t, now),
                 }
                 // Apply what this event routed before the next event is looked at: a later
                 // event may decide from the router's state (e.g. that a half-closed client has
@@ -668,12 +678,12 @@ impl Server {
 
     /// One connection from this address fewer.
     fn forget_ip(&mut self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip
-            && let Some(count) = self.per_ip.get_mut(&ip)
+        if let Some(source) = ip.map(Source::of)
+            && let Some(count) = self.per_ip.get_mut(&source)
         {
             *count -= 1;
             if *count == 0 {
-                self.per_ip.remove(&ip);
+                self.per_ip.remove(&source);
             }
         }
     }
@@ -737,12 +747,20 @@ impl Server {
             match timer {
                 Timer::Identify(id) => {
                     let Some(conn) = self.conn(id) else { continue };
-                    if matches!(conn.role, Role::Client(ClientState::Identifying { .. })) {
+                    let challenged = matches!(conn.role, Role::Client(ClientState::Challenged(_)));
+                    if challenged
+                        || matches!(conn.role, Role::Client(ClientState::Identifying { .. }))
+                    {
                         info!("{} did not identify in time; closing", conn.context());
+                        let what = if challenged {
+                            "signature for the challenge"
+                        } else {
+                            "identify"
+                        };
                         let error = ErrorBody::new(
                             ErrorCode::IdentifyTimeout,
                             format!(
-                                "no identify within {} ms",
+                                "no {what} within {} ms",
                                 self.config.identify_timeout.as_millis()
                             ),
                         );
@@ -758,6 +776,11 @@ impl Server {
                 Timer::Idle(id) => self.check_idle(id, now),
                 Timer::Handshake(id) => self.check_handshake(id),
                 Timer::Expire(id) => self.check_expiry(id, now),
+                Timer::ProxyHeader { slot, generation } => self.proxy_deadline(slot, generation),
+                Timer::Accept(token) => {
+                    self.accept.retry_fired(token.0);
+                    self.accept_ready(token, now);
+                }
             }
         }
         self.router.expire(now, &mut self.actions);

@@ -6,14 +6,18 @@
 //! One request per connection (`Connection: close`), parsed with `httparse`. Hostile input is
 //! bounded like everywhere else: a request (line and headers) over [`MAX_REQUEST`] bytes gets 431,
 //! bytes that are not HTTP get 400, a request not complete within `[monitor] timeout_ms` gets 408
-//! (slowloris), and past `[monitor] max_connections` a new connection gets 503 and is closed at
-//! once. Every answer is written without blocking; what the socket does not take now is written
+//! (slowloris) and one whose first byte is not there within [`FIRST_BYTE`] too. Past
+//! `[monitor] max_connections`, or [`MAX_PER_ADDRESS`] from one address, a connection takes one of
+//! [`HEALTH_SLOTS`] where only `GET /healthz` is answered (others: 503), so idle connections
+//! cannot fail a liveness probe; while the process is out of descriptors, one connection is served
+//! on the spare descriptor of `net/accept.rs`. Every answer is written without blocking; what the socket does not take now is written
 //! when it becomes writable. The bodies are built by `report.rs` and `prometheus.rs`.
 //!
 //! Endpoints (GET only): `/healthz`, `/status`, `/connections?user=&offset=&limit=`, `/handlers`,
 //! `/peers`, `/metrics`.
 
 use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -24,6 +28,7 @@ use slab::Slab;
 use super::Server;
 use super::token::{MONITOR_CONN_BASE, MONITOR_LISTENER};
 use crate::config::Config;
+use crate::net::accept::Accepted;
 use crate::net::hosts::Hosts;
 use crate::net::local::{read_bounded, write_pending};
 
@@ -35,6 +40,15 @@ const MAX_HEADERS: usize = 32;
 const DRAIN_ON_CLOSE: usize = 64 * 1024;
 /// Accepts per readiness event.
 const MAX_ACCEPTS: usize = 64;
+/// Monitoring connections from one address in the general slots; more get a health slot.
+pub const MAX_PER_ADDRESS: usize = 8;
+/// Slots past the caps where only `GET /healthz` is answered, so that idle connections cannot
+/// make a liveness probe fail (the oldest unanswered one makes room for a new one).
+pub const HEALTH_SLOTS: usize = 4;
+/// A monitoring connection must send its first byte within this long (or `timeout_ms`, if
+/// shorter).
+pub const FIRST_BYTE: Duration = Duration::from_secs(1);
+const TOO_MANY: &str = "too many monitoring connections";
 
 /// The monitoring listener and its connections.
 pub(super) struct Monitor {
@@ -50,10 +64,17 @@ pub(super) struct Monitor {
 
 struct HttpConn {
     stream: TcpStream,
+    ip: IpAddr,
     input: Vec<u8>,
     output: Vec<u8>,
     written: usize,
+    accepted: Instant,
+    /// [`FIRST_BYTE`] after the accept until a byte arrives, then `timeout` after the accept.
     deadline: Instant,
+    /// In a health slot: only `GET /healthz` is answered.
+    health_only: bool,
+    /// Accepted on the spare descriptor while out of descriptors (given back when closed).
+    on_spare: bool,
 }
 
 /// What a request asks for, once parsed.
@@ -101,6 +122,20 @@ impl Monitor {
         self.conns.len()
     }
 
+    /// Connections in general slots, those of them from `ip`, and those in health slots.
+    fn counts(&self, ip: IpAddr) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for (_, c) in &self.conns {
+            if c.health_only {
+                counts.2 += 1;
+            } else {
+                counts.0 += 1;
+                counts.1 += usize::from(c.ip == ip);
+            }
+        }
+        counts
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let conns = self.conns.iter().map(|(_, c)| c.deadline).min();
         match (conns, self.accept_again) {
@@ -111,48 +146,122 @@ impl Monitor {
 }
 
 impl Server {
-    /// Accept monitoring connections (closing those over the cap with a 503).
+    /// Accept monitoring connections. Past `[monitor] max_connections`, or past
+    /// [`MAX_PER_ADDRESS`] from one address, a connection gets one of the [`HEALTH_SLOTS`]
+    /// (evicting the oldest there) where only `GET /healthz` is answered and the first byte must
+    /// come within [`FIRST_BYTE`].
     pub(super) fn monitor_accept(&mut self, now: Instant) {
+        let key = MONITOR_LISTENER.0;
+        for _ in 0..MAX_ACCEPTS {
+            let Some(monitor) = &mut self.monitor else {
+                return;
+            };
+            let mut on_spare = false;
+            let (stream, peer) = match self.accept.accept(key, "monitor", &monitor.listener, now) {
+                Accepted::Conn(stream, peer) => (stream, peer),
+                Accepted::Empty => return,
+                Accepted::Stalled => {
+                    // Out of descriptors: one connection is served on the spare descriptor so
+                    // that `/healthz` can say what is wrong; the rest wait for the retry timer.
+                    let accepted = if self.accept.lend_spare() {
+                        let accepted = monitor.listener.accept().ok();
+                        if accepted.is_none() {
+                            self.accept.give_back();
+                        }
+                        accepted
+                    } else {
+                        None
+                    };
+                    self.retry_accept_later(MONITOR_LISTENER, now);
+                    let Some(accepted) = accepted else { return };
+                    on_spare = true;
+                    accepted
+                }
+            };
+            self.monitor_insert(stream, peer, on_spare, now);
+            if on_spare {
+                return;
+            }
+        }
+        // The cap of accepts per event was reached: the listener may still be ready.
+        if let Some(monitor) = &mut self.monitor {
+            monitor.accept_again = Some(now);
+        }
+    }
+
+    /// Take an accepted monitoring connection into a slot (or a health slot, or refuse it).
+    fn monitor_insert(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        on_spare: bool,
+        now: Instant,
+    ) {
         let Some(monitor) = &mut self.monitor else {
             return;
         };
-        for _ in 0..MAX_ACCEPTS {
-            let (mut stream, peer) = match monitor.listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!("monitor: accept failed: {e}");
+        let ip = peer.ip();
+        let (general, from_ip, health) = monitor.counts(ip);
+        let health_only =
+            on_spare || general >= monitor.max_connections || from_ip >= MAX_PER_ADDRESS;
+        if health_only && health >= HEALTH_SLOTS {
+            // Make room: the oldest connection in a health slot that has not asked yet.
+            let oldest = monitor
+                .conns
+                .iter()
+                .filter(|(_, c)| c.health_only && !c.on_spare && c.output.is_empty())
+                .min_by_key(|(_, c)| c.accepted)
+                .map(|(slot, _)| slot);
+            match oldest {
+                Some(slot) => {
+                    if let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(slot)) {
+                        let _ = conn
+                            .stream
+                            .write(&response(503, &error_body(TOO_MANY), JSON));
+                    }
+                    self.stats.monitor_refused += 1;
+                    self.monitor_close(slot);
+                }
+                None => {
+                    debug!("monitor: refusing {peer}: {TOO_MANY}");
+                    self.stats.monitor_refused += 1;
+                    let _ = stream.write(&response(503, &error_body(TOO_MANY), JSON));
+                    if on_spare {
+                        drop(stream);
+                        self.accept.give_back();
+                    }
                     return;
                 }
-            };
-            if monitor.conns.len() >= monitor.max_connections {
-                debug!("monitor: refusing {peer}: too many monitoring connections");
-                self.stats.monitor_refused += 1;
-                let body = error_body("too many monitoring connections");
-                let _ = stream.write(&response(503, &body, JSON));
-                continue;
             }
-            let entry = monitor.conns.vacant_entry();
-            let token = Token(MONITOR_CONN_BASE + entry.key());
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                warn!("monitor: cannot register {peer}: {e}");
-                continue;
-            }
-            entry.insert(HttpConn {
-                stream,
-                input: Vec::new(),
-                output: Vec::new(),
-                written: 0,
-                deadline: now + monitor.timeout,
-            });
         }
-        // The cap of accepts per event was reached: the listener may still be ready.
-        monitor.accept_again = Some(now);
+        let Some(monitor) = &mut self.monitor else {
+            return;
+        };
+        let entry = monitor.conns.vacant_entry();
+        let token = Token(MONITOR_CONN_BASE + entry.key());
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("monitor: cannot register {peer}: {e}");
+            if on_spare {
+                drop(stream);
+                self.accept.give_back();
+            }
+            return;
+        }
+        entry.insert(HttpConn {
+            stream,
+            ip,
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            accepted: now,
+            deadline: now + FIRST_BYTE.min(monitor.timeout),
+            health_only,
+            on_spare,
+        });
     }
 
     /// A monitoring connection is readable or writable.
@@ -166,9 +275,25 @@ impl Server {
                 return;
             };
             if conn.output.is_empty() {
-                match read_request(conn, &mut self.scratch, monitor_hosts) {
+                let parsed = match read_request(conn, &mut self.scratch, monitor_hosts) {
                     Ok(parsed) => parsed,
                     Err(()) => return self.monitor_close(slot),
+                };
+                let timeout = self.monitor.as_ref().map_or(FIRST_BYTE, |m| m.timeout);
+                let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(slot)) else {
+                    return;
+                };
+                if !conn.input.is_empty() && !conn.health_only {
+                    // The first byte came: the whole request has the rest of `timeout_ms`.
+                    conn.deadline = conn.accepted + timeout;
+                }
+                match parsed {
+                    Parsed::Get(target)
+                        if conn.health_only && target.split('?').next() != Some("/healthz") =>
+                    {
+                        Parsed::Refuse(503, TOO_MANY)
+                    }
+                    parsed => parsed,
                 }
             } else {
                 Parsed::Partial
@@ -236,6 +361,11 @@ impl Server {
                 }
             }
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            let on_spare = conn.on_spare;
+            drop(conn);
+            if on_spare {
+                self.accept.give_back();
+            }
         }
     }
 

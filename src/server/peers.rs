@@ -165,7 +165,12 @@ impl Server {
     pub(super) fn peer_identify(&mut self, id: ConnId, identify: Identify, now: Instant) {
         let ip = self.conn(id).and_then(|c| c.ip);
         let name = identify.name.unwrap_or_default();
-        let key = format!("server:{name}");
+        // Names that are not configured peers share one key (no key per garbage name).
+        let key = if self.peers.contains_key(&name) {
+            format!("server:{name}")
+        } else {
+            "server:?".to_string()
+        };
         let refuse = |server: &mut Server, why: String| {
             warn!("conn={id} peer identify as {name:?} refused: {why}");
             server.logins.failed(ip, &key, now);
@@ -184,6 +189,16 @@ impl Server {
         let Some(slot) = self.peers.get(&name) else {
             return refuse(self, "not a configured peer".into());
         };
+        // A peer this server dials is accepted only from the address it dials: a failure from
+        // anywhere else is the stranger's own, and cannot keep the real peer's link down.
+        if let (Some(configured), Some(from)) = (slot.config.address, ip)
+            && !same_host(configured.ip(), from)
+        {
+            return refuse(
+                self,
+                format!("comes from {from}, not from its configured address {configured}"),
+            );
+        }
         let Some(theirs) = identify.nonce.filter(|n| handshake::valid_nonce(n)) else {
             return refuse(self, "missing or malformed nonce".into());
         };
@@ -383,4 +398,9 @@ impl Server {
             self.close(id, "handshake not finished in time".into());
         }
     }
+}
+
+/// Whether two addresses are the same host (an IPv4-mapped IPv6 address is its IPv4 address).
+fn same_host(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
 }

@@ -162,7 +162,10 @@ impl Server {
             return;
         }
         match result {
-            Ok(config) => self.apply_config(config, now),
+            Ok(mut config) => {
+                super::listeners::fit_fd_limit(&mut config);
+                self.apply_config(config, now);
+            }
             Err(e) => {
                 for (key, problem) in &e.problems {
                     error!("reload: {}: {key}: {problem}", e.origin);

@@ -63,6 +63,10 @@ impl Server {
             Phase::Starting(_) => return Err("starting: waiting for handlers to connect".into()),
             Phase::Ready => {}
         }
+        let stalled = self.accept.problems(Instant::now());
+        if !stalled.is_empty() {
+            return Err(stalled.join("; "));
+        }
         let counts = self.router.handler_counts();
         let missing: Vec<&str> = counts
             .iter()

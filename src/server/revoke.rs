@@ -4,7 +4,8 @@
 //! pool is asked whether the user store changed; when it did, every session whose user is gone,
 //! or whose part of the user's entry is no longer the one the session stands on, is sent
 //! `session_revoked` and closed. A certificate session does not stand on the password, nor a
-//! password session on the pin. The connection that changed its own password with `bester.passwd`
+//! password session on the pin; a public-key session stands on its one key, so it is revoked when
+//! that key is removed (or the user deleted), not when another key is added or removed. The connection that changed its own password with `bester.passwd`
 //! stands on the new hash, so it stays; the user's other password connections are revoked.
 //!
 //! The store is only read on the verifier threads (a `stat`, and a read when it changed); the loop
@@ -67,6 +68,9 @@ fn revoked(snapshot: &UserSnapshot, user: &str, stamp: &Stamp) -> Option<&'stati
             }
             Credential::Certificate if d.certificate != stamp.digest => {
                 Some("the user's pinned certificate was changed")
+            }
+            Credential::Key if !d.keys.contains(&stamp.digest) => {
+                Some("the key it logged in with was removed")
             }
             _ => None,
         },
@@ -158,6 +162,7 @@ mod tests {
         let digests = |d: u64| EntryDigests {
             password: d,
             certificate: d + 100,
+            keys: vec![d + 200, d + 300],
         };
         UserSnapshot {
             generation,
@@ -187,6 +192,7 @@ mod tests {
                 EntryDigests {
                     password: 8,
                     certificate: 107,
+                    keys: Vec::new(),
                 },
             )]
             .into(),
@@ -228,5 +234,26 @@ mod tests {
             credential: Credential::Password,
         };
         assert_eq!(revoked(&changed, "alice", &newer), None);
+    }
+
+    #[test]
+    fn key_sessions_stand_on_their_own_key() {
+        let stamp = Stamp {
+            generation: 1,
+            digest: 207,
+            credential: Credential::Key,
+        };
+        // Password, pin and the other key changed: the session's key is still there.
+        let mut others_changed = snapshot(2, &[("alice", 8)]);
+        others_changed.users.get_mut("alice").unwrap().keys = vec![1, 207];
+        assert_eq!(revoked(&others_changed, "alice", &stamp), None);
+        assert_eq!(
+            revoked(&snapshot(2, &[("alice", 8)]), "alice", &stamp),
+            Some("the key it logged in with was removed")
+        );
+        assert_eq!(
+            revoked(&snapshot(2, &[]), "alice", &stamp),
+            Some("the user was deleted")
+        );
     }
 }

@@ -19,6 +19,9 @@ pub const MONITOR_LISTENER: Token = Token(3);
 pub const ADMIN_LISTENER: Token = Token(4);
 /// Handler socket listeners take tokens from here up.
 pub const HANDLER_LISTENER_BASE: usize = 16;
+/// Connections awaiting their PROXY protocol header take tokens from here up to
+/// [`MONITOR_CONN_BASE`].
+pub const PROXY_CONN_BASE: usize = 1 << 17;
 /// Monitoring HTTP connections take tokens from here up to [`ADMIN_CONN_BASE`].
 pub const MONITOR_CONN_BASE: usize = 1 << 18;
 /// Admin control connections take tokens from here up to [`CONN_BASE`].

@@ -5,8 +5,8 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -416,4 +416,52 @@ impl Side {
             "the side client saw something other than its own answer"
         );
     }
+}
+
+/// A TCP connection from `source` (a loopback address such as 127.0.0.2) to `to` (IPv4).
+pub fn connect_from(source: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else {
+        panic!("IPv4 only")
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns until it is wrapped.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let from = sockaddr(source, 0);
+        let r = libc::bind(fd, (&raw const from).cast(), len);
+        assert_eq!(r, 0, "bind {source}: {}", std::io::Error::last_os_error());
+        let dest = sockaddr(*to.ip(), to.port());
+        let r = libc::connect(fd, (&raw const dest).cast(), len);
+        assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream
+    }
+}
+
+/// Write one frame (length prefix and JSON body).
+pub fn send_frame(stream: &mut TcpStream, value: &Value) {
+    let body = serde_json::to_vec(value).unwrap();
+    let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    stream.write_all(&bytes).unwrap();
+}
+
+/// Read one frame; `None` on EOF.
+pub fn recv_frame(stream: &mut TcpStream) -> Option<Value> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut body).unwrap();
+    Some(serde_json::from_slice(&body).unwrap())
 }
