@@ -302,8 +302,17 @@ fn every_refusal_has_its_code_and_text_and_closes_the_connection() {
             assert!(!log.contains(token.as_str()), "a token was logged");
         }
     }
-    let (_, ok) = identify(&b, json!({ "token": valid }));
+    let (mut session, ok) = identify(&b, json!({ "token": valid }));
     assert_eq!(ok["header"]["status"], "ok", "{ok}");
+    // With require_user the session stands on the user's entry: deleting the user ends it.
+    session.set_timeout(Some(DEADLINE)).unwrap();
+    user_cmd(&b, &["del", "alice"], None);
+    let revoked = session.recv().unwrap().expect("session_revoked");
+    assert_eq!(code(&revoked), "session_revoked", "{revoked}");
+    assert_eq!(
+        revoked["data"]["error"],
+        "session revoked: the user was deleted; log in again"
+    );
 }
 
 #[test]
