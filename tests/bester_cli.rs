@@ -643,3 +643,29 @@ fn a_password_in_the_uri_is_hidden_from_ps() {
         ]
     );
 }
+
+/// A token given with `--token` is overwritten in `/proc/PID/cmdline` as a URI's password is,
+/// and the login still works with it.
+#[test]
+fn a_token_on_the_command_line_is_hidden_from_ps() {
+    let b = broker("");
+    let (_, reply) = besterd::client::Client::login(b.addr, "alice", "alice-pw").unwrap();
+    let token = reply["data"]["resume"].as_str().unwrap().to_string();
+    let target = format!("bester://{}", b.addr);
+    let mut child = spawn(&["listen", "--token", &token, &target]);
+    eventually("alice logged in by resume token", || {
+        b.log().contains("user=alice logged in from").then_some(())
+    });
+    eventually("alice logged in by resume token", || {
+        b.log().contains("by resume token").then_some(())
+    });
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&cmdline).into_owned();
+    assert!(
+        text.contains(&format!("--token\0{}\0", "*".repeat(token.len()))),
+        "{text:?}"
+    );
+    assert!(!text.contains(&token[3..]), "{text:?}");
+}

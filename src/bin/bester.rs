@@ -68,7 +68,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
     /// Log in with this token (a JWT, or a resume token) instead of a password; the URI then
-    /// needs no user. BESTER_TOKEN keeps it out of `ps`.
+    /// needs no user. Overwritten in `ps` once bester starts; BESTER_TOKEN never shows there.
     #[arg(
         long,
         global = true,

@@ -1,5 +1,5 @@
-//! Hide a password given in a `bester://user:password@host` argument from other users of the
-//! machine, as curl does with `-u`: `ps` and `/proc/PID/cmdline` show the process's own argument
+//! Hide a password given in a `bester://user:password@host` argument, and a token given with
+//! `--token TOKEN` or `--token=TOKEN`, from other users of the machine, as curl does with `-u`: `ps` and `/proc/PID/cmdline` show the process's own argument
 //! memory, so the password's bytes are overwritten there with `*` as soon as `bester` starts.
 //!
 //! Between `exec` and that moment the password can still be read: the README says so and shows
@@ -12,6 +12,16 @@
 pub fn hide_passwords() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     imp::hide_passwords();
+}
+
+/// Where a token sits in `arg`: all of it when the argument before was `--token`, else what
+/// follows `--token=`.
+pub fn token_range(arg: &[u8], after_flag: bool) -> Option<std::ops::Range<usize>> {
+    const FLAG: &[u8] = b"--token=";
+    if after_flag {
+        return (!arg.is_empty()).then_some(0..arg.len());
+    }
+    (arg.starts_with(FLAG) && arg.len() > FLAG.len()).then_some(FLAG.len()..arg.len())
 }
 
 /// Where the password of a bester URI sits in `arg`, read as `Uri::parse` reads it: between the
@@ -57,6 +67,7 @@ mod imp {
         if argv.is_null() {
             return;
         }
+        let mut after_flag = false;
         for i in 1..argc {
             // SAFETY: glibc handed us `argc` pointers to NUL-terminated strings that live, and
             // are writable, for the whole process; nothing else writes them, and the bytes are
@@ -67,7 +78,10 @@ mod imp {
                     continue;
                 }
                 let bytes = CStr::from_ptr(arg).to_bytes();
-                if let Some(range) = super::password_range(bytes) {
+                let range =
+                    super::token_range(bytes, after_flag).or_else(|| super::password_range(bytes));
+                after_flag = bytes == b"--token";
+                if let Some(range) = range {
                     for at in range {
                         *arg.add(at) = b'*' as c_char;
                     }
@@ -79,7 +93,16 @@ mod imp {
 
 #[cfg(test)]
 mod tests {
-    use super::password_range;
+    use super::{password_range, token_range};
+
+    #[test]
+    fn a_token_after_its_flag_or_its_equals_sign_is_found() {
+        assert_eq!(token_range(b"eyJ.a.b", true), Some(0..7));
+        assert_eq!(token_range(b"--token=eyJ.a.b", false), Some(8..15));
+        assert_eq!(token_range(b"--token=", false), None);
+        assert_eq!(token_range(b"eyJ.a.b", false), None);
+        assert_eq!(token_range(b"", true), None);
+    }
 
     #[test]
     fn the_password_of_each_scheme_is_found() {
