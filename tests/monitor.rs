@@ -417,6 +417,7 @@ fn every_endpoint_after_real_traffic_counts_exactly() {
         metrics.get("besterd_logins_total", &[("outcome", "failed")]),
         2.0
     );
+    assert_eq!(metrics.get("besterd_password_checks_total", &[]), 5.0);
     for code in besterd::protocol::ErrorCode::ALL {
         assert_eq!(
             metrics.get("besterd_errors_total", &[("code", code.as_str())]),

@@ -127,6 +127,12 @@ impl Server {
         ] {
             out.sample("logins_total", &[("outcome", outcome)], n);
         }
+        out.single(
+            "password_checks_total",
+            "counter",
+            "Password checks (argon2 runs) by the verifier threads; token logins run none.",
+            self.auth.password_checks(),
+        );
         for (name, help, value) in [
             (
                 "frames_received_total",
