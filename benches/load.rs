@@ -18,6 +18,7 @@
 //!   cargo bench --bench load -- compare     (besterd vs nats-server; see `compare/`)
 //!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
 //!   cargo bench --bench load -- rest        (resident memory of a server at rest, 1,000 clients)
+//!   cargo bench --bench load -- storm       (10,000 clients back after a restart; see `storm/`)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
@@ -26,6 +27,7 @@ mod allocs;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod compare;
+mod storm;
 
 #[global_allocator]
 static ALLOCATOR: allocs::Counting = allocs::Counting;
@@ -63,7 +65,7 @@ fn main() {
         "instructions",
         "compat",
     ];
-    let extra = ["compare", "allocs", "rest"];
+    let extra = ["compare", "allocs", "rest", "storm"];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
     } else {
@@ -87,6 +89,7 @@ fn main() {
             "compare" => compare::compare(),
             "allocs" => allocs::allocs(),
             "rest" => rest(),
+            "storm" => storm::storm(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),

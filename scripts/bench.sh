@@ -13,6 +13,9 @@
 #       bester.ping round trips over TCP, TLS, WebSocket and WSS at window 1 and 64
 #   scripts/bench.sh allocs     heap allocations per round trip on the event-loop thread
 #   scripts/bench.sh rest       resident memory of a server at rest with 1,000 connections
+#   scripts/bench.sh storm      10,000 clients log in again with resume tokens after a restart
+#       (time to the last one served, CPU per login; BENCH_STORM_N, BENCH_RUNS), beside the
+#       same storm with passwords on BENCH_STORM_PASSWORDS clients
 #
 # Prints a table and a final JSON line; compare medians and ratios between runs on the same
 # machine rather than absolute numbers on a shared one.

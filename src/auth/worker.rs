@@ -495,13 +495,18 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
                 return;
             }
             let quiet_for = last_hash.elapsed();
-            let wait = shared
-                .quiet
-                .saturating_sub(quiet_for)
-                .max(Duration::from_millis(1));
+            if quiet_for >= shared.quiet {
+                // Quiet already (and the work area given back below): nothing to wake up for
+                // but a job. A timed wait here woke every thread every millisecond at rest.
+                queue = shared
+                    .job_ready
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
             let (guard, _) = shared
                 .job_ready
-                .wait_timeout(queue, wait)
+                .wait_timeout(queue, shared.quiet - quiet_for)
                 .unwrap_or_else(PoisonError::into_inner);
             queue = guard;
             let quiet = last_hash.elapsed() >= shared.quiet;
@@ -1413,6 +1418,57 @@ mod tests {
         // And a later login still works (a new area is allocated).
         assert_eq!(h.outcome(verify(9, "alice", "old-pw")), AuthOutcome::Ok);
         assert!(h.pool.work_area_bytes() >= 19456 * 1024);
+    }
+
+    /// Voluntary context switches of this process's threads named `besterd-auth-*`.
+    fn auth_thread_switches() -> u64 {
+        let mut total = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let path = task.path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if !name.starts_with("besterd-auth") {
+                continue;
+            }
+            let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        total
+    }
+
+    #[test]
+    fn idle_threads_sleep_until_a_job_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(dir.path());
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), Token(0)).unwrap());
+        let quiet = Duration::from_millis(100);
+        let pool = AuthPool::start_with_quiet(store, 2, 8, waker, quiet).unwrap();
+        let mut h = Harness {
+            poll,
+            events: Events::with_capacity(8),
+            pool,
+        };
+        assert_eq!(h.outcome(verify(1, "alice", "old-pw")), AuthOutcome::Ok);
+        // Past the quiet period (areas given back), then count wake-ups over half a second.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while h.pool.work_area_bytes() > 0 {
+            assert!(Instant::now() < deadline, "work areas still held");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let before = auth_thread_switches();
+        std::thread::sleep(Duration::from_millis(500));
+        let woke = auth_thread_switches() - before;
+        // Other tests' pools in this process may wake now and then; a timed wait of 1 ms would
+        // be about a thousand.
+        assert!(
+            woke < 50,
+            "{woke} wake-ups of idle verifier threads in 500 ms"
+        );
+        assert_eq!(h.outcome(verify(2, "alice", "old-pw")), AuthOutcome::Ok);
     }
 
     #[test]

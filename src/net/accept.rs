@@ -353,9 +353,43 @@ pub fn raise_fd_limit() -> io::Result<libc::rlim_t> {
     Ok(limit.rlim_cur)
 }
 
+/// Connections the kernel queues for a listener before besterd accepts them (the kernel caps it at
+/// `net.core.somaxconn`). The standard library's 128 overflows in a reconnect storm: a client whose
+/// SYN finds the queue full is dropped and tries again only after the one-second retransmission
+/// timeout, so 10,000 clients coming back at once took over ten seconds to connect while the loop
+/// sat idle (measured with `scripts/bench.sh storm`).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A non-blocking TCP listener on `addr` with a queue of [`LISTEN_BACKLOG`].
+pub fn bind_tcp(addr: std::net::SocketAddr) -> io::Result<mio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: listen(2) on a socket this function owns; calling it again on a listening socket
+    // only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    listener.set_nonblocking(true)?;
+    Ok(mio::net::TcpListener::from_std(listener))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_queues_a_storm_of_connections_before_it_accepts() {
+        // 600 clients connect while nobody accepts: each handshake completes in the kernel's
+        // queue. With the standard library's backlog of 128 the 130th SYN would be dropped and
+        // its connect would wait for the one-second retransmission.
+        let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        for i in 0..600 {
+            let client = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                .unwrap_or_else(|e| panic!("connect {i}: {e}"));
+            clients.push(client);
+        }
+    }
     use std::net::TcpStream;
 
     fn err(code: i32) -> io::Error {

@@ -242,7 +242,7 @@ impl Listeners {
             let (tls, ws) = load(&lc, i).map_err(io::Error::other)?;
             let mut socket = match inherited(&lc.name)? {
                 Some(socket) => socket,
-                None => TcpListener::bind(lc.address).map_err(|e| {
+                None => crate::net::accept::bind_tcp(lc.address).map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot listen on {}: {e}", lc.address))
                 })?,
             };

@@ -93,7 +93,7 @@ impl Monitor {
         let Some(m) = &config.monitor else {
             return Ok(None);
         };
-        let mut listener = TcpListener::bind(m.listen).map_err(|e| {
+        let mut listener = crate::net::accept::bind_tcp(m.listen).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot listen on {} (monitor.listen): {e}", m.listen),

@@ -258,7 +258,10 @@ impl Broker {
             .arg(self.config_path())
             .arg("--ready-file")
             .arg(&ready)
-            .env("RUST_LOG", "debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("BESTER_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
