@@ -474,6 +474,12 @@ fn bester_keygen_and_send_with_the_key_log_in() {
     );
     let printed = printed.trim().to_string();
     assert_eq!(STANDARD.decode(&printed).unwrap().len(), 32, "{printed}");
+    // A missing directory for the key is made, private to its owner (as ssh-keygen makes ~/.ssh).
+    let nested = broker.dir.path().join("home/.bester/id");
+    let (status, _, err) = bester(&["keygen", nested.to_str().unwrap()]);
+    assert_eq!(status, Some(0), "{err}");
+    assert_eq!(mode(nested.parent().unwrap()), 0o700);
+    assert_eq!(mode(&nested), 0o600);
 
     // keygen never writes over a file (neither the key nor its .pub).
     let before = std::fs::read(&file).unwrap();

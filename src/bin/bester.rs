@@ -316,6 +316,18 @@ fn keygen(file: &Path) -> Result<(), Failure> {
             public_path.display()
         )));
     }
+    // As ssh-keygen makes ~/.ssh: a missing directory for the key is created, private (0700).
+    if let Some(dir) = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let (private, public) = besterd::auth::keys::generate();
     let private = zeroize::Zeroizing::new(private);
     let write = |mut out: std::fs::File, path: &Path, text: &str| {
