@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod jwt;
 pub mod keys;
+pub mod password;
 pub mod resume;
 pub mod user_store;
 pub mod worker;
