@@ -21,7 +21,7 @@
 
 use std::time::Instant;
 
-use log::{info, warn};
+use log::info;
 
 use super::Server;
 use super::client::{AuthTag, login_error};
@@ -118,13 +118,7 @@ impl Server {
             username: user,
             fingerprint,
         };
-        if self.auth.submit(job).is_err() {
-            warn!("conn={id} certificate login refused: the login queue is full");
-            return Err(ErrorBody::new(
-                ErrorCode::ServerBusy,
-                "too many logins in progress; try again",
-            ));
-        }
+        self.submit_login(id, "certificate login", job)?;
         if let Some(conn) = self.conn(id) {
             conn.role = Role::Client(ClientState::Verifying);
         }

@@ -289,15 +289,27 @@ impl Server {
             username,
             password,
         };
+        self.submit_login(id, "login", job)?;
+        if let Some(conn) = self.conn(id) {
+            conn.role = Role::Client(ClientState::Verifying);
+        }
+        Ok(())
+    }
+
+    /// Hand a login's check to the verifier threads (`what` names it in the log); `server_busy`
+    /// when their queue is full.
+    pub(super) fn submit_login(
+        &mut self,
+        id: ConnId,
+        what: &str,
+        job: AuthJob<AuthTag>,
+    ) -> Result<(), ErrorBody> {
         if self.auth.submit(job).is_err() {
-            warn!("conn={id} login refused: the login queue is full");
+            warn!("conn={id} {what} refused: the login queue is full");
             return Err(ErrorBody::new(
                 ErrorCode::ServerBusy,
                 "too many logins in progress; try again",
             ));
-        }
-        if let Some(conn) = self.conn(id) {
-            conn.role = Role::Client(ClientState::Verifying);
         }
         Ok(())
     }

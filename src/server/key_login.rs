@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 
 use super::Server;
 use super::client::{AuthTag, rate_limited};
@@ -102,12 +102,7 @@ impl Server {
             nonce,
             signature,
         };
-        if self.auth.submit(job).is_err() {
-            warn!("conn={id} public-key login refused: the login queue is full");
-            let error = ErrorBody::new(
-                ErrorCode::ServerBusy,
-                "too many logins in progress; try again",
-            );
+        if let Err(error) = self.submit_login(id, "public-key login", job) {
             self.tell_error(id, &error);
             self.finish(id, now, "login refused".into());
         }

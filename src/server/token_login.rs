@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{info, warn};
+use log::info;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -208,14 +208,7 @@ impl Server {
             check,
             now: unix_now(),
         };
-        if self.auth.submit(job).is_err() {
-            warn!("conn={id} token check refused: the login queue is full");
-            return Err(ErrorBody::new(
-                ErrorCode::ServerBusy,
-                "too many logins in progress; try again",
-            ));
-        }
-        Ok(())
+        self.submit_login(id, "token check", job)
     }
 
     /// A token check came back.
