@@ -7,11 +7,7 @@
 //! the session's user and password, checked against a keyed digest kept from the login (HMAC, no
 //! argon2 per message, compared in constant time).
 
-use std::sync::OnceLock;
 use std::time::Instant;
-
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
@@ -26,6 +22,7 @@ use crate::protocol::message::{
 
 use super::Server;
 use super::conn::{ClientState, PasswordDigest, Role};
+use super::digest::{digest_matches, password_digest, unguessable};
 use super::token_login::{REFRESH, TOKEN, TokenPurpose};
 use crate::router::ConnId;
 use crate::stats::Logins;
@@ -126,44 +123,6 @@ enum Purpose {
         id: Option<String>,
         digest: PasswordDigest,
     },
-}
-
-/// The per-process key of session digests: random, never leaves the process.
-fn digest_key() -> &'static [u8; 32] {
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).expect("the system random source");
-        key
-    })
-}
-
-fn digest_mac(username: &str, password: &str) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(digest_key()).expect("any key length");
-    mac.update(username.as_bytes());
-    mac.update(&[0]);
-    mac.update(password.as_bytes());
-    mac
-}
-
-/// The keyed digest of a session's credentials.
-fn password_digest(username: &str, password: &str) -> PasswordDigest {
-    digest_mac(username, password)
-        .finalize()
-        .into_bytes()
-        .into()
-}
-
-/// Whether credentials match a session's digest (constant-time comparison).
-/// A random string nobody can send as a password.
-fn unguessable() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the system's random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn digest_matches(digest: &PasswordDigest, username: &str, password: &str) -> bool {
-    digest_mac(username, password).verify_slice(digest).is_ok()
 }
 
 /// `data` of `bester.passwd`.

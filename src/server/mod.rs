@@ -11,6 +11,7 @@ mod cert_login;
 mod client;
 mod conn;
 mod dial;
+mod digest;
 mod handlers;
 mod key_login;
 mod lifecycle;
