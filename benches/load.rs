@@ -48,7 +48,7 @@ use serde_json::{Value, json};
 fn main() {
     // SAFETY: set before any thread is started.
     unsafe { std::env::set_var("BESTER_TEST_LOG", "warn") };
-    raise_fd_limit();
+    common::raise_fd_limit();
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -101,20 +101,6 @@ fn main() {
         figures.insert(scenario.to_string(), result);
     }
     println!("{}", Value::Object(figures));
-}
-
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max.min(65_536);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 /// A broker with the Python echo handler (`processes` copies) and `users` users u0.. (password pw).

@@ -44,21 +44,6 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     try_get(addr, path).unwrap_or_else(|| panic!("GET {path}: closed without an answer"))
 }
 
-/// Raise this test process's own descriptor limit (it opens many connections).
-fn raise_own_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max.min(65_536);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn echo_handler() -> String {
     format!(
         "[handlers.echo]\n{}\n",
@@ -121,7 +106,7 @@ fn served(addr: SocketAddr) -> bool {
 
 #[test]
 fn out_of_descriptors_the_port_sheds_says_so_and_recovers() {
-    raise_own_fd_limit();
+    common::raise_fd_limit();
     let b = limited_broker(20, "");
     let m = monitor_addr(&b);
     assert_eq!(get(m, "/healthz").0, 200);
@@ -210,7 +195,7 @@ fn out_of_descriptors_the_port_sheds_says_so_and_recovers() {
 
 #[test]
 fn max_connections_is_clamped_to_the_descriptor_limit() {
-    raise_own_fd_limit();
+    common::raise_fd_limit();
     let b = limited_broker(200, "");
     let m = monitor_addr(&b);
     let log = b.log();
@@ -255,7 +240,7 @@ fn max_connections_is_clamped_to_the_descriptor_limit() {
 
 #[test]
 fn idle_monitoring_connections_cannot_fail_healthz() {
-    raise_own_fd_limit();
+    common::raise_fd_limit();
     // timeout_ms is long: the first byte must still come within a second.
     let b = Broker::start_with(
         "",

@@ -822,23 +822,9 @@ fn a_slowloris_request_is_timed_out() {
     assert!(b.is_running());
 }
 
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max.min(65_536);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 #[test]
 fn a_thousand_idle_monitoring_connections_are_capped_and_timed_out() {
-    raise_fd_limit();
+    common::raise_fd_limit();
     let mut b = broker("");
     let m = monitor_addr(&b);
     let mut side = b.login("alice", "alice-pw");

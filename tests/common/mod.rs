@@ -468,3 +468,19 @@ pub fn recv_frame(stream: &mut TcpStream) -> Option<Value> {
     stream.read_exact(&mut body).unwrap();
     Some(serde_json::from_slice(&body).unwrap())
 }
+
+/// Raise this process's own descriptor limit to its hard limit (at most 65,536): tests and the
+/// load generator open many connections.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max.min(65_536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
