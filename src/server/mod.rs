@@ -275,6 +275,7 @@ impl Server {
             server.router.add_peer(name);
         }
         server.supervisor.tick(now);
+        server.update_starting();
         info!(
             "server={} listening on {local_addr}{}; handler sockets in {}",
             server.config.name,
@@ -364,6 +365,7 @@ impl Server {
             // Exits are reaped on SIGCHLD (see signals()); here only restarts that are due.
             if self.supervisor.next_deadline().is_some_and(|at| at <= now) {
                 self.supervisor.tick(now);
+                self.update_starting();
             }
             if self.life.accepting() {
                 self.dial_peers(now);
