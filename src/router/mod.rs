@@ -21,6 +21,7 @@ mod federation;
 mod id;
 mod idmap;
 mod lifecycle;
+mod redirect;
 mod reply_id;
 mod respond;
 
@@ -38,6 +39,7 @@ use crate::protocol::message::{
     ClientMessage, Command, HandlerMessage, Info, PayloadRef, Scope, Sender, Status,
     handler_error_report,
 };
+use crate::protocol::redirect::RedirectToken;
 use crate::protocol::write::{client_push, handler_request};
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
@@ -84,6 +86,18 @@ pub enum Action {
     Close {
         /// The connection.
         conn: ConnId,
+    },
+    /// Tell this client to go elsewhere, answering its request `id`, and close its connection
+    /// once that is written (`server/redirect.rs` mints the token if asked to).
+    Redirect {
+        /// The client's connection.
+        to: ConnId,
+        /// The request it answers.
+        id: Option<String>,
+        /// Where to.
+        url: String,
+        /// What to log in with there.
+        token: Option<RedirectToken>,
     },
 }
 
