@@ -374,3 +374,60 @@ fn a_redirect_url_naming_a_user_is_refused_by_bester() {
     );
     assert!(server.join().unwrap().contains("alice-pw"));
 }
+
+#[test]
+fn bester_listen_follows_a_redirect_of_its_login() {
+    let p = pair();
+    // A resume token of alice's, from the greeter (the two share the key and the store).
+    let (_, login) = Raw::login(
+        p.a.addr,
+        json!({"username": "alice", "password": "alice-pw"}),
+    );
+    let token = login["data"]["resume"].as_str().unwrap().to_string();
+    // A server that answers the login itself with a redirect to the session broker.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake = listener.local_addr().unwrap();
+    let frame = json!({"header":{"status":"ok","kind":"redirect"},
+        "data":{"url": url(&p.b), "token": token}})
+    .to_string();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut raw = Raw(stream);
+        raw.0.set_read_timeout(Some(DEADLINE)).unwrap();
+        let identify = raw.recv().unwrap();
+        let mut bytes = (frame.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(frame.as_bytes());
+        raw.0.write_all(&bytes).unwrap();
+        identify
+    });
+    let uri = format!("bester://alice:alice-pw@{fake}");
+    let child = Command::new(BESTER)
+        .args(["listen", "--count", "1", &uri])
+        .env_remove("BESTER_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    server.join().unwrap();
+    common::eventually("alice to log in at the session broker", || {
+        p.b.log().contains("by resume token").then_some(())
+    });
+    let mut bob = Raw::password(p.b.addr, "bob", "bob-pw");
+    bob.message("1", "greet", json!({"to": ["alice"], "text": "hi"}));
+    assert!(bob.recv().unwrap().contains("\"delivered\":[\"alice\"]"));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        ),
+        (
+            Some(0),
+            "{\"header\":{\"status\":\"ok\",\"kind\":\"push\",\"type\":\"greet\",\"from\":{\"user\":\"bob\",\"server\":\"session-b\"}},\"data\":{\"to\":[\"alice\"],\"text\":\"hi\"}}\n".to_string(),
+            "bester: listening (Ctrl-C to stop)\n".to_string()
+        )
+    );
+    assert_eq!(p.b.log().matches("user=alice logged in").count(), 1);
+}

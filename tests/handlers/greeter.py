@@ -7,6 +7,7 @@ payload.data decides what it does with each request:
   {"redirect": {SERVER: {"raw": {...}}}} -> a redirect answer with exactly that commandData
                         (for the commandData the broker must refuse)
   {"via": T, ...}       -> pass the rest of the data on to the handler of type T (sendHandler)
+  {"to": [USER, ...], ...} -> sendClients: the data is pushed to those users
   {"hang": true}        -> never answer this request (keeps serving the others)
   anything else         -> reply {"server": BESTER_SERVER, "from": <header.from as received>}
 So one script greets on one server and serves the session on the next one: a request sent again
@@ -35,6 +36,8 @@ def handle(request):
         return {"header": header}
     if isinstance(where, dict):
         return besterlib.redirect(request, where["url"], where.get("token"))
+    if "to" in data:
+        return besterlib.send_clients(request, data["to"], data)
     if data.get("hang"):
         return None
     return besterlib.reply(request, {"server": SERVER, "from": request["header"].get("from")})
