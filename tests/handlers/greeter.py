@@ -12,6 +12,9 @@ payload.data decides what it does with each request:
   anything else         -> reply {"server": BESTER_SERVER, "from": <header.from as received>}
 So one script greets on one server and serves the session on the next one: a request sent again
 after a redirect is answered by the server it was sent to.
+With an argument FILE it is a plain greeter: every request is redirected, with "token":"mint", to
+the URL that FILE holds when the request comes (the browser test writes it once the session
+server is up).
 """
 import os
 import sys
@@ -24,6 +27,9 @@ SERVER = os.environ.get("BESTER_SERVER", "")
 
 
 def handle(request):
+    if len(sys.argv) > 1:
+        with open(sys.argv[1]) as f:
+            return besterlib.redirect(request, f.read().strip(), "mint")
     data = besterlib.data_of(request)
     data = data if isinstance(data, dict) else {}
     if "via" in data:
