@@ -10,6 +10,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::{Broker, DEADLINE, besterd_cmd, handler};
@@ -26,6 +27,36 @@ struct Pair {
 }
 
 fn pair() -> Pair {
+    pair_with("")
+}
+
+/// A CA and a certificate it issued for 127.0.0.1, written as PEM files in `dir`: (ca, cert, key).
+fn write_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "besterd redirect test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// [`pair`] with these tables added to both brokers' configuration.
+fn pair_with(extra: &str) -> Pair {
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("token.key");
     let mut random = [0u8; 32];
@@ -37,7 +68,7 @@ fn pair() -> Pair {
     std::fs::write(&key, hex).unwrap();
     let greeter = handler("python3", "tests/handlers/greeter.py");
     let tables = format!(
-        "[handlers.greet]\n{greeter}\n[handlers.front]\n{greeter}\n[auth]\ntoken_secret_file = {:?}\n",
+        "[handlers.greet]\n{greeter}\n[handlers.front]\n{greeter}\n[auth]\ntoken_secret_file = {:?}\n{extra}",
         key.display().to_string()
     );
     let a = Broker::launch(
@@ -430,4 +461,44 @@ fn bester_listen_follows_a_redirect_of_its_login() {
         )
     );
     assert_eq!(p.b.log().matches("user=alice logged in").count(), 1);
+}
+
+#[test]
+fn tls_trust_covers_every_hop_and_no_redirect_leaves_tls() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_pki(pki_dir.path());
+    let listeners = format!(
+        "[[listeners]]\nname = \"tls\"\nkind = \"tls\"\naddress = \"127.0.0.1:0\"\ncert = {c:?}\nkey = {k:?}\n\
+         [[listeners]]\nname = \"wss\"\nkind = \"wss\"\naddress = \"127.0.0.1:0\"\ncert = {c:?}\nkey = {k:?}\n",
+        c = cert.display().to_string(),
+        k = key.display().to_string(),
+    );
+    let p = pair_with(&listeners);
+    let ca = ca.display().to_string();
+    let uri = format!("bester+tls://alice:alice-pw@{}", p.a.listener("tls"));
+    // From TLS to WebSocket over TLS: the test CA (--ca) verifies the second server too.
+    let wss = format!("bester+wss://{}", p.b.listener("wss"));
+    let data = redirect_at("greeter-a", json!({"url": wss, "token": "mint"}));
+    let (code, stdout, stderr) = bester(&["send", "--ca", &ca, &uri, "greet", &data.to_string()]);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""), "{stdout}");
+    assert!(stdout.contains("\"server\":\"session-b\""), "{stdout}");
+    // Without --ca the first server is refused already: the system CAs do not know the test CA.
+    let (code, _, stderr) = bester(&["send", &uri, "greet", &data.to_string()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    // From TLS to clear text: the token is not sent.
+    let logins = p.b.log().matches("logged in from").count();
+    let data = redirect_at("greeter-a", json!({"url": url(&p.b), "token": "mint"}));
+    let (code, stdout, stderr) = bester(&["send", "--ca", &ca, &uri, "greet", &data.to_string()]);
+    assert_eq!(
+        (code, stdout.as_str(), stderr),
+        (
+            Some(1),
+            "",
+            format!(
+                "bester: redirected from TLS to {}: not sending the token unencrypted\n",
+                url(&p.b)
+            )
+        )
+    );
+    assert_eq!(p.b.log().matches("logged in from").count(), logins);
 }
