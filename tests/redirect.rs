@@ -154,9 +154,17 @@ impl Raw {
     }
 
     fn send(&mut self, value: &Value) {
-        let body = value.to_string();
-        let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
-        bytes.extend_from_slice(body.as_bytes());
+        self.send_all(std::slice::from_ref(value));
+    }
+
+    /// Several frames in one write (so the server reads them together).
+    fn send_all(&mut self, values: &[Value]) {
+        let mut bytes = Vec::new();
+        for value in values {
+            let body = value.to_string();
+            bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(body.as_bytes());
+        }
         self.0.write_all(&bytes).unwrap();
     }
 
@@ -280,6 +288,40 @@ fn requests_in_flight_are_answered_redirected_before_the_redirect() {
     let mut other = Raw::password(p.a.addr, "bob", "bob-pw");
     other.message("x", "greet", Value::Null);
     assert!(other.recv().unwrap().contains("\"id\":\"x\""));
+}
+
+#[test]
+fn a_built_in_still_running_is_answered_before_the_redirect() {
+    let p = pair();
+    let mut raw = Raw::password(p.a.addr, "alice", "alice-pw");
+    // The greeter answers at once; bester.passwd runs argon2 on a verifier thread meanwhile.
+    let message = |id: &str, kind: &str, data: Value| json!({"header":{"scope":"client","id":id},"payload":{"type":kind,"data":data}});
+    raw.send_all(&[
+        message(
+            "go",
+            "greet",
+            redirect_at("greeter-a", json!({"url": url(&p.b)})),
+        ),
+        message(
+            "pw",
+            "bester.passwd",
+            json!({"old": "alice-pw", "new": "alice-pw-2"}),
+        ),
+    ]);
+    let passwd: Value = serde_json::from_str(&raw.recv().unwrap()).unwrap();
+    assert_eq!(
+        (&passwd["header"]["id"], &passwd["header"]["status"]),
+        (&json!("pw"), &json!("ok")),
+        "{passwd}"
+    );
+    assert_eq!(
+        raw.recv().unwrap(),
+        format!(
+            r#"{{"header":{{"status":"ok","kind":"redirect","id":"go"}},"data":{{"url":"{}"}}}}"#,
+            url(&p.b)
+        )
+    );
+    assert_eq!(raw.recv(), None, "closed after the redirect");
 }
 
 #[test]

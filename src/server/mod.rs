@@ -128,6 +128,8 @@ pub struct Server {
     to_close: Vec<(ConnId, String)>,
     /// Redirects to carry out once the actions before them are applied (`redirect.rs`).
     redirects: std::collections::VecDeque<redirect::Redirect>,
+    /// Redirects of clients with a built-in running, until it is answered.
+    redirects_waiting: Vec<redirect::Redirect>,
     dirty: Vec<ConnId>,
     more_input: Vec<ConnId>,
     accept_again: bool,
@@ -257,6 +259,7 @@ impl Server {
             actions: Vec::new(),
             to_close: Vec::new(),
             redirects: std::collections::VecDeque::new(),
+            redirects_waiting: Vec::new(),
             dirty: Vec::new(),
             more_input: Vec::new(),
             accept_again: false,
@@ -704,6 +707,8 @@ impl Server {
                 keep_capacity(&mut self.actions, batch);
             } else if let Some(redirect) = self.redirects.pop_front() {
                 self.carry_out_redirect(redirect, now);
+            } else if !self.redirects_waiting.is_empty() && self.release_redirects() {
+                // Back in line: carried out on the next pass.
             } else if let Some((id, reason)) = self.to_close.pop() {
                 self.close(id, reason);
             } else {

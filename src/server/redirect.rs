@@ -7,7 +7,9 @@
 //! token_secret_file`), which a server sharing the key takes as a login.
 //!
 //! A redirect is carried out only after the rest of the batch of actions it came in: answers the
-//! router gave the client before it are queued first.
+//! router gave the client before it are queued first. While the client has a built-in running on
+//! the verifier threads (`bester.passwd`, `bester.authenticate`, `bester.refresh`), the redirect
+//! waits for that built-in's answer, so that it too is answered.
 //!
 //! It must not: log the token, or redirect a connection that is not a logged-in client.
 //!
@@ -45,6 +47,10 @@ impl Server {
             return debug!("conn={to} gone before its redirect");
         };
         let (user, grant) = match &conn.role {
+            Role::Client(ClientState::Ready { busy: true, .. }) if conn.closing.is_none() => {
+                self.redirects_waiting.push(Redirect { to, id, url, token });
+                return;
+            }
             Role::Client(ClientState::Ready { user, grant, .. }) if conn.closing.is_none() => {
                 (user.clone(), grant.as_deref().cloned())
             }
@@ -76,5 +82,24 @@ impl Server {
         info!("conn={to} user={user} redirected to {url}");
         self.send(to, client_redirect(id.as_deref(), &url, token.as_deref()));
         self.finish(to, now, "redirected".into());
+    }
+
+    /// Redirects that waited for a built-in go back in line once their client is free (or
+    /// gone); true if any did.
+    pub(super) fn release_redirects(&mut self) -> bool {
+        let waiting = std::mem::take(&mut self.redirects_waiting);
+        let before = self.redirects.len();
+        for redirect in waiting {
+            let busy = matches!(
+                self.conn(redirect.to).map(|c| &c.role),
+                Some(Role::Client(ClientState::Ready { busy: true, .. }))
+            );
+            if busy {
+                self.redirects_waiting.push(redirect);
+            } else {
+                self.redirects.push_back(redirect);
+            }
+        }
+        self.redirects.len() > before
     }
 }
