@@ -121,6 +121,12 @@ const typeOf = (request) => request.payload.type;
 // Missing and null data are the same.
 const dataOf = (request) => (request.payload.data === undefined ? null : request.payload.data);
 const senderOf = (request) => (request.header.from && request.header.from.user) || null;
+// An auth handler's logins: header.kind "login"; their data is the client's authentication object.
+const isLogin = (request) => request.header.kind === 'login';
+// A login's client address ("ip:port"), or null.
+const addressOf = (request) => (request.header.from && request.header.from.address) || null;
+// The session's authorisation data (header.from.info, given at login), or null.
+const infoOf = (request) => (request.header.from && request.header.from.info) || null;
 
 // ---------------------------------------------------------------------------------------------
 // Building answers (handler -> broker). The broker rejects unknown header/payload fields.
@@ -134,6 +140,10 @@ function answer(request, command, commandData, type, data, status = 'ok') {
 
 // Answer only the sender. The type defaults to the request's type.
 const reply = (request, data, type = typeOf(request)) => answer(request, 'reply', undefined, type, data);
+
+// Accept a login as `user`; `info` (an object, at most 4 KiB as JSON) reaches every handler as
+// header.from.info on the session's requests.
+const loginOk = (request, user, info) => reply(request, info === undefined ? { user } : { user, info });
 
 // Answer the sender with an error: code is stable snake_case, text is for people.
 const error = (request, code, text) =>
@@ -219,8 +229,8 @@ function respond(msg, handle) {
     (header.status === 'ok' ? log.debug : log.warn)(`report: ${JSON.stringify(msg)}`);
     return Buffer.alloc(0);
   }
-  if (kind !== 'request') {
-    log.warn(`ignoring a frame that is neither request nor report: ${JSON.stringify(msg).slice(0, 200)}`);
+  if (kind !== 'request' && kind !== 'login') {
+    log.warn(`ignoring a frame that is neither request, login nor report: ${JSON.stringify(msg).slice(0, 200)}`);
     return Buffer.alloc(0);
   }
   try {
@@ -304,7 +314,11 @@ module.exports = {
   typeOf,
   dataOf,
   senderOf,
+  isLogin,
+  addressOf,
+  infoOf,
   reply,
+  loginOk,
   error,
   sendClients,
   sendHandler,

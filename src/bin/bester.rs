@@ -24,6 +24,8 @@
 
 #[path = "bester/argv.rs"]
 mod argv;
+#[path = "bester/handle.rs"]
+mod handle;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -134,6 +136,38 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
         ping: Duration,
     },
+    /// Be a handler of TYPE that hands each request to COMMAND: by default one long-lived filter
+    /// reading one JSON request per line and writing one JSON line per request, in order (`jq -c
+    /// --unbuffered`, awk, a shell `while read` loop); with --per-request, one COMMAND per
+    /// request with its data on standard input (CGI style). What COMMAND writes is the reply's
+    /// data (with --answers, the whole answer). Connects to BESTER_SOCKET, as besterd starts a
+    /// handler: use it as a handler's `command`. Exits 0 when the broker closes the socket.
+    Handle {
+        /// The handler type it serves (as configured in `[handlers.TYPE]`).
+        #[arg(name = "TYPE")]
+        kind: String,
+        /// Run COMMAND once per request, with the request's data on its standard input and
+        /// BESTER_USER, BESTER_SERVER, BESTER_SCOPE, BESTER_INFO, BESTER_REQUEST_KIND set.
+        #[arg(long)]
+        per_request: bool,
+        /// COMMAND writes whole answers ({"header":{"status","command","commandData"},
+        /// "payload":{"type","data"}}), not only the reply's data.
+        #[arg(long)]
+        answers: bool,
+        /// How long COMMAND has to answer one request (handler_timeout after it); under the
+        /// broker's request_timeout_ms (30 s by default), so this answer comes first.
+        #[arg(long, value_name = "SECONDS", default_value = "25", value_parser = positive_seconds)]
+        request_timeout: Duration,
+        /// With --per-request: most processes at once (the other requests wait).
+        #[arg(long, value_name = "N", default_value = "8", value_parser = clap::value_parser!(u64).range(1..=1024))]
+        max_procs: u64,
+        /// The broker's socket for this type (default: BESTER_SOCKET, which besterd sets).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Write a new ed25519 key pair: FILE (the private key, PKCS#8 PEM, mode 0600) and FILE.pub
     /// (the public key, SPKI PEM), never over an existing file; print the public key in base64
     /// (what `besterd user add-key` and `besterd user keys` show).
@@ -217,6 +251,26 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = (!cli.timeout.is_zero()).then_some(cli.timeout);
     match cli.command {
+        Cmd::Handle {
+            kind,
+            per_request,
+            answers,
+            request_timeout,
+            max_procs,
+            socket,
+            command,
+        } => {
+            let options = handle::Options {
+                kind,
+                command,
+                per_request,
+                answers,
+                timeout: request_timeout,
+                max_procs: max_procs as usize,
+                socket,
+            };
+            handle::run(options).map_err(Failure::runtime)
+        }
         Cmd::Send {
             ref uri,
             ref kind,

@@ -110,6 +110,17 @@ impl Router {
                 out,
             );
         };
+        if matches!(pending.origin, Origin::Login { .. }) && *msg.command != Command::Reply {
+            let text = format!(
+                "the {:?} auth handler answered a login with a command other than \"reply\"",
+                pending.kind
+            );
+            return self.fail(
+                &pending.origin,
+                ErrorBody::new(ErrorCode::BadHandlerReply, text),
+                out,
+            );
+        }
         match msg.command.into_owned() {
             Command::Reply => {
                 let outcome = Outcome {

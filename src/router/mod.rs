@@ -21,6 +21,7 @@ mod federation;
 mod id;
 mod idmap;
 mod lifecycle;
+mod login;
 mod redirect;
 mod reply_id;
 mod respond;
@@ -40,7 +41,7 @@ use crate::protocol::message::{
     handler_error_report,
 };
 use crate::protocol::redirect::RedirectToken;
-use crate::protocol::write::{client_push, handler_request};
+use crate::protocol::write::{client_push, handler_login_request, handler_request};
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
 use deadlines::Deadlines;
@@ -99,6 +100,25 @@ pub enum Action {
         /// What to log in with there.
         token: Option<RedirectToken>,
     },
+    /// The auth handler accepted this client's login: `data` is its answer's `payload.data`
+    /// (JSON text, for the server to check: `{"user","info"}`).
+    LoginAccepted {
+        /// The client connection.
+        conn: ConnId,
+        /// The answer's data.
+        data: Option<String>,
+    },
+    /// This client's login to the auth handler failed: send it `body` (an error frame) and
+    /// close. `by_handler`: the handler itself refused (a failed login for the rate limits);
+    /// otherwise it could not answer (not running, busy, timed out, gone, malformed answer).
+    LoginRefused {
+        /// The client connection.
+        conn: ConnId,
+        /// The error frame.
+        body: Vec<u8>,
+        /// Whether the handler's own answer refused it.
+        by_handler: bool,
+    },
 }
 
 /// Router limits.
@@ -113,6 +133,10 @@ pub struct RouterConfig {
     /// Largest frame body anyone is sent: a request or peer message that would be larger once
     /// wrapped in its header is refused, never sent (handlers and peers close on oversized frames).
     pub max_frame: usize,
+    /// How long the auth handler has to answer a login (`[auth] auth_timeout_ms`).
+    pub login_timeout: Duration,
+    /// Most logins in flight to the auth handler (`[auth] max_inflight`).
+    pub max_logins: usize,
 }
 
 /// Who started a piece of work, and so who gets the one answer to it.
@@ -140,6 +164,18 @@ pub(crate) enum Origin {
         handler: ConnId,
         /// The handler's id for the push.
         id: Option<String>,
+    },
+    /// A client's login sent to the auth handler: answered with [`Action::LoginAccepted`] or
+    /// [`Action::LoginRefused`].
+    Login {
+        /// The client connection.
+        conn: ConnId,
+        /// The client's address (`ip:port`), told to the handler.
+        address: String,
+        /// The listener it connected to, told to the handler.
+        listener: String,
+        /// That listener's transport (`tcp`, `tls`, `ws`, `wss`).
+        transport: &'static str,
     },
 }
 
@@ -237,6 +273,8 @@ pub struct Router {
     remote: IdMap<u64, Remote>,
     deadlines: Deadlines,
     next_id: u64,
+    /// Logins in flight to the auth handler.
+    logins: usize,
 }
 
 impl Router {
@@ -256,6 +294,7 @@ impl Router {
             remote: IdMap::default(),
             deadlines: Deadlines::default(),
             next_id: 1,
+            logins: 0,
         }
     }
 
@@ -426,6 +465,9 @@ impl Router {
     }
 
     fn count_pending(&mut self, origin: &Origin, delta: isize) {
+        if let Origin::Login { .. } = origin {
+            self.logins = self.logins.saturating_add_signed(delta);
+        }
         if let Some(conn) = origin.client()
             && let Some(client) = self.clients.get_mut(&conn)
         {
@@ -546,13 +588,26 @@ impl Router {
     ) -> Option<(u64, Vec<u8>)> {
         let token = self.next_id();
         let mut digits = idmap::Digits::default();
-        let body = handler_request(
-            digits.of(token),
-            pending.scope,
-            &pending.from,
-            &pending.via,
-            payload,
-        );
+        let body = match &pending.origin {
+            Origin::Login {
+                address,
+                listener,
+                transport,
+                ..
+            } => handler_login_request(
+                digits.of(token),
+                address,
+                (listener, transport),
+                payload.data.as_deref().unwrap_or("null"),
+            ),
+            _ => handler_request(
+                digits.of(token),
+                pending.scope,
+                &pending.from,
+                &pending.via,
+                payload,
+            ),
+        };
         if body.len() > self.config.max_frame {
             self.ended(pending.stat, RequestOutcome::Error);
             let text = too_large(
@@ -575,9 +630,9 @@ impl Router {
         pending.sent_at = now;
         self.stats.handlers[pending.stat].in_flight += 1;
         self.count_pending(&pending.origin, 1);
+        let timeout = self.timeout_of(&pending.origin);
         self.pending.insert(token, pending);
-        self.deadlines
-            .push(now + self.config.request_timeout, Due::Request(token));
+        self.deadlines.push(now + timeout, Due::Request(token));
     }
 
     /// Remove a pending request, keeping the per-link and per-client counts right.
@@ -675,7 +730,7 @@ impl Router {
                         let text = format!(
                             "the {:?} handler did not answer within {} ms",
                             pending.kind,
-                            self.config.request_timeout.as_millis()
+                            self.timeout_of(&pending.origin).as_millis()
                         );
                         self.fail(
                             &pending.origin,

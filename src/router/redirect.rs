@@ -25,11 +25,19 @@ impl Router {
                 });
             }
             origin => {
-                let text = format!(
-                    "the {:?} handler answered a peer server's message with a redirect: a \
-                     redirect answers a client of this server",
-                    pending.kind
-                );
+                let text = match origin {
+                    // As for any command but reply from an auth handler (`login.rs`).
+                    Origin::Login { .. } => format!(
+                        "the {:?} auth handler answered a login with a command other than \
+                         \"reply\"",
+                        pending.kind
+                    ),
+                    _ => format!(
+                        "the {:?} handler answered a peer server's message with a redirect: a \
+                         redirect answers a client of this server",
+                        pending.kind
+                    ),
+                };
                 self.fail(
                     &origin,
                     ErrorBody::new(ErrorCode::BadHandlerReply, text),
@@ -117,6 +125,8 @@ mod tests {
             request_timeout: Duration::from_secs(5),
             max_chain_depth: 3,
             max_frame: 1 << 16,
+            login_timeout: Duration::from_secs(1),
+            max_logins: 2,
         });
         r.add_type("greet", 8);
         r.add_type("slow", 8);
@@ -212,6 +222,47 @@ mod tests {
         assert!(
             out.iter()
                 .all(|a| !matches!(a, Action::Send { to, .. } if *to == ALICE))
+        );
+    }
+
+    #[test]
+    fn an_auth_handler_cannot_answer_a_login_with_a_redirect() {
+        let mut r = router();
+        let mut out = Vec::new();
+        let client = ConnId {
+            slot: 5,
+            generation: 5,
+        };
+        let at = ("main".to_string(), "tcp");
+        let now = Instant::now();
+        r.login_request(
+            client,
+            "greet",
+            "192.0.2.1:1".into(),
+            at,
+            "{}",
+            now,
+            &mut out,
+        );
+        let Some(Action::Request { body, .. }) = out.pop() else {
+            panic!("no login request")
+        };
+        let request: Value = serde_json::from_slice(&body).unwrap();
+        let token = request["header"]["request"].as_str().unwrap().to_string();
+        answer(
+            &mut r,
+            GREET,
+            json!({"header":{"status":"ok","command":"redirect","request":token,
+                   "commandData":{"url":"bester://b:1","token":"t"}}}),
+            &mut out,
+        );
+        let Some(Action::LoginRefused { conn, body, .. }) = out.pop() else {
+            panic!("not refused: {out:?}")
+        };
+        assert_eq!(conn, client);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            json!({"header":{"status":"error","kind":"reply"},"data":{"error":"the \"greet\" auth handler answered a login with a command other than \"reply\"","code":"bad_handler_reply"}})
         );
     }
 

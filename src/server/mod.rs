@@ -12,6 +12,7 @@ mod client;
 mod conn;
 mod dial;
 mod digest;
+mod handler_login;
 mod handlers;
 mod key_login;
 mod lifecycle;
@@ -216,6 +217,8 @@ impl Server {
             request_timeout: config.request_timeout,
             max_chain_depth: config.max_chain_depth,
             max_frame: config.max_frame,
+            login_timeout: config.auth.login_timeout,
+            max_logins: config.auth.max_logins,
         });
         let supervisor = Supervisor::new(&config.name);
         let mut peers = BTreeMap::new();
@@ -731,6 +734,12 @@ impl Server {
             Action::Redirect { to, id, url, token } => self
                 .redirects
                 .push_back(redirect::Redirect { to, id, url, token }),
+            Action::LoginAccepted { conn, data } => self.login_accepted(conn, data, Instant::now()),
+            Action::LoginRefused {
+                conn,
+                body,
+                by_handler,
+            } => self.login_refused(conn, body, by_handler, Instant::now()),
         }
     }
 

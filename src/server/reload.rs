@@ -243,6 +243,8 @@ impl Server {
             request_timeout: c.request_timeout,
             max_chain_depth: c.max_chain_depth,
             max_frame: c.max_frame,
+            login_timeout: c.auth.login_timeout,
+            max_logins: c.auth.max_logins,
         });
         if (c.login_failures_per_ip, c.login_failures_per_user)
             != (old.login_failures_per_ip, old.login_failures_per_user)
