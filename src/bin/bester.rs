@@ -24,6 +24,8 @@
 
 #[path = "bester/argv.rs"]
 mod argv;
+#[path = "bester/follow.rs"]
+mod follow;
 #[path = "bester/handle.rs"]
 mod handle;
 
@@ -292,7 +294,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let secret = secret(&uri, &cli)?;
             let data = if from_stdin { stdin_data()? } else { data };
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let mut hops = Hops::new(&uri, cli.ca.as_deref(), timeout);
+            let mut hops = follow::Hops::new(&uri, cli.ca.as_deref(), timeout);
             let mut session = hops.reach(uri, &secret, tls)?;
             // A redirect answers the message: log in where it says and send it again there.
             while let Some(redirect) = session.send(id, kind, &data)? {
@@ -309,7 +311,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let uri = parse_uri(uri, cli.token.is_some())?;
             let secret = secret(&uri, &cli)?;
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let mut hops = Hops::new(&uri, cli.ca.as_deref(), timeout);
+            let mut hops = follow::Hops::new(&uri, cli.ca.as_deref(), timeout);
             let mut session = hops.reach(uri, &secret, tls)?;
             let mut received = 0;
             while let Some(redirect) = session.listen(count, ping, &mut received)? {
@@ -589,7 +591,7 @@ impl Session {
                 session.address
             )));
         };
-        if let Some(redirect) = Redirect::of(&reply) {
+        if let Some(redirect) = follow::Redirect::of(&reply) {
             return Ok(Opened::Redirect(redirect));
         }
         if !is_ok(&reply) {
@@ -619,7 +621,12 @@ impl Session {
     /// The one message sent is the only one a reply can answer, so a reply whose id the server
     /// could not read is taken as well. Pushes meanwhile are not printed.
     /// A redirect that answers the message is returned, not printed.
-    fn send(&mut self, id: &str, kind: &str, data: &Value) -> Result<Option<Redirect>, Failure> {
+    fn send(
+        &mut self,
+        id: &str,
+        kind: &str,
+        data: &Value,
+    ) -> Result<Option<follow::Redirect>, Failure> {
         let waiting = format!("waiting for the reply to message {id:?}");
         self.client
             .message(id, kind, data)
@@ -636,7 +643,7 @@ impl Session {
                 last = Some(frame);
                 continue;
             }
-            if let Some(redirect) = Redirect::of(&frame) {
+            if let Some(redirect) = follow::Redirect::of(&frame) {
                 return Ok(Some(redirect));
             }
             print_frame(&frame)?;
@@ -671,7 +678,7 @@ impl Session {
         count: Option<u64>,
         ping: Duration,
         received: &mut u64,
-    ) -> Result<Option<Redirect>, Failure> {
+    ) -> Result<Option<follow::Redirect>, Failure> {
         if *received == 0 {
             eprintln!("bester: listening (Ctrl-C to stop)");
         }
@@ -719,7 +726,7 @@ impl Session {
                         if count == Some(*received) {
                             return Ok(None);
                         }
-                    } else if let Some(redirect) = Redirect::of(&frame) {
+                    } else if let Some(redirect) = follow::Redirect::of(&frame) {
                         return Ok(Some(redirect));
                     } else if matches!(&pending, Some((id, _)) if header["id"] == id.as_str()) {
                         pending = None;
@@ -741,126 +748,11 @@ impl Session {
     }
 }
 
-/// Most redirects `bester` follows for one command.
-const MAX_HOPS: u32 = 3;
-
-/// A redirect frame's `data`: where to go, and what to log in with there.
-struct Redirect {
-    url: String,
-    token: Option<String>,
-}
-
-impl Redirect {
-    /// The redirect this frame is, if it is one.
-    fn of(frame: &Value) -> Option<Redirect> {
-        if !is_ok(frame) || frame["header"]["kind"] != "redirect" {
-            return None;
-        }
-        Some(Redirect {
-            url: frame["data"]["url"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            token: frame["data"]["token"]
-                .as_str()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string),
-        })
-    }
-}
-
 /// What [`Session::open`] ended with.
 enum Opened {
     Session(Session),
     /// The login was answered with a redirect.
-    Redirect(Redirect),
-}
-
-/// The servers one command goes through: the first, then each it was redirected to. Only the
-/// token a redirect gives is sent to the next server, never the password or a key's signature;
-/// the whole exchange stays within `--timeout`, and TLS trust (`--ca`) is the same for every
-/// server.
-struct Hops<'a> {
-    hops: u32,
-    /// Whether the server that redirected was reached over TLS (no redirect leaves TLS).
-    tls: bool,
-    ca: Option<&'a Path>,
-    timeout: Option<Duration>,
-    deadline: Option<Instant>,
-}
-
-impl<'a> Hops<'a> {
-    fn new(first: &Uri, ca: Option<&'a Path>, timeout: Option<Duration>) -> Hops<'a> {
-        Hops {
-            hops: 0,
-            tls: first.scheme.tls(),
-            ca,
-            timeout,
-            deadline: timeout.map(|t| Instant::now() + t),
-        }
-    }
-
-    /// Log in at `uri`, following redirects that answer the login.
-    fn reach(
-        &mut self,
-        mut uri: Uri,
-        secret: &Secret,
-        mut tls: Option<Arc<ClientConfig>>,
-    ) -> Result<Session, Failure> {
-        let mut secret = secret;
-        let mut next;
-        loop {
-            match Session::open(&uri, secret, tls, self.timeout, self.deadline)? {
-                Opened::Session(session) => return Ok(session),
-                Opened::Redirect(redirect) => {
-                    (uri, next, tls) = self.follow(redirect)?;
-                    secret = &next;
-                }
-            }
-        }
-    }
-
-    /// Where a redirect sends us, and the token to log in with there.
-    fn follow(
-        &mut self,
-        redirect: Redirect,
-    ) -> Result<(Uri, Secret, Option<Arc<ClientConfig>>), Failure> {
-        self.hops += 1;
-        if self.hops > MAX_HOPS {
-            return Err(Failure::runtime(format!(
-                "redirected more than {MAX_HOPS} times"
-            )));
-        }
-        let url = redirect.url;
-        let Some(token) = redirect.token else {
-            return Err(Failure::runtime(format!(
-                "redirected to {url} without a token"
-            )));
-        };
-        let uri = match besterd::net::blocking::Scheme::split(&url) {
-            Some((scheme, rest)) if !rest.is_empty() && !rest.contains('@') => {
-                Uri::parse(&format!("{}@{rest}", scheme.prefix()))
-                    .map_err(|e| Failure::runtime(format!("redirected to {url:?}: {e}")))?
-            }
-            _ => {
-                return Err(Failure::runtime(format!(
-                    "redirected to {url:?}, which is not a bester:// URL without a user"
-                )));
-            }
-        };
-        if self.tls && !uri.scheme.tls() {
-            return Err(Failure::runtime(format!(
-                "redirected from TLS to {url}: not sending the token unencrypted"
-            )));
-        }
-        self.tls = uri.scheme.tls();
-        let tls = if uri.scheme.tls() {
-            Some(besterd::net::tls::client_trust(self.ca).map_err(Failure::usage)?)
-        } else {
-            None
-        };
-        Ok((uri, Secret::Token(token), tls))
-    }
+    Redirect(follow::Redirect),
 }
 
 /// Open the connection the URI names. The one place a transport is chosen.
