@@ -261,6 +261,17 @@ fn check_handler(body: &[u8]) {
                     Vec::new()
                 }
                 Command::Reply => Vec::new(),
+                Command::Redirect { url, token } => {
+                    assert!(besterd::protocol::redirect::check_url(url).is_ok());
+                    let token = match token {
+                        Some(besterd::protocol::redirect::RedirectToken::Given(t)) => Some(t.as_str()),
+                        _ => None,
+                    };
+                    let frame =
+                        besterd::protocol::redirect::client_redirect(msg.id.as_deref(), url, token);
+                    expect_json(&frame);
+                    Vec::new()
+                }
             };
             let error = ErrorBody::new(ErrorCode::HandlerLoop, "fuzz");
             let report = handler_error_report(msg.request.as_deref(), msg.id.as_deref(), &error);

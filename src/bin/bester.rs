@@ -11,6 +11,12 @@
 //! challenge nonce, signed for the server the challenge names, which must be `--server-name` if
 //! that is given). `keygen` writes a key pair.
 //!
+//! A redirect (a handler sending the client to another server, PROTOCOL.md §6) is followed: at
+//! most 3 of them, logging in at the new URL with the token the redirect carries and nothing else
+//! (never the password, never a key's signature, and a redirect without a token is a failure),
+//! then `send` sends its message again there. A redirect may not leave TLS; `--ca` and
+//! `--timeout` cover every server of the exchange.
+//!
 //! Exit codes: 0 success; 1 an error reply, a refused login, a failed connection, or the server
 //! closing first; 64 usage errors (bad arguments, DATA not JSON, no password); 75 (`EX_TEMPFAIL`)
 //! when `--timeout` passes first. Messages go to stderr prefixed `bester: `; stdout only carries
@@ -18,6 +24,8 @@
 
 #[path = "bester/argv.rs"]
 mod argv;
+#[path = "bester/follow.rs"]
+mod follow;
 #[path = "bester/handle.rs"]
 mod handle;
 
@@ -286,8 +294,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let secret = secret(&uri, &cli)?;
             let data = if from_stdin { stdin_data()? } else { data };
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let mut session = Session::open(&uri, &secret, tls, timeout)?;
-            session.send(id, kind, &data)
+            let mut hops = follow::Hops::new(&uri, cli.ca.as_deref(), timeout);
+            let mut session = hops.reach(uri, &secret, tls)?;
+            // A redirect answers the message: log in where it says and send it again there.
+            while let Some(redirect) = session.send(id, kind, &data)? {
+                let (uri, secret, tls) = hops.follow(redirect)?;
+                session = hops.reach(uri, &secret, tls)?;
+            }
+            Ok(())
         }
         Cmd::Listen {
             ref uri,
@@ -297,8 +311,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let uri = parse_uri(uri, cli.token.is_some())?;
             let secret = secret(&uri, &cli)?;
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let session = Session::open(&uri, &secret, tls, timeout)?;
-            session.listen(count, ping)
+            let mut hops = follow::Hops::new(&uri, cli.ca.as_deref(), timeout);
+            let mut session = hops.reach(uri, &secret, tls)?;
+            let mut received = 0;
+            while let Some(redirect) = session.listen(count, ping, &mut received)? {
+                let (uri, secret, tls) = hops.follow(redirect)?;
+                session = hops.reach(uri, &secret, tls)?;
+            }
+            Ok(())
         }
         Cmd::Keygen { ref file } => keygen(file),
     }
@@ -499,8 +519,8 @@ impl Session {
         secret: &Secret,
         tls: Option<Arc<ClientConfig>>,
         timeout: Option<Duration>,
-    ) -> Result<Session, Failure> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        deadline: Option<Instant>,
+    ) -> Result<Opened, Failure> {
         let client = Client::connect_uri(uri, tls, deadline).map_err(|e| {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 timed_out(timeout, &format!("connecting to {}", uri.address))
@@ -571,6 +591,9 @@ impl Session {
                 session.address
             )));
         };
+        if let Some(redirect) = follow::Redirect::of(&reply) {
+            return Ok(Opened::Redirect(redirect));
+        }
         if !is_ok(&reply) {
             print_frame(&reply)?;
             return Err(Failure::runtime(format!(
@@ -578,7 +601,7 @@ impl Session {
                 describe(&reply)
             )));
         }
-        Ok(session)
+        Ok(Opened::Session(session))
     }
 
     /// The next frame, `None` when the server closed; a timeout or I/O error is a failure.
@@ -597,7 +620,13 @@ impl Session {
     /// `bester send`: the reply goes to stdout; an error reply fails with its code and text.
     /// The one message sent is the only one a reply can answer, so a reply whose id the server
     /// could not read is taken as well. Pushes meanwhile are not printed.
-    fn send(&mut self, id: &str, kind: &str, data: &Value) -> Result<(), Failure> {
+    /// A redirect that answers the message is returned, not printed.
+    fn send(
+        &mut self,
+        id: &str,
+        kind: &str,
+        data: &Value,
+    ) -> Result<Option<follow::Redirect>, Failure> {
         let waiting = format!("waiting for the reply to message {id:?}");
         self.client
             .message(id, kind, data)
@@ -608,15 +637,18 @@ impl Session {
                 return Err(self.closed(last.as_ref(), "before the reply"));
             };
             let header = &frame["header"];
-            let answers = header["kind"] == "reply"
+            let answers = (header["kind"] == "reply" || header["kind"] == "redirect")
                 && (header["id"] == id || header.get("id").is_none_or(Value::is_null));
             if !answers {
                 last = Some(frame);
                 continue;
             }
+            if let Some(redirect) = follow::Redirect::of(&frame) {
+                return Ok(Some(redirect));
+            }
             print_frame(&frame)?;
             return if is_ok(&frame) {
-                Ok(())
+                Ok(None)
             } else {
                 Err(Failure::runtime(describe(&frame)))
             };
@@ -640,9 +672,16 @@ impl Session {
     /// `bester listen`: pushes go to stdout as they come; a `bester.ping` goes out after `ping` of
     /// silence from this side and must be answered within the timeout. Ends with success after
     /// `count` pushes, with a failure when the server closes.
-    fn listen(mut self, count: Option<u64>, ping: Duration) -> Result<(), Failure> {
-        eprintln!("bester: listening (Ctrl-C to stop)");
-        let mut received = 0u64;
+    /// A redirect ends this session's part: it is returned (with `received` counting on).
+    fn listen(
+        mut self,
+        count: Option<u64>,
+        ping: Duration,
+        received: &mut u64,
+    ) -> Result<Option<follow::Redirect>, Failure> {
+        if *received == 0 {
+            eprintln!("bester: listening (Ctrl-C to stop)");
+        }
         let mut pings = 0u64;
         let mut next_ping = Instant::now() + ping;
         // The id of the ping in flight and when its answer is due.
@@ -683,10 +722,12 @@ impl Session {
                     let header = &frame["header"];
                     if header["kind"] == "push" {
                         print_frame(&frame)?;
-                        received += 1;
-                        if count == Some(received) {
-                            return Ok(());
+                        *received += 1;
+                        if count == Some(*received) {
+                            return Ok(None);
                         }
+                    } else if let Some(redirect) = follow::Redirect::of(&frame) {
+                        return Ok(Some(redirect));
                     } else if matches!(&pending, Some((id, _)) if header["id"] == id.as_str()) {
                         pending = None;
                     } else {
@@ -705,6 +746,13 @@ impl Session {
             }
         }
     }
+}
+
+/// What [`Session::open`] ended with.
+enum Opened {
+    Session(Session),
+    /// The login was answered with a redirect.
+    Redirect(follow::Redirect),
 }
 
 /// Open the connection the URI names. The one place a transport is chosen.

@@ -22,6 +22,7 @@ mod id;
 mod idmap;
 mod lifecycle;
 mod login;
+mod redirect;
 mod reply_id;
 mod respond;
 mod starting;
@@ -40,6 +41,7 @@ use crate::protocol::message::{
     ClientMessage, Command, HandlerMessage, Info, PayloadRef, Scope, Sender, Status,
     handler_error_report,
 };
+use crate::protocol::redirect::RedirectToken;
 use crate::protocol::write::{client_push, handler_login_request, handler_request};
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
@@ -86,6 +88,18 @@ pub enum Action {
     Close {
         /// The connection.
         conn: ConnId,
+    },
+    /// Tell this client to go elsewhere, answering its request `id`, and close its connection
+    /// once that is written (`server/redirect.rs` mints the token if asked to).
+    Redirect {
+        /// The client's connection.
+        to: ConnId,
+        /// The request it answers.
+        id: Option<String>,
+        /// Where to.
+        url: String,
+        /// What to log in with there.
+        token: Option<RedirectToken>,
     },
     /// The auth handler accepted this client's login: `data` is its answer's `payload.data`
     /// (JSON text, for the server to check: `{"user","info"}`).

@@ -67,6 +67,10 @@ fn sent(out: &mut Vec<Action>) -> Vec<(ConnId, Value)> {
             }
             Action::Dial { body, .. } => (DIAL, serde_json::from_slice(&body).unwrap()),
             Action::Close { conn } => (conn, json!("close")),
+            Action::Redirect { to, id, url, token } => (
+                to,
+                json!({"redirect": url, "id": id, "token": format!("{token:?}")}),
+            ),
             Action::LoginAccepted { conn, data } => (conn, json!({ "accepted": data })),
             Action::LoginRefused {
                 conn,
