@@ -215,6 +215,7 @@ fn check_inbound(body: &[u8]) {
                 user: Some("fuzz".into()),
                 server: "local".into(),
                 handler: None,
+                info: None,
             };
             let request = handler_request("1", msg.scope, &from, &[], &msg.payload);
             check_forwarded(&request, "payload", &msg.payload);
@@ -282,6 +283,7 @@ fn check_handler(body: &[u8]) {
                     user: None,
                     server: "local".into(),
                     handler: Some(payload.kind.to_string()),
+                    info: None,
                 };
                 let push = to_body(&ClientFrame {
                     header: ClientHeader::push(&payload.kind, &sender),
