@@ -9,13 +9,14 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
 # Unit and integration tests; benches/load.rs is a load generator run by scripts/bench.sh,
 # not a test (clippy above still compiles it).
 cargo build --quiet --bins
 cargo test --lib --bins --tests
+cargo test --quiet -p bester-client
 
 echo "== python handler tests"
 python3 -m unittest discover -s handlers/python/tests -t handlers/python

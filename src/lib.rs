@@ -87,7 +87,7 @@
 
 pub mod auth;
 pub mod cli;
-pub mod client;
+pub use bester_client as client;
 pub mod config;
 pub mod ctl;
 pub mod federation;

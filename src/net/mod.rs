@@ -4,7 +4,7 @@
 //! over either.
 
 pub mod accept;
-pub mod blocking;
+pub use bester_client::transport as blocking;
 pub mod framed;
 pub mod hosts;
 pub mod local;

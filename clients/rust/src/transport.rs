@@ -1,6 +1,6 @@
-//! The client side of every transport, blocking (std sockets, for the `bester` command, the load
-//! generator and tests): frame bodies over plain TCP, TLS, WebSocket or WebSocket over TLS.
-//! TLS refuses a certificate it cannot verify, saying why.
+//! The client side of every transport, blocking (std sockets): frame bodies over plain TCP, TLS,
+//! WebSocket or WebSocket over TLS. TLS refuses a certificate it cannot verify, saying why;
+//! [`trust`] builds what it trusts from a CA file or the system's CAs.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +12,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use tungstenite::Message;
 use tungstenite::protocol::WebSocket;
 
-use crate::protocol::{FrameDecoder, encode_frame};
+use crate::frame::{FrameDecoder, encode_frame};
 
 /// Largest frame a client accepts.
 const MAX_FRAME: usize = 16 << 20;
@@ -325,7 +325,7 @@ impl Connection {
                     return Ok(Some(body));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                Err(e) => return Err(e),
             }
             if self.wire.read_into(&mut self.input)? == 0 {
                 if self.input.is_empty() {
@@ -342,4 +342,45 @@ fn ws_io(e: tungstenite::Error) -> io::Error {
         tungstenite::Error::Io(e) => e,
         other => io::Error::other(other.to_string()),
     }
+}
+
+/// The system's CA bundle on Debian.
+const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What a TLS client trusts: the CA certificates of `ca` (a PEM file) if given, else the system's
+/// bundle (`SSL_CERT_FILE`, else Debian's). With neither, nothing is trusted, so every certificate
+/// is refused (saying to give a CA file).
+pub fn trust(ca: Option<&std::path::Path>) -> Result<Arc<ClientConfig>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let file = match ca {
+        Some(ca) => Some(ca.to_path_buf()),
+        None => Some(
+            std::env::var_os("SSL_CERT_FILE")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| SYSTEM_CA_FILE.into()),
+        )
+        .filter(|f| f.is_file()),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(file) = file {
+        let certs =
+            CertificateDer::pem_file_iter(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{}: no CA certificate in it", file.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }

@@ -1,8 +1,8 @@
-//! A small blocking client (std sockets), used by the `bester` command and by the tests: log in,
-//! send a message, wait for the reply with its id while keeping pushes aside. It speaks the same
-//! framing through the same codec as the server, over plain TCP, TLS or WebSocket
-//! ([`crate::net::blocking`]). An optional deadline bounds every read and write
-//! (a read past it fails with `io::ErrorKind::TimedOut` and leaves the client usable).
+//! One connection to a besterd server, blocking (std sockets): send frames, wait for the reply
+//! carrying an id while keeping pushes aside, over plain TCP, TLS or WebSocket
+//! ([`crate::transport`]). An optional deadline bounds every read and write (a read past it
+//! fails with `io::ErrorKind::TimedOut` and leaves the client usable). Logging in is
+//! [`crate::login`]; reconnecting and following redirects is [`crate::session`].
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use rustls::ClientConfig;
 use serde_json::{Value, json};
 
-use crate::net::blocking::{MaybeTls, Scheme, Wire};
-use crate::protocol::FrameDecoder;
+use crate::frame::FrameDecoder;
+use crate::transport::{MaybeTls, Scheme, Wire};
 use std::sync::Arc;
 
 /// Largest frame the client accepts.
@@ -266,10 +266,7 @@ impl Client {
 
     fn recv_wire(&mut self) -> io::Result<Option<Value>> {
         loop {
-            let decoded = self
-                .decoder
-                .decode(&self.input)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let decoded = self.decoder.decode(&self.input)?;
             if let Some((used, body)) = decoded {
                 let value = serde_json::from_slice(body)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -294,15 +291,16 @@ impl Client {
         }
     }
 
-    /// Send a message and wait for the reply carrying its id; pushes received meanwhile are kept
-    /// for [`Client::recv`].
+    /// Send a message and wait for the answer carrying its id (a reply, or a redirect); pushes
+    /// received meanwhile are kept for [`Client::recv`].
     pub fn request(&mut self, id: &str, kind: &str, data: &Value) -> io::Result<Value> {
         self.message(id, kind, data)?;
         loop {
             let frame = self.recv_wire()?.ok_or_else(|| {
                 io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the reply")
             })?;
-            if frame["header"]["kind"] == "reply" && frame["header"]["id"] == id {
+            let answers = matches!(frame["header"]["kind"].as_str(), Some("reply" | "redirect"));
+            if answers && frame["header"]["id"] == id {
                 return Ok(frame);
             }
             self.pushes.push_back(frame);

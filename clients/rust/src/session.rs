@@ -1,0 +1,221 @@
+//! A session that outlives its connections: [`Session::connect`] logs in; [`Session::request`]
+//! sends a request and returns its reply's data, following a redirect (at most
+//! [`MAX_REDIRECTS`] in a row, logging in at the new server with the redirect's token only: never
+//! the password or a key signature, never from TLS to clear text) and, when the connection
+//! breaks, connecting again with backoff and logging in with the session's resume token (the
+//! first login's credentials only at the first URL, if the resume token is refused), then sending
+//! the request once more. A request whose connection broke may so reach a handler twice: make
+//! such handlers idempotent, or turn `reconnect` off.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use serde_json::Value;
+
+use crate::client::{Client, Uri};
+use crate::error::Error;
+use crate::login::{Identity, Login, identify};
+
+/// Redirects followed in a row before giving up.
+pub const MAX_REDIRECTS: usize = 3;
+
+/// How a [`Session`] connects.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// What TLS trusts (required for `bester+tls://` and `bester+wss://`; see
+    /// [`crate::transport::trust`]).
+    pub tls: Option<Arc<ClientConfig>>,
+    /// How long one connect, login or request may take (`None`: no limit).
+    pub timeout: Option<Duration>,
+    /// Connect again when the connection breaks.
+    pub reconnect: bool,
+    /// How long to keep trying to connect again before giving up.
+    pub reconnect_for: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tls: None,
+            timeout: Some(Duration::from_secs(30)),
+            reconnect: true,
+            reconnect_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A logged-in session (see the module documentation).
+pub struct Session {
+    first: Uri,
+    current: Uri,
+    login: Login,
+    options: Options,
+    client: Client,
+    identity: Identity,
+    next_id: u64,
+}
+
+/// A URI that may name no user (`bester+wss://host:port`, as a redirect gives it).
+fn parse_url(url: &str) -> Result<Uri, Error> {
+    let text = match url.split_once("://") {
+        Some((scheme, rest)) if !rest.contains('@') => format!("{scheme}://@{rest}"),
+        _ => url.to_string(),
+    };
+    Uri::parse(&text).map_err(Error::Protocol)
+}
+
+impl Session {
+    /// Connect to `url` (`bester[+tls|+ws|+wss]://[user[:password]@]host[:port]`) and log in.
+    pub fn connect(url: &str, login: Login, options: Options) -> Result<Session, Error> {
+        let uri = parse_url(url)?;
+        let (client, identity) = Session::open(&uri, &login, &options)?;
+        Ok(Session {
+            first: uri.clone(),
+            current: uri,
+            login,
+            options,
+            client,
+            identity,
+            next_id: 1,
+        })
+    }
+
+    fn open(uri: &Uri, login: &Login, options: &Options) -> Result<(Client, Identity), Error> {
+        let deadline = options.timeout.map(|t| Instant::now() + t);
+        let mut client = Client::connect_uri(uri, options.tls.clone(), deadline)?;
+        let identity = identify(&mut client, login)?;
+        client.set_deadline(None);
+        Ok((client, identity))
+    }
+
+    /// Who this session is logged in as, and its latest resume token.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The connection (to pipeline requests by hand, or read pushes).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Send a request of `kind` with `data`; its reply's data, or the refusal.
+    pub fn request(&mut self, kind: &str, data: &Value) -> Result<Value, Error> {
+        let mut redirects = 0;
+        let mut reconnected = false;
+        loop {
+            let id = self.next_id.to_string();
+            self.next_id += 1;
+            self.client
+                .set_deadline(self.options.timeout.map(|t| Instant::now() + t));
+            let answer = self.client.request(&id, kind, data);
+            self.client.set_deadline(None);
+            let frame = match answer {
+                Ok(frame) => frame,
+                Err(e) if self.options.reconnect && !reconnected && broken(&e) => {
+                    self.reconnect()?;
+                    reconnected = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if frame["header"]["kind"] == "redirect" {
+                redirects += 1;
+                self.follow(&frame, redirects)?;
+                continue;
+            }
+            if let Some(error) = Error::of_frame(&frame) {
+                return Err(error);
+            }
+            return Ok(frame["data"].clone());
+        }
+    }
+
+    /// The next push (waiting up to the client's timeout); `None` when the connection closed.
+    pub fn recv_push(&mut self) -> Result<Option<Value>, Error> {
+        Ok(self.client.recv()?)
+    }
+
+    /// Go where a redirect says, with its token.
+    fn follow(&mut self, frame: &Value, hops: usize) -> Result<(), Error> {
+        if hops > MAX_REDIRECTS {
+            return Err(Error::Protocol(format!(
+                "redirected more than {MAX_REDIRECTS} times"
+            )));
+        }
+        let url = frame["data"]["url"].as_str().unwrap_or_default();
+        let Some(token) = frame["data"]["token"].as_str() else {
+            return Err(Error::Protocol(format!(
+                "redirected to {url} without a token"
+            )));
+        };
+        let uri = parse_url(url)?;
+        if !uri.user.is_empty() {
+            return Err(Error::Protocol(format!("a redirect names a user: {url}")));
+        }
+        if self.current.scheme.tls() && !uri.scheme.tls() {
+            return Err(Error::Protocol(format!(
+                "a redirect from TLS to {} is not followed",
+                uri.scheme.prefix()
+            )));
+        }
+        let login = Login::Token(token.to_string());
+        let (client, identity) = Session::open(&uri, &login, &self.options)?;
+        (self.client, self.identity, self.current) = (client, identity, uri);
+        Ok(())
+    }
+
+    /// Connect again with backoff: with the resume token, else (at the first URL only) with the
+    /// first login.
+    fn reconnect(&mut self) -> Result<(), Error> {
+        let until = Instant::now() + self.options.reconnect_for;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let resume = self.identity.resume.clone().map(Login::Resume);
+            let attempt = match resume {
+                Some(resume) => match Session::open(&self.current, &resume, &self.options) {
+                    Err(Error::Refused { .. }) if self.current == self.first => {
+                        Session::open(&self.current, &self.login, &self.options)
+                    }
+                    other => other,
+                },
+                None if self.current == self.first => {
+                    Session::open(&self.current, &self.login, &self.options)
+                }
+                None => Err(Error::Protocol(
+                    "the connection broke and the server gave no resume token".into(),
+                )),
+            };
+            match attempt {
+                Ok((client, identity)) => {
+                    (self.client, self.identity) = (client, identity);
+                    return Ok(());
+                }
+                Err(Error::Io(e)) if Instant::now() + pause < until => {
+                    let _ = e;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether an I/O error means the connection is gone (not merely slow).
+fn broken(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected
+    )
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("url", &self.current)
+            .field("user", &self.identity.user)
+            .finish()
+    }
+}

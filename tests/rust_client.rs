@@ -1,0 +1,312 @@
+//! The Rust library (`clients/rust`, crate `bester-client`) against the real daemon: a session
+//! logs in by password, resume token and ed25519 key, gets replies and typed refusals, comes back
+//! after a restart with its resume token, follows a greeter's redirect with the token only; a
+//! handler written with the library serves requests concurrently, pushes, decides logins as an
+//! auth handler, and returns when the daemon closes its socket. Its codes and signed login bytes
+//! are the daemon's.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bester_client::handler::{Answer, Request, serve_on};
+use bester_client::{Error, Login, Options, Session, codes};
+use common::{Broker, DEADLINE, eventually, handler};
+use serde_json::{Value, json};
+
+fn password(user: &str, password: &str) -> Login {
+    Login::Password {
+        user: user.into(),
+        password: password.into(),
+    }
+}
+
+fn url(b: &Broker) -> String {
+    format!("bester://{}", b.addr)
+}
+
+fn refused(e: Error) -> (String, String) {
+    match e {
+        Error::Refused { code, text } => (code, text),
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+fn token_key(dir: &Path) -> std::path::PathBuf {
+    let key = dir.join("token.key");
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut random)
+        .unwrap();
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&key, hex).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    key
+}
+
+#[test]
+fn the_librarys_codes_and_signed_bytes_are_the_daemons() {
+    let daemon: Vec<&str> = besterd::protocol::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(codes::ALL, daemon.as_slice());
+    assert_eq!(
+        bester_client::login::login_message("besterd", "alice", "n-1"),
+        besterd::auth::keys::login_message("besterd", "alice", "n-1")
+    );
+}
+
+#[test]
+fn a_session_logs_in_requests_and_gets_typed_refusals() {
+    let b = Broker::start("");
+    let mut s =
+        Session::connect(&url(&b), password("alice", "alice-pw"), Options::default()).unwrap();
+    assert_eq!(s.identity().user, "alice");
+    assert_eq!(s.identity().server, "test");
+    let resume = s.identity().resume.clone().expect("a resume token");
+    let reply = s
+        .request("faulty", &json!({"action": "echo", "n": 1}))
+        .unwrap();
+    assert_eq!(reply, json!({"action": "echo", "n": 1}));
+    assert_eq!(
+        refused(s.request("nobody", &Value::Null).unwrap_err()),
+        (
+            codes::UNKNOWN_TYPE.to_string(),
+            "no handler for type \"nobody\"".to_string()
+        )
+    );
+    assert_eq!(
+        refused(s.request("faulty", &json!({"action": "?"})).unwrap_err()).0,
+        "bad_request"
+    );
+    // A refused login is typed too.
+    let e = Session::connect(&url(&b), password("alice", "wrong"), Options::default()).unwrap_err();
+    assert_eq!(
+        refused(e),
+        (
+            codes::AUTH_FAILED.to_string(),
+            "invalid username or password".to_string()
+        )
+    );
+    // The resume token logs in without the password.
+    let mut again = Session::connect(&url(&b), Login::Resume(resume), Options::default()).unwrap();
+    assert_eq!(again.identity().user, "alice");
+    assert_eq!(again.request("bester.ping", &Value::Null).unwrap(), "pong");
+}
+
+#[test]
+fn a_key_login_signs_the_servers_challenge() {
+    let b = Broker::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("id");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bester"))
+        .args(["keygen", key_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = String::from_utf8(out.stdout).unwrap();
+    let out = common::besterd_cmd(
+        &[
+            "user",
+            "--users",
+            b.users().to_str().unwrap(),
+            "add-key",
+            "bob",
+            &format!("{}.pub", key_path.display()),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?} {public}");
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let key = ed25519_dalek::SigningKey::read_pkcs8_pem_file(&key_path).unwrap();
+    let login = |server: Option<&str>| Login::Key {
+        user: "bob".into(),
+        key: Box::new(key.clone()),
+        server: server.map(str::to_string),
+    };
+    let s = eventually("the store to be read again", || {
+        Session::connect(&url(&b), login(None), Options::default()).ok()
+    });
+    assert_eq!(s.identity().user, "bob");
+    match Session::connect(&url(&b), login(Some("elsewhere")), Options::default()) {
+        Err(Error::Protocol(text)) => assert_eq!(
+            text,
+            "the server says it is \"test\", not \"elsewhere\": not signing"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_session_comes_back_after_a_restart_with_its_resume_token() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = token_key(keys.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tables = format!(
+        "[handlers.faulty]\n{}\n[auth]\ntoken_secret_file = {:?}\n",
+        handler("python3", "tests/handlers/faulty.py"),
+        key.display().to_string()
+    );
+    let mut b = Broker::launch(
+        "test",
+        &format!("127.0.0.1:{port}"),
+        "",
+        &tables,
+        &[("alice", "alice-pw")],
+    );
+    let mut s =
+        Session::connect(&url(&b), password("alice", "alice-pw"), Options::default()).unwrap();
+    let before = s.request("faulty", &json!({"action": "pid"})).unwrap();
+    b.restart();
+    let started = Instant::now();
+    let after = s.request("faulty", &json!({"action": "pid"})).unwrap();
+    assert_ne!(after["pid"], before["pid"], "a new daemon, a new handler");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(s.identity().user, "alice");
+    let log = b.log();
+    assert!(log.contains("by resume token"), "{log}");
+}
+
+#[test]
+fn a_session_follows_a_redirect_with_the_token_only() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = token_key(keys.path());
+    let tables = format!(
+        "[handlers.greet]\n{}\n[auth]\ntoken_secret_file = {:?}\n",
+        handler("python3", "tests/handlers/greeter.py"),
+        key.display().to_string()
+    );
+    let a = Broker::launch(
+        "greeter-a",
+        "127.0.0.1:0",
+        "",
+        &tables,
+        &[("alice", "alice-pw")],
+    );
+    let b = Broker::launch("session-b", "127.0.0.1:0", "", &tables, &[]);
+    let tmp = b.dir.path().join("users.json.new");
+    std::fs::copy(a.users(), &tmp).unwrap();
+    std::fs::rename(&tmp, b.users()).unwrap();
+    let mut s =
+        Session::connect(&url(&a), password("alice", "alice-pw"), Options::default()).unwrap();
+    let there = json!({"redirect": {"greeter-a": {"url": url(&b), "token": "mint"}}});
+    let reply = eventually("the session broker to take the token", || {
+        s.request("greet", &there).ok()
+    });
+    assert_eq!(reply["server"], "session-b", "{reply}");
+    assert_eq!(reply["from"]["user"], "alice");
+    assert!(b.log().contains("alice logged in from"), "{}", b.log());
+    assert!(b.log().contains("by resume token"), "{}", b.log());
+    assert!(!b.log().contains("alice-pw"));
+    // A loop is cut after 3 hops.
+    let mut s =
+        Session::connect(&url(&a), password("alice", "alice-pw"), Options::default()).unwrap();
+    let ping_pong = json!({"redirect": {
+        "greeter-a": {"url": url(&b), "token": "mint"},
+        "session-b": {"url": url(&a), "token": "mint"}}});
+    match s.request("greet", &ping_pong) {
+        Err(Error::Protocol(text)) => assert_eq!(text, "redirected more than 3 times"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A handler written with the library, for `[handlers.rs] socket = …`.
+fn answer(request: &Request) -> Answer {
+    if request.is_login() {
+        return match request.data()["apiKey"].as_str() {
+            Some("k-1") => Answer::Login {
+                user: "carol".into(),
+                info: Some(json!({"via": "rust"})),
+            },
+            _ => Answer::Error {
+                code: "auth_failed".into(),
+                text: "no such key".into(),
+            },
+        };
+    }
+    let data = request.data();
+    match data["action"].as_str() {
+        Some("sleep") => {
+            std::thread::sleep(Duration::from_millis(300));
+            Answer::Reply(json!({"slept": data["n"]}))
+        }
+        Some("push") => Answer::SendClients(vec!["bob".into()], json!("hi")),
+        Some("info") => Answer::Reply(request.info().cloned().unwrap_or(Value::Null)),
+        _ => Answer::Reply(json!({"user": request.user(), "data": data})),
+    }
+}
+
+#[test]
+fn a_handler_written_with_the_library_serves_concurrently_and_decides_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("rs.sock");
+    let tables = format!(
+        "[handlers.rs]\nsocket = {:?}\n[auth]\nhandler = \"rs\"\n",
+        socket.display().to_string()
+    );
+    let mut b = Broker::launch_with(
+        "test",
+        "127.0.0.1:0",
+        "handler_startup_timeout_ms = 200",
+        &tables,
+        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+        &common::Launch {
+            wait_ready: true,
+            ..common::Launch::default()
+        },
+    );
+    let stream = eventually("the handler socket", || UnixStream::connect(&socket).ok());
+    let serving = std::thread::spawn(move || serve_on(stream, 4, answer));
+    let mut alice = b.login("alice", "alice-pw");
+    alice.set_timeout(Some(DEADLINE)).unwrap();
+    let mut bob = b.login("bob", "bob-pw");
+    bob.set_timeout(Some(DEADLINE)).unwrap();
+    let reply = eventually("the handler to be connected", || {
+        let r = alice.request("1", "rs", &json!({"x": 1})).unwrap();
+        (r["header"]["status"] == "ok").then_some(r)
+    });
+    assert_eq!(reply["data"], json!({"user": "alice", "data": {"x": 1}}));
+    // Four slow requests at once take about one's time on four workers.
+    let started = Instant::now();
+    for n in 0..4 {
+        alice
+            .message(&format!("s{n}"), "rs", &json!({"action": "sleep", "n": n}))
+            .unwrap();
+    }
+    for _ in 0..4 {
+        let r = alice.recv().unwrap().unwrap();
+        assert_eq!(r["header"]["status"], "ok", "{r}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "served one by one"
+    );
+    let reply = alice
+        .request("p", "rs", &json!({"action": "push"}))
+        .unwrap();
+    assert_eq!(reply["header"]["delivered"], json!(["bob"]));
+    assert_eq!(bob.recv().unwrap().unwrap()["data"], "hi");
+    // As the auth handler.
+    let mut c = b.connect();
+    c.set_timeout(Some(DEADLINE)).unwrap();
+    c.send(&json!({"header":{"identify":{"type":"client","authentication":{"apiKey":"k-1"}}}}))
+        .unwrap();
+    let reply = c.recv().unwrap().unwrap();
+    assert_eq!(reply["data"]["user"], "carol", "{reply}");
+    let info = c.request("i", "rs", &json!({"action": "info"})).unwrap();
+    assert_eq!(info["data"], json!({"via": "rust"}));
+    // The daemon closing the socket ends serve_on with Ok.
+    assert!(b.stop().success());
+    let done = serving.join().unwrap();
+    assert!(done.is_ok(), "{done:?}");
+}
