@@ -1,0 +1,44 @@
+"""The handler the tests run under besterd, written with the package: one type, ``app``, whose
+``data.action`` says what to do (``echo`` is the default)."""
+
+import os
+import sys
+import time
+
+import bester
+
+handler = bester.Handler(workers=32)
+
+
+@handler.on()
+def app(request: bester.Request):
+    data = request.data if isinstance(request.data, dict) else {"value": request.data}
+    action = data.get("action", "echo")
+    if action == "echo":
+        return data
+    if action == "whoami":
+        return {"user": request.user, "server": request.server, "info": request.info, "type": request.type}
+    if action == "sleep":
+        time.sleep(float(data.get("s", 0.1)))
+        return data
+    if action == "crash":
+        sys.stderr.write("app_handler: crashing on request\n")
+        os._exit(3)
+    if action == "refuse":
+        raise bester.BesterError("not_in_room", "alice is not in room \"r\"")
+    if action == "bug":
+        raise ValueError("a bug")
+    if action == "fanout":
+        return request.send_clients(data["users"], {"text": data.get("text")})
+    if action == "forward":
+        return request.send_handler(data["to"], data.get("data"))
+    if action == "push":
+        report = handler.push(data["users"], "news", {"n": data.get("n")}).result(10)
+        return {"delivered": report.delivered, "offline": report.offline}
+    if action == "pid":
+        return os.getpid()
+    raise bester.BesterError("bad_request", f"unknown action {action!r}")
+
+
+if __name__ == "__main__":
+    handler.run()

@@ -1,0 +1,156 @@
+"""Start the real besterd binary for the tests: an ephemeral loopback port, a temporary directory
+with its configuration, a user store made with ``besterd user add``, and handler processes
+written with this package. Nothing here sleeps for a fixed time: waits poll with a deadline.
+
+The binary is ``$BESTERD_BIN``, else ``target/debug/besterd`` of the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, TypeVar
+
+import bester
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+DEADLINE = 20.0
+T = TypeVar("T")
+
+
+def besterd_bin() -> str:
+    path = os.environ.get("BESTERD_BIN") or str(REPO / "target" / "debug" / "besterd")
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"no besterd binary at {path}: build it (cargo build --bins) or set BESTERD_BIN")
+    return path
+
+
+def package_path() -> str:
+    """The directory ``bester`` was imported from (put on the handlers' PYTHONPATH)."""
+    return str(Path(bester.__file__).resolve().parent.parent)
+
+
+def eventually(what: str, fn: Callable[[], Optional[T]], deadline: float = DEADLINE) -> T:
+    end = time.monotonic() + deadline
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def handler_command(script: str = "app_handler.py", *args: str) -> str:
+    return "command = [{!r}, {!r}{}]".format(sys.executable, str(HERE / script), "".join(f", {a!r}" for a in args)).replace("'", '"')
+
+
+class Broker:
+    """A running besterd. ``tables``: TOML after ``[server]`` (handlers, listeners, auth)."""
+
+    def __init__(
+        self,
+        server_keys: str = "",
+        tables: Optional[str] = None,
+        users: Sequence[tuple] = (("alice", "alice-pw"), ("bob", "bob-pw")),
+        name: str = "test",
+    ):
+        self.dir = Path(tempfile.mkdtemp(prefix="bester-py-"))
+        self.users_file = self.dir / "users.json"
+        for user, password in users:
+            self.add_user(user, password)
+        if tables is None:
+            tables = f"[handlers.app]\n{handler_command()}\n"
+        (self.dir / "besterd.toml").write_text(
+            f'[server]\nname = "{name}"\nlisten = "127.0.0.1:0"\nusers = "{self.users_file}"\n'
+            f'runtime_dir = "{self.dir / "run"}"\n{server_keys}\n{tables}\n'
+        )
+        self.proc: Optional[subprocess.Popen] = None
+        self.addr = ""
+        self.start()
+
+    def add_user(self, user: str, password: str) -> None:
+        out = subprocess.run(
+            [besterd_bin(), "user", "--users", str(self.users_file), "add", user, "--password-stdin"],
+            input=password + "\n", capture_output=True, text=True, timeout=DEADLINE,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"user add {user}: {out.stderr}")
+
+    def start(self) -> None:
+        ready = self.dir / "ready"
+        if ready.exists():
+            ready.unlink()
+        env = dict(os.environ, PYTHONPATH=package_path(), RUST_LOG=os.environ.get("BESTER_TEST_LOG", "info"))
+        log = open(self.dir / "besterd.log", "ab")
+        self.proc = subprocess.Popen(
+            [besterd_bin(), "serve", "--config", str(self.dir / "besterd.toml"), "--ready-file", str(ready)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+        )
+        log.close()
+
+        def is_ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"besterd exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                text = ready.read_text()
+            except FileNotFoundError:
+                return None
+            return text if text.endswith("\n") else None
+
+        text = eventually("besterd to be ready", is_ready)
+        lines = text.splitlines()
+        self.addr = lines[0].strip()
+        self.listeners: Dict[str, str] = {}
+        for line in lines[1:]:
+            words = line.split()
+            if len(words) >= 3:
+                self.listeners[words[0]] = words[2]
+
+    def url(self, user: Optional[str] = None, password: Optional[str] = None, scheme: str = "bester", listener: Optional[str] = None) -> str:
+        addr = self.listeners[listener] if listener else self.addr
+        auth = f"{user}:{password}@" if password is not None else f"{user}@" if user else ""
+        return f"{scheme}://{auth}{addr}"
+
+    def connect(self, user: str = "alice", password: Optional[str] = None, **kw) -> bester.Client:
+        kw.setdefault("timeout", DEADLINE)
+        return bester.connect(self.url(), username=user, password=password if password is not None else f"{user}-pw", **kw)
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "besterd.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"besterd did not stop on SIGTERM:\n{self.log()}")
+
+    def restart(self) -> None:
+        assert self.stop() == 0, self.log()
+        self.start()
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "Broker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
