@@ -52,6 +52,15 @@ def handler_command(script: str = "app_handler.py", *args: str) -> str:
     return "command = [{!r}, {!r}{}]".format(sys.executable, str(HERE / script), "".join(f", {a!r}" for a in args)).replace("'", '"')
 
 
+def free_port() -> int:
+    """A port that was free a moment ago (for a daemon that must come back on the same port)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Broker:
     """A running besterd. ``tables``: TOML after ``[server]`` (handlers, listeners, auth)."""
 
@@ -61,6 +70,7 @@ class Broker:
         tables: Optional[str] = None,
         users: Sequence[tuple] = (("alice", "alice-pw"), ("bob", "bob-pw")),
         name: str = "test",
+        fixed_port: bool = False,
     ):
         self.dir = Path(tempfile.mkdtemp(prefix="bester-py-"))
         self.users_file = self.dir / "users.json"
@@ -69,7 +79,7 @@ class Broker:
         if tables is None:
             tables = f"[handlers.app]\n{handler_command()}\n"
         (self.dir / "besterd.toml").write_text(
-            f'[server]\nname = "{name}"\nlisten = "127.0.0.1:0"\nusers = "{self.users_file}"\n'
+            f'[server]\nname = "{name}"\nlisten = "127.0.0.1:{free_port() if fixed_port else 0}"\nusers = "{self.users_file}"\n'
             f'runtime_dir = "{self.dir / "run"}"\n{server_keys}\n{tables}\n'
         )
         self.proc: Optional[subprocess.Popen] = None

@@ -415,7 +415,7 @@ class Client:
         if call is None:
             if kind == "reply" and header.get("status") == "error" and id_ is None:
                 conn.closing_error = from_frame(frame)
-                log.warning("the server says: %s", conn.closing_error)
+                log.info("the server says: %s", conn.closing_error)
             else:
                 log.debug("ignoring a frame that answers nothing in flight: %.200r", frame)
         elif kind == "redirect":

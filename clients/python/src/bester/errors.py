@@ -3,7 +3,7 @@
 An error answer from the server is ``{"error": TEXT, "code": CODE}``; the client raises the
 subclass of :class:`BesterError` registered for ``CODE`` (a handler's own codes, such as
 ``not_in_room``, raise :class:`BesterError` itself), carrying ``.code``, ``.text`` and the whole
-``.frame``. Catch by family (:class:`AuthError`, :class:`HandlerError`, ...) or by code::
+``.frame``. Catch by family (:class:`AuthError`, :class:`HandlerFailed`, ...) or by code::
 
     try:
         client.request("chat", {...})
@@ -127,7 +127,7 @@ class SessionEnded(BesterError):
     """The server ended the session (revoked, kicked, idle, expired, draining)."""
 
 
-class HandlerError(BesterError):
+class HandlerFailed(BesterError):
     """The handler for the type could not answer properly (``handler_*``, ...)."""
 
 
@@ -216,35 +216,35 @@ class ReservedType(MessageError):
     """``reserved_type``"""
 
 
-class HandlerNotRunning(HandlerError):
+class HandlerNotRunning(HandlerFailed):
     """``handler_not_running``"""
 
 
-class HandlerUnavailable(HandlerError):
+class HandlerUnavailable(HandlerFailed):
     """``handler_unavailable``"""
 
 
-class HandlerTimeout(HandlerError):
+class HandlerTimeout(HandlerFailed):
     """``handler_timeout``"""
 
 
-class HandlerBusy(HandlerError):
+class HandlerBusy(HandlerFailed):
     """``handler_busy``"""
 
 
-class HandlerError(HandlerError):
+class HandlerError(HandlerFailed):
     """``handler_error``"""
 
 
-class BadHandlerReply(HandlerError):
+class BadHandlerReply(HandlerFailed):
     """``bad_handler_reply``"""
 
 
-class HandlerLoop(HandlerError):
+class HandlerLoop(HandlerFailed):
     """``handler_loop``"""
 
 
-class ChainTooDeep(HandlerError):
+class ChainTooDeep(HandlerFailed):
     """``chain_too_deep``"""
 
 

@@ -18,7 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
-from .errors import FrameError, error_for
+from .errors import error_for
 
 #: The server refuses bodies over 1 MiB; answers wrap at most that in a header, so accept more.
 MAX_FRAME = 1024 * 1024 + 64 * 1024
@@ -84,7 +84,7 @@ class Codec:
         while len(buf) - pos >= 4:
             (length,) = _LEN.unpack_from(buf, pos)
             if length > self.max_frame:
-                raise FrameError("frame_too_large", f"frame of {length} bytes is over the limit of {self.max_frame} bytes")
+                raise error_for("frame_too_large", f"frame of {length} bytes is over the limit of {self.max_frame} bytes")
             end = pos + 4 + length
             if len(buf) < end:
                 break
