@@ -1,13 +1,21 @@
 """The handler the tests run under besterd, written with the package: one type, ``app``, whose
 ``data.action`` says what to do (``echo`` is the default)."""
 
+import asyncio
 import os
 import sys
 import time
 
 import bester
 
-handler = bester.Handler(workers=32)
+# --listen: for `connect = "/path"`, listen on $BESTER_SOCKET and let besterd dial in.
+handler = bester.Handler(workers=32, listen="--listen" in sys.argv)
+
+
+@handler.on("asyncapp")
+async def asyncapp(request: bester.Request):
+    await asyncio.sleep(float((request.data or {}).get("s", 0)))
+    return {"async": request.data, "user": request.user}
 
 
 @handler.on()
