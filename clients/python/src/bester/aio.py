@@ -446,7 +446,8 @@ class AsyncClient:
                 why = f" ({reason.code}: {reason.text})" if reason else f" ({error})" if error else ""
                 exc = ConnectionLost("connection_lost", f"the connection to {conn.url} was lost with the request in flight{why}")
             for call in pending.values():
-                _settle(call.future, error=exc)
+                # The server said why it closed: that is the answer (a fresh exception each).
+                _settle(call.future, error=error_for(reason.code, reason.text, reason.frame) if reason and not self._closed else exc)
 
     # -- the manager --------------------------------------------------------------------------
 

@@ -471,7 +471,8 @@ class Client:
                 exc = ConnectionLost("connection_lost", f"the connection to {conn.url} was lost with the request in flight{why}")
             for call in pending.values():
                 if not call.future.done():
-                    call.future.set_exception(exc)
+                    # The server said why it closed: that is the answer (a fresh exception each).
+                    call.future.set_exception(error_for(reason.code, reason.text, reason.frame) if reason and not self._closed else exc)
         if current and not self._closed:
             log.info("connection to %s lost%s", conn.url, f": {reason or error}" if reason or error else "")
 
