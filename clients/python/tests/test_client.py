@@ -313,6 +313,28 @@ class Lifecycle(unittest.TestCase):
             self.assertEqual(quiet.request("app", 5), {"value": 5})
             self.assertEqual(quiet.connections, 1)
 
+    def test_the_resume_token_is_renewed_before_it_expires(self):
+        with Broker("", "[handlers.app]\n" + handler_command() + "\n[auth]\nresume_ttl_s = 3\n") as b, b.connect("alice") as c:
+            first = c.session.resume_expires
+            # Renewed (bester.token) two thirds into its 3 s life, so again and again.
+            eventually("the resume token to be renewed", lambda: c.session.resume_expires > first + 1, deadline=DEADLINE)
+            with bester.connect(b.url(), token=c.session.resume) as again:
+                self.assertEqual(again.user, "alice")
+
+    def test_renewal_stops_when_the_expiry_stops_moving(self):
+        from bester.session import Credentials, Session
+        from bester.wire import Url
+
+        s = Session(Url.parse("bester://h:1"), Credentials("a", "p"))
+        now = time.time()
+        s.logged_in({"user": "a", "resume": "v1.a", "resume_expires": now + 300})
+        self.assertAlmostEqual(s.renew_at(), now + 200, delta=1)
+        s.renewed({"resume": "v1.b", "resume_expires": now + 600})
+        self.assertIsNotNone(s.renew_at())
+        s.renewed({"resume": "v1.c", "resume_expires": now + 600})  # a token session's end
+        self.assertIsNone(s.renew_at())
+        self.assertNotIn("v1.c", repr(s))
+
     def test_logout_ends_the_session_and_its_resume_token(self):
         with Broker() as b:
             c = b.connect("alice")

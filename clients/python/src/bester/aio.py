@@ -61,10 +61,27 @@ class _Conn:
         self.ping: Optional[asyncio.Future] = None
         self.ping_deadline = 0.0
         self.task: Optional[asyncio.Task] = None
+        self.out = bytearray()
+        self.flush_scheduled = False
 
     def write(self, data: bytes) -> None:
-        self.writer.write(data)
-        self.last_send = time.monotonic()
+        # The first frame of a turn of the event loop leaves at once (the server starts on it);
+        # the others written in the same turn leave together in one write after it.
+        if self.flush_scheduled:
+            self.out += data
+            return
+        self.flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self.flush)
+        if not self.writer.is_closing():
+            self.writer.write(data)
+            self.last_send = time.monotonic()
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.out and not self.writer.is_closing():
+            self.writer.write(bytes(self.out))
+            self.last_send = time.monotonic()
+        self.out.clear()
 
     def kill(self) -> None:
         self.dead = True
@@ -173,11 +190,19 @@ class AsyncClient:
     async def request_frame(self, type_: str, data: Any = None, timeout: Optional[float] = None) -> Dict[str, Any]:
         timeout = self.timeout if timeout is None else timeout
         future = await self.send(type_, data, timeout)
+        if future.done():
+            return future.result()
+
+        def expire() -> None:
+            if not future.done():
+                self._forget(future)
+                future.set_exception(Timeout("timeout", f"no answer to {type_!r} within {timeout:g} s"))
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            self._forget(future)
-            raise Timeout("timeout", f"no answer to {type_!r} within {timeout:g} s") from None
+            return await future
+        finally:
+            timer.cancel()
 
     async def request(self, type_: str, data: Any = None, timeout: Optional[float] = None) -> Any:
         """Send a message of ``type_`` and return the reply's data, or raise the typed error."""
@@ -269,8 +294,9 @@ class AsyncClient:
                     data = conn.codec.encode(dumps(call.frame))
                 conn.pending[id_] = call
                 conn.write(data)
-                transport = conn.writer.transport
-                if transport.get_write_buffer_size() > self.max_write_buffer:
+                if len(conn.out) > self.max_write_buffer:
+                    conn.flush()
+                if conn.writer.transport.get_write_buffer_size() > self.max_write_buffer:
                     try:
                         await conn.writer.drain()
                     except (OSError, RuntimeError):

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from .errors import BesterError
-from .wire import MAX_FRAME, Codec, dumps, loads
+from .wire import _LEN, Codec, dumps, loads
 
 log = logging.getLogger("bester.handler")
 
@@ -168,7 +168,9 @@ class _Link:
         self.wlock = threading.Lock()
 
     def send(self, frames: List[Dict[str, Any]]) -> None:
-        data = b"".join(self.codec.encode(dumps(f)) for f in frames)
+        self.write(b"".join(self.codec.encode(dumps(f)) for f in frames))
+
+    def write(self, data: bytes) -> None:
         with self.wlock:
             self.sock.sendall(data)
 
@@ -176,7 +178,7 @@ class _Link:
 class Handler:
     """Serves request types for besterd. See the module documentation."""
 
-    def __init__(self, path: Optional[str] = None, *, workers: int = 16, listen: bool = False, max_frame: int = MAX_FRAME):
+    def __init__(self, path: Optional[str] = None, *, workers: int = 16, listen: bool = False, max_frame: int = 1 << 20):
         self.path = path
         self.workers = workers
         self.listen = listen
@@ -191,6 +193,7 @@ class Handler:
         self._ids = itertools.count(1)
         self._reports: Dict[str, Future] = {}
         self._lock = threading.Lock()
+        self._async: Dict[Any, bool] = {}
 
     # -- registration -------------------------------------------------------------------------
 
@@ -288,13 +291,19 @@ class Handler:
                     log.error("bad frame from besterd, closing: %s", e)
                     status = 1
                     break
+                out: List[bytes] = []  # answers made on this thread go out in one write
                 for body in bodies:
                     try:
                         frame = loads(body)
                     except BesterError as e:
                         log.error("bad frame from besterd, closing: %s", e)
                         return 1
-                    self._on_frame(link, frame)
+                    self._on_frame(link, frame, out)
+                if out:
+                    try:
+                        link.write(b"".join(out))
+                    except OSError:
+                        log.info("besterd went away while we were answering")
         finally:
             self._link = None
             with self._lock:
@@ -356,8 +365,11 @@ class Handler:
                 data = sock.recv(262144)
                 if not data:
                     return
+                out: List[bytes] = []
                 for body in link.codec.feed(data):
-                    self._on_frame(link, loads(body))
+                    self._on_frame(link, loads(body), out)
+                if out:
+                    link.write(b"".join(out))
         except (OSError, BesterError) as e:
             log.info("a connection from besterd ended: %s", e)
         finally:
@@ -372,9 +384,14 @@ class Handler:
     def _work(self) -> None:
         while True:
             link, frame = self._jobs.get()
-            self._handle(link, frame)
+            data = self._handle(frame)
+            if data:
+                try:
+                    link.write(data)
+                except OSError:
+                    log.info("besterd went away while we were answering")
 
-    def _on_frame(self, link: _Link, frame: Any) -> None:
+    def _on_frame(self, link: _Link, frame: Any, out: List[bytes]) -> None:
         header = frame.get("header") if isinstance(frame, dict) else None
         kind = header.get("kind") if isinstance(header, dict) else None
         if kind == "report":
@@ -383,7 +400,9 @@ class Handler:
             if self.workers:
                 self._jobs.put((link, frame))
             else:
-                self._handle(link, frame)
+                data = self._handle(frame)
+                if data:
+                    out.append(data)
         else:
             log.warning("ignoring a frame that is neither a request nor a report: %.200r", frame)
 
@@ -399,14 +418,15 @@ class Handler:
         else:
             log.debug("report: %s", dumps(frame).decode())
 
-    def _handle(self, link: _Link, frame: Dict[str, Any]) -> None:
+    def _handle(self, frame: Dict[str, Any]) -> Optional[bytes]:
+        """The encoded answer to one request (or login)."""
         token = frame["header"].get("request")
         if frame["header"].get("kind") == "login":
             answer = self._answer_login(LoginRequest(frame))
         else:
             answer = self._answer(Request(frame))
         if answer is None:
-            return
+            return None
         answer["header"]["request"] = token
         try:
             body = dumps(answer)
@@ -415,13 +435,14 @@ class Handler:
         except (TypeError, ValueError) as e:
             log.error("request %s: cannot send the answer: %s", token, e)
             answer = {"header": {"status": "error", "command": "reply", "request": token}, "payload": {"type": answer.get("payload", {}).get("type", "bester.login"), "data": {"error": f"the handler's answer cannot be sent: {e}", "code": "internal_error"}}}
-        try:
-            link.send([answer])
-        except OSError:
-            log.info("besterd went away while we were answering")
+            body = dumps(answer)
+        return _LEN.pack(len(body)) + body
 
     def _call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
-        if inspect.iscoroutinefunction(fn):
+        is_async = self._async.get(fn)
+        if is_async is None:
+            is_async = self._async[fn] = inspect.iscoroutinefunction(fn)
+        if is_async:
             return asyncio.run_coroutine_threadsafe(fn(arg), self._event_loop()).result()
         return fn(arg)
 
@@ -446,7 +467,7 @@ class Handler:
             return request.error("internal_error", f"the {request.type} handler failed: {type(e).__name__}").frame
         if isinstance(result, Answer):
             return result.frame
-        return request.reply(result).frame
+        return {"header": {"status": "ok", "command": "reply"}, "payload": {"type": request.type, "data": result}}
 
     def _answer_login(self, login: LoginRequest) -> Dict[str, Any]:
         def answer(status: str, data: Any) -> Dict[str, Any]:

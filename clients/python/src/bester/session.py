@@ -90,8 +90,8 @@ def identify(authentication: Dict[str, Any]) -> Dict[str, Any]:
 class Login:
     """One login exchange. Feed it the server's frames with :meth:`step`."""
 
-    authentication: Dict[str, Any]
-    key: Any = None
+    authentication: Dict[str, Any] = field(repr=False)  # holds the password or token
+    key: Any = field(default=None, repr=False)
     username: Optional[str] = None
     server_name: Optional[str] = None
     challenged: bool = False
@@ -164,9 +164,10 @@ class Session:
     url: Url = field(init=False)
     user: Optional[str] = None
     server: Optional[str] = None
-    resume: Optional[str] = None
+    resume: Optional[str] = field(default=None, repr=False)  # a secret: it logs the user in
     resume_expires: Optional[float] = None
     resume_issued: float = 0.0
+    renewable: bool = True  # False once bester.token stops giving a later expiry (a token session's end)
     expires: Optional[float] = None  # a token session's end
 
     def __post_init__(self) -> None:
@@ -193,23 +194,28 @@ class Session:
         self.server = data.get("server", self.server)
         if "expires" in data:
             self.expires = data["expires"]
-        self.renewed(data)
+        self.renewable = True
+        self.renewed(data, login=True)
 
-    def renewed(self, data: Dict[str, Any]) -> None:
+    def renewed(self, data: Dict[str, Any], login: bool = False) -> None:
         if isinstance(data.get("resume"), str):
+            new = data.get("resume_expires")
+            if not login and self.resume_expires is not None and isinstance(new, (int, float)) and new <= self.resume_expires:
+                self.renewable = False
             self.resume = data["resume"]
             self.resume_expires = data.get("resume_expires")
             self.resume_issued = time.time()
 
     def renew_at(self) -> Optional[float]:
         """When to ask for a new resume token (``bester.token``): two thirds into its life."""
-        if not self.resume or not self.resume_expires:
+        if not self.resume or not self.resume_expires or not self.renewable:
             return None
         return self.resume_issued + (self.resume_expires - self.resume_issued) * 2 / 3
 
     def redirected(self, url: Url, token: str) -> Login:
         self.url = url
         self.resume = None
+        self.renewable = True
         return Login({"token": token})
 
 

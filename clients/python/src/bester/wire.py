@@ -29,9 +29,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One encoder and one decoder for every frame: json.dumps/loads with options build new ones per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON (no NaN/Infinity: they are not JSON)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def loads(body: bytes) -> Any:
@@ -41,7 +46,7 @@ def loads(body: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise error_for("invalid_utf8", f"frame body is not valid UTF-8 (at byte {e.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except RecursionError:
         raise error_for("invalid_json", "frame body is nested too deeply") from None
     except ValueError as e:
