@@ -2,7 +2,6 @@
 by password, JWT and key; pipelining; pushes; every refusal as its typed error with the exact code
 and text; resume and reconnect across daemon restarts; keep-alive; revocation."""
 
-import os
 import secrets
 import subprocess
 import threading
@@ -223,6 +222,14 @@ class Basics(unittest.TestCase):
             bester.AuthFailed, "auth_failed", "invalid username or password",
             bester.connect, self.broker.url(), username="carol", key=Ed25519PrivateKey.generate(),
         )
+
+    def test_data_that_is_not_json_is_refused_before_sending(self):
+        with self.assertRaises(bester.InvalidMessage) as cm:
+            self.alice.request("app", {1, 2})
+        self.assertTrue(cm.exception.text.startswith("data is not JSON: "), cm.exception.text)
+        with self.assertRaises(bester.InvalidMessage):
+            self.alice.request("app", float("nan"))
+        self.assertEqual(self.alice.request("app", 1), {"value": 1})
 
     def test_a_request_timeout_of_the_client(self):
         with self.assertRaises(bester.Timeout) as cm:

@@ -2,7 +2,6 @@
 requests served concurrently and answered out of order, reports never answered, `async def`
 functions, `connect`-mode (listening) handlers behind the real daemon, and login requests."""
 
-import json
 import os
 import socket
 import subprocess
@@ -11,7 +10,6 @@ import tempfile
 import time
 import unittest
 
-import bester
 from bester import wire
 from support import DEADLINE, HERE, Broker, handler_command, package_path
 

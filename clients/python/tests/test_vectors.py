@@ -3,7 +3,6 @@ the key login (the signed bytes, the signature, the frames the login sends), the
 handler helpers build, the typed errors of the server's frames, and the echo cases of
 handlers.json against examples/echo_handler.py run as a real process."""
 
-import base64
 import json
 import os
 import socket

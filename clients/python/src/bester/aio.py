@@ -302,7 +302,7 @@ class AsyncClient:
                     except (OSError, RuntimeError):
                         pass  # the reader notices and fails (or the next connection resends) it
                 return
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             _settle(call.future, error=error_for("invalid_message", f"data is not JSON: {e}"))
 
     def _forget(self, future: asyncio.Future) -> None:

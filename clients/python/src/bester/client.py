@@ -267,7 +267,7 @@ class Client:
             if data is None:
                 try:
                     data = conn.codec.encode(dumps(call.frame))
-                except ValueError as e:
+                except (TypeError, ValueError) as e:
                     conn.pending.pop(id_, None)
                     call.future.set_exception(error_for("invalid_message", f"data is not JSON: {e}"))
                     return

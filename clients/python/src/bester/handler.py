@@ -73,7 +73,7 @@ class Request:
         header = raw.get("header") or {}
         payload = raw.get("payload") or {}
         self.raw = raw
-        self.token: str = header.get("request")
+        self.token: Optional[str] = header.get("request")
         self.type: str = payload.get("type", "")
         self.data: Any = payload.get("data")
         self.scope: str = header.get("scope", "client")
@@ -126,7 +126,7 @@ class LoginRequest:
         header = raw.get("header") or {}
         sender = header.get("from") or {}
         self.raw = raw
-        self.token: str = header.get("request")
+        self.token: Optional[str] = header.get("request")
         data = (raw.get("payload") or {}).get("data")
         self.authentication: Dict[str, Any] = data if isinstance(data, dict) else {}
         self.address: Optional[str] = sender.get("address")
@@ -152,7 +152,8 @@ class Report:
     @classmethod
     def of(cls, frame: Dict[str, Any]) -> "Report":
         h = frame.get("header") or {}
-        data = frame.get("data") if isinstance(frame.get("data"), dict) else {}
+        raw = frame.get("data")
+        data: Dict[str, Any] = raw if isinstance(raw, dict) else {}
         return cls(h.get("status", ""), h.get("delivered") or [], h.get("offline") or [], h.get("servers") or {}, data.get("code"), data.get("error"), frame)
 
 
@@ -421,6 +422,7 @@ class Handler:
     def _handle(self, frame: Dict[str, Any]) -> Optional[bytes]:
         """The encoded answer to one request (or login)."""
         token = frame["header"].get("request")
+        answer: Optional[Dict[str, Any]]
         if frame["header"].get("kind") == "login":
             answer = self._answer_login(LoginRequest(frame))
         else:

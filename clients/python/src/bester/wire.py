@@ -68,6 +68,8 @@ class Codec:
         self.max_frame = max_frame
         self._buf = bytearray()
         self.closed = False  # the peer sent a close (WebSocket only)
+        self.close_code: Optional[int] = None
+        self.close_reason = ""
 
     @property
     def pending(self) -> int:
@@ -119,8 +121,6 @@ class WsCodec(Codec):
         self._parts: List[bytes] = []
         self._parts_len = 0
         self._in_message = False
-        self.close_code: Optional[int] = None
-        self.close_reason = ""
 
     def handshake(self, host: str, path: str = "/") -> bytes:
         return (
