@@ -9,7 +9,7 @@ import time
 import bester
 
 # --listen: for `connect = "/path"`, listen on $BESTER_SOCKET and let besterd dial in.
-handler = bester.Handler(workers=32, listen="--listen" in sys.argv)
+handler = bester.Handler(workers=int(os.environ.get("APP_WORKERS", "32")), listen="--listen" in sys.argv)
 
 
 @handler.on("asyncapp")

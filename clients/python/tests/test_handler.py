@@ -11,7 +11,7 @@ import time
 import unittest
 
 from bester import wire
-from support import DEADLINE, HERE, Broker, handler_command, package_path
+from support import DEADLINE, HERE, Broker, eventually, handler_command, package_path
 
 
 class FakeBroker:
@@ -132,15 +132,16 @@ class Serving(unittest.TestCase):
         self.assertEqual(got["4"], {"header": {"status": "ok", "command": "sendHandler", "commandData": "echo", "request": "4"}, "payload": {"type": "echo", "data": [1]}})
         self.assertEqual(got["5"]["payload"]["data"], {"user": "alice", "server": "s", "info": None, "type": "app"})
 
-    def test_async_functions(self):
-        b = FakeBroker(APP)
+    def test_async_functions_run_any_number_at_once(self):
+        # One worker thread, or none: async functions do not take a worker while they wait.
+        b = FakeBroker(APP, env={"APP_WORKERS": "0"})
         self.addCleanup(b.wait)
         self.addCleanup(b.conn.close)
-        b.send(*[request(str(n), {"s": 0.5, "n": n}, type_="asyncapp") for n in range(10)])
         started = time.monotonic()
-        answers = b.recv(10)
+        b.send(*[request(str(n), {"s": 0.5, "n": n}, type_="asyncapp") for n in range(40)])
+        answers = b.recv(40)
         self.assertLess(time.monotonic() - started, 2.5)
-        self.assertEqual(sorted(a["payload"]["data"]["async"]["n"] for a in answers), list(range(10)))
+        self.assertEqual(sorted(a["payload"]["data"]["async"]["n"] for a in answers), list(range(40)))
 
     def test_push_and_its_report(self):
         b = FakeBroker(APP)
@@ -183,6 +184,71 @@ class Logins(unittest.TestCase):
         b.send(self.login("L1", {"username": "alice", "password": "pw"}))
         (answer,) = b.recv(1)
         self.assertEqual(answer["payload"], {"type": "bester.login", "data": {"error": "this handler does not serve logins", "code": "auth_failed"}})
+
+
+def start_listening(path):
+    env = dict(os.environ, BESTER_SOCKET=path, BESTER_TYPE="app", PYTHONPATH=package_path())
+    return subprocess.Popen([sys.executable, str(APP), "--listen"], env=env, stderr=subprocess.PIPE)
+
+
+def dial(path, frame):
+    """Connect as besterd does in connect mode: one request, one answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(DEADLINE)
+        s.connect(path)
+        s.sendall(wire.encode_frame(frame))
+        codec, got = wire.Codec(), []
+        while not got:
+            data = s.recv(65536)
+            if not data:
+                return None
+            got = codec.feed(data)
+        return wire.loads(got[0])
+
+
+class ListenMode(unittest.TestCase):
+    def test_a_stale_socket_of_ours_is_replaced_and_sigterm_exits_0(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "h.sock")
+            stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            stale.bind(path)  # bound, never listening: what a killed run leaves
+            stale.close()
+            proc = start_listening(path)
+            try:
+                def up():
+                    try:
+                        return dial(path, request("1", {"n": 1}))
+                    except (ConnectionRefusedError, FileNotFoundError):
+                        return None
+
+                answer = eventually("the handler to listen", up)
+                self.assertEqual(answer["payload"]["data"], {"n": 1})
+                proc.terminate()
+                self.assertEqual(proc.wait(DEADLINE), 0)
+                self.assertFalse(os.path.exists(path), "the socket was not removed at exit")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.stderr.close()
+
+    def test_anything_else_at_the_path_is_left_alone(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "h.sock")
+            with open(path, "w") as f:
+                f.write("not a socket")
+            proc = start_listening(path)
+            _, err = proc.communicate(timeout=DEADLINE)
+            self.assertEqual(proc.returncode, 1)
+            self.assertIn(b"something else is there (not a socket of ours)", err)
+            with open(path) as f:
+                self.assertEqual(f.read(), "not a socket")
+            os.unlink(path)
+            os.symlink(os.path.join(d, "elsewhere"), path)
+            proc = start_listening(path)
+            proc.communicate(timeout=DEADLINE)
+            self.assertEqual(proc.returncode, 1)
+            self.assertTrue(os.path.islink(path))
+            self.assertFalse(os.path.exists(os.path.join(d, "elsewhere")))
 
 
 class ConnectMode(unittest.TestCase):

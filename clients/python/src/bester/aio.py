@@ -515,6 +515,10 @@ class AsyncClient:
                     log.info("reconnect failed: %s", e)
                     retry_at, delay = self._later(delay)
                     continue
+                except Exception:  # a bug must not leave the client waiting for ever
+                    log.exception("reconnect failed")
+                    retry_at, delay = self._later(delay)
+                    continue
                 self._need_reconnect = False
                 self._install(conn)
                 delay = self.backoff

@@ -41,7 +41,7 @@ import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from .errors import BesterError
 from .wire import _LEN, Codec, dumps, loads
@@ -318,6 +318,8 @@ class Handler:
         """``connect`` mode: listen on ``path`` (created here, 0600; an existing file there is an
         error, never removed), one thread per connection besterd makes."""
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if not _remove_stale_socket(path):
+            return 1
         old = os.umask(0o177)
         try:
             server.bind(path)
@@ -384,8 +386,8 @@ class Handler:
 
     def _work(self) -> None:
         while True:
-            link, frame = self._jobs.get()
-            data = self._handle(frame)
+            link, frame, fn, arg = self._jobs.get()
+            data = self._handle(frame, fn, arg)
             if data:
                 try:
                     link.write(data)
@@ -398,10 +400,13 @@ class Handler:
         if kind == "report":
             self._on_report(frame)
         elif kind in ("request", "login"):
-            if self.workers:
-                self._jobs.put((link, frame))
+            fn, arg = self._target(frame)
+            if fn is not None and self._is_async(fn):
+                asyncio.run_coroutine_threadsafe(self._handle_async(link, frame, fn, arg), self._event_loop())
+            elif self.workers:
+                self._jobs.put((link, frame, fn, arg))
             else:
-                data = self._handle(frame)
+                data = self._handle(frame, fn, arg)
                 if data:
                     out.append(data)
         else:
@@ -419,16 +424,51 @@ class Handler:
         else:
             log.debug("report: %s", dumps(frame).decode())
 
-    def _handle(self, frame: Dict[str, Any]) -> Optional[bytes]:
-        """The encoded answer to one request (or login)."""
-        token = frame["header"].get("request")
-        answer: Optional[Dict[str, Any]]
+    def _target(self, frame: Dict[str, Any]) -> Tuple[Optional[Callable[[Any], Any]], Any]:
+        """The function for a request or login, and what it is called with."""
         if frame["header"].get("kind") == "login":
-            answer = self._answer_login(LoginRequest(frame))
+            return self._login, LoginRequest(frame)
+        request = Request(frame)
+        return self._routes.get(request.type, self._fallback), request
+
+    def _is_async(self, fn: Any) -> bool:
+        is_async = self._async.get(fn)
+        if is_async is None:
+            is_async = self._async[fn] = inspect.iscoroutinefunction(fn)
+        return is_async
+
+    def _handle(self, frame: Dict[str, Any], fn: Optional[Callable[[Any], Any]], arg: Any) -> Optional[bytes]:
+        """The encoded answer to one request (or login), calling its function on this thread."""
+        result: Any = None
+        error: Optional[BaseException] = None
+        if fn is not None:
+            try:
+                result = fn(arg)
+            except Exception as e:
+                error = e
+        return self._finish(frame, fn, arg, result, error)
+
+    async def _handle_async(self, link: _Link, frame: Dict[str, Any], fn: Callable[[Any], Any], arg: Any) -> None:
+        """An ``async def`` function's request, on the handler's event loop: any number at once."""
+        result: Any = None
+        error: Optional[BaseException] = None
+        try:
+            result = await fn(arg)
+        except Exception as e:
+            error = e
+        data = self._finish(frame, fn, arg, result, error)
+        if data:
+            try:
+                link.write(data)
+            except OSError:
+                log.info("besterd went away while we were answering")
+
+    def _finish(self, frame: Dict[str, Any], fn: Any, arg: Any, result: Any, error: Optional[BaseException]) -> Optional[bytes]:
+        token = frame["header"].get("request")
+        if isinstance(arg, LoginRequest):
+            answer = self._answer_login(arg, fn, result, error)
         else:
-            answer = self._answer(Request(frame))
-        if answer is None:
-            return None
+            answer = self._answer(arg, fn, result, error)
         answer["header"]["request"] = token
         try:
             body = dumps(answer)
@@ -440,14 +480,6 @@ class Handler:
             body = dumps(answer)
         return _LEN.pack(len(body)) + body
 
-    def _call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
-        is_async = self._async.get(fn)
-        if is_async is None:
-            is_async = self._async[fn] = inspect.iscoroutinefunction(fn)
-        if is_async:
-            return asyncio.run_coroutine_threadsafe(fn(arg), self._event_loop()).result()
-        return fn(arg)
-
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
@@ -456,40 +488,62 @@ class Handler:
                 self._loop = loop
             return self._loop
 
-    def _answer(self, request: Request) -> Optional[Dict[str, Any]]:
-        fn = self._routes.get(request.type, self._fallback)
-        try:
-            if fn is None:
-                raise BesterError("unknown_type", f"this handler does not serve {request.type!r}")
-            result = self._call(fn, request)
-        except BesterError as e:
-            return request.error(e.code, e.text).frame
-        except Exception as e:
-            log.exception("request %s (%s) failed", request.token, request.type)
-            return request.error("internal_error", f"the {request.type} handler failed: {type(e).__name__}").frame
+    def _answer(self, request: Request, fn: Any, result: Any, error: Optional[BaseException]) -> Dict[str, Any]:
+        if fn is None:
+            error = BesterError("unknown_type", f"this handler does not serve {request.type!r}")
+        if isinstance(error, BesterError):
+            return request.error(error.code, error.text).frame
+        if error is not None:
+            log.error("request %s (%s) failed", request.token, request.type, exc_info=error)
+            return request.error("internal_error", f"the {request.type} handler failed: {type(error).__name__}").frame
         if isinstance(result, Answer):
             return result.frame
         return {"header": {"status": "ok", "command": "reply"}, "payload": {"type": request.type, "data": result}}
 
-    def _answer_login(self, login: LoginRequest) -> Dict[str, Any]:
+    def _answer_login(self, login: LoginRequest, fn: Any, result: Any, error: Optional[BaseException]) -> Dict[str, Any]:
         def answer(status: str, data: Any) -> Dict[str, Any]:
             return {"header": {"status": status, "command": "reply"}, "payload": {"type": "bester.login", "data": data}}
 
-        try:
-            if self._login is None:
-                raise BesterError("auth_failed", "this handler does not serve logins")
-            result = self._call(self._login, login)
-        except BesterError as e:
-            return answer("error", {"error": e.text, "code": e.code})
-        except Exception as e:
-            log.exception("login %s failed", login.token)
-            return answer("error", {"error": f"the login handler failed: {type(e).__name__}", "code": "internal_error"})
+        if fn is None:
+            error = BesterError("auth_failed", "this handler does not serve logins")
+        if isinstance(error, BesterError):
+            return answer("error", {"error": error.text, "code": error.code})
+        if error is not None:
+            log.error("login %s failed", login.token, exc_info=error)
+            return answer("error", {"error": f"the login handler failed: {type(error).__name__}", "code": "internal_error"})
         if isinstance(result, str):
             result = {"user": result}
         if not isinstance(result, dict) or not isinstance(result.get("user"), str):
             log.error("login %s: the login function must return a user name or {'user': ...}", login.token)
             return answer("error", {"error": "the login handler failed: no user", "code": "internal_error"})
         return answer("ok", result)
+
+
+def _remove_stale_socket(path: str) -> bool:
+    """Make room at ``path`` for our socket: nothing there, or a socket of our own user that no
+    one listens on any more (left by a previous run that was killed) — removed. Anything else
+    (a file, a link, another user's socket, a live one) is left alone and refused."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid():
+        log.error("cannot listen on %s: something else is there (not a socket of ours)", path)
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+        log.info("removed a stale socket at %s", path)
+        return True
+    except OSError as e:
+        log.error("cannot listen on %s: %s", path, e)
+        return False
+    finally:
+        probe.close()
+    log.error("cannot listen on %s: another process is listening there", path)
+    return False
 
 
 def setup_logging() -> None:
