@@ -161,6 +161,15 @@ class Basics(unittest.TestCase):
     def test_wrong_password_is_auth_failed(self):
         self.assertRefused(bester.AuthFailed, "auth_failed", "invalid username or password", bester.connect, self.broker.url(), username="carol", password="nope")
 
+    def test_secrets_stay_out_of_reprs(self):
+        with bester.connect(self.broker.url("bob", "bob-pw")) as bob:
+            token = bob.session.resume
+            for text in (repr(bob.session), repr(bob.session.url), repr(bob.session.home), repr(bob.session.logins())):
+                self.assertNotIn("bob-pw", text)
+                self.assertNotIn(token, text)
+        login = bester.handler.LoginRequest({"header": {"kind": "login", "request": "1"}, "payload": {"type": "bester.login", "data": {"username": "a", "password": "pw-secret"}}})
+        self.assertNotIn("pw-secret", repr(login))
+
     def test_no_credentials_is_a_usage_error_before_connecting(self):
         with self.assertRaises(ValueError):
             bester.connect(self.broker.url())
@@ -230,6 +239,14 @@ class Basics(unittest.TestCase):
         with self.assertRaises(bester.InvalidMessage):
             self.alice.request("app", float("nan"))
         self.assertEqual(self.alice.request("app", 1), {"value": 1})
+
+    def test_a_message_over_the_frame_limit_is_refused_without_losing_the_connection(self):
+        big = "x" * (1 << 20)
+        with self.assertRaises(bester.FrameTooLarge) as cm:
+            self.alice.request("app", big)
+        self.assertRegex(cm.exception.text, r"^the message is 10486\d\d bytes, over the limit of 1048576 bytes \(the server's max_frame_bytes; max_request= to change it\)$")
+        self.assertEqual(self.alice.request("app", "x" * 1_000_000), {"value": "x" * 1_000_000})
+        self.assertEqual(self.alice.connections, 1)
 
     def test_a_request_timeout_of_the_client(self):
         with self.assertRaises(bester.Timeout) as cm:

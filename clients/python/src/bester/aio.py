@@ -28,7 +28,7 @@ import ssl
 import time
 from typing import Any, AsyncIterator, Callable, Deque, Dict, List, Optional
 
-from .client import Push, message
+from .client import Push, message, too_large
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
 from .transport import open_stream
@@ -121,6 +121,7 @@ class AsyncClient:
         on_push: Optional[Callable[[Push], Any]] = None,
         max_pushes: int = 10000,
         max_frame: int = MAX_FRAME,
+        max_request: int = 1 << 20,
         max_write_buffer: int = 1 << 20,
     ):
         home = Url.parse(url)
@@ -145,6 +146,7 @@ class AsyncClient:
         self._ca = ca
         self._ssl = ssl_context
         self._max_frame = max_frame
+        self.max_request = max_request
         self._ids = itertools.count(1)
         self._conn: Optional[_Conn] = None
         self._closed = False
@@ -291,7 +293,11 @@ class AsyncClient:
                     await self._wait_changed(left)
                 conn = self._conn
                 if data is None:
-                    data = conn.codec.encode(dumps(call.frame))
+                    body = dumps(call.frame)
+                    if len(body) > self.max_request:
+                        _settle(call.future, error=too_large(len(body), self.max_request))
+                        return
+                    data = conn.codec.encode(body)
                 conn.pending[id_] = call
                 conn.write(data)
                 if len(conn.out) > self.max_write_buffer:

@@ -107,6 +107,7 @@ class Client:
         on_push: Optional[Callable[[Push], None]] = None,
         max_pushes: int = 10000,
         max_frame: int = MAX_FRAME,
+        max_request: int = 1 << 20,
     ):
         home = Url.parse(url)
         creds = Credentials(
@@ -129,6 +130,7 @@ class Client:
         self._ca = ca
         self._ssl = ssl_context
         self._max_frame = max_frame
+        self.max_request = max_request
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -266,11 +268,16 @@ class Client:
                 conn.pending[id_] = call
             if data is None:
                 try:
-                    data = conn.codec.encode(dumps(call.frame))
+                    body = dumps(call.frame)
                 except (TypeError, ValueError) as e:
                     conn.pending.pop(id_, None)
                     call.future.set_exception(error_for("invalid_message", f"data is not JSON: {e}"))
                     return
+                if len(body) > self.max_request:
+                    conn.pending.pop(id_, None)
+                    call.future.set_exception(too_large(len(body), self.max_request))
+                    return
+                data = conn.codec.encode(body)
             try:
                 conn.write(data)
                 return
@@ -586,6 +593,14 @@ class Client:
             return
         self._install(conn)
         self._dispatch_call(call, time.monotonic() + self.timeout)
+
+
+def too_large(size: int, limit: int) -> BesterError:
+    """A message the server would refuse by closing the connection is refused here instead."""
+    return error_for(
+        "frame_too_large",
+        f"the message is {size} bytes, over the limit of {limit} bytes (the server's max_frame_bytes; max_request= to change it)",
+    )
 
 
 def connect(url: str, **options: Any) -> Client:
