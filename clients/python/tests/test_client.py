@@ -24,7 +24,7 @@ def auth_tables(dirpath):
     (dirpath / "token.key").write_text(secrets.token_hex(32))
     return (
         f'[auth]\ntoken_secret_file = "{dirpath / "token.key"}"\n'
-        f'[auth.jwt]\nhmac_secret_file = "{dirpath / "hs.secret"}"\nissuer = "issuer"\naudience = "app"\n'
+        f'[auth.jwt]\nhmac_secret_file = "{dirpath / "hs.secret"}"\nissuer = "issuer"\naudience = "app"\nleeway_s = 0\n'
     )
 
 
@@ -44,10 +44,12 @@ class Basics(unittest.TestCase):
         tables = (
             f"[handlers.app]\n{handler_command()}\n"
             f"[handlers.crashy]\n{handler_command()}\n"
+            f"[handlers.second]\n{handler_command()}\n[handlers.third]\n{handler_command()}\n"
+            f"[handlers.raw]\n{handler_command('raw_handler.py')}\n"
             f'[handlers.ghost]\nsocket = "{cls.keys / "ghost.sock"}"\n'
             + auth_tables(cls.keys)
         )
-        cls.broker = Broker("request_timeout_ms = 1000", tables, users=[("alice", "alice-pw"), ("bob", "bob-pw"), ("carol", "carol-pw")])
+        cls.broker = Broker("request_timeout_ms = 1000\nmax_chain_depth = 2", tables, users=[("alice", "alice-pw"), ("bob", "bob-pw"), ("carol", "carol-pw")])
 
     @classmethod
     def tearDownClass(cls):
@@ -135,6 +137,9 @@ class Basics(unittest.TestCase):
             (bester.HandlerNotRunning, "handler_not_running", 'the "ghost" handler is not running', ("ghost", 1)),
             (bester.HandlerLoop, "handler_loop", 'sendHandler to "app" would loop (chain:  -> app)', ("app", {"action": "forward", "to": "app", "data": {}})),
             (bester.InternalError, "internal_error", "the app handler failed: ValueError", ("app", {"action": "bug"})),
+            (bester.ChainTooDeep, "chain_too_deep", "sendHandler chain longer than 2 handlers", ("app", {"action": "forward", "to": "second", "data": {"action": "forward", "to": "third", "data": {}}})),
+            (bester.HandlerError, "handler_error", 'the "raw" handler answered with status "3"', ("raw", {"action": "status3"})),
+            (bester.BadHandlerReply, "bad_handler_reply", 'the "raw" handler sent a malformed answer: unknown command "sendAll"', ("raw", {"action": "malformed"})),
             (bester.BesterError, "not_in_room", 'alice is not in room "r"', ("app", {"action": "refuse"})),
             (bester.AuthFailed, "auth_failed", "the old password is wrong", ("bester.passwd", {"old": "wrong", "new": "x"})),
         ]
@@ -143,6 +148,8 @@ class Basics(unittest.TestCase):
                 e = self.assertRefused(exc_type, code, text, a.request, *args)
                 if code == "not_in_room":
                     self.assertIs(type(e), bester.BesterError)
+                if code == "handler_error":
+                    self.assertEqual(e.data["status"], "3")
         self.assertIsInstance(bester.HandlerTimeout("handler_timeout", ""), bester.errors.HandlerFailed)
         self.assertEqual(a.request("app", {"still": "open"}), {"still": "open"})
 
@@ -180,6 +187,16 @@ class Basics(unittest.TestCase):
             self.assertEqual(c.user, "alice")
             self.assertIsNotNone(c.session.expires)
             self.assertEqual(c.request("app", {"action": "whoami"})["info"], {"role": "admin"})
+
+    @unittest.skipIf(jwt is None, "PyJWT is not installed")
+    def test_a_token_session_ends_at_exp_and_is_not_reconnected(self):
+        c = bester.connect(self.broker.url(), token=mint("alice", exp_in=2), backoff=0.05)
+        self.addCleanup(c.close)
+        eventually("the session to expire", lambda: c._error is not None)
+        with self.assertRaises(bester.SessionExpired) as cm:
+            c.request("app", 1)
+        self.assertEqual(cm.exception.text, "the session's token has expired; log in again")
+        self.assertEqual(c.connections, 1)
 
     @unittest.skipIf(jwt is None, "PyJWT is not installed")
     def test_every_token_refusal_is_its_typed_error(self):
