@@ -3,7 +3,7 @@ BESTER_SOCKET set; `command = ["python3", "echo_handler.py"]` in [handlers.echo]
 
 import bester
 
-handler = bester.Handler()
+handler = bester.Handler(workers=0)  # quick: answered in order on the reading thread
 
 
 @handler.on("echo")

@@ -140,14 +140,15 @@ class Messages(unittest.TestCase):
 
 
 class HandlerVectors(unittest.TestCase):
-    """The echo cases of handlers.json, played against examples/echo_handler.py."""
+    """Every case of handlers.json, played against the examples written with the package."""
 
-    def test_echo_cases(self):
-        cases = [c for c in load("handlers.json")["cases"] if c["handler"] == "echo"]
-        self.assertTrue(cases)
+    def test_every_case(self):
+        cases = load("handlers.json")["cases"]
+        self.assertEqual({c["handler"] for c in cases}, {"echo", "upper", "chat"})
         for case in cases:
             with self.subTest(case["name"]):
-                self.assertEqual(play(HERE.parent / "examples" / "echo_handler.py", case), case["answers"])
+                script = HERE.parent / "examples" / f"{case['handler']}_handler.py"
+                self.assertEqual(play(script, case), case["answers"])
 
 
 def play(script, case):

@@ -13,7 +13,7 @@ The protocol is protocol/PROTOCOL.md of the besterd repository.
 from .client import Client, Push, connect
 from .errors import *  # noqa: F401,F403  (every error class)
 from .errors import ERRORS, BesterError, ErrorCode, error_for
-from .handler import Answer, Handler, LoginRequest, Report, Request
+from .handler import Answer, Handler, LoginRequest, Report, Request, push, push_servers
 from .wire import MAX_FRAME, Codec, Url, WsCodec, encode_frame
 
 __version__ = "0.1.0"
@@ -35,5 +35,7 @@ __all__ = [
     "WsCodec",
     "connect",
     "encode_frame",
+    "push",
+    "push_servers",
     "error_for",
 ]

@@ -51,9 +51,24 @@ log = logging.getLogger("bester.handler")
 
 @dataclass
 class Answer:
-    """A frame for the broker (the ``request`` token is filled in when it is sent)."""
+    """A frame for the broker (the ``request`` token is filled in when it is sent). A function may
+    return a list of them: its answer and, after or before it, pushes (:func:`push`,
+    :func:`push_servers`), sent in the order of the list."""
 
     frame: Dict[str, Any]
+    push: bool = False
+
+
+def push(users: Iterable[str], type_: str, data: Any = None) -> Answer:
+    """A message to these users that answers no request, to return beside the answer
+    (``return [request.reply(...), bester.push(...)]``); its report is only logged. To wait for
+    the report, use :meth:`Handler.push`."""
+    return Answer({"header": {"status": "ok", "command": "sendClients", "commandData": list(users)}, "payload": {"type": type_, "data": data}}, push=True)
+
+
+def push_servers(servers: Iterable[str], type_: str, data: Any = None) -> Answer:
+    """A message to these peer servers that answers no request, to return beside the answer."""
+    return Answer({"header": {"status": "ok", "command": "sendServers", "commandData": list(servers)}, "payload": {"type": type_, "data": data}}, push=True)
 
 
 def _answer(command: str, command_data: Any, type_: str, data: Any, status: str = "ok") -> Answer:
@@ -465,9 +480,18 @@ class Handler:
 
     def _finish(self, frame: Dict[str, Any], fn: Any, arg: Any, result: Any, error: Optional[BaseException]) -> Optional[bytes]:
         token = frame["header"].get("request")
+        # A list of Answers is the answer and its pushes, sent in the list's order.
+        frames: List[Optional[Dict[str, Any]]] = [None]
         if isinstance(arg, LoginRequest):
             answer = self._answer_login(arg, fn, result, error)
         else:
+            if error is None and isinstance(result, (list, tuple)) and result and all(isinstance(a, Answer) for a in result):
+                answers = [a for a in result if not a.push]
+                if len(answers) == 1:
+                    frames = [None if not a.push else a.frame for a in result]
+                    result = answers[0]
+                else:
+                    error = ValueError(f"a list of answers must hold exactly one answer besides pushes, not {len(answers)}")
             answer = self._answer(arg, fn, result, error)
         answer["header"]["request"] = token
         try:
@@ -478,7 +502,19 @@ class Handler:
             log.error("request %s: cannot send the answer: %s", token, e)
             answer = {"header": {"status": "error", "command": "reply", "request": token}, "payload": {"type": answer.get("payload", {}).get("type", "bester.login"), "data": {"error": f"the handler's answer cannot be sent: {e}", "code": "internal_error"}}}
             body = dumps(answer)
-        return _LEN.pack(len(body)) + body
+            frames = [None]
+        out = []
+        for f in frames:
+            if f is None:
+                out.append(_LEN.pack(len(body)) + body)
+                continue
+            try:
+                pushed = dumps(f)
+            except (TypeError, ValueError) as e:
+                log.error("request %s: cannot send a push: %s", token, e)
+                continue
+            out.append(_LEN.pack(len(pushed)) + pushed)
+        return b"".join(out)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
