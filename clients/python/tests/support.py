@@ -10,14 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, TypeVar
 
 import bester
+from bester import wire
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -164,3 +167,65 @@ class Broker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class FakeServer:
+    """A frame server on loopback: ``script(n, identify_authentication, send)`` answers the
+    identify of the n-th connection; ``on_message(frame, send)`` each later frame."""
+
+    def __init__(self, script, on_message=None):
+        self.script = script
+        self.on_message = on_message
+        self.logins = []  # the authentication objects received, in order
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"bester://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn, len(self.conns) - 1), daemon=True).start()
+
+    def _serve(self, conn, n):
+        codec = wire.Codec()
+
+        def send(frame):
+            conn.sendall(wire.encode_frame(frame))
+
+        first = True
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                for body in codec.feed(data):
+                    frame = wire.loads(body)
+                    if first:
+                        first = False
+                        auth = frame["header"]["identify"]["authentication"]
+                        self.logins.append(auth)
+                        if not self.script(n, auth, send):
+                            conn.close()
+                            return
+                    elif self.on_message:
+                        self.on_message(frame, send)
+        except OSError:
+            return
+
+    def drop_all(self):
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+        self.drop_all()

@@ -1,77 +1,13 @@
-"""Redirects, from the shape the protocol gives them
+"""Redirects and dead peers, against servers of the test's own. Redirects, from the shape the protocol gives them
 (``{"header":{"status":"ok","kind":"redirect","id":…},"data":{"url":…,"token":…}}``): besterd
 does not send them yet, so the redirecting server here is a small one of the test's own, and
 the server redirected to is the real besterd (or a recording one, to see what it is sent)."""
 
-import socket
-import threading
 import unittest
 
 import bester
 from bester import session, wire
-from support import DEADLINE, Broker, eventually
-
-
-class Server:
-    """A frame server on loopback: ``script(n, identify_authentication, send)`` answers the
-    identify of the n-th connection; ``on_message(frame, send)`` each later frame."""
-
-    def __init__(self, script, on_message=None):
-        self.script = script
-        self.on_message = on_message
-        self.logins = []  # the authentication objects received, in order
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"bester://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn, len(self.conns) - 1), daemon=True).start()
-
-    def _serve(self, conn, n):
-        codec = wire.Codec()
-
-        def send(frame):
-            conn.sendall(wire.encode_frame(frame))
-
-        first = True
-        try:
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                for body in codec.feed(data):
-                    frame = wire.loads(body)
-                    if first:
-                        first = False
-                        auth = frame["header"]["identify"]["authentication"]
-                        self.logins.append(auth)
-                        if not self.script(n, auth, send):
-                            conn.close()
-                            return
-                    elif self.on_message:
-                        self.on_message(frame, send)
-        except OSError:
-            return
-
-    def drop_all(self):
-        for c in self.conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        self.sock.close()
-        self.drop_all()
+from support import DEADLINE, Broker, FakeServer, eventually
 
 
 def redirect(url, token, id_=None):
@@ -94,8 +30,8 @@ class Redirects(unittest.TestCase):
             send(ok())
             return True
 
-        target = Server(target_script)
-        home = Server(lambda n, auth, send: send(redirect(target.url, "the-token")) or False)
+        target = FakeServer(target_script)
+        home = FakeServer(lambda n, auth, send: send(redirect(target.url, "the-token")) or False)
         self.addCleanup(target.close)
         self.addCleanup(home.close)
         client = bester.connect(home.url, username="alice", password="s3cret", backoff=0.02, max_backoff=0.05, timeout=DEADLINE)
@@ -127,7 +63,7 @@ class Redirects(unittest.TestCase):
             def on_message(frame, send):
                 send(redirect(b.url(), token, frame["header"]["id"]))
 
-            home = Server(lambda n, auth, send: send(ok()) or True, on_message)
+            home = FakeServer(lambda n, auth, send: send(ok()) or True, on_message)
             self.addCleanup(home.close)
             with bester.connect(home.url, username="alice", password="pw", timeout=DEADLINE) as client:
                 self.assertEqual(client.request("app", {"where": "besterd"}), {"where": "besterd"})
@@ -135,7 +71,7 @@ class Redirects(unittest.TestCase):
                 self.assertEqual(client.session.url.authority, b.addr)
 
     def test_more_than_three_redirects_in_a_row(self):
-        home = Server(lambda n, auth, send: send(redirect(home.url, f"t{n}")) or False)
+        home = FakeServer(lambda n, auth, send: send(redirect(home.url, f"t{n}")) or False)
         self.addCleanup(home.close)
         with self.assertRaises(bester.TooManyRedirects) as cm:
             bester.connect(home.url, username="alice", password="pw")
@@ -151,6 +87,53 @@ class Redirects(unittest.TestCase):
         self.assertEqual(session.check_redirect(here, "bester+wss://u:p@b:2", 0), wire.Url("bester+wss", "b", 2))
         with self.assertRaises(bester.RedirectRefused):
             session.check_redirect(here, "http://b", 0)
+
+
+class DeadPeer(unittest.TestCase):
+    def test_a_server_that_stops_answering_is_left_for_a_new_connection(self):
+        # Accepts every login, never answers a message: keep-alive pings go unanswered.
+        server = FakeServer(lambda n, auth, send: send(ok(resume=f"v1.r{n}")) or True)
+        self.addCleanup(server.close)
+        client = bester.connect(server.url, username="alice", password="pw", keepalive=0.2, backoff=0.02)
+        self.addCleanup(client.close)
+        eventually("a second connection", lambda: len(server.logins) >= 2)
+        # The new login is by the resume token the first one was given.
+        self.assertEqual(server.logins[:2], [{"username": "alice", "password": "pw"}, {"resume": "v1.r0"}])
+
+
+    def test_the_same_with_asyncio(self):
+        import asyncio
+
+        import bester.aio
+
+        server = FakeServer(lambda n, auth, send: send(ok(resume=f"v1.r{n}")) or True)
+        self.addCleanup(server.close)
+
+        async def go():
+            client = await bester.aio.connect(server.url, username="alice", password="pw", keepalive=0.2, backoff=0.02)
+            try:
+                for _ in range(int(DEADLINE / 0.05)):
+                    if len(server.logins) >= 2:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await client.close()
+
+        asyncio.run(go())
+        self.assertEqual(server.logins[:2], [{"username": "alice", "password": "pw"}, {"resume": "v1.r0"}])
+
+
+class Urls(unittest.TestCase):
+    def test_forms(self):
+        u = wire.Url.parse("bester+wss://al%40ce:p%3Ass@[::1]:9/ws")
+        self.assertEqual((u.scheme, u.host, u.port, u.username, u.password, u.path), ("bester+wss", "::1", 9, "al@ce", "p:ss", "/ws"))
+        self.assertEqual(u.authority, "[::1]:9")
+        self.assertTrue(u.tls and u.ws)
+        self.assertNotIn("p:ss", repr(u))
+        self.assertEqual(wire.Url.parse("bester://h").port, 2222)
+        for bad in ("http://h:1", "bester://", "bester://h:99999"):
+            with self.subTest(bad), self.assertRaises(ValueError):
+                wire.Url.parse(bad)
 
 
 if __name__ == "__main__":

@@ -547,7 +547,7 @@ class AsyncClient:
                 conn.ping.exception() if not conn.ping.cancelled() else None
                 conn.ping = None
             elif now >= conn.ping_deadline:
-                log.warning("no answer to bester.ping in time: reconnecting")
+                log.warning("no answer to bester.ping within %g s: reconnecting", min(self.timeout, self.keepalive))
                 conn.kill()
                 return
         if conn.ping is None and now - conn.last_send >= self.keepalive:

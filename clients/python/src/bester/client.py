@@ -558,7 +558,7 @@ class Client:
             if conn.ping.done():
                 conn.ping = None
             elif now >= conn.ping_deadline:
-                log.warning("no answer to bester.ping within %g s: reconnecting", self.timeout)
+                log.warning("no answer to bester.ping within %g s: reconnecting", min(self.timeout, self.keepalive))
                 conn.kill()
                 return
         if conn.ping is None and now - conn.last_send >= self.keepalive:
