@@ -374,6 +374,9 @@ class AsyncClient:
                 raise ConnectionLost("connection_lost", f"the server closed the WebSocket during the login ({codec.close_reason})")
 
     def _install(self, conn: _Conn) -> None:
+        if self._closed:  # closed while this connection was being made
+            conn.writer.close()
+            return
         old = self._conn
         self._conn = conn
         self.connections += 1

@@ -370,6 +370,9 @@ class Client:
 
     def _install(self, conn: _Conn) -> None:
         with self._cond:
+            if self._closed:  # closed while this connection was being made
+                conn.sock.close()
+                return
             old = self._conn
             self._conn = conn
             self.connections += 1
