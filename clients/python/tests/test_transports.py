@@ -59,6 +59,18 @@ def make_pki(dirpath: Path):
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (
+        x509.CertificateBuilder().subject_name(name("alice")).issuer_name(ca_cert.subject).public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (dirpath / "client-cert.pem").write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    write_key(dirpath / "client-key.pem", client_key)
     (dirpath / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     (dirpath / "other-ca.pem").write_bytes(other_cert.public_bytes(serialization.Encoding.PEM))
     (dirpath / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -80,6 +92,13 @@ kind = "tls"
 address = "127.0.0.1:0"
 cert = "{cert}"
 key = "{key}"
+[[listeners]]
+name = "mtls"
+kind = "tls"
+address = "127.0.0.1:0"
+cert = "{cert}"
+key = "{key}"
+client_ca = "{cls.pki / "ca.pem"}"
 [[listeners]]
 name = "ws"
 kind = "ws"
@@ -131,6 +150,26 @@ key = "{key}"
         with self.assertRaises(bester.AuthFailed) as cm:
             bester.connect(self.broker.url("alice", "nope", scheme="bester+ws", listener="ws"))
         self.assertEqual(cm.exception.text, "invalid username or password")
+
+    def test_client_certificate_login(self):
+        url = self.broker.url(scheme="bester+tls", listener="mtls")
+        pair = (str(self.pki / "client-cert.pem"), str(self.pki / "client-key.pem"))
+        with bester.connect(url, cert=pair, ca=str(self.pki / "ca.pem")) as c:
+            self.assertEqual((c.user, c.whoami()["user"]), ("alice", "alice"))
+            self.assertTrue(c.session.resume.startswith("v1."))
+
+        async def go():
+            async with await bester.aio.connect(url, cert=pair, ca=str(self.pki / "ca.pem")) as c:
+                return await c.request("app", {"via": "mtls"})
+
+        self.assertEqual(asyncio.run(go()), {"via": "mtls"})
+        # Without a certificate that listener refuses in the TLS handshake (TLS 1.3: at the first read).
+        import ssl
+
+        with self.assertRaises((ssl.SSLError, bester.ConnectionLost)):
+            bester.connect(self.broker.url("alice", "alice-pw", scheme="bester+tls", listener="mtls"), ca=str(self.pki / "ca.pem"))
+        with self.assertRaises(ValueError):
+            bester.connect(self.broker.url(), cert=pair)
 
     def test_asyncio_over_wss_and_tls(self):
         async def go(scheme, listener):

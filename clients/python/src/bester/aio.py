@@ -26,12 +26,12 @@ import logging
 import random
 import ssl
 import time
-from typing import Any, AsyncIterator, Callable, Deque, Dict, List, Optional
+from typing import Any, AsyncIterator, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from .client import Push, message, too_large
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
-from .transport import open_stream
+from .transport import client_certificate, open_stream
 from .wire import MAX_FRAME, Codec, Url, dumps, loads
 
 log = logging.getLogger("bester.aio")
@@ -112,6 +112,7 @@ class AsyncClient:
         server_name: Optional[str] = None,
         ca: Optional[str] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
+        cert: Optional[Union[str, Tuple[str, str]]] = None,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
         keepalive: Optional[float] = 60.0,
@@ -131,7 +132,12 @@ class AsyncClient:
             token=token,
             key=load_key(key) if key is not None else None,
             server_name=server_name,
+            cert=cert is not None,
         )
+        if cert is not None:
+            if not home.tls:
+                raise ValueError("cert= is for bester+tls:// and bester+wss:// URLs")
+            ssl_context = client_certificate(ca, ssl_context, cert)
         creds.authentication()
         self.session = Session(home, creds)
         self.timeout = timeout

@@ -19,11 +19,11 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
-from .transport import open_socket
+from .transport import client_certificate, open_socket
 from .wire import MAX_FRAME, Codec, Url, dumps, loads
 
 log = logging.getLogger("bester.client")
@@ -98,6 +98,7 @@ class Client:
         server_name: Optional[str] = None,
         ca: Optional[str] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
+        cert: Optional[Union[str, Tuple[str, str]]] = None,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
         keepalive: Optional[float] = 60.0,
@@ -116,7 +117,12 @@ class Client:
             token=token,
             key=load_key(key) if key is not None else None,
             server_name=server_name,
+            cert=cert is not None,
         )
+        if cert is not None:
+            if not home.tls:
+                raise ValueError("cert= is for bester+tls:// and bester+wss:// URLs")
+            ssl_context = client_certificate(ca, ssl_context, cert)
         creds.authentication()  # fail now on missing credentials
         self.session = Session(home, creds)
         self.timeout = timeout

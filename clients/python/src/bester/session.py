@@ -63,12 +63,18 @@ class Credentials:
     token: Optional[str] = None
     key: Any = None
     server_name: Optional[str] = None
+    cert: bool = False  # a client certificate is configured (TLS): identify may carry nothing
 
     def __repr__(self) -> str:
-        how = "password" if self.password is not None else "token" if self.token else "key" if self.key else "none"
+        how = "password" if self.password is not None else "token" if self.token else "key" if self.key else "certificate" if self.cert else "none"
         return f"Credentials(username={self.username!r}, by={how})"
 
-    def authentication(self) -> Dict[str, Any]:
+    @property
+    def any(self) -> bool:
+        return self.token is not None or self.password is not None or self.key is not None or self.cert
+
+    def authentication(self) -> Optional[Dict[str, Any]]:
+        """What identify carries (``None``: nothing, for a login by client certificate)."""
         if self.token is not None:
             return {"token": self.token}
         if self.key is not None:
@@ -79,10 +85,14 @@ class Credentials:
             if not self.username:
                 raise ValueError("a password login needs a username")
             return {"username": self.username, "password": self.password}
-        raise ValueError("connect() needs password=, token= or key= (or a password in the URL)")
+        if self.cert:
+            return None
+        raise ValueError("connect() needs password=, token=, key= or cert= (or a password in the URL)")
 
 
-def identify(authentication: Dict[str, Any]) -> Dict[str, Any]:
+def identify(authentication: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    if authentication is None:
+        return {"header": {"identify": {"type": "client"}}}
     return {"header": {"identify": {"type": "client", "authentication": authentication}}}
 
 
@@ -90,7 +100,7 @@ def identify(authentication: Dict[str, Any]) -> Dict[str, Any]:
 class Login:
     """One login exchange. Feed it the server's frames with :meth:`step`."""
 
-    authentication: Dict[str, Any] = field(repr=False)  # holds the password or token
+    authentication: Optional[Dict[str, Any]] = field(repr=False)  # holds the password or token
     key: Any = field(default=None, repr=False)
     username: Optional[str] = None
     server_name: Optional[str] = None
@@ -185,7 +195,7 @@ class Session:
             out.append(Login({"resume": self.resume}))
         if self.at_home:
             c = self.credentials
-            if c.token is not None or c.password is not None or c.key is not None:
+            if c.any:
                 out.append(Login(c.authentication(), key=c.key, username=c.username, server_name=c.server_name))
         return out
 

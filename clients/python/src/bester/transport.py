@@ -9,7 +9,7 @@ import asyncio
 import socket
 import ssl
 import time
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from .errors import error_for
 from .wire import MAX_FRAME, Codec, Url, WsCodec
@@ -22,6 +22,17 @@ def tls_context(ca: Optional[str] = None, context: Optional[ssl.SSLContext] = No
         return context
     ctx = ssl.create_default_context(cafile=ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def client_certificate(ca: Optional[str], context: Optional[ssl.SSLContext], cert: Union[str, Tuple[str, str]]) -> ssl.SSLContext:
+    """The TLS context with a client certificate: ``cert`` is a PEM file holding the certificate
+    and its key, or a pair (certificate file, key file)."""
+    ctx = tls_context(ca, context)
+    if isinstance(cert, tuple):
+        ctx.load_cert_chain(cert[0], cert[1])
+    else:
+        ctx.load_cert_chain(cert)
     return ctx
 
 
