@@ -70,6 +70,39 @@ class Redirects(unittest.TestCase):
                 self.assertEqual(client.whoami()["server"], "test")
                 self.assertEqual(client.session.url.authority, b.addr)
 
+    def test_the_asyncio_client_follows_both_kinds(self):
+        import asyncio
+
+        import bester.aio
+
+        with Broker() as b:
+            with bester.connect(b.url(), username="alice", password="alice-pw") as first:
+                tokens = [first.request("bester.token")["resume"] for _ in range(2)]
+
+            def on_message(frame, send):
+                send(redirect(b.url(), tokens[1], frame["header"]["id"]))
+
+            by_request = FakeServer(lambda n, auth, send: send(ok()) or True, on_message)
+            at_login = FakeServer(lambda n, auth, send: send(redirect(b.url(), tokens[0])) or False)
+            self.addCleanup(by_request.close)
+            self.addCleanup(at_login.close)
+
+            async def go():
+                async with await bester.aio.connect(at_login.url, username="alice", password="pw", timeout=DEADLINE) as c:
+                    self.assertEqual((await c.whoami())["server"], "test")
+                async with await bester.aio.connect(by_request.url, username="alice", password="pw", timeout=DEADLINE) as c:
+                    self.assertEqual(await c.request("app", {"n": 1}), {"n": 1})
+                    self.assertEqual(c.session.url.authority, b.addr)
+                with self.assertRaises(bester.TooManyRedirects):
+                    loop_server = FakeServer(lambda n, auth, send: send(redirect(loop_server.url, "t")) or False)
+                    try:
+                        await bester.aio.connect(loop_server.url, username="alice", password="pw")
+                    finally:
+                        loop_server.close()
+
+            asyncio.run(go())
+            self.assertEqual(at_login.logins, [{"username": "alice", "password": "pw"}])
+
     def test_more_than_three_redirects_in_a_row(self):
         home = FakeServer(lambda n, auth, send: send(redirect(home.url, f"t{n}")) or False)
         self.addCleanup(home.close)
