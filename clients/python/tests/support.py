@@ -7,6 +7,7 @@ The binary is ``$BESTERD_BIN``, else ``target/debug/besterd`` of the repository.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +22,11 @@ from typing import Callable, Dict, Optional, Sequence, TypeVar
 
 import bester
 from bester import wire
+
+# The library's own log lines (reconnects, refused logins) are what the tests provoke: keep them
+# out of the test output unless BESTER_TEST_LOG asks for them.
+_LEVEL = os.environ.get("BESTER_TEST_LOG", "")
+logging.getLogger("bester").setLevel(_LEVEL.upper() if _LEVEL in ("debug", "info", "warning", "error") else logging.CRITICAL)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]

@@ -97,7 +97,7 @@ class AsyncLifecycle(unittest.TestCase):
                 self.assertEqual(await c.request("app", 2), {"value": 2})
                 self.assertEqual(c.connections, 2)
                 self.assertEqual(await bob.request("app", 3), {"value": 3})
-                proc = await asyncio.create_subprocess_exec(besterd_bin(), "user", "--users", str(b.users_file), "del", "bob")
+                proc = await asyncio.create_subprocess_exec(besterd_bin(), "user", "--users", str(b.users_file), "del", "bob", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
                 self.assertEqual(await proc.wait(), 0)
                 with self.assertRaises(bester.SessionRevoked):
                     for _ in range(200):
