@@ -199,6 +199,21 @@ class Basics(unittest.TestCase):
         self.assertEqual(c.connections, 1)
 
     @unittest.skipIf(jwt is None, "PyJWT is not installed")
+    def test_refresh_extends_a_token_session(self):
+        c = bester.connect(self.broker.url(), token=mint("alice", exp_in=2), backoff=0.05)
+        self.addCleanup(c.close)
+        end = c.session.expires
+        new = mint("alice", exp_in=600, info={"role": "refreshed"})
+        expires = c.refresh(new)["expires"]
+        self.assertGreaterEqual(expires, end + 598)
+        self.assertEqual((c.session.expires, c.session.credentials.token), (expires, new))
+        eventually("the old end to pass", lambda: time.time() > end + 1.5)
+        self.assertEqual(c.request("app", {"action": "whoami"})["info"], {"role": "refreshed"})
+        self.assertEqual((c.connections, c._error), (1, None))
+        with self.assertRaises(bester.AuthFailed):
+            c.refresh(mint("bob"))
+
+    @unittest.skipIf(jwt is None, "PyJWT is not installed")
     def test_every_token_refusal_is_its_typed_error(self):
         forged = mint("alice").split(".")
         forged[1] = mint("carol").split(".")[1]

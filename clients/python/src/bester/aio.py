@@ -222,6 +222,12 @@ class AsyncClient:
     async def whoami(self) -> Dict[str, Any]:
         return await self.request("bester.whoami")
 
+    async def refresh(self, token: str) -> Dict[str, Any]:
+        """``bester.refresh``: see :meth:`bester.Client.refresh`."""
+        data = await self.request("bester.refresh", {"token": token})
+        self.session.refreshed(token, data)
+        return data
+
     async def next_push(self, timeout: Optional[float] = None) -> Optional[Push]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._pushes:

@@ -202,6 +202,13 @@ class Client:
     def whoami(self) -> Dict[str, Any]:
         return self.request("bester.whoami")
 
+    def refresh(self, token: str) -> Dict[str, Any]:
+        """``bester.refresh``: a token session now ends at the new JWT's ``exp`` (and has its
+        ``info``); the new token is also what logging in again at this URL uses."""
+        data = self.request("bester.refresh", {"token": token})
+        self.session.refreshed(token, data)
+        return data
+
     def pushes(self, timeout: Optional[float] = None) -> Iterator[Push]:
         """Pushes as they come (those that arrived before are kept, up to ``max_pushes``). Ends
         when the client is closed, or after ``timeout`` seconds without one."""

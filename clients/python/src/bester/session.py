@@ -216,6 +216,14 @@ class Session:
             self.resume_expires = data.get("resume_expires")
             self.resume_issued = time.time()
 
+    def refreshed(self, token: str, data: Dict[str, Any]) -> None:
+        """After ``bester.refresh``: the session's new end, and the JWT to log in with again."""
+        if isinstance(data, dict) and "expires" in data:
+            self.expires = data["expires"]
+        if self.credentials.token is not None:
+            self.credentials.token = token
+        self.renewable = True  # the resume tokens may now live longer again
+
     def renew_at(self) -> Optional[float]:
         """When to ask for a new resume token (``bester.token``): two thirds into its life."""
         if not self.resume or not self.resume_expires or not self.renewable:
