@@ -57,6 +57,7 @@ for f in /usr/bin/besterd /usr/bin/bester /lib/systemd/system/besterd.service \
   /lib/systemd/system/besterd.socket /usr/lib/sysusers.d/besterd.conf \
   /usr/lib/tmpfiles.d/besterd.conf /etc/besterd/besterd.toml \
   /usr/share/besterd/handlers/python/echo.py /usr/share/besterd/handlers/python/besterlib.py \
+  /usr/share/besterd/handlers/python/auth_keys.py \
   /usr/share/besterd/handlers/node/upper.js /usr/share/doc/besterd/PROTOCOL.md \
   /usr/share/doc/besterd/SECURITY.md; do
   [ -e "$f" ] || fail "$f is not installed"

@@ -780,7 +780,7 @@ impl FileConfig {
             );
         }
         let listeners = listeners::validate_listeners(self.listeners, &mut problems, resolve);
-        let auth = auth::validate_auth(self.auth, &mut problems);
+        let auth = auth::validate_auth(self.auth, handlers.keys(), &mut problems);
 
         let monitor = self.monitor.listen.as_deref().and_then(|listen| {
             let m = &self.monitor;

@@ -69,9 +69,13 @@ fn credentials_of_the_wrong_shape_are_not_quoted_in_replies_or_the_log() {
     );
     let reply = first_frame(
         &broker,
-        &json!({"header":{"identify":{"type":"s3cret-type","authentication":{}}}}),
+        &json!({"header":{"identify":{"type":"client","authentication":{"username":"alice","password":"s3cret","x":"s3cret-2"}}}}),
     );
     assert_eq!(code(&reply), "invalid_message");
+    assert_eq!(
+        reply["data"]["error"],
+        "header.identify.authentication: unknown field `x`, expected one of `username`, `password`, `publicKey`, `token`, `resume`"
+    );
     assert!(
         !reply["data"]["error"].as_str().unwrap().contains("s3cret"),
         "{reply}"

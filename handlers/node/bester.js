@@ -121,6 +121,12 @@ const typeOf = (request) => request.payload.type;
 // Missing and null data are the same.
 const dataOf = (request) => (request.payload.data === undefined ? null : request.payload.data);
 const senderOf = (request) => (request.header.from && request.header.from.user) || null;
+// An auth handler's logins: header.kind "login"; their data is the client's authentication object.
+const isLogin = (request) => request.header.kind === 'login';
+// A login's client address ("ip:port"), or null.
+const addressOf = (request) => (request.header.from && request.header.from.address) || null;
+// The session's authorisation data (header.from.info, given at login), or null.
+const infoOf = (request) => (request.header.from && request.header.from.info) || null;
 
 // ---------------------------------------------------------------------------------------------
 // Building answers (handler -> broker). The broker rejects unknown header/payload fields.
@@ -135,6 +141,10 @@ function answer(request, command, commandData, type, data, status = 'ok') {
 // Answer only the sender. The type defaults to the request's type.
 const reply = (request, data, type = typeOf(request)) => answer(request, 'reply', undefined, type, data);
 
+// Accept a login as `user`; `info` (an object, at most 4 KiB as JSON) reaches every handler as
+// header.from.info on the session's requests.
+const loginOk = (request, user, info) => reply(request, info === undefined ? { user } : { user, info });
+
 // Answer the sender with an error: code is stable snake_case, text is for people.
 const error = (request, code, text) =>
   answer(request, 'reply', undefined, typeOf(request), { error: text, code }, 'error');
@@ -145,6 +155,28 @@ const sendClients = (request, users, data, type = typeOf(request)) =>
 
 // Answer by passing the payload on to the handler of `type`; its answer is routed in turn.
 const sendHandler = (request, type, data) => answer(request, 'sendHandler', type, type, data);
+
+const REDIRECT_SCHEMES = ['bester://', 'bester+tls://', 'bester+ws://', 'bester+wss://'];
+
+// Answer by sending the client to another server (PROTOCOL.md §6, "Redirects"): it is told `url`
+// (a bester[+tls|+ws|+wss]:// URI with no user in it, at most 512 bytes) and `token`, what it logs
+// in with there: a token of your own (at most 8 KiB), 'mint' for a resume token the broker signs
+// for the client's session (the target shares its [auth] token_secret_file), or nothing; then the
+// broker closes the client's connection. Checked here as the broker checks it (throws TypeError).
+function redirect(request, url, token) {
+  if (typeof url !== 'string' || !REDIRECT_SCHEMES.some((s) => url.startsWith(s))) {
+    throw new TypeError('a redirect url must be a bester://, bester+tls://, bester+ws:// or bester+wss:// URI');
+  }
+  if (Buffer.byteLength(url) > 512) throw new TypeError('a redirect url is at most 512 bytes');
+  const commandData = { url };
+  if (token !== undefined && token !== null) {
+    if (typeof token !== 'string' || token.length === 0 || Buffer.byteLength(token) > 8192) {
+      throw new TypeError('a redirect token is a string of 1 to 8192 bytes');
+    }
+    commandData.token = token;
+  }
+  return { header: { status: 'ok', command: 'redirect', commandData, request: request.header.request } };
+}
 
 // A message to users that answers no request; the broker replies with a report echoing `id`.
 function push(users, type, data, id) {
@@ -197,8 +229,8 @@ function respond(msg, handle) {
     (header.status === 'ok' ? log.debug : log.warn)(`report: ${JSON.stringify(msg)}`);
     return Buffer.alloc(0);
   }
-  if (kind !== 'request') {
-    log.warn(`ignoring a frame that is neither request nor report: ${JSON.stringify(msg).slice(0, 200)}`);
+  if (kind !== 'request' && kind !== 'login') {
+    log.warn(`ignoring a frame that is neither request, login nor report: ${JSON.stringify(msg).slice(0, 200)}`);
     return Buffer.alloc(0);
   }
   try {
@@ -282,10 +314,15 @@ module.exports = {
   typeOf,
   dataOf,
   senderOf,
+  isLogin,
+  addressOf,
+  infoOf,
   reply,
+  loginOk,
   error,
   sendClients,
   sendHandler,
+  redirect,
   push,
   run,
   log,

@@ -19,6 +19,10 @@ Typical use (see echo.py):
 `handle(request)` gets every request (a dict) and returns an answer dict, a list of frames
 (e.g. an answer plus a push), or None to send nothing. The full protocol is in
 protocol/PROTOCOL.md.
+
+An auth handler (`[auth] handler = "T"`) gets logins too: `is_login(request)` tells them apart,
+`data_of(request)` is the client's authentication object, and `login_ok(request, user, info)` or
+`error(request, code, text)` answers (see auth_keys.py).
 """
 
 import json
@@ -135,6 +139,22 @@ def data_of(request):
     return request["payload"].get("data")
 
 
+def is_login(request):
+    """Whether this is a login for an auth handler to decide (header.kind "login")."""
+    return request["header"].get("kind") == "login"
+
+
+def address_of(request):
+    """A login's client address ("ip:port"), or None for other requests."""
+    return (request["header"].get("from") or {}).get("address")
+
+
+def info_of(request):
+    """The session's authorisation data (header.from.info: what the auth handler or the token
+    gave at login), or None."""
+    return (request["header"].get("from") or {}).get("info")
+
+
 def sender_of(request):
     """The user who sent a request (header.from.user), or None (e.g. a push from a peer)."""
     return (request["header"].get("from") or {}).get("user")
@@ -154,6 +174,15 @@ def _answer(request, command, command_data, type_, data, status="ok"):
 def reply(request, data, type_=None):
     """Answer only the sender. The type defaults to the request's type."""
     return _answer(request, "reply", None, type_ or type_of(request), data)
+
+
+def login_ok(request, user, info=None):
+    """Accept a login as `user`; `info` (a dict, at most 4 KiB as JSON) reaches every handler
+    as header.from.info on the session's requests."""
+    data = {"user": user}
+    if info is not None:
+        data["info"] = info
+    return reply(request, data)
 
 
 def error(request, code, text):
@@ -177,6 +206,33 @@ def send_servers(request, servers, data, type_=None):
 def send_handler(request, type_, data):
     """Answer by passing the payload on to the handler of `type_`; its answer is routed in turn."""
     return _answer(request, "sendHandler", type_, type_, data)
+
+
+REDIRECT_SCHEMES = ("bester://", "bester+tls://", "bester+ws://", "bester+wss://")
+
+
+def redirect(request, url, token=None):
+    """Answer by sending the client to another server (PROTOCOL.md §6, "Redirects").
+
+    The client is told `url` (a bester://, bester+tls://, bester+ws:// or bester+wss:// URI with
+    no user in it, at most 512 bytes) and `token`, what it logs in with there: a token of your own
+    (a JWT the target accepts, at most 8 KiB), "mint" for a resume token the broker signs for the
+    client's session (the target must share its [auth] token_secret_file), or None. Then the
+    broker closes the client's connection. Checked here as the broker checks it, so a mistake
+    raises ValueError instead of reaching the client as bad_handler_reply.
+    """
+    if not isinstance(url, str) or not url.startswith(REDIRECT_SCHEMES):
+        raise ValueError("a redirect url must be a bester://, bester+tls://, bester+ws:// or bester+wss:// URI")
+    if len(url.encode()) > 512:
+        raise ValueError("a redirect url is at most 512 bytes")
+    if token is not None and (not isinstance(token, str) or not 1 <= len(token.encode()) <= 8192):
+        raise ValueError("a redirect token is a string of 1 to 8192 bytes")
+    command_data = {"url": url}
+    if token is not None:
+        command_data["token"] = token
+    header = {"status": "ok", "command": "redirect", "commandData": command_data,
+              "request": request["header"]["request"]}
+    return {"header": header}
 
 
 def _push(command, targets, type_, data, id_):
@@ -220,8 +276,8 @@ def respond(message, handle):
         level = logging.DEBUG if header.get("status") == "ok" else logging.WARNING
         log.log(level, "report: %s", json.dumps(message, ensure_ascii=False))
         return b""
-    if kind != "request":
-        log.warning("ignoring a frame that is neither request nor report: %.200r", message)
+    if kind not in ("request", "login"):
+        log.warning("ignoring a frame that is neither request, login nor report: %.200r", message)
         return b""
     try:
         answers = handle(message)

@@ -172,6 +172,15 @@ pub enum TokenCheck {
     },
     /// A resume token, with the pool's token key.
     Resume,
+    /// A login the auth handler granted to `user`, with its authorisation data: nothing to
+    /// verify; the session stands on the user's store entry when the store holds one (so `user
+    /// del` or a new password ends it, as it ends a password session).
+    Granted {
+        /// The user the handler named (a valid user name).
+        user: String,
+        /// Its `info` (a JSON object's text).
+        info: Option<String>,
+    },
 }
 
 /// A token that verified: the session it gives.
@@ -668,6 +677,9 @@ impl Work {
                         jwt_login(shared, &keys, require_user, &token, now, username)
                     }
                     TokenCheck::Resume => resume_login(shared, &token, now, username),
+                    TokenCheck::Granted { user, info } => {
+                        granted_login(shared, user, info, username)
+                    }
                 };
                 (AuthOutcome::Token(outcome), stamp)
             }
@@ -797,6 +809,25 @@ fn jwt_login<T>(
         credential: Credential::Presence,
     };
     (Ok(grant), Some(stamp))
+}
+
+/// A login the auth handler granted: what it stands on in the store, if anything.
+fn granted_login<T>(
+    shared: &Shared<T>,
+    user: String,
+    info: Option<String>,
+    username: &mut String,
+) -> (Result<TokenGrant, TokenRefusal>, Option<Stamp>) {
+    *username = user;
+    let mut store = lock(&shared.store);
+    reload(shared, &mut store);
+    let generation = shared.generation.load(Ordering::SeqCst);
+    let grant = TokenGrant {
+        expires: None,
+        info,
+        resumed: None,
+    };
+    (Ok(grant), token_stamp(store.users(), username, generation))
 }
 
 /// A resume login: the token is this key's, unexpired, and the user's stored entry is the one it
@@ -1420,9 +1451,10 @@ mod tests {
         assert!(h.pool.work_area_bytes() >= 19456 * 1024);
     }
 
-    /// Voluntary context switches of this process's threads named `besterd-auth-*`.
-    fn auth_thread_switches() -> u64 {
-        let mut total = 0;
+    /// Voluntary context switches of each of this process's threads named `besterd-auth-*`, by
+    /// thread id.
+    fn auth_thread_switches() -> std::collections::HashMap<String, u64> {
+        let mut each = std::collections::HashMap::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
             let path = task.path();
             let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
@@ -1430,13 +1462,14 @@ mod tests {
                 continue;
             }
             let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
-            total += status
+            let switches = status
                 .lines()
                 .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(0);
+            each.insert(task.file_name().to_string_lossy().into_owned(), switches);
         }
-        total
+        each
     }
 
     #[test]
@@ -1461,7 +1494,11 @@ mod tests {
         }
         let before = auth_thread_switches();
         std::thread::sleep(Duration::from_millis(500));
-        let woke = auth_thread_switches() - before;
+        // Threads of other tests' pools may start or end meanwhile: only those seen both times.
+        let woke: u64 = auth_thread_switches()
+            .iter()
+            .filter_map(|(tid, after)| Some(after.saturating_sub(*before.get(tid)?)))
+            .sum();
         // Other tests' pools in this process may wake now and then; a timed wait of 1 ms would
         // be about a thousand.
         assert!(

@@ -1,4 +1,5 @@
-//! `[auth]` and `[auth.jwt]`: the keys of token logins, validated into an [`AuthConfig`].
+//! `[auth]` and `[auth.jwt]`: the keys of token logins and the auth handler, validated into an
+//! [`AuthConfig`].
 //!
 //! The key files are read here, when the configuration is loaded: at start, by `check-config`,
 //! and on every reload (SIGHUP), so a rotated JWKS file or secret takes effect with a reload, and
@@ -24,6 +25,34 @@ pub struct FileAuth {
     pub resume_ttl_s: Option<u64>,
     /// `[auth.jwt]`: token logins with JWTs the application issues (off when absent).
     pub jwt: Option<FileJwt>,
+    /// The handler type that decides logins the server cannot (off when absent).
+    pub handler: Option<String>,
+    /// Which logins go to it: `"others"` (no built-in shape) or `"all"`.
+    pub handle: Option<Handle>,
+    /// How long it has to answer a login, in milliseconds.
+    pub auth_timeout_ms: Option<u64>,
+    /// Most logins in flight to it at once.
+    pub max_inflight: Option<usize>,
+}
+
+/// `[auth] handle`: which identifies the auth handler decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Handle {
+    /// Those whose `authentication` is none of the built-in shapes.
+    #[default]
+    Others,
+    /// Every client identify with `authentication` (resume tokens aside: besterd's own).
+    All,
+}
+
+/// The auth handler, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthHandler {
+    /// Its handler type (a configured `[handlers.T]`).
+    pub kind: String,
+    /// Which logins it decides.
+    pub handle: Handle,
 }
 
 /// `[auth.jwt]` as written.
@@ -60,6 +89,12 @@ pub struct AuthConfig {
     pub jwt: Option<JwtSettings>,
     /// The keys read from its files.
     pub jwt_keys: Option<Arc<JwtKeys>>,
+    /// `[auth] handler`, if logins go to one.
+    pub handler: Option<AuthHandler>,
+    /// How long the auth handler has to answer a login.
+    pub login_timeout: Duration,
+    /// Most logins in flight to the auth handler.
+    pub max_logins: usize,
 }
 
 impl Default for AuthConfig {
@@ -70,9 +105,17 @@ impl Default for AuthConfig {
             resume_ttl: Duration::from_secs(DEFAULT_RESUME_TTL_S),
             jwt: None,
             jwt_keys: None,
+            handler: None,
+            login_timeout: Duration::from_millis(DEFAULT_AUTH_TIMEOUT_MS),
+            max_logins: DEFAULT_MAX_LOGINS,
         }
     }
 }
+
+/// `[auth] auth_timeout_ms` when not given.
+pub const DEFAULT_AUTH_TIMEOUT_MS: u64 = 5_000;
+/// `[auth] max_inflight` when not given.
+pub const DEFAULT_MAX_LOGINS: usize = 64;
 
 /// `[auth] resume_ttl_s` when not given: an hour.
 pub const DEFAULT_RESUME_TTL_S: u64 = 3600;
@@ -91,8 +134,13 @@ impl AuthConfig {
     }
 }
 
-/// Check `[auth]`, reading its key files; each problem is pushed with its key.
-pub fn validate_auth(auth: FileAuth, problems: &mut Vec<(String, String)>) -> AuthConfig {
+/// Check `[auth]`, reading its key files; each problem is pushed with its key. `handlers`: the
+/// configured handler types (the auth handler must be one).
+pub fn validate_auth<'a>(
+    auth: FileAuth,
+    mut handlers: impl Iterator<Item = &'a String>,
+    problems: &mut Vec<(String, String)>,
+) -> AuthConfig {
     let resume_ttl_s = auth.resume_ttl_s.unwrap_or(DEFAULT_RESUME_TTL_S);
     if resume_ttl_s == 0 {
         problems.push(("auth.resume_ttl_s".into(), "must be at least 1".into()));
@@ -129,12 +177,42 @@ pub fn validate_auth(auth: FileAuth, problems: &mut Vec<(String, String)>) -> Au
             (Some(settings), keys)
         }
     };
+    let handler = match (auth.handler, auth.handle) {
+        (Some(kind), handle) => {
+            if !handlers.any(|h| *h == kind) {
+                problems.push((
+                    "auth.handler".into(),
+                    format!("{kind:?} is not a configured handler type ([handlers.{kind}])"),
+                ));
+            }
+            Some(AuthHandler {
+                kind,
+                handle: handle.unwrap_or_default(),
+            })
+        }
+        (None, Some(_)) => {
+            problems.push(("auth.handle".into(), "needs auth.handler".into()));
+            None
+        }
+        (None, None) => None,
+    };
+    let timeout_ms = auth.auth_timeout_ms.unwrap_or(DEFAULT_AUTH_TIMEOUT_MS);
+    if !(1..=600_000).contains(&timeout_ms) {
+        problems.push(("auth.auth_timeout_ms".into(), "must be 1 to 600000".into()));
+    }
+    let max_logins = auth.max_inflight.unwrap_or(DEFAULT_MAX_LOGINS);
+    if max_logins == 0 {
+        problems.push(("auth.max_inflight".into(), "must be at least 1".into()));
+    }
     AuthConfig {
         token_secret_file: auth.token_secret_file,
         token_key,
         resume_ttl: Duration::from_secs(resume_ttl_s.max(1)),
         jwt,
         jwt_keys,
+        handler,
+        login_timeout: Duration::from_millis(timeout_ms.clamp(1, 600_000)),
+        max_logins: max_logins.max(1),
     }
 }
 
@@ -173,6 +251,44 @@ mod tests {
         let none = problems("[auth.jwt]\nissuer = \"x\"\n");
         assert_eq!(none[0].0, "auth.jwt");
         assert!(none[0].1.contains("names no key"), "{none:?}");
+    }
+
+    #[test]
+    fn the_auth_handler_is_a_configured_type() {
+        let config = Config::parse("", "test").unwrap();
+        assert!(config.auth.handler.is_none());
+        assert_eq!(config.auth.login_timeout.as_millis(), 5000);
+        assert_eq!(config.auth.max_logins, 64);
+        let text = "[handlers.keys]\ncommand = [\"true\"]\n[auth]\nhandler = \"keys\"\nhandle = \"all\"\nauth_timeout_ms = 250\nmax_inflight = 3\n";
+        let config = Config::parse(text, "test").unwrap();
+        let handler = config.auth.handler.as_ref().unwrap();
+        assert_eq!(
+            (handler.kind.as_str(), handler.handle),
+            ("keys", super::Handle::All)
+        );
+        assert_eq!(config.auth.login_timeout.as_millis(), 250);
+        assert_eq!(config.auth.max_logins, 3);
+        assert_eq!(
+            problems("[auth]\nhandler = \"nobody\"\n"),
+            [(
+                "auth.handler".to_string(),
+                "\"nobody\" is not a configured handler type ([handlers.nobody])".to_string()
+            )]
+        );
+        assert_eq!(
+            problems("[auth]\nhandle = \"all\"\nauth_timeout_ms = 0\nmax_inflight = 0\n"),
+            [
+                ("auth.handle".to_string(), "needs auth.handler".to_string()),
+                (
+                    "auth.auth_timeout_ms".to_string(),
+                    "must be 1 to 600000".to_string()
+                ),
+                (
+                    "auth.max_inflight".to_string(),
+                    "must be at least 1".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

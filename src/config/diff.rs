@@ -156,6 +156,15 @@ fn live_keys(old: &Config, new: &Config) -> Vec<&'static str> {
         old.shutdown_grace != new.shutdown_grace,
         "server.shutdown_grace_ms",
     );
+    check(old.auth.handler != new.auth.handler, "auth.handler");
+    check(
+        old.auth.login_timeout != new.auth.login_timeout,
+        "auth.auth_timeout_ms",
+    );
+    check(
+        old.auth.max_logins != new.auth.max_logins,
+        "auth.max_inflight",
+    );
     keys
 }
 

@@ -127,6 +127,30 @@ pub fn handler_request(
     out
 }
 
+/// The body of a login request to an auth handler:
+/// `{"header":{"kind":"login","request":R,"from":{"address":A,"listener":L,"transport":T}},"payload":{"type":"bester.login","data":D}}`,
+/// `D` being the client's `authentication` object as JSON text.
+pub fn handler_login_request(
+    request: &str,
+    address: &str,
+    (listener, transport): (&str, &str),
+    authentication: &str,
+) -> Vec<u8> {
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"kind\":\"login\",\"request\":");
+    string(&mut out, request);
+    out.extend_from_slice(b",\"from\":{\"address\":");
+    string(&mut out, address);
+    out.extend_from_slice(b",\"listener\":");
+    string(&mut out, listener);
+    out.extend_from_slice(b",\"transport\":");
+    string(&mut out, transport);
+    out.extend_from_slice(b"}},\"payload\":{\"type\":\"bester.login\",\"data\":");
+    raw(&mut out, Some(authentication));
+    out.extend_from_slice(b"}}");
+    out
+}
+
 /// The body of a plain ok reply to a client:
 /// `{"header":{"status":"ok","kind":"reply","id":I,"type":T},"data":D}`.
 pub fn client_reply(id: Option<&str>, kind_of: Option<&str>, data: Option<&str>) -> Vec<u8> {
@@ -188,6 +212,36 @@ mod tests {
                 String::from_utf8(out).unwrap(),
                 serde_json::to_string(&s).unwrap()
             );
+        }
+    }
+
+    /// `protocol/vectors/auth_handler.json`: the login request, byte-exact.
+    #[test]
+    fn the_vectors_login_request() {
+        let vectors: serde_json::Value =
+            serde_json::from_str(include_str!("../../protocol/vectors/auth_handler.json")).unwrap();
+        let identify: serde_json::Value =
+            serde_json::from_str(vectors["identify"].as_str().unwrap()).unwrap();
+        let auth = identify["header"]["identify"]["authentication"].to_string();
+        let got = handler_login_request("7", "192.0.2.10:50312", ("main", "tcp"), &auth);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            vectors["request"].as_str().unwrap()
+        );
+    }
+
+    #[test]
+    fn login_requests_are_what_serde_writes() {
+        for (address, listener) in [("127.0.0.1:5000", "tcp"), ("[::1]:7", "w\"s\n")] {
+            let auth = r#"{"apiKey":"k\"1","n":[1]}"#;
+            let got = handler_login_request("9", address, (listener, "wss"), auth);
+            let expected = serde_json::json!({
+                "header": {"kind": "login", "request": "9",
+                           "from": {"address": address, "listener": listener, "transport": "wss"}},
+                "payload": {"type": "bester.login", "data": {"apiKey": "k\"1", "n": [1]}},
+            });
+            let got: serde_json::Value = serde_json::from_slice(&got).unwrap();
+            assert_eq!(got, expected);
         }
     }
 

@@ -112,6 +112,8 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             max_chain_depth: 8,
             max_frame: 1 << 20,
+            login_timeout: Duration::from_secs(1),
+            max_logins: 1,
         });
         router.add_type("t", 4);
         router.handler_connected(id(1), "t");

@@ -21,8 +21,11 @@ mod federation;
 mod id;
 mod idmap;
 mod lifecycle;
+mod login;
+mod redirect;
 mod reply_id;
 mod respond;
+mod starting;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -38,7 +41,8 @@ use crate::protocol::message::{
     ClientMessage, Command, HandlerMessage, Info, PayloadRef, Scope, Sender, Status,
     handler_error_report,
 };
-use crate::protocol::write::{client_push, handler_request};
+use crate::protocol::redirect::RedirectToken;
+use crate::protocol::write::{client_push, handler_login_request, handler_request};
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
 use deadlines::Deadlines;
@@ -85,6 +89,37 @@ pub enum Action {
         /// The connection.
         conn: ConnId,
     },
+    /// Tell this client to go elsewhere, answering its request `id`, and close its connection
+    /// once that is written (`server/redirect.rs` mints the token if asked to).
+    Redirect {
+        /// The client's connection.
+        to: ConnId,
+        /// The request it answers.
+        id: Option<String>,
+        /// Where to.
+        url: String,
+        /// What to log in with there.
+        token: Option<RedirectToken>,
+    },
+    /// The auth handler accepted this client's login: `data` is its answer's `payload.data`
+    /// (JSON text, for the server to check: `{"user","info"}`).
+    LoginAccepted {
+        /// The client connection.
+        conn: ConnId,
+        /// The answer's data.
+        data: Option<String>,
+    },
+    /// This client's login to the auth handler failed: send it `body` (an error frame) and
+    /// close. `by_handler`: the handler itself refused (a failed login for the rate limits);
+    /// otherwise it could not answer (not running, busy, timed out, gone, malformed answer).
+    LoginRefused {
+        /// The client connection.
+        conn: ConnId,
+        /// The error frame.
+        body: Vec<u8>,
+        /// Whether the handler's own answer refused it.
+        by_handler: bool,
+    },
 }
 
 /// Router limits.
@@ -99,6 +134,10 @@ pub struct RouterConfig {
     /// Largest frame body anyone is sent: a request or peer message that would be larger once
     /// wrapped in its header is refused, never sent (handlers and peers close on oversized frames).
     pub max_frame: usize,
+    /// How long the auth handler has to answer a login (`[auth] auth_timeout_ms`).
+    pub login_timeout: Duration,
+    /// Most logins in flight to the auth handler (`[auth] max_inflight`).
+    pub max_logins: usize,
 }
 
 /// Who started a piece of work, and so who gets the one answer to it.
@@ -127,6 +166,18 @@ pub(crate) enum Origin {
         /// The handler's id for the push.
         id: Option<String>,
     },
+    /// A client's login sent to the auth handler: answered with [`Action::LoginAccepted`] or
+    /// [`Action::LoginRefused`].
+    Login {
+        /// The client connection.
+        conn: ConnId,
+        /// The client's address (`ip:port`), told to the handler.
+        address: String,
+        /// The listener it connected to, told to the handler.
+        listener: String,
+        /// That listener's transport (`tcp`, `tls`, `ws`, `wss`).
+        transport: &'static str,
+    },
 }
 
 impl Origin {
@@ -144,9 +195,14 @@ struct Pool {
     max_inflight: usize,
     next: usize,
     mode: HandlerMode,
-    /// Requests (token, body) waiting for a free connection (`order`) or a dial slot
-    /// (`connection`), oldest first.
+    /// Requests (token, body) waiting for a free connection (`order`), a dial slot
+    /// (`connection`), or a first connection while the type starts (any mode), oldest first.
     waiting: VecDeque<(u64, Vec<u8>)>,
+    /// The bytes of the bodies in `waiting`.
+    waiting_bytes: usize,
+    /// A process of the type is starting or being restarted (or the server itself is starting):
+    /// with no connection, requests wait for one instead of failing `handler_not_running`.
+    starting: bool,
     /// Dialled connections open or being opened (`connection`).
     open: usize,
     /// Index of this type's figures in `RouterStats::handlers`.
@@ -223,6 +279,8 @@ pub struct Router {
     remote: IdMap<u64, Remote>,
     deadlines: Deadlines,
     next_id: u64,
+    /// Logins in flight to the auth handler.
+    logins: usize,
 }
 
 impl Router {
@@ -242,6 +300,7 @@ impl Router {
             remote: IdMap::default(),
             deadlines: Deadlines::default(),
             next_id: 1,
+            logins: 0,
         }
     }
 
@@ -274,6 +333,8 @@ impl Router {
                 next: 0,
                 mode,
                 waiting: VecDeque::new(),
+                waiting_bytes: 0,
+                starting: false,
                 open: 0,
                 stat,
                 name: Arc::from(kind),
@@ -412,6 +473,9 @@ impl Router {
     }
 
     fn count_pending(&mut self, origin: &Origin, delta: isize) {
+        if let Origin::Login { .. } = origin {
+            self.logins = self.logins.saturating_add_signed(delta);
+        }
         if let Some(conn) = origin.client()
             && let Some(client) = self.clients.get_mut(&conn)
         {
@@ -483,6 +547,9 @@ impl Router {
             .min_by_key(|c| self.links.get(c).map_or(usize::MAX, |l| l.inflight));
         let stat = pool.stat;
         let Some(handler) = chosen else {
+            if pool.starting {
+                return self.wait_for_start(pending, payload, now, out);
+            }
             self.stats.handlers[stat].ended(RequestOutcome::Unavailable);
             let text = format!("the {:?} handler is not running", pending.kind);
             return self.fail(
@@ -532,13 +599,26 @@ impl Router {
     ) -> Option<(u64, Vec<u8>)> {
         let token = self.next_id();
         let mut digits = idmap::Digits::default();
-        let body = handler_request(
-            digits.of(token),
-            pending.scope,
-            &pending.from,
-            &pending.via,
-            payload,
-        );
+        let body = match &pending.origin {
+            Origin::Login {
+                address,
+                listener,
+                transport,
+                ..
+            } => handler_login_request(
+                digits.of(token),
+                address,
+                (listener, transport),
+                payload.data.as_deref().unwrap_or("null"),
+            ),
+            _ => handler_request(
+                digits.of(token),
+                pending.scope,
+                &pending.from,
+                &pending.via,
+                payload,
+            ),
+        };
         if body.len() > self.config.max_frame {
             self.ended(pending.stat, RequestOutcome::Error);
             let text = too_large(
@@ -561,9 +641,9 @@ impl Router {
         pending.sent_at = now;
         self.stats.handlers[pending.stat].in_flight += 1;
         self.count_pending(&pending.origin, 1);
+        let timeout = self.timeout_of(&pending.origin);
         self.pending.insert(token, pending);
-        self.deadlines
-            .push(now + self.config.request_timeout, Due::Request(token));
+        self.deadlines.push(now + timeout, Due::Request(token));
     }
 
     /// Remove a pending request, keeping the per-link and per-client counts right.
@@ -652,6 +732,13 @@ impl Router {
             match due {
                 Due::Request(token) => {
                     if let Some(pending) = self.take_pending(token) {
+                        if self.never_started(&pending) {
+                            self.ended(pending.stat, RequestOutcome::Unavailable);
+                            let text = format!("the {:?} handler is not running", pending.kind);
+                            let error = ErrorBody::new(ErrorCode::HandlerNotRunning, text);
+                            self.fail(&pending.origin, error, out);
+                            continue;
+                        }
                         self.ended(pending.stat, RequestOutcome::Timeout);
                         self.after_timeout(pending.handler, out);
                         warn!(
@@ -661,7 +748,7 @@ impl Router {
                         let text = format!(
                             "the {:?} handler did not answer within {} ms",
                             pending.kind,
-                            self.config.request_timeout.as_millis()
+                            self.timeout_of(&pending.origin).as_millis()
                         );
                         self.fail(
                             &pending.origin,

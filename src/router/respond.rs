@@ -77,6 +77,10 @@ impl Router {
                     outcome.servers,
                 ),
             ),
+            Origin::Login { conn, .. } => {
+                let data = outcome.data.map(str::to_string);
+                return out.push(Action::LoginAccepted { conn: *conn, data });
+            }
         };
         out.push(Action::Send { to, body });
     }
@@ -97,6 +101,15 @@ impl Router {
             Origin::Push { handler, id } => {
                 (*handler, handler_error_report(None, id.as_deref(), error))
             }
+            // The auth handler's own refusal, told to the client as it is.
+            Origin::Login { conn, .. } => {
+                let body = client_error(None, error);
+                return out.push(Action::LoginRefused {
+                    conn: *conn,
+                    body,
+                    by_handler: true,
+                });
+            }
         };
         out.push(Action::Send { to, body });
     }
@@ -105,6 +118,9 @@ impl Router {
     pub(super) fn fail(&mut self, origin: &Origin, error: ErrorBody, out: &mut Vec<Action>) {
         log::debug!("{origin:?} fails: {error}");
         self.stats.errors.count(error.code);
-        self.respond_error(origin, &error, out);
+        match origin {
+            Origin::Login { conn, .. } => self.login_failed(*conn, &error, out),
+            _ => self.respond_error(origin, &error, out),
+        }
     }
 }

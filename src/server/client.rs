@@ -353,8 +353,17 @@ impl Server {
             }
             return;
         };
+        // The application decides (server/handler_login.rs).
+        if let Some(kind) = self.auth_handler_for(&authentication) {
+            if let Err(error) = self.handler_login(id, &kind, &authentication, Instant::now()) {
+                refuse(self, error);
+            }
+            return;
+        }
         let Credentials { username, password } = match authentication {
             Authentication::Password(credentials) => credentials,
+            // No auth handler to judge it: refused as no built-in shape.
+            Authentication::Other(opaque) => return refuse(self, opaque.refusal()),
             // A challenge, then the signature (server/key_login.rs).
             Authentication::PublicKey(credentials) => {
                 if let Err(error) = self.key_identify(id, credentials) {

@@ -22,6 +22,8 @@ pub enum ClientState {
     Identifying {
         /// When the connection is closed if it has not identified.
         deadline: Instant,
+        /// The index of the listener it came in on.
+        listener: usize,
     },
     /// Identify with a public key received and a challenge sent; the signature must come next,
     /// before the identify deadline (the timer armed at accept).

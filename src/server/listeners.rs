@@ -319,6 +319,14 @@ impl Listeners {
         errors
     }
 
+    /// The name and transport of listener `index` (`[[listeners]] name`; `main` for
+    /// `[server] listen`).
+    pub fn name_of(&self, index: usize) -> (String, &'static str) {
+        self.list.get(index).map_or(("?".into(), "tcp"), |l| {
+            (l.config.name.clone(), l.config.kind.as_str())
+        })
+    }
+
     /// The TLS settings listener `index` accepts new connections with.
     pub fn tls_of(&self, index: usize) -> Option<&tls::ServerTls> {
         self.list.get(index)?.tls.as_deref()
@@ -479,7 +487,10 @@ impl Server {
             transport,
             peer.to_string(),
             Some(peer.ip()),
-            Role::Client(ClientState::Identifying { deadline }),
+            Role::Client(ClientState::Identifying {
+                deadline,
+                listener: index,
+            }),
             self.config.max_identify_frame,
         );
         if let Some(id) = id {

@@ -233,6 +233,7 @@ impl Server {
             None
         };
         self.supervisor.tick(now);
+        self.update_starting();
     }
 
     /// Limits and timeouts of the new configuration (already in `self.config`).
@@ -243,6 +244,8 @@ impl Server {
             request_timeout: c.request_timeout,
             max_chain_depth: c.max_chain_depth,
             max_frame: c.max_frame,
+            login_timeout: c.auth.login_timeout,
+            max_logins: c.auth.max_logins,
         });
         if (c.login_failures_per_ip, c.login_failures_per_user)
             != (old.login_failures_per_ip, old.login_failures_per_user)

@@ -50,6 +50,8 @@ const MAX_REVOKED: usize = 65_536;
 pub(super) enum TokenPurpose {
     /// A first login (identify).
     Login,
+    /// A first login the auth handler granted (`server/handler_login.rs`).
+    Handler,
     /// `bester.refresh` on a logged-in session, answering `id`.
     Refresh {
         /// The id of the request.
@@ -89,6 +91,13 @@ struct LoginReply<'a> {
     expires: Option<u64>,
 }
 
+/// What a login's check gave besides its grant, and how it was made (for the log).
+struct Done {
+    stamp: Option<Stamp>,
+    fingerprint: Option<String>,
+    how: &'static str,
+}
+
 /// `data` of `bester.token`.
 #[derive(Serialize)]
 struct TokenReply {
@@ -104,7 +113,7 @@ struct RefreshReply {
 
 /// The name a refused token is counted under when its user is not known: one per address, so
 /// bad tokens from one address never lock out another's logins.
-fn anonymous(ip: Option<std::net::IpAddr>) -> String {
+pub(super) fn anonymous(ip: Option<std::net::IpAddr>) -> String {
     match ip {
         Some(ip) => format!("\0token {ip}"),
         None => "\0token".into(),
@@ -249,8 +258,18 @@ impl Server {
             }
         };
         match purpose {
-            TokenPurpose::Login => {
-                self.token_login_done(id, ip, username, result, stamp, fingerprint, now)
+            TokenPurpose::Login | TokenPurpose::Handler => {
+                let how = match (&purpose, &result) {
+                    (TokenPurpose::Handler, _) => "the auth handler",
+                    (_, Ok(grant)) if grant.resumed.is_some() => "resume token",
+                    _ => "token",
+                };
+                let done = Done {
+                    stamp,
+                    fingerprint,
+                    how,
+                };
+                self.token_login_done(id, ip, username, result, done, now)
             }
             TokenPurpose::Refresh { id: reply_id } => {
                 self.refresh_done(id, ip, reply_id, username, result, now)
@@ -259,17 +278,20 @@ impl Server {
         self.more_input.push(id);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn token_login_done(
         &mut self,
         id: ConnId,
         ip: Option<std::net::IpAddr>,
         username: String,
         result: Result<TokenGrant, (ErrorBody, Option<String>)>,
-        stamp: Option<Stamp>,
-        fingerprint: Option<String>,
+        done: Done,
         now: Instant,
     ) {
+        let Done {
+            stamp,
+            fingerprint,
+            how,
+        } = done;
         let Some(conn) = self.conn(id) else { return };
         let peer = conn.peer.clone();
         let grant = match result {
@@ -291,11 +313,6 @@ impl Server {
             self.tell_error(id, &error);
             return self.finish(id, now, "too many connections for the user".into());
         }
-        let how = if grant.resumed.is_some() {
-            "resume token"
-        } else {
-            "token"
-        };
         info!("conn={id} user={username} logged in from {peer} by {how}");
         let max_frame = self.config.max_frame;
         if let Some(conn) = self.conn(id) {
@@ -360,7 +377,7 @@ impl Server {
 
     /// A resume token for `grant`'s session, and when it expires: the TTL from now, never
     /// past the session's own end.
-    fn mint(&self, user: &str, grant: &Grant) -> (String, u64) {
+    pub(super) fn mint(&self, user: &str, grant: &Grant) -> (String, u64) {
         let ttl = self.config.auth.resume_ttl.as_secs();
         let mut expires = unix_now().saturating_add(ttl);
         if let Some(end) = grant.expires {

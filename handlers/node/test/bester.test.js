@@ -31,6 +31,17 @@ test('builders', () => {
     payload: { type: 'news', data: 'hi' } });
 });
 
+test('redirect', () => {
+  assert.deepStrictEqual(bester.redirect(REQ, 'bester+wss://s1.example:443', 'mint'), {
+    header: { status: 'ok', command: 'redirect', commandData: { url: 'bester+wss://s1.example:443', token: 'mint' },
+      request: '17' } });
+  assert.deepStrictEqual(bester.redirect(REQ, 'bester://h:1').header.commandData, { url: 'bester://h:1' });
+  for (const [url, token] of [['http://h/'], ['bester://' + 'h'.repeat(510)], ['bester://h:1', ''],
+    ['bester://h:1', 't'.repeat(8193)]]) {
+    assert.throws(() => bester.redirect(REQ, url, token), TypeError);
+  }
+});
+
 test('accessors', () => {
   assert.strictEqual(bester.typeOf(REQ), 'echo');
   assert.strictEqual(bester.senderOf(REQ), 'alice');
@@ -69,4 +80,22 @@ test('respond: async handlers resolve to their answer', async () => {
   assert.deepStrictEqual(decode(ok), [bester.reply(REQ, 'later')]);
   const failed = await bester.respond(REQ, async () => { throw new RangeError('no'); });
   assert.strictEqual(decode(failed)[0].payload.data.code, 'internal_error');
+});
+
+test('logins: an auth handler is handed them and answers with loginOk or error', () => {
+  const login = {
+    header: { kind: 'login', request: '4', from: { address: '127.0.0.1:5000', listener: 'main', transport: 'tcp' } },
+    payload: { type: 'bester.login', data: { apiKey: 'k' } },
+  };
+  assert.strictEqual(bester.isLogin(login), true);
+  assert.strictEqual(bester.isLogin(REQ), false);
+  assert.strictEqual(bester.addressOf(login), '127.0.0.1:5000');
+  const decide = (r) => (bester.dataOf(r).apiKey === 'k' ? bester.loginOk(r, 'alice', { plan: 'pro' }) : bester.error(r, 'auth_failed', 'no'));
+  assert.deepStrictEqual(decode(bester.respond(login, decide)), [{
+    header: { status: 'ok', command: 'reply', request: '4' },
+    payload: { type: 'bester.login', data: { user: 'alice', info: { plan: 'pro' } } },
+  }]);
+  assert.deepStrictEqual(bester.loginOk(login, 'bob').payload.data, { user: 'bob' });
+  assert.deepStrictEqual(bester.infoOf({ header: { from: { user: 'a', info: { r: 1 } } } }), { r: 1 });
+  assert.strictEqual(bester.infoOf(REQ), null);
 });
