@@ -45,6 +45,10 @@ def app(request: bester.Request):
         return {"delivered": report.delivered, "offline": report.offline}
     if action == "pid":
         return os.getpid()
+    if action == "redirect":  # a greeter: only on the server named "at"; elsewhere say who serves
+        if os.environ.get("BESTER_SERVER") == data.get("at"):
+            return request.redirect(data["url"], data.get("token", "mint"))
+        return {"served_by": os.environ.get("BESTER_SERVER"), "user": request.user, "info": request.info}
     raise bester.BesterError("bad_request", f"unknown action {action!r}")
 
 

@@ -80,11 +80,13 @@ class Broker:
         users: Sequence[tuple] = (("alice", "alice-pw"), ("bob", "bob-pw")),
         name: str = "test",
         fixed_port: bool = False,
+        users_file: Optional[Path] = None,
     ):
         self.dir = Path(tempfile.mkdtemp(prefix="bester-py-"))
-        self.users_file = self.dir / "users.json"
-        for user, password in users:
-            self.add_user(user, password)
+        self.users_file = users_file or self.dir / "users.json"
+        if users_file is None:  # else another broker's store, shared
+            for user, password in users:
+                self.add_user(user, password)
         if tables is None:
             tables = f"[handlers.app]\n{handler_command()}\n"
         (self.dir / "besterd.toml").write_text(

@@ -164,18 +164,18 @@ class Logins(unittest.TestCase):
     def test_accepted_and_refused(self):
         b = FakeBroker(HERE.parent / "examples" / "login_handler.py")
         b.send(
-            self.login("L1", {"username": "alice", "password": "correct horse"}),
-            self.login("L2", {"username": "alice", "password": "wrong"}),
+            self.login("L1", {"apiKey": "k-3f9a1c"}),
+            self.login("L2", {"apiKey": "k-wrong"}),
             self.login("L3", {"token": "x"}),
         )
         got = {a["header"]["request"]: a for a in b.recv(3)}
-        self.assertEqual(got["L1"], {"header": {"status": "ok", "command": "reply", "request": "L1"}, "payload": {"type": "bester.login", "data": {"user": "alice", "info": {"role": "admin"}}}})
-        refused = {"header": {"status": "error", "command": "reply", "request": "L2"}, "payload": {"type": "bester.login", "data": {"error": "invalid username or password", "code": "auth_failed"}}}
+        self.assertEqual(got["L1"], {"header": {"status": "ok", "command": "reply", "request": "L1"}, "payload": {"type": "bester.login", "data": {"user": "alice", "info": {"plan": "pro"}}}})
+        refused = {"header": {"status": "error", "command": "reply", "request": "L2"}, "payload": {"type": "bester.login", "data": {"error": "invalid API key", "code": "auth_failed"}}}
         self.assertEqual(got["L2"], refused)
         self.assertEqual(got["L3"]["payload"]["data"]["code"], "auth_failed")
         self.assertEqual(b.wait(), 0)
-        self.assertNotIn(b"correct horse", b.stderr)
-        self.assertNotIn(b"wrong", b.stderr)
+        self.assertNotIn(b"k-3f9a1c", b.stderr)
+        self.assertNotIn(b"k-wrong", b.stderr)
 
     def test_a_handler_without_a_login_function_refuses_logins(self):
         b = FakeBroker(APP)

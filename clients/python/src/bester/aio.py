@@ -56,6 +56,7 @@ class _Conn:
         self.pending: Dict[str, _Call] = {}
         self.dead = False
         self.retiring = False
+        self.redirected = False  # the server redirected the client: it closes this connection
         self.closing_error: Optional[BesterError] = None
         self.last_send = time.monotonic()
         self.ping: Optional[asyncio.Future] = None
@@ -113,6 +114,7 @@ class AsyncClient:
         ca: Optional[str] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
         cert: Optional[Union[str, Tuple[str, str]]] = None,
+        authentication: Optional[Dict[str, Any]] = None,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
         keepalive: Optional[float] = 60.0,
@@ -133,6 +135,7 @@ class AsyncClient:
             key=load_key(key) if key is not None else None,
             server_name=server_name,
             cert=cert is not None,
+            custom=authentication,
         )
         if cert is not None:
             if not home.tls:
@@ -443,6 +446,7 @@ class AsyncClient:
             else:
                 log.debug("ignoring a frame that answers nothing in flight: %.200r", frame)
         elif kind == "redirect":
+            conn.redirected = True
             self._redirects.append((call, frame))
             self._changed.set()
         elif header.get("status") == "error":
@@ -479,6 +483,8 @@ class AsyncClient:
         if current and not self._closed:
             if reason is not None and (reason.code in FINAL or not self.reconnect):
                 self._error = reason
+            elif conn.redirected:
+                pass  # the manager is logging in where the redirect said
             elif not self.reconnect:
                 self._error = ConnectionLost("connection_lost", f"the connection to {conn.url} was lost")
             else:
@@ -592,6 +598,10 @@ class AsyncClient:
         except (BesterError, OSError, asyncio.TimeoutError) as e:
             err = e if isinstance(e, BesterError) else ConnectionLost("connection_lost", f"redirect failed: {e}")
             _settle(call.future, error=err)
+            # The session was handed to that server; without it there is nothing to go back to.
+            self._error = err
+            self._need_reconnect = False
+            self._changed.set()
             return
         self._install(conn)
         await self._dispatch_call(call, time.monotonic() + self.timeout)

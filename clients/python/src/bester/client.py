@@ -66,7 +66,8 @@ class _Conn:
         self.wlock = threading.Lock()
         self.pending: Dict[str, _Call] = {}
         self.dead = False
-        self.retiring = False  # redirected away: close once its answers are in
+        self.retiring = False
+        self.redirected = False  # the server redirected the client: it closes this connection  # redirected away: close once its answers are in
         self.closing_error: Optional[BesterError] = None
         self.last_send = time.monotonic()
         self.ping: Optional[Future] = None
@@ -99,6 +100,7 @@ class Client:
         ca: Optional[str] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
         cert: Optional[Union[str, Tuple[str, str]]] = None,
+        authentication: Optional[Dict[str, Any]] = None,
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
         keepalive: Optional[float] = 60.0,
@@ -118,6 +120,7 @@ class Client:
             key=load_key(key) if key is not None else None,
             server_name=server_name,
             cert=cert is not None,
+            custom=authentication,
         )
         if cert is not None:
             if not home.tls:
@@ -443,6 +446,7 @@ class Client:
                 log.debug("ignoring a frame that answers nothing in flight: %.200r", frame)
         elif kind == "redirect":
             with self._cond:
+                conn.redirected = True
                 self._redirects.append((call, frame))
                 self._cond.notify_all()
         elif header.get("status") == "error":
@@ -477,6 +481,8 @@ class Client:
             if current and not self._closed:
                 if reason is not None and (reason.code in FINAL or not self.reconnect):
                     self._error = reason
+                elif conn.redirected:
+                    pass  # the manager is logging in where the redirect said
                 elif not self.reconnect:
                     self._error = ConnectionLost("connection_lost", f"the connection to {conn.url} was lost")
                 else:
@@ -606,6 +612,8 @@ class Client:
         except (BesterError, OSError) as e:
             err = e if isinstance(e, BesterError) else ConnectionLost("connection_lost", f"redirect failed: {e}")
             call.future.set_exception(err)
+            # The session was handed to that server; without it there is nothing to go back to.
+            self._give_up(err)
             return
         self._install(conn)
         self._dispatch_call(call, time.monotonic() + self.timeout)

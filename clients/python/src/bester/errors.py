@@ -71,6 +71,7 @@ class ErrorCode(str, enum.Enum):
     RESUME_EXPIRED = "resume_expired"
     RESUME_REFUSED = "resume_refused"
     SESSION_EXPIRED = "session_expired"
+    REDIRECTED = "redirected"
     INTERNAL_ERROR = "internal_error"
     # The library's own.
     TIMEOUT = "timeout"
@@ -336,6 +337,11 @@ class SessionExpired(SessionEnded):
     """``session_expired``"""
 
 
+class Redirected(SessionEnded):
+    """``redirected``: a handler redirected the client while this request was in flight, and it
+    was not answered (the handler may or may not have acted on it)."""
+
+
 class InternalError(ServerError):
     """``internal_error``"""
 
@@ -402,6 +408,7 @@ ERRORS: Dict[str, Type[BesterError]] = {
     "resume_expired": ResumeExpired,
     "resume_refused": ResumeRefused,
     "session_expired": SessionExpired,
+    "redirected": Redirected,
     "internal_error": InternalError,
     "redirect_refused": RedirectRefused,
     "too_many_redirects": TooManyRedirects,

@@ -127,15 +127,24 @@ class Request:
         """Pass the payload on to the handler of ``type_``; its answer is routed in turn."""
         return _answer("sendHandler", type_, type_, data)
 
+    def redirect(self, url: str, token: Optional[str] = "mint") -> Answer:
+        """Send the client to another server (a greeter placing users): it logs in at ``url``
+        with ``token`` — ``"mint"`` (the default): a resume token of its session, which a server
+        sharing the token key and the user store accepts; or a token of the application's own."""
+        data: Dict[str, Any] = {"url": url}
+        if token is not None:
+            data["token"] = token
+        return Answer({"header": {"status": "ok", "command": "redirect", "commandData": data}})
+
     def __repr__(self) -> str:
         return f"Request(type={self.type!r}, request={self.token!r}, user={self.user!r})"
 
 
 class LoginRequest:
     """A login for an authentication handler: ``authentication`` (what the client sent, e.g.
-    ``{"username","password"}``), ``address`` (``"ip:port"``) and ``listener``."""
+    ``{"apiKey": …}``), ``address`` (``"ip:port"``), ``listener`` and ``transport``."""
 
-    __slots__ = ("raw", "token", "authentication", "address", "listener")
+    __slots__ = ("raw", "token", "authentication", "address", "listener", "transport")
 
     def __init__(self, raw: Dict[str, Any]):
         header = raw.get("header") or {}
@@ -146,6 +155,7 @@ class LoginRequest:
         self.authentication: Dict[str, Any] = data if isinstance(data, dict) else {}
         self.address: Optional[str] = sender.get("address")
         self.listener: Optional[str] = sender.get("listener")
+        self.transport: Optional[str] = sender.get("transport")
 
     def __repr__(self) -> str:  # never shows the credentials
         return f"LoginRequest(request={self.token!r}, address={self.address!r}, fields={sorted(self.authentication)})"

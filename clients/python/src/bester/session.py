@@ -64,17 +64,20 @@ class Credentials:
     key: Any = None
     server_name: Optional[str] = None
     cert: bool = False  # a client certificate is configured (TLS): identify may carry nothing
+    custom: Optional[Dict[str, Any]] = field(default=None, repr=False)  # for an auth handler
 
     def __repr__(self) -> str:
-        how = "password" if self.password is not None else "token" if self.token else "key" if self.key else "certificate" if self.cert else "none"
+        how = "password" if self.password is not None else "token" if self.token else "key" if self.key else "certificate" if self.cert else "authentication" if self.custom is not None else "none"
         return f"Credentials(username={self.username!r}, by={how})"
 
     @property
     def any(self) -> bool:
-        return self.token is not None or self.password is not None or self.key is not None or self.cert
+        return self.token is not None or self.password is not None or self.key is not None or self.cert or self.custom is not None
 
     def authentication(self) -> Optional[Dict[str, Any]]:
         """What identify carries (``None``: nothing, for a login by client certificate)."""
+        if self.custom is not None:
+            return dict(self.custom)
         if self.token is not None:
             return {"token": self.token}
         if self.key is not None:
@@ -143,8 +146,11 @@ class Login:
 
 def redirect_target(frame: Dict[str, Any]) -> Tuple[str, str]:
     data = frame.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("url"), str) or not isinstance(data.get("token"), str):
-        raise error_for("protocol_error", "a redirect without data.url and data.token")
+    if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+        raise error_for("protocol_error", "a redirect without data.url")
+    if not isinstance(data.get("token"), str) or not data["token"]:
+        # Nothing to log in with there: the credentials are never sent to another server.
+        raise error_for("redirect_refused", f"redirected to {data['url']} without a token")
     return data["url"], data["token"]
 
 
