@@ -32,7 +32,7 @@ from .client import Push, message, too_large
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
 from .transport import client_certificate, open_stream
-from .wire import MAX_FRAME, Codec, Url, dumps, loads
+from .wire import MAX_FRAME, Codec, Url, WsCodec, dumps, loads
 
 log = logging.getLogger("bester.aio")
 
@@ -270,6 +270,9 @@ class AsyncClient:
         self._push_event.set()
         conn = self._conn
         if conn:
+            if isinstance(conn.codec, WsCodec) and not conn.writer.is_closing():
+                conn.flush()
+                conn.writer.write(conn.codec.close_frame(1000))  # the WebSocket closing handshake
             conn.kill()
             if conn.task:
                 await asyncio.gather(conn.task, return_exceptions=True)
@@ -299,7 +302,8 @@ class AsyncClient:
             while True:
                 while self._conn is None or self._conn.dead:
                     if self._closed or self._error:
-                        _settle(call.future, error=self._error or Closed("closed", "the client is closed"))
+                        err = self._error or Closed("closed", "the client is closed")
+                        _settle(call.future, error=error_for(err.code, err.text, err.frame))  # a fresh one each
                         return
                     left = deadline - time.monotonic()
                     if left <= 0:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, 
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
 from .transport import client_certificate, open_socket
-from .wire import MAX_FRAME, Codec, Url, dumps, loads
+from .wire import MAX_FRAME, Codec, Url, WsCodec, dumps, loads
 
 log = logging.getLogger("bester.client")
 
@@ -250,6 +250,11 @@ class Client:
             conn = self._conn
             self._cond.notify_all()
         if conn:
+            if isinstance(conn.codec, WsCodec):
+                try:  # the WebSocket closing handshake, as far as the server takes part
+                    conn.write(conn.codec.close_frame(1000))
+                except OSError:
+                    pass
             conn.kill()
             try:
                 conn.sock.close()
@@ -273,7 +278,8 @@ class Client:
             with self._cond:
                 while self._conn is None:
                     if self._closed or self._error:
-                        call.future.set_exception(self._error or Closed("closed", "the client is closed"))
+                        err = self._error or Closed("closed", "the client is closed")
+                        call.future.set_exception(error_for(err.code, err.text, err.frame))  # a fresh one each
                         return
                     left = deadline - time.monotonic()
                     if left <= 0:
