@@ -13,6 +13,9 @@
 #       bester.ping round trips over TCP, TLS, WebSocket and WSS at window 1 and 64
 #   scripts/bench.sh allocs     heap allocations per round trip on the event-loop thread
 #   scripts/bench.sh rest       resident memory of a server at rest with 1,000 connections
+#   scripts/bench.sh python     the Python library (clients/python) client → besterd → handler
+#       beside nats-py → nats-server → a nats-py responder, window 1 and 64, 3 runs, medians
+#       (benches/python/bench.py; installs nats-server and nats-py if missing)
 #   scripts/bench.sh storm      10,000 clients log in again with resume tokens after a restart
 #       (time to the last one served, CPU per login; BENCH_STORM_N, BENCH_RUNS), beside the
 #       same storm with passwords on BENCH_STORM_PASSWORDS clients
@@ -31,5 +34,11 @@ if [[ " $* " == *" compare "* || " $* " == *" allocs "* ]]; then
     mkdir -p target/bench
     cc -O2 -Wall -Wextra -o target/bench/echo benches/compare/echo.c
     export BENCH_ECHO="$PWD/target/bench/echo"
+fi
+if [[ " $* " == *" python "* ]]; then
+    command -v nats-server >/dev/null || { apt-get update -qq && apt-get install -y -qq nats-server >/dev/null; }
+    .venv/bin/python -c "import nats" 2>/dev/null || .venv/bin/python -m pip install --quiet nats-py
+    cargo build --release --bins --quiet
+    exec .venv/bin/python benches/python/bench.py
 fi
 cargo bench --bench load -- "$@"

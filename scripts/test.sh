@@ -21,6 +21,10 @@ cargo test --quiet -p bester-client
 echo "== python handler tests"
 python3 -m unittest discover -s handlers/python/tests -t handlers/python
 
+echo "== python package (clients/python) against the real daemon"
+.venv/bin/python -m pip install --quiet --no-index --force-reinstall ./clients/python
+(cd clients/python/tests && ../../../.venv/bin/python -m unittest -q)
+
 echo "== node handler tests"
 node --test handlers/node/test/
 
