@@ -181,10 +181,15 @@ impl Router {
         out: &mut Vec<Action>,
     ) {
         if *next == *pending.kind || pending.via.contains(&next) {
+            let chain: Vec<&str> = pending
+                .via
+                .iter()
+                .map(String::as_str)
+                .chain([&*pending.kind])
+                .collect();
             let text = format!(
-                "sendHandler to {next:?} would loop (chain: {} -> {})",
-                pending.via.join(" -> "),
-                pending.kind
+                "sendHandler to {next:?} would loop (chain: {})",
+                chain.join(" -> ")
             );
             return self.fail(
                 &pending.origin,

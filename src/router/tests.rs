@@ -335,6 +335,10 @@ fn send_handler_chains_and_refuses_loops() {
     let actions = sent(&mut out);
     assert_eq!(actions[0].0, ALICE);
     assert_eq!(actions[0].1["data"]["code"], "handler_loop");
+    assert_eq!(
+        actions[0].1["data"]["error"],
+        "sendHandler to \"upper\" would loop (chain: upper -> echo)"
+    );
     assert_eq!(r.pending_total(), 0);
 }
 

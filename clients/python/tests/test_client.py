@@ -135,7 +135,7 @@ class Basics(unittest.TestCase):
             (bester.InvalidMessage, "invalid_message", 'bad data for "bester.passwd": invalid type: integer, expected an object', ("bester.passwd", 5)),
             (bester.HandlerTimeout, "handler_timeout", 'the "app" handler did not answer within 1000 ms', ("app", {"action": "sleep", "s": 1.5})),
             (bester.HandlerNotRunning, "handler_not_running", 'the "ghost" handler is not running', ("ghost", 1)),
-            (bester.HandlerLoop, "handler_loop", 'sendHandler to "app" would loop (chain:  -> app)', ("app", {"action": "forward", "to": "app", "data": {}})),
+            (bester.HandlerLoop, "handler_loop", 'sendHandler to "app" would loop (chain: app)', ("app", {"action": "forward", "to": "app", "data": {}})),
             (bester.InternalError, "internal_error", "the app handler failed: ValueError", ("app", {"action": "bug"})),
             (bester.ChainTooDeep, "chain_too_deep", "sendHandler chain longer than 2 handlers", ("app", {"action": "forward", "to": "second", "data": {"action": "forward", "to": "third", "data": {}}})),
             (bester.HandlerError, "handler_error", 'the "raw" handler answered with status "3"', ("raw", {"action": "status3"})),
