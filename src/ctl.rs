@@ -16,19 +16,43 @@ pub const CTL_SOCKET: &str = "besterd.ctl";
 /// How long to wait for the daemon.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The runtime directory the packaged unit gives the daemon (`RuntimeDirectory=besterd`).
+pub const PACKAGED_RUNTIME_DIR: &str = "/run/besterd";
+
 /// Where the control socket is: `--socket`, else the configured runtime directory, else
-/// `$RUNTIME_DIRECTORY`.
+/// `$RUNTIME_DIRECTORY`, else the packaged daemon's (`/run/besterd`) when its socket is there.
 pub fn socket_path(args: &CtlArgs, runtime_dir: Option<&Path>) -> Result<PathBuf, String> {
+    socket_path_in(args, runtime_dir, Path::new(PACKAGED_RUNTIME_DIR))
+}
+
+/// [`socket_path`] with the packaged runtime directory given.
+fn socket_path_in(
+    args: &CtlArgs,
+    runtime_dir: Option<&Path>,
+    packaged: &Path,
+) -> Result<PathBuf, String> {
     if let Some(path) = &args.socket {
         return Ok(path.clone());
     }
     let dir = runtime_dir
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("RUNTIME_DIRECTORY").map(PathBuf::from))
-        .ok_or(
-            "cannot tell where the control socket is: give --socket, or --config with \
-             [server] runtime_dir, or set RUNTIME_DIRECTORY",
-        )?;
+        .or_else(|| {
+            // The unit sets RUNTIME_DIRECTORY for the daemon, not for an operator's shell.
+            let socket = packaged.join(CTL_SOCKET);
+            std::fs::symlink_metadata(&socket)
+                .is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                })
+                .then(|| packaged.to_path_buf())
+        })
+        .ok_or(format!(
+            "cannot tell where the control socket is: give --socket (the daemon logs it at \
+             start: \"control socket …\"), or --config with [server] runtime_dir, or set \
+             RUNTIME_DIRECTORY; {}/{CTL_SOCKET} is not there",
+            packaged.display()
+        ))?;
     Ok(dir.join(CTL_SOCKET))
 }
 
@@ -289,6 +313,43 @@ pub fn status_text(answer: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packaged_daemons_socket_is_found_without_flags() {
+        let args = |socket: Option<&str>| CtlArgs {
+            socket: socket.map(PathBuf::from),
+            config: None,
+            json: false,
+            action: CtlAction::Status,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: this test alone reads or writes RUNTIME_DIRECTORY in this process.
+        unsafe { std::env::remove_var("RUNTIME_DIRECTORY") };
+        let nothing = socket_path_in(&args(None), None, dir.path()).unwrap_err();
+        assert!(
+            nothing.starts_with("cannot tell where the control socket is"),
+            "{nothing}"
+        );
+        // A plain file is not the daemon's socket.
+        std::fs::write(dir.path().join(CTL_SOCKET), "").unwrap();
+        assert!(socket_path_in(&args(None), None, dir.path()).is_err());
+        std::fs::remove_file(dir.path().join(CTL_SOCKET)).unwrap();
+        let _listener =
+            std::os::unix::net::UnixListener::bind(dir.path().join(CTL_SOCKET)).unwrap();
+        assert_eq!(
+            socket_path_in(&args(None), None, dir.path()).unwrap(),
+            dir.path().join(CTL_SOCKET)
+        );
+        // What is configured or given comes first.
+        assert_eq!(
+            socket_path_in(&args(None), Some(Path::new("/x")), dir.path()).unwrap(),
+            Path::new("/x").join(CTL_SOCKET)
+        );
+        assert_eq!(
+            socket_path_in(&args(Some("/y.ctl")), None, dir.path()).unwrap(),
+            Path::new("/y.ctl")
+        );
+    }
 
     #[test]
     fn tables_pad_columns() {

@@ -546,3 +546,49 @@ fn a_draining_peer_answers_what_it_has_refuses_new_messages_and_closes_the_link(
         (peers(&mut alice) == json!([])).then_some(())
     });
 }
+
+#[test]
+fn a_missing_or_empty_user_store_is_said_loudly_and_the_ctl_command_is_logged() {
+    let broker = Broker::start_with("", &faulty(), &[]);
+    let log = broker.log();
+    let users = broker.users();
+    assert!(
+        log.contains(&format!(
+            "WARN  besterd::server] the user store {} does not exist: nobody can log in with a password until one is added (besterd user --users {} add NAME; it is read again when it changes)",
+            users.display(),
+            users.display()
+        )),
+        "{log}"
+    );
+    let socket = broker.dir.path().join("run/besterd.ctl");
+    assert!(
+        log.contains(&format!(
+            "(root or this user only): besterd ctl --socket {} status",
+            socket.display()
+        )),
+        "{log}"
+    );
+    // An empty store (its last user deleted) is said too, at the next start.
+    let mut broker = Broker::start_with("", &faulty(), &[("alice", "alice-pw")]);
+    assert!(!broker.log().contains("nobody can log in"));
+    let out = besterd_cmd(
+        &[
+            "user",
+            "--users",
+            broker.users().to_str().unwrap(),
+            "del",
+            "alice",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    broker.restart();
+    let log = broker.log();
+    assert!(
+        log.contains(&format!(
+            "the user store {} holds no users: nobody can log in",
+            broker.users().display()
+        )),
+        "{log}"
+    );
+}

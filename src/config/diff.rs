@@ -1,8 +1,8 @@
 //! What a reload changes: a pure comparison of the running [`Config`] with a newly loaded one.
 //!
 //! The result says, for each part of the configuration, whether it is applied live (limits,
-//! timeouts, handler types, peers) or needs a restart (the listener, the server's name, the user
-//! store, the runtime directory, the verifier pool). `server/reload.rs` carries it out; nothing
+//! timeouts, handler types, peers, `[auth]`) or needs a restart (the listener and `[[listeners]]`,
+//! `[monitor]`, the server's name, the user store, the runtime directory, the verifier pool). `server/reload.rs` carries it out; nothing
 //! here touches a socket, a process or the clock, so the matrix is tested here.
 
 use std::collections::BTreeMap;
@@ -88,6 +88,14 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.auth_queue != new.auth_queue {
         keys.push("server.auth_queue");
+    }
+    if old.monitor != new.monitor {
+        keys.push("monitor");
+    }
+    // Listeners are bound at start (a reload reads the same certificates and files again).
+    let bound = |c: &Config| format!("{:?}", c.listeners);
+    if bound(old) != bound(new) {
+        keys.push("listeners");
     }
     keys
 }
@@ -220,6 +228,8 @@ pub fn merge_running(old: &Config, new: Config) -> Config {
         auth_threads: old.auth_threads,
         auth_queue: old.auth_queue,
         ready_file: old.ready_file.clone(),
+        monitor: old.monitor.clone(),
+        listeners: old.listeners.clone(),
         ..new
     }
 }
@@ -334,5 +344,23 @@ mod tests {
             merged.handlers.is_empty(),
             "handlers come from the new file"
         );
+    }
+
+    #[test]
+    fn a_monitor_or_listener_added_by_a_reload_needs_a_restart() {
+        let old = config(BASE);
+        let new = config(&format!(
+            "{BASE}\n[monitor]\nlisten = \"127.0.0.1:9100\"\n[[listeners]]\nname = \"ws\"\nkind = \"ws\"\naddress = \"127.0.0.1:9101\"\n"
+        ));
+        let d = diff(&old, &new);
+        assert_eq!(d.restart, ["monitor", "listeners"]);
+        assert!(
+            d.summary().ends_with("needs a restart: monitor,listeners"),
+            "{}",
+            d.summary()
+        );
+        let merged = merge_running(&old, new);
+        assert_eq!(merged.monitor, None, "the running value stays");
+        assert!(merged.listeners.is_empty());
     }
 }

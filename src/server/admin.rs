@@ -82,7 +82,8 @@ impl Admin {
         })?;
         registry.register(&mut listener, ADMIN_LISTENER, Interest::READABLE)?;
         info!(
-            "control socket {} (root or this user only; `besterd ctl`)",
+            "control socket {} (root or this user only): besterd ctl --socket {} status",
+            path.display(),
             path.display()
         );
         Ok(Some(Admin {

@@ -189,6 +189,7 @@ impl Server {
                 Err(e) => return Err(io::Error::other(format!("user store: {e}"))),
             }
         }
+        warn_if_nobody_can_log_in(&config.users);
         let auth = AuthPool::start(
             config.users.clone(),
             config.auth_threads,
@@ -864,4 +865,23 @@ fn keep_capacity<T>(list: &mut Vec<T>, emptied: Vec<T>) {
     if list.is_empty() && emptied.capacity() <= 4096 {
         *list = emptied;
     }
+}
+
+/// Say loudly, at start, when the user store is missing or holds nobody: the daemon serves, but
+/// no one can log in by password until `besterd user add` (the store is read again on change).
+fn warn_if_nobody_can_log_in(path: &std::path::Path) {
+    let what = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist",
+        Err(_) => return,
+        Ok(_) => match crate::auth::user_store::UserStore::open(path) {
+            Ok(store) if store.users().is_empty() => "holds no users",
+            _ => return,
+        },
+    };
+    warn!(
+        "the user store {} {what}: nobody can log in with a password until one is added \
+         (besterd user --users {} add NAME; it is read again when it changes)",
+        path.display(),
+        path.display()
+    );
 }
