@@ -28,6 +28,14 @@ pub enum Command {
         #[arg(long, short, env = "BESTERD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print a configuration: `--default` prints the built-in one `serve` uses without --config,
+    /// to copy and extend (CONFIG.md lists every key).
+    #[command(arg_required_else_help = true)]
+    Config {
+        /// The built-in default configuration, with its placeholders explained.
+        #[arg(long)]
+        default: bool,
+    },
     /// Manage the user store.
     User(UserArgs),
     /// Ask a running besterd over its control socket (root or the daemon's user only).

@@ -886,6 +886,44 @@ mod tests {
         assert!(config.handlers.is_empty());
     }
 
+    /// CONFIG.md lists exactly the keys of each section that the parser takes (it asks the
+    /// parser itself: an unknown key's error names every key the section has).
+    #[test]
+    fn the_reference_lists_every_key_and_no_other() {
+        let reference = include_str!("../CONFIG.md");
+        let sections = [
+            ("[server]", "[server]"),
+            ("[server.bootstrap_user]", "[server.bootstrap_user]"),
+            ("[handlers.<type>]", "[handlers.t]"),
+            ("[peers.<name>]", "[peers.p]"),
+            ("[[listeners]]", "[[listeners]]"),
+            ("[monitor]", "[monitor]"),
+            ("[auth]", "[auth]"),
+            ("[auth.jwt]", "[auth.jwt]"),
+        ];
+        for (title, header) in sections {
+            let text = problems(&format!("{header}\nzzz_no_such_key = 1\n"))[0]
+                .1
+                .clone();
+            let expected = &text[text.find("expected").expect("a list of keys")..];
+            let mut parsed: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            let heading = format!("### `{title}`\n");
+            let at = reference
+                .find(&heading)
+                .unwrap_or_else(|| panic!("CONFIG.md has no section {title}"));
+            let table = &reference[at + heading.len()..];
+            let table = &table[..table.find("\n### ").unwrap_or(table.len())];
+            let mut listed: Vec<&str> = table
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `"))
+                .filter_map(|l| l.split('`').next())
+                .collect();
+            parsed.sort_unstable();
+            listed.sort_unstable();
+            assert_eq!(listed, parsed, "CONFIG.md, {title}");
+        }
+    }
+
     #[test]
     fn unknown_keys_fail_loudly() {
         let p = problems("[server]\nlisten_on = \"x\"\n");

@@ -32,6 +32,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Config { default: _ } => {
+            print!("{DEFAULT_HEADER}{EMBEDDED_DEFAULT}");
+            ExitCode::SUCCESS
+        }
         Command::User(args) => user(&args),
         Command::Ctl(args) => ctl(&args),
     }
@@ -160,6 +164,18 @@ fn serve(args: &ServeArgs) -> ExitCode {
 
 /// `besterd check-config [--config FILE]`: the file (else the embedded default) must parse, validate
 /// and name handler programs that can be run.
+/// What `besterd config --default` says before the configuration itself.
+const DEFAULT_HEADER: &str = "\
+# The built-in default configuration of `besterd serve` (no --config). Save it to a file, change
+# it, and run `besterd serve --config FILE`. Placeholders besterd replaces when it starts:
+#   {examples}  a private directory where besterd writes the example handlers built into it
+#               (echo.py, chat.py, auth_keys.py, besterlib.py, upper.jq, count.sh); with your
+#               own handlers, give their own paths instead
+#   {web}       (static_dir only) the web client built into besterd: the chat page and bester.js
+# Every section and key, with its default and what a reload does: CONFIG.md.
+
+";
+
 fn check_config(path: Option<&Path>) -> ExitCode {
     let (origin, loaded) = match path {
         Some(path) => (path.display().to_string(), Config::load(path)),
