@@ -567,3 +567,32 @@ fn at_most_max_inflight_dialled_connections_are_open_at_once() {
     }
     assert_eq!(ids.len(), 5);
 }
+
+#[test]
+fn a_dialled_handler_with_a_full_listen_queue_is_dialled_again_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("narrow.sock");
+    let tables = format!(
+        "[handlers.narrow]\n{}\nconnect = {:?}\ncorrelate = \"connection\"\nmax_inflight = 32\n\
+         env = {{ LISTEN_BACKLOG = \"1\", ACCEPT_DELAY_MS = \"5\" }}\n",
+        handler("perl", "tests/handlers/listen.pl"),
+        socket.display().to_string(),
+    );
+    let broker = Broker::start_with("", &tables, USERS);
+    let mut c = broker.login("alice", "alice-pw");
+    // 40 at once against a listen queue of 1 and a slow accept loop: every one is answered.
+    for i in 0..40 {
+        c.message(&i.to_string(), "narrow", &json!({ "n": i }))
+            .unwrap();
+    }
+    for _ in 0..40 {
+        let reply = recv(&mut c);
+        assert_eq!(reply["header"]["status"], "ok", "{reply}");
+        let id: u64 = reply["header"]["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(reply["data"]["got"], json!({ "n": id }));
+    }
+    assert!(
+        broker.log().contains("busy (cannot connect to"),
+        "the queue did fill"
+    );
+}

@@ -56,13 +56,20 @@ impl Dialer {
     }
 
     /// Start a connection to the handler of `kind`. A Unix socket connect completes or fails at
-    /// once; a full listen backlog (`WouldBlock`) counts as a failure. The error text says why,
-    /// for the client's `handler_unavailable`.
+    /// once; a full listen backlog (`WouldBlock`) is [`DialError::busy`], worth trying again. The
+    /// error text says why, for the client's `handler_unavailable`.
     ///
     /// A socket owned by a user who may not serve the type is not dialled (`the socket is owned by
     /// uid 65534, not uid 0 (root, this daemon's)`), nor kept if the process listening on it runs
     /// as such a user.
-    pub fn connect(&self, kind: &str) -> Result<UnixStream, String> {
+    pub fn connect(&self, kind: &str) -> Result<UnixStream, DialError> {
+        self.try_connect(kind).map_err(|why| DialError {
+            busy: why.ends_with(BUSY),
+            why,
+        })
+    }
+
+    fn try_connect(&self, kind: &str) -> Result<UnixStream, String> {
         let (path, configured) = self
             .targets
             .get(kind)
@@ -93,11 +100,23 @@ impl Dialer {
     }
 }
 
+/// Why a dial failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialError {
+    /// For the client's `handler_unavailable` and the log.
+    pub why: String,
+    /// The handler's listen queue was full: it is there, only busy; try again shortly.
+    pub busy: bool,
+}
+
+/// How a full listen queue is said.
+const BUSY: &str = "its listen queue is full";
+
 fn describe(path: &Path, e: &io::Error) -> String {
     let why = match e.kind() {
         io::ErrorKind::NotFound => "no socket there".to_string(),
         io::ErrorKind::ConnectionRefused => "nothing is listening".to_string(),
-        io::ErrorKind::WouldBlock => "its listen queue is full".to_string(),
+        io::ErrorKind::WouldBlock => BUSY.to_string(),
         _ => e.to_string(),
     };
     format!("cannot connect to {}: {why}", path.display())
@@ -117,14 +136,15 @@ mod tests {
         assert!(!dialer.socket_exists("h"));
         let e = dialer.connect("h").unwrap_err();
         assert_eq!(
-            e,
+            e.why,
             format!("cannot connect to {}: no socket there", path.display())
         );
+        assert!(!e.busy);
         // A socket file nobody listens on any more.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let e = dialer.connect("h").unwrap_err();
         assert_eq!(
-            e,
+            e.why,
             format!("cannot connect to {}: nothing is listening", path.display())
         );
         let listener = std::os::unix::net::UnixListener::bind(dir.path().join("ok.sock")).unwrap();
@@ -136,6 +156,6 @@ mod tests {
         std::fs::write(dir.path().join("file"), b"").unwrap();
         dialer.add("file", &dir.path().join("file"), None);
         let e = dialer.connect("file").unwrap_err();
-        assert!(e.ends_with(": it is not a socket"), "{e}");
+        assert!(e.why.ends_with(": it is not a socket"), "{e:?}");
     }
 }

@@ -256,6 +256,11 @@ impl Router {
         true
     }
 
+    /// Whether request `token` still waits for its answer (a dial being tried again asks).
+    pub fn is_pending(&self, token: u64) -> bool {
+        self.pending.contains_key(&token)
+    }
+
     /// The server connected to the handler for `token` ([`Action::Dial`]): the request is on `conn`.
     /// False if the request is no longer waiting (the server then closes the connection).
     pub fn dial_opened(&mut self, conn: ConnId, kind: &str, token: u64) -> bool {

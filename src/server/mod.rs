@@ -91,6 +91,8 @@ enum Timer {
     Expire(ConnId),
     /// Try accepting again on a listener (by poll token) that could not accept.
     Accept(mio::Token),
+    /// Dial a busy `connect` handler again (`server/dial.rs`).
+    Redial(usize),
     /// Close a connection from a trusted proxy that has not sent its PROXY header.
     ProxyHeader {
         /// Its slot among the connections awaiting a header.
@@ -125,6 +127,8 @@ pub struct Server {
     handler_listeners: Slab<HandlerListener>,
     dialer: Dialer,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// Dials of busy `connect` handlers waiting to be tried again.
+    redials: dial::Redials,
     actions: Vec<Action>,
     to_close: Vec<(ConnId, String)>,
     /// Redirects to carry out once the actions before them are applied (`redirect.rs`).
@@ -260,6 +264,7 @@ impl Server {
             handler_listeners: Slab::new(),
             dialer: Dialer::new(),
             timers: BinaryHeap::new(),
+            redials: dial::Redials::default(),
             actions: Vec::new(),
             to_close: Vec::new(),
             redirects: std::collections::VecDeque::new(),
@@ -809,6 +814,7 @@ impl Server {
                 Timer::Handshake(id) => self.check_handshake(id),
                 Timer::Expire(id) => self.check_expiry(id, now),
                 Timer::ProxyHeader { slot, generation } => self.proxy_deadline(slot, generation),
+                Timer::Redial(slot) => self.redial(slot),
                 Timer::Accept(token) => {
                     self.accept.retry_fired(token.0);
                     self.accept_ready(token, now);

@@ -16,7 +16,10 @@ use JSON::PP;
 
 my $path = $ENV{BESTER_SOCKET} or die "listen.pl: BESTER_SOCKET is not set\n";
 unlink $path;
-my $server = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $path, Listen => SOMAXCONN)
+# LISTEN_BACKLOG: a short listen queue (socat's is 5), ACCEPT_DELAY_MS: a slow accept loop.
+my $backlog = $ENV{LISTEN_BACKLOG} || SOMAXCONN;
+my $delay = ($ENV{ACCEPT_DELAY_MS} || 0) / 1000;
+my $server = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $path, Listen => $backlog)
     or die "listen.pl: cannot listen on $path: $!\n";
 $SIG{TERM} = sub { unlink $path; exit 0 };
 
@@ -35,6 +38,7 @@ sub read_exactly {
 }
 
 while (1) {
+    select(undef, undef, undef, $delay) if $delay;
     my $conn = $server->accept or next;
     $accepted++;
     my $head = read_exactly($conn, 4);
