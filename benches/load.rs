@@ -21,6 +21,8 @@
 //!   cargo bench --bench load -- storm       (10,000 clients back after a restart; see `storm/`)
 //!   cargo bench --bench load -- adapter     (`bester handle` in line and per-request mode; see
 //!                                            `adapter/`)
+//!   cargo bench --bench load -- restart     (2,000 library clients through a restart; see
+//!                                            `restart/`)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
@@ -30,6 +32,7 @@ mod allocs;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod compare;
+mod restart;
 mod storm;
 
 #[global_allocator]
@@ -68,7 +71,7 @@ fn main() {
         "instructions",
         "compat",
     ];
-    let extra = ["compare", "allocs", "rest", "storm", "adapter"];
+    let extra = ["compare", "allocs", "rest", "storm", "adapter", "restart"];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
     } else {
@@ -94,6 +97,7 @@ fn main() {
             "rest" => rest(),
             "storm" => storm::storm(),
             "adapter" => adapter::adapter_figures(),
+            "restart" => restart::restart(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),

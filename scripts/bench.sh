@@ -19,6 +19,9 @@
 #   scripts/bench.sh storm      10,000 clients log in again with resume tokens after a restart
 #       (time to the last one served, CPU per login; BENCH_STORM_N, BENCH_RUNS), beside the
 #       same storm with passwords on BENCH_STORM_PASSWORDS clients
+#   scripts/bench.sh restart    2,000 clients of the Rust library through a daemon restart under
+#       socket activation: answered / failed / retried, longest gap, time until all are back
+#       (BENCH_RESTART_N, BENCH_RUNS)
 #   scripts/bench.sh adapter    `bester handle` (line mode with cat and jq, per-request mode)
 #       beside the Python echo handler, window 1 and 64, medians of 3
 #

@@ -4,8 +4,10 @@
 //! the password or a key signature, never from TLS to clear text) and, when the connection
 //! breaks, connecting again with backoff and logging in with the session's resume token (the
 //! first login's credentials only at the first URL, if the resume token is refused), then sending
-//! the request once more. A request whose connection broke may so reach a handler twice: make
-//! such handlers idempotent, or turn `reconnect` off.
+//! the request once more. A server that is shutting down (`shutting_down`: it drains before a
+//! restart) is treated the same way: the session waits for the server to come back and sends the
+//! request there. A request whose connection broke may so reach a handler twice: make such
+//! handlers idempotent, or turn `reconnect` off.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +56,9 @@ pub struct Session {
     client: Client,
     identity: Identity,
     next_id: u64,
+    reconnects: u64,
+    /// Pushes read from a connection that was then left.
+    pushes: std::collections::VecDeque<Value>,
 }
 
 /// A URI that may name no user (`bester+wss://host:port`, as a redirect gives it).
@@ -78,6 +83,8 @@ impl Session {
             client,
             identity,
             next_id: 1,
+            reconnects: 0,
+            pushes: Default::default(),
         })
     }
 
@@ -92,6 +99,11 @@ impl Session {
     /// Who this session is logged in as, and its latest resume token.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// How many times the session connected again (after a broken connection or a drain).
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     /// The connection (to pipeline requests by hand, or read pushes).
@@ -124,15 +136,29 @@ impl Session {
                 self.follow(&frame, redirects)?;
                 continue;
             }
-            if let Some(error) = Error::of_frame(&frame) {
-                return Err(error);
+            match Error::of_frame(&frame) {
+                Some(error)
+                    if self.options.reconnect
+                        && !reconnected
+                        && error.code() == Some(crate::codes::SHUTTING_DOWN) =>
+                {
+                    // Draining before a restart: the connection closes once the drain ends.
+                    self.drain_out();
+                    self.reconnect()?;
+                    reconnected = true;
+                    continue;
+                }
+                Some(error) => return Err(error),
+                None => return Ok(frame["data"].clone()),
             }
-            return Ok(frame["data"].clone());
         }
     }
 
     /// The next push (waiting up to the client's timeout); `None` when the connection closed.
     pub fn recv_push(&mut self) -> Result<Option<Value>, Error> {
+        if let Some(push) = self.pushes.pop_front() {
+            return Ok(Some(push));
+        }
         Ok(self.client.recv()?)
     }
 
@@ -165,9 +191,22 @@ impl Session {
         Ok(())
     }
 
+    /// Wait (up to the timeout) for a draining server to close this connection.
+    fn drain_out(&mut self) {
+        self.client
+            .set_deadline(self.options.timeout.map(|t| Instant::now() + t));
+        while let Ok(Some(frame)) = self.client.recv() {
+            if frame["header"]["kind"] == "push" {
+                self.pushes.push_back(frame);
+            }
+        }
+        self.client.set_deadline(None);
+    }
+
     /// Connect again with backoff: with the resume token, else (at the first URL only) with the
     /// first login.
     fn reconnect(&mut self) -> Result<(), Error> {
+        self.reconnects += 1;
         let until = Instant::now() + self.options.reconnect_for;
         let mut pause = Duration::from_millis(100);
         loop {
