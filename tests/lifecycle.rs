@@ -49,6 +49,42 @@ impl Manager {
             .collect()
     }
 
+    /// The next datagram that carries a file descriptor: its lines and the descriptor.
+    fn next_with_fd(&self) -> (Vec<String>, std::os::fd::OwnedFd) {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        self.socket.set_read_timeout(Some(DEADLINE)).unwrap();
+        loop {
+            let mut buf = [0u8; 4096];
+            let mut control = [0u8; 64];
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: recvmsg(2) into buffers that outlive the call; the header is zeroed first.
+            let (n, fd) = unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                msg.msg_control = control.as_mut_ptr().cast();
+                msg.msg_controllen = control.len() as _;
+                let n = libc::recvmsg(self.socket.as_raw_fd(), &mut msg, 0);
+                assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+                let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                let fd = (!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS)
+                    .then(|| std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const i32));
+                (n as usize, fd)
+            };
+            if let Some(fd) = fd {
+                let lines = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                // SAFETY: the descriptor was just received and is owned by nobody else.
+                return (lines, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+
     /// Datagrams until one has `line`; returns (everything seen before, that one).
     fn until(&self, line: &str) -> (Vec<Vec<String>>, Vec<String>) {
         let mut before = Vec::new();
@@ -591,4 +627,59 @@ fn a_missing_or_empty_user_store_is_said_loudly_and_the_ctl_command_is_logged() 
         )),
         "{log}"
     );
+}
+
+#[test]
+fn the_listening_socket_goes_to_the_fd_store_and_a_restart_on_it_loses_no_client() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let manager = Manager::new();
+    let how = Launch {
+        env: vec![("NOTIFY_SOCKET".into(), manager.path.display().to_string())],
+        ..Launch::default()
+    };
+    let mut first = Broker::launch_with("test", "127.0.0.1:0", "", &faulty(), USERS, &how);
+    let (lines, fd) = manager.next_with_fd();
+    assert_eq!(lines, ["FDSTORE=1", "FDNAME=client"]);
+    // The daemon stops; a client connects while no daemon runs: the stored socket queues it.
+    assert!(first.stop().success());
+    let mut waiting = besterd::client::Client::connect(first.addr).expect("queued, not refused");
+    waiting.set_timeout(Some(DEADLINE)).unwrap();
+    waiting
+        .send(&json!({"header":{"identify":{"type":"client","authentication":{"username":"alice","password":"alice-pw"}}}}))
+        .unwrap();
+    // The service manager starts the next daemon with the stored socket (fd 3).
+    let raw = fd.as_raw_fd();
+    let log = std::fs::File::create(first.dir.path().join("second.log")).unwrap();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=client exec \"$0\" serve --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_besterd"))
+        .arg(first.config_path())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: only dup2 and fcntl between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::fcntl(3, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let mut second = command.spawn().unwrap();
+    let reply = waiting
+        .recv()
+        .unwrap()
+        .expect("the identify answered by the new daemon");
+    assert_eq!(reply["header"]["status"], "ok", "{reply}");
+    let echo = waiting
+        .request("1", "faulty", &json!({"action": "echo"}))
+        .unwrap();
+    assert_eq!(echo["header"]["status"], "ok", "{echo}");
+    signal(second.id(), libc::SIGTERM);
+    assert!(second.wait().unwrap().success());
 }

@@ -266,6 +266,31 @@ impl Listeners {
     }
 
     /// The `[server] listen` address.
+    /// Hand every listening socket to the service manager's file-descriptor store (`FDSTORE=1`,
+    /// named as socket activation names them: `client` for `[server] listen`, else the
+    /// listener's name), so that a restart gets them back: connections made while no daemon runs
+    /// wait in the socket's queue instead of being refused. Without `NOTIFY_SOCKET`, or when the
+    /// unit keeps no store (`FileDescriptorStoreMax=0`), it does nothing.
+    pub fn store_in_fd_store(&self) {
+        for (i, l) in self.list.iter().enumerate() {
+            let Some(socket) = &l.socket else { continue };
+            let name = if i == 0 {
+                super::activation::CLIENT
+            } else {
+                l.config.name.as_str()
+            };
+            let fd = std::os::fd::AsFd::as_fd(socket);
+            let states = [
+                sd_notify::NotifyState::FdStore,
+                sd_notify::NotifyState::FdName(name),
+            ];
+            match sd_notify::notify_with_fds(&states, &[fd]) {
+                Ok(()) => debug!("listener {name}: handed to the service manager's fd store"),
+                Err(e) => debug!("listener {name}: fd store: {e}"),
+            }
+        }
+    }
+
     pub fn main_addr(&self) -> SocketAddr {
         self.list[0].addr
     }

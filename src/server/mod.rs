@@ -172,6 +172,10 @@ impl Server {
             Ok(taken.map(mio::net::TcpListener::from_std))
         })?;
         activation.close_rest();
+        // Sockets made here (not passed in) are kept by the service manager across a restart.
+        if !activated && std::env::var_os("NOTIFY_SOCKET").is_some() {
+            listeners.store_in_fd_store();
+        }
         let local_addr = listeners.main_addr();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGUSR1, SIGUSR2])?;
