@@ -615,8 +615,11 @@ func (c *Client) manage() {
 		case <-c.done:
 			return
 		case cn := <-c.lost:
+			cn.mu.Lock()
+			retired := cn.retired
+			cn.mu.Unlock()
 			c.mu.Lock()
-			if c.conn != cn || c.closed {
+			if c.conn != cn || c.closed || retired {
 				c.mu.Unlock()
 				continue
 			}
@@ -997,9 +1000,9 @@ func (c *Client) redirect(ctx context.Context, from *conn, f *inFrame, hops int)
 	from.retired = true
 	idle := len(from.pending) == 0
 	from.mu.Unlock()
+	c.install(cn)
 	if idle {
 		from.nc.Close()
 	}
-	c.install(cn)
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"syscall"
 
 	"besterd.dev/bester"
 )
@@ -253,8 +254,8 @@ type inRequest struct {
 }
 
 // Serve reads requests until besterd closes the connection, calling handle for each on a
-// goroutine of its own and writing its answer. It returns nil at EOF (once the requests being
-// served are done), or the error that broke the connection (a frame over 1 MiB, bytes that are
+// goroutine of its own and writing its answer. It returns nil at EOF or when ctx ends (once
+// the requests being served are done), or the error that broke the connection (a frame over 1 MiB, bytes that are
 // not frames). Reports are never answered; error reports are logged. A panic in handle answers
 // its request with internal_error and serving goes on.
 func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
@@ -275,8 +276,12 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 	for {
 		body, err := bester.ReadFrame(r, bester.MaxFrame)
 		if err != nil {
+			stopped := ctx.Err() != nil
 			cancel()
-			if errors.Is(err, io.EOF) || (ctx.Err() != nil && !errors.Is(err, io.ErrUnexpectedEOF)) {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				h.Logger.Printf("besterd closed the socket in the middle of a frame")
+			}
+			if stopped || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 				return nil
 			}
 			return err
