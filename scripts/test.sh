@@ -23,6 +23,12 @@ python3 -m unittest discover -s handlers/python/tests -t handlers/python
 echo "== node handler tests"
 node --test handlers/node/test/
 
+echo "== go library (clients/go): vet, gofmt, tests against the daemon built above"
+(cd clients/go && go vet ./... && test -z "$(gofmt -l .)" && go test -count=1 ./...)
+
+echo "== c library (clients/c): ASan/UBSan unit and fuzz tests, tests against the daemon"
+make -C clients/c --no-print-directory -s test
+
 echo "== browser test (headless Chromium: the built-in chat page)"
 .venv/bin/python tests/browser/test_chat_page.py
 # The Debian package: built, installed with dpkg -i, checked, purged (needs root).
