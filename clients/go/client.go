@@ -770,9 +770,36 @@ func (c *Client) dialURL(ctx context.Context, u *URL) (net.Conn, error) {
 	if err != nil {
 		return nil, &Error{Code: CodeConnectionLost, Text: "cannot connect to " + u.Host + ": " + err.Error(), cause: err}
 	}
-	if !u.TLS() {
-		return nc, nil
+	if u.TLS() {
+		tc, err := c.tlsHandshake(ctx, nc, u)
+		if err != nil {
+			return nil, err
+		}
+		nc = tc
 	}
+	if u.WebSocket() {
+		// The handshake is bounded by ctx like the login after it.
+		stop := make(chan struct{})
+		go func() {
+			select {
+			case <-ctx.Done():
+				nc.SetDeadline(time.Unix(1, 0))
+			case <-stop:
+			}
+		}()
+		ws, err := wsUpgrade(nc, u.Host, MaxFrame+ClientSlack)
+		close(stop)
+		nc.SetDeadline(time.Time{})
+		if err != nil {
+			nc.Close()
+			return nil, &Error{Code: CodeConnectionLost, Text: "WebSocket upgrade at " + u.Host + " failed: " + err.Error(), cause: err}
+		}
+		nc = ws
+	}
+	return nc, nil
+}
+
+func (c *Client) tlsHandshake(ctx context.Context, nc net.Conn, u *URL) (net.Conn, error) {
 	cfg := &tls.Config{}
 	if c.opts.TLS != nil {
 		cfg = c.opts.TLS.Clone()

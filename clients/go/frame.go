@@ -1,6 +1,6 @@
 // Package bester is the Go client and handler library for besterd.
 //
-// A client dials a server by URL (bester://host:port, bester+tls://host:port), logs in by
+// A client dials a server by URL (bester://, bester+tls://, bester+ws://, bester+wss://), logs in by
 // password, JWT, resume token or ed25519 key, and sends requests that are correlated by id and
 // pipelined; pushes arrive on a channel. The client keeps the connection alive, reconnects with
 // backoff (logging in again with the session's resume token) and follows redirects. Every error

@@ -219,3 +219,42 @@ func TestTLSListener(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+func TestWebSocketListeners(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, pool, _ := pki(t, dir)
+	b := start(t, "", fmt.Sprintf("[[listeners]]\nname = \"ws\"\nkind = \"ws\"\naddress = \"127.0.0.1:0\"\n"+
+		"[[listeners]]\nname = \"wss\"\nkind = \"wss\"\naddress = \"127.0.0.1:0\"\ncert = %q\nkey = %q\n", cert, key))
+	bob := dial(t, b, "bob", "bob-pw")
+	big := strings.Repeat("x", 200000) // a 64-bit WebSocket length
+	for _, url := range []string{"bester+ws://" + b.Listener("ws"), "bester+wss://" + b.Listener("wss")} {
+		c, err := bester.Dial(ctx(t), url, bester.Auth{Username: "alice", Password: "alice-pw"}, bester.WithTLS(&tls.Config{RootCAs: pool}))
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		for _, data := range []string{"small", big} {
+			r, err := c.Request(ctx(t), "echo", data)
+			if err != nil || string(r.Data) != `"`+data+`"` {
+				t.Fatalf("%s: %v (%d bytes)", url, err, len(r.Data))
+			}
+		}
+		// Errors and pushes the same way as over TCP.
+		_, err = c.Request(ctx(t), "nope", nil)
+		wantError(t, err, bester.CodeUnknownType, `no handler for type "nope"`)
+		if _, err := bob.Request(ctx(t), "gtest", map[string]any{"action": "send", "to": []string{"alice"}, "text": url}); err != nil {
+			t.Fatal(err)
+		}
+		if p := recvPush(t, c); p.From.User != "bob" || !strings.Contains(string(p.Data), url) {
+			t.Fatalf("%s: push %+v", url, p)
+		}
+		c.Close()
+	}
+	// A request over the frame limit is refused before it is sent.
+	c, err := bester.Dial(ctx(t), "bester+ws://"+b.Listener("ws"), bester.Auth{Username: "alice", Password: "alice-pw"}, bester.WithoutReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Request(ctx(t), "echo", strings.Repeat("y", bester.MaxFrame))
+	wantError(t, err, bester.CodeFrameTooLarge, "")
+}

@@ -10,9 +10,9 @@ import (
 // DefaultPort is the port of a URL that names none.
 const DefaultPort = "2222"
 
-// URL is a parsed bester:// or bester+tls:// URL.
+// URL is a parsed bester://, bester+tls://, bester+ws:// or bester+wss:// URL.
 type URL struct {
-	Scheme   string // "bester" or "bester+tls"
+	Scheme   string // "bester", "bester+tls", "bester+ws" or "bester+wss"
 	Host     string // host:port
 	Username string // from the URL's user info, if any
 	Password string
@@ -21,7 +21,10 @@ type URL struct {
 }
 
 // TLS reports whether the URL's transport is encrypted.
-func (u *URL) TLS() bool { return u.Scheme == "bester+tls" }
+func (u *URL) TLS() bool { return u.Scheme == "bester+tls" || u.Scheme == "bester+wss" }
+
+// WebSocket reports whether the URL's transport is WebSocket (one message per frame body).
+func (u *URL) WebSocket() bool { return u.Scheme == "bester+ws" || u.Scheme == "bester+wss" }
 
 // String gives the URL without its password.
 func (u *URL) String() string {
@@ -31,19 +34,17 @@ func (u *URL) String() string {
 	return u.Scheme + "://" + u.Host
 }
 
-// ParseURL reads bester://[user[:password]@]host[:port] or bester+tls://…; user and password
-// may be percent-encoded. bester+ws:// and bester+wss:// are not supported by this library.
+// ParseURL reads bester://[user[:password]@]host[:port] (or bester+tls://, bester+ws://,
+// bester+wss://); user and password may be percent-encoded.
 func ParseURL(text string) (*URL, error) {
 	scheme, rest, ok := strings.Cut(text, "://")
-	if !ok {
-		return nil, fmt.Errorf("%q is not a bester:// or bester+tls:// URL", text)
-	}
 	switch scheme {
-	case "bester", "bester+tls":
-	case "bester+ws", "bester+wss":
-		return nil, fmt.Errorf("%s:// is not supported by the Go library yet: use bester:// or bester+tls://", scheme)
+	case "bester", "bester+tls", "bester+ws", "bester+wss":
 	default:
-		return nil, fmt.Errorf("%q is not a bester:// or bester+tls:// URL", text)
+		ok = false
+	}
+	if !ok {
+		return nil, fmt.Errorf("%q is not a bester://, bester+tls://, bester+ws:// or bester+wss:// URL", text)
 	}
 	u := &URL{Scheme: scheme}
 	if at := strings.LastIndex(rest, "@"); at >= 0 {

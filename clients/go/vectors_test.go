@@ -6,6 +6,7 @@ package bester
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -176,9 +177,20 @@ func TestURLs(t *testing.T) {
 	if u.Username != "a@b" || u.Password != "p:" || !u.TLS() {
 		t.Fatalf("%+v", u)
 	}
-	for _, bad := range []string{"http://h", "bester://", "bester://h/x", "bester+ws://h"} {
+	if u, _ := ParseURL("bester+wss://h"); !u.TLS() || !u.WebSocket() || u.Host != "h:2222" {
+		t.Fatalf("%+v", u)
+	}
+	for _, bad := range []string{"http://h", "bester://", "bester://h/x", "bester+udp://h", "h:1"} {
 		if _, err := ParseURL(bad); err == nil {
 			t.Fatalf("%s parsed", bad)
 		}
+	}
+}
+
+func TestWebSocketAcceptKeyOfRFC6455(t *testing.T) {
+	// RFC 6455 section 1.3's example.
+	sum := sha1.Sum([]byte("dGhlIHNhbXBsZSBub25jZQ==" + wsGUID))
+	if got := base64.StdEncoding.EncodeToString(sum[:]); got != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatal(got)
 	}
 }
