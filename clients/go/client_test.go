@@ -434,3 +434,28 @@ func TestServerCodesCoverProtocolSection8(t *testing.T) {
 		t.Fatalf("PROTOCOL.md §8 codes:\n%v\nlibrary:\n%v", doc, have)
 	}
 }
+
+func TestHandlerFailuresAreTheirTypedErrors(t *testing.T) {
+	dir := t.TempDir()
+	// gdead never connects: do not wait the default 10 s for it before ready.
+	b := start(t, "handler_startup_timeout_ms = 300", fmt.Sprintf("[handlers.gdead]\ncommand = [\"/bin/false\"]\n"+
+		"[handlers.gdial]\ncommand = [%q, \"listen\"]\nconnect = %q\ncorrelate = \"connection\"\n",
+		filepath.Join(bins, "testhandler"), filepath.Join(dir, "gdial.sock")))
+	c := dial(t, b, "alice", "alice-pw")
+	_, err := c.Request(ctx(t), "gdead", nil)
+	wantError(t, err, bester.CodeHandlerNotRunning, `the "gdead" handler is not running`)
+	_, err = c.Request(ctx(t), "gtest", map[string]string{"action": "exit"})
+	wantError(t, err, bester.CodeHandlerUnavailable, `the "gtest" handler went away before answering`)
+	// A handler that besterd dials (connect mode), written with handler.Listen; the ready file
+	// may come (after the short startup timeout) before it listens.
+	broker.Eventually(t, "gdial to listen", func() bool {
+		_, err := c.Request(ctx(t), "gdial", nil)
+		return err == nil
+	})
+	r, err := c.Request(ctx(t), "gdial", map[string]string{"action": "whoami"})
+	if err != nil || string(r.Data) != `{"user":"alice","server":"test"}` {
+		t.Fatalf("%v %s", err, r.Data)
+	}
+	_, err = c.Request(ctx(t), "gdial", map[string]string{"action": "fail"})
+	wantError(t, err, "not_in_room", `alice is not in room "r"`)
+}

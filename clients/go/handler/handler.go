@@ -361,3 +361,44 @@ func Serve(handle HandlerFunc) error {
 	}
 	return h.Serve(context.Background(), handle)
 }
+
+// Listen serves a type configured with connect = "/path" (besterd dials the handler): it
+// listens on $BESTER_SOCKET (the connect path; a stale socket left there is replaced, anything
+// else is an error) and serves every connection besterd makes, each on its own goroutine. It
+// returns only if the listener fails.
+func Listen(handle HandlerFunc) error {
+	path := os.Getenv("BESTER_SOCKET")
+	if path == "" {
+		return errors.New("BESTER_SOCKET is not set: handlers are started by besterd")
+	}
+	return ListenOn(context.Background(), path, handle)
+}
+
+// ListenOn is Listen on path, until ctx ends (then it returns nil).
+func ListenOn(ctx context.Context, path string, handle HandlerFunc) error {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go NewHandler(c).Serve(ctx, handle)
+	}
+}

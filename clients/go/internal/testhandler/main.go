@@ -53,6 +53,8 @@ func handle(ctx context.Context, r *handler.Request) handler.Answer {
 		return handler.SendHandler(a.Forward, map[string]string{"text": a.Text})
 	case "whoami":
 		return handler.Reply(r.From)
+	case "exit":
+		os.Exit(3) // a crash with the request in flight
 	case "big":
 		return handler.Reply(make([]byte, 2<<20)) // over the frame limit once encoded
 	}
@@ -60,7 +62,11 @@ func handle(ctx context.Context, r *handler.Request) handler.Answer {
 }
 
 func main() {
-	if err := handler.Serve(handle); err != nil {
+	serve := handler.Serve
+	if len(os.Args) > 1 && os.Args[1] == "listen" { // connect = "/path": besterd dials us
+		serve = handler.Listen
+	}
+	if err := serve(handle); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}
