@@ -111,7 +111,12 @@ void bester_decoder_init(bester_decoder *d, size_t max) {
 
 int bester_decoder_feed(bester_decoder *d, const void *data, size_t n) {
     if (d->failed) return -1;
-    if (n > SIZE_MAX - d->len) return -1;
+    if (d->start && d->len + n > d->cap) { /* compact before growing */
+        memmove(d->buf, d->buf + d->start, d->len - d->start);
+        d->len -= d->start;
+        d->start = 0;
+    }
+    if (n > SIZE_MAX / 2 - d->len) return -1;
     if (d->len + n > d->cap) {
         size_t cap = d->cap ? d->cap : 4096;
         while (cap < d->len + n) cap *= 2;
@@ -127,25 +132,27 @@ int bester_decoder_feed(bester_decoder *d, const void *data, size_t n) {
 
 int bester_decoder_next(bester_decoder *d, char **body, size_t *len) {
     if (d->failed) return -1;
-    if (d->len < 4) return 0;
-    uint32_t n = (uint32_t)d->buf[0] | (uint32_t)d->buf[1] << 8 | (uint32_t)d->buf[2] << 16 | (uint32_t)d->buf[3] << 24;
+    size_t have = d->len - d->start;
+    if (have < 4) return 0;
+    const unsigned char *p = d->buf + d->start;
+    uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
     if (n > d->max) {
         d->failed = 1;
         return -1;
     }
-    if (d->len - 4 < n) return 0;
+    if (have - 4 < n) return 0;
     char *out = malloc((size_t)n + 1);
     if (!out) return -1;
-    memcpy(out, d->buf + 4, n);
+    memcpy(out, p + 4, n);
     out[n] = 0;
-    memmove(d->buf, d->buf + 4 + n, d->len - 4 - n);
-    d->len -= 4 + (size_t)n;
+    d->start += 4 + (size_t)n;
+    if (d->start == d->len) d->start = d->len = 0;
     *body = out;
     *len = n;
     return 1;
 }
 
-size_t bester_decoder_pending(const bester_decoder *d) { return d->len; }
+size_t bester_decoder_pending(const bester_decoder *d) { return d->len - d->start; }
 
 void bester_decoder_free(bester_decoder *d) {
     free(d->buf);
@@ -639,12 +646,14 @@ typedef struct pending_frame {
 
 struct bester_client {
     int fd;
+    bester_decoder in; /* bytes read but not yet taken as frames */
     int timeout_ms;
     unsigned long next_id;
     char *user, *resume;
     pending_frame *replies; /* replies received while waiting for another id */
     pending_frame *pushes, **pushes_tail;
     size_t npushes;
+    char chunk[65536]; /* what one read takes */
 };
 
 #define MAX_KEPT 1024 /* pushes (and stray replies) kept before the oldest are dropped */
@@ -686,6 +695,7 @@ bester_client *bester_connect(const char *host, const char *port, int timeout_ms
     }
     c->fd = fd;
     c->timeout_ms = timeout_ms;
+    bester_decoder_init(&c->in, BESTER_CLIENT_MAX_FRAME);
     c->pushes_tail = &c->pushes;
     return c;
 }
@@ -702,6 +712,7 @@ static void free_list(pending_frame *p) {
 void bester_close(bester_client *c) {
     if (!c) return;
     close(c->fd);
+    bester_decoder_free(&c->in);
     free_list(c->replies);
     free_list(c->pushes);
     free(c->user);
@@ -722,20 +733,40 @@ static int wait_readable(int fd, int ms) {
     }
 }
 
+/* The next frame from the server, waiting up to ms (<0: forever) for it: 0, or -1. */
+static int next_frame(bester_client *c, char **body, size_t *len, int ms, bester_error *err) {
+    for (;;) {
+        int r = bester_decoder_next(&c->in, body, len);
+        if (r == 1) return 0;
+        if (r < 0) {
+            set_error(err, c->in.failed ? "frame_too_large" : BESTER_E_NO_MEMORY, "%s",
+                      c->in.failed ? "the server sent a frame over the client's limit" : "out of memory");
+            return -1;
+        }
+        int w = wait_readable(c->fd, ms);
+        if (w == 0) {
+            set_error(err, BESTER_E_TIMEOUT, "no frame within %d ms", ms);
+            return -1;
+        }
+        ssize_t n = w < 0 ? -1 : read(c->fd, c->chunk, sizeof c->chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            set_error(err, BESTER_E_CONNECTION_LOST, "%s",
+                      n == 0 ? "the server closed the connection" : strerror(errno));
+            return -1;
+        }
+        if (bester_decoder_feed(&c->in, c->chunk, (size_t)n) < 0) {
+            set_error(err, BESTER_E_NO_MEMORY, "out of memory");
+            return -1;
+        }
+    }
+}
+
 /* Read and parse one frame from the server into m. */
 static int read_message(bester_client *c, bester_message *m, int ms, bester_error *err) {
     memset(m, 0, sizeof *m);
-    int w = wait_readable(c->fd, ms);
-    if (w == 0) {
-        set_error(err, BESTER_E_TIMEOUT, "no frame within %d ms", ms);
-        return -1;
-    }
     size_t len;
-    int r = w < 0 ? -1 : bester_read_frame(c->fd, &m->frame, &len, BESTER_CLIENT_MAX_FRAME);
-    if (r <= 0) {
-        set_error(err, BESTER_E_CONNECTION_LOST, "%s", r == 0 ? "the server closed the connection" : strerror(errno));
-        return -1;
-    }
+    if (next_frame(c, &m->frame, &len, ms, err) < 0) return -1;
     m->json = bester_json_parse(m->frame, len, err);
     const bester_json *h = bester_json_get(m->json, "header");
     if (!h) {
@@ -937,10 +968,14 @@ int bester_next_push(bester_client *c, bester_message *push, int timeout_ms, bes
             free(f);
             return 1;
         }
-        int w = wait_readable(c->fd, timeout_ms);
-        if (w == 0) return 0;
+        if (bester_decoder_pending(&c->in) < 4 && wait_readable(c->fd, timeout_ms) == 0) return 0;
         bester_message m;
-        if (read_message(c, &m, 0, err) < 0) return -1;
+        bester_error e;
+        if (read_message(c, &m, timeout_ms, &e) < 0) {
+            if (strcmp(e.code, BESTER_E_TIMEOUT) == 0) return 0;
+            if (err) *err = e;
+            return -1;
+        }
         if (strcmp(m.kind, "push") == 0) keep(&c->pushes, &c->pushes_tail, &c->npushes, &m);
         else if (m.id) keep(&c->replies, NULL, NULL, &m);
         else {

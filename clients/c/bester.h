@@ -57,7 +57,7 @@ int bester_read_frame(int fd, char **body, size_t *len, size_t max);
 /* Incremental decoder: feed bytes as they come, take whole frames out. */
 typedef struct bester_decoder {
     unsigned char *buf;
-    size_t len, cap, max;
+    size_t start, len, cap, max; /* the bytes not yet taken are buf[start..len) */
     int failed;
 } bester_decoder;
 
