@@ -13,6 +13,9 @@
 #       bester.ping round trips over TCP, TLS, WebSocket and WSS at window 1 and 64
 #   scripts/bench.sh allocs     heap allocations per round trip on the event-loop thread
 #   scripts/bench.sh rest       resident memory of a server at rest with 1,000 connections
+#   scripts/bench.sh clib       the C library on both sides (clients/c: client -> besterd -> the
+#       C echo example), round trips/s and CPU per request of client and handler at window 1 and
+#       64, medians of BENCH_RUNS=3 runs of BENCH_SECS=3 s (clients/c/tests/bench.sh)
 #   scripts/bench.sh storm      10,000 clients log in again with resume tokens after a restart
 #       (time to the last one served, CPU per login; BENCH_STORM_N, BENCH_RUNS), beside the
 #       same storm with passwords on BENCH_STORM_PASSWORDS clients
@@ -29,5 +32,10 @@ if [[ " $* " == *" compare "* || " $* " == *" allocs "* ]]; then
     mkdir -p target/bench
     cc -O2 -Wall -Wextra -o target/bench/echo benches/compare/echo.c
     export BENCH_ECHO="$PWD/target/bench/echo"
+fi
+if [[ " $* " == " clib " ]]; then
+    cargo build --release --quiet --bin besterd
+    make -C clients/c --no-print-directory -s bench
+    exit 0
 fi
 cargo bench --bench load -- "$@"

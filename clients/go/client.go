@@ -439,6 +439,9 @@ func (c *Client) Request(ctx context.Context, typ string, data any) (Reply, erro
 	}
 	id := m.Header.ID
 	for hops := 0; ; {
+		if ctx.Err() != nil {
+			return Reply{}, ctxError(ctx, fmt.Sprintf("no answer to %q", typ))
+		}
 		cn, err := c.current(ctx)
 		if err != nil {
 			return Reply{}, err
