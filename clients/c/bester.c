@@ -881,6 +881,24 @@ int bester_login_token(bester_client *c, const char *token, bester_error *err) {
     return r;
 }
 
+int bester_login(bester_client *c, const char *authentication_json, bester_error *err) {
+    bester_json *a = bester_json_parse(authentication_json, strlen(authentication_json), NULL);
+    int object = a && a->type == BESTER_JSON_OBJECT;
+    bester_json_free(a);
+    if (!object) {
+        set_error(err, "invalid_json", "the authentication is not a JSON object");
+        return -1;
+    }
+    bester_buf b = {0};
+    bester_buf_adds(&b, "{\"header\":{\"identify\":{\"type\":\"client\",\"authentication\":");
+    bester_buf_adds(&b, authentication_json);
+    bester_buf_adds(&b, "}}}");
+    int r = login(c, &b, err);
+    if (b.data) memset(b.data, 0, b.len);
+    bester_buf_free(&b);
+    return r;
+}
+
 int bester_send(bester_client *c, const char *type, const char *data_json, char *id_out, bester_error *err) {
     char id[24];
     snprintf(id, sizeof id, "%lu", ++c->next_id);

@@ -147,6 +147,9 @@ bester_client *bester_connect(const char *host, const char *port, int timeout_ms
  * password"; the server then closes the connection). */
 int bester_login_password(bester_client *c, const char *user, const char *password, bester_error *err);
 int bester_login_token(bester_client *c, const char *token, bester_error *err);
+/* Log in with any authentication object (raw JSON), e.g. {"resume":"v1.…"} or the shape an
+ * auth handler decides ({"apiKey":"…"}). */
+int bester_login(bester_client *c, const char *authentication_json, bester_error *err);
 /* The session's user and resume token after a login (owned by the client). */
 const char *bester_user(const bester_client *c);
 const char *bester_resume(const bester_client *c);

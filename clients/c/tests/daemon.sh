@@ -26,6 +26,8 @@ runtime_dir = "$dir/run"
 command = ["$build/echo"]
 [handlers.ctest]
 command = ["$build/test_handler"]
+[auth]
+handler = "ctest"
 CONF
 "$bin" serve --config "$dir/besterd.toml" --ready-file "$dir/ready" >"$dir/log" 2>&1 &
 pid=$!

@@ -132,6 +132,27 @@ int main(int argc, char **argv) {
               strcmp(err.text, "this server takes no token logins ([auth.jwt] is not configured)") == 0,
           "%s %s", err.code, err.text);
     bester_close(c);
+    /* The resume token logs in again; the C handler as the auth handler decides API keys. */
+    c = bester_connect(host, port, 20000, &err);
+    char resume[512];
+    bester_client *first = login("bob", "bob-pw");
+    snprintf(resume, sizeof resume, "{\"resume\":\"%s\"}", bester_resume(first));
+    bester_close(first);
+    CHECK(c && bester_login(c, resume, &err) == 0 && strcmp(bester_user(c), "bob") == 0, "resume: %s", err.text);
+    bester_close(c);
+    c = bester_connect(host, port, 20000, &err);
+    CHECK(c && bester_login(c, "{\"apiKey\":\"k-alice\"}", &err) == 0 && strcmp(bester_user(c), "alice") == 0,
+          "api key: %s %s", err.code, err.text);
+    CHECK(bester_request(c, "ctest", "{\"action\":\"whoami\"}", &m, &err) == 0 &&
+              data_is(&m, "{\"user\":\"alice\",\"info\":{\"plan\":\"pro\"}}"),
+          "info: %.*s", (int)m.data_len, m.data);
+    bester_message_free(&m);
+    bester_close(c);
+    c = bester_connect(host, port, 20000, &err);
+    CHECK(c && bester_login(c, "{\"apiKey\":\"k-nobody\"}", &err) == -1 && strcmp(err.code, "auth_failed") == 0 &&
+              strcmp(err.text, "invalid API key") == 0,
+          "%s %s", err.code, err.text);
+    bester_close(c);
     c = bester_connect("127.0.0.1", "1", 20000, &err);
     CHECK(!c && strcmp(err.code, "connection_lost") == 0, "%s", err.code);
 

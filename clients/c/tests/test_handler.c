@@ -6,6 +6,11 @@
 static int handle(const bester_req *req, bester_answer *a, void *userdata) {
     (void)userdata;
     const bester_json *data = bester_json_get(bester_json_get(req->frame, "payload"), "data");
+    if (strcmp(req->kind, "login") == 0) { /* as the auth handler ([auth] handler = "ctest") */
+        const char *key = bester_json_string(bester_json_get(data, "apiKey"));
+        if (key && strcmp(key, "k-alice") == 0) return bester_login_ok(a, "alice", "{\"plan\":\"pro\"}");
+        return bester_reply_error(a, "auth_failed", "invalid API key");
+    }
     const char *action = bester_json_string(bester_json_get(data, "action"));
     if (!action) return bester_reply(a, req->data);
     if (strcmp(action, "fail") == 0) return bester_reply_error(a, "not_in_room", "alice is not in room \"r\"");
@@ -23,6 +28,11 @@ static int handle(const bester_req *req, bester_answer *a, void *userdata) {
         bester_buf b = {0};
         bester_buf_adds(&b, "{\"user\":");
         bester_buf_quote(&b, req->from_user ? req->from_user : "", req->from_user ? strlen(req->from_user) : 0);
+        const bester_json *info = bester_json_get(bester_json_get(bester_json_get(req->frame, "header"), "from"), "info");
+        if (info) {
+            bester_buf_adds(&b, ",\"info\":");
+            bester_buf_add(&b, info->raw, info->raw_len);
+        }
         bester_buf_adds(&b, "}");
         int r = bester_reply(a, b.data);
         bester_buf_free(&b);
