@@ -163,6 +163,10 @@ void bester_decoder_free(bester_decoder *d) {
 
 void bester_buf_add(bester_buf *b, const char *s, size_t n) {
     if (b->failed) return;
+    if (n > SIZE_MAX / 4 - b->len) {
+        b->failed = 1;
+        return;
+    }
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1) cap *= 2;
@@ -650,7 +654,8 @@ struct bester_client {
     int timeout_ms;
     unsigned long next_id;
     char *user, *resume;
-    pending_frame *replies; /* replies received while waiting for another id */
+    pending_frame *replies; /* replies received while waiting for another id, newest first */
+    size_t nreplies;
     pending_frame *pushes, **pushes_tail;
     size_t npushes;
     char chunk[65536]; /* what one read takes */
@@ -718,6 +723,11 @@ void bester_close(bester_client *c) {
     free(c->user);
     free(c->resume);
     free(c);
+}
+
+void bester_kept(const bester_client *c, size_t *replies, size_t *pushes) {
+    *replies = c->nreplies;
+    *pushes = c->npushes;
 }
 
 const char *bester_user(const bester_client *c) { return c->user; }
@@ -803,11 +813,11 @@ static void error_of(const bester_message *m, bester_error *err) {
     set_error(err, code ? code : BESTER_E_PROTOCOL, "%s", text ? text : "an error frame without error data");
 }
 
-static void keep(pending_frame **head, pending_frame ***tail, size_t *count, bester_message *m) {
+static int keep(pending_frame **head, pending_frame ***tail, size_t *count, bester_message *m) {
     pending_frame *p = malloc(sizeof *p);
     if (!p) {
         bester_message_free(m);
-        return;
+        return -1;
     }
     p->m = *m;
     p->next = NULL;
@@ -826,6 +836,19 @@ static void keep(pending_frame **head, pending_frame ***tail, size_t *count, bes
         free(old);
         --*count;
     }
+    return 0;
+}
+
+/* Keep a reply for a later bester_recv; past MAX_KEPT (replies nobody waits for: ids given
+ * up on, or a server answering ids it was never sent) the oldest is dropped. */
+static void keep_reply(bester_client *c, bester_message *m) {
+    if (keep(&c->replies, NULL, NULL, m) < 0 || ++c->nreplies <= MAX_KEPT) return;
+    pending_frame **p = &c->replies;
+    while ((*p)->next) p = &(*p)->next;
+    bester_message_free(&(*p)->m);
+    free(*p);
+    *p = NULL;
+    c->nreplies--;
 }
 
 static int login(bester_client *c, bester_buf *ident, bester_error *err) {
@@ -937,6 +960,7 @@ int bester_recv(bester_client *c, const char *id, bester_message *reply, bester_
             *p = f->next;
             *reply = f->m;
             free(f);
+            c->nreplies--;
             goto got;
         }
     }
@@ -956,7 +980,7 @@ int bester_recv(bester_client *c, const char *id, bester_message *reply, bester_
             bester_message_free(&m);
             return -1;
         }
-        if (m.id) keep(&c->replies, NULL, NULL, &m);
+        if (m.id) keep_reply(c, &m);
         else bester_message_free(&m);
     }
 got:
@@ -995,7 +1019,7 @@ int bester_next_push(bester_client *c, bester_message *push, int timeout_ms, bes
             return -1;
         }
         if (strcmp(m.kind, "push") == 0) keep(&c->pushes, &c->pushes_tail, &c->npushes, &m);
-        else if (m.id) keep(&c->replies, NULL, NULL, &m);
+        else if (m.id) keep_reply(c, &m);
         else {
             error_of(&m, err);
             bester_message_free(&m);

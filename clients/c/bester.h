@@ -167,6 +167,9 @@ int bester_request(bester_client *c, const char *type, const char *data_json, be
 /* The next push: 1 with *push filled (free it), 0 if none came within timeout_ms (0: only those
  * already received; -1: wait forever), -1 on failure. */
 int bester_next_push(bester_client *c, bester_message *push, int timeout_ms, bester_error *err);
+/* How many replies (to ids nobody has asked for yet) and pushes the client keeps; each at most
+ * 1024, the oldest dropped first. */
+void bester_kept(const bester_client *c, size_t *replies, size_t *pushes);
 void bester_close(bester_client *c);
 
 /* ---- handler ------------------------------------------------------------------------------ */

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -520,12 +522,67 @@ static void test_echo_process(const char *echo_path) {
     }
 }
 
+/* A server that floods the client with replies to ids it never sent and with pushes: the client
+ * keeps at most 1024 of each and still gets its own reply. */
+static void test_flooding_server(void) {
+    int ln = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    CHECK(bind(ln, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(ln, 1) == 0 &&
+              getsockname(ln, (struct sockaddr *)&sa, &sl) == 0,
+          "listen");
+    pid_t pid = fork();
+    if (pid == 0) {
+        int c = accept(ln, NULL, NULL);
+        char *body;
+        size_t len;
+        if (bester_read_frame(c, &body, &len, BESTER_MAX_FRAME) != 1) _exit(1);
+        free(body);
+        const char *ok = "{\"header\":{\"status\":\"ok\",\"kind\":\"reply\"},\"data\":{\"user\":\"alice\"}}";
+        bester_write_frame(c, ok, strlen(ok));
+        if (bester_read_frame(c, &body, &len, BESTER_MAX_FRAME) != 1) _exit(1);
+        free(body);
+        char frame[160];
+        for (int i = 0; i < 3000; i++) {
+            int n = snprintf(frame, sizeof frame, "{\"header\":{\"status\":\"ok\",\"kind\":\"reply\",\"id\":\"x%d\",\"type\":\"t\"},\"data\":%d}", i, i);
+            bester_write_frame(c, frame, (size_t)n);
+            n = snprintf(frame, sizeof frame, "{\"header\":{\"status\":\"ok\",\"kind\":\"push\",\"type\":\"t\",\"from\":{\"user\":\"m\"}},\"data\":%d}", i);
+            bester_write_frame(c, frame, (size_t)n);
+        }
+        const char *mine = "{\"header\":{\"status\":\"ok\",\"kind\":\"reply\",\"id\":\"1\",\"type\":\"t\"},\"data\":\"mine\"}";
+        bester_write_frame(c, mine, strlen(mine));
+        char b;
+        read(c, &b, 1); /* until the client closes */
+        _exit(0);
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", ntohs(sa.sin_port));
+    bester_error err;
+    bester_client *c = bester_connect("127.0.0.1", port, 20000, &err);
+    bester_message m;
+    CHECK(c && bester_login_password(c, "alice", "pw", &err) == 0, "login");
+    CHECK(bester_request(c, "t", NULL, &m, &err) == 0 && m.data_len == 6, "own reply: %s", err.text);
+    bester_message_free(&m);
+    size_t replies, pushes;
+    bester_kept(c, &replies, &pushes);
+    CHECK(replies == 1024 && pushes == 1024, "kept %zu replies, %zu pushes", replies, pushes);
+    CHECK(bester_next_push(c, &m, 0, &err) == 1 && m.data_len == 4 && memcmp(m.data, "1976", 4) == 0,
+          "the oldest pushes were dropped: %.*s", (int)m.data_len, m.data);
+    bester_message_free(&m);
+    bester_close(c);
+    waitpid(pid, NULL, 0);
+    close(ln);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: test_unit VECTORS_DIR ECHO_EXAMPLE\n");
         return 2;
     }
     test_echo_process(argv[2]);
+    test_flooding_server();
     test_frames(argv[1]);
     test_messages(argv[1]);
     test_json_edges();
