@@ -348,3 +348,21 @@ func TestAnswersAreTheVectorsShapes(t *testing.T) {
 	}
 	_ = bytes.Equal
 }
+
+func TestSendPushesOutsideAnyRequest(t *testing.T) {
+	path, ln := broker(t)
+	h, err := handler.Connect(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Send(handler.PushServers([]string{"node-b"}, "chat", map[string]int{"t": 1}, "")); err != nil {
+		t.Fatal(err)
+	}
+	if got := canon(read(t, c)); got != `{"header":{"command":"sendServers","commandData":["node-b"],"status":"ok"},"payload":{"data":{"t":1},"type":"chat"}}` {
+		t.Fatalf("%s", got)
+	}
+}
