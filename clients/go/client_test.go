@@ -213,6 +213,11 @@ func TestSendClientsAndHandlerPushesArriveOnThePushChannel(t *testing.T) {
 	if p.Type != "news" || p.From.Handler != "gtest" || string(p.Data) != `"extra"` {
 		t.Fatalf("handler push %+v %s", p, p.Data)
 	}
+	// sendServers reports per server (this one has no peers).
+	r, err = alice.Request(ctx(t), "gtest", map[string]any{"action": "servers", "to": []string{"nowhere"}, "text": "x"})
+	if err != nil || r.Servers["nowhere"].Status != "error" || r.Servers["nowhere"].Code != bester.CodeUnknownPeer {
+		t.Fatalf("%v %+v", err, r.Servers)
+	}
 }
 
 func recvPush(t *testing.T, c *bester.Client) bester.Push {

@@ -47,6 +47,8 @@ func handle(ctx context.Context, r *handler.Request) handler.Answer {
 		panic("asked to")
 	case "send":
 		return handler.SendClients(a.To, map[string]string{"text": a.Text, "from": r.From.User})
+	case "servers":
+		return handler.SendServers(a.To, a.Text)
 	case "push":
 		return handler.Answers(handler.Reply("pushed"), handler.PushClients(a.To, "news", a.Text, "p1"))
 	case "forward":
