@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,17 +217,55 @@ void bester_buf_free(bester_buf *b) {
 
 /* ---- JSON --------------------------------------------------------------------------------- */
 
+/* All of a parse (nodes and decoded strings) lives in one arena, freed at once with its root. */
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t used, cap;
+    max_align_t data[];
+} arena_block;
+
 typedef struct {
     const char *s;
     size_t len, pos;
     bester_error *err;
     int failed;
+    arena_block *arena;
 } parser;
 
 static void pfail(parser *p, const char *code, const char *what) {
     if (p->failed) return;
     p->failed = 1;
     set_error(p->err, code, "%s at byte %zu", what, p->pos);
+}
+
+static void *arena_alloc(parser *p, size_t n) {
+    n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    arena_block *b = p->arena;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = b ? b->cap * 2 : 4096;
+        if (cap < n) cap = n;
+        if (cap > (1u << 20) && n <= (1u << 20)) cap = 1u << 20;
+        arena_block *nb = malloc(sizeof *nb + cap);
+        if (!nb) {
+            pfail(p, BESTER_E_NO_MEMORY, "out of memory");
+            return NULL;
+        }
+        nb->next = b;
+        nb->used = 0;
+        nb->cap = cap;
+        p->arena = b = nb;
+    }
+    void *out = (char *)b->data + b->used;
+    b->used += n;
+    return out;
+}
+
+static void arena_free(arena_block *b) {
+    while (b) {
+        arena_block *next = b->next;
+        free(b);
+        b = next;
+    }
 }
 
 /* Length of the UTF-8 sequence at s (of at most n bytes), or 0 if it is not valid UTF-8
@@ -253,6 +292,10 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
 
 static int utf8_valid(const char *s, size_t n, size_t *bad) {
     for (size_t i = 0; i < n;) {
+        if ((unsigned char)s[i] < 0x80) {
+            i++;
+            continue;
+        }
         size_t l = utf8_len((const unsigned char *)s + i, n - i);
         if (!l) {
             *bad = i;
@@ -272,27 +315,30 @@ static void skip_ws(parser *p) {
 }
 
 static bester_json *node(parser *p, bester_json_type t) {
-    bester_json *v = calloc(1, sizeof *v);
-    if (!v) {
-        pfail(p, BESTER_E_NO_MEMORY, "out of memory");
-        return NULL;
-    }
+    bester_json *v = arena_alloc(p, sizeof *v);
+    if (!v) return NULL;
+    memset(v, 0, sizeof *v);
     v->type = t;
     v->raw = p->s + p->pos;
     return v;
 }
 
-static void put_utf8(bester_buf *b, uint32_t cp) {
-    char o[4];
-    size_t n;
-    if (cp < 0x80) o[0] = (char)cp, n = 1;
-    else if (cp < 0x800) o[0] = (char)(0xc0 | cp >> 6), o[1] = (char)(0x80 | (cp & 0x3f)), n = 2;
-    else if (cp < 0x10000)
-        o[0] = (char)(0xe0 | cp >> 12), o[1] = (char)(0x80 | (cp >> 6 & 0x3f)), o[2] = (char)(0x80 | (cp & 0x3f)), n = 3;
-    else
-        o[0] = (char)(0xf0 | cp >> 18), o[1] = (char)(0x80 | (cp >> 12 & 0x3f)), o[2] = (char)(0x80 | (cp >> 6 & 0x3f)),
-        o[3] = (char)(0x80 | (cp & 0x3f)), n = 4;
-    bester_buf_add(b, o, n);
+static size_t put_utf8(char *o, uint32_t cp) {
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xc0 | cp >> 6), o[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xe0 | cp >> 12), o[1] = (char)(0x80 | (cp >> 6 & 0x3f)), o[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char)(0xf0 | cp >> 18), o[1] = (char)(0x80 | (cp >> 12 & 0x3f)), o[2] = (char)(0x80 | (cp >> 6 & 0x3f)),
+    o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
 }
 
 static int hex4(parser *p, uint32_t *out) {
@@ -311,92 +357,76 @@ static int hex4(parser *p, uint32_t *out) {
     return 1;
 }
 
-/* A string at p->pos (the opening quote): its decoded bytes in *out (malloc'd). */
+/* A string at p->pos (the opening quote), decoded into the arena. The input was checked to be
+ * UTF-8 as a whole; a decoded string is never longer than its JSON text, so the space for it is
+ * taken once, from the distance to the closing quote. */
 static int parse_string(parser *p, char **out, size_t *out_len) {
-    bester_buf b = {0};
     p->pos++; /* the quote */
-    for (;;) {
-        if (p->pos >= p->len) {
-            pfail(p, "invalid_json", "unterminated string");
-            break;
-        }
+    size_t end = p->pos;
+    while (end < p->len && p->s[end] != '"') end += p->s[end] == '\\' ? 2 : 1;
+    if (end >= p->len) {
+        pfail(p, "invalid_json", "unterminated string");
+        return 0;
+    }
+    char *o = arena_alloc(p, end - p->pos + 1);
+    if (!o) return 0;
+    size_t n = 0;
+    while (p->pos < end) {
         unsigned char c = (unsigned char)p->s[p->pos];
-        if (c == '"') {
-            p->pos++;
-            bester_buf_add(&b, "", 0);
-            if (b.failed) {
-                pfail(p, BESTER_E_NO_MEMORY, "out of memory");
-                break;
-            }
-            if (!b.data) b.data = calloc(1, 1);
-            if (!b.data) {
-                pfail(p, BESTER_E_NO_MEMORY, "out of memory");
-                break;
-            }
-            *out = b.data;
-            *out_len = b.len;
-            return 1;
-        }
         if (c < 0x20) {
             pfail(p, "invalid_json", "control character in a string");
-            break;
+            return 0;
         }
-        if (c == '\\') {
+        if (c != '\\') {
+            o[n++] = (char)c;
             p->pos++;
-            if (p->pos >= p->len) {
-                pfail(p, "invalid_json", "unterminated escape");
-                break;
-            }
-            char e = p->s[p->pos++];
-            uint32_t cp;
-            switch (e) {
-            case '"': bester_buf_add(&b, "\"", 1); continue;
-            case '\\': bester_buf_add(&b, "\\", 1); continue;
-            case '/': bester_buf_add(&b, "/", 1); continue;
-            case 'b': bester_buf_add(&b, "\b", 1); continue;
-            case 'f': bester_buf_add(&b, "\f", 1); continue;
-            case 'n': bester_buf_add(&b, "\n", 1); continue;
-            case 'r': bester_buf_add(&b, "\r", 1); continue;
-            case 't': bester_buf_add(&b, "\t", 1); continue;
-            case 'u':
-                if (!hex4(p, &cp)) {
-                    pfail(p, "invalid_json", "bad \\u escape");
-                    goto fail;
-                }
-                if (cp >= 0xd800 && cp <= 0xdbff) {
-                    uint32_t lo;
-                    if (p->len - p->pos < 2 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
-                        pfail(p, "invalid_json", "lone leading surrogate");
-                        goto fail;
-                    }
-                    p->pos += 2;
-                    if (!hex4(p, &lo) || lo < 0xdc00 || lo > 0xdfff) {
-                        pfail(p, "invalid_json", "bad trailing surrogate");
-                        goto fail;
-                    }
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                } else if (cp >= 0xdc00 && cp <= 0xdfff) {
-                    pfail(p, "invalid_json", "lone trailing surrogate");
-                    goto fail;
-                }
-                put_utf8(&b, cp);
-                continue;
-            default:
-                pfail(p, "invalid_json", "bad escape");
-                goto fail;
-            }
+            continue;
         }
-        size_t l = utf8_len((const unsigned char *)p->s + p->pos, p->len - p->pos);
-        if (!l) {
-            pfail(p, "invalid_utf8", "invalid UTF-8");
-            break;
+        p->pos++;
+        char e = p->s[p->pos++];
+        uint32_t cp;
+        switch (e) {
+        case '"': o[n++] = '"'; continue;
+        case '\\': o[n++] = '\\'; continue;
+        case '/': o[n++] = '/'; continue;
+        case 'b': o[n++] = '\b'; continue;
+        case 'f': o[n++] = '\f'; continue;
+        case 'n': o[n++] = '\n'; continue;
+        case 'r': o[n++] = '\r'; continue;
+        case 't': o[n++] = '\t'; continue;
+        case 'u':
+            if (p->pos > end || !hex4(p, &cp) || p->pos > end) {
+                pfail(p, "invalid_json", "bad \\u escape");
+                return 0;
+            }
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                uint32_t lo;
+                if (end - p->pos < 6 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
+                    pfail(p, "invalid_json", "lone leading surrogate");
+                    return 0;
+                }
+                p->pos += 2;
+                if (!hex4(p, &lo) || lo < 0xdc00 || lo > 0xdfff) {
+                    pfail(p, "invalid_json", "bad trailing surrogate");
+                    return 0;
+                }
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+                pfail(p, "invalid_json", "lone trailing surrogate");
+                return 0;
+            }
+            n += put_utf8(o + n, cp);
+            continue;
+        default:
+            pfail(p, "invalid_json", "bad escape");
+            return 0;
         }
-        bester_buf_add(&b, p->s + p->pos, l);
-        p->pos += l;
     }
-fail:
-    bester_buf_free(&b);
-    return 0;
+    p->pos = end + 1;
+    o[n] = 0;
+    *out = o;
+    *out_len = n;
+    return 1;
 }
 
 static int digits(parser *p) {
@@ -433,12 +463,12 @@ static int literal(parser *p, const char *word) {
 
 static bester_json *parse_value(parser *p, int depth);
 
+/* On failure the nodes made so far stay in the arena, which the caller frees. */
 static bester_json *parse_container(parser *p, int depth, int object) {
     bester_json *v = node(p, object ? BESTER_JSON_OBJECT : BESTER_JSON_ARRAY);
     if (!v) return NULL;
     if (depth > BESTER_MAX_DEPTH) {
         pfail(p, "invalid_message", "JSON nested deeper than 64 levels");
-        free(v);
         return NULL;
     }
     char close = object ? '}' : ']';
@@ -456,28 +486,24 @@ static bester_json *parse_container(parser *p, int depth, int object) {
             skip_ws(p);
             if (p->pos >= p->len || p->s[p->pos] != '"') {
                 pfail(p, "invalid_json", "expected a key");
-                break;
+                return NULL;
             }
-            if (!parse_string(p, &key, &key_len)) break;
+            if (!parse_string(p, &key, &key_len)) return NULL;
             for (bester_json *m = v->child; m; m = m->next) {
                 if (m->key_len == key_len && memcmp(m->key, key, key_len) == 0) {
                     pfail(p, "invalid_message", "duplicate key");
-                    break;
+                    return NULL;
                 }
             }
             skip_ws(p);
-            if (!p->failed && (p->pos >= p->len || p->s[p->pos] != ':')) pfail(p, "invalid_json", "expected ':'");
-            if (p->failed) {
-                free(key);
-                break;
+            if (p->pos >= p->len || p->s[p->pos] != ':') {
+                pfail(p, "invalid_json", "expected ':'");
+                return NULL;
             }
             p->pos++;
         }
         bester_json *item = parse_value(p, depth + 1);
-        if (!item) {
-            free(key);
-            break;
-        }
+        if (!item) return NULL;
         item->key = key;
         item->key_len = key_len;
         *tail = item;
@@ -492,10 +518,8 @@ static bester_json *parse_container(parser *p, int depth, int object) {
             return v;
         }
         pfail(p, "invalid_json", object ? "expected ',' or '}'" : "expected ',' or ']'");
-        break;
+        return NULL;
     }
-    bester_json_free(v);
-    return NULL;
 }
 
 static bester_json *parse_value(parser *p, int depth) {
@@ -510,28 +534,22 @@ static bester_json *parse_value(parser *p, int depth) {
         v = parse_container(p, depth, c == '{');
     } else if (c == '"') {
         v = node(p, BESTER_JSON_STRING);
-        if (v && !parse_string(p, &v->str, &v->str_len)) {
-            free(v);
-            v = NULL;
-        }
+        if (v && !parse_string(p, &v->str, &v->str_len)) v = NULL;
     } else if (c == '-' || (c >= '0' && c <= '9')) {
         v = node(p, BESTER_JSON_NUMBER);
         if (v && !parse_number(p)) {
             pfail(p, "invalid_json", "bad number");
-            free(v);
             v = NULL;
         }
     } else {
-        bester_json_type t = c == 'n' ? BESTER_JSON_NULL : c == 't' ? BESTER_JSON_TRUE : BESTER_JSON_FALSE;
-        const char *word = c == 'n' ? "null" : c == 't' ? "true" : "false";
         if (c != 'n' && c != 't' && c != 'f') {
             pfail(p, "invalid_json", "expected value");
             return NULL;
         }
+        bester_json_type t = c == 'n' ? BESTER_JSON_NULL : c == 't' ? BESTER_JSON_TRUE : BESTER_JSON_FALSE;
         v = node(p, t);
-        if (v && !literal(p, word)) {
+        if (v && !literal(p, c == 'n' ? "null" : c == 't' ? "true" : "false")) {
             pfail(p, "invalid_json", "expected value");
-            free(v);
             v = NULL;
         }
     }
@@ -545,15 +563,16 @@ bester_json *bester_json_parse(const char *text, size_t len, bester_error *err) 
         set_error(err, "invalid_utf8", "frame body is not valid UTF-8 (at byte %zu)", bad);
         return NULL;
     }
-    parser p = {text, len, 0, err, 0};
+    parser p = {text, len, 0, err, 0, NULL};
+    /* The root is the arena's first allocation: freeing the root frees the arena. */
     bester_json *v = parse_value(&p, 1);
-    if (!v) return NULL;
     skip_ws(&p);
-    if (p.pos != len) {
-        pfail(&p, "invalid_json", "trailing characters");
-        bester_json_free(v);
+    if (v && p.pos != len) pfail(&p, "invalid_json", "trailing characters");
+    if (!v || p.failed) {
+        arena_free(p.arena);
         return NULL;
     }
+    v->arena_ = p.arena;
     return v;
 }
 
@@ -564,15 +583,7 @@ int bester_json_valid(const char *text, size_t len) {
 }
 
 void bester_json_free(bester_json *v) {
-    /* Iterative over siblings, recursive over children (depth is bounded by the parser). */
-    while (v) {
-        bester_json *next = v->next;
-        bester_json_free(v->child);
-        free(v->str);
-        free(v->key);
-        free(v);
-        v = next;
-    }
+    if (v) arena_free(v->arena_);
 }
 
 const bester_json *bester_json_get(const bester_json *v, const char *key) {
@@ -658,6 +669,7 @@ struct bester_client {
     size_t nreplies;
     pending_frame *pushes, **pushes_tail;
     size_t npushes;
+    bester_buf out;    /* frames sent but not yet written */
     char chunk[65536]; /* what one read takes */
 };
 
@@ -716,8 +728,10 @@ static void free_list(pending_frame *p) {
 
 void bester_close(bester_client *c) {
     if (!c) return;
+    bester_flush(c, NULL);
     close(c->fd);
     bester_decoder_free(&c->in);
+    bester_buf_free(&c->out);
     free_list(c->replies);
     free_list(c->pushes);
     free(c->user);
@@ -743,6 +757,14 @@ static int wait_readable(int fd, int ms) {
     }
 }
 
+int bester_flush(bester_client *c, bester_error *err) {
+    if (!c->out.len) return 0;
+    int r = write_all(c->fd, c->out.data, c->out.len);
+    c->out.len = 0;
+    if (r < 0) set_error(err, BESTER_E_CONNECTION_LOST, "%s", strerror(errno));
+    return r;
+}
+
 /* The next frame from the server, waiting up to ms (<0: forever) for it: 0, or -1. */
 static int next_frame(bester_client *c, char **body, size_t *len, int ms, bester_error *err) {
     for (;;) {
@@ -753,6 +775,7 @@ static int next_frame(bester_client *c, char **body, size_t *len, int ms, bester
                       c->in.failed ? "the server sent a frame over the client's limit" : "out of memory");
             return -1;
         }
+        if (bester_flush(c, err) < 0) return -1;
         int w = wait_readable(c->fd, ms);
         if (w == 0) {
             set_error(err, BESTER_E_TIMEOUT, "no frame within %d ms", ms);
@@ -856,6 +879,7 @@ static int login(bester_client *c, bester_buf *ident, bester_error *err) {
         set_error(err, BESTER_E_NO_MEMORY, "out of memory");
         return -1;
     }
+    if (bester_flush(c, err) < 0) return -1;
     if (bester_write_frame(c->fd, ident->data, ident->len) < 0) {
         set_error(err, BESTER_E_CONNECTION_LOST, "%s", strerror(errno));
         return -1;
@@ -941,12 +965,24 @@ int bester_send(bester_client *c, const char *type, const char *data_json, char 
     if (b.failed) {
         set_error(err, BESTER_E_NO_MEMORY, "out of memory");
         r = -1;
-    } else if (bester_write_frame(c->fd, b.data, b.len) < 0) {
-        if (errno == EMSGSIZE)
-            set_error(err, "frame_too_large", "frame of %zu bytes is over the limit of %u bytes", b.len, BESTER_MAX_FRAME);
-        else
-            set_error(err, BESTER_E_CONNECTION_LOST, "%s", strerror(errno));
+    } else if (b.len > BESTER_MAX_FRAME) {
+        set_error(err, "frame_too_large", "frame of %zu bytes is over the limit of %u bytes", b.len, BESTER_MAX_FRAME);
         r = -1;
+    } else {
+        /* Queued: written with the next frames, before the client waits for anything (or at
+         * 64 KiB), so pipelined requests share a write. */
+        unsigned char h[4] = {(unsigned char)b.len, (unsigned char)(b.len >> 8), (unsigned char)(b.len >> 16),
+                              (unsigned char)(b.len >> 24)};
+        bester_buf_add(&c->out, (const char *)h, 4);
+        bester_buf_add(&c->out, b.data, b.len);
+        if (c->out.failed) {
+            c->out.failed = 0;
+            c->out.len = 0;
+            set_error(err, BESTER_E_NO_MEMORY, "out of memory");
+            r = -1;
+        } else if (c->out.len >= 65536) {
+            r = bester_flush(c, err);
+        }
     }
     bester_buf_free(&b);
     if (r == 0 && id_out) memcpy(id_out, id, strlen(id) + 1);
@@ -1010,6 +1046,7 @@ int bester_next_push(bester_client *c, bester_message *push, int timeout_ms, bes
             free(f);
             return 1;
         }
+        if (bester_flush(c, err) < 0) return -1;
         if (bester_decoder_pending(&c->in) < 4 && wait_readable(c->fd, timeout_ms) == 0) return 0;
         bester_message m;
         bester_error e;

@@ -94,13 +94,14 @@ struct bester_json {
     size_t key_len;
     bester_json *child; /* ARRAY / OBJECT: the first element or member */
     bester_json *next;  /* the next sibling */
+    void *arena_;       /* the root's: where the whole tree was allocated (private) */
 };
 
 /* Parse exactly one JSON value (whitespace around it allowed). The tree points into text, which
- * must outlive it. NULL on error, with err->code "invalid_utf8", "invalid_json",
+ * must outlive it; it is allocated in one arena, freed with bester_json_free(root). NULL on error, with err->code "invalid_utf8", "invalid_json",
  * "invalid_message" (duplicate key, nesting over BESTER_MAX_DEPTH) or BESTER_E_NO_MEMORY. */
 bester_json *bester_json_parse(const char *text, size_t len, bester_error *err);
-void bester_json_free(bester_json *v);
+void bester_json_free(bester_json *root); /* a root from bester_json_parse (or NULL) */
 /* The member `key` of an object (NULL if v is not an object or has none). */
 const bester_json *bester_json_get(const bester_json *v, const char *key);
 /* The string value of v, or NULL if v is NULL or not a string. */
@@ -155,12 +156,16 @@ const char *bester_user(const bester_client *c);
 const char *bester_resume(const bester_client *c);
 
 /* Send a request without waiting; id_out (at least 24 bytes) gets its id. data_json must be
- * valid JSON (NULL: null). 0 or -1. */
+ * valid JSON (NULL: null). 0 or -1. The frame is queued and written with the frames sent after
+ * it before the client next waits for a frame (or once 64 KiB are queued, or by bester_flush),
+ * so pipelined requests share one write; a write error then shows in what waits. */
 int bester_send(bester_client *c, const char *type, const char *data_json, char *id_out, bester_error *err);
 /* Wait for the reply with this id (pushes that come first are kept for bester_next_push,
  * replies to other ids for their own bester_recv). 0 with *reply filled (free it), or -1: an
  * error answer (err has its code and text; *reply is filled too) or a failure. */
 int bester_recv(bester_client *c, const char *id, bester_message *reply, bester_error *err);
+/* Write the queued requests now. 0, or -1 (connection_lost). */
+int bester_flush(bester_client *c, bester_error *err);
 /* bester_send then bester_recv. */
 int bester_request(bester_client *c, const char *type, const char *data_json, bester_message *reply,
                    bester_error *err);
