@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxRedirects is how many redirects in a row a login or a request follows.
@@ -165,11 +166,11 @@ type inFrame struct {
 }
 
 func parseIn(body []byte) (*inFrame, error) {
-	if _, err := DecodeBody(body); err != nil {
-		return nil, err
+	if !utf8.Valid(body) {
+		return nil, &Error{Code: CodeInvalidUTF8, Text: "frame body is not valid UTF-8"}
 	}
 	f := &inFrame{raw: body}
-	if err := json.Unmarshal(body, f); err != nil {
+	if err := json.Unmarshal(body, f); err != nil || len(body) == 0 || body[0] != '{' {
 		return nil, &Error{Code: CodeProtocolError, Text: fmt.Sprintf("not a besterd frame: %.200s", body)}
 	}
 	if len(f.Data) == 0 {
@@ -187,7 +188,7 @@ type answer struct {
 type conn struct {
 	nc      net.Conn
 	r       *bufio.Reader
-	wmu     sync.Mutex
+	w       BatchWriter
 	mu      sync.Mutex
 	pending map[string]chan answer
 	dead    bool
@@ -196,11 +197,16 @@ type conn struct {
 	last    atomic.Int64
 }
 
-func (cn *conn) write(frame []byte) error {
-	cn.wmu.Lock()
-	defer cn.wmu.Unlock()
+func newConn(nc net.Conn) *conn {
+	cn := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), pending: map[string]chan answer{}}
+	cn.w.W = nc
 	cn.last.Store(time.Now().UnixNano())
-	_, err := cn.nc.Write(frame)
+	return cn
+}
+
+func (cn *conn) write(frame []byte) error {
+	cn.last.Store(time.Now().UnixNano())
+	_, err := cn.w.Write(frame)
 	return err
 }
 
@@ -833,8 +839,7 @@ func (c *Client) establish(ctx context.Context) (*conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		cn := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), pending: map[string]chan answer{}}
-		cn.last.Store(time.Now().UnixNano())
+		cn := newConn(nc)
 		data, redirect, err := c.login(ctx, cn, logins[i])
 		if err != nil {
 			nc.Close()
@@ -1012,8 +1017,7 @@ func (c *Client) redirect(ctx context.Context, from *conn, f *inFrame, hops int)
 	if err != nil {
 		return err
 	}
-	cn := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), pending: map[string]chan answer{}}
-	cn.last.Store(time.Now().UnixNano())
+	cn := newConn(nc)
 	data, again, err := c.login(ctx, cn, login{auth: map[string]any{"token": token}})
 	if err == nil && again != nil {
 		err = &Error{Code: CodeRedirectRefused, Text: "a redirect's login was redirected again"}

@@ -21,6 +21,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"syscall"
+	"unicode/utf8"
 
 	"besterd.dev/bester"
 )
@@ -174,7 +175,7 @@ type HandlerFunc func(ctx context.Context, r *Request) Answer
 // Handler is one connection to besterd as a handler.
 type Handler struct {
 	conn net.Conn
-	wmu  sync.Mutex
+	w    bester.BatchWriter
 	// MaxConcurrent bounds the requests served at once (default 1024, besterd's max_inflight);
 	// past it, reading pauses.
 	MaxConcurrent int
@@ -203,7 +204,7 @@ func NewHandler(c net.Conn) *Handler {
 	if name == "" {
 		name = "handler"
 	}
-	return &Handler{conn: c, MaxConcurrent: 1024, Logger: log.New(os.Stderr, fmt.Sprintf("%s[%d] ", name, os.Getpid()), 0)}
+	return &Handler{conn: c, w: bester.BatchWriter{W: c}, MaxConcurrent: 1024, Logger: log.New(os.Stderr, fmt.Sprintf("%s[%d] ", name, os.Getpid()), 0)}
 }
 
 // Send writes an answer that belongs to no request (PushClients, PushServers).
@@ -231,9 +232,7 @@ func (h *Handler) write(buf []byte) error {
 	if len(buf) == 0 {
 		return nil
 	}
-	h.wmu.Lock()
-	defer h.wmu.Unlock()
-	_, err := h.conn.Write(buf)
+	_, err := h.w.Write(buf) // answers finished at the same time share a write
 	return err
 }
 
@@ -287,11 +286,16 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 			return err
 		}
 		var in inRequest
-		if _, err := bester.DecodeBody(body); err != nil {
+		if !utf8.Valid(body) {
 			cancel()
-			return err
+			return &bester.Error{Code: bester.CodeInvalidUTF8, Text: "frame body is not valid UTF-8"}
 		}
 		if err := json.Unmarshal(body, &in); err != nil {
+			var syntax *json.SyntaxError
+			if errors.As(err, &syntax) || len(body) == 0 {
+				cancel()
+				return &bester.Error{Code: bester.CodeInvalidJSON, Text: "frame body is not JSON: " + err.Error()}
+			}
 			h.Logger.Printf("ignoring a frame that is not a request: %.200s", body)
 			continue
 		}

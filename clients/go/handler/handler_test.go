@@ -366,3 +366,12 @@ func TestSendPushesOutsideAnyRequest(t *testing.T) {
 		t.Fatalf("%s", got)
 	}
 }
+
+func TestBytesThatAreNotJSONEndServeWithInvalidJSON(t *testing.T) {
+	c, done := serve(t, func(ctx context.Context, r *handler.Request) handler.Answer { return nil })
+	c.Write([]byte("\x05\x00\x00\x00hello"))
+	var e *bester.Error
+	if err := <-done; !errors.As(err, &e) || e.Code != bester.CodeInvalidJSON {
+		t.Fatalf("%v", err)
+	}
+}
