@@ -2,6 +2,7 @@ package bester
 
 import (
 	"io"
+	"runtime"
 	"sync"
 )
 
@@ -32,6 +33,10 @@ func (b *BatchWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	b.busy = true
+	// Let the goroutines that are ready to write too add their frames first.
+	b.mu.Unlock()
+	runtime.Gosched()
+	b.mu.Lock()
 	for len(b.buf) > 0 && b.err == nil {
 		out := b.buf
 		b.buf = b.spare[:0]
