@@ -16,6 +16,9 @@
 #   scripts/bench.sh python     the Python library (clients/python) client → besterd → handler
 #       beside nats-py → nats-server → a nats-py responder, window 1 and 64, 3 runs, medians
 #       (benches/python/bench.py; installs nats-server and nats-py if missing)
+#   scripts/bench.sh clib       the C library on both sides (clients/c: client -> besterd -> the
+#       C echo example), round trips/s and CPU per request of client and handler at window 1 and
+#       64, medians of BENCH_RUNS=3 runs of BENCH_SECS=3 s (clients/c/tests/bench.sh)
 #   scripts/bench.sh storm      10,000 clients log in again with resume tokens after a restart
 #       (time to the last one served, CPU per login; BENCH_STORM_N, BENCH_RUNS), beside the
 #       same storm with passwords on BENCH_STORM_PASSWORDS clients
@@ -43,5 +46,10 @@ if [[ " $* " == *" python "* ]]; then
     .venv/bin/python -c "import nats" 2>/dev/null || .venv/bin/python -m pip install --quiet nats-py
     cargo build --release --bins --quiet
     exec .venv/bin/python benches/python/bench.py
+fi
+if [[ " $* " == " clib " ]]; then
+    cargo build --release --quiet --bin besterd
+    make -C clients/c --no-print-directory -s bench
+    exit 0
 fi
 cargo bench --bench load -- "$@"

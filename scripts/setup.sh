@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what besterd's tests and example handlers need on a fresh Debian machine:
-# python3 (Python handlers), nodejs (Node handler), the Rust components fmt/clippy, and a Python
+# python3 (Python handlers), nodejs (Node handler), golang-go and make (the Go and C libraries in
+# clients/), the Rust components fmt/clippy, and a Python
 # virtual environment at .venv with the test-only PyPI packages of tests/requirements.txt.
 # Safe to run again; installs only what is missing.
 set -euo pipefail
@@ -19,6 +20,8 @@ want systemd-socket-activate systemd
 want systemd-analyze systemd
 want perl perl   # tests/handlers/listen.pl (JSON::PP and IO::Socket::UNIX are core modules)
 want jq jq       # handlers/jq/upper.jq, run by `bester handle`
+want go golang-go  # clients/go (standard library only: no module downloads)
+want make make     # clients/c
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"

@@ -28,6 +28,18 @@ echo "== python package (clients/python) against the real daemon"
 echo "== node handler tests"
 node --test handlers/node/test/
 
+echo "== go library (clients/go): vet, gofmt, tests against the daemon built above"
+# Standard library only: no module proxy; a build cache under target/ when there is no $HOME.
+(
+  cd clients/go
+  export GOPROXY=off
+  if [ -z "${HOME:-}" ] && [ -z "${GOCACHE:-}" ]; then export GOCACHE="$PWD/../../target/go-cache"; fi
+  go vet ./... && test -z "$(gofmt -l .)" && go test -count=1 ./...
+)
+
+echo "== c library (clients/c): ASan/UBSan unit and fuzz tests, tests against the daemon"
+make -C clients/c --no-print-directory -s test
+
 echo "== browser test (headless Chromium: the built-in chat page)"
 .venv/bin/python tests/browser/test_chat_page.py
 # The Debian package: built, installed with dpkg -i, checked, purged (needs root).

@@ -1,0 +1,3 @@
+module besterd.dev/bester
+
+go 1.19

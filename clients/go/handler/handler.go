@@ -1,0 +1,408 @@
+// Package handler is the handler half of the besterd Go library: a function per request.
+//
+//	handler.Serve(func(ctx context.Context, r *handler.Request) handler.Answer {
+//		return handler.Reply(r.Data)
+//	})
+//
+// Serve connects to $BESTER_SOCKET (being connected means ready), serves requests
+// concurrently and returns nil when besterd closes the socket (exit 0 then).
+package handler
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"unicode/utf8"
+
+	"besterd.dev/bester"
+)
+
+// Request is one request (or, for an auth handler, one login) besterd sends a handler.
+type Request struct {
+	Kind  string // "request", or "login" for an auth handler ([auth] handler)
+	Token string // header.request: echoed in the answer
+	Type  string
+	Data  json.RawMessage // "null" when absent
+	Scope string          // "client" or "server" (from a peer server)
+	From  bester.From
+	Via   []string        // the types a sendHandler chain came through
+	Frame json.RawMessage // the whole frame
+}
+
+// IsLogin reports whether the request is a login for an auth handler to decide.
+func (r *Request) IsLogin() bool { return r.Kind == "login" }
+
+// Decode unmarshals the request's data into v.
+func (r *Request) Decode(v any) error { return json.Unmarshal(r.Data, v) }
+
+// Answer is what a handler function returns: Reply, Error, SendClients, SendServers,
+// SendHandler, LoginOK, a Push, several of them (Answers), or nil to send nothing.
+type Answer interface {
+	frames(r *Request) []any
+}
+
+type answerHeader struct {
+	Status      string `json:"status"`
+	Command     string `json:"command,omitempty"`
+	CommandData any    `json:"commandData,omitempty"`
+	Request     string `json:"request,omitempty"`
+	ID          string `json:"id,omitempty"`
+}
+
+type answerPayload struct {
+	Type string `json:"type"`
+	Data any    `json:"data"`
+}
+
+type answerFrame struct {
+	Header  answerHeader  `json:"header"`
+	Payload answerPayload `json:"payload"`
+}
+
+type single struct {
+	status, command string
+	commandData     any
+	typ             string
+	data            any
+}
+
+func (s single) frames(r *Request) []any {
+	typ := s.typ
+	if typ == "" {
+		typ = r.Type
+	}
+	return []any{answerFrame{answerHeader{s.status, s.command, s.commandData, r.Token, ""}, answerPayload{typ, dataValue(s.data)}}}
+}
+
+func dataValue(d any) any {
+	if raw, ok := d.(json.RawMessage); ok && len(raw) == 0 {
+		return nil
+	}
+	return d
+}
+
+// Reply answers the sender with data, of the request's type.
+func Reply(data any) Answer { return single{"ok", "reply", nil, "", data} }
+
+// ReplyType answers the sender with data of another type.
+func ReplyType(typ string, data any) Answer { return single{"ok", "reply", nil, typ, data} }
+
+// Error answers the sender with an error: code is stable snake_case, text is for people.
+func Error(code, text string) Answer {
+	return single{"error", "reply", nil, "", map[string]string{"error": text, "code": code}}
+}
+
+// LoginOK accepts a login as user; info (a JSON object, at most 4 KiB, or nil) reaches every
+// handler as header.from.info on the session's requests.
+func LoginOK(user string, info any) Answer {
+	d := map[string]any{"user": user}
+	if info != nil {
+		d["info"] = info
+	}
+	return Reply(d)
+}
+
+// SendClients delivers data (of the request's type) to these users of this server.
+func SendClients(users []string, data any) Answer {
+	return single{"ok", "sendClients", nonNil(users), "", data}
+}
+
+// SendServers delivers data (of the request's type) to these peer servers.
+func SendServers(servers []string, data any) Answer {
+	return single{"ok", "sendServers", nonNil(servers), "", data}
+}
+
+// SendHandler passes data on to the handler of typ; its answer is routed in turn.
+func SendHandler(typ string, data any) Answer { return single{"ok", "sendHandler", typ, typ, data} }
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+type push struct {
+	command string
+	targets []string
+	typ, id string
+	data    any
+}
+
+func (p push) frames(*Request) []any {
+	return []any{answerFrame{answerHeader{"ok", p.command, nonNil(p.targets), "", p.id}, answerPayload{p.typ, dataValue(p.data)}}}
+}
+
+// PushClients is a message to users that answers no request; besterd answers it with a
+// report (id, if not empty, is echoed there).
+func PushClients(users []string, typ string, data any, id string) Answer {
+	return push{"sendClients", users, typ, id, data}
+}
+
+// PushServers is a message to peer servers that answers no request.
+func PushServers(servers []string, typ string, data any, id string) Answer {
+	return push{"sendServers", servers, typ, id, data}
+}
+
+type many []Answer
+
+func (m many) frames(r *Request) []any {
+	var out []any
+	for _, a := range m {
+		if a != nil {
+			out = append(out, a.frames(r)...)
+		}
+	}
+	return out
+}
+
+// Answers sends several frames for one request (e.g. a Reply and a PushClients), in order.
+func Answers(a ...Answer) Answer { return many(a) }
+
+// HandlerFunc serves one request. It runs on a goroutine of its own: requests are served
+// concurrently. ctx ends when the broker closes the connection.
+type HandlerFunc func(ctx context.Context, r *Request) Answer
+
+// Handler is one connection to besterd as a handler.
+type Handler struct {
+	conn net.Conn
+	w    bester.BatchWriter
+	// MaxConcurrent bounds the requests served at once (default 1024, besterd's max_inflight);
+	// past it, reading pauses.
+	MaxConcurrent int
+	// Logger gets error reports and failures (default: stderr with the type as prefix).
+	Logger *log.Logger
+}
+
+// Connect connects to path (default $BESTER_SOCKET) as a handler.
+func Connect(path string) (*Handler, error) {
+	if path == "" {
+		path = os.Getenv("BESTER_SOCKET")
+	}
+	if path == "" {
+		return nil, errors.New("BESTER_SOCKET is not set: handlers are started by besterd")
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	return NewHandler(c), nil
+}
+
+// NewHandler serves an established connection (a socket besterd dialled, a test's pipe).
+func NewHandler(c net.Conn) *Handler {
+	name := os.Getenv("BESTER_TYPE")
+	if name == "" {
+		name = "handler"
+	}
+	return &Handler{conn: c, w: bester.BatchWriter{W: c}, MaxConcurrent: 1024, Logger: log.New(os.Stderr, fmt.Sprintf("%s[%d] ", name, os.Getpid()), 0)}
+}
+
+// Send writes an answer that belongs to no request (PushClients, PushServers).
+func (h *Handler) Send(a Answer) error {
+	buf, err := encodeAll(a.frames(&Request{}))
+	if err != nil {
+		return err
+	}
+	return h.write(buf)
+}
+
+func encodeAll(frames []any) ([]byte, error) {
+	var buf []byte
+	for _, f := range frames {
+		b, err := bester.EncodeFrame(f, bester.MaxFrame)
+		if err != nil {
+			return nil, err
+		}
+		buf = append(buf, b...)
+	}
+	return buf, nil
+}
+
+func (h *Handler) write(buf []byte) error {
+	if len(buf) == 0 {
+		return nil
+	}
+	_, err := h.w.Write(buf) // answers finished at the same time share a write
+	return err
+}
+
+type inRequest struct {
+	Header struct {
+		Kind    string      `json:"kind"`
+		Request *string     `json:"request"`
+		Scope   string      `json:"scope"`
+		From    bester.From `json:"from"`
+		Via     []string    `json:"via"`
+		Status  string      `json:"status"`
+	} `json:"header"`
+	Payload struct {
+		Type string          `json:"type"`
+		Data json.RawMessage `json:"data"`
+	} `json:"payload"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Serve reads requests until besterd closes the connection, calling handle for each on a
+// goroutine of its own and writing its answer. It returns nil at EOF or when ctx ends (once
+// the requests being served are done), or the error that broke the connection (a frame over 1 MiB, bytes that are
+// not frames). Reports are never answered; error reports are logged. A panic in handle answers
+// its request with internal_error and serving goes on.
+func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	limit := h.MaxConcurrent
+	if limit <= 0 {
+		limit = 1
+	}
+	slots := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	r := bufio.NewReaderSize(h.conn, 64<<10)
+	go func() {
+		<-ctx.Done()
+		h.conn.Close()
+	}()
+	for {
+		body, err := bester.ReadFrame(r, bester.MaxFrame)
+		if err != nil {
+			stopped := ctx.Err() != nil
+			cancel()
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				h.Logger.Printf("besterd closed the socket in the middle of a frame")
+			}
+			if stopped || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+				return nil
+			}
+			return err
+		}
+		var in inRequest
+		if !utf8.Valid(body) {
+			cancel()
+			return &bester.Error{Code: bester.CodeInvalidUTF8, Text: "frame body is not valid UTF-8"}
+		}
+		if err := json.Unmarshal(body, &in); err != nil {
+			var syntax *json.SyntaxError
+			if errors.As(err, &syntax) || len(body) == 0 {
+				cancel()
+				return &bester.Error{Code: bester.CodeInvalidJSON, Text: "frame body is not JSON: " + err.Error()}
+			}
+			h.Logger.Printf("ignoring a frame that is not a request: %.200s", body)
+			continue
+		}
+		kind := in.Header.Kind
+		if kind == "report" {
+			if in.Header.Status != "ok" {
+				h.Logger.Printf("report: %.500s", body)
+			}
+			continue
+		}
+		if (kind != "request" && kind != "login") || in.Header.Request == nil {
+			h.Logger.Printf("ignoring a frame that is neither request, login nor report: %.200s", body)
+			continue
+		}
+		data := in.Payload.Data
+		if len(data) == 0 {
+			data = json.RawMessage("null")
+		}
+		req := &Request{Kind: kind, Token: *in.Header.Request, Type: in.Payload.Type, Data: data,
+			Scope: in.Header.Scope, From: in.Header.From, Via: in.Header.Via, Frame: body}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if err := h.write(h.call(ctx, handle, req)); err != nil && ctx.Err() == nil {
+				h.Logger.Printf("request %s: cannot write the answer: %v", req.Token, err)
+			}
+		}()
+	}
+}
+
+func (h *Handler) call(ctx context.Context, handle HandlerFunc, req *Request) (out []byte) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.Logger.Printf("request %s failed: %v\n%s", req.Token, p, debug.Stack())
+			out, _ = encodeAll(Error(bester.CodeInternalError, fmt.Sprintf("the %s handler failed", req.Type)).frames(req))
+		}
+	}()
+	a := handle(ctx, req)
+	if a == nil {
+		return nil
+	}
+	out, err := encodeAll(a.frames(req))
+	if err != nil { // an answer that cannot be encoded (or too large) becomes internal_error
+		h.Logger.Printf("request %s: its answer cannot be sent: %v", req.Token, err)
+		code := bester.CodeInternalError
+		var e *bester.Error
+		if errors.As(err, &e) {
+			code = e.Code
+		}
+		out, _ = encodeAll(Error(bester.CodeInternalError, fmt.Sprintf("the %s handler's answer cannot be sent: %s", req.Type, code)).frames(req))
+	}
+	return out
+}
+
+// Serve connects to $BESTER_SOCKET and serves handle until besterd closes the socket, then
+// returns nil (exit 0 then: besterd restarts handlers itself).
+func Serve(handle HandlerFunc) error {
+	h, err := Connect("")
+	if err != nil {
+		return err
+	}
+	return h.Serve(context.Background(), handle)
+}
+
+// Listen serves a type configured with connect = "/path" (besterd dials the handler): it
+// listens on $BESTER_SOCKET (the connect path; a stale socket left there is replaced, anything
+// else is an error) and serves every connection besterd makes, each on its own goroutine. It
+// returns only if the listener fails.
+func Listen(handle HandlerFunc) error {
+	path := os.Getenv("BESTER_SOCKET")
+	if path == "" {
+		return errors.New("BESTER_SOCKET is not set: handlers are started by besterd")
+	}
+	return ListenOn(context.Background(), path, handle)
+}
+
+// ListenOn is Listen on path, until ctx ends (then it returns nil).
+func ListenOn(ctx context.Context, path string, handle HandlerFunc) error {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go NewHandler(c).Serve(ctx, handle)
+	}
+}
