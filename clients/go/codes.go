@@ -47,7 +47,9 @@ const (
 	CodeResumeExpired      = "resume_expired"
 	CodeResumeRefused      = "resume_refused"
 	CodeSessionExpired     = "session_expired"
-	CodeInternalError      = "internal_error"
+	// CodeRedirected: a handler redirected the client while this request was in flight.
+	CodeRedirected    = "redirected"
+	CodeInternalError = "internal_error"
 )
 
 // The library's own codes: failures the client sees without a server answer.
@@ -67,4 +69,4 @@ const (
 )
 
 // ServerCodes lists every code the server may answer, in the order of PROTOCOL.md §8.
-var ServerCodes = []string{CodeFrameTooLarge, CodeInvalidUTF8, CodeInvalidJSON, CodeInvalidMessage, CodeUnknownScope, CodeNotIdentified, CodeAlreadyIdentified, CodeBadIdentifyType, CodeAuthFailed, CodeIdentifyTimeout, CodeIdleTimeout, CodeRateLimited, CodeTooManyConnections, CodeUnknownType, CodeReservedType, CodeHandlerNotRunning, CodeHandlerUnavailable, CodeHandlerTimeout, CodeHandlerBusy, CodeHandlerError, CodeBadHandlerReply, CodeHandlerLoop, CodeChainTooDeep, CodeUnknownPeer, CodePeerUnreachable, CodePeerUnavailable, CodePeerTimeout, CodeHopLimit, CodeForgedOrigin, CodeServerBusy, CodeSlowConsumer, CodeShuttingDown, CodeSessionRevoked, CodeKicked, CodeTokenLoginsOff, CodeTokenMalformed, CodeTokenUnknownKey, CodeTokenBadSignature, CodeTokenExpired, CodeTokenNotYetValid, CodeTokenWrongAudience, CodeTokenWrongIssuer, CodeResumeExpired, CodeResumeRefused, CodeSessionExpired, CodeInternalError}
+var ServerCodes = []string{CodeFrameTooLarge, CodeInvalidUTF8, CodeInvalidJSON, CodeInvalidMessage, CodeUnknownScope, CodeNotIdentified, CodeAlreadyIdentified, CodeBadIdentifyType, CodeAuthFailed, CodeIdentifyTimeout, CodeIdleTimeout, CodeRateLimited, CodeTooManyConnections, CodeUnknownType, CodeReservedType, CodeHandlerNotRunning, CodeHandlerUnavailable, CodeHandlerTimeout, CodeHandlerBusy, CodeHandlerError, CodeBadHandlerReply, CodeHandlerLoop, CodeChainTooDeep, CodeUnknownPeer, CodePeerUnreachable, CodePeerUnavailable, CodePeerTimeout, CodeHopLimit, CodeForgedOrigin, CodeServerBusy, CodeSlowConsumer, CodeShuttingDown, CodeSessionRevoked, CodeKicked, CodeTokenLoginsOff, CodeTokenMalformed, CodeTokenUnknownKey, CodeTokenBadSignature, CodeTokenExpired, CodeTokenNotYetValid, CodeTokenWrongAudience, CodeTokenWrongIssuer, CodeResumeExpired, CodeResumeRefused, CodeSessionExpired, CodeRedirected, CodeInternalError}
