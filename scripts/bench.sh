@@ -16,6 +16,9 @@
 #   scripts/bench.sh python     the Python library (clients/python) client → besterd → handler
 #       beside nats-py → nats-server → a nats-py responder, window 1 and 64, 3 runs, medians
 #       (benches/python/bench.py; installs nats-server and nats-py if missing)
+#   scripts/bench.sh go         the Go library (clients/go) client → besterd → handler beside
+#       nats.go → nats-server → a nats.go responder, window 1 and 64, 3 runs, medians, CPU per
+#       request (benches/go; installs golang-go, Debian's nats.go and nats-server if missing)
 #   scripts/bench.sh clib       the C library on both sides (clients/c: client -> besterd -> the
 #       C echo example), round trips/s and CPU per request of client and handler at window 1 and
 #       64, medians of BENCH_RUNS=3 runs of BENCH_SECS=3 s (clients/c/tests/bench.sh)
@@ -46,6 +49,21 @@ if [[ " $* " == *" python "* ]]; then
     .venv/bin/python -c "import nats" 2>/dev/null || .venv/bin/python -m pip install --quiet nats-py
     cargo build --release --bins --quiet
     exec .venv/bin/python benches/python/bench.py
+fi
+if [[ " $* " == " go " ]]; then
+    # Built offline in GOPATH mode: Debian's nats.go package ships nuid without a go.mod, so
+    # a module `replace` of it cannot work; GOPATH mode finds every package by its directory.
+    pkgs=()
+    command -v go >/dev/null || pkgs+=(golang-go)
+    command -v nats-server >/dev/null || pkgs+=(nats-server)
+    [[ -d /usr/share/gocode/src/github.com/nats-io/nats.go ]] || pkgs+=(golang-github-nats-io-go-nats-dev)
+    if ((${#pkgs[@]})); then apt-get update -qq && apt-get install -y -qq "${pkgs[@]}" >/dev/null; fi
+    cargo build --release --quiet --bin besterd
+    gopath="$PWD/target/gopath"
+    mkdir -p "$gopath/src/besterd.dev"
+    ln -sfn "$PWD/clients/go" "$gopath/src/besterd.dev/bester"
+    (cd benches/go && GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" go build -o "$PWD/../../target/gobench" .)
+    exec target/gobench
 fi
 if [[ " $* " == " clib " ]]; then
     cargo build --release --quiet --bin besterd
