@@ -12,7 +12,8 @@
 // data is the request's). CPU is utime+stime per 1,000 round trips of the client (getrusage),
 // the handler and the broker (/proc/PID/stat), read by the client around the counted phase.
 // Prints a Markdown table of medians (ratios are medians of the per-run ratios) and a final
-// JSON line. BESTERD_BIN (default target/release/besterd) and NATS_SERVER (default
+// JSON line. BENCH_PROFILE=DIR writes CPU profiles of the clients and Go handlers there.
+// BESTERD_BIN (default target/release/besterd) and NATS_SERVER (default
 // nats-server on the PATH) name the servers.
 package main
 
@@ -27,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -67,6 +69,7 @@ func main() {
 // ---- the handlers ----
 
 func serveBester() {
+	defer profile("handler")()
 	err := handler.Serve(func(ctx context.Context, r *handler.Request) handler.Answer {
 		return handler.Reply(r.Data)
 	})
@@ -193,10 +196,29 @@ func runClient(args []string) {
 	phase(warmup)
 	done.Store(0)
 	c0, h0, s0, t0 := selfCPU(), procCPU(hpid), procCPU(spid), time.Now()
+	stop := profile("client-" + system)
 	phase(time.Duration(secs * float64(time.Second)))
+	stop()
 	r := result{Count: done.Load(), Secs: time.Since(t0).Seconds()}
 	r.ClientCPU, r.HandlerCPU, r.BrokerCPU = selfCPU()-c0, procCPU(hpid)-h0, procCPU(spid)-s0
 	json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// profile writes a CPU profile to $BENCH_PROFILE/NAME-PID.pprof until the returned function
+// is called (nothing without BENCH_PROFILE).
+func profile(name string) func() {
+	dir := os.Getenv("BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", name, os.Getpid())))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		log.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 func selfCPU() float64 {
@@ -446,6 +468,7 @@ func orchestrate() {
 		windows = append(windows, atoiOr(w))
 	}
 	systems := strings.Split(*systemsFlag, ",")
+	loadStart := loadavg()
 	results := map[string][]measured{}
 	key := func(system string, window int) string { return fmt.Sprintf("%s@%d", system, window) }
 	for run := 1; run <= *runs; run++ {
@@ -457,9 +480,8 @@ func orchestrate() {
 			}
 		}
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("\nGo client → broker → Go handler; %d runs × %g s, medians; CPU ms per 1,000 round trips (utime+stime); load average %s\n\n",
-		*runs, *secs, strings.Join(strings.Fields(string(load))[:3], " "))
+	fmt.Printf("\nGo client → broker → Go handler; %d runs × %g s, medians; CPU ms per 1,000 round trips (utime+stime); load average %s before, %s after\n\n",
+		*runs, *secs, loadStart, loadavg())
 	fmt.Println("| window | system | round trips/s | ÷ nats.go | client CPU | handler CPU | broker CPU |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	out := map[string]map[string]float64{}
@@ -495,6 +517,15 @@ func orchestrate() {
 	}
 	line, _ := json.Marshal(out)
 	fmt.Println(string(line))
+}
+
+// loadavg is the 1, 5 and 15 minute load averages.
+func loadavg() string {
+	text, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(text)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
 }
 
 func atoiOr(s string) int {
