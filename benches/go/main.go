@@ -20,7 +20,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -256,11 +255,32 @@ type server struct {
 	dir        string
 }
 
+// started are the processes the orchestrator started (servers, responders), killed by fatalf.
+var started []*exec.Cmd
+
+func start(cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	started = append(started, cmd)
+	return nil
+}
+
+// fatalf kills the processes started so far (besterd stops its handler as it exits) and exits.
+func fatalf(format string, args ...any) {
+	for _, c := range started {
+		if c.ProcessState == nil {
+			c.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	log.Fatalf(format, args...)
+}
+
 func waitFor(what string, ok func() bool) {
 	start := time.Now()
 	for !ok() {
 		if time.Since(start) > deadline {
-			log.Fatalf("timed out waiting for %s", what)
+			fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -269,7 +289,7 @@ func waitFor(what string, ok func() bool) {
 func repo() string {
 	dir, err := os.Getwd()
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	for d := dir; d != "/"; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "Cargo.toml")); err == nil {
@@ -286,25 +306,25 @@ func startBesterd(self string) *server {
 	}
 	dir, err := os.MkdirTemp("", "bester-gobench-")
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	users := filepath.Join(dir, "users.json")
 	add := exec.Command(bin, "user", "--users", users, "add", user, "--password-stdin")
 	add.Stdin = strings.NewReader(password + "\n")
 	if out, err := add.CombinedOutput(); err != nil {
-		log.Fatalf("besterd user add: %v\n%s", err, out)
+		fatalf("besterd user add: %v\n%s", err, out)
 	}
 	config := fmt.Sprintf("[server]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\nusers = %q\nruntime_dir = %q\n[handlers.bench]\ncommand = [%q, \"handler\"]\n",
 		users, filepath.Join(dir, "run"), self)
 	if err := os.WriteFile(filepath.Join(dir, "b.toml"), []byte(config), 0o600); err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	ready := filepath.Join(dir, "ready")
 	cmd := exec.Command(bin, "serve", "--config", filepath.Join(dir, "b.toml"), "--ready-file", ready)
 	cmd.Env = append(os.Environ(), "RUST_LOG=warn")
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		log.Fatal(err)
+	if err := start(cmd); err != nil {
+		fatalf("%v", err)
 	}
 	s := &server{proc: cmd, dir: dir}
 	var addr string
@@ -345,7 +365,7 @@ func childOf(pid int) int {
 func freePort() int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
@@ -362,12 +382,12 @@ func startNats(self string) *server {
 	}
 	dir, err := os.MkdirTemp("", "nats-gobench-")
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	port := freePort()
 	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "--user", user, "--pass", password)
-	if err := cmd.Start(); err != nil {
-		log.Fatal(err)
+	if err := start(cmd); err != nil {
+		fatalf("%v", err)
 	}
 	s := &server{proc: cmd, dir: dir, url: fmt.Sprintf("nats://127.0.0.1:%d", port)}
 	waitFor("nats-server", func() bool {
@@ -380,8 +400,8 @@ func startNats(self string) *server {
 	ready := filepath.Join(dir, "ready")
 	s.handler = exec.Command(self, "responder", s.url, ready)
 	s.handler.Stderr = os.Stderr
-	if err := s.handler.Start(); err != nil {
-		log.Fatal(err)
+	if err := start(s.handler); err != nil {
+		fatalf("%v", err)
 	}
 	waitFor("the nats.go responder", func() bool { _, err := os.Stat(ready); return err == nil })
 	s.handlerPID = s.handler.Process.Pid
@@ -424,14 +444,15 @@ func measure(self, system string, window int, secs float64) measured {
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		log.Fatalf("%s client: %v", system, err)
+		s.close()
+		fatalf("%s client: %v", system, err)
 	}
 	var r result
 	if err := json.Unmarshal(out, &r); err != nil {
-		log.Fatalf("%s client said %q: %v", system, out, err)
+		fatalf("%s client said %q: %v", system, out, err)
 	}
 	if r.Count == 0 {
-		log.Fatal(errors.New(system + ": no round trips"))
+		fatalf("%s: no round trips", system)
 	}
 	perK := 1e6 / float64(r.Count) // ms per 1,000 round trips, from seconds
 	return measured{float64(r.Count) / r.Secs, r.ClientCPU * perK, r.HandlerCPU * perK, r.BrokerCPU * perK}
