@@ -126,7 +126,7 @@ func runClient(args []string) {
 	var request func(n int64) error
 	switch system {
 	case "bester":
-		c, err := bester.Dial(context.Background(), url, bester.Auth{Username: user, Password: password}, bester.WithKeepAlive(0))
+		c, err := bester.Dial(context.Background(), url, bester.Auth{Username: user, Password: password})
 		if err != nil {
 			log.Fatal(err)
 		}
