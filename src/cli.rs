@@ -32,6 +32,32 @@ pub enum Command {
     User(UserArgs),
     /// Ask a running besterd over its control socket (root or the daemon's user only).
     Ctl(CtlArgs),
+    /// Check a handler program against the protocol: run it as besterd would, play the broker,
+    /// print one line per check (exit 0 if all pass, 1 otherwise).
+    HandlerTest(HandlerTestArgs),
+}
+
+/// `besterd handler-test [--type T] [--connect SOCKET] [--timeout-ms N] -- COMMAND ARGS...`
+#[derive(Debug, Clone, Args)]
+pub struct HandlerTestArgs {
+    /// The payload type it serves (`BESTER_TYPE`); the vectors of that type are checked.
+    #[arg(long = "type", value_name = "T", default_value = "echo")]
+    pub kind: String,
+    /// The handler listens on this socket and is dialled for every request (`connect = ...`).
+    #[arg(long, value_name = "SOCKET")]
+    pub connect: Option<PathBuf>,
+    /// How long each check waits for the handler.
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// The data (JSON) of the request the generic checks send (default: from the type's vectors).
+    #[arg(long, value_name = "JSON")]
+    pub request: Option<String>,
+    /// The data (JSON) of the ok reply that request must get (default: any valid answer).
+    #[arg(long, value_name = "JSON", requires = "request")]
+    pub expect: Option<String>,
+    /// The handler's command and arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// Flags of `besterd serve`; each one overrides the configuration file.
