@@ -187,22 +187,30 @@ impl Link {
                     got.insert(token, frame);
                 }
                 Next::Closed => {
-                    let what = format!(
-                        "closed the connection with {} of {} requests unanswered",
-                        tokens.len() - got.len(),
-                        tokens.len()
-                    );
+                    let what = match tokens {
+                        [only] => {
+                            format!("closed the connection without answering request {only:?}")
+                        }
+                        _ => format!(
+                            "closed the connection with {} of {} requests unanswered",
+                            tokens.len() - got.len(),
+                            tokens.len()
+                        ),
+                    };
                     return Err(self.closed(&what));
                 }
                 Next::Silent => {
                     let missing: Vec<&String> =
                         tokens.iter().filter(|t| !got.contains_key(*t)).collect();
-                    return Err(format!(
-                        "did not answer {} of {} requests within {ms} ms (first unanswered: {:?})",
-                        missing.len(),
-                        tokens.len(),
-                        missing[0]
-                    ));
+                    return Err(match tokens {
+                        [only] => format!("did not answer request {only:?} within {ms} ms"),
+                        _ => format!(
+                            "did not answer {} of {} requests within {ms} ms (first unanswered: {:?})",
+                            missing.len(),
+                            tokens.len(),
+                            missing[0]
+                        ),
+                    });
                 }
                 Next::Broken(why) => return Err(why),
             }
@@ -421,10 +429,10 @@ fn answered(kit: &Kit, link: &mut Link, token: &str, data: String, what: &str) -
     let sent = [(token.to_string(), data)];
     match link.answers(&[token.to_string()], kit.deadline(), kit.ms()) {
         Ok(got) => match kit.judge(&got, &sent) {
-            Outcome::Fail(why) => Outcome::Fail(format!("request {token:?} {what}: {why}")),
+            Outcome::Fail(why) => Outcome::Fail(format!("{what}: {why}")),
             other => other,
         },
-        Err(why) => Outcome::Fail(format!("request {token:?} {what}: {why}")),
+        Err(why) => Outcome::Fail(format!("{what}: {why}")),
     }
 }
 
