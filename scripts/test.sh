@@ -23,6 +23,24 @@ python3 -m unittest discover -s handlers/python/tests -t handlers/python
 echo "== node handler tests"
 node --test handlers/node/test/
 
+echo "== conformance kit: besterd handler-test against every example handler"
+keys=$(mktemp)
+trap 'rm -f "$keys"' EXIT
+echo 'k-conformance alice' >"$keys"
+conformance() { # TYPE COMMAND...: the example passes every check (else its lines are shown)
+  local type=$1 out
+  shift
+  if ! out=$("${CARGO_TARGET_DIR:-target}/debug/besterd" handler-test --type "$type" -- "$@" 2>/dev/null); then
+    printf '%s\n' "$out"
+    return 1
+  fi
+  echo "$type ($*): ${out##*$'\n'}"
+}
+conformance echo python3 handlers/python/echo.py
+conformance chat python3 handlers/python/chat.py
+conformance keys python3 handlers/python/auth_keys.py "$keys"
+conformance upper node handlers/node/upper.js
+
 echo "== browser test (headless Chromium: the built-in chat page)"
 .venv/bin/python tests/browser/test_chat_page.py
 # The Debian package: built, installed with dpkg -i, checked, purged (needs root).
