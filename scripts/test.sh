@@ -27,18 +27,19 @@ echo "== conformance kit: besterd handler-test against every example handler"
 keys=$(mktemp)
 trap 'rm -f "$keys"' EXIT
 echo 'k-conformance alice' >"$keys"
-conformance() { # TYPE COMMAND...: the example passes every check (else its lines are shown)
+conformance() { # TYPE [FLAGS --] COMMAND...: the example passes every check (else its lines are shown)
   local type=$1 out
   shift
-  if ! out=$("${CARGO_TARGET_DIR:-target}/debug/besterd" handler-test --type "$type" -- "$@" 2>/dev/null); then
+  [[ " $* " == *" -- "* ]] || set -- -- "$@"
+  if ! out=$("${CARGO_TARGET_DIR:-target}/debug/besterd" handler-test --type "$type" "$@" 2>/dev/null); then
     printf '%s\n' "$out"
     return 1
   fi
-  echo "$type ($*): ${out##*$'\n'}"
+  echo "$type: ${out##*$'\n'}"
 }
 conformance echo python3 handlers/python/echo.py
 conformance chat python3 handlers/python/chat.py
-conformance keys python3 handlers/python/auth_keys.py "$keys"
+conformance keys --login '{"apiKey":"k-conformance"}' -- python3 handlers/python/auth_keys.py "$keys"
 conformance upper node handlers/node/upper.js
 
 echo "== browser test (headless Chromium: the built-in chat page)"

@@ -46,6 +46,11 @@ pub struct HandlerTestArgs {
     /// The handler listens on this socket and is dialled for every request (`connect = ...`).
     #[arg(long, value_name = "SOCKET")]
     pub connect: Option<PathBuf>,
+    /// How answers are matched to requests, as `[handlers.T] correlate`: `request` (by token,
+    /// the default), `order` (one request in flight, the next frame answers it), or `connection`
+    /// (implied by --connect).
+    #[arg(long, value_name = "MODE")]
+    pub correlate: Option<String>,
     /// How long each check waits for the handler.
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -55,6 +60,10 @@ pub struct HandlerTestArgs {
     /// The data (JSON) of the ok reply that request must get (default: any valid answer).
     #[arg(long, value_name = "JSON", requires = "request")]
     pub expect: Option<String>,
+    /// For an auth handler (`[auth] handler`): also send a login request with this
+    /// `authentication` object (JSON) and check it is answered with a reply.
+    #[arg(long, value_name = "JSON")]
+    pub login: Option<String>,
     /// The handler's command and arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

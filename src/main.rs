@@ -247,9 +247,11 @@ fn handler_test(args: HandlerTestArgs) -> ExitCode {
         argv: args.command,
         kind: args.kind,
         connect: args.connect,
+        correlate: args.correlate,
         timeout: std::time::Duration::from_millis(args.timeout_ms),
         request: args.request,
         expect: args.expect,
+        login: args.login,
     };
     ExitCode::from(besterd::conformance::main(&options))
 }

@@ -263,3 +263,85 @@ fn a_program_that_never_connects_fails_every_check_saying_so() {
     );
     assert_line(&text, "0 ok, 14 failed, 0 skipped");
 }
+
+#[test]
+fn a_handler_correlated_by_order_gets_one_request_at_a_time() {
+    // order.js answers without tokens and logs OVERLAP if a second request comes before its
+    // answer; it reads frames of any size (so it fails the 1 MiB check).
+    let out = kit(&[
+        "--type",
+        "order",
+        "--correlate",
+        "order",
+        "--",
+        "node",
+        "tests/handlers/order.js",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("OVERLAP"));
+    assert_line(
+        &text,
+        "# type \"order\", connecting to BESTER_SOCKET, correlated by order; probe: none (any answer)",
+    );
+    assert_line(
+        &text,
+        "skip 64 pipelined requests in one write, answered in any order: besterd sends a handler \
+         correlated by order one request at a time",
+    );
+    assert_line(&text, "ok  16 requests with descending tokens");
+    assert_line(&text, "ok  reports are not answered");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL a frame over 1 MiB: answered a frame of 1048577 bytes")),
+        "{text}"
+    );
+    assert_line(&text, "7 ok, 1 failed, 2 skipped");
+    let out = kit(&[
+        "--correlate",
+        "order",
+        "--connect",
+        "/nonexistent/x.sock",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn an_auth_handler_answers_a_login_with_a_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "k-test alice {\"plan\":\"pro\"}\n").unwrap();
+    let keys = keys.to_str().unwrap();
+    let auth = r#"{"apiKey":"k-test"}"#;
+    let args = ["--type", "keys", "--login", auth, "--"];
+    let out = kit(&[
+        &args[..],
+        &["python3", "handlers/python/auth_keys.py", keys],
+    ]
+    .concat());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_line(
+        &text,
+        "ok  a login is answered with a reply: accepted: \
+         {\"user\":\"alice\",\"info\":{\"plan\":\"pro\",\"via\":\"api-key\"}}",
+    );
+    let args = ["--login", auth, "--timeout-ms", "2000", "--"];
+    let out = kit(&[
+        &args[..],
+        &["python3", "tests/handlers/broken.py", "login-push"],
+    ]
+    .concat());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_line(
+        &text,
+        "FAIL a login is answered with a reply: answered a login with a command other than \
+         \"reply\" (besterd: bad_handler_reply): {\"header\":{\"status\":\"ok\",\"command\":\
+         \"sendClients\",\"request\":\"7\",\"commandData\":[\"alice\"]},\"payload\":{\"type\":\
+         \"bester.login\",\"data\":{\"apiKey\":\"k-test\"}}}",
+    );
+    assert_line(&text, "14 ok, 1 failed, 0 skipped");
+}

@@ -18,9 +18,14 @@ use crate::protocol::ErrorCode;
 use crate::protocol::encode_frame;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{handler_delivery_report, handler_error_report};
+use crate::protocol::write::handler_login_request;
 
 /// How long after its answers a handler is watched for frames it must not send.
 const GRACE: Duration = Duration::from_millis(300);
+/// Why pipelining checks do not apply to a handler correlated by order.
+const ONE_AT_A_TIME: &str = "besterd sends a handler correlated by order one request at a time";
+/// The client address of the kit's login requests (as in `protocol/vectors/auth_handler.json`).
+const LOGIN_FROM: &str = "192.0.2.10:50312";
 /// How long besterd gives a handler between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
@@ -168,8 +173,16 @@ impl Link {
             let conn = self.conn.as_mut().expect("socket mode");
             match conn.next(deadline) {
                 Next::Frame(frame) if frame.push => {}
-                Next::Frame(frame) => {
-                    let token = frame.request.clone().unwrap_or_default();
+                Next::Frame(mut frame) => {
+                    let token = match (&frame.request, tokens) {
+                        (Some(token), _) => token.clone(),
+                        // Correlated by order: the answer to the one request in flight.
+                        (None, [only]) => {
+                            frame.json["header"]["request"] = json!(only);
+                            only.clone()
+                        }
+                        (None, _) => String::new(),
+                    };
                     if got.contains_key(&token) {
                         return Err(format!("answered request {token:?} twice"));
                     }
@@ -231,8 +244,22 @@ fn with_link(
     }
 }
 
-/// Send each request whole and judge the answers.
+/// Send each request whole and judge the answers (all in flight at once, unless besterd would
+/// send them one at a time).
 fn exchange(kit: &Kit, link: &mut Link, requests: &[(String, usize)]) -> Outcome {
+    if kit.program.order {
+        for request in requests {
+            let outcome = exchange_all(kit, link, std::slice::from_ref(request));
+            if outcome != Outcome::Ok(String::new()) {
+                return outcome;
+            }
+        }
+        return Outcome::Ok(String::new());
+    }
+    exchange_all(kit, link, requests)
+}
+
+fn exchange_all(kit: &Kit, link: &mut Link, requests: &[(String, usize)]) -> Outcome {
     let mut sent = Vec::new();
     for (token, seq) in requests {
         let (frame, data) = kit.frame(token, *seq);
@@ -299,8 +326,12 @@ fn collect_until(
     }
     loop {
         match link.conn.as_mut().expect("socket mode").next(deadline) {
-            Next::Frame(frame) => {
-                let done = frame.request.as_deref() == Some(token);
+            Next::Frame(mut frame) => {
+                let tokenless = kit.program.order && frame.request.is_none();
+                if tokenless {
+                    frame.json["header"]["request"] = json!(token);
+                }
+                let done = tokenless || frame.request.as_deref() == Some(token);
                 got.push(frame.json);
                 if done {
                     return Ok(());
@@ -362,6 +393,9 @@ pub fn one_request(kit: &Kit) -> Outcome {
 
 /// Many requests in flight at once (socket: in one write; dial: a connection each).
 pub fn pipelined(kit: &Kit, count: usize) -> Outcome {
+    if kit.program.order {
+        return Outcome::Skip(ONE_AT_A_TIME.to_string());
+    }
     with_link(kit, &BTreeMap::new(), |link| {
         let requests: Vec<(String, usize)> =
             (0..count).map(|i| ((100 + i).to_string(), i)).collect();
@@ -442,6 +476,9 @@ pub fn several_per_write(kit: &Kit) -> Outcome {
     if kit.dialled() {
         return Outcome::Skip("a dialled handler gets one request per connection".to_string());
     }
+    if kit.program.order {
+        return Outcome::Skip(ONE_AT_A_TIME.to_string());
+    }
     with_link(kit, &BTreeMap::new(), |link| {
         let mut sent = Vec::new();
         let mut wire = Vec::new();
@@ -491,7 +528,13 @@ pub fn reports(kit: &Kit) -> Outcome {
         let mut answer = None;
         while answer.is_none() {
             match link.conn.as_mut().expect("socket mode").next(deadline) {
-                Next::Frame(f) if f.request.as_deref() == Some("400") => answer = Some(f),
+                Next::Frame(mut f)
+                    if f.request.as_deref() == Some("400")
+                        || (kit.program.order && f.request.is_none()) =>
+                {
+                    f.json["header"]["request"] = json!("400");
+                    answer = Some(f);
+                }
                 Next::Frame(f) => {
                     return Outcome::Fail(format!("answered a report: {}", excerpt(&f.text)));
                 }
@@ -689,5 +732,42 @@ pub fn end_of_stream(kit: &Kit) -> Outcome {
                 kit.ms()
             )),
         }
+    })
+}
+
+/// With `--login`: a login request (`kind:"login"`, PROTOCOL.md §2 "Auth handler"), exactly as
+/// besterd writes it, is answered with a `reply` carrying its token (besterd refuses any other
+/// command for a login).
+pub fn login(kit: &Kit, authentication: &str) -> Outcome {
+    with_link(kit, &BTreeMap::new(), |link| {
+        let token = "7";
+        let body = handler_login_request(token, LOGIN_FROM, ("main", "tcp"), authentication);
+        let mut frame = Vec::new();
+        encode_frame(&body, &mut frame);
+        if let Err(why) = link.send(token, &[&frame], kit.timeout) {
+            return Outcome::Fail(why);
+        }
+        let got = match link.answers(&[token.to_string()], kit.deadline(), kit.ms()) {
+            Ok(got) => got,
+            Err(why) => return Outcome::Fail(why),
+        };
+        let answer = &got[token];
+        if !answer.reply {
+            return Outcome::Fail(format!(
+                "answered a login with a command other than \"reply\" (besterd: \
+                 bad_handler_reply): {}",
+                excerpt(&answer.text)
+            ));
+        }
+        let data = answer.json["payload"]
+            .get("data")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let verdict = if answer.json["header"]["status"] == "error" {
+            "refused"
+        } else {
+            "accepted"
+        };
+        Outcome::Ok(format!("{verdict}: {}", excerpt(&data.to_string())))
     })
 }

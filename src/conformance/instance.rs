@@ -51,6 +51,8 @@ pub struct Program {
     pub kind: String,
     /// `Some(path)`: the program listens there and is dialled per request (`connect = path`).
     pub dial: Option<PathBuf>,
+    /// `correlate = "order"`: one request in flight, the next frame answers it (token or not).
+    pub order: bool,
 }
 
 /// The program's directory and socket, removed when it is dropped.
@@ -74,6 +76,7 @@ pub struct Instance {
     child: Child,
     exit: Option<ExitStatus>,
     place: Place,
+    order: bool,
 }
 
 impl Instance {
@@ -130,6 +133,7 @@ impl Instance {
             child,
             exit: None,
             place,
+            order: program.order,
         })
     }
 
@@ -214,7 +218,7 @@ impl Instance {
                     stream
                         .set_nonblocking(false)
                         .map_err(|e| format!("the kit cannot use the connection: {e}"))?;
-                    return Ok(Conn::new(stream, false));
+                    return Ok(Conn::new(stream, self.order));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -323,6 +327,8 @@ pub struct Frame {
     pub request: Option<String>,
     /// No `request` on a connection correlated by token: a push.
     pub push: bool,
+    /// Its command is `reply`.
+    pub reply: bool,
     /// The body as JSON, for comparisons.
     pub json: Value,
     /// The body as it came (for failure lines).
@@ -347,16 +353,18 @@ pub struct Conn {
     stream: UnixStream,
     input: Vec<u8>,
     decoder: FrameDecoder,
-    dialled: bool,
+    /// Correlated by order or by connection: a frame without a token answers the request in
+    /// flight (it is not a push).
+    tokenless: bool,
 }
 
 impl Conn {
-    fn new(stream: UnixStream, dialled: bool) -> Conn {
+    fn new(stream: UnixStream, tokenless: bool) -> Conn {
         Conn {
             stream,
             input: Vec::new(),
             decoder: FrameDecoder::new(MAX_FRAME),
-            dialled,
+            tokenless,
         }
     }
 
@@ -464,7 +472,7 @@ impl Conn {
                 ));
             }
         };
-        let push = msg.request.is_none() && !self.dialled;
+        let push = msg.request.is_none() && !self.tokenless;
         if msg.status == Status::Ok && msg.payload.is_none() {
             return Next::Broken(format!(
                 "sent an ok answer without a payload (besterd: bad_handler_reply, \"an ok answer \
@@ -500,6 +508,7 @@ impl Conn {
             };
         }
         let request = msg.request.as_deref().map(str::to_string);
+        let reply = *msg.command == Cmd::Reply;
         let json = match serde_json::from_slice::<Value>(body) {
             Ok(json) => json,
             Err(e) => return Next::Broken(format!("sent a frame that is not JSON ({e})")),
@@ -513,6 +522,7 @@ impl Conn {
         Next::Frame(Frame {
             request,
             push,
+            reply,
             json,
             text,
         })

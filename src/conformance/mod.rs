@@ -5,7 +5,8 @@
 //! - every case of `protocol/vectors/handlers.json` for the type under test (a fresh program
 //!   each, its `env` applied; frames compared as parsed JSON, in order);
 //! - a request answered as the probe expects ([`cases::Probe`]: `--request`/`--expect`, else the
-//!   type's first vector, else any answer besterd accepts);
+//!   type's first vector, else any answer besterd accepts); with `--login AUTH`, an auth
+//!   handler's `kind:"login"` request answered with a `reply`;
 //! - 64 requests pipelined in one write, each answered once with its own token, in any order;
 //!   16 in flight with descending tokens;
 //! - a request split at every byte, and sent one byte per write; five frames over two writes
@@ -17,6 +18,10 @@
 //!   signal;
 //! - end of stream: exit status 0 within the deadline (dialled handlers: a connection closed
 //!   without a request leaves them serving, and SIGTERM stops them within 2 s).
+//!
+//! `--correlate order` plays a broker that keeps one request in flight and takes the next frame
+//! for its answer (original-spec handlers without tokens); `--connect` one that dials per request.
+//! Checks that need more in flight than besterd would send are skipped, saying so.
 //!
 //! Every frame the handler sends goes through besterd's own decoder and parser
 //! ([`crate::protocol`]); one it would refuse fails the check, saying why. One line per check on
@@ -50,12 +55,16 @@ pub struct Options {
     pub kind: String,
     /// The program listens there and is dialled per request (`connect = ...`).
     pub connect: Option<PathBuf>,
+    /// `correlate`: `request` (default), `order`, or `connection` (with `connect`).
+    pub correlate: Option<String>,
     /// Deadline of each wait.
     pub timeout: Duration,
     /// The probe's data (JSON).
     pub request: Option<String>,
     /// The data of the ok reply the probe must get (JSON).
     pub expect: Option<String>,
+    /// An auth handler's check: the `authentication` object (JSON) of a login request.
+    pub login: Option<String>,
 }
 
 /// Counts of a run.
@@ -77,16 +86,42 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     }
     crate::protocol::message::validate_type(&options.kind)
         .map_err(|e| format!("--type: {}", e.error))?;
+    let order = match (options.correlate.as_deref(), &options.connect) {
+        (None | Some("request"), None) => false,
+        (Some("order"), None) => true,
+        (None | Some("connection"), Some(_)) => false,
+        (Some("connection"), None) => {
+            return Err("--correlate connection needs --connect SOCKET".to_string());
+        }
+        (Some(mode @ ("request" | "order")), Some(_)) => {
+            return Err(format!(
+                "--connect dials a handler per request: it is correlated by connection, not {mode:?}"
+            ));
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "--correlate {other:?}: expected \"request\", \"order\" or \"connection\""
+            ));
+        }
+    };
     let probe = cases::Probe::new(
         &options.kind,
         options.request.as_deref(),
         options.expect.as_deref(),
     )?;
+    if let Some(login) = &options.login {
+        crate::protocol::validate::check(login)
+            .map_err(|e| format!("--login: not valid JSON: {e}"))?;
+        if !login.trim_start().starts_with('{') {
+            return Err("--login: the authentication must be a JSON object".to_string());
+        }
+    }
     let kit = Kit {
         program: Program {
             argv: options.argv.clone(),
             kind: options.kind.clone(),
             dial: options.connect.clone(),
+            order,
         },
         timeout: options.timeout,
         probe,
@@ -94,6 +129,7 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     let mut summary = Summary::default();
     let how = match &options.connect {
         Some(path) => format!("dialled at {}", path.display()),
+        None if order => "connecting to BESTER_SOCKET, correlated by order".to_string(),
         None => "connecting to BESTER_SOCKET".to_string(),
     };
     let echo = if kit.probe.echo {
@@ -135,6 +171,12 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         );
     }
     report("a request is answered", checks::one_request(&kit));
+    if let Some(login) = &options.login {
+        report(
+            "a login is answered with a reply",
+            checks::login(&kit, login),
+        );
+    }
     let pipelined = if kit.program.dial.is_some() {
         format!("{PIPELINED} requests on connections open at once")
     } else {
@@ -142,7 +184,7 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     };
     report(&pipelined, checks::pipelined(&kit, PIPELINED));
     report(
-        "16 requests in flight with descending tokens",
+        "16 requests with descending tokens",
         checks::out_of_order(&kit),
     );
     report("a request split at every byte", checks::split_frames(&kit));

@@ -7,6 +7,7 @@ The first argument picks the bug; without one it is a correct echo handler:
   no-exit          does not exit when the broker closes the socket (keeps running)
   wrong-token      echoes the request token as a number: "007" comes back as "7"
   split            takes every read for whole frames: a frame split across reads is lost
+  login-push       answers a login (kind "login") with sendClients instead of a reply
 Standard library only, no besterlib, so that each bug is the only one.
 """
 import json
@@ -34,6 +35,8 @@ def answer(msg):
         token = str(int(token))
     payload = msg.get("payload") or {"type": os.environ.get("BESTER_TYPE", "echo")}
     out = {"status": "ok", "command": "reply", "request": token}
+    if MODE == "login-push" and header.get("kind") == "login":
+        out.update(command="sendClients", commandData=["alice"])
     return frame({"header": out, "payload": {"type": payload["type"], "data": payload.get("data")}})
 
 
