@@ -253,5 +253,5 @@ fn handler_test(args: HandlerTestArgs) -> ExitCode {
         expect: args.expect,
         login: args.login,
     };
-    ExitCode::from(besterd::conformance::main(&options))
+    ExitCode::from(besterd::conformance::run_and_report(&options))
 }

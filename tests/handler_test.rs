@@ -210,7 +210,8 @@ fn a_dialled_handler_is_checked_a_connection_per_request() {
     );
     assert_line(
         &text,
-        "skip reports are not answered: besterd sends no reports on a dialled connection",
+        "skip reports are not answered: a dialled connection carries one request and its \
+         answer, no push to report on",
     );
     assert_line(
         &text,
@@ -224,6 +225,29 @@ fn a_dialled_handler_is_checked_a_connection_per_request() {
         "{text}"
     );
     assert_line(&text, "7 ok, 1 failed, 2 skipped");
+    assert!(
+        !std::path::Path::new(socket).exists(),
+        "the program's socket is removed"
+    );
+
+    // A socket something else already listens on is not the program's: refused, left alone.
+    let _other = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    let out = kit(&[
+        "--connect",
+        socket,
+        "--",
+        "perl",
+        "tests/handlers/listen.pl",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "besterd handler-test: something already listens on {socket}: give --connect a path \
+             of its own\n"
+        )
+    );
+    assert!(std::path::Path::new(socket).exists());
 }
 
 #[test]

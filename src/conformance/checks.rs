@@ -504,7 +504,10 @@ pub fn several_per_write(kit: &Kit) -> Outcome {
 /// Reports (a push's delivery report, an error report) get no answer; a request after them does.
 pub fn reports(kit: &Kit) -> Outcome {
     if kit.dialled() {
-        return Outcome::Skip("besterd sends no reports on a dialled connection".to_string());
+        return Outcome::Skip(
+            "a dialled connection carries one request and its answer, no push to report on"
+                .to_string(),
+        );
     }
     with_link(kit, &BTreeMap::new(), |link| {
         let delivered = ["bob".to_string()];

@@ -60,12 +60,19 @@ struct Place {
     dir: PathBuf,
     listener: Option<UnixListener>,
     dialer: Option<(Dialer, String, PathBuf)>,
+    /// The socket found at the `connect` path before the program started, if any.
+    before: Option<(u64, u64)>,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        if let Some((_, _, path)) = &self.dialer {
-            remove_stale_socket(path);
+        // The program's own socket goes, so that the next run binds afresh; one that was there
+        // before it started is not ours to remove.
+        if let Some((_, _, path)) = &self.dialer
+            && let Some(now) = socket_inode(path)
+            && Some(now) != self.before
+        {
+            let _ = fs::remove_file(path);
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -90,10 +97,11 @@ impl Instance {
             dir: dir.clone(),
             listener: None,
             dialer: None,
+            before: None,
         };
         let socket = match &program.dial {
             Some(path) => {
-                remove_stale_socket(path);
+                place.before = socket_inode(path);
                 let mut dialer = Dialer::new();
                 dialer.add(&program.kind, path, None);
                 place.dialer = Some((dialer, program.kind.clone(), path.clone()));
@@ -286,14 +294,10 @@ impl Drop for Instance {
     }
 }
 
-/// Remove a socket a previous run of the program left at `path`: only a socket of this user.
-fn remove_stale_socket(path: &Path) {
-    if let Ok(meta) = fs::symlink_metadata(path)
-        && meta.file_type().is_socket()
-        && meta.uid() == fsutil::euid()
-    {
-        let _ = fs::remove_file(path);
-    }
+/// The (device, inode) of the socket of this user at `path`, if there is one.
+fn socket_inode(path: &Path) -> Option<(u64, u64)> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    (meta.file_type().is_socket() && meta.uid() == fsutil::euid()).then(|| (meta.dev(), meta.ino()))
 }
 
 /// `exited with status 1` or `was killed by signal 9`.
@@ -393,17 +397,36 @@ impl Conn {
         }
     }
 
-    /// Write frames (each a complete encoded frame) in pieces: each piece one write, a short pause
-    /// between pieces so the handler's read returns what it has (a split it must cope with).
+    /// Write bytes in pieces, one write each; before the next piece, wait until the handler has
+    /// read the last one (the socket's unread count, `SIOCOUTQ`, is back to 0), so that each of
+    /// its reads returns exactly one piece: a split it must cope with.
     pub fn write_pieces(&mut self, pieces: &[&[u8]], timeout: Duration) -> Result<(), String> {
         for (i, piece) in pieces.iter().enumerate() {
-            if i > 0 {
-                // Not a synchronisation: a pause so the pieces reach the handler's reads apart.
-                std::thread::sleep(PIECE_PAUSE);
-            }
             self.write(piece, timeout)?;
+            if i + 1 < pieces.len() {
+                self.wait_read(Instant::now() + timeout, timeout)?;
+            }
         }
         Ok(())
+    }
+
+    /// Poll until the handler has read everything written so far.
+    fn wait_read(&self, deadline: Instant, timeout: Duration) -> Result<(), String> {
+        loop {
+            let mut unread: libc::c_int = 0;
+            // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int, the bytes the peer has not read yet.
+            let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut unread) };
+            if rc != 0 || unread == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "stopped reading: {unread} bytes of a frame still unread after {} ms",
+                    timeout.as_millis()
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Close our end.
@@ -529,8 +552,8 @@ impl Conn {
     }
 }
 
-/// Pause between the pieces of a split write.
-pub const PIECE_PAUSE: Duration = Duration::from_millis(1);
+/// How often an unread count is polled.
+const POLL: Duration = Duration::from_micros(200);
 
 /// A frame's text cut for a failure line.
 pub fn excerpt(text: &str) -> String {

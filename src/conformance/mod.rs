@@ -109,6 +109,14 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         options.request.as_deref(),
         options.expect.as_deref(),
     )?;
+    if let Some(path) = &options.connect
+        && std::os::unix::net::UnixStream::connect(path).is_ok()
+    {
+        return Err(format!(
+            "something already listens on {}: give --connect a path of its own",
+            path.display()
+        ));
+    }
     if let Some(login) = &options.login {
         crate::protocol::validate::check(login)
             .map_err(|e| format!("--login: not valid JSON: {e}"))?;
@@ -218,7 +226,7 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
 
 /// The `besterd handler-test` entry point: 0 when every check passes, 1 otherwise, 64 on a
 /// usage error.
-pub fn main(options: &Options) -> u8 {
+pub fn run_and_report(options: &Options) -> u8 {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match run(options, &mut out) {
