@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::cases::{Case, Probe, sender};
-use super::instance::{Conn, Frame, Instance, MAX_FRAME, Next, Program, excerpt};
+use super::instance::{Conn, Frame, Instance, MAX_FRAME, Next, Program, canonical_json, excerpt};
 use crate::protocol::ErrorCode;
 use crate::protocol::encode_frame;
 use crate::protocol::error::ErrorBody;
@@ -77,7 +77,7 @@ impl Kit {
             let Some(frame) = got.get(token) else {
                 return Outcome::Fail(format!("no answer to request {token:?}"));
             };
-            if let Some(want) = self.probe.expected(token, data)
+            if let Some(want) = self.probe.expected(token, data).map(|w| canonical_json(&w))
                 && frame.json != want
             {
                 return Outcome::Fail(format!(
@@ -354,6 +354,7 @@ fn collect_until(
 
 /// The first difference between the frames wanted and the frames got.
 fn compare_frames(want: &[Value], got: &[Value]) -> Outcome {
+    let want: Vec<Value> = want.iter().map(canonical_json).collect();
     for (i, w) in want.iter().enumerate() {
         match got.get(i) {
             Some(g) if g == w => {}
@@ -413,9 +414,27 @@ pub fn pipelined(kit: &Kit, count: usize) -> Outcome {
             return Outcome::Fail(why);
         }
         let tokens: Vec<String> = sent.iter().map(|(t, _)| t.clone()).collect();
-        match link.answers(&tokens, kit.deadline(), kit.ms()) {
+        let outcome = match link.answers(&tokens, kit.deadline(), kit.ms()) {
             Ok(got) => kit.judge(&got, &sent),
-            Err(why) => Outcome::Fail(why),
+            Err(why) => return Outcome::Fail(why),
+        };
+        // Every request answered: any further answer is one too many.
+        let conn = link.conn.as_mut().expect("socket mode");
+        let grace = Instant::now() + GRACE;
+        loop {
+            match conn.next(grace) {
+                Next::Frame(f) if f.push => {}
+                Next::Frame(f) => {
+                    let token = f.request.unwrap_or_default();
+                    return Outcome::Fail(if tokens.contains(&token) {
+                        format!("answered request {token:?} twice")
+                    } else {
+                        format!("answered with the token {token:?}, which no request in flight has")
+                    });
+                }
+                Next::Broken(why) => return Outcome::Fail(why),
+                Next::Closed | Next::Silent => return outcome,
+            }
         }
     })
 }

@@ -5,10 +5,11 @@
 //! given socket instead and every request is sent on a connection of its own, dialled through the
 //! same [`Dialer`] the broker uses (the socket's owner and the listening process's user checked).
 //!
-//! [`Conn`] is the broker's end of one connection: frames written as given (pieces, pauses) and
-//! read back through the broker's own decoder and parser ([`FrameDecoder`],
-//! [`parse_handler_message`]), every read bounded by a deadline. A push the handler makes is
-//! answered with a delivery report, as besterd answers it. Nothing here waits for ever.
+//! [`Conn`] is the broker's end of one connection: bytes written as given (in pieces, each read by
+//! the handler before the next is sent) and frames read back through the broker's own decoder and
+//! parser ([`FrameDecoder`], [`parse_handler_message`]), every read and write bounded by a
+//! deadline. A push the handler makes is answered with a delivery report, as besterd answers it.
+//! Nothing here waits for ever.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -532,10 +533,7 @@ impl Conn {
         }
         let request = msg.request.as_deref().map(str::to_string);
         let reply = *msg.command == Cmd::Reply;
-        let json = match serde_json::from_slice::<Value>(body) {
-            Ok(json) => json,
-            Err(e) => return Next::Broken(format!("sent a frame that is not JSON ({e})")),
-        };
+        let json = canonical(&msg);
         if let Some(report) = report {
             let mut frame = Vec::new();
             protocol::encode_frame(&report, &mut frame);
@@ -552,6 +550,63 @@ impl Conn {
     }
 }
 
+/// A handler frame as besterd understands it, as JSON: `status` `"ok"`/`"error"` (the original
+/// spec's numeric status in `statusCode`), `command` spelled out (with `commandData`), `request`
+/// and `id` if given, and `payload` with `data` (`null` when missing). Two frames besterd cannot
+/// tell apart compare equal (`"0"` and `"ok"`, a missing `command` and `"reply"`, the command
+/// object form and `commandData`, a missing `data` and `null`).
+pub fn canonical(msg: &crate::protocol::message::HandlerMessage<'_>) -> Value {
+    let mut header = serde_json::Map::new();
+    let status = if msg.status == Status::Ok {
+        "ok"
+    } else {
+        "error"
+    };
+    header.insert("status".into(), status.into());
+    if let Some(code) = &msg.status_code {
+        header.insert("statusCode".into(), code.as_str().into());
+    }
+    let (command, data) = match &*msg.command {
+        Cmd::Reply => ("reply", None),
+        Cmd::SendClients(users) => ("sendClients", Some(serde_json::json!(users))),
+        Cmd::SendServers(servers) => ("sendServers", Some(serde_json::json!(servers))),
+        Cmd::SendHandler(kind) => ("sendHandler", Some(serde_json::json!(kind))),
+    };
+    header.insert("command".into(), command.into());
+    if let Some(request) = &msg.request {
+        header.insert("request".into(), request.as_ref().into());
+    }
+    if let Some(data) = data {
+        header.insert("commandData".into(), data);
+    }
+    if let Some(id) = &msg.id {
+        header.insert("id".into(), id.as_ref().into());
+    }
+    let mut frame = serde_json::Map::new();
+    frame.insert("header".into(), Value::Object(header));
+    if let Some(payload) = &msg.payload {
+        let data = payload
+            .data
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .unwrap_or(Value::Null);
+        frame.insert(
+            "payload".into(),
+            serde_json::json!({"type": payload.kind.as_ref(), "data": data}),
+        );
+    }
+    Value::Object(frame)
+}
+
+/// [`canonical`] of a frame given as JSON (an expected answer); as it is if besterd refuses it.
+pub fn canonical_json(frame: &Value) -> Value {
+    let text = frame.to_string();
+    match parse_handler_message(text.as_bytes()) {
+        Ok(msg) => canonical(&msg),
+        Err(_) => frame.clone(),
+    }
+}
+
 /// How often an unread count is polled.
 const POLL: Duration = Duration::from_micros(200);
 
@@ -565,4 +620,46 @@ pub fn excerpt(text: &str) -> String {
         end -= 1;
     }
     format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_besterd_cannot_tell_apart_compare_equal() {
+        let same = [
+            (
+                r#"{"header":{"status":"ok","command":"reply","request":"1"},"payload":{"type":"t","data":null}}"#,
+                r#"{"header":{"status":"0","request":"1"},"payload":{"type":"t"}}"#,
+            ),
+            (
+                r#"{"header":{"status":"ok","command":"sendClients","commandData":["a"],"request":"1"},"payload":{"type":"t","data":1}}"#,
+                r#"{"header":{"request":"1","status":0,"command":{"type":"sendClients","data":["a"]}},"payload":{"data":1,"type":"t"}}"#,
+            ),
+        ];
+        for (a, b) in same {
+            let a = canonical(&parse_handler_message(a.as_bytes()).unwrap());
+            let b = canonical(&parse_handler_message(b.as_bytes()).unwrap());
+            assert_eq!(a, b);
+        }
+        let error = r#"{"header":{"status":"3"},"payload":{"type":"t","data":"no"}}"#;
+        assert_eq!(
+            canonical(&parse_handler_message(error.as_bytes()).unwrap()).to_string(),
+            r#"{"header":{"status":"error","statusCode":"3","command":"reply"},"payload":{"type":"t","data":"no"}}"#
+        );
+        let refused = serde_json::json!({"header":{"status":"maybe"}});
+        assert_eq!(canonical_json(&refused), refused);
+    }
+
+    #[test]
+    fn excerpts_cut_at_a_character() {
+        let long = "é".repeat(400);
+        let cut = excerpt(&long);
+        assert!(
+            cut.ends_with("… (800 bytes)") && cut.starts_with("éé"),
+            "{cut}"
+        );
+        assert_eq!(excerpt("short"), "short");
+    }
 }
