@@ -369,3 +369,20 @@ fn an_auth_handler_answers_a_login_with_a_reply() {
     );
     assert_line(&text, "14 ok, 1 failed, 0 skipped");
 }
+
+#[test]
+fn a_frame_over_1_mib_may_be_refused_but_must_not_crash_the_handler() {
+    let (code, text) = broken("skip-oversize");
+    assert_eq!(code, Some(0), "{text}");
+    assert_line(
+        &text,
+        "ok  a frame over 1 MiB: refused it (no answer) and answered the next request",
+    );
+    let (code, text) = broken("abort-oversize");
+    assert_eq!(code, Some(1), "{text}");
+    assert_line(
+        &text,
+        "FAIL a frame over 1 MiB: closed the connection; it was killed by signal 6",
+    );
+    assert_line(&text, "13 ok, 1 failed, 0 skipped");
+}

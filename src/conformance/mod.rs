@@ -14,8 +14,8 @@
 //! - reports (a push's delivery report, an error report) never answered;
 //! - odd request tokens (leading zeros, over 64 bits, unicode and escapes, 200 characters)
 //!   echoed exactly; unknown header fields ignored;
-//! - a frame over 1 MiB: the connection closed without an answer, the process not killed by a
-//!   signal;
+//! - a frame over 1 MiB: not answered; the connection closed (or the frame skipped and the next
+//!   request answered), the process not killed by a signal;
 //! - end of stream: exit status 0 within the deadline (dialled handlers: a connection closed
 //!   without a request leaves them serving, and SIGTERM stops them within 2 s).
 //!

@@ -8,6 +8,8 @@ The first argument picks the bug; without one it is a correct echo handler:
   wrong-token      echoes the request token as a number: "007" comes back as "7"
   split            takes every read for whole frames: a frame split across reads is lost
   login-push       answers a login (kind "login") with sendClients instead of a reply
+  abort-oversize   crashes (SIGABRT) on a frame over 1 MiB instead of closing the socket
+  skip-oversize    not a bug: skips a frame over 1 MiB unanswered and keeps serving
 Standard library only, no besterlib, so that each bug is the only one.
 """
 import json
@@ -44,6 +46,7 @@ def main():
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(os.environ["BESTER_SOCKET"])
     buf = b""
+    skip = 0  # bytes of an oversized frame still to skip
     while True:
         data = sock.recv(65536)
         if not data:
@@ -53,8 +56,18 @@ def main():
             sys.exit(0)
         buf = data if MODE == "split" else buf + data
         out = b""
-        while len(buf) >= 4:
+        while True:
+            if skip:
+                n = min(skip, len(buf))
+                buf, skip = buf[n:], skip - n
+            if skip or len(buf) < 4:
+                break
             (length,) = struct.unpack_from("<I", buf)
+            if length > MAX_FRAME and MODE == "skip-oversize":
+                buf, skip = buf[4:], length
+                continue
+            if length > MAX_FRAME and MODE == "abort-oversize":
+                os.abort()
             if length > MAX_FRAME:
                 sys.exit(1)
             if len(buf) < 4 + length:
