@@ -40,6 +40,25 @@ echo "== go library (clients/go): vet, gofmt, tests against the daemon built abo
 echo "== c library (clients/c): ASan/UBSan unit and fuzz tests, tests against the daemon"
 make -C clients/c --no-print-directory -s test
 
+echo "== conformance kit: besterd handler-test against every example handler"
+keys=$(mktemp)
+trap 'rm -f "$keys"' EXIT
+echo 'k-conformance alice' >"$keys"
+conformance() { # TYPE [FLAGS --] COMMAND...: the example passes every check (else its lines are shown)
+  local type=$1 out
+  shift
+  [[ " $* " == *" -- "* ]] || set -- -- "$@"
+  if ! out=$("${CARGO_TARGET_DIR:-target}/debug/besterd" handler-test --type "$type" "$@" 2>/dev/null); then
+    printf '%s\n' "$out"
+    return 1
+  fi
+  echo "$type: ${out##*$'\n'}"
+}
+conformance echo python3 handlers/python/echo.py
+conformance chat python3 handlers/python/chat.py
+conformance keys --login '{"apiKey":"k-conformance"}' -- python3 handlers/python/auth_keys.py "$keys"
+conformance upper node handlers/node/upper.js
+
 echo "== browser test (headless Chromium: the built-in chat page)"
 .venv/bin/python tests/browser/test_chat_page.py
 # The Debian package: built, installed with dpkg -i, checked, purged (needs root).

@@ -40,6 +40,41 @@ pub enum Command {
     User(UserArgs),
     /// Ask a running besterd over its control socket (root or the daemon's user only).
     Ctl(CtlArgs),
+    /// Check a handler program against the protocol: run it as besterd would, play the broker,
+    /// print one line per check (exit 0 if all pass, 1 otherwise).
+    HandlerTest(HandlerTestArgs),
+}
+
+/// `besterd handler-test [--type T] [--connect SOCKET] [--timeout-ms N] -- COMMAND ARGS...`
+#[derive(Debug, Clone, Args)]
+pub struct HandlerTestArgs {
+    /// The payload type it serves (`BESTER_TYPE`); the vectors of that type are checked.
+    #[arg(long = "type", value_name = "T", default_value = "echo")]
+    pub kind: String,
+    /// The handler listens on this socket and is dialled for every request (`connect = ...`).
+    #[arg(long, value_name = "SOCKET")]
+    pub connect: Option<PathBuf>,
+    /// How answers are matched to requests, as `[handlers.T] correlate`: `request` (by token,
+    /// the default), `order` (one request in flight, the next frame answers it), or `connection`
+    /// (implied by --connect).
+    #[arg(long, value_name = "MODE")]
+    pub correlate: Option<String>,
+    /// How long each check waits for the handler.
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// The data (JSON) of the request the generic checks send (default: from the type's vectors).
+    #[arg(long, value_name = "JSON")]
+    pub request: Option<String>,
+    /// The data (JSON) of the ok reply that request must get (default: any valid answer).
+    #[arg(long, value_name = "JSON", requires = "request")]
+    pub expect: Option<String>,
+    /// For an auth handler (`[auth] handler`): also send a login request with this
+    /// `authentication` object (JSON) and check it is answered with a reply.
+    #[arg(long, value_name = "JSON")]
+    pub login: Option<String>,
+    /// The handler's command and arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// Flags of `besterd serve`; each one overrides the configuration file.

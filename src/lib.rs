@@ -44,7 +44,9 @@
 //!   directory.
 //! - [`config`]: the TOML file validated into a [`config::Config`]; [`cli`]: the command line;
 //!   [`ctl`]: the `besterd ctl` side of the control socket;
-//!   [`client`]: a small blocking client used by the `bester` command and the tests.
+//!   [`client`]: a small blocking client used by the `bester` command and the tests;
+//!   [`conformance`]: `besterd handler-test`, which runs a handler program as besterd would and
+//!   checks it against the protocol (a client-side tool on top of [`protocol`] and [`handler`]).
 //!
 //! # The hot path, and cores
 //!
@@ -89,6 +91,7 @@ pub mod auth;
 pub mod cli;
 pub use bester_client as client;
 pub mod config;
+pub mod conformance;
 pub mod ctl;
 pub mod federation;
 pub mod fsutil;

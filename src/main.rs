@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::{error, warn};
 
-use besterd::cli::{Cli, Command, CtlArgs, ServeArgs, UserArgs};
+use besterd::cli::{Cli, Command, CtlArgs, HandlerTestArgs, ServeArgs, UserArgs};
 use besterd::config::{Config, ConfigError, EMBEDDED_DEFAULT};
 use besterd::server::Server;
 
@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         }
         Command::User(args) => user(&args),
         Command::Ctl(args) => ctl(&args),
+        Command::HandlerTest(args) => handler_test(args),
     }
 }
 
@@ -253,4 +254,20 @@ fn ctl(args: &CtlArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `besterd handler-test ... -- COMMAND`: the conformance kit (exit 0 all passed, 1 a check
+/// failed, 64 usage).
+fn handler_test(args: HandlerTestArgs) -> ExitCode {
+    let options = besterd::conformance::Options {
+        argv: args.command,
+        kind: args.kind,
+        connect: args.connect,
+        correlate: args.correlate,
+        timeout: std::time::Duration::from_millis(args.timeout_ms),
+        request: args.request,
+        expect: args.expect,
+        login: args.login,
+    };
+    ExitCode::from(besterd::conformance::run_and_report(&options))
 }

@@ -20,7 +20,7 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 const CRASH_LOOP: u32 = 5;
 
 /// Environment variables of the daemon that must not leak into handlers.
-const STRIPPED_ENV: &[&str] = &[
+pub const STRIPPED_ENV: &[&str] = &[
     "NOTIFY_SOCKET",
     "LISTEN_FDS",
     "LISTEN_PID",
