@@ -58,6 +58,20 @@ conformance echo python3 handlers/python/echo.py
 conformance chat python3 handlers/python/chat.py
 conformance keys --login '{"apiKey":"k-conformance"}' -- python3 handlers/python/auth_keys.py "$keys"
 conformance upper node handlers/node/upper.js
+# The libraries' echo examples, and programs made handlers by `bester handle`.
+cargo build --quiet -p bester-client --examples
+conformance echo target/debug/examples/echo_handler
+(
+  cd clients/go
+  export GOPROXY=off
+  if [ -z "${HOME:-}" ] && [ -z "${GOCACHE:-}" ]; then export GOCACHE="$PWD/../../target/go-cache"; fi
+  go build -o ../../target/go-echo ./examples/echo
+)
+conformance echo target/go-echo
+conformance echo clients/c/examples/echo
+conformance echo .venv/bin/python clients/python/examples/echo_handler.py
+conformance jq-upper -- target/debug/bester handle jq-upper -- jq -c --unbuffered -f handlers/jq/upper.jq
+conformance count -- target/debug/bester handle count -- bash handlers/shell/count.sh
 
 echo "== browser test (headless Chromium: the built-in chat page)"
 .venv/bin/python tests/browser/test_chat_page.py

@@ -40,8 +40,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Largest frame read from the broker, and largest answer taken from COMMAND.
-pub const MAX_FRAME: usize = 16 << 20;
+/// Largest frame read from the broker (the protocol's default frame limit, as the other handler
+/// libraries take): a longer one ends the connection.
+pub const MAX_FRAME: usize = 1 << 20;
 /// Largest answer taken from COMMAND (the broker's default frame limit).
 pub const MAX_ANSWER: usize = 1 << 20;
 /// How long a filter has to exit once its standard input is closed.
