@@ -7,6 +7,7 @@ pub mod accept;
 pub mod blocking;
 pub mod framed;
 pub mod hosts;
+pub mod linger;
 pub mod local;
 pub mod spare;
 pub mod tls;
