@@ -140,10 +140,12 @@ fn a_tcp_client_with_unread_input_gets_the_error_and_a_clean_end() {
     for _ in 0..10 {
         let mut stream = TcpStream::connect(broker.addr).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        // A frame declared at 1 MiB (the limit before identify is 4 KiB), and 200 KB of it.
-        let mut wire = (1u32 << 20).to_le_bytes().to_vec();
-        wire.extend(std::iter::repeat_n(b' ', 200_000));
-        stream.write_all(&wire).unwrap();
+        // A frame declared at 3 MB (the limit before identify is 4 KiB), and all of it: more
+        // than the socket buffers hold, so the client is still writing when the error comes.
+        let mut wire = 3_000_000u32.to_le_bytes().to_vec();
+        wire.extend(std::iter::repeat_n(b' ', 3_000_000));
+        let sent = stream.write_all(&wire);
+        assert!(sent.is_ok(), "a reset while sending: {sent:?}");
         let mut got = Vec::new();
         let end = stream.read_to_end(&mut got);
         assert!(end.is_ok(), "a reset instead of the end of stream: {end:?}");
@@ -151,7 +153,7 @@ fn a_tcp_client_with_unread_input_gets_the_error_and_a_clean_end() {
         assert_eq!(body["data"]["code"], "frame_too_large", "{body}");
         assert_eq!(
             body["data"]["error"],
-            "frame of 1048576 bytes is over the limit of 4096 bytes"
+            "frame of 3000000 bytes is over the limit of 4096 bytes"
         );
     }
     side.check();
