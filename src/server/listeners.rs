@@ -473,7 +473,8 @@ impl Server {
                 let _ = framed.queue(&client_error(None, &error));
             }
             if let Some(sock) = framed.into_lingering() {
-                self.linger.start(self.poll.registry(), sock, Instant::now());
+                self.linger
+                    .start(self.poll.registry(), sock, Instant::now());
             }
             return;
         }
