@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what besterd's tests and example handlers need on a fresh Debian machine:
 # python3 (Python handlers), nodejs (Node handler), golang-go and make (the Go and C libraries in
-# clients/), the Rust components fmt/clippy, and a Python
+# clients/), promtool (Debian's prometheus package, for the metrics lint), the Rust components
+# fmt/clippy, and a Python
 # virtual environment at .venv with the test-only PyPI packages of tests/requirements.txt.
 # Safe to run again; installs only what is missing.
 set -euo pipefail
@@ -22,9 +23,15 @@ want perl perl   # tests/handlers/listen.pl (JSON::PP and IO::Socket::UNIX are c
 want jq jq       # handlers/jq/upper.jq, run by `bester handle`
 want go golang-go  # clients/go (standard library only: no module downloads)
 want make make     # clients/c
+want openssl openssl            # tests/closing.rs: a TLS client that sends an IP address as SNI
+want promtool prometheus        # `promtool check metrics` on /metrics (tests/closing.rs)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+  # Only promtool is wanted from the prometheus package: not a Prometheus server running.
+  if [[ " ${need[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus.service || true
+  fi
 fi
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt

@@ -56,7 +56,8 @@ fn pin_mmap_threshold() {
 
 /// The logger, less the lines that would carry message contents: tungstenite logs every
 /// WebSocket frame and message it reads or writes at trace level, and a client's identify holds
-/// its password. besterd itself logs no frame body at any level (README: "Logging").
+/// its password. besterd itself logs no frame body at any level (README: "Logging"). rustls's
+/// warnings are demoted to debug level (see `log`).
 struct NoContents(env_logger::Logger);
 
 impl log::Log for NoContents {
@@ -67,6 +68,27 @@ impl log::Log for NoContents {
     }
 
     fn log(&self, record: &log::Record) {
+        // rustls warns about what a remote peer sent (e.g. an IP address as SNI): anyone who
+        // can connect could fill the log, so those lines go to debug level (the server logs
+        // handshake failures itself, rate-limited, and counts them).
+        if record.level() < log::Level::Debug && record.target().starts_with("rustls") {
+            let metadata = log::Metadata::builder()
+                .level(log::Level::Debug)
+                .target(record.target())
+                .build();
+            if self.0.enabled(&metadata) {
+                self.0.log(
+                    &log::Record::builder()
+                        .metadata(metadata)
+                        .args(*record.args())
+                        .module_path(record.module_path())
+                        .file(record.file())
+                        .line(record.line())
+                        .build(),
+                );
+            }
+            return;
+        }
         if self.enabled(record.metadata()) {
             self.0.log(record);
         }

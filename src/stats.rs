@@ -313,12 +313,40 @@ pub struct ServerStats {
     pub monitor_requests: u64,
     /// Monitoring connections closed for bad input, size, time or the connection cap.
     pub monitor_refused: u64,
+    /// Per client listener, by its index (`[server] listen` is 0).
+    pub listeners: Vec<ListenerStats>,
+}
+
+/// Classes of TLS handshake failures (`net::tls::HandshakeFailure`, by index).
+pub const TLS_FAILURE_CLASSES: usize = 7;
+/// The WebSocket close codes counted as protocol errors, in index order.
+pub const WS_ERROR_CODES: [u16; 4] = [1002, 1007, 1009, 1011];
+
+/// The figures of one client listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Frames and bytes of its connections that have closed (open ones are added when reported).
+    pub traffic: Traffic,
+    /// TLS handshakes that failed, by class.
+    pub tls_failures: [u64; TLS_FAILURE_CLASSES],
+    /// WebSocket connections closed for a protocol violation, by [`WS_ERROR_CODES`] index.
+    pub ws_errors: [u64; WS_ERROR_CODES.len()],
 }
 
 impl ServerStats {
     /// A connection of `role` was opened.
     pub fn opened(&mut self, role: RoleKind) {
         self.connections_total[role as usize] += 1;
+    }
+
+    /// The figures of listener `index` (made on first use).
+    pub fn listener(&mut self, index: usize) -> &mut ListenerStats {
+        if self.listeners.len() <= index {
+            self.listeners.resize_with(index + 1, Default::default);
+        }
+        &mut self.listeners[index]
     }
 
     /// An accepted client connection turned out to be a peer server.

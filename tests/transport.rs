@@ -534,13 +534,13 @@ fn websocket_protocol_violations_are_closed_with_their_codes() {
     ws.send(true, 0, b"{}", true);
     assert_eq!(ws.close_code().0, 1002);
     side.check();
-    // Invalid UTF-8 in a text message: 1007.
+    // Invalid UTF-8 in a text message: the JSON error, then 1007.
     let mut ws = RawWs::open(broker.listener("ws"));
     ws.text(b"{\"a\":\"\xff\xfe\"}");
-    assert_eq!(
-        ws.close_code(),
-        (1007, "invalid UTF-8 in a text message".into())
-    );
+    let error = ws.json();
+    assert_eq!(error["data"]["code"], "invalid_utf8", "{error}");
+    assert_eq!(error["data"]["error"], "text message is not valid UTF-8");
+    assert_eq!(ws.close_code(), (1007, "invalid_utf8".into()));
     side.check();
     // besterd's own errors close with 1008 and the code as the reason: a wrong password.
     let mut ws = RawWs::open(broker.listener("ws"));

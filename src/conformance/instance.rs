@@ -452,6 +452,10 @@ impl Conn {
                          (besterd disconnects a handler for that)"
                     ));
                 }
+                // The length-prefix decoder never says this (WebSocket text messages do).
+                Err(e @ protocol::FrameError::InvalidUtf8) => {
+                    return Next::Broken(format!("sent a frame besterd refuses: {e}"));
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -364,6 +364,53 @@ impl Framed {
         Ok(())
     }
 
+    /// Whether a WebSocket ping or pong came since the last call (activity for the idle timeout,
+    /// though no frame came).
+    pub fn take_keepalive(&mut self) -> bool {
+        self.transport
+            .ws
+            .as_mut()
+            .is_some_and(|ws| ws.take_keepalive())
+    }
+
+    /// The WebSocket close code and reason sent for a protocol violation, if one was.
+    pub fn ws_violation(&self) -> Option<(u16, &str)> {
+        self.transport.ws.as_ref().and_then(|ws| ws.violation())
+    }
+
+    /// For a TLS connection whose handshake did not finish: why (`None` when it finished, or for
+    /// other transports). A handshake cut short by our side is a timeout; by the peer's, an end
+    /// of stream.
+    pub fn tls_failure(&self, read_closed: bool) -> Option<super::tls::HandshakeFailure> {
+        use super::tls::HandshakeFailure;
+        let super::Link::Tls(tls) = &self.transport.link else {
+            return None;
+        };
+        if let Some(failure) = tls.handshake_failure() {
+            return Some(failure);
+        }
+        tls.is_handshaking().then_some(if read_closed {
+            HandshakeFailure::Eof
+        } else {
+            HandshakeFailure::Timeout
+        })
+    }
+
+    /// Hand the TCP socket over for a lingering close (`linger.rs`), after writing what the
+    /// socket takes of the queued output now (for TLS: close_notify too). A Unix stream is
+    /// closed at once (`None`).
+    pub fn into_lingering(mut self) -> Option<TcpStream> {
+        let _ = self.flush();
+        match self.transport.link {
+            super::Link::Plain(Stream::Tcp(sock)) => Some(sock),
+            super::Link::Tls(tls) => Some(tls.into_tcp()),
+            mut link @ super::Link::Plain(Stream::Unix(_)) => {
+                link.shutdown();
+                None
+            }
+        }
+    }
+
     /// Close both directions now. Queued output is discarded, except what the socket takes at
     /// once (so a WebSocket close frame or a TLS alert queued just before usually gets out).
     pub fn shutdown(&mut self) {

@@ -7,6 +7,7 @@ pub mod accept;
 pub use bester_client::transport as blocking;
 pub mod framed;
 pub mod hosts;
+pub mod linger;
 pub mod local;
 pub mod spare;
 pub mod tls;

@@ -54,6 +54,8 @@ pub struct TlsStream {
     eof: bool,
     /// The server side: the listener's settings it was accepted with.
     server: Option<Arc<ServerTls>>,
+    /// What made the handshake fail, if something did.
+    failure: Option<HandshakeFailure>,
 }
 
 impl TlsStream {
@@ -66,6 +68,7 @@ impl TlsStream {
             conn: conn.into(),
             eof: false,
             server: Some(tls),
+            failure: None,
         })
     }
 
@@ -82,6 +85,7 @@ impl TlsStream {
             conn: conn.into(),
             eof: false,
             server: None,
+            failure: None,
         })
     }
 
@@ -136,6 +140,20 @@ impl TlsStream {
         let _ = self.sock.shutdown(Shutdown::Both);
     }
 
+    /// Hand over the TCP stream for a lingering close (`linger.rs`): close_notify and whatever
+    /// else rustls has pending are written first, as far as the socket takes them now.
+    pub fn into_tcp(mut self) -> TcpStream {
+        self.conn.send_close_notify();
+        let _ = self.write_pending();
+        self.sock
+    }
+
+    /// Why the handshake failed, if it did: set when rustls refused what the peer sent before
+    /// the handshake was done.
+    pub fn handshake_failure(&self) -> Option<HandshakeFailure> {
+        self.failure
+    }
+
     /// Read ciphertext from the socket into rustls and process it. `Ok(false)` when the socket
     /// had nothing (would block).
     fn read_tls(&mut self) -> io::Result<bool> {
@@ -151,15 +169,21 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
         }
+        let handshaking = self.conn.is_handshaking();
         let processed = self.conn.process_new_packets();
         // Handshake messages or an alert: send them now (an alert is best effort).
         let written = self.write_pending();
         match processed {
             Ok(_) => written.map(|_| true),
-            Err(e) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("tls: {e}"),
-            )),
+            Err(e) => {
+                if handshaking {
+                    self.failure = Some(HandshakeFailure::of(&e));
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("tls: {e}"),
+                ))
+            }
         }
     }
 }
@@ -197,6 +221,70 @@ impl Write for TlsStream {
 
     fn flush(&mut self) -> io::Result<()> {
         self.write_pending().map(|_| ())
+    }
+}
+
+/// Why a TLS handshake failed, in a few stable classes (the `reason` label of
+/// `besterd_tls_handshake_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The peer sent something that is not TLS, or TLS out of order.
+    InvalidMessage,
+    /// No protocol version, cipher suite or signature scheme in common.
+    Incompatible,
+    /// The peer's certificate was refused (client certificates), or none was presented.
+    BadCertificate,
+    /// The peer sent an alert (e.g. it does not trust our certificate).
+    AlertReceived,
+    /// The peer closed the connection before the handshake was done.
+    Eof,
+    /// The handshake did not finish in time.
+    Timeout,
+    /// Anything else.
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Every class, in index order.
+    pub const ALL: [HandshakeFailure; 7] = [
+        HandshakeFailure::InvalidMessage,
+        HandshakeFailure::Incompatible,
+        HandshakeFailure::BadCertificate,
+        HandshakeFailure::AlertReceived,
+        HandshakeFailure::Eof,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Other,
+    ];
+
+    /// The class of a rustls error.
+    pub fn of(error: &rustls::Error) -> HandshakeFailure {
+        use rustls::Error as E;
+        match error {
+            E::InvalidMessage(_)
+            | E::InappropriateMessage { .. }
+            | E::InappropriateHandshakeMessage { .. }
+            | E::PeerMisbehaved(_)
+            | E::DecryptError => HandshakeFailure::InvalidMessage,
+            E::PeerIncompatible(_) => HandshakeFailure::Incompatible,
+            E::InvalidCertificate(_)
+            | E::NoCertificatesPresented
+            | E::InvalidCertRevocationList(_) => HandshakeFailure::BadCertificate,
+            E::AlertReceived(_) => HandshakeFailure::AlertReceived,
+            _ => HandshakeFailure::Other,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::InvalidMessage => "invalid_message",
+            HandshakeFailure::Incompatible => "incompatible",
+            HandshakeFailure::BadCertificate => "bad_certificate",
+            HandshakeFailure::AlertReceived => "alert_received",
+            HandshakeFailure::Eof => "eof",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Other => "other",
+        }
     }
 }
 

@@ -213,6 +213,10 @@ pub struct WsServer {
     close_sent: bool,
     /// The upgrade came from a non-browser client (no `Origin`) or a page of this same host.
     same_origin: bool,
+    /// A ping or pong came since [`WsServer::take_keepalive`] last looked.
+    keepalive: bool,
+    /// The close code and reason sent for a protocol violation (1002, 1007, 1009, 1011).
+    violation: Option<(u16, String)>,
 }
 
 impl std::fmt::Debug for WsServer {
@@ -279,7 +283,19 @@ impl WsServer {
             last_error: None,
             close_sent: false,
             same_origin: false,
+            keepalive: false,
+            violation: None,
         }
+    }
+
+    /// Whether a ping or pong came since the last call (control frames are activity too).
+    pub fn take_keepalive(&mut self) -> bool {
+        std::mem::take(&mut self.keepalive)
+    }
+
+    /// The close code and reason, if the connection was closed for a protocol violation.
+    pub fn violation(&self) -> Option<(u16, &str)> {
+        self.violation.as_ref().map(|(c, r)| (*c, r.as_str()))
     }
 
     /// Whether the upgrade sent no `Origin` or one of this listener's own host (a page from
@@ -349,7 +365,12 @@ impl WsServer {
                         encode_frame(&bytes, input);
                         Ok(ReadResult::Data(bytes.len()))
                     }
-                    Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
+                    Ok(Message::Ping(_) | Message::Pong(_)) => {
+                        self.keepalive = true;
+                        let _ = ctx.flush(&mut io);
+                        Ok(ReadResult::Data(0))
+                    }
+                    Ok(Message::Frame(_)) => {
                         let _ = ctx.flush(&mut io);
                         Ok(ReadResult::Data(0))
                     }
@@ -375,9 +396,10 @@ impl WsServer {
                         Ok(ReadResult::Data(0))
                     }
                     Err(WsError::Utf8(_)) => {
-                        let text = "invalid UTF-8 in a text message".to_string();
-                        self.close_now(stream, out, room, 1007, &text);
-                        Err(invalid(format!("websocket: {text}")))
+                        // The JSON `invalid_utf8` error first (`next_frame` reports it), then
+                        // the close with 1007 that follows from it.
+                        self.pending_error = Some(FrameError::InvalidUtf8);
+                        Ok(ReadResult::Data(0))
                     }
                     Err(WsError::Protocol(e)) => {
                         let text = e.to_string();
@@ -432,9 +454,12 @@ impl WsServer {
 
     /// Queue a close frame whose code follows the last error sent (1000 if none).
     pub fn begin_close<S: Read>(&mut self, stream: &mut S, out: &mut Vec<u8>, room: usize) {
-        if self.pending_error.is_some() {
-            // Reported already as frame_too_large; the close says the same.
-            self.last_error = Some("frame_too_large".into());
+        match self.pending_error {
+            // Not reported yet (the connection closes for another reason first): the close
+            // says what was wrong all the same.
+            Some(FrameError::TooLarge { .. }) => self.last_error = Some("frame_too_large".into()),
+            Some(FrameError::InvalidUtf8) => self.last_error = Some("invalid_utf8".into()),
+            None => {}
         }
         let (code, reason) = close_code_for(self.last_error.as_deref());
         self.close_now(stream, out, room, code, &reason);
@@ -453,6 +478,9 @@ impl WsServer {
         }
         self.close_sent = true;
         if let Phase::Open { ctx } = &mut self.phase {
+            if matches!(code, 1002 | 1007 | 1009 | 1011) {
+                self.violation = Some((code, reason.to_string()));
+            }
             let mut io = Io {
                 stream,
                 out,

@@ -23,12 +23,18 @@ pub enum FrameError {
         /// The limit in force on this connection.
         max: usize,
     },
+    /// A WebSocket text message is not UTF-8 (RFC 6455 §8.1: the connection fails, with 1007).
+    InvalidUtf8,
 }
 
 impl FrameError {
     /// What to tell the peer before closing.
     pub fn to_body(self) -> ErrorBody {
-        ErrorBody::new(ErrorCode::FrameTooLarge, self.to_string())
+        let code = match self {
+            FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            FrameError::InvalidUtf8 => ErrorCode::InvalidUtf8,
+        };
+        ErrorBody::new(code, self.to_string())
     }
 }
 
@@ -38,6 +44,7 @@ impl fmt::Display for FrameError {
             FrameError::TooLarge { len, max } => {
                 write!(f, "frame of {len} bytes is over the limit of {max} bytes")
             }
+            FrameError::InvalidUtf8 => write!(f, "text message is not valid UTF-8"),
         }
     }
 }

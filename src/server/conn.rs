@@ -155,6 +155,8 @@ pub struct Conn {
     pub since: Instant,
     /// Frames and bytes over this connection.
     pub traffic: Traffic,
+    /// The client listener it was accepted on, by index (connections accepted as clients).
+    pub listener: Option<usize>,
 }
 
 impl Role {

@@ -362,16 +362,18 @@ impl Server {
         }
     }
 
-    /// Whether the loop may stop: closing, and every client and peer link closed (or time up).
+    /// Whether the loop may stop: closing, and every client and peer link closed, their input
+    /// drained (or time up).
     pub(super) fn shutdown_done(&self, now: Instant) -> bool {
         let Phase::Closing(until) = self.life.phase else {
             return false;
         };
         now >= until
-            || !self
-                .conns
-                .iter()
-                .any(|(_, c)| !matches!(c.role, Role::Handler { .. }))
+            || (self.linger.is_empty()
+                && !self
+                    .conns
+                    .iter()
+                    .any(|(_, c)| !matches!(c.role, Role::Handler { .. })))
     }
 
     /// After the loop: close what is left (handlers get EOF), wait for handlers to exit, then

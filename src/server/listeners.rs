@@ -490,12 +490,16 @@ impl Server {
             debug!("refusing {peer}: {text}");
             let error = ErrorBody::new(ErrorCode::TooManyConnections, text);
             self.stats.error(error.code, false);
-            // Told once, best effort, without taking a slot: the socket is dropped at once.
-            // A TLS or WebSocket client could not read a bare frame: it is just closed.
+            // Told once, best effort, without taking a slot; then a lingering close (bounded
+            // in count: past it the socket is dropped at once). A TLS or WebSocket client could
+            // not read a bare frame: it only gets the end of stream.
+            let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
             if kind == ListenerKind::Tcp {
-                let mut framed = Framed::new(Stream::Tcp(stream), 0, 1024);
                 let _ = framed.queue(&client_error(None, &error));
-                let _ = framed.flush();
+            }
+            if let Some(sock) = framed.into_lingering() {
+                self.linger
+                    .start(self.poll.registry(), sock, Instant::now());
             }
             return;
         }

@@ -19,7 +19,9 @@ mod lifecycle;
 pub mod limits;
 mod listeners;
 mod monitor;
+mod noise;
 mod peers;
+mod procstat;
 mod prometheus;
 mod redirect;
 mod reload;
@@ -27,6 +29,7 @@ mod report;
 mod revoke;
 pub mod token;
 mod token_login;
+mod violations;
 
 pub use lifecycle::{Figures, status_line};
 
@@ -49,6 +52,7 @@ use crate::auth::worker::AuthPool;
 use crate::config::Config;
 use crate::handler::{Dialer, RuntimeDir, Supervisor};
 use crate::net::accept::AcceptGuard;
+use crate::net::linger::Linger;
 use crate::net::{Framed, ReadResult, Transport};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
@@ -65,7 +69,7 @@ use peers::PeerSlot;
 use reload::Reloads;
 use revoke::Sessions;
 use token::{ADMIN_LISTENER, CONN_BASE, MONITOR_CONN_BASE};
-use token::{MONITOR_LISTENER, SIGNALS, WAKER};
+use token::{LINGER_BASE, MONITOR_LISTENER, SIGNALS, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
 const MAX_READS_PER_EVENT: usize = 16;
@@ -151,6 +155,10 @@ pub struct Server {
     started: Instant,
     monitor: Option<monitor::Monitor>,
     admin: Option<admin::Admin>,
+    /// Closed connections draining their input before the socket closes (`net/linger.rs`).
+    linger: Linger,
+    /// The rate limit on log lines unauthenticated peers can cause (`noise.rs`).
+    noise: noise::Noise,
     // Dropped last: removes the sockets' directory.
     runtime: RuntimeDir,
 }
@@ -248,6 +256,7 @@ impl Server {
             LoginLimiter::new(config.login_failures_per_ip, config.login_failures_per_user);
         let monitor = monitor::Monitor::bind(&config, poll.registry())?;
         let admin = admin::Admin::bind(&runtime, poll.registry())?;
+        let config_max_connections = config.max_connections;
         let mut server = Server {
             life: Lifecycle::new(now, config.handler_startup_timeout),
             reloads: Reloads::new(waker),
@@ -283,6 +292,8 @@ impl Server {
             started: now,
             monitor,
             admin,
+            linger: Linger::new(LINGER_BASE, (config_max_connections / 4).clamp(16, 4096)),
+            noise: noise::Noise::new(now),
             runtime,
         };
         for (kind, handler) in server.config.handlers.clone() {
@@ -340,6 +351,10 @@ impl Server {
                     }
                     SIGNALS => self.signals(now),
                     t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.accept_ready(t, now),
+                    t if self.linger.owns(t) => {
+                        self.linger
+                            .ready(self.poll.registry(), t, &mut self.scratch)
+                    }
                     mio::Token(t) if t >= CONN_BASE => {
                         let slot = t - CONN_BASE;
                         let Some(id) = self.conns.get(slot).map(|c| c.id) else {
@@ -415,6 +430,7 @@ impl Server {
         consider(self.life.next_deadline(now));
         consider(self.sessions.next_deadline());
         consider(self.control_deadline());
+        consider(self.linger.next_deadline());
         next.map(|at| at.saturating_duration_since(now))
     }
 
@@ -451,6 +467,13 @@ impl Server {
         };
         let mut io = Framed::new(stream, max_frame, self.config.max_outbound);
         self.stats.opened(role.kind());
+        let listener = match &role {
+            Role::Client(ClientState::Identifying { listener, .. }) => Some(*listener),
+            _ => None,
+        };
+        if let Some(index) = listener {
+            self.stats.listener(index).connections_total += 1;
+        }
         if let Err(e) = io.register(self.poll.registry(), token::conn_token(id)) {
             error!("cannot register connection from {peer}: {e}");
             self.forget_ip(ip);
@@ -469,6 +492,7 @@ impl Server {
             throttled: false,
             since: Instant::now(),
             traffic: Default::default(),
+            listener,
         });
         Some(id)
     }
@@ -485,7 +509,12 @@ impl Server {
             if conn.read_closed {
                 return self.close_if_drained(id, now);
             }
-            match conn.io.read_some(&mut self.scratch) {
+            let read = conn.io.read_some(&mut self.scratch);
+            if conn.io.take_keepalive() {
+                // A WebSocket ping or pong: activity, though no frame came.
+                conn.last_seen = now;
+            }
+            match read {
                 Ok(ReadResult::Data(n)) => conn.traffic.read(n),
                 Ok(ReadResult::Drained(n)) => {
                     conn.traffic.read(n);
@@ -545,9 +574,15 @@ impl Server {
                 Ok(true) => {}
                 Ok(false) => return true,
                 Err(e) => {
-                    warn!("{}: {e}; closing", conn.context());
-                    let body = e.to_body();
                     let is_client = matches!(conn.role, Role::Client(_));
+                    if !is_client {
+                        warn!("{}: {e}; closing", conn.context());
+                    } else if conn.io.transport().ws.is_none() {
+                        // (A WebSocket's is logged with its close code when it closes.)
+                        let line = format!("{}: {e}; closing", conn.context());
+                        self.noise.info(now, format_args!("{line}"));
+                    }
+                    let body = e.to_body();
                     if is_client {
                         self.tell_error(id, &body);
                         self.finish(id, now, e.to_string());
@@ -673,10 +708,14 @@ impl Server {
             return;
         }
         let mut conn = self.conns.remove(id.slot);
+        let now = Instant::now();
         self.reloads.forget(id);
         self.stats.traffic.add(&conn.traffic);
+        if let Some(index) = conn.listener {
+            self.stats.listener(index).traffic.add(&conn.traffic);
+        }
+        self.note_violations(&conn, &reason, now);
         conn.io.deregister(self.poll.registry());
-        conn.io.shutdown();
         match &conn.role {
             Role::Client(_) => {
                 debug!("{} closed: {reason}", conn.context());
@@ -694,8 +733,13 @@ impl Server {
             Role::Peer(peer) => {
                 debug!("{} closed: {reason}", conn.context());
                 self.forget_ip(conn.ip);
-                self.peer_closed(id, peer, &reason, Instant::now());
+                self.peer_closed(id, peer, &reason, now);
             }
+        }
+        // The last output is out (or given up on): the peer gets an end of stream after it,
+        // and what it still sends is read and dropped, so the kernel sends no reset over it.
+        if let Some(sock) = conn.io.into_lingering() {
+            self.linger.start(self.poll.registry(), sock, now);
         }
     }
 
@@ -792,7 +836,8 @@ impl Server {
                     if challenged
                         || matches!(conn.role, Role::Client(ClientState::Identifying { .. }))
                     {
-                        info!("{} did not identify in time; closing", conn.context());
+                        let line = format!("{} did not identify in time; closing", conn.context());
+                        self.noise.info(now, format_args!("{line}"));
                         let what = if challenged {
                             "signature for the challenge"
                         } else {
@@ -826,6 +871,7 @@ impl Server {
             }
         }
         self.router.expire(now, &mut self.actions);
+        self.linger.expire(self.poll.registry(), now);
     }
 
     /// Start watching an identified client for idleness.

@@ -1,12 +1,14 @@
 //! `GET /metrics`: the figures in the Prometheus text exposition format (version 0.0.4), every
-//! name prefixed `besterd_`. Counters end in `_total`; latencies are histograms in seconds with
+//! name prefixed `besterd_` but the standard `process_*` ones (`procstat.rs`). Points in time
+//! are `*_timestamp_seconds` gauges (seconds since the epoch), not "seconds since" gauges. Counters end in `_total`; latencies are histograms in seconds with
 //! `_bucket{le=...}`, `_sum` and `_count`. Built only when scraped.
 
 use std::fmt::Write;
 use std::time::Instant;
 
 use super::Server;
-use crate::stats::{Histogram, RequestOutcome, RoleKind};
+use crate::net::tls::HandshakeFailure;
+use crate::stats::{Histogram, ListenerStats, RequestOutcome, RoleKind, Traffic, WS_ERROR_CODES};
 
 /// Text being built: one family at a time.
 struct Text(String);
@@ -30,6 +32,21 @@ impl Text {
             self.0.push('}');
         }
         let _ = writeln!(self.0, " {value}");
+    }
+
+    /// A standard `process_*` family (no `besterd_` prefix) with its one sample, if known.
+    fn process(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: Option<impl std::fmt::Display>,
+    ) {
+        if let Some(value) = value {
+            let _ = writeln!(self.0, "# HELP {name} {help}");
+            let _ = writeln!(self.0, "# TYPE {name} {kind}");
+            let _ = writeln!(self.0, "{name} {value}");
+        }
     }
 
     /// One family with a single unlabelled sample.
@@ -91,11 +108,36 @@ impl Server {
             ],
             1,
         );
-        out.single(
-            "uptime_seconds",
+        let p = super::procstat::read();
+        out.process(
+            "process_start_time_seconds",
             "gauge",
-            "Seconds since the server started.",
-            now.saturating_duration_since(self.started).as_secs(),
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time,
+        );
+        out.process(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds,
+        );
+        out.process(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds,
+        );
+        out.process(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes,
+        );
+        out.process(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
         );
         out.single(
             "healthy",
@@ -184,6 +226,7 @@ impl Server {
             "Handler requests and server fan-outs waiting for an answer.",
             self.router.pending_total(),
         );
+        self.listener_metrics(&mut out);
         self.handler_metrics(&mut out);
         self.peer_metrics(&mut out, now);
         out.single(
@@ -199,6 +242,115 @@ impl Server {
             s.monitor_refused,
         );
         out.0
+    }
+
+    /// Per client listener (`listener` = its name, `transport` = tcp, tls, ws or wss): open
+    /// connections, connections and traffic since start, TLS handshake failures by reason and
+    /// WebSocket protocol errors by close code.
+    fn listener_metrics(&self, out: &mut Text) {
+        let count = self.listeners.len();
+        let mut open = vec![0u64; count];
+        let mut traffic: Vec<Traffic> = (0..count)
+            .map(|i| {
+                self.stats
+                    .listeners
+                    .get(i)
+                    .map(|l| l.traffic)
+                    .unwrap_or_default()
+            })
+            .collect();
+        for (_, conn) in &self.conns {
+            if let Some(i) = conn.listener.filter(|i| *i < count)
+                && matches!(conn.role, super::conn::Role::Client(_))
+            {
+                open[i] += 1;
+                traffic[i].add(&conn.traffic);
+            }
+        }
+        let names: Vec<(String, &str)> = (0..count).map(|i| self.listeners.name_of(i)).collect();
+        let blank = ListenerStats::default();
+        let stats = |i: usize| self.stats.listeners.get(i).unwrap_or(&blank);
+        let families: [(&str, &str, &str); 6] = [
+            (
+                "listener_connections_open",
+                "gauge",
+                "Open client connections by listener.",
+            ),
+            (
+                "listener_connections_total",
+                "counter",
+                "Client connections accepted since start, by listener.",
+            ),
+            (
+                "listener_received_bytes_total",
+                "counter",
+                "Bytes read from client connections, by listener.",
+            ),
+            (
+                "listener_sent_bytes_total",
+                "counter",
+                "Bytes queued for client connections, length prefixes included, by listener.",
+            ),
+            (
+                "listener_frames_received_total",
+                "counter",
+                "Complete frames received from client connections, by listener.",
+            ),
+            (
+                "listener_frames_sent_total",
+                "counter",
+                "Frames queued for client connections, by listener.",
+            ),
+        ];
+        for (f, (name, kind, help)) in families.iter().enumerate() {
+            out.family(name, kind, help);
+            for (i, (listener, transport)) in names.iter().enumerate() {
+                let value = match f {
+                    0 => open[i],
+                    1 => stats(i).connections_total,
+                    2 => traffic[i].bytes_in,
+                    3 => traffic[i].bytes_out,
+                    4 => traffic[i].frames_in,
+                    _ => traffic[i].frames_out,
+                };
+                let labels = [("listener", listener.as_str()), ("transport", *transport)];
+                out.sample(name, &labels, value);
+            }
+        }
+        out.family(
+            "tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed, by listener and reason.",
+        );
+        for (i, (listener, transport)) in names.iter().enumerate() {
+            if !matches!(*transport, "tls" | "wss") {
+                continue;
+            }
+            for reason in HandshakeFailure::ALL {
+                out.sample(
+                    "tls_handshake_failures_total",
+                    &[("listener", listener.as_str()), ("reason", reason.as_str())],
+                    stats(i).tls_failures[reason as usize],
+                );
+            }
+        }
+        out.family(
+            "websocket_protocol_errors_total",
+            "counter",
+            "WebSocket connections closed for a protocol violation, by listener and close code.",
+        );
+        for (i, (listener, transport)) in names.iter().enumerate() {
+            if !matches!(*transport, "ws" | "wss") {
+                continue;
+            }
+            for (c, code) in WS_ERROR_CODES.iter().enumerate() {
+                out.sample(
+                    "websocket_protocol_errors_total",
+                    &[("listener", listener.as_str()), ("code", &code.to_string())],
+                    stats(i).ws_errors[c],
+                );
+            }
+        }
     }
 
     fn handler_metrics(&self, out: &mut Text) {
@@ -272,13 +424,19 @@ impl Server {
             out.sample("peer_up", &[("peer", p.name)], u8::from(p.state == "up"));
         }
         out.family(
-            "peer_state_seconds",
+            "peer_state_change_timestamp_seconds",
             "gauge",
-            "Seconds since the link to the peer last went up or down.",
+            "When the link to the peer last went up or down, in seconds since the epoch.",
         );
+        let wall = super::procstat::unix_now();
         for p in &rows {
-            let secs = now.saturating_duration_since(p.since).as_secs();
-            out.sample("peer_state_seconds", &[("peer", p.name)], secs);
+            let ago = now.saturating_duration_since(p.since).as_secs_f64();
+            let at = format!("{:.3}", wall - ago);
+            out.sample(
+                "peer_state_change_timestamp_seconds",
+                &[("peer", p.name)],
+                at,
+            );
         }
         for (name, help) in [
             ("peer_messages_sent_total", "Messages sent to the peer."),

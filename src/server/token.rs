@@ -26,8 +26,10 @@ pub const PROXY_CONN_BASE: usize = 1 << 17;
 pub const MONITOR_CONN_BASE: usize = 1 << 18;
 /// Admin control connections take tokens from here up to [`CONN_BASE`].
 pub const ADMIN_CONN_BASE: usize = 1 << 19;
-/// Connections take tokens from here up (slab key + base).
+/// Connections take tokens from here up (slab key + base) to [`LINGER_BASE`].
 pub const CONN_BASE: usize = 1 << 20;
+/// Closed connections draining their input (`net/linger.rs`) take tokens from here up.
+pub const LINGER_BASE: usize = 1 << 40;
 
 /// The mio token of a connection.
 pub fn conn_token(id: ConnId) -> Token {
