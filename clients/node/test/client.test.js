@@ -4,7 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import {
   AuthError,
@@ -14,31 +14,8 @@ import {
   errors,
   publicKeyOf,
 } from '../index.js';
-import { Broker, besterdCmd, handler, hs256 } from './daemon.js';
-
-const HS_SECRET = 'a test HS256 secret, at least 32 bytes long';
-
-export function appTables(dir) {
-  return `[auth]
-token_secret_file = ${JSON.stringify(`${dir}/token.key`)}
-handler = "login"
-[auth.jwt]
-hmac_secret_file = ${JSON.stringify(`${dir}/hs.secret`)}
-[handlers.echo]
-${handler('test/handlers/app.js')}
-[handlers.app]
-${handler('test/handlers/app.js')}
-[handlers.crash]
-${handler('test/handlers/app.js')}
-[handlers.login]
-${handler('test/handlers/app.js')}
-`;
-}
-
-export function writeSecrets(b) {
-  fs.writeFileSync(b.path('token.key'), randomBytes(32).toString('hex'), { mode: 0o600 });
-  fs.writeFileSync(b.path('hs.secret'), HS_SECRET, { mode: 0o600 });
-}
+import { Broker, besterdCmd, hs256 } from './daemon.js';
+import { HS_SECRET, appTables, writeSecrets } from './fixtures.js';
 
 /** Assert that `promise` rejects with exactly this class, code and text. */
 async function refused(promise, Class, code, text) {

@@ -87,6 +87,11 @@ export class Broker {
     const [first, ...rest] = text.trim().split('\n');
     this.addr = first.trim();
     this.listeners = Object.fromEntries(rest.map((l) => l.trim().split(/\s+/)).map(([n, , a]) => [n, a]));
+    // A restart listens where this run did (the ready file lists the listeners in config order).
+    const configPath = this.path('besterd.toml');
+    let config = fs.readFileSync(configPath, 'utf8').replace('listen = "127.0.0.1:0"', `listen = "${this.addr}"`);
+    for (const [, address] of Object.entries(this.listeners)) config = config.replace('address = "127.0.0.1:0"', `address = "${address}"`);
+    fs.writeFileSync(configPath, config);
   }
 
   /** The address of the [[listeners]] entry `name`. */
@@ -101,6 +106,14 @@ export class Broker {
     } catch {
       return '';
     }
+  }
+
+  /** SIGKILL: the daemon vanishes without closing anything politely. */
+  async kill() {
+    const child = this.child;
+    this.child = null;
+    child.kill('SIGKILL');
+    return this.exit;
   }
 
   async stop() {
