@@ -456,7 +456,7 @@ export function redirectTarget(frame) {
  */
 export function checkRedirect(current, target, token, hops) {
   if (hops >= MAX_REDIRECTS) {
-    throw errorFor('too_many_redirects', `redirected more than ${MAX_REDIRECTS} times (the last to ${JSON.stringify(String(target).slice(0, 512))})`);
+    throw errorFor('too_many_redirects', `redirected more than ${MAX_REDIRECTS} times`);
   }
   let url;
   try {
