@@ -23,6 +23,9 @@ python3 -m unittest discover -s handlers/python/tests -t handlers/python
 echo "== node handler tests"
 node --test handlers/node/test/
 
+echo "== node package tests (clients/node, against target/debug/besterd)"
+node --test clients/node/test/
+
 echo "== browser test (headless Chromium: the built-in chat page)"
 .venv/bin/python tests/browser/test_chat_page.py
 # The Debian package: built, installed with dpkg -i, checked, purged (needs root).

@@ -59,10 +59,9 @@ export class WebSocketStream extends EventEmitter {
           fail('WebSocket upgrade answered with a wrong Sec-WebSocket-Accept');
           return;
         }
-        const ws = new WebSocketStream(socket, maxMessage);
+        // Bytes after the head are kept in order and read once the caller has its listeners on.
+        const ws = new WebSocketStream(socket, maxMessage, head.subarray(end + 4));
         resolve(ws);
-        const rest = head.subarray(end + 4);
-        if (rest.length) ws.onData(rest);
       };
       const onClose = () => fail(`${showUrl(url)} closed the connection during the WebSocket upgrade`);
       const fail = (why) => {
@@ -76,11 +75,12 @@ export class WebSocketStream extends EventEmitter {
     });
   }
 
-  constructor(socket, maxMessage = 16 * 1024 * 1024) {
+  constructor(socket, maxMessage = 16 * 1024 * 1024, early = Buffer.alloc(0)) {
     super();
     this.socket = socket;
     this.maxMessage = maxMessage;
-    this.buffer = Buffer.alloc(0);
+    this.buffer = early;
+    if (early.length) setImmediate(() => this.onData(Buffer.alloc(0)));
     this.fragments = null; // {opcode, parts, size} while a fragmented message is arriving
     this.closeSent = false;
     this.closeCode = null;
@@ -90,7 +90,7 @@ export class WebSocketStream extends EventEmitter {
   }
 
   onData(chunk) {
-    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+    if (chunk.length) this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
     try {
       for (;;) {
         const frame = this.parseFrame();

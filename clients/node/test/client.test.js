@@ -1,5 +1,5 @@
 // client.test.js: the client and handler halves against the real besterd and real handler
-// processes written with this package (test/handlers/app.js): every login shape, pipelining,
+// processes written with this package (testlib/handlers/app.js): every login shape, pipelining,
 // pushes and reports, each refusal as its typed error with the server's exact code and text.
 
 import { after, before, describe, test } from 'node:test';
@@ -14,8 +14,8 @@ import {
   errors,
   publicKeyOf,
 } from '../index.js';
-import { Broker, besterdCmd, hs256 } from './daemon.js';
-import { HS_SECRET, appTables, writeSecrets } from './fixtures.js';
+import { Broker, besterdCmd, hs256 } from '../testlib/daemon.js';
+import { HS_SECRET, appTables, writeSecrets } from '../testlib/fixtures.js';
 
 /** Assert that `promise` rejects with exactly this class, code and text. */
 async function refused(promise, Class, code, text) {

@@ -5,13 +5,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BesterError, Handler, connect } from '../index.js';
-import { Broker, handler } from './daemon.js';
-import { FakeBroker } from './socket.js';
+import { Broker, handler } from '../testlib/daemon.js';
+import { FakeBroker } from '../testlib/socket.js';
 
 const req = (request, type, data, from = { user: 'alice', server: 'test' }) => ({ header: { kind: 'request', request, scope: 'client', from }, payload: { type, data } });
 
 test('a handler answers on its socket and exits 0 when the broker closes it', async () => {
-  const fb = await FakeBroker.start('test/handlers/app.js', { BESTER_TYPE: 'app' });
+  const fb = await FakeBroker.start('testlib/handlers/app.js', { BESTER_TYPE: 'app' });
   fb.send(req('1', 'echo', { a: 1 }), { header: { kind: 'report', status: 'ok', id: 'p9', delivered: [], offline: [] } }, req('2', 'app', { op: 'who' }));
   const answers = await fb.read(2);
   assert.deepEqual(answers, [
@@ -23,7 +23,7 @@ test('a handler answers on its socket and exits 0 when the broker closes it', as
 });
 
 test('requests are served concurrently: a fast answer overtakes a slow one', async () => {
-  const fb = await FakeBroker.start('test/handlers/app.js', { BESTER_TYPE: 'app' });
+  const fb = await FakeBroker.start('testlib/handlers/app.js', { BESTER_TYPE: 'app' });
   fb.send(req('slow', 'app', { op: 'slow', ms: 300, value: 's' }), req('fast', 'echo', 'f'));
   const answers = await fb.read(2);
   assert.deepEqual(answers.map((a) => a.header.request), ['fast', 'slow']);
@@ -31,7 +31,7 @@ test('requests are served concurrently: a fast answer overtakes a slow one', asy
 });
 
 test('a push resolves with the report that echoes its id; errors and throws become answers', async () => {
-  const fb = await FakeBroker.start('test/handlers/app.js', { BESTER_TYPE: 'app' });
+  const fb = await FakeBroker.start('testlib/handlers/app.js', { BESTER_TYPE: 'app' });
   fb.send(req('7', 'app', { op: 'pushme', value: 5 }));
   const [push] = await fb.read(1);
   assert.deepEqual(push, { header: { status: 'ok', command: 'sendClients', commandData: ['alice', 'nobody'], id: 'push-1' }, payload: { type: 'news', data: 5 } });
@@ -89,7 +89,7 @@ test('answer builders: every command, and the redirect frame besterd takes', asy
 let broker;
 before(async () => {
   broker = await Broker.start({
-    tables: (b) => `[handlers.dial]\nconnect = ${JSON.stringify(b.path('dial.sock'))}\n${handler('test/handlers/dialled.js')}\n`,
+    tables: (b) => `[handlers.dial]\nconnect = ${JSON.stringify(b.path('dial.sock'))}\n${handler('testlib/handlers/dialled.js')}\n`,
   });
 });
 after(async () => {

@@ -7,8 +7,8 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BesterError, connect, errors } from '../index.js';
-import { Broker, besterdCmd, until } from './daemon.js';
-import { appTables, writeSecrets } from './fixtures.js';
+import { Broker, besterdCmd, until } from '../testlib/daemon.js';
+import { appTables, writeSecrets } from '../testlib/fixtures.js';
 
 const brokers = [];
 after(async () => {

@@ -9,8 +9,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { FrameDecoder, checkRedirect, connect, encodeFrame, errors, parseUrl } from '../index.js';
-import { Broker, hs256 } from './daemon.js';
-import { HS_SECRET, appTables, writeSecrets } from './fixtures.js';
+import { Broker, hs256 } from '../testlib/daemon.js';
+import { HS_SECRET, appTables, writeSecrets } from '../testlib/fixtures.js';
 
 /** A stand-in server: `answer(frame, state)` returns frames to send and whether to close. */
 async function standIn(name, answer) {

@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { BesterError, connect } from '../index.js';
-import { Broker } from './daemon.js';
-import { appTables, writeSecrets } from './fixtures.js';
+import { Broker } from '../testlib/daemon.js';
+import { appTables, writeSecrets } from '../testlib/fixtures.js';
 
 function openssl(dir, ...args) {
   execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });

@@ -22,8 +22,8 @@ import {
   publicKeyOf,
   signedBytes,
 } from '../index.js';
-import { REPO } from './daemon.js';
-import { FakeBroker } from './socket.js';
+import { REPO } from '../testlib/daemon.js';
+import { FakeBroker } from '../testlib/socket.js';
 
 const vectors = (name) => JSON.parse(fs.readFileSync(path.join(REPO, 'protocol', 'vectors', name), 'utf8'));
 const hex = (bytes) => Buffer.from(bytes).toString('hex');

@@ -14,13 +14,13 @@ handler = "login"
 [auth.jwt]
 hmac_secret_file = ${JSON.stringify(`${dir}/hs.secret`)}
 [handlers.echo]
-${handler('test/handlers/app.js')}
+${handler('testlib/handlers/app.js')}
 [handlers.app]
-${handler('test/handlers/app.js')}
+${handler('testlib/handlers/app.js')}
 [handlers.crash]
-${handler('test/handlers/app.js')}
+${handler('testlib/handlers/app.js')}
 [handlers.login]
-${handler('test/handlers/app.js')}
+${handler('testlib/handlers/app.js')}
 `;
 }
 

@@ -16,7 +16,7 @@ export const REPO = path.resolve(PACKAGE, '..', '..');
 export const BESTERD = process.env.BESTERD_BIN || path.join(REPO, 'target', 'debug', 'besterd');
 export const DEADLINE_MS = 20000;
 
-/** `command = [...]` for a handler script of this package's test/handlers or examples. */
+/** `command = [...]` for a handler script of this package (testlib/handlers, examples). */
 export function handler(script) {
   return `command = ["${process.execPath}", ${JSON.stringify(path.join(PACKAGE, script))}]`;
 }
