@@ -19,10 +19,13 @@
 //!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
 //!   cargo bench --bench load -- rest        (resident memory of a server at rest, 1,000 clients)
 //!   cargo bench --bench load -- storm       (10,000 clients back after a restart; see `storm/`)
+//!   cargo bench --bench load -- adapter     (`bester handle` in line and per-request mode; see
+//!                                            `adapter/`)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
 
+mod adapter;
 mod allocs;
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -65,7 +68,7 @@ fn main() {
         "instructions",
         "compat",
     ];
-    let extra = ["compare", "allocs", "rest", "storm"];
+    let extra = ["compare", "allocs", "rest", "storm", "adapter"];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
     } else {
@@ -90,6 +93,7 @@ fn main() {
             "allocs" => allocs::allocs(),
             "rest" => rest(),
             "storm" => storm::storm(),
+            "adapter" => adapter::adapter_figures(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),

@@ -16,6 +16,8 @@
 #   scripts/bench.sh storm      10,000 clients log in again with resume tokens after a restart
 #       (time to the last one served, CPU per login; BENCH_STORM_N, BENCH_RUNS), beside the
 #       same storm with passwords on BENCH_STORM_PASSWORDS clients
+#   scripts/bench.sh adapter    `bester handle` (line mode with cat and jq, per-request mode)
+#       beside the Python echo handler, window 1 and 64, medians of 3
 #
 # Prints a table and a final JSON line; compare medians and ratios between runs on the same
 # machine rather than absolute numbers on a shared one.

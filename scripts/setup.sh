@@ -18,6 +18,7 @@ want chromedriver chromium-driver
 want systemd-socket-activate systemd
 want systemd-analyze systemd
 want perl perl   # tests/handlers/listen.pl (JSON::PP and IO::Socket::UNIX are core modules)
+want jq jq       # handlers/jq/upper.jq, run by `bester handle`
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"

@@ -277,7 +277,11 @@ impl Client {
                 return Ok(Some(value));
             }
             self.arm_deadline()?;
-            let n = self.stream.read_into(&mut self.input).map_err(timed_out)?;
+            // A signal (SIGCHLD of a process the caller started, say) is not the server's doing.
+            let n = match self.stream.read_into(&mut self.input) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                read => read.map_err(timed_out)?,
+            };
             if n == 0 {
                 if self.input.is_empty() {
                     return Ok(None);

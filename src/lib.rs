@@ -21,7 +21,9 @@
 //!   `server/cert_login.rs`, by ed25519 key in `server/key_login.rs` (frames in
 //!   [`protocol::challenge`], signatures in [`auth::keys`]), token logins (JWT), resume tokens
 //!   and session expiry in `server/token_login.rs` (keys from `config/auth.rs`), handler links in
-//!   `server/handlers.rs`. The built-in web client (`src/web/`) is served by WebSocket listeners.
+//!   `server/handlers.rs`, a handler's redirect of its client in `server/redirect.rs` (its
+//!   shapes in [`protocol::redirect`]). The built-in web client (`src/web/`) is served by
+//!   WebSocket listeners.
 //!   Life under a service manager: `server/lifecycle.rs` (sd_notify, readiness, signals, the drain), `server/activation.rs` (socket activation),
 //!   `server/reload.rs` (SIGHUP, carrying out the pure [`config::diff`]), `server/revoke.rs`
 //!   (sessions whose user was deleted or whose password changed elsewhere).

@@ -664,6 +664,11 @@ fn handler_that_refuses_to_start() {
     eventually("the crash loop to be reported", || {
         broker.log().contains("it keeps failing").then_some(())
     });
+    // A type that keeps failing to start is refused at once, not after a wait.
+    let started = std::time::Instant::now();
+    let reply = c.request("r2", "refuser", &Value::Null).unwrap();
+    assert_eq!(code(&reply), "handler_not_running", "{reply}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
     side.check();
 }
 

@@ -215,6 +215,7 @@ fn check_inbound(body: &[u8]) {
                 user: Some("fuzz".into()),
                 server: "local".into(),
                 handler: None,
+                info: None,
             };
             let request = handler_request("1", msg.scope, &from, &[], &msg.payload);
             check_forwarded(&request, "payload", &msg.payload);
@@ -261,6 +262,17 @@ fn check_handler(body: &[u8]) {
                     Vec::new()
                 }
                 Command::Reply => Vec::new(),
+                Command::Redirect { url, token } => {
+                    assert!(besterd::protocol::redirect::check_url(url).is_ok());
+                    let token = match token {
+                        Some(besterd::protocol::redirect::RedirectToken::Given(t)) => Some(t.as_str()),
+                        _ => None,
+                    };
+                    let frame =
+                        besterd::protocol::redirect::client_redirect(msg.id.as_deref(), url, token);
+                    expect_json(&frame);
+                    Vec::new()
+                }
             };
             let error = ErrorBody::new(ErrorCode::HandlerLoop, "fuzz");
             let report = handler_error_report(msg.request.as_deref(), msg.id.as_deref(), &error);
@@ -271,6 +283,7 @@ fn check_handler(body: &[u8]) {
                     user: None,
                     server: "local".into(),
                     handler: Some(payload.kind.to_string()),
+                    info: None,
                 };
                 let push = to_body(&ClientFrame {
                     header: ClientHeader::push(&payload.kind, &sender),

@@ -156,6 +156,28 @@ const sendClients = (request, users, data, type = typeOf(request)) =>
 // Answer by passing the payload on to the handler of `type`; its answer is routed in turn.
 const sendHandler = (request, type, data) => answer(request, 'sendHandler', type, type, data);
 
+const REDIRECT_SCHEMES = ['bester://', 'bester+tls://', 'bester+ws://', 'bester+wss://'];
+
+// Answer by sending the client to another server (PROTOCOL.md §6, "Redirects"): it is told `url`
+// (a bester[+tls|+ws|+wss]:// URI with no user in it, at most 512 bytes) and `token`, what it logs
+// in with there: a token of your own (at most 8 KiB), 'mint' for a resume token the broker signs
+// for the client's session (the target shares its [auth] token_secret_file), or nothing; then the
+// broker closes the client's connection. Checked here as the broker checks it (throws TypeError).
+function redirect(request, url, token) {
+  if (typeof url !== 'string' || !REDIRECT_SCHEMES.some((s) => url.startsWith(s))) {
+    throw new TypeError('a redirect url must be a bester://, bester+tls://, bester+ws:// or bester+wss:// URI');
+  }
+  if (Buffer.byteLength(url) > 512) throw new TypeError('a redirect url is at most 512 bytes');
+  const commandData = { url };
+  if (token !== undefined && token !== null) {
+    if (typeof token !== 'string' || token.length === 0 || Buffer.byteLength(token) > 8192) {
+      throw new TypeError('a redirect token is a string of 1 to 8192 bytes');
+    }
+    commandData.token = token;
+  }
+  return { header: { status: 'ok', command: 'redirect', commandData, request: request.header.request } };
+}
+
 // A message to users that answers no request; the broker replies with a report echoing `id`.
 function push(users, type, data, id) {
   const header = { status: 'ok', command: 'sendClients', commandData: [...users] };
@@ -300,6 +322,7 @@ module.exports = {
   error,
   sendClients,
   sendHandler,
+  redirect,
   push,
   run,
   log,

@@ -4,7 +4,7 @@
 Configure it as the server's auth handler:
 
     [handlers.keys]
-    command = ["python3", "{examples}/python/auth_keys.py", "/etc/besterd/api-keys"]
+    command = ["python3", "{examples}/auth_keys.py", "/etc/besterd/api-keys"]
     [auth]
     handler = "keys"
 

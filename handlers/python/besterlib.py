@@ -208,6 +208,33 @@ def send_handler(request, type_, data):
     return _answer(request, "sendHandler", type_, type_, data)
 
 
+REDIRECT_SCHEMES = ("bester://", "bester+tls://", "bester+ws://", "bester+wss://")
+
+
+def redirect(request, url, token=None):
+    """Answer by sending the client to another server (PROTOCOL.md §6, "Redirects").
+
+    The client is told `url` (a bester://, bester+tls://, bester+ws:// or bester+wss:// URI with
+    no user in it, at most 512 bytes) and `token`, what it logs in with there: a token of your own
+    (a JWT the target accepts, at most 8 KiB), "mint" for a resume token the broker signs for the
+    client's session (the target must share its [auth] token_secret_file), or None. Then the
+    broker closes the client's connection. Checked here as the broker checks it, so a mistake
+    raises ValueError instead of reaching the client as bad_handler_reply.
+    """
+    if not isinstance(url, str) or not url.startswith(REDIRECT_SCHEMES):
+        raise ValueError("a redirect url must be a bester://, bester+tls://, bester+ws:// or bester+wss:// URI")
+    if len(url.encode()) > 512:
+        raise ValueError("a redirect url is at most 512 bytes")
+    if token is not None and (not isinstance(token, str) or not 1 <= len(token.encode()) <= 8192):
+        raise ValueError("a redirect token is a string of 1 to 8192 bytes")
+    command_data = {"url": url}
+    if token is not None:
+        command_data["token"] = token
+    header = {"status": "ok", "command": "redirect", "commandData": command_data,
+              "request": request["header"]["request"]}
+    return {"header": header}
+
+
 def _push(command, targets, type_, data, id_):
     header = {"status": "ok", "command": command, "commandData": list(targets)}
     if id_ is not None:

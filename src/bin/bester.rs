@@ -11,6 +11,12 @@
 //! challenge nonce, signed for the server the challenge names, which must be `--server-name` if
 //! that is given). `keygen` writes a key pair.
 //!
+//! A redirect (a handler sending the client to another server, PROTOCOL.md §6) is followed: at
+//! most 3 of them, logging in at the new URL with the token the redirect carries and nothing else
+//! (never the password, never a key's signature, and a redirect without a token is a failure),
+//! then `send` sends its message again there. A redirect may not leave TLS; `--ca` and
+//! `--timeout` cover every server of the exchange.
+//!
 //! Exit codes: 0 success; 1 an error reply, a refused login, a failed connection, or the server
 //! closing first; 64 usage errors (bad arguments, DATA not JSON, no password); 75 (`EX_TEMPFAIL`)
 //! when `--timeout` passes first. Messages go to stderr prefixed `bester: `; stdout only carries
@@ -18,6 +24,10 @@
 
 #[path = "bester/argv.rs"]
 mod argv;
+#[path = "bester/follow.rs"]
+mod follow;
+#[path = "bester/handle.rs"]
+mod handle;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -128,6 +138,38 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
         ping: Duration,
     },
+    /// Be a handler of TYPE that hands each request to COMMAND: by default one long-lived filter
+    /// reading one JSON request per line and writing one JSON line per request, in order (`jq -c
+    /// --unbuffered`, awk, a shell `while read` loop); with --per-request, one COMMAND per
+    /// request with its data on standard input (CGI style). What COMMAND writes is the reply's
+    /// data (with --answers, the whole answer). Connects to BESTER_SOCKET, as besterd starts a
+    /// handler: use it as a handler's `command`. Exits 0 when the broker closes the socket.
+    Handle {
+        /// The handler type it serves (as configured in `[handlers.TYPE]`).
+        #[arg(name = "TYPE")]
+        kind: String,
+        /// Run COMMAND once per request, with the request's data on its standard input and
+        /// BESTER_USER, BESTER_SERVER, BESTER_SCOPE, BESTER_INFO, BESTER_REQUEST_KIND set.
+        #[arg(long)]
+        per_request: bool,
+        /// COMMAND writes whole answers ({"header":{"status","command","commandData"},
+        /// "payload":{"type","data"}}), not only the reply's data.
+        #[arg(long)]
+        answers: bool,
+        /// How long COMMAND has to answer one request (handler_timeout after it); under the
+        /// broker's request_timeout_ms (30 s by default), so this answer comes first.
+        #[arg(long, value_name = "SECONDS", default_value = "25", value_parser = positive_seconds)]
+        request_timeout: Duration,
+        /// With --per-request: most processes at once (the other requests wait).
+        #[arg(long, value_name = "N", default_value = "8", value_parser = clap::value_parser!(u64).range(1..=1024))]
+        max_procs: u64,
+        /// The broker's socket for this type (default: BESTER_SOCKET, which besterd sets).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Write a new ed25519 key pair: FILE (the private key, PKCS#8 PEM, mode 0600) and FILE.pub
     /// (the public key, SPKI PEM), never over an existing file; print the public key in base64
     /// (what `besterd user add-key` and `besterd user keys` show).
@@ -211,6 +253,26 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = (!cli.timeout.is_zero()).then_some(cli.timeout);
     match cli.command {
+        Cmd::Handle {
+            kind,
+            per_request,
+            answers,
+            request_timeout,
+            max_procs,
+            socket,
+            command,
+        } => {
+            let options = handle::Options {
+                kind,
+                command,
+                per_request,
+                answers,
+                timeout: request_timeout,
+                max_procs: max_procs as usize,
+                socket,
+            };
+            handle::run(options).map_err(Failure::runtime)
+        }
         Cmd::Send {
             ref uri,
             ref kind,
@@ -232,8 +294,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let secret = secret(&uri, &cli)?;
             let data = if from_stdin { stdin_data()? } else { data };
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let mut session = Session::open(&uri, &secret, tls, timeout)?;
-            session.send(id, kind, &data)
+            let mut hops = follow::Hops::new(&uri, cli.ca.as_deref(), timeout);
+            let mut session = hops.reach(uri, &secret, tls)?;
+            // A redirect answers the message: log in where it says and send it again there.
+            while let Some(redirect) = session.send(id, kind, &data)? {
+                let (uri, secret, tls) = hops.follow(redirect)?;
+                session = hops.reach(uri, &secret, tls)?;
+            }
+            Ok(())
         }
         Cmd::Listen {
             ref uri,
@@ -243,8 +311,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let uri = parse_uri(uri, cli.token.is_some())?;
             let secret = secret(&uri, &cli)?;
             let tls = trust(&uri, cli.ca.as_deref())?;
-            let session = Session::open(&uri, &secret, tls, timeout)?;
-            session.listen(count, ping)
+            let mut hops = follow::Hops::new(&uri, cli.ca.as_deref(), timeout);
+            let mut session = hops.reach(uri, &secret, tls)?;
+            let mut received = 0;
+            while let Some(redirect) = session.listen(count, ping, &mut received)? {
+                let (uri, secret, tls) = hops.follow(redirect)?;
+                session = hops.reach(uri, &secret, tls)?;
+            }
+            Ok(())
         }
         Cmd::Keygen { ref file } => keygen(file),
     }
@@ -445,8 +519,8 @@ impl Session {
         secret: &Secret,
         tls: Option<Arc<ClientConfig>>,
         timeout: Option<Duration>,
-    ) -> Result<Session, Failure> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        deadline: Option<Instant>,
+    ) -> Result<Opened, Failure> {
         let client = Client::connect_uri(uri, tls, deadline).map_err(|e| {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 timed_out(timeout, &format!("connecting to {}", uri.address))
@@ -517,6 +591,9 @@ impl Session {
                 session.address
             )));
         };
+        if let Some(redirect) = follow::Redirect::of(&reply) {
+            return Ok(Opened::Redirect(redirect));
+        }
         if !is_ok(&reply) {
             print_frame(&reply)?;
             return Err(Failure::runtime(format!(
@@ -524,7 +601,7 @@ impl Session {
                 describe(&reply)
             )));
         }
-        Ok(session)
+        Ok(Opened::Session(session))
     }
 
     /// The next frame, `None` when the server closed; a timeout or I/O error is a failure.
@@ -543,7 +620,13 @@ impl Session {
     /// `bester send`: the reply goes to stdout; an error reply fails with its code and text.
     /// The one message sent is the only one a reply can answer, so a reply whose id the server
     /// could not read is taken as well. Pushes meanwhile are not printed.
-    fn send(&mut self, id: &str, kind: &str, data: &Value) -> Result<(), Failure> {
+    /// A redirect that answers the message is returned, not printed.
+    fn send(
+        &mut self,
+        id: &str,
+        kind: &str,
+        data: &Value,
+    ) -> Result<Option<follow::Redirect>, Failure> {
         let waiting = format!("waiting for the reply to message {id:?}");
         self.client
             .message(id, kind, data)
@@ -554,15 +637,18 @@ impl Session {
                 return Err(self.closed(last.as_ref(), "before the reply"));
             };
             let header = &frame["header"];
-            let answers = header["kind"] == "reply"
+            let answers = (header["kind"] == "reply" || header["kind"] == "redirect")
                 && (header["id"] == id || header.get("id").is_none_or(Value::is_null));
             if !answers {
                 last = Some(frame);
                 continue;
             }
+            if let Some(redirect) = follow::Redirect::of(&frame) {
+                return Ok(Some(redirect));
+            }
             print_frame(&frame)?;
             return if is_ok(&frame) {
-                Ok(())
+                Ok(None)
             } else {
                 Err(Failure::runtime(describe(&frame)))
             };
@@ -586,9 +672,16 @@ impl Session {
     /// `bester listen`: pushes go to stdout as they come; a `bester.ping` goes out after `ping` of
     /// silence from this side and must be answered within the timeout. Ends with success after
     /// `count` pushes, with a failure when the server closes.
-    fn listen(mut self, count: Option<u64>, ping: Duration) -> Result<(), Failure> {
-        eprintln!("bester: listening (Ctrl-C to stop)");
-        let mut received = 0u64;
+    /// A redirect ends this session's part: it is returned (with `received` counting on).
+    fn listen(
+        mut self,
+        count: Option<u64>,
+        ping: Duration,
+        received: &mut u64,
+    ) -> Result<Option<follow::Redirect>, Failure> {
+        if *received == 0 {
+            eprintln!("bester: listening (Ctrl-C to stop)");
+        }
         let mut pings = 0u64;
         let mut next_ping = Instant::now() + ping;
         // The id of the ping in flight and when its answer is due.
@@ -629,10 +722,12 @@ impl Session {
                     let header = &frame["header"];
                     if header["kind"] == "push" {
                         print_frame(&frame)?;
-                        received += 1;
-                        if count == Some(received) {
-                            return Ok(());
+                        *received += 1;
+                        if count == Some(*received) {
+                            return Ok(None);
                         }
+                    } else if let Some(redirect) = follow::Redirect::of(&frame) {
+                        return Ok(Some(redirect));
                     } else if matches!(&pending, Some((id, _)) if header["id"] == id.as_str()) {
                         pending = None;
                     } else {
@@ -651,6 +746,13 @@ impl Session {
             }
         }
     }
+}
+
+/// What [`Session::open`] ended with.
+enum Opened {
+    Session(Session),
+    /// The login was answered with a redirect.
+    Redirect(follow::Redirect),
 }
 
 /// Open the connection the URI names. The one place a transport is chosen.

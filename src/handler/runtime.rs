@@ -24,6 +24,12 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     ("echo.py", include_str!("../../handlers/python/echo.py")),
     ("chat.py", include_str!("../../handlers/python/chat.py")),
+    (
+        "auth_keys.py",
+        include_str!("../../handlers/python/auth_keys.py"),
+    ),
+    ("upper.jq", include_str!("../../handlers/jq/upper.jq")),
+    ("count.sh", include_str!("../../handlers/shell/count.sh")),
 ];
 
 /// Prefix of the examples directory's name (`examples-<pid>-<16 hex digits>`).

@@ -161,6 +161,15 @@ impl Supervisor {
             .count()
     }
 
+    /// Whether a process of `kind` is on its way: started or to be restarted, and not failing
+    /// over and over (fewer than [`CRASH_LOOP`] quick failures in a row). Requests for a type
+    /// that is on its way wait for it rather than being refused.
+    pub fn coming(&self, kind: &str) -> bool {
+        self.processes
+            .iter()
+            .any(|p| !p.old && p.spec.kind == kind && p.failures < CRASH_LOOP)
+    }
+
     /// Reap exited processes, start those whose restart time has come, and stop retired ones
     /// that outstay their time.
     pub fn tick(&mut self, now: Instant) {

@@ -100,13 +100,16 @@ pub enum ErrorCode {
     ResumeRefused,
     /// The session's token expired and was not refreshed (the connection is closed).
     SessionExpired,
+    /// A handler redirected the client elsewhere while this request was in flight; it was not
+    /// answered (the connection closes after the redirect).
+    Redirected,
     /// Something went wrong inside the server; the details are in its log.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` is its position here).
-    pub const ALL: [ErrorCode; 46] = [
+    pub const ALL: [ErrorCode; 47] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidUtf8,
         ErrorCode::InvalidJson,
@@ -152,6 +155,7 @@ impl ErrorCode {
         ErrorCode::ResumeExpired,
         ErrorCode::ResumeRefused,
         ErrorCode::SessionExpired,
+        ErrorCode::Redirected,
         ErrorCode::InternalError,
     ];
 
@@ -203,6 +207,7 @@ impl ErrorCode {
             ErrorCode::ResumeExpired => "resume_expired",
             ErrorCode::ResumeRefused => "resume_refused",
             ErrorCode::SessionExpired => "session_expired",
+            ErrorCode::Redirected => "redirected",
             ErrorCode::InternalError => "internal_error",
         }
     }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::{ErrorBody, ErrorCode};
+use super::redirect::{RedirectData, RedirectToken};
 
 /// Payload types starting with this prefix are built into the server.
 pub const RESERVED_PREFIX: &str = "bester.";
@@ -583,6 +584,14 @@ pub enum Command {
     SendServers(Vec<String>),
     /// To the handler of this type, whose answer is routed in turn.
     SendHandler(String),
+    /// Send the requesting client elsewhere: it is told `url` (and a token to log in with there)
+    /// and its connection closes (PROTOCOL.md §6, "Redirects").
+    Redirect {
+        /// A `bester://`, `bester+tls://`, `bester+ws://` or `bester+wss://` URI.
+        url: String,
+        /// What the client logs in with there, if anything.
+        token: Option<RedirectToken>,
+    },
 }
 
 /// A frame from a handler, borrowed from its frame.
@@ -735,10 +744,13 @@ impl<'de> Deserialize<'de> for CommandField {
     }
 }
 
-/// `commandData`: one name (`sendHandler`) or an array of names (`sendClients`, `sendServers`).
+/// `commandData`: one name (`sendHandler`), an array of names (`sendClients`, `sendServers`), or
+/// an object (`redirect`).
 enum CommandData {
     Names(Vec<String>),
     Name(String),
+    /// An object: the data of a `redirect` (read once the command is known).
+    Object(serde_json::Map<String, serde_json::Value>),
 }
 
 impl<'de> Deserialize<'de> for CommandData {
@@ -751,6 +763,13 @@ impl<'de> Deserialize<'de> for CommandData {
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandData, E> {
                 Ok(CommandData::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<CommandData, A::Error> {
+                serde_json::Map::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(CommandData::Object)
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
@@ -797,6 +816,12 @@ pub fn parse_handler_message_full(body: &[u8]) -> Result<HandlerMessage<'static>
         (Some(CommandField::Object { kind, data: None }), Some(data)) => (kind, Some(data)),
     };
     let command = match (name.as_str(), data) {
+        (name, Some(CommandData::Object(_))) if name != "redirect" => {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidMessage,
+                "header.commandData: invalid type: map, expected a name or an array of names",
+            ));
+        }
         ("reply", None) => Command::Reply,
         ("reply", Some(_)) => return Err(bad("command \"reply\" takes no commandData".into())),
         ("sendClients", Some(CommandData::Names(users))) => Command::SendClients(users),
@@ -813,6 +838,17 @@ pub fn parse_handler_message_full(body: &[u8]) -> Result<HandlerMessage<'static>
         ("sendHandler", _) => {
             return Err(bad(
                 "command \"sendHandler\" needs commandData: a type name".into(),
+            ));
+        }
+        ("redirect", Some(CommandData::Object(data))) => {
+            let data = RedirectData::deserialize(serde_json::Value::Object(data))
+                .map_err(|e| bad(format!("header.commandData: {e}")))?;
+            let (url, token) = data.check().map_err(bad)?;
+            Command::Redirect { url, token }
+        }
+        ("redirect", _) => {
+            return Err(bad(
+                "command \"redirect\" needs commandData: {\"url\":…,\"token\":…}".into(),
             ));
         }
         (other, _) => return Err(bad(format!("unknown command {other:?}"))),

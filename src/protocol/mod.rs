@@ -13,6 +13,7 @@ pub mod peer;
 pub mod pool;
 pub mod proxy;
 pub mod redact;
+pub mod redirect;
 pub mod scan;
 pub mod validate;
 pub mod write;

@@ -66,7 +66,9 @@ impl Router {
         stats
             .latency
             .observe(now.saturating_duration_since(pending.sent_at));
-        let answered_ok = msg.status != Status::Error && msg.payload.is_some();
+        // A redirect needs no payload: the client is told where to go, nothing else.
+        let redirect = matches!(*msg.command, Command::Redirect { .. });
+        let answered_ok = msg.status != Status::Error && (msg.payload.is_some() || redirect);
         stats.ended(if answered_ok {
             RequestOutcome::Ok
         } else {
@@ -92,6 +94,9 @@ impl Router {
             return;
         }
         let Some(payload) = msg.payload else {
+            if let Command::Redirect { url, token } = msg.command.into_owned() {
+                return self.redirect(pending, url, token, out);
+            }
             let error = ErrorBody::new(ErrorCode::BadHandlerReply, "an ok answer needs a payload");
             self.stats.errors.count(error.code);
             out.push(Action::Send {
@@ -162,6 +167,7 @@ impl Router {
                 );
             }
             Command::SendHandler(next) => self.chain(pending, next, &payload, now, out),
+            Command::Redirect { url, token } => self.redirect(pending, url, token, out),
         }
     }
 
@@ -271,7 +277,7 @@ impl Router {
             Command::SendServers(servers) => {
                 self.send_servers(origin, from, 0, servers, payload, now, out)
             }
-            Command::Reply | Command::SendHandler(_) => {
+            Command::Reply | Command::SendHandler(_) | Command::Redirect { .. } => {
                 let text = "a push (no request) must use sendClients or sendServers";
                 self.fail(
                     &origin,

@@ -86,7 +86,7 @@ impl Router {
     ) {
         let pool = self.pools.get(&*pending.kind).expect("checked by dispatch");
         let correlate = pool.mode.correlate;
-        if correlate == Correlate::Order && pool.links.is_empty() {
+        if correlate == Correlate::Order && pool.links.is_empty() && !pool.starting {
             self.ended(pending.stat, RequestOutcome::Unavailable);
             let text = format!("the {:?} handler is not running", pending.kind);
             return self.fail(
@@ -114,11 +114,9 @@ impl Router {
         pending.handler = None;
         let kind = pending.kind.clone();
         self.track(token, pending, now);
-        self.pools
-            .get_mut(&*kind)
-            .expect("checked above")
-            .waiting
-            .push_back((token, body));
+        let pool = self.pools.get_mut(&*kind).expect("checked above");
+        pool.waiting_bytes += body.len();
+        pool.waiting.push_back((token, body));
         self.pump(out);
     }
 
@@ -139,7 +137,8 @@ impl Router {
                     .front()
                     .is_some_and(|(t, _)| !self.pending.contains_key(t))
                 {
-                    pool.waiting.pop_front();
+                    let (_, body) = pool.waiting.pop_front().expect("not empty");
+                    pool.waiting_bytes -= body.len();
                 }
                 if pool.waiting.is_empty() {
                     break;
@@ -147,6 +146,7 @@ impl Router {
                 match pool.mode.correlate {
                     Correlate::Connection if pool.open < pool.mode.max_inflight => {
                         let (token, body) = pool.waiting.pop_front().expect("not empty");
+                        pool.waiting_bytes -= body.len();
                         pool.open += 1;
                         out.push(Action::Dial {
                             kind: kind.clone(),
@@ -166,9 +166,36 @@ impl Router {
                         let Some(conn) = free else { break };
                         pool.next = (pool.next + 1) % count.max(1);
                         let (token, body) = pool.waiting.pop_front().expect("not empty");
+                        pool.waiting_bytes -= body.len();
                         let link = self.links.get_mut(&conn).expect("pool links are links");
                         link.current = Some(token);
                         link.inflight += 1;
+                        if let Some(p) = self.pending.get_mut(&token) {
+                            p.handler = Some(conn);
+                        }
+                        out.push(Action::Request {
+                            to: conn,
+                            body,
+                            token,
+                        });
+                    }
+                    // Requests that waited for the type to start: least loaded link first.
+                    Correlate::Request => {
+                        let count = pool.links.len();
+                        let max = pool.max_inflight;
+                        let free = (0..count)
+                            .map(|i| pool.links[(pool.next + i) % count])
+                            .filter_map(|c| Some((c, self.links.get(&c)?.inflight)))
+                            .filter(|(_, inflight)| *inflight < max)
+                            .min_by_key(|(_, inflight)| *inflight);
+                        let Some((conn, _)) = free else { break };
+                        pool.next = (pool.next + 1) % count.max(1);
+                        let (token, body) = pool.waiting.pop_front().expect("not empty");
+                        pool.waiting_bytes -= body.len();
+                        self.links
+                            .get_mut(&conn)
+                            .expect("pool links are links")
+                            .inflight += 1;
                         if let Some(p) = self.pending.get_mut(&token) {
                             p.handler = Some(conn);
                         }

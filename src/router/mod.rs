@@ -22,8 +22,10 @@ mod id;
 mod idmap;
 mod lifecycle;
 mod login;
+mod redirect;
 mod reply_id;
 mod respond;
+mod starting;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -39,6 +41,7 @@ use crate::protocol::message::{
     ClientMessage, Command, HandlerMessage, Info, PayloadRef, Scope, Sender, Status,
     handler_error_report,
 };
+use crate::protocol::redirect::RedirectToken;
 use crate::protocol::write::{client_push, handler_login_request, handler_request};
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use correlate::{Correlate, HandlerMode};
@@ -85,6 +88,18 @@ pub enum Action {
     Close {
         /// The connection.
         conn: ConnId,
+    },
+    /// Tell this client to go elsewhere, answering its request `id`, and close its connection
+    /// once that is written (`server/redirect.rs` mints the token if asked to).
+    Redirect {
+        /// The client's connection.
+        to: ConnId,
+        /// The request it answers.
+        id: Option<String>,
+        /// Where to.
+        url: String,
+        /// What to log in with there.
+        token: Option<RedirectToken>,
     },
     /// The auth handler accepted this client's login: `data` is its answer's `payload.data`
     /// (JSON text, for the server to check: `{"user","info"}`).
@@ -180,9 +195,14 @@ struct Pool {
     max_inflight: usize,
     next: usize,
     mode: HandlerMode,
-    /// Requests (token, body) waiting for a free connection (`order`) or a dial slot
-    /// (`connection`), oldest first.
+    /// Requests (token, body) waiting for a free connection (`order`), a dial slot
+    /// (`connection`), or a first connection while the type starts (any mode), oldest first.
     waiting: VecDeque<(u64, Vec<u8>)>,
+    /// The bytes of the bodies in `waiting`.
+    waiting_bytes: usize,
+    /// A process of the type is starting or being restarted (or the server itself is starting):
+    /// with no connection, requests wait for one instead of failing `handler_not_running`.
+    starting: bool,
     /// Dialled connections open or being opened (`connection`).
     open: usize,
     /// Index of this type's figures in `RouterStats::handlers`.
@@ -313,6 +333,8 @@ impl Router {
                 next: 0,
                 mode,
                 waiting: VecDeque::new(),
+                waiting_bytes: 0,
+                starting: false,
                 open: 0,
                 stat,
                 name: Arc::from(kind),
@@ -525,6 +547,9 @@ impl Router {
             .min_by_key(|c| self.links.get(c).map_or(usize::MAX, |l| l.inflight));
         let stat = pool.stat;
         let Some(handler) = chosen else {
+            if pool.starting {
+                return self.wait_for_start(pending, payload, now, out);
+            }
             self.stats.handlers[stat].ended(RequestOutcome::Unavailable);
             let text = format!("the {:?} handler is not running", pending.kind);
             return self.fail(
@@ -707,6 +732,13 @@ impl Router {
             match due {
                 Due::Request(token) => {
                     if let Some(pending) = self.take_pending(token) {
+                        if self.never_started(&pending) {
+                            self.ended(pending.stat, RequestOutcome::Unavailable);
+                            let text = format!("the {:?} handler is not running", pending.kind);
+                            let error = ErrorBody::new(ErrorCode::HandlerNotRunning, text);
+                            self.fail(&pending.origin, error, out);
+                            continue;
+                        }
                         self.ended(pending.stat, RequestOutcome::Timeout);
                         self.after_timeout(pending.handler, out);
                         warn!(

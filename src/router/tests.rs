@@ -67,6 +67,10 @@ fn sent(out: &mut Vec<Action>) -> Vec<(ConnId, Value)> {
             }
             Action::Dial { body, .. } => (DIAL, serde_json::from_slice(&body).unwrap()),
             Action::Close { conn } => (conn, json!("close")),
+            Action::Redirect { to, id, url, token } => (
+                to,
+                json!({"redirect": url, "id": id, "token": format!("{token:?}")}),
+            ),
             Action::LoginAccepted { conn, data } => (conn, json!({ "accepted": data })),
             Action::LoginRefused {
                 conn,
@@ -1038,4 +1042,88 @@ fn logins_are_bounded_timed_and_failed_like_requests() {
     let got = sent(&mut out);
     assert_eq!(refusal(&got[0]).0, "shutting_down");
     assert_eq!(r.logins_in_flight(), 0);
+}
+
+#[test]
+fn requests_wait_for_a_type_that_is_starting() {
+    let mut r = router();
+    let now = Instant::now();
+    let mut out = Vec::new();
+    const LOWER: ConnId = conn(13);
+    // Not starting, no connection: refused at once, as always.
+    r.client_message(ALICE, msg("1", "lower", json!(1)), now, &mut out);
+    assert_eq!(sent(&mut out)[0].1["data"]["code"], "handler_not_running");
+    // Starting: it waits, and goes out when a connection comes.
+    r.set_starting("lower", true, &mut out);
+    r.client_message(ALICE, msg("2", "lower", json!(2)), now, &mut out);
+    r.client_message(ALICE, msg("3", "lower", json!(3)), now, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(r.waiting_for("lower"), 2);
+    assert_eq!(r.pending_for(ALICE), 2);
+    r.handler_connected(LOWER, "lower");
+    r.start_waiting(&mut out);
+    let got = sent(&mut out);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|(to, f)| *to == LOWER && f["header"]["kind"] == "request")
+    );
+    assert_eq!(got[0].1["payload"]["data"], 2, "oldest first");
+    let token = got[0].1["header"]["request"].as_str().unwrap().to_string();
+    let ok =
+        json!({"header":{"status":"ok","request":token},"payload":{"type":"lower","data":"two"}});
+    r.handler_message(LOWER, answer(ok), now, &mut out);
+    let got = sent(&mut out);
+    assert_eq!((got[0].0, &got[0].1["header"]["id"]), (ALICE, &json!("2")));
+}
+
+#[test]
+fn waiting_for_a_start_is_bounded_and_ends() {
+    let mut r = router();
+    r.add_type_with(
+        "w",
+        HandlerMode {
+            max_queued: 2,
+            ..HandlerMode::default()
+        },
+    );
+    let now = Instant::now();
+    let mut out = Vec::new();
+    r.set_starting("w", true, &mut out);
+    for i in 0..3 {
+        r.client_message(ALICE, msg(&i.to_string(), "w", json!(i)), now, &mut out);
+    }
+    let got = sent(&mut out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (
+            &got[0].1["header"]["id"],
+            &got[0].1["data"]["code"],
+            &got[0].1["data"]["error"]
+        ),
+        (
+            &json!("2"),
+            &json!("handler_busy"),
+            &json!("the \"w\" handler is starting and has 2 requests waiting")
+        )
+    );
+    // The deadline passes with no connection: handler_not_running, not handler_timeout.
+    r.expire(now + Duration::from_secs(5), &mut out);
+    let got = sent(&mut out);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (_, frame) in &got {
+        assert_eq!(frame["data"]["code"], "handler_not_running", "{frame}");
+        assert_eq!(frame["data"]["error"], "the \"w\" handler is not running");
+    }
+    // A type that stops starting (its processes keep failing) refuses what waits, at once.
+    r.client_message(ALICE, msg("9", "w", json!(9)), now, &mut out);
+    assert!(out.is_empty());
+    r.set_starting("w", false, &mut out);
+    let got = sent(&mut out);
+    assert_eq!(
+        (&got[0].1["header"]["id"], &got[0].1["data"]["code"]),
+        (&json!("9"), &json!("handler_not_running"))
+    );
+    assert_eq!(r.waiting_for("w"), 0);
+    assert_eq!(r.pending_for(ALICE), 0);
 }

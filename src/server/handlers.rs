@@ -14,11 +14,24 @@ use crate::protocol::message::{
 
 use super::Server;
 use super::conn::Role;
+use super::lifecycle::Phase;
 use super::token::HANDLER_LISTENER_BASE;
 use crate::net::accept::Accepted;
 use crate::router::ConnId;
 
 impl Server {
+    /// Tell the router which handler types are on their way, so that their requests wait for a
+    /// connection instead of failing `handler_not_running`: every type while the server starts;
+    /// afterwards the types whose processes are started or restarting and not failing over and
+    /// over (a type besterd does not start itself, once the server is ready, is not).
+    pub(super) fn update_starting(&mut self) {
+        let starting = matches!(self.life.phase, Phase::Starting(_));
+        for kind in self.config.handlers.keys() {
+            let coming = starting || self.supervisor.coming(kind);
+            self.router.set_starting(kind, coming, &mut self.actions);
+        }
+    }
+
     /// Accept handler connections on the socket of listener `index`.
     pub(super) fn accept_handlers(&mut self, index: usize, now: Instant) {
         loop {
@@ -69,6 +82,7 @@ impl Server {
                     pid.map_or("?".into(), |p| p.to_string())
                 );
                 self.router.handler_connected(id, &kind);
+                self.router.start_waiting(&mut self.actions);
                 self.handler_joined(id, &kind, pid, now);
             }
         }

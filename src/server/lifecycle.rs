@@ -225,7 +225,10 @@ impl Server {
             match signal {
                 SIGTERM | SIGINT if !self.life.accepting() => self.stop_now(now),
                 SIGTERM | SIGINT => self.begin_drain(now),
-                SIGCHLD => self.supervisor.tick(now),
+                SIGCHLD => {
+                    self.supervisor.tick(now);
+                    self.update_starting();
+                }
                 SIGHUP => {
                     self.reload(now);
                 }
@@ -252,6 +255,7 @@ impl Server {
             return;
         }
         self.life.phase = Phase::Ready;
+        self.update_starting();
         if !missing.is_empty() {
             warn!(
                 "handlers not connected after startup timeout: {}",

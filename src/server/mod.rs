@@ -21,6 +21,7 @@ mod listeners;
 mod monitor;
 mod peers;
 mod prometheus;
+mod redirect;
 mod reload;
 mod report;
 mod revoke;
@@ -126,6 +127,10 @@ pub struct Server {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     actions: Vec<Action>,
     to_close: Vec<(ConnId, String)>,
+    /// Redirects to carry out once the actions before them are applied (`redirect.rs`).
+    redirects: std::collections::VecDeque<redirect::Redirect>,
+    /// Redirects of clients with a built-in running, until it is answered.
+    redirects_waiting: Vec<redirect::Redirect>,
     dirty: Vec<ConnId>,
     more_input: Vec<ConnId>,
     accept_again: bool,
@@ -256,6 +261,8 @@ impl Server {
             timers: BinaryHeap::new(),
             actions: Vec::new(),
             to_close: Vec::new(),
+            redirects: std::collections::VecDeque::new(),
+            redirects_waiting: Vec::new(),
             dirty: Vec::new(),
             more_input: Vec::new(),
             accept_again: false,
@@ -275,6 +282,7 @@ impl Server {
             server.router.add_peer(name);
         }
         server.supervisor.tick(now);
+        server.update_starting();
         info!(
             "server={} listening on {local_addr}{}; handler sockets in {}",
             server.config.name,
@@ -364,6 +372,7 @@ impl Server {
             // Exits are reaped on SIGCHLD (see signals()); here only restarts that are due.
             if self.supervisor.next_deadline().is_some_and(|at| at <= now) {
                 self.supervisor.tick(now);
+                self.update_starting();
             }
             if self.life.accepting() {
                 self.dial_peers(now);
@@ -693,36 +702,46 @@ impl Server {
     }
 
     /// Apply queued actions and closes until none are left.
-    fn settle(&mut self, _now: Instant) {
+    fn settle(&mut self, now: Instant) {
         loop {
             if !self.actions.is_empty() {
                 let mut batch = std::mem::take(&mut self.actions);
                 for action in batch.drain(..) {
-                    match action {
-                        Action::Send { to, body } => self.send(to, body),
-                        Action::Request { to, body, token } => {
-                            if !self.try_send(to, body) {
-                                self.router.handler_refused(token, &mut self.actions);
-                            }
-                        }
-                        Action::Dial { kind, token, body } => self.dial(&kind, token, body),
-                        Action::Close { conn } => self.close(conn, "request answered".into()),
-                        Action::LoginAccepted { conn, data } => {
-                            self.login_accepted(conn, data, Instant::now())
-                        }
-                        Action::LoginRefused {
-                            conn,
-                            body,
-                            by_handler,
-                        } => self.login_refused(conn, body, by_handler, Instant::now()),
-                    }
+                    self.apply(action);
                 }
                 keep_capacity(&mut self.actions, batch);
+            } else if let Some(redirect) = self.redirects.pop_front() {
+                self.carry_out_redirect(redirect, now);
+            } else if !self.redirects_waiting.is_empty() && self.release_redirects() {
+                // Back in line: carried out on the next pass.
             } else if let Some((id, reason)) = self.to_close.pop() {
                 self.close(id, reason);
             } else {
                 return;
             }
+        }
+    }
+
+    /// Carry out one action of the router (a redirect waits for the rest of its batch).
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::Send { to, body } => self.send(to, body),
+            Action::Request { to, body, token } => {
+                if !self.try_send(to, body) {
+                    self.router.handler_refused(token, &mut self.actions);
+                }
+            }
+            Action::Dial { kind, token, body } => self.dial(&kind, token, body),
+            Action::Close { conn } => self.close(conn, "request answered".into()),
+            Action::Redirect { to, id, url, token } => self
+                .redirects
+                .push_back(redirect::Redirect { to, id, url, token }),
+            Action::LoginAccepted { conn, data } => self.login_accepted(conn, data, Instant::now()),
+            Action::LoginRefused {
+                conn,
+                body,
+                by_handler,
+            } => self.login_refused(conn, body, by_handler, Instant::now()),
         }
     }
 

@@ -233,6 +233,7 @@ impl Server {
             None
         };
         self.supervisor.tick(now);
+        self.update_starting();
     }
 
     /// Limits and timeouts of the new configuration (already in `self.config`).

@@ -377,7 +377,7 @@ impl Server {
 
     /// A resume token for `grant`'s session, and when it expires: the TTL from now, never
     /// past the session's own end.
-    fn mint(&self, user: &str, grant: &Grant) -> (String, u64) {
+    pub(super) fn mint(&self, user: &str, grant: &Grant) -> (String, u64) {
         let ttl = self.config.auth.resume_ttl.as_secs();
         let mut expires = unix_now().saturating_add(ttl);
         if let Some(end) = grant.expires {

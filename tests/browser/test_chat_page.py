@@ -37,14 +37,23 @@ def add_user(users, name, password):
     )
 
 
-class Broker:
-    """besterd on ephemeral loopback ports; the ws listener's address comes from the ready file."""
+CHAT = ["python3", os.path.join(REPO, "handlers/python/chat.py")]
 
-    def __init__(self):
+
+class Broker:
+    """besterd on ephemeral loopback ports; the ws listener's address comes from the ready file.
+
+    By default the chat handler and the built-in page; `users` shares another broker's store,
+    `web` adds keys to the ws listener, `tables` adds TOML tables (e.g. [auth])."""
+
+    def __init__(self, name="browser", chat=CHAT, users=None, static_dir="{web}", web="", tables=""):
         self.dir = tempfile.mkdtemp(prefix="besterd-browser-")
-        self.users = os.path.join(self.dir, "users.json")
-        add_user(self.users, "alice", "alice-pw")
-        add_user(self.users, "bob", "bob-pw")
+        self.name, self.chat, self.static_dir, self.web_keys, self.tables = name, chat, static_dir, web, tables
+        self.users = users or os.path.join(self.dir, "users.json")
+        if not users:
+            add_user(self.users, "alice", "alice-pw")
+            add_user(self.users, "bob", "bob-pw")
+            add_user(self.users, "carol", "carol-pw")
         self.log_path = os.path.join(self.dir, "besterd.log")
         self.log = open(self.log_path, "w")
         self.start("127.0.0.1:0")
@@ -53,17 +62,19 @@ class Broker:
         config = os.path.join(self.dir, "besterd.toml")
         with open(config, "w") as f:
             f.write(f"""[server]
-name = "browser"
+name = "{self.name}"
 listen = "127.0.0.1:0"
 users = {json.dumps(self.users)}
 runtime_dir = {json.dumps(os.path.join(self.dir, "run"))}
 [handlers.chat]
-command = ["python3", {json.dumps(os.path.join(REPO, "handlers/python/chat.py"))}]
+command = {json.dumps(self.chat)}
 [[listeners]]
 name = "web"
 kind = "ws"
 address = "{web_address}"
-static_dir = "{{web}}"
+static_dir = {json.dumps(self.static_dir)}
+{self.web_keys}
+{self.tables}
 """)
         ready = os.path.join(self.dir, "ready")
         if os.path.exists(ready):
@@ -242,6 +253,29 @@ class ChatPage(unittest.TestCase):
                       if "Content Security Policy" in e["message"]]
         self.assertEqual(violations, [])
 
+    def test_zy_a_kicked_page_comes_back_with_its_resume_token(self):
+        page = self.open_page("kicked")
+        self.log_in(page, "carol", "carol-pw", room="kick")
+        self.wait(page, EC.text_to_be_present_in_element((By.ID, "status"), "carol in kick: carol"),
+                  "carol to join")
+        with open(self.broker.log_path) as f:
+            before = len(f.read())
+        socket = os.path.join(self.broker.dir, "run", "besterd.ctl")
+        subprocess.run([BESTERD, "ctl", "--socket", socket, "kick", "--user", "carol"],
+                       check=True, capture_output=True)
+
+        def back(driver):
+            with open(self.broker.log_path) as f:
+                return "user=carol logged in" in f.read()[before:]
+        self.wait(page, back, "carol to log in again")
+        self.wait(page, EC.text_to_be_present_in_element((By.ID, "status"), "carol in kick: carol"),
+                  "the page to join again")
+        with open(self.broker.log_path) as f:
+            after = f.read()[before:]
+        # No password this time: the resume token of the last login.
+        self.assertRegex(after, "user=carol logged in from .* by resume token")
+        self.assertNotRegex(after, r"user=carol logged in from \S+\n")
+
     def test_zz_the_page_reconnects_after_a_restart(self):
         # Runs last (name order): it restarts the broker under the other tests' pages.
         carol = self.open_page("restart")
@@ -257,11 +291,93 @@ class ChatPage(unittest.TestCase):
                   "the page to come back")
         with open(self.broker.log_path) as f:
             after_restart = f.read()[before:]
+        # The resume token of the first run is refused (a new random token key), so bester.js
+        # logs in with the password, at the same URL.
+        self.assertRegex(after_restart, "token login from .* refused: resume_refused")
         self.assertIn("user=bob logged in", after_restart)
         carol.find_element(By.ID, "text").send_keys("after the restart")
         carol.find_element(By.ID, "say").click()
         self.wait(carol, EC.text_to_be_present_in_element((By.ID, "messages"), "bobafter the restart"),
                   "the line said after the restart")
+
+
+class GreeterRedirect(unittest.TestCase):
+    """A greeter broker serves the chat page; its "chat" handler (tests/handlers/greeter.py)
+    redirects every request, with a minted resume token, to a session broker that shares its
+    token key and user store and runs the real chat handler. bester.js follows: the page ends up
+    chatting on the session broker, which logged the users in by token (no password sent there).
+
+    The greeter serves the page from a directory (a copy of src/web) rather than the built-in one:
+    the built-in page's Content-Security-Policy (connect-src 'self') lets it talk to its own
+    listener only."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="besterd-greeter-")
+        key = os.path.join(cls.tmp, "token.key")
+        with open(key, "w") as f:
+            f.write(os.urandom(32).hex())
+        auth = f"[auth]\ntoken_secret_file = {json.dumps(key)}\n"
+        site = os.path.join(cls.tmp, "site")
+        os.mkdir(site)
+        for name in ("index.html", "bester.js", "chat.js", "chat.css"):
+            shutil.copy(os.path.join(REPO, "src", "web", name), site)
+        target = os.path.join(cls.tmp, "target")
+        with open(target, "w") as f:
+            f.write("bester+ws://127.0.0.1:1")  # until the session broker is up
+        greeter = ["python3", os.path.join(REPO, "tests/handlers/greeter.py"), target]
+        cls.greeter = Broker(name="greeter", chat=greeter, static_dir=site, tables=auth)
+        cls.session = Broker(name="session", users=cls.greeter.users, tables=auth,
+                             web=f"allowed_origins = {json.dumps(['http://' + cls.greeter.web])}")
+        with open(target, "w") as f:
+            f.write(f"bester+ws://{cls.session.web}")
+        cls.profiles = tempfile.mkdtemp(prefix="besterd-chromium-")
+        cls.drivers = []
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.drivers:
+            d.quit()
+        cls.greeter.stop()
+        cls.session.stop()
+        shutil.rmtree(cls.profiles, ignore_errors=True)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def wait(self, driver, condition, what):
+        try:
+            return WebDriverWait(driver, DEADLINE).until(condition)
+        except Exception:
+            logs = ""
+            for broker in (self.greeter, self.session):
+                with open(broker.log_path) as f:
+                    logs += f"\n{broker.name}: " + f.read()[-2000:]
+            self.fail(f"timed out waiting for {what}; page: {driver.page_source[:2000]}\nlogs: {logs}")
+
+    def test_the_page_follows_the_redirect_and_chats_on_the_session_broker(self):
+        pages = {}
+        for user in ("alice", "bob"):
+            page = browser(os.path.join(self.profiles, user))
+            self.drivers.append(page)
+            page.get(f"http://{self.greeter.web}/")
+            ChatPage.log_in(self, page, user, f"{user}-pw")
+            pages[user] = page
+            self.wait(page, EC.text_to_be_present_in_element((By.ID, "status"), f"{user} in lobby:"),
+                      f"{user} to join")
+        pages["alice"].find_element(By.ID, "text").send_keys("hello from the session broker")
+        pages["alice"].find_element(By.ID, "say").click()
+        expected = "alicehello from the session broker"
+        self.wait(pages["bob"], EC.text_to_be_present_in_element((By.ID, "messages"), expected),
+                  "bob to see it")
+        self.assertEqual(pages["bob"].find_element(By.ID, "error").text, "")
+        with open(self.session.log_path) as f:
+            session_log = f.read()
+        with open(self.greeter.log_path) as f:
+            greeter_log = f.read()
+        # The greeter checked the passwords and redirected; the session broker took tokens only.
+        for user in ("alice", "bob"):
+            self.assertIn(f"user={user} redirected to bester+ws://{self.session.web}", greeter_log)
+            self.assertRegex(session_log, f"user={user} logged in from .* by resume token")
+        self.assertEqual(session_log.count("logged in from"), 2, session_log)
 
 
 if __name__ == "__main__":

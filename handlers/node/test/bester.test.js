@@ -31,6 +31,17 @@ test('builders', () => {
     payload: { type: 'news', data: 'hi' } });
 });
 
+test('redirect', () => {
+  assert.deepStrictEqual(bester.redirect(REQ, 'bester+wss://s1.example:443', 'mint'), {
+    header: { status: 'ok', command: 'redirect', commandData: { url: 'bester+wss://s1.example:443', token: 'mint' },
+      request: '17' } });
+  assert.deepStrictEqual(bester.redirect(REQ, 'bester://h:1').header.commandData, { url: 'bester://h:1' });
+  for (const [url, token] of [['http://h/'], ['bester://' + 'h'.repeat(510)], ['bester://h:1', ''],
+    ['bester://h:1', 't'.repeat(8193)]]) {
+    assert.throws(() => bester.redirect(REQ, url, token), TypeError);
+  }
+});
+
 test('accessors', () => {
   assert.strictEqual(bester.typeOf(REQ), 'echo');
   assert.strictEqual(bester.senderOf(REQ), 'alice');

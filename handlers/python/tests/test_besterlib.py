@@ -34,6 +34,17 @@ class Builders(unittest.TestCase):
             "header": {"status": "ok", "command": "sendHandler", "commandData": "upper", "request": "17"},
             "payload": {"type": "upper", "data": {"text": "x"}}})
 
+    def test_redirect(self):
+        self.assertEqual(besterlib.redirect(REQ, "bester+wss://s1.example:443", "mint"), {
+            "header": {"status": "ok", "command": "redirect", "request": "17",
+                       "commandData": {"url": "bester+wss://s1.example:443", "token": "mint"}}})
+        self.assertEqual(besterlib.redirect(REQ, "bester://h:1")["header"]["commandData"],
+                         {"url": "bester://h:1"})
+        for url, token in [("http://h/", None), ("bester://" + "h" * 510, None),
+                           ("bester://h:1", ""), ("bester://h:1", "t" * 8193)]:
+            with self.assertRaises(ValueError):
+                besterlib.redirect(REQ, url, token)
+
     def test_push_has_no_request(self):
         self.assertEqual(besterlib.push(["bob"], "news", "hi", id_="p1"), {
             "header": {"status": "ok", "command": "sendClients", "commandData": ["bob"], "id": "p1"},
