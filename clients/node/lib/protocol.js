@@ -449,26 +449,28 @@ export function redirectTarget(frame) {
 }
 
 /**
- * The URL a redirect may be followed to, or the refusal: more than MAX_REDIRECTS in a row, a URL
- * that does not parse, no token (the client never sends its password or signs a challenge for a
- * host it was sent to), or from TLS to clear text (the token would travel in clear). The target's
- * user and password, if any, are dropped.
+ * The URL a redirect may be followed to, or the refusal (the texts are `bester`'s): more than
+ * MAX_REDIRECTS in a row, no token (the client never sends its password or signs a challenge for
+ * a host it was sent to), a URL that is not a bester URL without a user, or from TLS to clear
+ * text (the token would travel unencrypted).
  */
 export function checkRedirect(current, target, token, hops) {
-  if (hops >= MAX_REDIRECTS) {
-    throw errorFor('too_many_redirects', `redirected more than ${MAX_REDIRECTS} times`);
-  }
+  if (hops >= MAX_REDIRECTS) throw errorFor('too_many_redirects', `redirected more than ${MAX_REDIRECTS} times`);
+  const shown = String(target).slice(0, 512);
+  if (!token) throw errorFor('redirect_refused', `redirected to ${shown} without a token`);
   let url;
   try {
     url = parseUrl(target);
-  } catch (e) {
-    throw errorFor('redirect_refused', `redirect to a URL that does not parse: ${e.message}`);
+  } catch {
+    url = null;
   }
-  if (!token) throw errorFor('redirect_refused', `redirected to ${showUrl(url)} without a token`);
+  if (!url || url.username !== null || url.password !== null) {
+    throw errorFor('redirect_refused', `redirected to ${JSON.stringify(shown)}, which is not a bester:// URL without a user`);
+  }
   if (current.tls && !url.tls) {
-    throw errorFor('redirect_refused', `redirect from ${current.scheme}:// to ${url.scheme}:// would send the token in clear`);
+    throw errorFor('redirect_refused', `redirected from TLS to ${shown}: not sending the token unencrypted`);
   }
-  return { ...url, username: null, password: null };
+  return url;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,6 +21,11 @@ handler.on('app', async (request) => {
       throw new Error('boom');
     case 'who':
       return { user: request.user, server: request.server, info: request.info, scope: request.scope };
+    case 'go':
+      // A greeter: on the server named d.on, send the client to d.url (token: d.token, else a
+      // resume token the broker mints); elsewhere say where the request arrived.
+      if (request.server === d.on) return request.redirect(d.url, d.token === undefined ? 'mint' : d.token);
+      return { at: request.server, user: request.user };
     case 'hop':
       return request.sendHandler('echo', d.value);
     case 'pushme': {
