@@ -13,6 +13,9 @@
 #       bester.ping round trips over TCP, TLS, WebSocket and WSS at window 1 and 64
 #   scripts/bench.sh allocs     heap allocations per round trip on the event-loop thread
 #   scripts/bench.sh rest       resident memory of a server at rest with 1,000 connections
+#   scripts/bench.sh node       the Node package (clients/node) client → besterd → handler beside
+#       the `nats` npm client → nats-server → a `nats` responder, window 1 and 64, 3 runs, medians
+#       (benches/node/bench.mjs; installs nats-server, and `nats` into target/bench/node, if missing)
 #   scripts/bench.sh storm      10,000 clients log in again with resume tokens after a restart
 #       (time to the last one served, CPU per login; BENCH_STORM_N, BENCH_RUNS), beside the
 #       same storm with passwords on BENCH_STORM_PASSWORDS clients
@@ -31,5 +34,15 @@ if [[ " $* " == *" compare "* || " $* " == *" allocs "* ]]; then
     mkdir -p target/bench
     cc -O2 -Wall -Wextra -o target/bench/echo benches/compare/echo.c
     export BENCH_ECHO="$PWD/target/bench/echo"
+fi
+if [[ " $* " == *" node "* ]]; then
+    command -v nats-server >/dev/null || { apt-get update -qq && apt-get install -y -qq nats-server >/dev/null; }
+    if [ ! -d target/bench/node/node_modules/nats ]; then
+        mkdir -p target/bench/node
+        (cd target/bench/node && echo '{"name":"bester-bench-node","private":true}' >package.json &&
+            npm install --silent --no-audit --no-fund nats@2)
+    fi
+    cargo build --release --bins --quiet
+    exec node benches/node/bench.mjs
 fi
 cargo bench --bench load -- "$@"
