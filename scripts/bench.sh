@@ -22,6 +22,9 @@
 #   scripts/bench.sh clib       the C library on both sides (clients/c: client -> besterd -> the
 #       C echo example), round trips/s and CPU per request of client and handler at window 1 and
 #       64, medians of BENCH_RUNS=3 runs of BENCH_SECS=3 s (clients/c/tests/bench.sh)
+#   scripts/bench.sh node       the Node package (clients/node) client → besterd → handler beside
+#       the `nats` npm client → nats-server → a `nats` responder, window 1 and 64, 3 runs, medians
+#       (benches/node/bench.mjs; installs nats-server, and `nats` into target/bench/node, if missing)
 #   scripts/bench.sh storm      10,000 clients log in again with resume tokens after a restart
 #       (time to the last one served, CPU per login; BENCH_STORM_N, BENCH_RUNS), beside the
 #       same storm with passwords on BENCH_STORM_PASSWORDS clients
@@ -69,5 +72,15 @@ if [[ " $* " == " clib " ]]; then
     cargo build --release --quiet --bin besterd
     make -C clients/c --no-print-directory -s bench
     exit 0
+fi
+if [[ " $* " == *" node "* ]]; then
+    command -v nats-server >/dev/null || { apt-get update -qq && apt-get install -y -qq nats-server >/dev/null; }
+    if [ ! -d target/bench/node/node_modules/nats ]; then
+        mkdir -p target/bench/node
+        (cd target/bench/node && echo '{"name":"bester-bench-node","private":true}' >package.json &&
+            npm install --silent --no-audit --no-fund nats@2)
+    fi
+    cargo build --release --bins --quiet
+    exec node benches/node/bench.mjs
 fi
 cargo bench --bench load -- "$@"

@@ -28,6 +28,9 @@ echo "== python package (clients/python) against the real daemon"
 echo "== node handler tests"
 node --test handlers/node/test/
 
+echo "== node package tests (clients/node, against target/debug/besterd)"
+node --test clients/node/test/
+
 echo "== go library (clients/go): vet, gofmt, tests against the daemon built above"
 # Standard library only: no module proxy; a build cache under target/ when there is no $HOME.
 (
