@@ -73,6 +73,7 @@ conformance echo target/debug/examples/echo_handler
 conformance echo target/go-echo
 conformance echo clients/c/examples/echo
 conformance echo .venv/bin/python clients/python/examples/echo_handler.py
+conformance echo node clients/node/examples/echo_handler.js
 conformance jq-upper -- target/debug/bester handle jq-upper -- jq -c --unbuffered -f handlers/jq/upper.jq
 conformance count -- target/debug/bester handle count -- bash handlers/shell/count.sh
 
