@@ -71,6 +71,7 @@ conformance echo target/debug/examples/echo_handler
   go build -o ../../target/go-echo ./examples/echo
 )
 conformance echo target/go-echo
+make -C clients/c --no-print-directory -s examples/echo
 conformance echo clients/c/examples/echo
 conformance echo .venv/bin/python clients/python/examples/echo_handler.py
 conformance echo node clients/node/examples/echo_handler.js
