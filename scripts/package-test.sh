@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Build the Debian package with cargo-deb, install it with dpkg -i, and check the installed
-# files: the units pass `systemd-analyze verify`, `besterd check-config` accepts the shipped
-# /etc/besterd/besterd.toml, and the installed daemon, run as the besterd user the way
-# besterd.service runs it, starts from that file and answers a round trip through the shipped
-# echo handler. The package is purged afterwards, whatever happened.
+# Build the Debian package with cargo-deb (twice: this version and VERSION+test1, for the
+# upgrade), check it with lintian (no error or warning left but those overridden, with a reason,
+# in scripts/debian/besterd.lintian-overrides) and the unit with `systemd-analyze security`
+# (exposure at most 1.2), install it with dpkg -i, and check the installed files: the units pass
+# `systemd-analyze verify`, `besterd check-config` accepts the shipped /etc/besterd/besterd.toml,
+# and the installed daemon, run as the besterd user the way besterd.service runs it, starts from
+# that file and answers a round trip through the shipped echo handler. Then, where systemd runs,
+# the service as installed: started, answering through the echo handler under the unit's
+# hardening, restarted by `dpkg -i` of the second package (the new binary serves). After purge
+# no unit symlink, user store or state is left. The package is purged afterwards, whatever
+# happened.
 #
 # Needs root (dpkg). Run by scripts/test.sh when CI=true or when run as root. Refuses to touch a
 # machine where a besterd package is already installed. Installs cargo-deb if it is missing
-# (`cargo install cargo-deb --locked`, about 2.5 minutes of build).
+# (`cargo install cargo-deb --locked`, about 2.5 minutes of build) and lintian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +25,11 @@ if dpkg-query -W -f='${Status}' besterd 2>/dev/null | grep -q "install ok instal
   echo "package-test: a besterd package is already installed here; not touching it" >&2
   exit 1
 fi
-for tool in systemd-analyze dpkg setpriv; do
+if ! command -v lintian >/dev/null; then
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q lintian
+fi
+for tool in systemd-analyze dpkg setpriv lintian deb-systemd-helper gzip; do
   command -v "$tool" >/dev/null || { echo "package-test: $tool is missing (scripts/setup.sh)" >&2; exit 1; }
 done
 if ! cargo deb --version >/dev/null 2>&1; then
@@ -27,9 +37,27 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --locked --quiet
 fi
 
-echo "== cargo deb"
-deb=$(cargo deb --quiet 2>/dev/null | tail -n 1)
-[ -f "$deb" ] || { echo "package-test: cargo deb made no package" >&2; exit 1; }
+echo "== cargo build --release, man pages"
+cargo build --release --bins --quiet
+rm -rf target/man
+mkdir -p target/man
+target/release/besterd __man target/man >/dev/null
+target/release/bester __man target/man >/dev/null
+gzip -9n target/man/*.1
+
+echo "== cargo deb (twice: the upgrade goes from the first to the second)"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# cargo deb empties target/debian each time: each package goes into a directory of its own.
+deb=$(cargo deb --no-build --quiet --output target/debian-first/ 2>&1 | tail -n 1)
+deb2=$(cargo deb --no-build --quiet --deb-version "$version+test1" --output target/debian-second/ 2>&1 | tail -n 1)
+[ -f "$deb" ] && [ -f "$deb2" ] || { echo "package-test: cargo deb made no package" >&2; exit 1; }
+
+echo "== lintian $(basename "$deb")"
+lintian --fail-on error,warning "$deb"
+
+echo "== systemd-analyze security (exposure at most 1.2)"
+systemd-analyze security --offline=yes --threshold=12 scripts/systemd/besterd.service |
+  tail -n 1
 
 work=$(mktemp -d)
 chmod 0711 "$work" # the besterd user must reach its runtime directory inside
@@ -38,6 +66,7 @@ cleanup() {
   if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
     kill -KILL "$daemon" 2>/dev/null || true
   fi
+  rm -rf /etc/systemd/system/besterd.service.d
   dpkg --purge besterd >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -59,7 +88,8 @@ for f in /usr/bin/besterd /usr/bin/bester /lib/systemd/system/besterd.service \
   /usr/share/besterd/handlers/python/echo.py /usr/share/besterd/handlers/python/besterlib.py \
   /usr/share/besterd/handlers/python/auth_keys.py \
   /usr/share/besterd/handlers/node/upper.js /usr/share/doc/besterd/PROTOCOL.md \
-  /usr/share/doc/besterd/SECURITY.md; do
+  /usr/share/doc/besterd/SECURITY.md /usr/share/man/man1/besterd.1.gz \
+  /usr/share/man/man1/besterd-serve.1.gz /usr/share/man/man1/bester.1.gz; do
   [ -e "$f" ] || fail "$f is not installed"
 done
 grep -qx /etc/besterd/besterd.toml /var/lib/dpkg/info/besterd.conffiles ||
@@ -108,4 +138,57 @@ wait "$daemon" || status=$?
 daemon=""
 [ "$status" -eq 0 ] || fail "besterd exited with $status on SIGTERM"
 grep -q "stopped" "$work/besterd.log" || fail "no 'stopped' in the log"
+
+if [ -d /run/systemd/system ]; then
+echo "== besterd.service as installed (under systemd, with the unit's hardening)"
+# Only the port differs from the shipped unit (a free one): a drop-in, removed before purge.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p /etc/systemd/system/besterd.service.d
+printf '[Service]\nExecStart=\nExecStart=/usr/bin/besterd serve --config /etc/besterd/besterd.toml --listen 127.0.0.1:%s\n' \
+  "$port" >/etc/systemd/system/besterd.service.d/port.conf
+systemctl daemon-reload
+systemctl start besterd.service ||
+  { journalctl -u besterd --no-pager >&2 || true; fail "besterd.service did not start"; }
+send() {
+  BESTER_PASSWORD=pkgtest-pw timeout 20 bester send "bester://pkgtest@127.0.0.1:$port" echo "$1"
+}
+reply=$(send '{"from":"unit"}') ||
+  { journalctl -u besterd --no-pager >&2 || true; fail "bester send to the unit failed: $reply"; }
+case "$reply" in
+  *'"status":"ok"'*'"data":{"from":"unit"}'*) echo "$reply" ;;
+  *) fail "unexpected reply from the unit: $reply" ;;
+esac
+old_pid=$(systemctl show -P MainPID besterd.service)
+[ "$old_pid" -gt 0 ] || fail "besterd.service has no main PID"
+
+echo "== dpkg -i $(basename "$deb2") (the upgrade restarts the running daemon)"
+dpkg -i "$deb2" >/dev/null
+[ "$(dpkg-query -W -f='${Version}' besterd)" = "$version+test1" ] || fail "the upgrade was not installed"
+systemctl is-active --quiet besterd.service || fail "besterd.service is not active after the upgrade"
+new_pid=$(systemctl show -P MainPID besterd.service)
+[ "$new_pid" != "$old_pid" ] || fail "the upgrade left the old daemon (PID $old_pid) running"
+# The daemon runs the file the upgrade installed (not the unlinked old one).
+exe=$(readlink "/proc/$new_pid/exe")
+[ "$exe" = /usr/bin/besterd ] || fail "the new daemon runs $exe, not /usr/bin/besterd"
+reply=$(send '{"from":"upgraded"}') || fail "bester send after the upgrade failed: $reply"
+case "$reply" in
+  *'"status":"ok"'*'"data":{"from":"upgraded"}'*) echo "$reply" ;;
+  *) fail "unexpected reply after the upgrade: $reply" ;;
+esac
+
+else
+  echo "== no systemd running here: the service under its unit and its restart on upgrade are not checked"
+  echo "== dpkg -i $(basename "$deb2") (the upgrade)"
+  dpkg -i "$deb2" >/dev/null
+  [ "$(dpkg-query -W -f='${Version}' besterd)" = "$version+test1" ] || fail "the upgrade was not installed"
+fi
+
+echo "== dpkg --purge (enabled units first: no symlink may dangle)"
+rm -rf /etc/systemd/system/besterd.service.d
+systemctl enable besterd.service besterd.socket >/dev/null 2>&1
+[ -L /etc/systemd/system/multi-user.target.wants/besterd.service ] || fail "systemctl enable made no symlink"
+dpkg --purge besterd >/dev/null
+left=$(find /etc/systemd/system -name 'besterd*' 2>/dev/null; ls -d /var/lib/besterd /etc/besterd \
+  /var/lib/systemd/deb-systemd-helper-enabled/*besterd* 2>/dev/null || true)
+[ -z "$left" ] || fail "left after purge: $left"
 echo "== package test passed"

@@ -96,6 +96,7 @@ pub mod ctl;
 pub mod federation;
 pub mod fsutil;
 pub mod handler;
+pub mod manpage;
 pub mod net;
 pub mod protocol;
 pub mod router;

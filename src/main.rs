@@ -17,7 +17,12 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     pin_mmap_threshold();
-    let cli = match Cli::try_parse() {
+    // `besterd __man DIR`: the man pages, for the package build (not a subcommand: hidden).
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Some(code) = besterd::manpage::from_args::<Cli>(&args) {
+        return code;
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -229,6 +229,10 @@ fn positive_seconds(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     // Our own copy of the arguments first, then the password out of what `ps` shows.
     let args: Vec<_> = std::env::args_os().collect();
+    // `bester __man DIR`: the man pages, for the package build (not a subcommand: hidden).
+    if let Some(code) = besterd::manpage::from_args::<Cli>(&args) {
+        return code;
+    }
     argv::hide_passwords();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
