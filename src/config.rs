@@ -13,6 +13,7 @@ use serde::Deserialize;
 pub mod auth;
 mod checks;
 pub mod listeners;
+pub mod presence;
 
 pub use listeners::{ListenerConfig, ListenerKind, PeerTls, StaticFiles, TlsFiles};
 
@@ -50,6 +51,12 @@ pub struct FileConfig {
     /// `[auth]`: token logins and resume tokens.
     #[serde(default)]
     pub auth: auth::FileAuth,
+    /// `[presence]`: who may see whose presence.
+    #[serde(default)]
+    pub presence: presence::FilePresence,
+    /// `[groups]`: bounds and the groups clients may join themselves.
+    #[serde(default)]
+    pub groups: presence::FileGroups,
 }
 
 /// `[monitor]` as written: the monitoring HTTP listener, off unless `listen` is set.
@@ -241,6 +248,12 @@ pub struct FileHandler {
     /// Another user id (besides this daemon's and root) whose processes may connect to the
     /// type's socket, and who may own a `connect` socket.
     pub uid: Option<u32>,
+    /// Who may send messages of this type (`"*"`, `"user:NAME"`, `"group:NAME"`); absent:
+    /// everyone.
+    pub allow: Option<Vec<String>>,
+    /// Who may not (wins over `allow`).
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// The validated configuration.
@@ -302,6 +315,10 @@ pub struct Config {
     pub monitor: Option<MonitorConfig>,
     /// `[auth]`: token logins and resume tokens, with their keys.
     pub auth: auth::AuthConfig,
+    /// `[presence]`.
+    pub presence: crate::router::PresenceConfig,
+    /// `[groups]`.
+    pub groups: crate::router::GroupLimits,
 }
 
 /// How a handler type is provided.
@@ -337,6 +354,8 @@ pub struct HandlerConfig {
     pub connect: Option<PathBuf>,
     /// `handlers.T.uid`: another user whose processes may be this type's handlers.
     pub uid: Option<u32>,
+    /// `allow` / `deny`: who may send messages of the type.
+    pub access: crate::router::Access,
 }
 
 /// Everything wrong with a configuration.
@@ -697,6 +716,7 @@ impl FileConfig {
                 h.max_queued,
                 1024,
             );
+            let access = presence::validate_access(&key, h.allow, h.deny, &mut problems);
             handlers.insert(
                 kind,
                 HandlerConfig {
@@ -709,6 +729,7 @@ impl FileConfig {
                     },
                     connect: h.connect,
                     uid: h.uid,
+                    access,
                 },
             );
         }
@@ -781,6 +802,8 @@ impl FileConfig {
         }
         let listeners = listeners::validate_listeners(self.listeners, &mut problems, resolve);
         let auth = auth::validate_auth(self.auth, handlers.keys(), &mut problems);
+        let presence = presence::validate_presence(self.presence, &mut problems);
+        let groups = presence::validate_groups(self.groups, &mut problems);
 
         let monitor = self.monitor.listen.as_deref().and_then(|listen| {
             let m = &self.monitor;
@@ -852,6 +875,8 @@ impl FileConfig {
             listeners,
             monitor,
             auth,
+            presence,
+            groups,
         })
     }
 }
@@ -900,6 +925,8 @@ mod tests {
             ("[monitor]", "[monitor]"),
             ("[auth]", "[auth]"),
             ("[auth.jwt]", "[auth.jwt]"),
+            ("[presence]", "[presence]"),
+            ("[groups]", "[groups]"),
         ];
         for (title, header) in sections {
             let text = problems(&format!("{header}\nzzz_no_such_key = 1\n"))[0]

@@ -50,6 +50,11 @@ const (
 	// CodeRedirected: a handler redirected the client while this request was in flight.
 	CodeRedirected    = "redirected"
 	CodeInternalError = "internal_error"
+	// CodeForbidden: the server's rules keep the message out (allow/deny, a group not open to
+	// joining, presence that is not visible).
+	CodeForbidden = "forbidden"
+	// CodeLimitReached: a bound of presence or groups would be passed; the text says which.
+	CodeLimitReached = "limit_reached"
 )
 
 // The library's own codes: failures the client sees without a server answer.
@@ -69,4 +74,4 @@ const (
 )
 
 // ServerCodes lists every code the server may answer, in the order of PROTOCOL.md §8.
-var ServerCodes = []string{CodeFrameTooLarge, CodeInvalidUTF8, CodeInvalidJSON, CodeInvalidMessage, CodeUnknownScope, CodeNotIdentified, CodeAlreadyIdentified, CodeBadIdentifyType, CodeAuthFailed, CodeIdentifyTimeout, CodeIdleTimeout, CodeRateLimited, CodeTooManyConnections, CodeUnknownType, CodeReservedType, CodeHandlerNotRunning, CodeHandlerUnavailable, CodeHandlerTimeout, CodeHandlerBusy, CodeHandlerError, CodeBadHandlerReply, CodeHandlerLoop, CodeChainTooDeep, CodeUnknownPeer, CodePeerUnreachable, CodePeerUnavailable, CodePeerTimeout, CodeHopLimit, CodeForgedOrigin, CodeServerBusy, CodeSlowConsumer, CodeShuttingDown, CodeSessionRevoked, CodeKicked, CodeTokenLoginsOff, CodeTokenMalformed, CodeTokenUnknownKey, CodeTokenBadSignature, CodeTokenExpired, CodeTokenNotYetValid, CodeTokenWrongAudience, CodeTokenWrongIssuer, CodeResumeExpired, CodeResumeRefused, CodeSessionExpired, CodeRedirected, CodeInternalError}
+var ServerCodes = []string{CodeFrameTooLarge, CodeInvalidUTF8, CodeInvalidJSON, CodeInvalidMessage, CodeUnknownScope, CodeNotIdentified, CodeAlreadyIdentified, CodeBadIdentifyType, CodeAuthFailed, CodeIdentifyTimeout, CodeIdleTimeout, CodeRateLimited, CodeTooManyConnections, CodeUnknownType, CodeReservedType, CodeHandlerNotRunning, CodeHandlerUnavailable, CodeHandlerTimeout, CodeHandlerBusy, CodeHandlerError, CodeBadHandlerReply, CodeHandlerLoop, CodeChainTooDeep, CodeUnknownPeer, CodePeerUnreachable, CodePeerUnavailable, CodePeerTimeout, CodeHopLimit, CodeForgedOrigin, CodeServerBusy, CodeSlowConsumer, CodeShuttingDown, CodeSessionRevoked, CodeKicked, CodeTokenLoginsOff, CodeTokenMalformed, CodeTokenUnknownKey, CodeTokenBadSignature, CodeTokenExpired, CodeTokenNotYetValid, CodeTokenWrongAudience, CodeTokenWrongIssuer, CodeResumeExpired, CodeResumeRefused, CodeSessionExpired, CodeRedirected, CodeForbidden, CodeLimitReached, CodeInternalError}

@@ -199,6 +199,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         let mut a = old.handlers[kind].clone();
         a.max_inflight = new.handlers[kind].max_inflight;
         a.mode.max_inflight = new.handlers[kind].mode.max_inflight;
+        a.access = new.handlers[kind].access.clone();
         a == new.handlers[kind]
     });
     let (peers_added, peers_removed, peers_changed) = sets(&old.peers, &new.peers, |a, b| {

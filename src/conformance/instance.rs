@@ -443,7 +443,12 @@ impl Conn {
                 Ok(Some((used, body))) => {
                     let body = body.to_vec();
                     self.input.drain(..used);
-                    return self.accept(&body);
+                    match self.accept(&body) {
+                        // A group change or presence query: answered with its report, and
+                        // neither an answer nor a push to the checks.
+                        None => continue,
+                        Some(next) => return next,
+                    }
                 }
                 Ok(None) => {}
                 Err(protocol::FrameError::TooLarge { len, max }) => {
@@ -486,34 +491,58 @@ impl Conn {
         }
     }
 
-    /// Judge one frame as besterd would; answer a push with its report.
-    fn accept(&mut self, body: &[u8]) -> Next {
+    /// Judge one frame as besterd would; answer a push with its report (`None`: a frame to the
+    /// server itself, `groupAdd`, `groupRemove` or `presence`, that answers nothing).
+    fn accept(&mut self, body: &[u8]) -> Option<Next> {
         let text = String::from_utf8_lossy(body).into_owned();
         let msg = match parse_handler_message(body) {
             Ok(msg) => msg,
             Err(e) => {
-                return Next::Broken(format!(
+                return Some(Next::Broken(format!(
                     "sent a frame besterd refuses ({}: {}): {}",
                     e.code.as_str(),
                     e.error,
                     excerpt(&text)
-                ));
+                )));
             }
         };
         let push = msg.request.is_none() && !self.tokenless;
-        if msg.status == Status::Ok && msg.payload.is_none() {
-            return Next::Broken(format!(
+        // Group changes and presence queries are pushes without a payload.
+        let to_server = matches!(
+            *msg.command,
+            Cmd::GroupAdd(_) | Cmd::GroupRemove(_) | Cmd::Presence(_)
+        );
+        if to_server && msg.request.is_some() {
+            return Some(Next::Broken(format!(
+                "sent groupAdd, groupRemove or presence with a request (besterd: \
+                 bad_handler_reply, they are sent without one): {}",
+                excerpt(&text)
+            )));
+        }
+        if msg.status == Status::Ok && msg.payload.is_none() && !to_server {
+            return Some(Next::Broken(format!(
                 "sent an ok answer without a payload (besterd: bad_handler_reply, \"an ok answer \
                  needs a payload\"): {}",
                 excerpt(&text)
-            ));
+            )));
         }
         let mut report = None;
         if push {
             let id = msg.id.as_deref();
             report = match &*msg.command {
-                Cmd::SendClients(users) => {
-                    Some(handler_delivery_report(id, Some(&[]), Some(users), None))
+                Cmd::SendClients(to) => Some(handler_delivery_report(
+                    id,
+                    Some(&[]),
+                    Some(&to.users),
+                    None,
+                )),
+                // Nobody is online in a test: no group has members.
+                Cmd::GroupAdd(_) | Cmd::GroupRemove(_) => {
+                    Some(crate::protocol::groups::handler_report::<()>(id, None))
+                }
+                Cmd::Presence(_) => {
+                    let none = crate::protocol::groups::PresenceAnswer::default();
+                    Some(crate::protocol::groups::handler_report(id, Some(&none)))
                 }
                 Cmd::SendServers(servers) => {
                     let failed: ServerReports = servers
@@ -526,12 +555,12 @@ impl Conn {
                     Some(handler_delivery_report(id, None, None, Some(&failed)))
                 }
                 Cmd::Reply | Cmd::SendHandler(_) | Cmd::Redirect { .. } => {
-                    return Next::Broken(format!(
+                    return Some(Next::Broken(format!(
                         "sent a frame with no request token that is not a push (besterd: \
-                         bad_handler_reply, \"a push (no request) must use sendClients or \
-                         sendServers\"): {}",
+                         bad_handler_reply, \"a push (no request) must use sendClients, \
+                         sendServers, groupAdd, groupRemove or presence\"): {}",
                         excerpt(&text)
-                    ));
+                    )));
                 }
             };
         }
@@ -544,13 +573,16 @@ impl Conn {
             // A handler that stopped reading shows up in the checks that follow.
             let _ = self.write(&frame, Duration::from_secs(1));
         }
-        Next::Frame(Frame {
+        if to_server {
+            return None;
+        }
+        Some(Next::Frame(Frame {
             request,
             push,
             reply,
             json,
             text,
-        })
+        }))
     }
 }
 
@@ -572,7 +604,29 @@ pub fn canonical(msg: &crate::protocol::message::HandlerMessage<'_>) -> Value {
     }
     let (command, data) = match &*msg.command {
         Cmd::Reply => ("reply", None),
-        Cmd::SendClients(users) => ("sendClients", Some(serde_json::json!(users))),
+        Cmd::SendClients(to) if to.groups.is_empty() => {
+            ("sendClients", Some(serde_json::json!(to.users)))
+        }
+        Cmd::SendClients(to) => (
+            "sendClients",
+            Some(serde_json::json!({
+                "users": to.users,
+                "groups": to.groups,
+                "require_member": to.require_member
+            })),
+        ),
+        Cmd::GroupAdd(c) => (
+            "groupAdd",
+            Some(serde_json::json!({"group": c.group, "users": c.users})),
+        ),
+        Cmd::GroupRemove(c) => (
+            "groupRemove",
+            Some(serde_json::json!({"group": c.group, "users": c.users})),
+        ),
+        Cmd::Presence(q) => (
+            "presence",
+            Some(serde_json::json!({"users": q.users, "groups": q.groups})),
+        ),
         Cmd::SendServers(servers) => ("sendServers", Some(serde_json::json!(servers))),
         Cmd::SendHandler(kind) => ("sendHandler", Some(serde_json::json!(kind))),
         Cmd::Redirect { url, token } => {

@@ -103,13 +103,19 @@ pub enum ErrorCode {
     /// A handler redirected the client elsewhere while this request was in flight; it was not
     /// answered (the connection closes after the redirect).
     Redirected,
+    /// Not allowed: a type's `allow`/`deny` refuses the sender, a group is not open to
+    /// `bester.join`, or presence the rule `[presence] visible` hides.
+    Forbidden,
+    /// A bound of presence or groups would be passed (subscriptions per connection, groups in
+    /// total or per user, members per group); the text says which.
+    LimitReached,
     /// Something went wrong inside the server; the details are in its log.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` is its position here).
-    pub const ALL: [ErrorCode; 47] = [
+    pub const ALL: [ErrorCode; 49] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidUtf8,
         ErrorCode::InvalidJson,
@@ -156,6 +162,8 @@ impl ErrorCode {
         ErrorCode::ResumeRefused,
         ErrorCode::SessionExpired,
         ErrorCode::Redirected,
+        ErrorCode::Forbidden,
+        ErrorCode::LimitReached,
         ErrorCode::InternalError,
     ];
 
@@ -208,6 +216,8 @@ impl ErrorCode {
             ErrorCode::ResumeRefused => "resume_refused",
             ErrorCode::SessionExpired => "session_expired",
             ErrorCode::Redirected => "redirected",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::LimitReached => "limit_reached",
             ErrorCode::InternalError => "internal_error",
         }
     }

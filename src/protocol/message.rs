@@ -578,8 +578,8 @@ pub fn client_ok<D: Serialize + ?Sized>(
 pub enum Command {
     /// To the client that sent the request, and nobody else.
     Reply,
-    /// To these users on this server.
-    SendClients(Vec<String>),
+    /// To these users, and the members of these groups, on this server.
+    SendClients(super::groups::Recipients),
     /// To these peer servers.
     SendServers(Vec<String>),
     /// To the handler of this type, whose answer is routed in turn.
@@ -592,6 +592,13 @@ pub enum Command {
         /// What the client logs in with there, if anything.
         token: Option<RedirectToken>,
     },
+    /// A handler's push (no request): add these users to a group (PROTOCOL.md §6, "Groups").
+    GroupAdd(super::groups::GroupChange),
+    /// A handler's push (no request): remove these users from a group.
+    GroupRemove(super::groups::GroupChange),
+    /// A handler's push (no request): who of these users and groups is online (answered in the
+    /// report).
+    Presence(super::groups::Recipients),
 }
 
 /// A frame from a handler, borrowed from its frame.
@@ -815,7 +822,35 @@ pub fn parse_handler_message_full(body: &[u8]) -> Result<HandlerMessage<'static>
         }
         (Some(CommandField::Object { kind, data: None }), Some(data)) => (kind, Some(data)),
     };
+    let object = |data: serde_json::Map<String, serde_json::Value>| serde_json::Value::Object(data);
     let command = match (name.as_str(), data) {
+        ("sendClients", Some(CommandData::Object(data))) => Command::SendClients(
+            Deserialize::deserialize(object(data))
+                .map_err(|e| bad(format!("header.commandData: {e}")))?,
+        ),
+        (cmd @ ("groupAdd" | "groupRemove"), Some(CommandData::Object(data))) => {
+            let change: super::groups::GroupChange = Deserialize::deserialize(object(data))
+                .map_err(|e| bad(format!("header.commandData: {e}")))?;
+            if cmd == "groupAdd" {
+                Command::GroupAdd(change)
+            } else {
+                Command::GroupRemove(change)
+            }
+        }
+        ("presence", Some(CommandData::Object(data))) => Command::Presence(
+            Deserialize::deserialize(object(data))
+                .map_err(|e| bad(format!("header.commandData: {e}")))?,
+        ),
+        (cmd @ ("groupAdd" | "groupRemove"), _) => {
+            return Err(bad(format!(
+                "command {cmd:?} needs commandData: {{\"group\":…,\"users\":[…]}}"
+            )));
+        }
+        ("presence", _) => {
+            return Err(bad(
+                "command \"presence\" needs commandData: {\"users\":[…],\"groups\":[…]}".into(),
+            ));
+        }
         (name, Some(CommandData::Object(_))) if name != "redirect" => {
             return Err(ErrorBody::new(
                 ErrorCode::InvalidMessage,
@@ -824,7 +859,9 @@ pub fn parse_handler_message_full(body: &[u8]) -> Result<HandlerMessage<'static>
         }
         ("reply", None) => Command::Reply,
         ("reply", Some(_)) => return Err(bad("command \"reply\" takes no commandData".into())),
-        ("sendClients", Some(CommandData::Names(users))) => Command::SendClients(users),
+        ("sendClients", Some(CommandData::Names(users))) => {
+            Command::SendClients(super::groups::Recipients::users(users))
+        }
         ("sendServers", Some(CommandData::Names(servers))) => Command::SendServers(servers),
         ("sendHandler", Some(CommandData::Name(kind))) => {
             validate_type(&kind).map_err(|e| bad(e.error))?;
@@ -1064,7 +1101,9 @@ mod tests {
         let msg = parse(r#"{"header":{"status":"ok","command":"sendClients","commandData":["a","b"],"request":"1"},"payload":{"type":"t","data":1}}"#).unwrap();
         assert_eq!(
             msg.command,
-            Cow::<Command>::Owned(Command::SendClients(vec!["a".into(), "b".into()]))
+            Cow::<Command>::Owned(Command::SendClients(
+                super::super::groups::Recipients::users(vec!["a".into(), "b".into()])
+            ))
         );
         assert_eq!(msg.request.as_deref(), Some("1"));
         let msg =

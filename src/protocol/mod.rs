@@ -7,6 +7,7 @@
 pub mod challenge;
 pub mod error;
 pub mod frame;
+pub mod groups;
 pub mod login;
 pub mod message;
 pub mod peer;

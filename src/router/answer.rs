@@ -3,6 +3,7 @@
 //! handler — and the actions that carry it out. Part of the [`Router`]; no I/O.
 
 use super::*;
+use crate::protocol::groups::Recipients;
 
 impl Router {
     /// A frame a handler sent (already parsed).
@@ -130,17 +131,33 @@ impl Router {
                 };
                 self.respond_ok(&pending.origin, &outcome, out);
             }
-            Command::SendClients(users) => {
+            Command::SendClients(to) => {
+                if to.require_member
+                    && let Some(group) = to.groups.iter().find(|g| {
+                        !pending
+                            .from
+                            .user
+                            .as_deref()
+                            .is_some_and(|u| self.groups.is_member(g, u))
+                    })
+                {
+                    let user = pending.from.user.as_deref().unwrap_or("the sender");
+                    let text = format!("{user} is not a member of group {group:?}");
+                    return self.fail(
+                        &pending.origin,
+                        ErrorBody::new(ErrorCode::Forbidden, text),
+                        out,
+                    );
+                }
                 let skip = pending.origin.client();
                 let (delivered, offline) =
-                    self.push_to_users(&users, &payload, &pending.from, skip, out);
+                    self.push_to_users(&to, &payload, &pending.from, skip, out);
                 // The sender sees the data only if it is one of the recipients on this server.
                 let sender_included = skip.is_some()
-                    && pending
-                        .from
-                        .user
-                        .as_ref()
-                        .is_some_and(|u| users.contains(u));
+                    && pending.from.user.as_ref().is_some_and(|u| {
+                        to.users.contains(u)
+                            || to.groups.iter().any(|g| self.groups.is_member(g, u))
+                    });
                 let outcome = Outcome {
                     kind_of: Some(&payload.kind),
                     data: if sender_included {
@@ -168,6 +185,17 @@ impl Router {
             }
             Command::SendHandler(next) => self.chain(pending, next, &payload, now, out),
             Command::Redirect { url, token } => self.redirect(pending, url, token, out),
+            Command::GroupAdd(_) | Command::GroupRemove(_) | Command::Presence(_) => {
+                let text = format!(
+                    "the {:?} handler sent a malformed answer: groupAdd, groupRemove and presence are sent without a request",
+                    pending.kind
+                );
+                self.fail(
+                    &pending.origin,
+                    ErrorBody::new(ErrorCode::BadHandlerReply, text),
+                    out,
+                );
+            }
         }
     }
 
@@ -213,10 +241,12 @@ impl Router {
         self.dispatch(pending, payload, now, out);
     }
 
-    /// Push a payload to every connection of `users` (except `skip`); returns (delivered, offline).
+    /// Push a payload to every connection of the users and group members named (except
+    /// `skip`), once per connection however many ways a user is reached; returns (delivered,
+    /// offline).
     fn push_to_users(
         &self,
-        users: &[String],
+        to: &Recipients,
         payload: &PayloadRef<'_>,
         from: &Sender,
         skip: Option<ConnId>,
@@ -226,11 +256,12 @@ impl Router {
         let mut offline = Vec::new();
         let mut seen = HashSet::new();
         let push = client_push(&payload.kind, from, payload.data.as_deref());
-        for user in users {
+        let members = to.groups.iter().flat_map(|g| self.groups.members(g));
+        for user in to.users.iter().chain(members) {
             if !seen.insert(user.as_str()) {
                 continue;
             }
-            match self.presence.get(user) {
+            match self.presence.conns(user) {
                 Some(conns) => {
                     for conn in conns.iter().filter(|c| Some(**c) != skip) {
                         out.push(Action::Send {
@@ -259,6 +290,27 @@ impl Router {
             handler: conn,
             id: msg.id.as_deref().map(str::to_string),
         };
+        match &*msg.command {
+            Command::GroupAdd(change) => {
+                return self.group_change(conn, msg.id.as_deref(), change, true, out);
+            }
+            Command::GroupRemove(change) => {
+                return self.group_change(conn, msg.id.as_deref(), change, false, out);
+            }
+            Command::Presence(what) => {
+                return match self.presence_query(None, what) {
+                    Ok(answer) => out.push(Action::Send {
+                        to: conn,
+                        body: crate::protocol::groups::handler_report(
+                            msg.id.as_deref(),
+                            Some(&answer),
+                        ),
+                    }),
+                    Err(error) => self.fail(&origin, error, out),
+                };
+            }
+            _ => {}
+        }
         let Some(payload) = &msg.payload else {
             let error = ErrorBody::new(ErrorCode::BadHandlerReply, "a push needs a payload");
             return self.fail(&origin, error, out);
@@ -282,8 +334,13 @@ impl Router {
             Command::SendServers(servers) => {
                 self.send_servers(origin, from, 0, servers, payload, now, out)
             }
-            Command::Reply | Command::SendHandler(_) | Command::Redirect { .. } => {
-                let text = "a push (no request) must use sendClients or sendServers";
+            Command::Reply
+            | Command::SendHandler(_)
+            | Command::Redirect { .. }
+            | Command::GroupAdd(_)
+            | Command::GroupRemove(_)
+            | Command::Presence(_) => {
+                let text = "a push (no request) must use sendClients, sendServers, groupAdd, groupRemove or presence";
                 self.fail(
                     &origin,
                     ErrorBody::new(ErrorCode::BadHandlerReply, text),

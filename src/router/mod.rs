@@ -14,20 +14,23 @@
 //!   timed out, with one report per server;
 //! - a request whose handler goes away or times out is answered with an error, never dropped.
 
+mod access;
 mod answer;
 mod correlate;
 mod deadlines;
 mod federation;
+mod groups;
 mod id;
 mod idmap;
 mod lifecycle;
 mod login;
+mod presence;
 mod redirect;
 mod reply_id;
 mod respond;
 mod starting;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,10 +47,13 @@ use crate::protocol::message::{
 use crate::protocol::redirect::RedirectToken;
 use crate::protocol::write::{client_push, handler_login_request, handler_request};
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
+pub use access::{Access, Rule};
 pub use correlate::{Correlate, HandlerMode};
 use deadlines::Deadlines;
+pub use groups::{GroupLimits, pattern_matches};
 pub use id::ConnId;
 use idmap::IdMap;
+pub use presence::{PresenceConfig, Visibility};
 use reply_id::ReplyId;
 
 use federation::{Fanout, PeerEntry, Remote};
@@ -209,6 +215,8 @@ struct Pool {
     stat: usize,
     /// The type's name, shared by its requests in flight.
     name: Arc<str>,
+    /// Who may send to the type (`allow` / `deny`).
+    access: Access,
 }
 
 #[derive(Debug)]
@@ -228,6 +236,8 @@ struct Client {
     /// `from` of this client's requests, shared by them; its `user` is the client's.
     sender: Arc<Sender>,
     pending: usize,
+    /// The groups the session's `info` names (for `allow` / `deny`).
+    info_groups: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -267,7 +277,8 @@ struct HandlerErrorBody {
 #[derive(Debug)]
 pub struct Router {
     config: RouterConfig,
-    presence: HashMap<String, Vec<ConnId>>,
+    presence: presence::Presence,
+    groups: groups::Groups,
     clients: IdMap<ConnId, Client>,
     pools: BTreeMap<String, Pool>,
     stats: RouterStats,
@@ -288,7 +299,8 @@ impl Router {
     pub fn new(config: RouterConfig) -> Self {
         Router {
             config,
-            presence: HashMap::new(),
+            presence: presence::Presence::default(),
+            groups: groups::Groups::default(),
             clients: IdMap::default(),
             pools: BTreeMap::new(),
             stats: RouterStats::default(),
@@ -338,6 +350,7 @@ impl Router {
                 open: 0,
                 stat,
                 name: Arc::from(kind),
+                access: Access::default(),
             },
         );
     }
@@ -411,14 +424,11 @@ impl Router {
             .collect()
     }
 
-    /// A client connection identified as `user`.
-    pub fn client_identified(&mut self, conn: ConnId, user: &str) {
+    /// A client connection identified as `user`: it counts for the user's presence (watchers
+    /// are told).
+    pub fn client_identified(&mut self, conn: ConnId, user: &str, out: &mut Vec<Action>) {
         let pending = self.clients.get(&conn).map_or(0, |c| c.pending);
-        self.client_gone(conn);
-        self.presence
-            .entry(user.to_string())
-            .or_default()
-            .push(conn);
+        self.client_gone(conn, out);
         self.clients.insert(
             conn,
             Client {
@@ -429,37 +439,49 @@ impl Router {
                     info: None,
                 }),
                 pending,
+                info_groups: Vec::new(),
             },
         );
+        self.presence_connected(conn, user, out);
     }
 
-    /// Set (or clear) the authorisation data a client's requests carry as `from.info`.
-    pub fn set_client_info(&mut self, conn: ConnId, info: Option<Info>) {
-        if let Some(client) = self.clients.get_mut(&conn) {
-            let mut sender = Sender::clone(&client.sender);
-            sender.info = info;
-            client.sender = Arc::new(sender);
+    /// Set (or clear) the authorisation data a client's requests carry as `from.info`; the
+    /// groups it names (`"groups":[…]`) count for `allow`/`deny`, and the user joins them.
+    pub fn set_client_info(&mut self, conn: ConnId, info: Option<Info>, out: &mut Vec<Action>) {
+        #[derive(Deserialize)]
+        struct InfoGroups {
+            #[serde(default)]
+            groups: Vec<String>,
         }
+        let groups = info
+            .as_ref()
+            .and_then(|i| serde_json::from_str::<InfoGroups>(i.0.get()).ok())
+            .map(|i| i.groups)
+            .unwrap_or_default();
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        let mut sender = Sender::clone(&client.sender);
+        sender.info = info;
+        client.sender = Arc::new(sender);
+        client.info_groups.clone_from(&groups);
+        self.info_groups(conn, &groups, out);
     }
 
     /// A client connection closed or logged out. Its requests in flight stay: their fan-out still
     /// reaches the other recipients; the reply to the closed connection is dropped by the server.
-    pub fn client_gone(&mut self, conn: ConnId) {
+    /// Its presence subscriptions end, and watchers of its user are told.
+    pub fn client_gone(&mut self, conn: ConnId, out: &mut Vec<Action>) {
         let Some(client) = self.clients.remove(&conn) else {
             return;
         };
         let user = client.sender.user.as_deref().unwrap_or_default();
-        if let Some(conns) = self.presence.get_mut(user) {
-            conns.retain(|c| *c != conn);
-            if conns.is_empty() {
-                self.presence.remove(user);
-            }
-        }
+        self.presence_disconnected(conn, user, out);
     }
 
     /// Connections of `user` on this server.
     pub fn connections_of(&self, user: &str) -> usize {
-        self.presence.get(user).map_or(0, Vec::len)
+        self.presence.conns(user).map_or(0, <[ConnId]>::len)
     }
 
     /// Requests from this client connection still waiting for an answer.
@@ -491,8 +513,18 @@ impl Router {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let Some(client) = self.clients.get(&conn) else {
+        if !self.clients.contains_key(&conn) {
             warn!("conn={conn} message from a connection that is not identified");
+            return;
+        }
+        if let Err(error) = self.check_access(conn, &msg.payload.kind) {
+            let origin = Origin::Client {
+                conn,
+                id: msg.id.as_deref().map(ReplyId::new),
+            };
+            return self.fail(&origin, error, out);
+        }
+        let Some(client) = self.clients.get(&conn) else {
             return;
         };
         let pending = Pending {

@@ -92,7 +92,7 @@ impl Router {
                 out,
             );
         }
-        self.client_gone(conn);
+        self.client_gone(conn, out);
         self.pump(out);
     }
 }
@@ -130,7 +130,7 @@ mod tests {
         });
         r.add_type("greet", 8);
         r.add_type("slow", 8);
-        r.client_identified(ALICE, "alice");
+        r.client_identified(ALICE, "alice", &mut Vec::new());
         r.handler_connected(GREET, "greet");
         r.handler_connected(SLOW, "slow");
         r
@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(
             bodies(&mut out),
             [
-                json!({"header":{"kind":"report","status":"error","id":"p"},"data":{"error":"a push (no request) must use sendClients or sendServers","code":"bad_handler_reply"}})
+                json!({"header":{"kind":"report","status":"error","id":"p"},"data":{"error":"a push (no request) must use sendClients, sendServers, groupAdd, groupRemove or presence","code":"bad_handler_reply"}})
             ]
         );
     }

@@ -36,9 +36,9 @@ fn router() -> Router {
     r.add_type("echo", 2);
     r.add_type("upper", 2);
     r.add_type("lower", 2);
-    r.client_identified(ALICE, "alice");
-    r.client_identified(ALICE2, "alice");
-    r.client_identified(BOB, "bob");
+    r.client_identified(ALICE, "alice", &mut Vec::new());
+    r.client_identified(ALICE2, "alice", &mut Vec::new());
+    r.client_identified(BOB, "bob", &mut Vec::new());
     r.handler_connected(ECHO, "echo");
     r.handler_connected(UPPER, "upper");
     r
@@ -396,7 +396,7 @@ fn handler_push_is_delivered_and_reported() {
 #[test]
 fn logged_out_user_is_offline() {
     let mut r = router();
-    r.client_gone(BOB);
+    r.client_gone(BOB, &mut Vec::new());
     assert_eq!(r.connections_of("bob"), 0);
     assert_eq!(r.connections_of("alice"), 2);
 }
@@ -858,7 +858,7 @@ fn a_sessions_info_reaches_its_handlers_only() {
     let info = crate::protocol::message::Info(
         serde_json::value::RawValue::from_string(r#"{"role":"admin"}"#.into()).unwrap(),
     );
-    r.set_client_info(ALICE, Some(info));
+    r.set_client_info(ALICE, Some(info), &mut Vec::new());
     let (handler, token) = request(&mut r, ALICE, msg("1", "echo", json!(null)), now);
     assert_eq!(handler, ECHO);
     let mut out = Vec::new();

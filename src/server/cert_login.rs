@@ -152,7 +152,7 @@ impl Server {
                 user.as_deref().unwrap_or("-")
             );
             if user.is_some() {
-                self.router.client_gone(id);
+                self.router.client_gone(id, &mut self.actions);
                 let error = ErrorBody::new(
                     ErrorCode::SessionRevoked,
                     "session revoked: the client certificate is no longer accepted; log in again",

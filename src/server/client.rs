@@ -443,7 +443,7 @@ impl Server {
             LOGOUT => {
                 info!("conn={id} user={user} logged out");
                 self.revoke_resume_tokens(id);
-                self.router.client_gone(id);
+                self.router.client_gone(id, &mut self.actions);
                 let data = Identity {
                     user: &user,
                     server: &self.config.name,
@@ -488,6 +488,7 @@ impl Server {
                 }
                 Err(error) => self.reply_error(id, reply_id, &error),
             },
+            kind if super::presence::is_presence_builtin(kind) => self.presence_builtin(id, &msg),
             other => {
                 let error = ErrorBody::new(
                     ErrorCode::ReservedType,
@@ -676,7 +677,8 @@ impl Server {
                     stamp: None,
                     grant: None,
                 });
-                self.router.client_identified(id, &username);
+                self.router
+                    .client_identified(id, &username, &mut self.actions);
                 let grant = Server::password_grant(fingerprint);
                 let answer = Some((reply_id.as_deref(), AUTHENTICATE));
                 let body = self.login_reply(id, &username, grant, answer);
@@ -785,7 +787,8 @@ impl Server {
                 grant: None,
             });
         }
-        self.router.client_identified(id, username);
+        self.router
+            .client_identified(id, username, &mut self.actions);
         self.session_started(id, username, stamp);
         self.arm_idle(id, now);
     }

@@ -21,6 +21,7 @@ mod listeners;
 mod monitor;
 mod noise;
 mod peers;
+mod presence;
 mod procstat;
 mod prometheus;
 mod redirect;
@@ -229,7 +230,7 @@ impl Server {
             io::Error::new(e.kind(), format!("runtime directory {dir}: {e}"))
         })?;
         let now = Instant::now();
-        let router = Router::new(RouterConfig {
+        let mut router = Router::new(RouterConfig {
             server: config.name.clone(),
             request_timeout: config.request_timeout,
             max_chain_depth: config.max_chain_depth,
@@ -237,6 +238,8 @@ impl Server {
             login_timeout: config.auth.login_timeout,
             max_logins: config.auth.max_logins,
         });
+        router.set_presence(config.presence.clone());
+        router.set_group_limits(config.groups.clone());
         let supervisor = Supervisor::new(&config.name);
         let mut peers = BTreeMap::new();
         for (name, peer) in &config.peers {
@@ -719,7 +722,7 @@ impl Server {
         match &conn.role {
             Role::Client(_) => {
                 debug!("{} closed: {reason}", conn.context());
-                self.router.client_gone(id);
+                self.router.client_gone(id, &mut self.actions);
                 self.forget_ip(conn.ip);
             }
             Role::Handler { dialed, .. } => {

@@ -217,6 +217,9 @@ impl Server {
                 problems.push(format!("handlers.{kind}"));
             }
         }
+        for (kind, handler) in &self.config.handlers {
+            self.router.set_access(kind, handler.access.clone());
+        }
         self.apply_peers(&d, now);
         for key in &d.restart {
             warn!("reload: {key} changed; it needs a restart (the running value stays)");
@@ -247,6 +250,8 @@ impl Server {
             login_timeout: c.auth.login_timeout,
             max_logins: c.auth.max_logins,
         });
+        self.router.set_presence(c.presence.clone());
+        self.router.set_group_limits(c.groups.clone());
         if (c.login_failures_per_ip, c.login_failures_per_user)
             != (old.login_failures_per_ip, old.login_failures_per_user)
         {
@@ -276,6 +281,7 @@ impl Server {
     ) -> io::Result<()> {
         let path = self.bind_handler_socket(kind, handler)?;
         self.router.add_type_with(kind, handler.mode);
+        self.router.set_access(kind, handler.access.clone());
         if let Some((spec, count)) = self.process_spec(kind, handler, path)? {
             self.supervisor.add(spec, count, now);
         }

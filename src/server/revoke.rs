@@ -142,7 +142,7 @@ impl Server {
             *stamp = None; // revoked once
         }
         info!("conn={id} user={user} session revoked: {why}");
-        self.router.client_gone(id);
+        self.router.client_gone(id, &mut self.actions);
         let error = ErrorBody::new(
             ErrorCode::SessionRevoked,
             format!("session revoked: {why}; log in again"),

@@ -320,7 +320,8 @@ impl Server {
         }
         let info = grant.info.as_deref().and_then(info_of);
         self.logged_in_by_token(id, &username, stamp, now);
-        self.router.set_client_info(id, info.clone());
+        self.router
+            .set_client_info(id, info.clone(), &mut self.actions);
         let grant = Grant {
             // A resumed session goes on as the session it came from: its logout revokes every
             // token of the chain.
@@ -451,7 +452,7 @@ impl Server {
         }
         let user = user.clone();
         info!("conn={id} user={user} session expired");
-        self.router.client_gone(id);
+        self.router.client_gone(id, &mut self.actions);
         self.tell_error(id, &session_ended());
         self.finish(id, now, "session expired".into());
     }
@@ -580,7 +581,7 @@ impl Server {
             }
         }
         info!("conn={id} user={session_user} session refreshed");
-        self.router.set_client_info(id, info);
+        self.router.set_client_info(id, info, &mut self.actions);
         self.arm_expiry(id, now);
         self.stats.messages.answered(true);
         let body = client_ok(

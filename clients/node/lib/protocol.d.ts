@@ -55,6 +55,8 @@ export type ServerErrorCode =
   | 'resume_expired'
   | 'resume_refused'
   | 'session_expired'
+  | 'forbidden'
+  | 'limit_reached'
   | 'internal_error';
 
 /** Codes the library itself raises (never sent by a server). */
@@ -147,6 +149,8 @@ export declare const errors: {
   readonly ResumeExpired: new (code: string, text: string, frame?: ServerFrame) => ResumeError & Coded<'resume_expired'>;
   readonly ResumeRefused: new (code: string, text: string, frame?: ServerFrame) => ResumeError & Coded<'resume_refused'>;
   readonly SessionExpired: new (code: string, text: string, frame?: ServerFrame) => SessionEnded & Coded<'session_expired'>;
+  readonly Forbidden: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'forbidden'>;
+  readonly LimitReached: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'limit_reached'>;
   readonly InternalError: new (code: string, text: string, frame?: ServerFrame) => ServerError & Coded<'internal_error'>;
   readonly Timeout: new (code: string, text: string, frame?: ServerFrame) => ClientError & Coded<'timeout'>;
   readonly ConnectionLost: new (code: string, text: string, frame?: ServerFrame) => ClientError & Coded<'connection_lost'>;

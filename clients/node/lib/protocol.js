@@ -64,6 +64,8 @@ const CODES = [
   ['resume_expired', 'ResumeExpired', 'ResumeError'],
   ['resume_refused', 'ResumeRefused', 'ResumeError'],
   ['session_expired', 'SessionExpired', 'SessionEnded'],
+  ['forbidden', 'Forbidden', 'MessageError'],
+  ['limit_reached', 'LimitReached', 'MessageError'],
   ['internal_error', 'InternalError', 'ServerError'],
   // The library's own: never sent by a server.
   ['timeout', 'Timeout', 'ClientError'],

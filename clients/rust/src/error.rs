@@ -159,6 +159,10 @@ pub mod codes {
     pub const REDIRECTED: &str = "redirected";
     /// `internal_error`.
     pub const INTERNAL_ERROR: &str = "internal_error";
+    /// `forbidden`.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// `limit_reached`.
+    pub const LIMIT_REACHED: &str = "limit_reached";
 
     /// Every code the server gives, in the order of its definition.
     pub const ALL: &[&str] = &[
@@ -208,6 +212,8 @@ pub mod codes {
         RESUME_REFUSED,
         SESSION_EXPIRED,
         REDIRECTED,
+        FORBIDDEN,
+        LIMIT_REACHED,
         INTERNAL_ERROR,
     ];
 }

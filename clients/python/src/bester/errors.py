@@ -72,6 +72,8 @@ class ErrorCode(str, enum.Enum):
     RESUME_REFUSED = "resume_refused"
     SESSION_EXPIRED = "session_expired"
     REDIRECTED = "redirected"
+    FORBIDDEN = "forbidden"
+    LIMIT_REACHED = "limit_reached"
     INTERNAL_ERROR = "internal_error"
     # The library's own.
     TIMEOUT = "timeout"
@@ -342,6 +344,15 @@ class Redirected(SessionEnded):
     was not answered (the handler may or may not have acted on it)."""
 
 
+class Forbidden(MessageError):
+    """``forbidden``: the server's rules keep this message out (a type's allow/deny, a group not
+    open to joining, presence that is not visible)."""
+
+
+class LimitReached(MessageError):
+    """``limit_reached``: a bound of presence or groups would be passed; the text says which."""
+
+
 class InternalError(ServerError):
     """``internal_error``"""
 
@@ -409,6 +420,8 @@ ERRORS: Dict[str, Type[BesterError]] = {
     "resume_refused": ResumeRefused,
     "session_expired": SessionExpired,
     "redirected": Redirected,
+    "forbidden": Forbidden,
+    "limit_reached": LimitReached,
     "internal_error": InternalError,
     "redirect_refused": RedirectRefused,
     "too_many_redirects": TooManyRedirects,
