@@ -116,9 +116,9 @@ fn user_on_a_reaches_user_on_c_through_chat_handlers_on_both() {
             .request("j", "chat", &json!({"action":"join","room":"r"}))
             .unwrap();
         assert_eq!(
-            reply["data"]["members"],
-            json!([who]),
-            "each server keeps its own members"
+            reply["data"],
+            json!({"room":"r","group":"chat:r"}),
+            "{who} joins the room on their own server"
         );
     }
     let reply = alice

@@ -2,7 +2,7 @@
 //! and groups", §6 "Groups and presence" and "Who may send what"): presence on connect, on the
 //! last connection's close, on kill -9 of a client, on revocation and during the drain; groups
 //! with overlapping members (one delivery per connection); every bound and refusal with its
-//! exact error; `allow` / `deny`.
+//! exact error; `allow` / `deny`; the chat example on groups with four processes.
 
 mod common;
 
@@ -479,5 +479,66 @@ fn allow_and_deny_refuse_with_forbidden_and_the_id() {
     assert_eq!(
         code(&erin.request("e5", "echo", &json!(2)).unwrap()),
         "forbidden"
+    );
+}
+
+#[test]
+fn chat_example_with_four_processes_shares_rooms() {
+    let b = Broker::start_with(
+        "",
+        &format!(
+            "[handlers.chat]\n{}\nprocesses = 4\n",
+            handler("python3", "handlers/python/chat.py")
+        ),
+        USERS,
+    );
+    let mut alice = b.login("alice", "alice-pw");
+    let mut bob = b.login("bob", "bob-pw");
+    // Each join and say may go to any of the four processes: none keeps the room.
+    for client in [&mut alice, &mut bob] {
+        let reply = client
+            .request("j", "chat", &json!({"action":"join","room":"r"}))
+            .unwrap();
+        assert_eq!(
+            reply["data"],
+            json!({"room":"r","group":"chat:r"}),
+            "{reply}"
+        );
+    }
+    // The room is the broker's group: who is in it, online or not, is a presence query.
+    let members = alice
+        .request("q", "bester.presence", &json!({"groups":["chat:r"]}))
+        .unwrap();
+    assert_eq!(members["data"]["groups"], json!({"chat:r":["alice","bob"]}));
+    for n in 0..8 {
+        let text = format!("hello {n}");
+        let reply = alice
+            .request("s", "chat", &json!({"action":"say","room":"r","text":text}))
+            .unwrap();
+        assert_eq!(
+            reply["header"]["delivered"],
+            json!(["alice", "bob"]),
+            "{reply}"
+        );
+        let push = next(&mut bob);
+        assert_eq!(push["data"], json!({"room":"r","from":"alice","text":text}));
+    }
+    let carol_says = {
+        let mut carol = b.login("carol", "carol-pw");
+        carol
+            .request(
+                "s",
+                "chat",
+                &json!({"action":"say","room":"r","text":"me too"}),
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        carol_says,
+        error(
+            "s",
+            "forbidden",
+            "carol is not a member of group \"chat:r\""
+        )
     );
 }

@@ -10,6 +10,7 @@
 //   client.addEventListener("push", (e) => console.log(e.detail.data));
 //
 // Events: "open" (logged in; detail {user, server, …}), "push" (detail {type, from, data, header}),
+// "presence" (detail {user, server, state, connections, status?, group?, member?}),
 // "redirect" (detail {url}: a handler sent the client to another server), "close" (detail {code,
 // reason, willReconnect, delay}).
 // After a connection is lost, the client reconnects with backoff (250 ms doubling to 30 s) unless
@@ -192,6 +193,11 @@ export class BesterClient extends EventTarget {
       this.dispatchEvent(new CustomEvent("push", {
         detail: { type: header.type, from: header.from, data: frame.data, header },
       }));
+      return;
+    }
+    // A change of someone this connection watches (bester.presence.subscribe).
+    if (header.kind === "presence") {
+      this.dispatchEvent(new CustomEvent("presence", { detail: frame.data }));
       return;
     }
     // An error without an id (e.g. idle_timeout) comes right before the server closes.

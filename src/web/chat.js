@@ -1,5 +1,7 @@
 // The chat page: log in over WebSocket with bester.js, join a room of the "chat" handler
-// (handlers/python/chat.py), show what is said there, and say things.
+// (handlers/python/chat.py), show what is said there and who of the room is online, and say
+// things. The room is the broker's group "chat:<room>": its members' presence is watched with
+// bester.presence.subscribe.
 import { BesterClient } from "./bester.js";
 
 const $ = (id) => document.getElementById(id);
@@ -7,6 +9,25 @@ const scheme = location.protocol === "https:" ? "wss" : "ws";
 const url = `${scheme}://${location.host}/`;
 let client = null;
 let room = null;
+let members = new Map(); // the room's members: user -> "online" | "offline"
+
+function showMembers() {
+  const online = [...members].filter(([, s]) => s === "online").map(([u]) => u).sort();
+  const away = [...members].filter(([, s]) => s !== "online").map(([u]) => u).sort();
+  $("status").textContent = `${client.username} in ${room}: ${online.join(", ")}`
+    + (away.length ? ` (offline: ${away.join(", ")})` : "");
+}
+
+// A presence push: a member came, went, joined or left the room.
+function presence(change) {
+  if (change.group !== undefined && change.group !== `chat:${room}`) return;
+  if (change.member === false) {
+    members.delete(change.user);
+  } else if (change.member === true || members.has(change.user)) {
+    members.set(change.user, change.state);
+  }
+  showMembers();
+}
 
 function line(text, from, cls) {
   const li = document.createElement("li");
@@ -24,7 +45,10 @@ function line(text, from, cls) {
 
 async function join() {
   const reply = await client.send("chat", { action: "join", room });
-  $("status").textContent = `${client.username} in ${reply.room}: ${reply.members.join(", ")}`;
+  // Watch the room's members: their presence now, then every change (ended by a reconnect).
+  const now = await client.send("bester.presence.subscribe", { groups: [reply.group] });
+  members = new Map(now.users.map((u) => [u.user, u.state]));
+  showMembers();
   $("error").textContent = "";
 }
 
@@ -57,7 +81,8 @@ $("login-form").addEventListener("submit", async (event) => {
       $("status").textContent = `connection lost; reconnecting in ${e.detail.delay} ms`;
     }
   });
-  // Joined again after each reconnect: the chat handler's rooms are in its memory.
+  client.addEventListener("presence", (e) => presence(e.detail));
+  // Joined (and watched) again after each reconnect: subscriptions end with a connection.
   client.addEventListener("open", () => {
     if (!$("chat").hidden) rejoin();
   });

@@ -1,4 +1,4 @@
-"""chat.py's pure logic, beyond the shared vectors."""
+"""chat.py's pure logic: rooms are the broker's groups, so the handler keeps no room state."""
 import unittest
 
 import chat
@@ -22,20 +22,36 @@ class Chat(unittest.TestCase):
     def setUp(self):
         self.state = chat.ChatState()
 
-    def run_all(self, *requests):
-        return [chat.handle(self.state, r) for r in requests][-1]
+    def test_join_adds_to_the_group_then_answers(self):
+        add, answer = chat.handle(self.state, join("bob", "r"))
+        self.assertEqual(add, {"header": {"status": "ok", "command": "groupAdd",
+                                          "commandData": {"group": "chat:r", "users": ["bob"]}}})
+        self.assertNotIn("request", add["header"], "a group change is a push, not an answer")
+        self.assertEqual(answer["header"], {"status": "ok", "command": "reply", "request": "j"})
+        self.assertEqual(answer["payload"]["data"], {"room": "r", "group": "chat:r"})
 
-    def test_join_twice_is_one_membership(self):
-        (answer,) = self.run_all(join("bob", "r"), join("bob", "r"))
-        self.assertEqual(answer["payload"]["data"], {"room": "r", "members": ["bob"]})
+    def test_leave_removes_from_the_group(self):
+        remove, answer = chat.handle(self.state, leave("bob", "r"))
+        self.assertEqual(remove["header"]["command"], "groupRemove")
+        self.assertEqual(remove["header"]["commandData"], {"group": "chat:r", "users": ["bob"]})
+        self.assertEqual(answer["payload"]["data"], {"room": "r", "group": "chat:r"})
 
-    def test_rooms_are_independent(self):
-        (answer,) = self.run_all(join("alice", "a"), join("bob", "b"), say("alice", "a", "hi"))
-        self.assertEqual(answer["header"]["commandData"], ["alice"])
+    def test_say_goes_to_the_group_members_only_from_a_member(self):
+        (answer,) = chat.handle(self.state, say("alice", "r", "hi"))
+        self.assertEqual(answer["header"]["command"], "sendClients")
+        self.assertEqual(answer["header"]["commandData"],
+                         {"users": [], "groups": ["chat:r"], "require_member": True})
+        self.assertEqual(answer["payload"]["data"], {"room": "r", "from": "alice", "text": "hi"})
 
-    def test_last_leave_removes_the_room(self):
-        self.run_all(join("alice", "r"), leave("alice", "r"))
-        self.assertEqual(self.state.rooms, {})
+    def test_the_same_answers_from_any_process(self):
+        other = chat.ChatState()
+        self.assertEqual(chat.handle(self.state, say("a", "r", "x")), chat.handle(other, say("a", "r", "x")))
+
+    def test_room_names_must_make_group_names(self):
+        (answer,) = chat.handle(self.state, join("bob", "a b"))
+        self.assertEqual(answer["payload"]["data"]["code"], "bad_request")
+        (answer,) = chat.handle(self.state, join("bob", "r" * 60))
+        self.assertEqual(answer["payload"]["data"]["code"], "bad_request")
 
     def test_a_client_request_without_user_is_refused(self):
         req = request("1", "chat", {"action": "join", "room": "r"})
@@ -48,6 +64,7 @@ class Chat(unittest.TestCase):
         req = say("erin", "r", "hi", scope="server", server="node-b")
         req["payload"]["data"]["from"] = "mallory"
         (answer,) = chat.handle(self.state, req)  # one frame: no relay back to the peers
+        self.assertEqual(answer["header"]["commandData"], {"users": [], "groups": ["chat:r"]})
         self.assertEqual(answer["payload"]["data"], {"room": "r", "from": "erin", "server": "node-b", "text": "hi"})
 
     def test_peer_say_without_any_user_is_refused(self):
@@ -63,7 +80,7 @@ class Chat(unittest.TestCase):
     def test_answers_use_the_request_type(self):
         req = join("alice", "r")
         req["payload"]["type"] = "rooms"
-        (answer,) = chat.handle(self.state, req)
+        (_, answer) = chat.handle(self.state, req)
         self.assertEqual(answer["payload"]["type"], "rooms")
 
 

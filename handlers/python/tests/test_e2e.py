@@ -89,9 +89,13 @@ class Chat(unittest.TestCase):
             broker.send(request("1", "chat", {"action": "join", "room": "r"}, user="alice"),
                         request("2", "chat", {"action": "join", "room": "r"}, user="bob"),
                         request("3", "chat", {"action": "say", "room": "r", "text": "hi"}, user="bob"))
-            _, _, fanout, relay = broker.read_frames(4)
+            add, _, _, _, fanout, relay = broker.read_frames(6)
+            self.assertEqual(add["header"], {"status": "ok", "command": "groupAdd",
+                                             "commandData": {"group": "chat:r", "users": ["alice"]}})
             self.assertEqual(fanout["header"], {"status": "ok", "command": "sendClients",
-                                                "commandData": ["alice", "bob"], "request": "3"})
+                                                "commandData": {"users": [], "groups": ["chat:r"],
+                                                                "require_member": True},
+                                                "request": "3"})
             self.assertEqual(fanout["payload"]["data"], {"room": "r", "from": "bob", "text": "hi"})
             self.assertEqual(relay["header"], {"status": "ok", "command": "sendServers", "commandData": ["node-b"]})
             self.assertEqual(broker.close_and_wait(), 0)
