@@ -293,6 +293,9 @@ fn subscription_bound_is_enforced() {
             "a presence request may name at most 2 users and groups (this one names 3)"
         )
     );
+    // A name is at most 256 bytes: a watcher cannot make the server keep long ones.
+    let reply = subscribe(&mut alice, json!({"users":["x".repeat(257)]}));
+    assert_eq!(code(&reply), "invalid_message", "{reply}");
     subscribe(&mut alice, json!({"users":["a","b"]}));
     subscribe(&mut alice, json!({"users":["a"]}));
     let reply = subscribe(&mut alice, json!({"groups":["g1"]}));

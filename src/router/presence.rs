@@ -192,6 +192,8 @@ impl Router {
             }
         }
         for user in &what.users {
+            crate::protocol::groups::check_member_name(user)
+                .map_err(|e| ErrorBody::new(ErrorCode::InvalidMessage, e))?;
             if !self.sees_user(asker, user) {
                 return Err(forbidden(match self.presence.config.visible {
                     Visibility::None => "presence is not visible on this server".to_string(),
@@ -409,5 +411,100 @@ impl Router {
                 self.member_changed(&group, user, false, out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const fn conn(n: usize) -> ConnId {
+        ConnId {
+            slot: n,
+            generation: n as u64,
+        }
+    }
+
+    fn router() -> Router {
+        Router::new(RouterConfig {
+            server: "a".into(),
+            request_timeout: Duration::from_secs(5),
+            max_chain_depth: 3,
+            max_frame: 1024,
+            login_timeout: Duration::from_secs(1),
+            max_logins: 2,
+        })
+    }
+
+    fn sent(out: &mut Vec<Action>) -> Vec<(ConnId, Value)> {
+        out.drain(..)
+            .map(|a| match a {
+                Action::Send { to, body } => (to, serde_json::from_slice(&body).unwrap()),
+                other => panic!("not a send: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn what(users: &[&str], groups: &[&str]) -> Recipients {
+        Recipients {
+            users: users.iter().map(|s| s.to_string()).collect(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+            require_member: false,
+        }
+    }
+
+    #[test]
+    fn a_watcher_reached_twice_is_told_once() {
+        let mut r = router();
+        let mut out = Vec::new();
+        r.client_identified(conn(1), "alice", &mut out);
+        r.groups.add("team", &["bob".to_string()], true).unwrap();
+        r.presence_subscribe(conn(1), &what(&["bob"], &["team"]))
+            .unwrap();
+        assert!(sent(&mut out).is_empty());
+        r.client_identified(conn(2), "bob", &mut out);
+        let data = json!({"user":"bob","server":"a","state":"online","connections":1});
+        assert_eq!(
+            sent(&mut out),
+            [(
+                conn(1),
+                json!({"header":{"status":"ok","kind":"presence"},"data":data})
+            )]
+        );
+        // The watcher's own connection closing ends its subscriptions.
+        r.client_gone(conn(1), &mut out);
+        r.client_gone(conn(2), &mut out);
+        assert!(sent(&mut out).is_empty());
+        assert!(r.presence.watches.is_empty());
+        assert!(r.presence.user_watchers.is_empty());
+        assert!(r.presence.group_watchers.is_empty());
+    }
+
+    #[test]
+    fn last_close_leaves_session_groups_after_going_offline() {
+        let mut r = router();
+        let mut out = Vec::new();
+        r.client_identified(conn(1), "alice", &mut out);
+        r.client_identified(conn(2), "bob", &mut out);
+        r.info_groups(conn(2), &["room".to_string()], &mut out);
+        r.presence_subscribe(conn(1), &what(&[], &["room"]))
+            .unwrap();
+        r.client_gone(conn(2), &mut out);
+        let frames: Vec<Value> = sent(&mut out)
+            .into_iter()
+            .map(|(_, v)| v["data"].clone())
+            .collect();
+        assert_eq!(
+            frames,
+            [
+                json!({"user":"bob","server":"a","state":"offline","connections":0}),
+                json!({"user":"bob","server":"a","state":"offline","connections":0,"group":"room","member":false}),
+            ]
+        );
+        assert_eq!(r.group_count(), 0);
     }
 }
