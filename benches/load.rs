@@ -23,6 +23,8 @@
 //!                                            `adapter/`)
 //!   cargo bench --bench load -- restart     (2,000 library clients through a restart; see
 //!                                            `restart/`)
+//!   cargo bench --bench load -- fanout      (one message to a group of 1,000 members, beside
+//!                                            nats-server; see `fanout/`)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
@@ -32,6 +34,7 @@ mod allocs;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod compare;
+mod fanout;
 mod restart;
 mod storm;
 
@@ -71,7 +74,9 @@ fn main() {
         "instructions",
         "compat",
     ];
-    let extra = ["compare", "allocs", "rest", "storm", "adapter", "restart"];
+    let extra = [
+        "compare", "allocs", "rest", "storm", "adapter", "restart", "fanout",
+    ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
     } else {
@@ -98,6 +103,7 @@ fn main() {
             "storm" => storm::storm(),
             "adapter" => adapter::adapter_figures(),
             "restart" => restart::restart(),
+            "fanout" => fanout::fanout(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),

@@ -33,6 +33,10 @@
 #       (BENCH_RESTART_N, BENCH_RUNS)
 #   scripts/bench.sh adapter    `bester handle` (line mode with cat and jq, per-request mode)
 #       beside the Python echo handler, window 1 and 64, medians of 3
+#   scripts/bench.sh fanout     one message to a group of 1,000 connected members, deliveries/s,
+#       beside nats-server delivering a publish to 1,000 subscribers of a subject, 100-byte
+#       payloads, medians of 3 (benches/fanout; installs nats-server if missing;
+#       BENCH_FANOUT_MEMBERS, BENCH_FANOUT_MESSAGES, BENCH_RUNS)
 #
 # Prints a table and a final JSON line; compare medians and ratios between runs on the same
 # machine rather than absolute numbers on a shared one.
@@ -46,6 +50,9 @@ if [[ " $* " == *" compare "* || " $* " == *" allocs "* ]]; then
     mkdir -p target/bench
     cc -O2 -Wall -Wextra -o target/bench/echo benches/compare/echo.c
     export BENCH_ECHO="$PWD/target/bench/echo"
+fi
+if [[ " $* " == *" fanout "* ]]; then
+    command -v nats-server >/dev/null || { apt-get update -qq && apt-get install -y -qq nats-server >/dev/null; }
 fi
 if [[ " $* " == *" python "* ]]; then
     command -v nats-server >/dev/null || { apt-get update -qq && apt-get install -y -qq nats-server >/dev/null; }
