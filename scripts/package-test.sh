@@ -85,13 +85,28 @@ echo "== installed files"
 for f in /usr/bin/besterd /usr/bin/bester /lib/systemd/system/besterd.service \
   /lib/systemd/system/besterd.socket /usr/lib/sysusers.d/besterd.conf \
   /usr/lib/tmpfiles.d/besterd.conf /etc/besterd/besterd.toml \
-  /usr/share/besterd/handlers/python/echo.py /usr/share/besterd/handlers/python/besterlib.py \
-  /usr/share/besterd/handlers/python/auth_keys.py \
-  /usr/share/besterd/handlers/node/upper.js /usr/share/doc/besterd/PROTOCOL.md \
+  /usr/share/besterd/handlers/python/echo.py /usr/share/besterd/handlers/python/bester/__init__.py \
+  /usr/share/besterd/handlers/python/bester/handler.py /usr/share/besterd/handlers/python/auth_keys.py \
+  /usr/share/besterd/handlers/node/upper.js /usr/share/besterd/handlers/node/package.json \
+  /usr/share/besterd/handlers/node/node_modules/bester-client/index.js \
+  /usr/share/besterd/handlers/node/node_modules/bester-client/lib/handler.js \
+  /usr/share/doc/besterd/PROTOCOL.md \
   /usr/share/doc/besterd/SECURITY.md /usr/share/man/man1/besterd.1.gz \
   /usr/share/man/man1/besterd-serve.1.gz /usr/share/man/man1/bester.1.gz; do
   [ -e "$f" ] || fail "$f is not installed"
 done
+# The examples load the packages installed beside them: past the imports, they stop only for want
+# of a broker to connect to.
+for example in "python3 -S /usr/share/besterd/handlers/python/chat.py" \
+  "python3 -S /usr/share/besterd/handlers/python/auth_keys.py /dev/null"; do
+  out=$(BESTER_SOCKET=/nonexistent/besterd.sock $example 2>&1) && fail "$example ran without a broker"
+  case "$out" in *"cannot connect to /nonexistent/besterd.sock"*) ;; *) fail "$example: $out" ;; esac
+done
+if command -v node >/dev/null; then
+  out=$(BESTER_SOCKET=/nonexistent/besterd.sock node /usr/share/besterd/handlers/node/upper.js 2>&1) &&
+    fail "upper.js ran without a broker"
+  case "$out" in *"cannot connect to /nonexistent/besterd.sock"*) ;; *) fail "upper.js: $out" ;; esac
+fi
 grep -qx /etc/besterd/besterd.toml /var/lib/dpkg/info/besterd.conffiles ||
   fail "/etc/besterd/besterd.toml is not a conffile"
 getent passwd besterd >/dev/null || fail "the besterd user was not created"

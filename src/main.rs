@@ -197,7 +197,8 @@ const DEFAULT_HEADER: &str = "\
 # The built-in default configuration of `besterd serve` (no --config). Save it to a file, change
 # it, and run `besterd serve --config FILE`. Placeholders besterd replaces when it starts:
 #   {examples}  a private directory where besterd writes the example handlers built into it
-#               (echo.py, chat.py, auth_keys.py, besterlib.py, upper.jq, count.sh); with your
+#               (echo.py, chat.py, auth_keys.py, the Python package bester/ they import,
+#               upper.jq, count.sh); with your
 #               own handlers, give their own paths instead
 #   {web}       (static_dir only) the web client built into besterd: the chat page and bester.js
 # Every section and key, with its default and what a reload does: CONFIG.md.

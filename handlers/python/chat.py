@@ -15,13 +15,12 @@ arrives from a peer (scope "server") goes to the local members of the room, with
 to the data, and is never relayed again (no loops between servers).
 
 Rooms live in this process's memory: run ONE chat process, or members end up split between
-processes. The logic is pure (ChatState + handle) so tests call it without a socket.
+processes. The logic is pure (ChatState + handle) so tests call it without a socket. Written with
+the Python package (`import bester`, clients/python), which sits beside this file as `bester/`.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find besterlib next to us
-import besterlib  # noqa: E402
+import bester
 
 
 class ChatState:
@@ -51,9 +50,9 @@ def _string_field(data, key):
     return value
 
 
-def handle(state, request):
-    """Handle one request; return the list of frames to send (answer first, then any push)."""
-    data = besterlib.data_of(request)
+def handle(state, request: bester.Request):
+    """Handle one request: its answer, or [answer, push to the peers] for a relayed say."""
+    data = request.data
     try:
         if not isinstance(data, dict):
             raise BadRequest('data must be an object like {"action":"join","room":"lobby"}')
@@ -63,30 +62,30 @@ def handle(state, request):
         room = _string_field(data, "room")
         if not room:
             raise BadRequest("data.room must not be empty")
-        if request["header"].get("scope") == "server":
+        if request.scope == "server":
             return _from_peer(state, request, data, action, room)
-        user = besterlib.sender_of(request)
+        user = request.user
         if not user:
             raise BadRequest("the request has no sender (header.from.user)")
         if action == "join":
             state.rooms.setdefault(room, set()).add(user)
-            return [besterlib.reply(request, {"room": room, "members": state.members(room)})]
+            return request.reply({"room": room, "members": state.members(room)})
         if user not in state.rooms.get(room, ()):
-            return [besterlib.error(request, "not_in_room", f'{user} is not in room "{room}"')]
+            return request.error("not_in_room", f'{user} is not in room "{room}"')
         if action == "leave":
             state.rooms[room].discard(user)
             if not state.rooms[room]:
                 del state.rooms[room]
-            return [besterlib.reply(request, {"room": room, "members": state.members(room)})]
+            return request.reply({"room": room, "members": state.members(room)})
         # say
         text = _string_field(data, "text")
-        out = [besterlib.send_clients(request, state.members(room), {"room": room, "from": user, "text": text})]
-        if state.peers:
-            relay = {"action": "say", "room": room, "text": text, "from": user}
-            out.append(besterlib.push_servers(state.peers, besterlib.type_of(request), relay))
-        return out
+        answer = request.send_clients(state.members(room), {"room": room, "from": user, "text": text})
+        if not state.peers:
+            return answer
+        relay = {"action": "say", "room": room, "text": text, "from": user}
+        return [answer, bester.push_servers(state.peers, request.type, relay)]
     except BadRequest as e:
-        return [besterlib.error(request, "bad_request", str(e))]
+        return request.error("bad_request", str(e))
 
 
 def _from_peer(state, request, data, action, room):
@@ -94,15 +93,22 @@ def _from_peer(state, request, data, action, room):
     if action != "say":
         raise BadRequest('a peer server may only send "say"')
     text = _string_field(data, "text")
-    header_from = request["header"].get("from") or {}
     # A relayed push carries the user in the data; the broker may also name them in the header.
-    user = header_from.get("user") or data.get("from")
+    user = request.user or data.get("from")
     if not isinstance(user, str) or not user:
         raise BadRequest("a say from a peer needs the user in header.from.user or data.from")
-    message = {"room": room, "from": user, "server": header_from.get("server"), "text": text}
-    return [besterlib.send_clients(request, state.members(room), message)]
+    message = {"room": room, "from": user, "server": request.server, "text": text}
+    return request.send_clients(state.members(room), message)
+
+
+def make_handler(state):
+    """A bester.Handler serving every type with `handle` on `state`."""
+    # workers=0: one request at a time, in order, on the reading thread: the rooms are shared
+    # state, and a client's pipelined "join" then "say" must run in that order.
+    handler = bester.Handler(workers=0)
+    handler.on()(lambda request: handle(state, request))
+    return handler
 
 
 if __name__ == "__main__":
-    state = ChatState.from_env()
-    besterlib.run(lambda request: handle(state, request))
+    make_handler(ChatState.from_env()).run()

@@ -6,21 +6,53 @@
 //! directory is checked through [`crate::fsutil::private_dir`] — not a symbolic link, owned by
 //! this process's user, not writable by group or others, parents that only root or we can change
 //! — and refused otherwise; the examples go into a fresh directory whose `mkdir` fails if the name
-//! exists, so nobody can plant a module (e.g. a `besterlib/` package) beside them.
+//! exists, so nobody can plant a module beside them (Python imports the script's directory first:
+//! a `json.py` there would shadow the standard library's for the `bester` package they import).
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use log::warn;
 
 use crate::fsutil;
 
-/// Example handlers compiled into the binary: (file name, contents).
+/// Example handlers compiled into the binary: (path in the examples directory, contents). The
+/// Python examples import the Python package (clients/python), so its modules go beside them as
+/// the `bester/` package directory, as in the repository and the Debian package.
 const EXAMPLES: &[(&str, &str)] = &[
     (
-        "besterlib.py",
-        include_str!("../../handlers/python/besterlib.py"),
+        "bester/__init__.py",
+        include_str!("../../clients/python/src/bester/__init__.py"),
+    ),
+    (
+        "bester/aio.py",
+        include_str!("../../clients/python/src/bester/aio.py"),
+    ),
+    (
+        "bester/client.py",
+        include_str!("../../clients/python/src/bester/client.py"),
+    ),
+    (
+        "bester/errors.py",
+        include_str!("../../clients/python/src/bester/errors.py"),
+    ),
+    (
+        "bester/handler.py",
+        include_str!("../../clients/python/src/bester/handler.py"),
+    ),
+    (
+        "bester/session.py",
+        include_str!("../../clients/python/src/bester/session.py"),
+    ),
+    (
+        "bester/transport.py",
+        include_str!("../../clients/python/src/bester/transport.py"),
+    ),
+    (
+        "bester/wire.py",
+        include_str!("../../clients/python/src/bester/wire.py"),
     ),
     ("echo.py", include_str!("../../handlers/python/echo.py")),
     ("chat.py", include_str!("../../handlers/python/chat.py")),
@@ -85,8 +117,8 @@ impl RuntimeDir {
     }
 
     /// Write the built-in example handlers into a fresh `<dir>/examples-<random>` (created here,
-    /// 0700; each file created exclusively) and return that directory. Once per process: later
-    /// calls return the same directory. It is removed when the server stops.
+    /// 0700; each file and subdirectory created exclusively) and return that directory. Once per
+    /// process: later calls return the same directory. It is removed when the server stops.
     pub fn write_examples(&mut self) -> io::Result<PathBuf> {
         if let Some(dir) = &self.examples {
             return Ok(dir.clone());
@@ -94,7 +126,19 @@ impl RuntimeDir {
         let prefix = format!("{EXAMPLES_PREFIX}{}-", std::process::id());
         let dir = fsutil::fresh_dir(&self.path, &prefix)?;
         self.examples = Some(dir.clone());
+        let mut subdirs: Vec<&str> = Vec::new();
         for (name, text) in EXAMPLES {
+            if let Some((sub, _)) = name.rsplit_once('/')
+                && !subdirs.contains(&sub)
+            {
+                // In the fresh directory: its mkdir fails if the name exists.
+                let path = dir.join(sub);
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                subdirs.push(sub);
+            }
             let path = dir.join(name);
             let mut file = fsutil::create_new(&path, 0o600)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
@@ -162,8 +206,31 @@ mod tests {
         assert_eq!(mode, 0o700);
         let examples = dir.write_examples().unwrap();
         assert!(examples.join("echo.py").is_file());
+        let package = examples.join("bester");
+        assert!(package.join("__init__.py").is_file() && package.join("handler.py").is_file());
+        assert_eq!(
+            fs::metadata(&package).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         drop(dir);
         assert!(!path.exists());
+    }
+
+    /// Every module of the Python package is written beside the examples (a module added to
+    /// clients/python without its line in EXAMPLES would break the embedded default's imports).
+    #[test]
+    fn every_module_of_the_python_package_is_embedded() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/src/bester");
+        for entry in fs::read_dir(&src).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".py") {
+                let path = format!("bester/{name}");
+                assert!(
+                    EXAMPLES.iter().any(|(n, _)| *n == path),
+                    "{path} is missing"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 """chat.py's pure logic, beyond the shared vectors."""
 import unittest
 
+import bester
 import chat
 
 from tests.support import request
@@ -22,8 +23,13 @@ class Chat(unittest.TestCase):
     def setUp(self):
         self.state = chat.ChatState()
 
+    def handle(self, raw):
+        """The frames chat.handle answers `raw` with (the answer first, then any push)."""
+        out = chat.handle(self.state, bester.Request(raw))
+        return [a.frame for a in (out if isinstance(out, list) else [out])]
+
     def run_all(self, *requests):
-        return [chat.handle(self.state, r) for r in requests][-1]
+        return [self.handle(r) for r in requests][-1]
 
     def test_join_twice_is_one_membership(self):
         (answer,) = self.run_all(join("bob", "r"), join("bob", "r"))
@@ -40,19 +46,19 @@ class Chat(unittest.TestCase):
     def test_a_client_request_without_user_is_refused(self):
         req = request("1", "chat", {"action": "join", "room": "r"})
         del req["header"]["from"]["user"]
-        (answer,) = chat.handle(self.state, req)
+        (answer,) = self.handle(req)
         self.assertEqual(answer["payload"]["data"]["code"], "bad_request")
 
     def test_peer_say_prefers_the_header_user_and_is_not_relayed(self):
         self.state = chat.ChatState(["node-b"])
         req = say("erin", "r", "hi", scope="server", server="node-b")
         req["payload"]["data"]["from"] = "mallory"
-        (answer,) = chat.handle(self.state, req)  # one frame: no relay back to the peers
+        (answer,) = self.handle(req)  # one frame: no relay back to the peers
         self.assertEqual(answer["payload"]["data"], {"room": "r", "from": "erin", "server": "node-b", "text": "hi"})
 
     def test_peer_say_without_any_user_is_refused(self):
         req = say(None, "r", "hi", scope="server")
-        (answer,) = chat.handle(self.state, req)
+        (answer,) = self.handle(req)
         self.assertEqual(answer["payload"]["data"]["code"], "bad_request")
 
     def test_peers_from_env(self):
@@ -63,7 +69,7 @@ class Chat(unittest.TestCase):
     def test_answers_use_the_request_type(self):
         req = join("alice", "r")
         req["payload"]["type"] = "rooms"
-        (answer,) = chat.handle(self.state, req)
+        (answer,) = self.handle(req)
         self.assertEqual(answer["payload"]["type"], "rooms")
 
 
