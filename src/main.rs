@@ -200,7 +200,8 @@ const DEFAULT_HEADER: &str = "\
 #               (echo.py, chat.py, auth_keys.py, the Python package bester/ they import,
 #               upper.jq, count.sh); with your
 #               own handlers, give their own paths instead
-#   {web}       (static_dir only) the web client built into besterd: the chat page and bester.js
+#   {web}       (static_dir only) the web client built into besterd: the chat page, bester.js
+#               and the protocol.js it imports
 # Every section and key, with its default and what a reload does: CONFIG.md.
 
 ";

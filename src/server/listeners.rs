@@ -33,10 +33,15 @@ use super::token::PROXY_CONN_BASE;
 use super::token::{ADMIN_LISTENER, HANDLER_LISTENER_BASE, LISTENER_BASE, MONITOR_LISTENER};
 use super::{MAX_ACCEPTS_PER_EVENT, Server, Timer};
 
-/// The web client built into the binary, served by `static_dir = "{web}"`.
+/// The web client built into the binary, served by `static_dir = "{web}"`. `bester.js` imports
+/// `protocol.js`, the Node package's I/O-free protocol core, as it is.
 const WEB_FILES: &[(&str, &[u8])] = &[
     ("index.html", include_bytes!("../web/index.html")),
     ("bester.js", include_bytes!("../web/bester.js")),
+    (
+        "protocol.js",
+        include_bytes!("../../clients/node/lib/protocol.js"),
+    ),
     ("chat.js", include_bytes!("../web/chat.js")),
     ("chat.css", include_bytes!("../web/chat.css")),
 ];
