@@ -36,6 +36,8 @@ type Request struct {
 	From  bester.From
 	Via   []string        // the types a sendHandler chain came through
 	Frame json.RawMessage // the whole frame
+
+	compact bool // Data is the frame's own, checked and in compact form: spliced as it is
 }
 
 // IsLogin reports whether the request is a login for an auth handler to decide.
@@ -209,7 +211,7 @@ func NewHandler(c net.Conn) *Handler {
 
 // Send writes an answer that belongs to no request (PushClients, PushServers).
 func (h *Handler) Send(a Answer) error {
-	buf, err := encodeAll(a.frames(&Request{}))
+	buf, err := encodeAnswer(a, &Request{})
 	if err != nil {
 		return err
 	}
@@ -234,22 +236,6 @@ func (h *Handler) write(buf []byte) error {
 	}
 	_, err := h.w.Write(buf) // answers finished at the same time share a write
 	return err
-}
-
-type inRequest struct {
-	Header struct {
-		Kind    string      `json:"kind"`
-		Request *string     `json:"request"`
-		Scope   string      `json:"scope"`
-		From    bester.From `json:"from"`
-		Via     []string    `json:"via"`
-		Status  string      `json:"status"`
-	} `json:"header"`
-	Payload struct {
-		Type string          `json:"type"`
-		Data json.RawMessage `json:"data"`
-	} `json:"payload"`
-	Data json.RawMessage `json:"data"`
 }
 
 // Serve reads requests until besterd closes the connection, calling handle for each on a
@@ -285,37 +271,20 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 			}
 			return err
 		}
-		var in inRequest
 		if !utf8.Valid(body) {
 			cancel()
 			return &bester.Error{Code: bester.CodeInvalidUTF8, Text: "frame body is not valid UTF-8"}
 		}
-		if err := json.Unmarshal(body, &in); err != nil {
-			var syntax *json.SyntaxError
-			if errors.As(err, &syntax) || len(body) == 0 {
+		req, ok := scanRequest(body) // the fast lane; what it declines, encoding/json reads
+		if !ok {
+			var v verdict
+			if req, v, err = decodeFull(body, h.Logger.Printf); v == fatal {
 				cancel()
-				return &bester.Error{Code: bester.CodeInvalidJSON, Text: "frame body is not JSON: " + err.Error()}
+				return err
+			} else if v == skipIt {
+				continue
 			}
-			h.Logger.Printf("ignoring a frame that is not a request: %.200s", body)
-			continue
 		}
-		kind := in.Header.Kind
-		if kind == "report" {
-			if in.Header.Status != "ok" {
-				h.Logger.Printf("report: %.500s", body)
-			}
-			continue
-		}
-		if (kind != "request" && kind != "login") || in.Header.Request == nil {
-			h.Logger.Printf("ignoring a frame that is neither request, login nor report: %.200s", body)
-			continue
-		}
-		data := in.Payload.Data
-		if len(data) == 0 {
-			data = json.RawMessage("null")
-		}
-		req := &Request{Kind: kind, Token: *in.Header.Request, Type: in.Payload.Type, Data: data,
-			Scope: in.Header.Scope, From: in.Header.From, Via: in.Header.Via, Frame: body}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -343,7 +312,7 @@ func (h *Handler) call(ctx context.Context, handle HandlerFunc, req *Request) (o
 	if a == nil {
 		return nil
 	}
-	out, err := encodeAll(a.frames(req))
+	out, err := encodeAnswer(a, req)
 	if err != nil { // an answer that cannot be encoded (or too large) becomes internal_error
 		h.Logger.Printf("request %s: its answer cannot be sent: %v", req.Token, err)
 		code := bester.CodeInternalError
