@@ -78,6 +78,14 @@ func parseIn(body []byte) (*inFrame, error) {
 	if !utf8.Valid(body) {
 		return nil, &Error{Code: CodeInvalidUTF8, Text: "frame body is not valid UTF-8"}
 	}
+	if f, ok := scanIn(body); ok {
+		return f, nil
+	}
+	return parseInFull(body)
+}
+
+// parseInFull is parseIn through encoding/json (valid UTF-8).
+func parseInFull(body []byte) (*inFrame, error) {
 	f := &inFrame{raw: body}
 	if err := json.Unmarshal(body, f); err != nil || len(body) == 0 || body[0] != '{' {
 		return nil, &Error{Code: CodeProtocolError, Text: fmt.Sprintf("not a besterd frame: %.200s", body)}
@@ -341,18 +349,12 @@ type outMessage struct {
 // is CodeTimeout (wrapping ctx.Err()), a lost connection CodeConnectionLost (the request may
 // or may not have been handled; it is not sent again).
 func (c *Client) Request(ctx context.Context, typ string, data any) (Reply, error) {
-	d, err := marshalData(data)
+	n := c.ids.Add(1)
+	frame, err := requestFrame(n, typ, data)
 	if err != nil {
 		return Reply{}, err
 	}
-	var m outMessage
-	m.Header.Scope, m.Header.ID = "client", strconv.FormatUint(c.ids.Add(1), 10)
-	m.Payload.Type, m.Payload.Data = typ, d
-	frame, err := EncodeFrame(&m, MaxFrame)
-	if err != nil {
-		return Reply{}, err
-	}
-	id := m.Header.ID
+	id := strconv.FormatUint(n, 10)
 	for hops := 0; ; {
 		if ctx.Err() != nil {
 			return Reply{}, ctxError(ctx, fmt.Sprintf("no answer to %q", typ))
