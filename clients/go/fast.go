@@ -38,7 +38,18 @@ func scanIn(body []byte) (f *inFrame, ok bool) {
 	}
 	plain := func(dst *string) bool {
 		v, ok := c.Plain()
-		*dst = string(v)
+		switch string(v) { // the usual values, without an allocation
+		case "ok":
+			*dst = "ok"
+		case "error":
+			*dst = "error"
+		case "reply":
+			*dst = "reply"
+		case "push":
+			*dst = "push"
+		default:
+			*dst = string(v)
+		}
 		return ok
 	}
 	list := func(dst *[]string) bool {

@@ -19,7 +19,7 @@ import (
 
 // encodeAnswer is the frames of a (non-nil) answer to r, ready to write.
 func encodeAnswer(a Answer, r *Request) ([]byte, error) {
-	if out, ok := appendAnswer(nil, a, r); ok {
+	if out, ok := appendAnswer(make([]byte, 0, 96+len(r.Token)+len(r.Type)+len(r.Data)), a, r); ok {
 		return out, nil
 	}
 	return encodeAll(a.frames(r))

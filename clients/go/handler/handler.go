@@ -20,6 +20,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unicode/utf8"
 
@@ -239,7 +240,8 @@ func (h *Handler) write(buf []byte) error {
 }
 
 // Serve reads requests until besterd closes the connection, calling handle for each on a
-// goroutine of its own and writing its answer. It returns nil at EOF or when ctx ends (once
+// goroutine of its own (a few that have finished wait for the next requests) and writing its
+// answer. It returns nil at EOF or when ctx ends (once
 // the requests being served are done), or the error that broke the connection (a frame over 1 MiB, bytes that are
 // not frames). Reports are never answered; error reports are logged. A panic in handle answers
 // its request with internal_error and serving goes on.
@@ -253,6 +255,30 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 	slots := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	work := make(chan *Request)
+	var idle atomic.Int32
+	serveOne := func(req *Request) {
+		defer func() { <-slots }()
+		if err := h.write(h.call(ctx, handle, req)); err != nil && ctx.Err() == nil {
+			h.Logger.Printf("request %s: cannot write the answer: %v", req.Token, err)
+		}
+	}
+	worker := func(req *Request) {
+		for {
+			serveOne(req)
+			if idle.Add(1) > keepWorkers {
+				idle.Add(-1)
+				return
+			}
+			select {
+			case req = <-work:
+				idle.Add(-1)
+			case <-ctx.Done():
+				idle.Add(-1)
+				return
+			}
+		}
+	}
 	r := bufio.NewReaderSize(h.conn, 64<<10)
 	go func() {
 		<-ctx.Done()
@@ -290,16 +316,22 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 		case <-ctx.Done():
 			return nil
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			if err := h.write(h.call(ctx, handle, req)); err != nil && ctx.Err() == nil {
-				h.Logger.Printf("request %s: cannot write the answer: %v", req.Token, err)
-			}
-		}()
+		select {
+		case work <- req: // a worker that is waiting takes it
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				worker(req)
+			}()
+		}
 	}
 }
+
+// keepWorkers is how many idle workers Serve keeps: a worker that finishes while as many are
+// idle exits. Workers that stay keep the stack they grew, which a new goroutine per request
+// would grow again each time.
+const keepWorkers = 16
 
 func (h *Handler) call(ctx context.Context, handle HandlerFunc, req *Request) (out []byte) {
 	defer func() {

@@ -19,147 +19,150 @@ var (
 	payloadNames = []string{"type", "data"}
 )
 
-// scanRequest reads a request or login frame (valid UTF-8) in one pass; ok=false means "ask
-// decodeFull", never that the frame is wrong.
-func scanRequest(body []byte) (req *Request, ok bool) {
-	c := scan.Cursor{B: body}
-	var (
-		kind, token, scope, typ []byte
-		haveToken               bool
-		from                    scan.From
-		via                     []string
-		dataStart, dataEnd      int
-		dataSpaces              = -1
-		seen                    uint16
-	)
-	once := func(bit uint16) bool {
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
+// reqScan is scanRequest's state (methods, not closures, so that it stays on the stack).
+type reqScan struct {
+	c                       scan.Cursor
+	kind, token, scope, typ []byte
+	haveToken               bool
+	from                    scan.From
+	via                     []string
+	dataStart, dataEnd      int
+	dataSpaces              int
+	seen                    uint16
+}
+
+// The objects of a request's envelope.
+const (
+	inTop = iota
+	inHeader
+	inPayload
+)
+
+var levelNames = [...][]string{inTop: topNames, inHeader: headerNames, inPayload: payloadNames}
+
+func (q *reqScan) once(bit uint16) bool {
+	if q.seen&bit != 0 {
+		return false
+	}
+	q.seen |= bit
+	return true
+}
+
+func (q *reqScan) plain(dst *[]byte) bool {
+	v, ok := q.c.Plain()
+	*dst = v
+	return ok
+}
+
+// object walks one object of the envelope (after whitespace).
+func (q *reqScan) object(level int) bool {
+	c := &q.c
+	if !c.Eat('{') {
+		return false
+	}
+	if c.Peek() == '}' {
+		c.Pos++
 		return true
 	}
-	// members walks one object's members, calling field for each known key.
-	members := func(names []string, field func(key string) bool) bool {
-		if !c.Eat('{') {
+	for {
+		k, ok := c.Key()
+		if !ok || !q.member(level, k) {
 			return false
 		}
-		if c.Peek() == '}' {
-			c.Pos++
+		more, ok := c.More('}')
+		if !ok {
+			return false
+		}
+		if !more {
 			return true
 		}
-		for {
-			k, ok := c.Key()
-			if !ok {
-				return false
-			}
-			known := false
-			for _, n := range names {
-				if string(k) == n {
-					known = true
-					if !field(n) {
-						return false
-					}
-					break
-				}
-			}
-			if !known {
-				if scan.Folds(k, names...) {
-					return false
-				}
-				if _, _, ok := c.Value(); !ok {
-					return false
-				}
-			}
-			more, ok := c.More('}')
-			if !ok {
-				return false
-			}
-			if !more {
-				return true
-			}
+	}
+}
+
+// member reads the value of key in the object at level.
+func (q *reqScan) member(level int, key []byte) bool {
+	c := &q.c
+	switch level {
+	case inTop:
+		switch string(key) {
+		case "header":
+			return q.once(1<<7) && q.object(inHeader)
+		case "payload":
+			return q.once(1<<8) && q.object(inPayload)
+		case "data": // not a request's; checked and skipped
+			_, _, ok := c.Value()
+			return q.once(1<<9) && ok
 		}
-	}
-	plain := func(dst *[]byte) bool {
-		v, ok := c.Plain()
-		*dst = v
-		return ok
-	}
-	header := func(key string) bool {
-		switch key {
+	case inHeader:
+		switch string(key) {
 		case "kind":
-			return once(1<<0) && plain(&kind)
+			return q.once(1<<0) && q.plain(&q.kind)
 		case "request":
-			haveToken = true
-			return once(1<<1) && plain(&token)
+			q.haveToken = true
+			return q.once(1<<1) && q.plain(&q.token)
 		case "scope":
-			return once(1<<2) && plain(&scope)
+			return q.once(1<<2) && q.plain(&q.scope)
 		case "from":
-			return once(1<<3) && c.ReadFrom(&from)
+			return q.once(1<<3) && c.ReadFrom(&q.from)
 		case "via":
-			if !once(1<<4) || !c.Eat('[') {
-				return false
-			}
-			via = []string{}
-			if c.Peek() == ']' {
-				c.Pos++
-				return true
-			}
-			for {
-				v, ok := c.Plain()
-				if !ok {
-					return false
-				}
-				via = append(via, string(v))
-				more, ok := c.More(']')
-				if !ok {
-					return false
-				}
-				if !more {
-					return true
-				}
-			}
+			return q.once(1<<4) && q.readVia()
 		case "status": // only reports have one; they take the full path
 			return false
 		}
-		return false
-	}
-	payload := func(key string) bool {
-		switch key {
+	case inPayload:
+		switch string(key) {
 		case "type":
-			return once(1<<5) && plain(&typ)
+			return q.once(1<<5) && q.plain(&q.typ)
 		case "data":
-			if !once(1 << 6) {
-				return false
-			}
 			c.Peek()
 			before := c.Spaces
 			s, e, ok := c.Value()
-			dataStart, dataEnd, dataSpaces = s, e, c.Spaces-before
-			return ok
+			q.dataStart, q.dataEnd, q.dataSpaces = s, e, c.Spaces-before
+			return q.once(1<<6) && ok
 		}
+	}
+	if scan.Folds(key, levelNames[level]...) {
 		return false
 	}
-	top := func(key string) bool {
-		switch key {
-		case "header":
-			return once(1<<7) && members(headerNames, header)
-		case "payload":
-			return once(1<<8) && members(payloadNames, payload)
-		case "data": // not a request's; validated and skipped
-			if !once(1 << 9) {
-				return false
-			}
-			_, _, ok := c.Value()
-			return ok
-		}
+	_, _, ok := c.Value()
+	return ok
+}
+
+func (q *reqScan) readVia() bool {
+	c := &q.c
+	if !c.Eat('[') {
 		return false
 	}
-	if !members(topNames, top) || !c.End() || !haveToken {
+	q.via = []string{}
+	if c.Peek() == ']' {
+		c.Pos++
+		return true
+	}
+	for {
+		v, ok := c.Plain()
+		if !ok {
+			return false
+		}
+		q.via = append(q.via, string(v))
+		more, ok := c.More(']')
+		if !ok {
+			return false
+		}
+		if !more {
+			return true
+		}
+	}
+}
+
+// scanRequest reads a request or login frame (valid UTF-8) in one pass; ok=false means "ask
+// decodeFull", never that the frame is wrong.
+func scanRequest(body []byte) (req *Request, ok bool) {
+	q := reqScan{c: scan.Cursor{B: body}, dataSpaces: -1}
+	if !q.object(inTop) || !q.c.End() || !q.haveToken {
 		return nil, false
 	}
 	var k string
-	switch string(kind) {
+	switch string(q.kind) {
 	case "request":
 		k = "request"
 	case "login":
@@ -167,22 +170,23 @@ func scanRequest(body []byte) (req *Request, ok bool) {
 	default:
 		return nil, false
 	}
-	req = &Request{Kind: k, Token: string(token), Type: string(typ), Via: via, Frame: body,
-		From: bester.From{User: from.User, Server: from.Server, Handler: from.Handler, Info: from.Info,
-			Address: from.Address, Listener: from.Listener, Transport: from.Transport}}
-	switch string(scope) {
+	f := &q.from
+	req = &Request{Kind: k, Token: string(q.token), Type: string(q.typ), Via: q.via, Frame: body,
+		From: bester.From{User: f.User, Server: f.Server, Handler: f.Handler, Info: f.Info,
+			Address: f.Address, Listener: f.Listener, Transport: f.Transport}}
+	switch string(q.scope) {
 	case "client":
 		req.Scope = "client"
 	case "server":
 		req.Scope = "server"
 	default:
-		req.Scope = string(scope)
+		req.Scope = string(q.scope)
 	}
-	if dataSpaces < 0 {
+	if q.dataSpaces < 0 {
 		req.Data = json.RawMessage("null")
 	} else {
-		req.Data = body[dataStart:dataEnd:dataEnd]
-		req.compact = dataSpaces == 0
+		req.Data = body[q.dataStart:q.dataEnd:q.dataEnd]
+		req.compact = q.dataSpaces == 0
 	}
 	return req, true
 }
