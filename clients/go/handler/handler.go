@@ -32,7 +32,7 @@ type Request struct {
 	Kind  string // "request", or "login" for an auth handler ([auth] handler)
 	Token string // header.request: echoed in the answer
 	Type  string
-	Data  json.RawMessage // "null" when absent
+	Data  json.RawMessage // "null" when absent; the frame's own bytes, not to be modified in place
 	Scope string          // "client" or "server" (from a peer server)
 	From  bester.From
 	Via   []string        // the types a sendHandler chain came through
