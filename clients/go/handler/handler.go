@@ -270,11 +270,9 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 				idle.Add(-1)
 				return
 			}
-			select {
-			case req = <-work:
-				idle.Add(-1)
-			case <-ctx.Done():
-				idle.Add(-1)
+			req = nextRequest(work, ctx.Done())
+			idle.Add(-1)
+			if req == nil {
 				return
 			}
 		}
@@ -332,6 +330,24 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 // idle exits. Workers that stay keep the stack they grew, which a new goroutine per request
 // would grow again each time.
 const keepWorkers = 16
+
+// nextRequest is where an idle worker waits (nil when done is closed). Its frame holds a pad
+// of 1 KiB: the GC halves the stack of a goroutine that uses less than a quarter of it, and a
+// worker waiting with a shallow stack would lose the stack its next request grows again.
+//
+//go:noinline
+func nextRequest(work <-chan *Request, done <-chan struct{}) *Request {
+	var pad [1 << 10]byte
+	var req *Request
+	select {
+	case req = <-work:
+	case <-done:
+	}
+	if req != nil && pad[len(req.Token)&(len(pad)-1)] != 0 { // keeps pad in the frame
+		return nil
+	}
+	return req
+}
 
 func (h *Handler) call(ctx context.Context, handle HandlerFunc, req *Request) (out []byte) {
 	defer func() {
