@@ -377,7 +377,8 @@ func TestBytesThatAreNotJSONEndServeWithInvalidJSON(t *testing.T) {
 }
 
 // Finished requests leave at most a few goroutines waiting for the next ones: 200 requests
-// served at once end with the goroutine count back near where it was, and a request whose
+// served at once (all started before any is let go) end with the goroutine count back near
+// where it was, and a request whose
 // function ends its goroutine (runtime.Goexit) still frees its place for the others.
 func TestWorkersThatFinishAreFewAndGoexitFreesItsSlot(t *testing.T) {
 	release := make(chan struct{})
@@ -406,9 +407,6 @@ func TestWorkersThatFinishAreFewAndGoexitFreesItsSlot(t *testing.T) {
 	}
 	for i := 0; i < 200; i++ {
 		<-started
-	}
-	if n := runtime.NumGoroutine(); n < base+200 {
-		t.Fatalf("%d goroutines serving 200 requests at once (%d before)", n, base)
 	}
 	close(release)
 	for i := 0; i < 200; i++ {
