@@ -127,6 +127,22 @@ func (cn *conn) write(frame []byte) error {
 	return err
 }
 
+// writeRequest writes a request's frame: without waiting for company when it is the only
+// request in flight.
+func (cn *conn) writeRequest(frame []byte) error {
+	cn.last.Store(time.Now().UnixNano())
+	cn.mu.Lock()
+	solo := len(cn.pending) <= 1
+	cn.mu.Unlock()
+	var err error
+	if solo {
+		_, err = cn.w.WriteSolo(frame)
+	} else {
+		_, err = cn.w.Write(frame)
+	}
+	return err
+}
+
 func (cn *conn) register(id string, ch chan answer) bool {
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
@@ -368,7 +384,7 @@ func (c *Client) Request(ctx context.Context, typ string, data any) (Reply, erro
 			c.yield(ctx, cn)
 			continue
 		}
-		if err := cn.write(frame); err != nil {
+		if err := cn.writeRequest(frame); err != nil {
 			// Not written whole: the server never handles a cut frame, so it is safe to resend.
 			cn.unregister(id)
 			if cn.die(err) {

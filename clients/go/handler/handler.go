@@ -259,7 +259,14 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 	var idle atomic.Int32
 	serveOne := func(req *Request) {
 		defer func() { <-slots }()
-		if err := h.write(h.call(ctx, handle, req)); err != nil && ctx.Err() == nil {
+		out := h.call(ctx, handle, req)
+		var err error
+		if len(slots) <= 1 && len(out) > 0 { // no other answer on its way: no yield first
+			_, err = h.w.WriteSolo(out)
+		} else {
+			err = h.write(out)
+		}
+		if err != nil && ctx.Err() == nil {
 			h.Logger.Printf("request %s: cannot write the answer: %v", req.Token, err)
 		}
 	}
