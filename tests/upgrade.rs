@@ -129,7 +129,7 @@ struct Load {
 impl Load {
     /// `sessions` threads with a [`Session`] each (reconnecting with its resume token) and
     /// `fresh` threads that connect, log in and send one request on a new connection each time.
-    fn start(addr: SocketAddr, sessions: usize, fresh: usize) -> Load {
+    fn start(addr: SocketAddr, kind: &'static str, sessions: usize, fresh: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let mut progress = Vec::new();
         let mut threads = Vec::new();
@@ -140,9 +140,9 @@ impl Load {
             let (user, password) = USERS[t % USERS.len()];
             threads.push(std::thread::spawn(move || {
                 if t < sessions {
-                    session_loop(addr, user, password, &stop, &done)
+                    session_loop(addr, kind, (user, password), &stop, &done)
                 } else {
-                    (fresh_loop(addr, user, password, &stop, &done), 0)
+                    (fresh_loop(addr, kind, (user, password), &stop, &done), 0)
                 }
             }));
         }
@@ -188,8 +188,8 @@ impl Load {
 
 fn session_loop(
     addr: SocketAddr,
-    user: &str,
-    password: &str,
+    kind: &str,
+    (user, password): (&str, &str),
     stop: &AtomicBool,
     done: &std::sync::atomic::AtomicU64,
 ) -> (Counts, u64) {
@@ -204,7 +204,7 @@ fn session_loop(
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let data = json!({"action": "echo", "n": n});
-        match session.request("faulty", &data) {
+        match session.request(kind, &data) {
             Ok(reply) if reply == data => {
                 counts.answered += 1;
                 done.fetch_add(1, Ordering::SeqCst);
@@ -220,8 +220,8 @@ fn session_loop(
 
 fn fresh_loop(
     addr: SocketAddr,
-    user: &str,
-    password: &str,
+    kind: &str,
+    (user, password): (&str, &str),
     stop: &AtomicBool,
     done: &std::sync::atomic::AtomicU64,
 ) -> Counts {
@@ -250,7 +250,7 @@ fn fresh_loop(
                 continue;
             }
             client.set_timeout(Some(DEADLINE)).unwrap();
-            match client.request("1", "faulty", &data) {
+            match client.request("1", kind, &data) {
                 Ok(reply) if reply["header"]["status"] == "ok" && reply["data"] == data => {
                     answered = true;
                     break;
@@ -321,7 +321,7 @@ fn an_upgrade_runs_the_new_build_on_the_same_sockets_and_loses_no_client() {
     .unwrap();
     let resume = before.identity().resume.clone().expect("a resume token");
 
-    let load = Load::start(broker.addr, 3, 2);
+    let load = Load::start(broker.addr, "faulty", 3, 2);
     load.advance(5);
     replace_with_another_build(&exe, b"\0besterd-upgrade-test-build-2\0");
     let (ok, answer, err) = ctl(&broker, "upgrade");
@@ -633,4 +633,59 @@ fn under_a_service_manager_the_main_pid_moves_to_the_new_process() {
             break;
         }
     }
+}
+
+#[test]
+fn a_socket_handler_started_elsewhere_comes_over_without_a_failed_request() {
+    // `socket = "..."`: a handler besterd does not start connects to a fixed path. The path's
+    // listening socket passes to the new process; the handler, connected to the old one until
+    // it has drained, connects again (here a shell loop runs it again) and the requests for it
+    // meanwhile wait instead of failing `handler_not_running`.
+    let sockets = tempfile::tempdir().unwrap();
+    let path = sockets.path().join("ext.sock");
+    let tables = format!(
+        "[handlers.ext]\nsocket = {:?}\n",
+        path.display().to_string()
+    );
+    let mut broker = Broker::start_with("", &tables, USERS);
+    let old = u64::from(broker.pid());
+    let script = common::repo().join("tests/handlers/faulty.py");
+    let mut external = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("while :; do python3 \"$0\"; done")
+        .arg(&script)
+        .env("BESTER_SOCKET", &path)
+        .env("BESTER_TYPE", "ext")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut alice = broker.login("alice", "alice-pw");
+    eventually("the external handler serves", || {
+        let reply = alice
+            .request("1", "ext", &json!({"action": "echo"}))
+            .unwrap();
+        (reply["header"]["status"] == "ok").then_some(())
+    });
+    drop(alice);
+    let load = Load::start(broker.addr, "ext", 2, 1);
+    load.advance(5);
+    let (ok, answer, err) = ctl(&broker, "upgrade");
+    assert!(ok, "{err}\n{}", broker.log());
+    let new = answer["pid"].as_u64().unwrap();
+    let _adopted = Adopted(new);
+    assert!(broker.wait_exit().success());
+    load.advance(5);
+    let (counts, _) = load.finish();
+    eprintln!("load across the upgrade: {counts:?}");
+    assert_eq!((counts.refused, counts.failed), (0, 0), "{counts:?}");
+    // The old process did not unlink the path on its way out: the new one listens on it.
+    assert!(path.exists());
+    assert!(
+        broker
+            .log()
+            .contains(&format!("upgrade: took over from pid {old}"))
+    );
+    let _ = external.kill();
+    let _ = external.wait();
 }

@@ -462,7 +462,8 @@ impl Server {
                 self.supervisor.tick(now);
                 self.update_starting();
             }
-            if self.life.accepting() {
+            // (The new process of an upgrade links to peers once it serves.)
+            if self.life.accepting() && !self.upgrades.waiting_for_go() {
                 self.dial_peers(now);
             }
             self.upgrade_tick(now);

@@ -51,6 +51,9 @@ pub(super) struct Upgrades {
     parent: Option<Parent>,
     /// The child's side, while binding: descriptors not taken yet.
     pub inherited: Option<Inherited>,
+    /// The child's side, after taking over: until then `socket = "..."` handler types count as
+    /// starting (their handlers come over once the old process has drained).
+    grace_until: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -132,6 +135,12 @@ impl Upgrades {
         Ok(())
     }
 
+    /// Whether this process took over from an upgrade's old process within the startup
+    /// timeout.
+    pub fn taking_over(&self) -> bool {
+        self.grace_until.is_some()
+    }
+
     /// Whether this process is the new one of an upgrade and has not taken over yet.
     pub fn waiting_for_go(&self) -> bool {
         self.parent.is_some()
@@ -144,6 +153,9 @@ impl Upgrades {
             State::Stopping { kill_at, .. } => Some(*kill_at),
             _ => None,
         }
+        .into_iter()
+        .chain(self.grace_until)
+        .min()
     }
 
     /// For status: `(state, new pid)`.
@@ -360,6 +372,10 @@ impl Server {
 
     /// Time-outs, the child's exit, and stopping a failed child.
     pub(super) fn upgrade_tick(&mut self, now: Instant) {
+        if self.upgrades.grace_until.is_some_and(|at| at <= now) {
+            self.upgrades.grace_until = None;
+            self.update_starting();
+        }
         match &mut self.upgrades.state {
             State::Starting(a) => {
                 let exited = a.child.try_wait().ok().flatten();
@@ -558,6 +574,8 @@ impl Server {
         };
         let _ = self.poll.registry().deregister(&mut parent.link);
         self.life.take_over(now);
+        self.upgrades.grace_until = Some(now + self.config.handler_startup_timeout);
+        self.update_starting();
         if parent.adopt_runtime {
             self.runtime.set_owned(true);
         }
