@@ -689,3 +689,38 @@ fn a_socket_handler_started_elsewhere_comes_over_without_a_failed_request() {
     let _ = external.kill();
     let _ = external.wait();
 }
+
+#[test]
+fn a_stop_during_an_upgrade_stops_the_new_process_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_binary(dir.path());
+    let how = Launch {
+        program: Some(exe.clone()),
+        ..Launch::default()
+    };
+    let mut broker = Broker::launch_with("test", "127.0.0.1:0", "", &faulty(), USERS, &how);
+    replace_file(&exe, b"#!/bin/sh\nexec sleep 600\n");
+    let socket = ctl_socket(&broker);
+    let waiting = std::process::Command::new(env!("CARGO_BIN_EXE_besterd"))
+        .args(["ctl", "--socket", &socket, "upgrade"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = eventually("the upgrade in progress", || {
+        let status = ctl(&broker, "status").1;
+        (status["status"]["upgrade"]["state"] == "starting")
+            .then(|| status["status"]["upgrade"]["new_pid"].as_u64().unwrap())
+    });
+    // systemctl stop meanwhile: the new process must not take over once the old one is gone.
+    assert!(broker.stop().success());
+    let out = waiting.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "upgrade failed: the server is stopping before new process pid {child} was ready"
+        )),
+        "{err}"
+    );
+    eventually("the new process stopped", || gone(child).then_some(()));
+}

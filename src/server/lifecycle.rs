@@ -349,6 +349,8 @@ impl Server {
         if !self.life.accepting() {
             return;
         }
+        // A stop during an upgrade stops the new process too: it must not take over.
+        self.upgrade_abort(now, "the server is stopping");
         let grace = self.config.shutdown_grace;
         self.life.phase = Phase::Draining(now + grace);
         self.close_listener();
@@ -371,6 +373,7 @@ impl Server {
             return;
         }
         if self.life.accepting() {
+            self.upgrade_abort(now, "the server is stopping");
             self.life.notify(&[NotifyState::Stopping]);
             self.close_listener();
         }

@@ -54,6 +54,9 @@ pub(super) struct Upgrades {
     /// The child's side, after taking over: until then `socket = "..."` handler types count as
     /// starting (their handlers come over once the old process has drained).
     grace_until: Option<Instant>,
+    /// Upgrades handed over and failed (metrics).
+    handed_over: u64,
+    failed: u64,
 }
 
 #[derive(Default)]
@@ -158,6 +161,11 @@ impl Upgrades {
         .min()
     }
 
+    /// `(handed over, failed)` so far.
+    pub fn outcomes(&self) -> (u64, u64) {
+        (self.handed_over, self.failed)
+    }
+
     /// For status: `(state, new pid)`.
     pub fn describe(&self) -> (&'static str, Option<u32>) {
         match &self.state {
@@ -220,11 +228,15 @@ impl Server {
             return Err("this process does not know the command line it was started with".into());
         };
         let message = self.handover_message();
-        let (child, link) = handover::spawn(&invocation, &message).map_err(|e| {
-            let why = format!("cannot start {}: {e}", invocation.exe.display());
-            error!("upgrade failed: {why}; still serving");
-            why
-        })?;
+        let (child, link) = match handover::spawn(&invocation, &message) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                let why = format!("cannot start {}: {e}", invocation.exe.display());
+                error!("upgrade failed: {why}; still serving");
+                self.upgrades.failed += 1;
+                return Err(format!("upgrade failed: {why}"));
+            }
+        };
         let pid = child.id();
         let mut link = mio::net::UnixStream::from_std(link);
         if let Err(e) = self
@@ -433,6 +445,14 @@ impl Server {
         self.upgrade_outcome(&a.waiting, Err(why), now);
     }
 
+    /// Give up on an upgrade under way (the server stops): its new process is stopped.
+    pub(super) fn upgrade_abort(&mut self, now: Instant, why: &str) {
+        if matches!(self.upgrades.state, State::Starting(_)) {
+            let pid = self.upgrade_pid();
+            self.upgrade_failed(now, format!("{why} before new process pid {pid} was ready"));
+        }
+    }
+
     /// Give up on the child: stop it, keep serving, say why.
     fn upgrade_failed(&mut self, now: Instant, why: String) {
         let State::Starting(mut a) = std::mem::take(&mut self.upgrades.state) else {
@@ -461,6 +481,10 @@ impl Server {
                 json!({"ok": false, "error": format!("upgrade failed: {why}; still serving with pid {me}")})
             }
         };
+        match &outcome {
+            Ok(_) => self.upgrades.handed_over += 1,
+            Err(_) => self.upgrades.failed += 1,
+        }
         if outcome.is_err() {
             self.life.note = None;
             self.send_status();
