@@ -724,3 +724,80 @@ fn a_stop_during_an_upgrade_stops_the_new_process_too() {
     );
     eventually("the new process stopped", || gone(child).then_some(()));
 }
+
+#[test]
+fn a_runtime_directory_besterd_made_itself_passes_to_the_new_process() {
+    // No runtime_dir, no $RUNTIME_DIRECTORY: the daemon makes a private temp directory (and
+    // removes it when it stops). An upgrade hands it over: the new process's control socket is
+    // at the same path, the old process leaves it, the new one removes it when it stops. The
+    // embedded default configuration runs the built-in example handlers.
+    let dir = tempfile::tempdir().unwrap();
+    common::add_user(&dir.path().join("users.json"), "alice", "alice-pw");
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut old = std::process::Command::new(env!("CARGO_BIN_EXE_besterd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--users"])
+        .arg(dir.path().join("users.json"))
+        .arg("--ready-file")
+        .arg(dir.path().join("ready"))
+        .env_remove("RUNTIME_DIRECTORY")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    let addr: SocketAddr = eventually("ready", || {
+        let ready = std::fs::read_to_string(dir.path().join("ready")).ok()?;
+        ready.lines().next()?.parse().ok()
+    });
+    let marker = "control socket ";
+    let log_text = text();
+    let at = log_text.find(marker).expect("control socket line") + marker.len();
+    let socket = PathBuf::from(&log_text[at..at + log_text[at..].find(' ').unwrap()]);
+    let run = socket.parent().unwrap().to_path_buf();
+    let old_examples = format!("examples-{}-", old.id());
+    let out = besterd_cmd(
+        &[
+            "ctl",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--json",
+            "upgrade",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        text()
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new = answer["pid"].as_u64().unwrap();
+    let adopted = Adopted(new);
+    assert!(old.wait().unwrap().success());
+    // The directory stayed, without the old process's examples; the new one's are there.
+    let names: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"besterd.ctl".to_string()), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with(&old_examples)),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with(&format!("examples-{new}-"))),
+        "{names:?}"
+    );
+    let (mut alice, reply) = besterd::client::Client::login(addr, "alice", "alice-pw").unwrap();
+    assert_eq!(reply["header"]["status"], "ok", "{reply}");
+    alice.set_timeout(Some(DEADLINE)).unwrap();
+    let echo = alice.request("1", "echo", &json!({"hi": 1})).unwrap();
+    assert_eq!(echo["data"], json!({"hi": 1}), "{echo}");
+    drop(adopted);
+    assert!(!run.exists(), "removed by the process that stopped last");
+}
