@@ -73,6 +73,9 @@ pub struct RuntimeDir {
     path: PathBuf,
     owned: bool,
     examples: Option<PathBuf>,
+    /// Handler sockets are named `<type>.<tag>.sock` (the new process of an upgrade, beside
+    /// the old one's `<type>.sock`).
+    tag: Option<u32>,
 }
 
 impl RuntimeDir {
@@ -89,6 +92,7 @@ impl RuntimeDir {
                 path: dir.path,
                 owned: false,
                 examples: None,
+                tag: None,
             });
         }
         // A fresh name under the temp dir; its mkdir fails if the name exists.
@@ -98,7 +102,32 @@ impl RuntimeDir {
             path,
             owned: true,
             examples: None,
+            tag: None,
         })
+    }
+
+    /// The directory an upgrade's old process created (checked like a configured one); not
+    /// removed when this process stops unless [`RuntimeDir::set_owned`] says so (once the old
+    /// process handed over).
+    pub fn adopt(path: &Path) -> io::Result<RuntimeDir> {
+        let dir = fsutil::private_dir(path)?;
+        Ok(RuntimeDir {
+            path: dir.path,
+            owned: false,
+            examples: None,
+            tag: None,
+        })
+    }
+
+    /// Whether the directory is removed when this process stops (an upgrade hands it over).
+    pub fn set_owned(&mut self, owned: bool) {
+        self.owned = owned;
+    }
+
+    /// Name handler sockets `<type>.<pid>.sock`: the new process of an upgrade, whose old
+    /// process still serves on `<type>.sock` (or on its own `<type>.<pid>.sock`).
+    pub fn tag_sockets(&mut self, pid: u32) {
+        self.tag = Some(pid);
     }
 
     /// Whether besterd created the directory (and removes it when done).
@@ -113,7 +142,10 @@ impl RuntimeDir {
 
     /// Where the socket for handler type `kind` goes.
     pub fn socket_for(&self, kind: &str) -> PathBuf {
-        self.path.join(format!("{kind}.sock"))
+        match self.tag {
+            Some(tag) => self.path.join(format!("{kind}.{tag}.sock")),
+            None => self.path.join(format!("{kind}.sock")),
+        }
     }
 
     /// Write the built-in example handlers into a fresh `<dir>/examples-<random>` (created here,
