@@ -11,7 +11,7 @@
 //! - `local`: besterd's own single server: a's handler delivers to u1 on a (the p50 goal's base).
 //! - `chain`: a → b → c (b's handler sends on to c, c's delivers), within the hop limit.
 //!
-//! Request-reply across servers (window 64): `nats-rr`, a requester on node 1 and the C responder
+//! Request-reply across servers (window 1 and 64): `nats-rr`, a requester on node 1 and the C responder
 //! on node 2; `besterd-rr`, a client on a whose handler answers `sendServers ["b"]` with
 //! `"replies": true`, and b's C echo handler, whose data comes back in the reply.
 //!
@@ -690,7 +690,9 @@ pub fn federation_compare() -> Value {
     for w in [1, 64] {
         plan.extend(DELIVERY.iter().map(|s| (*s, w)));
     }
-    plan.extend(REQUEST_REPLY.iter().map(|s| (*s, 64)));
+    for w in [1, 64] {
+        plan.extend(REQUEST_REPLY.iter().map(|s| (*s, w)));
+    }
     plan.retain(|(s, _)| chosen.iter().any(|c| c == s));
     let mut all = Vec::new();
     for run in 0..runs {

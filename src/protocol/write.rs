@@ -1,5 +1,6 @@
 //! The hot-path writer: the frames a broker sends most, a request to a handler, the reply to a
-//! client and a push to a user (`sendClients`), written by hand into a pooled body buffer, with `data` copied as the text it came
+//! client, a push to a user (`sendClients`), and a message to a peer server and its ok ack,
+//! written by hand into a pooled body buffer, with `data` copied as the text it came
 //! in. The bytes are exactly what serde writes for the same frame (the tests compare them), so
 //! every other frame can stay serde-serialized beside these.
 
@@ -178,6 +179,60 @@ pub fn client_push(kind_of: &str, from: &Sender, data: Option<&str>) -> Vec<u8> 
     out
 }
 
+/// The body of a message to a peer server:
+/// `{"header":{"scope":"server","msg":M,"from":F,"hops":H},"payload":{"type":T,"data":D}}`.
+pub fn peer_message(msg: u64, from: &Sender, hops: u32, payload: &PayloadRef<'_>) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"scope\":\"server\",\"msg\":\"");
+    write!(out, "{msg}\",\"from\":").expect("writing to a Vec");
+    sender(&mut out, from, true);
+    write!(out, ",\"hops\":{hops}}},\"payload\":{{\"type\":").expect("writing to a Vec");
+    string(&mut out, &payload.kind);
+    out.extend_from_slice(b",\"data\":");
+    raw(&mut out, payload.data.as_deref());
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// Append `,"key":["a","b"]` when there is a list.
+fn names(out: &mut Vec<u8>, name: &str, list: Option<&[String]>) {
+    if let Some(list) = list {
+        out.push(b',');
+        key(out, name);
+        out.push(b'[');
+        for (i, item) in list.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, item);
+        }
+        out.push(b']');
+    }
+}
+
+/// The body of an ok ack to a peer server (see [`super::peer::ack_ok`]).
+pub fn peer_ack_ok(msg: &str, content: &super::peer::AckContent<'_>) -> Vec<u8> {
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"kind\":\"ack\",\"msg\":");
+    string(&mut out, msg);
+    out.extend_from_slice(b",\"status\":\"ok\"");
+    optional(&mut out, "type", content.kind_of);
+    names(&mut out, "delivered", content.delivered);
+    names(&mut out, "offline", content.offline);
+    if let Some(servers) = content.servers {
+        out.extend_from_slice(b",\"servers\":");
+        serde_json::to_writer(&mut out, servers).expect("reports serialize");
+    }
+    out.push(b'}');
+    if let Some(data) = content.data {
+        out.extend_from_slice(b",\"data\":");
+        raw(&mut out, Some(data));
+    }
+    out.push(b'}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -212,6 +267,102 @@ mod tests {
                 String::from_utf8(out).unwrap(),
                 serde_json::to_string(&s).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn peer_messages_and_acks_are_what_serde_writes() {
+        use crate::protocol::peer::{AckContent, ServerReport, ServerReports};
+        #[derive(serde::Serialize)]
+        struct MessageHeader<'a> {
+            scope: &'static str,
+            msg: &'a str,
+            from: &'a Sender,
+            hops: u32,
+        }
+        #[derive(serde::Serialize)]
+        struct Message<'a> {
+            header: MessageHeader<'a>,
+            payload: &'a Payload,
+        }
+        #[derive(serde::Serialize)]
+        struct AckHeader<'a> {
+            kind: &'static str,
+            msg: &'a str,
+            status: Status,
+            #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+            kind_of: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            delivered: Option<&'a [String]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            offline: Option<&'a [String]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            servers: Option<&'a ServerReports>,
+        }
+        #[derive(serde::Serialize)]
+        struct Ack<'a> {
+            header: AckHeader<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<&'a RawValue>,
+        }
+        let from = Sender {
+            user: Some("al\"ice".into()),
+            server: "a".into(),
+            handler: None,
+            info: None,
+        };
+        for data in [None, Some("{\"t\":[1,\"\\n\"]}"), Some("\"s\"")] {
+            let payload = Payload::new(
+                "ch\tat",
+                data.map(|d| RawValue::from_string(d.into()).unwrap()),
+            );
+            let expected = serde_json::to_string(&Message {
+                header: MessageHeader {
+                    scope: "server",
+                    msg: "7",
+                    from: &from,
+                    hops: 3,
+                },
+                payload: &payload,
+            })
+            .unwrap();
+            let got = peer_message(7, &from, 3, &payload.as_ref());
+            assert_eq!(String::from_utf8(got).unwrap(), expected);
+        }
+        let users = ["bob".to_string(), "c\"d".to_string()];
+        let mut servers = ServerReports::new();
+        servers.insert(
+            "c".into(),
+            ServerReport::failed(crate::protocol::ErrorCode::PeerTimeout, "late"),
+        );
+        let raw = RawValue::from_string("{\"x\":1}".into()).unwrap();
+        for (kind_of, data, lists, servers) in [
+            (None, None, false, None),
+            (Some("chat"), Some(&*raw), true, None),
+            (Some("chat"), None, false, Some(&servers)),
+        ] {
+            let content = AckContent {
+                kind_of,
+                data: data.map(RawValue::get),
+                delivered: lists.then_some(&users[..1]),
+                offline: lists.then_some(&users[1..]),
+                servers,
+            };
+            let expected = serde_json::to_string(&Ack {
+                header: AckHeader {
+                    kind: "ack",
+                    msg: "9",
+                    status: Status::Ok,
+                    kind_of,
+                    delivered: content.delivered,
+                    offline: content.offline,
+                    servers,
+                },
+                data,
+            })
+            .unwrap();
+            let got = peer_ack_ok("9", &content);
+            assert_eq!(String::from_utf8(got).unwrap(), expected);
         }
     }
 

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{Action, Origin, Router};
+use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{
     ClientFrame, ClientHeader, Status, checked_json, client_error, handler_delivery_report,
@@ -27,7 +28,46 @@ pub(super) struct Outcome<'a> {
     pub servers: Option<&'a ServerReports>,
 }
 
+/// What an ok ack to a peer carries for this outcome.
+fn ack_content<'a>(outcome: &Outcome<'a>) -> AckContent<'a> {
+    AckContent {
+        kind_of: outcome.kind_of,
+        data: outcome.data,
+        delivered: outcome.delivered,
+        offline: outcome.offline,
+        servers: outcome.servers,
+    }
+}
+
 impl Router {
+    /// How long the body of [`Router::respond_ok`]'s frame to a client or peer would be (0 for
+    /// other origins), without sending it.
+    pub(super) fn ok_body_len(&self, origin: &Origin, outcome: &Outcome<'_>) -> usize {
+        match origin {
+            Origin::Client { id, .. } => {
+                let mut header = ClientHeader::reply(Status::Ok, id.as_deref());
+                header.kind_of = outcome.kind_of;
+                header.delivered = outcome.delivered;
+                header.offline = outcome.offline;
+                header.servers = outcome.servers;
+                let body = to_body(&ClientFrame {
+                    header,
+                    data: &outcome.data.map(checked_json),
+                });
+                let len = body.len();
+                crate::protocol::pool::recycle(body);
+                len
+            }
+            Origin::Peer { msg, .. } => {
+                let body = ack_ok(msg, &ack_content(outcome));
+                let len = body.len();
+                crate::protocol::pool::recycle(body);
+                len
+            }
+            Origin::Push { .. } | Origin::Login { .. } => 0,
+        }
+    }
+
     /// Answer `origin` with success.
     pub(super) fn respond_ok(
         &mut self,
@@ -59,14 +99,18 @@ impl Router {
                 )
             }
             Origin::Peer { link, msg, .. } => {
-                let content = AckContent {
-                    kind_of: outcome.kind_of,
-                    data: outcome.data.map(checked_json),
-                    delivered: outcome.delivered,
-                    offline: outcome.offline,
-                    servers: outcome.servers,
-                };
-                (*link, ack_ok(msg, &content))
+                let body = ack_ok(msg, &ack_content(outcome));
+                if body.len() > self.config.max_frame {
+                    // Never a frame over the limit to a peer: it is told why instead.
+                    let text = format!(
+                        "with its ack header the answer would be {} bytes, over the limit of {} bytes",
+                        body.len(),
+                        self.config.max_frame
+                    );
+                    crate::protocol::pool::recycle(body);
+                    return self.fail(origin, ErrorBody::new(ErrorCode::FrameTooLarge, text), out);
+                }
+                (*link, body)
             }
             Origin::Push { handler, id } => (
                 *handler,
