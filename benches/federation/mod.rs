@@ -24,6 +24,7 @@
 //!
 //! Environment: `BENCH_ECHO` (required), `BENCH_SECS` (default 3), `BENCH_RUNS` (default 3),
 //! `BENCH_FED` (comma list of nats,besterd,local,chain,nats-rr,besterd-rr; default all),
+//! `BENCH_WINDOWS` (default `1,64`),
 //! `BENCH_NATS` (nats-server binary).
 
 use std::collections::{HashSet, VecDeque};
@@ -686,11 +687,16 @@ pub fn federation_compare() -> Value {
         .split(',')
         .map(str::to_string)
         .collect();
+    let windows: Vec<usize> = std::env::var("BENCH_WINDOWS")
+        .unwrap_or_else(|_| "1,64".into())
+        .split(',')
+        .filter_map(|w| w.trim().parse().ok())
+        .collect();
     let mut plan: Vec<(&str, usize)> = Vec::new();
-    for w in [1, 64] {
+    for &w in &windows {
         plan.extend(DELIVERY.iter().map(|s| (*s, w)));
     }
-    for w in [1, 64] {
+    for &w in &windows {
         plan.extend(REQUEST_REPLY.iter().map(|s| (*s, w)));
     }
     plan.retain(|(s, _)| chosen.iter().any(|c| c == s));

@@ -211,6 +211,64 @@ fn names(out: &mut Vec<u8>, name: &str, list: Option<&[String]>) {
     }
 }
 
+/// One server's report of a `sendServers` (`{"status":..,"delivered":..,"offline":..,"error":..,"code":..,"servers":..}`,
+/// each but `status` only when there is one).
+fn report(out: &mut Vec<u8>, report: &super::peer::ServerReport) {
+    out.extend_from_slice(match report.status {
+        super::message::Status::Ok => b"{\"status\":\"ok\"".as_slice(),
+        super::message::Status::Error => b"{\"status\":\"error\"",
+    });
+    names(out, "delivered", report.delivered.as_deref());
+    names(out, "offline", report.offline.as_deref());
+    optional(out, "error", report.error.as_deref());
+    optional(out, "code", report.code.as_deref());
+    if let Some(servers) = &report.servers {
+        out.extend_from_slice(b",\"servers\":");
+        reports(out, servers);
+    }
+    out.push(b'}');
+}
+
+/// Per-server reports: `{"b":{..},"c":{..}}`.
+fn reports(out: &mut Vec<u8>, servers: &super::peer::ServerReports) {
+    out.push(b'{');
+    for (i, (server, r)) in servers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, server);
+        out.push(b':');
+        report(out, r);
+    }
+    out.push(b'}');
+}
+
+/// The body of an ok reply to a client that carries a delivery report:
+/// `{"header":{"status":"ok","kind":"reply","id":I,"type":T,"delivered":[..],"offline":[..],"servers":{..}},"data":D}`
+/// (each of `id` … `servers` only when there is one).
+pub fn client_report_reply(
+    id: Option<&str>,
+    kind_of: Option<&str>,
+    (delivered, offline): (Option<&[String]>, Option<&[String]>),
+    servers: Option<&super::peer::ServerReports>,
+    data: Option<&str>,
+) -> Vec<u8> {
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"status\":\"ok\",\"kind\":\"reply\"");
+    optional(&mut out, "id", id);
+    optional(&mut out, "type", kind_of);
+    names(&mut out, "delivered", delivered);
+    names(&mut out, "offline", offline);
+    if let Some(servers) = servers {
+        out.extend_from_slice(b",\"servers\":");
+        reports(&mut out, servers);
+    }
+    out.extend_from_slice(b"},\"data\":");
+    raw(&mut out, data);
+    out.push(b'}');
+    out
+}
+
 /// The body of an ok ack to a peer server (see [`super::peer::ack_ok`]).
 pub fn peer_ack_ok(msg: &str, content: &super::peer::AckContent<'_>) -> Vec<u8> {
     let mut out = pool::take();
@@ -222,7 +280,7 @@ pub fn peer_ack_ok(msg: &str, content: &super::peer::AckContent<'_>) -> Vec<u8> 
     names(&mut out, "offline", content.offline);
     if let Some(servers) = content.servers {
         out.extend_from_slice(b",\"servers\":");
-        serde_json::to_writer(&mut out, servers).expect("reports serialize");
+        reports(&mut out, servers);
     }
     out.push(b'}');
     if let Some(data) = content.data {
@@ -363,6 +421,66 @@ mod tests {
             .unwrap();
             let got = peer_ack_ok("9", &content);
             assert_eq!(String::from_utf8(got).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn client_replies_with_reports_are_what_serde_writes() {
+        use crate::protocol::peer::{ServerReport, ServerReports};
+        let users = ["bob".to_string(), "c\"d".to_string()];
+        let mut inner = ServerReports::new();
+        inner.insert(
+            "c\n".into(),
+            ServerReport::failed(crate::protocol::ErrorCode::PeerTimeout, "la\"te"),
+        );
+        let mut servers = ServerReports::new();
+        servers.insert(
+            "b".into(),
+            ServerReport {
+                status: Status::Ok,
+                delivered: Some(users.to_vec()),
+                offline: Some(vec![]),
+                error: None,
+                code: None,
+                servers: Some(inner.clone()),
+            },
+        );
+        servers.insert(
+            "d".into(),
+            ServerReport::failed(crate::protocol::ErrorCode::UnknownPeer, "no"),
+        );
+        let raw = RawValue::from_string("{\"b\":[1]}".into()).unwrap();
+        for (id, kind_of, lists, servers, data) in [
+            (Some("1"), Some("chat"), false, Some(&servers), None),
+            (None, Some("t"), true, None, Some(&*raw)),
+            (Some("x\"y"), None, true, Some(&inner), Some(&*raw)),
+            (None, None, false, Some(&ServerReports::new()), None),
+        ] {
+            let (delivered, offline) = if lists {
+                (Some(&users[..1]), Some(&users[1..]))
+            } else {
+                (None, None)
+            };
+            let mut header = ClientHeader::reply(Status::Ok, id);
+            header.kind_of = kind_of;
+            header.delivered = delivered;
+            header.offline = offline;
+            header.servers = servers;
+            let expected = to_body(&ClientFrame {
+                header,
+                data: &data,
+            });
+            let got = client_report_reply(
+                id,
+                kind_of,
+                (delivered, offline),
+                servers,
+                data.map(RawValue::get),
+            );
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
         }
     }
 

@@ -6,12 +6,9 @@ use serde::Serialize;
 use super::{Action, Origin, Router};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::{
-    ClientFrame, ClientHeader, Status, checked_json, client_error, handler_delivery_report,
-    handler_error_report, to_body,
-};
+use crate::protocol::message::{client_error, handler_delivery_report, handler_error_report};
 use crate::protocol::peer::{AckContent, ServerReports, ack_error, ack_ok};
-use crate::protocol::write::client_reply;
+use crate::protocol::write::{client_reply, client_report_reply};
 
 /// The parts of a successful answer.
 #[derive(Debug, Default)]
@@ -26,6 +23,17 @@ pub(super) struct Outcome<'a> {
     pub offline: Option<&'a [String]>,
     /// What each peer server did.
     pub servers: Option<&'a ServerReports>,
+}
+
+/// An ok reply to a client with the outcome's delivery report.
+fn report_reply(id: Option<&str>, outcome: &Outcome<'_>) -> Vec<u8> {
+    client_report_reply(
+        id,
+        outcome.kind_of,
+        (outcome.delivered, outcome.offline),
+        outcome.servers,
+        outcome.data,
+    )
 }
 
 /// What an ok ack to a peer carries for this outcome.
@@ -45,15 +53,7 @@ impl Router {
     pub(super) fn ok_body_len(&self, origin: &Origin, outcome: &Outcome<'_>) -> usize {
         match origin {
             Origin::Client { id, .. } => {
-                let mut header = ClientHeader::reply(Status::Ok, id.as_deref());
-                header.kind_of = outcome.kind_of;
-                header.delivered = outcome.delivered;
-                header.offline = outcome.offline;
-                header.servers = outcome.servers;
-                let body = to_body(&ClientFrame {
-                    header,
-                    data: &outcome.data.map(checked_json),
-                });
+                let body = report_reply(id.as_deref(), outcome);
                 let len = body.len();
                 crate::protocol::pool::recycle(body);
                 len
@@ -85,18 +85,7 @@ impl Router {
                     let body = client_reply(id.as_deref(), outcome.kind_of, outcome.data);
                     return out.push(Action::Send { to: *conn, body });
                 }
-                let mut header = ClientHeader::reply(Status::Ok, id.as_deref());
-                header.kind_of = outcome.kind_of;
-                header.delivered = outcome.delivered;
-                header.offline = outcome.offline;
-                header.servers = outcome.servers;
-                (
-                    *conn,
-                    to_body(&ClientFrame {
-                        header,
-                        data: &outcome.data.map(checked_json),
-                    }),
-                )
+                (*conn, report_reply(id.as_deref(), outcome))
             }
             Origin::Peer { link, msg, .. } => {
                 let body = ack_ok(msg, &ack_content(outcome));
