@@ -526,7 +526,11 @@ fn deliver(setup: &Setup, window: usize, secs: f64, at_start: impl FnOnce()) -> 
                     Ok(Some((line, None))) if line == "PING" => {
                         pending.extend_from_slice(b"PONG\r\n")
                     }
-                    Ok(Some((line, None))) if line == "PONG" || line.starts_with("+OK") => {}
+                    // INFO comes again whenever the cluster's client URLs change.
+                    Ok(Some((line, None)))
+                        if line == "PONG"
+                            || line.starts_with("+OK")
+                            || line.starts_with("INFO") => {}
                     Ok(Some((line, _))) => {
                         fail(&mut out, format!("publisher got {line}"));
                         break 'run;
@@ -573,7 +577,8 @@ fn deliver(setup: &Setup, window: usize, secs: f64, at_start: impl FnOnce()) -> 
                 (line, None) if line == "PING" => {
                     let _ = (&rx).write_all(b"PONG\r\n");
                 }
-                (line, None) if line == "PONG" || line.starts_with("+OK") => {}
+                (line, None)
+                    if line == "PONG" || line.starts_with("+OK") || line.starts_with("INFO") => {}
                 (line, Some(_)) if line.starts_with(&format!("MSG {WARM_SUBJECT} ")) => {}
                 (line, Some(body)) if line.starts_with(&format!("MSG {FED_SUBJECT} 1 ")) => {
                     want.clear();
