@@ -16,6 +16,9 @@
 //! is the cost of one request, for this build and for `BESTERD_BASELINE_BIN`.
 //!
 //!   cargo bench --bench load -- compare     (besterd vs nats-server; see `compare/`)
+//!   cargo bench --bench load -- federation-compare
+//!                                           (across servers: besterd peers vs a NATS cluster;
+//!                                            see `federation/`)
 //!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
 //!   cargo bench --bench load -- rest        (resident memory of a server at rest, 1,000 clients)
 //!   cargo bench --bench load -- storm       (10,000 clients back after a restart; see `storm/`)
@@ -32,6 +35,7 @@ mod allocs;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod compare;
+mod federation;
 mod restart;
 mod storm;
 
@@ -71,7 +75,15 @@ fn main() {
         "instructions",
         "compat",
     ];
-    let extra = ["compare", "allocs", "rest", "storm", "adapter", "restart"];
+    let extra = [
+        "compare",
+        "federation-compare",
+        "allocs",
+        "rest",
+        "storm",
+        "adapter",
+        "restart",
+    ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
     } else {
@@ -93,6 +105,7 @@ fn main() {
             "federation" => federation(),
             "transport" => transport(),
             "compare" => compare::compare(),
+            "federation-compare" => federation::federation_compare(),
             "allocs" => allocs::allocs(),
             "rest" => rest(),
             "storm" => storm::storm(),

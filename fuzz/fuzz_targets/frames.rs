@@ -14,7 +14,8 @@
 //!   weakens nothing: whenever the full strict check (`validate::check`: duplicate keys anywhere,
 //!   nesting over 64) refuses a body, both parsers refuse it with that check's exact text;
 //! - the fast lane (`protocol::scan`): whenever it reads a body, the serde path alone
-//!   (`parse_inbound_full`, `parse_handler_message_full`) accepts it with the same value;
+//!   (`parse_inbound_full`, `parse_handler_message_full`, `parse_peer_frame_full`) accepts it with
+//!   the same value;
 //! - every outbound body (error replies, requests to handlers, reports, pushes) is valid JSON and
 //!   carries the code as `ErrorCode::as_str` spells it.
 #![no_main]
@@ -29,6 +30,7 @@ use besterd::protocol::message::{
     handler_request_token, inbound_id, parse_handler_message, parse_handler_message_full,
     parse_inbound, parse_inbound_full, parse_json, to_body, validate_type,
 };
+use besterd::protocol::peer::parse_peer_frame_full;
 use besterd::protocol::scan;
 use besterd::protocol::write::{client_push, client_reply, handler_request};
 use libfuzzer_sys::fuzz_target;
@@ -97,6 +99,12 @@ fn check_fast_lane(body: &[u8]) {
             (fast.status, &fast.status_code, &fast.command, &fast.request, &fast.id, &fast.payload),
             (full.status, &full.status_code, &full.command, &full.request, &full.id, &full.payload)
         );
+        assert_eq!(fast.replies, full.replies);
+    }
+    if let Some(fast) = scan::peer::peer_frame(text) {
+        let full = parse_peer_frame_full(body)
+            .unwrap_or_else(|e| panic!("the fast lane read a peer frame the full path refuses ({e}): {text}"));
+        assert_eq!(format!("{fast:?}"), format!("{full:?}"));
     }
 }
 

@@ -16,7 +16,9 @@ payload.data decides what it does with each request:
   {"action":"malformed"} -> answer with this request's token but a status that is not one
   {"action":"send_to","users":[...]} -> sendClients to those users
   {"action":"to_servers","servers":[...],"data":D} -> sendServers to those servers, payload
-                           {"type":"faulty","data":D} (so D says what the next server's faulty does)
+                           {"type":"faulty","data":D} (so D says what the next server's faulty does);
+                           with "replies":true the answer asks for the peers' replies
+  {"action":"fill","bytes":N} -> reply {"fill":"xxx…"} with N x's
   anything else         -> error "bad_request"
 With BESTER_FAULTY_MODE=refuse it exits 1 at once, without connecting (a handler that won't start).
 """
@@ -64,7 +66,12 @@ def handle(link, request):
     if action == "send_to":
         return send_to(request, "sendClients", data.get("users", []), data)
     if action == "to_servers":
-        return send_to(request, "sendServers", data.get("servers", []), data.get("data"))
+        answer = send_to(request, "sendServers", data.get("servers", []), data.get("data"))
+        if data.get("replies"):
+            answer["header"]["replies"] = True
+        return answer
+    if action == "fill":
+        return reply(request, {"fill": "x" * int(data.get("bytes", 0))})
     return reply(request, {"error": 'data.action must be "pid", "echo", "hang", "crash" or "garbage"', "code": "bad_request"}, "error")
 
 
