@@ -16,6 +16,9 @@
 //! is the cost of one request, for this build and for `BESTERD_BASELINE_BIN`.
 //!
 //!   cargo bench --bench load -- compare     (besterd vs nats-server; see `compare/`)
+//!   cargo bench --bench load -- federation-compare
+//!                                           (across servers: besterd peers vs a NATS cluster;
+//!                                            see `federation/`)
 //!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
 //!   cargo bench --bench load -- rest        (resident memory of a server at rest, 1,000 clients)
 //!   cargo bench --bench load -- storm       (10,000 clients back after a restart; see `storm/`)
@@ -35,6 +38,7 @@ mod allocs;
 mod common;
 mod compare;
 mod fanout;
+mod federation;
 mod restart;
 mod storm;
 
@@ -75,7 +79,14 @@ fn main() {
         "compat",
     ];
     let extra = [
-        "compare", "allocs", "rest", "storm", "adapter", "restart", "fanout",
+        "compare",
+        "federation-compare",
+        "allocs",
+        "rest",
+        "storm",
+        "adapter",
+        "restart",
+        "fanout",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -98,6 +109,7 @@ fn main() {
             "federation" => federation(),
             "transport" => transport(),
             "compare" => compare::compare(),
+            "federation-compare" => federation::federation_compare(),
             "allocs" => allocs::allocs(),
             "rest" => rest(),
             "storm" => storm::storm(),

@@ -9,6 +9,12 @@
 #       (benches/compare/echo.c, built here), scenarios (a) 1×1 (b) 1×64 (c) 8×16 in flight,
 #       fresh servers, 3 runs, a table of medians; BENCH_SECS / BENCH_RUNS / BENCH_SYSTEMS /
 #       BENCH_SCENARIOS narrow it down (see benches/compare/mod.rs).
+#   scripts/bench.sh federation-compare
+#       across servers, besterd peers a↔b beside a 2-node nats-server cluster (routes on
+#       loopback), C peers as in `compare`: delivery at window 1 and 64 (and besterd on one server,
+#       and a chain a→b→c), request-reply with the responder on the other server at window 64;
+#       every message checked, fresh servers, 3 interleaved runs, medians; BENCH_FED narrows it
+#       down (see benches/federation/mod.rs)
 #   scripts/bench.sh transport [--transports=tcp,tls,ws,wss]
 #       bester.ping round trips over TCP, TLS, WebSocket and WSS at window 1 and 64
 #   scripts/bench.sh allocs     heap allocations per round trip on the event-loop thread
@@ -43,7 +49,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
-if [[ " $* " == *" compare "* || " $* " == *" allocs "* ]]; then
+if [[ " $* " == *" compare "* || " $* " == *" allocs "* || " $* " == *" federation-compare "* ]]; then
     if ! command -v nats-server >/dev/null; then
         apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
     fi

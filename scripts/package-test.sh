@@ -7,7 +7,9 @@
 # and the installed daemon, run as the besterd user the way besterd.service runs it, starts from
 # that file and answers a round trip through the shipped echo handler. Then, where systemd runs,
 # the service as installed: started, answering through the echo handler under the unit's
-# hardening, restarted by `dpkg -i` of the second package (the new binary serves). After purge
+# hardening, restarted by `dpkg -i` of the second package (the new binary serves); where it does
+# not, the daemon started from /usr/bin/besterd is upgraded in place after `dpkg -i` of the second
+# package with `besterd ctl upgrade` (the new file serves on the same port). After purge
 # no unit symlink, user store or state is left. The package is purged afterwards, whatever
 # happened.
 #
@@ -62,9 +64,13 @@ systemd-analyze security --offline=yes --threshold=12 scripts/systemd/besterd.se
 work=$(mktemp -d)
 chmod 0711 "$work" # the besterd user must reach its runtime directory inside
 daemon=""
+upgraded=""
 cleanup() {
   if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
     kill -KILL "$daemon" 2>/dev/null || true
+  fi
+  if [ -n "$upgraded" ] && kill -0 "$upgraded" 2>/dev/null; then
+    kill -KILL "$upgraded" 2>/dev/null || true
   fi
   rm -rf /etc/systemd/system/besterd.service.d
   dpkg --purge besterd >/dev/null 2>&1 || true
@@ -85,13 +91,28 @@ echo "== installed files"
 for f in /usr/bin/besterd /usr/bin/bester /lib/systemd/system/besterd.service \
   /lib/systemd/system/besterd.socket /usr/lib/sysusers.d/besterd.conf \
   /usr/lib/tmpfiles.d/besterd.conf /etc/besterd/besterd.toml \
-  /usr/share/besterd/handlers/python/echo.py /usr/share/besterd/handlers/python/besterlib.py \
-  /usr/share/besterd/handlers/python/auth_keys.py \
-  /usr/share/besterd/handlers/node/upper.js /usr/share/doc/besterd/PROTOCOL.md \
+  /usr/share/besterd/handlers/python/echo.py /usr/share/besterd/handlers/python/bester/__init__.py \
+  /usr/share/besterd/handlers/python/bester/handler.py /usr/share/besterd/handlers/python/auth_keys.py \
+  /usr/share/besterd/handlers/node/upper.js /usr/share/besterd/handlers/node/package.json \
+  /usr/share/besterd/handlers/node/node_modules/bester-client/index.js \
+  /usr/share/besterd/handlers/node/node_modules/bester-client/lib/handler.js \
+  /usr/share/doc/besterd/PROTOCOL.md \
   /usr/share/doc/besterd/SECURITY.md /usr/share/man/man1/besterd.1.gz \
   /usr/share/man/man1/besterd-serve.1.gz /usr/share/man/man1/bester.1.gz; do
   [ -e "$f" ] || fail "$f is not installed"
 done
+# The examples load the packages installed beside them: past the imports, they stop only for want
+# of a broker to connect to.
+for example in "python3 -S /usr/share/besterd/handlers/python/chat.py" \
+  "python3 -S /usr/share/besterd/handlers/python/auth_keys.py /dev/null"; do
+  out=$(BESTER_SOCKET=/nonexistent/besterd.sock $example 2>&1) && fail "$example ran without a broker"
+  case "$out" in *"cannot connect to /nonexistent/besterd.sock"*) ;; *) fail "$example: $out" ;; esac
+done
+if command -v node >/dev/null; then
+  out=$(BESTER_SOCKET=/nonexistent/besterd.sock node /usr/share/besterd/handlers/node/upper.js 2>&1) &&
+    fail "upper.js ran without a broker"
+  case "$out" in *"cannot connect to /nonexistent/besterd.sock"*) ;; *) fail "upper.js: $out" ;; esac
+fi
 grep -qx /etc/besterd/besterd.toml /var/lib/dpkg/info/besterd.conffiles ||
   fail "/etc/besterd/besterd.toml is not a conffile"
 getent passwd besterd >/dev/null || fail "the besterd user was not created"
@@ -114,17 +135,21 @@ besterd user --users /var/lib/besterd/users.json add pkgtest --password-stdin <<
   fail "users.json is $(stat -c '%U %a' /var/lib/besterd/users.json), not besterd 600"
 install -d -m 0700 -o besterd -g besterd "$work/run"
 # setpriv execs (no intermediate process), so the signal below reaches besterd itself.
-setpriv --reuid=besterd --regid=besterd --init-groups env RUNTIME_DIRECTORY="$work/run" \
-  besterd serve --config /etc/besterd/besterd.toml --listen 127.0.0.1:0 \
-  --ready-file "$work/run/ready" >"$work/besterd.log" 2>&1 &
-daemon=$!
-for _ in $(seq 1 400); do
-  [ -s "$work/run/ready" ] && break
-  kill -0 "$daemon" 2>/dev/null || fail "besterd exited before it was ready"
-  sleep 0.05
-done
-[ -s "$work/run/ready" ] || fail "besterd was not ready within 20 s"
-addr=$(cat "$work/run/ready")
+start_daemon() {
+  rm -f "$work/run/ready"
+  setpriv --reuid=besterd --regid=besterd --init-groups env RUNTIME_DIRECTORY="$work/run" \
+    /usr/bin/besterd serve --config /etc/besterd/besterd.toml --listen 127.0.0.1:0 \
+    --ready-file "$work/run/ready" >>"$work/besterd.log" 2>&1 &
+  daemon=$!
+  for _ in $(seq 1 400); do
+    [ -s "$work/run/ready" ] && break
+    kill -0 "$daemon" 2>/dev/null || fail "besterd exited before it was ready"
+    sleep 0.05
+  done
+  [ -s "$work/run/ready" ] || fail "besterd was not ready within 20 s"
+  addr=$(cat "$work/run/ready")
+}
+start_daemon
 reply=$(BESTER_PASSWORD=pkgtest-pw timeout 20 bester send "bester://pkgtest@$addr" echo '{"from":"package"}') ||
   fail "bester send failed: $reply"
 echo "$reply"
@@ -178,9 +203,36 @@ esac
 
 else
   echo "== no systemd running here: the service under its unit and its restart on upgrade are not checked"
-  echo "== dpkg -i $(basename "$deb2") (the upgrade)"
+  echo "== dpkg -i $(basename "$deb2") (the upgrade), then besterd ctl upgrade of the daemon running"
+  start_daemon
   dpkg -i "$deb2" >/dev/null
   [ "$(dpkg-query -W -f='${Version}' besterd)" = "$version+test1" ] || fail "the upgrade was not installed"
+  out=$(timeout 60 besterd ctl --socket "$work/run/besterd.ctl" upgrade 2>&1) ||
+    fail "besterd ctl upgrade failed: $out"
+  echo "$out"
+  upgraded=$(sed -n 's/^upgraded: pid \([0-9]*\) serves.*/\1/p' <<<"$out")
+  [ -n "$upgraded" ] || fail "no new pid in: $out"
+  status=0
+  wait "$daemon" || status=$?
+  daemon=""
+  [ "$status" -eq 0 ] || fail "the old daemon exited with $status after the upgrade"
+  # The new process runs the file the upgrade installed (not the unlinked old one).
+  exe=$(readlink "/proc/$upgraded/exe")
+  [ "$exe" = /usr/bin/besterd ] || fail "the upgraded daemon runs $exe, not /usr/bin/besterd"
+  reply=$(BESTER_PASSWORD=pkgtest-pw timeout 20 bester send "bester://pkgtest@$addr" echo '{"from":"upgraded"}') ||
+    fail "bester send after ctl upgrade failed: $reply"
+  case "$reply" in
+    *'"status":"ok"'*'"data":{"from":"upgraded"}'*) echo "$reply" ;;
+    *) fail "unexpected reply after ctl upgrade: $reply" ;;
+  esac
+  kill -TERM "$upgraded"
+  for _ in $(seq 1 400); do
+    kill -0 "$upgraded" 2>/dev/null || break
+    [ "$(cut -d' ' -f3 "/proc/$upgraded/stat" 2>/dev/null)" = Z ] && break
+    sleep 0.05
+  done
+  grep -q "upgrade: done; pid $upgraded serves" "$work/besterd.log" || fail "no 'upgrade: done' in the log"
+  upgraded=""
 fi
 
 echo "== dpkg --purge (enabled units first: no symlink may dangle)"

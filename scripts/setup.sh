@@ -2,7 +2,7 @@
 # Install what besterd's tests and example handlers need on a fresh Debian machine:
 # python3 (Python handlers), nodejs (Node handler), golang-go and make (the Go and C libraries in
 # clients/), promtool (Debian's prometheus package, for the metrics lint), the Rust components
-# fmt/clippy, and a Python
+# fmt/clippy, TypeScript (npm, into target/typescript: the Node package's declarations), and a Python
 # virtual environment at .venv with the test-only PyPI packages of tests/requirements.txt.
 # Safe to run again; installs only what is missing.
 set -euo pipefail
@@ -15,6 +15,7 @@ need=()
 want() { command -v "$1" >/dev/null || need+=("$2"); }
 want python3 python3
 want node nodejs
+want npm npm     # TypeScript for the Node package's declarations (below)
 want chromium chromium
 want chromedriver chromium-driver
 want systemd-socket-activate systemd
@@ -36,6 +37,17 @@ fi
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+
+# TypeScript, to compile the Node package's declarations (scripts/test.sh), from the npm registry
+# into target/typescript: never into the repository or the system. Pinned: @types/node for the
+# declarations' node: imports, of the Node major the package targets.
+tsc_dir=target/typescript
+if ! grep -qs '"version": "5.9.3"' "$tsc_dir/node_modules/typescript/package.json" ||
+  [ ! -d "$tsc_dir/node_modules/@types/node" ]; then
+  mkdir -p "$tsc_dir"
+  npm install --prefix "$tsc_dir" --no-audit --no-fund --no-package-lock --silent \
+    typescript@5.9.3 @types/node@20.19.43
 fi
 
 # Test-only Python packages live in .venv, never in the system Python.

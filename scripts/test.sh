@@ -31,6 +31,12 @@ node --test handlers/node/test/
 echo "== node package tests (clients/node, against target/debug/besterd)"
 node --test clients/node/test/
 
+echo "== typescript declarations (clients/node): tsc --noEmit --strict on test/types/check.ts"
+tsc_modules=target/typescript/node_modules # installed by scripts/setup.sh
+[ -x "$tsc_modules/.bin/tsc" ] || { echo "no $tsc_modules/.bin/tsc: run scripts/setup.sh" >&2; exit 1; }
+"$tsc_modules/.bin/tsc" --noEmit --strict --target es2022 --module nodenext --moduleResolution nodenext \
+  --typeRoots "$tsc_modules/@types" --types node clients/node/test/types/check.ts
+
 echo "== go library (clients/go): vet, gofmt, tests against the daemon built above"
 # Standard library only: no module proxy; a build cache under target/ when there is no $HOME.
 (

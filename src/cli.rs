@@ -98,6 +98,9 @@ pub struct ServeArgs {
     /// Once listening and every started handler has connected, write the bound address here.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Set by a hot upgrade only: the descriptor of the socket pair to the old process.
+    #[arg(long, hide = true, value_name = "FD")]
+    pub upgrade_fd: Option<i32>,
 }
 
 /// `besterd user ...`. `--users` and `--config` may come before or after the action
@@ -234,4 +237,7 @@ pub enum CtlAction {
     Reload,
     /// Stop taking clients, answer what is in flight, and exit, as SIGTERM does.
     Drain,
+    /// Start the binary at the path the daemon was started from (with the same arguments) on
+    /// the same listening sockets, wait until it is ready, then drain this one, as SIGUSR2 does.
+    Upgrade,
 }

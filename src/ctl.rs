@@ -15,6 +15,8 @@ use crate::cli::{CtlAction, CtlArgs};
 pub const CTL_SOCKET: &str = "besterd.ctl";
 /// How long to wait for the daemon.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the outcome of an upgrade.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The runtime directory the packaged unit gives the daemon (`RuntimeDirectory=besterd`).
 pub const PACKAGED_RUNTIME_DIR: &str = "/run/besterd";
@@ -66,6 +68,7 @@ pub fn request_for(action: &CtlAction) -> Value {
         },
         CtlAction::Reload => json!({"command": "reload"}),
         CtlAction::Drain => json!({"command": "drain"}),
+        CtlAction::Upgrade => json!({"command": "upgrade"}),
     }
 }
 
@@ -73,7 +76,13 @@ pub fn request_for(action: &CtlAction) -> Value {
 pub fn ask(socket: &Path, request: &Value) -> Result<Value, String> {
     let mut stream = UnixStream::connect(socket)
         .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-    let _ = stream.set_read_timeout(Some(TIMEOUT));
+    // An upgrade is answered once the new process serves; the daemon bounds that wait.
+    let wait = if request["command"] == "upgrade" {
+        UPGRADE_TIMEOUT
+    } else {
+        TIMEOUT
+    };
+    let _ = stream.set_read_timeout(Some(wait));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
     let mut text = request.to_string();
     text.push('\n');
@@ -121,6 +130,11 @@ pub fn run(args: &CtlArgs, runtime_dir: Option<&Path>) -> Result<String, String>
         CtlAction::Drain => {
             "draining: no new clients; exiting once in-flight work is answered\n".to_string()
         }
+        CtlAction::Upgrade => format!(
+            "upgraded: pid {} serves; pid {} drains and exits\n",
+            cell(&answer["pid"]),
+            cell(&answer["old_pid"])
+        ),
     })
 }
 

@@ -11,6 +11,7 @@ use log::{error, warn};
 use besterd::cli::{Cli, Command, CtlArgs, HandlerTestArgs, ServeArgs, UserArgs};
 use besterd::config::{Config, ConfigError, EMBEDDED_DEFAULT};
 use besterd::server::Server;
+use besterd::server::handover::{Inherited, Invocation};
 
 const EX_USAGE: u8 = 64;
 const EX_CONFIG: u8 = 78;
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
     if let Some(code) = besterd::manpage::from_args::<Cli>(&args) {
         return code;
     }
+    let invocation = besterd::server::handover::Invocation::from_args(&args);
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
     };
     init_logging();
     match cli.command {
-        Command::Serve(args) => serve(&args),
+        Command::Serve(args) => serve(&args, invocation),
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Config { default: _ } => {
             print!("{DEFAULT_HEADER}{EMBEDDED_DEFAULT}");
@@ -150,16 +152,43 @@ fn load(config: Option<&PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
-fn serve(args: &ServeArgs) -> ExitCode {
+fn serve(args: &ServeArgs, invocation: Invocation) -> ExitCode {
     // Before the configuration (and its peer secrets) is read.
     forbid_core_dumps();
-    let mut config = match load(args.config.as_ref()) {
+    // The new process of a hot upgrade: what the old one hands over, and where to say why this
+    // one cannot start.
+    let (inherited, report) = match args.upgrade_fd.map(Inherited::receive) {
+        None => (None, None),
+        Some(Ok(inherited)) => {
+            let report = inherited.link.try_clone().ok();
+            (Some(inherited), report)
+        }
+        Some(Err(e)) => {
+            error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let fail = |code: ExitCode, why: &str| {
+        if let Some(mut link) = report.as_ref() {
+            let line = format!("error {}\n", why.replace('\n', " "));
+            let _ = link.write_all(line.as_bytes());
+        }
+        code
+    };
+    let mut config = match args
+        .config
+        .as_ref()
+        .map_or_else(|| Ok(Config::embedded()), |path| Config::load(path))
+    {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("besterd: {e}");
+            return fail(ExitCode::from(EX_CONFIG), &e.to_string());
+        }
     };
     if let Err(e) = config.apply_flags(args) {
         eprintln!("besterd: {e}");
-        return ExitCode::from(EX_USAGE);
+        return fail(ExitCode::from(EX_USAGE), &e.to_string());
     }
     for (key, problem) in config.program_problems() {
         warn!("{key}: {problem} (the handler will not start)");
@@ -167,20 +196,23 @@ fn serve(args: &ServeArgs) -> ExitCode {
     for (key, warning) in config.secret_warnings(args.config.as_deref()) {
         warn!("{key}: {warning}");
     }
-    let mut server = match Server::bind(config) {
+    let mut server = match Server::bind_with(config, inherited) {
         Ok(server) => server,
         Err(e) => {
             error!("cannot start: {e}");
             // A path refused as unsafe (e.g. another user's runtime directory) stays refused
             // until an administrator acts: a configuration error, not worth a restart.
-            return if besterd::fsutil::refusal(&e).is_some() {
+            let code = if besterd::fsutil::refusal(&e).is_some() {
                 ExitCode::from(EX_CONFIG)
             } else {
                 ExitCode::FAILURE
             };
+            return fail(code, &format!("cannot start: {e}"));
         }
     };
+    drop(report);
     server.set_reload_source(args.config.clone(), args.clone());
+    server.set_invocation(invocation);
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -197,9 +229,11 @@ const DEFAULT_HEADER: &str = "\
 # The built-in default configuration of `besterd serve` (no --config). Save it to a file, change
 # it, and run `besterd serve --config FILE`. Placeholders besterd replaces when it starts:
 #   {examples}  a private directory where besterd writes the example handlers built into it
-#               (echo.py, chat.py, auth_keys.py, besterlib.py, upper.jq, count.sh); with your
+#               (echo.py, chat.py, auth_keys.py, the Python package bester/ they import,
+#               upper.jq, count.sh); with your
 #               own handlers, give their own paths instead
-#   {web}       (static_dir only) the web client built into besterd: the chat page and bester.js
+#   {web}       (static_dir only) the web client built into besterd: the chat page, bester.js
+#               and the protocol.js it imports
 # Every section and key, with its default and what a reload does: CONFIG.md.
 
 ";

@@ -51,7 +51,7 @@ fn broker() -> Broker {
         adapter("count", &[], &["bash", &repo("handlers/shell/count.sh")]),
         adapter(
             "filter",
-            &["--request-timeout", "0.5"],
+            &["--request-timeout", "3"],
             &["python3", &repo("tests/handlers/filter.py")],
         ),
         adapter(
@@ -66,7 +66,7 @@ fn broker() -> Broker {
                 "--max-procs",
                 "2",
                 "--request-timeout",
-                "1",
+                "5",
             ],
             &["python3", &repo("tests/handlers/per_request.py")],
         ),
@@ -155,7 +155,7 @@ fn a_filter_that_misbehaves_costs_only_the_request_it_misbehaved_on() {
         (
             json!({"action": "hang"}),
             "handler_timeout",
-            "the python3 command did not answer within 0.5 s",
+            "the python3 command did not answer within 3 s",
         ),
         (
             json!({"action": "crash"}),
@@ -268,10 +268,10 @@ fn per_request_runs_one_process_each_within_the_cap() {
         error_of(&reply),
         (
             "handler_timeout",
-            "the python3 command did not answer within 1 s"
+            "the python3 command did not answer within 5 s"
         )
     );
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(15));
     // The others kept being served.
     let reply = alice.request("5", "once", &json!({"n": 1})).unwrap();
     assert_eq!(ok_data(&reply), &json!({"n": 1}));

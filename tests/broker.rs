@@ -312,3 +312,37 @@ fn sigterm_stops_the_daemon_and_its_handlers() {
         (unsafe { libc::kill(pid as i32, 0) } != 0).then_some(())
     });
 }
+
+/// The examples built into the binary (what `besterd serve` runs with no configuration) answer
+/// with nothing installed: besterd writes the Python package they import (`bester/`) beside them,
+/// and `python3 -S` (no site-packages at all) finds it there.
+#[test]
+fn the_built_in_examples_run_on_the_package_written_beside_them() {
+    let handlers = "[handlers.echo]\ncommand = [\"python3\", \"-S\", \"{examples}/echo.py\"]\n\
+                    [handlers.chat]\ncommand = [\"python3\", \"-S\", \"{examples}/chat.py\"]\n";
+    let broker = Broker::start_with("", handlers, &[("alice", "alice-pw")]);
+    let mut alice = broker.login("alice", "alice-pw");
+    let reply = alice.request("e", "echo", &json!({"n": 1})).unwrap();
+    assert_eq!(
+        reply,
+        json!({"header":{"status":"ok","kind":"reply","id":"e","type":"echo"},"data":{"n":1}}),
+        "{}",
+        broker.log()
+    );
+    let reply = alice
+        .request("j", "chat", &json!({"action":"join","room":"r"}))
+        .unwrap();
+    assert_eq!(reply["data"], json!({"room":"r","group":"chat:r"}));
+    let examples = std::fs::read_dir(broker.dir.path().join("run"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("examples-")
+        })
+        .expect("the examples directory");
+    assert!(examples.join("bester").join("handler.py").is_file());
+}

@@ -1,6 +1,6 @@
 //! The daemon under a service manager, against the real binary: sd_notify (a test socket plays
 //! systemd), socket activation with Debian's `systemd-socket-activate`, the drain on SIGTERM,
-//! SIGUSR1/SIGUSR2, and session revocation when the user store changes.
+//! SIGUSR1, and session revocation when the user store changes.
 
 mod common;
 
@@ -425,11 +425,10 @@ fn a_second_sigterm_stops_at_once() {
 }
 
 #[test]
-fn sigusr1_logs_the_status_and_sigusr2_is_ignored() {
+fn sigusr1_logs_the_status() {
     let mut broker = Broker::start_with("", &faulty(), USERS);
     let mut alice = broker.login("alice", "alice-pw");
     signal(broker.pid(), libc::SIGUSR1);
-    signal(broker.pid(), libc::SIGUSR2);
     eventually("the status line", || {
         broker
             .log()

@@ -310,10 +310,14 @@ fn examples_config(dir: &Path, runtime_dir: &Path) -> PathBuf {
     )
 }
 
-/// Plant, as the attacker, `<run>/examples/besterlib/__init__.py` (Python prefers a package to
-/// the `besterlib.py` besterd writes beside it) that creates `marker`.
-fn plant_besterlib(run: &Path, marker: &Path) {
-    let package = run.join("examples").join("besterlib");
+/// Plant, as the attacker, Python modules where the examples go that create `marker` when
+/// imported: `<run>/examples/json.py` (Python puts the script's directory first on `sys.path`, so
+/// this shadows the standard library's `json`, which the `bester` package the examples import
+/// imports, whatever besterd writes there itself) and `<run>/examples/bester/__init__.py` (the
+/// package, should besterd not write its own over it).
+fn plant_modules(run: &Path, marker: &Path) {
+    let examples = run.join("examples");
+    let package = examples.join("bester");
     as_nobody(&["mkdir", "-p", package.to_str().unwrap()]);
     let payload = run.parent().unwrap().join("payload.py");
     fs::write(
@@ -325,21 +329,22 @@ fn plant_besterlib(run: &Path, marker: &Path) {
     )
     .unwrap();
     fs::set_permissions(&payload, fs::Permissions::from_mode(0o644)).unwrap();
-    let init = package.join("__init__.py");
-    as_nobody(&["cp", payload.to_str().unwrap(), init.to_str().unwrap()]);
+    for module in [examples.join("json.py"), package.join("__init__.py")] {
+        as_nobody(&["cp", payload.to_str().unwrap(), module.to_str().unwrap()]);
+    }
 }
 
 /// A runtime directory another user created first (with a Python package planted where the
 /// examples go): `serve` refuses to start, exit 78, naming the directory and its owner, and the
 /// planted code never runs (before: besterd chmod-ed it 0700, wrote the examples into it and ran
-/// them as root, importing the attacker's `besterlib`).
+/// them as root, importing the attacker's modules).
 #[test]
 fn a_runtime_dir_another_user_created_is_refused() {
     let (base, shared) = base_with_shared();
     let run = shared.join("run");
     let marker = shared.join("marker");
     as_nobody(&["mkdir", "-m", "0777", run.to_str().unwrap()]);
-    plant_besterlib(&run, &marker);
+    plant_modules(&run, &marker);
     let private = base.path().join("private");
     fs::create_dir(&private).unwrap();
     let config = examples_config(&private, &run);
@@ -404,7 +409,7 @@ fn a_runtime_dir_others_can_write_is_refused() {
     fs::create_dir(&run).unwrap();
     fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
     let marker = shared.join("marker");
-    plant_besterlib(&run, &marker);
+    plant_modules(&run, &marker);
     let config = examples_config(&private, &run);
     let mut daemon = Daemon::spawn(&config, &private.join("ready"), &private.join("log"));
     assert_eq!(daemon.exit_code(), Some(78), "{}", daemon.log());

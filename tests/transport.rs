@@ -587,6 +587,20 @@ fn the_websocket_listener_serves_the_web_client_and_checks_origins() {
         "{module}"
     );
     assert!(module.contains("export class BesterClient"), "{module}");
+    // The protocol core it imports: the Node package's lib/protocol.js, as it is.
+    let core = http(
+        addr,
+        &format!("GET /protocol.js HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    );
+    assert!(core.starts_with("HTTP/1.1 200 OK\r\n"), "{core}");
+    assert!(
+        core.contains("Content-Type: text/javascript; charset=utf-8\r\n"),
+        "{core}"
+    );
+    assert!(
+        core.ends_with(include_str!("../clients/node/lib/protocol.js")),
+        "{core}"
+    );
     let missing = http(
         addr,
         &format!("GET /../../etc/passwd HTTP/1.1\r\nHost: {addr}\r\n\r\n"),

@@ -1,6 +1,6 @@
 //! `bester handle` (issue: libraries, "the adapter"): round trips per second from one client
 //! through the broker to a handler that is any program, at window 1 and 64, beside the Python
-//! echo handler (besterlib) measured in the same run.
+//! echo handler (handlers/python/echo.py, on the Python package) measured in the same run.
 //!
 //!   cargo bench --bench load -- adapter      (3 s per figure, 3 runs; BENCH_SECS, BENCH_RUNS)
 //!

@@ -3,9 +3,13 @@
  * figures measure the brokers, not a Python handler. One single-threaded process per role, blocking
  * sockets, one read and one batched write per wake-up; nothing here is used by the broker itself.
  *
- *   echo bester              besterd handler: connects to $BESTER_SOCKET, answers every request
+ *   echo bester [COMMAND DATA [replies]]
+ *                            besterd handler: connects to $BESTER_SOCKET, answers every request
  *                            {"header":{...,"request":"T",...},"payload":P} with
- *                            {"header":{"status":"ok","request":"T"},"payload":P} (P copied as is)
+ *                            {"header":{"status":"ok","request":"T"},"payload":P} (P copied as is);
+ *                            with COMMAND and DATA (JSON) the answer's header also carries
+ *                            "command":COMMAND,"commandData":DATA (and "replies":true), e.g.
+ *                            `echo bester sendServers '["b"]'` (the federation benchmark)
  *   echo nats HOST PORT USER PASS SUBJECT
  *                            NATS responder: SUB SUBJECT, answers every MSG with a reply subject by
  *                            a PUB of the same payload to it
@@ -126,7 +130,7 @@ static const char *find(const char *hay, size_t n, const char *needle) {
     return memmem(hay, n, needle, strlen(needle));
 }
 
-static void bester(void) {
+static void bester(const char *extra) {
     const char *path = getenv("BESTER_SOCKET");
     if (!path) {
         fprintf(stderr, "echo: BESTER_SOCKET is not set\n");
@@ -161,8 +165,9 @@ static void bester(void) {
             pl += strlen("},\"payload\":");
             size_t pl_len = (size_t)(body + n - 1 - pl);
             static const char head[] = "{\"header\":{\"status\":\"ok\",\"request\":\"";
-            static const char mid[] = "\"},\"payload\":";
-            uint32_t len = (uint32_t)(sizeof head - 1 + (size_t)(tok_end - tok) + sizeof mid - 1 + pl_len + 1);
+            static const char mid[] = "},\"payload\":";
+            size_t extra_len = strlen(extra);
+            uint32_t len = (uint32_t)(sizeof head - 1 + (size_t)(tok_end - tok) + 1 + extra_len + sizeof mid - 1 + pl_len + 1);
             if (out.len + 4 + len > out.cap) {
                 write_all(fd, out.p, out.len);
                 out.len = 0;
@@ -171,6 +176,8 @@ static void bester(void) {
             buf_put(&out, le, 4);
             buf_put(&out, head, sizeof head - 1);
             buf_put(&out, tok, (size_t)(tok_end - tok));
+            buf_put(&out, "\"", 1);
+            buf_put(&out, extra, extra_len);
             buf_put(&out, mid, sizeof mid - 1);
             buf_put(&out, pl, pl_len);
             buf_put(&out, "}", 1);
@@ -324,8 +331,17 @@ static void relay(const char *path) {
 
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
-    if (argc >= 2 && strcmp(argv[1], "bester") == 0) {
-        bester();
+    if (argc == 2 && strcmp(argv[1], "bester") == 0) {
+        bester("");
+    } else if ((argc == 4 || argc == 5) && strcmp(argv[1], "bester") == 0) {
+        static char extra[4096];
+        int n = snprintf(extra, sizeof extra, ",\"command\":\"%s\",\"commandData\":%s%s", argv[2], argv[3],
+                         argc == 5 && strcmp(argv[4], "replies") == 0 ? ",\"replies\":true" : "");
+        if (n < 0 || (size_t)n >= sizeof extra) {
+            fprintf(stderr, "echo: command too long\n");
+            return 64;
+        }
+        bester(extra);
     } else if (argc == 7 && strcmp(argv[1], "nats") == 0) {
         nats(argv[2], atoi(argv[3]), argv[4], argv[5], argv[6]);
     } else if (argc == 3 && strcmp(argv[1], "unix-echo") == 0) {
@@ -333,7 +349,7 @@ int main(int argc, char **argv) {
     } else if (argc == 3 && strcmp(argv[1], "relay") == 0) {
         relay(argv[2]);
     } else {
-        fprintf(stderr, "usage: echo bester | nats HOST PORT USER PASS SUBJECT | unix-echo PATH | relay PATH\n");
+        fprintf(stderr, "usage: echo bester [COMMAND DATA [replies]] | nats HOST PORT USER PASS SUBJECT | unix-echo PATH | relay PATH\n");
         return 64;
     }
     return 0;

@@ -31,14 +31,14 @@ use crate::common::Broker;
 /// Connections, requests in flight per connection.
 const SCENARIOS: [(&str, usize, usize); 3] = [("a", 1, 1), ("b", 1, 64), ("c", 8, 16)];
 /// Payload bytes (the JSON string including its quotes, and the NATS message body).
-const PAYLOAD: usize = 100;
+pub(crate) const PAYLOAD: usize = 100;
 /// Longest any single reply may take before the run is invalid.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on requests per connection and measurement, whatever the duration.
 const MAX_PER_CONN: u64 = 5_000_000;
-const NATS_USER: &str = "bench";
-const NATS_PASS: &str = "bench-pw-0123";
-const SUBJECT: &str = "bench.echo";
+pub(crate) const NATS_USER: &str = "bench";
+pub(crate) const NATS_PASS: &str = "bench-pw-0123";
+pub(crate) const SUBJECT: &str = "bench.echo";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Proto {
@@ -48,6 +48,9 @@ pub enum Proto {
     Nats,
     /// besterd frames echoed back unchanged.
     Relay,
+    /// besterd request-reply across servers: the reply's data is `{"b":<payload>}`, the data
+    /// that peer `b`'s handler answered with (`sendServers` with `"replies": true`).
+    BesterRemote,
 }
 
 impl Proto {
@@ -56,13 +59,14 @@ impl Proto {
             Proto::Bester => "besterd",
             Proto::Nats => "nats",
             Proto::Relay => "relay",
+            Proto::BesterRemote => "besterd-remote",
         }
     }
 }
 
 /// The 100 payload bytes for request `id`: a JSON string (so it is valid besterd data) that
 /// differs per request.
-fn payload(id: u64, out: &mut Vec<u8>) {
+pub(crate) fn payload(id: u64, out: &mut Vec<u8>) {
     let start = out.len();
     out.push(b'"');
     write!(out, "{id:020}-").unwrap();
@@ -70,7 +74,7 @@ fn payload(id: u64, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-fn push_frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn push_frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
     body(out);
@@ -78,7 +82,7 @@ fn push_frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-fn bester_request(id: u64, out: &mut Vec<u8>) {
+pub(crate) fn bester_request(id: u64, out: &mut Vec<u8>) {
     push_frame(out, |b| {
         write!(
             b,
@@ -102,10 +106,10 @@ fn bester_reply(id: u64, out: &mut Vec<u8>) {
 
 /// What one connection did.
 #[derive(Default)]
-struct ConnResult {
-    done: u64,
-    errors: Vec<String>,
-    latencies: Vec<Duration>,
+pub(crate) struct ConnResult {
+    pub done: u64,
+    pub errors: Vec<String>,
+    pub latencies: Vec<Duration>,
 }
 
 /// One client connection: keep `window` requests in flight until `deadline`, then drain.
@@ -123,7 +127,7 @@ struct Driver {
 impl Driver {
     fn open(proto: Proto, addr: SocketAddr, conn: usize) -> Driver {
         let stream = match proto {
-            Proto::Bester => {
+            Proto::Bester | Proto::BesterRemote => {
                 let (client, reply) = Client::login(addr, "u0", "pw").expect("connect to besterd");
                 assert_eq!(reply["header"]["status"], "ok", "{reply}");
                 client.into_stream()
@@ -200,7 +204,7 @@ impl Driver {
 
     fn request(&mut self, id: u64, out: &mut Vec<u8>) {
         match self.proto {
-            Proto::Bester | Proto::Relay => bester_request(id, out),
+            Proto::Bester | Proto::Relay | Proto::BesterRemote => bester_request(id, out),
             Proto::Nats => {
                 write!(out, "PUB {SUBJECT} _INBOX.{}.{id} {PAYLOAD}\r\n", self.conn).unwrap();
                 payload(id, out);
@@ -253,7 +257,7 @@ impl Driver {
         loop {
             let rest = &self.input[self.pos..];
             let (used, id, ok) = match self.proto {
-                Proto::Bester | Proto::Relay => {
+                Proto::Bester | Proto::Relay | Proto::BesterRemote => {
                     if rest.len() < 4 {
                         return Ok(());
                     }
@@ -275,8 +279,13 @@ impl Driver {
                     } else {
                         bester_reply(id, &mut self.scratch);
                     }
-                    let ok = body == self.scratch.as_slice()
-                        || (self.proto == Proto::Bester && same_reply(body, id));
+                    let ok = match self.proto {
+                        Proto::BesterRemote => remote_reply(body, id),
+                        _ => {
+                            body == self.scratch.as_slice()
+                                || (self.proto == Proto::Bester && same_reply(body, id))
+                        }
+                    };
                     if !ok {
                         return Err(format!(
                             "reply {id} differs: {}",
@@ -336,12 +345,12 @@ impl Driver {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The digits of `"id":"N"` in a frame body.
-fn frame_id(body: &[u8]) -> Option<u64> {
+pub(crate) fn frame_id(body: &[u8]) -> Option<u64> {
     let at = find(body, br#""id":""#)? + 6;
     let end = at + body[at..].iter().position(|&b| b == b'"')?;
     std::str::from_utf8(&body[at..end]).ok()?.parse().ok()
@@ -367,8 +376,30 @@ fn same_reply(body: &[u8], id: u64) -> bool {
         && reply.data.get().as_bytes() == want.as_slice()
 }
 
+/// A reply to a request answered by peer `b`'s handler: status ok, the id, b's report ok, and
+/// the data `{"b":<payload>}` byte for byte.
+fn remote_reply(body: &[u8], id: u64) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Reply<'a> {
+        #[serde(borrow)]
+        header: HashMap<&'a str, Value>,
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+    }
+    let Ok(reply) = serde_json::from_slice::<Reply>(body) else {
+        return false;
+    };
+    let mut want = b"{\"b\":".to_vec();
+    payload(id, &mut want);
+    want.push(b'}');
+    reply.header.get("status") == Some(&json!("ok"))
+        && reply.header.get("id") == Some(&json!(id.to_string()))
+        && reply.header.get("servers").map(|s| &s["b"]["status"]) == Some(&json!("ok"))
+        && reply.data.get().as_bytes() == want.as_slice()
+}
+
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -380,7 +411,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Children of `parent` (from /proc).
-fn children(parent: u32) -> Vec<u32> {
+pub(crate) fn children(parent: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -417,11 +448,11 @@ impl Drop for System {
     }
 }
 
-fn echo_bin() -> String {
+pub(crate) fn echo_bin() -> String {
     std::env::var("BENCH_ECHO").expect("BENCH_ECHO: the built benches/echo.c (scripts/bench.sh)")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -429,7 +460,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn read_line(child: &mut Child) -> String {
+pub(crate) fn read_line(child: &mut Child) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
@@ -518,6 +549,7 @@ fn start(proto: Proto) -> System {
                 _dir: dir,
             }
         }
+        Proto::BesterRemote => unreachable!("two servers: started by `federation_compare`"),
         Proto::Relay => {
             let path = dir.path().join("echo.sock");
             let path = path.to_str().unwrap();
@@ -547,7 +579,7 @@ fn start(proto: Proto) -> System {
 
 /// Connect `conns` clients, run them for `secs`, and return what each did and the seconds
 /// taken; `at_start` runs just before they start.
-fn run_clients(
+pub(crate) fn run_clients(
     proto: Proto,
     addr: SocketAddr,
     conns: usize,
@@ -618,7 +650,7 @@ fn measure(proto: Proto, conns: usize, window: usize, secs: f64) -> Value {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

@@ -20,7 +20,14 @@ type BatchWriter struct {
 }
 
 // Write queues p and, unless another goroutine is writing, writes everything queued.
-func (b *BatchWriter) Write(p []byte) (int, error) {
+func (b *BatchWriter) Write(p []byte) (int, error) { return b.write(p, true) }
+
+// WriteSolo is Write without the yield that lets other goroutines add their frames first: for
+// a writer that knows no other frame is on its way (a single request in flight), to which the
+// yield would only cost a trip through the scheduler.
+func (b *BatchWriter) WriteSolo(p []byte) (int, error) { return b.write(p, false) }
+
+func (b *BatchWriter) write(p []byte, yield bool) (int, error) {
 	b.mu.Lock()
 	if b.err != nil {
 		err := b.err
@@ -33,10 +40,11 @@ func (b *BatchWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	b.busy = true
-	// Let the goroutines that are ready to write too add their frames first.
-	b.mu.Unlock()
-	runtime.Gosched()
-	b.mu.Lock()
+	if yield { // let the goroutines that are ready to write too add their frames first
+		b.mu.Unlock()
+		runtime.Gosched()
+		b.mu.Lock()
+	}
 	for len(b.buf) > 0 && b.err == nil {
 		out := b.buf
 		b.buf = b.spare[:0]

@@ -78,6 +78,14 @@ func parseIn(body []byte) (*inFrame, error) {
 	if !utf8.Valid(body) {
 		return nil, &Error{Code: CodeInvalidUTF8, Text: "frame body is not valid UTF-8"}
 	}
+	if f, ok := scanIn(body); ok {
+		return f, nil
+	}
+	return parseInFull(body)
+}
+
+// parseInFull is parseIn through encoding/json (valid UTF-8).
+func parseInFull(body []byte) (*inFrame, error) {
 	f := &inFrame{raw: body}
 	if err := json.Unmarshal(body, f); err != nil || len(body) == 0 || body[0] != '{' {
 		return nil, &Error{Code: CodeProtocolError, Text: fmt.Sprintf("not a besterd frame: %.200s", body)}
@@ -116,6 +124,22 @@ func newConn(nc net.Conn) *conn {
 func (cn *conn) write(frame []byte) error {
 	cn.last.Store(time.Now().UnixNano())
 	_, err := cn.w.Write(frame)
+	return err
+}
+
+// writeRequest writes a request's frame: without waiting for company when it is the only
+// request in flight.
+func (cn *conn) writeRequest(frame []byte) error {
+	cn.last.Store(time.Now().UnixNano())
+	cn.mu.Lock()
+	solo := len(cn.pending) <= 1
+	cn.mu.Unlock()
+	var err error
+	if solo {
+		_, err = cn.w.WriteSolo(frame)
+	} else {
+		_, err = cn.w.Write(frame)
+	}
 	return err
 }
 
@@ -341,18 +365,12 @@ type outMessage struct {
 // is CodeTimeout (wrapping ctx.Err()), a lost connection CodeConnectionLost (the request may
 // or may not have been handled; it is not sent again).
 func (c *Client) Request(ctx context.Context, typ string, data any) (Reply, error) {
-	d, err := marshalData(data)
+	n := c.ids.Add(1)
+	frame, err := requestFrame(n, typ, data)
 	if err != nil {
 		return Reply{}, err
 	}
-	var m outMessage
-	m.Header.Scope, m.Header.ID = "client", strconv.FormatUint(c.ids.Add(1), 10)
-	m.Payload.Type, m.Payload.Data = typ, d
-	frame, err := EncodeFrame(&m, MaxFrame)
-	if err != nil {
-		return Reply{}, err
-	}
-	id := m.Header.ID
+	id := strconv.FormatUint(n, 10)
 	for hops := 0; ; {
 		if ctx.Err() != nil {
 			return Reply{}, ctxError(ctx, fmt.Sprintf("no answer to %q", typ))
@@ -366,7 +384,7 @@ func (c *Client) Request(ctx context.Context, typ string, data any) (Reply, erro
 			c.yield(ctx, cn)
 			continue
 		}
-		if err := cn.write(frame); err != nil {
+		if err := cn.writeRequest(frame); err != nil {
 			// Not written whole: the server never handles a cut frame, so it is safe to resend.
 			cn.unregister(id)
 			if cn.die(err) {

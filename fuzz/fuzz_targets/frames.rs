@@ -14,7 +14,8 @@
 //!   weakens nothing: whenever the full strict check (`validate::check`: duplicate keys anywhere,
 //!   nesting over 64) refuses a body, both parsers refuse it with that check's exact text;
 //! - the fast lane (`protocol::scan`): whenever it reads a body, the serde path alone
-//!   (`parse_inbound_full`, `parse_handler_message_full`) accepts it with the same value;
+//!   (`parse_inbound_full`, `parse_handler_message_full`, `parse_peer_frame_full`) accepts it with
+//!   the same value;
 //! - every outbound body (error replies, requests to handlers, reports, pushes) is valid JSON and
 //!   carries the code as `ErrorCode::as_str` spells it.
 #![no_main]
@@ -22,14 +23,16 @@
 use besterd::protocol::ErrorCode;
 use besterd::protocol::error::ErrorBody;
 use besterd::protocol::frame::{FrameDecoder, FrameError, HEADER_LEN};
-use besterd::protocol::validate;
+use besterd::protocol::login::Authentication;
 use besterd::protocol::message::{
     ClientFrame, ClientHeader, Command, Credentials, Inbound, MAX_ID_LEN, PayloadRef, Scope,
     Sender, client_error, client_ok, handler_delivery_report, handler_error_report,
     handler_request_token, inbound_id, parse_handler_message, parse_handler_message_full,
     parse_inbound, parse_inbound_full, parse_json, to_body, validate_type,
 };
+use besterd::protocol::peer::parse_peer_frame_full;
 use besterd::protocol::scan;
+use besterd::protocol::validate;
 use besterd::protocol::write::{client_push, client_reply, handler_request};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
@@ -87,16 +90,41 @@ fn check_fast_lane(body: &[u8]) {
         let Ok(Inbound::Message(full)) = parse_inbound_full(body) else {
             panic!("the fast lane read a client frame the full path refuses: {text}");
         };
-        assert_eq!((&fast.id, fast.scope, &fast.payload), (&full.id, full.scope, &full.payload));
+        assert_eq!(
+            (&fast.id, fast.scope, &fast.payload),
+            (&full.id, full.scope, &full.payload)
+        );
         assert!(full.authentication.is_none());
     }
     if let Some(fast) = scan::handler_message(text) {
-        let full = parse_handler_message_full(body)
-            .unwrap_or_else(|e| panic!("the fast lane read a handler frame the full path refuses ({e}): {text}"));
+        let full = parse_handler_message_full(body).unwrap_or_else(|e| {
+            panic!("the fast lane read a handler frame the full path refuses ({e}): {text}")
+        });
         assert_eq!(
-            (fast.status, &fast.status_code, &fast.command, &fast.request, &fast.id, &fast.payload),
-            (full.status, &full.status_code, &full.command, &full.request, &full.id, &full.payload)
+            (
+                fast.status,
+                &fast.status_code,
+                &fast.command,
+                &fast.request,
+                &fast.id,
+                &fast.payload
+            ),
+            (
+                full.status,
+                &full.status_code,
+                &full.command,
+                &full.request,
+                &full.id,
+                &full.payload
+            )
         );
+        assert_eq!(fast.replies, full.replies);
+    }
+    if let Some(fast) = scan::peer::peer_frame(text) {
+        let full = parse_peer_frame_full(body).unwrap_or_else(|e| {
+            panic!("the fast lane read a peer frame the full path refuses ({e}): {text}")
+        });
+        assert_eq!(format!("{fast:?}"), format!("{full:?}"));
     }
 }
 
@@ -197,13 +225,19 @@ fn check_inbound(body: &[u8]) {
                 format!("unknown identify type {:?}", identify.kind),
             );
             check_error_reply(&client_error(None, &error), error.code);
-            if let Some(creds) = identify.authentication {
-                let shown = format!("{creds:?}");
-                let want = format!(
-                    "Credentials {{ username: {:?}, password: \"<redacted>\" }}",
-                    creds.username
-                );
-                assert_eq!(shown, want, "Debug must not show the password");
+            // Debug never shows a password, a token or an opaque login object.
+            match identify.authentication {
+                Some(Authentication::Password(creds)) => {
+                    let want = format!(
+                        "Credentials {{ username: {:?}, password: \"<redacted>\" }}",
+                        creds.username
+                    );
+                    assert_eq!(format!("{creds:?}"), want, "Debug shows the password");
+                }
+                Some(Authentication::Token(secret) | Authentication::Resume(secret)) => {
+                    assert_eq!(format!("{secret:?}"), "<redacted>", "Debug shows the token");
+                }
+                _ => {}
             }
         }
         Ok(Inbound::Message(msg)) => {
@@ -230,7 +264,11 @@ fn check_inbound(body: &[u8]) {
                 &msg.payload.raw_data(),
             );
             check_forwarded(&ok, "data", &msg.payload);
-            let fast = client_reply(msg.id.as_deref(), Some(&msg.payload.kind), msg.payload.data.as_deref());
+            let fast = client_reply(
+                msg.id.as_deref(),
+                Some(&msg.payload.kind),
+                msg.payload.data.as_deref(),
+            );
             assert_eq!(fast, ok, "the hand-written reply is what serde writes");
             // Built-ins parse their data; failing that is invalid_message, never a panic.
             if let Err(error) = msg.payload.data_as::<Credentials>() {
@@ -257,7 +295,8 @@ fn check_handler(body: &[u8]) {
                     vec![kind.clone()]
                 }
                 Command::SendClients(names) | Command::SendServers(names) => {
-                    let report = handler_delivery_report(msg.id.as_deref(), Some(names), Some(&[]), None);
+                    let report =
+                        handler_delivery_report(msg.id.as_deref(), Some(names), Some(&[]), None);
                     expect_json(&report);
                     Vec::new()
                 }
@@ -265,7 +304,9 @@ fn check_handler(body: &[u8]) {
                 Command::Redirect { url, token } => {
                     assert!(besterd::protocol::redirect::check_url(url).is_ok());
                     let token = match token {
-                        Some(besterd::protocol::redirect::RedirectToken::Given(t)) => Some(t.as_str()),
+                        Some(besterd::protocol::redirect::RedirectToken::Given(t)) => {
+                            Some(t.as_str())
+                        }
                         _ => None,
                     };
                     let frame =
@@ -295,7 +336,11 @@ fn check_handler(body: &[u8]) {
                     push,
                     "the hand-written push is what serde writes"
                 );
-                let reply = client_ok(msg.request.as_deref(), Some(&payload.kind), &payload.raw_data());
+                let reply = client_ok(
+                    msg.request.as_deref(),
+                    Some(&payload.kind),
+                    &payload.raw_data(),
+                );
                 check_forwarded(&reply, "data", payload);
                 let next = handler_request("2", Scope::Client, &sender, &via, payload);
                 check_forwarded(&next, "payload", payload);
@@ -304,7 +349,10 @@ fn check_handler(body: &[u8]) {
         Err(error) => {
             assert!(HANDLER_CODES.contains(&error.code), "{error}");
             let token = handler_request_token(body);
-            check_error_reply(&handler_error_report(token.as_deref(), None, &error), error.code);
+            check_error_reply(
+                &handler_error_report(token.as_deref(), None, &error),
+                error.code,
+            );
         }
     }
 }

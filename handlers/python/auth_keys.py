@@ -18,14 +18,19 @@ is read again when it changes, so keys are added and revoked without a restart. 
 info is {"via":"api-key"} plus the line's object: every handler sees it as header.from.info.
 
 Keys are compared in constant time, and never logged. Requests that are not logins are refused.
+Written with the Python package (`import bester`, clients/python), which sits beside this file as
+`bester/`.
 """
 import hmac
 import json
+import logging
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find besterlib next to us
-import besterlib  # noqa: E402
+import bester
+from bester.handler import setup_logging
+
+log = logging.getLogger("auth_keys")
 
 
 class Keys:
@@ -40,14 +45,14 @@ class Keys:
         try:
             st = os.stat(self.path)
         except OSError as e:
-            besterlib.log.error("cannot read the key file %s: %s", self.path, e.strerror)
+            log.error("cannot read the key file %s: %s", self.path, e.strerror)
             self.entries, self.seen = [], None
             return self.entries
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self.seen:
             self.entries = self.read()
             self.seen = stamp
-            besterlib.log.info("%d keys from %s", len(self.entries), self.path)
+            log.info("%d keys from %s", len(self.entries), self.path)
         return self.entries
 
     def read(self):
@@ -59,7 +64,7 @@ class Keys:
                     continue
                 parts = line.split(None, 2)
                 if len(parts) < 2:
-                    besterlib.log.warning("%s:%d: expected `<key> <user> [<info>]`; skipped", self.path, n)
+                    log.warning("%s:%d: expected `<key> <user> [<info>]`; skipped", self.path, n)
                     continue
                 info = {}
                 if len(parts) == 3:
@@ -68,7 +73,7 @@ class Keys:
                     except ValueError:
                         info = None
                     if not isinstance(info, dict):
-                        besterlib.log.warning("%s:%d: info is not a JSON object; skipped", self.path, n)
+                        log.warning("%s:%d: info is not a JSON object; skipped", self.path, n)
                         continue
                 entries.append((parts[0].encode(), parts[1], info))
         return entries
@@ -84,31 +89,37 @@ class Keys:
         return found
 
 
-def handler(keys):
-    def handle(request):
-        if not besterlib.is_login(request):
-            return besterlib.error(request, "unknown_request", "this handler only decides logins")
-        auth = besterlib.data_of(request)
-        key = auth.get("apiKey") if isinstance(auth, dict) else None
+def make_handler(keys):
+    """A bester.Handler deciding logins against `keys` (a Keys) and refusing everything else."""
+    # workers=0: logins are quick, and the key file is read again in order, on one thread.
+    handler = bester.Handler(workers=0)
+
+    @handler.login
+    def login(request: bester.LoginRequest):
+        key = request.authentication.get("apiKey")
         if not isinstance(key, str) or not key:
-            return besterlib.error(request, "auth_failed", 'log in with {"apiKey":"<key>"}')
+            raise bester.BesterError("auth_failed", 'log in with {"apiKey":"<key>"}')
         found = keys.lookup(key)
         if found is None:
-            besterlib.log.info("login from %s: unknown API key", besterlib.address_of(request))
-            return besterlib.error(request, "auth_failed", "invalid API key")
+            log.info("login from %s: unknown API key", request.address)
+            raise bester.BesterError("auth_failed", "invalid API key")
         user, info = found
-        return besterlib.login_ok(request, user, {**info, "via": "api-key"})
+        return {"user": user, "info": {**info, "via": "api-key"}}
 
-    return handle
+    @handler.on()
+    def not_a_login(request: bester.Request):
+        raise bester.BesterError("unknown_request", "this handler only decides logins")
+
+    return handler
 
 
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BESTER_API_KEYS")
     if not path:
-        besterlib.setup_logging()
-        besterlib.log.error("usage: auth_keys.py KEY-FILE (or set BESTER_API_KEYS)")
+        setup_logging()
+        log.error("usage: auth_keys.py KEY-FILE (or set BESTER_API_KEYS)")
         sys.exit(2)
-    besterlib.run(handler(Keys(path)))
+    make_handler(Keys(path)).run()
 
 
 if __name__ == "__main__":

@@ -23,13 +23,12 @@ Federation: with BESTER_CHAT_PEERS="node-b,node-c", a local say is also pushed t
 arrives from a peer (scope "server") goes to the local members of the room, with "server" added
 to the data, and is never relayed again (no loops between servers).
 
-The logic is pure (ChatState + handle) so tests call it without a socket.
+The logic is pure (ChatState + handle) so tests call it without a socket. Written with the
+Python package (`import bester`, clients/python), which sits beside this file as `bester/`.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find besterlib next to us
-import besterlib  # noqa: E402
+import bester
 
 
 class ChatState:
@@ -65,22 +64,23 @@ def _string_field(data, key):
 
 def _to_group(request, group, data, users=(), require_member=False):
     """An answer delivering `data` to the members of `group` (and `users`)."""
-    answer = besterlib.send_clients(request, users, data)
+    answer = request.send_clients(users, data)
     target = {"users": list(users), "groups": [group]}
     if require_member:
         target["require_member"] = True
-    answer["header"]["commandData"] = target
+    answer.frame["header"]["commandData"] = target
     return answer
 
 
 def _group_frame(command, group, user):
     """A groupAdd / groupRemove push (no request): the broker answers it with a report."""
-    return {"header": {"status": "ok", "command": command, "commandData": {"group": group, "users": [user]}}}
+    return bester.Answer({"header": {"status": "ok", "command": command,
+                                     "commandData": {"group": group, "users": [user]}}}, push=True)
 
 
-def handle(state, request):
-    """Handle one request; return the list of frames to send (pushes first, then the answer)."""
-    data = besterlib.data_of(request)
+def handle(state, request: bester.Request):
+    """Handle one request: its answer, or a list of frames (pushes first, then the answer)."""
+    data = request.data
     try:
         if not isinstance(data, dict):
             raise BadRequest('data must be an object like {"action":"join","room":"lobby"}')
@@ -93,26 +93,25 @@ def handle(state, request):
         if len(group_of(room)) > 64 or not set(room) <= GROUP_CHARS:
             raise BadRequest("data.room must be at most 59 characters of A-Z a-z 0-9 . _ - :")
         group = group_of(room)
-        if request["header"].get("scope") == "server":
+        if request.scope == "server":
             return _from_peer(request, data, action, room)
-        user = besterlib.sender_of(request)
+        user = request.user
         if not user:
             raise BadRequest("the request has no sender (header.from.user)")
         if action in ("join", "leave"):
             # The broker applies the group change before the answer that follows it on this
             # socket, so the client's next say already finds it done, whichever process gets it.
             command = "groupAdd" if action == "join" else "groupRemove"
-            return [_group_frame(command, group, user),
-                    besterlib.reply(request, {"room": room, "group": group})]
+            return [_group_frame(command, group, user), request.reply({"room": room, "group": group})]
         # say
         text = _string_field(data, "text")
-        out = [_to_group(request, group, {"room": room, "from": user, "text": text}, require_member=True)]
-        if state.peers:
-            relay = {"action": "say", "room": room, "text": text, "from": user}
-            out.append(besterlib.push_servers(state.peers, besterlib.type_of(request), relay))
-        return out
+        answer = _to_group(request, group, {"room": room, "from": user, "text": text}, require_member=True)
+        if not state.peers:
+            return answer
+        relay = {"action": "say", "room": room, "text": text, "from": user}
+        return [answer, bester.push_servers(state.peers, request.type, relay)]
     except BadRequest as e:
-        return [besterlib.error(request, "bad_request", str(e))]
+        return request.error("bad_request", str(e))
 
 
 def _from_peer(request, data, action, room):
@@ -120,15 +119,22 @@ def _from_peer(request, data, action, room):
     if action != "say":
         raise BadRequest('a peer server may only send "say"')
     text = _string_field(data, "text")
-    header_from = request["header"].get("from") or {}
     # A relayed push carries the user in the data; the broker may also name them in the header.
-    user = header_from.get("user") or data.get("from")
+    user = request.user or data.get("from")
     if not isinstance(user, str) or not user:
         raise BadRequest("a say from a peer needs the user in header.from.user or data.from")
-    message = {"room": room, "from": user, "server": header_from.get("server"), "text": text}
-    return [_to_group(request, group_of(room), message)]
+    message = {"room": room, "from": user, "server": request.server, "text": text}
+    return _to_group(request, group_of(room), message)
+
+
+def make_handler(state):
+    """A bester.Handler serving every type with `handle` on `state`."""
+    # workers=0: one request at a time, in order, on the reading thread, so a client's pipelined
+    # "join" then "say" reach the broker in that order (the group change before the say).
+    handler = bester.Handler(workers=0)
+    handler.on()(lambda request: handle(state, request))
+    return handler
 
 
 if __name__ == "__main__":
-    state = ChatState.from_env()
-    besterlib.run(lambda request: handle(state, request))
+    make_handler(ChatState.from_env()).run()

@@ -116,6 +116,16 @@ impl TokenKey {
         Ok(TokenKey(key))
     }
 
+    /// The key itself (for the new process of a hot upgrade only: never logged or written).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A key handed over by the process before a hot upgrade.
+    pub(crate) fn from_bytes(key: Vec<u8>) -> TokenKey {
+        TokenKey(key)
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length")
     }

@@ -6,21 +6,53 @@
 //! directory is checked through [`crate::fsutil::private_dir`] — not a symbolic link, owned by
 //! this process's user, not writable by group or others, parents that only root or we can change
 //! — and refused otherwise; the examples go into a fresh directory whose `mkdir` fails if the name
-//! exists, so nobody can plant a module (e.g. a `besterlib/` package) beside them.
+//! exists, so nobody can plant a module beside them (Python imports the script's directory first:
+//! a `json.py` there would shadow the standard library's for the `bester` package they import).
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use log::warn;
 
 use crate::fsutil;
 
-/// Example handlers compiled into the binary: (file name, contents).
+/// Example handlers compiled into the binary: (path in the examples directory, contents). The
+/// Python examples import the Python package (clients/python), so its modules go beside them as
+/// the `bester/` package directory, as in the repository and the Debian package.
 const EXAMPLES: &[(&str, &str)] = &[
     (
-        "besterlib.py",
-        include_str!("../../handlers/python/besterlib.py"),
+        "bester/__init__.py",
+        include_str!("../../clients/python/src/bester/__init__.py"),
+    ),
+    (
+        "bester/aio.py",
+        include_str!("../../clients/python/src/bester/aio.py"),
+    ),
+    (
+        "bester/client.py",
+        include_str!("../../clients/python/src/bester/client.py"),
+    ),
+    (
+        "bester/errors.py",
+        include_str!("../../clients/python/src/bester/errors.py"),
+    ),
+    (
+        "bester/handler.py",
+        include_str!("../../clients/python/src/bester/handler.py"),
+    ),
+    (
+        "bester/session.py",
+        include_str!("../../clients/python/src/bester/session.py"),
+    ),
+    (
+        "bester/transport.py",
+        include_str!("../../clients/python/src/bester/transport.py"),
+    ),
+    (
+        "bester/wire.py",
+        include_str!("../../clients/python/src/bester/wire.py"),
     ),
     ("echo.py", include_str!("../../handlers/python/echo.py")),
     ("chat.py", include_str!("../../handlers/python/chat.py")),
@@ -41,6 +73,9 @@ pub struct RuntimeDir {
     path: PathBuf,
     owned: bool,
     examples: Option<PathBuf>,
+    /// Handler sockets are named `<type>.<tag>.sock` (the new process of an upgrade, beside
+    /// the old one's `<type>.sock`).
+    tag: Option<u32>,
 }
 
 impl RuntimeDir {
@@ -57,6 +92,7 @@ impl RuntimeDir {
                 path: dir.path,
                 owned: false,
                 examples: None,
+                tag: None,
             });
         }
         // A fresh name under the temp dir; its mkdir fails if the name exists.
@@ -66,7 +102,32 @@ impl RuntimeDir {
             path,
             owned: true,
             examples: None,
+            tag: None,
         })
+    }
+
+    /// The directory an upgrade's old process created (checked like a configured one); not
+    /// removed when this process stops unless [`RuntimeDir::set_owned`] says so (once the old
+    /// process handed over).
+    pub fn adopt(path: &Path) -> io::Result<RuntimeDir> {
+        let dir = fsutil::private_dir(path)?;
+        Ok(RuntimeDir {
+            path: dir.path,
+            owned: false,
+            examples: None,
+            tag: None,
+        })
+    }
+
+    /// Whether the directory is removed when this process stops (an upgrade hands it over).
+    pub fn set_owned(&mut self, owned: bool) {
+        self.owned = owned;
+    }
+
+    /// Name handler sockets `<type>.<pid>.sock`: the new process of an upgrade, whose old
+    /// process still serves on `<type>.sock` (or on its own `<type>.<pid>.sock`).
+    pub fn tag_sockets(&mut self, pid: u32) {
+        self.tag = Some(pid);
     }
 
     /// Whether besterd created the directory (and removes it when done).
@@ -81,12 +142,15 @@ impl RuntimeDir {
 
     /// Where the socket for handler type `kind` goes.
     pub fn socket_for(&self, kind: &str) -> PathBuf {
-        self.path.join(format!("{kind}.sock"))
+        match self.tag {
+            Some(tag) => self.path.join(format!("{kind}.{tag}.sock")),
+            None => self.path.join(format!("{kind}.sock")),
+        }
     }
 
     /// Write the built-in example handlers into a fresh `<dir>/examples-<random>` (created here,
-    /// 0700; each file created exclusively) and return that directory. Once per process: later
-    /// calls return the same directory. It is removed when the server stops.
+    /// 0700; each file and subdirectory created exclusively) and return that directory. Once per
+    /// process: later calls return the same directory. It is removed when the server stops.
     pub fn write_examples(&mut self) -> io::Result<PathBuf> {
         if let Some(dir) = &self.examples {
             return Ok(dir.clone());
@@ -94,7 +158,19 @@ impl RuntimeDir {
         let prefix = format!("{EXAMPLES_PREFIX}{}-", std::process::id());
         let dir = fsutil::fresh_dir(&self.path, &prefix)?;
         self.examples = Some(dir.clone());
+        let mut subdirs: Vec<&str> = Vec::new();
         for (name, text) in EXAMPLES {
+            if let Some((sub, _)) = name.rsplit_once('/')
+                && !subdirs.contains(&sub)
+            {
+                // In the fresh directory: its mkdir fails if the name exists.
+                let path = dir.join(sub);
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                subdirs.push(sub);
+            }
             let path = dir.join(name);
             let mut file = fsutil::create_new(&path, 0o600)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
@@ -162,8 +238,31 @@ mod tests {
         assert_eq!(mode, 0o700);
         let examples = dir.write_examples().unwrap();
         assert!(examples.join("echo.py").is_file());
+        let package = examples.join("bester");
+        assert!(package.join("__init__.py").is_file() && package.join("handler.py").is_file());
+        assert_eq!(
+            fs::metadata(&package).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         drop(dir);
         assert!(!path.exists());
+    }
+
+    /// Every module of the Python package is written beside the examples (a module added to
+    /// clients/python without its line in EXAMPLES would break the embedded default's imports).
+    #[test]
+    fn every_module_of_the_python_package_is_embedded() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/src/bester");
+        for entry in fs::read_dir(&src).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".py") {
+                let path = format!("bester/{name}");
+                assert!(
+                    EXAMPLES.iter().any(|(n, _)| *n == path),
+                    "{path} is missing"
+                );
+            }
+        }
     }
 
     #[test]

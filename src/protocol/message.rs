@@ -618,6 +618,9 @@ pub struct HandlerMessage<'a> {
     pub id: Option<Cow<'a, str>>,
     /// What to deliver.
     pub payload: Option<PayloadRef<'a>>,
+    /// `"replies": true` on a `sendServers` answer: the peers' reply data comes back in the
+    /// answer (PROTOCOL.md §7).
+    pub replies: bool,
 }
 
 impl HandlerMessage<'_> {
@@ -631,6 +634,7 @@ impl HandlerMessage<'_> {
             request: owned(self.request),
             id: owned(self.id),
             payload: self.payload.map(PayloadRef::into_owned),
+            replies: self.replies,
         }
     }
 }
@@ -655,6 +659,8 @@ struct RawHandlerHeader {
     request: Option<String>,
     #[serde(default)]
     id: Option<String>,
+    #[serde(default)]
+    replies: Option<bool>,
 }
 
 /// `header.status` of a handler frame: `"ok"`, `"error"`, or the original spec's numeric codes
@@ -890,6 +896,11 @@ pub fn parse_handler_message_full(body: &[u8]) -> Result<HandlerMessage<'static>
         }
         (other, _) => return Err(bad(format!("unknown command {other:?}"))),
     };
+    if header.replies.is_some() && !matches!(command, Command::SendServers(_)) {
+        return Err(bad(
+            "\"replies\" goes with command \"sendServers\" only".into()
+        ));
+    }
     if let Some(payload) = &raw.payload {
         validate_type(&payload.kind).map_err(|e| bad(e.error))?;
     }
@@ -900,6 +911,7 @@ pub fn parse_handler_message_full(body: &[u8]) -> Result<HandlerMessage<'static>
         request: header.request.map(Cow::Owned),
         id: header.id.map(Cow::Owned),
         payload: raw.payload.map(Payload::into_ref),
+        replies: header.replies.unwrap_or(false),
     })
 }
 

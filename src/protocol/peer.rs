@@ -1,7 +1,10 @@
 //! Server-to-server frames: the handshake after `identify {type:"server"}`, messages a server sends
 //! a peer (`scope:"server"`, numbered by `msg`), and the acknowledgement the peer returns once its
-//! handler has dealt with one. Pure serde types, like [`super::message`].
+//! handler has dealt with one. Pure types, like [`super::message`]: a message and an ok ack in
+//! their common shape are read by the fast lane (`scan/peer.rs`) and written by hand
+//! ([`super::write`]); every other frame, and every refusal, takes serde.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -50,31 +53,34 @@ impl ServerReport {
 /// Per-server results of a `sendServers`.
 pub type ServerReports = BTreeMap<String, ServerReport>;
 
-/// A message from a peer.
+/// A message from a peer, borrowed from its frame where the fast lane read it.
 #[derive(Debug, Clone)]
-pub struct PeerMessage {
+pub struct PeerMessage<'a> {
     /// The peer's number for it, echoed in the ack.
-    pub msg: String,
+    pub msg: Cow<'a, str>,
     /// Who it is from (the server must be the peer itself).
     pub from: Sender,
     /// Servers it has crossed, this one included.
     pub hops: u32,
     /// What to dispatch.
-    pub payload: Payload,
+    pub payload: PayloadRef<'a>,
 }
 
 /// A peer's acknowledgement of a message we sent.
 #[derive(Debug, Clone)]
-pub struct PeerAck {
+pub struct PeerAck<'a> {
     /// Our number for the message.
-    pub msg: String,
+    pub msg: Cow<'a, str>,
     /// The peer's report (with the reports of servers it sent the message on to, if any).
     pub report: ServerReport,
+    /// An ok ack's data: what the peer's handler answered with (JSON text; `None` for none or
+    /// `null`). Passed on only to a `sendServers` that asked for replies.
+    pub data: Option<Cow<'a, str>>,
 }
 
 /// Any frame on a server-to-server connection.
 #[derive(Debug, Clone)]
-pub enum PeerFrame {
+pub enum PeerFrame<'a> {
     /// Initiator ← responder: the responder's nonce and proof.
     Challenge {
         /// The responder's name.
@@ -94,12 +100,12 @@ pub enum PeerFrame {
     /// A refusal (handshake) or an error about the last frame.
     Error(ErrorBody),
     /// A message to dispatch.
-    Message(PeerMessage),
+    Message(PeerMessage<'a>),
     /// An acknowledgement.
-    Ack(PeerAck),
+    Ack(PeerAck<'a>),
 }
 
-impl PeerFrame {
+impl PeerFrame<'_> {
     /// What kind of frame this is, for log lines: never its nonce, proof or data.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -140,7 +146,7 @@ struct RawPeerHeader {
     hops: Option<u32>,
     #[serde(default)]
     proof: Option<String>,
-    /// Sent with the data of a `reply` answer; accepted, not passed on (see PROTOCOL.md §7).
+    /// Sent with the data of a `reply` answer; accepted whatever it is, not used.
     #[serde(default, rename = "type")]
     _kind_of: Option<serde::de::IgnoredAny>,
     #[serde(default)]
@@ -181,8 +187,19 @@ fn data_as<T: serde::de::DeserializeOwned>(data: &Option<Box<RawValue>>) -> Resu
     serde_json::from_str(text).map_err(|e| invalid(format!("bad data: {e}")))
 }
 
-/// Parse a frame from a peer server.
-pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame, ErrorBody> {
+/// Parse a frame from a peer server: the fast lane for a message or an ok ack in its common
+/// shape, serde for everything else.
+pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame<'_>, ErrorBody> {
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Some(frame) = super::scan::peer::peer_frame(text)
+    {
+        return Ok(frame);
+    }
+    parse_peer_frame_full(body)
+}
+
+/// [`parse_peer_frame`] by serde alone: the exact error for every frame it refuses.
+pub fn parse_peer_frame_full(body: &[u8]) -> Result<PeerFrame<'static>, ErrorBody> {
     let raw: RawPeerFrame = parse_json(body)?;
     let h = raw.header;
     if let Some(proof) = h.proof {
@@ -195,23 +212,27 @@ pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame, ErrorBody> {
             };
             validate_type(&payload.kind)?;
             Ok(PeerFrame::Message(PeerMessage {
-                msg,
+                msg: Cow::Owned(msg),
                 from,
                 hops: h.hops.unwrap_or(1),
-                payload,
+                payload: payload.into_ref(),
             }))
         }
         (Some("ack"), Some(status), None) => {
             let msg = h.msg.ok_or_else(|| invalid("an ack needs msg"))?;
-            let (error, code) = match status {
+            let (error, code, data) = match status {
                 Status::Error => {
                     let e: ErrorData = data_as(&raw.data)?;
-                    (Some(e.error), Some(e.code))
+                    (Some(e.error), Some(e.code), None)
                 }
-                Status::Ok => (None, None),
+                Status::Ok => {
+                    let data = raw.data.map(|d| Box::<str>::from(d).into_string());
+                    (None, None, data.filter(|d| d != "null").map(Cow::Owned))
+                }
             };
             Ok(PeerFrame::Ack(PeerAck {
-                msg,
+                msg: Cow::Owned(msg),
+                data,
                 report: ServerReport {
                     status,
                     delivered: h.delivered,
@@ -350,31 +371,10 @@ pub fn accepted_frame(server: &str) -> Vec<u8> {
     })
 }
 
-#[derive(Serialize)]
-struct MessageHeader<'a> {
-    scope: &'static str,
-    msg: &'a str,
-    from: &'a Sender,
-    hops: u32,
-}
-
-#[derive(Serialize)]
-struct MessageFrame<'a> {
-    header: MessageHeader<'a>,
-    payload: &'a PayloadRef<'a>,
-}
-
-/// A message to a peer.
-pub fn message_frame(msg: &str, from: &Sender, hops: u32, payload: &PayloadRef<'_>) -> Vec<u8> {
-    to_body(&MessageFrame {
-        header: MessageHeader {
-            scope: "server",
-            msg,
-            from,
-            hops,
-        },
-        payload,
-    })
+/// A message to a peer:
+/// `{"header":{"scope":"server","msg":M,"from":F,"hops":H},"payload":{"type":T,"data":D}}`.
+pub fn message_frame(msg: u64, from: &Sender, hops: u32, payload: &PayloadRef<'_>) -> Vec<u8> {
+    super::write::peer_message(msg, from, hops, payload)
 }
 
 #[derive(Serialize)]
@@ -404,8 +404,8 @@ struct AckFrame<'a, D: Serialize + ?Sized> {
 pub struct AckContent<'a> {
     /// The payload type of a reply.
     pub kind_of: Option<&'a str>,
-    /// The reply's data.
-    pub data: Option<&'a RawValue>,
+    /// The reply's data (JSON text, checked when it came in).
+    pub data: Option<&'a str>,
     /// Users delivered to.
     pub delivered: Option<&'a [String]>,
     /// Users offline.
@@ -414,20 +414,11 @@ pub struct AckContent<'a> {
     pub servers: Option<&'a ServerReports>,
 }
 
-/// An ok acknowledgement.
+/// An ok acknowledgement:
+/// `{"header":{"kind":"ack","msg":M,"status":"ok","type":T,"delivered":[..],"offline":[..],"servers":{..}},"data":D}`
+/// (each of `type` … `data` only when there is one).
 pub fn ack_ok(msg: &str, content: &AckContent<'_>) -> Vec<u8> {
-    to_body(&AckFrame {
-        header: AckHeader {
-            kind: "ack",
-            msg,
-            status: Status::Ok,
-            kind_of: content.kind_of,
-            delivered: content.delivered,
-            offline: content.offline,
-            servers: content.servers,
-        },
-        data: content.data,
-    })
+    super::write::peer_ack_ok(msg, content)
 }
 
 /// An error acknowledgement.
@@ -450,8 +441,12 @@ pub fn ack_error<E: Serialize + ?Sized>(msg: &str, error: &E) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn round(body: Vec<u8>) -> PeerFrame {
-        parse_peer_frame(&body).unwrap()
+    /// Parse by both paths; they must give the same value.
+    fn round(body: Vec<u8>) -> PeerFrame<'static> {
+        let full = parse_peer_frame_full(&body).unwrap();
+        let fast = parse_peer_frame(&body).unwrap();
+        assert_eq!(format!("{fast:?}"), format!("{full:?}"));
+        full
     }
 
     #[test]
@@ -490,7 +485,7 @@ mod tests {
             "chat",
             Some(RawValue::from_string("{\"t\":1}".into()).unwrap()),
         );
-        let body = message_frame("7", &from, 1, &payload.as_ref());
+        let body = message_frame(7, &from, 1, &payload.as_ref());
         assert_eq!(
             String::from_utf8(body.clone()).unwrap(),
             r#"{"header":{"scope":"server","msg":"7","from":{"user":"alice","server":"a"},"hops":1},"payload":{"type":"chat","data":{"t":1}}}"#
@@ -498,7 +493,7 @@ mod tests {
         let PeerFrame::Message(m) = round(body) else {
             panic!()
         };
-        assert_eq!((m.msg.as_str(), m.hops, m.from), ("7", 1, from));
+        assert_eq!((&*m.msg, m.hops, m.from), ("7", 1, from));
 
         let delivered = vec!["bob".to_string()];
         let content = AckContent {

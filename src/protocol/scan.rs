@@ -22,6 +22,7 @@
 
 use std::borrow::Cow;
 
+use super::groups::Recipients;
 use super::message::{
     ClientMessage, Command, HandlerMessage, MAX_ID_LEN, PayloadRef, Scope, Status, valid_type,
 };
@@ -258,6 +259,22 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// An array of strings without escapes.
+    fn names(&mut self) -> Option<Vec<String>> {
+        self.eat(b'[')?;
+        let mut names = Vec::new();
+        if self.peek()? == b']' {
+            self.pos += 1;
+            return Some(names);
+        }
+        loop {
+            names.push(self.plain_str()?.to_string());
+            if !self.more(b']')? {
+                return Some(names);
+            }
+        }
+    }
+
     /// `payload`: `{"type":T,"data":D}` (data optional), at depth 1.
     fn payload(&mut self) -> Option<PayloadRef<'a>> {
         let (mut kind, mut data, mut seen_data) = (None, None, false);
@@ -348,11 +365,14 @@ pub fn client_message(text: &str) -> Option<ClientMessage<'_>> {
     })
 }
 
-/// A handler's reply to a request, in the common shape
-/// `{"header":{"status":"ok"|"error","request":R,"id":I,"command":"reply"},"payload":P}` (any
-/// order; all but `status` optional), or `None` for the full path.
+/// A handler's answer in the common shape
+/// `{"header":{"status":"ok"|"error","request":R,"id":I,"command":C,"commandData":[..],"replies":B},"payload":P}`
+/// (any order; all but `status` optional): `C` is `reply` (no `commandData`), `sendClients` or
+/// `sendServers` (with `commandData`, an array of names; `replies` only with `sendServers`).
+/// `None` for the full path.
 pub fn handler_message(text: &str) -> Option<HandlerMessage<'_>> {
     let (mut status, mut request, mut id, mut command) = (None, None, None, None);
+    let (mut names, mut replies) = (None, None);
     let payload = envelope(text, |s, key| match key {
         "status" => {
             let value = match s.plain_str()? {
@@ -364,16 +384,34 @@ pub fn handler_message(text: &str) -> Option<HandlerMessage<'_>> {
         }
         "request" => once(&mut request, s.plain_str()?),
         "id" => once(&mut id, s.plain_str()?),
-        "command" => once(&mut command, s.plain_str().filter(|c| *c == "reply")?),
+        "command" => once(&mut command, s.plain_str()?),
+        "commandData" => once(&mut names, s.names()?),
+        "replies" => {
+            let value = match s.peek()? {
+                b't' => s.literal(b"true").map(|()| true)?,
+                b'f' => s.literal(b"false").map(|()| false)?,
+                _ => return None,
+            };
+            once(&mut replies, value)
+        }
         _ => None,
     })?;
+    let command = match (command.unwrap_or("reply"), names, replies) {
+        ("reply", None, None) => Cow::Borrowed(&REPLY),
+        ("sendClients", Some(users), None) => {
+            Cow::Owned(Command::SendClients(Recipients::users(users)))
+        }
+        ("sendServers", Some(servers), _) => Cow::Owned(Command::SendServers(servers)),
+        _ => return None,
+    };
     Some(HandlerMessage {
         status: status?,
         status_code: None,
-        command: Cow::Borrowed(&REPLY),
+        command,
         request: request.map(Cow::Borrowed),
         id: id.map(Cow::Borrowed),
         payload,
+        replies: replies.unwrap_or(false),
     })
 }
 
@@ -383,6 +421,8 @@ pub fn plain_value(text: &str, depth: usize) -> bool {
     let mut s = Scan::new(text);
     s.value(depth).and_then(|()| s.end()).is_some()
 }
+
+pub mod peer;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! The hot-path writer: the frames a broker sends most, a request to a handler, the reply to a
-//! client and a push to a user (`sendClients`), written by hand into a pooled body buffer, with `data` copied as the text it came
+//! client, a push to a user (`sendClients`), and a message to a peer server and its ok ack,
+//! written by hand into a pooled body buffer, with `data` copied as the text it came
 //! in. The bytes are exactly what serde writes for the same frame (the tests compare them), so
 //! every other frame can stay serde-serialized beside these.
 
@@ -178,6 +179,118 @@ pub fn client_push(kind_of: &str, from: &Sender, data: Option<&str>) -> Vec<u8> 
     out
 }
 
+/// The body of a message to a peer server:
+/// `{"header":{"scope":"server","msg":M,"from":F,"hops":H},"payload":{"type":T,"data":D}}`.
+pub fn peer_message(msg: u64, from: &Sender, hops: u32, payload: &PayloadRef<'_>) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"scope\":\"server\",\"msg\":\"");
+    write!(out, "{msg}\",\"from\":").expect("writing to a Vec");
+    sender(&mut out, from, true);
+    write!(out, ",\"hops\":{hops}}},\"payload\":{{\"type\":").expect("writing to a Vec");
+    string(&mut out, &payload.kind);
+    out.extend_from_slice(b",\"data\":");
+    raw(&mut out, payload.data.as_deref());
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// Append `,"key":["a","b"]` when there is a list.
+fn names(out: &mut Vec<u8>, name: &str, list: Option<&[String]>) {
+    if let Some(list) = list {
+        out.push(b',');
+        key(out, name);
+        out.push(b'[');
+        for (i, item) in list.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, item);
+        }
+        out.push(b']');
+    }
+}
+
+/// One server's report of a `sendServers` (`{"status":..,"delivered":..,"offline":..,"error":..,"code":..,"servers":..}`,
+/// each but `status` only when there is one).
+fn report(out: &mut Vec<u8>, report: &super::peer::ServerReport) {
+    out.extend_from_slice(match report.status {
+        super::message::Status::Ok => b"{\"status\":\"ok\"".as_slice(),
+        super::message::Status::Error => b"{\"status\":\"error\"",
+    });
+    names(out, "delivered", report.delivered.as_deref());
+    names(out, "offline", report.offline.as_deref());
+    optional(out, "error", report.error.as_deref());
+    optional(out, "code", report.code.as_deref());
+    if let Some(servers) = &report.servers {
+        out.extend_from_slice(b",\"servers\":");
+        reports(out, servers);
+    }
+    out.push(b'}');
+}
+
+/// Per-server reports: `{"b":{..},"c":{..}}`.
+fn reports(out: &mut Vec<u8>, servers: &super::peer::ServerReports) {
+    out.push(b'{');
+    for (i, (server, r)) in servers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, server);
+        out.push(b':');
+        report(out, r);
+    }
+    out.push(b'}');
+}
+
+/// The body of an ok reply to a client that carries a delivery report:
+/// `{"header":{"status":"ok","kind":"reply","id":I,"type":T,"delivered":[..],"offline":[..],"servers":{..}},"data":D}`
+/// (each of `id` … `servers` only when there is one).
+pub fn client_report_reply(
+    id: Option<&str>,
+    kind_of: Option<&str>,
+    (delivered, offline): (Option<&[String]>, Option<&[String]>),
+    servers: Option<&super::peer::ServerReports>,
+    data: Option<&str>,
+) -> Vec<u8> {
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"status\":\"ok\",\"kind\":\"reply\"");
+    optional(&mut out, "id", id);
+    optional(&mut out, "type", kind_of);
+    names(&mut out, "delivered", delivered);
+    names(&mut out, "offline", offline);
+    if let Some(servers) = servers {
+        out.extend_from_slice(b",\"servers\":");
+        reports(&mut out, servers);
+    }
+    out.extend_from_slice(b"},\"data\":");
+    raw(&mut out, data);
+    out.push(b'}');
+    out
+}
+
+/// The body of an ok ack to a peer server (see [`super::peer::ack_ok`]).
+pub fn peer_ack_ok(msg: &str, content: &super::peer::AckContent<'_>) -> Vec<u8> {
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"kind\":\"ack\",\"msg\":");
+    string(&mut out, msg);
+    out.extend_from_slice(b",\"status\":\"ok\"");
+    optional(&mut out, "type", content.kind_of);
+    names(&mut out, "delivered", content.delivered);
+    names(&mut out, "offline", content.offline);
+    if let Some(servers) = content.servers {
+        out.extend_from_slice(b",\"servers\":");
+        reports(&mut out, servers);
+    }
+    out.push(b'}');
+    if let Some(data) = content.data {
+        out.extend_from_slice(b",\"data\":");
+        raw(&mut out, Some(data));
+    }
+    out.push(b'}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -211,6 +324,162 @@ mod tests {
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 serde_json::to_string(&s).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn peer_messages_and_acks_are_what_serde_writes() {
+        use crate::protocol::peer::{AckContent, ServerReport, ServerReports};
+        #[derive(serde::Serialize)]
+        struct MessageHeader<'a> {
+            scope: &'static str,
+            msg: &'a str,
+            from: &'a Sender,
+            hops: u32,
+        }
+        #[derive(serde::Serialize)]
+        struct Message<'a> {
+            header: MessageHeader<'a>,
+            payload: &'a Payload,
+        }
+        #[derive(serde::Serialize)]
+        struct AckHeader<'a> {
+            kind: &'static str,
+            msg: &'a str,
+            status: Status,
+            #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+            kind_of: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            delivered: Option<&'a [String]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            offline: Option<&'a [String]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            servers: Option<&'a ServerReports>,
+        }
+        #[derive(serde::Serialize)]
+        struct Ack<'a> {
+            header: AckHeader<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<&'a RawValue>,
+        }
+        let from = Sender {
+            user: Some("al\"ice".into()),
+            server: "a".into(),
+            handler: None,
+            info: None,
+        };
+        for data in [None, Some("{\"t\":[1,\"\\n\"]}"), Some("\"s\"")] {
+            let payload = Payload::new(
+                "ch\tat",
+                data.map(|d| RawValue::from_string(d.into()).unwrap()),
+            );
+            let expected = serde_json::to_string(&Message {
+                header: MessageHeader {
+                    scope: "server",
+                    msg: "7",
+                    from: &from,
+                    hops: 3,
+                },
+                payload: &payload,
+            })
+            .unwrap();
+            let got = peer_message(7, &from, 3, &payload.as_ref());
+            assert_eq!(String::from_utf8(got).unwrap(), expected);
+        }
+        let users = ["bob".to_string(), "c\"d".to_string()];
+        let mut servers = ServerReports::new();
+        servers.insert(
+            "c".into(),
+            ServerReport::failed(crate::protocol::ErrorCode::PeerTimeout, "late"),
+        );
+        let raw = RawValue::from_string("{\"x\":1}".into()).unwrap();
+        for (kind_of, data, lists, servers) in [
+            (None, None, false, None),
+            (Some("chat"), Some(&*raw), true, None),
+            (Some("chat"), None, false, Some(&servers)),
+        ] {
+            let content = AckContent {
+                kind_of,
+                data: data.map(RawValue::get),
+                delivered: lists.then_some(&users[..1]),
+                offline: lists.then_some(&users[1..]),
+                servers,
+            };
+            let expected = serde_json::to_string(&Ack {
+                header: AckHeader {
+                    kind: "ack",
+                    msg: "9",
+                    status: Status::Ok,
+                    kind_of,
+                    delivered: content.delivered,
+                    offline: content.offline,
+                    servers,
+                },
+                data,
+            })
+            .unwrap();
+            let got = peer_ack_ok("9", &content);
+            assert_eq!(String::from_utf8(got).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn client_replies_with_reports_are_what_serde_writes() {
+        use crate::protocol::peer::{ServerReport, ServerReports};
+        let users = ["bob".to_string(), "c\"d".to_string()];
+        let mut inner = ServerReports::new();
+        inner.insert(
+            "c\n".into(),
+            ServerReport::failed(crate::protocol::ErrorCode::PeerTimeout, "la\"te"),
+        );
+        let mut servers = ServerReports::new();
+        servers.insert(
+            "b".into(),
+            ServerReport {
+                status: Status::Ok,
+                delivered: Some(users.to_vec()),
+                offline: Some(vec![]),
+                error: None,
+                code: None,
+                servers: Some(inner.clone()),
+            },
+        );
+        servers.insert(
+            "d".into(),
+            ServerReport::failed(crate::protocol::ErrorCode::UnknownPeer, "no"),
+        );
+        let raw = RawValue::from_string("{\"b\":[1]}".into()).unwrap();
+        for (id, kind_of, lists, servers, data) in [
+            (Some("1"), Some("chat"), false, Some(&servers), None),
+            (None, Some("t"), true, None, Some(&*raw)),
+            (Some("x\"y"), None, true, Some(&inner), Some(&*raw)),
+            (None, None, false, Some(&ServerReports::new()), None),
+        ] {
+            let (delivered, offline) = if lists {
+                (Some(&users[..1]), Some(&users[1..]))
+            } else {
+                (None, None)
+            };
+            let mut header = ClientHeader::reply(Status::Ok, id);
+            header.kind_of = kind_of;
+            header.delivered = delivered;
+            header.offline = offline;
+            header.servers = servers;
+            let expected = to_body(&ClientFrame {
+                header,
+                data: &data,
+            });
+            let got = client_report_reply(
+                id,
+                kind_of,
+                (delivered, offline),
+                servers,
+                data.map(RawValue::get),
+            );
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(expected).unwrap()
             );
         }
     }

@@ -177,7 +177,7 @@ impl Router {
                     pending.origin,
                     from,
                     pending.hops,
-                    &servers,
+                    (&servers, msg.replies),
                     &payload,
                     now,
                     out,
@@ -331,8 +331,16 @@ impl Router {
                 };
                 self.respond_ok(&origin, &outcome, out);
             }
+            Command::SendServers(_) if msg.replies => {
+                let text = "a push gets no replies: \"replies\" needs a request to answer";
+                self.fail(
+                    &origin,
+                    ErrorBody::new(ErrorCode::BadHandlerReply, text),
+                    out,
+                );
+            }
             Command::SendServers(servers) => {
-                self.send_servers(origin, from, 0, servers, payload, now, out)
+                self.send_servers(origin, from, 0, (servers, false), payload, now, out)
             }
             Command::Reply
             | Command::SendHandler(_)

@@ -6,8 +6,13 @@
 //! users, never for a third server). A server relaying on a message that came from elsewhere sends
 //! it as itself (`from: {server, handler}`). Loops are stopped twice over: a message is never sent
 //! back to the server it came from, and it may cross at most [`MAX_HOPS`] links.
+//!
+//! Request-reply across servers: a `sendServers` with `"replies": true` answers its origin with
+//! the reports and, as `data`, an object holding the reply data of each peer whose report is ok
+//! (`null` when it had none); a reply that would take the answer over the frame limit is left
+//! out and that peer's report becomes `frame_too_large`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +24,7 @@ use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{PayloadRef, RESERVED_PREFIX, Scope, Sender, Status};
 use crate::protocol::peer::{PeerAck, PeerMessage, ServerReport, ServerReports, message_frame};
+use crate::protocol::write;
 use crate::router::ConnId;
 use crate::stats::PeerStats;
 
@@ -32,6 +38,10 @@ pub(super) struct Fanout {
     kind: String,
     waiting: usize,
     reports: ServerReports,
+    /// Whether the origin asked for the peers' replies (`"replies": true`).
+    replies: bool,
+    /// With `replies`: the reply data (JSON text) of each peer whose report is ok.
+    data: BTreeMap<String, Option<String>>,
 }
 
 /// A message sent to a peer, waiting for its ack.
@@ -121,7 +131,7 @@ impl Router {
         for msg in lost {
             let text = format!("the link to {name:?} went down before it acknowledged the message");
             let report = self.failed_report(ErrorCode::PeerUnavailable, text);
-            self.settle_remote(msg, report, out);
+            self.settle_remote(msg, report, None, out);
         }
     }
 
@@ -144,14 +154,15 @@ impl Router {
         }
     }
 
-    /// Send `payload` to each of `servers`; the origin is answered once all have reported.
+    /// Send `payload` to each of `servers`; the origin is answered once all have reported (with
+    /// their reply data too when it asked for `replies`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn send_servers(
         &mut self,
         origin: Origin,
         from: Sender,
         hops: u32,
-        servers: &[String],
+        (servers, replies): (&[String], bool),
         payload: &PayloadRef<'_>,
         now: Instant,
         out: &mut Vec<Action>,
@@ -192,7 +203,7 @@ impl Router {
                     )),
                     Some((Some(link), stat)) => {
                         let msg = self.next_id();
-                        let body = message_frame(&msg.to_string(), &from, hops + 1, payload);
+                        let body = message_frame(msg, &from, hops + 1, payload);
                         if body.len() > self.config.max_frame {
                             let text = super::too_large(
                                 body.len(),
@@ -232,6 +243,8 @@ impl Router {
             kind: payload.kind.to_string(),
             waiting,
             reports,
+            replies,
+            data: BTreeMap::new(),
         };
         self.count_pending(&fanout_state.origin, 1);
         self.fanouts.insert(fanout, fanout_state);
@@ -241,20 +254,60 @@ impl Router {
     }
 
     fn finish_fanout(&mut self, id: u64, out: &mut Vec<Action>) {
-        let Some(fanout) = self.fanouts.remove(&id) else {
+        let Some(mut fanout) = self.fanouts.remove(&id) else {
             return;
         };
         self.count_pending(&fanout.origin, -1);
-        let outcome = Outcome {
-            kind_of: Some(&fanout.kind),
-            servers: Some(&fanout.reports),
-            ..Outcome::default()
-        };
-        self.respond_ok(&fanout.origin, &outcome, out);
+        if !fanout.replies {
+            let outcome = Outcome {
+                kind_of: Some(&fanout.kind),
+                servers: Some(&fanout.reports),
+                ..Outcome::default()
+            };
+            return self.respond_ok(&fanout.origin, &outcome, out);
+        }
+        // The replies count against the frame limit: while the answer is over it, the largest
+        // reply is left out and its server reported `frame_too_large`.
+        let max = self.config.max_frame;
+        loop {
+            let data = replies_object(&fanout.data);
+            let outcome = Outcome {
+                kind_of: Some(&fanout.kind),
+                data: Some(&data),
+                servers: Some(&fanout.reports),
+                ..Outcome::default()
+            };
+            let len = self.ok_body_len(&fanout.origin, &outcome);
+            let largest = fanout
+                .data
+                .iter()
+                .map(|(server, d)| (d.as_ref().map_or(4, String::len), server))
+                .max();
+            match largest {
+                Some((size, server)) if len > max => {
+                    let server = server.clone();
+                    fanout.data.remove(&server);
+                    let text = format!(
+                        "the reply from {server:?} ({size} bytes of data) does not fit in the \
+                         answer: it would be {len} bytes, over the frame limit of {max}"
+                    );
+                    let report = self.failed_report(ErrorCode::FrameTooLarge, text);
+                    fanout.reports.insert(server, report);
+                }
+                _ => return self.respond_ok(&fanout.origin, &outcome, out),
+            }
+        }
     }
 
-    /// Record one server's report for a message and answer the fan-out if it was the last.
-    fn settle_remote(&mut self, msg: u64, report: ServerReport, out: &mut Vec<Action>) {
+    /// Record one server's report (and its ack's data) for a message and answer the fan-out if
+    /// it was the last.
+    fn settle_remote(
+        &mut self,
+        msg: u64,
+        report: ServerReport,
+        data: Option<&str>,
+        out: &mut Vec<Action>,
+    ) {
         let Some(remote) = self.remote.remove(&msg) else {
             return;
         };
@@ -267,6 +320,11 @@ impl Router {
         let Some(fanout) = self.fanouts.get_mut(&remote.fanout) else {
             return;
         };
+        if fanout.replies && report.status == Status::Ok {
+            fanout
+                .data
+                .insert(remote.server.clone(), data.map(str::to_string));
+        }
         fanout.reports.insert(remote.server, report);
         fanout.waiting -= 1;
         if fanout.waiting == 0 {
@@ -283,12 +341,18 @@ impl Router {
             );
             warn!("message {msg} to peer {:?} timed out", remote.server);
             let report = self.failed_report(ErrorCode::PeerTimeout, text);
-            self.settle_remote(msg, report, out);
+            self.settle_remote(msg, report, None, out);
         }
     }
 
     /// An ack from a peer for a message we sent it.
-    pub fn peer_ack(&mut self, link: ConnId, ack: PeerAck, now: Instant, out: &mut Vec<Action>) {
+    pub fn peer_ack(
+        &mut self,
+        link: ConnId,
+        ack: PeerAck<'_>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let owned = ack
             .msg
             .parse::<u64>()
@@ -300,7 +364,7 @@ impl Router {
                     let waited = now.saturating_duration_since(remote.sent_at);
                     self.stats.peers[remote.stat].ack_latency.observe(waited);
                 }
-                self.settle_remote(msg, ack.report, out)
+                self.settle_remote(msg, ack.report, ack.data.as_deref(), out)
             }
             None => warn!(
                 "peer={} acknowledged message {:?}, which is not waiting for it",
@@ -314,7 +378,7 @@ impl Router {
     pub fn peer_message(
         &mut self,
         link: ConnId,
-        msg: PeerMessage,
+        msg: PeerMessage<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -323,7 +387,7 @@ impl Router {
         };
         let origin = Origin::Peer {
             link,
-            msg: msg.msg,
+            msg: msg.msg.into_owned(),
             server: server.clone(),
         };
         if msg.from.server != server {
@@ -366,6 +430,22 @@ impl Router {
             stat: 0,
             sent_at: now,
         };
-        self.dispatch(pending, &msg.payload.as_ref(), now, out);
+        self.dispatch(pending, &msg.payload, now, out);
     }
+}
+
+/// `{"<server>":<data>,…}`: the replies of a `sendServers` that asked for them.
+fn replies_object(data: &BTreeMap<String, Option<String>>) -> String {
+    let mut out = Vec::new();
+    out.push(b'{');
+    for (i, (server, reply)) in data.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write::string(&mut out, server);
+        out.push(b':');
+        out.extend_from_slice(reply.as_deref().unwrap_or("null").as_bytes());
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("JSON text from JSON text")
 }

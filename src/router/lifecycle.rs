@@ -64,13 +64,18 @@ impl Router {
     }
 
     /// A peer's message that arrives while the server drains: acked `shutting_down`, not run.
-    pub fn refuse_peer_message(&mut self, link: ConnId, msg: PeerMessage, out: &mut Vec<Action>) {
+    pub fn refuse_peer_message(
+        &mut self,
+        link: ConnId,
+        msg: PeerMessage<'_>,
+        out: &mut Vec<Action>,
+    ) {
         let Some(server) = self.peer_links.get(&link).cloned() else {
             return;
         };
         let origin = Origin::Peer {
             link,
-            msg: msg.msg,
+            msg: msg.msg.into_owned(),
             server,
         };
         let text = "the server is shutting down and takes no new messages";

@@ -4,13 +4,11 @@
 use serde::Serialize;
 
 use super::{Action, Origin, Router};
+use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::{
-    ClientFrame, ClientHeader, Status, checked_json, client_error, handler_delivery_report,
-    handler_error_report, to_body,
-};
+use crate::protocol::message::{client_error, handler_delivery_report, handler_error_report};
 use crate::protocol::peer::{AckContent, ServerReports, ack_error, ack_ok};
-use crate::protocol::write::client_reply;
+use crate::protocol::write::{client_reply, client_report_reply};
 
 /// The parts of a successful answer.
 #[derive(Debug, Default)]
@@ -27,7 +25,49 @@ pub(super) struct Outcome<'a> {
     pub servers: Option<&'a ServerReports>,
 }
 
+/// An ok reply to a client with the outcome's delivery report.
+fn report_reply(id: Option<&str>, outcome: &Outcome<'_>) -> Vec<u8> {
+    client_report_reply(
+        id,
+        outcome.kind_of,
+        (outcome.delivered, outcome.offline),
+        outcome.servers,
+        outcome.data,
+    )
+}
+
+/// What an ok ack to a peer carries for this outcome.
+fn ack_content<'a>(outcome: &Outcome<'a>) -> AckContent<'a> {
+    AckContent {
+        kind_of: outcome.kind_of,
+        data: outcome.data,
+        delivered: outcome.delivered,
+        offline: outcome.offline,
+        servers: outcome.servers,
+    }
+}
+
 impl Router {
+    /// How long the body of [`Router::respond_ok`]'s frame to a client or peer would be (0 for
+    /// other origins), without sending it.
+    pub(super) fn ok_body_len(&self, origin: &Origin, outcome: &Outcome<'_>) -> usize {
+        match origin {
+            Origin::Client { id, .. } => {
+                let body = report_reply(id.as_deref(), outcome);
+                let len = body.len();
+                crate::protocol::pool::recycle(body);
+                len
+            }
+            Origin::Peer { msg, .. } => {
+                let body = ack_ok(msg, &ack_content(outcome));
+                let len = body.len();
+                crate::protocol::pool::recycle(body);
+                len
+            }
+            Origin::Push { .. } | Origin::Login { .. } => 0,
+        }
+    }
+
     /// Answer `origin` with success.
     pub(super) fn respond_ok(
         &mut self,
@@ -45,28 +85,21 @@ impl Router {
                     let body = client_reply(id.as_deref(), outcome.kind_of, outcome.data);
                     return out.push(Action::Send { to: *conn, body });
                 }
-                let mut header = ClientHeader::reply(Status::Ok, id.as_deref());
-                header.kind_of = outcome.kind_of;
-                header.delivered = outcome.delivered;
-                header.offline = outcome.offline;
-                header.servers = outcome.servers;
-                (
-                    *conn,
-                    to_body(&ClientFrame {
-                        header,
-                        data: &outcome.data.map(checked_json),
-                    }),
-                )
+                (*conn, report_reply(id.as_deref(), outcome))
             }
             Origin::Peer { link, msg, .. } => {
-                let content = AckContent {
-                    kind_of: outcome.kind_of,
-                    data: outcome.data.map(checked_json),
-                    delivered: outcome.delivered,
-                    offline: outcome.offline,
-                    servers: outcome.servers,
-                };
-                (*link, ack_ok(msg, &content))
+                let body = ack_ok(msg, &ack_content(outcome));
+                if body.len() > self.config.max_frame {
+                    // Never a frame over the limit to a peer: it is told why instead.
+                    let text = format!(
+                        "with its ack header the answer would be {} bytes, over the limit of {} bytes",
+                        body.len(),
+                        self.config.max_frame
+                    );
+                    crate::protocol::pool::recycle(body);
+                    return self.fail(origin, ErrorBody::new(ErrorCode::FrameTooLarge, text), out);
+                }
+                (*link, body)
             }
             Origin::Push { handler, id } => (
                 *handler,

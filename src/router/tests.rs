@@ -414,11 +414,11 @@ fn federated() -> Router {
     r
 }
 
-fn ack(msg: &str, body: Value) -> crate::protocol::peer::PeerAck {
+fn ack(msg: &str, body: Value) -> crate::protocol::peer::PeerAck<'static> {
     let mut frame = body;
     frame["header"]["kind"] = json!("ack");
     frame["header"]["msg"] = json!(msg);
-    match crate::protocol::peer::parse_peer_frame(frame.to_string().as_bytes()).unwrap() {
+    match crate::protocol::peer::parse_peer_frame_full(frame.to_string().as_bytes()).unwrap() {
         crate::protocol::peer::PeerFrame::Ack(a) => a,
         other => panic!("{other:?}"),
     }
@@ -498,7 +498,7 @@ fn peer_messages_are_dispatched_with_scope_server_and_acked() {
     let mut out = Vec::new();
     let incoming = |from: Value, hops: u32| {
         let frame = json!({"header":{"scope":"server","msg":"m7","from":from,"hops":hops},"payload":{"type":"echo","data":"hi"}});
-        match crate::protocol::peer::parse_peer_frame(frame.to_string().as_bytes()).unwrap() {
+        match crate::protocol::peer::parse_peer_frame_full(frame.to_string().as_bytes()).unwrap() {
             crate::protocol::peer::PeerFrame::Message(m) => m,
             other => panic!("{other:?}"),
         }
@@ -567,7 +567,7 @@ fn relayed_messages_go_out_as_this_server_and_never_back() {
     let mut out = Vec::new();
     let frame = json!({"header":{"scope":"server","msg":"9","from":{"user":"bob","server":"b"},"hops":1},"payload":{"type":"echo","data":1}});
     let crate::protocol::peer::PeerFrame::Message(m) =
-        crate::protocol::peer::parse_peer_frame(frame.to_string().as_bytes()).unwrap()
+        crate::protocol::peer::parse_peer_frame_full(frame.to_string().as_bytes()).unwrap()
     else {
         panic!()
     };
@@ -893,7 +893,7 @@ fn a_sessions_info_reaches_its_handlers_only() {
     // Nor is a peer's claim of info believed.
     let frame = json!({"header":{"scope":"server","msg":"m1","from":{"user":"bob","server":"b","info":{"role":"admin"}},"hops":1},"payload":{"type":"echo","data":"hi"}});
     let crate::protocol::peer::PeerFrame::Message(m) =
-        crate::protocol::peer::parse_peer_frame(frame.to_string().as_bytes()).unwrap()
+        crate::protocol::peer::parse_peer_frame_full(frame.to_string().as_bytes()).unwrap()
     else {
         panic!()
     };
@@ -1130,4 +1130,54 @@ fn waiting_for_a_start_is_bounded_and_ends() {
     );
     assert_eq!(r.waiting_for("w"), 0);
     assert_eq!(r.pending_for(ALICE), 0);
+}
+
+#[test]
+fn a_push_cannot_ask_for_replies() {
+    let mut r = federated();
+    let mut out = Vec::new();
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendServers","commandData":["b"],"replies":true,"id":"p1"},"payload":{"type":"news","data":1}})),
+        Instant::now(),
+        &mut out,
+    );
+    assert_eq!(
+        sent(&mut out),
+        vec![(
+            ECHO,
+            json!({"header":{"kind":"report","status":"error","id":"p1"},"data":{"error":"a push gets no replies: \"replies\" needs a request to answer","code":"bad_handler_reply"}})
+        )],
+        "nothing goes to b"
+    );
+}
+
+#[test]
+fn a_reply_too_large_for_an_ack_is_refused_not_sent_to_the_peer() {
+    let mut r = federated();
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let frame = json!({"header":{"scope":"server","msg":"m9","from":{"user":"bob","server":"b"},"hops":1},"payload":{"type":"echo","data":1}});
+    let crate::protocol::peer::PeerFrame::Message(m) =
+        crate::protocol::peer::parse_peer_frame_full(frame.to_string().as_bytes()).unwrap()
+    else {
+        panic!()
+    };
+    r.peer_message(PEER_B, m, now, &mut out);
+    let token = sent(&mut out)[0].1["header"]["request"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The ack with this data and its header would be one byte over the 1024-byte limit.
+    let data = "y".repeat(951);
+    let body =
+        json!({"header":{"status":"ok","request":token},"payload":{"type":"echo","data":data}});
+    r.handler_message(ECHO, answer(body), now, &mut out);
+    assert_eq!(
+        sent(&mut out),
+        vec![(
+            PEER_B,
+            json!({"header":{"kind":"ack","msg":"m9","status":"error"},"data":{"error":"with its ack header the answer would be 1025 bytes, over the limit of 1024 bytes","code":"frame_too_large"}})
+        )]
+    );
 }

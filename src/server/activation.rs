@@ -89,7 +89,7 @@ impl Drop for Activation {
     }
 }
 
-fn sockopt(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
+pub(super) fn sockopt(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `value`, which is that large.
@@ -110,7 +110,7 @@ fn sockopt(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Own `fd` as a listening TCP socket, or say what it is not.
-fn tcp_listener(fd: RawFd, name: &str) -> io::Result<TcpListener> {
+pub(super) fn tcp_listener(fd: RawFd, name: &str) -> io::Result<TcpListener> {
     let what = |e: String| io::Error::other(format!("socket activation: fd {fd} ({name}): {e}"));
     // SAFETY: the fd was passed to this process by the service manager and is taken only once
     // (removed from the list above); from here the listener owns it.

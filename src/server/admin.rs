@@ -2,13 +2,20 @@
 //! directory, mode 0600 inside the 0700 directory, and every connection's peer credentials
 //! (`SO_PEERCRED`) must be root or the daemon's own user. On the same mio loop as everything else.
 //!
-//! One request per connection: a JSON line `{"command": "status" | "kick" | "reload" | "drain",
+//! One request per connection: a JSON line `{"command": "status" | "kick" | "reload" | "drain" |
+//! "upgrade",
 //! "conn": "3.7" | "user": "alice"}` (at most [`MAX_CTL_REQUEST`] bytes, within
 //! [`CTL_TIMEOUT`]), answered with one JSON line `{"ok": true, ...}` or
 //! `{"ok": false, "error": "..."}`, then closed.
 //!
 //! `reload` runs [`Server::reload`] (what SIGHUP runs) and `drain` runs
-//! [`Server::begin_drain`] (what SIGTERM runs).
+//! [`Server::begin_drain`] (what SIGTERM runs); `upgrade` (what SIGUSR2 runs, `upgrade.rs`) is
+//! answered once the new process serves or the attempt failed.
+//!
+//! The socket is bound under a temporary name (`besterd.ctl.<pid>`) and renamed over
+//! `besterd.ctl`, so that the new process of an upgrade takes the name over atomically (when
+//! the old one hands over); a process removes the name when it stops only if it still names
+//! its own socket.
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -45,6 +52,10 @@ pub(super) const MAX_CTL_CONNECTIONS: usize = 16;
 pub(super) struct Admin {
     listener: UnixListener,
     path: PathBuf,
+    /// Where it is bound until [`Admin::publish`] renames it to `path`.
+    temp: Option<PathBuf>,
+    /// The published socket's (device, inode): what `path` names while it is ours.
+    published: Option<(u64, u64)>,
     conns: Slab<CtlConn>,
 }
 
@@ -54,6 +65,8 @@ struct CtlConn {
     output: Vec<u8>,
     written: usize,
     deadline: Instant,
+    /// Its request is under way (an upgrade): nothing more is read from it.
+    waiting: bool,
 }
 
 /// A control request.
@@ -68,35 +81,78 @@ struct Request {
 }
 
 impl Admin {
-    /// Bind `besterd.ctl` in the runtime directory, 0600.
-    pub(super) fn bind(runtime: &RuntimeDir, registry: &Registry) -> io::Result<Option<Admin>> {
+    /// Bind `besterd.ctl` in the runtime directory, 0600: under a temporary name, renamed over
+    /// `besterd.ctl` now if `publish` (else at [`Admin::publish`]).
+    pub(super) fn bind(
+        runtime: &RuntimeDir,
+        registry: &Registry,
+        publish: bool,
+    ) -> io::Result<Option<Admin>> {
         let path = runtime.path().join(CTL_SOCKET);
-        match std::fs::remove_file(&path) {
-            Ok(()) => debug!("removed stale socket {}", path.display()),
+        let temp = runtime
+            .path()
+            .join(format!("{CTL_SOCKET}.{}", std::process::id()));
+        match std::fs::remove_file(&temp) {
+            Ok(()) => debug!("removed stale socket {}", temp.display()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", temp.display()))),
         }
         // 0600 from the start (set on the socket before bind, not by path afterwards).
-        let mut listener = crate::net::local::bind_private(&path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+        let mut listener = crate::net::local::bind_private(&temp).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot bind {}: {e}", temp.display()))
         })?;
         registry.register(&mut listener, ADMIN_LISTENER, Interest::READABLE)?;
-        info!(
-            "control socket {} (root or this user only): besterd ctl --socket {} status",
-            path.display(),
-            path.display()
-        );
-        Ok(Some(Admin {
+        let mut admin = Admin {
             listener,
             path,
+            temp: Some(temp),
+            published: None,
             conns: Slab::new(),
-        }))
+        };
+        if publish {
+            admin.publish();
+        }
+        Ok(Some(admin))
+    }
+
+    /// Rename the socket over `besterd.ctl` (atomically replacing a stale one, or the old
+    /// process's at an upgrade).
+    pub(super) fn publish(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let Some(temp) = self.temp.take() else { return };
+        if let Err(e) = std::fs::rename(&temp, &self.path) {
+            warn!(
+                "control socket: cannot rename {} to {}: {e}; it stays at {}",
+                temp.display(),
+                self.path.display(),
+                temp.display()
+            );
+            self.path = temp;
+        }
+        self.published = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        info!(
+            "control socket {} (root or this user only): besterd ctl --socket {} status",
+            self.path.display(),
+            self.path.display()
+        );
     }
 }
 
 impl Drop for Admin {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::MetadataExt;
+        if let Some(temp) = &self.temp {
+            let _ = std::fs::remove_file(temp);
+            return;
+        }
+        // Not the new process's socket, renamed over ours by an upgrade.
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| Some((m.dev(), m.ino())) == self.published);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -185,6 +241,7 @@ impl Server {
                 output: Vec::new(),
                 written: 0,
                 deadline: now + CTL_TIMEOUT,
+                waiting: false,
             });
         }
     }
@@ -195,6 +252,9 @@ impl Server {
             let Some(conn) = self.admin.as_mut().and_then(|a| a.conns.get_mut(slot)) else {
                 return;
             };
+            if conn.waiting {
+                return;
+            }
             if conn.output.is_empty() {
                 match read_line(conn, &mut self.scratch) {
                     Ok(request) => request,
@@ -209,7 +269,7 @@ impl Server {
             let answer = match request {
                 Ok(request) => {
                     drain = request.command == "drain";
-                    self.admin_command(&request, now)
+                    self.admin_command(&request, slot, now)
                 }
                 Err(text) => refusal(&text),
             };
@@ -228,7 +288,7 @@ impl Server {
         }
     }
 
-    fn admin_command(&mut self, request: &Request, now: Instant) -> Vec<u8> {
+    fn admin_command(&mut self, request: &Request, slot: usize, now: Instant) -> Vec<u8> {
         match request.command.as_str() {
             "status" => {
                 let query = ConnectionQuery {
@@ -258,8 +318,26 @@ impl Server {
                 info!("drain requested on the control socket");
                 line(&json!({"ok": true, "draining": true}))
             }
+            "upgrade" => {
+                info!("upgrade requested on the control socket");
+                if let Some(conn) = self.admin.as_mut().and_then(|a| a.conns.get_mut(slot)) {
+                    conn.waiting = true;
+                }
+                match self.upgrade_start(Some(slot), now) {
+                    // Answered with the outcome (`upgrade.rs`).
+                    Ok(_) => Vec::new(),
+                    Err(why) => {
+                        warn!("upgrade refused: {why}");
+                        if let Some(conn) = self.admin.as_mut().and_then(|a| a.conns.get_mut(slot))
+                        {
+                            conn.waiting = false;
+                        }
+                        refusal(&why)
+                    }
+                }
+            }
             other => refusal(&format!(
-                "unknown command {other:?}; expected status, kick, reload or drain"
+                "unknown command {other:?}; expected status, kick, reload, drain or upgrade"
             )),
         }
     }
@@ -300,6 +378,26 @@ impl Server {
             self.finish(*id, now, "kicked".into());
         }
         Ok(targets.iter().map(ConnId::to_string).collect())
+    }
+
+    /// Keep control connection `slot` open until `until` (its answer comes later).
+    pub(super) fn ctl_hold(&mut self, slot: usize, until: Instant) {
+        if let Some(conn) = self.admin.as_mut().and_then(|a| a.conns.get_mut(slot)) {
+            conn.deadline = until;
+        }
+    }
+
+    /// The late answer of control connection `slot`: written, then the connection closes.
+    pub(super) fn ctl_answer(&mut self, slot: usize, answer: Vec<u8>, now: Instant) {
+        let Some(conn) = self.admin.as_mut().and_then(|a| a.conns.get_mut(slot)) else {
+            return;
+        };
+        conn.waiting = false;
+        conn.output = answer;
+        conn.deadline = conn.deadline.min(now + CTL_TIMEOUT);
+        if write_some(conn) {
+            self.admin_close(slot);
+        }
     }
 
     fn admin_close(&mut self, slot: usize) {

@@ -24,11 +24,19 @@ impl Server {
     /// connection instead of failing `handler_not_running`: every type while the server starts;
     /// afterwards the types whose processes are started or restarting and not failing over and
     /// over (a type besterd does not start itself, once the server is ready, is not).
+    ///
+    /// After a hot upgrade's handover, `socket = "..."` types are on their way too for the
+    /// startup timeout: their handlers are still connected to the old process until it has
+    /// drained, then connect here (`upgrade.rs`).
     pub(super) fn update_starting(&mut self) {
         let starting = matches!(self.life.phase, Phase::Starting(_));
-        for kind in self.config.handlers.keys() {
-            let coming = starting || self.supervisor.coming(kind);
-            self.router.set_starting(kind, coming, &mut self.actions);
+        let handed_over = self.upgrades.taking_over();
+        let kinds: Vec<String> = self.config.handlers.keys().cloned().collect();
+        for kind in kinds {
+            let coming = starting
+                || self.supervisor.coming(&kind)
+                || (handed_over && self.shared_handler_socket(&kind));
+            self.router.set_starting(&kind, coming, &mut self.actions);
         }
     }
 

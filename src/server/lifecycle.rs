@@ -8,7 +8,7 @@
 //! SIGKILL). A second SIGTERM or SIGINT skips to closing at once.
 //!
 //! Signals: TERM/INT drain (twice: stop now), HUP reloads (`server/reload.rs`), CHLD reaps
-//! handlers, USR1 logs the status line, USR2 is ignored.
+//! handlers, USR1 logs the status line, USR2 upgrades the binary in place (`server/upgrade.rs`).
 //!
 //! `STATUS=` lines come from one function, [`status_line`], over [`Figures`]; nothing here blocks
 //! (a notification is one datagram on a Unix socket).
@@ -66,11 +66,16 @@ pub(super) struct Lifecycle {
     pub note: Option<String>,
     /// The second signal came: stop without waiting.
     hurry: bool,
+    /// The new process of an upgrade before it is the main pid: notifications are held.
+    hold: bool,
+    /// The service manager's watchdog period (`WATCHDOG_USEC`), passed on by an upgrade.
+    watchdog_period: Option<Duration>,
 }
 
 impl Lifecycle {
     pub fn new(now: Instant, startup: Duration) -> Lifecycle {
-        let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
+        let period = sd_notify::watchdog_enabled();
+        let watchdog = period.map(|period| period / 2);
         if let Some(every) = watchdog {
             info!("watchdog: pinging every {} ms", every.as_millis());
         }
@@ -83,12 +88,47 @@ impl Lifecycle {
             next_status: now,
             note: None,
             hurry: false,
+            hold: false,
+            watchdog_period: period,
         }
+    }
+
+    /// The new process of an upgrade: no notification until [`Lifecycle::take_over`], then the
+    /// watchdog the old process had.
+    pub fn inherit(&mut self, watchdog: Option<Duration>) {
+        self.hold = true;
+        self.watchdog_period = watchdog;
+        self.watchdog = watchdog.map(|period| period / 2);
+        self.next_watchdog = None;
+    }
+
+    /// The new process is the main pid now: notify, and ping the watchdog at once.
+    pub fn take_over(&mut self, now: Instant) {
+        self.hold = false;
+        if let Some(every) = self.watchdog {
+            info!("watchdog: pinging every {} ms", every.as_millis());
+            self.next_watchdog = Some(now);
+        }
+    }
+
+    /// The old process after an upgrade's handover: the new one is the main pid and alone
+    /// talks to the service manager.
+    pub fn release(&mut self) {
+        self.notify = false;
+        self.watchdog = None;
+        self.next_watchdog = None;
+    }
+
+    /// The watchdog period in microseconds, for an upgrade's new process.
+    pub fn watchdog_usec(&self) -> Option<u64> {
+        self.watchdog_period
+            .map(|p| u64::try_from(p.as_micros()).unwrap_or(u64::MAX))
     }
 
     /// Send states to the service manager, if there is one.
     pub fn notify(&self, states: &[NotifyState]) {
         if self.notify
+            && !self.hold
             && let Err(e) = sd_notify::notify(states)
         {
             debug!("sd_notify failed: {e}");
@@ -107,7 +147,7 @@ impl Lifecycle {
             Phase::Draining(at) | Phase::Closing(at) => Some(at),
             Phase::Ready => None,
         };
-        let status = self.notify.then_some(self.next_status);
+        let status = (self.notify && !self.hold).then_some(self.next_status);
         [phase, self.next_watchdog, status]
             .into_iter()
             .flatten()
@@ -228,12 +268,18 @@ impl Server {
                 SIGCHLD => {
                     self.supervisor.tick(now);
                     self.update_starting();
+                    self.upgrade_tick(now);
                 }
                 SIGHUP => {
                     self.reload(now);
                 }
                 SIGUSR1 => info!("status: {}", status_line(&self.figures())),
-                SIGUSR2 => debug!("SIGUSR2 ignored"),
+                SIGUSR2 => {
+                    info!("upgrade requested by SIGUSR2");
+                    if let Err(why) = self.upgrade_start(None, now) {
+                        warn!("upgrade refused: {why}");
+                    }
+                }
                 _ => {}
             }
         }
@@ -271,6 +317,15 @@ impl Server {
             self.config.name,
             self.local_addr()
         );
+        if self.upgrades.waiting_for_go() {
+            // The new process of an upgrade: the old one hands over first.
+            return self.upgrade_announce(&missing);
+        }
+        self.announce_ready(now);
+    }
+
+    /// READY=1 and the ready file.
+    pub(super) fn announce_ready(&mut self, _now: Instant) {
         let line = status_line(&self.figures());
         self.life
             .notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
@@ -294,6 +349,8 @@ impl Server {
         if !self.life.accepting() {
             return;
         }
+        // A stop during an upgrade stops the new process too: it must not take over.
+        self.upgrade_abort(now, "the server is stopping");
         let grace = self.config.shutdown_grace;
         self.life.phase = Phase::Draining(now + grace);
         self.close_listener();
@@ -316,6 +373,7 @@ impl Server {
             return;
         }
         if self.life.accepting() {
+            self.upgrade_abort(now, "the server is stopping");
             self.life.notify(&[NotifyState::Stopping]);
             self.close_listener();
         }
@@ -394,7 +452,12 @@ impl Server {
         }
         self.supervisor.stop_all(grace);
         for (_, h) in &self.handler_listeners {
-            let _ = std::fs::remove_file(&h.path);
+            if !h.shared {
+                let _ = std::fs::remove_file(&h.path);
+            }
+        }
+        if let Some(pid) = self.handed_over_to() {
+            info!("upgrade: done; pid {pid} serves");
         }
         info!(
             "stopped; removing {} if besterd created it",

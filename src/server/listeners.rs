@@ -33,10 +33,15 @@ use super::token::PROXY_CONN_BASE;
 use super::token::{ADMIN_LISTENER, HANDLER_LISTENER_BASE, LISTENER_BASE, MONITOR_LISTENER};
 use super::{MAX_ACCEPTS_PER_EVENT, Server, Timer};
 
-/// The web client built into the binary, served by `static_dir = "{web}"`.
+/// The web client built into the binary, served by `static_dir = "{web}"`. `bester.js` imports
+/// `protocol.js`, the Node package's I/O-free protocol core, as it is.
 const WEB_FILES: &[(&str, &[u8])] = &[
     ("index.html", include_bytes!("../web/index.html")),
     ("bester.js", include_bytes!("../web/bester.js")),
+    (
+        "protocol.js",
+        include_bytes!("../../clients/node/lib/protocol.js"),
+    ),
     ("chat.js", include_bytes!("../web/chat.js")),
     ("chat.css", include_bytes!("../web/chat.css")),
 ];
@@ -291,6 +296,46 @@ impl Listeners {
         }
     }
 
+    /// Every listening socket and its name (as [`Listeners::store_in_fd_store`] names them),
+    /// for the new process of an upgrade.
+    pub fn fds(&self) -> Vec<(std::os::fd::RawFd, String)> {
+        use std::os::fd::AsRawFd;
+        self.list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let name = if i == 0 {
+                    super::activation::CLIENT.to_string()
+                } else {
+                    l.config.name.clone()
+                };
+                Some((l.socket.as_ref()?.as_raw_fd(), name))
+            })
+            .collect()
+    }
+
+    /// Accept nothing for now (the new process of an upgrade, until the old one hands over):
+    /// connections wait in the sockets' queues, which the old process serves meanwhile.
+    pub fn pause(&mut self, registry: &Registry) {
+        for l in &mut self.list {
+            if let Some(socket) = &mut l.socket {
+                let _ = registry.deregister(socket);
+            }
+        }
+    }
+
+    /// Accept again after [`Listeners::pause`].
+    pub fn resume(&mut self, registry: &Registry) {
+        for (i, l) in self.list.iter_mut().enumerate() {
+            if let Some(socket) = &mut l.socket
+                && let Err(e) = registry.register(socket, token(i), Interest::READABLE)
+            {
+                warn!("listener {}: cannot accept: {e}", l.config.name);
+            }
+        }
+    }
+
+    /// The `[server] listen` address.
     pub fn main_addr(&self) -> SocketAddr {
         self.list[0].addr
     }

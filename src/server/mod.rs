@@ -14,6 +14,7 @@ mod dial;
 mod digest;
 mod handler_login;
 mod handlers;
+pub mod handover;
 mod key_login;
 mod lifecycle;
 pub mod limits;
@@ -30,6 +31,7 @@ mod report;
 mod revoke;
 pub mod token;
 mod token_login;
+mod upgrade;
 mod violations;
 
 pub use lifecycle::{Figures, status_line};
@@ -70,7 +72,7 @@ use peers::PeerSlot;
 use reload::Reloads;
 use revoke::Sessions;
 use token::{ADMIN_LISTENER, CONN_BASE, MONITOR_CONN_BASE};
-use token::{LINGER_BASE, MONITOR_LISTENER, SIGNALS, WAKER};
+use token::{LINGER_BASE, MONITOR_LISTENER, SIGNALS, UPGRADE, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
 const MAX_READS_PER_EVENT: usize = 16;
@@ -113,6 +115,9 @@ struct HandlerListener {
     path: PathBuf,
     /// Connections refused because of the peer's user id (`server/handlers.rs`).
     refused: u64,
+    /// Inherited from the old process of an upgrade and not taken over yet: not accepted on,
+    /// and never unlinked (the path is the old process's until the handover).
+    shared: bool,
 }
 
 /// A bound, running-to-be broker.
@@ -160,6 +165,8 @@ pub struct Server {
     linger: Linger,
     /// The rate limit on log lines unauthenticated peers can cause (`noise.rs`).
     noise: noise::Noise,
+    /// Hot upgrades, as the old or the new process (`upgrade.rs`).
+    upgrades: upgrade::Upgrades,
     // Dropped last: removes the sockets' directory.
     runtime: RuntimeDir,
 }
@@ -167,12 +174,32 @@ pub struct Server {
 impl Server {
     /// Bind the listener and the handler sockets, seed the user store, start the auth workers and
     /// the handler processes. Nothing is served until [`Server::run`].
-    pub fn bind(mut config: Config) -> io::Result<Server> {
+    pub fn bind(config: Config) -> io::Result<Server> {
+        Server::bind_with(config, None)
+    }
+
+    /// [`Server::bind`] as the new process of a hot upgrade: on the sockets `inherited` from the
+    /// old process, accepting nothing and telling the service manager nothing until the old
+    /// process hands over (`upgrade.rs`).
+    pub fn bind_with(
+        mut config: Config,
+        inherited: Option<handover::Inherited>,
+    ) -> io::Result<Server> {
         listeners::fit_fd_limit(&mut config);
         let poll = Poll::new()?;
+        let mut inherited = inherited;
+        let upgrading = inherited.is_some();
         let mut activation = activation::Activation::from_env()?;
         let activated = activation.is_active();
-        let listeners = Listeners::bind_with(&config, poll.registry(), |name| {
+        let mut listeners = Listeners::bind_with(&config, poll.registry(), |name| {
+            if let Some(inherited) = inherited.as_mut() {
+                let name = if name == "main" {
+                    activation::CLIENT
+                } else {
+                    name
+                };
+                return inherited.take_tcp(handover::FdRole::Listener, name);
+            }
             let taken = if name == "main" {
                 activation.take_client()?
             } else {
@@ -182,8 +209,12 @@ impl Server {
         })?;
         activation.close_rest();
         // Sockets made here (not passed in) are kept by the service manager across a restart.
-        if !activated && std::env::var_os("NOTIFY_SOCKET").is_some() {
+        // (An upgrade's sockets are the old process's, in the store already.)
+        if !activated && !upgrading && std::env::var_os("NOTIFY_SOCKET").is_some() {
             listeners.store_in_fd_store();
+        }
+        if upgrading {
+            listeners.pause(poll.registry());
         }
         let local_addr = listeners.main_addr();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -216,9 +247,17 @@ impl Server {
         // Without `[auth] token_secret_file` the pool's random key of this run stays.
         if let Some(key) = &config.auth.token_key {
             auth.set_token_key(key.clone());
+        } else if let Some(key) = inherited.as_mut().and_then(|i| i.token_key.take()) {
+            // A hot upgrade: the resume tokens the old process issued stay valid.
+            auth.set_token_key(key);
         }
 
-        let runtime = RuntimeDir::create(config.runtime_dir.as_deref()).map_err(|e| {
+        let adopted = inherited.as_ref().and_then(|i| i.runtime_dir.clone());
+        let runtime = match &adopted {
+            Some(dir) => RuntimeDir::adopt(dir),
+            None => RuntimeDir::create(config.runtime_dir.as_deref()),
+        };
+        let mut runtime = runtime.map_err(|e| {
             if crate::fsutil::refusal(&e).is_some() {
                 // Names the path and the reason already; `serve` exits as for a config error.
                 return e;
@@ -257,8 +296,19 @@ impl Server {
         }
         let logins =
             LoginLimiter::new(config.login_failures_per_ip, config.login_failures_per_user);
-        let monitor = monitor::Monitor::bind(&config, poll.registry())?;
-        let admin = admin::Admin::bind(&runtime, poll.registry())?;
+        if upgrading {
+            // Never the old process's handler sockets.
+            runtime.tag_sockets(std::process::id());
+        }
+        let inherited_monitor = match inherited.as_mut() {
+            Some(i) => i.take_tcp(handover::FdRole::Monitor, "monitor")?,
+            None => None,
+        };
+        let mut monitor = monitor::Monitor::bind(&config, poll.registry(), inherited_monitor)?;
+        if upgrading && let Some(monitor) = &mut monitor {
+            monitor.pause(poll.registry());
+        }
+        let admin = admin::Admin::bind(&runtime, poll.registry(), !upgrading)?;
         let config_max_connections = config.max_connections;
         let mut server = Server {
             life: Lifecycle::new(now, config.handler_startup_timeout),
@@ -297,11 +347,17 @@ impl Server {
             admin,
             linger: Linger::new(LINGER_BASE, (config_max_connections / 4).clamp(16, 4096)),
             noise: noise::Noise::new(now),
+            upgrades: upgrade::Upgrades::default(),
             runtime,
         };
+        if let Some(i) = &inherited {
+            server.life.inherit(i.watchdog);
+        }
+        server.upgrades.inherited = inherited;
         for (kind, handler) in server.config.handlers.clone() {
             server.add_handler(&kind, &handler, now)?;
         }
+        server.upgrades.adopt_parent(server.poll.registry())?;
         for name in server.config.peers.keys() {
             server.router.add_peer(name);
         }
@@ -318,6 +374,12 @@ impl Server {
             server.runtime.path().display()
         );
         Ok(server)
+    }
+
+    /// How this process was started, for a hot upgrade (`ctl upgrade`, SIGUSR2) to start the
+    /// same command line again.
+    pub fn set_invocation(&mut self, invocation: handover::Invocation) {
+        self.upgrades.invocation = Some(invocation);
     }
 
     /// The address the listener is bound to.
@@ -353,6 +415,7 @@ impl Server {
                         self.reload_results(now);
                     }
                     SIGNALS => self.signals(now),
+                    UPGRADE => self.upgrade_ready(now),
                     t @ (MONITOR_LISTENER | ADMIN_LISTENER) => self.accept_ready(t, now),
                     t if self.linger.owns(t) => {
                         self.linger
@@ -402,9 +465,11 @@ impl Server {
                 self.supervisor.tick(now);
                 self.update_starting();
             }
-            if self.life.accepting() {
+            // (The new process of an upgrade links to peers once it serves.)
+            if self.life.accepting() && !self.upgrades.waiting_for_go() {
                 self.dial_peers(now);
             }
+            self.upgrade_tick(now);
             self.lifecycle_tick(now);
             self.settle(now);
             self.flush_dirty();
@@ -434,6 +499,7 @@ impl Server {
         consider(self.sessions.next_deadline());
         consider(self.control_deadline());
         consider(self.linger.next_deadline());
+        consider(self.upgrades.next_deadline());
         next.map(|at| at.saturating_duration_since(now))
     }
 

@@ -89,16 +89,24 @@ enum Parsed {
 
 impl Monitor {
     /// Bind the listener if `[monitor] listen` is set.
-    pub(super) fn bind(config: &Config, registry: &Registry) -> io::Result<Option<Monitor>> {
+    /// `inherited`: the old process's listener (a hot upgrade), used instead of binding.
+    pub(super) fn bind(
+        config: &Config,
+        registry: &Registry,
+        inherited: Option<TcpListener>,
+    ) -> io::Result<Option<Monitor>> {
         let Some(m) = &config.monitor else {
             return Ok(None);
         };
-        let mut listener = crate::net::accept::bind_tcp(m.listen).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {} (monitor.listen): {e}", m.listen),
-            )
-        })?;
+        let mut listener = match inherited {
+            Some(listener) => listener,
+            None => crate::net::accept::bind_tcp(m.listen).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {} (monitor.listen): {e}", m.listen),
+                )
+            })?,
+        };
         registry.register(&mut listener, MONITOR_LISTENER, Interest::READABLE)?;
         let addr = listener.local_addr()?;
         for (key, warning) in config.warnings() {
@@ -115,6 +123,24 @@ impl Monitor {
             hosts: Hosts::new(&m.hosts),
             accept_again: None,
         }))
+    }
+
+    /// The listening socket, for the new process of an upgrade.
+    pub(super) fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
+    }
+
+    /// Accept nothing (an upgrade: the other process serves the listener).
+    pub(super) fn pause(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.listener);
+    }
+
+    /// Accept again after [`Monitor::pause`].
+    pub(super) fn resume(&mut self, registry: &Registry) {
+        if let Err(e) = registry.register(&mut self.listener, MONITOR_LISTENER, Interest::READABLE)
+        {
+            warn!("monitor: cannot accept: {e}");
+        }
     }
 
     /// Open monitoring connections.

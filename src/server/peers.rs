@@ -88,6 +88,11 @@ impl Server {
                     continue;
                 }
             };
+            // As on accepted connections: a small frame (an ack, one message) goes out at once
+            // instead of waiting for the peer's delayed ACK of the previous one (Nagle).
+            if let Err(e) = stream.set_nodelay(true) {
+                warn!("peer={name} cannot set TCP_NODELAY: {e}");
+            }
             let transport = match &slot.tls {
                 None => Transport::from(Stream::Tcp(stream)),
                 Some((config, server_name)) => {

@@ -220,6 +220,20 @@ impl Server {
             "Clients and peers cut off because their output queue overflowed.",
             s.slow_consumers,
         );
+        let (handed_over, failed) = self.upgrades.outcomes();
+        out.family(
+            "upgrades_total",
+            "counter",
+            "Hot upgrades this process started, by outcome (`ctl upgrade`, SIGUSR2).",
+        );
+        out.sample("upgrades_total", &[("outcome", "handed_over")], handed_over);
+        out.sample("upgrades_total", &[("outcome", "failed")], failed);
+        out.single(
+            "upgrade_in_progress",
+            "gauge",
+            "1 while a new process started by an upgrade is not ready yet.",
+            u8::from(self.upgrades.describe().0 == "starting"),
+        );
         out.single(
             "requests_in_flight",
             "gauge",

@@ -306,27 +306,45 @@ impl Server {
             self.dialer.add(kind, &path, handler.uid);
             return Ok(path);
         }
-        match std::fs::remove_file(&path) {
-            Ok(()) => debug!("removed stale socket {}", path.display()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-        }
-        let mut unix = crate::net::local::bind_private(&path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
-        })?;
+        // The new process of an upgrade takes a `socket = "..."` path's listener over from
+        // the old one (others connect to that path); accepted on once the old one hands over.
+        let shared_path = self.shared_handler_socket(kind);
+        let inherited = match self.upgrades.inherited.as_mut() {
+            Some(i) if shared_path => i.take_unix(kind)?,
+            _ => None,
+        };
+        let shared = inherited.is_some();
+        let mut unix = match inherited {
+            Some(unix) => unix,
+            None => {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => debug!("removed stale socket {}", path.display()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+                    }
+                }
+                crate::net::local::bind_private(&path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+                })?
+            }
+        };
         let entry = self.handler_listeners.vacant_entry();
         let token = HANDLER_LISTENER_BASE + entry.key();
         if token >= CONN_BASE {
             return Err(io::Error::other("too many handler sockets"));
         }
-        self.poll
-            .registry()
-            .register(&mut unix, mio::Token(token), Interest::READABLE)?;
+        if !shared {
+            self.poll
+                .registry()
+                .register(&mut unix, mio::Token(token), Interest::READABLE)?;
+        }
         entry.insert(HandlerListener {
             kind: kind.to_string(),
             listener: unix,
             path: path.clone(),
             refused: 0,
+            shared,
         });
         Ok(path)
     }
@@ -342,7 +360,9 @@ impl Server {
         for key in keys {
             let mut h = self.handler_listeners.remove(key);
             let _ = self.poll.registry().deregister(&mut h.listener);
-            let _ = std::fs::remove_file(&h.path);
+            if !h.shared {
+                let _ = std::fs::remove_file(&h.path);
+            }
         }
     }
 

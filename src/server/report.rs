@@ -181,6 +181,11 @@ impl Server {
             "listen": self.local_addr().to_string(),
             "started": unix_time(now, self.started),
             "uptime_s": secs(now.saturating_duration_since(self.started)),
+            "pid": std::process::id(),
+            "upgrade": {
+                "state": self.upgrades.describe().0,
+                "new_pid": self.upgrades.describe().1,
+            },
             "health": match self.health() { Ok(()) => "ok".to_string(), Err(e) => e },
             "limits": {
                 "max_connections": c.max_connections,

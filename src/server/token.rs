@@ -17,6 +17,8 @@ pub const SIGNALS: Token = Token(2);
 pub const MONITOR_LISTENER: Token = Token(3);
 /// The admin control socket (`besterd ctl`).
 pub const ADMIN_LISTENER: Token = Token(4);
+/// The socket pair between the two processes of a hot upgrade (`server/upgrade.rs`).
+pub const UPGRADE: Token = Token(5);
 /// Handler socket listeners take tokens from here up.
 pub const HANDLER_LISTENER_BASE: usize = 16;
 /// Connections awaiting their PROXY protocol header take tokens from here up to

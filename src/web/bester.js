@@ -1,5 +1,8 @@
-// bester.js: a besterd client for browsers, over WebSocket. An ES module with no dependencies and
-// no build step: `import { BesterClient } from "./bester.js"`.
+// bester.js: a besterd client for browsers, over WebSocket. An ES module with no build step:
+// `import { BesterClient } from "./bester.js"`. The protocol itself — error codes and their typed
+// errors, bester:// URLs, the login state machine, request correlation, redirect checks — is the
+// Node package's I/O-free core, clients/node/lib/protocol.js, which besterd serves beside this file
+// as ./protocol.js: this module only drives it over a WebSocket.
 //
 // One WebSocket text message is one besterd frame body (the JSON of protocol/PROTOCOL.md).
 //
@@ -9,6 +12,8 @@
 //   const reply = await client.send("echo", {hi: 1});  // resolves with the reply's data
 //   client.addEventListener("push", (e) => console.log(e.detail.data));
 //
+// Errors are the typed errors of protocol.js (re-exported here): a BesterError (AuthFailed,
+// HandlerUnavailable, …) with `code`, `text` and the server's `frame`.
 // Events: "open" (logged in; detail {user, server, …}), "push" (detail {type, from, data, header}),
 // "presence" (detail {user, server, state, connections, status?, group?, member?}),
 // "redirect" (detail {url}: a handler sent the client to another server), "close" (detail {code,
@@ -24,31 +29,28 @@
 // redirect without a token fails), nor does a redirect leave TLS (wss: to ws:). Requests the
 // server answered `redirected` (in flight when it redirected) reject with that code.
 
-/** An error answered by the server (or a lost connection): `code` is besterd's error code. */
-export class BesterError extends Error {
-  constructor(code, message) {
-    super(message);
-    this.name = "BesterError";
-    this.code = code;
-  }
-}
+import {
+  BesterError,
+  Calls,
+  Login,
+  authentication,
+  checkRedirect,
+  classify,
+  errorFor,
+  fromFrame,
+  message,
+  pushOf,
+  redirectTarget,
+} from "./protocol.js";
 
-/** Most redirects followed in a row. */
-const MAX_HOPS = 3;
+export * from "./protocol.js";
 
 /** Refusals of a resume token after which the given credentials may be tried (same URL only). */
 const RESUME_REFUSED = ["resume_refused", "resume_expired", "session_expired", "auth_failed"];
 
-/** The WebSocket URL of a redirect's bester+ws:// or bester+wss:// URL, or null. */
+/** The WebSocket URL of a redirect target (a parsed bester+ws:// or bester+wss:// URL), or null. */
 function webSocketUrl(url) {
-  for (const [scheme, ws] of [["bester+ws://", "ws://"], ["bester+wss://", "wss://"]]) {
-    if (typeof url === "string" && url.startsWith(scheme) && url.length > scheme.length) {
-      const rest = url.slice(scheme.length);
-      if (rest.includes("@")) return null;
-      return ws + (rest.includes("/") ? rest : `${rest}/`);
-    }
-  }
-  return null;
+  return url.ws ? `${url.tls ? "wss" : "ws"}://${url.authority}${url.path}` : null;
 }
 
 export class BesterClient extends EventTarget {
@@ -69,13 +71,13 @@ export class BesterClient extends EventTarget {
     this.maxDelay = maxDelay;
     this.delay = minDelay;
     this.ws = null;
-    this.pending = new Map(); // id -> {resolve, reject, type, data}
+    this.calls = new Calls("m"); // id -> {resolve, reject, type, data}
     this.resend = []; // requests answered with a redirect, sent again after the next login
     this.following = false; // a redirect arrived: the close that follows is not a loss
     this.usedResume = false;
-    this.nextId = 1;
     this.closed = false;
     this.loggedIn = false;
+    this.attempt = null; // the Login (protocol.js) of the connection not yet logged in
     this.login = null; // {resolve, reject} while identify is unanswered
     this.timer = null;
   }
@@ -98,21 +100,24 @@ export class BesterClient extends EventTarget {
       return { resume: this.resume };
     }
     if (this.url !== this.home) return null; // never the password for another server
-    if (this.token) return { token: this.token };
-    return { username: this.username, password: this.password };
+    const { username, password, token } = this;
+    try {
+      return authentication({ username, password, token });
+    } catch (e) {
+      return { username, password }; // incomplete: the server refuses it, saying why
+    }
   }
 
   open() {
-    const authentication = this.authentication();
-    if (!authentication) {
-      return this.fail(new BesterError("auth_failed",
+    const auth = this.authentication();
+    if (!auth) {
+      return this.fail(errorFor("auth_failed",
         `no token to log in at ${this.url}: the password is only sent to ${this.home}`));
     }
     const ws = new WebSocket(this.url);
     this.ws = ws;
-    ws.onopen = () => {
-      ws.send(JSON.stringify({ header: { identify: { type: "client", authentication } } }));
-    };
+    this.attempt = new Login(auth);
+    ws.onopen = () => ws.send(JSON.stringify(this.attempt.first()));
     ws.onmessage = (event) => this.frame(ws, event.data);
     ws.onclose = (event) => this.lost(ws, event.code, event.reason);
   }
@@ -122,8 +127,7 @@ export class BesterClient extends EventTarget {
     this.closed = true;
     const login = this.login;
     this.login = null;
-    for (const { reject } of [...this.pending.values(), ...this.resend]) reject(error);
-    this.pending.clear();
+    for (const { reject } of [...this.calls.drain(), ...this.resend]) reject(error);
     this.resend = [];
     if (login) login.reject(error);
     this.dispatchEvent(new CustomEvent("loginerror", { detail: error }));
@@ -138,36 +142,43 @@ export class BesterClient extends EventTarget {
     } catch (e) {
       return;
     }
-    const header = frame.header || {};
-    if (header.kind === "redirect" && header.status === "ok") {
-      const waiting = header.id !== undefined && this.pending.get(header.id);
-      if (waiting) {
-        this.pending.delete(header.id);
-        this.resend.push(waiting);
-      }
-      if (this.loggedIn && !waiting) return; // answers nothing of ours
-      return this.follow(frame.data || {});
+    if (!this.loggedIn) return this.loginAnswer(ws, frame);
+    const { kind, id } = classify(frame);
+    if (kind === "redirect") {
+      const waiting = id !== undefined && this.calls.take(id);
+      if (!waiting || frame.header.status !== "ok") return; // answers nothing of ours
+      this.resend.push(waiting);
+      return this.follow(frame);
     }
-    if (!this.loggedIn) {
-      // The first frame answers identify.
-      if (header.status === "ok") {
-        const login = this.login;
-        this.login = null;
-        this.loggedIn = true;
-        this.delay = this.minDelay;
-        this.redirectToken = null;
-        const data = frame.data || {};
-        if (typeof data.resume === "string") this.resume = data.resume;
-        if (login) login.resolve(data);
-        this.dispatchEvent(new CustomEvent("open", { detail: data }));
-        const again = this.resend;
-        this.resend = [];
-        for (const request of again) this.transmit(request);
-        return;
-      }
-      const data = frame.data || {};
-      const error = new BesterError(data.code || "error", data.error || "login refused");
-      if (this.usedResume && RESUME_REFUSED.includes(data.code) && this.url === this.home) {
+    if (kind === "reply") {
+      const waiting = this.calls.take(id);
+      if (!waiting) return; // late, or not ours
+      this.hops = 0;
+      if (frame.header.status === "ok") waiting.resolve(frame.data);
+      else waiting.reject(fromFrame(frame));
+      return;
+    }
+    if (kind === "push") {
+      const { type, from, data } = pushOf(frame);
+      this.dispatchEvent(new CustomEvent("push", { detail: { type, from, data, header: frame.header } }));
+      return;
+    }
+    // A change of someone this connection watches (bester.presence.subscribe).
+    if (frame.header && frame.header.kind === "presence") {
+      this.dispatchEvent(new CustomEvent("presence", { detail: frame.data }));
+      return;
+    }
+    // An error without an id (e.g. idle_timeout) comes right before the server closes.
+    if (kind === "error") this.dispatchEvent(new CustomEvent("servererror", { detail: fromFrame(frame) }));
+  }
+
+  /** The first frames of a connection answer identify (protocol.js's Login decides what they say). */
+  loginAnswer(ws, frame) {
+    let step;
+    try {
+      step = this.attempt.step(frame);
+    } catch (error) {
+      if (this.usedResume && RESUME_REFUSED.includes(error.code) && this.url === this.home) {
         // The resume token is worth nothing now: log in as at first (the server closes).
         this.resume = null;
         this.ws = null;
@@ -175,55 +186,40 @@ export class BesterClient extends EventTarget {
         return this.open();
       }
       // A refused login is not retried: the same credentials would be refused again.
-      return this.fail(error);
+      return this.fail(error instanceof BesterError ? error : errorFor("protocol_error", String(error)));
     }
-    if (header.kind === "reply" && header.id !== undefined && this.pending.has(header.id)) {
-      const { resolve, reject } = this.pending.get(header.id);
-      this.pending.delete(header.id);
-      this.hops = 0;
-      if (header.status === "ok") {
-        resolve(frame.data);
-      } else {
-        const data = frame.data || {};
-        reject(new BesterError(data.code || "error", data.error || "error"));
-      }
-      return;
-    }
-    if (header.kind === "push") {
-      this.dispatchEvent(new CustomEvent("push", {
-        detail: { type: header.type, from: header.from, data: frame.data, header },
-      }));
-      return;
-    }
-    // A change of someone this connection watches (bester.presence.subscribe).
-    if (header.kind === "presence") {
-      this.dispatchEvent(new CustomEvent("presence", { detail: frame.data }));
-      return;
-    }
-    // An error without an id (e.g. idle_timeout) comes right before the server closes.
-    if (header.status === "error") {
-      const data = frame.data || {};
-      this.dispatchEvent(new CustomEvent("servererror", { detail: new BesterError(data.code, data.error) }));
-    }
+    if (step.kind === "redirect") return this.follow(frame);
+    if (step.kind !== "ok") return this.fail(errorFor("protocol_error", `a ${step.kind} a browser cannot answer`));
+    const login = this.login;
+    this.login = null;
+    this.loggedIn = true;
+    this.delay = this.minDelay;
+    this.redirectToken = null;
+    const data = step.data;
+    if (typeof data.resume === "string") this.resume = data.resume;
+    if (login) login.resolve(data);
+    this.dispatchEvent(new CustomEvent("open", { detail: data }));
+    const again = this.resend;
+    this.resend = [];
+    for (const request of again) this.transmit(request);
   }
 
   /** A redirect: log in at its URL with its token (the server closes this connection). */
-  follow({ url, token }) {
-    this.hops += 1;
-    const target = webSocketUrl(url);
-    let error = null;
-    if (this.hops > MAX_HOPS) {
-      error = new BesterError("redirect_loop", `redirected more than ${MAX_HOPS} times`);
-    } else if (!target) {
-      error = new BesterError("bad_redirect", `cannot follow a redirect to ${url} from a browser`);
-    } else if (typeof token !== "string" || !token) {
-      error = new BesterError("bad_redirect", `redirected to ${url} without a token`);
-    } else if (this.url.startsWith("wss:") && !target.startsWith("wss:")) {
-      error = new BesterError("bad_redirect", `redirected from TLS to ${url}: not sending the token unencrypted`);
+  follow(frame) {
+    let target;
+    let url;
+    try {
+      const { url: to, token } = redirectTarget(frame);
+      url = to;
+      const parsed = checkRedirect({ tls: this.url.startsWith("wss:") }, to, token, this.hops);
+      target = webSocketUrl(parsed);
+      if (!target) throw errorFor("redirect_refused", `cannot follow a redirect to ${to} from a browser`);
+      this.redirectToken = token;
+    } catch (error) {
+      return this.fail(error);
     }
-    if (error) return this.fail(error);
+    this.hops += 1;
     this.url = target;
-    this.redirectToken = token;
     this.resume = null;
     this.following = true;
     this.dispatchEvent(new CustomEvent("redirect", { detail: { url } }));
@@ -232,38 +228,33 @@ export class BesterClient extends EventTarget {
   /** Send a message of `type` with `data`; resolves with the reply's data, rejects with a BesterError. */
   send(type, data) {
     if (!this.loggedIn || !this.ws || this.ws.readyState !== WebSocket.OPEN) {
-      return Promise.reject(new BesterError("not_connected", "not connected"));
+      return Promise.reject(this.closed ? errorFor("closed", "the client is closed") : errorFor("connection_lost", "not connected"));
     }
     return new Promise((resolve, reject) => this.transmit({ resolve, reject, type, data }));
   }
 
   transmit(request) {
-    const id = `m${this.nextId++}`;
-    this.pending.set(id, request);
-    this.ws.send(JSON.stringify({ header: { scope: "client", id }, payload: { type: request.type, data: request.data } }));
+    const id = this.calls.add(request);
+    this.ws.send(JSON.stringify(message(id, request.type, request.data)));
   }
 
   lost(ws, code, reason) {
     if (ws !== this.ws) return;
     this.ws = null;
     this.loggedIn = false;
-    for (const { reject } of this.pending.values()) {
-      reject(new BesterError("disconnected", "the connection was lost before the reply"));
-    }
-    this.pending.clear();
+    const gone = () => errorFor("connection_lost", "the connection was lost before the reply");
+    for (const { reject } of this.calls.drain()) reject(gone());
     if (this.following && !this.closed) {
       // Closed after a redirect: on to the new server at once.
       this.following = false;
       return this.open();
     }
-    for (const { reject } of this.resend) {
-      reject(new BesterError("disconnected", "the connection was lost before the reply"));
-    }
+    for (const { reject } of this.resend) reject(gone());
     this.resend = [];
     const willReconnect = this.reconnect && !this.closed;
     const delay = this.delay;
     if (this.login && !willReconnect) {
-      this.login.reject(new BesterError("disconnected", `connection closed (${code})`));
+      this.login.reject(errorFor("connection_lost", `connection closed (${code})`));
       this.login = null;
     }
     this.dispatchEvent(new CustomEvent("close", { detail: { code, reason, willReconnect, delay } }));

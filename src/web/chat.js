@@ -61,7 +61,7 @@ async function rejoin(attempt = 0) {
     if (retry && attempt < 20) {
       setTimeout(() => rejoin(attempt + 1), 250 * Math.min(attempt + 1, 8));
     } else {
-      $("error").textContent = `${e.message} (${e.code})`;
+      $("error").textContent = `${e.text ?? e.message} (${e.code})`;
     }
   }
 }
@@ -94,7 +94,7 @@ $("login-form").addEventListener("submit", async (event) => {
     line(`joined ${room}`, null, "system");
     $("text").focus();
   } catch (e) {
-    $("error").textContent = `${e.message} (${e.code})`;
+    $("error").textContent = `${e.text ?? e.message} (${e.code})`;
   }
 });
 
@@ -108,6 +108,6 @@ $("say-form").addEventListener("submit", async (event) => {
     if (reply && reply.room === room) line(reply.text, reply.from);
     $("text").value = "";
   } catch (e) {
-    $("error").textContent = `${e.message} (${e.code})`;
+    $("error").textContent = `${e.text ?? e.message} (${e.code})`;
   }
 });

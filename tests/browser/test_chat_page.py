@@ -322,6 +322,7 @@ class GreeterRedirect(unittest.TestCase):
         os.mkdir(site)
         for name in ("index.html", "bester.js", "chat.js", "chat.css"):
             shutil.copy(os.path.join(REPO, "src", "web", name), site)
+        shutil.copy(os.path.join(REPO, "clients", "node", "lib", "protocol.js"), site)  # bester.js imports it
         target = os.path.join(cls.tmp, "target")
         with open(target, "w") as f:
             f.write("bester+ws://127.0.0.1:1")  # until the session broker is up

@@ -103,8 +103,9 @@ impl Broker {
         let ready = dir.path().join("ready");
         let log = std::fs::File::create(dir.path().join("besterd.log")).unwrap();
         // BESTERD_BIN: another build of the daemon (the load generator compares builds).
-        let program =
-            std::env::var_os("BESTERD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_besterd").into());
+        let program = how.program.clone().map(Into::into).unwrap_or_else(|| {
+            std::env::var_os("BESTERD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_besterd").into())
+        });
         let mut command = match how.wrapper.split_first() {
             Some((wrapper, args)) => {
                 let mut c = Command::new(wrapper);
@@ -311,6 +312,8 @@ pub struct Launch {
     pub wrapper: Vec<String>,
     /// Wait for the ready file before returning.
     pub wait_ready: bool,
+    /// The binary to start (default: this build's, or `BESTERD_BIN`).
+    pub program: Option<PathBuf>,
 }
 
 impl Default for Launch {
@@ -319,6 +322,7 @@ impl Default for Launch {
             env: Vec::new(),
             wrapper: Vec::new(),
             wait_ready: true,
+            program: None,
         }
     }
 }

@@ -10,7 +10,7 @@ The first argument picks the bug; without one it is a correct echo handler:
   login-push       answers a login (kind "login") with sendClients instead of a reply
   abort-oversize   crashes (SIGABRT) on a frame over 1 MiB instead of closing the socket
   skip-oversize    not a bug: skips a frame over 1 MiB unanswered and keeps serving
-Standard library only, no besterlib, so that each bug is the only one.
+Standard library only, no library, so that each bug is the only one.
 """
 import json
 import os

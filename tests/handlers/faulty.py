@@ -16,7 +16,9 @@ payload.data decides what it does with each request:
   {"action":"malformed"} -> answer with this request's token but a status that is not one
   {"action":"send_to","users":[...]} -> sendClients to those users
   {"action":"to_servers","servers":[...],"data":D} -> sendServers to those servers, payload
-                           {"type":"faulty","data":D} (so D says what the next server's faulty does)
+                           {"type":"faulty","data":D} (so D says what the next server's faulty does);
+                           with "replies":true the answer asks for the peers' replies
+  {"action":"fill","bytes":N} -> reply {"fill":"xxx…"} with N x's
   anything else         -> error "bad_request"
 With BESTER_FAULTY_MODE=refuse it exits 1 at once, without connecting (a handler that won't start).
 """
@@ -24,56 +26,57 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "handlers", "python"))  # the repo's besterlib
-import besterlib  # noqa: E402
+from testloop import log, reply, run, send_to
 
 GARBAGE = b"this is not JSON"
 
 
-def handle(handler, request):
-    data = besterlib.data_of(request)
+def handle(link, request):
+    data = request["payload"].get("data")
     action = data.get("action") if isinstance(data, dict) else None
-    besterlib.log.info("request %s: %s", request["header"].get("request"), action)
+    log.info("request %s: %s", request["header"].get("request"), action)
     if action == "pid":
-        return besterlib.reply(request, {"pid": os.getpid()})
+        return reply(request, {"pid": os.getpid()})
     if action == "env":
         prefixes = ("NOTIFY_", "LISTEN_", "WATCHDOG_")
         seen = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
-        return besterlib.reply(request, {"env": seen})
+        return reply(request, {"env": seen})
     if action == "echo":
-        return besterlib.reply(request, data)
+        return reply(request, data)
     if action == "header":
-        return besterlib.reply(request, {"header": request["header"]})
+        return reply(request, {"header": request["header"]})
     if action == "hang":
         return None
     if action == "crash":
         os._exit(3)
     if action == "garbage":
-        handler.send_raw(len(GARBAGE).to_bytes(4, "little") + GARBAGE)
+        link.sendall(len(GARBAGE).to_bytes(4, "little") + GARBAGE)
         return None
     if action == "stall":
         time.sleep(float(data.get("seconds", 2)))  # nothing is read from the socket meanwhile
-        return besterlib.reply(request, data)
+        return reply(request, data)
     if action == "oversize":
-        handler.send_raw((2 * 1024 * 1024).to_bytes(4, "little"))
+        link.sendall((2 * 1024 * 1024).to_bytes(4, "little"))
         return None
     if action == "malformed":
         return {"header": {"status": "maybe", "request": request["header"]["request"]}}
     if action == "bogus_reply":
         bogus = dict(request, header=dict(request["header"], request="999999"))
-        return [besterlib.reply(bogus, {"bogus": True}), besterlib.reply(request, data)]
+        return [reply(bogus, {"bogus": True}), reply(request, data)]
     if action == "send_to":
-        return besterlib.send_clients(request, data.get("users", []), data)
+        return send_to(request, "sendClients", data.get("users", []), data)
     if action == "to_servers":
-        return besterlib.send_servers(request, data.get("servers", []), data.get("data"))
-    return besterlib.error(request, "bad_request", 'data.action must be "pid", "echo", "hang", "crash" or "garbage"')
+        answer = send_to(request, "sendServers", data.get("servers", []), data.get("data"))
+        if data.get("replies"):
+            answer["header"]["replies"] = True
+        return answer
+    if action == "fill":
+        return reply(request, {"fill": "x" * int(data.get("bytes", 0))})
+    return reply(request, {"error": 'data.action must be "pid", "echo", "hang", "crash" or "garbage"', "code": "bad_request"}, "error")
 
 
 if __name__ == "__main__":
-    besterlib.setup_logging()
     if os.environ.get("BESTER_FAULTY_MODE") == "refuse":
-        besterlib.log.error("BESTER_FAULTY_MODE=refuse: exiting without connecting")
+        print("faulty: BESTER_FAULTY_MODE=refuse: exiting without connecting", file=sys.stderr)
         sys.exit(1)
-    handler = besterlib.Handler.connect()
-    handler.serve(lambda request: handle(handler, request))
+    run(handle)

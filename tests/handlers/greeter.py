@@ -3,7 +3,7 @@
 
 payload.data decides what it does with each request:
   {"redirect": {SERVER: {"url": U, "token": T}}} on the server named SERVER (BESTER_SERVER)
-                        -> besterlib.redirect(request, U, T): the client is sent to U
+                        -> a redirect answer to U with token T: the client is sent to U
   {"redirect": {SERVER: {"raw": {...}}}} -> a redirect answer with exactly that commandData
                         (for the commandData the broker must refuse)
   {"via": T, ...}       -> pass the rest of the data on to the handler of type T (sendHandler)
@@ -19,35 +19,35 @@ server is up).
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "handlers", "python"))  # the repo's besterlib
-import besterlib  # noqa: E402
+from testloop import redirect, reply, run, send_to
 
 SERVER = os.environ.get("BESTER_SERVER", "")
 
 
-def handle(request):
+def handle(link, request):
     if len(sys.argv) > 1:
         with open(sys.argv[1]) as f:
-            return besterlib.redirect(request, f.read().strip(), "mint")
-    data = besterlib.data_of(request)
+            return redirect(request, f.read().strip(), "mint")
+    data = request["payload"].get("data")
     data = data if isinstance(data, dict) else {}
     if "via" in data:
         rest = {k: v for k, v in data.items() if k != "via"}
-        return besterlib.send_handler(request, data["via"], rest)
+        header = {"status": "ok", "command": "sendHandler", "commandData": data["via"],
+                  "request": request["header"]["request"]}
+        return {"header": header, "payload": {"type": data["via"], "data": rest}}
     where = (data.get("redirect") or {}).get(SERVER)
     if isinstance(where, dict) and "raw" in where:
         header = {"status": "ok", "command": "redirect", "commandData": where["raw"],
                   "request": request["header"]["request"]}
         return {"header": header}
     if isinstance(where, dict):
-        return besterlib.redirect(request, where["url"], where.get("token"))
+        return redirect(request, where["url"], where.get("token"))
     if "to" in data:
-        return besterlib.send_clients(request, data["to"], data)
+        return send_to(request, "sendClients", data["to"], data)
     if data.get("hang"):
         return None
-    return besterlib.reply(request, {"server": SERVER, "from": request["header"].get("from")})
+    return reply(request, {"server": SERVER, "from": request["header"].get("from")})
 
 
 if __name__ == "__main__":
-    besterlib.run(handle)
+    run(handle)

@@ -20,6 +20,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unicode/utf8"
 
@@ -31,11 +32,13 @@ type Request struct {
 	Kind  string // "request", or "login" for an auth handler ([auth] handler)
 	Token string // header.request: echoed in the answer
 	Type  string
-	Data  json.RawMessage // "null" when absent
+	Data  json.RawMessage // "null" when absent; the frame's own bytes, not to be modified in place
 	Scope string          // "client" or "server" (from a peer server)
 	From  bester.From
 	Via   []string        // the types a sendHandler chain came through
 	Frame json.RawMessage // the whole frame
+
+	compact bool // Data is the frame's own, checked and in compact form: spliced as it is
 }
 
 // IsLogin reports whether the request is a login for an auth handler to decide.
@@ -209,7 +212,7 @@ func NewHandler(c net.Conn) *Handler {
 
 // Send writes an answer that belongs to no request (PushClients, PushServers).
 func (h *Handler) Send(a Answer) error {
-	buf, err := encodeAll(a.frames(&Request{}))
+	buf, err := encodeAnswer(a, &Request{})
 	if err != nil {
 		return err
 	}
@@ -236,24 +239,9 @@ func (h *Handler) write(buf []byte) error {
 	return err
 }
 
-type inRequest struct {
-	Header struct {
-		Kind    string      `json:"kind"`
-		Request *string     `json:"request"`
-		Scope   string      `json:"scope"`
-		From    bester.From `json:"from"`
-		Via     []string    `json:"via"`
-		Status  string      `json:"status"`
-	} `json:"header"`
-	Payload struct {
-		Type string          `json:"type"`
-		Data json.RawMessage `json:"data"`
-	} `json:"payload"`
-	Data json.RawMessage `json:"data"`
-}
-
 // Serve reads requests until besterd closes the connection, calling handle for each on a
-// goroutine of its own and writing its answer. It returns nil at EOF or when ctx ends (once
+// goroutine of its own (a few that have finished wait for the next requests) and writing its
+// answer. It returns nil at EOF or when ctx ends (once
 // the requests being served are done), or the error that broke the connection (a frame over 1 MiB, bytes that are
 // not frames). Reports are never answered; error reports are logged. A panic in handle answers
 // its request with internal_error and serving goes on.
@@ -267,6 +255,35 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 	slots := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	work := make(chan *Request)
+	var idle atomic.Int32
+	serveOne := func(req *Request) {
+		defer func() { <-slots }()
+		out := h.call(ctx, handle, req)
+		var err error
+		if len(slots) <= 1 && len(out) > 0 { // no other answer on its way: no yield first
+			_, err = h.w.WriteSolo(out)
+		} else {
+			err = h.write(out)
+		}
+		if err != nil && ctx.Err() == nil {
+			h.Logger.Printf("request %s: cannot write the answer: %v", req.Token, err)
+		}
+	}
+	worker := func(req *Request) {
+		for {
+			serveOne(req)
+			if idle.Add(1) > keepWorkers {
+				idle.Add(-1)
+				return
+			}
+			req = nextRequest(work, ctx.Done())
+			idle.Add(-1)
+			if req == nil {
+				return
+			}
+		}
+	}
 	r := bufio.NewReaderSize(h.conn, 64<<10)
 	go func() {
 		<-ctx.Done()
@@ -285,51 +302,58 @@ func (h *Handler) Serve(ctx context.Context, handle HandlerFunc) error {
 			}
 			return err
 		}
-		var in inRequest
 		if !utf8.Valid(body) {
 			cancel()
 			return &bester.Error{Code: bester.CodeInvalidUTF8, Text: "frame body is not valid UTF-8"}
 		}
-		if err := json.Unmarshal(body, &in); err != nil {
-			var syntax *json.SyntaxError
-			if errors.As(err, &syntax) || len(body) == 0 {
+		req, ok := scanRequest(body) // the fast lane; what it declines, encoding/json reads
+		if !ok {
+			var v verdict
+			if req, v, err = decodeFull(body, h.Logger.Printf); v == fatal {
 				cancel()
-				return &bester.Error{Code: bester.CodeInvalidJSON, Text: "frame body is not JSON: " + err.Error()}
+				return err
+			} else if v == skipIt {
+				continue
 			}
-			h.Logger.Printf("ignoring a frame that is not a request: %.200s", body)
-			continue
 		}
-		kind := in.Header.Kind
-		if kind == "report" {
-			if in.Header.Status != "ok" {
-				h.Logger.Printf("report: %.500s", body)
-			}
-			continue
-		}
-		if (kind != "request" && kind != "login") || in.Header.Request == nil {
-			h.Logger.Printf("ignoring a frame that is neither request, login nor report: %.200s", body)
-			continue
-		}
-		data := in.Payload.Data
-		if len(data) == 0 {
-			data = json.RawMessage("null")
-		}
-		req := &Request{Kind: kind, Token: *in.Header.Request, Type: in.Payload.Type, Data: data,
-			Scope: in.Header.Scope, From: in.Header.From, Via: in.Header.Via, Frame: body}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
 			return nil
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			if err := h.write(h.call(ctx, handle, req)); err != nil && ctx.Err() == nil {
-				h.Logger.Printf("request %s: cannot write the answer: %v", req.Token, err)
-			}
-		}()
+		select {
+		case work <- req: // a worker that is waiting takes it
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				worker(req)
+			}()
+		}
 	}
+}
+
+// keepWorkers is how many idle workers Serve keeps: a worker that finishes while as many are
+// idle exits. Workers that stay keep the stack they grew, which a new goroutine per request
+// would grow again each time.
+const keepWorkers = 16
+
+// nextRequest is where an idle worker waits (nil when done is closed). Its frame holds a pad
+// of 1 KiB: the GC halves the stack of a goroutine that uses less than a quarter of it, and a
+// worker waiting with a shallow stack would lose the stack its next request grows again.
+//
+//go:noinline
+func nextRequest(work <-chan *Request, done <-chan struct{}) *Request {
+	var pad [1 << 10]byte
+	var req *Request
+	select {
+	case req = <-work:
+	case <-done:
+	}
+	if req != nil && pad[len(req.Token)&(len(pad)-1)] != 0 { // keeps pad in the frame
+		return nil
+	}
+	return req
 }
 
 func (h *Handler) call(ctx context.Context, handle HandlerFunc, req *Request) (out []byte) {
@@ -343,7 +367,7 @@ func (h *Handler) call(ctx context.Context, handle HandlerFunc, req *Request) (o
 	if a == nil {
 		return nil
 	}
-	out, err := encodeAll(a.frames(req))
+	out, err := encodeAnswer(a, req)
 	if err != nil { // an answer that cannot be encoded (or too large) becomes internal_error
 		h.Logger.Printf("request %s: its answer cannot be sent: %v", req.Token, err)
 		code := bester.CodeInternalError

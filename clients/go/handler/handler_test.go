@@ -375,3 +375,55 @@ func TestBytesThatAreNotJSONEndServeWithInvalidJSON(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// Finished requests leave at most a few goroutines waiting for the next ones: 200 requests
+// served at once (all started before any is let go) end with the goroutine count back near
+// where it was, and a request whose
+// function ends its goroutine (runtime.Goexit) still frees its place for the others.
+func TestWorkersThatFinishAreFewAndGoexitFreesItsSlot(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 300)
+	path, ln := broker(t)
+	h, err := handler.Connect(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.MaxConcurrent = 201
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	go h.Serve(context.Background(), func(ctx context.Context, r *handler.Request) handler.Answer {
+		if string(r.Data) == `"exit"` {
+			runtime.Goexit()
+		}
+		started <- struct{}{}
+		<-release
+		return handler.Reply(r.Data)
+	})
+	for i := 0; i < 200; i++ {
+		c.Write(frame(t, request(fmt.Sprint(i), i)))
+	}
+	for i := 0; i < 200; i++ {
+		<-started
+	}
+	close(release)
+	for i := 0; i < 200; i++ {
+		read(t, c)
+	}
+	for end := time.Now().Add(deadline); runtime.NumGoroutine() > base+2+16; {
+		if time.Now().After(end) {
+			t.Fatalf("%d goroutines left after the requests (%d before)", runtime.NumGoroutine(), base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// MaxConcurrent is 201: if each Goexit kept its slot, "after" would never be read.
+	for i := 0; i < 201; i++ {
+		c.Write(frame(t, request(fmt.Sprint("x", i), "exit")))
+	}
+	c.Write(frame(t, request("after", "ok")))
+	if got := canon(read(t, c)); got != `{"header":{"command":"reply","request":"after","status":"ok"},"payload":{"data":"ok","type":"t"}}` {
+		t.Fatalf("%s", got)
+	}
+}

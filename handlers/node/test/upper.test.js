@@ -1,17 +1,17 @@
 // upper.test.js: end to end. Starts the real upper.js as a subprocess with BESTER_SOCKET pointing at
-// a Unix socket this test listens on (a fake broker), like besterd would.
-'use strict';
+// a Unix socket this test listens on (a fake broker), like besterd would. Frames are read and
+// written with the package upper.js uses (bester-client, in ../node_modules).
+import test from 'node:test';
+import assert from 'node:assert';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as bester from 'bester-client';
 
-const test = require('node:test');
-const assert = require('node:assert');
-const fs = require('node:fs');
-const net = require('node:net');
-const os = require('node:os');
-const path = require('node:path');
-const { spawn } = require('node:child_process');
-const bester = require('../bester');
-
-const REPO = path.resolve(__dirname, '..', '..', '..');
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const UPPER = path.join(REPO, 'handlers', 'node', 'upper.js');
 const VECTORS = JSON.parse(fs.readFileSync(path.join(REPO, 'protocol', 'vectors', 'handlers.json'), 'utf8'));
 const TIMEOUT = 10000; // ms; a deadline, never a sleep

@@ -1,4 +1,6 @@
-"""Test support: repo paths, the shared vectors, and a fake broker on a real Unix socket."""
+"""Test support: repo paths, the shared vectors, a fake broker on a real Unix socket, and a
+handler served in this process over a socket pair. Frames are read and written with the package
+the examples use (`bester`, beside them in handlers/python)."""
 import json
 import logging
 import os
@@ -7,19 +9,64 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import besterlib
+from bester import wire
 
 REPO = Path(__file__).resolve().parents[3]  # tests -> python -> handlers -> repo root
 PYTHON_DIR = REPO / "handlers" / "python"
 VECTORS = REPO / "protocol" / "vectors"
 TIMEOUT = 10.0  # seconds; a deadline, never a sleep
 
-# In-process calls log (e.g. error reports at WARNING); keep that out of the test output.
-besterlib.log.addHandler(logging.NullHandler())
-besterlib.log.propagate = False
+# In-process handlers log (e.g. error reports at WARNING); keep that out of the test output.
+for name in ("bester", "auth_keys"):
+    logging.getLogger(name).addHandler(logging.NullHandler())
+    logging.getLogger(name).propagate = False
+
+encode_frame = wire.encode_frame
+
+
+class FrameDecoder:
+    """Frames in, decoded JSON values out (the package's codec; raises bester.BesterError)."""
+
+    def __init__(self):
+        self.codec = wire.Codec()
+
+    @property
+    def pending(self):
+        return self.codec.pending
+
+    def feed(self, data):
+        return [wire.loads(body) for body in self.codec.feed(data)]
+
+
+def decode_all(data):
+    """Every frame in `data`, which must end on a frame boundary."""
+    decoder = FrameDecoder()
+    frames = decoder.feed(data)
+    assert decoder.pending == 0, "a partial frame was written"
+    return frames
+
+
+def exchange(handler, frames):
+    """Serve `handler` (a bester.Handler) in this process on one end of a socket pair, send it
+    `frames`, close our side, and return every frame it wrote back before it saw the EOF."""
+    ours, theirs = socket.socketpair()
+    ours.settimeout(TIMEOUT)
+    status = []
+    thread = threading.Thread(target=lambda: status.append(handler.serve_socket(theirs)), daemon=True)
+    thread.start()
+    ours.sendall(b"".join(encode_frame(f) for f in frames))
+    ours.shutdown(socket.SHUT_WR)
+    data = b""
+    while chunk := ours.recv(65536):
+        data += chunk
+    ours.close()
+    thread.join(TIMEOUT)
+    assert status == [0], f"serve_socket returned {status}"
+    return decode_all(data)
 
 
 def load_vectors(name):
@@ -63,7 +110,7 @@ class FakeBroker:
         self.proc = subprocess.Popen([sys.executable, str(script)], env=full_env, cwd=REPO, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.conn = None
-        self.decoder = besterlib.FrameDecoder()
+        self.decoder = FrameDecoder()
         self.frames = []
 
     def __enter__(self):
@@ -87,7 +134,7 @@ class FakeBroker:
 
     def send(self, *frames):
         """Send all frames in one write (pipelined)."""
-        self.conn.sendall(b"".join(besterlib.encode_frame(f) for f in frames))
+        self.conn.sendall(b"".join(encode_frame(f) for f in frames))
 
     def read_frames(self, count):
         """Read until `count` frames have arrived in total since the start; return those new ones."""

@@ -1,13 +1,10 @@
 """auth_keys.py, the example auth handler: its answers to logins, and its key file."""
-import json
 import os
 import tempfile
 import unittest
 
 import auth_keys
-from tests import support  # noqa: F401  (keeps besterlib's log out of the test output)
-import besterlib
-from besterlib import FrameDecoder, respond
+from tests.support import exchange
 
 
 def login(auth, token="4"):
@@ -23,7 +20,7 @@ class AuthKeys(unittest.TestCase):
         self.dir = tempfile.TemporaryDirectory()
         self.path = os.path.join(self.dir.name, "keys")
         self.write("# comment\n\nk-alice alice {\"plan\":\"pro\",\"via\":\"forged\"}\nk-bob bob\nbroken\nk-x x [1]\n")
-        self.handle = auth_keys.handler(auth_keys.Keys(self.path))
+        self.handler = auth_keys.make_handler(auth_keys.Keys(self.path))
 
     def tearDown(self):
         self.dir.cleanup()
@@ -34,7 +31,7 @@ class AuthKeys(unittest.TestCase):
 
     def answer(self, auth):
         """What the handler writes for a login, decoded."""
-        (frame,) = FrameDecoder().feed(respond(login(auth), self.handle))
+        (frame,) = exchange(self.handler, [login(auth)])
         return frame
 
     def test_a_known_key_logs_in_with_the_line_s_info(self):
@@ -65,20 +62,10 @@ class AuthKeys(unittest.TestCase):
         request = {"header": {"kind": "request", "request": "5", "scope": "client",
                               "from": {"user": "alice", "server": "s"}},
                    "payload": {"type": "keys", "data": {"apiKey": "k-alice"}}}
-        (frame,) = FrameDecoder().feed(respond(request, self.handle))
-        self.assertEqual(frame["payload"]["data"]["code"], "unknown_request")
-
-
-class Helpers(unittest.TestCase):
-    def test_login_helpers(self):
-        req = login({"apiKey": "k"})
-        self.assertTrue(besterlib.is_login(req))
-        self.assertEqual(besterlib.address_of(req), "127.0.0.1:5000")
-        self.assertEqual(besterlib.login_ok(req, "a"), {
-            "header": {"status": "ok", "command": "reply", "request": "4"},
-            "payload": {"type": "bester.login", "data": {"user": "a"}}})
-        self.assertEqual(besterlib.info_of({"header": {"from": {"user": "a", "info": {"r": 1}}}}), {"r": 1})
-        self.assertEqual(json.loads(json.dumps(besterlib.login_ok(req, "a", {"r": 1})))["payload"]["data"]["info"], {"r": 1})
+        (frame,) = exchange(self.handler, [request])
+        self.assertEqual(frame, {
+            "header": {"status": "error", "command": "reply", "request": "5"},
+            "payload": {"type": "keys", "data": {"error": "this handler only decides logins", "code": "unknown_request"}}})
 
 
 if __name__ == "__main__":

@@ -4,12 +4,17 @@ import subprocess
 import sys
 import unittest
 
-import besterlib
-
-from tests.support import PYTHON_DIR, TIMEOUT, FakeBroker, request
+from tests.support import PYTHON_DIR, TIMEOUT, FakeBroker, encode_frame, request
 
 ECHO = PYTHON_DIR / "echo.py"
 CHAT = PYTHON_DIR / "chat.py"
+MAX_FRAME = 1024 * 1024  # the largest frame besterd sends, and the handler accepts
+
+
+def reply(req, data):
+    """The echo handler's answer to `req`."""
+    return {"header": {"status": "ok", "command": "reply", "request": req["header"]["request"]},
+            "payload": {"type": req["payload"]["type"], "data": data}}
 
 
 class Echo(unittest.TestCase):
@@ -23,14 +28,14 @@ class Echo(unittest.TestCase):
             self.assertEqual(len(by_token), 50, "every request answered exactly once")
             for req in requests:
                 token = req["header"]["request"]
-                self.assertEqual(by_token[token], besterlib.reply(req, req["payload"]["data"]))
+                self.assertEqual(by_token[token], reply(req, req["payload"]["data"]))
             self.assertEqual(broker.close_and_wait(), 0)
             self.assertEqual(broker.proc.stdout.read(), b"", "handlers log to stderr only")
 
     def test_frames_split_across_writes(self):
         with FakeBroker(ECHO, "echo") as broker:
             broker.accept()
-            data = b"".join(besterlib.encode_frame(request(str(i), "echo", i)) for i in range(3))
+            data = b"".join(encode_frame(request(str(i), "echo", i)) for i in range(3))
             for i in range(len(data)):  # one byte per write
                 broker.conn.sendall(data[i:i + 1])
             self.assertEqual([a["payload"]["data"] for a in broker.read_frames(3)], [0, 1, 2])
@@ -43,7 +48,7 @@ class Echo(unittest.TestCase):
             big = request("big", "echo", "x" * 1_000_000)
             broker.send(big, request("small", "echo", 1))
             first, second = broker.read_frames(2)
-            self.assertEqual(first, besterlib.reply(big, "x" * 1_000_000))
+            self.assertEqual(first, reply(big, "x" * 1_000_000))
             self.assertEqual(second["header"]["request"], "small")
 
     def test_reports_get_no_answer(self):
@@ -58,7 +63,7 @@ class Echo(unittest.TestCase):
     def test_oversize_frame_from_broker_closes_with_status_1(self):
         with FakeBroker(ECHO, "echo") as broker:
             broker.accept()
-            broker.conn.sendall((besterlib.MAX_FRAME + 1).to_bytes(4, "little"))
+            broker.conn.sendall((MAX_FRAME + 1).to_bytes(4, "little"))
             self.assertEqual(broker.read_until_eof(), [])
             self.assertEqual(broker.proc.wait(TIMEOUT), 1)
             self.assertIn("frame_too_large", broker.stderr())
@@ -66,7 +71,7 @@ class Echo(unittest.TestCase):
     def test_close_in_the_middle_of_a_frame_exits_0(self):
         with FakeBroker(ECHO, "echo") as broker:
             broker.accept()
-            broker.conn.sendall(besterlib.encode_frame(request("1", "echo", 1))[:7])
+            broker.conn.sendall(encode_frame(request("1", "echo", 1))[:7])
             self.assertEqual(broker.close_and_wait(), 0)
             self.assertIn("middle of a frame", broker.stderr())
 

@@ -5,9 +5,9 @@ import subprocess
 import sys
 import unittest
 
-import besterlib
+import bester
 
-from tests.support import REPO, TIMEOUT, FakeBroker, request
+from tests.support import REPO, TIMEOUT, FakeBroker, FrameDecoder, request
 
 FAULTY = REPO / "tests" / "handlers" / "faulty.py"
 
@@ -41,10 +41,10 @@ class Faulty(unittest.TestCase):
             while chunk := broker.conn.recv(65536):
                 raw += chunk
             length = int.from_bytes(raw[:4], "little")
-            with self.assertRaises(besterlib.FrameError) as caught:
-                besterlib.FrameDecoder().feed(raw[:4 + length])
+            with self.assertRaises(bester.BesterError) as caught:
+                FrameDecoder().feed(raw[:4 + length])
             self.assertEqual(caught.exception.code, "invalid_json")
-            (answer,) = besterlib.FrameDecoder().feed(raw[4 + length:])  # a whole frame, then the answer
+            (answer,) = FrameDecoder().feed(raw[4 + length:])  # a whole frame, then the answer
             self.assertEqual(answer["header"]["request"], "2")
             self.assertEqual(broker.proc.wait(TIMEOUT), 0)
 

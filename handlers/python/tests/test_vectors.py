@@ -1,7 +1,7 @@
 """The shared exchange vectors (protocol/vectors/handlers.json) against the Python handlers.
 
-Each case runs twice: through the pure logic (besterlib.respond, no socket) and through the real
-handler script behind a fake broker. Cases for handlers written in another language are checked
+Each case runs twice: through the example's bester.Handler served in this process over a socket
+pair, and through the real handler script behind a fake broker. Cases for handlers written in another language are checked
 by that language's tests (upper: handlers/node/test/vectors.test.js). The "chat" cases describe
 a chat that keeps its rooms in memory (the client packages' examples); chat.py keeps its rooms in
 the broker's groups instead, and tests/test_chat.py checks it.
@@ -9,26 +9,18 @@ the broker's groups instead, and tests/test_chat.py checks it.
 import socket
 import unittest
 
-import besterlib
 import echo
 
-from tests.support import PYTHON_DIR, FakeBroker, load_vectors
+from tests.support import PYTHON_DIR, FakeBroker, exchange, load_vectors
 
 VECTORS = load_vectors("handlers.json")
 KNOWN = {"echo", "chat", "upper"}  # every handler some language's tests cover
 
 
-def make_handle(name, env):
-    """A fresh handler instance, as if started with `env`."""
+def make_handler(name, env):
+    """A fresh handler, as if started with `env`."""
     assert name == "echo", name
-    return echo.handle
-
-
-def decode_all(data):
-    decoder = besterlib.FrameDecoder()
-    frames = decoder.feed(data)
-    assert decoder.pending == 0, "a partial frame was written"
-    return frames
+    return echo.handler
 
 
 class HandlerVectors(unittest.TestCase):
@@ -41,12 +33,11 @@ class HandlerVectors(unittest.TestCase):
         for case in VECTORS["cases"]:
             self.assertIn(case["handler"], KNOWN, case["name"])
 
-    def test_pure_logic(self):
+    def test_in_process(self):
         for case in self.cases():
             with self.subTest(case["name"]):
-                handle = make_handle(case["handler"], case.get("env", {}))
-                out = b"".join(besterlib.respond(r, handle) for r in case["requests"])
-                self.assertEqual(decode_all(out), case["answers"])
+                handler = make_handler(case["handler"], case.get("env", {}))
+                self.assertEqual(exchange(handler, case["requests"]), case["answers"])
 
     def test_real_process(self):
         for case in self.cases():

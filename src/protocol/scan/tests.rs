@@ -35,6 +35,7 @@ fn handler_agrees(text: &str) -> bool {
             assert_eq!(fast.request, full.request, "request of {text}");
             assert_eq!(fast.id, full.id, "id of {text}");
             assert_eq!(fast.payload, full.payload, "payload of {text}");
+            assert_eq!(fast.replies, full.replies, "replies of {text}");
             true
         }
         (Some(fast), Err(e)) => panic!("fast lane read {text} as {fast:?}; full path: {e}"),
@@ -74,6 +75,10 @@ fn common_frames_take_the_fast_lane() {
         r#"{"header":{"status":"ok","request":"17"},"payload":{"type":"echo","data":"x"}}"#,
         r#"{"payload":{"type":"t"},"header":{"command":"reply","id":"p","request":"1","status":"error"}}"#,
         r#"{"header":{"status":"ok"}}"#,
+        r#"{"header":{"status":"ok","command":"sendClients","commandData":["a","b"],"request":"3"},"payload":{"type":"t","data":1}}"#,
+        r#"{"header":{"status":"ok","command":"sendServers","commandData":[],"request":"3"},"payload":{"type":"t"}}"#,
+        r#"{"header":{"replies":true,"status":"ok","command":"sendServers","commandData":["b"],"request":"3"},"payload":{"type":"t"}}"#,
+        r#"{"header":{"status":"ok","command":"sendServers","commandData":["b"],"replies":false}}"#,
     ] {
         assert!(handler_agrees(text), "{text}");
     }
@@ -147,7 +152,12 @@ fn unusual_frames_are_left_to_the_full_path() {
     }
     for text in [
         r#"{"header":{"status":"0","request":"1"},"payload":{"type":"t"}}"#,
-        r#"{"header":{"status":"ok","command":"sendClients","commandData":["a"]},"payload":{"type":"t"}}"#,
+        r#"{"header":{"status":"ok","command":"sendClients","commandData":["a"],"replies":true},"payload":{"type":"t"}}"#,
+        r#"{"header":{"status":"ok","command":"sendServers","commandData":"b"},"payload":{"type":"t"}}"#,
+        r#"{"header":{"status":"ok","command":"sendServers"},"payload":{"type":"t"}}"#,
+        r#"{"header":{"status":"ok","replies":false},"payload":{"type":"t"}}"#,
+        r#"{"header":{"status":"ok","command":"sendServers","commandData":["b"],"replies":1},"payload":{"type":"t"}}"#,
+        r#"{"header":{"status":"ok","command":"sendHandler","commandData":["b"]},"payload":{"type":"t"}}"#,
         r#"{"header":{"status":"ok","status":"ok"}}"#,
         r#"{"header":{"status":"ok","request":1}}"#,
         r#"{"header":{"status":"ok","command":"reply","commandData":"x"}}"#,
@@ -325,7 +335,20 @@ fn handler_frame(rng: &mut Rng) -> String {
     for (field, values) in [
         ("request", &["\"12\"", "\"x\"", "3"][..]),
         ("id", &["\"p1\"", "null"][..]),
-        ("command", &["\"reply\"", "\"sendAll\""][..]),
+        (
+            "command",
+            &[
+                "\"reply\"",
+                "\"sendAll\"",
+                "\"sendClients\"",
+                "\"sendServers\"",
+            ][..],
+        ),
+        (
+            "commandData",
+            &["[\"a\"]", "[]", "\"b\"", "[\"a\",\"b\"]"][..],
+        ),
+        ("replies", &["true", "false", "null"][..]),
     ] {
         if rng.below(2) == 0 {
             header.push(format!("\"{field}\":{}", rng.pick(values)));
