@@ -505,8 +505,18 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
             }
             let quiet_for = last_hash.elapsed();
             if quiet_for >= shared.quiet {
-                // Quiet already (and the work area given back below): nothing to wake up for
-                // but a job. A timed wait here woke every thread every millisecond at rest.
+                // Quiet already. A job that arrived just as the timed wait below ended skipped
+                // the release there: give the area back now, before waiting without a timeout.
+                if user_store::work_area_bytes() > 0 {
+                    drop(queue);
+                    user_store::release_work_area();
+                    shared.held[n].store(0, Ordering::Relaxed);
+                    log::debug!("auth: thread {n} quiet; argon2 work area released");
+                    queue = lock(&shared.jobs);
+                    continue;
+                }
+                // Nothing to wake up for but a job. A timed wait here woke every thread every
+                // millisecond at rest.
                 queue = shared
                     .job_ready
                     .wait(queue)
