@@ -52,30 +52,6 @@ func scanIn(body []byte) (f *inFrame, ok bool) {
 		}
 		return ok
 	}
-	list := func(dst *[]string) bool {
-		if !c.Eat('[') {
-			return false
-		}
-		*dst = []string{}
-		if c.Peek() == ']' {
-			c.Pos++
-			return true
-		}
-		for {
-			v, ok := c.Plain()
-			if !ok {
-				return false
-			}
-			*dst = append(*dst, string(v))
-			more, ok := c.More(']')
-			if !ok {
-				return false
-			}
-			if !more {
-				return true
-			}
-		}
-	}
 	header := func(key []byte) bool {
 		switch string(key) {
 		case "status":
@@ -97,18 +73,18 @@ func scanIn(body []byte) (f *inFrame, ok bool) {
 				Address: fr.Address, Listener: fr.Listener, Transport: fr.Transport}
 			return true
 		case "delivered":
-			return once(1<<5) && list(&h.Delivered)
+			return once(1<<5) && c.Strings(&h.Delivered)
 		case "offline":
-			return once(1<<6) && list(&h.Offline)
+			return once(1<<6) && c.Strings(&h.Offline)
 		case "servers": // a map of results: the full path
 			return false
 		}
-		return skipUnknown(&c, key, inHeaderNames)
+		return c.SkipUnknown(key, inHeaderNames)
 	}
 	top := func(key []byte) bool {
 		switch string(key) {
 		case "header":
-			return once(1<<7) && members(&c, header)
+			return once(1<<7) && c.Members(header)
 		case "data":
 			if !once(1 << 8) {
 				return false
@@ -117,50 +93,15 @@ func scanIn(body []byte) (f *inFrame, ok bool) {
 			f.Data = body[s:e:e]
 			return ok
 		}
-		return skipUnknown(&c, key, inTopNames)
+		return c.SkipUnknown(key, inTopNames)
 	}
-	if !members(&c, top) || !c.End() {
+	if !c.Members(top) || !c.End() {
 		return nil, false
 	}
 	if len(f.Data) == 0 {
 		f.Data = json.RawMessage("null")
 	}
 	return f, true
-}
-
-// skipUnknown skips the value of a key that is none of names, unless encoding/json would
-// match it to one of them after all (other letter case).
-func skipUnknown(c *scan.Cursor, key []byte, names []string) bool {
-	if scan.Folds(key, names...) {
-		return false
-	}
-	_, _, ok := c.Value()
-	return ok
-}
-
-// members walks an object (after whitespace), calling member for each key (the cursor then
-// at its value).
-func members(c *scan.Cursor, member func(key []byte) bool) bool {
-	if !c.Eat('{') {
-		return false
-	}
-	if c.Peek() == '}' {
-		c.Pos++
-		return true
-	}
-	for {
-		k, ok := c.Key()
-		if !ok || !member(k) {
-			return false
-		}
-		more, ok := c.More('}')
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-	}
 }
 
 // requestFrame is the frame of a client request, byte for byte what EncodeFrame writes for

@@ -56,27 +56,7 @@ func (q *reqScan) plain(dst *[]byte) bool {
 
 // object walks one object of the envelope (after whitespace).
 func (q *reqScan) object(level int) bool {
-	c := &q.c
-	if !c.Eat('{') {
-		return false
-	}
-	if c.Peek() == '}' {
-		c.Pos++
-		return true
-	}
-	for {
-		k, ok := c.Key()
-		if !ok || !q.member(level, k) {
-			return false
-		}
-		more, ok := c.More('}')
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-	}
+	return q.c.Members(func(key []byte) bool { return q.member(level, key) })
 }
 
 // member reads the value of key in the object at level.
@@ -121,11 +101,7 @@ func (q *reqScan) member(level int, key []byte) bool {
 			return q.once(1<<6) && ok
 		}
 	}
-	if scan.Folds(key, levelNames[level]...) {
-		return false
-	}
-	_, _, ok := c.Value()
-	return ok
+	return c.SkipUnknown(key, levelNames[level])
 }
 
 func (q *reqScan) readVia() bool {

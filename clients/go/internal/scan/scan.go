@@ -370,6 +370,67 @@ func (c *Cursor) ReadFrom(f *From) bool {
 	}
 }
 
+// Members walks an object (after whitespace), calling member for each key with the cursor
+// then at its value; member reads that value or returns false.
+func (c *Cursor) Members(member func(key []byte) bool) bool {
+	if !c.Eat('{') {
+		return false
+	}
+	if c.Peek() == '}' {
+		c.Pos++
+		return true
+	}
+	for {
+		k, ok := c.Key()
+		if !ok || !member(k) {
+			return false
+		}
+		more, ok := c.More('}')
+		if !ok {
+			return false
+		}
+		if !more {
+			return true
+		}
+	}
+}
+
+// Strings reads an array of strings without escapes (after whitespace).
+func (c *Cursor) Strings(dst *[]string) bool {
+	if !c.Eat('[') {
+		return false
+	}
+	*dst = []string{}
+	if c.Peek() == ']' {
+		c.Pos++
+		return true
+	}
+	for {
+		v, ok := c.Plain()
+		if !ok {
+			return false
+		}
+		*dst = append(*dst, string(v))
+		more, ok := c.More(']')
+		if !ok {
+			return false
+		}
+		if !more {
+			return true
+		}
+	}
+}
+
+// SkipUnknown skips the value of a key that is none of names, unless encoding/json would
+// match it to one of them after all (other letter case): then it is not ok.
+func (c *Cursor) SkipUnknown(key []byte, names []string) bool {
+	if Folds(key, names...) {
+		return false
+	}
+	_, _, ok := c.Value()
+	return ok
+}
+
 // Writable reports whether s can be written between quotes as it is, byte for byte what
 // encoding/json writes for it: valid UTF-8, no quote, backslash or control character, and no
 // U+2028 or U+2029 (which encoding/json escapes).
