@@ -505,8 +505,8 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
             }
             let quiet_for = last_hash.elapsed();
             if quiet_for >= shared.quiet {
-                // Quiet already. A job that arrived just as the timed wait below ended skipped
-                // the release there: give the area back now, before waiting without a timeout.
+                // Quiet: give the work area back before waiting without a timeout. Unmapping
+                // 19 MiB takes a moment: not while the event loop may want the lock.
                 if user_store::work_area_bytes() > 0 {
                     drop(queue);
                     user_store::release_work_area();
@@ -527,16 +527,8 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
                 .job_ready
                 .wait_timeout(queue, shared.quiet - quiet_for)
                 .unwrap_or_else(PoisonError::into_inner);
+            // Back to the top: a job first, else (quiet now) the release above.
             queue = guard;
-            let quiet = last_hash.elapsed() >= shared.quiet;
-            if quiet && queue.jobs.is_empty() && user_store::work_area_bytes() > 0 {
-                // Unmapping 19 MiB takes a moment: not while the event loop may want the lock.
-                drop(queue);
-                user_store::release_work_area();
-                shared.held[n].store(0, Ordering::Relaxed);
-                log::debug!("auth: thread {n} quiet; argon2 work area released");
-                queue = lock(&shared.jobs);
-            }
         };
         drop(queue);
         if shared.stopping.load(Ordering::SeqCst) {
