@@ -28,7 +28,7 @@ import ssl
 import time
 from typing import Any, AsyncIterator, Callable, Deque, Dict, List, Optional, Tuple, Union
 
-from .client import Push, message, too_large
+from .client import Push, after_loss, answer, in_flight_error, message, open_session, route, too_large
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
 from .transport import client_certificate, open_stream
@@ -127,22 +127,10 @@ class AsyncClient:
         max_request: int = 1 << 20,
         max_write_buffer: int = 1 << 20,
     ):
-        home = Url.parse(url)
-        creds = Credentials(
-            username=username if username is not None else home.username,
-            password=password if password is not None else (home.password if token is None and key is None else None),
-            token=token,
-            key=load_key(key) if key is not None else None,
-            server_name=server_name,
-            cert=cert is not None,
-            custom=authentication,
+        self.session, ssl_context = open_session(
+            url, username=username, password=password, token=token, key=key, server_name=server_name,
+            ca=ca, ssl_context=ssl_context, cert=cert, authentication=authentication,
         )
-        if cert is not None:
-            if not home.tls:
-                raise ValueError("cert= is for bester+tls:// and bester+wss:// URLs")
-            ssl_context = client_certificate(ca, ssl_context, cert)
-        creds.authentication()
-        self.session = Session(home, creds)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
@@ -433,30 +421,28 @@ class AsyncClient:
         self._lost(conn, error)
 
     def _on_frame(self, conn: _Conn, frame: Any) -> None:
-        header = frame.get("header") if isinstance(frame, dict) else None
-        if not isinstance(header, dict):
-            log.warning("ignoring a frame that is not a besterd frame: %.200r", frame)
+        what, value = route(frame)
+        if what == "push":
+            self._push(value)
             return
-        kind = header.get("kind")
-        id_ = header.get("id")
-        if kind == "push":
-            self._push(Push.of(frame))
-            return
-        call = conn.pending.pop(id_, None) if isinstance(id_, str) else None
+        if what == "closing":
+            conn.closing_error = value
+        call = conn.pending.pop(value, None) if what == "answer" else None
         if call is None:
-            if kind == "reply" and header.get("status") == "error" and id_ is None:
-                conn.closing_error = from_frame(frame)
-                log.info("the server says: %s", conn.closing_error)
-            else:
+            if what == "answer":
                 log.debug("ignoring a frame that answers nothing in flight: %.200r", frame)
-        elif kind == "redirect":
+            if conn.retiring and not conn.pending:
+                conn.kill()
+            return
+        how, result = answer(frame)
+        if how == "redirect":
             conn.redirected = True
             self._redirects.append((call, frame))
             self._changed.set()
-        elif header.get("status") == "error":
-            _settle(call.future, error=from_frame(frame))
+        elif how == "error":
+            _settle(call.future, error=result)
         else:
-            _settle(call.future, frame)
+            _settle(call.future, result)
         if conn.retiring and not conn.pending:
             conn.kill()
 
@@ -485,26 +471,16 @@ class AsyncClient:
             self._conn = None
         reason = conn.closing_error
         if current and not self._closed:
-            if reason is not None and (reason.code in FINAL or not self.reconnect):
-                self._error = reason
-            elif conn.redirected:
-                pass  # the manager is logging in where the redirect said
-            elif not self.reconnect:
-                self._error = ConnectionLost("connection_lost", f"the connection to {conn.url} was lost")
-            else:
-                self._need_reconnect = True
+            gave_up, again = after_loss(reason, conn.redirected, conn.url, self.reconnect)
+            self._error = gave_up or self._error
+            self._need_reconnect = again or self._need_reconnect
             log.info("connection to %s lost%s", conn.url, f": {reason or error}" if reason or error else "")
         self._changed.set()
         conn.writer.close()
         if pending:
-            if self._closed:
-                exc: BesterError = Closed("closed", "the client was closed with the request in flight")
-            else:
-                why = f" ({reason.code}: {reason.text})" if reason else f" ({error})" if error else ""
-                exc = ConnectionLost("connection_lost", f"the connection to {conn.url} was lost with the request in flight{why}")
+            answer_of = in_flight_error(reason, error, conn.url, self._closed)
             for call in pending.values():
-                # The server said why it closed: that is the answer (a fresh exception each).
-                _settle(call.future, error=error_for(reason.code, reason.text, reason.frame) if reason and not self._closed else exc)
+                _settle(call.future, error=answer_of())
 
     # -- the manager --------------------------------------------------------------------------
 

@@ -49,6 +49,97 @@ def message(id_: str, type_: str, data: Any) -> Dict[str, Any]:
     return {"header": {"scope": "client", "id": id_}, "payload": {"type": type_, "data": data}}
 
 
+def open_session(
+    url: str,
+    *,
+    username: Optional[str],
+    password: Optional[str],
+    token: Optional[str],
+    key: Any,
+    server_name: Optional[str],
+    ca: Optional[str],
+    ssl_context: Optional[ssl.SSLContext],
+    cert: Optional[Union[str, Tuple[str, str]]],
+    authentication: Optional[Dict[str, Any]],
+) -> Tuple[Session, Optional[ssl.SSLContext]]:
+    """The session both clients start from, and the TLS context to use: credentials taken from
+    the options, else from the URL; fails now on missing credentials or a ``cert=`` without TLS."""
+    home = Url.parse(url)
+    creds = Credentials(
+        username=username if username is not None else home.username,
+        password=password if password is not None else (home.password if token is None and key is None else None),
+        token=token,
+        key=load_key(key) if key is not None else None,
+        server_name=server_name,
+        cert=cert is not None,
+        custom=authentication,
+    )
+    if cert is not None:
+        if not home.tls:
+            raise ValueError("cert= is for bester+tls:// and bester+wss:// URLs")
+        ssl_context = client_certificate(ca, ssl_context, cert)
+    creds.authentication()
+    return Session(home, creds), ssl_context
+
+
+def route(frame: Any) -> Tuple[str, Any]:
+    """What a frame from the server is, for both readers: ``("push", Push)``; ``("closing",
+    error)``, the server's reason before it closes (an error reply without an id); ``("answer",
+    id)`` for a frame that may answer the request ``id`` in flight; or ``("junk", None)``."""
+    header = frame.get("header") if isinstance(frame, dict) else None
+    if not isinstance(header, dict):
+        log.warning("ignoring a frame that is not a besterd frame: %.200r", frame)
+        return "junk", None
+    kind = header.get("kind")
+    id_ = header.get("id")
+    if kind == "push":
+        return "push", Push.of(frame)
+    if isinstance(id_, str):
+        return "answer", id_
+    if kind == "reply" and header.get("status") == "error" and id_ is None:
+        error = from_frame(frame)
+        log.info("the server says: %s", error)
+        return "closing", error
+    log.debug("ignoring a frame that answers nothing in flight: %.200r", frame)
+    return "junk", None
+
+
+def answer(frame: Dict[str, Any]) -> Tuple[str, Any]:
+    """How a frame settles the request it answers: ``("redirect", frame)``, ``("error",
+    BesterError)`` or ``("ok", frame)``."""
+    header = frame["header"]
+    if header.get("kind") == "redirect":
+        return "redirect", frame
+    if header.get("status") == "error":
+        return "error", from_frame(frame)
+    return "ok", frame
+
+
+def after_loss(reason: Optional[BesterError], redirected: bool, url: str, reconnect: bool) -> Tuple[Optional[BesterError], bool]:
+    """What losing the current connection means: the error the client gives up with (or None)
+    and whether to reconnect."""
+    if reason is not None and (reason.code in FINAL or not reconnect):
+        return reason, False
+    if redirected:
+        return None, False  # the manager is logging in where the redirect said
+    if not reconnect:
+        return ConnectionLost("connection_lost", f"the connection to {url} was lost"), False
+    return None, True
+
+
+def in_flight_error(reason: Optional[BesterError], error: Optional[BaseException], url: str, closed: bool) -> Callable[[], BesterError]:
+    """The answer of each request in flight on a lost connection: the server's reason when it
+    gave one (a fresh exception each), else ``connection_lost`` or, after close(), ``closed``."""
+    if closed:
+        exc: BesterError = Closed("closed", "the client was closed with the request in flight")
+        return lambda: exc
+    if reason is not None:
+        return lambda: error_for(reason.code, reason.text, reason.frame)
+    why = f" ({error})" if error else ""
+    lost = ConnectionLost("connection_lost", f"the connection to {url} was lost with the request in flight{why}")
+    return lambda: lost
+
+
 class _Call:
     __slots__ = ("future", "frame", "hops")
 
@@ -112,22 +203,10 @@ class Client:
         max_frame: int = MAX_FRAME,
         max_request: int = 1 << 20,
     ):
-        home = Url.parse(url)
-        creds = Credentials(
-            username=username if username is not None else home.username,
-            password=password if password is not None else (home.password if token is None and key is None else None),
-            token=token,
-            key=load_key(key) if key is not None else None,
-            server_name=server_name,
-            cert=cert is not None,
-            custom=authentication,
+        self.session, ssl_context = open_session(
+            url, username=username, password=password, token=token, key=key, server_name=server_name,
+            ca=ca, ssl_context=ssl_context, cert=cert, authentication=authentication,
         )
-        if cert is not None:
-            if not home.tls:
-                raise ValueError("cert= is for bester+tls:// and bester+wss:// URLs")
-            ssl_context = client_certificate(ca, ssl_context, cert)
-        creds.authentication()  # fail now on missing credentials
-        self.session = Session(home, creds)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
@@ -432,33 +511,31 @@ class Client:
         self._lost(conn, error)
 
     def _on_frame(self, conn: _Conn, frame: Any) -> None:
-        header = frame.get("header") if isinstance(frame, dict) else None
-        if not isinstance(header, dict):
-            log.warning("ignoring a frame that is not a besterd frame: %.200r", frame)
+        what, value = route(frame)
+        if what == "push":
+            self._push(value)
             return
-        kind = header.get("kind")
-        id_ = header.get("id")
-        if kind == "push":
-            self._push(Push.of(frame))
-            return
+        if what == "closing":
+            conn.closing_error = value
         with self._lock:
-            call = conn.pending.pop(id_, None) if isinstance(id_, str) else None
+            call = conn.pending.pop(value, None) if what == "answer" else None
             drained = conn.retiring and not conn.pending
         if call is None:
-            if kind == "reply" and header.get("status") == "error" and id_ is None:
-                conn.closing_error = from_frame(frame)
-                log.info("the server says: %s", conn.closing_error)
-            else:
+            if what == "answer":
                 log.debug("ignoring a frame that answers nothing in flight: %.200r", frame)
-        elif kind == "redirect":
+            if drained:
+                conn.kill()
+            return
+        how, result = answer(frame)
+        if how == "redirect":
             with self._cond:
                 conn.redirected = True
                 self._redirects.append((call, frame))
                 self._cond.notify_all()
-        elif header.get("status") == "error":
-            call.future.set_exception(from_frame(frame))
+        elif how == "error":
+            call.future.set_exception(result)
         else:
-            call.future.set_result(frame)
+            call.future.set_result(result)
         if drained:
             conn.kill()
 
@@ -485,29 +562,19 @@ class Client:
                 self._conn = None
             reason = conn.closing_error
             if current and not self._closed:
-                if reason is not None and (reason.code in FINAL or not self.reconnect):
-                    self._error = reason
-                elif conn.redirected:
-                    pass  # the manager is logging in where the redirect said
-                elif not self.reconnect:
-                    self._error = ConnectionLost("connection_lost", f"the connection to {conn.url} was lost")
-                else:
-                    self._need_reconnect = True
+                gave_up, again = after_loss(reason, conn.redirected, conn.url, self.reconnect)
+                self._error = gave_up or self._error
+                self._need_reconnect = again or self._need_reconnect
             self._cond.notify_all()
         try:
             conn.sock.close()
         except OSError:
             pass
         if pending:
-            if self._closed:
-                exc: BesterError = Closed("closed", "the client was closed with the request in flight")
-            else:
-                why = f" ({reason.code}: {reason.text})" if reason else f" ({error})" if error else ""
-                exc = ConnectionLost("connection_lost", f"the connection to {conn.url} was lost with the request in flight{why}")
+            answer_of = in_flight_error(reason, error, conn.url, self._closed)
             for call in pending.values():
                 if not call.future.done():
-                    # The server said why it closed: that is the answer (a fresh exception each).
-                    call.future.set_exception(error_for(reason.code, reason.text, reason.frame) if reason and not self._closed else exc)
+                    call.future.set_exception(answer_of())
         if current and not self._closed:
             log.info("connection to %s lost%s", conn.url, f": {reason or error}" if reason or error else "")
 
