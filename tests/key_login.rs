@@ -224,46 +224,49 @@ fn every_refusal_is_a_wrong_passwords_after_a_challenge_like_any_other() {
     add_key(&broker, "alice", &alice);
     add_key(&broker, "bob", &bob);
 
-    // Alice's key named, another key signing.
-    let (client, nonce) = challenge(&broker, "alice", &public(&alice));
-    refused(
-        &broker,
-        client,
-        &sign(&stranger, "test", "alice", &nonce),
-        "wrong key",
-    );
-    // A key that is not alice's, signing correctly.
-    let (client, nonce) = challenge(&broker, "alice", &public(&stranger));
-    refused(
-        &broker,
-        client,
-        &sign(&stranger, "test", "alice", &nonce),
-        "unregistered key",
-    );
-    // Bob's key, signing correctly, to log in as alice.
-    let (client, nonce) = challenge(&broker, "alice", &public(&bob));
-    refused(
-        &broker,
-        client,
-        &sign(&bob, "test", "alice", &nonce),
-        "another user's key",
-    );
-    // Bob's signature as bob presented for alice.
-    let (client, nonce) = challenge(&broker, "alice", &public(&bob));
-    refused(
-        &broker,
-        client,
-        &sign(&bob, "test", "bob", &nonce),
-        "signed for another user",
-    );
-    // Signed for another server.
-    let (client, nonce) = challenge(&broker, "alice", &public(&alice));
-    refused(
-        &broker,
-        client,
-        &sign(&alice, "other", "alice", &nonce),
-        "another server",
-    );
+    // Each case: who logs in, whose public key is named, who signs, and the server and user
+    // the signature covers.
+    let cases: [(&str, &SigningKey, &SigningKey, &str, &str, &str); 8] = [
+        ("alice", &alice, &stranger, "test", "alice", "wrong key"),
+        (
+            "alice",
+            &stranger,
+            &stranger,
+            "test",
+            "alice",
+            "unregistered key",
+        ),
+        ("alice", &bob, &bob, "test", "alice", "another user's key"),
+        (
+            "alice",
+            &bob,
+            &bob,
+            "test",
+            "bob",
+            "signed for another user",
+        ),
+        ("alice", &alice, &alice, "other", "alice", "another server"),
+        // A user who does not exist gets a challenge all the same, then the same refusal.
+        ("nobody", &alice, &alice, "test", "nobody", "unknown user"),
+        (
+            "carol",
+            &alice,
+            &alice,
+            "test",
+            "carol",
+            "user without keys",
+        ),
+        ("alice", &alice, &alice, "test", "", "signed for no user"),
+    ];
+    for (user, named, signer, server, signed_user, what) in cases {
+        let (client, nonce) = challenge(&broker, user, &public(named));
+        refused(
+            &broker,
+            client,
+            &sign(signer, server, signed_user, &nonce),
+            what,
+        );
+    }
     // A good signature, replayed on a new connection (which has a new nonce).
     let (mut first, nonce) = challenge(&broker, "alice", &public(&alice));
     let good = sign(&alice, "test", "alice", &nonce);
@@ -281,22 +284,6 @@ fn every_refusal_is_a_wrong_passwords_after_a_challenge_like_any_other() {
         let (client, _) = challenge(&broker, "alice", &public(&alice));
         refused(&broker, client, garbage, garbage);
     }
-    // A user who does not exist gets a challenge all the same, then the same refusal.
-    let (client, nonce) = challenge(&broker, "nobody", &public(&alice));
-    refused(
-        &broker,
-        client,
-        &sign(&alice, "test", "nobody", &nonce),
-        "unknown user",
-    );
-    // And a user with no keys at all.
-    let (client, nonce) = challenge(&broker, "carol", &public(&alice));
-    refused(
-        &broker,
-        client,
-        &sign(&alice, "test", "carol", &nonce),
-        "user without keys",
-    );
     // Alice still logs in.
     let mut session = key_login(&broker, "alice", &alice);
     assert_eq!(whoami(&mut session)["data"]["user"], "alice");
