@@ -24,6 +24,7 @@ want perl perl   # tests/handlers/listen.pl (JSON::PP and IO::Socket::UNIX are c
 want jq jq       # handlers/jq/upper.jq, run by `bester handle`
 want go golang-go  # clients/go (standard library only: no module downloads)
 want make make     # clients/c
+want c++ g++       # libFuzzer, built by the fuzz target's check in scripts/test.sh
 want openssl openssl            # tests/closing.rs: a TLS client that sends an IP address as SNI
 want promtool prometheus        # `promtool check metrics` on /metrics (tests/closing.rs)
 if [ ${#need[@]} -gt 0 ]; then

@@ -11,6 +11,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== fuzz target compiles"
+# fuzz/ is outside the workspace (it needs libFuzzer): a check here keeps it in step with the
+# parsers it drives; scripts/fuzz.sh runs it.
+cargo check --quiet --manifest-path fuzz/Cargo.toml
+
 echo "== cargo test"
 # Unit and integration tests; benches/load.rs is a load generator run by scripts/bench.sh,
 # not a test (clippy above still compiles it).

@@ -294,7 +294,34 @@ fn check_handler(body: &[u8]) {
                     assert!(validate_type(kind).is_ok());
                     vec![kind.clone()]
                 }
-                Command::SendClients(names) | Command::SendServers(names) => {
+                Command::SendClients(to) => {
+                    // What the fan-out reads of it: users and groups, each bounded by the frame.
+                    let report = handler_delivery_report(
+                        msg.id.as_deref(),
+                        Some(&to.users),
+                        Some(&to.groups),
+                        None,
+                    );
+                    expect_json(&report);
+                    Vec::new()
+                }
+                Command::GroupAdd(change) | Command::GroupRemove(change) => {
+                    // The router checks the names; checking any string must not panic.
+                    let _ = besterd::protocol::groups::check_group_name(&change.group);
+                    for user in &change.users {
+                        let _ = besterd::protocol::groups::check_member_name(user);
+                    }
+                    Vec::new()
+                }
+                Command::Presence(to) => {
+                    let report = besterd::protocol::groups::handler_report(
+                        msg.id.as_deref(),
+                        Some(&serde_json::json!({"users": to.users, "groups": to.groups})),
+                    );
+                    expect_json(&report);
+                    Vec::new()
+                }
+                Command::SendServers(names) => {
                     let report =
                         handler_delivery_report(msg.id.as_deref(), Some(names), Some(&[]), None);
                     expect_json(&report);
