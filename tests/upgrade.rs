@@ -801,3 +801,75 @@ fn a_runtime_directory_besterd_made_itself_passes_to_the_new_process() {
     drop(adopted);
     assert!(!run.exists(), "removed by the process that stopped last");
 }
+
+/// Log in with a password on a raw connection: (client, its resume token).
+fn raw_login(broker: &Broker, user: &str, password: &str) -> (besterd::client::Client, String) {
+    let (client, reply) = besterd::client::Client::login(broker.addr, user, password).unwrap();
+    assert_eq!(reply["header"]["status"], "ok", "{reply}");
+    client.set_timeout(Some(DEADLINE)).unwrap();
+    let resume = reply["data"]["resume"]
+        .as_str()
+        .expect("data.resume")
+        .to_string();
+    (client, resume)
+}
+
+/// What identify with `{"resume": token}` gets.
+fn resume_reply(broker: &Broker, token: &str) -> Value {
+    let mut client = besterd::client::Client::connect(broker.addr).unwrap();
+    client.set_timeout(Some(DEADLINE)).unwrap();
+    client
+        .send(&json!({"header":{"identify":{"type":"client","authentication":{"resume": token}}}}))
+        .unwrap();
+    client.recv().unwrap().expect("an identify reply")
+}
+
+fn logged_out(reply: &Value) {
+    assert_eq!(reply["header"]["status"], "error", "{reply}");
+    assert_eq!(reply["data"]["code"], "resume_refused", "{reply}");
+    assert_eq!(
+        reply["data"]["error"], "the resume token's session logged out",
+        "{reply}"
+    );
+}
+
+#[test]
+fn a_logout_before_or_during_an_upgrade_is_still_a_logout_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_binary(dir.path());
+    let how = Launch {
+        program: Some(exe),
+        ..Launch::default()
+    };
+    let mut broker = Broker::launch_with("test", "127.0.0.1:0", "", &faulty(), USERS, &how);
+    // Alice logs out before the upgrade: the old process refuses her token from then on.
+    let (mut alice, alice_token) = raw_login(&broker, "alice", "alice-pw");
+    let bye = alice.request("1", "bester.logout", &Value::Null).unwrap();
+    assert_eq!(bye["header"]["status"], "ok", "{bye}");
+    logged_out(&resume_reply(&broker, &alice_token));
+    // Bob keeps a request in flight, so the old process drains with him still connected.
+    let (mut bob, bob_token) = raw_login(&broker, "bob", "bob-pw");
+    bob.message("h", "faulty", &json!({"action": "hang"}))
+        .unwrap();
+    // A third session that never logs out: its token must keep working.
+    let (_carol, kept_token) = raw_login(&broker, "alice", "alice-pw");
+
+    let (ok, answer, err) = ctl(&broker, "upgrade");
+    assert!(ok, "ctl upgrade failed: {err}\n{}", broker.log());
+    let new = answer["pid"].as_u64().expect("the new pid");
+    let _adopted = Adopted(new);
+    eventually("the new process serves", || {
+        (serving_pid(&broker) == new).then_some(())
+    });
+    // Bob logs out on the draining old process: answered, not refused as shutting down.
+    let bye = bob.request("2", "bester.logout", &Value::Null).unwrap();
+    assert_eq!(bye["header"]["status"], "ok", "{bye}");
+    assert!(broker.wait_exit().success(), "{}", broker.log());
+
+    // The new process knows both logouts, and still takes the token of the session that stayed.
+    logged_out(&resume_reply(&broker, &alice_token));
+    logged_out(&resume_reply(&broker, &bob_token));
+    let kept = resume_reply(&broker, &kept_token);
+    assert_eq!(kept["header"]["status"], "ok", "{kept}");
+    assert_eq!(kept["data"]["user"], "alice", "{kept}");
+}

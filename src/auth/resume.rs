@@ -181,12 +181,16 @@ pub fn new_session() -> String {
 }
 
 /// Sessions that logged out, each kept until its tokens would have expired anyway. Bounded: past
-/// `max` entries the expired ones are dropped, and if none has expired the oldest expiry goes
-/// (its token is then refused by the fingerprint or its own expiry soon after).
+/// `max` entries the expired ones are dropped, and if none has expired the one that expires
+/// soonest goes, and with it every token that expires no later (the floor): a logged-out
+/// session's tokens are never taken again, however many logouts come after it. What the floor
+/// costs is that other sessions' oldest tokens end early (a client renews its token well
+/// before it expires, so a session in use holds a newer one).
 #[derive(Debug)]
 pub struct Revoked {
     sessions: HashMap<String, u64>,
     max: usize,
+    floor: u64,
 }
 
 impl Revoked {
@@ -195,6 +199,7 @@ impl Revoked {
         Revoked {
             sessions: HashMap::new(),
             max: max.max(1),
+            floor: 0,
         }
     }
 
@@ -204,18 +209,41 @@ impl Revoked {
             self.sessions.retain(|_, e| *e > now);
         }
         if self.sessions.len() >= self.max
-            && let Some(oldest) = self
+            && let Some((oldest, until)) = self
                 .sessions
                 .iter()
                 .min_by_key(|(_, e)| **e)
-                .map(|(s, _)| s.clone())
+                .map(|(s, e)| (s.clone(), *e))
         {
             self.sessions.remove(&oldest);
+            self.floor = self.floor.max(until);
         }
         self.sessions.insert(session.to_string(), expires);
     }
 
-    /// Whether `session` logged out.
+    /// Whether a resume token of `session` that expires at `token_expires` is refused: its
+    /// session logged out, or the token expires no later than one that was forgotten.
+    pub fn refuses(&self, session: &str, token_expires: u64) -> bool {
+        token_expires <= self.floor || self.sessions.contains_key(session)
+    }
+
+    /// Refuse every token that expires no later than `until` (a floor handed over by an
+    /// upgrade's old process).
+    pub fn raise_floor(&mut self, until: u64) {
+        self.floor = self.floor.max(until);
+    }
+
+    /// The floor: tokens that expire no later are refused.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// The listed sessions and until when each is kept.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.sessions.iter().map(|(s, e)| (s.as_str(), *e))
+    }
+
+    /// Whether `session` logged out (and is still listed).
     pub fn contains(&self, session: &str) -> bool {
         self.sessions.contains_key(session)
     }
@@ -325,5 +353,25 @@ mod tests {
         assert_eq!(revoked.len(), 2);
         assert!(!revoked.contains("b"), "the soonest to expire goes");
         assert!(revoked.contains("c") && revoked.contains("d"));
+    }
+
+    #[test]
+    fn a_forgotten_session_stays_refused_through_the_floor() {
+        // An attacker with an account logs out over and over to push a victim's logged-out
+        // session off the list: the victim's tokens stay refused.
+        let mut revoked = Revoked::new(2);
+        revoked.revoke("victim", 100, 0);
+        for n in 0..10 {
+            revoked.revoke(&format!("attacker-{n}"), 200 + n, 1);
+        }
+        assert!(!revoked.contains("victim"), "pushed off the list");
+        assert!(revoked.refuses("victim", 100), "its tokens expire by 100");
+        assert!(revoked.refuses("victim", 40), "and older ones");
+        // Tokens that expire later than anything forgotten are taken, unless listed.
+        assert!(!revoked.refuses("bystander", 300));
+        assert!(revoked.refuses("attacker-9", 300));
+        // The floor is the latest expiry forgotten so far, not the first.
+        assert!(revoked.refuses("bystander", 207));
+        assert!(!revoked.refuses("bystander", 209));
     }
 }

@@ -192,7 +192,16 @@ pub struct TokenGrant {
     pub info: Option<String>,
     /// For a resume token: the session it was issued to (logged-out sessions are refused by the
     /// caller, which keeps that list).
-    pub resumed: Option<String>,
+    pub resumed: Option<Resumed>,
+}
+
+/// What a verified resume token says of its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumed {
+    /// The session it was issued to.
+    pub session: String,
+    /// When the token itself expires (seconds since the epoch).
+    pub token_expires: u64,
 }
 
 /// Why a token was refused.
@@ -862,7 +871,10 @@ fn resume_login<T>(
     let grant = TokenGrant {
         expires: resume.session_expires,
         info: resume.info,
-        resumed: Some(resume.session),
+        resumed: Some(Resumed {
+            session: resume.session,
+            token_expires: resume.expires,
+        }),
     };
     (Ok(grant), token_stamp(users, username, generation))
 }

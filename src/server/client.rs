@@ -395,7 +395,9 @@ impl Server {
     }
 
     fn client_message(&mut self, id: ConnId, msg: ClientMessage, now: Instant) {
-        if !self.life.accepting() {
+        // A logout is always carried out: refusing it while draining would leave the session's
+        // resume tokens valid on the process that serves next.
+        if !self.life.accepting() && msg.payload.kind != LOGOUT {
             return self.reply_error(id, msg.id.as_deref(), &shutting_down());
         }
         if msg.scope != Scope::Client {

@@ -3,7 +3,8 @@
 //! child gets exactly those descriptors with `FD_CLOEXEC` cleared, and nothing else), and over
 //! an inherited socket pair one JSON line ([`Message`]) naming each descriptor, the in-memory
 //! resume-token key, the watchdog period and an owned runtime directory. The socket pair then
-//! carries the child's readiness (`ready`, `missing a,b`, `error …`) and the old process's `go`.
+//! carries the child's readiness (`ready`, `missing a,b`, `error …`), the logged-out sessions
+//! (`server/relay.rs`) and the old process's `go`, then the logouts while the old one drains.
 //!
 //! The key travels only over the socket pair: never in argv or the environment, which other
 //! processes can read in /proc. The only thing on the child's command line is the number of

@@ -456,6 +456,7 @@ impl Server {
                 let _ = std::fs::remove_file(&h.path);
             }
         }
+        self.upgrade_last_flush();
         if let Some(pid) = self.handed_over_to() {
             info!("upgrade: done; pid {pid} serves");
         }

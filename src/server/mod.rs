@@ -26,6 +26,7 @@ mod presence;
 mod procstat;
 mod prometheus;
 mod redirect;
+mod relay;
 mod reload;
 mod report;
 mod revoke;

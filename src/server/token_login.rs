@@ -13,8 +13,9 @@
 //! the session's expiry (a JWT's `exp`) and its `info`: a resumed session is worth no more than
 //! the one it came from, and a resumed session goes on as the session it came from (same id). It
 //! dies on expiry, when the user's entry changes (deleted, new password), and on `bester.logout`
-//! of its session (the revoked list, kept in memory: it does not
-//! survive a restart, and another server that shares the key does not see it).
+//! of its session (the revoked list, kept in memory and handed to the new process of a hot
+//! upgrade, `server/relay.rs`: it does not survive a restart, and another server that shares
+//! the key does not see it).
 //!
 //! It must not: log a token, run a check on the loop, or give a session more time or other
 //! authorisation data than its token says.
@@ -29,6 +30,7 @@ use super::Server;
 use super::Timer;
 use super::client::{AuthTag, rate_limited};
 use super::conn::{ClientState, Grant, Role};
+use super::relay::{self, Outbox};
 use crate::auth::jwt::TokenError;
 use crate::auth::resume::{Resume, ResumeError, Revoked, new_session};
 use crate::auth::worker::{AuthJob, AuthOutcome, Stamp, TokenCheck, TokenGrant, TokenRefusal};
@@ -241,7 +243,7 @@ impl Server {
                 if grant
                     .resumed
                     .as_ref()
-                    .is_some_and(|s| self.tokens.revoked.contains(s)) =>
+                    .is_some_and(|r| self.tokens.revoked.refuses(&r.session, r.token_expires)) =>
             {
                 Err((logged_out(), Some(username.clone())))
             }
@@ -325,7 +327,7 @@ impl Server {
         let grant = Grant {
             // A resumed session goes on as the session it came from: its logout revokes every
             // token of the chain.
-            session: grant.resumed.unwrap_or_else(new_session),
+            session: grant.resumed.map_or_else(new_session, |r| r.session),
             fingerprint: fingerprint.unwrap_or_default(),
             expires: grant.expires,
             info,
@@ -603,6 +605,26 @@ impl Server {
         let now = unix_now();
         let until = now.saturating_add(self.config.auth.resume_ttl.as_secs());
         self.tokens.revoked.revoke(&session, until, now);
+        self.upgrade_relay(|out| out.revoked(&session, until));
+    }
+
+    /// The logged-out sessions, for the new process of an upgrade (`server/relay.rs`).
+    pub(super) fn revoked_snapshot(&self, out: &mut Outbox) {
+        for (session, until) in self.tokens.revoked.entries() {
+            out.revoked(session, until);
+        }
+        out.floor(self.tokens.revoked.floor());
+    }
+
+    /// A line from an upgrade's old process: a logged-out session, or a floor.
+    pub(super) fn adopt_revocation(&mut self, line: &relay::Line) {
+        match *line {
+            relay::Line::Revoked(session, until) => {
+                self.tokens.revoked.revoke(session, until, unix_now());
+            }
+            relay::Line::Floor(until) => self.tokens.revoked.raise_floor(until),
+            relay::Line::Go | relay::Line::Other => {}
+        }
     }
 
     /// The token key and JWT keys of the configuration now running (after a reload): a key file

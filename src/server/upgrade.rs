@@ -33,6 +33,7 @@ use serde_json::json;
 use super::Server;
 use super::handover::{self, FdRole, Inherited, Invocation, MAX_LINE, Message, PassedFd};
 use super::lifecycle::Phase;
+use super::relay::{self, Outbox};
 use super::token::UPGRADE;
 use crate::config::HandlerSource;
 
@@ -49,6 +50,9 @@ pub(super) struct Upgrades {
     state: State,
     /// The child's side: the link to the old process, until it says `go`.
     parent: Option<Parent>,
+    /// The child's side, after `go`: the link to the old process while it drains (the logouts
+    /// it relays).
+    predecessor: Option<Parent>,
     /// The child's side, while binding: descriptors not taken yet.
     pub inherited: Option<Inherited>,
     /// The child's side, after taking over: until then `socket = "..."` handler types count as
@@ -69,8 +73,15 @@ enum State {
         child: Child,
         kill_at: Instant,
     },
-    /// Handed over to this process; draining.
-    Done(u32),
+    /// Handed over to this process; draining, and telling it of every logout meanwhile
+    /// (`server/relay.rs`) until the link closes.
+    Done(Box<Handed>),
+}
+
+struct Handed {
+    pid: u32,
+    link: Option<mio::net::UnixStream>,
+    out: Outbox,
 }
 
 struct Attempt {
@@ -107,6 +118,39 @@ fn read_into(link: &mut mio::net::UnixStream, input: &mut Vec<u8>) -> bool {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(_) => return true,
         }
+    }
+}
+
+/// Read what the old process sent (any amount; a line at most [`MAX_LINE`]): the complete
+/// lines, and whether the link closed.
+fn read_lines(link: &mut mio::net::UnixStream, input: &mut Vec<u8>) -> (Vec<String>, bool) {
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match link.read(&mut buf) {
+            Ok(0) => return (lines, true),
+            Ok(n) => {
+                input.extend_from_slice(&buf[..n]);
+                lines.extend(std::iter::from_fn(|| take_line(input)));
+                if input.len() > MAX_LINE {
+                    return (lines, true); // longer than any line it sends
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (lines, false),
+            Err(_) => return (lines, true),
+        }
+    }
+}
+
+/// Write what the socket takes of the relay to the new process; a link that fails is dropped.
+fn flush_relay(link: &mut Option<mio::net::UnixStream>, out: &mut Outbox, pid: u32) {
+    let Some(l) = link else {
+        return;
+    };
+    if let Err(e) = out.flush(l) {
+        warn!("upgrade: telling pid {pid} of logouts: {e}");
+        *link = None;
     }
 }
 
@@ -173,7 +217,7 @@ impl Upgrades {
             State::Idle => ("none", None),
             State::Starting(a) => ("starting", Some(a.child.id())),
             State::Stopping { child, .. } => ("failed", Some(child.id())),
-            State::Done(pid) => ("handed over", Some(*pid)),
+            State::Done(h) => ("handed over", Some(h.pid)),
         }
     }
 }
@@ -207,9 +251,10 @@ impl Server {
                     child.id()
                 ));
             }
-            State::Done(pid) => {
+            State::Done(h) => {
                 return Err(format!(
-                    "already handed over to pid {pid}; this process is draining"
+                    "already handed over to pid {}; this process is draining",
+                    h.pid
                 ));
             }
             State::Idle => {}
@@ -332,6 +377,20 @@ impl Server {
     pub(super) fn upgrade_ready(&mut self, now: Instant) {
         if self.upgrades.parent.is_some() {
             return self.parent_ready(now);
+        }
+        if self.upgrades.predecessor.is_some() {
+            return self.predecessor_ready();
+        }
+        if let State::Done(h) = &mut self.upgrades.state {
+            // Writable (what is left of the relay), or closed by the child.
+            let closed = h.link.as_mut().is_some_and(|l| {
+                let mut sink = Vec::new();
+                read_into(l, &mut sink)
+            });
+            if closed {
+                h.link = None;
+            }
+            return flush_relay(&mut h.link, &mut h.out, h.pid);
         }
         let State::Starting(a) = &mut self.upgrades.state else {
             return;
@@ -498,7 +557,7 @@ impl Server {
 
     /// The child is ready: move the main pid, let it go, stop accepting, drain.
     fn upgrade_handover(&mut self, now: Instant) {
-        let State::Starting(mut a) = std::mem::take(&mut self.upgrades.state) else {
+        let State::Starting(a) = std::mem::take(&mut self.upgrades.state) else {
             return;
         };
         let pid = a.child.id();
@@ -512,10 +571,20 @@ impl Server {
             NotifyState::Status(&format!("handing over to pid {pid} (upgrade)")),
         ]);
         self.life.release();
-        if let Err(e) = a.link.write_all(b"go\n") {
-            warn!("upgrade: telling pid {pid} to go: {e}");
+        // The logged-out sessions first: the child serves nobody before it has them.
+        let mut out = Outbox::default();
+        self.revoked_snapshot(&mut out);
+        out.line(format_args!("go"));
+        let mut link = Some(a.link);
+        if let Some(l) = &mut link
+            && let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(l, UPGRADE, Interest::READABLE | Interest::WRITABLE)
+        {
+            warn!("upgrade: cannot watch the link to pid {pid}: {e}");
         }
-        let _ = self.poll.registry().deregister(&mut a.link);
+        flush_relay(&mut link, &mut out, pid);
         // The child serves these from now on: accept no more (the sockets stay open in it).
         if let Some(monitor) = &mut self.monitor {
             monitor.pause(self.poll.registry());
@@ -533,7 +602,7 @@ impl Server {
         }
         // A runtime directory this process created is the child's to remove.
         self.runtime.set_owned(false);
-        self.upgrades.state = State::Done(pid);
+        self.upgrades.state = State::Done(Box::new(Handed { pid, link, out }));
         self.upgrade_outcome(&a.waiting, Ok(pid), now);
         self.life.note = Some(format!("handed over to pid {pid}"));
         info!("upgrade: draining; pid {pid} serves the listeners");
@@ -542,8 +611,8 @@ impl Server {
 
     /// The new process's handover, after it stopped (for the last log line).
     pub(super) fn handed_over_to(&self) -> Option<u32> {
-        match self.upgrades.state {
-            State::Done(pid) => Some(pid),
+        match &self.upgrades.state {
+            State::Done(h) => Some(h.pid),
             _ => None,
         }
     }
@@ -577,30 +646,84 @@ impl Server {
         let Some(parent) = &mut self.upgrades.parent else {
             return;
         };
-        let eof = read_into(&mut parent.link, &mut parent.input);
-        let go = std::iter::from_fn(|| take_line(&mut parent.input)).any(|l| l == "go");
+        let pid = parent.pid;
+        let (lines, eof) = read_lines(&mut parent.link, &mut parent.input);
+        let mut go = false;
+        for line in &lines {
+            match relay::parse(line) {
+                relay::Line::Go => go = true,
+                other => self.adopt_revocation(&other),
+            }
+        }
         if !go && !eof {
             return;
         }
         if !go {
-            warn!(
-                "upgrade: pid {} went away before handing over; taking over anyway",
-                parent.pid
-            );
+            warn!("upgrade: pid {pid} went away before handing over; taking over anyway");
         }
-        self.take_over(now);
+        self.take_over(now, !eof);
+    }
+
+    /// The child's side, after taking over: the old process relays a logout, or exits.
+    fn predecessor_ready(&mut self) {
+        let Some(p) = &mut self.upgrades.predecessor else {
+            return;
+        };
+        let (lines, eof) = read_lines(&mut p.link, &mut p.input);
+        if eof {
+            let _ = self.poll.registry().deregister(&mut p.link);
+            self.upgrades.predecessor = None;
+        }
+        for line in &lines {
+            self.adopt_revocation(&relay::parse(line));
+        }
+    }
+
+    /// The old side, after handing over: tell the new process (a logout while draining).
+    pub(super) fn upgrade_relay(&mut self, add: impl FnOnce(&mut Outbox)) {
+        if let State::Done(h) = &mut self.upgrades.state
+            && h.link.is_some()
+        {
+            add(&mut h.out);
+            flush_relay(&mut h.link, &mut h.out, h.pid);
+        }
+    }
+
+    /// The old side, as it exits: what the new process has not read yet, for a moment.
+    pub(super) fn upgrade_last_flush(&mut self) {
+        if let State::Done(h) = &mut self.upgrades.state
+            && let Some(link) = &mut h.link
+        {
+            let deadline = Instant::now() + relay::LAST_FLUSH;
+            match h.out.flush_before(link, deadline) {
+                Ok(true) => {}
+                Ok(false) => warn!(
+                    "upgrade: pid {} did not read the last logouts within {} ms",
+                    h.pid,
+                    relay::LAST_FLUSH.as_millis()
+                ),
+                Err(e) => warn!("upgrade: telling pid {} of logouts: {e}", h.pid),
+            }
+        }
     }
 
     /// The child's side: serve.
-    fn take_over(&mut self, now: Instant) {
+    fn take_over(&mut self, now: Instant, link_open: bool) {
         let Some(mut parent) = self.upgrades.parent.take() else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut parent.link);
+        let pid = parent.pid;
+        let adopt_runtime = parent.adopt_runtime;
+        if link_open {
+            // It drains now, and tells of the logouts of its clients until it exits.
+            self.upgrades.predecessor = Some(parent);
+        } else {
+            let _ = self.poll.registry().deregister(&mut parent.link);
+        }
         self.life.take_over(now);
         self.upgrades.grace_until = Some(now + self.config.handler_startup_timeout);
         self.update_starting();
-        if parent.adopt_runtime {
+        if adopt_runtime {
             self.runtime.set_owned(true);
         }
         if let Some(admin) = &mut self.admin {
@@ -620,10 +743,7 @@ impl Server {
                 }
             }
         }
-        info!(
-            "upgrade: took over from pid {}; serving on the same listeners",
-            parent.pid
-        );
+        info!("upgrade: took over from pid {pid}; serving on the same listeners");
         self.announce_ready(now);
     }
 }
