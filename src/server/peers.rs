@@ -268,6 +268,9 @@ impl Server {
             (PeerState::Up, PeerFrame::Ack(a)) => {
                 self.router.peer_ack(id, a, now, &mut self.actions)
             }
+            (PeerState::Up, PeerFrame::Deliver(d)) => {
+                self.router.peer_deliver(id, d, &mut self.actions)
+            }
             (
                 PeerState::AwaitChallenge { nonce },
                 PeerFrame::Challenge {
