@@ -18,6 +18,7 @@ mod access;
 mod answer;
 mod correlate;
 mod deadlines;
+mod directory;
 mod federation;
 mod groups;
 mod id;
@@ -50,6 +51,7 @@ use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use access::{Access, Rule};
 pub use correlate::{Correlate, HandlerMode};
 use deadlines::Deadlines;
+pub use directory::{DirectoryConfig, DirectoryStats, RESYNC_INTERVAL, ServerDirectory};
 pub use groups::{GroupLimits, pattern_matches};
 pub use id::ConnId;
 use idmap::IdMap;
@@ -279,6 +281,7 @@ pub struct Router {
     config: RouterConfig,
     presence: presence::Presence,
     groups: groups::Groups,
+    directory: directory::Directory,
     clients: IdMap<ConnId, Client>,
     pools: BTreeMap<String, Pool>,
     stats: RouterStats,
@@ -301,6 +304,7 @@ impl Router {
             config,
             presence: presence::Presence::default(),
             groups: groups::Groups::default(),
+            directory: directory::Directory::default(),
             clients: IdMap::default(),
             pools: BTreeMap::new(),
             stats: RouterStats::default(),
