@@ -108,6 +108,8 @@ pub struct FilePeer {
     pub fingerprint: Option<String>,
     /// With tls and ca: the name the certificate must carry (default: the address's host).
     pub server_name: Option<String>,
+    /// The payload types the peer may send this server (default: any).
+    pub allow_types: Option<Vec<String>>,
 }
 
 /// One validated federation peer.
@@ -121,6 +123,8 @@ pub struct PeerConfig {
     pub secret_file: Option<PathBuf>,
     /// Dial over TLS with these settings.
     pub tls: Option<PeerTls>,
+    /// `allow_types`: the payload types the peer may send this server (`None`: any).
+    pub allow_types: Option<Vec<String>>,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -128,6 +132,7 @@ impl fmt::Debug for PeerConfig {
         f.debug_struct("PeerConfig")
             .field("address", &self.address)
             .field("tls", &self.tls)
+            .field("allow_types", &self.allow_types)
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -796,6 +801,14 @@ impl FileConfig {
                 p.address.as_deref(),
                 &mut problems,
             );
+            if let Some(types) = &p.allow_types {
+                for kind in types {
+                    if let Err(e) = validate_type(kind) {
+                        let text = e.error.replace("payload.type ", "");
+                        problems.push((format!("{key}.allow_types"), text));
+                    }
+                }
+            }
             peers.insert(
                 peer,
                 PeerConfig {
@@ -803,6 +816,7 @@ impl FileConfig {
                     secret,
                     secret_file: p.secret_file,
                     tls,
+                    allow_types: p.allow_types,
                 },
             );
         }
@@ -1014,7 +1028,7 @@ mod tests {
             ),
             (
                 "[peers]\nb = { address = \"x:1\", secret = \"supersecretvalue123\", bogus = 1 }\n",
-                "line 2, column 56: unknown field `bogus`, expected one of `address`, `secret`, `secret_file`, `tls`, `ca`, `fingerprint`, `server_name`\n    2 | b = <redacted>",
+                "line 2, column 56: unknown field `bogus`, expected one of `address`, `secret`, `secret_file`, `tls`, `ca`, `fingerprint`, `server_name`, `allow_types`\n    2 | b = <redacted>",
             ),
             (
                 "[server]\nlisten = 5\n",
@@ -1029,6 +1043,20 @@ mod tests {
             );
             assert!(!p[0].1.contains("supersecret"), "{}", p[0].1);
         }
+    }
+
+    #[test]
+    fn peer_allow_types_must_be_type_names() {
+        let p = problems(
+            "[peers.b]\nsecret = \"0123456789abcdef\"\nallow_types = [\"chat\", \"a b\"]\n",
+        );
+        assert_eq!(
+            p,
+            vec![(
+                "peers.b.allow_types".to_string(),
+                "\"a b\" must be 1 to 64 characters of A-Z a-z 0-9 . _ -".to_string()
+            )]
+        );
     }
 
     #[test]

@@ -930,6 +930,8 @@ struct ReportHeader<'a> {
     offline: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     servers: Option<&'a super::peer::ServerReports>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<&'a super::peer::UserFailures>,
 }
 
 #[derive(Debug, Serialize)]
@@ -946,6 +948,20 @@ pub fn handler_delivery_report(
     offline: Option<&[String]>,
     servers: Option<&super::peer::ServerReports>,
 ) -> Vec<u8> {
+    handler_delivery_report_with(id, (delivered, offline, None), servers)
+}
+
+/// [`handler_delivery_report`] with the users that could not be reached on other servers
+/// (`"failed":{"bob@node-b":"peer_unreachable"}`).
+pub fn handler_delivery_report_with(
+    id: Option<&str>,
+    (delivered, offline, failed): (
+        Option<&[String]>,
+        Option<&[String]>,
+        Option<&super::peer::UserFailures>,
+    ),
+    servers: Option<&super::peer::ServerReports>,
+) -> Vec<u8> {
     to_body(&ReportFrame::<ErrorBody> {
         header: ReportHeader {
             kind: "report",
@@ -955,6 +971,7 @@ pub fn handler_delivery_report(
             delivered,
             offline,
             servers,
+            failed,
         },
         data: None,
     })
@@ -975,6 +992,7 @@ pub fn handler_error_report<E: Serialize + ?Sized>(
             delivered: None,
             offline: None,
             servers: None,
+            failed: None,
         },
         data: Some(error),
     })

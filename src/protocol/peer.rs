@@ -3,6 +3,10 @@
 //! handler has dealt with one. Pure types, like [`super::message`]: a message and an ok ack in
 //! their common shape are read by the fast lane (`scan/peer.rs`) and written by hand
 //! ([`super::write`]); every other frame, and every refusal, takes serde.
+//!
+//! A *delivery* (`scope:"users"`) is a message for users of the receiving server, pushed to
+//! their connections without a handler: what a `sendClients` naming `bob@node-b` becomes, one
+//! frame per destination server (at most [`MAX_DELIVER_USERS`] users each).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -34,6 +38,9 @@ pub struct ServerReport {
     /// What the servers the peer sent it on to did, if its handler did so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub servers: Option<ServerReports>,
+    /// Users on further servers that could not be reached (`{"carol@c":"peer_unreachable"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<UserFailures>,
 }
 
 impl ServerReport {
@@ -46,12 +53,34 @@ impl ServerReport {
             error: Some(error.into()),
             code: Some(code.as_str().to_string()),
             servers: None,
+            failed: None,
         }
     }
 }
 
 /// Per-server results of a `sendServers`.
 pub type ServerReports = BTreeMap<String, ServerReport>;
+
+/// Users a `sendClients` could not reach, as it named them, with the error code of each
+/// (`{"bob@node-b":"peer_unreachable"}`).
+pub type UserFailures = BTreeMap<String, String>;
+
+/// Most users one delivery frame may name; a `sendClients` naming more users of one server
+/// sends that server several frames.
+pub const MAX_DELIVER_USERS: usize = 1000;
+
+/// A delivery from a peer: push the payload to these users of this server (no handler).
+#[derive(Debug, Clone)]
+pub struct PeerDelivery<'a> {
+    /// The peer's number for it, echoed in the ack.
+    pub msg: Cow<'a, str>,
+    /// Who it is from (the server must be the peer itself).
+    pub from: Sender,
+    /// The users, by their name on this server.
+    pub users: Vec<String>,
+    /// What to push.
+    pub payload: PayloadRef<'a>,
+}
 
 /// A message from a peer, borrowed from its frame where the fast lane read it.
 #[derive(Debug, Clone)]
@@ -105,6 +134,8 @@ pub enum PeerFrame<'a> {
     Ack(PeerAck<'a>),
     /// A federation directory frame (`super::directory`).
     Directory(super::directory::DirectoryFrame),
+    /// Users of this server to push a payload to.
+    Deliver(PeerDelivery<'a>),
 }
 
 impl PeerFrame<'_> {
@@ -118,6 +149,7 @@ impl PeerFrame<'_> {
             PeerFrame::Message(_) => "message",
             PeerFrame::Ack(_) => "ack",
             PeerFrame::Directory(_) => "directory",
+            PeerFrame::Deliver(_) => "deliver",
         }
     }
 }
@@ -158,6 +190,10 @@ struct RawPeerHeader {
     offline: Option<Vec<String>>,
     #[serde(default)]
     servers: Option<ServerReports>,
+    #[serde(default)]
+    failed: Option<UserFailures>,
+    #[serde(default)]
+    users: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -211,7 +247,27 @@ pub fn parse_peer_frame_full(body: &[u8]) -> Result<PeerFrame<'static>, ErrorBod
     if let Some(proof) = h.proof {
         return Ok(PeerFrame::Proof(proof));
     }
+    if h.users.is_some() && h.scope.as_deref() != Some("users") {
+        return Err(invalid("users goes with scope \"users\" only"));
+    }
     match (h.kind.as_deref(), h.status, h.scope.as_deref()) {
+        (None, None, Some("users")) => {
+            let (Some(msg), Some(from), Some(users), Some(payload)) =
+                (h.msg, h.from, h.users, raw.payload)
+            else {
+                return Err(invalid("a delivery needs msg, from, users and payload"));
+            };
+            if h.hops.is_some() {
+                return Err(invalid("a delivery goes no further: it has no hops"));
+            }
+            validate_type(&payload.kind)?;
+            Ok(PeerFrame::Deliver(PeerDelivery {
+                msg: Cow::Owned(msg),
+                from,
+                users,
+                payload: payload.into_ref(),
+            }))
+        }
         (None, None, Some("server")) => {
             let (Some(msg), Some(from), Some(payload)) = (h.msg, h.from, raw.payload) else {
                 return Err(invalid("a server message needs msg, from and payload"));
@@ -246,6 +302,7 @@ pub fn parse_peer_frame_full(body: &[u8]) -> Result<PeerFrame<'static>, ErrorBod
                     error,
                     code,
                     servers: h.servers,
+                    failed: h.failed,
                 },
             }))
         }
@@ -383,6 +440,17 @@ pub fn message_frame(msg: u64, from: &Sender, hops: u32, payload: &PayloadRef<'_
     super::write::peer_message(msg, from, hops, payload)
 }
 
+/// A delivery to users of a peer:
+/// `{"header":{"scope":"users","msg":M,"from":F,"users":[..]},"payload":{"type":T,"data":D}}`.
+pub fn deliver_frame<'u>(
+    msg: u64,
+    from: &Sender,
+    users: impl IntoIterator<Item = &'u str>,
+    payload: &PayloadRef<'_>,
+) -> Vec<u8> {
+    super::write::peer_deliver(msg, from, users, payload)
+}
+
 #[derive(Serialize)]
 struct AckHeader<'a> {
     kind: &'static str,
@@ -396,6 +464,8 @@ struct AckHeader<'a> {
     offline: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     servers: Option<&'a ServerReports>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<&'a UserFailures>,
 }
 
 #[derive(Serialize)]
@@ -418,6 +488,8 @@ pub struct AckContent<'a> {
     pub offline: Option<&'a [String]>,
     /// Results of a further sendServers.
     pub servers: Option<&'a ServerReports>,
+    /// Users on further servers that could not be reached.
+    pub failed: Option<&'a UserFailures>,
 }
 
 /// An ok acknowledgement:
@@ -438,6 +510,7 @@ pub fn ack_error<E: Serialize + ?Sized>(msg: &str, error: &E) -> Vec<u8> {
             delivered: None,
             offline: None,
             servers: None,
+            failed: None,
         },
         data: Some(error),
     })

@@ -195,6 +195,50 @@ pub fn peer_message(msg: u64, from: &Sender, hops: u32, payload: &PayloadRef<'_>
     out
 }
 
+/// The body of a delivery to users of a peer server:
+/// `{"header":{"scope":"users","msg":M,"from":F,"users":[..]},"payload":{"type":T,"data":D}}`.
+pub fn peer_deliver<'u>(
+    msg: u64,
+    from: &Sender,
+    users: impl IntoIterator<Item = &'u str>,
+    payload: &PayloadRef<'_>,
+) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"scope\":\"users\",\"msg\":\"");
+    write!(out, "{msg}\",\"from\":").expect("writing to a Vec");
+    sender(&mut out, from, true);
+    out.extend_from_slice(b",\"users\":[");
+    for (i, user) in users.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(&mut out, user);
+    }
+    out.extend_from_slice(b"]},\"payload\":{\"type\":");
+    string(&mut out, &payload.kind);
+    out.extend_from_slice(b",\"data\":");
+    raw(&mut out, payload.data.as_deref());
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// Append `,"failed":{"bob@b":"peer_unreachable",..}` when there are failures.
+fn failures(out: &mut Vec<u8>, failed: Option<&super::peer::UserFailures>) {
+    if let Some(failed) = failed {
+        out.extend_from_slice(b",\"failed\":{");
+        for (i, (user, code)) in failed.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, user);
+            out.push(b':');
+            string(out, code);
+        }
+        out.push(b'}');
+    }
+}
+
 /// Append `,"key":["a","b"]` when there is a list.
 fn names(out: &mut Vec<u8>, name: &str, list: Option<&[String]>) {
     if let Some(list) = list {
@@ -226,6 +270,7 @@ fn report(out: &mut Vec<u8>, report: &super::peer::ServerReport) {
         out.extend_from_slice(b",\"servers\":");
         reports(out, servers);
     }
+    failures(out, report.failed.as_ref());
     out.push(b'}');
 }
 
@@ -244,12 +289,16 @@ fn reports(out: &mut Vec<u8>, servers: &super::peer::ServerReports) {
 }
 
 /// The body of an ok reply to a client that carries a delivery report:
-/// `{"header":{"status":"ok","kind":"reply","id":I,"type":T,"delivered":[..],"offline":[..],"servers":{..}},"data":D}`
-/// (each of `id` … `servers` only when there is one).
+/// `{"header":{"status":"ok","kind":"reply","id":I,"type":T,"delivered":[..],"offline":[..],"servers":{..},"failed":{..}},"data":D}`
+/// (each of `id` … `failed` only when there is one).
 pub fn client_report_reply(
     id: Option<&str>,
     kind_of: Option<&str>,
-    (delivered, offline): (Option<&[String]>, Option<&[String]>),
+    (delivered, offline, failed): (
+        Option<&[String]>,
+        Option<&[String]>,
+        Option<&super::peer::UserFailures>,
+    ),
     servers: Option<&super::peer::ServerReports>,
     data: Option<&str>,
 ) -> Vec<u8> {
@@ -263,6 +312,7 @@ pub fn client_report_reply(
         out.extend_from_slice(b",\"servers\":");
         reports(&mut out, servers);
     }
+    failures(&mut out, failed);
     out.extend_from_slice(b"},\"data\":");
     raw(&mut out, data);
     out.push(b'}');
@@ -282,6 +332,7 @@ pub fn peer_ack_ok(msg: &str, content: &super::peer::AckContent<'_>) -> Vec<u8> 
         out.extend_from_slice(b",\"servers\":");
         reports(&mut out, servers);
     }
+    failures(&mut out, content.failed);
     out.push(b'}');
     if let Some(data) = content.data {
         out.extend_from_slice(b",\"data\":");
@@ -405,6 +456,7 @@ mod tests {
                 delivered: lists.then_some(&users[..1]),
                 offline: lists.then_some(&users[1..]),
                 servers,
+                failed: None,
             };
             let expected = serde_json::to_string(&Ack {
                 header: AckHeader {
@@ -443,6 +495,7 @@ mod tests {
                 error: None,
                 code: None,
                 servers: Some(inner.clone()),
+                failed: None,
             },
         );
         servers.insert(
@@ -473,7 +526,7 @@ mod tests {
             let got = client_report_reply(
                 id,
                 kind_of,
-                (delivered, offline),
+                (delivered, offline, None),
                 servers,
                 data.map(RawValue::get),
             );

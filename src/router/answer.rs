@@ -2,6 +2,7 @@
 //! `sendHandler` hop to the next handler in a chain, a push to users, or a report back to the
 //! handler — and the actions that carry it out. Part of the [`Router`]; no I/O.
 
+use super::deliver::{Reach, Target};
 use super::*;
 use crate::protocol::groups::Recipients;
 
@@ -150,26 +151,27 @@ impl Router {
                     );
                 }
                 let skip = pending.origin.client();
-                let (delivered, offline) =
-                    self.push_to_users(&to, &payload, &pending.from, skip, out);
+                let reach = self.push_to_users(&to, &payload, &pending.from, skip, out);
                 // The sender sees the data only if it is one of the recipients on this server.
                 let sender_included = skip.is_some()
                     && pending.from.user.as_ref().is_some_and(|u| {
                         to.users.contains(u)
                             || to.groups.iter().any(|g| self.groups.is_member(g, u))
                     });
-                let outcome = Outcome {
-                    kind_of: Some(&payload.kind),
-                    data: if sender_included {
-                        payload.data.as_deref()
-                    } else {
-                        None
-                    },
-                    delivered: Some(&delivered),
-                    offline: Some(&offline),
-                    servers: None,
+                let data = if sender_included {
+                    payload.data.as_deref()
+                } else {
+                    None
                 };
-                self.respond_ok(&pending.origin, &outcome, out);
+                self.answer_send_clients(
+                    pending.origin,
+                    (&payload.kind, data),
+                    reach,
+                    (&pending.from, &pending.kind),
+                    &payload,
+                    now,
+                    out,
+                );
             }
             Command::SendServers(servers) => {
                 let from = self.relay_sender(&pending.from, &pending.kind);
@@ -241,9 +243,10 @@ impl Router {
         self.dispatch(pending, payload, now, out);
     }
 
-    /// Push a payload to every connection of the users and group members named (except
-    /// `skip`), once per connection however many ways a user is reached; returns (delivered,
-    /// offline).
+    /// Push a payload to every connection of the users and group members named on this server
+    /// (except `skip`), once per connection however many ways a user is reached; the users of
+    /// other servers (`bob@node-b`, members added that way) are grouped by server in the
+    /// returned [`Reach`], each once, for [`Router::answer_send_clients`] to deliver.
     fn push_to_users(
         &self,
         to: &Recipients,
@@ -251,30 +254,44 @@ impl Router {
         from: &Sender,
         skip: Option<ConnId>,
         out: &mut Vec<Action>,
-    ) -> (Vec<String>, Vec<String>) {
-        let mut delivered = Vec::new();
-        let mut offline = Vec::new();
+    ) -> Reach {
+        let mut reach = Reach::default();
         let mut seen = HashSet::new();
-        let push = client_push(&payload.kind, from, payload.data.as_deref());
+        let mut push = None;
         let members = to.groups.iter().flat_map(|g| self.groups.members(g));
-        for user in to.users.iter().chain(members) {
-            if !seen.insert(user.as_str()) {
+        for named in to.users.iter().chain(members) {
+            let target = self.send_target(named);
+            if !seen.insert(target) {
                 continue;
             }
+            let user = match target {
+                Target::Local(user) => user,
+                Target::Remote { server, user } => {
+                    let users = reach.remote.entry(server.to_string()).or_default();
+                    users.push((named.clone(), user.to_string()));
+                    continue;
+                }
+            };
             match self.presence.conns(user) {
                 Some(conns) => {
+                    let push = push.get_or_insert_with(|| {
+                        client_push(&payload.kind, from, payload.data.as_deref())
+                    });
                     for conn in conns.iter().filter(|c| Some(**c) != skip) {
                         out.push(Action::Send {
                             to: *conn,
                             body: push.clone(),
                         });
                     }
-                    delivered.push(user.clone());
+                    reach.delivered.push(named.clone());
                 }
-                None => offline.push(user.clone()),
+                None => reach.offline.push(named.clone()),
             }
         }
-        (delivered, offline)
+        if let Some(push) = push {
+            crate::protocol::pool::recycle(push);
+        }
+        reach
     }
 
     /// A handler frame with no `request`: a push to users or servers, answered with a report.
@@ -323,13 +340,9 @@ impl Router {
         };
         match &*msg.command {
             Command::SendClients(users) => {
-                let (delivered, offline) = self.push_to_users(users, payload, &from, None, out);
-                let outcome = Outcome {
-                    delivered: Some(&delivered),
-                    offline: Some(&offline),
-                    ..Outcome::default()
-                };
-                self.respond_ok(&origin, &outcome, out);
+                let reach = self.push_to_users(users, payload, &from, None, out);
+                let from = (&from, kind);
+                self.answer_send_clients(origin, (kind, None), reach, from, payload, now, out);
             }
             Command::SendServers(_) if msg.replies => {
                 let text = "a push gets no replies: \"replies\" needs a request to answer";

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use super::deliver::Target;
 use super::{Action, ConnId, ErrorBody, ErrorCode, Router};
 use crate::protocol::directory::{
     DirEntry, DirectoryFrame, MAX_ENTRIES_PER_FRAME, error_frame, resync_frame, update_frame,
@@ -236,6 +237,25 @@ impl Router {
             return None;
         }
         self.directory.find(user)
+    }
+
+    /// Where a `sendClients` reaches the user named `name`: as [`Router::target`] says, except
+    /// that a bare name of a user who is not online here goes to the peer server the directory
+    /// has them on.
+    pub(super) fn send_target<'a>(&'a self, name: &'a str) -> Target<'a> {
+        match self.target(name) {
+            Target::Local(user)
+                if user == name
+                    && self.directory.config.enabled
+                    && self.presence.conns(user).is_none() =>
+            {
+                match self.directory.find(user) {
+                    Some(server) => Target::Remote { server, user },
+                    None => Target::Local(user),
+                }
+            }
+            target => target,
+        }
     }
 
     /// A local user's presence changed: their state goes to the peers at the next flush.

@@ -44,10 +44,25 @@ pub(super) struct Fanout {
     data: BTreeMap<String, Option<String>>,
 }
 
+/// Who waits for a message sent to a peer.
+#[derive(Debug)]
+pub(super) enum Waiter {
+    /// A `sendServers` (its number in `fanouts`).
+    Fanout(u64),
+    /// A `sendClients` to users of the peer (its number in `deliveries`), with the users this
+    /// frame named: (as the handler named them, their name on the peer).
+    Delivery {
+        /// The delivery.
+        id: u64,
+        /// The users of this frame.
+        users: Vec<(String, String)>,
+    },
+}
+
 /// A message sent to a peer, waiting for its ack.
 #[derive(Debug)]
 pub(super) struct Remote {
-    fanout: u64,
+    waiter: Waiter,
     server: String,
     link: ConnId,
     /// Index of the peer's figures.
@@ -59,9 +74,11 @@ pub(super) struct Remote {
 #[derive(Debug)]
 pub(super) struct PeerEntry {
     /// The live link, if any.
-    link: Option<ConnId>,
+    pub(super) link: Option<ConnId>,
     /// Index of its figures in `RouterStats::peers`.
-    stat: usize,
+    pub(super) stat: usize,
+    /// `[peers.X] allow_types`: the payload types the peer may send us (`None`: any).
+    allow_types: Option<Vec<String>>,
 }
 
 impl Router {
@@ -69,8 +86,80 @@ impl Router {
     pub fn add_peer(&mut self, name: &str) {
         let stat = self.stats.peers.len();
         self.stats.peers.push(PeerStats::default());
-        self.peers
-            .insert(name.to_string(), PeerEntry { link: None, stat });
+        self.peers.insert(
+            name.to_string(),
+            PeerEntry {
+                link: None,
+                stat,
+                allow_types: None,
+            },
+        );
+    }
+
+    /// `[peers.X] allow_types`: the payload types `name` may send us (`None`: any).
+    pub fn set_peer_types(&mut self, name: &str, types: Option<Vec<String>>) {
+        if let Some(entry) = self.peers.get_mut(name) {
+            entry.allow_types = types;
+        }
+    }
+
+    /// What every frame from peer `server` must meet, whatever it asks for: it speaks as
+    /// itself, not with a built-in type, and only with a type it may send us.
+    pub(super) fn check_peer_claims(
+        &self,
+        server: &str,
+        from: &Sender,
+        kind: &str,
+    ) -> Result<(), ErrorBody> {
+        if from.server != server {
+            warn!(
+                "peer={server} sent a message claiming to come from {:?}; refused",
+                from.server
+            );
+            let text = format!(
+                "peer {server:?} may only send as itself, not as {:?}",
+                from.server
+            );
+            return Err(ErrorBody::new(ErrorCode::ForgedOrigin, text));
+        }
+        if kind.starts_with(RESERVED_PREFIX) {
+            let text = format!("{kind:?} is a built-in type and cannot be sent between servers");
+            return Err(ErrorBody::new(ErrorCode::ReservedType, text));
+        }
+        let allowed = self.peers.get(server).and_then(|e| e.allow_types.as_ref());
+        if let Some(types) = allowed
+            && !types.iter().any(|t| t == kind)
+        {
+            let text = format!(
+                "peer {server:?} may not send {kind:?} messages to {:?}",
+                self.config.server
+            );
+            return Err(ErrorBody::new(ErrorCode::Forbidden, text));
+        }
+        Ok(())
+    }
+
+    /// Wait for the ack of message `msg`, just sent to `server` over `link`.
+    pub(super) fn await_ack(
+        &mut self,
+        msg: u64,
+        waiter: Waiter,
+        (server, link, stat): (&str, ConnId, usize),
+        now: Instant,
+    ) {
+        self.stats.peers[stat].sent += 1;
+        self.remote.insert(
+            msg,
+            Remote {
+                waiter,
+                server: server.to_string(),
+                link,
+                stat,
+                sent_at: now,
+            },
+        );
+        self.deadlines
+            .push(now + self.config.request_timeout, Due::Remote(msg));
     }
 
     /// The link to `name` is authenticated and up.
@@ -215,19 +304,7 @@ impl Router {
                             continue;
                         }
                         out.push(Action::Send { to: link, body });
-                        self.stats.peers[stat].sent += 1;
-                        self.remote.insert(
-                            msg,
-                            Remote {
-                                fanout,
-                                server: server.clone(),
-                                link,
-                                stat,
-                                sent_at: now,
-                            },
-                        );
-                        self.deadlines
-                            .push(now + self.config.request_timeout, Due::Remote(msg));
+                        self.await_ack(msg, Waiter::Fanout(fanout), (server, link, stat), now);
                         waiting += 1;
                         None
                     }
@@ -299,8 +376,8 @@ impl Router {
         }
     }
 
-    /// Record one server's report (and its ack's data) for a message and answer the fan-out if
-    /// it was the last.
+    /// Record one server's report (and its ack's data) for a message and answer whoever waits
+    /// for it if it was the last they waited for.
     fn settle_remote(
         &mut self,
         msg: u64,
@@ -317,7 +394,11 @@ impl Router {
         } else {
             stats.failed += 1;
         }
-        let Some(fanout) = self.fanouts.get_mut(&remote.fanout) else {
+        let id = match remote.waiter {
+            Waiter::Fanout(id) => id,
+            Waiter::Delivery { id, users } => return self.settle_delivery(id, users, report, out),
+        };
+        let Some(fanout) = self.fanouts.get_mut(&id) else {
             return;
         };
         if fanout.replies && report.status == Status::Ok {
@@ -328,7 +409,7 @@ impl Router {
         fanout.reports.insert(remote.server, report);
         fanout.waiting -= 1;
         if fanout.waiting == 0 {
-            self.finish_fanout(remote.fanout, out);
+            self.finish_fanout(id, out);
         }
     }
 
@@ -390,16 +471,8 @@ impl Router {
             msg: msg.msg.into_owned(),
             server: server.clone(),
         };
-        if msg.from.server != server {
-            warn!(
-                "peer={server} sent a message claiming to come from {:?}; refused",
-                msg.from.server
-            );
-            let text = format!(
-                "peer {server:?} may only send as itself, not as {:?}",
-                msg.from.server
-            );
-            return self.fail(&origin, ErrorBody::new(ErrorCode::ForgedOrigin, text), out);
+        if let Err(error) = self.check_peer_claims(&server, &msg.from, &msg.payload.kind) {
+            return self.fail(&origin, error, out);
         }
         if msg.hops > MAX_HOPS {
             let text = format!(
@@ -407,13 +480,6 @@ impl Router {
                 msg.hops
             );
             return self.fail(&origin, ErrorBody::new(ErrorCode::HopLimit, text), out);
-        }
-        if msg.payload.kind.starts_with(RESERVED_PREFIX) {
-            let text = format!(
-                "{:?} is a built-in type and cannot be sent between servers",
-                msg.payload.kind
-            );
-            return self.fail(&origin, ErrorBody::new(ErrorCode::ReservedType, text), out);
         }
         let pending = Pending {
             origin,

@@ -5,9 +5,11 @@
 //! `groups_*` methods (below) turn changes into presence pushes, and `sendClients` expands
 //! groups through [`Groups::members`].
 //!
-//! Members are users of this server. With a federation directory a member would be
-//! `(user, server)`; the maps here would key on that pair, and delivery would send one copy per
-//! server (see PROTOCOL.md §5, "Presence and groups").
+//! Members are keyed by name: a user of this server by their plain name, a user of a peer
+//! server as `user@server` (a handler's `groupAdd` naming `bob@node-b`; `bob@<this server>` is
+//! stored as `bob`). A group lives on the server where it was made; `sendClients` to it pushes to
+//! the local members and sends one delivery frame per other server (`router/deliver.rs`). A
+//! federation directory adds remote members under the same `user@server` keys.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -234,8 +236,17 @@ impl Router {
             handler,
             id: id.map(str::to_string),
         };
+        // One key per user: `bob@<this server>` is `bob`, a peer's user is `user@server`.
+        let users: Vec<String> = change
+            .users
+            .iter()
+            .map(|named| match self.target(named) {
+                super::deliver::Target::Local(user) => user.to_string(),
+                super::deliver::Target::Remote { server, user } => format!("{user}@{server}"),
+            })
+            .collect();
         if add {
-            match self.groups.add(&change.group, &change.users, true) {
+            match self.groups.add(&change.group, &users, true) {
                 Ok(fresh) => {
                     for user in fresh {
                         self.member_changed(&change.group, &user, true, out);
@@ -244,7 +255,7 @@ impl Router {
                 Err(error) => return self.fail(&origin, error, out),
             }
         } else {
-            for user in &change.users {
+            for user in &users {
                 if self.groups.remove(&change.group, user, true) {
                     self.member_changed(&change.group, user, false, out);
                 }

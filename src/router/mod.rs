@@ -18,6 +18,7 @@ mod access;
 mod answer;
 mod correlate;
 mod deadlines;
+mod deliver;
 mod directory;
 mod federation;
 mod groups;
@@ -58,6 +59,7 @@ use idmap::IdMap;
 pub use presence::{PresenceConfig, Visibility};
 use reply_id::ReplyId;
 
+use deliver::Delivery;
 use federation::{Fanout, PeerEntry, Remote};
 use respond::Outcome;
 
@@ -290,6 +292,7 @@ pub struct Router {
     peers: BTreeMap<String, PeerEntry>,
     peer_links: IdMap<ConnId, String>,
     fanouts: IdMap<u64, Fanout>,
+    deliveries: IdMap<u64, Delivery>,
     remote: IdMap<u64, Remote>,
     deadlines: Deadlines,
     next_id: u64,
@@ -313,6 +316,7 @@ impl Router {
             peers: BTreeMap::new(),
             peer_links: IdMap::default(),
             fanouts: IdMap::default(),
+            deliveries: IdMap::default(),
             remote: IdMap::default(),
             deadlines: Deadlines::default(),
             next_id: 1,

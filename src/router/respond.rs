@@ -6,8 +6,8 @@ use serde::Serialize;
 use super::{Action, Origin, Router};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::{client_error, handler_delivery_report, handler_error_report};
-use crate::protocol::peer::{AckContent, ServerReports, ack_error, ack_ok};
+use crate::protocol::message::{client_error, handler_delivery_report_with, handler_error_report};
+use crate::protocol::peer::{AckContent, ServerReports, UserFailures, ack_error, ack_ok};
 use crate::protocol::write::{client_reply, client_report_reply};
 
 /// The parts of a successful answer.
@@ -23,6 +23,8 @@ pub(super) struct Outcome<'a> {
     pub offline: Option<&'a [String]>,
     /// What each peer server did.
     pub servers: Option<&'a ServerReports>,
+    /// Users of other servers that could not be reached, with why.
+    pub failed: Option<&'a UserFailures>,
 }
 
 /// An ok reply to a client with the outcome's delivery report.
@@ -30,7 +32,7 @@ fn report_reply(id: Option<&str>, outcome: &Outcome<'_>) -> Vec<u8> {
     client_report_reply(
         id,
         outcome.kind_of,
-        (outcome.delivered, outcome.offline),
+        (outcome.delivered, outcome.offline, outcome.failed),
         outcome.servers,
         outcome.data,
     )
@@ -44,6 +46,7 @@ fn ack_content<'a>(outcome: &Outcome<'a>) -> AckContent<'a> {
         delivered: outcome.delivered,
         offline: outcome.offline,
         servers: outcome.servers,
+        failed: outcome.failed,
     }
 }
 
@@ -80,7 +83,8 @@ impl Router {
                 self.stats.messages.answered(true);
                 let plain = outcome.delivered.is_none()
                     && outcome.offline.is_none()
-                    && outcome.servers.is_none();
+                    && outcome.servers.is_none()
+                    && outcome.failed.is_none();
                 if plain {
                     let body = client_reply(id.as_deref(), outcome.kind_of, outcome.data);
                     return out.push(Action::Send { to: *conn, body });
@@ -103,10 +107,9 @@ impl Router {
             }
             Origin::Push { handler, id } => (
                 *handler,
-                handler_delivery_report(
+                handler_delivery_report_with(
                     id.as_deref(),
-                    outcome.delivered,
-                    outcome.offline,
+                    (outcome.delivered, outcome.offline, outcome.failed),
                     outcome.servers,
                 ),
             ),

@@ -360,8 +360,9 @@ impl Server {
             server.add_handler(&kind, &handler, now)?;
         }
         server.upgrades.adopt_parent(server.poll.registry())?;
-        for name in server.config.peers.keys() {
+        for (name, peer) in &server.config.peers {
             server.router.add_peer(name);
+            server.router.set_peer_types(name, peer.allow_types.clone());
         }
         server.supervisor.tick(now);
         server.update_starting();

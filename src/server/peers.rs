@@ -271,6 +271,9 @@ impl Server {
             (PeerState::Up, PeerFrame::Directory(d)) => {
                 self.router.directory_frame(id, d, now, &mut self.actions)
             }
+            (PeerState::Up, PeerFrame::Deliver(d)) => {
+                self.router.peer_deliver(id, d, &mut self.actions)
+            }
             (
                 PeerState::AwaitChallenge { nonce },
                 PeerFrame::Challenge {

@@ -578,6 +578,10 @@ impl Server {
                 },
             );
         }
+        // `allow_types` applies at once, to the link that is up: no relink.
+        for (name, peer) in &self.config.peers {
+            self.router.set_peer_types(name, peer.allow_types.clone());
+        }
     }
 }
 

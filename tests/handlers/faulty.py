@@ -19,6 +19,8 @@ payload.data decides what it does with each request:
                            {"type":"faulty","data":D} (so D says what the next server's faulty does);
                            with "replies":true the answer asks for the peers' replies
   {"action":"fill","bytes":N} -> reply {"fill":"xxx…"} with N x's
+  {"action":"group_add","group":G,"users":[...]} -> a groupAdd push, then reply with the data
+  {"action":"to_groups","groups":[...],"users":[...]} -> sendClients {"users","groups"}
   anything else         -> error "bad_request"
 With BESTER_FAULTY_MODE=refuse it exits 1 at once, without connecting (a handler that won't start).
 """
@@ -69,6 +71,14 @@ def handle(link, request):
         answer = send_to(request, "sendServers", data.get("servers", []), data.get("data"))
         if data.get("replies"):
             answer["header"]["replies"] = True
+        return answer
+    if action == "group_add":
+        change = {"group": data["group"], "users": data["users"]}
+        add = {"header": {"status": "ok", "command": "groupAdd", "commandData": change, "id": "g"}}
+        return [add, reply(request, data)]
+    if action == "to_groups":
+        answer = send_to(request, "sendClients", [], data)
+        answer["header"]["commandData"] = {"users": data.get("users", []), "groups": data["groups"]}
         return answer
     if action == "fill":
         return reply(request, {"fill": "x" * int(data.get("bytes", 0))})

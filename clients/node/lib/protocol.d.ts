@@ -248,6 +248,8 @@ export interface OkReply {
     delivered?: string[];
     offline?: string[];
     servers?: { [server: string]: ServerReport };
+    /** Users of other servers that could not be reached, with the code of why (§7). */
+    failed?: { [user: string]: string };
   };
   data: Json;
 }
@@ -279,7 +281,7 @@ export interface LoginRequestFrame {
   payload: { type: 'bester.login'; data: Authentication };
 }
 export interface ReportFrame {
-  header: { kind: 'report'; status: 'ok' | 'error'; id?: string; request?: string; delivered?: string[]; offline?: string[]; servers?: { [server: string]: ServerReport } };
+  header: { kind: 'report'; status: 'ok' | 'error'; id?: string; request?: string; delivered?: string[]; offline?: string[]; servers?: { [server: string]: ServerReport }; failed?: { [user: string]: string } };
   data?: ErrorData;
 }
 export type BrokerFrame = HandlerRequestFrame | LoginRequestFrame | ReportFrame;

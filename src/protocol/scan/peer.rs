@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use super::{Scan, envelope, once};
 use crate::protocol::message::{Sender, Status};
-use crate::protocol::peer::{PeerAck, PeerFrame, PeerMessage, ServerReport};
+use crate::protocol::peer::{PeerAck, PeerDelivery, PeerFrame, PeerMessage, ServerReport};
 
 impl<'a> Scan<'a> {
     /// A non-negative integer of at most 9 digits (so it fits a `u32`), no fraction or exponent.
@@ -50,27 +50,40 @@ impl<'a> Scan<'a> {
 }
 
 /// A message `{"header":{"scope":"server","msg":M,"from":F,"hops":H},"payload":P}` (any order,
-/// `hops` optional) or an ok ack, or `None` for the full path.
+/// `hops` optional), a delivery `{"header":{"scope":"users","msg":M,"from":F,"users":[..]},"payload":P}`
+/// or an ok ack, or `None` for the full path.
 pub fn peer_frame(text: &str) -> Option<PeerFrame<'_>> {
     message(text).or_else(|| ack(text))
 }
 
 fn message(text: &str) -> Option<PeerFrame<'_>> {
-    let (mut scope, mut msg, mut from, mut hops) = (None, None, None, None);
+    let (mut scope, mut msg, mut from, mut hops, mut users) = (None, None, None, None, None);
     let payload = envelope(text, |s, key| match key {
-        "scope" => once(&mut scope, s.plain_str().filter(|v| *v == "server")?),
+        "scope" => once(
+            &mut scope,
+            s.plain_str().filter(|v| *v == "server" || *v == "users")?,
+        ),
         "msg" => once(&mut msg, s.plain_str()?),
         "from" => once(&mut from, s.sender()?),
         "hops" => once(&mut hops, s.small_uint()?),
+        "users" => once(&mut users, s.names()?),
         _ => None,
     })?;
-    scope?;
-    Some(PeerFrame::Message(PeerMessage {
-        msg: Cow::Borrowed(msg?),
-        from: from?,
-        hops: hops.unwrap_or(1),
-        payload: payload?,
-    }))
+    match (scope?, users) {
+        ("server", None) => Some(PeerFrame::Message(PeerMessage {
+            msg: Cow::Borrowed(msg?),
+            from: from?,
+            hops: hops.unwrap_or(1),
+            payload: payload?,
+        })),
+        ("users", Some(users)) if hops.is_none() => Some(PeerFrame::Deliver(PeerDelivery {
+            msg: Cow::Borrowed(msg?),
+            from: from?,
+            users,
+            payload: payload?,
+        })),
+        _ => None,
+    }
 }
 
 /// `{"header":{"kind":"ack","msg":M,"status":"ok","type":T,"delivered":[..],"offline":[..]},"data":D}`
@@ -117,6 +130,7 @@ fn ack(text: &str) -> Option<PeerFrame<'_>> {
             error: None,
             code: None,
             servers: None,
+            failed: None,
         },
         data: data.map(Cow::Borrowed),
     }))
@@ -136,6 +150,8 @@ mod tests {
         r#"{"header":{"kind":"ack","msg":"7","status":"ok","type":"chat","delivered":["bob"],"offline":[]}}"#,
         r#"{"header":{"kind":"ack","msg":"7","status":"ok","type":"chat"},"data":{"x":[1,2]}}"#,
         r#"{"data":null,"header":{"status":"ok","msg":"7","kind":"ack"}}"#,
+        r#"{"header":{"scope":"users","msg":"9","from":{"user":"alice","server":"a"},"users":["bob","carol"]},"payload":{"type":"chat","data":{"t":1}}}"#,
+        r#"{"payload":{"type":"t"},"header":{"users":[],"from":{"server":"a","handler":"h"},"msg":"1","scope":"users"}}"#,
     ];
 
     /// Left to the full path (valid or not): the fast lane says `None`.
@@ -162,6 +178,11 @@ mod tests {
         r#"{"header":{"kind":"ack","msg":"1","status":"ok"}} x"#,
         r#"{"header":{"kind":"ack","msg":"1","status":"ok","delivered":["a",]}}"#,
         r#"{"header":{"status":"ok","kind":"challenge"},"data":{"server":"b","nonce":"n","proof":"p"}}"#,
+        r#"{"header":{"scope":"users","msg":"1","from":{"server":"a"},"users":["b"],"hops":1},"payload":{"type":"t"}}"#,
+        r#"{"header":{"scope":"users","msg":"1","from":{"server":"a"}},"payload":{"type":"t"}}"#,
+        r#"{"header":{"scope":"server","msg":"1","from":{"server":"a"},"users":["b"]},"payload":{"type":"t"}}"#,
+        r#"{"header":{"scope":"users","msg":"1","from":{"server":"a"},"users":["b"],"users":[]},"payload":{"type":"t"}}"#,
+        r#"{"header":{"kind":"ack","msg":"8","status":"ok","failed":{"x@c":"peer_unreachable"}}}"#,
     ];
 
     #[test]
