@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 pub mod auth;
 mod checks;
+pub mod federation;
 pub mod listeners;
 pub mod presence;
 
@@ -57,6 +58,9 @@ pub struct FileConfig {
     /// `[groups]`: bounds and the groups clients may join themselves.
     #[serde(default)]
     pub groups: presence::FileGroups,
+    /// `[federation]`: the directory of users online on the linked peers.
+    #[serde(default)]
+    pub federation: federation::FileFederation,
 }
 
 /// `[monitor]` as written: the monitoring HTTP listener, off unless `listen` is set.
@@ -324,6 +328,8 @@ pub struct Config {
     pub presence: crate::router::PresenceConfig,
     /// `[groups]`.
     pub groups: crate::router::GroupLimits,
+    /// `[federation]`: the directory.
+    pub federation: crate::router::DirectoryConfig,
 }
 
 /// How a handler type is provided.
@@ -818,6 +824,7 @@ impl FileConfig {
         let auth = auth::validate_auth(self.auth, handlers.keys(), &mut problems);
         let presence = presence::validate_presence(self.presence, &mut problems);
         let groups = presence::validate_groups(self.groups, &mut problems);
+        let federation = federation::validate_federation(self.federation, &mut problems);
 
         let monitor = self.monitor.listen.as_deref().and_then(|listen| {
             let m = &self.monitor;
@@ -891,6 +898,7 @@ impl FileConfig {
             auth,
             presence,
             groups,
+            federation,
         })
     }
 }
@@ -941,6 +949,7 @@ mod tests {
             ("[auth.jwt]", "[auth.jwt]"),
             ("[presence]", "[presence]"),
             ("[groups]", "[groups]"),
+            ("[federation]", "[federation]"),
         ];
         for (title, header) in sections {
             let text = problems(&format!("{header}\nzzz_no_such_key = 1\n"))[0]

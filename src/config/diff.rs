@@ -92,6 +92,9 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.monitor != new.monitor {
         keys.push("monitor");
     }
+    if old.federation != new.federation {
+        keys.push("federation");
+    }
     // Listeners are bound at start (a reload reads the same certificates and files again).
     let bound = |c: &Config| format!("{:?}", c.listeners);
     if bound(old) != bound(new) {
@@ -231,6 +234,7 @@ pub fn merge_running(old: &Config, new: Config) -> Config {
         ready_file: old.ready_file.clone(),
         monitor: old.monitor.clone(),
         listeners: old.listeners.clone(),
+        federation: old.federation.clone(),
         ..new
     }
 }

@@ -132,6 +132,8 @@ pub enum PeerFrame<'a> {
     Message(PeerMessage<'a>),
     /// An acknowledgement.
     Ack(PeerAck<'a>),
+    /// A federation directory frame (`super::directory`).
+    Directory(super::directory::DirectoryFrame),
     /// Users of this server to push a payload to.
     Deliver(PeerDelivery<'a>),
 }
@@ -146,6 +148,7 @@ impl PeerFrame<'_> {
             PeerFrame::Error(_) => "error",
             PeerFrame::Message(_) => "message",
             PeerFrame::Ack(_) => "ack",
+            PeerFrame::Directory(_) => "directory",
             PeerFrame::Deliver(_) => "deliver",
         }
     }
@@ -236,6 +239,9 @@ pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame<'_>, ErrorBody> {
 
 /// [`parse_peer_frame`] by serde alone: the exact error for every frame it refuses.
 pub fn parse_peer_frame_full(body: &[u8]) -> Result<PeerFrame<'static>, ErrorBody> {
+    if let Some(frame) = super::directory::parse_directory_frame(body) {
+        return frame.map(PeerFrame::Directory);
+    }
     let raw: RawPeerFrame = parse_json(body)?;
     let h = raw.header;
     if let Some(proof) = h.proof {

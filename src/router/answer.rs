@@ -260,7 +260,7 @@ impl Router {
         let mut push = None;
         let members = to.groups.iter().flat_map(|g| self.groups.members(g));
         for named in to.users.iter().chain(members) {
-            let target = self.target(named);
+            let target = self.send_target(named);
             if !seen.insert(target) {
                 continue;
             }

@@ -19,6 +19,7 @@ mod answer;
 mod correlate;
 mod deadlines;
 mod deliver;
+mod directory;
 mod federation;
 mod groups;
 mod id;
@@ -51,6 +52,7 @@ use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use access::{Access, Rule};
 pub use correlate::{Correlate, HandlerMode};
 use deadlines::Deadlines;
+pub use directory::{DirectoryConfig, DirectoryStats, RESYNC_INTERVAL, ServerDirectory};
 pub use groups::{GroupLimits, pattern_matches};
 pub use id::ConnId;
 use idmap::IdMap;
@@ -281,6 +283,7 @@ pub struct Router {
     config: RouterConfig,
     presence: presence::Presence,
     groups: groups::Groups,
+    directory: directory::Directory,
     clients: IdMap<ConnId, Client>,
     pools: BTreeMap<String, Pool>,
     stats: RouterStats,
@@ -304,6 +307,7 @@ impl Router {
             config,
             presence: presence::Presence::default(),
             groups: groups::Groups::default(),
+            directory: directory::Directory::default(),
             clients: IdMap::default(),
             pools: BTreeMap::new(),
             stats: RouterStats::default(),

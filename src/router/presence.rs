@@ -4,9 +4,11 @@
 //! sends the [`Action::Send`]s that come out.
 //!
 //! Entries are local users, named by user with this server's name beside them in every answer
-//! and push (`{"user","server",…}`). A federation directory would add remote entries keyed by
-//! `(user, server)` next to these, fed by the peer links, and the same watcher lists would be
-//! told about them; nothing here assumes that a user is only ever on this server's list.
+//! and push (`{"user","server",…}`). With the federation directory (`router/directory.rs`)
+//! there are remote entries too, keyed by `(user, server)`: a name `bob@b` means bob's entry on
+//! server b, and a bare `bob` means bob here while he is online here, else the first server the
+//! directory has him on. Watchers of `bob` are told of changes of bob's entry on every server
+//! (each push names its server); watchers of `bob@b` of his entry on b.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -69,7 +71,38 @@ pub(super) struct Presence {
     group_watchers: HashMap<String, BTreeSet<ConnId>>,
 }
 
+/// Where a name in a presence request points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Place<'a> {
+    /// A bare name: here while online here, else wherever the directory has the user.
+    Any,
+    /// `user@<this server>`.
+    Here,
+    /// `user@server` for another server.
+    There(&'a str),
+}
+
 impl Presence {
+    /// Whether any connection watches anything.
+    pub(super) fn has_watchers(&self) -> bool {
+        !self.watches.is_empty()
+    }
+
+    /// Every user online here with their connections and status.
+    pub(super) fn online(&self) -> Vec<(&str, usize, Option<&str>)> {
+        self.online
+            .iter()
+            .map(|(u, o)| (u.as_str(), o.conns.len(), o.status.as_deref()))
+            .collect()
+    }
+
+    /// `user`'s connections and status here, if they are online.
+    pub(super) fn local(&self, user: &str) -> Option<(usize, Option<&str>)> {
+        self.online
+            .get(user)
+            .map(|o| (o.conns.len(), o.status.as_deref()))
+    }
+
     /// The connections of `user` here, if they are online.
     pub(super) fn conns(&self, user: &str) -> Option<&[ConnId]> {
         self.online.get(user).map(|o| o.conns.as_slice())
@@ -130,8 +163,19 @@ impl Router {
         self.presence.config = config;
     }
 
+    /// A name split into the user and where it points (`bob@<me>` is `bob` here).
+    pub(super) fn place<'a>(&self, name: &'a str) -> (&'a str, Place<'a>) {
+        match name.rsplit_once('@') {
+            Some((user, server)) if server == self.config.server => (user, Place::Here),
+            Some((user, server)) if !user.is_empty() && !server.is_empty() => {
+                (user, Place::There(server))
+            }
+            _ => (name, Place::Any),
+        }
+    }
+
     /// `user`'s presence here.
-    fn presence_entry(&self, user: &str) -> PresenceEntry {
+    fn local_entry(&self, user: &str) -> PresenceEntry {
         let online = self.presence.online.get(user);
         PresenceEntry {
             user: user.to_string(),
@@ -148,13 +192,54 @@ impl Router {
         }
     }
 
+    /// `user`'s presence on peer server `server`, as the directory has it.
+    fn remote_entry(&self, user: &str, server: &str) -> PresenceEntry {
+        let remote = self.directory.remote(user, server);
+        PresenceEntry {
+            user: user.to_string(),
+            server: server.to_string(),
+            state: if remote.is_some() {
+                "online"
+            } else {
+                "offline"
+            },
+            connections: remote.map_or(0, |(n, _)| n),
+            status: remote.and_then(|(_, s)| s.map(str::to_string)),
+            group: None,
+            member: None,
+        }
+    }
+
+    /// The presence a name points to (see [`Place`]).
+    fn presence_entry(&self, name: &str) -> PresenceEntry {
+        match self.place(name) {
+            (user, Place::Here) => self.local_entry(user),
+            (user, Place::There(server)) => self.remote_entry(user, server),
+            (user, Place::Any) => {
+                if self.presence.online.contains_key(user) {
+                    return self.local_entry(user);
+                }
+                match self.directory.find(user) {
+                    Some(server) => self.remote_entry(user, server),
+                    None => self.local_entry(user),
+                }
+            }
+        }
+    }
+
     /// Whether `watcher` (a user; `None`: a handler) may see `user`'s presence.
-    fn sees_user(&self, watcher: Option<&str>, user: &str) -> bool {
+    /// One namespace: `alice` sees herself on every server, and shares a group with `bob@b`
+    /// if she shares one with `bob` or with `bob@b`.
+    fn sees_user(&self, watcher: Option<&str>, name: &str) -> bool {
         let Some(watcher) = watcher else { return true };
+        let (user, place) = self.place(name);
         watcher == user
             || match self.presence.config.visible {
                 Visibility::All => true,
-                Visibility::Groups => self.groups.share(watcher, user),
+                Visibility::Groups => {
+                    self.groups.share(watcher, user)
+                        || matches!(place, Place::There(_)) && self.groups.share(watcher, name)
+                }
                 Visibility::None => false,
             }
     }
@@ -244,6 +329,19 @@ impl Router {
             .user_of(conn)
             .ok_or_else(|| ErrorBody::new(ErrorCode::NotIdentified, "identify first"))?;
         let answer = self.presence_query(Some(&asker), what)?;
+        // `bob@<me>` is watched as `bob`, so that local changes find its watchers.
+        let here: Vec<String> = what
+            .users
+            .iter()
+            .map(|name| match self.place(name) {
+                (user, Place::Here) => user.to_string(),
+                _ => name.clone(),
+            })
+            .collect();
+        let what = &Recipients {
+            users: here,
+            ..what.clone()
+        };
         let watch = self.presence.watches.get(&conn);
         let new_users = what
             .users
@@ -295,10 +393,18 @@ impl Router {
         let Some(what) = what else {
             return self.presence.unwatch_all(conn);
         };
+        let users: Vec<&str> = what
+            .users
+            .iter()
+            .map(|name| match self.place(name) {
+                (user, Place::Here) => user,
+                _ => name.as_str(),
+            })
+            .collect();
         let Some(watch) = self.presence.watches.get_mut(&conn) else {
             return;
         };
-        for user in &what.users {
+        for user in users {
             if watch.users.remove(user) {
                 unlist(&mut self.presence.user_watchers, user, conn);
             }
@@ -326,8 +432,9 @@ impl Router {
         if online.status != text {
             online.status = text;
             self.user_changed(&user, out);
+            self.directory_touch(&user);
         }
-        Some(self.presence_entry(&user))
+        Some(self.local_entry(&user))
     }
 
     /// `user`'s connections or status changed: tell everyone watching them (directly or
@@ -347,7 +454,7 @@ impl Router {
         if targets.is_empty() {
             return;
         }
-        let body = presence_push(&self.presence_entry(user));
+        let body = presence_push(&self.local_entry(user));
         for conn in targets {
             let watcher = self.user_of(conn);
             if self.sees_user(watcher.as_deref(), user) {
@@ -389,10 +496,41 @@ impl Router {
         }
     }
 
+    /// `user`'s entry on peer server `server` changed (the directory): tell everyone watching
+    /// `user` or `user@server` (directly or through a group) who may see them.
+    pub(super) fn remote_changed(&self, user: &str, server: &str, out: &mut Vec<Action>) {
+        let qualified = format!("{user}@{server}");
+        let mut targets = BTreeSet::new();
+        for name in [user, qualified.as_str()] {
+            if let Some(watchers) = self.presence.user_watchers.get(name) {
+                targets.extend(watchers.iter().copied());
+            }
+            for group in self.groups.of(name) {
+                if let Some(watchers) = self.presence.group_watchers.get(group) {
+                    targets.extend(watchers.iter().copied());
+                }
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        let body = presence_push(&self.remote_entry(user, server));
+        for conn in targets {
+            let watcher = self.user_of(conn);
+            if self.sees_user(watcher.as_deref(), &qualified) {
+                out.push(Action::Send {
+                    to: conn,
+                    body: body.clone(),
+                });
+            }
+        }
+    }
+
     /// A client connection of `user` came: it is counted, and watchers are told.
     pub(super) fn presence_connected(&mut self, conn: ConnId, user: &str, out: &mut Vec<Action>) {
         self.presence.add(user, conn);
         self.user_changed(user, out);
+        self.directory_touch(user);
     }
 
     /// A client connection of `user` went: its subscriptions end; watchers are told; after the
@@ -406,6 +544,7 @@ impl Router {
         self.presence.unwatch_all(conn);
         let last = self.presence.remove(user, conn);
         self.user_changed(user, out);
+        self.directory_touch(user);
         if last {
             for group in self.groups.user_offline(user) {
                 self.member_changed(&group, user, false, out);

@@ -12,6 +12,7 @@ mod client;
 mod conn;
 mod dial;
 mod digest;
+mod directory;
 mod handler_login;
 mod handlers;
 pub mod handover;
@@ -280,6 +281,7 @@ impl Server {
         });
         router.set_presence(config.presence.clone());
         router.set_group_limits(config.groups.clone());
+        router.set_directory(config.federation.clone());
         let supervisor = Supervisor::new(&config.name);
         let mut peers = BTreeMap::new();
         for (name, peer) in &config.peers {
@@ -473,6 +475,7 @@ impl Server {
             }
             self.upgrade_tick(now);
             self.lifecycle_tick(now);
+            self.router.directory_flush(now, &mut self.actions);
             self.settle(now);
             self.flush_dirty();
             self.settle(now);
@@ -502,6 +505,7 @@ impl Server {
         consider(self.control_deadline());
         consider(self.linger.next_deadline());
         consider(self.upgrades.next_deadline());
+        consider(self.router.directory_next_due());
         next.map(|at| at.saturating_duration_since(now))
     }
 

@@ -14,7 +14,7 @@
 //! when it becomes writable. The bodies are built by `report.rs` and `prometheus.rs`.
 //!
 //! Endpoints (GET only): `/healthz`, `/status`, `/connections?user=&offset=&limit=`, `/handlers`,
-//! `/peers`, `/metrics`.
+//! `/peers`, `/directory` (the federation directory: `server/directory.rs`), `/metrics`.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -365,6 +365,7 @@ impl Server {
             },
             "/handlers" => json_response(&self.handlers_report()),
             "/peers" => json_response(&self.peers_report(now)),
+            "/directory" => json_response(&self.directory_report()),
             "/metrics" => response(200, self.prometheus_text(now).as_bytes(), PROMETHEUS),
             _ => response(404, &error_body("no such page"), JSON),
         }

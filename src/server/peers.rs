@@ -268,6 +268,9 @@ impl Server {
             (PeerState::Up, PeerFrame::Ack(a)) => {
                 self.router.peer_ack(id, a, now, &mut self.actions)
             }
+            (PeerState::Up, PeerFrame::Directory(d)) => {
+                self.router.directory_frame(id, d, now, &mut self.actions)
+            }
             (PeerState::Up, PeerFrame::Deliver(d)) => {
                 self.router.peer_deliver(id, d, &mut self.actions)
             }
@@ -371,6 +374,7 @@ impl Server {
             }
         }
         self.router.peer_up(&name, id);
+        self.router.directory_link_up(id, now, &mut self.actions);
         info!(
             "conn={id} peer={name} link up ({})",
             if outgoing { "we dialled" } else { "it dialled" }
@@ -380,6 +384,7 @@ impl Server {
     /// A peer connection closed: tell the router; an outgoing one is redialled after a backoff.
     pub(super) fn peer_closed(&mut self, id: ConnId, peer: &PeerConn, reason: &str, now: Instant) {
         let was_up = self.router.peer_of(id).is_some();
+        self.router.directory_link_down(id, &mut self.actions);
         self.router.peer_down(id, &mut self.actions);
         if was_up {
             info!("conn={id} peer={} link down: {reason}", peer.name);

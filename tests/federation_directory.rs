@@ -1,0 +1,223 @@
+//! The federation directory (`[federation] directory = true`) with real besterd processes on
+//! loopback: a user logging in on b is online in a's directory, a's subscribers are told when he
+//! comes and when his last connection closes, a handler's `sendClients ["bob"]` on a reaches him
+//! on b, a's entries for b go when b is killed and come back when it returns, and a peer that
+//! announces another server's users is refused `forged_origin` (and past the bound,
+//! `limit_reached`).
+
+mod common;
+
+use besterd::client::Client;
+use besterd::federation::handshake::{self, Side, Transcript};
+use common::{Broker, DEADLINE, eventually, handler};
+use serde_json::{Value, json};
+
+const SECRET: &str = "secret-shared-by-a-and-b";
+
+fn users() -> Vec<(&'static str, &'static str)> {
+    vec![("alice", "alice-pw"), ("bob", "bob-pw")]
+}
+
+fn tables(peer: &str, address: Option<std::net::SocketAddr>, extra: &str) -> String {
+    let address = address
+        .map(|a| format!("address = \"{a}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[handlers.faulty]\n{}\n[peers.{peer}]\nsecret = {SECRET:?}\n{address}[federation]\ndirectory = true\n{extra}\n",
+        handler("python3", "tests/handlers/faulty.py")
+    )
+}
+
+fn start_a(extra: &str) -> Broker {
+    Broker::launch("a", "127.0.0.1:0", "", &tables("b", None, extra), &users())
+}
+
+fn start_b(a: &Broker, listen: &str) -> Broker {
+    Broker::launch("b", listen, "", &tables("a", Some(a.addr), ""), &users())
+}
+
+/// Wait until `server` reports exactly these peers linked.
+fn wait_for_peers(server: &Broker, want: &[&str]) {
+    let mut probe = server.login("alice", "alice-pw");
+    let mut n = 0;
+    eventually(&format!("peers {want:?} to be linked"), || {
+        n += 1;
+        let who = probe
+            .request(&format!("w{n}"), "bester.whoami", &Value::Null)
+            .unwrap();
+        (who["data"]["peers"] == json!(want)).then_some(())
+    });
+}
+
+/// The next presence push on `c` (skipping nothing: anything else fails the test).
+fn push(c: &mut Client) -> Value {
+    let frame = c.recv().unwrap().expect("a presence push");
+    assert_eq!(frame["header"]["kind"], "presence", "{frame}");
+    frame["data"].clone()
+}
+
+fn bob_on_b(state: &str, connections: u64) -> Value {
+    json!({"user":"bob","server":"b","state":state,"connections":connections})
+}
+
+#[test]
+fn bob_on_b_is_seen_from_a_on_connect_and_last_close_and_reached_by_name() {
+    let a = start_a("");
+    let mut alice = a.login("alice", "alice-pw");
+    let answer = alice
+        .request(
+            "s",
+            "bester.presence.subscribe",
+            &json!({"users":["bob@b"]}),
+        )
+        .unwrap();
+    assert_eq!(answer["data"]["users"], json!([bob_on_b("offline", 0)]));
+    let b = start_b(&a, "127.0.0.1:0");
+    wait_for_peers(&a, &["b"]);
+    let bob = b.login("bob", "bob-pw");
+    assert_eq!(push(&mut alice), bob_on_b("online", 1), "told on connect");
+    let bob2 = b.login("bob", "bob-pw");
+    assert_eq!(push(&mut alice), bob_on_b("online", 2));
+    // A bare name finds him on b, since he is not on a.
+    let now = alice
+        .request("q", "bester.presence", &json!({"users":["bob"]}))
+        .unwrap();
+    assert_eq!(now["data"]["users"], json!([bob_on_b("online", 2)]));
+    // A handler on a sends to "bob": the directory places him on b, and he gets it there.
+    let mut bob = bob;
+    let reply = alice
+        .request(
+            "to-bob",
+            "faulty",
+            &json!({"action":"send_to","users":["bob"],"n":1}),
+        )
+        .unwrap();
+    assert_eq!(reply["header"]["delivered"], json!(["bob"]), "{reply}");
+    let got = bob.recv().unwrap().expect("the push on b");
+    assert_eq!(got["header"]["kind"], "push", "{got}");
+    assert_eq!(got["data"]["n"], 1, "{got}");
+    drop(bob);
+    assert_eq!(push(&mut alice), bob_on_b("online", 1));
+    drop(bob2);
+    assert_eq!(
+        push(&mut alice),
+        bob_on_b("offline", 0),
+        "told on the last close"
+    );
+}
+
+#[test]
+fn a_entries_for_b_go_when_b_is_killed_and_come_back_after_its_restart() {
+    let a = start_a("");
+    let mut b = start_b(&a, "127.0.0.1:0");
+    let b_addr = b.addr;
+    wait_for_peers(&a, &["b"]);
+    let _bob = b.login("bob", "bob-pw");
+    let mut alice = a.login("alice", "alice-pw");
+    eventually("a's directory to have bob on b", || {
+        let q = alice
+            .request("q", "bester.presence", &json!({"users":["bob@b"]}))
+            .unwrap();
+        (q["data"]["users"][0]["state"] == "online").then_some(())
+    });
+    alice
+        .request("s", "bester.presence.subscribe", &json!({"users":["bob"]}))
+        .unwrap();
+    common::signal(b.pid(), libc::SIGKILL);
+    let _ = b.stop();
+    assert_eq!(
+        push(&mut alice),
+        bob_on_b("offline", 0),
+        "b's entries go with its link"
+    );
+    let b = start_b(&a, &b_addr.to_string());
+    wait_for_peers(&a, &["b"]);
+    let _bob = b.login("bob", "bob-pw");
+    assert_eq!(push(&mut alice), bob_on_b("online", 1), "and come back");
+}
+
+/// A hand-rolled peer "b" linked to `a`: the link, after the handshake.
+fn fake_b(a: &Broker) -> Client {
+    let mut c = a.connect();
+    let nonce = handshake::nonce();
+    c.send(&json!({"header":{"identify":{"type":"server","name":"b","nonce":nonce}}}))
+        .unwrap();
+    let challenge = c.recv().unwrap().expect("a challenge");
+    let theirs = challenge["data"]["nonce"].as_str().unwrap().to_string();
+    let t = Transcript {
+        initiator: "b",
+        responder: "a",
+        initiator_nonce: &nonce,
+        responder_nonce: &theirs,
+    };
+    c.send(&json!({"header":{"proof": t.proof(SECRET.as_bytes(), Side::Initiator)}}))
+        .unwrap();
+    let answer = c.recv().unwrap().expect("an answer");
+    assert_eq!(answer["header"]["status"], "ok", "{answer}");
+    c.set_timeout(Some(DEADLINE)).unwrap();
+    c
+}
+
+/// The next frame from a that is not one of its own directory updates.
+fn next_other(c: &mut Client) -> Value {
+    loop {
+        let frame = c.recv().unwrap().expect("a frame");
+        if frame["header"]["kind"] != "directory" {
+            return frame;
+        }
+    }
+}
+
+#[test]
+fn a_peer_announcing_another_servers_users_is_refused() {
+    let a = start_a("max_directory_entries = 2");
+    let mut b = fake_b(&a);
+    // a sends its snapshot first: one part, nobody online.
+    let snapshot = b.recv().unwrap().unwrap();
+    assert_eq!(
+        snapshot,
+        json!({"header":{"kind":"directory","server":"a","seq":1,"part":1,"parts":1},"data":[]})
+    );
+    // Speaking as c: refused, nothing taken.
+    b.send(&json!({"header":{"kind":"directory","server":"c","seq":1,"part":1,"parts":1},"data":[["bob",1]]}))
+        .unwrap();
+    assert_eq!(
+        next_other(&mut b),
+        json!({"header":{"kind":"directory.error","status":"error","seq":1},"data":{"error":"peer \"b\" may announce only its own users, not those of \"c\"","code":"forged_origin"}})
+    );
+    // Naming c's user: that entry refused; b's own taken.
+    b.send(&json!({"header":{"kind":"directory","server":"b","seq":2},"data":[["bob@c",1],["carl",1]]}))
+        .unwrap();
+    assert_eq!(next_other(&mut b)["data"]["code"], "forged_origin");
+    let mut alice = a.login("alice", "alice-pw");
+    let q = alice
+        .request(
+            "q",
+            "bester.presence",
+            &json!({"users":["bob@c","carl@b","bob"]}),
+        )
+        .unwrap();
+    assert_eq!(
+        q["data"]["users"],
+        json!([
+            {"user":"bob","server":"c","state":"offline","connections":0},
+            {"user":"carl","server":"b","state":"online","connections":1},
+            {"user":"bob","server":"a","state":"offline","connections":0},
+        ]),
+        "{q}"
+    );
+    // Past the bound of 2 entries for b.
+    b.send(
+        &json!({"header":{"kind":"directory","server":"b","seq":3},"data":[["dee",1],["eve",1]]}),
+    )
+    .unwrap();
+    let refused = next_other(&mut b);
+    assert_eq!(refused["data"]["code"], "limit_reached", "{refused}");
+    // A gap in the numbers: a asks for a resync.
+    b.send(&json!({"header":{"kind":"directory","server":"b","seq":9},"data":[["fay",1]]}))
+        .unwrap();
+    assert_eq!(
+        next_other(&mut b),
+        json!({"header":{"kind":"directory.resync"}})
+    );
+}
