@@ -5,7 +5,9 @@
 //! and `protocol/vectors/` holds the examples the tests load.
 
 pub mod challenge;
+pub mod compress;
 pub mod error;
+pub mod features;
 pub mod frame;
 pub mod groups;
 pub mod login;
