@@ -28,6 +28,8 @@
 //!                                            `restart/`)
 //!   cargo bench --bench load -- fanout      (one message to a group of 1,000 members, beside
 //!                                            nats-server; see `fanout/`)
+//!   cargo bench --bench load -- compress    (a 2 KB chat message with and without the feature
+//!                                            `compress`: bytes and server CPU; see `compress/`)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
@@ -37,6 +39,7 @@ mod allocs;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod compare;
+mod compress;
 mod fanout;
 mod federation;
 mod restart;
@@ -87,6 +90,7 @@ fn main() {
         "adapter",
         "restart",
         "fanout",
+        "compress",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -116,6 +120,7 @@ fn main() {
             "adapter" => adapter::adapter_figures(),
             "restart" => restart::restart(),
             "fanout" => fanout::fanout(),
+            "compress" => compress::compress(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),

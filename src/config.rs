@@ -217,6 +217,8 @@ pub struct FileServer {
     pub bootstrap_user: Option<BootstrapUser>,
     /// On SIGTERM, how long requests already in flight may take to be answered (drain).
     pub shutdown_grace_ms: Option<u64>,
+    /// Whether clients and peers that offer the feature `compress` get it (default true).
+    pub compression: Option<bool>,
 }
 
 /// `[server.bootstrap_user]`.
@@ -302,6 +304,8 @@ pub struct Config {
     pub max_pending_per_connection: usize,
     /// Idle client connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Whether the feature `compress` is accepted (`server.compression`).
+    pub compression: bool,
     /// Most connections from one IP address.
     pub max_connections_per_ip: usize,
     /// Most connections of one user.
@@ -885,6 +889,7 @@ impl FileConfig {
             max_chain_depth,
             max_pending_per_connection,
             idle_timeout,
+            compression: s.compression.unwrap_or(true),
             max_connections_per_ip,
             max_connections_per_user,
             login_failures_per_ip,

@@ -457,8 +457,9 @@ impl Conn {
                          (besterd disconnects a handler for that)"
                     ));
                 }
-                // The length-prefix decoder never says this (WebSocket text messages do).
-                Err(e @ protocol::FrameError::InvalidUtf8) => {
+                // The length-prefix decoder never says these (WebSocket messages and
+                // inflated bodies do).
+                Err(e) => {
                     return Next::Broken(format!("sent a frame besterd refuses: {e}"));
                 }
             }

@@ -17,6 +17,7 @@ use mio::{Interest, Registry, Token};
 use super::spare;
 use super::transport::Transport;
 use super::ws::WsServer;
+use crate::protocol::compress::{self, InflateError};
 use crate::protocol::{FrameDecoder, FrameError, encode_frame};
 
 /// A TCP or Unix stream.
@@ -117,6 +118,11 @@ pub struct Framed {
     output: Vec<u8>,
     output_pos: usize,
     max_output: usize,
+    /// The session negotiated `compress`: compressed bodies are inflated on the way in, and
+    /// bodies worth it are compressed on the way out.
+    compress: bool,
+    /// The next frame queued is sent as it is, even with `compress` (it carries a secret).
+    plain_next: bool,
 }
 
 impl Framed {
@@ -135,6 +141,8 @@ impl Framed {
             output: Vec::new(),
             output_pos: 0,
             max_output,
+            compress: false,
+            plain_next: false,
         }
     }
 
@@ -168,6 +176,25 @@ impl Framed {
         if let Some(ws) = &mut self.transport.ws {
             ws.set_max_message(max);
         }
+    }
+
+    /// Turn on the feature `compress` for this connection (after a negotiation that accepted
+    /// it): compressed bodies are inflated within the frame limit, and outgoing bodies that
+    /// shrink are compressed. Not for WebSocket (permessage-deflate is its compression).
+    pub fn set_compress(&mut self, on: bool) {
+        self.compress = on && self.transport.ws.is_none();
+    }
+
+    /// Whether the feature `compress` is on.
+    pub fn compressing(&self) -> bool {
+        self.compress
+    }
+
+    /// Send the next queued frame uncompressed whatever the session negotiated: it carries a
+    /// credential or a token (compressing a secret beside text an attacker chose tells the
+    /// attacker about the secret by the compressed size: CRIME, BREACH).
+    pub fn plain_next(&mut self) {
+        self.plain_next = true;
     }
 
     /// One `read` into `scratch`, appended to the input (for WebSocket: one message, or nothing
@@ -229,9 +256,21 @@ impl Framed {
         }
         match self.decoder.decode(&self.input[self.input_pos..])? {
             Some((used, frame)) => {
-                body.clear();
-                body.extend_from_slice(frame);
+                let inflated = if self.compress && compress::is_compressed(frame) {
+                    compress::inflate(&frame[1..], self.decoder.max(), body)
+                } else {
+                    body.clear();
+                    body.extend_from_slice(frame);
+                    Ok(())
+                };
                 self.input_pos += used;
+                if let Err(e) = inflated {
+                    body.clear();
+                    return Err(match e {
+                        InflateError::TooLarge { max } => FrameError::InflatesTooLarge { max },
+                        InflateError::Corrupt => FrameError::BadCompression,
+                    });
+                }
                 if self.input_pos == self.input.len() {
                     self.input.clear();
                     self.input_pos = 0;
@@ -269,9 +308,23 @@ impl Framed {
             });
         }
         spare::reserve(&mut self.output, overhead + body.len());
+        let plain = std::mem::take(&mut self.plain_next) || !self.compress;
         match &mut self.transport.ws {
             Some(ws) => ws.queue(body, &mut self.output),
-            None => encode_frame(body, &mut self.output),
+            None if plain => encode_frame(body, &mut self.output),
+            None => {
+                // The length is patched in once the compressed size is known; a body that does
+                // not shrink goes as it is.
+                let start = self.output.len();
+                self.output.extend_from_slice(&[0; 4]);
+                if compress::compress_into(body, &mut self.output) {
+                    let len = (self.output.len() - start - 4) as u32;
+                    self.output[start..start + 4].copy_from_slice(&len.to_le_bytes());
+                } else {
+                    self.output.truncate(start);
+                    encode_frame(body, &mut self.output);
+                }
+            }
         }
         Ok(())
     }

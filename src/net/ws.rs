@@ -459,7 +459,7 @@ impl WsServer {
             // says what was wrong all the same.
             Some(FrameError::TooLarge { .. }) => self.last_error = Some("frame_too_large".into()),
             Some(FrameError::InvalidUtf8) => self.last_error = Some("invalid_utf8".into()),
-            None => {}
+            Some(_) | None => {}
         }
         let (code, reason) = close_code_for(self.last_error.as_deref());
         self.close_now(stream, out, room, code, &reason);

@@ -25,6 +25,13 @@ pub enum FrameError {
     },
     /// A WebSocket text message is not UTF-8 (RFC 6455 §8.1: the connection fails, with 1007).
     InvalidUtf8,
+    /// A compressed body (feature `compress`) inflates to more than the limit.
+    InflatesTooLarge {
+        /// The limit in force on this connection.
+        max: usize,
+    },
+    /// A compressed body is not a valid DEFLATE stream.
+    BadCompression,
 }
 
 impl FrameError {
@@ -33,6 +40,8 @@ impl FrameError {
         let code = match self {
             FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
             FrameError::InvalidUtf8 => ErrorCode::InvalidUtf8,
+            FrameError::InflatesTooLarge { .. } => ErrorCode::FrameTooLarge,
+            FrameError::BadCompression => ErrorCode::InvalidMessage,
         };
         ErrorBody::new(code, self.to_string())
     }
@@ -45,6 +54,15 @@ impl fmt::Display for FrameError {
                 write!(f, "frame of {len} bytes is over the limit of {max} bytes")
             }
             FrameError::InvalidUtf8 => write!(f, "text message is not valid UTF-8"),
+            FrameError::InflatesTooLarge { max } => {
+                write!(
+                    f,
+                    "compressed frame inflates to over the limit of {max} bytes"
+                )
+            }
+            FrameError::BadCompression => {
+                write!(f, "compressed frame is not a valid DEFLATE stream")
+            }
         }
     }
 }

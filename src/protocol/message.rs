@@ -233,6 +233,10 @@ pub struct Identify {
     /// A peer server's handshake nonce.
     #[serde(default)]
     pub nonce: Option<String>,
+    /// Optional features the sender supports (see [`super::features`]); `None` when it offered
+    /// none (the reply then has neither `features` nor `limits`).
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
 }
 
 /// A message from a client after identify, borrowed from its frame.

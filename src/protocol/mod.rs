@@ -5,8 +5,10 @@
 //! and `protocol/vectors/` holds the examples the tests load.
 
 pub mod challenge;
+pub mod compress;
 pub mod directory;
 pub mod error;
+pub mod features;
 pub mod frame;
 pub mod groups;
 pub mod login;

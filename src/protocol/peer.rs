@@ -125,6 +125,8 @@ pub enum PeerFrame<'a> {
     Accepted {
         /// The responder's name.
         server: String,
+        /// The features it accepted, when the initiator offered some (`super::features`).
+        features: Option<Vec<String>>,
     },
     /// A refusal (handshake) or an error about the last frame.
     Error(ErrorBody),
@@ -208,6 +210,8 @@ struct ChallengeData {
 #[serde(deny_unknown_fields)]
 struct AcceptedData {
     server: String,
+    #[serde(default)]
+    features: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -316,7 +320,10 @@ pub fn parse_peer_frame_full(body: &[u8]) -> Result<PeerFrame<'static>, ErrorBod
         }
         (Some("reply"), Some(Status::Ok), None) => {
             let a: AcceptedData = data_as(&raw.data)?;
-            Ok(PeerFrame::Accepted { server: a.server })
+            Ok(PeerFrame::Accepted {
+                server: a.server,
+                features: a.features,
+            })
         }
         (Some("reply"), Some(Status::Error), None) => {
             let e: ErrorData = data_as(&raw.data)?;
@@ -355,16 +362,25 @@ struct ServerIdentify<'a> {
     kind: &'static str,
     name: &'a str,
     nonce: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    features: Option<&'a [&'a str]>,
 }
 
 /// Initiator → responder: `identify` as a server.
 pub fn identify_frame(name: &str, nonce: &str) -> Vec<u8> {
+    identify_frame_offering(name, nonce, None)
+}
+
+/// [`identify_frame`] offering `features` (none: the original frame, for a responder that
+/// refused an offer before).
+pub fn identify_frame_offering(name: &str, nonce: &str, features: Option<&[&str]>) -> Vec<u8> {
     to_body(&IdentifyFrame {
         header: IdentifyHeader {
             identify: ServerIdentify {
                 kind: "server",
                 name,
                 nonce,
+                features,
             },
         },
     })
@@ -421,16 +437,24 @@ pub fn proof_frame(proof: &str) -> Vec<u8> {
 
 /// Responder → initiator: the link is up.
 pub fn accepted_frame(server: &str) -> Vec<u8> {
+    accepted_frame_with(server, None)
+}
+
+/// [`accepted_frame`] naming the features accepted of those the initiator offered (only when
+/// it offered some: an initiator that offered none reads the original frame).
+pub fn accepted_frame_with(server: &str, features: Option<&[&str]>) -> Vec<u8> {
     #[derive(Serialize)]
     struct D<'a> {
         server: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        features: Option<&'a [&'a str]>,
     }
     to_body(&WithData {
         header: KindHeader {
             status: Status::Ok,
             kind: "reply",
         },
-        data: D { server },
+        data: D { server, features },
     })
 }
 
@@ -544,7 +568,19 @@ mod tests {
         );
         assert!(matches!(round(proof_frame("xyz")), PeerFrame::Proof(p) if p == "xyz"));
         assert!(
-            matches!(round(accepted_frame("b")), PeerFrame::Accepted { server } if server == "b")
+            matches!(round(accepted_frame("b")), PeerFrame::Accepted { server, features: None } if server == "b")
+        );
+        assert_eq!(
+            String::from_utf8(accepted_frame_with("b", Some(&["compress"]))).unwrap(),
+            r#"{"header":{"status":"ok","kind":"reply"},"data":{"server":"b","features":["compress"]}}"#
+        );
+        assert!(matches!(
+            round(accepted_frame_with("b", Some(&["compress"]))),
+            PeerFrame::Accepted { features: Some(f), .. } if f == ["compress"]
+        ));
+        assert_eq!(
+            String::from_utf8(identify_frame_offering("a", "n1", Some(&["compress"]))).unwrap(),
+            r#"{"header":{"identify":{"type":"server","name":"a","nonce":"n1","features":["compress"]}}}"#
         );
         assert_eq!(
             String::from_utf8(identify_frame("a", "n1")).unwrap(),

@@ -164,6 +164,15 @@ impl Server {
         // Only for the log lines of the error paths: not built for every frame.
         let context =
             |server: &mut Server| server.conn(id).map(|c| c.context()).unwrap_or_default();
+        // A negotiated session's compressed frames were inflated by its stream already.
+        if crate::protocol::compress::is_compressed(body) {
+            let error = super::negotiate::not_negotiated();
+            if identifying {
+                self.tell_error(id, &error);
+                return self.finish(id, now, "compressed first frame".into());
+            }
+            return self.reply_error(id, None, &error);
+        }
         match (identifying, parse_inbound(body)) {
             (true, Ok(Inbound::Identify(identify))) => self.identify(id, identify),
             (true, Ok(Inbound::Message(mut msg))) => match msg.authentication.take() {
@@ -346,6 +355,7 @@ impl Server {
             };
             return refuse(self, ErrorBody::new(ErrorCode::BadIdentifyType, text));
         }
+        self.offer_features(id, identify.features.as_deref());
         let Some(authentication) = identify.authentication else {
             // On a listener with client_ca: the verified certificate's user (server/cert_login.rs).
             if let Err(error) = self.certificate_login(id) {
@@ -635,7 +645,7 @@ impl Server {
                 self.logged_in(id, &username, digest, stamp, now);
                 let grant = Server::password_grant(fingerprint);
                 let body = self.login_reply(id, &username, grant, None);
-                self.send(id, body);
+                self.send_secret(id, body);
             }
             (Purpose::Compat { msg, digest }, AuthOutcome::Ok) => {
                 info!("conn={id} user={username} logged in from {peer} (header.authentication)");
@@ -684,7 +694,8 @@ impl Server {
                 let grant = Server::password_grant(fingerprint);
                 let answer = Some((reply_id.as_deref(), AUTHENTICATE));
                 let body = self.login_reply(id, &username, grant, answer);
-                self.reply_ok(id, body);
+                self.stats.messages.answered(true);
+                self.send_secret(id, body);
                 self.session_started(id, &username, stamp);
             }
             (Purpose::Authenticate { id: reply_id, .. }, outcome) => {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::auth::worker::Stamp;
 use crate::net::Framed;
+use crate::protocol::features::Features;
 use crate::protocol::message::Info;
 use crate::stats::{RoleKind, Traffic};
 
@@ -157,6 +158,9 @@ pub struct Conn {
     pub traffic: Traffic,
     /// The client listener it was accepted on, by index (connections accepted as clients).
     pub listener: Option<usize>,
+    /// The features its identify offered that this server accepts (`None`: it offered none,
+    /// and its identify reply has neither `features` nor `limits`).
+    pub features: Option<Features>,
 }
 
 impl Role {

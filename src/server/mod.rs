@@ -21,6 +21,7 @@ mod lifecycle;
 pub mod limits;
 mod listeners;
 mod monitor;
+mod negotiate;
 mod noise;
 mod peers;
 mod presence;
@@ -291,6 +292,7 @@ impl Server {
                     tls: peers::tls_for(name, peer)?,
                     config: peer.clone(),
                     dialing: None,
+                    plain_handshake: false,
                     failures: 0,
                     retry_at: now,
                     since: now,
@@ -568,6 +570,7 @@ impl Server {
             since: Instant::now(),
             traffic: Default::default(),
             listener,
+            features: None,
         });
         Some(id)
     }
@@ -760,6 +763,15 @@ impl Server {
 
     /// [`Server::try_send`] for frames whose refusal needs no follow-up.
     fn send(&mut self, id: ConnId, body: Vec<u8>) {
+        self.try_send(id, body);
+    }
+
+    /// [`Server::send`] for a frame that carries a credential or a token: never compressed,
+    /// whatever the session negotiated (see `negotiate.rs`).
+    fn send_secret(&mut self, id: ConnId, body: Vec<u8>) {
+        if let Some(conn) = self.conn(id) {
+            conn.io.plain_next();
+        }
         self.try_send(id, body);
     }
 

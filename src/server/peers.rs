@@ -21,7 +21,8 @@ use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::Identify;
 use crate::protocol::peer::{
-    PeerFrame, accepted_frame, challenge_frame, identify_frame, parse_peer_frame, proof_frame,
+    PeerFrame, accepted_frame_with, challenge_frame, identify_frame_offering, parse_peer_frame,
+    proof_frame,
 };
 
 use super::conn::{PeerConn, PeerState, Role};
@@ -37,6 +38,9 @@ pub(super) struct PeerSlot {
     pub config: PeerConfig,
     /// Our outgoing connection attempt, while one is in progress.
     pub dialing: Option<ConnId>,
+    /// It refused an identify that offered features (a server older than negotiation): later
+    /// dials offer none.
+    pub plain_handshake: bool,
     /// Attempts since the last time a link was up.
     pub failures: u32,
     /// Not before this time may we dial again.
@@ -156,7 +160,8 @@ impl Server {
             None => {}
             Some(Ok(())) => {
                 let nonce = handshake::nonce();
-                let body = identify_frame(&self.config.name, &nonce);
+                let offer = self.peer_offer(id, &name);
+                let body = identify_frame_offering(&self.config.name, &nonce, offer);
                 if let Some(Role::Peer(peer)) = self.conn(id).map(|c| &mut c.role) {
                     peer.state = PeerState::AwaitChallenge { nonce };
                 }
@@ -225,6 +230,7 @@ impl Server {
                 complained: false,
             });
         }
+        self.offer_features(id, identify.features.as_deref());
         self.timers.push(Reverse((
             now + self.config.identify_timeout,
             Timer::Handshake(id),
@@ -301,7 +307,10 @@ impl Server {
                 self.set_peer_state(id, PeerState::AwaitAccept);
                 self.send(id, body);
             }
-            (PeerState::AwaitAccept, PeerFrame::Accepted { server }) if server == name => {
+            (PeerState::AwaitAccept, PeerFrame::Accepted { server, features })
+                if server == name =>
+            {
+                self.peer_accepted_features(id, &name, features.as_deref());
                 self.link_up(id, now)
             }
             (PeerState::AwaitProof { nonce, theirs }, PeerFrame::Proof(proof)) => {
@@ -319,8 +328,16 @@ impl Server {
                     self.tell_error(id, &error);
                     return self.finish(id, now, "peer proof wrong".into());
                 }
-                self.send(id, accepted_frame(&self.config.name));
+                let features = self.peer_features(id, &name);
+                let body = accepted_frame_with(&self.config.name, features.as_deref());
+                self.send_secret(id, body);
                 self.link_up(id, now);
+            }
+            (PeerState::AwaitChallenge { .. }, PeerFrame::Error(e))
+                if e.code == ErrorCode::InvalidMessage =>
+            {
+                self.peer_refused_offer(id, &name);
+                self.close(id, format!("refused by the peer: {e}"))
             }
             (_, PeerFrame::Error(e)) => self.close(id, format!("refused by the peer: {e}")),
             (state, frame) => {

@@ -80,7 +80,7 @@ impl Server {
             self.apply(action);
         }
         info!("conn={to} user={user} redirected to {url}");
-        self.send(to, client_redirect(id.as_deref(), &url, token.as_deref()));
+        self.send_secret(to, client_redirect(id.as_deref(), &url, token.as_deref()));
         self.finish(to, now, "redirected".into());
     }
 

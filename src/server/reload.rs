@@ -572,6 +572,7 @@ impl Server {
                     },
                     config: self.config.peers[name].clone(),
                     dialing: None,
+                    plain_handshake: false,
                     failures: 0,
                     retry_at: now,
                     since: now,

@@ -36,6 +36,7 @@ use crate::auth::resume::{Resume, ResumeError, Revoked, new_session};
 use crate::auth::worker::{AuthJob, AuthOutcome, Stamp, TokenCheck, TokenGrant, TokenRefusal};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
+use crate::protocol::features::Negotiated;
 use crate::protocol::message::{Info, Secret, client_ok};
 use crate::router::ConnId;
 
@@ -91,6 +92,9 @@ struct LoginReply<'a> {
     resume_expires: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires: Option<u64>,
+    /// Only when identify offered `features` (`negotiate.rs`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    negotiated: Option<Negotiated>,
 }
 
 /// What a login's check gave besides its grant, and how it was made (for the log).
@@ -335,7 +339,7 @@ impl Server {
         };
         let body = self.login_reply(id, &username, grant, None);
         self.arm_expiry(id, now);
-        self.send(id, body);
+        self.send_secret(id, body);
     }
 
     /// The body of a successful login's reply (identify, `bester.authenticate`): the session
@@ -348,12 +352,18 @@ impl Server {
         answer: Option<(Option<&str>, &str)>,
     ) -> Vec<u8> {
         let (resume, resume_expires) = self.mint(user, &grant);
+        // The identify reply ends a negotiation; `bester.authenticate`'s changes nothing.
+        let negotiated = match answer {
+            None => self.negotiated(id, true),
+            Some(_) => None,
+        };
         let data = LoginReply {
             user,
             server: &self.config.name,
             resume,
             resume_expires,
             expires: grant.expires,
+            negotiated,
         };
         let body = match answer {
             Some((reply_id, kind)) => client_ok(reply_id, Some(kind), &data),
@@ -477,7 +487,7 @@ impl Server {
             resume_expires,
         };
         self.stats.messages.answered(true);
-        self.send(id, client_ok(reply_id, Some(TOKEN), &data));
+        self.send_secret(id, client_ok(reply_id, Some(TOKEN), &data));
     }
 
     /// `bester.refresh` with `{"token":"<JWT>"}`: checked on the verifier threads; the answer

@@ -1,0 +1,93 @@
+//! Feature negotiation (PROTOCOL.md §2 "Features and limits"): identify may carry
+//! `"features":[…]`, names of optional protocol features the sender supports; the identify
+//! reply names those the server accepted (`data.features`) and the limits of the session
+//! (`data.limits`). Names the server does not know are ignored, never an error, so clients and
+//! servers of different versions meet; a sender that offers nothing gets exactly the reply of a
+//! server without negotiation. Pure: which features a connection may have is the server's call.
+
+use serde::Serialize;
+
+/// Frames may be sent compressed, both ways (`protocol/compress.rs`).
+pub const COMPRESS: &str = "compress";
+
+/// At most this many names in one offer are looked at (the identify frame is small anyway).
+pub const MAX_OFFERED: usize = 32;
+
+/// What the other side offered and this server accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `compress`.
+    pub compress: bool,
+}
+
+/// Which features the server may accept on a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Available {
+    /// `compress` (framed transports: TCP, TLS, and peer links).
+    pub compress: bool,
+}
+
+impl Features {
+    /// The features of `offered` that are `available`; unknown names are ignored.
+    pub fn accept(offered: &[String], available: Available) -> Features {
+        let mut features = Features::default();
+        for name in offered.iter().take(MAX_OFFERED) {
+            if name == COMPRESS && available.compress {
+                features.compress = true;
+            }
+        }
+        features
+    }
+
+    /// The accepted names, in a stable order (for `data.features`).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.compress {
+            names.push(COMPRESS);
+        }
+        names
+    }
+}
+
+/// `data.limits` of an identify reply: the bounds this session runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Largest frame body (after decompression), in bytes.
+    pub max_frame_bytes: usize,
+    /// Requests in flight before the server stops reading from the connection.
+    pub max_in_flight: usize,
+    /// Silence before the server closes the connection, in milliseconds.
+    pub idle_timeout_ms: u64,
+}
+
+/// `features` and `limits`, as added to the `data` of an identify reply (or a peer's accept)
+/// when features were offered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Negotiated {
+    /// The accepted features.
+    pub features: Vec<&'static str>,
+    /// The session's limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn unknown_names_are_ignored_and_known_ones_need_availability() {
+        let on = Available { compress: true };
+        let offered = names(&["stream", "compress", "x-future", "compress"]);
+        assert_eq!(Features::accept(&offered, on).names(), vec!["compress"]);
+        assert_eq!(
+            Features::accept(&offered, Available::default()).names(),
+            Vec::<&str>::new()
+        );
+        assert_eq!(Features::accept(&[], on), Features::default());
+    }
+}
