@@ -19,6 +19,7 @@ pub use listeners::{ListenerConfig, ListenerKind, PeerTls, StaticFiles, TlsFiles
 
 use crate::cli::ServeArgs;
 
+pub mod delivery;
 pub mod diff;
 use crate::protocol::message::{RESERVED_PREFIX, validate_type};
 use crate::router::{Correlate, HandlerMode};
@@ -57,6 +58,8 @@ pub struct FileConfig {
     /// `[groups]`: bounds and the groups clients may join themselves.
     #[serde(default)]
     pub groups: presence::FileGroups,
+    /// `[delivery]`: the store of pushes for users who are offline.
+    pub delivery: Option<delivery::FileDelivery>,
 }
 
 /// `[monitor]` as written: the monitoring HTTP listener, off unless `listen` is set.
@@ -254,6 +257,9 @@ pub struct FileHandler {
     /// Who may not (wins over `allow`).
     #[serde(default)]
     pub deny: Vec<String>,
+    /// A push of this type to a user with no connection: `"drop"` (default, reported
+    /// `offline`) or `"store"` (kept in the delivery store, reported `stored`).
+    pub offline: Option<String>,
 }
 
 /// The validated configuration.
@@ -319,6 +325,8 @@ pub struct Config {
     pub presence: crate::router::PresenceConfig,
     /// `[groups]`.
     pub groups: crate::router::GroupLimits,
+    /// `[delivery]`: `None` when no store is kept.
+    pub delivery: Option<crate::delivery::DeliveryConfig>,
 }
 
 /// How a handler type is provided.
@@ -356,6 +364,8 @@ pub struct HandlerConfig {
     pub uid: Option<u32>,
     /// `allow` / `deny`: who may send messages of the type.
     pub access: crate::router::Access,
+    /// `offline = "store"`: pushes of the type to users with no connection are stored.
+    pub store_offline: bool,
 }
 
 /// Everything wrong with a configuration.
@@ -717,6 +727,8 @@ impl FileConfig {
                 1024,
             );
             let access = presence::validate_access(&key, h.allow, h.deny, &mut problems);
+            let store_offline =
+                delivery::validate_offline(&key, h.offline.as_deref(), &mut problems);
             handlers.insert(
                 kind,
                 HandlerConfig {
@@ -730,6 +742,7 @@ impl FileConfig {
                     connect: h.connect,
                     uid: h.uid,
                     access,
+                    store_offline,
                 },
             );
         }
@@ -804,6 +817,8 @@ impl FileConfig {
         let auth = auth::validate_auth(self.auth, handlers.keys(), &mut problems);
         let presence = presence::validate_presence(self.presence, &mut problems);
         let groups = presence::validate_groups(self.groups, &mut problems);
+        let wanted = handlers.values().any(|h: &HandlerConfig| h.store_offline);
+        let delivery = delivery::validate_delivery(self.delivery, wanted, &mut problems);
 
         let monitor = self.monitor.listen.as_deref().and_then(|listen| {
             let m = &self.monitor;
@@ -877,6 +892,7 @@ impl FileConfig {
             auth,
             presence,
             groups,
+            delivery,
         })
     }
 }

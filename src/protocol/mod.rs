@@ -5,6 +5,7 @@
 //! and `protocol/vectors/` holds the examples the tests load.
 
 pub mod challenge;
+pub mod durable;
 pub mod error;
 pub mod frame;
 pub mod groups;

@@ -128,6 +128,8 @@ const SERVER_CODES = [
   'session_expired',
   'forbidden',
   'limit_reached',
+  'queue_full',
+  'store_failed',
   'internal_error',
 ] as const;
 const CLIENT_CODES = [
