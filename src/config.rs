@@ -943,6 +943,7 @@ mod tests {
             ("[auth.jwt]", "[auth.jwt]"),
             ("[presence]", "[presence]"),
             ("[groups]", "[groups]"),
+            ("[delivery]", "[delivery]"),
         ];
         for (title, header) in sections {
             let text = problems(&format!("{header}\nzzz_no_such_key = 1\n"))[0]

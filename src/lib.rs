@@ -41,7 +41,7 @@
 //! - [`delivery`]: durable, acknowledged delivery to offline users — the SQLite delivery store
 //!   and the one thread that reads and writes it (group commit, bounded channels, the loop's
 //!   waker); the router decides what is stored (`router/durable.rs`), `server/delivery.rs`
-//!   carries it out (the backlog on login, `bester.ack`, `besterd ctl queues`).
+//!   carries it out (the backlog on login, `bester.ack`).
 //! - [`fsutil`]: the one way besterd creates or writes files and directories by path (no
 //!   symbolic links followed, exclusive creation, ownership and mode checked through the open
 //!   descriptor), for the user store's lock and temp files, the ready file and the runtime

@@ -243,9 +243,10 @@ impl Thread {
             .store(self.store.disk_bytes(), Ordering::Relaxed);
     }
 
-    /// The jobs of one group: writes in one transaction, then the reads.
+    /// The jobs of one group: writes in one transaction, then the reads; the results in the
+    /// order of the jobs (so a client's ack is answered after the backlog read before it).
     fn run_group(&mut self, group: Vec<Job>) -> Vec<Done> {
-        let mut out = Vec::with_capacity(group.len());
+        let mut out: Vec<Option<Done>> = Vec::with_capacity(group.len());
         let writes = group
             .iter()
             .any(|j| matches!(j, Job::Store { .. } | Job::Ack { .. }));
@@ -292,7 +293,7 @@ impl Thread {
                         };
                         results.push(result);
                     }
-                    out.push(Done::Stored { ticket, results });
+                    out.push(Some(Done::Stored { ticket, results }));
                 }
                 Job::Ack { ticket, user, ack } => {
                     let result = match &failure {
@@ -309,9 +310,12 @@ impl Thread {
                             }
                         },
                     };
-                    out.push(Done::Acked { ticket, result });
+                    out.push(Some(Done::Acked { ticket, result }));
                 }
-                read => reads.push(read),
+                read => {
+                    reads.push((out.len(), read));
+                    out.push(None);
+                }
             }
         }
         if failure.is_none()
@@ -325,7 +329,7 @@ impl Thread {
             (self.queues, self.total_bytes) = before;
             let refusal = store_failed(&e);
             let mut failed = 0;
-            for done in &mut out {
+            for done in out.iter_mut().flatten() {
                 match done {
                     Done::Stored { results, .. } => {
                         for r in results.iter_mut() {
@@ -350,8 +354,10 @@ impl Thread {
             self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
             self.stats.acked.fetch_add(acked, Ordering::Relaxed);
         }
-        out.extend(reads.into_iter().map(|job| self.read(job)));
-        out
+        for (slot, job) in reads {
+            out[slot] = Some(self.read(job));
+        }
+        out.into_iter().flatten().collect()
     }
 
     /// A refusal for every store while the disk has less than `min_free_bytes` free, kept for

@@ -1,0 +1,246 @@
+//! Durable delivery to offline users against the real daemon: pushes stored for users with no
+//! connection, delivered on their next login with `"stored": true`, acknowledged with
+//! `bester.ack`, delivered again when unacknowledged, kept across a restart, bounded, and a
+//! damaged store refused at start.
+
+mod common;
+
+use besterd::client::Client;
+use common::*;
+use serde_json::{Value, json};
+
+fn mail_handlers(extra: &str) -> String {
+    format!(
+        "[handlers.mail]\n{}\noffline = \"store\"\n[handlers.note]\n{}\n{extra}",
+        handler("python3", "tests/handlers/greeter.py"),
+        handler("python3", "tests/handlers/greeter.py"),
+    )
+}
+
+fn start(delivery: &str) -> Broker {
+    Broker::start_with(
+        "",
+        &mail_handlers(delivery),
+        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+    )
+}
+
+/// Nothing more is waiting for `client` from the store: an ack (answered after the backlog read
+/// that the login started) comes back before any push.
+fn no_more_pushes(client: &mut Client) {
+    client
+        .message("barrier", "bester.ack", &json!({"msgs": []}))
+        .unwrap();
+    let frame = client.recv().unwrap().expect("the ack's reply");
+    assert_eq!(frame["header"]["id"], "barrier", "{frame}");
+    assert_eq!(frame["data"], json!({"acked": 0}), "{frame}");
+}
+
+/// The next push on `client` (a deadline applies).
+fn push(client: &mut Client) -> Value {
+    let frame = client.recv().unwrap().expect("a push");
+    assert_eq!(frame["header"]["kind"], "push", "{frame}");
+    frame
+}
+
+fn mail(alice: &mut Client, id: &str, to: &[&str], n: u64) -> Value {
+    alice
+        .request(id, "mail", &json!({"to": to, "n": n}))
+        .unwrap()
+}
+
+#[test]
+fn stored_for_offline_users_delivered_on_login_and_deleted_on_ack() {
+    let b = start("");
+    let mut alice = b.login("alice", "alice-pw");
+    for n in 0..3 {
+        let reply = mail(&mut alice, &format!("m{n}"), &["bob"], n);
+        assert_eq!(reply["header"]["status"], "ok", "{reply}");
+        assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+        assert_eq!(reply["header"]["delivered"], json!([]), "{reply}");
+        assert_eq!(reply["header"]["offline"], json!([]), "{reply}");
+    }
+    let mut bob = b.login("bob", "bob-pw");
+    let got: Vec<Value> = (0..3).map(|_| push(&mut bob)).collect();
+    for (n, p) in got.iter().enumerate() {
+        assert_eq!(p["header"]["type"], "mail");
+        assert_eq!(p["header"]["stored"], true);
+        assert_eq!(p["header"]["from"]["user"], "alice");
+        assert!(p["header"]["time"].as_u64().unwrap() > 1_600_000_000_000);
+        assert_eq!(p["data"]["n"], n as u64, "in order");
+    }
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|p| p["header"]["msg"].as_str().unwrap())
+        .collect();
+    // One by id, then the rest cumulatively.
+    let ack = bob
+        .request("a1", "bester.ack", &json!({"msgs": [ids[0]]}))
+        .unwrap();
+    assert_eq!(ack["data"], json!({"acked": 1}), "{ack}");
+    let ack = bob
+        .request("a2", "bester.ack", &json!({"upto": ids[2]}))
+        .unwrap();
+    assert_eq!(ack["data"], json!({"acked": 2}), "{ack}");
+    drop(bob);
+    let mut bob = b.login("bob", "bob-pw");
+    no_more_pushes(&mut bob);
+}
+
+#[test]
+fn unacked_pushes_come_again_and_survive_a_restart() {
+    let mut b = start("");
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = mail(&mut alice, "m", &["bob"], 7);
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    let first = {
+        let mut bob = b.login("bob", "bob-pw");
+        push(&mut bob)["header"]["msg"].clone()
+        // bob's connection dies here without an ack.
+    };
+    drop(alice);
+    b.restart();
+    let mut bob = b.login("bob", "bob-pw");
+    let again = push(&mut bob);
+    assert_eq!(again["header"]["msg"], first);
+    assert_eq!(again["data"]["n"], 7);
+    // An online user gets a storing push at once, with its id; unacked, it comes again.
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = mail(&mut alice, "m2", &["bob"], 8);
+    assert_eq!(reply["header"]["delivered"], json!(["bob"]), "{reply}");
+    let live = push(&mut bob);
+    assert_eq!(live["data"]["n"], 8);
+    assert!(live["header"]["msg"].is_string(), "{live}");
+    assert!(live["header"].get("stored").is_none(), "{live}");
+    drop(bob);
+    let mut bob = b.login("bob", "bob-pw");
+    let (a, c) = (push(&mut bob), push(&mut bob));
+    assert_eq!(
+        (a["data"]["n"].clone(), c["data"]["n"].clone()),
+        (json!(7), json!(8))
+    );
+    assert_eq!(c["header"]["msg"], live["header"]["msg"]);
+}
+
+#[test]
+fn store_true_in_the_answer_stores_for_a_type_that_does_not() {
+    let b = start("");
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = alice
+        .request("1", "note", &json!({"to": ["bob"], "n": 1}))
+        .unwrap();
+    assert_eq!(reply["header"]["offline"], json!(["bob"]), "{reply}");
+    assert!(reply["header"].get("stored").is_none(), "{reply}");
+    let reply = alice
+        .request("2", "note", &json!({"to": ["bob"], "n": 2, "store": true}))
+        .unwrap();
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    let mut bob = b.login("bob", "bob-pw");
+    assert_eq!(push(&mut bob)["data"]["n"], 2);
+}
+
+#[test]
+fn a_full_queue_is_refused_with_queue_full() {
+    let b = start("[delivery]\nmax_per_user = 2\n");
+    let mut alice = b.login("alice", "alice-pw");
+    for n in 0..2 {
+        let reply = mail(&mut alice, &format!("m{n}"), &["bob"], n);
+        assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    }
+    let reply = mail(&mut alice, "m2", &["bob"], 2);
+    assert_eq!(reply["header"]["stored"], json!([]), "{reply}");
+    assert_eq!(
+        reply["header"]["refused"],
+        json!([{"user": "bob", "code": "queue_full",
+                "error": "bob's queue holds 2 messages, the most it may ([delivery] max_per_user)"}]),
+        "{reply}"
+    );
+}
+
+#[test]
+fn a_message_over_the_byte_limit_is_refused() {
+    let b = start("[delivery]\nmax_bytes_per_user = 200\n");
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = alice
+        .request("1", "mail", &json!({"to": ["bob"], "pad": "x".repeat(300)}))
+        .unwrap();
+    let refused = &reply["header"]["refused"][0];
+    assert_eq!(refused["code"], "queue_full", "{reply}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("bytes is over the limit of 200 bytes for one user's queue ([delivery] max_bytes_per_user)"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn expired_messages_are_not_delivered() {
+    let b = start("[delivery]\nmax_age_s = 1\n");
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = mail(&mut alice, "m", &["bob"], 1);
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    eventually("the message expires", || {
+        b.log()
+            .contains("delivery store: 1 messages expired")
+            .then_some(())
+    });
+    let mut bob = b.login("bob", "bob-pw");
+    no_more_pushes(&mut bob);
+}
+
+#[test]
+fn a_corrupt_store_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bad.db");
+    std::fs::write(&db, vec![0x42u8; 8192]).unwrap();
+    let mut b = Broker::launch_with(
+        "test",
+        "127.0.0.1:0",
+        "",
+        &mail_handlers(&format!(
+            "[delivery]\npath = {:?}\n",
+            db.display().to_string()
+        )),
+        &[("bob", "bob-pw")],
+        &Launch {
+            wait_ready: false,
+            ..Launch::default()
+        },
+    );
+    let status = b.wait_exit();
+    assert!(!status.success(), "{status}");
+    let log = b.log();
+    assert!(
+        log.contains(&format!(
+            "delivery store: {} is not a usable delivery store (file is not a database); move it away to start with an empty one, or restore a backup",
+            db.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        vec![0x42u8; 8192],
+        "never reset"
+    );
+}
+
+#[test]
+fn bad_acks_are_refused_exactly() {
+    let b = start("");
+    let mut bob = b.login("bob", "bob-pw");
+    let e = bob
+        .request("1", "bester.ack", &json!({"msgs": ["x"]}))
+        .unwrap();
+    assert_eq!(code(&e), "invalid_message", "{e}");
+    assert_eq!(
+        e["data"]["error"],
+        "bad data for \"bester.ack\": \"x\" is not a message id"
+    );
+    // Another user's message ids delete nothing.
+    let ok = bob
+        .request("2", "bester.ack", &json!({"upto": "18446744073709551615"}))
+        .unwrap();
+    assert_eq!(ok["data"], json!({"acked": 0}), "{ok}");
+}
