@@ -244,3 +244,112 @@ fn bad_acks_are_refused_exactly() {
         .unwrap();
     assert_eq!(ok["data"], json!({"acked": 0}), "{ok}");
 }
+
+/// Unmounts the small file system at the end of the test.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_new_messages_and_acks_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "SKIPPED a_full_disk_refuses_new_messages_and_acks_still_work: cannot mount a tmpfs here (needs root)"
+        );
+        return;
+    }
+    let _mount = Mount(mnt.clone());
+    let db = mnt.join("delivery.db");
+    let b = start(&format!(
+        "[delivery]\npath = {:?}\nmin_free_bytes = 131072\n",
+        db.display().to_string()
+    ));
+    let mut alice = b.login("alice", "alice-pw");
+    let pad = "x".repeat(40_000);
+    let mut stored = 0;
+    let refused = loop {
+        let reply = alice
+            .request(
+                &format!("m{stored}"),
+                "mail",
+                &json!({"to": ["bob"], "pad": pad}),
+            )
+            .unwrap();
+        assert_eq!(reply["header"]["status"], "ok", "{reply}");
+        if reply["header"]["stored"] == json!(["bob"]) {
+            stored += 1;
+            assert!(stored < 100, "a 1 MiB file system never filled");
+            continue;
+        }
+        break reply["header"]["refused"][0].clone();
+    };
+    assert!(stored > 3, "only {stored} stored");
+    assert_eq!(refused["code"], "store_failed", "{refused}");
+    let text = refused["error"].as_str().unwrap();
+    assert!(
+        text.starts_with("the disk holding the delivery store is full (")
+            && text.ends_with(
+                " bytes free, 131072 kept for acknowledgements: [delivery] min_free_bytes)"
+            ),
+        "{text}"
+    );
+    // The acks (deletes) still go through, and then there is room again.
+    // A batch at a time (about 512 KiB here), the next after an ack.
+    let mut bob = b.login("bob", "bob-pw");
+    for i in 0..stored {
+        let msg = push(&mut bob)["header"]["msg"].clone();
+        let ack = bob
+            .request(&format!("a{i}"), "bester.ack", &json!({"msgs": [msg]}))
+            .unwrap();
+        assert_eq!(ack["data"], json!({"acked": 1}), "{ack}");
+    }
+    no_more_pushes(&mut bob);
+    drop(bob);
+    let reply = alice
+        .request("again", "mail", &json!({"to": ["bob"], "pad": pad}))
+        .unwrap();
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+}
+
+#[test]
+fn a_store_path_that_is_a_symbolic_link_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("delivery.db");
+    std::os::unix::fs::symlink(dir.path().join("target.db"), &link).unwrap();
+    let mut b = Broker::launch_with(
+        "test",
+        "127.0.0.1:0",
+        "",
+        &mail_handlers(&format!(
+            "[delivery]\npath = {:?}\n",
+            link.display().to_string()
+        )),
+        &[("bob", "bob-pw")],
+        &Launch {
+            wait_ready: false,
+            ..Launch::default()
+        },
+    );
+    assert!(!b.wait_exit().success());
+    let log = b.log();
+    assert!(log.contains("is a symbolic link"), "{log}");
+    assert!(
+        !dir.path().join("target.db").exists(),
+        "nothing created through the link"
+    );
+}

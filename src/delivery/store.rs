@@ -218,7 +218,9 @@ impl Store {
     }
 
     /// Bytes free for new messages: on the file system holding the database, and the pages
-    /// inside it that deleted messages left free (reused before the file grows).
+    /// inside it that deleted messages left free (reused before the file grows), less the
+    /// write-ahead log's size (what copying it into the database may still take: a checkpoint
+    /// on a full disk fails, and the log then never shrinks).
     pub fn free_bytes(&self) -> Option<u64> {
         let pages = |pragma: &str| {
             self.conn
@@ -226,11 +228,14 @@ impl Store {
                 .map_or(0, |v| v.max(0) as u64)
         };
         let inside = pages("freelist_count") * pages("page_size");
-        Some(self.fs_free_bytes()? + inside)
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len());
+        Some((self.fs_free_bytes()? + inside).saturating_sub(wal))
     }
 
     /// Bytes free for us on the file system holding the database, if it can be told.
-    fn fs_free_bytes(&self) -> Option<u64> {
+    pub fn fs_free_bytes(&self) -> Option<u64> {
         use std::os::unix::ffi::OsStrExt as _;
         let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

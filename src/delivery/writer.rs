@@ -186,6 +186,12 @@ struct Thread {
     expire_at: Instant,
 }
 
+/// What storing `record` may take on the disk: its bytes in the write-ahead log and again in
+/// the database, each rounded up by a page.
+fn disk_cost(record: &Record) -> u64 {
+    2 * (record.bytes() + 4096)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -259,8 +265,14 @@ impl Thread {
         let mut stored = 0u64;
         let mut refused = 0u64;
         let mut acked = 0u64;
-        let has_stores = group.iter().any(|j| matches!(j, Job::Store { .. }));
-        let disk_low = if has_stores { self.disk_low() } else { None };
+        let cost: u64 = group
+            .iter()
+            .map(|j| match j {
+                Job::Store { records, .. } => records.iter().map(disk_cost).sum(),
+                _ => 0,
+            })
+            .sum();
+        let mut free = if cost > 0 { self.disk_free(cost) } else { None };
         let began = self.store.begin();
         let mut failure: Option<StoreError> = began.err();
         let mut reads = Vec::new();
@@ -269,15 +281,17 @@ impl Thread {
                 Job::Store { ticket, records } => {
                     let mut results = Vec::with_capacity(records.len());
                     for record in &records {
-                        let result = match (&failure, &disk_low) {
+                        let low = free.and_then(|f| self.disk_low(f, disk_cost(record)));
+                        let result = match (&failure, low) {
                             (Some(e), _) => Err(store_failed(e)),
                             (None, Some(low)) => {
                                 refused += 1;
-                                Err(low.clone())
+                                Err(low)
                             }
                             (None, None) => match self.store_one(record, &mut dropped) {
                                 Ok(Ok(())) => {
                                     stored += 1;
+                                    free = free.map(|f| f.saturating_sub(disk_cost(record)));
                                     Ok(())
                                 }
                                 Ok(Err(refusal)) => {
@@ -349,6 +363,16 @@ impl Thread {
                 .refused
                 .fetch_add(failed + refused, Ordering::Relaxed);
         } else {
+            // Near a full disk the log is copied into the database and emptied after every
+            // commit: acknowledgements free pages there, and a log left to grow would take the
+            // room kept for them.
+            if self
+                .store
+                .fs_free_bytes()
+                .is_some_and(|f| f < self.config.min_free_bytes.saturating_mul(2))
+            {
+                self.store.checkpoint();
+            }
             self.stats.stored.fetch_add(stored, Ordering::Relaxed);
             self.stats.refused.fetch_add(refused, Ordering::Relaxed);
             self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
@@ -360,17 +384,22 @@ impl Thread {
         out.into_iter().flatten().collect()
     }
 
-    /// A refusal for every store while the disk has less than `min_free_bytes` free, kept for
-    /// acknowledgements (a delete needs room in the log too) — after giving the log's space back.
-    fn disk_low(&mut self) -> Option<Refusal> {
-        let min = self.config.min_free_bytes;
+    /// Bytes free for the store, if it can be told: when that is less than `min_free_bytes`
+    /// and `cost` more, after giving the log's space back first.
+    fn disk_free(&mut self, cost: u64) -> Option<u64> {
         let free = self.store.free_bytes()?;
-        if free >= min {
-            return None;
+        if free >= self.config.min_free_bytes.saturating_add(cost) {
+            return Some(free);
         }
         self.store.checkpoint();
-        let free = self.store.free_bytes()?;
-        (free < min).then(|| {
+        self.store.free_bytes()
+    }
+
+    /// A refusal when storing what costs `cost` on the disk would leave less than
+    /// `min_free_bytes` free, kept for acknowledgements (a delete needs room in the log too).
+    fn disk_low(&self, free: u64, cost: u64) -> Option<Refusal> {
+        let min = self.config.min_free_bytes;
+        (free < min.saturating_add(cost)).then(|| {
             Refusal::new(
                 ErrorCode::StoreFailed,
                 format!(
