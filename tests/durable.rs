@@ -353,3 +353,67 @@ fn a_store_path_that_is_a_symbolic_link_is_refused() {
         "nothing created through the link"
     );
 }
+
+#[test]
+fn operators_see_the_queues_and_the_metrics() {
+    let b = Broker::start_with(
+        "",
+        &mail_handlers("[monitor]\nlisten = \"127.0.0.1:0\"\n"),
+        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+    );
+    let mut alice = b.login("alice", "alice-pw");
+    for n in 0..2 {
+        let reply = mail(&mut alice, &format!("m{n}"), &["bob"], n);
+        assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    }
+    let socket = b.dir.path().join("run/besterd.ctl");
+    let ctl = |json: bool| {
+        let mut args = vec!["ctl", "--socket", socket.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        args.push("queues");
+        let out = besterd_cmd(&args, None);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let answer: Value = serde_json::from_str(&ctl(true)).unwrap();
+    let q = &answer["queues"];
+    assert_eq!(q.as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(q[0]["user"], "bob");
+    assert_eq!(q[0]["messages"], 2);
+    assert!(q[0]["oldest_ms"].as_u64().is_some(), "{answer}");
+    assert_eq!(answer["store"]["messages"], 2, "{answer}");
+    let text = ctl(false);
+    assert!(text.starts_with("delivery store "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["bob", "2"])),
+        "{text}"
+    );
+
+    let log = b.log();
+    let marker = "monitor: listening on http://";
+    let at = log.find(marker).expect("monitor line in the log") + marker.len();
+    let addr = &log[at..at + log[at..].find(' ').unwrap()];
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut metrics = String::new();
+    let _ = stream.read_to_string(&mut metrics);
+    for line in [
+        "besterd_delivery_stored_total 2",
+        "besterd_delivery_messages 2",
+        "besterd_delivery_refused_total 0",
+        "besterd_delivery_expired_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("besterd_delivery_disk_bytes "),
+        "{metrics}"
+    );
+}

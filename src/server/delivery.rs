@@ -46,6 +46,8 @@ enum Purpose {
     Ack(ConnId, Option<String>),
     /// A batch of a connection's backlog.
     Load(ConnId),
+    /// `besterd ctl queues` on this control connection.
+    Queues(usize),
 }
 
 struct Backlog {
@@ -248,9 +250,68 @@ impl Server {
                 (Purpose::Load(conn), Done::Loaded { result, .. }) => {
                     self.backlog_loaded(conn, result)
                 }
+                (Purpose::Queues(slot), Done::Queues { result, .. }) => {
+                    let answer = self.queues_answer(result);
+                    self.ctl_answer(slot, answer, std::time::Instant::now());
+                }
                 _ => {}
             }
         }
+    }
+
+    /// The store's figures, when there is one (for the metrics).
+    pub(super) fn delivery_stats(&self) -> Option<&DeliveryStats> {
+        self.delivery.as_ref().map(|d| &*d.stats)
+    }
+
+    /// `besterd ctl queues`: ask the delivery thread for every queue's figures.
+    pub(super) fn queues_start(&mut self, slot: usize) -> Result<(), String> {
+        let Some(d) = &mut self.delivery else {
+            return Err("this server keeps no delivery store ([delivery])".into());
+        };
+        if d.submit(Purpose::Queues(slot), |ticket| Job::Queues { ticket }) {
+            Ok(())
+        } else {
+            Err("the delivery store is behind (too many writes waiting); try again".into())
+        }
+    }
+
+    fn queues_answer(
+        &mut self,
+        result: Result<Vec<(String, crate::delivery::Depth)>, Refusal>,
+    ) -> Vec<u8> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let path = self.config.delivery.as_ref().map(|d| {
+            d.path
+                .clone()
+                .unwrap_or_else(|| default_path(&self.config.users))
+        });
+        let value = match (result, &self.delivery) {
+            (Ok(queues), Some(d)) => {
+                let rows: Vec<serde_json::Value> = queues
+                    .iter()
+                    .map(|(user, q)| {
+                        serde_json::json!({"user": user, "messages": q.count, "bytes": q.bytes, "oldest_ms": q.oldest_ms})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "ok": true,
+                    "now_ms": crate::delivery::writer::now_ms(),
+                    "store": {
+                        "path": path.map(|p| p.display().to_string()),
+                        "messages": d.stats.messages.load(Relaxed),
+                        "bytes": d.stats.bytes.load(Relaxed),
+                        "disk_bytes": d.stats.disk_bytes.load(Relaxed),
+                    },
+                    "queues": rows,
+                })
+            }
+            (Err(r), _) => serde_json::json!({"ok": false, "error": r.error}),
+            (_, None) => serde_json::json!({"ok": false, "error": "no delivery store"}),
+        };
+        let mut line = serde_json::to_vec(&value).expect("JSON");
+        line.push(b'\n');
+        line
     }
 
     fn backlog_loaded(
