@@ -107,6 +107,21 @@ impl Router {
                 }
                 continue;
             }
+            if skip.is_some() && from.user.as_ref() == Some(user) {
+                // The sender itself: its data is in the reply, its other connections get a
+                // plain push, and nothing is kept for it.
+                if let Some(conns) = &conns {
+                    let push = client_push(&payload.kind, from, payload.data.as_deref());
+                    for conn in conns.iter().filter(|c| Some(**c) != skip) {
+                        out.push(Action::Send {
+                            to: *conn,
+                            body: push.clone(),
+                        });
+                    }
+                    delivered.push(user.clone());
+                }
+                continue;
+            }
             let id = self.durable.next_msg;
             self.durable.next_msg += 1;
             if let Some(conns) = &conns {

@@ -197,17 +197,20 @@ fn a_storing_push_is_reported_only_once_the_store_answers() {
     let mut out = Vec::new();
     r.handler_message(
         ECHO,
-        answer(json!({"header":{"status":"ok","command":"sendClients","commandData":["bob","carol","dave"],"request":token},
+        answer(json!({"header":{"status":"ok","command":"sendClients","commandData":["alice","bob","carol","dave"],"request":token},
                       "payload":{"type":"mail","data":"hi"}})),
         now,
         &mut out,
     );
     let actions = sent(&mut out);
-    assert_eq!(actions.len(), 2, "{actions:?}");
-    assert_eq!(actions[0].0, BOB);
-    assert_eq!(actions[0].1["header"]["msg"], "100");
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    // The sender's other connection gets a plain push: nothing is kept for the sender.
+    assert_eq!(actions[0].0, ALICE2);
+    assert!(actions[0].1["header"].get("msg").is_none(), "{actions:?}");
+    assert_eq!(actions[1].0, BOB);
+    assert_eq!(actions[1].1["header"]["msg"], "100");
     assert_eq!(
-        actions[1],
+        actions[2],
         (DIAL, json!({"store": 0, "users": ["bob", "carol", "dave"]})),
         "no reply before the commit"
     );
@@ -217,8 +220,8 @@ fn a_storing_push_is_reported_only_once_the_store_answers() {
         sent(&mut out),
         vec![(
             ALICE,
-            json!({"header":{"status":"ok","kind":"reply","id":"9","type":"mail","delivered":["bob"],"offline":[],"stored":["carol"],
-                   "refused":[{"user":"dave","error":"full","code":"queue_full"}]},"data":null})
+            json!({"header":{"status":"ok","kind":"reply","id":"9","type":"mail","delivered":["alice","bob"],"offline":[],"stored":["carol"],
+                   "refused":[{"user":"dave","error":"full","code":"queue_full"}]},"data":"hi"})
         )]
     );
 }
