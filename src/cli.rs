@@ -233,6 +233,8 @@ pub enum CtlAction {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Show the delivery store's queues: per user, messages, bytes and the oldest's age.
+    Queues,
     /// Reload, as SIGHUP does.
     Reload,
     /// Stop taking clients, answer what is in flight, and exit, as SIGTERM does.

@@ -20,6 +20,7 @@ pub use listeners::{ListenerConfig, ListenerKind, PeerTls, StaticFiles, TlsFiles
 
 use crate::cli::ServeArgs;
 
+pub mod delivery;
 pub mod diff;
 use crate::protocol::message::{RESERVED_PREFIX, validate_type};
 use crate::router::{Correlate, HandlerMode};
@@ -61,6 +62,8 @@ pub struct FileConfig {
     /// `[federation]`: the directory of users online on the linked peers.
     #[serde(default)]
     pub federation: federation::FileFederation,
+    /// `[delivery]`: the store of pushes for users who are offline.
+    pub delivery: Option<delivery::FileDelivery>,
 }
 
 /// `[monitor]` as written: the monitoring HTTP listener, off unless `listen` is set.
@@ -265,6 +268,9 @@ pub struct FileHandler {
     /// Who may not (wins over `allow`).
     #[serde(default)]
     pub deny: Vec<String>,
+    /// A push of this type to a user with no connection: `"drop"` (default, reported
+    /// `offline`) or `"store"` (kept in the delivery store, reported `stored`).
+    pub offline: Option<String>,
 }
 
 /// The validated configuration.
@@ -334,6 +340,8 @@ pub struct Config {
     pub groups: crate::router::GroupLimits,
     /// `[federation]`: the directory.
     pub federation: crate::router::DirectoryConfig,
+    /// `[delivery]`: `None` when no store is kept.
+    pub delivery: Option<crate::delivery::DeliveryConfig>,
 }
 
 /// How a handler type is provided.
@@ -371,6 +379,8 @@ pub struct HandlerConfig {
     pub uid: Option<u32>,
     /// `allow` / `deny`: who may send messages of the type.
     pub access: crate::router::Access,
+    /// `offline = "store"`: pushes of the type to users with no connection are stored.
+    pub store_offline: bool,
 }
 
 /// Everything wrong with a configuration.
@@ -732,6 +742,8 @@ impl FileConfig {
                 1024,
             );
             let access = presence::validate_access(&key, h.allow, h.deny, &mut problems);
+            let store_offline =
+                delivery::validate_offline(&key, h.offline.as_deref(), &mut problems);
             handlers.insert(
                 kind,
                 HandlerConfig {
@@ -745,6 +757,7 @@ impl FileConfig {
                     connect: h.connect,
                     uid: h.uid,
                     access,
+                    store_offline,
                 },
             );
         }
@@ -829,6 +842,8 @@ impl FileConfig {
         let presence = presence::validate_presence(self.presence, &mut problems);
         let groups = presence::validate_groups(self.groups, &mut problems);
         let federation = federation::validate_federation(self.federation, &mut problems);
+        let wanted = handlers.values().any(|h: &HandlerConfig| h.store_offline);
+        let delivery = delivery::validate_delivery(self.delivery, wanted, &mut problems);
 
         let monitor = self.monitor.listen.as_deref().and_then(|listen| {
             let m = &self.monitor;
@@ -904,6 +919,7 @@ impl FileConfig {
             presence,
             groups,
             federation,
+            delivery,
         })
     }
 }
@@ -955,6 +971,7 @@ mod tests {
             ("[presence]", "[presence]"),
             ("[groups]", "[groups]"),
             ("[federation]", "[federation]"),
+            ("[delivery]", "[delivery]"),
         ];
         for (title, header) in sections {
             let text = problems(&format!("{header}\nzzz_no_such_key = 1\n"))[0]

@@ -66,6 +66,7 @@ pub fn request_for(action: &CtlAction) -> Value {
             (Some(conn), _) => json!({"command": "kick", "conn": conn}),
             (None, user) => json!({"command": "kick", "user": user}),
         },
+        CtlAction::Queues => json!({"command": "queues"}),
         CtlAction::Reload => json!({"command": "reload"}),
         CtlAction::Drain => json!({"command": "drain"}),
         CtlAction::Upgrade => json!({"command": "upgrade"}),
@@ -126,6 +127,7 @@ pub fn run(args: &CtlArgs, runtime_dir: Option<&Path>) -> Result<String, String>
                 .unwrap_or_default();
             format!("kicked {}\n", kicked.join(", "))
         }
+        CtlAction::Queues => queues_text(&answer),
         CtlAction::Reload => "reloaded\n".to_string(),
         CtlAction::Drain => {
             "draining: no new clients; exiting once in-flight work is answered\n".to_string()
@@ -136,6 +138,41 @@ pub fn run(args: &CtlArgs, runtime_dir: Option<&Path>) -> Result<String, String>
             cell(&answer["old_pid"])
         ),
     })
+}
+
+/// `besterd ctl queues` as text: the store's totals, then one row per user with a queue.
+pub fn queues_text(answer: &Value) -> String {
+    let s = &answer["store"];
+    let mut out = format!(
+        "delivery store {}: {} messages, {} bytes ({} on disk)\n",
+        cell(&s["path"]),
+        cell(&s["messages"]),
+        cell(&s["bytes"]),
+        cell(&s["disk_bytes"])
+    );
+    let now = answer["now_ms"].as_u64().unwrap_or(0);
+    let rows: Vec<Vec<String>> = answer["queues"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|q| {
+                    let age = q["oldest_ms"]
+                        .as_u64()
+                        .map_or("-".into(), |t| format!("{}s", now.saturating_sub(t) / 1000));
+                    vec![
+                        cell(&q["user"]),
+                        cell(&q["messages"]),
+                        cell(&q["bytes"]),
+                        age,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !rows.is_empty() {
+        out.push_str(&table(&["user", "messages", "bytes", "oldest"], &rows));
+    }
+    out
 }
 
 /// Columns padded to their widest cell.

@@ -182,6 +182,13 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     written
 }
 
+/// Checks that the directory `dir` cannot be changed by anyone but root and this process's user
+/// (as for the parents of a private directory): for files besterd keeps in a directory it did
+/// not make itself, such as the delivery store.
+pub fn check_dir(dir: &Path) -> io::Result<()> {
+    check_ancestor(dir)
+}
+
 /// Checks that `dir` (a directory that exists, given by a path without symbolic links) cannot be
 /// changed by anyone but root and this process's user: owned by one of them, and not writable by
 /// group or others unless the sticky bit is set (as on `/tmp`, where others cannot rename or

@@ -38,6 +38,10 @@
 //! - [`stats`] (pure): counters and fixed-bucket histograms the router and the server update;
 //!   `server/monitor.rs` serves them over HTTP (JSON and Prometheus text) and `server/admin.rs`
 //!   over the private control socket (`besterd ctl`).
+//! - [`delivery`]: durable, acknowledged delivery to offline users — the SQLite delivery store
+//!   and the one thread that reads and writes it (group commit, bounded channels, the loop's
+//!   waker); the router decides what is stored (`router/durable.rs`), `server/delivery.rs`
+//!   carries it out (the backlog on login, `bester.ack`).
 //! - [`fsutil`]: the one way besterd creates or writes files and directories by path (no
 //!   symbolic links followed, exclusive creation, ownership and mode checked through the open
 //!   descriptor), for the user store's lock and temp files, the ready file and the runtime
@@ -93,6 +97,7 @@ pub use bester_client as client;
 pub mod config;
 pub mod conformance;
 pub mod ctl;
+pub mod delivery;
 pub mod federation;
 pub mod fsutil;
 pub mod handler;

@@ -109,13 +109,19 @@ pub enum ErrorCode {
     /// A bound of presence or groups would be passed (subscriptions per connection, groups in
     /// total or per user, members per group); the text says which.
     LimitReached,
+    /// A stored push was refused: the user's queue (`[delivery] max_per_user`,
+    /// `max_bytes_per_user`) or the store (`max_disk_bytes`) is full; the text says which.
+    QueueFull,
+    /// The delivery store could not write (the disk is full, an I/O error) or is not kept on
+    /// this server; the text says why.
+    StoreFailed,
     /// Something went wrong inside the server; the details are in its log.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` is its position here).
-    pub const ALL: [ErrorCode; 49] = [
+    pub const ALL: [ErrorCode; 51] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidUtf8,
         ErrorCode::InvalidJson,
@@ -164,6 +170,8 @@ impl ErrorCode {
         ErrorCode::Redirected,
         ErrorCode::Forbidden,
         ErrorCode::LimitReached,
+        ErrorCode::QueueFull,
+        ErrorCode::StoreFailed,
         ErrorCode::InternalError,
     ];
 
@@ -218,6 +226,8 @@ impl ErrorCode {
             ErrorCode::Redirected => "redirected",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::StoreFailed => "store_failed",
             ErrorCode::InternalError => "internal_error",
         }
     }

@@ -625,6 +625,9 @@ pub struct HandlerMessage<'a> {
     /// `"replies": true` on a `sendServers` answer: the peers' reply data comes back in the
     /// answer (PROTOCOL.md §7).
     pub replies: bool,
+    /// `"store": true` on a `sendClients`: copies for users with no connection are kept in the
+    /// delivery store (PROTOCOL.md §4, "Stored delivery").
+    pub store: bool,
 }
 
 impl HandlerMessage<'_> {
@@ -639,6 +642,7 @@ impl HandlerMessage<'_> {
             id: owned(self.id),
             payload: self.payload.map(PayloadRef::into_owned),
             replies: self.replies,
+            store: self.store,
         }
     }
 }
@@ -665,6 +669,8 @@ struct RawHandlerHeader {
     id: Option<String>,
     #[serde(default)]
     replies: Option<bool>,
+    #[serde(default)]
+    store: Option<bool>,
 }
 
 /// `header.status` of a handler frame: `"ok"`, `"error"`, or the original spec's numeric codes
@@ -905,6 +911,11 @@ pub fn parse_handler_message_full(body: &[u8]) -> Result<HandlerMessage<'static>
             "\"replies\" goes with command \"sendServers\" only".into()
         ));
     }
+    if header.store.is_some() && !matches!(command, Command::SendClients(_)) {
+        return Err(bad(
+            "\"store\" goes with command \"sendClients\" only".into()
+        ));
+    }
     if let Some(payload) = &raw.payload {
         validate_type(&payload.kind).map_err(|e| bad(e.error))?;
     }
@@ -916,6 +927,7 @@ pub fn parse_handler_message_full(body: &[u8]) -> Result<HandlerMessage<'static>
         id: header.id.map(Cow::Owned),
         payload: raw.payload.map(Payload::into_ref),
         replies: header.replies.unwrap_or(false),
+        store: header.store.unwrap_or(false),
     })
 }
 

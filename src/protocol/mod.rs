@@ -7,6 +7,7 @@
 pub mod challenge;
 pub mod compress;
 pub mod directory;
+pub mod durable;
 pub mod error;
 pub mod features;
 pub mod frame;

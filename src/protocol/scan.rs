@@ -412,6 +412,7 @@ pub fn handler_message(text: &str) -> Option<HandlerMessage<'_>> {
         id: id.map(Cow::Borrowed),
         payload,
         replies: replies.unwrap_or(false),
+        store: false,
     })
 }
 

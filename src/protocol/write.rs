@@ -179,6 +179,39 @@ pub fn client_push(kind_of: &str, from: &Sender, data: Option<&str>) -> Vec<u8> 
     out
 }
 
+/// `from` of a push as JSON text (`{"user","server"[,"handler"]}`), as a stored push keeps it.
+pub fn sender_json(from: &Sender) -> String {
+    let mut out = Vec::new();
+    sender(&mut out, from, false);
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+/// The body of a push that the delivery store keeps (PROTOCOL.md §4, "Stored delivery"):
+/// `{"header":{"status":"ok","kind":"push","type":T,"from":F,"msg":M,"time":MS[,"stored":true]},"data":D}`
+/// with `from` JSON text from [`sender_json`]; `stored` when it comes from the store (on login).
+pub fn client_durable_push(
+    kind_of: &str,
+    from_json: &str,
+    data: Option<&str>,
+    (msg, time_ms): (u64, u64),
+    stored: bool,
+) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = pool::take();
+    out.extend_from_slice(b"{\"header\":{\"status\":\"ok\",\"kind\":\"push\",\"type\":");
+    string(&mut out, kind_of);
+    out.extend_from_slice(b",\"from\":");
+    out.extend_from_slice(from_json.as_bytes());
+    write!(out, ",\"msg\":\"{msg}\",\"time\":{time_ms}").expect("writing to a Vec");
+    if stored {
+        out.extend_from_slice(b",\"stored\":true");
+    }
+    out.extend_from_slice(b"},\"data\":");
+    raw(&mut out, data);
+    out.push(b'}');
+    out
+}
+
 /// The body of a message to a peer server:
 /// `{"header":{"scope":"server","msg":M,"from":F,"hops":H},"payload":{"type":T,"data":D}}`.
 pub fn peer_message(msg: u64, from: &Sender, hops: u32, payload: &PayloadRef<'_>) -> Vec<u8> {

@@ -151,6 +151,23 @@ impl Router {
                     );
                 }
                 let skip = pending.origin.client();
+                if self.stores(&payload.kind, msg.store) {
+                    let sender_included = skip.is_some()
+                        && pending.from.user.as_ref().is_some_and(|u| {
+                            to.users.contains(u)
+                                || to.groups.iter().any(|g| self.groups.is_member(g, u))
+                        });
+                    let from = Arc::clone(&pending.from);
+                    return self.push_storing(
+                        pending.origin,
+                        &to,
+                        &payload,
+                        &from,
+                        skip,
+                        sender_included,
+                        out,
+                    );
+                }
                 let reach = self.push_to_users(&to, &payload, &pending.from, skip, out);
                 // The sender sees the data only if it is one of the recipients on this server.
                 let sender_included = skip.is_some()
@@ -339,6 +356,9 @@ impl Router {
             info: None,
         };
         match &*msg.command {
+            Command::SendClients(users) if self.stores(&payload.kind, msg.store) => {
+                self.push_storing(origin, users, payload, &from, None, false, out);
+            }
             Command::SendClients(users) => {
                 let reach = self.push_to_users(users, payload, &from, None, out);
                 let from = (&from, kind);

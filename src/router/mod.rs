@@ -20,6 +20,7 @@ mod correlate;
 mod deadlines;
 mod deliver;
 mod directory;
+mod durable;
 mod federation;
 mod groups;
 mod id;
@@ -129,6 +130,14 @@ pub enum Action {
         body: Vec<u8>,
         /// Whether the handler's own answer refused it.
         by_handler: bool,
+    },
+    /// Write these records to the delivery store, then tell the router with
+    /// [`Router::store_done`] (the report waits for the commit).
+    Store {
+        /// Matches the results to the report waiting for them.
+        ticket: u64,
+        /// The copies to keep, one per recipient.
+        records: Vec<crate::delivery::Record>,
     },
 }
 
@@ -298,6 +307,8 @@ pub struct Router {
     next_id: u64,
     /// Logins in flight to the auth handler.
     logins: usize,
+    /// Storing pushes (`router/durable.rs`).
+    durable: durable::Durable,
 }
 
 impl Router {
@@ -321,6 +332,7 @@ impl Router {
             deadlines: Deadlines::default(),
             next_id: 1,
             logins: 0,
+            durable: durable::Durable::default(),
         }
     }
 

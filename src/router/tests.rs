@@ -80,6 +80,10 @@ fn sent(out: &mut Vec<Action>) -> Vec<(ConnId, Value)> {
                 let body: Value = serde_json::from_slice(&body).unwrap();
                 (conn, json!({ "refused": body, "by_handler": by_handler }))
             }
+            Action::Store { ticket, records } => {
+                let users: Vec<&str> = records.iter().map(|r| r.user.as_str()).collect();
+                (DIAL, json!({ "store": ticket, "users": users }))
+            }
         })
         .collect()
 }
@@ -181,6 +185,44 @@ fn send_clients_fans_out_and_reports_offline() {
                 json!({"header":{"status":"ok","kind":"reply","id":"9","type":"chat","delivered":["alice","bob"],"offline":["carol"]},"data":"hi"})
             ),
         ]
+    );
+}
+
+#[test]
+fn a_storing_push_is_reported_only_once_the_store_answers() {
+    let mut r = router();
+    r.set_delivery(100, ["mail".to_string()]);
+    let now = Instant::now();
+    let (_, token) = request(&mut r, ALICE, msg("9", "echo", json!("hi")), now);
+    let mut out = Vec::new();
+    r.handler_message(
+        ECHO,
+        answer(json!({"header":{"status":"ok","command":"sendClients","commandData":["alice","bob","carol","dave"],"request":token},
+                      "payload":{"type":"mail","data":"hi"}})),
+        now,
+        &mut out,
+    );
+    let actions = sent(&mut out);
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    // The sender's other connection gets a plain push: nothing is kept for the sender.
+    assert_eq!(actions[0].0, ALICE2);
+    assert!(actions[0].1["header"].get("msg").is_none(), "{actions:?}");
+    assert_eq!(actions[1].0, BOB);
+    assert_eq!(actions[1].1["header"]["msg"], "100");
+    assert_eq!(
+        actions[2],
+        (DIAL, json!({"store": 0, "users": ["bob", "carol", "dave"]})),
+        "no reply before the commit"
+    );
+    let full = crate::protocol::durable::Refused::new(ErrorCode::QueueFull, "full");
+    r.store_done(0, vec![Ok(()), Ok(()), Err(full)], &mut out);
+    assert_eq!(
+        sent(&mut out),
+        vec![(
+            ALICE,
+            json!({"header":{"status":"ok","kind":"reply","id":"9","type":"mail","delivered":["alice","bob"],"offline":[],"stored":["carol"],
+                   "refused":[{"user":"dave","error":"full","code":"queue_full"}]},"data":"hi"})
+        )]
     );
 }
 

@@ -2,8 +2,8 @@
 //! directory, mode 0600 inside the 0700 directory, and every connection's peer credentials
 //! (`SO_PEERCRED`) must be root or the daemon's own user. On the same mio loop as everything else.
 //!
-//! One request per connection: a JSON line `{"command": "status" | "kick" | "reload" | "drain" |
-//! "upgrade",
+//! One request per connection: a JSON line `{"command": "status" | "kick" | "queues" | "reload" |
+//! "drain" | "upgrade",
 //! "conn": "3.7" | "user": "alice"}` (at most [`MAX_CTL_REQUEST`] bytes, within
 //! [`CTL_TIMEOUT`]), answered with one JSON line `{"ok": true, ...}` or
 //! `{"ok": false, "error": "..."}`, then closed.
@@ -306,6 +306,22 @@ impl Server {
                 Ok(kicked) => line(&json!({"ok": true, "kicked": kicked})),
                 Err(text) => refusal(&text),
             },
+            "queues" => {
+                if let Some(conn) = self.admin.as_mut().and_then(|a| a.conns.get_mut(slot)) {
+                    conn.waiting = true;
+                }
+                match self.queues_start(slot) {
+                    // Answered when the delivery thread has read them (`delivery.rs`).
+                    Ok(()) => Vec::new(),
+                    Err(why) => {
+                        if let Some(conn) = self.admin.as_mut().and_then(|a| a.conns.get_mut(slot))
+                        {
+                            conn.waiting = false;
+                        }
+                        refusal(&why)
+                    }
+                }
+            }
             "reload" => {
                 info!("reload requested on the control socket");
                 if self.reload(now) {
@@ -337,7 +353,7 @@ impl Server {
                 }
             }
             other => refusal(&format!(
-                "unknown command {other:?}; expected status, kick, reload, drain or upgrade"
+                "unknown command {other:?}; expected status, kick, queues, reload, drain or upgrade"
             )),
         }
     }

@@ -501,6 +501,7 @@ impl Server {
                 Err(error) => self.reply_error(id, reply_id, &error),
             },
             kind if super::presence::is_presence_builtin(kind) => self.presence_builtin(id, &msg),
+            super::delivery::ACK => self.builtin_ack(id, &user, &msg),
             other => {
                 let error = ErrorBody::new(
                     ErrorCode::ReservedType,
@@ -691,6 +692,7 @@ impl Server {
                 });
                 self.router
                     .client_identified(id, &username, &mut self.actions);
+                self.backlog_start(id, &username);
                 let grant = Server::password_grant(fingerprint);
                 let answer = Some((reply_id.as_deref(), AUTHENTICATE));
                 let body = self.login_reply(id, &username, grant, answer);
@@ -803,6 +805,7 @@ impl Server {
         self.router
             .client_identified(id, username, &mut self.actions);
         self.session_started(id, username, stamp);
+        self.backlog_start(id, username);
         self.arm_idle(id, now);
     }
 

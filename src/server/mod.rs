@@ -10,6 +10,7 @@ mod admin;
 mod cert_login;
 mod client;
 mod conn;
+mod delivery;
 mod dial;
 mod digest;
 mod directory;
@@ -164,6 +165,8 @@ pub struct Server {
     started: Instant,
     monitor: Option<monitor::Monitor>,
     admin: Option<admin::Admin>,
+    /// The delivery store, when `[delivery]` keeps one.
+    delivery: Option<delivery::Delivery>,
     /// Closed connections draining their input before the socket closes (`net/linger.rs`).
     linger: Linger,
     /// The rate limit on log lines unauthenticated peers can cause (`noise.rs`).
@@ -280,6 +283,15 @@ impl Server {
             login_timeout: config.auth.login_timeout,
             max_logins: config.auth.max_logins,
         });
+        let delivery = delivery::open(&config, Arc::clone(&waker))?;
+        if let Some(d) = &delivery {
+            let types = config
+                .handlers
+                .iter()
+                .filter(|(_, h)| h.store_offline)
+                .map(|(kind, _)| kind.clone());
+            router.set_delivery(d.first_id(), types);
+        }
         router.set_presence(config.presence.clone());
         router.set_group_limits(config.groups.clone());
         router.set_directory(config.federation.clone());
@@ -350,6 +362,7 @@ impl Server {
             started: now,
             monitor,
             admin,
+            delivery,
             linger: Linger::new(LINGER_BASE, (config_max_connections / 4).clamp(16, 4096)),
             noise: noise::Noise::new(now),
             upgrades: upgrade::Upgrades::default(),
@@ -417,6 +430,7 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     WAKER => {
+                        self.delivery_results();
                         self.auth_results(now);
                         self.reload_results(now);
                     }
@@ -807,6 +821,7 @@ impl Server {
             Role::Client(_) => {
                 debug!("{} closed: {reason}", conn.context());
                 self.router.client_gone(id, &mut self.actions);
+                self.backlog_end(id);
                 self.forget_ip(conn.ip);
             }
             Role::Handler { dialed, .. } => {
@@ -883,6 +898,7 @@ impl Server {
                 body,
                 by_handler,
             } => self.login_refused(conn, body, by_handler, Instant::now()),
+            Action::Store { ticket, records } => self.store_records(ticket, records),
         }
     }
 

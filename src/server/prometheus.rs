@@ -243,6 +243,7 @@ impl Server {
         self.listener_metrics(&mut out);
         self.handler_metrics(&mut out);
         self.peer_metrics(&mut out, now);
+        self.delivery_metrics(&mut out);
         out.single(
             "monitor_requests_total",
             "counter",
@@ -256,6 +257,72 @@ impl Server {
             s.monitor_refused,
         );
         out.0
+    }
+
+    /// The delivery store's figures, when the server keeps one.
+    fn delivery_metrics(&self, out: &mut Text) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(d) = self.delivery_stats() else {
+            return;
+        };
+        for (name, kind, help, value) in [
+            (
+                "delivery_stored_total",
+                "counter",
+                "Pushes written to a user's queue.",
+                &d.stored,
+            ),
+            (
+                "delivery_delivered_total",
+                "counter",
+                "Stored pushes sent to a client on login (each sending counts).",
+                &d.delivered,
+            ),
+            (
+                "delivery_acked_total",
+                "counter",
+                "Stored pushes acknowledged and deleted (bester.ack).",
+                &d.acked,
+            ),
+            (
+                "delivery_expired_total",
+                "counter",
+                "Stored pushes deleted unacknowledged after [delivery] max_age_s.",
+                &d.expired,
+            ),
+            (
+                "delivery_refused_total",
+                "counter",
+                "Pushes not stored: a limit (queue_full) or the disk (store_failed).",
+                &d.refused,
+            ),
+            (
+                "delivery_dropped_total",
+                "counter",
+                "Stored pushes deleted to make room ([delivery] full = \"drop_oldest\").",
+                &d.dropped,
+            ),
+            (
+                "delivery_messages",
+                "gauge",
+                "Pushes in the delivery store now.",
+                &d.messages,
+            ),
+            (
+                "delivery_bytes",
+                "gauge",
+                "Their bytes, as the limits count them.",
+                &d.bytes,
+            ),
+            (
+                "delivery_disk_bytes",
+                "gauge",
+                "The delivery store's database and log on disk, in bytes.",
+                &d.disk_bytes,
+            ),
+        ] {
+            out.single(name, kind, help, value.load(Relaxed));
+        }
     }
 
     /// Per client listener (`listener` = its name, `transport` = tcp, tls, ws or wss): open

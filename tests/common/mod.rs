@@ -245,6 +245,18 @@ impl Broker {
     /// and directory; waits for the new ready file.
     pub fn restart(&mut self) {
         assert!(self.stop().success(), "besterd did not stop cleanly");
+        self.start_again();
+    }
+
+    /// Kill the daemon with SIGKILL (no drain, no cleanup) and start it again as
+    /// [`Broker::restart`] does.
+    pub fn kill_and_restart(&mut self) {
+        signal(self.pid(), libc::SIGKILL);
+        self.reap("die on SIGKILL");
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
         let ready = self.dir.path().join("ready");
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()

@@ -7,7 +7,8 @@ payload.data decides what it does with each request:
   {"redirect": {SERVER: {"raw": {...}}}} -> a redirect answer with exactly that commandData
                         (for the commandData the broker must refuse)
   {"via": T, ...}       -> pass the rest of the data on to the handler of type T (sendHandler)
-  {"to": [USER, ...], ...} -> sendClients: the data is pushed to those users
+  {"to": [USER, ...], ...} -> sendClients: the data is pushed to those users (with
+                        "store": true in the answer when the data has "store": true)
   {"hang": true}        -> never answer this request (keeps serving the others)
   anything else         -> reply {"server": BESTER_SERVER, "from": <header.from as received>}
 So one script greets on one server and serves the session on the next one: a request sent again
@@ -43,7 +44,10 @@ def handle(link, request):
     if isinstance(where, dict):
         return redirect(request, where["url"], where.get("token"))
     if "to" in data:
-        return send_to(request, "sendClients", data["to"], data)
+        answer = send_to(request, "sendClients", data["to"], data)
+        if data.get("store"):
+            answer["header"]["store"] = True
+        return answer
     if data.get("hang"):
         return None
     return reply(request, {"server": SERVER, "from": request["header"].get("from")})

@@ -57,6 +57,8 @@ export type ServerErrorCode =
   | 'session_expired'
   | 'forbidden'
   | 'limit_reached'
+  | 'queue_full'
+  | 'store_failed'
   | 'internal_error';
 
 /** Codes the library itself raises (never sent by a server). */
@@ -151,6 +153,8 @@ export declare const errors: {
   readonly SessionExpired: new (code: string, text: string, frame?: ServerFrame) => SessionEnded & Coded<'session_expired'>;
   readonly Forbidden: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'forbidden'>;
   readonly LimitReached: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'limit_reached'>;
+  readonly QueueFull: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'queue_full'>;
+  readonly StoreFailed: new (code: string, text: string, frame?: ServerFrame) => ServerError & Coded<'store_failed'>;
   readonly InternalError: new (code: string, text: string, frame?: ServerFrame) => ServerError & Coded<'internal_error'>;
   readonly Timeout: new (code: string, text: string, frame?: ServerFrame) => ClientError & Coded<'timeout'>;
   readonly ConnectionLost: new (code: string, text: string, frame?: ServerFrame) => ClientError & Coded<'connection_lost'>;

@@ -66,6 +66,8 @@ const CODES = [
   ['session_expired', 'SessionExpired', 'SessionEnded'],
   ['forbidden', 'Forbidden', 'MessageError'],
   ['limit_reached', 'LimitReached', 'MessageError'],
+  ['queue_full', 'QueueFull', 'MessageError'],
+  ['store_failed', 'StoreFailed', 'ServerError'],
   ['internal_error', 'InternalError', 'ServerError'],
   // The library's own: never sent by a server.
   ['timeout', 'Timeout', 'ClientError'],

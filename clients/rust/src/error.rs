@@ -163,6 +163,10 @@ pub mod codes {
     pub const FORBIDDEN: &str = "forbidden";
     /// `limit_reached`.
     pub const LIMIT_REACHED: &str = "limit_reached";
+    /// `queue_full`: a stored push was refused, the user's queue or the store is full.
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// `store_failed`: the delivery store could not write, or there is none.
+    pub const STORE_FAILED: &str = "store_failed";
 
     /// Every code the server gives, in the order of its definition.
     pub const ALL: &[&str] = &[
@@ -214,6 +218,8 @@ pub mod codes {
         REDIRECTED,
         FORBIDDEN,
         LIMIT_REACHED,
+        QUEUE_FULL,
+        STORE_FAILED,
         INTERNAL_ERROR,
     ];
 }

@@ -74,6 +74,8 @@ class ErrorCode(str, enum.Enum):
     REDIRECTED = "redirected"
     FORBIDDEN = "forbidden"
     LIMIT_REACHED = "limit_reached"
+    QUEUE_FULL = "queue_full"
+    STORE_FAILED = "store_failed"
     INTERNAL_ERROR = "internal_error"
     # The library's own.
     TIMEOUT = "timeout"
@@ -353,6 +355,14 @@ class LimitReached(MessageError):
     """``limit_reached``: a bound of presence or groups would be passed; the text says which."""
 
 
+class QueueFull(MessageError):
+    """``queue_full``: a stored push was refused, the user's queue or the delivery store is full."""
+
+
+class StoreFailed(ServerError):
+    """``store_failed``: the delivery store could not write (or the server keeps none)."""
+
+
 class InternalError(ServerError):
     """``internal_error``"""
 
@@ -422,6 +432,8 @@ ERRORS: Dict[str, Type[BesterError]] = {
     "redirected": Redirected,
     "forbidden": Forbidden,
     "limit_reached": LimitReached,
+    "queue_full": QueueFull,
+    "store_failed": StoreFailed,
     "internal_error": InternalError,
     "redirect_refused": RedirectRefused,
     "too_many_redirects": TooManyRedirects,

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Crash test of the delivery store: kill -9 the daemon at random moments while pushes to an
+# offline user are being stored, restart it, and check that every push the sender saw reported
+# `stored` is delivered exactly once to a client that acks, and that nothing else appears
+# (tests/durable.rs, kill_9_while_storing_loses_nothing_reported_stored).
+#
+#   scripts/crash-durable.sh [KILLS]      # default 200; BESTER_CRASH_SEED=N repeats a run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BESTER_CRASH_KILLS="${1:-200}"
+exec cargo test --test durable -- --exact kill_9_while_storing_loses_nothing_reported_stored --nocapture

@@ -1,0 +1,682 @@
+//! The delivery store's one thread: every read and write of the database happens here, never on
+//! the event loop. Jobs come in on a bounded channel; the thread takes every job already waiting
+//! (up to [`MAX_GROUP`]) into one transaction and commits once — a group commit, so one fsync
+//! covers many pushes — then sends the results back on a bounded channel and wakes the loop
+//! through its `mio::Waker`. A push is reported `stored` only from a result, that is after its
+//! commit returned. Limits are checked here, against counts kept per user; expiry runs here too,
+//! between jobs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{error, info, warn};
+use mio::Waker;
+
+use super::store::{Depth, Record, Store, StoreError};
+use super::{DeliveryConfig, DeliveryStats, FullPolicy, Refusal};
+use crate::protocol::ErrorCode;
+
+/// Jobs one commit takes at most.
+pub const MAX_GROUP: usize = 1024;
+/// Jobs that may wait for the thread (the loop refuses more: `store_failed`).
+pub const QUEUE: usize = 8192;
+
+/// What to acknowledge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    /// These ids.
+    Ids(Vec<u64>),
+    /// Every id up to this one.
+    Upto(u64),
+}
+
+/// Work for the thread; `ticket` comes back with the result.
+#[derive(Debug)]
+pub enum Job {
+    /// Store these records (their ids given by the loop).
+    Store {
+        /// Matches the result to what waits for it.
+        ticket: u64,
+        /// The records.
+        records: Vec<Record>,
+    },
+    /// Delete acknowledged messages of `user`.
+    Ack {
+        /// Matches the result.
+        ticket: u64,
+        /// Whose.
+        user: String,
+        /// Which.
+        ack: Ack,
+    },
+    /// Read `user`'s messages with `after < id <= upto`, in order, a batch at a time.
+    Load {
+        /// Matches the result.
+        ticket: u64,
+        /// Whose.
+        user: String,
+        /// After this id.
+        after: u64,
+        /// Up to this id.
+        upto: u64,
+        /// At most this many.
+        max: usize,
+    },
+    /// Every queue in figures (`besterd ctl queues`).
+    Queues {
+        /// Matches the result.
+        ticket: u64,
+    },
+}
+
+/// A finished job.
+#[derive(Debug)]
+pub enum Done {
+    /// Per record, in order: stored, or why not.
+    Stored {
+        /// The job's ticket.
+        ticket: u64,
+        /// One result per record.
+        results: Vec<Result<(), Refusal>>,
+    },
+    /// How many messages were deleted.
+    Acked {
+        /// The job's ticket.
+        ticket: u64,
+        /// The count, or why the delete failed.
+        result: Result<usize, Refusal>,
+    },
+    /// A batch of a user's queue.
+    Loaded {
+        /// The job's ticket.
+        ticket: u64,
+        /// The records, or why the read failed.
+        result: Result<(Vec<Record>, bool), Refusal>,
+    },
+    /// Every queue: (user, depth), by user.
+    Queues {
+        /// The job's ticket.
+        ticket: u64,
+        /// The queues, or why they could not be read.
+        result: Result<Vec<(String, Depth)>, Refusal>,
+    },
+}
+
+/// The loop's side of the thread.
+pub struct Writer {
+    jobs: SyncSender<Job>,
+    done: Receiver<Done>,
+    /// The first message id this run may give out.
+    pub first_id: u64,
+}
+
+impl Writer {
+    /// Open the store (errors: the file is unusable; nothing is started) and start the thread.
+    pub fn start(
+        config: &DeliveryConfig,
+        path: &std::path::Path,
+        stats: Arc<DeliveryStats>,
+        waker: Arc<Waker>,
+    ) -> Result<Writer, StoreError> {
+        let store = Store::open(path, config.fsync)?;
+        let depths = store.depths()?;
+        let first_id = store.first_id();
+        let (jobs, job_rx) = mpsc::sync_channel(QUEUE);
+        // Every job sends one result, and the loop drains them on every wake-up; the bound
+        // only keeps a loop that stalls from growing memory without end.
+        let (done_tx, done) = mpsc::sync_channel(QUEUE + MAX_GROUP);
+        let mut thread = Thread {
+            store,
+            config: config.clone(),
+            stats,
+            waker,
+            done: done_tx,
+            queues: HashMap::new(),
+            total_bytes: 0,
+            expire_at: Instant::now(),
+        };
+        for (user, depth) in depths {
+            thread.total_bytes += depth.bytes;
+            thread.queues.insert(user, (depth.count, depth.bytes));
+        }
+        thread.publish();
+        info!(
+            "delivery store {}: {} messages for {} users",
+            path.display(),
+            thread.stats.messages.load(Ordering::Relaxed),
+            thread.queues.len()
+        );
+        std::thread::Builder::new()
+            .name("delivery".into())
+            .spawn(move || thread.run(job_rx))
+            .map_err(|e| StoreError::Other(format!("cannot start the delivery thread: {e}")))?;
+        Ok(Writer {
+            jobs,
+            done,
+            first_id,
+        })
+    }
+
+    /// Hand a job to the thread; `Err` gives it back when the thread is behind by [`QUEUE`] jobs
+    /// (or gone).
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+        })
+    }
+
+    /// A finished job, if any.
+    pub fn try_recv(&self) -> Option<Done> {
+        self.done.try_recv().ok()
+    }
+}
+
+struct Thread {
+    store: Store,
+    config: DeliveryConfig,
+    stats: Arc<DeliveryStats>,
+    waker: Arc<Waker>,
+    done: SyncSender<Done>,
+    /// (messages, bytes) per user with a queue.
+    queues: HashMap<String, (u64, u64)>,
+    total_bytes: u64,
+    expire_at: Instant,
+}
+
+/// What storing `record` may take on the disk: its bytes in the write-ahead log and again in
+/// the database, each rounded up by a page.
+fn disk_cost(record: &Record) -> u64 {
+    2 * (record.bytes() + 4096)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn store_failed(e: &StoreError) -> Refusal {
+    Refusal::new(
+        ErrorCode::StoreFailed,
+        format!("the delivery store could not write: {e}"),
+    )
+}
+
+impl Thread {
+    fn run(mut self, jobs: Receiver<Job>) {
+        let tick =
+            (self.config.max_age / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        loop {
+            let wait = self.expire_at.saturating_duration_since(Instant::now());
+            let first = match jobs.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.expire();
+                    self.expire_at = Instant::now() + tick;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let results = self.run_group(group);
+            for done in results {
+                if self.done.send(done).is_err() {
+                    return;
+                }
+            }
+            self.publish();
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Figures for the metrics.
+    fn publish(&self) {
+        let count: u64 = self.queues.values().map(|q| q.0).sum();
+        self.stats.messages.store(count, Ordering::Relaxed);
+        self.stats.bytes.store(self.total_bytes, Ordering::Relaxed);
+        self.stats
+            .disk_bytes
+            .store(self.store.disk_bytes(), Ordering::Relaxed);
+    }
+
+    /// The jobs of one group: writes in one transaction, then the reads; the results in the
+    /// order of the jobs (so a client's ack is answered after the backlog read before it).
+    fn run_group(&mut self, group: Vec<Job>) -> Vec<Done> {
+        let mut out: Vec<Option<Done>> = Vec::with_capacity(group.len());
+        let writes = group
+            .iter()
+            .any(|j| matches!(j, Job::Store { .. } | Job::Ack { .. }));
+        if !writes {
+            return group.into_iter().map(|job| self.read(job)).collect();
+        }
+        // Counts as they will be if the commit succeeds; put back if it fails.
+        let before = (self.queues.clone(), self.total_bytes);
+        let mut dropped = 0u64;
+        let mut stored = 0u64;
+        let mut refused = 0u64;
+        let mut acked = 0u64;
+        let cost: u64 = group
+            .iter()
+            .map(|j| match j {
+                Job::Store { records, .. } => records.iter().map(disk_cost).sum(),
+                _ => 0,
+            })
+            .sum();
+        let mut free = if cost > 0 { self.disk_free(cost) } else { None };
+        let began = self.store.begin();
+        let mut failure: Option<StoreError> = began.err();
+        let mut reads = Vec::new();
+        for job in group {
+            match job {
+                Job::Store { ticket, records } => {
+                    let mut results = Vec::with_capacity(records.len());
+                    for record in &records {
+                        let low = free.and_then(|f| self.disk_low(f, disk_cost(record)));
+                        let result = match (&failure, low) {
+                            (Some(e), _) => Err(store_failed(e)),
+                            (None, Some(low)) => {
+                                refused += 1;
+                                Err(low)
+                            }
+                            (None, None) => match self.store_one(record, &mut dropped) {
+                                Ok(Ok(())) => {
+                                    stored += 1;
+                                    free = free.map(|f| f.saturating_sub(disk_cost(record)));
+                                    Ok(())
+                                }
+                                Ok(Err(refusal)) => {
+                                    refused += 1;
+                                    Err(refusal)
+                                }
+                                Err(e) => {
+                                    let r = store_failed(&e);
+                                    failure = Some(e);
+                                    Err(r)
+                                }
+                            },
+                        };
+                        results.push(result);
+                    }
+                    out.push(Some(Done::Stored { ticket, results }));
+                }
+                Job::Ack { ticket, user, ack } => {
+                    let result = match &failure {
+                        Some(e) => Err(store_failed(e)),
+                        None => match self.ack(&user, &ack) {
+                            Ok(n) => {
+                                acked += n as u64;
+                                Ok(n)
+                            }
+                            Err(e) => {
+                                let r = store_failed(&e);
+                                failure = Some(e);
+                                Err(r)
+                            }
+                        },
+                    };
+                    out.push(Some(Done::Acked { ticket, result }));
+                }
+                read => {
+                    reads.push((out.len(), read));
+                    out.push(None);
+                }
+            }
+        }
+        if failure.is_none()
+            && let Err(e) = self.store.commit()
+        {
+            failure = Some(e);
+        }
+        if let Some(e) = failure {
+            warn!("delivery store: a commit failed: {e}");
+            self.store.rollback();
+            (self.queues, self.total_bytes) = before;
+            let refusal = store_failed(&e);
+            let mut failed = 0;
+            for done in out.iter_mut().flatten() {
+                match done {
+                    Done::Stored { results, .. } => {
+                        for r in results.iter_mut() {
+                            if r.is_ok()
+                                || r.as_ref().is_err_and(|x| x.code != ErrorCode::QueueFull)
+                            {
+                                *r = Err(refusal.clone());
+                                failed += 1;
+                            }
+                        }
+                    }
+                    Done::Acked { result, .. } => *result = Err(refusal.clone()),
+                    _ => {}
+                }
+            }
+            self.stats
+                .refused
+                .fetch_add(failed + refused, Ordering::Relaxed);
+        } else {
+            // Near a full disk the log is copied into the database and emptied after every
+            // commit: acknowledgements free pages there, and a log left to grow would take the
+            // room kept for them.
+            if self
+                .store
+                .fs_free_bytes()
+                .is_some_and(|f| f < self.config.min_free_bytes.saturating_mul(2))
+            {
+                self.store.checkpoint();
+            }
+            self.stats.stored.fetch_add(stored, Ordering::Relaxed);
+            self.stats.refused.fetch_add(refused, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.stats.acked.fetch_add(acked, Ordering::Relaxed);
+        }
+        for (slot, job) in reads {
+            out[slot] = Some(self.read(job));
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    /// Bytes free for the store, if it can be told: when that is less than `min_free_bytes`
+    /// and `cost` more, after giving the log's space back first.
+    fn disk_free(&mut self, cost: u64) -> Option<u64> {
+        let free = self.store.free_bytes()?;
+        if free >= self.config.min_free_bytes.saturating_add(cost) {
+            return Some(free);
+        }
+        self.store.checkpoint();
+        self.store.free_bytes()
+    }
+
+    /// A refusal when storing what costs `cost` on the disk would leave less than
+    /// `min_free_bytes` free, kept for acknowledgements (a delete needs room in the log too).
+    fn disk_low(&self, free: u64, cost: u64) -> Option<Refusal> {
+        let min = self.config.min_free_bytes;
+        (free < min.saturating_add(cost)).then(|| {
+            Refusal::new(
+                ErrorCode::StoreFailed,
+                format!(
+                    "the disk holding the delivery store is full ({free} bytes free, {min} kept for acknowledgements: [delivery] min_free_bytes)"
+                ),
+            )
+        })
+    }
+
+    /// Store one record under the limits: `Ok(Err)` refused, `Err` the database failed.
+    fn store_one(
+        &mut self,
+        record: &Record,
+        dropped: &mut u64,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        let (max_count, max_bytes, full) = (
+            self.config.max_per_user as u64,
+            self.config.max_bytes_per_user,
+            self.config.full,
+        );
+        let bytes = record.bytes();
+        if bytes > max_bytes {
+            return Ok(Err(Refusal::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "a message of {bytes} bytes is over the limit of {max_bytes} bytes for one user's queue ([delivery] max_bytes_per_user)"
+                ),
+            )));
+        }
+        let (count, queued) = self.queues.get(&record.user).copied().unwrap_or_default();
+        let over = |count: u64, queued: u64| count + 1 > max_count || queued + bytes > max_bytes;
+        if over(count, queued) {
+            match full {
+                FullPolicy::Refuse => {
+                    let text = if count + 1 > max_count {
+                        format!(
+                            "{}'s queue holds {count} messages, the most it may ([delivery] max_per_user)",
+                            record.user
+                        )
+                    } else {
+                        format!(
+                            "{}'s queue holds {queued} bytes; with this message's {bytes} it would be over the limit of {max_bytes} ([delivery] max_bytes_per_user)",
+                            record.user
+                        )
+                    };
+                    return Ok(Err(Refusal::new(ErrorCode::QueueFull, text)));
+                }
+                FullPolicy::DropOldest => {
+                    let (mut count, mut queued) = (count, queued);
+                    while over(count, queued) && count > 0 {
+                        let mut dropping = Vec::new();
+                        for (id, b) in self.store.oldest(&record.user, 64)? {
+                            if !over(count, queued) {
+                                break;
+                            }
+                            dropping.push(id);
+                            count -= 1;
+                            queued -= b;
+                            self.total_bytes -= b;
+                            *dropped += 1;
+                        }
+                        if dropping.is_empty() {
+                            break;
+                        }
+                        self.store.delete_ids(&record.user, &dropping)?;
+                    }
+                    self.queues.insert(record.user.clone(), (count, queued));
+                }
+            }
+        }
+        let budget = self.config.max_disk_bytes;
+        if self.total_bytes + bytes > budget {
+            return Ok(Err(Refusal::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "the delivery store holds {} bytes; with this message's {bytes} it would be over its budget of {budget} ([delivery] max_disk_bytes)",
+                    self.total_bytes
+                ),
+            )));
+        }
+        self.store.insert(record)?;
+        let entry = self.queues.entry(record.user.clone()).or_default();
+        entry.0 += 1;
+        entry.1 += bytes;
+        self.total_bytes += bytes;
+        Ok(Ok(()))
+    }
+
+    fn ack(&mut self, user: &str, ack: &Ack) -> Result<usize, StoreError> {
+        let removed = match ack {
+            Ack::Ids(ids) => self.store.delete_ids(user, ids)?,
+            Ack::Upto(upto) => self.store.delete_upto(user, *upto)?,
+        };
+        self.forget(user, &removed);
+        Ok(removed.len())
+    }
+
+    /// Take removed messages (their bytes) off `user`'s counts.
+    fn forget(&mut self, user: &str, removed: &[u64]) {
+        if removed.is_empty() {
+            return;
+        }
+        let bytes: u64 = removed.iter().sum();
+        self.total_bytes = self.total_bytes.saturating_sub(bytes);
+        if let Some(q) = self.queues.get_mut(user) {
+            q.0 = q.0.saturating_sub(removed.len() as u64);
+            q.1 = q.1.saturating_sub(bytes);
+            if q.0 == 0 {
+                self.queues.remove(user);
+            }
+        }
+    }
+
+    fn read(&mut self, job: Job) -> Done {
+        let failed = |e: StoreError| {
+            Refusal::new(
+                ErrorCode::StoreFailed,
+                format!("the delivery store could not be read: {e}"),
+            )
+        };
+        match job {
+            Job::Load {
+                ticket,
+                user,
+                after,
+                upto,
+                max,
+            } => {
+                let since = now_ms().saturating_sub(self.config.max_age.as_millis() as u64);
+                let result = self
+                    .store
+                    .load(&user, (after, upto), since, (max, 512 * 1024))
+                    .map_err(failed);
+                Done::Loaded { ticket, result }
+            }
+            Job::Queues { ticket } => {
+                let result = self
+                    .store
+                    .depths()
+                    .map(|d| {
+                        let mut v: Vec<(String, Depth)> = d.into_iter().collect();
+                        v.sort_by(|a, b| a.0.cmp(&b.0));
+                        v
+                    })
+                    .map_err(failed);
+                Done::Queues { ticket, result }
+            }
+            Job::Store { .. } | Job::Ack { .. } => unreachable!("writes are done in the group"),
+        }
+    }
+
+    /// Delete what is older than `max_age`.
+    fn expire(&mut self) {
+        let cutoff = now_ms().saturating_sub(self.config.max_age.as_millis() as u64);
+        let result = self.store.begin().and_then(|()| {
+            let removed = self.store.expire(cutoff)?;
+            self.store.commit()?;
+            Ok(removed)
+        });
+        match result {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => {
+                let mut by_user: HashMap<String, Vec<u64>> = HashMap::new();
+                for (user, bytes) in removed {
+                    by_user.entry(user).or_default().push(bytes);
+                }
+                let mut n = 0;
+                for (user, bytes) in by_user {
+                    n += bytes.len() as u64;
+                    self.forget(&user, &bytes);
+                }
+                info!("delivery store: {n} messages expired");
+                self.stats.expired.fetch_add(n, Ordering::Relaxed);
+                self.publish();
+            }
+            Err(e) => {
+                self.store.rollback();
+                error!("delivery store: expiry failed: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64, user: &str, data: &str) -> Record {
+        Record {
+            id,
+            user: user.into(),
+            time_ms: now_ms(),
+            kind: "mail".into(),
+            sender: "{}".into(),
+            data: data.into(),
+        }
+    }
+
+    fn start(config: DeliveryConfig) -> (tempfile::TempDir, Writer, mio::Poll) {
+        let dir = tempfile::tempdir().unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let path = dir.path().join("d.db");
+        let w = Writer::start(&config, &path, Arc::default(), waker).unwrap();
+        (dir, w, poll)
+    }
+
+    fn wait(w: &Writer) -> Done {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(d) = w.try_recv() {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "no result from the writer");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn limits_refuse_with_their_key_and_drop_oldest_makes_room() {
+        let config = DeliveryConfig {
+            max_per_user: 2,
+            min_free_bytes: 0,
+            ..DeliveryConfig::default()
+        };
+        let (_dir, w, _poll) = start(config.clone());
+        let id = w.first_id;
+        let records = (0..3).map(|i| record(id + i, "bob", "1")).collect();
+        w.submit(Job::Store { ticket: 1, records }).unwrap();
+        let Done::Stored { ticket, results } = wait(&w) else {
+            panic!("not a store result")
+        };
+        assert_eq!(ticket, 1);
+        assert!(results[0].is_ok() && results[1].is_ok());
+        let e = results[2].clone().unwrap_err();
+        assert_eq!(e.code, ErrorCode::QueueFull);
+        assert_eq!(
+            e.error,
+            "bob's queue holds 2 messages, the most it may ([delivery] max_per_user)"
+        );
+        w.submit(Job::Ack {
+            ticket: 2,
+            user: "bob".into(),
+            ack: Ack::Upto(id),
+        })
+        .unwrap();
+        assert!(matches!(
+            wait(&w),
+            Done::Acked {
+                ticket: 2,
+                result: Ok(1)
+            }
+        ));
+
+        let (_dir, w, _poll) = start(DeliveryConfig {
+            full: FullPolicy::DropOldest,
+            ..config
+        });
+        let id = w.first_id;
+        let records = (0..3).map(|i| record(id + i, "bob", "1")).collect();
+        w.submit(Job::Store { ticket: 3, records }).unwrap();
+        let Done::Stored { results, .. } = wait(&w) else {
+            panic!("not a store result")
+        };
+        assert!(results.iter().all(Result::is_ok));
+        w.submit(Job::Load {
+            ticket: 4,
+            user: "bob".into(),
+            after: 0,
+            upto: u64::MAX,
+            max: 10,
+        })
+        .unwrap();
+        let Done::Loaded { result, .. } = wait(&w) else {
+            panic!("not a load")
+        };
+        let ids: Vec<u64> = result.unwrap().0.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [id + 1, id + 2]);
+    }
+}

@@ -1,0 +1,248 @@
+//! Storing pushes (PROTOCOL.md §4, "Stored delivery"), sans-io: which copies of a `sendClients`
+//! are kept (the type's `offline = "store"`, or `"store": true` in the answer), their durable
+//! message ids, and the report once the store has committed. The router hands the records to the
+//! server in [`Action::Store`]; the server's delivery thread writes them and the server calls
+//! [`Router::store_done`] with the results, so nothing is reported `stored` before its commit.
+//!
+//! Every recipient's copy of a storing push is written: a user with connections is sent it at
+//! once with its `msg` id (and listed in `delivered`), so that a connection that dies before its
+//! `bester.ack` gets it again on the next login; a user with none is listed in `stored` (or in
+//! `refused`, with why) once the commit is durable.
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::delivery::Record;
+use crate::protocol::durable::{Refused, StoreLists, client_store_reply, handler_store_report};
+use crate::protocol::groups::Recipients;
+use crate::protocol::write::{client_durable_push, sender_json};
+
+/// The router's side of the delivery store.
+#[derive(Debug, Default)]
+pub(super) struct Durable {
+    /// Whether the server keeps a store at all.
+    enabled: bool,
+    /// Types whose pushes are stored (`offline = "store"`).
+    types: HashSet<String>,
+    /// The next durable message id.
+    next_msg: u64,
+    /// Stores waiting for their commit, by ticket.
+    waiting: HashMap<u64, Waiting>,
+    next_ticket: u64,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    origin: Origin,
+    kind_of: String,
+    /// The data, for a sender that is also a recipient.
+    data: Option<String>,
+    delivered: Vec<String>,
+    /// Each record's user, and whether they had a connection.
+    users: Vec<(String, bool)>,
+}
+
+impl Router {
+    /// Keep a delivery store: message ids start at `first_msg`, and pushes of `types` store.
+    pub fn set_delivery(&mut self, first_msg: u64, types: impl IntoIterator<Item = String>) {
+        self.durable.enabled = true;
+        self.durable.next_msg = first_msg;
+        self.durable.types = types.into_iter().collect();
+    }
+
+    /// The last durable message id given out (a login's backlog ends there).
+    pub fn last_msg(&self) -> u64 {
+        self.durable.next_msg.saturating_sub(1)
+    }
+
+    /// Whether a push of `kind` (with the answer's `"store"`) is stored.
+    pub(super) fn stores(&self, kind: &str, asked: bool) -> bool {
+        asked || self.durable.types.contains(kind)
+    }
+
+    /// A storing `sendClients`: push to the users with connections (with `msg`), write every
+    /// recipient's copy, and answer `origin` once the store reports.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn push_storing(
+        &mut self,
+        origin: Origin,
+        to: &Recipients,
+        payload: &PayloadRef<'_>,
+        from: &Sender,
+        skip: Option<ConnId>,
+        sender_data: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let mut seen = HashSet::new();
+        let members: Vec<String> = to
+            .groups
+            .iter()
+            .flat_map(|g| self.groups.members(g))
+            .cloned()
+            .collect();
+        let from_json = sender_json(from);
+        let time_ms = crate::delivery::writer::now_ms();
+        let mut delivered = Vec::new();
+        let mut offline = Vec::new();
+        let mut records = Vec::new();
+        let mut users = Vec::new();
+        for user in to.users.iter().chain(members.iter()) {
+            if !seen.insert(user.clone()) {
+                continue;
+            }
+            let conns = self.presence.conns(user).map(|c| c.to_vec());
+            if !self.durable.enabled {
+                match conns {
+                    Some(conns) => {
+                        let push = client_push(&payload.kind, from, payload.data.as_deref());
+                        for conn in conns.iter().filter(|c| Some(**c) != skip) {
+                            out.push(Action::Send {
+                                to: *conn,
+                                body: push.clone(),
+                            });
+                        }
+                        delivered.push(user.clone());
+                    }
+                    None => offline.push(user.clone()),
+                }
+                continue;
+            }
+            if skip.is_some() && from.user.as_ref() == Some(user) {
+                // The sender itself: its data is in the reply, its other connections get a
+                // plain push, and nothing is kept for it.
+                if let Some(conns) = &conns {
+                    let push = client_push(&payload.kind, from, payload.data.as_deref());
+                    for conn in conns.iter().filter(|c| Some(**c) != skip) {
+                        out.push(Action::Send {
+                            to: *conn,
+                            body: push.clone(),
+                        });
+                    }
+                    delivered.push(user.clone());
+                }
+                continue;
+            }
+            let id = self.durable.next_msg;
+            self.durable.next_msg += 1;
+            if let Some(conns) = &conns {
+                let push = client_durable_push(
+                    &payload.kind,
+                    &from_json,
+                    payload.data.as_deref(),
+                    (id, time_ms),
+                    false,
+                );
+                for conn in conns.iter().filter(|c| Some(**c) != skip) {
+                    out.push(Action::Send {
+                        to: *conn,
+                        body: push.clone(),
+                    });
+                }
+                delivered.push(user.clone());
+            }
+            users.push((user.clone(), conns.is_some()));
+            records.push(Record {
+                id,
+                user: user.clone(),
+                time_ms,
+                kind: payload.kind.to_string(),
+                sender: from_json.clone(),
+                data: payload.data.as_deref().unwrap_or("null").to_string(),
+            });
+        }
+        let data = sender_data.then(|| payload.data.as_deref().map(str::to_string));
+        let waiting = Waiting {
+            origin,
+            kind_of: payload.kind.to_string(),
+            data: data.flatten(),
+            delivered,
+            users,
+        };
+        if !self.durable.enabled {
+            // No store here: the users with no connection are refused, and told why.
+            let refusal = Refused::new(
+                ErrorCode::StoreFailed,
+                "this server keeps no delivery store ([delivery])",
+            );
+            let refused: Vec<(String, Refused)> =
+                offline.into_iter().map(|u| (u, refusal.clone())).collect();
+            return self.report_store(&waiting, &[], &refused, out);
+        }
+        let ticket = self.durable.next_ticket;
+        self.durable.next_ticket += 1;
+        self.durable.waiting.insert(ticket, waiting);
+        out.push(Action::Store { ticket, records });
+    }
+
+    /// The store's results for the records of `ticket`, in order: the report goes out now.
+    pub fn store_done(
+        &mut self,
+        ticket: u64,
+        results: Vec<Result<(), Refused>>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(waiting) = self.durable.waiting.remove(&ticket) else {
+            return;
+        };
+        let mut stored = Vec::new();
+        let mut refused = Vec::new();
+        for ((user, online), result) in waiting.users.iter().zip(results) {
+            match (online, result) {
+                // Sent already; the copy kept (or not) only matters if the connection dies.
+                (true, _) => {}
+                (false, Ok(())) => stored.push(user.clone()),
+                (false, Err(why)) => refused.push((user.clone(), why)),
+            }
+        }
+        self.report_store(&waiting, &stored, &refused, out);
+    }
+
+    fn report_store(
+        &mut self,
+        waiting: &Waiting,
+        stored: &[String],
+        refused: &[(String, Refused)],
+        out: &mut Vec<Action>,
+    ) {
+        let lists = StoreLists {
+            delivered: &waiting.delivered,
+            offline: &[],
+            stored,
+            refused,
+        };
+        match &waiting.origin {
+            Origin::Client { conn, id } => {
+                self.stats.messages.answered(true);
+                let body = client_store_reply(
+                    id.as_deref(),
+                    &waiting.kind_of,
+                    &lists,
+                    waiting.data.as_deref(),
+                );
+                out.push(Action::Send { to: *conn, body });
+            }
+            Origin::Push { handler, id } => {
+                let body = handler_store_report(id.as_deref(), &lists);
+                out.push(Action::Send { to: *handler, body });
+            }
+            origin @ (Origin::Peer { .. } | Origin::Login { .. }) => {
+                // Across servers the ack keeps its lists: stored users count as offline there.
+                let offline: Vec<String> = stored
+                    .iter()
+                    .cloned()
+                    .chain(refused.iter().map(|(u, _)| u.clone()))
+                    .collect();
+                let outcome = Outcome {
+                    kind_of: Some(&waiting.kind_of),
+                    data: waiting.data.as_deref(),
+                    delivered: Some(&waiting.delivered),
+                    offline: Some(&offline),
+                    servers: None,
+                    failed: None,
+                };
+                let origin = origin.clone();
+                self.respond_ok(&origin, &outcome, out);
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The server's side of the delivery store (PROTOCOL.md §4, "Stored delivery"): it hands the
+//! router's [`Action::Store`] records to the delivery thread, gives the router the results when
+//! the loop is woken, sends a user's stored pushes when they log in (a batch at a time, the next
+//! batch after an ack), and answers `bester.ack`. Nothing here touches the disk: the thread of
+//! `delivery/writer.rs` does, and this module only calls its non-blocking `submit` / `try_recv`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use log::warn;
+use serde::Serialize;
+
+use crate::config::delivery::default_path;
+use crate::delivery::{Ack, DeliveryStats, Done, Job, Refusal, Writer};
+use crate::protocol::ErrorCode;
+use crate::protocol::durable::{AckRequest, parse_ack};
+use crate::protocol::error::ErrorBody;
+use crate::protocol::message::{ClientMessage, client_ok};
+use crate::protocol::write::client_durable_push;
+use crate::router::ConnId;
+
+use super::Server;
+
+/// Acknowledge stored pushes.
+pub const ACK: &str = "bester.ack";
+
+/// The delivery store as the loop sees it.
+pub(super) struct Delivery {
+    writer: Writer,
+    /// Stored pushes sent to one connection before waiting for an ack.
+    window: usize,
+    next_ticket: u64,
+    /// What each job in flight is for.
+    tickets: HashMap<u64, Purpose>,
+    /// Connections being sent their backlog: the user, the last id sent, the backlog's end,
+    /// whether more is left, and whether a read is in flight.
+    backlogs: HashMap<ConnId, Backlog>,
+    /// The store's figures.
+    pub stats: Arc<DeliveryStats>,
+}
+
+enum Purpose {
+    /// The router's store with its ticket.
+    Store(u64),
+    /// A client's `bester.ack`, answered with its id.
+    Ack(ConnId, Option<String>),
+    /// A batch of a connection's backlog.
+    Load(ConnId),
+    /// `besterd ctl queues` on this control connection.
+    Queues(usize),
+}
+
+struct Backlog {
+    user: String,
+    after: u64,
+    upto: u64,
+    more: bool,
+    reading: bool,
+}
+
+/// Open the store the configuration asks for (an error names the file and why: the server does
+/// not start).
+pub(super) fn open(
+    config: &crate::config::Config,
+    waker: Arc<mio::Waker>,
+) -> std::io::Result<Option<Delivery>> {
+    let Some(d) = &config.delivery else {
+        return Ok(None);
+    };
+    let path = d
+        .path
+        .clone()
+        .unwrap_or_else(|| default_path(&config.users));
+    let stats = Arc::new(DeliveryStats::default());
+    let writer = Writer::start(d, &path, Arc::clone(&stats), waker)
+        .map_err(|e| std::io::Error::other(format!("delivery store: {e}")))?;
+    Ok(Some(Delivery {
+        writer,
+        window: d.window,
+        next_ticket: 1,
+        tickets: HashMap::new(),
+        backlogs: HashMap::new(),
+        stats,
+    }))
+}
+
+impl Delivery {
+    /// The first message id of this run.
+    pub(super) fn first_id(&self) -> u64 {
+        self.writer.first_id
+    }
+
+    fn submit(&mut self, purpose: Purpose, job: impl FnOnce(u64) -> Job) -> bool {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        match self.writer.submit(job(ticket)) {
+            Ok(()) => {
+                self.tickets.insert(ticket, purpose);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn behind() -> Refusal {
+    Refusal::new(
+        ErrorCode::StoreFailed,
+        "the delivery store is behind (too many writes waiting); try again",
+    )
+}
+
+#[derive(Serialize)]
+struct Acked {
+    acked: usize,
+}
+
+impl Server {
+    /// Carry out [`crate::router::Action::Store`].
+    pub(super) fn store_records(&mut self, ticket: u64, records: Vec<crate::delivery::Record>) {
+        let n = records.len();
+        let Some(d) = &mut self.delivery else {
+            let results = vec![Err(behind()); n];
+            return self.router.store_done(ticket, results, &mut self.actions);
+        };
+        if !d.submit(Purpose::Store(ticket), |t| Job::Store {
+            ticket: t,
+            records,
+        }) {
+            d.stats
+                .refused
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            self.router
+                .store_done(ticket, vec![Err(behind()); n], &mut self.actions);
+        }
+    }
+
+    /// A client logged in as `user`: send what its queue holds (the ids up to now).
+    pub(super) fn backlog_start(&mut self, id: ConnId, user: &str) {
+        let upto = self.router.last_msg();
+        let Some(d) = &mut self.delivery else { return };
+        d.backlogs.insert(
+            id,
+            Backlog {
+                user: user.to_string(),
+                after: 0,
+                upto,
+                more: true,
+                reading: false,
+            },
+        );
+        self.backlog_next(id);
+    }
+
+    /// Read the next batch of `id`'s backlog, unless one is being read or none is left.
+    fn backlog_next(&mut self, id: ConnId) {
+        let Some(d) = &mut self.delivery else { return };
+        let window = d.window;
+        let Some(b) = d.backlogs.get_mut(&id) else {
+            return;
+        };
+        if b.reading || !b.more {
+            return;
+        }
+        let (user, after, upto) = (b.user.clone(), b.after, b.upto);
+        b.reading = true;
+        if !d.submit(Purpose::Load(id), |ticket| Job::Load {
+            ticket,
+            user,
+            after,
+            upto,
+            max: window,
+        }) {
+            // The thread is behind: the next ack (or login) asks again.
+            if let Some(b) = d.backlogs.get_mut(&id) {
+                b.reading = false;
+            }
+        }
+    }
+
+    /// A client connection closed.
+    pub(super) fn backlog_end(&mut self, id: ConnId) {
+        if let Some(d) = &mut self.delivery {
+            d.backlogs.remove(&id);
+        }
+    }
+
+    /// `bester.ack`: delete acknowledged messages of the client's user.
+    pub(super) fn builtin_ack(&mut self, id: ConnId, user: &str, msg: &ClientMessage) {
+        let reply_id = msg.id.as_deref().map(str::to_string);
+        let ack = match parse_ack(msg.payload.data.as_deref()) {
+            Ok(AckRequest::Ids(ids)) => Ack::Ids(ids),
+            Ok(AckRequest::Upto(upto)) => Ack::Upto(upto),
+            Err(error) => return self.reply_error(id, reply_id.as_deref(), &error),
+        };
+        let Some(d) = &mut self.delivery else {
+            let error = ErrorBody::new(
+                ErrorCode::StoreFailed,
+                "this server keeps no delivery store ([delivery])",
+            );
+            return self.reply_error(id, reply_id.as_deref(), &error);
+        };
+        let user = user.to_string();
+        if !d.submit(Purpose::Ack(id, reply_id.clone()), |ticket| Job::Ack {
+            ticket,
+            user,
+            ack,
+        }) {
+            let r = behind();
+            let error = ErrorBody::new(r.code, r.error);
+            self.reply_error(id, reply_id.as_deref(), &error);
+        }
+    }
+
+    /// The loop was woken: take every result the delivery thread has.
+    pub(super) fn delivery_results(&mut self) {
+        loop {
+            let Some(d) = &mut self.delivery else { return };
+            let Some(done) = d.writer.try_recv() else {
+                return;
+            };
+            let ticket = match &done {
+                Done::Stored { ticket, .. }
+                | Done::Acked { ticket, .. }
+                | Done::Loaded { ticket, .. }
+                | Done::Queues { ticket, .. } => *ticket,
+            };
+            let Some(purpose) = d.tickets.remove(&ticket) else {
+                continue;
+            };
+            match (purpose, done) {
+                (Purpose::Store(t), Done::Stored { results, .. }) => {
+                    self.router.store_done(t, results, &mut self.actions);
+                }
+                (Purpose::Ack(conn, reply_id), Done::Acked { result, .. }) => {
+                    match result {
+                        Ok(n) => {
+                            self.stats.messages.answered(true);
+                            let body =
+                                client_ok(reply_id.as_deref(), Some(ACK), &Acked { acked: n });
+                            self.send(conn, body);
+                        }
+                        Err(r) => {
+                            let error = ErrorBody::new(r.code, r.error);
+                            self.reply_error(conn, reply_id.as_deref(), &error);
+                        }
+                    }
+                    self.backlog_next(conn);
+                }
+                (Purpose::Load(conn), Done::Loaded { result, .. }) => {
+                    self.backlog_loaded(conn, result)
+                }
+                (Purpose::Queues(slot), Done::Queues { result, .. }) => {
+                    let answer = self.queues_answer(result);
+                    self.ctl_answer(slot, answer, std::time::Instant::now());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The store's figures, when there is one (for the metrics).
+    pub(super) fn delivery_stats(&self) -> Option<&DeliveryStats> {
+        self.delivery.as_ref().map(|d| &*d.stats)
+    }
+
+    /// `besterd ctl queues`: ask the delivery thread for every queue's figures.
+    pub(super) fn queues_start(&mut self, slot: usize) -> Result<(), String> {
+        let Some(d) = &mut self.delivery else {
+            return Err("this server keeps no delivery store ([delivery])".into());
+        };
+        if d.submit(Purpose::Queues(slot), |ticket| Job::Queues { ticket }) {
+            Ok(())
+        } else {
+            Err("the delivery store is behind (too many writes waiting); try again".into())
+        }
+    }
+
+    fn queues_answer(
+        &mut self,
+        result: Result<Vec<(String, crate::delivery::Depth)>, Refusal>,
+    ) -> Vec<u8> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let path = self.config.delivery.as_ref().map(|d| {
+            d.path
+                .clone()
+                .unwrap_or_else(|| default_path(&self.config.users))
+        });
+        let value = match (result, &self.delivery) {
+            (Ok(queues), Some(d)) => {
+                let rows: Vec<serde_json::Value> = queues
+                    .iter()
+                    .map(|(user, q)| {
+                        serde_json::json!({"user": user, "messages": q.count, "bytes": q.bytes, "oldest_ms": q.oldest_ms})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "ok": true,
+                    "now_ms": crate::delivery::writer::now_ms(),
+                    "store": {
+                        "path": path.map(|p| p.display().to_string()),
+                        "messages": d.stats.messages.load(Relaxed),
+                        "bytes": d.stats.bytes.load(Relaxed),
+                        "disk_bytes": d.stats.disk_bytes.load(Relaxed),
+                    },
+                    "queues": rows,
+                })
+            }
+            (Err(r), _) => serde_json::json!({"ok": false, "error": r.error}),
+            (_, None) => serde_json::json!({"ok": false, "error": "no delivery store"}),
+        };
+        let mut line = serde_json::to_vec(&value).expect("JSON");
+        line.push(b'\n');
+        line
+    }
+
+    fn backlog_loaded(
+        &mut self,
+        conn: ConnId,
+        result: Result<(Vec<crate::delivery::Record>, bool), Refusal>,
+    ) {
+        let Some(d) = &mut self.delivery else { return };
+        let Some(b) = d.backlogs.get_mut(&conn) else {
+            return;
+        };
+        b.reading = false;
+        let (records, more) = match result {
+            Ok(r) => r,
+            Err(r) => {
+                warn!("conn={conn} stored pushes not sent: {}", r.error);
+                b.more = false;
+                return;
+            }
+        };
+        b.more = more;
+        if let Some(last) = records.last() {
+            b.after = last.id;
+        }
+        d.stats
+            .delivered
+            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for r in records {
+            let body =
+                client_durable_push(&r.kind, &r.sender, Some(&r.data), (r.id, r.time_ms), true);
+            self.send(conn, body);
+        }
+    }
+}

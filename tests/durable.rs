@@ -1,0 +1,530 @@
+//! Durable delivery to offline users against the real daemon: pushes stored for users with no
+//! connection, delivered on their next login with `"stored": true`, acknowledged with
+//! `bester.ack`, delivered again when unacknowledged, kept across a restart, bounded, and a
+//! damaged store refused at start.
+
+mod common;
+
+use besterd::client::Client;
+use common::*;
+use serde_json::{Value, json};
+
+fn mail_handlers(extra: &str) -> String {
+    format!(
+        "[handlers.mail]\n{}\noffline = \"store\"\n[handlers.note]\n{}\n{extra}",
+        handler("python3", "tests/handlers/greeter.py"),
+        handler("python3", "tests/handlers/greeter.py"),
+    )
+}
+
+fn start(delivery: &str) -> Broker {
+    Broker::start_with(
+        "",
+        &mail_handlers(delivery),
+        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+    )
+}
+
+/// Nothing more is waiting for `client` from the store: an ack (answered after the backlog read
+/// that the login started) comes back before any push.
+fn no_more_pushes(client: &mut Client) {
+    client
+        .message("barrier", "bester.ack", &json!({"msgs": []}))
+        .unwrap();
+    let frame = client.recv().unwrap().expect("the ack's reply");
+    assert_eq!(frame["header"]["id"], "barrier", "{frame}");
+    assert_eq!(frame["data"], json!({"acked": 0}), "{frame}");
+}
+
+/// The next push on `client` (a deadline applies).
+fn push(client: &mut Client) -> Value {
+    let frame = client.recv().unwrap().expect("a push");
+    assert_eq!(frame["header"]["kind"], "push", "{frame}");
+    frame
+}
+
+fn mail(alice: &mut Client, id: &str, to: &[&str], n: u64) -> Value {
+    alice
+        .request(id, "mail", &json!({"to": to, "n": n}))
+        .unwrap()
+}
+
+#[test]
+fn stored_for_offline_users_delivered_on_login_and_deleted_on_ack() {
+    let b = start("");
+    let mut alice = b.login("alice", "alice-pw");
+    for n in 0..3 {
+        let reply = mail(&mut alice, &format!("m{n}"), &["bob"], n);
+        assert_eq!(reply["header"]["status"], "ok", "{reply}");
+        assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+        assert_eq!(reply["header"]["delivered"], json!([]), "{reply}");
+        assert_eq!(reply["header"]["offline"], json!([]), "{reply}");
+    }
+    let mut bob = b.login("bob", "bob-pw");
+    let got: Vec<Value> = (0..3).map(|_| push(&mut bob)).collect();
+    for (n, p) in got.iter().enumerate() {
+        assert_eq!(p["header"]["type"], "mail");
+        assert_eq!(p["header"]["stored"], true);
+        assert_eq!(p["header"]["from"]["user"], "alice");
+        assert!(p["header"]["time"].as_u64().unwrap() > 1_600_000_000_000);
+        assert_eq!(p["data"]["n"], n as u64, "in order");
+    }
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|p| p["header"]["msg"].as_str().unwrap())
+        .collect();
+    // One by id, then the rest cumulatively.
+    let ack = bob
+        .request("a1", "bester.ack", &json!({"msgs": [ids[0]]}))
+        .unwrap();
+    assert_eq!(ack["data"], json!({"acked": 1}), "{ack}");
+    let ack = bob
+        .request("a2", "bester.ack", &json!({"upto": ids[2]}))
+        .unwrap();
+    assert_eq!(ack["data"], json!({"acked": 2}), "{ack}");
+    drop(bob);
+    let mut bob = b.login("bob", "bob-pw");
+    no_more_pushes(&mut bob);
+}
+
+#[test]
+fn unacked_pushes_come_again_and_survive_a_restart() {
+    let mut b = start("");
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = mail(&mut alice, "m", &["bob"], 7);
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    let first = {
+        let mut bob = b.login("bob", "bob-pw");
+        push(&mut bob)["header"]["msg"].clone()
+        // bob's connection dies here without an ack.
+    };
+    drop(alice);
+    b.restart();
+    let mut bob = b.login("bob", "bob-pw");
+    let again = push(&mut bob);
+    assert_eq!(again["header"]["msg"], first);
+    assert_eq!(again["data"]["n"], 7);
+    // An online user gets a storing push at once, with its id; unacked, it comes again.
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = mail(&mut alice, "m2", &["bob"], 8);
+    assert_eq!(reply["header"]["delivered"], json!(["bob"]), "{reply}");
+    let live = push(&mut bob);
+    assert_eq!(live["data"]["n"], 8);
+    assert!(live["header"]["msg"].is_string(), "{live}");
+    assert!(live["header"].get("stored").is_none(), "{live}");
+    drop(bob);
+    let mut bob = b.login("bob", "bob-pw");
+    let (a, c) = (push(&mut bob), push(&mut bob));
+    assert_eq!(
+        (a["data"]["n"].clone(), c["data"]["n"].clone()),
+        (json!(7), json!(8))
+    );
+    assert_eq!(c["header"]["msg"], live["header"]["msg"]);
+}
+
+#[test]
+fn store_true_in_the_answer_stores_for_a_type_that_does_not() {
+    let b = start("");
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = alice
+        .request("1", "note", &json!({"to": ["bob"], "n": 1}))
+        .unwrap();
+    assert_eq!(reply["header"]["offline"], json!(["bob"]), "{reply}");
+    assert!(reply["header"].get("stored").is_none(), "{reply}");
+    let reply = alice
+        .request("2", "note", &json!({"to": ["bob"], "n": 2, "store": true}))
+        .unwrap();
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    let mut bob = b.login("bob", "bob-pw");
+    assert_eq!(push(&mut bob)["data"]["n"], 2);
+}
+
+#[test]
+fn a_full_queue_is_refused_with_queue_full() {
+    let b = start("[delivery]\nmax_per_user = 2\n");
+    let mut alice = b.login("alice", "alice-pw");
+    for n in 0..2 {
+        let reply = mail(&mut alice, &format!("m{n}"), &["bob"], n);
+        assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    }
+    let reply = mail(&mut alice, "m2", &["bob"], 2);
+    assert_eq!(reply["header"]["stored"], json!([]), "{reply}");
+    assert_eq!(
+        reply["header"]["refused"],
+        json!([{"user": "bob", "code": "queue_full",
+                "error": "bob's queue holds 2 messages, the most it may ([delivery] max_per_user)"}]),
+        "{reply}"
+    );
+}
+
+#[test]
+fn a_message_over_the_byte_limit_is_refused() {
+    let b = start("[delivery]\nmax_bytes_per_user = 200\n");
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = alice
+        .request("1", "mail", &json!({"to": ["bob"], "pad": "x".repeat(300)}))
+        .unwrap();
+    let refused = &reply["header"]["refused"][0];
+    assert_eq!(refused["code"], "queue_full", "{reply}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("bytes is over the limit of 200 bytes for one user's queue ([delivery] max_bytes_per_user)"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn expired_messages_are_not_delivered() {
+    let b = start("[delivery]\nmax_age_s = 1\n");
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = mail(&mut alice, "m", &["bob"], 1);
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    eventually("the message expires", || {
+        b.log()
+            .contains("delivery store: 1 messages expired")
+            .then_some(())
+    });
+    let mut bob = b.login("bob", "bob-pw");
+    no_more_pushes(&mut bob);
+}
+
+#[test]
+fn a_corrupt_store_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bad.db");
+    std::fs::write(&db, vec![0x42u8; 8192]).unwrap();
+    let mut b = Broker::launch_with(
+        "test",
+        "127.0.0.1:0",
+        "",
+        &mail_handlers(&format!(
+            "[delivery]\npath = {:?}\n",
+            db.display().to_string()
+        )),
+        &[("bob", "bob-pw")],
+        &Launch {
+            wait_ready: false,
+            ..Launch::default()
+        },
+    );
+    let status = b.wait_exit();
+    assert!(!status.success(), "{status}");
+    let log = b.log();
+    assert!(
+        log.contains(&format!(
+            "delivery store: {} is not a usable delivery store (file is not a database); move it away to start with an empty one, or restore a backup",
+            db.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        vec![0x42u8; 8192],
+        "never reset"
+    );
+}
+
+#[test]
+fn bad_acks_are_refused_exactly() {
+    let b = start("");
+    let mut bob = b.login("bob", "bob-pw");
+    let e = bob
+        .request("1", "bester.ack", &json!({"msgs": ["x"]}))
+        .unwrap();
+    assert_eq!(code(&e), "invalid_message", "{e}");
+    assert_eq!(
+        e["data"]["error"],
+        "bad data for \"bester.ack\": \"x\" is not a message id"
+    );
+    // Another user's message ids delete nothing.
+    let ok = bob
+        .request("2", "bester.ack", &json!({"upto": "18446744073709551615"}))
+        .unwrap();
+    assert_eq!(ok["data"], json!({"acked": 0}), "{ok}");
+}
+
+/// Unmounts the small file system at the end of the test.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_new_messages_and_acks_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "SKIPPED a_full_disk_refuses_new_messages_and_acks_still_work: cannot mount a tmpfs here (needs root)"
+        );
+        return;
+    }
+    let _mount = Mount(mnt.clone());
+    let db = mnt.join("delivery.db");
+    let b = start(&format!(
+        "[delivery]\npath = {:?}\nmin_free_bytes = 131072\n",
+        db.display().to_string()
+    ));
+    let mut alice = b.login("alice", "alice-pw");
+    let pad = "x".repeat(40_000);
+    let mut stored = 0;
+    let refused = loop {
+        let reply = alice
+            .request(
+                &format!("m{stored}"),
+                "mail",
+                &json!({"to": ["bob"], "pad": pad}),
+            )
+            .unwrap();
+        assert_eq!(reply["header"]["status"], "ok", "{reply}");
+        if reply["header"]["stored"] == json!(["bob"]) {
+            stored += 1;
+            assert!(stored < 100, "a 1 MiB file system never filled");
+            continue;
+        }
+        break reply["header"]["refused"][0].clone();
+    };
+    assert!(stored > 3, "only {stored} stored");
+    assert_eq!(refused["code"], "store_failed", "{refused}");
+    let text = refused["error"].as_str().unwrap();
+    assert!(
+        text.starts_with("the disk holding the delivery store is full (")
+            && text.ends_with(
+                " bytes free, 131072 kept for acknowledgements: [delivery] min_free_bytes)"
+            ),
+        "{text}"
+    );
+    // The acks (deletes) still go through, and then there is room again.
+    // A batch at a time (about 512 KiB here), the next after an ack.
+    let mut bob = b.login("bob", "bob-pw");
+    for i in 0..stored {
+        let msg = push(&mut bob)["header"]["msg"].clone();
+        let ack = bob
+            .request(&format!("a{i}"), "bester.ack", &json!({"msgs": [msg]}))
+            .unwrap();
+        assert_eq!(ack["data"], json!({"acked": 1}), "{ack}");
+    }
+    no_more_pushes(&mut bob);
+    drop(bob);
+    let reply = alice
+        .request("again", "mail", &json!({"to": ["bob"], "pad": pad}))
+        .unwrap();
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+}
+
+#[test]
+fn a_store_path_that_is_a_symbolic_link_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("delivery.db");
+    std::os::unix::fs::symlink(dir.path().join("target.db"), &link).unwrap();
+    let mut b = Broker::launch_with(
+        "test",
+        "127.0.0.1:0",
+        "",
+        &mail_handlers(&format!(
+            "[delivery]\npath = {:?}\n",
+            link.display().to_string()
+        )),
+        &[("bob", "bob-pw")],
+        &Launch {
+            wait_ready: false,
+            ..Launch::default()
+        },
+    );
+    assert!(!b.wait_exit().success());
+    let log = b.log();
+    assert!(log.contains("is a symbolic link"), "{log}");
+    assert!(
+        !dir.path().join("target.db").exists(),
+        "nothing created through the link"
+    );
+}
+
+#[test]
+fn operators_see_the_queues_and_the_metrics() {
+    let b = Broker::start_with(
+        "",
+        &mail_handlers("[monitor]\nlisten = \"127.0.0.1:0\"\n"),
+        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+    );
+    let mut alice = b.login("alice", "alice-pw");
+    for n in 0..2 {
+        let reply = mail(&mut alice, &format!("m{n}"), &["bob"], n);
+        assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    }
+    let socket = b.dir.path().join("run/besterd.ctl");
+    let ctl = |json: bool| {
+        let mut args = vec!["ctl", "--socket", socket.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        args.push("queues");
+        let out = besterd_cmd(&args, None);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let answer: Value = serde_json::from_str(&ctl(true)).unwrap();
+    let q = &answer["queues"];
+    assert_eq!(q.as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(q[0]["user"], "bob");
+    assert_eq!(q[0]["messages"], 2);
+    assert!(q[0]["oldest_ms"].as_u64().is_some(), "{answer}");
+    assert_eq!(answer["store"]["messages"], 2, "{answer}");
+    let text = ctl(false);
+    assert!(text.starts_with("delivery store "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["bob", "2"])),
+        "{text}"
+    );
+
+    let log = b.log();
+    let marker = "monitor: listening on http://";
+    let at = log.find(marker).expect("monitor line in the log") + marker.len();
+    let addr = &log[at..at + log[at..].find(' ').unwrap()];
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut metrics = String::new();
+    let _ = stream.read_to_string(&mut metrics);
+    for line in [
+        "besterd_delivery_stored_total 2",
+        "besterd_delivery_messages 2",
+        "besterd_delivery_refused_total 0",
+        "besterd_delivery_expired_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("besterd_delivery_disk_bytes "),
+        "{metrics}"
+    );
+}
+
+/// A small deterministic generator for the kill moments (the seed is printed).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// kill -9 while pushes to an offline user are being stored, `BESTER_CRASH_KILLS` times (10 by
+/// default; `scripts/crash-durable.sh` runs 200): every push reported `stored` is delivered
+/// exactly once to a client that acks, and nothing that was never sent appears.
+#[test]
+fn kill_9_while_storing_loses_nothing_reported_stored() {
+    let kills: u64 = std::env::var("BESTER_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let seed = std::env::var("BESTER_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("crash test: {kills} kills, seed {seed}");
+    let mut rng = Rng(seed);
+    let mut b = start("");
+    let mut next = 0u64;
+    let mut reported = std::collections::BTreeSet::new();
+    let mut in_doubt = 0u64;
+    for _ in 0..kills {
+        let mut alice = b.login("alice", "alice-pw");
+        // Pipelined: up to 16 requests in flight; the kill comes after a random number of
+        // replies, with the rest of the window unanswered.
+        let stop_after = rng.below(64);
+        let mut answered = 0;
+        let mut waiting = std::collections::VecDeque::new();
+        while answered < stop_after {
+            while waiting.len() < 16 {
+                alice
+                    .message(
+                        &next.to_string(),
+                        "mail",
+                        &json!({"to": ["bob"], "n": next}),
+                    )
+                    .unwrap();
+                waiting.push_back(next);
+                next += 1;
+            }
+            let reply = alice.recv().unwrap().expect("a reply");
+            let n: u64 = reply["header"]["id"].as_str().unwrap().parse().unwrap();
+            assert_eq!(waiting.pop_front(), Some(n), "replies in order");
+            if reply["header"]["stored"] == json!(["bob"]) {
+                reported.insert(n);
+            }
+            answered += 1;
+        }
+        in_doubt += waiting.len() as u64;
+        b.kill_and_restart();
+    }
+    let mut bob = b.login("bob", "bob-pw");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut i = 0;
+    loop {
+        // The ack answers after the backlog read before it: no push after it means no more.
+        let ack_id = format!("a{i}");
+        i += 1;
+        bob.message(&ack_id, "bester.ack", &json!({"msgs": []}))
+            .unwrap();
+        let mut got = Vec::new();
+        loop {
+            let frame = bob.recv().unwrap().expect("a frame");
+            if frame["header"]["id"] == json!(ack_id) {
+                break;
+            }
+            assert_eq!(frame["header"]["stored"], true, "{frame}");
+            got.push(frame);
+        }
+        if got.is_empty() {
+            break;
+        }
+        let ids: Vec<Value> = got.iter().map(|p| p["header"]["msg"].clone()).collect();
+        for p in &got {
+            let n = p["data"]["n"].as_u64().unwrap();
+            assert!(n < next, "{n} was never sent");
+            assert!(seen.insert(n), "{n} delivered twice to a client that acks");
+        }
+        let ack = bob
+            .request(&format!("ack{i}"), "bester.ack", &json!({"msgs": ids}))
+            .unwrap();
+        assert_eq!(ack["data"]["acked"], got.len(), "{ack}");
+    }
+    let lost: Vec<&u64> = reported.difference(&seen).collect();
+    assert!(
+        lost.is_empty(),
+        "reported stored, never delivered: {lost:?}"
+    );
+    eprintln!(
+        "crash test: {kills} kills, {next} sent, {} reported stored, {} delivered, {in_doubt} unanswered at a kill, 0 lost, 0 duplicates",
+        reported.len(),
+        seen.len()
+    );
+}
