@@ -11,7 +11,8 @@
 #       BENCH_SCENARIOS narrow it down (see benches/compare/mod.rs).
 #   scripts/bench.sh federation-compare
 #       across servers, besterd peers a↔b beside a 2-node nats-server cluster (routes on
-#       loopback), C peers as in `compare`: delivery at window 1 and 64 (and besterd on one server,
+#       loopback), C peers as in `compare`: delivery at window 1 and 64 (also with a's handler
+#       naming the user on b, `sendClients ["u1@b"]`, besterd on one server,
 #       and a chain a→b→c), request-reply with the responder on the other server at window 64;
 #       every message checked, fresh servers, 3 interleaved runs, medians; BENCH_FED narrows it
 #       down (see benches/federation/mod.rs)

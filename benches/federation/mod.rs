@@ -8,6 +8,10 @@
 //! - `besterd`: servers a and b linked as peers; a's handler (`echo bester sendServers ["b"]`)
 //!   sends each message to b, whose handler (`echo bester sendClients ["u1"]`) delivers it to u1
 //!   on b. The sender gets a's report for each message (b's `delivered: ["u1"]`).
+//! - `direct`: the same two servers, but a's handler (`echo bester sendClients ["u1@b"]`) names
+//!   the user on b: a delivers over the peer link and b pushes to u1 without its handler (a
+//!   delivery frame and its ack instead of a message, b's handler and its answer). The sender
+//!   gets a's reply (`delivered: ["u1@b"]`).
 //! - `local`: besterd's own single server: a's handler delivers to u1 on a (the p50 goal's base).
 //! - `chain`: a → b → c (b's handler sends on to c, c's delivers), within the hop limit.
 //!
@@ -23,7 +27,7 @@
 //! interleaved (every system once per run), medians of the runs, ratios per run.
 //!
 //! Environment: `BENCH_ECHO` (required), `BENCH_SECS` (default 3), `BENCH_RUNS` (default 3),
-//! `BENCH_FED` (comma list of nats,besterd,local,chain,nats-rr,besterd-rr; default all),
+//! `BENCH_FED` (comma list of nats,besterd,direct,local,chain,nats-rr,besterd-rr; default all),
 //! `BENCH_WINDOWS` (default `1,64`),
 //! `BENCH_NATS` (nats-server binary).
 
@@ -47,7 +51,7 @@ use crate::compare::{
 const SECRET: &str = "bench-federation-secret-0123";
 const FED_SUBJECT: &str = "bench.fed";
 const WARM_SUBJECT: &str = "bench.warm";
-const DELIVERY: [&str; 4] = ["nats", "besterd", "local", "chain"];
+const DELIVERY: [&str; 5] = ["nats", "besterd", "direct", "local", "chain"];
 const REQUEST_REPLY: [&str; 2] = ["nats-rr", "besterd-rr"];
 
 /// How the two ends talk.
@@ -172,6 +176,12 @@ fn start_besterd(system: &str) -> Setup {
                 vec![a, b],
                 r#""servers":{"b":{"status":"ok","delivered":["u1"],"offline":[]}}"#,
             )
+        }
+        "direct" => {
+            let a = besterd("a", &["sendClients", r#"["u1@b"]"#], &[("b", None)]);
+            let b = besterd("b", &[], &[("a", Some(a.addr))]);
+            wait_for_peers(&a, &["b"]);
+            (vec![a, b], r#""delivered":["u1@b"],"offline":[]"#)
         }
         "chain" => {
             let a = besterd("a", &["sendServers", r#"["b"]"#], &[("b", None)]);
@@ -770,10 +780,17 @@ pub fn federation_compare() -> Value {
         );
     }
     for w in [1, 64] {
-        if plan.contains(&("besterd", w)) && plan.contains(&("local", w)) {
-            let p = ratio("besterd", "local", w, "p50_us");
-            println!("window {w}: p50 across a↔b ÷ p50 on one server = {p:.2} (goal ≤ 2)");
-            table.insert(format!("p50_over_local_w{w}"), json!(p));
+        for (system, key) in [
+            ("besterd", "p50_over_local"),
+            ("direct", "direct_p50_over_local"),
+        ] {
+            if plan.contains(&(system, w)) && plan.contains(&("local", w)) {
+                let p = ratio(system, "local", w, "p50_us");
+                println!(
+                    "window {w}: p50 of {system} across a↔b ÷ p50 on one server = {p:.2} (goal ≤ 2)"
+                );
+                table.insert(format!("{key}_w{w}"), json!(p));
+            }
         }
     }
     println!(
