@@ -55,6 +55,10 @@ const (
 	CodeForbidden = "forbidden"
 	// CodeLimitReached: a bound of presence or groups would be passed; the text says which.
 	CodeLimitReached = "limit_reached"
+	// CodeQueueFull: a stored push was refused, the user's queue is full (reported per user).
+	CodeQueueFull = "queue_full"
+	// CodeStoreFailed: the delivery store could not take a push (disk full, store behind).
+	CodeStoreFailed = "store_failed"
 )
 
 // The library's own codes: failures the client sees without a server answer.
@@ -74,4 +78,4 @@ const (
 )
 
 // ServerCodes lists every code the server may answer, in the order of PROTOCOL.md §8.
-var ServerCodes = []string{CodeFrameTooLarge, CodeInvalidUTF8, CodeInvalidJSON, CodeInvalidMessage, CodeUnknownScope, CodeNotIdentified, CodeAlreadyIdentified, CodeBadIdentifyType, CodeAuthFailed, CodeIdentifyTimeout, CodeIdleTimeout, CodeRateLimited, CodeTooManyConnections, CodeUnknownType, CodeReservedType, CodeHandlerNotRunning, CodeHandlerUnavailable, CodeHandlerTimeout, CodeHandlerBusy, CodeHandlerError, CodeBadHandlerReply, CodeHandlerLoop, CodeChainTooDeep, CodeUnknownPeer, CodePeerUnreachable, CodePeerUnavailable, CodePeerTimeout, CodeHopLimit, CodeForgedOrigin, CodeServerBusy, CodeSlowConsumer, CodeShuttingDown, CodeSessionRevoked, CodeKicked, CodeTokenLoginsOff, CodeTokenMalformed, CodeTokenUnknownKey, CodeTokenBadSignature, CodeTokenExpired, CodeTokenNotYetValid, CodeTokenWrongAudience, CodeTokenWrongIssuer, CodeResumeExpired, CodeResumeRefused, CodeSessionExpired, CodeRedirected, CodeForbidden, CodeLimitReached, CodeInternalError}
+var ServerCodes = []string{CodeFrameTooLarge, CodeInvalidUTF8, CodeInvalidJSON, CodeInvalidMessage, CodeUnknownScope, CodeNotIdentified, CodeAlreadyIdentified, CodeBadIdentifyType, CodeAuthFailed, CodeIdentifyTimeout, CodeIdleTimeout, CodeRateLimited, CodeTooManyConnections, CodeUnknownType, CodeReservedType, CodeHandlerNotRunning, CodeHandlerUnavailable, CodeHandlerTimeout, CodeHandlerBusy, CodeHandlerError, CodeBadHandlerReply, CodeHandlerLoop, CodeChainTooDeep, CodeUnknownPeer, CodePeerUnreachable, CodePeerUnavailable, CodePeerTimeout, CodeHopLimit, CodeForgedOrigin, CodeServerBusy, CodeSlowConsumer, CodeShuttingDown, CodeSessionRevoked, CodeKicked, CodeTokenLoginsOff, CodeTokenMalformed, CodeTokenUnknownKey, CodeTokenBadSignature, CodeTokenExpired, CodeTokenNotYetValid, CodeTokenWrongAudience, CodeTokenWrongIssuer, CodeResumeExpired, CodeResumeRefused, CodeSessionExpired, CodeRedirected, CodeForbidden, CodeLimitReached, CodeQueueFull, CodeStoreFailed, CodeInternalError}

@@ -147,6 +147,9 @@ func TestServerToClientMessageVectors(t *testing.T) {
 		}
 		n++
 		f, err := parseIn([]byte(c.JSON))
+		if err == nil && f.Header.ID == nil && f.Header.Status == "ok" && bytes.Contains(f.Data, []byte(`"resume"`)) {
+			continue // an identify reply (the login's own vectors check those)
+		}
 		if err != nil || f.Header.Kind != "reply" || f.Header.ID == nil || *f.Header.ID != "42" {
 			t.Fatalf("%s: %v %+v", c.Name, err, f)
 		}
