@@ -18,7 +18,7 @@ use super::instance::{Conn, Frame, Instance, MAX_FRAME, Next, Program, canonical
 use crate::protocol::ErrorCode;
 use crate::protocol::encode_frame;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::{handler_delivery_report, handler_error_report};
+use crate::protocol::handler::{handler_delivery_report, handler_error_report};
 use crate::protocol::write::handler_login_request;
 
 /// How long after its answers a handler is watched for frames it must not send.

@@ -29,8 +29,8 @@ use crate::handler::supervisor::STRIPPED_ENV;
 use crate::net::local::{bind_private, peer_cred, uid_allowed};
 use crate::protocol::ErrorCode;
 use crate::protocol::FrameDecoder;
-use crate::protocol::message::parse_handler_message;
-use crate::protocol::message::{Command as Cmd, Status, handler_delivery_report};
+use crate::protocol::handler::{Command as Cmd, handler_delivery_report, parse_handler_message};
+use crate::protocol::message::Status;
 use crate::protocol::peer::{ServerReport, ServerReports};
 use crate::{fsutil, protocol};
 
@@ -592,7 +592,7 @@ impl Conn {
 /// and `id` if given, and `payload` with `data` (`null` when missing). Two frames besterd cannot
 /// tell apart compare equal (`"0"` and `"ok"`, a missing `command` and `"reply"`, the command
 /// object form and `commandData`, a missing `data` and `null`).
-pub fn canonical(msg: &crate::protocol::message::HandlerMessage<'_>) -> Value {
+pub fn canonical(msg: &crate::protocol::handler::HandlerMessage<'_>) -> Value {
     let mut header = serde_json::Map::new();
     let status = if msg.status == Status::Ok {
         "ok"

@@ -12,6 +12,7 @@ pub mod error;
 pub mod features;
 pub mod frame;
 pub mod groups;
+pub mod handler;
 pub mod login;
 pub mod message;
 pub mod peer;

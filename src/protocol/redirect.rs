@@ -123,7 +123,7 @@ pub fn client_redirect(id: Option<&str>, url: &str, token: Option<&str>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::message::{Command, parse_handler_message};
+    use crate::protocol::handler::{Command, parse_handler_message};
 
     fn parse(command_data: &str) -> Result<Command, String> {
         let frame = format!(
@@ -223,7 +223,7 @@ mod vectors {
     use serde_json::Value;
 
     use super::*;
-    use crate::protocol::message::{Command, parse_handler_message};
+    use crate::protocol::handler::{Command, parse_handler_message};
 
     fn vector() -> Value {
         serde_json::from_str(include_str!("../../protocol/vectors/redirect.json")).unwrap()

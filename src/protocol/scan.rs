@@ -23,9 +23,8 @@
 use std::borrow::Cow;
 
 use super::groups::Recipients;
-use super::message::{
-    ClientMessage, Command, HandlerMessage, MAX_ID_LEN, PayloadRef, Scope, Status, valid_type,
-};
+use super::handler::{Command, HandlerMessage};
+use super::message::{ClientMessage, MAX_ID_LEN, PayloadRef, Scope, Status, valid_type};
 use super::validate::MAX_DEPTH;
 
 /// Objects with more keys than this are left to the full path.

@@ -263,7 +263,8 @@ mod tests {
     #[test]
     fn frame_parsers_refuse_what_check_refuses_with_its_text() {
         use crate::protocol::ErrorCode;
-        use crate::protocol::message::{parse_handler_message, parse_inbound, parse_json};
+        use crate::protocol::handler::parse_handler_message;
+        use crate::protocol::message::{parse_inbound, parse_json};
         use serde::de::IgnoredAny;
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
         let client = [

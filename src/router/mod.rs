@@ -43,10 +43,8 @@ use serde_json::value::RawValue;
 
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::{
-    ClientMessage, Command, HandlerMessage, Info, PayloadRef, Scope, Sender, Status,
-    handler_error_report,
-};
+use crate::protocol::handler::{Command, HandlerMessage, handler_error_report};
+use crate::protocol::message::{ClientMessage, Info, PayloadRef, Scope, Sender, Status};
 use crate::protocol::redirect::RedirectToken;
 use crate::protocol::write::{client_push, handler_login_request, handler_request};
 use crate::stats::{HandlerStats, RequestOutcome, RouterStats};

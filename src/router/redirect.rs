@@ -104,7 +104,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::protocol::message::{Inbound, parse_handler_message, parse_inbound};
+    use crate::protocol::handler::parse_handler_message;
+    use crate::protocol::message::{Inbound, parse_inbound};
 
     const ALICE: ConnId = ConnId {
         slot: 1,

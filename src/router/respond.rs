@@ -6,7 +6,8 @@ use serde::Serialize;
 use super::{Action, Origin, Router};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::message::{client_error, handler_delivery_report_with, handler_error_report};
+use crate::protocol::handler::{handler_delivery_report_with, handler_error_report};
+use crate::protocol::message::client_error;
 use crate::protocol::peer::{AckContent, ServerReports, UserFailures, ack_error, ack_ok};
 use crate::protocol::write::{client_reply, client_report_reply};
 

@@ -8,9 +8,8 @@ use log::{debug, info, warn};
 
 use crate::net::Stream;
 use crate::net::local::{allowed_text, peer_cred, uid_allowed};
-use crate::protocol::message::{
-    handler_error_report, handler_request_token, parse_handler_message,
-};
+use crate::protocol::handler::{handler_error_report, parse_handler_message};
+use crate::protocol::message::handler_request_token;
 
 use super::Server;
 use super::conn::Role;

@@ -4,7 +4,8 @@
 use serde_json::Value;
 
 use super::*;
-use crate::protocol::message::{Inbound, parse_handler_message_full, parse_inbound_full};
+use crate::protocol::handler::parse_handler_message_full;
+use crate::protocol::message::{Inbound, parse_inbound_full};
 
 /// Run both readers on a client frame; `Some(true)` when the fast lane read it.
 fn client_agrees(text: &str) -> bool {
