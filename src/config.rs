@@ -13,17 +13,20 @@ use serde::Deserialize;
 pub mod auth;
 mod checks;
 pub mod federation;
+mod handlers;
 pub mod listeners;
+mod peers;
 pub mod presence;
 
+pub use handlers::{FileHandler, HandlerConfig, HandlerSource};
 pub use listeners::{ListenerConfig, ListenerKind, PeerTls, StaticFiles, TlsFiles};
+pub use peers::{FilePeer, PeerConfig};
 
 use crate::cli::ServeArgs;
 
 pub mod delivery;
 pub mod diff;
-use crate::protocol::message::{RESERVED_PREFIX, validate_type};
-use crate::router::{Correlate, HandlerMode};
+use crate::protocol::message::validate_type;
 
 /// The configuration built into the binary, used by `besterd serve` without `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -91,54 +94,6 @@ pub struct MonitorConfig {
     pub timeout: Duration,
     /// Host names answered besides IP literals and `localhost`.
     pub hosts: Vec<String>,
-}
-
-/// `[peers.<name>]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilePeer {
-    /// `host:port` to dial; without it this server only accepts the peer's connection.
-    pub address: Option<String>,
-    /// The secret shared with the peer.
-    pub secret: Option<String>,
-    /// A file holding the secret (e.g. from systemd `LoadCredential=`); trailing newline ignored.
-    pub secret_file: Option<PathBuf>,
-    /// Dial the peer over TLS (it must listen with a `tls` listener).
-    pub tls: Option<bool>,
-    /// With tls: trust peer certificates issued by the CAs in this PEM file.
-    pub ca: Option<PathBuf>,
-    /// With tls: trust exactly the certificate with this SHA-256 fingerprint.
-    pub fingerprint: Option<String>,
-    /// With tls and ca: the name the certificate must carry (default: the address's host).
-    pub server_name: Option<String>,
-    /// The payload types the peer may send this server (default: any).
-    pub allow_types: Option<Vec<String>>,
-}
-
-/// One validated federation peer.
-#[derive(Clone)]
-pub struct PeerConfig {
-    /// Where to dial it, if this server dials.
-    pub address: Option<SocketAddr>,
-    /// The shared secret.
-    pub secret: Vec<u8>,
-    /// Where the secret was read from (`None`: written inline in the configuration).
-    pub secret_file: Option<PathBuf>,
-    /// Dial over TLS with these settings.
-    pub tls: Option<PeerTls>,
-    /// `allow_types`: the payload types the peer may send this server (`None`: any).
-    pub allow_types: Option<Vec<String>>,
-}
-
-impl fmt::Debug for PeerConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PeerConfig")
-            .field("address", &self.address)
-            .field("tls", &self.tls)
-            .field("allow_types", &self.allow_types)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
 }
 
 /// Words that mark a configuration line as one that may hold a secret.
@@ -234,45 +189,6 @@ pub struct BootstrapUser {
     pub password_hash: String,
 }
 
-/// `[handlers.<type>]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileHandler {
-    /// Program and arguments to start (besterd supervises it).
-    pub command: Option<Vec<String>>,
-    /// Socket path for a handler started elsewhere (besterd only listens).
-    pub socket: Option<PathBuf>,
-    /// How many processes to start.
-    pub processes: Option<usize>,
-    /// Extra environment for the processes.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Working directory for the processes.
-    pub cwd: Option<PathBuf>,
-    /// Requests in flight to one handler connection before `handler_busy` (with `connect`:
-    /// dialled connections open at once).
-    pub max_inflight: Option<usize>,
-    /// How answers are matched to requests: `"request"` (the token, default), `"order"` (one
-    /// request in flight per connection) or `"connection"` (one dialled connection per request).
-    pub correlate: Option<String>,
-    /// A socket the handler listens on; besterd dials it for every request.
-    pub connect: Option<PathBuf>,
-    /// `order` and `connection`: requests waiting for a free connection before `handler_busy`.
-    pub max_queued: Option<usize>,
-    /// Another user id (besides this daemon's and root) whose processes may connect to the
-    /// type's socket, and who may own a `connect` socket.
-    pub uid: Option<u32>,
-    /// Who may send messages of this type (`"*"`, `"user:NAME"`, `"group:NAME"`); absent:
-    /// everyone.
-    pub allow: Option<Vec<String>>,
-    /// Who may not (wins over `allow`).
-    #[serde(default)]
-    pub deny: Vec<String>,
-    /// A push of this type to a user with no connection: `"drop"` (default, reported
-    /// `offline`) or `"store"` (kept in the delivery store, reported `stored`).
-    pub offline: Option<String>,
-}
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -342,45 +258,6 @@ pub struct Config {
     pub federation: crate::router::DirectoryConfig,
     /// `[delivery]`: `None` when no store is kept.
     pub delivery: Option<crate::delivery::DeliveryConfig>,
-}
-
-/// How a handler type is provided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandlerSource {
-    /// besterd starts and supervises these processes.
-    Command {
-        /// Program and arguments.
-        argv: Vec<String>,
-        /// How many processes.
-        processes: usize,
-        /// Extra environment.
-        env: BTreeMap<String, String>,
-        /// Working directory.
-        cwd: Option<PathBuf>,
-    },
-    /// Something else starts the handler; it connects to this socket path.
-    Socket(PathBuf),
-    /// Something else starts the handler; it listens on its `connect` socket.
-    External,
-}
-
-/// One validated `[handlers.<type>]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandlerConfig {
-    /// Where the processes come from.
-    pub source: HandlerSource,
-    /// Requests in flight per connection before `handler_busy`.
-    pub max_inflight: usize,
-    /// How answers are matched to requests, and the limits that go with it.
-    pub mode: HandlerMode,
-    /// The socket besterd dials for every request (`correlate = "connection"`).
-    pub connect: Option<PathBuf>,
-    /// `handlers.T.uid`: another user whose processes may be this type's handlers.
-    pub uid: Option<u32>,
-    /// `allow` / `deny`: who may send messages of the type.
-    pub access: crate::router::Access,
-    /// `offline = "store"`: pushes of the type to users with no connection are stored.
-    pub store_offline: bool,
 }
 
 /// Everything wrong with a configuration.
@@ -639,204 +516,8 @@ impl FileConfig {
             ));
         }
 
-        let mut handlers = BTreeMap::new();
-        for (kind, h) in self.handlers {
-            let key = format!("handlers.{kind}");
-            if validate_type(&kind).is_err() {
-                problems.push((
-                    key.clone(),
-                    "type names are 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
-                ));
-            }
-            if kind.starts_with(RESERVED_PREFIX) {
-                problems.push((
-                    key.clone(),
-                    format!("types starting with {RESERVED_PREFIX:?} are built in"),
-                ));
-            }
-            let correlate = match h.correlate.as_deref() {
-                None if h.connect.is_some() => Correlate::Connection,
-                None | Some("request") => Correlate::Request,
-                Some("order") => Correlate::Order,
-                Some("connection") => Correlate::Connection,
-                Some(other) => {
-                    problems.push((
-                        format!("{key}.correlate"),
-                        format!("{other:?} is not one of \"request\", \"order\", \"connection\""),
-                    ));
-                    Correlate::Request
-                }
-            };
-            match (&h.connect, correlate) {
-                (Some(_), Correlate::Connection) | (None, Correlate::Request | Correlate::Order) => {}
-                (Some(_), other) => problems.push((
-                    format!("{key}.correlate"),
-                    format!(
-                        "a handler besterd dials (connect) is correlated by \"connection\", not {:?}",
-                        other.as_str()
-                    ),
-                )),
-                (None, _) => problems.push((
-                    format!("{key}.correlate"),
-                    "\"connection\" needs connect = \"/path/to/handler.sock\"".into(),
-                )),
-            }
-            if h.connect.is_some() && h.socket.is_some() {
-                problems.push((key.clone(), "give connect or socket, not both".into()));
-                continue;
-            }
-            let source = match (h.command, h.socket) {
-                (None, None) if h.connect.is_some() => HandlerSource::External,
-                (Some(argv), None) => {
-                    if argv.is_empty() || argv[0].is_empty() {
-                        problems
-                            .push((format!("{key}.command"), "needs at least a program".into()));
-                    }
-                    let processes = h.processes.unwrap_or(1);
-                    if !(1..=64).contains(&processes) {
-                        problems.push((format!("{key}.processes"), "must be from 1 to 64".into()));
-                    }
-                    HandlerSource::Command {
-                        argv,
-                        processes,
-                        env: h.env,
-                        cwd: h.cwd,
-                    }
-                }
-                (None, Some(socket)) => {
-                    if h.processes.is_some() || !h.env.is_empty() || h.cwd.is_some() {
-                        problems.push((
-                            key.clone(),
-                            "processes, env and cwd only go with command".into(),
-                        ));
-                    }
-                    HandlerSource::Socket(socket)
-                }
-                (Some(_), Some(_)) => {
-                    problems.push((key.clone(), "give command or socket, not both".into()));
-                    continue;
-                }
-                (None, None) => {
-                    problems.push((
-                        key.clone(),
-                        "needs command (to start it), socket (to wait for it) or connect (to dial it)"
-                            .into(),
-                    ));
-                    continue;
-                }
-            };
-            let max_inflight = positive(
-                &mut problems,
-                &format!("{key}.max_inflight"),
-                h.max_inflight,
-                if correlate == Correlate::Connection {
-                    64
-                } else {
-                    1024
-                },
-            );
-            let max_queued = positive(
-                &mut problems,
-                &format!("{key}.max_queued"),
-                h.max_queued,
-                1024,
-            );
-            let access = presence::validate_access(&key, h.allow, h.deny, &mut problems);
-            let store_offline =
-                delivery::validate_offline(&key, h.offline.as_deref(), &mut problems);
-            handlers.insert(
-                kind,
-                HandlerConfig {
-                    source,
-                    max_inflight,
-                    mode: HandlerMode {
-                        correlate,
-                        max_inflight,
-                        max_queued,
-                    },
-                    connect: h.connect,
-                    uid: h.uid,
-                    access,
-                    store_offline,
-                },
-            );
-        }
-
-        let mut peers = BTreeMap::new();
-        for (peer, p) in self.peers {
-            let key = format!("peers.{peer}");
-            if let Err(e) = validate_server_name(&peer) {
-                problems.push((key.clone(), e));
-            }
-            if peer == name {
-                problems.push((key.clone(), "a server cannot be its own peer".into()));
-            }
-            let address = p.address.as_deref().and_then(|a| match resolve(a) {
-                Ok(addr) => Some(addr),
-                Err(e) => {
-                    problems.push((format!("{key}.address"), e));
-                    None
-                }
-            });
-            let secret = match (p.secret, &p.secret_file) {
-                (Some(secret), None) => secret.into_bytes(),
-                (None, Some(file)) => match std::fs::read(file) {
-                    Ok(mut bytes) => {
-                        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                            bytes.pop();
-                        }
-                        bytes
-                    }
-                    Err(e) => {
-                        problems.push((
-                            format!("{key}.secret_file"),
-                            format!("{}: {e}", file.display()),
-                        ));
-                        continue;
-                    }
-                },
-                _ => {
-                    problems.push((
-                        key.clone(),
-                        "give secret or secret_file (one of them)".into(),
-                    ));
-                    continue;
-                }
-            };
-            if secret.len() < MIN_SECRET {
-                problems.push((
-                    key.clone(),
-                    format!("the secret must be at least {MIN_SECRET} bytes"),
-                ));
-            }
-            let tls = listeners::validate_peer_tls(
-                &key,
-                p.tls,
-                p.ca,
-                p.fingerprint,
-                p.server_name,
-                p.address.as_deref(),
-                &mut problems,
-            );
-            if let Some(types) = &p.allow_types {
-                for kind in types {
-                    if let Err(e) = validate_type(kind) {
-                        let text = e.error.replace("payload.type ", "");
-                        problems.push((format!("{key}.allow_types"), text));
-                    }
-                }
-            }
-            peers.insert(
-                peer,
-                PeerConfig {
-                    address,
-                    secret,
-                    secret_file: p.secret_file,
-                    tls,
-                    allow_types: p.allow_types,
-                },
-            );
-        }
+        let handlers = handlers::validate_handlers(self.handlers, &mut problems);
+        let peers = peers::validate_peers(self.peers, &name, &mut problems);
         let listeners = listeners::validate_listeners(self.listeners, &mut problems, resolve);
         let auth = auth::validate_auth(self.auth, handlers.keys(), &mut problems);
         let presence = presence::validate_presence(self.presence, &mut problems);

@@ -11,6 +11,7 @@
 //! (exclusive lock on `<store>.lock`, atomic 0600 replace).
 
 pub mod admin;
+pub mod jobs;
 pub mod jwt;
 pub mod keys;
 pub mod password;
@@ -19,8 +20,9 @@ pub mod user_store;
 pub mod worker;
 
 pub use admin::{AdminError, run as run_admin};
+pub use jobs::{AuthJob, AuthOutcome, AuthResult};
 pub use user_store::{
     StoreError, UserStore, Users, bootstrap, hash_password, lock_path, update, validate_password,
     validate_username, verify_password,
 };
-pub use worker::{AuthJob, AuthOutcome, AuthPool, AuthResult};
+pub use worker::AuthPool;

@@ -12,7 +12,7 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::worker::{AuthJob, AuthOutcome, AuthResult, Stamp};
+use crate::auth::jobs::{AuthJob, AuthOutcome, AuthResult, Stamp};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::message::{

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::auth::worker::Stamp;
+use crate::auth::jobs::Stamp;
 use crate::net::Framed;
 use crate::protocol::features::Features;
 use crate::protocol::message::Info;

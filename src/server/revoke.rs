@@ -18,7 +18,7 @@ use log::info;
 use super::Server;
 use super::client::AuthTag;
 use super::conn::{ClientState, Role};
-use crate::auth::worker::{AuthJob, Credential, Stamp, UserSnapshot};
+use crate::auth::jobs::{AuthJob, Credential, Stamp, UserSnapshot};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::router::ConnId;
@@ -156,7 +156,7 @@ impl Server {
 mod tests {
     use super::*;
 
-    use crate::auth::worker::EntryDigests;
+    use crate::auth::jobs::EntryDigests;
 
     fn snapshot(generation: u64, users: &[(&str, u64)]) -> UserSnapshot {
         let digests = |d: u64| EntryDigests {
