@@ -170,7 +170,10 @@ fn next_other(c: &mut Client) -> Value {
 
 #[test]
 fn a_peer_announcing_another_servers_users_is_refused() {
-    let a = start_a("max_directory_entries = 2");
+    // a knows c as a peer too (never linked here), so `bob@c` names c's user.
+    let a = start_a(&format!(
+        "max_directory_entries = 3\n[peers.c]\nsecret = {SECRET:?}"
+    ));
     let mut b = fake_b(&a);
     // a sends its snapshot first: one part, nobody online.
     let snapshot = b.recv().unwrap().unwrap();
@@ -185,16 +188,20 @@ fn a_peer_announcing_another_servers_users_is_refused() {
         next_other(&mut b),
         json!({"header":{"kind":"directory.error","status":"error","seq":1},"data":{"error":"peer \"b\" may announce only its own users, not those of \"c\"","code":"forged_origin"}})
     );
-    // Naming c's user: that entry refused; b's own taken.
-    b.send(&json!({"header":{"kind":"directory","server":"b","seq":2},"data":[["bob@c",1],["carl",1]]}))
+    // Naming c's user: that entry refused; b's own taken, also one whose name holds an `@`
+    // naming no server a knows (a token's `sub`).
+    b.send(&json!({"header":{"kind":"directory","server":"b","seq":2},"data":[["bob@c",1],["carl",1],["ann@example.com",2]]}))
         .unwrap();
-    assert_eq!(next_other(&mut b)["data"]["code"], "forged_origin");
+    assert_eq!(
+        next_other(&mut b)["data"],
+        json!({"error":"peer \"b\" may announce only its own users, not \"bob@c\"","code":"forged_origin"})
+    );
     let mut alice = a.login("alice", "alice-pw");
     let q = alice
         .request(
             "q",
             "bester.presence",
-            &json!({"users":["bob@c","carl@b","bob"]}),
+            &json!({"users":["bob@c","carl@b","bob","ann@example.com"]}),
         )
         .unwrap();
     assert_eq!(
@@ -203,10 +210,11 @@ fn a_peer_announcing_another_servers_users_is_refused() {
             {"user":"bob","server":"c","state":"offline","connections":0},
             {"user":"carl","server":"b","state":"online","connections":1},
             {"user":"bob","server":"a","state":"offline","connections":0},
+            {"user":"ann@example.com","server":"b","state":"online","connections":2},
         ]),
         "{q}"
     );
-    // Past the bound of 2 entries for b.
+    // Past the bound of 3 entries for b.
     b.send(
         &json!({"header":{"kind":"directory","server":"b","seq":3},"data":[["dee",1],["eve",1]]}),
     )

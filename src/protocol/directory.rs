@@ -70,10 +70,14 @@ impl<'de> Deserialize<'de> for DirEntry {
 
 impl DirEntry {
     /// Why the announcing server `server` may not announce this entry, if so: a name of another
-    /// server's user (`bob@c`) is `forged_origin`; a name that is no user name, a status over
-    /// [`MAX_STATUS_TEXT`] bytes, `invalid_message`.
-    pub fn check(&self, server: &str) -> Result<(), ErrorBody> {
-        if self.user.contains('@') {
+    /// server's user (`bob@c`, where `is_server("c")`: the receiving server or one of its peers)
+    /// is `forged_origin`; a name that is no user name, a status over [`MAX_STATUS_TEXT`] bytes,
+    /// `invalid_message`. A name whose `@` suffix names no known server (`alice@example.com`)
+    /// is the announcing server's user of that name.
+    pub fn check(&self, server: &str, is_server: impl Fn(&str) -> bool) -> Result<(), ErrorBody> {
+        if let Some((_, suffix)) = self.user.rsplit_once('@')
+            && is_server(suffix)
+        {
             return Err(ErrorBody::new(
                 ErrorCode::ForgedOrigin,
                 format!(
@@ -420,21 +424,28 @@ mod tests {
             connections: 1,
             status: None,
         };
-        assert!(e("bob").check("b").is_ok());
-        let forged = e("bob@c").check("b").unwrap_err();
+        // Servers the receiving server knows: itself (a) and its peers (b, c).
+        let known = |s: &str| matches!(s, "a" | "b" | "c");
+        let check = |entry: DirEntry| entry.check("b", known);
+        assert!(check(e("bob")).is_ok());
+        let forged = check(e("bob@c")).unwrap_err();
         assert_eq!(forged.code, ErrorCode::ForgedOrigin);
         assert_eq!(
             forged.error,
             "peer \"b\" may announce only its own users, not \"bob@c\""
         );
+        assert_eq!(check(e("bob@a")).unwrap_err().code, ErrorCode::ForgedOrigin);
+        // An `@` that names no known server is part of b's user's name (a token's `sub`).
+        assert!(check(e("alice@example.com")).is_ok());
         assert_eq!(
-            e("").check("b").unwrap_err().code,
-            ErrorCode::InvalidMessage
+            check(e("alice@example.com@c")).unwrap_err().code,
+            ErrorCode::ForgedOrigin
         );
+        assert_eq!(check(e("")).unwrap_err().code, ErrorCode::InvalidMessage);
         let long = DirEntry {
             status: Some("x".repeat(MAX_STATUS_TEXT + 1)),
             ..e("bob")
         };
-        assert_eq!(long.check("b").unwrap_err().code, ErrorCode::InvalidMessage);
+        assert_eq!(check(long).unwrap_err().code, ErrorCode::InvalidMessage);
     }
 }

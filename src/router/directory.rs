@@ -519,7 +519,9 @@ impl Router {
         };
         let mut changed = Vec::new();
         for entry in entries {
-            if let Err(e) = entry.check(&peer) {
+            if let Err(e) = entry.check(&peer, |s| {
+                s == self.config.server || self.peers.contains_key(s)
+            }) {
                 refusal.get_or_insert(e);
                 continue;
             }

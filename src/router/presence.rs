@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::deliver::Target;
 use super::*;
 use crate::protocol::groups::{PresenceAnswer, PresenceEntry, Recipients, presence_push};
 
@@ -163,14 +164,14 @@ impl Router {
         self.presence.config = config;
     }
 
-    /// A name split into the user and where it points (`bob@<me>` is `bob` here).
+    /// A name split into the user and where it points (`bob@<me>` is `bob` here), by the rule
+    /// of [`Router::target`]: a suffix that names neither this server nor a peer is part of the
+    /// user's name (`alice@example.com` is a user here, or wherever the directory has her).
     pub(super) fn place<'a>(&self, name: &'a str) -> (&'a str, Place<'a>) {
-        match name.rsplit_once('@') {
-            Some((user, server)) if server == self.config.server => (user, Place::Here),
-            Some((user, server)) if !user.is_empty() && !server.is_empty() => {
-                (user, Place::There(server))
-            }
-            _ => (name, Place::Any),
+        match self.target(name) {
+            Target::Local(user) if user.len() < name.len() => (user, Place::Here),
+            Target::Local(user) => (user, Place::Any),
+            Target::Remote { server, user } => (user, Place::There(server)),
         }
     }
 
