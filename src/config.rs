@@ -340,6 +340,19 @@ impl Config {
         })
     }
 
+    /// Where the logged-out sessions are kept across restarts: `[auth] revoked_file`, else
+    /// `besterd-revoked` beside the user store when `[auth] token_secret_file` is set (resume
+    /// tokens then outlive a restart, so the logouts that refuse some of them must too), else
+    /// nowhere (each run's tokens die with its random key).
+    pub fn revoked_file(&self) -> Option<PathBuf> {
+        self.auth.revoked_file.clone().or_else(|| {
+            self.auth
+                .token_secret_file
+                .as_ref()
+                .map(|_| self.users.with_file_name("besterd-revoked"))
+        })
+    }
+
     /// Apply `besterd serve` flags, which win over the file.
     pub fn apply_flags(&mut self, args: &ServeArgs) -> Result<(), ConfigError> {
         let mut problems = Vec::new();

@@ -162,7 +162,8 @@ pub fn random_suffix() -> io::Result<String> {
 
 /// Replaces the file at `path` with `bytes` (mode `mode` less the umask): a fresh temp file with
 /// an unguessable name in the same directory (created exclusively), then `rename` over `path`.
-/// A symbolic link at `path` is replaced, never followed. The temp file is removed on failure.
+/// The bytes are on disk (fsync) before the rename. A symbolic link at `path` is replaced,
+/// never followed. The temp file is removed on failure.
 pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
@@ -172,10 +173,13 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     temp_name.push(format!(".tmp-{}", random_suffix()?));
     let temp = path.with_file_name(temp_name);
     let mut file = create_new(&temp, mode)?;
-    let written = file.write_all(bytes).and_then(|()| {
-        drop(file);
-        fs::rename(&temp, path)
-    });
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            drop(file);
+            fs::rename(&temp, path)
+        });
     if written.is_err() {
         let _ = fs::remove_file(&temp);
     }

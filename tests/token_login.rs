@@ -773,3 +773,108 @@ fn bester_send_logs_in_with_a_token() {
         "bester: login refused: token_malformed: malformed token: not three base64url parts\n"
     );
 }
+
+/// The lines of the revoked-sessions file: sessions (its header and floor left out).
+fn revoked_lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count().saturating_sub(2))
+}
+
+#[test]
+fn a_logout_outlives_a_restart_and_a_kill() {
+    let keys = Keys::new();
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("revoked");
+    let mut b = broker(
+        "",
+        &keys.auth(
+            "",
+            &format!("revoked_file = {:?}", file.display().to_string()),
+        ),
+    );
+    let (_, carol) = identify(&b, json!({"username":"carol","password":"carol-pw"}));
+    let (mut bob, reply) = identify(&b, json!({"username":"bob","password":"bob-pw"}));
+    bob.set_timeout(Some(DEADLINE)).unwrap();
+    let bobs = resume_of(&reply);
+    let (_, reply) = identify(&b, json!({"username":"alice","password":"alice-pw"}));
+    let alices = resume_of(&reply);
+    bob.request("l", "bester.logout", &json!(null)).unwrap();
+    let out = (
+        "resume_refused".to_string(),
+        "the resume token's session logged out".to_string(),
+    );
+
+    // A clean stop: bob's token stays refused; carol's, of a session that did not log out, works.
+    b.restart();
+    assert_eq!(refused(&b, json!({ "resume": bobs })), out);
+    let (_, again) = identify(&b, json!({ "resume": resume_of(&carol) }));
+    assert_eq!(again["header"]["status"], "ok", "{again}");
+
+    // kill -9 once the logout is written: still refused after the start.
+    let (mut alice, _) = identify(&b, json!({ "resume": alices }));
+    alice.set_timeout(Some(DEADLINE)).unwrap();
+    alice.request("l", "bester.logout", &json!(null)).unwrap();
+    eventually("alice's logout written", || {
+        (revoked_lines(&file) == 2).then_some(())
+    });
+    b.kill_and_restart();
+    assert_eq!(refused(&b, json!({ "resume": alices })), out);
+    assert_eq!(refused(&b, json!({ "resume": bobs })), out);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "written private");
+}
+
+#[test]
+fn a_planted_or_broken_revoked_file_stops_the_start() {
+    let keys = Keys::new();
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("revoked");
+    let start = |b_file: &std::path::Path| {
+        let mut b = Broker::launch_with(
+            "test",
+            "127.0.0.1:0",
+            "",
+            &format!(
+                "{}{}",
+                faulty(),
+                keys.auth(
+                    "",
+                    &format!("revoked_file = {:?}", b_file.display().to_string())
+                )
+            ),
+            &[("alice", "alice-pw")],
+            &common::Launch {
+                wait_ready: false,
+                ..common::Launch::default()
+            },
+        );
+        let status = b.wait_exit();
+        assert!(!status.success(), "{status}");
+        b.log()
+    };
+    // A symbolic link another user planted, pointing where the daemon may write: never read
+    // or written through.
+    let target = state.path().join("target");
+    std::fs::write(&target, "besterd-revoked 1\nfloor 0\n").unwrap();
+    std::os::unix::fs::symlink(&target, &file).unwrap();
+    let log = start(&file);
+    assert!(
+        log.contains(&format!("refusing {}: is a symbolic link", file.display())),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "besterd-revoked 1\nfloor 0\n"
+    );
+    // A file that does not parse: the start stops rather than forgetting the logouts.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, "besterd-revoked 1\nfloor 0\nabc12 soon\n").unwrap();
+    let log = start(&file);
+    assert!(
+        log.contains(&format!(
+            "refusing {}: line 3: not \"<session> <until>\" or \"floor <until>\"",
+            file.display()
+        )),
+        "{log}"
+    );
+}

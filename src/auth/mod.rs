@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod resume;
+pub mod revocations;
 pub mod user_store;
 pub mod worker;
 

@@ -23,6 +23,8 @@ pub struct FileAuth {
     pub token_secret_file: Option<PathBuf>,
     /// How long a resume token is valid, in seconds.
     pub resume_ttl_s: Option<u64>,
+    /// Where the logged-out sessions are kept across restarts.
+    pub revoked_file: Option<PathBuf>,
     /// `[auth.jwt]`: token logins with JWTs the application issues (off when absent).
     pub jwt: Option<FileJwt>,
     /// The handler type that decides logins the server cannot (off when absent).
@@ -83,6 +85,8 @@ pub struct AuthConfig {
     pub token_secret_file: Option<PathBuf>,
     /// The key read from it.
     pub token_key: Option<TokenKey>,
+    /// `revoked_file` as written (see [`super::Config::revoked_file`] for the default).
+    pub revoked_file: Option<PathBuf>,
     /// How long a resume token is valid.
     pub resume_ttl: Duration,
     /// `[auth.jwt]` as validated, if token logins are on.
@@ -102,6 +106,7 @@ impl Default for AuthConfig {
         AuthConfig {
             token_secret_file: None,
             token_key: None,
+            revoked_file: None,
             resume_ttl: Duration::from_secs(DEFAULT_RESUME_TTL_S),
             jwt: None,
             jwt_keys: None,
@@ -207,6 +212,7 @@ pub fn validate_auth<'a>(
     AuthConfig {
         token_secret_file: auth.token_secret_file,
         token_key,
+        revoked_file: auth.revoked_file,
         resume_ttl: Duration::from_secs(resume_ttl_s.max(1)),
         jwt,
         jwt_keys,

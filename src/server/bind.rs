@@ -155,11 +155,12 @@ impl Server {
         }
         let admin = admin::Admin::bind(&runtime, poll.registry(), !upgrading)?;
         let config_max_connections = config.max_connections;
+        let tokens = token_login::Tokens::open(&config)?;
         let mut server = Server {
             life: Lifecycle::new(now, config.handler_startup_timeout),
             reloads: Reloads::new(waker),
             sessions: Sessions::new(now),
-            tokens: token_login::Tokens::new(),
+            tokens,
             config,
             poll,
             listeners,

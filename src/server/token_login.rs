@@ -13,13 +13,14 @@
 //! the session's expiry (a JWT's `exp`) and its `info`: a resumed session is worth no more than
 //! the one it came from, and a resumed session goes on as the session it came from (same id). It
 //! dies on expiry, when the user's entry changes (deleted, new password), and on `bester.logout`
-//! of its session (the revoked list, kept in memory and handed to the new process of a hot
-//! upgrade, `server/relay.rs`: it does not survive a restart, and another server that shares
-//! the key does not see it).
+//! of its session (the revoked list, handed to the new process of a hot upgrade,
+//! `server/relay.rs`, and kept on disk by `auth/revocations.rs` when tokens outlive a restart;
+//! another server that shares the key does not see it).
 //!
 //! It must not: log a token, run a check on the loop, or give a session more time or other
 //! authorisation data than its token says.
 
+use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::info;
@@ -34,6 +35,8 @@ use super::relay::{self, Outbox};
 use crate::auth::jobs::{AuthJob, AuthOutcome, Stamp, TokenCheck, TokenGrant, TokenRefusal};
 use crate::auth::jwt::TokenError;
 use crate::auth::resume::{Resume, ResumeError, Revoked, new_session};
+use crate::auth::revocations;
+use crate::config::Config;
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::features::Negotiated;
@@ -62,17 +65,50 @@ pub(super) enum TokenPurpose {
     },
 }
 
-/// The server's token state: the logged-out sessions.
+/// The server's token state: the logged-out sessions, and the writer of their file.
 #[derive(Debug)]
 pub(super) struct Tokens {
     revoked: Revoked,
+    file: Option<revocations::Writer>,
 }
 
 impl Tokens {
-    pub fn new() -> Tokens {
-        Tokens {
-            revoked: Revoked::new(MAX_REVOKED),
+    /// The list as `[auth] revoked_file` has it (see [`Config::revoked_file`]), or an empty one
+    /// kept in memory only. A file that cannot be trusted or read stops the start.
+    pub fn open(config: &Config) -> io::Result<Tokens> {
+        let mut revoked = Revoked::new(MAX_REVOKED);
+        let Some(path) = config.revoked_file() else {
+            return Ok(Tokens {
+                revoked,
+                file: None,
+            });
+        };
+        let now = unix_now();
+        let saved = revocations::load(&path, now).map_err(|e| {
+            if crate::fsutil::refusal(&e).is_some() {
+                return e;
+            }
+            io::Error::new(
+                e.kind(),
+                format!("revoked-sessions file {}: {e}", path.display()),
+            )
+        })?;
+        revoked.raise_floor(saved.floor);
+        for (session, until) in &saved.sessions {
+            revoked.revoke(session, *until, now);
         }
+        if !saved.sessions.is_empty() {
+            info!(
+                "{} logged-out sessions read from {}",
+                saved.sessions.len(),
+                path.display()
+            );
+        }
+        let file = revocations::Writer::start(path, saved, MAX_REVOKED)?;
+        Ok(Tokens {
+            revoked,
+            file: Some(file),
+        })
     }
 }
 
@@ -615,7 +651,12 @@ impl Server {
         let now = unix_now();
         let until = now.saturating_add(self.config.auth.resume_ttl.as_secs());
         self.tokens.revoked.revoke(&session, until, now);
-        self.upgrade_relay(|out| out.revoked(&session, until));
+        // After an upgrade's handover the new process keeps the file: one writer at a time.
+        if !self.upgrade_relay(|out| out.revoked(&session, until))
+            && let Some(file) = &self.tokens.file
+        {
+            file.revoked(&session, until);
+        }
     }
 
     /// The logged-out sessions, for the new process of an upgrade (`server/relay.rs`).
@@ -631,8 +672,16 @@ impl Server {
         match *line {
             relay::Line::Revoked(session, until) => {
                 self.tokens.revoked.revoke(session, until, unix_now());
+                if let Some(file) = &self.tokens.file {
+                    file.revoked(session, until);
+                }
             }
-            relay::Line::Floor(until) => self.tokens.revoked.raise_floor(until),
+            relay::Line::Floor(until) => {
+                self.tokens.revoked.raise_floor(until);
+                if let Some(file) = &self.tokens.file {
+                    file.floor(until);
+                }
+            }
             relay::Line::Go | relay::Line::Other => {}
         }
     }

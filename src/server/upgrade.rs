@@ -680,13 +680,17 @@ impl Server {
     }
 
     /// The old side, after handing over: tell the new process (a logout while draining).
-    pub(super) fn upgrade_relay(&mut self, add: impl FnOnce(&mut Outbox)) {
+    ///
+    /// Whether it was relayed (the new process has it from now on).
+    pub(super) fn upgrade_relay(&mut self, add: impl FnOnce(&mut Outbox)) -> bool {
         if let State::Done(h) = &mut self.upgrades.state
             && h.link.is_some()
         {
             add(&mut h.out);
             flush_relay(&mut h.link, &mut h.out, h.pid);
+            return true;
         }
+        false
     }
 
     /// The old side, as it exits: what the new process has not read yet, for a moment.
