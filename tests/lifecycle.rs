@@ -589,7 +589,7 @@ fn a_missing_or_empty_user_store_is_said_loudly_and_the_ctl_command_is_logged() 
     let users = broker.users();
     assert!(
         log.contains(&format!(
-            "WARN  besterd::server] the user store {} does not exist: nobody can log in with a password until one is added (besterd user --users {} add NAME; it is read again when it changes)",
+            "WARN  besterd::server::bind] the user store {} does not exist: nobody can log in with a password until one is added (besterd user --users {} add NAME; it is read again when it changes)",
             users.display(),
             users.display()
         )),
