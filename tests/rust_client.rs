@@ -310,3 +310,128 @@ fn a_handler_written_with_the_library_serves_concurrently_and_decides_logins() {
     let done = serving.join().unwrap();
     assert!(done.is_ok(), "{done:?}");
 }
+
+/// A broker on a fixed port (a restart keeps it) whose type `mail` stores for offline users;
+/// `note` does not.
+fn mail_broker() -> Broker {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tables = format!(
+        "[handlers.mail]\n{}\noffline = \"store\"\n[handlers.note]\n{}\n",
+        handler("python3", "tests/handlers/greeter.py"),
+        handler("python3", "tests/handlers/greeter.py"),
+    );
+    Broker::launch(
+        "test",
+        &format!("127.0.0.1:{port}"),
+        "",
+        &tables,
+        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+    )
+}
+
+/// alice sends `kind` (`mail` stores) to bob: the reply frame.
+fn send_bob(b: &Broker, kind: &str, n: u64) -> Value {
+    let mut alice = b.login("alice", "alice-pw");
+    alice
+        .request("1", kind, &json!({"to": ["bob"], "n": n}))
+        .unwrap()
+}
+
+/// The three stored pushes, in order, each with its id; their ids.
+fn three_stored(s: &mut Session) -> Vec<String> {
+    (0..3)
+        .map(|n| {
+            let p = s.recv_push().unwrap().expect("a push");
+            assert_eq!(p["header"]["stored"], true, "{p}");
+            assert_eq!(p["data"]["n"], n, "in order: {p}");
+            p["header"]["msg"].as_str().expect("msg").to_string()
+        })
+        .collect()
+}
+
+/// Whether bob's queue on the server is empty: a fresh connection (no memory of ids) is sent
+/// nothing before the reply to an empty ack, which comes after the backlog read.
+fn queue_is_empty(b: &Broker) -> bool {
+    let mut fresh = b.login("bob", "bob-pw");
+    fresh
+        .message("barrier", "bester.ack", &json!({"msgs": []}))
+        .unwrap();
+    let frame = fresh.recv().unwrap().expect("a frame");
+    frame["header"]["id"] == "barrier"
+}
+
+/// After a non-storing push sent now comes first, no copy of a stored push was handed over.
+fn next_is_the_note(b: &Broker, s: &mut Session) {
+    let sent = send_bob(b, "note", 99);
+    assert_eq!(sent["header"]["delivered"], json!(["bob"]), "{sent}");
+    let p = s.recv_push().unwrap().expect("the note");
+    assert_eq!(
+        (&p["header"]["type"], &p["data"]["n"]),
+        (&json!("note"), &json!(99)),
+        "a copy handed over twice: {p}"
+    );
+}
+
+#[test]
+fn stored_pushes_come_once_in_order_and_the_session_acknowledges_them() {
+    let b = mail_broker();
+    for n in 0..3 {
+        assert_eq!(send_bob(&b, "mail", n)["header"]["stored"], json!(["bob"]));
+    }
+    let mut s = Session::connect(&url(&b), password("bob", "bob-pw"), Options::default()).unwrap();
+    let ids = three_stored(&mut s);
+    assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
+    // The acks owed go out before this request; its reply comes after them.
+    assert_eq!(
+        s.request("bester.ack", &json!({"msgs": []})).unwrap(),
+        json!({"acked": 0})
+    );
+    next_is_the_note(&b, &mut s); // the ack's reply was read, not handed over
+    assert!(queue_is_empty(&b), "acknowledged by the session");
+}
+
+#[test]
+fn manual_ack_keeps_them_and_a_copy_after_a_reconnect_is_not_handed_over() {
+    let mut b = mail_broker();
+    for n in 0..3 {
+        send_bob(&b, "mail", n);
+    }
+    let options = Options {
+        auto_ack: false,
+        ..Options::default()
+    };
+    let mut s = Session::connect(&url(&b), password("bob", "bob-pw"), options).unwrap();
+    let ids = three_stored(&mut s);
+    assert!(!queue_is_empty(&b), "nothing acknowledged yet");
+    // The connection dies before the application acknowledges: after the reconnection the
+    // server sends all three again; the session does not hand them over again.
+    b.restart();
+    s.request("bester.ack", &json!({"msgs": []})).unwrap();
+    assert_eq!(s.reconnects(), 1);
+    next_is_the_note(&b, &mut s);
+    assert_eq!(s.ack(&ids).unwrap(), 3);
+    assert!(queue_is_empty(&b));
+}
+
+#[test]
+fn copies_of_pushes_whose_ack_was_lost_are_acknowledged_again_not_handed_over() {
+    let mut b = mail_broker();
+    for n in 0..3 {
+        send_bob(&b, "mail", n);
+    }
+    let mut s = Session::connect(&url(&b), password("bob", "bob-pw"), Options::default()).unwrap();
+    three_stored(&mut s);
+    // The acks are owed; they leave with the next request, after the server went away.
+    b.restart();
+    s.request("bester.ack", &json!({"msgs": []})).unwrap();
+    assert_eq!(s.reconnects(), 1);
+    assert!(!queue_is_empty(&b), "the first acks were lost");
+    next_is_the_note(&b, &mut s); // the copies came before it, and were acknowledged again
+    s.flush_acks().unwrap();
+    s.request("bester.ack", &json!({"msgs": []})).unwrap();
+    assert!(queue_is_empty(&b));
+}

@@ -670,6 +670,15 @@ struct bester_client {
     pending_frame *pushes, **pushes_tail;
     size_t npushes;
     bester_buf out;    /* frames sent but not yet written */
+    /* Stored pushes' ids handed over (a ring, oldest overwritten) and the acks owed. */
+    unsigned long long seen[BESTER_MAX_SEEN];
+    unsigned char seen_acked[BESTER_MAX_SEEN];
+    size_t nseen, seen_next;
+    unsigned long long owed[BESTER_MAX_SEEN];
+    size_t nowed;
+    int manual_ack;
+    bester_error ack_error; /* a refused automatic ack, for the next bester_next_push */
+    int ack_failed;
     char chunk[65536]; /* what one read takes */
 };
 
@@ -812,6 +821,9 @@ static int read_message(bester_client *c, bester_message *m, int ms, bester_erro
     m->type = bester_json_string(bester_json_get(h, "type"));
     m->status = bester_json_string(bester_json_get(h, "status"));
     m->from_user = bester_json_string(bester_json_get(bester_json_get(h, "from"), "user"));
+    m->msg = bester_json_string(bester_json_get(h, "msg"));
+    const bester_json *stored = bester_json_get(h, "stored");
+    m->stored = stored && stored->type == BESTER_JSON_TRUE;
     const bester_json *d = bester_json_get(m->json, "data");
     if (d) {
         m->data = d->raw;
@@ -946,8 +958,128 @@ int bester_login(bester_client *c, const char *authentication_json, bester_error
     return r;
 }
 
+/* ---- stored pushes: handed over once, acknowledged ---------------------------------------- */
+
+/* A durable id (a decimal u64), or 0 for none or one that is not. */
+static unsigned long long msg_id(const char *msg) {
+    if (!msg || !*msg) return 0;
+    unsigned long long v = 0;
+    for (const char *p = msg; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (~0ULL - 9) / 10) return 0;
+        v = v * 10 + (unsigned long long)(*p - '0');
+    }
+    return v;
+}
+
+static long seen_find(const bester_client *c, unsigned long long id) {
+    for (size_t i = 0; i < c->nseen; i++)
+        if (c->seen[i] == id) return (long)i;
+    return -1;
+}
+
+static void owe(bester_client *c, unsigned long long id) {
+    if (id && c->nowed < BESTER_MAX_SEEN) c->owed[c->nowed++] = id; /* else it comes again */
+}
+
+/* What to do with a push: 1 hand it over, 0 skip it (a copy; acknowledged again if it was). */
+static int arrived(bester_client *c, const bester_message *m) {
+    unsigned long long id = msg_id(m->msg);
+    if (!id) return 1;
+    long at = seen_find(c, id);
+    if (at >= 0) {
+        if (c->seen_acked[at]) owe(c, id);
+        return 0;
+    }
+    c->seen[c->seen_next] = id;
+    c->seen_acked[c->seen_next] = 0;
+    c->seen_next = (c->seen_next + 1) % BESTER_MAX_SEEN;
+    if (c->nseen < BESTER_MAX_SEEN) c->nseen++;
+    return 1;
+}
+
+static void mark_acked(bester_client *c, unsigned long long id) {
+    long at = seen_find(c, id);
+    if (at >= 0) c->seen_acked[at] = 1;
+}
+
+static void queue_frame(bester_client *c, const bester_buf *b) {
+    unsigned char h[4] = {(unsigned char)b->len, (unsigned char)(b->len >> 8), (unsigned char)(b->len >> 16),
+                          (unsigned char)(b->len >> 24)};
+    bester_buf_add(&c->out, (const char *)h, 4);
+    bester_buf_add(&c->out, b->data, b->len);
+}
+
+/* Queue one bester.ack (id "ack-N": its reply is read here, never kept) for the acks owed. */
+static void queue_acks(bester_client *c) {
+    if (!c->nowed) return;
+    bester_buf b = {0};
+    char num[32];
+    snprintf(num, sizeof num, "%lu", ++c->next_id);
+    bester_buf_adds(&b, "{\"header\":{\"scope\":\"client\",\"id\":\"ack-");
+    bester_buf_adds(&b, num);
+    bester_buf_adds(&b, "\"},\"payload\":{\"type\":\"bester.ack\",\"data\":{\"msgs\":[");
+    for (size_t i = 0; i < c->nowed; i++) {
+        snprintf(num, sizeof num, "%s\"%llu\"", i ? "," : "", c->owed[i]);
+        bester_buf_adds(&b, num);
+        mark_acked(c, c->owed[i]);
+    }
+    bester_buf_adds(&b, "]}}}");
+    c->nowed = 0;
+    if (!b.failed) queue_frame(c, &b);
+    bester_buf_free(&b);
+}
+
+/* The reply to an automatic ack: taken (a refusal kept for bester_next_push). 1 if it was one. */
+static int ack_reply(bester_client *c, bester_message *m) {
+    if (!m->id || strncmp(m->id, "ack-", 4) != 0) return 0;
+    if (strcmp(m->status, "ok") != 0 && !c->ack_failed) {
+        error_of(m, &c->ack_error);
+        c->ack_failed = 1;
+    }
+    bester_message_free(m);
+    return 1;
+}
+
+void bester_set_auto_ack(bester_client *c, int auto_ack) { c->manual_ack = !auto_ack; }
+
+int bester_ack(bester_client *c, const char *const *msgs, size_t n, long *acked, bester_error *err) {
+    if (acked) *acked = 0;
+    bester_buf b = {0};
+    bester_buf_adds(&b, "{\"msgs\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i) bester_buf_add(&b, ",", 1);
+        bester_buf_quote(&b, msgs[i], strlen(msgs[i]));
+        mark_acked(c, msg_id(msgs[i]));
+    }
+    bester_buf_adds(&b, "]}");
+    bester_buf_add(&b, "", 1); /* NUL */
+    if (b.failed) {
+        bester_buf_free(&b);
+        set_error(err, BESTER_E_NO_MEMORY, "out of memory");
+        return -1;
+    }
+    bester_message m;
+    int r = bester_request(c, "bester.ack", b.data, &m, err);
+    bester_buf_free(&b);
+    const bester_json *count = bester_json_get(bester_json_get(m.json, "data"), "acked");
+    if (r == 0 && acked && count && count->type == BESTER_JSON_NUMBER) *acked = strtol(count->raw, NULL, 10);
+    bester_message_free(&m);
+    return r;
+}
+
+void bester_move_seen(bester_client *to, bester_client *from) {
+    memcpy(to->seen, from->seen, sizeof to->seen);
+    memcpy(to->seen_acked, from->seen_acked, sizeof to->seen_acked);
+    to->nseen = from->nseen;
+    to->seen_next = from->seen_next;
+    memcpy(to->owed, from->owed, from->nowed * sizeof from->owed[0]);
+    to->nowed = from->nowed;
+    from->nseen = from->seen_next = from->nowed = 0;
+}
+
 int bester_send(bester_client *c, const char *type, const char *data_json, char *id_out, bester_error *err) {
     char id[24];
+    queue_acks(c); /* the acks owed go first */
     snprintf(id, sizeof id, "%lu", ++c->next_id);
     bester_buf b = {0};
     bester_buf_adds(&b, "{\"header\":{\"scope\":\"client\",\"id\":\"");
@@ -971,10 +1103,7 @@ int bester_send(bester_client *c, const char *type, const char *data_json, char 
     } else {
         /* Queued: written with the next frames, before the client waits for anything (or at
          * 64 KiB), so pipelined requests share a write. */
-        unsigned char h[4] = {(unsigned char)b.len, (unsigned char)(b.len >> 8), (unsigned char)(b.len >> 16),
-                              (unsigned char)(b.len >> 24)};
-        bester_buf_add(&c->out, (const char *)h, 4);
-        bester_buf_add(&c->out, b.data, b.len);
+        queue_frame(c, &b);
         if (c->out.failed) {
             c->out.failed = 0;
             c->out.len = 0;
@@ -1011,6 +1140,7 @@ int bester_recv(bester_client *c, const char *id, bester_message *reply, bester_
             *reply = m;
             break;
         }
+        if (ack_reply(c, &m)) continue;
         if (!m.id && strcmp(m.status, "error") == 0) { /* kicked, session_revoked, …: closing */
             error_of(&m, err);
             bester_message_free(&m);
@@ -1037,15 +1167,27 @@ int bester_request(bester_client *c, const char *type, const char *data_json, be
 
 int bester_next_push(bester_client *c, bester_message *push, int timeout_ms, bester_error *err) {
     for (;;) {
+        if (c->ack_failed) {
+            c->ack_failed = 0;
+            if (err) *err = c->ack_error;
+            return -1;
+        }
         if (c->pushes) {
             pending_frame *f = c->pushes;
             c->pushes = f->next;
             if (!c->pushes) c->pushes_tail = &c->pushes;
             c->npushes--;
+            if (!arrived(c, &f->m)) { /* a copy of one handed over */
+                bester_message_free(&f->m);
+                free(f);
+                continue;
+            }
+            if (!c->manual_ack) owe(c, msg_id(f->m.msg));
             *push = f->m;
             free(f);
             return 1;
         }
+        if (bester_decoder_pending(&c->in) < 4) queue_acks(c); /* about to wait: one ack for the batch */
         if (bester_flush(c, err) < 0) return -1;
         if (bester_decoder_pending(&c->in) < 4 && wait_readable(c->fd, timeout_ms) == 0) return 0;
         bester_message m;
@@ -1056,6 +1198,7 @@ int bester_next_push(bester_client *c, bester_message *push, int timeout_ms, bes
             return -1;
         }
         if (strcmp(m.kind, "push") == 0) keep(&c->pushes, &c->pushes_tail, &c->npushes, &m);
+        else if (ack_reply(c, &m)) continue;
         else if (m.id) keep_reply(c, &m);
         else {
             error_of(&m, err);

@@ -138,6 +138,8 @@ typedef struct bester_message {
     const char *data;   /* raw JSON text of data (not NUL-terminated: use data_len) */
     size_t data_len;
     const char *from_user; /* pushes: header.from.user (NULL for a handler's push) */
+    const char *msg;       /* pushes of a storing type: header.msg, the durable id (else NULL) */
+    int stored;            /* pushes: header.stored is true (kept while the user was away) */
 } bester_message;
 void bester_message_free(bester_message *m);
 
@@ -175,6 +177,23 @@ int bester_next_push(bester_client *c, bester_message *push, int timeout_ms, bes
 /* How many replies (to ids nobody has asked for yet) and pushes the client keeps; each at most
  * 1024, the oldest dropped first. */
 void bester_kept(const bester_client *c, size_t *replies, size_t *pushes);
+
+/* Stored pushes (PROTOCOL.md section 4, "Stored delivery"): a push with `msg` comes again until
+ * it is acknowledged. bester_next_push hands each id over once: the client remembers the last
+ * BESTER_MAX_SEEN ids handed over and skips a copy that comes again (acknowledging it again if
+ * its ack was sent). With auto-ack (the default) a push handed over is acknowledged with one
+ * bester.ack for the batch, sent when bester_next_push would wait for the network or with the
+ * next request; its reply is read by the client, and a refusal is returned by the next
+ * bester_next_push (-1, err filled). */
+#define BESTER_MAX_SEEN 4096
+/* auto_ack 0: the application calls bester_ack once its work is done. */
+void bester_set_auto_ack(bester_client *c, int auto_ack);
+/* bester.ack for these ids (at most 4096): 0 with *acked (may be NULL) the number the server
+ * deleted, or -1. */
+int bester_ack(bester_client *c, const char *const *msgs, size_t n, long *acked, bester_error *err);
+/* A client that logs in again after a lost connection: move the ids handed over (and the acks
+ * owed) from the old client to the new one, so that copies are not handed over twice. */
+void bester_move_seen(bester_client *to, bester_client *from);
 void bester_close(bester_client *c);
 
 /* ---- handler ------------------------------------------------------------------------------ */

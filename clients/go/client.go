@@ -49,12 +49,17 @@ type Reply struct {
 // Decode unmarshals the reply's data into v.
 func (r Reply) Decode(v any) error { return json.Unmarshal(r.Data, v) }
 
-// Push is a message to this user that answers none of its requests.
+// Push is a message to this user that answers none of its requests. A push of a storing type
+// has its durable id in Msg (acknowledged by the client, or with Ack under WithManualAck) and
+// Time, when it was stored (ms since the epoch); Stored says it was kept while the user was away.
 type Push struct {
-	Type  string
-	From  From
-	Data  json.RawMessage
-	Frame json.RawMessage
+	Type   string
+	From   From
+	Data   json.RawMessage
+	Frame  json.RawMessage
+	Msg    string
+	Time   int64
+	Stored bool
 }
 
 type inHeader struct {
@@ -66,6 +71,9 @@ type inHeader struct {
 	Delivered []string                `json:"delivered"`
 	Offline   []string                `json:"offline"`
 	Servers   map[string]ServerResult `json:"servers"`
+	Msg       string                  `json:"msg"`
+	Time      int64                   `json:"time"`
+	Stored    json.RawMessage         `json:"stored"` // true on a stored push; a list of users in a reply
 }
 
 type inFrame struct {
@@ -224,6 +232,9 @@ type Client struct {
 	redirMu sync.Mutex
 	conns   int
 	dropped int
+	queue   []Push        // pushes not yet handed to Pushes() (at most PushBuffer)
+	queued  chan struct{} // a push was queued (buffered: 1)
+	seen    *seenSet      // stored pushes' ids handed over, across reconnections
 }
 
 // Dial connects to url (bester://host:port or bester+tls://host:port), logs in and keeps the
@@ -253,13 +264,16 @@ func Dial(ctx context.Context, rawURL string, auth Auth, opts ...Option) (*Clien
 	if c.opts.PushBuffer <= 0 {
 		c.opts.PushBuffer = 1
 	}
-	c.pushes = make(chan Push, c.opts.PushBuffer)
+	c.pushes = make(chan Push)
+	c.queued = make(chan struct{}, 1)
+	c.seen = newSeenSet(c.opts.MaxSeen)
 	cn, err := c.establish(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c.install(cn)
 	go c.manage()
+	go c.pump()
 	return c, nil
 }
 
@@ -306,6 +320,7 @@ func (c *Client) install(cn *conn) {
 	c.broadcast()
 	c.mu.Unlock()
 	go c.read(cn)
+	c.flushAcks() // owed when the last connection went
 }
 
 // current waits for a live connection (while reconnecting), the final error, or ctx.
@@ -458,8 +473,7 @@ func (c *Client) Close() error {
 	c.closed = true
 	cn := c.conn
 	c.conn = nil
-	close(c.done)
-	close(c.pushes)
+	close(c.done) // the pump closes Pushes()
 	c.broadcast()
 	c.mu.Unlock()
 	if cn != nil {
@@ -468,34 +482,45 @@ func (c *Client) Close() error {
 	return nil
 }
 
-func (c *Client) push(p Push) {
+// push queues p for Pushes(), unless it is a copy of a stored push handed over before (true:
+// that copy is to be acknowledged again). Full, the oldest not yet taken goes.
+func (c *Client) push(p Push) (owed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return
+		return false
 	}
+	switch c.seen.arrived(p.Msg) {
+	case seenAck:
+		return true
+	case seenDrop:
+		return false
+	}
+	if len(c.queue) >= c.opts.PushBuffer {
+		c.seen.forget(c.queue[0].Msg) // never taken, not acknowledged: it comes again
+		c.queue[0] = Push{}
+		c.queue = c.queue[1:]
+		c.dropped++
+		if c.dropped == 1 || c.dropped&(c.dropped-1) == 0 {
+			c.logf("bester: %d pushes dropped (nobody reads Pushes())", c.dropped)
+		}
+	}
+	c.queue = append(c.queue, p)
 	select {
-	case c.pushes <- p:
-		return
+	case c.queued <- struct{}{}:
 	default:
 	}
-	select { // full: drop the oldest
-	case <-c.pushes:
-	default:
-	}
-	c.dropped++
-	if c.dropped == 1 || c.dropped&(c.dropped-1) == 0 {
-		c.logf("bester: %d pushes dropped (nobody reads Pushes())", c.dropped)
-	}
-	select {
-	case c.pushes <- p:
-	default:
-	}
+	return false
 }
 
 // read is the one reader of a connection.
 func (c *Client) read(cn *conn) {
+	owing := false // copies to acknowledge again: once the frames read so far are handled
 	for {
+		if owing && cn.r.Buffered() == 0 {
+			owing = false
+			c.flushAcks()
+		}
 		body, err := ReadFrame(cn.r, MaxFrame+ClientSlack)
 		if err != nil {
 			if cn.die(err) {
@@ -513,7 +538,7 @@ func (c *Client) read(cn *conn) {
 		h := f.Header
 		switch {
 		case h.Kind == "push":
-			c.push(Push{Type: h.Type, From: h.From, Data: f.Data, Frame: f.raw})
+			owing = c.push(Push{Type: h.Type, From: h.From, Data: f.Data, Frame: f.raw, Msg: h.Msg, Time: h.Time, Stored: string(h.Stored) == "true"}) || owing
 		case h.ID != nil && (h.Kind == "reply" || h.Kind == "redirect"):
 			cn.deliver(*h.ID, answer{frame: f})
 		case h.Status == "error" && h.ID == nil:

@@ -76,7 +76,7 @@ func scanIn(body []byte) (f *inFrame, ok bool) {
 			return once(1<<5) && c.Strings(&h.Delivered)
 		case "offline":
 			return once(1<<6) && c.Strings(&h.Offline)
-		case "servers": // a map of results: the full path
+		case "servers", "msg", "time", "stored": // a map of results, a stored push: the full path
 			return false
 		}
 		return c.SkipUnknown(key, inHeaderNames)

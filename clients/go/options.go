@@ -16,6 +16,8 @@ type Options struct {
 	Backoff     time.Duration // first reconnect delay (default 100 ms), doubling…
 	MaxBackoff  time.Duration // …up to this (default 10 s)
 	PushBuffer  int           // pushes kept while nobody reads Pushes() (default 1024; the oldest go first)
+	ManualAck   bool          // stored pushes are acknowledged with Ack, not once received from Pushes()
+	MaxSeen     int           // stored pushes' ids remembered to drop a copy that comes again (default 4096)
 	Dialer      func(ctx context.Context, network, address string) (net.Conn, error)
 	Logger      *log.Logger // default: none
 }
@@ -39,6 +41,13 @@ func WithBackoff(first, max time.Duration) Option {
 
 // WithPushBuffer sets how many pushes are kept for Pushes().
 func WithPushBuffer(n int) Option { return func(o *Options) { o.PushBuffer = n } }
+
+// WithManualAck leaves the acknowledgement of stored pushes to Ack (for an application that
+// must finish the work a push starts before the server may delete it).
+func WithManualAck() Option { return func(o *Options) { o.ManualAck = true } }
+
+// WithMaxSeen sets how many stored pushes' ids are remembered to drop a copy that comes again.
+func WithMaxSeen(n int) Option { return func(o *Options) { o.MaxSeen = n } }
 
 // WithDialer replaces net.Dialer (for tests, proxies, custom sockets).
 func WithDialer(d func(ctx context.Context, network, address string) (net.Conn, error)) Option {

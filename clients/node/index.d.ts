@@ -69,6 +69,13 @@ export interface ConnectOptions extends Credentials {
   /** Largest frame accepted from the server (16 MiB). */
   maxFrame?: number;
   onPush?: (push: Push) => void;
+  /**
+   * Acknowledge stored pushes (those with `msg`) once taken: after the 'push' listeners ran, or
+   * when the iterator hands one out; one `bester.ack` per turn (true). false: call ack().
+   */
+  autoAck?: boolean;
+  /** How many `msg` ids are remembered to drop a copy that comes again (4096). */
+  maxSeen?: number;
 }
 
 export interface RequestOptions {
@@ -82,6 +89,8 @@ export interface ClientEvents {
   push: [push: Push];
   redirect: [hop: { from: string; to: string }];
   close: [error: BesterError | null];
+  /** The server refused an automatic `bester.ack`. */
+  ackError: [error: BesterError];
 }
 
 export declare class Client extends EventEmitter {
@@ -105,6 +114,8 @@ export declare class Client extends EventEmitter {
   /** The next push, or null once the client is closed. */
   nextPush(): Promise<Push | null>;
   pushes(): AsyncGenerator<Push, void, undefined>;
+  /** `bester.ack` for stored pushes (or their `msg` ids); resolves with how many were deleted. */
+  ack(...msgs: Array<Push | string>): Promise<number>;
   [Symbol.asyncIterator](): AsyncGenerator<Push, void, undefined>;
   on<E extends keyof ClientEvents>(event: E, listener: (...args: ClientEvents[E]) => void): this;
   once<E extends keyof ClientEvents>(event: E, listener: (...args: ClientEvents[E]) => void): this;

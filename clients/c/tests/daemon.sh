@@ -26,6 +26,9 @@ runtime_dir = "$dir/run"
 command = ["$build/echo"]
 [handlers.ctest]
 command = ["$build/test_handler"]
+[handlers.cmail]
+command = ["$build/test_handler"]
+offline = "store"
 [auth]
 handler = "ctest"
 CONF
@@ -47,7 +50,7 @@ out=$(examples/client "$host" "$port" alice alice-pw 2>&1 || true)
 if [ "$out" != '{"hello":"world"}' ]; then echo "example client printed: $out" >&2; status=1; fi
 # No handler crashed or was restarted meanwhile (a sanitizer report would end it), and the
 # daemon stops cleanly.
-if grep -E 'handler=(echo|ctest)#[0-9]+ exited|AddressSanitizer|runtime error' "$dir/log" >&2; then status=1; fi
+if grep -E 'handler=(echo|ctest|cmail)#[0-9]+ exited|AddressSanitizer|runtime error' "$dir/log" >&2; then status=1; fi
 kill -TERM "$pid"
 wait "$pid" || { echo "besterd exited with $? on SIGTERM" >&2; status=1; }
 pid=

@@ -45,6 +45,77 @@ static void refused(bester_client *c, const char *type, const char *data, const 
     bester_message_free(&m);
 }
 
+/* Everything the server had for c has come: the reply to an empty ack comes after the backlog
+ * read (and the acks) before it. */
+static void barrier(bester_client *c) {
+    bester_message m;
+    bester_error err;
+    CHECK(bester_request(c, "bester.ack", "{\"msgs\":[]}", &m, &err) == 0 && data_is(&m, "{\"acked\":0}"), "barrier: %s",
+          err.text);
+    bester_message_free(&m);
+}
+
+/* Whether bob's queue on the server is empty: a fresh client is sent nothing. */
+static int queue_empty(void) {
+    bester_client *fresh = login("bob", "bob-pw");
+    bester_set_auto_ack(fresh, 0);
+    barrier(fresh);
+    size_t replies, pushes;
+    bester_kept(fresh, &replies, &pushes);
+    bester_close(fresh);
+    return pushes == 0;
+}
+
+/* Stored pushes (type cmail stores): three for bob while he is away come once, in order, with
+ * msg; with manual acks they stay until bester_ack, and a new client given the old one's ids
+ * (bester_move_seen) does not hand the copies over again; auto-ack empties the queue. */
+static void stored_pushes(void) {
+    bester_client *alice = login("alice", "alice-pw");
+    bester_message m, p;
+    bester_error err;
+    char data[64], ids[3][32];
+    for (int n = 0; n < 3; n++) {
+        snprintf(data, sizeof data, "{\"action\":\"mail\",\"n\":%d}", n);
+        CHECK(bester_request(alice, "cmail", data, &m, &err) == 0, "mail: %s", err.text);
+        const bester_json *stored = bester_json_get(bester_json_get(m.json, "header"), "stored");
+        CHECK(stored && stored->raw_len == 7 && memcmp(stored->raw, "[\"bob\"]", 7) == 0, "stored for bob");
+        bester_message_free(&m);
+    }
+    bester_client *bob = login("bob", "bob-pw");
+    bester_set_auto_ack(bob, 0);
+    for (int n = 0; n < 3; n++) {
+        snprintf(data, sizeof data, "{\"action\":\"mail\",\"n\":%d}", n);
+        int r = bester_next_push(bob, &p, 20000, &err);
+        CHECK(r == 1 && data_is(&p, data) && p.stored && p.msg, "stored push %d in order: %s", n, r == 1 ? p.data : err.text);
+        snprintf(ids[n], sizeof ids[n], "%s", r == 1 && p.msg ? p.msg : "");
+        bester_message_free(&p);
+    }
+    barrier(bob);
+    CHECK(!queue_empty(), "manual ack: still on the server");
+    /* The application logs in again (the copies come) with the ids it was handed. */
+    bester_client *again = login("bob", "bob-pw");
+    bester_set_auto_ack(again, 0);
+    bester_move_seen(again, bob);
+    bester_close(bob);
+    barrier(again);
+    CHECK(bester_next_push(again, &p, 0, &err) == 0, "a copy handed over twice");
+    const char *const acks[] = {ids[0], ids[1], ids[2]};
+    long acked = -1;
+    CHECK(bester_ack(again, acks, 3, &acked, &err) == 0 && acked == 3, "ack: %ld %s", acked, err.text);
+    bester_close(again);
+    CHECK(queue_empty(), "acknowledged");
+    /* Auto-ack: taken, then acknowledged before the next request. */
+    CHECK(bester_request(alice, "cmail", "{\"action\":\"mail\",\"n\":3}", &m, &err) == 0, "mail: %s", err.text);
+    bester_message_free(&m);
+    bob = login("bob", "bob-pw");
+    CHECK(bester_next_push(bob, &p, 20000, &err) == 1 && data_is(&p, "{\"action\":\"mail\",\"n\":3}"), "auto: %s", err.text);
+    bester_message_free(&p);
+    barrier(bob);
+    bester_close(bob);
+    CHECK(queue_empty(), "auto-ack");
+    bester_close(alice);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) return 2;
     host = argv[1];
@@ -155,6 +226,8 @@ int main(int argc, char **argv) {
     bester_close(c);
     c = bester_connect("127.0.0.1", "1", 20000, &err);
     CHECK(!c && strcmp(err.code, "connection_lost") == 0, "%s", err.code);
+
+    stored_pushes();
 
     if (failures) {
         fprintf(stderr, "test_daemon: %d failures\n", failures);

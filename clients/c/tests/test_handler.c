@@ -19,6 +19,10 @@ static int handle(const bester_req *req, bester_answer *a, void *userdata) {
         const char *to[] = {"bob", "zed"};
         return bester_send_clients(a, to, 2, "{\"text\":\"hi\"}");
     }
+    if (strcmp(action, "mail") == 0) { /* the data, to bob (the type cmail stores) */
+        const char *to[] = {"bob"};
+        return bester_send_clients(a, to, 1, req->data);
+    }
     if (strcmp(action, "push") == 0) {
         const char *to[] = {"bob"};
         return bester_reply(a, "\"pushed\"") || bester_push_clients(a, to, 1, "news", "\"extra\"", "p1");

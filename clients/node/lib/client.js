@@ -6,7 +6,9 @@
 // into the life of the last, and after a lost connection a reconnect with backoff that logs in
 // with the resume token (and, only at the URL the credentials were given for, with them). A
 // redirect answering a request is followed to the new URL with its token alone, at most 3 in a
-// row, never from TLS to clear text; the request is then sent again there.
+// row, never from TLS to clear text; the request is then sent again there. A stored push (one
+// with `msg`, PROTOCOL.md §4) is handed over once, a copy that comes again dropped (lib/acks.js),
+// and acknowledged once taken unless autoAck is false (then client.ack()).
 
 import { EventEmitter } from 'node:events';
 import { createPrivateKey, createPublicKey, sign as edSign, KeyObject } from 'node:crypto';
@@ -29,6 +31,7 @@ import {
   showUrl,
 } from './protocol.js';
 import { open } from './transport.js';
+import { MAX_ACK, MAX_SEEN, Seen } from './acks.js';
 
 const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 
@@ -142,7 +145,8 @@ export function connect(url, options = {}) {
 /**
  * A client of besterd. Events: 'connect' (logged in, again after a reconnect; the identify
  * reply's data), 'disconnect' (the connection was lost; the error), 'push' (a push), 'redirect'
- * ({from, to}), 'close' (for good; the error, or null after close()).
+ * ({from, to}), 'close' (for good; the error, or null after close()), 'ackError' (the server
+ * refused an automatic `bester.ack`; the error).
  */
 export class Client extends EventEmitter {
   constructor(url, options = {}) {
@@ -156,8 +160,12 @@ export class Client extends EventEmitter {
       backoff: 100,
       maxBackoff: 10000,
       maxPushes: 10000,
+      autoAck: true,
+      maxSeen: MAX_SEEN,
       ...options,
     };
+    this.seen = new Seen(this.options.maxSeen); // stored pushes' ids handed over, across reconnections
+    this.ackScheduled = false;
     this.session = new Session(home, new Credentials(home, options));
     this.calls = new Calls('n');
     this.queue = []; // calls waiting for a connection
@@ -235,9 +243,26 @@ export class Client extends EventEmitter {
 
   /** The next push, or null once the client is closed. */
   nextPush() {
-    if (this.pushBuffer.length) return Promise.resolve(this.pushBuffer.shift());
+    if (this.pushBuffer.length) return Promise.resolve(this.taken(this.pushBuffer.shift()));
     if (this.closed) return Promise.resolve(null);
     return new Promise((resolve) => this.pushWaiters.push(resolve));
+  }
+
+  /**
+   * `bester.ack`: the server deletes these stored pushes (Push objects or their `msg` ids);
+   * resolves with how many it deleted. With `autoAck: false`, once the work a push started is
+   * done; a copy that comes again before is not handed over twice.
+   */
+  async ack(...msgs) {
+    const ids = msgs.map((m) => (m !== null && typeof m === 'object' ? m.msg : m)).filter((m) => m !== undefined);
+    for (const id of ids) if (typeof id !== 'string') throw new TypeError('ack(): pushes or message id strings');
+    this.seen.acked(ids);
+    let acked = 0;
+    for (let at = 0; at < ids.length; at += MAX_ACK) {
+      const data = await this.request('bester.ack', { msgs: ids.slice(at, at + MAX_ACK) });
+      acked += (data && data.acked) || 0;
+    }
+    return acked;
   }
 
   /** Pushes as an async iterator; it ends when the client closes. */
@@ -390,6 +415,7 @@ export class Client extends EventEmitter {
     for (const call of queued) this.dispatch(call);
     for (const frame of link.held) this.onFrame(link, frame);
     link.held = null;
+    this.flushAcks(); // owed when the last connection went
     this.emit('connect', data);
     if (link.closed) this.lost(link, link.error);
   }
@@ -413,12 +439,55 @@ export class Client extends EventEmitter {
   }
 
   deliver(push) {
+    if (this.seen.arrived(push.msg) !== 'deliver') {
+      // Handed over before: acknowledged again if it was (then owed), else dropped.
+      if (this.seen.owed.length) this.scheduleAcks();
+      return;
+    }
+    const listened = this.listenerCount('push') > 0;
     this.emit('push', push);
+    if (listened) this.taken(push); // the listeners ran: taken
     const waiter = this.pushWaiters.shift();
-    if (waiter) waiter(push);
+    if (waiter) waiter(listened ? push : this.taken(push));
     else {
       this.pushBuffer.push(push);
-      if (this.pushBuffer.length > this.options.maxPushes) this.pushBuffer.shift(); // oldest dropped
+      if (this.pushBuffer.length > this.options.maxPushes) {
+        const dropped = this.pushBuffer.shift(); // oldest dropped
+        if (!listened) this.seen.forget(dropped.msg); // never taken: it comes again
+      }
+    }
+  }
+
+  /** The application took `push` (a 'push' listener ran, or the iterator handed it out). */
+  taken(push) {
+    if (push.msg !== undefined && this.options.autoAck) {
+      this.seen.owe(push.msg);
+      this.scheduleAcks();
+    }
+    return push;
+  }
+
+  /** One `bester.ack` per turn of the event loop for the pushes taken in it. */
+  scheduleAcks() {
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    setImmediate(() => {
+      this.ackScheduled = false;
+      this.flushAcks();
+    });
+  }
+
+  /**
+   * Send the acks owed on the current connection (without one, after the next login). The reply
+   * is taken here: a refusal is the 'ackError' event; a lost connection brings the pushes again,
+   * to be acknowledged again.
+   */
+  flushAcks() {
+    while (this.link && !this.closed && this.seen.owed.length) {
+      const msgs = this.seen.take();
+      this.call('bester.ack', { msgs }, this.options.timeout, false).catch((err) => {
+        if (err.code !== 'connection_lost' && err.code !== 'closed') this.emit('ackError', err);
+      });
     }
   }
 

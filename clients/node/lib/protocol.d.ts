@@ -262,7 +262,8 @@ export interface ErrorReply {
   data: ErrorData;
 }
 export interface PushFrame {
-  header: { status: 'ok'; kind: 'push'; type: string; from: From };
+  /** `msg` (a durable id, decimal) and `time` (ms since the epoch) on a push of a storing type; `stored` when it was kept while the user was away. */
+  header: { status: 'ok'; kind: 'push'; type: string; from: From; msg?: string; time?: number; stored?: boolean };
   data: Json;
 }
 /** A request (or a login) answered by sending the client to another server. */
@@ -373,6 +374,12 @@ export interface Push {
   data: Json;
   from: From;
   frame: PushFrame;
+  /** The durable id of a push of a storing type (acknowledge it with `bester.ack`). */
+  msg?: string;
+  /** With `msg`: it was stored while the user was away. */
+  stored?: boolean;
+  /** With `msg`: when it was stored, ms since the epoch. */
+  time?: number;
 }
 export declare function pushOf(frame: PushFrame): Push;
 

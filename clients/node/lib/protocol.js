@@ -500,7 +500,13 @@ export function classify(frame) {
 /** A push as the client hands it out: `{type, data, from, frame}`. */
 export function pushOf(frame) {
   const header = frame.header || {};
-  return { type: header.type, data: frame.data === undefined ? null : frame.data, from: header.from || {}, frame };
+  const push = { type: header.type, data: frame.data === undefined ? null : frame.data, from: header.from || {}, frame };
+  if (typeof header.msg === 'string') {
+    push.msg = header.msg;
+    push.stored = header.stored === true;
+    if (typeof header.time === 'number') push.time = header.time;
+  }
+  return push;
 }
 
 /**

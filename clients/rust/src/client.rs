@@ -256,6 +256,11 @@ impl Client {
         self.send(&json!({"header":{"scope":"client","id":id},"payload":{"type":kind,"data":data}}))
     }
 
+    /// Whether a whole frame is waiting to be returned by [`Client::recv`] without a read.
+    pub fn has_frame(&self) -> bool {
+        !self.pushes.is_empty() || matches!(self.decoder.decode(&self.input), Ok(Some(_)))
+    }
+
     /// Next frame from the server (pushes kept aside by [`Client::request`] first); `None` on EOF.
     pub fn recv(&mut self) -> io::Result<Option<Value>> {
         if let Some(push) = self.pushes.pop_front() {

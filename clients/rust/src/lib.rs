@@ -28,8 +28,10 @@
 //!   with their token only; reconnection with the resume token.
 //! - [`Client`]: one connection, frame by frame (pipelining, pushes, anything the protocol
 //!   allows), over `bester://`, `bester+tls://`, `bester+ws://`, `bester+wss://` ([`transport`]).
+//! - [`acks`]: stored pushes handed over once and acknowledged (`bester.ack`).
 //! - [`handler`]: serve a handler type's requests (and an auth handler's logins).
 
+pub mod acks;
 pub mod client;
 pub mod error;
 pub mod frame;

@@ -8,13 +8,22 @@
 //! restart) is treated the same way: the session waits for the server to come back and sends the
 //! request there. A request whose connection broke may so reach a handler twice: make such
 //! handlers idempotent, or turn `reconnect` off.
+//!
+//! Stored pushes (PROTOCOL.md §4, "Stored delivery": a push with `header.msg`) are handed over
+//! by [`Session::recv_push`] once: a copy that comes again (after a reconnection, say) is
+//! dropped, and acknowledged again if its ack was sent ([`crate::acks`]). With
+//! [`Options::auto_ack`] a push handed over is acknowledged with the next `bester.ack`, sent
+//! when no more frames are waiting (one per batch), before the next request, or by
+//! [`Session::flush_acks`]; without it, [`Session::ack`] does it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::acks::{Arrival, MAX_ACK, MAX_SEEN, Seen};
 use crate::client::{Client, Uri};
 use crate::error::Error;
 use crate::login::{Identity, Login, identify};
@@ -34,6 +43,11 @@ pub struct Options {
     pub reconnect: bool,
     /// How long to keep trying to connect again before giving up.
     pub reconnect_for: Duration,
+    /// Acknowledge stored pushes once [`Session::recv_push`] handed them over (true); false:
+    /// the application calls [`Session::ack`] when it is done with them.
+    pub auto_ack: bool,
+    /// How many stored pushes' ids are remembered to drop a copy that comes again (4096).
+    pub max_seen: usize,
 }
 
 impl Default for Options {
@@ -43,6 +57,8 @@ impl Default for Options {
             timeout: Some(Duration::from_secs(30)),
             reconnect: true,
             reconnect_for: Duration::from_secs(30),
+            auto_ack: true,
+            max_seen: MAX_SEEN,
         }
     }
 }
@@ -59,6 +75,10 @@ pub struct Session {
     reconnects: u64,
     /// Pushes read from a connection that was then left.
     pushes: std::collections::VecDeque<Value>,
+    /// Stored pushes' ids handed over, and the acks owed (across reconnections).
+    seen: Seen,
+    /// Ids of the automatic `bester.ack`s on this connection whose reply is still to come.
+    acking: HashSet<String>,
 }
 
 /// A URI that may name no user (`bester+wss://host:port`, as a redirect gives it).
@@ -79,12 +99,14 @@ impl Session {
             first: uri.clone(),
             current: uri,
             login,
-            options,
             client,
             identity,
             next_id: 1,
             reconnects: 0,
             pushes: Default::default(),
+            seen: Seen::new(options.max_seen),
+            acking: HashSet::new(),
+            options,
         })
     }
 
@@ -113,6 +135,7 @@ impl Session {
 
     /// Send a request of `kind` with `data`; its reply's data, or the refusal.
     pub fn request(&mut self, kind: &str, data: &Value) -> Result<Value, Error> {
+        self.flush_acks()?;
         let mut redirects = 0;
         let mut reconnected = false;
         loop {
@@ -155,11 +178,90 @@ impl Session {
     }
 
     /// The next push (waiting up to the client's timeout); `None` when the connection closed.
+    /// A copy of a stored push handed over before is not returned (see the module
+    /// documentation); the reply to an automatic `bester.ack` is read here, and its refusal is
+    /// returned as the error.
     pub fn recv_push(&mut self) -> Result<Option<Value>, Error> {
-        if let Some(push) = self.pushes.pop_front() {
-            return Ok(Some(push));
+        loop {
+            let frame = match self.pushes.pop_front() {
+                Some(frame) => frame,
+                None => {
+                    if !self.client.has_frame() {
+                        self.flush_acks()?; // nothing more waiting: one ack for what was taken
+                    }
+                    match self.client.recv()? {
+                        Some(frame) => frame,
+                        None => return Ok(None),
+                    }
+                }
+            };
+            if let Some(frame) = self.sort(frame)? {
+                return Ok(Some(frame));
+            }
         }
-        Ok(self.client.recv()?)
+    }
+
+    /// A frame read while waiting for pushes: one to hand over, or `None` for a copy of a stored
+    /// push or the reply to an automatic `bester.ack` (its refusal is the error).
+    fn sort(&mut self, frame: Value) -> Result<Option<Value>, Error> {
+        let header = &frame["header"];
+        if header["kind"] == "reply" {
+            if let Some(id) = header["id"].as_str()
+                && self.acking.remove(id)
+            {
+                return Error::of_frame(&frame).map_or(Ok(None), Err);
+            }
+            return Ok(Some(frame));
+        }
+        if header["kind"] != "push" {
+            return Ok(Some(frame));
+        }
+        let msg = header["msg"].as_str().map(str::to_string);
+        match self.seen.arrived(msg.as_deref()) {
+            Arrival::Deliver => {
+                if let Some(msg) = msg.filter(|_| self.options.auto_ack) {
+                    self.seen.owe(&msg);
+                }
+                Ok(Some(frame))
+            }
+            Arrival::AckAgain | Arrival::Drop => Ok(None),
+        }
+    }
+
+    /// `bester.ack` for these stored pushes' ids (`header.msg`): the server deletes them; the
+    /// number it deleted. With `auto_ack` off, call it once the work a push started is done; a
+    /// copy that comes again before is not handed over twice.
+    pub fn ack<S: AsRef<str>>(&mut self, msgs: &[S]) -> Result<u64, Error> {
+        self.seen.acked(msgs);
+        let mut acked = 0;
+        for chunk in msgs.chunks(MAX_ACK) {
+            let ids: Vec<&str> = chunk.iter().map(AsRef::as_ref).collect();
+            let data = self.request("bester.ack", &json!({ "msgs": ids }))?;
+            acked += data["acked"].as_u64().unwrap_or(0);
+        }
+        Ok(acked)
+    }
+
+    /// Send the automatic acks owed, one `bester.ack` per 4096 ids, without waiting for the
+    /// reply ([`Session::recv_push`] reads it). On a broken connection they are lost, and the
+    /// pushes come again after the reconnection, to be acknowledged again.
+    pub fn flush_acks(&mut self) -> Result<(), Error> {
+        while self.seen.owes() {
+            let msgs = self.seen.take();
+            let id = self.next_id.to_string();
+            self.next_id += 1;
+            match self
+                .client
+                .message(&id, "bester.ack", &json!({ "msgs": msgs }))
+            {
+                Ok(()) => {
+                    self.acking.insert(id);
+                }
+                Err(e) if broken(&e) => return Ok(()), // the next read says the connection is gone
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Go where a redirect says, with its token.
@@ -188,6 +290,7 @@ impl Session {
         let login = Login::Token(token.to_string());
         let (client, identity) = Session::open(&uri, &login, &self.options)?;
         (self.client, self.identity, self.current) = (client, identity, uri);
+        self.acking.clear();
         Ok(())
     }
 
@@ -228,6 +331,7 @@ impl Session {
             match attempt {
                 Ok((client, identity)) => {
                     (self.client, self.identity) = (client, identity);
+                    self.acking.clear(); // their replies went with the old connection
                     return Ok(());
                 }
                 Err(Error::Io(e)) if Instant::now() + pause < until => {

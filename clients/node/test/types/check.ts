@@ -408,6 +408,17 @@ export async function client(): Promise<void> {
   c.on('connect', (data) => is<LoginData>(data));
   c.on('close', (error) => is<BesterError | null>(error));
   for await (const p of c) is<string>(p.type);
+  const manual: Client = await connect('bester://bob:pw@localhost:2222', { autoAck: false, maxSeen: 100 });
+  manual.on('ackError', (error) => is<BesterError>(error));
+  const stored = await manual.nextPush();
+  if (stored && stored.msg !== undefined) {
+    is<string>(stored.msg);
+    is<boolean | undefined>(stored.stored);
+    is<number | undefined>(stored.time);
+    is<number>(await manual.ack(stored, stored.msg));
+  }
+  // @ts-expect-error ack takes pushes or their ids
+  await manual.ack(42);
   try {
     await c.request('echo');
   } catch (e) {

@@ -28,6 +28,7 @@ import ssl
 import time
 from typing import Any, AsyncIterator, Callable, Deque, Dict, List, Optional, Tuple, Union
 
+from .acks import DELIVER, MAX_ACK, MAX_SEEN, Seen, ack_ids
 from .client import Push, after_loss, answer, in_flight_error, message, open_session, route, too_large
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
@@ -126,6 +127,8 @@ class AsyncClient:
         max_frame: int = MAX_FRAME,
         max_request: int = 1 << 20,
         max_write_buffer: int = 1 << 20,
+        auto_ack: bool = True,
+        max_seen: int = MAX_SEEN,
     ):
         self.session, ssl_context = open_session(
             url, username=username, password=password, token=token, key=key, server_name=server_name,
@@ -140,6 +143,9 @@ class AsyncClient:
         self.on_push = on_push
         self.max_pushes = max_pushes
         self.max_write_buffer = max_write_buffer
+        self.auto_ack = auto_ack
+        self._seen = Seen(max_seen)  # stored pushes' ids handed over, across reconnections
+        self._ack_scheduled = False
         self._ca = ca
         self._ssl = ssl_context
         self._max_frame = max_frame
@@ -232,7 +238,19 @@ class AsyncClient:
                 await asyncio.wait_for(self._push_event.wait(), left)
             except asyncio.TimeoutError:
                 return None
-        return self._pushes.popleft()
+        push = self._pushes.popleft()
+        if push.msg is not None and self.auto_ack:
+            self._owe(push.msg)
+        return push
+
+    async def ack(self, *msgs: Union[Push, str], timeout: Optional[float] = None) -> int:
+        """``bester.ack`` for these stored pushes (or ``msg`` ids): see :meth:`bester.Client.ack`."""
+        ids = ack_ids(msgs)
+        self._seen.acked(ids)
+        acked = 0
+        for at in range(0, len(ids), MAX_ACK):
+            acked += (await self.request("bester.ack", {"msgs": ids[at:at + MAX_ACK]}, timeout) or {}).get("acked", 0)
+        return acked
 
     async def pushes(self, timeout: Optional[float] = None) -> AsyncIterator[Push]:
         """Pushes as they come; ends when the client closes or after ``timeout`` without one."""
@@ -393,6 +411,8 @@ class AsyncClient:
             if not old.pending:
                 old.kill()
         conn.task = asyncio.ensure_future(self._read(conn))
+        if self._seen.owed:
+            self._schedule_acks()  # owed when the last connection went
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -447,6 +467,10 @@ class AsyncClient:
             conn.kill()
 
     def _push(self, push: Push) -> None:
+        if self._seen.arrived(push.msg) != DELIVER:
+            if self._seen.owed:
+                self._schedule_acks()  # a copy of one acknowledged before: again
+            return
         if self.on_push is not None:
             try:
                 result = self.on_push(push)
@@ -454,14 +478,50 @@ class AsyncClient:
                     task = asyncio.ensure_future(result)
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+                    task.add_done_callback(lambda t: self._handled(push.msg, not t.cancelled() and t.exception() is None))
+                    return
             except Exception:
                 log.exception("on_push failed")
+                self._handled(push.msg, False)
+                return
+            self._handled(push.msg, True)
             return
         if len(self._pushes) >= self.max_pushes:
-            self._pushes.popleft()
+            dropped = self._pushes.popleft()
+            self._seen.forget(dropped.msg)  # never taken, not acknowledged: it comes again
             log.warning("more than %d pushes not taken: dropping the oldest", self.max_pushes)
         self._pushes.append(push)
         self._push_event.set()
+
+    def _handled(self, msg: Optional[str], ok: bool) -> None:
+        """``on_push`` is done with a push: acknowledged, or (it failed) forgotten to come again."""
+        if not ok:
+            self._seen.forget(msg)
+        elif msg is not None and self.auto_ack:
+            self._owe(msg)
+
+    def _owe(self, msg: str) -> None:
+        self._seen.owe(msg)
+        self._schedule_acks()
+
+    def _schedule_acks(self) -> None:
+        """One ``bester.ack`` per turn of the event loop for the pushes taken in it."""
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        """Send the acks owed on the current connection (without one, on the next). The reply is
+        taken here: a refusal is logged; a lost connection brings the pushes again."""
+        self._ack_scheduled = False
+        conn = self._conn
+        while conn is not None and not conn.dead and self._seen.owed:
+            msgs = self._seen.take()
+            id_ = str(next(self._ids))
+            call = _Call(asyncio.get_running_loop().create_future(), message(id_, "bester.ack", {"msgs": msgs}))
+            call.future.add_done_callback(_ack_answered)
+            conn.pending[id_] = call
+            conn.write(conn.codec.encode(dumps(call.frame)))
 
     def _lost(self, conn: _Conn, error: Optional[BaseException]) -> None:
         conn.dead = True
@@ -585,6 +645,18 @@ class AsyncClient:
             return
         self._install(conn)
         await self._dispatch_call(call, time.monotonic() + self.timeout)
+
+
+def _ack_answered(future: "asyncio.Future[Dict[str, Any]]") -> None:
+    """The reply of an automatic ``bester.ack``: a refusal is logged (a lost connection is not:
+    the pushes come again and are acknowledged again)."""
+    if future.cancelled():
+        return
+    error = future.exception()
+    if isinstance(error, (ConnectionLost, Closed)):
+        log.debug("bester.ack not answered: %s", error)
+    elif error is not None:
+        log.warning("bester.ack refused: %s", error)
 
 
 async def connect(url: str, **options: Any) -> AsyncClient:

@@ -21,6 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
+from .acks import DELIVER, MAX_ACK, MAX_SEEN, Seen, ack_ids
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
 from .transport import client_certificate, open_socket
@@ -32,17 +33,25 @@ log = logging.getLogger("bester.client")
 @dataclass
 class Push:
     """A message pushed to this user: ``type``, ``data``, ``sender`` (the header's ``from``:
-    ``{"user","server"}`` or ``{"server","handler"}``) and the whole ``frame``."""
+    ``{"user","server"}`` or ``{"server","handler"}``) and the whole ``frame``. A push of a
+    storing type has its durable id in ``msg`` (else None); ``stored`` says it was kept while
+    the user was away."""
 
     type: str
     data: Any
     sender: Dict[str, Any]
     frame: Dict[str, Any]
+    msg: Optional[str] = None
+    stored: bool = False
 
     @classmethod
     def of(cls, frame: Dict[str, Any]) -> "Push":
         header = frame.get("header") or {}
-        return cls(header.get("type", ""), frame.get("data"), header.get("from") or {}, frame)
+        msg = header.get("msg")
+        return cls(
+            header.get("type", ""), frame.get("data"), header.get("from") or {}, frame,
+            msg if isinstance(msg, str) else None, header.get("stored") is True,
+        )
 
 
 def message(id_: str, type_: str, data: Any) -> Dict[str, Any]:
@@ -202,6 +211,8 @@ class Client:
         max_pushes: int = 10000,
         max_frame: int = MAX_FRAME,
         max_request: int = 1 << 20,
+        auto_ack: bool = True,
+        max_seen: int = MAX_SEEN,
     ):
         self.session, ssl_context = open_session(
             url, username=username, password=password, token=token, key=key, server_name=server_name,
@@ -215,6 +226,8 @@ class Client:
         self.max_backoff = max_backoff
         self.on_push = on_push
         self.max_pushes = max_pushes
+        self.auto_ack = auto_ack
+        self._seen = Seen(max_seen)  # stored pushes' ids handed over, across reconnections
         self._ca = ca
         self._ssl = ssl_context
         self._max_frame = max_frame
@@ -310,7 +323,27 @@ class Client:
                 if left is not None and left <= 0:
                     return None
                 self._cond.wait(left)
-            return self._pushes.popleft()
+            push = self._pushes.popleft()
+            flush = False
+            if push.msg is not None and self.auto_ack:
+                self._seen.owe(push.msg)
+                # One bester.ack for what had come: now, or from the manager shortly.
+                flush = not self._pushes or len(self._seen.owed) >= ACK_BATCH
+        if flush:
+            self._flush_acks()
+        return push
+
+    def ack(self, *msgs: Union[Push, str], timeout: Optional[float] = None) -> int:
+        """``bester.ack``: the server deletes these stored pushes (given as :class:`Push` or
+        their ``msg`` ids); returns how many it deleted. For ``auto_ack=False``, once the work
+        a push started is done; a copy that comes again before is not handed over twice."""
+        ids = ack_ids(msgs)
+        with self._lock:
+            self._seen.acked(ids)
+        acked = 0
+        for at in range(0, len(ids), MAX_ACK):
+            acked += (self.request("bester.ack", {"msgs": ids[at:at + MAX_ACK]}, timeout) or {}).get("acked", 0)
+        return acked
 
     def logout(self) -> None:
         """``bester.logout`` (the session's resume tokens die with it), then close."""
@@ -491,6 +524,7 @@ class Client:
         try:
             for body in conn.early:  # type: ignore[attr-defined]
                 self._on_frame(conn, loads(body))
+            self._flush_acks(conn)
             while not conn.dead:
                 data = conn.sock.recv(262144)
                 if not data:
@@ -501,6 +535,7 @@ class Client:
                     conn.write(out)
                 for body in bodies:
                     self._on_frame(conn, loads(body))
+                self._flush_acks(conn)  # one bester.ack for the pushes of this read
                 if conn.codec.closed:
                     break
         except (OSError, BesterError) as e:
@@ -540,18 +575,50 @@ class Client:
             conn.kill()
 
     def _push(self, push: Push) -> None:
+        with self._lock:
+            if self._seen.arrived(push.msg) != DELIVER:
+                return  # handed over before: acknowledged again if it was, else dropped
         if self.on_push is not None:
             try:
                 self.on_push(push)
             except Exception:
                 log.exception("on_push failed")
+                with self._lock:
+                    self._seen.forget(push.msg)  # not acknowledged: it comes again
+                return
+            if self.auto_ack:
+                with self._lock:
+                    self._seen.owe(push.msg)
             return
         with self._cond:
             if len(self._pushes) >= self.max_pushes:
-                self._pushes.popleft()
+                dropped = self._pushes.popleft()
+                self._seen.forget(dropped.msg)  # never taken, not acknowledged: it comes again
                 log.warning("more than %d pushes not taken: dropping the oldest", self.max_pushes)
             self._pushes.append(push)
             self._cond.notify_all()
+
+    def _flush_acks(self, conn: Optional[_Conn] = None) -> None:
+        """Send the acks owed in one ``bester.ack`` (per 4096 ids) on ``conn`` or the current
+        connection; without one they wait for the next. Its reply is taken here: an error is
+        logged, and a lost connection brings the pushes again, to be acknowledged again."""
+        while True:
+            with self._lock:
+                conn = conn or self._conn
+                if conn is None or conn.dead or not self._seen.owed:
+                    return
+                msgs = self._seen.take()
+                id_ = str(next(self._ids))
+                call = _Call(Future(), message(id_, "bester.ack", {"msgs": msgs}))
+                conn.pending[id_] = call
+            call.future.add_done_callback(_ack_answered)
+            try:
+                conn.write(conn.codec.encode(dumps(call.frame)))
+            except OSError as e:
+                with self._lock:
+                    conn.pending.pop(id_, None)
+                call.future.set_exception(ConnectionLost("connection_lost", f"bester.ack not sent: {e}"))
+                return
 
     def _lost(self, conn: _Conn, error: Optional[BaseException]) -> None:
         with self._cond:
@@ -588,7 +655,7 @@ class Client:
                 if self._closed:
                     return
                 now = time.monotonic()
-                wake = [now + 1.0]
+                wake = [now + (0.05 if self._seen.owed else 1.0)]
                 conn = self._conn
                 if self._need_reconnect:
                     wake.append(retry_at)
@@ -633,6 +700,7 @@ class Client:
                 continue
             if conn is None:
                 continue
+            self._flush_acks(conn)  # those the iterator left owed, or owed since a reconnect
             self._keep_alive(conn, now)
             self._renew(conn)
 
@@ -690,6 +758,20 @@ class Client:
             return
         self._install(conn)
         self._dispatch_call(call, time.monotonic() + self.timeout)
+
+
+#: The iterator sends the acks owed once this many are (or once it has taken all that came).
+ACK_BATCH = 256
+
+
+def _ack_answered(future: "Future[Dict[str, Any]]") -> None:
+    """The reply of an automatic ``bester.ack``: a refusal is logged (a lost connection is not:
+    the pushes come again and are acknowledged again)."""
+    error = future.exception()
+    if isinstance(error, (ConnectionLost, Closed)):
+        log.debug("bester.ack not answered: %s", error)
+    elif error is not None:
+        log.warning("bester.ack refused: %s", error)
 
 
 def too_large(size: int, limit: int) -> BesterError:
