@@ -36,20 +36,20 @@ fn start_b(a: &Broker, extra: &str) -> Broker {
     Broker::launch("b", "127.0.0.1:0", "", &tables, &users())
 }
 
-fn ctl_queues(server: &Broker) -> Value {
+fn ctl(server: &Broker, json: bool) -> Vec<u8> {
     let socket = server.dir.path().join("run/besterd.ctl");
-    let out = besterd_cmd(
-        &[
-            "ctl",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--json",
-            "queues",
-        ],
-        None,
-    );
+    let mut args = vec!["ctl", "--socket", socket.to_str().unwrap()];
+    if json {
+        args.push("--json");
+    }
+    args.push("queues");
+    let out = besterd_cmd(&args, None);
     assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
+}
+
+fn ctl_queues(server: &Broker) -> Value {
+    serde_json::from_slice(&ctl(server, true)).unwrap()
 }
 
 /// a's outbound queue for b, as `besterd ctl queues` shows it.
@@ -111,7 +111,14 @@ fn a_push_to_bob_at_b_while_b_is_down_is_queued_then_delivered_once_on_login() {
     }
     let row = queue_for_b(&a);
     assert_eq!(row["messages"], 3, "{row}");
-    assert_eq!(row["linked"], false, "{row}");
+    assert_eq!(row["linked"], false, "no link yet: {row}");
+    assert!(row["oldest_ms"].as_u64().is_some(), "{row}");
+    let text = String::from_utf8(ctl(&a, false)).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["b", "3"])),
+        "{text}"
+    );
 
     let b = start_b(&a, "");
     wait_drained(&a);
@@ -237,5 +244,40 @@ fn a_type_b_does_not_allow_from_a_is_refused_and_leaves_the_queue() {
         "{row}"
     );
     let mut bob = b.login("bob", "bob-pw");
+    no_more_pushes(&mut bob);
+}
+
+#[test]
+fn with_the_link_up_bob_gets_it_at_once_and_a_kill_9_of_b_keeps_it_until_acked() {
+    let a = start_a("");
+    let mut b = start_b(&a, "");
+    eventually("the link to b to take stored deliveries", || {
+        (queue_for_b(&a)["linked"] == true).then_some(())
+    });
+    let mut bob = b.login("bob", "bob-pw");
+    let mut alice = a.login("alice", "alice-pw");
+    assert_eq!(
+        mail(&mut alice, "m", &["bob@b"], 5),
+        queued_reply("m", "bob@b")
+    );
+    let live = push(&mut bob);
+    assert_eq!(live["data"], json!({"to":["bob@b"],"n":5}), "{live}");
+    assert!(live["header"].get("stored").is_none(), "{live}");
+    wait_drained(&a);
+    drop(bob);
+    // bob never acked: b keeps it across a kill -9 and gives it again with the same id.
+    b.kill_and_restart();
+    let mut bob = b.login("bob", "bob-pw");
+    let again = push(&mut bob);
+    assert_eq!(again["header"]["msg"], live["header"]["msg"]);
+    assert_eq!(again["header"]["stored"], true);
+    let ack = bob
+        .request(
+            "ack",
+            "bester.ack",
+            &json!({"msgs": [again["header"]["msg"]]}),
+        )
+        .unwrap();
+    assert_eq!(ack["data"], json!({"acked": 1}), "{ack}");
     no_more_pushes(&mut bob);
 }
