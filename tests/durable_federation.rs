@@ -4,6 +4,9 @@
 //! connection), and deleted from a's queue only then; a kill -9 of a in between loses nothing; a
 //! full per-server queue refuses with `queue_full`; a non-storing push to a down server still
 //! fails `peer_unreachable`; a type b does not allow from a is refused and leaves the queue.
+//! Where the wire must be watched, b is a hand-rolled peer on a real socket: a delivery not acked
+//! before the link drops comes again with the same `origin`, and a peer whose link did not take
+//! the feature `store` is sent none.
 
 mod common;
 
@@ -280,4 +283,90 @@ fn with_the_link_up_bob_gets_it_at_once_and_a_kill_9_of_b_keeps_it_until_acked()
         .unwrap();
     assert_eq!(ack["data"], json!({"acked": 1}), "{ack}");
     no_more_pushes(&mut bob);
+}
+
+/// A hand-rolled peer `b` linked to `a` over a real socket, offering `features`; returns the
+/// link and the features a accepted.
+fn fake_b(a: &Broker, features: &[&str]) -> (Client, Value) {
+    use besterd::federation::handshake::{self, Side, Transcript};
+    let mut c = a.connect();
+    let nonce = handshake::nonce();
+    c.send(&json!({"header":{"identify":{"type":"server","name":"b","nonce":nonce,"features":features}}}))
+        .unwrap();
+    let challenge = c.recv().unwrap().expect("a challenge");
+    let theirs = challenge["data"]["nonce"].as_str().unwrap().to_string();
+    let t = Transcript {
+        initiator: "b",
+        responder: "a",
+        initiator_nonce: &nonce,
+        responder_nonce: &theirs,
+    };
+    c.send(&json!({"header":{"proof": t.proof(SECRET.as_bytes(), Side::Initiator)}}))
+        .unwrap();
+    let answer = c.recv().unwrap().expect("an answer");
+    assert_eq!(answer["data"]["server"], "a", "{answer}");
+    (c, answer["data"]["features"].clone())
+}
+
+#[test]
+fn a_delivery_not_acked_before_the_link_drops_comes_again_with_the_same_origin() {
+    let a = start_a("");
+    let mut alice = a.login("alice", "alice-pw");
+    assert_eq!(
+        mail(&mut alice, "m", &["bob@b"], 3),
+        queued_reply("m", "bob@b")
+    );
+    let (mut b, features) = fake_b(&a, &["store"]);
+    assert_eq!(features, json!(["store"]));
+    let first = b.recv().unwrap().expect("the delivery");
+    let h = &first["header"];
+    assert_eq!(h["scope"], "users", "{first}");
+    assert_eq!(h["store"], true, "{first}");
+    assert_eq!(h["users"], json!(["bob"]), "{first}");
+    assert_eq!(h["from"], json!({"user":"alice","server":"a"}), "{first}");
+    assert_eq!(
+        first["payload"],
+        json!({"type":"mail","data":{"to":["bob@b"],"n":3}})
+    );
+    let origin = h["origin"].clone();
+    assert!(origin.as_str().unwrap().parse::<u64>().is_ok(), "{first}");
+    // The link drops before b acks: the delivery stays queued.
+    drop(b);
+    eventually("the lost delivery to be back in the queue", || {
+        let row = queue_for_b(&a);
+        (row["linked"] == false && row["in_flight"] == 0).then_some(())
+    });
+    assert_eq!(queue_for_b(&a)["messages"], 1);
+    let (mut b, _) = fake_b(&a, &["store"]);
+    let again = b.recv().unwrap().expect("the delivery again");
+    assert_eq!(again["header"]["origin"], origin, "the same durable id");
+    assert_eq!(again["payload"], first["payload"]);
+    let msg = again["header"]["msg"].as_str().unwrap();
+    b.send(
+        &json!({"header":{"kind":"ack","msg":msg,"status":"ok","delivered":[],"offline":["bob"]}}),
+    )
+    .unwrap();
+    wait_drained(&a);
+}
+
+#[test]
+fn a_peer_that_does_not_take_stored_deliveries_gets_none() {
+    let a = start_a("");
+    let (mut b, features) = fake_b(&a, &[]);
+    assert_eq!(features, json!([]));
+    eventually("the link to b to be up", || {
+        (queue_for_b(&a)["linked"] == false).then_some(())
+    });
+    let mut alice = a.login("alice", "alice-pw");
+    assert_eq!(
+        mail(&mut alice, "m", &["bob@b"], 1),
+        json!({"header":{"status":"ok","kind":"reply","id":"m","type":"mail",
+            "delivered":[],"offline":[],"stored":[],"failed":{"bob@b":"peer_unreachable"}},"data":null})
+    );
+    // Nothing was sent to it: the next frame b gets is the answer to its own message.
+    b.send(&json!({"header":{"scope":"users","msg":"1","from":{"server":"b"},"users":["nobody"]},"payload":{"type":"mail"}}))
+        .unwrap();
+    let next = b.recv().unwrap().expect("an ack");
+    assert_eq!(next["header"]["kind"], "ack", "{next}");
+    assert_eq!(next["header"]["msg"], "1", "{next}");
 }
