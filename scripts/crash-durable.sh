@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Crash test of the delivery store: kill -9 the daemon at random moments while pushes to an
 # offline user are being stored, restart it, and check that every push the sender saw reported
-# `stored` is delivered exactly once to a client that acks, and that nothing else appears
+# `stored` is delivered exactly once to a client that acks and at least once (again, with the same
+# ids) to a client that reads them and crashes before acking, and that nothing else appears
 # (tests/durable.rs, kill_9_while_storing_loses_nothing_reported_stored).
 #
 #   scripts/crash-durable.sh [KILLS]      # default 200; BESTER_CRASH_SEED=N repeats a run

@@ -233,7 +233,8 @@ pub enum CtlAction {
         #[arg(long)]
         user: Option<String>,
     },
-    /// Show the delivery store's queues: per user, messages, bytes and the oldest's age.
+    /// Show the delivery store's queues: per user and per peer server (store-and-forward),
+    /// messages, bytes and the oldest's age.
     Queues,
     /// Reload, as SIGHUP does.
     Reload,

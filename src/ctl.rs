@@ -172,6 +172,45 @@ pub fn queues_text(answer: &Value) -> String {
     if !rows.is_empty() {
         out.push_str(&table(&["user", "messages", "bytes", "oldest"], &rows));
     }
+    let servers: Vec<Vec<String>> = answer["servers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|q| {
+                    let age = q["oldest_ms"]
+                        .as_u64()
+                        .map_or("-".into(), |t| format!("{}s", now.saturating_sub(t) / 1000));
+                    let linked = match q["linked"].as_bool() {
+                        Some(true) => "yes",
+                        _ => "no",
+                    };
+                    vec![
+                        cell(&q["server"]),
+                        cell(&q["messages"]),
+                        cell(&q["bytes"]),
+                        age,
+                        linked.to_string(),
+                        q["in_flight"].as_u64().unwrap_or(0).to_string(),
+                        q["refused"].as_u64().unwrap_or(0).to_string(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !servers.is_empty() {
+        out.push_str(&table(
+            &[
+                "server",
+                "messages",
+                "bytes",
+                "oldest",
+                "linked",
+                "in_flight",
+                "refused",
+            ],
+            &servers,
+        ));
+    }
     out
 }
 

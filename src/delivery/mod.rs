@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-pub use store::{Depth, Fsync, Record};
+pub use store::{Depth, Fsync, OutRecord, Record};
 pub use writer::{Ack, Done, Job, Writer};
 
 /// What a full queue does (`[delivery] full`).
@@ -90,4 +90,14 @@ pub struct DeliveryStats {
     pub bytes: AtomicU64,
     /// The database's size on disk (with its write-ahead log).
     pub disk_bytes: AtomicU64,
+    /// Deliveries written to a peer server's outbound queue (store-and-forward).
+    pub queued: AtomicU64,
+    /// Outbound deliveries deleted after the peer's end-to-end ack (or its final refusal).
+    pub forwarded: AtomicU64,
+    /// Outbound deliveries a peer refused for good (deleted, not retried).
+    pub forward_refused: AtomicU64,
+    /// Deliveries in the outbound queues now.
+    pub out_messages: AtomicU64,
+    /// Their bytes.
+    pub out_bytes: AtomicU64,
 }

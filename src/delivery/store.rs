@@ -5,6 +5,12 @@
 //! Schema: `messages(id, user, time, kind, sender, data, bytes)` with `id` the durable message id
 //! (`boot << 32 | seq`, so ids only grow, across restarts too), an index on `(user, id)` for a
 //! user's queue in order and one on `time` for expiry; `meta(key, value)` keeps the boot count.
+//!
+//! Store-and-forward (PROTOCOL.md §7): `outbound(id, server, time, kind, sender, data, users,
+//! bytes)` holds, per peer server, the deliveries waiting for that server's end-to-end ack (`id`
+//! is the durable id of the origin, `users` their names there as a JSON array); `origins(key,
+//! time)` remembers which forwarded deliveries this server has taken (`<server>/<id>/<user>`),
+//! for `max_age`, so a peer's redelivery is not stored or pushed twice.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,6 +45,37 @@ pub struct Record {
     pub sender: String,
     /// The payload data, as JSON text.
     pub data: String,
+    /// For a delivery forwarded by a peer: `<server>/<its id>/<user>`, so that a redelivery is
+    /// recognised and kept once.
+    pub origin: Option<String>,
+}
+
+/// A delivery waiting in a peer server's outbound queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// The durable id (this server's): the peer keeps one copy per id and user.
+    pub id: u64,
+    /// The peer server.
+    pub server: String,
+    /// When it was queued, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The payload type.
+    pub kind: String,
+    /// The push's `from`, as JSON text.
+    pub sender: String,
+    /// The payload data, as JSON text.
+    pub data: String,
+    /// The users, by their names on the peer.
+    pub users: Vec<String>,
+}
+
+impl OutRecord {
+    /// What the record counts for against the byte limits.
+    pub fn bytes(&self) -> u64 {
+        let users: usize = self.users.iter().map(|u| u.len() + 3).sum();
+        (self.server.len() + self.kind.len() + self.sender.len() + self.data.len() + users + 32)
+            as u64
+    }
 }
 
 impl Record {
@@ -105,6 +142,20 @@ CREATE TABLE IF NOT EXISTS messages (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS messages_user ON messages(user, id);
 CREATE INDEX IF NOT EXISTS messages_time ON messages(time);
+CREATE TABLE IF NOT EXISTS outbound (
+    id INTEGER PRIMARY KEY,
+    server TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    data TEXT NOT NULL,
+    users TEXT NOT NULL,
+    bytes INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS outbound_server ON outbound(server, id);
+CREATE INDEX IF NOT EXISTS outbound_time ON outbound(time);
+CREATE TABLE IF NOT EXISTS origins (key TEXT PRIMARY KEY, time INTEGER NOT NULL) WITHOUT ROWID, STRICT;
+CREATE INDEX IF NOT EXISTS origins_time ON origins(time);
 ";
 
 /// Refuse a path besterd did not make or cannot trust: a symbolic link, not a regular file,
@@ -314,6 +365,11 @@ impl Store {
             record.data,
             record.bytes() as i64
         ])?;
+        if let Some(key) = &record.origin {
+            self.conn
+                .prepare_cached("INSERT OR IGNORE INTO origins(key, time) VALUES (?1, ?2)")?
+                .execute(params![key, record.time_ms as i64])?;
+        }
         Ok(())
     }
 
@@ -393,6 +449,7 @@ impl Store {
                 kind: row.get(2)?,
                 sender: row.get(3)?,
                 data: row.get(4)?,
+                origin: None,
             });
         }
         Ok((out, false))
@@ -403,6 +460,148 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached("DELETE FROM messages WHERE time < ?1 RETURNING user, bytes")?;
+        let rows = stmt.query_map(params![cutoff_ms as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        rows.map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    /// Every peer server's outbound queue in figures.
+    pub fn out_depths(&self) -> Result<HashMap<String, Depth>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT server, count(*), sum(bytes), min(time) FROM outbound GROUP BY server",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Depth {
+                    count: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                    oldest_ms: r.get::<_, Option<i64>>(3)?.map(|t| t as u64),
+                },
+            ))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (server, depth) = row?;
+            out.insert(server, depth);
+        }
+        Ok(out)
+    }
+
+    /// Whether a forwarded delivery with this origin key was taken already.
+    pub fn origin_known(&mut self, key: &str) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM origins WHERE key = ?1")?;
+        Ok(stmt
+            .query_row(params![key], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Add a delivery to its server's outbound queue.
+    pub fn insert_out(&mut self, record: &OutRecord) -> Result<(), StoreError> {
+        let users = serde_json::to_string(&record.users).expect("names serialise");
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO outbound(id, server, time, kind, sender, data, users, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        stmt.execute(params![
+            record.id as i64,
+            record.server,
+            record.time_ms as i64,
+            record.kind,
+            record.sender,
+            record.data,
+            users,
+            record.bytes() as i64
+        ])?;
+        Ok(())
+    }
+
+    /// Remove these deliveries of `server`'s queue; returns the bytes each removed one counted
+    /// for.
+    pub fn delete_out(&mut self, server: &str, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM outbound WHERE id = ?1 AND server = ?2 RETURNING bytes")?;
+        let mut removed = Vec::new();
+        for id in ids {
+            let Ok(id) = i64::try_from(*id) else { continue };
+            if let Some(bytes) = stmt
+                .query_row(params![id, server], |r| r.get::<_, i64>(0))
+                .optional()?
+            {
+                removed.push(bytes as u64);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// `server`'s oldest deliveries, at most `count` of them: (id, bytes).
+    pub fn oldest_out(
+        &mut self,
+        server: &str,
+        count: usize,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, bytes FROM outbound WHERE server = ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![server, count as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?;
+        rows.map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    /// `server`'s deliveries with `id > after` stored at or after `since_ms`, in order: at most
+    /// `max`. Returns them and whether more are left.
+    pub fn load_out(
+        &mut self,
+        server: &str,
+        after: u64,
+        since_ms: u64,
+        max: usize,
+    ) -> Result<(Vec<OutRecord>, bool), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, time, kind, sender, data, users FROM outbound
+             WHERE server = ?1 AND id > ?2 AND time >= ?3 ORDER BY id LIMIT ?4",
+        )?;
+        let mut rows = stmt.query(params![
+            server,
+            after as i64,
+            since_ms as i64,
+            max as i64 + 1
+        ])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            let users: String = row.get(5)?;
+            out.push(OutRecord {
+                id: row.get::<_, i64>(0)? as u64,
+                server: server.to_string(),
+                time_ms: row.get::<_, i64>(1)? as u64,
+                kind: row.get(2)?,
+                sender: row.get(3)?,
+                data: row.get(4)?,
+                users: serde_json::from_str(&users)
+                    .map_err(|e| StoreError::Other(format!("outbound users: {e}")))?,
+            });
+        }
+        Ok((out, false))
+    }
+
+    /// Remove every outbound delivery queued before `cutoff_ms`, and the origin keys older than
+    /// that; returns (server, bytes) per delivery removed.
+    pub fn expire_out(&mut self, cutoff_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM origins WHERE time < ?1")?
+            .execute(params![cutoff_ms as i64])?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM outbound WHERE time < ?1 RETURNING server, bytes")?;
         let rows = stmt.query_map(params![cutoff_ms as i64], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })?;
@@ -429,6 +628,7 @@ mod tests {
             kind: "chat".into(),
             sender: r#"{"user":"alice","server":"s"}"#.into(),
             data: format!("{{\"n\":{id}}}"),
+            origin: None,
         }
     }
 

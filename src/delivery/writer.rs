@@ -3,8 +3,8 @@
 //! (up to [`MAX_GROUP`]) into one transaction and commits once — a group commit, so one fsync
 //! covers many pushes — then sends the results back on a bounded channel and wakes the loop
 //! through its `mio::Waker`. A push is reported `stored` only from a result, that is after its
-//! commit returned. Limits are checked here, against counts kept per user; expiry runs here too,
-//! between jobs.
+//! commit returned. Limits are checked here, against counts kept per user (and per peer server
+//! for the outbound queues of store-and-forward); expiry runs here too, between jobs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{error, info, warn};
 use mio::Waker;
 
-use super::store::{Depth, Record, Store, StoreError};
+use super::store::{Depth, OutRecord, Record, Store, StoreError};
 use super::{DeliveryConfig, DeliveryStats, FullPolicy, Refusal};
 use crate::protocol::ErrorCode;
 
@@ -36,12 +36,36 @@ pub enum Ack {
 /// Work for the thread; `ticket` comes back with the result.
 #[derive(Debug)]
 pub enum Job {
-    /// Store these records (their ids given by the loop).
+    /// Store these records (their ids given by the loop), and queue these deliveries for peer
+    /// servers, in one commit.
     Store {
         /// Matches the result to what waits for it.
         ticket: u64,
         /// The records.
         records: Vec<Record>,
+        /// The deliveries for peer servers' outbound queues.
+        outbound: Vec<OutRecord>,
+    },
+    /// Delete deliveries of `server`'s outbound queue (the peer acknowledged them, or refused
+    /// them for good); answered with [`Done::Acked`].
+    Forwarded {
+        /// Matches the result.
+        ticket: u64,
+        /// The peer server.
+        server: String,
+        /// The deliveries' ids.
+        ids: Vec<u64>,
+    },
+    /// Read `server`'s outbound deliveries with `id > after`, in order.
+    LoadOut {
+        /// Matches the result.
+        ticket: u64,
+        /// The peer server.
+        server: String,
+        /// After this id.
+        after: u64,
+        /// At most this many.
+        max: usize,
     },
     /// Delete acknowledged messages of `user`.
     Ack {
@@ -75,12 +99,22 @@ pub enum Job {
 /// A finished job.
 #[derive(Debug)]
 pub enum Done {
-    /// Per record, in order: stored, or why not.
+    /// Per record, in order: stored (`true`; `false`: a forwarded delivery this store had
+    /// taken already, kept once), or why not.
     Stored {
         /// The job's ticket.
         ticket: u64,
         /// One result per record.
-        results: Vec<Result<(), Refusal>>,
+        results: Vec<Result<bool, Refusal>>,
+        /// One result per outbound delivery.
+        queued: Vec<Result<(), Refusal>>,
+    },
+    /// A batch of a peer server's outbound queue.
+    LoadedOut {
+        /// The job's ticket.
+        ticket: u64,
+        /// The deliveries and whether more are left, or why the read failed.
+        result: Result<(Vec<OutRecord>, bool), Refusal>,
     },
     /// How many messages were deleted.
     Acked {
@@ -96,14 +130,17 @@ pub enum Done {
         /// The records, or why the read failed.
         result: Result<(Vec<Record>, bool), Refusal>,
     },
-    /// Every queue: (user, depth), by user.
+    /// Every queue: (user, depth), by user; then every peer server's outbound queue.
     Queues {
         /// The job's ticket.
         ticket: u64,
         /// The queues, or why they could not be read.
-        result: Result<Vec<(String, Depth)>, Refusal>,
+        result: Result<QueueFigures, Refusal>,
     },
 }
+
+/// Users' queues and peer servers' outbound queues in figures, each sorted by name.
+pub type QueueFigures = (Vec<(String, Depth)>, Vec<(String, Depth)>);
 
 /// The loop's side of the thread.
 pub struct Writer {
@@ -123,6 +160,7 @@ impl Writer {
     ) -> Result<Writer, StoreError> {
         let store = Store::open(path, config.fsync)?;
         let depths = store.depths()?;
+        let out_depths = store.out_depths()?;
         let first_id = store.first_id();
         let (jobs, job_rx) = mpsc::sync_channel(QUEUE);
         // Every job sends one result, and the loop drains them on every wake-up; the bound
@@ -135,12 +173,17 @@ impl Writer {
             waker,
             done: done_tx,
             queues: HashMap::new(),
+            outq: HashMap::new(),
             total_bytes: 0,
             expire_at: Instant::now(),
         };
         for (user, depth) in depths {
             thread.total_bytes += depth.bytes;
             thread.queues.insert(user, (depth.count, depth.bytes));
+        }
+        for (server, depth) in out_depths {
+            thread.total_bytes += depth.bytes;
+            thread.outq.insert(server, (depth.count, depth.bytes));
         }
         thread.publish();
         info!(
@@ -182,6 +225,8 @@ struct Thread {
     done: SyncSender<Done>,
     /// (messages, bytes) per user with a queue.
     queues: HashMap<String, (u64, u64)>,
+    /// (deliveries, bytes) per peer server with an outbound queue.
+    outq: HashMap<String, (u64, u64)>,
     total_bytes: u64,
     expire_at: Instant,
 }
@@ -189,6 +234,11 @@ struct Thread {
 /// What storing `record` may take on the disk: its bytes in the write-ahead log and again in
 /// the database, each rounded up by a page.
 fn disk_cost(record: &Record) -> u64 {
+    2 * (record.bytes() + 4096)
+}
+
+/// [`disk_cost`] of an outbound delivery.
+fn out_cost(record: &OutRecord) -> u64 {
     2 * (record.bytes() + 4096)
 }
 
@@ -243,6 +293,10 @@ impl Thread {
     fn publish(&self) {
         let count: u64 = self.queues.values().map(|q| q.0).sum();
         self.stats.messages.store(count, Ordering::Relaxed);
+        let out: u64 = self.outq.values().map(|q| q.0).sum();
+        let out_bytes: u64 = self.outq.values().map(|q| q.1).sum();
+        self.stats.out_messages.store(out, Ordering::Relaxed);
+        self.stats.out_bytes.store(out_bytes, Ordering::Relaxed);
         self.stats.bytes.store(self.total_bytes, Ordering::Relaxed);
         self.stats
             .disk_bytes
@@ -253,22 +307,32 @@ impl Thread {
     /// order of the jobs (so a client's ack is answered after the backlog read before it).
     fn run_group(&mut self, group: Vec<Job>) -> Vec<Done> {
         let mut out: Vec<Option<Done>> = Vec::with_capacity(group.len());
-        let writes = group
-            .iter()
-            .any(|j| matches!(j, Job::Store { .. } | Job::Ack { .. }));
+        let writes = group.iter().any(|j| {
+            matches!(
+                j,
+                Job::Store { .. } | Job::Ack { .. } | Job::Forwarded { .. }
+            )
+        });
         if !writes {
             return group.into_iter().map(|job| self.read(job)).collect();
         }
         // Counts as they will be if the commit succeeds; put back if it fails.
-        let before = (self.queues.clone(), self.total_bytes);
+        let before = (self.queues.clone(), self.outq.clone(), self.total_bytes);
         let mut dropped = 0u64;
         let mut stored = 0u64;
         let mut refused = 0u64;
         let mut acked = 0u64;
+        let mut queued = 0u64;
+        let mut forwarded = 0u64;
         let cost: u64 = group
             .iter()
             .map(|j| match j {
-                Job::Store { records, .. } => records.iter().map(disk_cost).sum(),
+                Job::Store {
+                    records, outbound, ..
+                } => {
+                    records.iter().map(disk_cost).sum::<u64>()
+                        + outbound.iter().map(out_cost).sum::<u64>()
+                }
                 _ => 0,
             })
             .sum();
@@ -278,7 +342,11 @@ impl Thread {
         let mut reads = Vec::new();
         for job in group {
             match job {
-                Job::Store { ticket, records } => {
+                Job::Store {
+                    ticket,
+                    records,
+                    outbound,
+                } => {
                     let mut results = Vec::with_capacity(records.len());
                     for record in &records {
                         let low = free.and_then(|f| self.disk_low(f, disk_cost(record)));
@@ -289,11 +357,12 @@ impl Thread {
                                 Err(low)
                             }
                             (None, None) => match self.store_one(record, &mut dropped) {
-                                Ok(Ok(())) => {
+                                Ok(Ok(true)) => {
                                     stored += 1;
                                     free = free.map(|f| f.saturating_sub(disk_cost(record)));
-                                    Ok(())
+                                    Ok(true)
                                 }
+                                Ok(Ok(false)) => Ok(false),
                                 Ok(Err(refusal)) => {
                                     refused += 1;
                                     Err(refusal)
@@ -307,7 +376,61 @@ impl Thread {
                         };
                         results.push(result);
                     }
-                    out.push(Some(Done::Stored { ticket, results }));
+                    let mut out_results = Vec::with_capacity(outbound.len());
+                    for record in &outbound {
+                        let low = free.and_then(|f| self.disk_low(f, out_cost(record)));
+                        let result = match (&failure, low) {
+                            (Some(e), _) => Err(store_failed(e)),
+                            (None, Some(low)) => {
+                                refused += 1;
+                                Err(low)
+                            }
+                            (None, None) => match self.queue_one(record, &mut dropped) {
+                                Ok(Ok(())) => {
+                                    queued += 1;
+                                    free = free.map(|f| f.saturating_sub(out_cost(record)));
+                                    Ok(())
+                                }
+                                Ok(Err(refusal)) => {
+                                    refused += 1;
+                                    Err(refusal)
+                                }
+                                Err(e) => {
+                                    let r = store_failed(&e);
+                                    failure = Some(e);
+                                    Err(r)
+                                }
+                            },
+                        };
+                        out_results.push(result);
+                    }
+                    out.push(Some(Done::Stored {
+                        ticket,
+                        results,
+                        queued: out_results,
+                    }));
+                }
+                Job::Forwarded {
+                    ticket,
+                    server,
+                    ids,
+                } => {
+                    let result = match &failure {
+                        Some(e) => Err(store_failed(e)),
+                        None => match self.store.delete_out(&server, &ids) {
+                            Ok(removed) => {
+                                forwarded += removed.len() as u64;
+                                self.forget_out(&server, &removed);
+                                Ok(removed.len())
+                            }
+                            Err(e) => {
+                                let r = store_failed(&e);
+                                failure = Some(e);
+                                Err(r)
+                            }
+                        },
+                    };
+                    out.push(Some(Done::Acked { ticket, result }));
                 }
                 Job::Ack { ticket, user, ack } => {
                     let result = match &failure {
@@ -340,13 +463,23 @@ impl Thread {
         if let Some(e) = failure {
             warn!("delivery store: a commit failed: {e}");
             self.store.rollback();
-            (self.queues, self.total_bytes) = before;
+            (self.queues, self.outq, self.total_bytes) = before;
             let refusal = store_failed(&e);
             let mut failed = 0;
             for done in out.iter_mut().flatten() {
                 match done {
-                    Done::Stored { results, .. } => {
+                    Done::Stored {
+                        results, queued, ..
+                    } => {
                         for r in results.iter_mut() {
+                            if r.is_ok()
+                                || r.as_ref().is_err_and(|x| x.code != ErrorCode::QueueFull)
+                            {
+                                *r = Err(refusal.clone());
+                                failed += 1;
+                            }
+                        }
+                        for r in queued.iter_mut() {
                             if r.is_ok()
                                 || r.as_ref().is_err_and(|x| x.code != ErrorCode::QueueFull)
                             {
@@ -377,6 +510,8 @@ impl Thread {
             self.stats.refused.fetch_add(refused, Ordering::Relaxed);
             self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
             self.stats.acked.fetch_add(acked, Ordering::Relaxed);
+            self.stats.queued.fetch_add(queued, Ordering::Relaxed);
+            self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
         }
         for (slot, job) in reads {
             out[slot] = Some(self.read(job));
@@ -414,7 +549,12 @@ impl Thread {
         &mut self,
         record: &Record,
         dropped: &mut u64,
-    ) -> Result<Result<(), Refusal>, StoreError> {
+    ) -> Result<Result<bool, Refusal>, StoreError> {
+        if let Some(key) = &record.origin
+            && self.store.origin_known(key)?
+        {
+            return Ok(Ok(false));
+        }
         let (max_count, max_bytes, full) = (
             self.config.max_per_user as u64,
             self.config.max_bytes_per_user,
@@ -485,7 +625,101 @@ impl Thread {
         entry.0 += 1;
         entry.1 += bytes;
         self.total_bytes += bytes;
+        Ok(Ok(true))
+    }
+
+    /// Queue one delivery for its peer server under the limits (the same keys as a user's
+    /// queue, counted per server): `Ok(Err)` refused, `Err` the database failed.
+    fn queue_one(
+        &mut self,
+        record: &OutRecord,
+        dropped: &mut u64,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        let (max_count, max_bytes) = (
+            self.config.max_per_user as u64,
+            self.config.max_bytes_per_user,
+        );
+        let bytes = record.bytes();
+        let server = &record.server;
+        if bytes > max_bytes {
+            return Ok(Err(Refusal::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "a delivery of {bytes} bytes is over the limit of {max_bytes} bytes for one server's outbound queue ([delivery] max_bytes_per_user)"
+                ),
+            )));
+        }
+        let (count, held) = self.outq.get(server).copied().unwrap_or_default();
+        let over = |count: u64, held: u64| count + 1 > max_count || held + bytes > max_bytes;
+        if over(count, held) {
+            match self.config.full {
+                FullPolicy::Refuse => {
+                    let text = if count + 1 > max_count {
+                        format!(
+                            "the outbound queue for server {server:?} holds {count} deliveries, the most it may ([delivery] max_per_user)"
+                        )
+                    } else {
+                        format!(
+                            "the outbound queue for server {server:?} holds {held} bytes; with this delivery's {bytes} it would be over the limit of {max_bytes} ([delivery] max_bytes_per_user)"
+                        )
+                    };
+                    return Ok(Err(Refusal::new(ErrorCode::QueueFull, text)));
+                }
+                FullPolicy::DropOldest => {
+                    let (mut count, mut held) = (count, held);
+                    while over(count, held) && count > 0 {
+                        let mut dropping = Vec::new();
+                        for (id, b) in self.store.oldest_out(server, 64)? {
+                            if !over(count, held) {
+                                break;
+                            }
+                            dropping.push(id);
+                            count -= 1;
+                            held -= b;
+                            self.total_bytes -= b;
+                            *dropped += 1;
+                        }
+                        if dropping.is_empty() {
+                            break;
+                        }
+                        self.store.delete_out(server, &dropping)?;
+                    }
+                    self.outq.insert(server.clone(), (count, held));
+                }
+            }
+        }
+        let budget = self.config.max_disk_bytes;
+        if self.total_bytes + bytes > budget {
+            return Ok(Err(Refusal::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "the delivery store holds {} bytes; with this delivery's {bytes} it would be over its budget of {budget} ([delivery] max_disk_bytes)",
+                    self.total_bytes
+                ),
+            )));
+        }
+        self.store.insert_out(record)?;
+        let entry = self.outq.entry(server.clone()).or_default();
+        entry.0 += 1;
+        entry.1 += bytes;
+        self.total_bytes += bytes;
         Ok(Ok(()))
+    }
+
+    /// Take removed outbound deliveries (their bytes) off `server`'s counts.
+    fn forget_out(&mut self, server: &str, removed: &[u64]) {
+        if removed.is_empty() {
+            return;
+        }
+        let bytes: u64 = removed.iter().sum();
+        self.total_bytes = self.total_bytes.saturating_sub(bytes);
+        if let Some(q) = self.outq.get_mut(server) {
+            q.0 = q.0.saturating_sub(removed.len() as u64);
+            q.1 = q.1.saturating_sub(bytes);
+            if q.0 == 0 {
+                self.outq.remove(server);
+            }
+        }
     }
 
     fn ack(&mut self, user: &str, ack: &Ack) -> Result<usize, StoreError> {
@@ -535,19 +769,35 @@ impl Thread {
                     .map_err(failed);
                 Done::Loaded { ticket, result }
             }
+            Job::LoadOut {
+                ticket,
+                server,
+                after,
+                max,
+            } => {
+                let since = now_ms().saturating_sub(self.config.max_age.as_millis() as u64);
+                let result = self
+                    .store
+                    .load_out(&server, after, since, max)
+                    .map_err(failed);
+                Done::LoadedOut { ticket, result }
+            }
             Job::Queues { ticket } => {
+                let sorted = |d: HashMap<String, Depth>| {
+                    let mut v: Vec<(String, Depth)> = d.into_iter().collect();
+                    v.sort_by(|a, b| a.0.cmp(&b.0));
+                    v
+                };
                 let result = self
                     .store
                     .depths()
-                    .map(|d| {
-                        let mut v: Vec<(String, Depth)> = d.into_iter().collect();
-                        v.sort_by(|a, b| a.0.cmp(&b.0));
-                        v
-                    })
+                    .and_then(|users| Ok((sorted(users), sorted(self.store.out_depths()?))))
                     .map_err(failed);
                 Done::Queues { ticket, result }
             }
-            Job::Store { .. } | Job::Ack { .. } => unreachable!("writes are done in the group"),
+            Job::Store { .. } | Job::Ack { .. } | Job::Forwarded { .. } => {
+                unreachable!("writes are done in the group")
+            }
         }
     }
 
@@ -556,12 +806,27 @@ impl Thread {
         let cutoff = now_ms().saturating_sub(self.config.max_age.as_millis() as u64);
         let result = self.store.begin().and_then(|()| {
             let removed = self.store.expire(cutoff)?;
+            let out = self.store.expire_out(cutoff)?;
             self.store.commit()?;
-            Ok(removed)
+            Ok((removed, out))
         });
         match result {
-            Ok(removed) if removed.is_empty() => {}
-            Ok(removed) => {
+            Ok((removed, out)) if removed.is_empty() && out.is_empty() => {}
+            Ok((removed, out)) => {
+                let mut by_server: HashMap<String, Vec<u64>> = HashMap::new();
+                for (server, bytes) in out {
+                    by_server.entry(server).or_default().push(bytes);
+                }
+                for (server, bytes) in by_server {
+                    info!(
+                        "delivery store: {} deliveries for server {server:?} expired",
+                        bytes.len()
+                    );
+                    self.stats
+                        .expired
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    self.forget_out(&server, &bytes);
+                }
                 let mut by_user: HashMap<String, Vec<u64>> = HashMap::new();
                 for (user, bytes) in removed {
                     by_user.entry(user).or_default().push(bytes);
@@ -571,7 +836,9 @@ impl Thread {
                     n += bytes.len() as u64;
                     self.forget(&user, &bytes);
                 }
-                info!("delivery store: {n} messages expired");
+                if n > 0 {
+                    info!("delivery store: {n} messages expired");
+                }
                 self.stats.expired.fetch_add(n, Ordering::Relaxed);
                 self.publish();
             }
@@ -595,6 +862,7 @@ mod tests {
             kind: "mail".into(),
             sender: "{}".into(),
             data: data.into(),
+            origin: None,
         }
     }
 
@@ -619,6 +887,80 @@ mod tests {
     }
 
     #[test]
+    fn a_forwarded_delivery_is_kept_once_and_outbound_queues_have_their_limits() {
+        let config = DeliveryConfig {
+            max_per_user: 1,
+            min_free_bytes: 0,
+            ..DeliveryConfig::default()
+        };
+        let (_dir, w, _poll) = start(config);
+        let id = w.first_id;
+        let taken = |n: u64| Record {
+            origin: Some("a/77/bob".into()),
+            ..record(id + n, "bob", "1")
+        };
+        let out = |n: u64| OutRecord {
+            id: id + 10 + n,
+            server: "b".into(),
+            time_ms: now_ms(),
+            kind: "mail".into(),
+            sender: "{}".into(),
+            data: "1".into(),
+            users: vec!["bob".into()],
+        };
+        w.submit(Job::Store {
+            ticket: 1,
+            records: vec![taken(0)],
+            outbound: vec![out(0), out(1)],
+        })
+        .unwrap();
+        let Done::Stored {
+            results, queued, ..
+        } = wait(&w)
+        else {
+            panic!("not a store result")
+        };
+        assert_eq!(results, [Ok(true)]);
+        assert!(queued[0].is_ok());
+        let e = queued[1].clone().unwrap_err();
+        assert_eq!(e.code, ErrorCode::QueueFull);
+        assert_eq!(
+            e.error,
+            "the outbound queue for server \"b\" holds 1 deliveries, the most it may ([delivery] max_per_user)"
+        );
+        // The same delivery again (a redelivery): kept once, even past the user's limit.
+        w.submit(Job::Store {
+            ticket: 2,
+            records: vec![taken(1)],
+            outbound: vec![],
+        })
+        .unwrap();
+        let Done::Stored { results, .. } = wait(&w) else {
+            panic!("not a store result")
+        };
+        assert_eq!(results, [Ok(false)]);
+        // Acked by the peer: the delivery leaves the queue, and the read sees none.
+        w.submit(Job::Forwarded {
+            ticket: 3,
+            server: "b".into(),
+            ids: vec![id + 10],
+        })
+        .unwrap();
+        assert!(matches!(wait(&w), Done::Acked { result: Ok(1), .. }));
+        w.submit(Job::LoadOut {
+            ticket: 4,
+            server: "b".into(),
+            after: 0,
+            max: 10,
+        })
+        .unwrap();
+        let Done::LoadedOut { result, .. } = wait(&w) else {
+            panic!("not a read")
+        };
+        assert_eq!(result.unwrap(), (vec![], false));
+    }
+
+    #[test]
     fn limits_refuse_with_their_key_and_drop_oldest_makes_room() {
         let config = DeliveryConfig {
             max_per_user: 2,
@@ -628,8 +970,16 @@ mod tests {
         let (_dir, w, _poll) = start(config.clone());
         let id = w.first_id;
         let records = (0..3).map(|i| record(id + i, "bob", "1")).collect();
-        w.submit(Job::Store { ticket: 1, records }).unwrap();
-        let Done::Stored { ticket, results } = wait(&w) else {
+        w.submit(Job::Store {
+            ticket: 1,
+            records,
+            outbound: vec![],
+        })
+        .unwrap();
+        let Done::Stored {
+            ticket, results, ..
+        } = wait(&w)
+        else {
             panic!("not a store result")
         };
         assert_eq!(ticket, 1);
@@ -660,7 +1010,12 @@ mod tests {
         });
         let id = w.first_id;
         let records = (0..3).map(|i| record(id + i, "bob", "1")).collect();
-        w.submit(Job::Store { ticket: 3, records }).unwrap();
+        w.submit(Job::Store {
+            ticket: 3,
+            records,
+            outbound: vec![],
+        })
+        .unwrap();
         let Done::Stored { results, .. } = wait(&w) else {
             panic!("not a store result")
         };

@@ -6,8 +6,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use std::collections::BTreeMap;
+
 use super::ErrorCode;
 use super::error::ErrorBody;
+use super::peer::UserFailures;
 
 /// Why one user's copy was not stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,7 +35,7 @@ impl Refused {
 pub type RefusedList = Vec<(String, Refused)>;
 
 /// The lists of a storing `sendClients` report.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreLists<'a> {
     /// Users with a connection here, sent the message.
     pub delivered: &'a [String],
@@ -40,8 +43,13 @@ pub struct StoreLists<'a> {
     pub offline: &'a [String],
     /// Users with no connection whose queue now holds it (durably).
     pub stored: &'a [String],
+    /// Users of other servers whose delivery is in that server's outbound queue (durably),
+    /// to be forwarded when the link is up.
+    pub queued: &'a [String],
     /// Users whose queue would not take it.
     pub refused: &'a [(String, Refused)],
+    /// Users of other servers not queued, with the code of why (`peer_unreachable`).
+    pub failed: &'a UserFailures,
 }
 
 #[derive(Serialize)]
@@ -55,8 +63,12 @@ struct Header<'a> {
     delivered: &'a [String],
     offline: &'a [String],
     stored: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    queued: &'a [String],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     refused: Vec<RefusedEntry<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    failed: &'a UserFailures,
 }
 
 #[derive(Serialize)]
@@ -94,6 +106,8 @@ fn body(
             delivered: lists.delivered,
             offline: lists.offline,
             stored: lists.stored,
+            queued: lists.queued,
+            failed: lists.failed,
             refused: lists
                 .refused
                 .iter()
@@ -113,8 +127,8 @@ fn body(
 }
 
 /// The reply to a client whose request a handler answered with a storing `sendClients`:
-/// `{"header":{"status":"ok","kind":"reply","id":I,"type":T,"delivered":[..],"offline":[..],"stored":[..],"refused":[{"user","error","code"},..]},"data":D}`
-/// (`refused` only when someone was).
+/// `{"header":{"status":"ok","kind":"reply","id":I,"type":T,"delivered":[..],"offline":[..],"stored":[..],"queued":[..],"refused":[{"user","error","code"},..],"failed":{..}},"data":D}`
+/// (`queued`, `refused` and `failed` only when someone is in them).
 pub fn client_store_reply(
     id: Option<&str>,
     kind_of: &str,
@@ -238,11 +252,14 @@ mod tests {
                 code: ErrorCode::QueueFull,
             },
         )];
+        let failed = UserFailures::new();
         let lists = StoreLists {
             delivered: &users,
             offline: &[],
             stored: &users,
+            queued: &[],
             refused: &refused,
+            failed: &failed,
         };
         let reply = String::from_utf8(client_store_reply(Some("1"), "mail", &lists, None)).unwrap();
         assert_eq!(

@@ -10,6 +10,10 @@ use serde::Serialize;
 /// Frames may be sent compressed, both ways (`protocol/compress.rs`).
 pub const COMPRESS: &str = "compress";
 
+/// Deliveries may carry `"store":true` (store-and-forward, PROTOCOL.md §7): offered and
+/// accepted on peer links by servers that keep a delivery store.
+pub const STORE: &str = "store";
+
 /// At most this many names in one offer are looked at (the identify frame is small anyway).
 pub const MAX_OFFERED: usize = 32;
 
@@ -18,6 +22,8 @@ pub const MAX_OFFERED: usize = 32;
 pub struct Features {
     /// `compress`.
     pub compress: bool,
+    /// `store` (peer links only).
+    pub store: bool,
 }
 
 /// Which features the server may accept on a connection.
@@ -25,6 +31,8 @@ pub struct Features {
 pub struct Available {
     /// `compress` (framed transports: TCP, TLS, and peer links).
     pub compress: bool,
+    /// `store` (peer links of a server with a delivery store).
+    pub store: bool,
 }
 
 impl Features {
@@ -35,6 +43,9 @@ impl Features {
             if name == COMPRESS && available.compress {
                 features.compress = true;
             }
+            if name == STORE && available.store {
+                features.store = true;
+            }
         }
         features
     }
@@ -44,6 +55,9 @@ impl Features {
         let mut names = Vec::new();
         if self.compress {
             names.push(COMPRESS);
+        }
+        if self.store {
+            names.push(STORE);
         }
         names
     }
@@ -81,7 +95,10 @@ mod tests {
 
     #[test]
     fn unknown_names_are_ignored_and_known_ones_need_availability() {
-        let on = Available { compress: true };
+        let on = Available {
+            compress: true,
+            store: false,
+        };
         let offered = names(&["stream", "compress", "x-future", "compress"]);
         assert_eq!(Features::accept(&offered, on).names(), vec!["compress"]);
         assert_eq!(

@@ -80,6 +80,10 @@ pub struct PeerDelivery<'a> {
     pub users: Vec<String>,
     /// What to push.
     pub payload: PayloadRef<'a>,
+    /// `"store":true,"origin":"<id>"` (store-and-forward, feature `store`): keep a copy for
+    /// each user with no connection and ack only once it is durable; the sender's durable id
+    /// of the delivery, the same on every redelivery.
+    pub store: Option<u64>,
 }
 
 /// A message from a peer, borrowed from its frame where the fast lane read it.
@@ -196,6 +200,10 @@ struct RawPeerHeader {
     failed: Option<UserFailures>,
     #[serde(default)]
     users: Option<Vec<String>>,
+    #[serde(default)]
+    store: Option<bool>,
+    #[serde(default)]
+    origin: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -251,7 +259,9 @@ pub fn parse_peer_frame_full(body: &[u8]) -> Result<PeerFrame<'static>, ErrorBod
     if let Some(proof) = h.proof {
         return Ok(PeerFrame::Proof(proof));
     }
-    if h.users.is_some() && h.scope.as_deref() != Some("users") {
+    if (h.users.is_some() || h.store.is_some() || h.origin.is_some())
+        && h.scope.as_deref() != Some("users")
+    {
         return Err(invalid("users goes with scope \"users\" only"));
     }
     match (h.kind.as_deref(), h.status, h.scope.as_deref()) {
@@ -264,12 +274,26 @@ pub fn parse_peer_frame_full(body: &[u8]) -> Result<PeerFrame<'static>, ErrorBod
             if h.hops.is_some() {
                 return Err(invalid("a delivery goes no further: it has no hops"));
             }
+            let store = match (h.store, h.origin) {
+                (None, None) => None,
+                (Some(true), Some(origin)) => Some(origin.parse::<u64>().map_err(|_| {
+                    invalid(format!(
+                        "a stored delivery's origin {origin:?} is not an id"
+                    ))
+                })?),
+                _ => {
+                    return Err(invalid(
+                        "a stored delivery carries \"store\":true with its \"origin\" id",
+                    ));
+                }
+            };
             validate_type(&payload.kind)?;
             Ok(PeerFrame::Deliver(PeerDelivery {
                 msg: Cow::Owned(msg),
                 from,
                 users,
                 payload: payload.into_ref(),
+                store,
             }))
         }
         (None, None, Some("server")) => {
@@ -465,14 +489,16 @@ pub fn message_frame(msg: u64, from: &Sender, hops: u32, payload: &PayloadRef<'_
 }
 
 /// A delivery to users of a peer:
-/// `{"header":{"scope":"users","msg":M,"from":F,"users":[..]},"payload":{"type":T,"data":D}}`.
+/// `{"header":{"scope":"users","msg":M,"from":F,"users":[..]},"payload":{"type":T,"data":D}}`,
+/// with `"store":true,"origin":"<id>"` after `users` for a stored one (`store`: its durable id).
 pub fn deliver_frame<'u>(
     msg: u64,
     from: &Sender,
     users: impl IntoIterator<Item = &'u str>,
     payload: &PayloadRef<'_>,
+    store: Option<u64>,
 ) -> Vec<u8> {
-    super::write::peer_deliver(msg, from, users, payload)
+    super::write::peer_deliver(msg, from, users, payload, store)
 }
 
 #[derive(Serialize)]
@@ -631,6 +657,38 @@ mod tests {
             ack.report,
             ServerReport::failed(ErrorCode::UnknownType, "no")
         );
+    }
+
+    #[test]
+    fn stored_deliveries_carry_their_origin_id() {
+        let from = Sender {
+            user: Some("alice".into()),
+            server: "a".into(),
+            handler: None,
+            info: None,
+        };
+        let payload = Payload::new("mail", None);
+        let body = deliver_frame(3, &from, ["bob"], &payload.as_ref(), Some(8589934593));
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            r#"{"header":{"scope":"users","msg":"3","from":{"user":"alice","server":"a"},"users":["bob"],"store":true,"origin":"8589934593"},"payload":{"type":"mail","data":null}}"#
+        );
+        let PeerFrame::Deliver(d) = round(body) else {
+            panic!()
+        };
+        assert_eq!(d.store, Some(8589934593));
+        for bad in [
+            r#"{"header":{"scope":"users","msg":"1","from":{"server":"a"},"users":["b"],"store":true},"payload":{"type":"t"}}"#,
+            r#"{"header":{"scope":"users","msg":"1","from":{"server":"a"},"users":["b"],"origin":"5"},"payload":{"type":"t"}}"#,
+            r#"{"header":{"scope":"users","msg":"1","from":{"server":"a"},"users":["b"],"store":true,"origin":"x"},"payload":{"type":"t"}}"#,
+            r#"{"header":{"scope":"server","msg":"1","from":{"server":"a"},"store":true,"origin":"5"},"payload":{"type":"t"}}"#,
+        ] {
+            assert_eq!(
+                parse_peer_frame(bad.as_bytes()).unwrap_err().code,
+                ErrorCode::InvalidMessage,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -235,6 +235,7 @@ pub fn peer_deliver<'u>(
     from: &Sender,
     users: impl IntoIterator<Item = &'u str>,
     payload: &PayloadRef<'_>,
+    store: Option<u64>,
 ) -> Vec<u8> {
     use std::io::Write as _;
     let mut out = pool::take();
@@ -248,7 +249,11 @@ pub fn peer_deliver<'u>(
         }
         string(&mut out, user);
     }
-    out.extend_from_slice(b"]},\"payload\":{\"type\":");
+    out.push(b']');
+    if let Some(origin) = store {
+        write!(out, ",\"store\":true,\"origin\":\"{origin}\"").expect("writing to a Vec");
+    }
+    out.extend_from_slice(b"},\"payload\":{\"type\":");
     string(&mut out, &payload.kind);
     out.extend_from_slice(b",\"data\":");
     raw(&mut out, payload.data.as_deref());

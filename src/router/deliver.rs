@@ -158,7 +158,7 @@ impl Router {
             let chunk: Vec<(String, String)> = users.by_ref().take(MAX_DELIVER_USERS).collect();
             let msg = self.next_id();
             let names = chunk.iter().map(|(_, there)| there.as_str());
-            let body = deliver_frame(msg, from, names, payload);
+            let body = deliver_frame(msg, from, names, payload, None);
             if body.len() > self.config.max_frame {
                 crate::protocol::pool::recycle(body);
                 self.stats.errors.count(ErrorCode::FrameTooLarge);
@@ -229,7 +229,7 @@ impl Router {
         };
         let origin = Origin::Peer {
             link,
-            msg: d.msg.into_owned(),
+            msg: d.msg.clone().into_owned(),
             server: server.clone(),
         };
         if let Err(error) = self.check_peer_claims(&server, &d.from, &d.payload.kind) {
@@ -252,6 +252,9 @@ impl Router {
                 self.config.server
             );
             return self.fail(&origin, ErrorBody::new(ErrorCode::Forbidden, text), out);
+        }
+        if let Some(id) = d.store {
+            return self.peer_deliver_stored(origin, &server, id, d, out);
         }
         // A session's authorisation data stays with its own server.
         let from = Sender {

@@ -8,13 +8,21 @@
 //! once with its `msg` id (and listed in `delivered`), so that a connection that dies before its
 //! `bester.ack` gets it again on the next login; a user with none is listed in `stored` (or in
 //! `refused`, with why) once the commit is durable.
+//!
+//! A recipient of another server (`bob@node-b`) is not stored here but queued for that server
+//! (store-and-forward, `router/forward.rs`): listed in `queued` once the outbound queue's commit
+//! is durable (the same commit as the local copies), or in `failed` with `peer_unreachable` when
+//! the peer's last link did not take stored deliveries (feature `store`).
 
 use std::collections::HashMap;
 
+use super::deliver::Target;
+use super::forward::Taking;
 use super::*;
-use crate::delivery::Record;
+use crate::delivery::{OutRecord, Record};
 use crate::protocol::durable::{Refused, StoreLists, client_store_reply, handler_store_report};
 use crate::protocol::groups::Recipients;
+use crate::protocol::peer::{MAX_DELIVER_USERS, UserFailures};
 use crate::protocol::write::{client_durable_push, sender_json};
 
 /// The router's side of the delivery store.
@@ -28,6 +36,10 @@ pub(super) struct Durable {
     next_msg: u64,
     /// Stores waiting for their commit, by ticket.
     waiting: HashMap<u64, Waiting>,
+    /// Stored deliveries from peers waiting for their commit, by ticket.
+    pub(super) taking: HashMap<u64, Taking>,
+    /// Store-and-forward work for the server ([`Router::take_forward`]).
+    pub(super) forward_out: Vec<super::ForwardAction>,
     next_ticket: u64,
 }
 
@@ -40,6 +52,10 @@ struct Waiting {
     delivered: Vec<String>,
     /// Each record's user, and whether they had a connection.
     users: Vec<(String, bool)>,
+    /// Each outbound delivery's users, as the sender named them.
+    queued: Vec<Vec<String>>,
+    /// Users of other servers not queued, with the code of why.
+    failed: UserFailures,
 }
 
 impl Router {
@@ -58,6 +74,25 @@ impl Router {
     /// Whether a push of `kind` (with the answer's `"store"`) is stored.
     pub(super) fn stores(&self, kind: &str, asked: bool) -> bool {
         asked || self.durable.types.contains(kind)
+    }
+
+    /// A ticket for a store job.
+    pub(super) fn store_ticket(&mut self) -> u64 {
+        let ticket = self.durable.next_ticket;
+        self.durable.next_ticket += 1;
+        ticket
+    }
+
+    /// A new durable message id.
+    pub(super) fn durable_id(&mut self) -> u64 {
+        let id = self.durable.next_msg;
+        self.durable.next_msg += 1;
+        id
+    }
+
+    /// Whether the server keeps a delivery store.
+    pub(super) fn durable_enabled(&self) -> bool {
+        self.durable.enabled
     }
 
     /// A storing `sendClients`: push to the users with connections (with `msg`), write every
@@ -86,8 +121,29 @@ impl Router {
         let mut offline = Vec::new();
         let mut records = Vec::new();
         let mut users = Vec::new();
+        let mut remote: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        let mut failed = UserFailures::new();
         for user in to.users.iter().chain(members.iter()) {
             if !seen.insert(user.clone()) {
+                continue;
+            }
+            if let Target::Remote {
+                server,
+                user: there,
+            } = self.target(user)
+                && self.durable.enabled
+            {
+                match self.peers.get(server).and_then(|e| e.store) {
+                    Some(false) => {
+                        self.stats.errors.count(ErrorCode::PeerUnreachable);
+                        let code = ErrorCode::PeerUnreachable.as_str().to_string();
+                        failed.insert(user.clone(), code);
+                    }
+                    _ => remote
+                        .entry(server.to_string())
+                        .or_default()
+                        .push((user.clone(), there.to_string())),
+                }
                 continue;
             }
             let conns = self.presence.conns(user).map(|c| c.to_vec());
@@ -148,7 +204,27 @@ impl Router {
                 kind: payload.kind.to_string(),
                 sender: from_json.clone(),
                 data: payload.data.as_deref().unwrap_or("null").to_string(),
+                origin: None,
             });
+        }
+        let mut outbound = Vec::new();
+        let mut queued = Vec::new();
+        if !remote.is_empty() {
+            let relay = sender_json(&self.relay_sender(from, &payload.kind));
+            for (server, named) in remote {
+                for chunk in named.chunks(MAX_DELIVER_USERS) {
+                    outbound.push(OutRecord {
+                        id: self.durable_id(),
+                        server: server.clone(),
+                        time_ms,
+                        kind: payload.kind.to_string(),
+                        sender: relay.clone(),
+                        data: payload.data.as_deref().unwrap_or("null").to_string(),
+                        users: chunk.iter().map(|(_, there)| there.clone()).collect(),
+                    });
+                    queued.push(chunk.iter().map(|(named, _)| named.clone()).collect());
+                }
+            }
         }
         let data = sender_data.then(|| payload.data.as_deref().map(str::to_string));
         let waiting = Waiting {
@@ -157,6 +233,8 @@ impl Router {
             data: data.flatten(),
             delivered,
             users,
+            queued,
+            failed,
         };
         if !self.durable.enabled {
             // No store here: the users with no connection are refused, and told why.
@@ -166,14 +244,22 @@ impl Router {
             );
             let refused: Vec<(String, Refused)> =
                 offline.into_iter().map(|u| (u, refusal.clone())).collect();
-            return self.report_store(&waiting, &[], &refused, out);
+            return self.report_store(&waiting, (&[], &[]), &refused, out);
         }
-        let ticket = self.durable.next_ticket;
-        self.durable.next_ticket += 1;
+        let ticket = self.store_ticket();
         self.durable.waiting.insert(ticket, waiting);
-        out.push(Action::Store { ticket, records });
+        if outbound.is_empty() {
+            out.push(Action::Store { ticket, records });
+        } else {
+            self.durable.forward_out.push(super::ForwardAction::Store {
+                ticket,
+                records,
+                outbound,
+            });
+        }
     }
 
+    /// The store's results for the records of `ticket`, in order: the report goes out now.
     /// The store's results for the records of `ticket`, in order: the report goes out now.
     pub fn store_done(
         &mut self,
@@ -181,6 +267,22 @@ impl Router {
         results: Vec<Result<(), Refused>>,
         out: &mut Vec<Action>,
     ) {
+        let results = results.into_iter().map(|r| r.map(|()| true)).collect();
+        self.store_done_all(ticket, results, Vec::new(), out);
+    }
+
+    /// [`Router::store_done`] telling new copies (`true`) from forwarded ones taken before
+    /// (`false`), with `queued`: the results of the outbound deliveries, in order.
+    pub fn store_done_all(
+        &mut self,
+        ticket: u64,
+        results: Vec<Result<bool, Refused>>,
+        queued: Vec<Result<(), Refused>>,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(taking) = self.durable.taking.remove(&ticket) {
+            return self.taken(taking, results, out);
+        }
         let Some(waiting) = self.durable.waiting.remove(&ticket) else {
             return;
         };
@@ -190,17 +292,24 @@ impl Router {
             match (online, result) {
                 // Sent already; the copy kept (or not) only matters if the connection dies.
                 (true, _) => {}
-                (false, Ok(())) => stored.push(user.clone()),
+                (false, Ok(_)) => stored.push(user.clone()),
                 (false, Err(why)) => refused.push((user.clone(), why)),
             }
         }
-        self.report_store(&waiting, &stored, &refused, out);
+        let mut forwarding = Vec::new();
+        for (named, result) in waiting.queued.iter().zip(queued) {
+            match result {
+                Ok(()) => forwarding.extend(named.iter().cloned()),
+                Err(why) => refused.extend(named.iter().map(|u| (u.clone(), why.clone()))),
+            }
+        }
+        self.report_store(&waiting, (&stored, &forwarding), &refused, out);
     }
 
     fn report_store(
         &mut self,
         waiting: &Waiting,
-        stored: &[String],
+        (stored, queued): (&[String], &[String]),
         refused: &[(String, Refused)],
         out: &mut Vec<Action>,
     ) {
@@ -208,7 +317,9 @@ impl Router {
             delivered: &waiting.delivered,
             offline: &[],
             stored,
+            queued,
             refused,
+            failed: &waiting.failed,
         };
         match &waiting.origin {
             Origin::Client { conn, id } => {
@@ -229,6 +340,7 @@ impl Router {
                 // Across servers the ack keeps its lists: stored users count as offline there.
                 let offline: Vec<String> = stored
                     .iter()
+                    .chain(queued)
                     .cloned()
                     .chain(refused.iter().map(|(u, _)| u.clone()))
                     .collect();
@@ -238,7 +350,7 @@ impl Router {
                     delivered: Some(&waiting.delivered),
                     offline: Some(&offline),
                     servers: None,
-                    failed: None,
+                    failed: (!waiting.failed.is_empty()).then_some(&waiting.failed),
                 };
                 let origin = origin.clone();
                 self.respond_ok(&origin, &outcome, out);

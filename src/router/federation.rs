@@ -57,6 +57,13 @@ pub(super) enum Waiter {
         /// The users of this frame.
         users: Vec<(String, String)>,
     },
+    /// A delivery from the outbound queue for `server`, by its durable id.
+    Forward {
+        /// The peer.
+        server: String,
+        /// The delivery's durable id.
+        row: u64,
+    },
 }
 
 /// A message sent to a peer, waiting for its ack.
@@ -79,6 +86,8 @@ pub(super) struct PeerEntry {
     pub(super) stat: usize,
     /// `[peers.X] allow_types`: the payload types the peer may send us (`None`: any).
     allow_types: Option<Vec<String>>,
+    /// Whether its last link took stored deliveries (feature `store`; `None`: no link yet).
+    pub(super) store: Option<bool>,
 }
 
 impl Router {
@@ -92,6 +101,7 @@ impl Router {
                 link: None,
                 stat,
                 allow_types: None,
+                store: None,
             },
         );
     }
@@ -397,6 +407,9 @@ impl Router {
         let id = match remote.waiter {
             Waiter::Fanout(id) => id,
             Waiter::Delivery { id, users } => return self.settle_delivery(id, users, report, out),
+            Waiter::Forward { server, row } => {
+                return self.forward_settled(server, row, report);
+            }
         };
         let Some(fanout) = self.fanouts.get_mut(&id) else {
             return;

@@ -3,6 +3,9 @@
 //! the loop is woken, sends a user's stored pushes when they log in (a batch at a time, the next
 //! batch after an ack), and answers `bester.ack`. Nothing here touches the disk: the thread of
 //! `delivery/writer.rs` does, and this module only calls its non-blocking `submit` / `try_recv`.
+//! Peer servers' outbound queues (store-and-forward) are sent by [`forward`].
+
+mod forward;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,11 +40,17 @@ pub(super) struct Delivery {
     backlogs: HashMap<ConnId, Backlog>,
     /// The store's figures.
     pub stats: Arc<DeliveryStats>,
+    /// Per peer server, its outbound queue's forwarding.
+    lanes: HashMap<String, forward::Lane>,
 }
 
 enum Purpose {
-    /// The router's store with its ticket.
-    Store(u64),
+    /// The router's store with its ticket, and the servers it queues deliveries for (in order).
+    Store(u64, Vec<String>),
+    /// A batch of this server's outbound queue.
+    LoadOut(String),
+    /// Deleting forwarded deliveries.
+    Forwarded,
     /// A client's `bester.ack`, answered with its id.
     Ack(ConnId, Option<String>),
     /// A batch of a connection's backlog.
@@ -81,6 +90,7 @@ pub(super) fn open(
         tickets: HashMap::new(),
         backlogs: HashMap::new(),
         stats,
+        lanes: HashMap::new(),
     }))
 }
 
@@ -118,21 +128,55 @@ struct Acked {
 impl Server {
     /// Carry out [`crate::router::Action::Store`].
     pub(super) fn store_records(&mut self, ticket: u64, records: Vec<crate::delivery::Record>) {
-        let n = records.len();
+        self.store_all(ticket, records, Vec::new());
+    }
+
+    /// [`Server::store_records`] with deliveries for peer servers' outbound queues.
+    fn store_all(
+        &mut self,
+        ticket: u64,
+        records: Vec<crate::delivery::Record>,
+        outbound: Vec<crate::delivery::OutRecord>,
+    ) {
+        let (n, m) = (records.len(), outbound.len());
         let Some(d) = &mut self.delivery else {
-            let results = vec![Err(behind()); n];
-            return self.router.store_done(ticket, results, &mut self.actions);
+            let (results, queued) = (vec![Err(behind()); n], vec![Err(behind()); m]);
+            return self
+                .router
+                .store_done_all(ticket, results, queued, &mut self.actions);
         };
-        if !d.submit(Purpose::Store(ticket), |t| Job::Store {
+        let servers = outbound.iter().map(|r| r.server.clone()).collect();
+        if !d.submit(Purpose::Store(ticket, servers), |t| Job::Store {
             ticket: t,
             records,
+            outbound,
         }) {
             d.stats
                 .refused
-                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add((n + m) as u64, std::sync::atomic::Ordering::Relaxed);
+            let (results, queued) = (vec![Err(behind()); n], vec![Err(behind()); m]);
             self.router
-                .store_done(ticket, vec![Err(behind()); n], &mut self.actions);
+                .store_done_all(ticket, results, queued, &mut self.actions);
         }
+    }
+
+    /// Carry out what the router has for store-and-forward ([`crate::router::ForwardAction`]);
+    /// whether there was anything.
+    pub(super) fn forward_actions(&mut self) -> bool {
+        use crate::router::ForwardAction;
+        let actions = self.router.take_forward();
+        let any = !actions.is_empty();
+        for action in actions {
+            match action {
+                ForwardAction::Store {
+                    ticket,
+                    records,
+                    outbound,
+                } => self.store_all(ticket, records, outbound),
+                ForwardAction::Settled(settled) => self.forwarded(settled),
+            }
+        }
+        any
     }
 
     /// A client logged in as `user`: send what its queue holds (the ids up to now).
@@ -223,14 +267,37 @@ impl Server {
                 Done::Stored { ticket, .. }
                 | Done::Acked { ticket, .. }
                 | Done::Loaded { ticket, .. }
+                | Done::LoadedOut { ticket, .. }
                 | Done::Queues { ticket, .. } => *ticket,
             };
             let Some(purpose) = d.tickets.remove(&ticket) else {
                 continue;
             };
             match (purpose, done) {
-                (Purpose::Store(t), Done::Stored { results, .. }) => {
-                    self.router.store_done(t, results, &mut self.actions);
+                (
+                    Purpose::Store(t, servers),
+                    Done::Stored {
+                        results, queued, ..
+                    },
+                ) => {
+                    let mut kick: Vec<String> = servers
+                        .into_iter()
+                        .zip(&queued)
+                        .filter(|(_, r)| r.is_ok())
+                        .map(|(s, _)| s)
+                        .collect();
+                    kick.dedup();
+                    self.router
+                        .store_done_all(t, results, queued, &mut self.actions);
+                    for server in kick {
+                        self.forward_queued(&server);
+                    }
+                }
+                (Purpose::LoadOut(server), Done::LoadedOut { result, .. }) => {
+                    self.forward_loaded(&server, result)
+                }
+                (Purpose::Forwarded, Done::Acked { result: Err(r), .. }) => {
+                    warn!("forwarded deliveries not deleted: {}", r.error);
                 }
                 (Purpose::Ack(conn, reply_id), Done::Acked { result, .. }) => {
                     match result {
@@ -278,8 +345,9 @@ impl Server {
 
     fn queues_answer(
         &mut self,
-        result: Result<Vec<(String, crate::delivery::Depth)>, Refusal>,
+        result: Result<crate::delivery::writer::QueueFigures, Refusal>,
     ) -> Vec<u8> {
+        let mut lanes = self.lanes();
         use std::sync::atomic::Ordering::Relaxed;
         let path = self.config.delivery.as_ref().map(|d| {
             d.path
@@ -287,13 +355,33 @@ impl Server {
                 .unwrap_or_else(|| default_path(&self.config.users))
         });
         let value = match (result, &self.delivery) {
-            (Ok(queues), Some(d)) => {
+            (Ok((queues, outbound)), Some(d)) => {
                 let rows: Vec<serde_json::Value> = queues
                     .iter()
                     .map(|(user, q)| {
                         serde_json::json!({"user": user, "messages": q.count, "bytes": q.bytes, "oldest_ms": q.oldest_ms})
                     })
                     .collect();
+                // Every server with a queue, then every lane with figures but an empty queue.
+                let mut servers: Vec<serde_json::Value> = outbound
+                    .iter()
+                    .map(|(server, q)| {
+                        let mut row = serde_json::json!({"server": server, "messages": q.count, "bytes": q.bytes, "oldest_ms": q.oldest_ms});
+                        if let Some(serde_json::Value::Object(lane)) = lanes.remove(server) {
+                            row.as_object_mut().expect("an object").extend(lane);
+                        }
+                        row
+                    })
+                    .collect();
+                let mut idle: Vec<(String, serde_json::Value)> = lanes.into_iter().collect();
+                idle.sort_by(|a, b| a.0.cmp(&b.0));
+                for (server, lane) in idle {
+                    let mut row = serde_json::json!({"server": server, "messages": 0, "bytes": 0, "oldest_ms": null});
+                    if let serde_json::Value::Object(lane) = lane {
+                        row.as_object_mut().expect("an object").extend(lane);
+                    }
+                    servers.push(row);
+                }
                 serde_json::json!({
                     "ok": true,
                     "now_ms": crate::delivery::writer::now_ms(),
@@ -304,6 +392,7 @@ impl Server {
                         "disk_bytes": d.stats.disk_bytes.load(Relaxed),
                     },
                     "queues": rows,
+                    "servers": servers,
                 })
             }
             (Err(r), _) => serde_json::json!({"ok": false, "error": r.error}),

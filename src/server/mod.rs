@@ -650,6 +650,7 @@ impl Server {
                     self.apply(action);
                 }
                 keep_capacity(&mut self.actions, batch);
+            } else if self.forward_actions() {
             } else if let Some(redirect) = self.redirects.pop_front() {
                 self.carry_out_redirect(redirect, now);
             } else if !self.redirects_waiting.is_empty() && self.release_redirects() {

@@ -29,6 +29,21 @@ impl Server {
         let Some(conn) = self.conn(id) else { return };
         let available = Available {
             compress: allowed && matches!(conn.io.kind(), "tcp" | "tls"),
+            store: false,
+        };
+        conn.features = Some(Features::accept(offered, available));
+    }
+
+    /// [`Server::offer_features`] for a peer's handshake: `store` too, when this server keeps a
+    /// delivery store.
+    pub(super) fn offer_peer_features(&mut self, id: ConnId, offered: Option<&[String]>) {
+        let Some(offered) = offered else { return };
+        let store = self.delivery.is_some();
+        let compress = self.config.compression;
+        let Some(conn) = self.conn(id) else { return };
+        let available = Available {
+            compress: compress && matches!(conn.io.kind(), "tcp" | "tls"),
+            store,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -58,13 +73,18 @@ impl Server {
     /// `server.compression = false`.
     pub(super) fn peer_offer(&mut self, id: ConnId, name: &str) -> Option<&'static [&'static str]> {
         let plain = self.peers.get(name).is_none_or(|slot| slot.plain_handshake);
-        if plain || !self.config.compression {
-            return None;
-        }
+        let (compress, store) = (self.config.compression, self.delivery.is_some());
+        let offer: &'static [&'static str] = match (compress, store) {
+            _ if plain => return None,
+            (false, false) => return None,
+            (true, false) => &[features::COMPRESS],
+            (false, true) => &[features::STORE],
+            (true, true) => &[features::COMPRESS, features::STORE],
+        };
         if let Some(conn) = self.conn(id) {
-            conn.features = Some(Features { compress: true });
+            conn.features = Some(Features { compress, store });
         }
-        Some(&[features::COMPRESS])
+        Some(offer)
     }
 
     /// The responder accepted `accepted` of what this dial offered: turn those on.
@@ -76,9 +96,10 @@ impl Server {
     ) {
         let Some(conn) = self.conn(id) else { return };
         let Some(offered) = conn.features else { return };
-        let compress = offered.compress
-            && accepted.is_some_and(|names| names.iter().any(|n| n == features::COMPRESS));
-        let features = Features { compress };
+        let has = |name: &str| accepted.is_some_and(|names| names.iter().any(|n| n == name));
+        let compress = offered.compress && has(features::COMPRESS);
+        let store = offered.store && has(features::STORE);
+        let features = Features { compress, store };
         conn.features = Some(features);
         conn.io.set_compress(compress);
         info!("conn={id} peer={name} features {:?}", features.names());

@@ -230,7 +230,7 @@ impl Server {
                 complained: false,
             });
         }
-        self.offer_features(id, identify.features.as_deref());
+        self.offer_peer_features(id, identify.features.as_deref());
         self.timers.push(Reverse((
             now + self.config.identify_timeout,
             Timer::Handshake(id),
@@ -391,6 +391,11 @@ impl Server {
             }
         }
         self.router.peer_up(&name, id);
+        let store = self
+            .conn(id)
+            .and_then(|c| c.features)
+            .is_some_and(|f| f.store);
+        self.forward_link_up(&name, store);
         self.router.directory_link_up(id, now, &mut self.actions);
         info!(
             "conn={id} peer={name} link up ({})",
@@ -404,6 +409,7 @@ impl Server {
         self.router.directory_link_down(id, &mut self.actions);
         self.router.peer_down(id, &mut self.actions);
         if was_up {
+            self.forward_link_down(&peer.name);
             info!("conn={id} peer={} link down: {reason}", peer.name);
             if let Some(slot) = self.peers.get_mut(&peer.name) {
                 slot.since = now;

@@ -320,6 +320,36 @@ impl Server {
                 "The delivery store's database and log on disk, in bytes.",
                 &d.disk_bytes,
             ),
+            (
+                "delivery_queued_total",
+                "counter",
+                "Deliveries written to a peer server's outbound queue (store-and-forward).",
+                &d.queued,
+            ),
+            (
+                "delivery_forwarded_total",
+                "counter",
+                "Outbound deliveries deleted after the peer's end-to-end ack or final refusal.",
+                &d.forwarded,
+            ),
+            (
+                "delivery_forward_refused_total",
+                "counter",
+                "Outbound deliveries a peer refused for good (deleted, not sent again).",
+                &d.forward_refused,
+            ),
+            (
+                "delivery_outbound_messages",
+                "gauge",
+                "Deliveries in the peer servers' outbound queues now.",
+                &d.out_messages,
+            ),
+            (
+                "delivery_outbound_bytes",
+                "gauge",
+                "Their bytes, as the limits count them.",
+                &d.out_bytes,
+            ),
         ] {
             out.single(name, kind, help, value.load(Relaxed));
         }

@@ -81,6 +81,7 @@ fn message(text: &str) -> Option<PeerFrame<'_>> {
             from: from?,
             users,
             payload: payload?,
+            store: None,
         })),
         _ => None,
     }
