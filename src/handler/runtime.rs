@@ -27,6 +27,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../clients/python/src/bester/__init__.py"),
     ),
     (
+        "bester/acks.py",
+        include_str!("../../clients/python/src/bester/acks.py"),
+    ),
+    (
         "bester/aio.py",
         include_str!("../../clients/python/src/bester/aio.py"),
     ),
