@@ -42,8 +42,9 @@
 #       beside the Python echo handler, window 1 and 64, medians of 3
 #   scripts/bench.sh fanout     one message to a group of 1,000 connected members, deliveries/s,
 #       beside nats-server delivering a publish to 1,000 subscribers of a subject, 100-byte
-#       payloads, medians of 3 (benches/fanout; installs nats-server if missing;
-#       BENCH_FANOUT_MEMBERS, BENCH_FANOUT_MESSAGES, BENCH_RUNS)
+#       payloads, server CPU per delivery, medians of 3 (benches/fanout; installs nats-server
+#       if missing; BENCH_FANOUT_MEMBERS, BENCH_FANOUT_MESSAGES, BENCH_RUNS, BENCH_FANOUT_PUBLISH
+#       = batch | window, BENCH_FANOUT_BASELINE = another besterd binary in the same rounds)
 #   scripts/bench.sh compress   a 2 KB chat-like message echoed over TCP with and without the
 #       feature `compress`: bytes on the wire and server CPU per round trip, medians of 3
 #       (benches/compress; BENCH_MESSAGES, BENCH_RUNS)
