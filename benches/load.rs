@@ -30,6 +30,9 @@
 //!                                            nats-server; see `fanout/`)
 //!   cargo bench --bench load -- compress    (a 2 KB chat message with and without the feature
 //!                                            `compress`: bytes and server CPU; see `compress/`)
+//!   cargo bench --bench load -- directory   (the federation directory on 3 servers with 10,000
+//!                                            users: size, sync bytes, presence latency; see
+//!                                            `directory/`)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
@@ -40,6 +43,7 @@ mod allocs;
 mod common;
 mod compare;
 mod compress;
+mod directory;
 mod fanout;
 mod federation;
 mod restart;
@@ -91,6 +95,7 @@ fn main() {
         "restart",
         "fanout",
         "compress",
+        "directory",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -121,6 +126,7 @@ fn main() {
             "restart" => restart::restart(),
             "fanout" => fanout::fanout(),
             "compress" => compress::compress(),
+            "directory" => directory::directory(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),

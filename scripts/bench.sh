@@ -42,11 +42,16 @@
 #       beside the Python echo handler, window 1 and 64, medians of 3
 #   scripts/bench.sh fanout     one message to a group of 1,000 connected members, deliveries/s,
 #       beside nats-server delivering a publish to 1,000 subscribers of a subject, 100-byte
-#       payloads, medians of 3 (benches/fanout; installs nats-server if missing;
-#       BENCH_FANOUT_MEMBERS, BENCH_FANOUT_MESSAGES, BENCH_RUNS)
+#       payloads, server CPU per delivery, medians of 3 (benches/fanout; installs nats-server
+#       if missing; BENCH_FANOUT_MEMBERS, BENCH_FANOUT_MESSAGES, BENCH_RUNS, BENCH_FANOUT_PUBLISH
+#       = batch | window, BENCH_FANOUT_BASELINE = another besterd binary in the same rounds)
 #   scripts/bench.sh compress   a 2 KB chat-like message echoed over TCP with and without the
 #       feature `compress`: bytes on the wire and server CPU per round trip, medians of 3
 #       (benches/compress; BENCH_MESSAGES, BENCH_RUNS)
+#   scripts/bench.sh directory  the federation directory on 3 linked servers with 10,000 users
+#       online: entries and memory per server, directory bytes per presence change and for a
+#       relink's snapshots, time for a login on c to reach a watcher on a (p50/p99), medians of 3
+#       (benches/directory; BENCH_DIR_USERS, BENCH_DIR_CHANGES, BENCH_RUNS)
 #
 # Prints a table and a final JSON line; compare medians and ratios between runs on the same
 # machine rather than absolute numbers on a shared one.

@@ -4,14 +4,19 @@
 //! besterd: a fresh server per run with one `benches/fanout/fan.py` process (the auth handler,
 //! which puts every subscriber in the group "fan" through its login's `info.groups`, and the
 //! handler of type `fan`, which answers each request with `sendClients` to that group). The
-//! publisher keeps 16 requests in flight; each answer comes once the message is queued to every
-//! member's connection. nats-server: a fresh server per run (user/password, loopback); the
-//! publisher sends batches of 16 `PUB`s, each followed by a `PING` whose `PONG` it waits for.
+//! publisher writes 16 requests at once and the next 16 when all are answered (each answer comes
+//! once the message is queued to every member's connection); `BENCH_FANOUT_PUBLISH=window`
+//! keeps 16 in flight instead (a new request as each answer comes). nats-server: a fresh server
+//! per run (user/password, loopback); the publisher writes 16 `PUB`s and a `PING` at once and
+//! waits for the `PONG`.
 //!
-//! Both: 100-byte payloads, the same 1,000 subscriber connections read by 2 threads with
-//! `poll(2)`, counting whole frames / `MSG`s; the time is from the first publish to the last
-//! delivery. Environment: `BENCH_FANOUT_MEMBERS` (1000), `BENCH_FANOUT_MESSAGES` (2000),
-//! `BENCH_RUNS` (3), `BENCH_NATS` (the nats-server binary).
+//! Both: 100-byte payloads, the same 1,000 subscriber connections read by 2 threads, each with an
+//! epoll set (so a wakeup costs the sockets that are ready, not a scan of all of them), counting
+//! whole frames / `MSG`s; the time is from the first publish to the last delivery; the CPU time
+//! of the server (and of besterd's handler) and of the bench process (readers and publisher) is
+//! divided by the deliveries. Environment: `BENCH_FANOUT_MEMBERS` (1000),
+//! `BENCH_FANOUT_MESSAGES` (2000), `BENCH_RUNS` (3), `BENCH_NATS` (the nats-server binary),
+//! `BENCH_FANOUT_BASELINE` (another besterd build, measured in the same rounds).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 use besterd::client::Client;
 use serde_json::{Value, json};
 
-use crate::common::{Broker, handler};
+use crate::common::{Broker, Launch, handler};
 
 const WINDOW: usize = 16;
 const PAYLOAD: usize = 100;
@@ -142,17 +147,25 @@ struct Sub {
 }
 
 /// Read every subscriber until each has `want` messages; the instant the last one arrived.
+/// One epoll set per reader thread: a wakeup costs what is ready, not a scan of every socket,
+/// and each ready socket is drained with 64 KiB reads.
 fn read_all(subs: Vec<Sub>, want: u64) -> thread::JoinHandle<Instant> {
     thread::spawn(move || {
         let mut subs = subs;
-        let mut fds: Vec<libc::pollfd> = subs
-            .iter()
-            .map(|s| libc::pollfd {
-                fd: s.stream.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        // SAFETY: plain system calls on descriptors this thread owns; `events` outlives them.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(ep >= 0, "epoll_create1");
+        for (i, s) in subs.iter().enumerate() {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: i as u64,
+            };
+            // SAFETY: a valid epoll descriptor, socket and event.
+            let rc =
+                unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.stream.as_raw_fd(), &mut ev) };
+            assert_eq!(rc, 0, "epoll_ctl");
+        }
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
         let mut buf = vec![0u8; 1 << 16];
         let mut left = subs.len();
         let mut last = Instant::now();
@@ -162,17 +175,10 @@ fn read_all(subs: Vec<Sub>, want: u64) -> thread::JoinHandle<Instant> {
                 started.elapsed() < LIMIT,
                 "fan-out: {left} subscribers still short"
             );
-            // SAFETY: a valid array of pollfd of the given length.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-            if n <= 0 {
-                continue;
-            }
-            for (i, fd) in fds.iter_mut().enumerate() {
-                if fd.revents == 0 {
-                    continue;
-                }
-                fd.revents = 0;
-                let sub = &mut subs[i];
+            // SAFETY: `events` has room for its length.
+            let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 100) };
+            for ev in &events[..n.max(0) as usize] {
+                let sub = &mut subs[ev.u64 as usize];
                 loop {
                     match sub.stream.read(&mut buf) {
                         Ok(0) => panic!("fan-out: a subscriber was closed"),
@@ -189,6 +195,9 @@ fn read_all(subs: Vec<Sub>, want: u64) -> thread::JoinHandle<Instant> {
                                     last = Instant::now();
                                 }
                             }
+                            if k < buf.len() {
+                                break;
+                            }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -197,12 +206,33 @@ fn read_all(subs: Vec<Sub>, want: u64) -> thread::JoinHandle<Instant> {
                 }
             }
         }
+        // SAFETY: the descriptor is ours and no longer used.
+        unsafe { libc::close(ep) };
         last
     })
 }
 
-/// Start the readers, run the publisher, and return deliveries per second.
-fn measure(subs: Vec<Sub>, messages: usize, publish: impl FnOnce()) -> f64 {
+/// One run's figures: deliveries per second, and CPU µs per delivery of the server process (and
+/// of its handler, for besterd) and of this process (the readers and the publisher).
+struct Run {
+    rate: f64,
+    server_ns: f64,
+    handler_ns: f64,
+    readers_ns: f64,
+}
+
+/// CPU time (user + system) of this process so far, in microseconds.
+fn self_cpu_us() -> u64 {
+    super::cpu_us(std::process::id())
+}
+
+/// Start the readers, run the publisher, and measure.
+fn measure(
+    subs: Vec<Sub>,
+    messages: usize,
+    (server, handler): (u32, Option<u32>),
+    publish: impl FnOnce(),
+) -> Run {
     let members = subs.len();
     for s in &subs {
         s.stream.set_nonblocking(true).unwrap();
@@ -211,6 +241,11 @@ fn measure(subs: Vec<Sub>, messages: usize, publish: impl FnOnce()) -> f64 {
     for (i, s) in subs.into_iter().enumerate() {
         groups[i % READERS].push(s);
     }
+    let cpu0 = (
+        super::cpu_us(server),
+        handler.map_or(0, super::cpu_us),
+        self_cpu_us(),
+    );
     let readers: Vec<_> = groups
         .into_iter()
         .map(|g| read_all(g, messages as u64))
@@ -222,7 +257,19 @@ fn measure(subs: Vec<Sub>, messages: usize, publish: impl FnOnce()) -> f64 {
         .map(|r| r.join().expect("reader"))
         .max()
         .unwrap();
-    (messages * members) as f64 / last.duration_since(started).as_secs_f64()
+    let deliveries = (messages * members) as f64;
+    let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 * 1000.0 / deliveries;
+    Run {
+        rate: deliveries / last.duration_since(started).as_secs_f64(),
+        server_ns: per(cpu0.0, super::cpu_us(server)),
+        handler_ns: per(cpu0.1, handler.map_or(0, super::cpu_us)),
+        readers_ns: per(cpu0.2, self_cpu_us()),
+    }
+}
+
+/// `BENCH_FANOUT_PUBLISH`: `batch` (default) or `window`.
+fn publish_in_batches() -> bool {
+    std::env::var("BENCH_FANOUT_PUBLISH").map_or(true, |v| v != "window")
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -231,12 +278,12 @@ fn frame(body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn bester_run(members: usize, messages: usize) -> f64 {
+fn bester_run(members: usize, messages: usize, program: Option<&str>) -> Run {
     let tables = format!(
         "[handlers.fan]\n{}\n[auth]\nhandler = \"fan\"\n[groups]\nmax_members = 100000\n",
         handler("python3", "benches/fanout/fan.py")
     );
-    let broker = Broker::launch(
+    let broker = Broker::launch_with(
         "bench",
         "127.0.0.1:0",
         &format!(
@@ -245,6 +292,10 @@ fn bester_run(members: usize, messages: usize) -> f64 {
         ),
         &tables,
         &[],
+        &Launch {
+            program: program.map(std::path::PathBuf::from),
+            ..Launch::default()
+        },
     );
     let login = |user: &str| -> TcpStream {
         let started = Instant::now();
@@ -298,17 +349,31 @@ fn bester_run(members: usize, messages: usize) -> f64 {
             frame(&body)
         })
         .collect();
-    measure(subs, messages, move || {
+    let handler = children(broker.pid()).first().copied();
+    measure(subs, messages, (broker.pid(), handler), move || {
         publisher
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let mut replies = Counter::bester();
         let (mut sent, mut answered) = (0, 0u64);
         let mut buf = vec![0u8; 1 << 16];
+        let batch = publish_in_batches();
+        let mut out = Vec::new();
         while answered < messages as u64 {
-            while sent < messages && sent as u64 - answered < WINDOW as u64 {
-                publisher.write_all(&frames[sent]).unwrap();
+            // Batches: the next WINDOW requests in one write once all before are answered (as
+            // the NATS publisher does with its PUBs and PING); else a sliding window.
+            let room = if batch && sent as u64 != answered {
+                0
+            } else {
+                WINDOW - (sent - answered as usize)
+            };
+            for frame in frames.iter().skip(sent).take(room) {
+                out.extend_from_slice(frame);
                 sent += 1;
+            }
+            if !out.is_empty() {
+                publisher.write_all(&out).unwrap();
+                out.clear();
             }
             let k = publisher.read(&mut buf).unwrap();
             assert!(k > 0, "the publisher was closed");
@@ -317,7 +382,7 @@ fn bester_run(members: usize, messages: usize) -> f64 {
     })
 }
 
-fn nats_run(members: usize, messages: usize) -> f64 {
+fn nats_run(members: usize, messages: usize) -> Run {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -374,7 +439,7 @@ fn nats_run(members: usize, messages: usize) -> f64 {
             out
         })
         .collect();
-    let rate = measure(subs, messages, move || {
+    let rate = measure(subs, messages, (server.id(), None), move || {
         for batch in &batches {
             publisher.write_all(batch).unwrap();
             wait_pong(&mut publisher);
@@ -411,37 +476,79 @@ fn wait_pong(s: &mut TcpStream) {
     }
 }
 
+/// The child processes of `pid` (besterd's handlers).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
 
-/// The figure: medians of `BENCH_RUNS` runs of each, side by side.
+/// The figure: medians of `BENCH_RUNS` runs of each, side by side (and of the besterd build
+/// `BENCH_FANOUT_BASELINE` names, when set, in the same rounds).
 pub fn fanout() -> Value {
     let members = env("BENCH_FANOUT_MEMBERS", 1000);
     let messages = env("BENCH_FANOUT_MESSAGES", 2000);
     let runs = env("BENCH_RUNS", 3);
-    let (mut bester, mut nats) = (Vec::new(), Vec::new());
-    for run in 0..runs {
-        let b = bester_run(members, messages);
-        let n = nats_run(members, messages);
-        eprintln!("fanout run {run}: besterd {b:.0}/s, nats-server {n:.0}/s deliveries");
-        bester.push(b);
-        nats.push(n);
+    let baseline = std::env::var("BENCH_FANOUT_BASELINE").ok();
+    let mut systems: Vec<(&str, Vec<Run>)> = vec![("besterd", Vec::new())];
+    if baseline.is_some() {
+        systems.push(("besterd-baseline", Vec::new()));
     }
-    let (b, n) = (median(bester.clone()), median(nats.clone()));
+    systems.push(("nats-server", Vec::new()));
+    for run in 0..runs {
+        for (name, results) in &mut systems {
+            let r = match *name {
+                "besterd" => bester_run(members, messages, None),
+                "besterd-baseline" => bester_run(members, messages, baseline.as_deref()),
+                _ => nats_run(members, messages),
+            };
+            eprintln!(
+                "fanout run {run}: {name} {:.0} deliveries/s, CPU per delivery: server {:.0} ns, handler {:.0} ns, readers {:.0} ns",
+                r.rate, r.server_ns, r.handler_ns, r.readers_ns
+            );
+            results.push(r);
+        }
+    }
     eprintln!(
-        "fanout: {members} members × {messages} messages of {PAYLOAD} bytes, window {WINDOW}"
+        "fanout: {members} members × {messages} messages of {PAYLOAD} bytes, window {WINDOW}, medians of {runs}"
     );
-    eprintln!("  system        deliveries/s (median of {runs})");
-    eprintln!("  besterd       {b:>12.0}");
-    eprintln!("  nats-server   {n:>12.0}");
-    eprintln!("  ratio         {:>12.2}", b / n);
-    json!({
-        "members": members, "messages": messages, "payload_bytes": PAYLOAD, "window": WINDOW,
-        "besterd_deliveries_per_s": b.round(), "nats_deliveries_per_s": n.round(),
-        "ratio": (b / n * 100.0).round() / 100.0,
-        "besterd_runs": bester.iter().map(|v| v.round()).collect::<Vec<_>>(),
-        "nats_runs": nats.iter().map(|v| v.round()).collect::<Vec<_>>(),
-    })
+    eprintln!("  system             deliveries/s  server ns  handler ns  readers ns");
+    let mut out = serde_json::Map::new();
+    let nats_rate = median(systems.last().unwrap().1.iter().map(|r| r.rate).collect());
+    for (name, results) in &systems {
+        let m = |f: fn(&Run) -> f64| median(results.iter().map(f).collect());
+        let (rate, server, handler, readers) = (
+            m(|r| r.rate),
+            m(|r| r.server_ns),
+            m(|r| r.handler_ns),
+            m(|r| r.readers_ns),
+        );
+        eprintln!(
+            "  {name:<18} {rate:>12.0} {server:>10.0} {handler:>11.0} {readers:>11.0}   ratio {:.2}",
+            rate / nats_rate
+        );
+        out.insert(
+            name.to_string(),
+            json!({
+                "deliveries_per_s": rate.round(),
+                "runs": results.iter().map(|r| r.rate.round()).collect::<Vec<_>>(),
+                "server_cpu_ns_per_delivery": server.round(),
+                "handler_cpu_ns_per_delivery": handler.round(),
+                "readers_cpu_ns_per_delivery": readers.round(),
+                "ratio_to_nats": (rate / nats_rate * 100.0).round() / 100.0,
+            }),
+        );
+    }
+    out.insert(
+        "setup".into(),
+        json!({"members": members, "messages": messages, "payload_bytes": PAYLOAD, "window": WINDOW}),
+    );
+    Value::Object(out)
 }

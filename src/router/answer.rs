@@ -273,12 +273,21 @@ impl Router {
         out: &mut Vec<Action>,
     ) -> Reach {
         let mut reach = Reach::default();
-        let mut seen = HashSet::new();
+        // Two names reach the same user only if one of them names a server (`bob@a`, `bob@b`
+        // beside a bare `bob`): the members of one group are distinct names, so one group of
+        // bare names needs no set of who was reached (the common fan-out, spared a hash of
+        // every member).
+        let single = to.users.is_empty()
+            && to.groups.len() == 1
+            && !self.groups.members(&to.groups[0]).any(|m| m.contains('@'));
+        let names = to.users.len() + to.groups.iter().map(|g| self.groups.size(g)).sum::<usize>();
+        let mut seen = HashSet::with_capacity(if single { 0 } else { names });
+        reach.delivered.reserve(names);
         let mut push = None;
         let members = to.groups.iter().flat_map(|g| self.groups.members(g));
         for named in to.users.iter().chain(members) {
             let target = self.send_target(named);
-            if !seen.insert(target) {
+            if !single && !seen.insert(target) {
                 continue;
             }
             let user = match target {
@@ -389,5 +398,92 @@ impl Router {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const fn conn(n: usize) -> ConnId {
+        ConnId {
+            slot: n,
+            generation: n as u64,
+        }
+    }
+
+    fn router() -> Router {
+        Router::new(RouterConfig {
+            server: "a".into(),
+            request_timeout: Duration::from_secs(5),
+            max_chain_depth: 3,
+            max_frame: 1 << 20,
+            login_timeout: Duration::from_secs(1),
+            max_logins: 2,
+        })
+    }
+
+    fn group(name: &str) -> Recipients {
+        Recipients {
+            users: Vec::new(),
+            groups: vec![name.to_string()],
+            require_member: false,
+        }
+    }
+
+    /// (connections sent to, in order; delivered names, sorted).
+    fn fan_out(r: &Router, to: &Recipients) -> (Vec<ConnId>, Vec<String>) {
+        let payload = PayloadRef {
+            kind: "chat".into(),
+            data: Some("1".into()),
+        };
+        let from = Sender {
+            user: None,
+            server: "a".into(),
+            handler: Some("chat".into()),
+            info: None,
+        };
+        let mut out = Vec::new();
+        let mut reach = r.push_to_users(to, &payload, &from, None, &mut out);
+        let mut sent: Vec<ConnId> = out
+            .into_iter()
+            .map(|a| match a {
+                Action::Send { to, .. } => to,
+                other => panic!("not a send: {other:?}"),
+            })
+            .collect();
+        sent.sort_unstable();
+        reach.delivered.sort_unstable();
+        (sent, reach.delivered)
+    }
+
+    #[test]
+    fn one_group_of_bare_names_reaches_every_connection_once() {
+        let mut r = router();
+        let mut out = Vec::new();
+        r.client_identified(conn(1), "ann", &mut out);
+        r.client_identified(conn(2), "bob", &mut out);
+        r.client_identified(conn(3), "bob", &mut out);
+        let members = ["ann", "bob", "cid"].map(String::from);
+        r.groups.add("room", &members, true).unwrap();
+        let (sent, delivered) = fan_out(&r, &group("room"));
+        assert_eq!(sent, [conn(1), conn(2), conn(3)]);
+        assert_eq!(delivered, ["ann", "bob"], "cid is offline");
+    }
+
+    #[test]
+    fn one_group_naming_a_user_twice_reaches_him_once() {
+        let mut r = router();
+        let mut out = Vec::new();
+        r.client_identified(conn(2), "bob", &mut out);
+        r.client_identified(conn(3), "bob", &mut out);
+        // `bob@a` is bob on this server: the same user as `bob`.
+        let members = ["bob", "bob@a"].map(String::from);
+        r.groups.add("room", &members, true).unwrap();
+        let (sent, delivered) = fan_out(&r, &group("room"));
+        assert_eq!(sent, [conn(2), conn(3)], "once per connection");
+        assert_eq!(delivered.len(), 1, "{delivered:?}");
     }
 }

@@ -91,6 +91,22 @@ pub struct ServerDirectory {
     pub bytes: usize,
     /// Whether the last snapshot is in and no gap was seen since.
     pub in_sync: bool,
+    /// Directory frames exchanged with the peer since start.
+    pub traffic: PeerTraffic,
+}
+
+/// Directory frames on the links to one peer since start, both ways (frame bodies: the 4-byte
+/// length prefix is not counted; snapshots, deltas, resync requests and refusals alike).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// Frames sent to the peer.
+    pub sent_frames: u64,
+    /// Their bytes.
+    pub sent_bytes: u64,
+    /// Frames received from the peer.
+    pub received_frames: u64,
+    /// Their bytes.
+    pub received_bytes: u64,
 }
 
 /// A user online on a peer server.
@@ -147,6 +163,22 @@ pub(super) struct Directory {
     /// Peer server → its users online.
     servers: BTreeMap<String, HashMap<String, RemoteEntry>>,
     stats: DirectoryStats,
+    /// Per peer server (configured peers only: the names come from authenticated links).
+    traffic: BTreeMap<String, PeerTraffic>,
+}
+
+/// Count one frame sent on `link` (whose directory state is `links[link]`).
+fn count_sent(
+    traffic: &mut BTreeMap<String, PeerTraffic>,
+    links: &HashMap<ConnId, LinkSync>,
+    link: ConnId,
+    bytes: usize,
+) {
+    if let Some(sync) = links.get(&link) {
+        let t = traffic.entry(sync.server.clone()).or_default();
+        t.sent_frames += 1;
+        t.sent_bytes += bytes as u64;
+    }
 }
 
 impl Directory {
@@ -206,6 +238,7 @@ impl Router {
     pub fn directory_servers(&self) -> Vec<ServerDirectory> {
         let mut names: BTreeSet<&str> = self.directory.servers.keys().map(|s| s.as_str()).collect();
         names.extend(self.directory.links.values().map(|l| l.server.as_str()));
+        names.extend(self.directory.traffic.keys().map(|s| s.as_str()));
         names
             .into_iter()
             .map(|server| {
@@ -226,6 +259,12 @@ impl Router {
                     entries: users.map_or(0, HashMap::len),
                     bytes,
                     in_sync,
+                    traffic: self
+                        .directory
+                        .traffic
+                        .get(server)
+                        .copied()
+                        .unwrap_or_default(),
                 }
             })
             .collect()
@@ -361,12 +400,19 @@ impl Router {
         let stats = &mut self.directory.stats;
         for link in links {
             let sync = self.directory.links.get_mut(&link).expect("listed above");
+            let traffic = self
+                .directory
+                .traffic
+                .entry(sync.server.clone())
+                .or_default();
             for (chunk, n) in &frames {
                 sync.sent += 1;
                 let body = update_frame(&me, sync.sent, None, chunk);
                 stats.delta_frames_sent += 1;
                 stats.delta_bytes_sent += body.len() as u64;
                 stats.delta_entries_sent += *n as u64;
+                traffic.sent_frames += 1;
+                traffic.sent_bytes += body.len() as u64;
                 out.push(Action::Send { to: link, body });
             }
         }
@@ -387,10 +433,17 @@ impl Router {
         let stats = &mut self.directory.stats;
         stats.full_syncs_sent += 1;
         stats.full_entries_sent += entries as u64;
+        let traffic = self
+            .directory
+            .traffic
+            .entry(sync.server.clone())
+            .or_default();
         for (i, (chunk, _)) in frames.iter().enumerate() {
             sync.sent += 1;
             let body = update_frame(&me, sync.sent, Some((i as u32 + 1, parts)), chunk);
             stats.full_bytes_sent += body.len() as u64;
+            traffic.sent_frames += 1;
+            traffic.sent_bytes += body.len() as u64;
             out.push(Action::Send { to: link, body });
         }
         sync.last_full = Some(now);
@@ -399,6 +452,21 @@ impl Router {
             "peer={} directory: snapshot of {entries} entries in {parts} parts",
             sync.server
         );
+    }
+
+    /// A directory frame of `bytes` arrived on the peer link `link` (counted whether or not the
+    /// directory is on here: it is traffic on the link).
+    pub fn directory_received(&mut self, link: ConnId, bytes: usize) {
+        let Some(server) = self.peer_links.get(&link) else {
+            return;
+        };
+        let traffic = &mut self.directory.traffic;
+        let t = match traffic.get_mut(server) {
+            Some(t) => t,
+            None => traffic.entry(server.clone()).or_default(),
+        };
+        t.received_frames += 1;
+        t.received_bytes += bytes as u64;
     }
 
     /// A directory frame from a linked peer.
@@ -491,10 +559,9 @@ impl Router {
             if sync.asked.is_none_or(|t| now >= t + ASK_AGAIN) {
                 sync.asked = Some(now);
                 dir.stats.resyncs_asked += 1;
-                out.push(Action::Send {
-                    to: link,
-                    body: resync_frame(),
-                });
+                let body = resync_frame();
+                count_sent(&mut dir.traffic, &dir.links, link, body.len());
+                out.push(Action::Send { to: link, body });
             }
             return;
         }
@@ -587,10 +654,9 @@ impl Router {
             } else {
                 warn!("{line} (further refusals are logged at debug level)");
             }
-            out.push(Action::Send {
-                to: link,
-                body: error_frame(Some(seq), &error),
-            });
+            let body = error_frame(Some(seq), &error);
+            count_sent(&mut dir.traffic, &dir.links, link, body.len());
+            out.push(Action::Send { to: link, body });
         }
         if self.presence.has_watchers() {
             changed.sort_unstable();

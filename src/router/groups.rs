@@ -89,6 +89,11 @@ impl Groups {
         self.groups.get(group).into_iter().flat_map(|m| m.keys())
     }
 
+    /// How many members `group` has (0 if there is no such group).
+    pub(super) fn size(&self, group: &str) -> usize {
+        self.groups.get(group).map_or(0, |m| m.len())
+    }
+
     /// Whether `user` is a member of `group`.
     pub(super) fn is_member(&self, group: &str, user: &str) -> bool {
         self.groups.get(group).is_some_and(|m| m.contains_key(user))

@@ -52,7 +52,9 @@ use crate::stats::{HandlerStats, RequestOutcome, RouterStats};
 pub use access::{Access, Rule};
 pub use correlate::{Correlate, HandlerMode};
 use deadlines::Deadlines;
-pub use directory::{DirectoryConfig, DirectoryStats, RESYNC_INTERVAL, ServerDirectory};
+pub use directory::{
+    DirectoryConfig, DirectoryStats, PeerTraffic, RESYNC_INTERVAL, ServerDirectory,
+};
 pub use forward::{ForwardAction, Forwarded};
 pub use groups::{GroupLimits, pattern_matches};
 pub use id::ConnId;

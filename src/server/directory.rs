@@ -20,6 +20,10 @@ impl Server {
                     "entries": s.entries,
                     "bytes": s.bytes,
                     "in_sync": s.in_sync,
+                    "sent_frames": s.traffic.sent_frames,
+                    "sent_bytes": s.traffic.sent_bytes,
+                    "received_frames": s.traffic.received_frames,
+                    "received_bytes": s.traffic.received_bytes,
                 })
             })
             .collect();

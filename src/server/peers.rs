@@ -275,6 +275,7 @@ impl Server {
                 self.router.peer_ack(id, a, now, &mut self.actions)
             }
             (PeerState::Up, PeerFrame::Directory(d)) => {
+                self.router.directory_received(id, body.len());
                 self.router.directory_frame(id, d, now, &mut self.actions)
             }
             (PeerState::Up, PeerFrame::Deliver(d)) => {

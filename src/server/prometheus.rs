@@ -582,6 +582,50 @@ impl Server {
                 &p.stats.ack_latency,
             );
         }
+        self.directory_metrics(out);
+    }
+
+    /// The federation directory per peer server: entries held and directory frames both ways.
+    fn directory_metrics(&self, out: &mut Text) {
+        let servers = self.router.directory_servers();
+        out.family(
+            "directory_entries",
+            "gauge",
+            "Users the federation directory has online on the peer server.",
+        );
+        for s in &servers {
+            out.sample("directory_entries", &[("peer", &s.server)], s.entries);
+        }
+        for (name, help) in [
+            (
+                "directory_sent_bytes_total",
+                "Bytes of directory frames (snapshots, deltas, resyncs, refusals) sent to the peer.",
+            ),
+            (
+                "directory_received_bytes_total",
+                "Bytes of directory frames received from the peer.",
+            ),
+            (
+                "directory_sent_frames_total",
+                "Directory frames sent to the peer.",
+            ),
+            (
+                "directory_received_frames_total",
+                "Directory frames received from the peer.",
+            ),
+        ] {
+            out.family(name, "counter", help);
+            for s in &servers {
+                let t = &s.traffic;
+                let value = match name {
+                    "directory_sent_bytes_total" => t.sent_bytes,
+                    "directory_received_bytes_total" => t.received_bytes,
+                    "directory_sent_frames_total" => t.sent_frames,
+                    _ => t.received_frames,
+                };
+                out.sample(name, &[("peer", &s.server)], value);
+            }
+        }
     }
 }
 

@@ -363,3 +363,57 @@ fn off_means_nothing_is_sent_or_taken() {
     assert!(from_b(&mut r, update(1, Some((1, 1)), json!([["bob", 1]])), now).is_empty());
     assert_eq!(r.directory_server_of("bob"), None);
 }
+
+#[test]
+fn traffic_is_counted_per_peer_both_ways() {
+    let mut r = router(1 << 20);
+    let now = Instant::now();
+    let sent_at_link_up: usize = {
+        let mut out = Vec::new();
+        r.peer_up("b", LINK_B);
+        r.directory_link_up(LINK_B, now, &mut out);
+        out.iter()
+            .map(|a| match a {
+                Action::Send { body, .. } => body.len(),
+                other => panic!("not a send: {other:?}"),
+            })
+            .sum()
+    };
+    let body = update(1, Some((1, 1)), json!([["u1", 1]])).to_string();
+    r.directory_received(LINK_B, body.len());
+    let frame = parse_directory_frame(body.as_bytes()).unwrap().unwrap();
+    let mut out = Vec::new();
+    r.directory_frame(LINK_B, frame, now, &mut out);
+    // A gap: the resync request is counted as sent.
+    let gap = update(5, None, json!([])).to_string();
+    r.directory_received(LINK_B, gap.len());
+    let frame = parse_directory_frame(gap.as_bytes()).unwrap().unwrap();
+    r.directory_frame(LINK_B, frame, now, &mut out);
+    let resync: usize = out
+        .iter()
+        .map(|a| match a {
+            Action::Send { body, .. } => body.len(),
+            other => panic!("not a send: {other:?}"),
+        })
+        .sum();
+    assert!(resync > 0, "a resync was asked for");
+    let b = r
+        .directory_servers()
+        .into_iter()
+        .find(|s| s.server == "b")
+        .expect("b listed");
+    assert_eq!(
+        b.traffic,
+        PeerTraffic {
+            sent_frames: 2,
+            sent_bytes: (sent_at_link_up + resync) as u64,
+            received_frames: 2,
+            received_bytes: (body.len() + gap.len()) as u64,
+        }
+    );
+    // Kept after the link goes down: a figure since start.
+    r.directory_link_down(LINK_B, &mut Vec::new());
+    let b = r.directory_servers();
+    assert_eq!(b[0].server, "b");
+    assert_eq!(b[0].traffic.received_frames, 2);
+}
