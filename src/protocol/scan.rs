@@ -3,7 +3,7 @@
 //! and allocates nothing.
 //!
 //! It is a fast lane beside the serde path, never a second judge: it accepts only frames the full
-//! path ([`super::message::parse_inbound`], [`super::message::parse_handler_message`]) accepts,
+//! path ([`super::message::parse_inbound`], [`super::handler::parse_handler_message`]) accepts,
 //! and gives the same value. On anything else it returns `None` and the caller takes the full
 //! path, which gives the exact error. "Anything else" is every syntax or data error, and also what
 //! it leaves to the full path on purpose: escapes in the envelope's strings or in any key, `\u`

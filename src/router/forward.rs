@@ -3,12 +3,13 @@
 //!
 //! The sending end: a storing push to `bob@node-b` is written to node-b's outbound queue in
 //! the delivery store (`router/durable.rs` builds the records); the server's forwarder
-//! (`server/forward.rs`) reads the queue when the link to node-b is up with the feature `store`
-//! and hands each delivery to [`Router::forward`], which sends it as a delivery frame carrying
-//! `"store":true` and its durable id (`"origin"`) and waits for the peer's ack. The outcome goes
-//! back to the server as [`Action::Forwarded`]: an ok ack (end to end: the peer pushed it to its
-//! user's connections or stored it durably) or a final refusal deletes the delivery from the
-//! queue; a lost link or a silent peer leaves it there, to be sent again.
+//! (`server/delivery/forward.rs`) reads the queue when the link to node-b is up with the
+//! feature `store` and hands each delivery to [`Router::forward`], which sends it as a delivery
+//! frame carrying `"store":true` and its durable id (`"origin"`) and waits for the peer's ack.
+//! The outcome goes back to the server as [`ForwardAction::Settled`]: an ok ack (end to end:
+//! the peer pushed it to its user's connections or stored it durably) or a final refusal
+//! deletes the delivery from the queue; a lost link or a silent peer leaves it there, to be
+//! sent again.
 //!
 //! The receiving end ([`Router::peer_deliver_stored`]): every named user's copy is written to
 //! their queue here, keyed by `<peer>/<origin id>/<user>` so a redelivery is kept once; only
