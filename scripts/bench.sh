@@ -44,8 +44,9 @@
 #       beside nats-server delivering a publish to 1,000 subscribers of a subject, 100-byte
 #       payloads, medians of 3 (benches/fanout; installs nats-server if missing;
 #       BENCH_FANOUT_MEMBERS, BENCH_FANOUT_MESSAGES, BENCH_RUNS)
-#   scripts/bench.sh compress   a 2 KB chat-like message echoed over TCP with and without the
-#       feature `compress`: bytes on the wire and server CPU per round trip, medians of 3
+#   scripts/bench.sh compress   a 2 KB chat-like message echoed over TCP (with and without the
+#       feature `compress`) and WebSocket (with and without permessage-deflate): bytes on the
+#       wire and server CPU per round trip, medians of 3
 #       (benches/compress; BENCH_MESSAGES, BENCH_RUNS)
 #
 # Prints a table and a final JSON line; compare medians and ratios between runs on the same

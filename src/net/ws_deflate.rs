@@ -261,6 +261,19 @@ mod tests {
         let mut back = Vec::new();
         compress::inflate_message(&payload, 1 << 20, &mut back).unwrap();
         assert_eq!(back, body);
+        // Longer ones get the 16-bit length, the payload moved up behind it.
+        let long: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("{i} ").into_bytes())
+            .collect();
+        let mut out = b"before".to_vec();
+        assert!(frame_message(&long, true, &mut out));
+        assert_eq!(&out[..8], b"before\xc1\x7e");
+        let len = usize::from(u16::from_be_bytes([out[8], out[9]]));
+        assert_eq!(out.len(), 10 + len);
+        let mut payload = out[10..].to_vec();
+        payload.extend_from_slice(&compress::SYNC_TAIL);
+        compress::inflate_message(&payload, 1 << 20, &mut back).unwrap();
+        assert_eq!(back, long);
         let mut out = Vec::new();
         assert!(!frame_message(&body, false, &mut out), "a secret");
         assert_eq!(out[0], 0x81);
