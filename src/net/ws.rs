@@ -307,11 +307,6 @@ impl WsServer {
         }
     }
 
-    /// Whether permessage-deflate was negotiated.
-    pub fn deflating(&self) -> bool {
-        self.deflate.is_some()
-    }
-
     /// Whether a ping or pong came since the last call (control frames are activity too).
     pub fn take_keepalive(&mut self) -> bool {
         std::mem::take(&mut self.keepalive)
