@@ -45,8 +45,9 @@
 #       payloads, server CPU per delivery, medians of 3 (benches/fanout; installs nats-server
 #       if missing; BENCH_FANOUT_MEMBERS, BENCH_FANOUT_MESSAGES, BENCH_RUNS, BENCH_FANOUT_PUBLISH
 #       = batch | window, BENCH_FANOUT_BASELINE = another besterd binary in the same rounds)
-#   scripts/bench.sh compress   a 2 KB chat-like message echoed over TCP with and without the
-#       feature `compress`: bytes on the wire and server CPU per round trip, medians of 3
+#   scripts/bench.sh compress   a 2 KB chat-like message echoed over TCP (with and without the
+#       feature `compress`) and WebSocket (with and without permessage-deflate): bytes on the
+#       wire and server CPU per round trip, medians of 3
 #       (benches/compress; BENCH_MESSAGES, BENCH_RUNS)
 #   scripts/bench.sh directory  the federation directory on 3 linked servers with 10,000 users
 #       online: entries and memory per server, directory bytes per presence change and for a

@@ -10,7 +10,8 @@
 //!   header of listeners behind a load balancer ([`protocol::proxy`]).
 //! - [`net`]: the only code that reads and writes sockets — [`net::Framed`] streams with bounded
 //!   buffers, for TCP clients and Unix-socket handlers alike, over a [`net::Transport`]: plain,
-//!   TLS ([`net::tls`], rustls) or WebSocket ([`net::ws`], tungstenite); [`net::blocking`] is the
+//!   TLS ([`net::tls`], rustls) or WebSocket ([`net::ws`], tungstenite; permessage-deflate in
+//!   [`net::ws_deflate`], negotiated by [`protocol::ws_deflate`]); [`net::blocking`] is the
 //!   client side of the same transports; [`net::accept`] keeps every listener accepting when
 //!   file descriptors run out (retry with backoff, a spare descriptor to shed the queue).
 //! - [`router`] (sans-io): presence, handler pools, requests in flight and their deadlines; takes

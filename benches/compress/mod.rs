@@ -4,7 +4,11 @@
 //! time per round trip, with a session that negotiated `compress` (its requests compressed by
 //! the client with DEFLATE level 1, the server's level) and one that did not.
 //!
-//! A fresh server per run, the two kinds alternating, 16 requests in flight, `BENCH_MESSAGES`
+//! The same over WebSocket: a session without extensions, and one that negotiated
+//! permessage-deflate (RFC 7692; the client compresses its messages at level 1, without
+//! context takeover, as the server does), frame headers and the client's masks included.
+//!
+//! A fresh server per run, the kinds alternating, 16 requests in flight, `BENCH_MESSAGES`
 //! (20000) round trips per run (the CPU clock ticks at 10 ms), `BENCH_RUNS` (3) runs, medians.
 //! Every reply is checked.
 
@@ -12,7 +16,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use flate2::{Compression, read::DeflateDecoder, write::DeflateEncoder};
+use flate2::{
+    Compress, Compression, Decompress, FlushCompress, FlushDecompress, read::DeflateDecoder,
+    write::DeflateEncoder,
+};
 use serde_json::{Value, json};
 
 use crate::common::Broker;
@@ -88,45 +95,176 @@ fn read_frame(s: &mut TcpStream) -> (Vec<u8>, usize) {
     (body, wire)
 }
 
+/// A permessage-deflate message: level 1, sync flush, the tail cut off (RFC 7692 §7.2.1).
+fn deflate_message(body: &[u8]) -> Vec<u8> {
+    let mut c = Compress::new(Compression::new(1), false);
+    let mut out = Vec::with_capacity(body.len() + 64);
+    c.compress_vec(body, &mut out, FlushCompress::Sync).unwrap();
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// A masked client frame (text, FIN, RSV1 if `compressed`) around `payload`.
+fn ws_frame(payload: &[u8], compressed: bool) -> Vec<u8> {
+    let mut frame = vec![if compressed { 0xc1 } else { 0x81 }];
+    let len = payload.len();
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    let key = [0x37u8, 0xfa, 0x21, 0x3d];
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
+}
+
+/// One server message: its body (inflated if RSV1) and its bytes on the wire.
+fn ws_read(s: &mut TcpStream) -> (Vec<u8>, usize) {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    let (len, extra) = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).unwrap();
+            (usize::from(u16::from_be_bytes(l)), 2)
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).unwrap();
+            (u64::from_be_bytes(l) as usize, 8)
+        }
+        n => (usize::from(n), 0),
+    };
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    assert_eq!(head[0] & 0x0f, 1, "a text message");
+    if head[0] & 0x40 != 0 {
+        body.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut out = Vec::with_capacity(64 * 1024);
+        Decompress::new(false)
+            .decompress_vec(&body, &mut out, FlushDecompress::Sync)
+            .unwrap();
+        return (out, 2 + extra + len);
+    }
+    (body, 2 + extra + len)
+}
+
+/// The transports and sessions compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// TCP, no features.
+    Tcp,
+    /// TCP with the feature `compress`.
+    TcpCompress,
+    /// WebSocket, no extension.
+    Ws,
+    /// WebSocket with permessage-deflate.
+    WsDeflate,
+}
+
+impl Kind {
+    fn compressed(self) -> bool {
+        matches!(self, Kind::TcpCompress | Kind::WsDeflate)
+    }
+
+    fn ws(self) -> bool {
+        matches!(self, Kind::Ws | Kind::WsDeflate)
+    }
+}
+
+/// Open the session of `kind` and log in; a function that frames a request for it.
+fn open(b: &Broker, kind: Kind) -> TcpStream {
+    let addr = if kind.ws() { b.listener("ws") } else { b.addr };
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    if kind.ws() {
+        let offer = if kind == Kind::WsDeflate {
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+        } else {
+            ""
+        };
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert_eq!(
+            head.contains("permessage-deflate"),
+            kind == Kind::WsDeflate,
+            "{head}"
+        );
+    }
+    let mut identify =
+        json!({"type":"client","authentication":{"username":"alice","password":"pw"}});
+    if kind == Kind::TcpCompress {
+        identify["features"] = json!(["compress"]);
+    }
+    let body = serde_json::to_vec(&json!({"header":{"identify":identify}})).unwrap();
+    let reply = if kind.ws() {
+        s.write_all(&ws_frame(&body, false)).unwrap();
+        ws_read(&mut s).0
+    } else {
+        write_frame(&mut s, &body);
+        read_frame(&mut s).0
+    };
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["header"]["status"], "ok", "{reply}");
+    s
+}
+
 /// One run: (bytes per round trip, server CPU µs per round trip, compressed replies).
-fn run(compress: bool, messages: usize) -> (f64, f64, usize) {
+fn run(kind: Kind, messages: usize) -> (f64, f64, usize) {
     let tables = format!(
-        "[handlers.echo]\n{}\nprocesses = 2\n",
+        "[handlers.echo]\n{}\nprocesses = 2\n[[listeners]]\nname = \"ws\"\nkind = \"ws\"\naddress = \"127.0.0.1:0\"\n",
         crate::common::handler("python3", "handlers/python/echo.py")
     );
     let b = Broker::launch("bench", "127.0.0.1:0", "", &tables, &[("alice", "pw")]);
-    let mut s = TcpStream::connect(b.addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut identify =
-        json!({"type":"client","authentication":{"username":"alice","password":"pw"}});
-    if compress {
-        identify["features"] = json!(["compress"]);
-    }
-    write_frame(
-        &mut s,
-        &serde_json::to_vec(&json!({"header":{"identify":identify}})).unwrap(),
-    );
-    let (reply, _) = read_frame(&mut s);
-    let reply: Value = serde_json::from_slice(&reply).unwrap();
-    assert_eq!(reply["header"]["status"], "ok", "{reply}");
+    let mut s = open(&b, kind);
     let bodies: Vec<Vec<u8>> = (0..messages)
         .map(|n| {
             let body = message(n);
-            if compress { deflate(&body) } else { body }
+            match kind {
+                Kind::Tcp => body,
+                Kind::TcpCompress => deflate(&body),
+                Kind::Ws => ws_frame(&body, false),
+                Kind::WsDeflate => ws_frame(&deflate_message(&body), true),
+            }
         })
         .collect();
     let cpu_before = crate::cpu_us(b.pid());
     let (mut wire, mut sent, mut packed) = (0usize, 0usize, 0usize);
     let started = Instant::now();
+    let send = |s: &mut TcpStream, body: &[u8]| {
+        if kind.ws() {
+            s.write_all(body).unwrap();
+            body.len()
+        } else {
+            write_frame(s, body)
+        }
+    };
     while sent < WINDOW.min(messages) {
-        wire += write_frame(&mut s, &bodies[sent]);
+        wire += send(&mut s, &bodies[sent]);
         sent += 1;
     }
     // Two handler processes: replies may come out of order.
     let mut seen = vec![false; messages];
     for _ in 0..messages {
-        let (body, bytes) = read_frame(&mut s);
+        let (body, bytes) = if kind.ws() {
+            ws_read(&mut s)
+        } else {
+            read_frame(&mut s)
+        };
         wire += bytes;
         packed += usize::from(bytes < 1200);
         let reply: Value = serde_json::from_slice(&body).unwrap();
@@ -137,13 +275,13 @@ fn run(compress: bool, messages: usize) -> (f64, f64, usize) {
         );
         assert!(!std::mem::replace(&mut seen[id], true), "{id} twice");
         if sent < messages {
-            wire += write_frame(&mut s, &bodies[sent]);
+            wire += send(&mut s, &bodies[sent]);
             sent += 1;
         }
     }
     let cpu = crate::cpu_us(b.pid()).saturating_sub(cpu_before);
     eprintln!(
-        "compress={compress}: {messages} round trips in {:?}",
+        "{kind:?}: {messages} round trips in {:?}",
         started.elapsed()
     );
     (
@@ -164,35 +302,36 @@ pub fn compress() -> Value {
     let runs = env("BENCH_RUNS", 3);
     let plain_size = 4 + message(0).len();
     let packed_size = 4 + deflate(&message(0)).len();
+    let ws_plain_size = ws_frame(&message(0), false).len();
+    let ws_packed_size = ws_frame(&deflate_message(&message(0)), true).len();
     let mut figures = serde_json::Map::new();
-    let (mut plain, mut packed) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    let kinds = [Kind::Tcp, Kind::TcpCompress, Kind::Ws, Kind::WsDeflate];
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); kinds.len()];
     for round in 0..runs {
-        for compress in [false, true] {
-            let (bytes, cpu, compressed) = run(compress, messages);
+        for (i, kind) in kinds.iter().enumerate() {
+            let (bytes, cpu, compressed) = run(*kind, messages);
             eprintln!(
-                "round {round} compress={compress}: {bytes:.0} bytes and {cpu:.1} µs server CPU per round trip, {compressed} replies compressed"
+                "round {round} {kind:?}: {bytes:.0} bytes and {cpu:.1} µs server CPU per round trip, {compressed} replies compressed"
             );
-            let into = if compress { &mut packed } else { &mut plain };
-            into.0.push(bytes);
-            into.1.push(cpu);
+            assert_eq!(compressed > 0, kind.compressed(), "{kind:?}");
+            results[i].0.push(bytes);
+            results[i].1.push(cpu);
         }
     }
     figures.insert("message_frame_bytes".into(), json!(plain_size));
     figures.insert("message_frame_bytes_compressed".into(), json!(packed_size));
-    figures.insert("plain_wire_bytes_per_rtt".into(), json!(median(&plain.0)));
+    figures.insert("ws_message_frame_bytes".into(), json!(ws_plain_size));
     figures.insert(
-        "compressed_wire_bytes_per_rtt".into(),
-        json!(median(&packed.0)),
+        "ws_message_frame_bytes_deflated".into(),
+        json!(ws_packed_size),
     );
-    figures.insert(
-        "plain_server_cpu_us_per_rtt".into(),
-        json!(median(&plain.1)),
-    );
-    figures.insert(
-        "compressed_server_cpu_us_per_rtt".into(),
-        json!(median(&packed.1)),
-    );
-    figures.insert("plain_cpu_runs".into(), json!(plain.1));
-    figures.insert("compressed_cpu_runs".into(), json!(packed.1));
+    for (name, (bytes, cpu)) in ["plain", "compressed", "ws_plain", "ws_deflate"]
+        .iter()
+        .zip(&results)
+    {
+        figures.insert(format!("{name}_wire_bytes_per_rtt"), json!(median(bytes)));
+        figures.insert(format!("{name}_server_cpu_us_per_rtt"), json!(median(cpu)));
+        figures.insert(format!("{name}_cpu_runs"), json!(cpu));
+    }
     Value::Object(figures)
 }

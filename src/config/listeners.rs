@@ -50,6 +50,8 @@ pub struct FileListener {
     /// Host names this listener answers to (ws, wss), beside IP literals and `localhost`: the
     /// DNS-rebinding defence (`net/hosts.rs`).
     pub hosts: Option<Vec<String>>,
+    /// Accept permessage-deflate (RFC 7692) from clients that offer it (ws, wss; default true).
+    pub ws_deflate: Option<bool>,
 }
 
 /// An address range, `10.0.0.0/8` or `2001:db8::/32` (a bare address is one host).
@@ -180,6 +182,8 @@ pub struct ListenerConfig {
     pub trusted_proxies: Option<Vec<IpNet>>,
     /// For ws and wss: host names it answers to besides IP literals and `localhost`.
     pub hosts: Vec<String>,
+    /// For ws and wss: accept permessage-deflate offers.
+    pub ws_deflate: bool,
 }
 
 /// Validate `[[listeners]]`, pushing `(key, problem)` pairs.
@@ -277,6 +281,14 @@ pub fn validate_listeners(
                 "allowed_origins, static_dir and hosts only go with kind \"ws\" or \"wss\"".into(),
             ));
         }
+        if !kind.websocket() && l.ws_deflate.is_some() {
+            problems.push((
+                format!("{key}.ws_deflate"),
+                "only goes with kind \"ws\" or \"wss\" (TCP and TLS clients negotiate \
+                 \"compress\" instead)"
+                    .into(),
+            ));
+        }
         let hosts = l.hosts.unwrap_or_default();
         for (j, host) in hosts.iter().enumerate() {
             if !crate::net::hosts::valid_name(host) || host.parse::<std::net::IpAddr>().is_ok() {
@@ -342,6 +354,7 @@ pub fn validate_listeners(
             static_files,
             trusted_proxies,
             hosts,
+            ws_deflate: l.ws_deflate.unwrap_or(true),
         });
     }
     out
@@ -527,6 +540,21 @@ mod proxy_tests {
         );
         let p = problems("proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/40\"]\n");
         assert_eq!(p[0].0, "listeners[0].trusted_proxies[0]");
+    }
+
+    #[test]
+    fn ws_deflate_defaults_on_and_goes_only_with_websocket_listeners() {
+        let p = problems("ws_deflate = false\n");
+        assert_eq!(p[0].0, "listeners[0].ws_deflate");
+        let parse = |entry: &str| {
+            let text = format!("[[listeners]]\nkind = \"ws\"\naddress = \"127.0.0.1:0\"\n{entry}");
+            crate::config::Config::parse(&text, "test")
+                .unwrap()
+                .listeners[0]
+                .ws_deflate
+        };
+        assert!(parse(""));
+        assert!(!parse("ws_deflate = false\n"));
     }
 }
 

@@ -190,7 +190,8 @@ impl Framed {
         self.compress
     }
 
-    /// Send the next queued frame uncompressed whatever the session negotiated: it carries a
+    /// Send the next queued frame uncompressed whatever the session negotiated (`compress`, or
+    /// a WebSocket's permessage-deflate): it carries a
     /// credential or a token (compressing a secret beside text an attacker chose tells the
     /// attacker about the secret by the compressed size: CRIME, BREACH).
     pub fn plain_next(&mut self) {
@@ -308,9 +309,11 @@ impl Framed {
             });
         }
         spare::reserve(&mut self.output, overhead + body.len());
-        let plain = std::mem::take(&mut self.plain_next) || !self.compress;
+        let secret = std::mem::take(&mut self.plain_next);
+        let plain = secret || !self.compress;
         match &mut self.transport.ws {
-            Some(ws) => ws.queue(body, &mut self.output),
+            // permessage-deflate, if negotiated, follows the same rule: never a secret.
+            Some(ws) => ws.queue(body, &mut self.output, !secret),
             None if plain => encode_frame(body, &mut self.output),
             None => {
                 // The length is patched in once the compressed size is known; a body that does

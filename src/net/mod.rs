@@ -13,6 +13,7 @@ pub mod spare;
 pub mod tls;
 pub mod transport;
 pub mod ws;
+pub mod ws_deflate;
 
 pub use framed::{Framed, Overflow, ReadResult, Stream};
 pub use transport::{Link, Transport};

@@ -8,6 +8,12 @@
 //! connection's own bounded output buffer, in order with our messages, which this module frames
 //! itself (a server's frames are unmasked). Closing maps besterd's error codes to close codes.
 //! This module never touches a socket directly: it is handed the stream by `framed.rs`.
+//!
+//! permessage-deflate (RFC 7692): when the listener allows it (`ws_deflate`) and the upgrade
+//! offers it in terms besterd can honour (`protocol/ws_deflate.rs`), the answer accepts it, and
+//! `ws_deflate.rs` notes and clears RSV1 before tungstenite reads a frame; compressed messages
+//! are inflated here within the frame limit, and messages out are compressed unless they carry
+//! a secret (the caller says which).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -21,6 +27,8 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext}
 
 use super::framed::ReadResult;
 use super::hosts::Hosts;
+use super::ws_deflate::{self, Rsv1};
+use crate::protocol::compress::{self, InflateError};
 use crate::protocol::{FrameError, encode_frame};
 
 /// Longest HTTP request head accepted.
@@ -90,6 +98,8 @@ pub struct WsOptions {
     pub check_host: bool,
     /// Headers sent with every static file (the built-in page's `Content-Security-Policy`).
     pub file_headers: &'static str,
+    /// Accept permessage-deflate when an upgrade offers it (`ws_deflate`).
+    pub deflate: bool,
 }
 
 /// The content type for a file name.
@@ -217,6 +227,8 @@ pub struct WsServer {
     keepalive: bool,
     /// The close code and reason sent for a protocol violation (1002, 1007, 1009, 1011).
     violation: Option<(u16, String)>,
+    /// permessage-deflate was negotiated: the RSV1 of incoming messages, followed.
+    deflate: Option<Rsv1>,
 }
 
 impl std::fmt::Debug for WsServer {
@@ -235,11 +247,17 @@ struct Io<'a, S> {
     stream: &'a mut S,
     out: &'a mut Vec<u8>,
     room: usize,
+    /// With permessage-deflate: sees every byte before tungstenite does.
+    rsv1: Option<&'a mut Rsv1>,
 }
 
 impl<S: Read> Read for Io<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        let n = self.stream.read(buf)?;
+        if let Some(rsv1) = &mut self.rsv1 {
+            rsv1.scan(&mut buf[..n]);
+        }
+        Ok(n)
     }
 }
 
@@ -285,6 +303,7 @@ impl WsServer {
             same_origin: false,
             keepalive: false,
             violation: None,
+            deflate: None,
         }
     }
 
@@ -354,12 +373,28 @@ impl WsServer {
                 self.http(head, out)
             }
             Phase::Open { ctx } => {
-                let mut io = Io { stream, out, room };
+                let mut io = Io {
+                    stream,
+                    out,
+                    room,
+                    rsv1: self.deflate.as_mut(),
+                };
                 let result = ctx.read(&mut io);
+                let note = match &result {
+                    Ok(Message::Text(_) | Message::Binary(_))
+                    | Err(WsError::Capacity(_) | WsError::Utf8(_)) => {
+                        io.rsv1.as_deref_mut().map(Rsv1::next_note)
+                    }
+                    _ => None,
+                };
                 match result {
                     Ok(Message::Text(text)) => {
                         encode_frame(text.as_bytes(), input);
                         Ok(ReadResult::Data(text.len()))
+                    }
+                    Ok(Message::Binary(bytes)) if note.is_some_and(|n| n.compressed) => {
+                        let text = note.is_some_and(|n| n.text);
+                        Ok(self.inflated(bytes.into(), text, input))
                     }
                     Ok(Message::Binary(bytes)) => {
                         encode_frame(&bytes, input);
@@ -416,9 +451,37 @@ impl WsServer {
         }
     }
 
-    /// Frame one message body (text: besterd frames are UTF-8 JSON) into `out`. Dropped silently
-    /// before the upgrade or after a close (the connection is going away).
-    pub fn queue(&mut self, body: &[u8], out: &mut Vec<u8>) {
+    /// A compressed message's payload (tungstenite's binary message, RSV1 noted): inflated
+    /// within the message limit into `input` as one frame, or the error `next_frame` reports
+    /// (a bomb is `frame_too_large`, as a message over the limit is).
+    fn inflated(&mut self, mut payload: Vec<u8>, text: bool, input: &mut Vec<u8>) -> ReadResult {
+        payload.extend_from_slice(&compress::SYNC_TAIL);
+        let mut body = Vec::new();
+        match compress::inflate_message(&payload, self.max_message, &mut body) {
+            Ok(()) if text && std::str::from_utf8(&body).is_err() => {
+                self.pending_error = Some(FrameError::InvalidUtf8);
+                ReadResult::Data(0)
+            }
+            Ok(()) => {
+                encode_frame(&body, input);
+                ReadResult::Data(body.len())
+            }
+            Err(InflateError::TooLarge { max }) => {
+                self.pending_error = Some(FrameError::InflatesTooLarge { max });
+                ReadResult::Data(0)
+            }
+            Err(InflateError::Corrupt) => {
+                self.pending_error = Some(FrameError::BadCompression);
+                ReadResult::Data(0)
+            }
+        }
+    }
+
+    /// Frame one message body (text: besterd frames are UTF-8 JSON) into `out`, compressed with
+    /// permessage-deflate when it was negotiated, `may_compress` (false for a frame carrying a
+    /// credential or a token) and it pays. Dropped silently before the upgrade or after a close
+    /// (the connection is going away).
+    pub fn queue(&mut self, body: &[u8], out: &mut Vec<u8>, may_compress: bool) {
         if !self.is_open() {
             return;
         }
@@ -427,18 +490,7 @@ impl WsServer {
         } else {
             None
         };
-        let len = body.len();
-        out.push(0x81); // FIN + text
-        if len < 126 {
-            out.push(len as u8);
-        } else if len <= usize::from(u16::MAX) {
-            out.push(126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        out.extend_from_slice(body);
+        ws_deflate::frame_message(body, may_compress && self.deflate.is_some(), out);
     }
 
     /// Bytes framing adds to a body of `len` bytes.
@@ -457,7 +509,9 @@ impl WsServer {
         match self.pending_error {
             // Not reported yet (the connection closes for another reason first): the close
             // says what was wrong all the same.
-            Some(FrameError::TooLarge { .. }) => self.last_error = Some("frame_too_large".into()),
+            Some(FrameError::TooLarge { .. } | FrameError::InflatesTooLarge { .. }) => {
+                self.last_error = Some("frame_too_large".into());
+            }
             Some(FrameError::InvalidUtf8) => self.last_error = Some("invalid_utf8".into()),
             Some(_) | None => {}
         }
@@ -485,6 +539,7 @@ impl WsServer {
                 stream,
                 out,
                 room: room.max(128),
+                rsv1: None,
             };
             let frame = CloseFrame {
                 code: CloseCode::from(code),
@@ -580,13 +635,33 @@ impl WsServer {
         }
         self.same_origin = Origins::SameHost.allows(header("origin"), host, &self.options.hosts);
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let offers = request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok());
+        let deflate = self.options.deflate && crate::protocol::ws_deflate::accept(offers);
+        let extensions = if deflate {
+            format!(
+                "Sec-WebSocket-Extensions: {}\r\n",
+                crate::protocol::ws_deflate::ACCEPTED
+            )
+        } else {
+            String::new()
+        };
         out.extend_from_slice(
             format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
             )
             .as_bytes(),
         );
-        let rest = head[used..].to_vec();
+        let mut rest = head[used..].to_vec();
+        if deflate {
+            // Frames sent right behind the request are followed from their first byte.
+            let mut rsv1 = Rsv1::default();
+            rsv1.scan(&mut rest);
+            self.deflate = Some(rsv1);
+        }
         let config = config(self.max_message);
         self.phase = Phase::Open {
             ctx: Box::new(WebSocketContext::from_partially_read(
@@ -725,6 +800,7 @@ mod tests {
                 hosts: Hosts::default(),
                 check_host: false,
                 file_headers: "",
+                deflate: false,
             }),
             1 << 20,
         );
@@ -733,7 +809,7 @@ mod tests {
         };
         for len in [0usize, 125, 126, 65535, 65536] {
             let mut out = Vec::new();
-            ws.queue(&vec![b'x'; len], &mut out);
+            ws.queue(&vec![b'x'; len], &mut out, true);
             assert_eq!(out.len(), len + WsServer::overhead(len), "{len}");
             assert_eq!(out[0], 0x81);
         }
@@ -741,6 +817,7 @@ mod tests {
         ws.queue(
             br#"{"header":{"status":"error","kind":"reply"},"data":{"error":"no","code":"auth_failed"}}"#,
             &mut out,
+            true,
         );
         assert_eq!(ws.last_error.as_deref(), Some("auth_failed"));
     }

@@ -23,6 +23,7 @@ pub mod redirect;
 pub mod scan;
 pub mod validate;
 pub mod write;
+pub mod ws_deflate;
 
 pub use error::ErrorCode;
 pub use frame::{FrameDecoder, FrameError, encode_frame};

@@ -116,6 +116,7 @@ fn static_files(files: Option<&StaticFiles>) -> Result<Arc<WsOptions>, String> {
         hosts: Hosts::default(),
         check_host: false,
         file_headers,
+        deflate: true,
     }))
 }
 
@@ -140,6 +141,7 @@ fn load(config: &ListenerConfig, index: usize) -> Result<Loaded, String> {
         // DNS rebinding: a loopback listener, or one told its names, answers no other Host.
         o.hosts = Hosts::new(&config.hosts);
         o.check_host = config.address.ip().is_loopback() || !config.hosts.is_empty();
+        o.deflate = config.ws_deflate;
         Some(options)
     } else {
         None
@@ -238,6 +240,7 @@ impl Listeners {
             static_files: None,
             trusted_proxies: None,
             hosts: Vec::new(),
+            ws_deflate: false,
         };
         let mut list = Vec::new();
         for (i, lc) in std::iter::once(main)

@@ -122,14 +122,28 @@ def browser(profile):
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", f"--user-data-dir={profile}"):
         options.add_argument(arg)
-    # The console, for the CSP reports checked below.
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # The console, for the CSP reports checked below; the network events, for the WebSocket
+    # handshake's answer (permessage-deflate).
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     chromium = shutil.which("chromium")
     if chromium:
         options.binary_location = chromium
     driver_path = shutil.which("chromedriver")
     service = Service(executable_path=driver_path) if driver_path else Service()
     return webdriver.Chrome(options=options, service=service)
+
+
+def websocket_extensions(driver):
+    """The Sec-WebSocket-Extensions of the WebSocket handshakes the page made, as Chromium saw
+    the server's answers."""
+    seen = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.webSocketHandshakeResponseReceived":
+            headers = message["params"]["response"].get("headers", {})
+            seen.append(next((v for k, v in headers.items()
+                              if k.lower() == "sec-websocket-extensions"), None))
+    return seen
 
 
 class PlainPage(http.server.BaseHTTPRequestHandler):
@@ -204,6 +218,16 @@ class ChatPage(unittest.TestCase):
         # The sender's box is emptied once the server answered.
         self.wait(alice, lambda d: d.find_element(By.ID, "text").get_attribute("value") == "",
                   "the text box to clear")
+        # Chromium offers permessage-deflate; the page's socket has it, and a message long enough
+        # to be compressed both ways (the browser's, the server's push) still arrives whole.
+        long_text = "the maps are in the blue folder on the second shelf; " * 12
+        text.send_keys(long_text)
+        alice.find_element(By.ID, "say").click()
+        self.wait(bob, EC.text_to_be_present_in_element((By.ID, "messages"), long_text.strip()),
+                  "bob to see the long message")
+        for page in (alice, bob):
+            self.assertEqual(websocket_extensions(page),
+                             ["permessage-deflate; server_no_context_takeover; client_no_context_takeover"])
         self.assertEqual(bob.find_element(By.ID, "error").text, "")
         # Logged in: the form is gone, the room is shown.
         self.assertFalse(bob.find_element(By.ID, "login-form").is_displayed())
