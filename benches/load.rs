@@ -40,6 +40,7 @@ mod allocs;
 mod common;
 mod compare;
 mod compress;
+mod durable;
 mod fanout;
 mod federation;
 mod restart;
@@ -91,6 +92,8 @@ fn main() {
         "restart",
         "fanout",
         "compress",
+        "durable",
+        "durable-memory",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -121,6 +124,8 @@ fn main() {
             "restart" => restart::restart(),
             "fanout" => fanout::fanout(),
             "compress" => compress::compress(),
+            "durable" => durable::durable(),
+            "durable-memory" => durable::durable_memory(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),
