@@ -44,6 +44,7 @@ mod common;
 mod compare;
 mod compress;
 mod directory;
+mod durable;
 mod fanout;
 mod federation;
 mod restart;
@@ -96,6 +97,8 @@ fn main() {
         "fanout",
         "compress",
         "directory",
+        "durable",
+        "durable-memory",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -127,6 +130,8 @@ fn main() {
             "fanout" => fanout::fanout(),
             "compress" => compress::compress(),
             "directory" => directory::directory(),
+            "durable" => durable::durable(),
+            "durable-memory" => durable::durable_memory(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),

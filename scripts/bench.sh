@@ -53,13 +53,23 @@
 #       online: entries and memory per server, directory bytes per presence change and for a
 #       relink's snapshots, time for a login on c to reach a watcher on a (p50/p99), medians of 3
 #       (benches/directory; BENCH_DIR_USERS, BENCH_DIR_CHANGES, BENCH_RUNS)
+#   scripts/bench.sh durable    stored pushes with acknowledgement: a client's request answered by
+#       the C handler with a storing sendClients to an offline user, the reply listing it in
+#       `stored` (committed) awaited, at window 1 and 64, with [delivery] fsync = "always" and
+#       "never", beside JetStream (nats-server -js, a file-storage stream, PubAck awaited); every
+#       reply checked, fresh servers, 3 interleaved runs, medians, same-run ratios, CPU per
+#       message (benches/durable; BENCH_SECS, BENCH_RUNS, BENCH_WINDOWS, BENCH_DURABLE_SYSTEMS)
+#   scripts/bench.sh durable-memory  1,000,000 stored pushes (10,000 users and one at its
+#       max_per_user): the server's VmRSS/VmHWM while storing and after, the database's size,
+#       the time to a user's queue on login (BENCH_MEM_TOTAL, BENCH_MEM_USERS, BENCH_MEM_FSYNC)
 #
 # Prints a table and a final JSON line; compare medians and ratios between runs on the same
 # machine rather than absolute numbers on a shared one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
-if [[ " $* " == *" compare "* || " $* " == *" allocs "* || " $* " == *" federation-compare "* ]]; then
+if [[ " $* " == *" compare "* || " $* " == *" allocs "* || " $* " == *" federation-compare "* ||
+    " $* " == *" durable "* || " $* " == *" durable-memory "* ]]; then
     if ! command -v nats-server >/dev/null; then
         apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
     fi

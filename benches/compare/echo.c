@@ -9,7 +9,10 @@
  *                            {"header":{"status":"ok","request":"T"},"payload":P} (P copied as is);
  *                            with COMMAND and DATA (JSON) the answer's header also carries
  *                            "command":COMMAND,"commandData":DATA (and "replies":true), e.g.
- *                            `echo bester sendServers '["b"]'` (the federation benchmark)
+ *                            `echo bester sendServers '["b"]'` (the federation benchmark); DATA
+ *                            `@to` takes commandData from each request: the JSON array after the
+ *                            payload's first "to": (`echo bester sendClients @to`, the
+ *                            durable-memory benchmark: a storing push to the users it names)
  *   echo nats HOST PORT USER PASS SUBJECT
  *                            NATS responder: SUB SUBJECT, answers every MSG with a reply subject by
  *                            a PUB of the same payload to it
@@ -130,7 +133,9 @@ static const char *find(const char *hay, size_t n, const char *needle) {
     return memmem(hay, n, needle, strlen(needle));
 }
 
-static void bester(const char *extra) {
+/* With `to` set, `extra` ends in "commandData": and the array after the payload's "to": follows
+ * it in each answer. */
+static void bester(const char *extra, int to) {
     const char *path = getenv("BESTER_SOCKET");
     if (!path) {
         fprintf(stderr, "echo: BESTER_SOCKET is not set\n");
@@ -167,7 +172,20 @@ static void bester(const char *extra) {
             static const char head[] = "{\"header\":{\"status\":\"ok\",\"request\":\"";
             static const char mid[] = "},\"payload\":";
             size_t extra_len = strlen(extra);
-            uint32_t len = (uint32_t)(sizeof head - 1 + (size_t)(tok_end - tok) + 1 + extra_len + sizeof mid - 1 + pl_len + 1);
+            const char *arr = NULL;
+            size_t arr_len = 0;
+            if (to) {
+                /* A quote inside a JSON string is escaped, so "to": is a key here. */
+                arr = find(pl, pl_len, "\"to\":[");
+                const char *end = arr ? memchr(arr, ']', (size_t)(pl + pl_len - arr)) : NULL;
+                if (!end) {
+                    fprintf(stderr, "echo: no \"to\":[...] in %.*s\n", (int)pl_len, pl);
+                    exit(1);
+                }
+                arr += strlen("\"to\":");
+                arr_len = (size_t)(end + 1 - arr);
+            }
+            uint32_t len = (uint32_t)(sizeof head - 1 + (size_t)(tok_end - tok) + 1 + extra_len + arr_len + sizeof mid - 1 + pl_len + 1);
             if (out.len + 4 + len > out.cap) {
                 write_all(fd, out.p, out.len);
                 out.len = 0;
@@ -178,6 +196,7 @@ static void bester(const char *extra) {
             buf_put(&out, tok, (size_t)(tok_end - tok));
             buf_put(&out, "\"", 1);
             buf_put(&out, extra, extra_len);
+            if (to) buf_put(&out, arr, arr_len);
             buf_put(&out, mid, sizeof mid - 1);
             buf_put(&out, pl, pl_len);
             buf_put(&out, "}", 1);
@@ -332,16 +351,17 @@ static void relay(const char *path) {
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     if (argc == 2 && strcmp(argv[1], "bester") == 0) {
-        bester("");
+        bester("", 0);
     } else if ((argc == 4 || argc == 5) && strcmp(argv[1], "bester") == 0) {
         static char extra[4096];
-        int n = snprintf(extra, sizeof extra, ",\"command\":\"%s\",\"commandData\":%s%s", argv[2], argv[3],
-                         argc == 5 && strcmp(argv[4], "replies") == 0 ? ",\"replies\":true" : "");
+        int to = strcmp(argv[3], "@to") == 0;
+        int n = snprintf(extra, sizeof extra, ",\"command\":\"%s\"%s,\"commandData\":%s", argv[2],
+                         argc == 5 && strcmp(argv[4], "replies") == 0 ? ",\"replies\":true" : "", to ? "" : argv[3]);
         if (n < 0 || (size_t)n >= sizeof extra) {
             fprintf(stderr, "echo: command too long\n");
             return 64;
         }
-        bester(extra);
+        bester(extra, to);
     } else if (argc == 7 && strcmp(argv[1], "nats") == 0) {
         nats(argv[2], atoi(argv[3]), argv[4], argv[5], argv[6]);
     } else if (argc == 3 && strcmp(argv[1], "unix-echo") == 0) {

@@ -39,6 +39,12 @@ const MAX_PER_CONN: u64 = 5_000_000;
 pub(crate) const NATS_USER: &str = "bench";
 pub(crate) const NATS_PASS: &str = "bench-pw-0123";
 pub(crate) const SUBJECT: &str = "bench.echo";
+/// The subject of the JetStream stream [`JS_STREAM`] (benches/durable).
+pub(crate) const JS_SUBJECT: &str = "bench.store";
+/// The stream's name.
+pub(crate) const JS_STREAM: &str = "BENCH";
+/// The offline user the storing pushes go to (benches/durable).
+pub(crate) const STORED_USER: &str = "off";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Proto {
@@ -51,6 +57,14 @@ pub enum Proto {
     /// besterd request-reply across servers: the reply's data is `{"b":<payload>}`, the data
     /// that peer `b`'s handler answered with (`sendServers` with `"replies": true`).
     BesterRemote,
+    /// besterd storing pushes (benches/durable): a request of type `store` that the handler
+    /// answers with a storing `sendClients` to the offline user `off`; the reply must list `off`
+    /// in `stored` (the write is committed).
+    BesterStored,
+    /// JetStream (benches/durable): a publish to a file-storage stream with a reply subject,
+    /// acknowledged by its PubAck, which must name the stream with a sequence number above the
+    /// last one.
+    JetStream,
 }
 
 impl Proto {
@@ -60,6 +74,8 @@ impl Proto {
             Proto::Nats => "nats",
             Proto::Relay => "relay",
             Proto::BesterRemote => "besterd-remote",
+            Proto::BesterStored => "besterd-stored",
+            Proto::JetStream => "jetstream",
         }
     }
 }
@@ -94,6 +110,19 @@ pub(crate) fn bester_request(id: u64, out: &mut Vec<u8>) {
     });
 }
 
+/// A request of type `store`, its data the payload (answered with a storing `sendClients`).
+pub(crate) fn stored_request(id: u64, out: &mut Vec<u8>) {
+    push_frame(out, |b| {
+        write!(
+            b,
+            r#"{{"header":{{"scope":"client","id":"{id}"}},"payload":{{"type":"store","data":"#
+        )
+        .unwrap();
+        payload(id, b);
+        b.extend_from_slice(b"}}");
+    });
+}
+
 fn bester_reply(id: u64, out: &mut Vec<u8>) {
     write!(
         out,
@@ -110,6 +139,8 @@ pub(crate) struct ConnResult {
     pub done: u64,
     pub errors: Vec<String>,
     pub latencies: Vec<Duration>,
+    /// JetStream: the sequence number of the last PubAck.
+    pub last_seq: u64,
 }
 
 /// One client connection: keep `window` requests in flight until `deadline`, then drain.
@@ -127,12 +158,14 @@ struct Driver {
 impl Driver {
     fn open(proto: Proto, addr: SocketAddr, conn: usize) -> Driver {
         let stream = match proto {
-            Proto::Bester | Proto::BesterRemote => {
+            Proto::Bester | Proto::BesterRemote | Proto::BesterStored => {
                 let (client, reply) = Client::login(addr, "u0", "pw").expect("connect to besterd");
                 assert_eq!(reply["header"]["status"], "ok", "{reply}");
                 client.into_stream()
             }
-            Proto::Nats | Proto::Relay => TcpStream::connect(addr).expect("connect"),
+            Proto::Nats | Proto::Relay | Proto::JetStream => {
+                TcpStream::connect(addr).expect("connect")
+            }
         };
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
@@ -146,7 +179,7 @@ impl Driver {
             scratch: Vec::new(),
             result: ConnResult::default(),
         };
-        if proto == Proto::Nats {
+        if matches!(proto, Proto::Nats | Proto::JetStream) {
             let hello = format!(
                 "CONNECT {{\"verbose\":false,\"pedantic\":false,\"user\":\"{NATS_USER}\",\"pass\":\"{NATS_PASS}\",\"name\":\"load{conn}\",\"lang\":\"rust\",\"version\":\"1\",\"protocol\":1}}\r\nSUB _INBOX.{conn}.* 1\r\nPING\r\n"
             );
@@ -205,8 +238,14 @@ impl Driver {
     fn request(&mut self, id: u64, out: &mut Vec<u8>) {
         match self.proto {
             Proto::Bester | Proto::Relay | Proto::BesterRemote => bester_request(id, out),
-            Proto::Nats => {
-                write!(out, "PUB {SUBJECT} _INBOX.{}.{id} {PAYLOAD}\r\n", self.conn).unwrap();
+            Proto::BesterStored => stored_request(id, out),
+            Proto::Nats | Proto::JetStream => {
+                let subject = if self.proto == Proto::Nats {
+                    SUBJECT
+                } else {
+                    JS_SUBJECT
+                };
+                write!(out, "PUB {subject} _INBOX.{}.{id} {PAYLOAD}\r\n", self.conn).unwrap();
                 payload(id, out);
                 out.extend_from_slice(b"\r\n");
             }
@@ -257,7 +296,7 @@ impl Driver {
         loop {
             let rest = &self.input[self.pos..];
             let (used, id, ok) = match self.proto {
-                Proto::Bester | Proto::Relay | Proto::BesterRemote => {
+                Proto::Bester | Proto::Relay | Proto::BesterRemote | Proto::BesterStored => {
                     if rest.len() < 4 {
                         return Ok(());
                     }
@@ -281,6 +320,7 @@ impl Driver {
                     }
                     let ok = match self.proto {
                         Proto::BesterRemote => remote_reply(body, id),
+                        Proto::BesterStored => stored_reply(body, id),
                         _ => {
                             body == self.scratch.as_slice()
                                 || (self.proto == Proto::Bester && same_reply(body, id))
@@ -294,7 +334,7 @@ impl Driver {
                     }
                     (4 + n, id, ok)
                 }
-                Proto::Nats => {
+                Proto::Nats | Proto::JetStream => {
                     let Some(eol) = find(rest, b"\r\n") else {
                         return Ok(());
                     };
@@ -309,7 +349,8 @@ impl Driver {
                         continue;
                     }
                     let text = String::from_utf8_lossy(line).into_owned();
-                    let fields: Vec<&str> = text.split(' ').collect();
+                    // A PubAck has no reply subject, and nats-server then writes two spaces.
+                    let fields: Vec<&str> = text.split_whitespace().collect();
                     if fields.len() != 4 || fields[0] != "MSG" {
                         return Err(format!("unexpected from nats: {text}"));
                     }
@@ -322,12 +363,30 @@ impl Driver {
                         .strip_prefix(&prefix)
                         .and_then(|s| s.parse().ok())
                         .ok_or_else(|| format!("reply on an unknown subject: {text}"))?;
-                    self.scratch.clear();
-                    payload(id, &mut self.scratch);
                     let data = &rest[eol + 2..eol + 2 + n];
-                    if data != self.scratch.as_slice() || &rest[eol + 2 + n..eol + 4 + n] != b"\r\n"
-                    {
-                        return Err(format!("reply {id} differs"));
+                    if &rest[eol + 2 + n..eol + 4 + n] != b"\r\n" {
+                        return Err(format!("reply {id} is not followed by CRLF"));
+                    }
+                    if self.proto == Proto::JetStream {
+                        let seq = pub_ack_seq(data).ok_or_else(|| {
+                            format!(
+                                "publish {id}: not a PubAck of stream {JS_STREAM}: {}",
+                                String::from_utf8_lossy(data)
+                            )
+                        })?;
+                        if seq <= self.result.last_seq {
+                            return Err(format!(
+                                "publish {id}: PubAck seq {seq} after seq {}",
+                                self.result.last_seq
+                            ));
+                        }
+                        self.result.last_seq = seq;
+                    } else {
+                        self.scratch.clear();
+                        payload(id, &mut self.scratch);
+                        if data != self.scratch.as_slice() {
+                            return Err(format!("reply {id} differs"));
+                        }
                     }
                     (eol + 4 + n, id, true)
                 }
@@ -396,6 +455,30 @@ fn remote_reply(body: &[u8], id: u64) -> bool {
         && reply.header.get("id") == Some(&json!(id.to_string()))
         && reply.header.get("servers").map(|s| &s["b"]["status"]) == Some(&json!("ok"))
         && reply.data.get().as_bytes() == want.as_slice()
+}
+
+/// The reply to a storing request: status ok, the id, `off` in `stored` and no one refused,
+/// delivered or offline.
+fn stored_reply(body: &[u8], id: u64) -> bool {
+    let Ok(reply) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let h = &reply["header"];
+    h["status"] == "ok"
+        && h["id"] == json!(id.to_string())
+        && h["stored"] == json!([STORED_USER])
+        && h["delivered"] == json!([])
+        && h["offline"] == json!([])
+        && h.get("refused").is_none()
+}
+
+/// The sequence number of a JetStream PubAck `{"stream":"BENCH","seq":N}` (no `error`).
+fn pub_ack_seq(data: &[u8]) -> Option<u64> {
+    let ack: Value = serde_json::from_slice(data).ok()?;
+    if ack.get("error").is_some() || ack["stream"] != JS_STREAM {
+        return None;
+    }
+    ack["seq"].as_u64()
 }
 
 /// utime + stime of a process, in seconds.
@@ -550,6 +633,7 @@ fn start(proto: Proto) -> System {
             }
         }
         Proto::BesterRemote => unreachable!("two servers: started by `federation_compare`"),
+        Proto::BesterStored | Proto::JetStream => unreachable!("started by benches/durable"),
         Proto::Relay => {
             let path = dir.path().join("echo.sock");
             let path = path.to_str().unwrap();

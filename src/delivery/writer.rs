@@ -175,10 +175,13 @@ impl Writer {
             queues: HashMap::new(),
             outq: HashMap::new(),
             total_bytes: 0,
+            total_messages: 0,
+            undo: None,
             expire_at: Instant::now(),
         };
         for (user, depth) in depths {
             thread.total_bytes += depth.bytes;
+            thread.total_messages += depth.count;
             thread.queues.insert(user, (depth.count, depth.bytes));
         }
         for (server, depth) in out_depths {
@@ -228,6 +231,12 @@ struct Thread {
     /// (deliveries, bytes) per peer server with an outbound queue.
     outq: HashMap<String, (u64, u64)>,
     total_bytes: u64,
+    /// Messages in all queues.
+    total_messages: u64,
+    /// While a group's transaction is open: each user's counts as they were before it touched
+    /// them (`None`: no queue), put back if the commit fails. Only the users a group touches
+    /// are kept, so a commit costs nothing per user of the whole store.
+    undo: Option<HashMap<String, Option<(u64, u64)>>>,
     expire_at: Instant,
 }
 
@@ -291,8 +300,9 @@ impl Thread {
 
     /// Figures for the metrics.
     fn publish(&self) {
-        let count: u64 = self.queues.values().map(|q| q.0).sum();
-        self.stats.messages.store(count, Ordering::Relaxed);
+        self.stats
+            .messages
+            .store(self.total_messages, Ordering::Relaxed);
         let out: u64 = self.outq.values().map(|q| q.0).sum();
         let out_bytes: u64 = self.outq.values().map(|q| q.1).sum();
         self.stats.out_messages.store(out, Ordering::Relaxed);
@@ -317,7 +327,9 @@ impl Thread {
             return group.into_iter().map(|job| self.read(job)).collect();
         }
         // Counts as they will be if the commit succeeds; put back if it fails.
-        let before = (self.queues.clone(), self.outq.clone(), self.total_bytes);
+        // (The per-server counts are a few entries: copied whole.)
+        let before = (self.total_messages, self.total_bytes, self.outq.clone());
+        self.undo = Some(HashMap::new());
         let mut dropped = 0u64;
         let mut stored = 0u64;
         let mut refused = 0u64;
@@ -463,7 +475,13 @@ impl Thread {
         if let Some(e) = failure {
             warn!("delivery store: a commit failed: {e}");
             self.store.rollback();
-            (self.queues, self.outq, self.total_bytes) = before;
+            for (user, old) in self.undo.take().unwrap_or_default() {
+                match old {
+                    Some(q) => self.queues.insert(user, q),
+                    None => self.queues.remove(&user),
+                };
+            }
+            (self.total_messages, self.total_bytes, self.outq) = before;
             let refusal = store_failed(&e);
             let mut failed = 0;
             for done in out.iter_mut().flatten() {
@@ -513,6 +531,7 @@ impl Thread {
             self.stats.queued.fetch_add(queued, Ordering::Relaxed);
             self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
         }
+        self.undo = None;
         for (slot, job) in reads {
             out[slot] = Some(self.read(job));
         }
@@ -569,6 +588,7 @@ impl Thread {
                 ),
             )));
         }
+        self.keep_undo(&record.user);
         let (count, queued) = self.queues.get(&record.user).copied().unwrap_or_default();
         let over = |count: u64, queued: u64| count + 1 > max_count || queued + bytes > max_bytes;
         if over(count, queued) {
@@ -599,6 +619,7 @@ impl Thread {
                             count -= 1;
                             queued -= b;
                             self.total_bytes -= b;
+                            self.total_messages -= 1;
                             *dropped += 1;
                         }
                         if dropping.is_empty() {
@@ -625,6 +646,7 @@ impl Thread {
         entry.0 += 1;
         entry.1 += bytes;
         self.total_bytes += bytes;
+        self.total_messages += 1;
         Ok(Ok(true))
     }
 
@@ -731,13 +753,24 @@ impl Thread {
         Ok(removed.len())
     }
 
+    /// Keep `user`'s counts as they are, if a transaction is open and has not kept them yet.
+    fn keep_undo(&mut self, user: &str) {
+        if let Some(undo) = &mut self.undo
+            && !undo.contains_key(user)
+        {
+            undo.insert(user.to_string(), self.queues.get(user).copied());
+        }
+    }
+
     /// Take removed messages (their bytes) off `user`'s counts.
     fn forget(&mut self, user: &str, removed: &[u64]) {
         if removed.is_empty() {
             return;
         }
+        self.keep_undo(user);
         let bytes: u64 = removed.iter().sum();
         self.total_bytes = self.total_bytes.saturating_sub(bytes);
+        self.total_messages = self.total_messages.saturating_sub(removed.len() as u64);
         if let Some(q) = self.queues.get_mut(user) {
             q.0 = q.0.saturating_sub(removed.len() as u64);
             q.1 = q.1.saturating_sub(bytes);
