@@ -23,12 +23,15 @@
 use besterd::protocol::ErrorCode;
 use besterd::protocol::error::ErrorBody;
 use besterd::protocol::frame::{FrameDecoder, FrameError, HEADER_LEN};
+use besterd::protocol::handler::{
+    Command, handler_delivery_report, handler_error_report, parse_handler_message,
+    parse_handler_message_full,
+};
 use besterd::protocol::login::Authentication;
 use besterd::protocol::message::{
-    ClientFrame, ClientHeader, Command, Credentials, Inbound, MAX_ID_LEN, PayloadRef, Scope,
-    Sender, client_error, client_ok, handler_delivery_report, handler_error_report,
-    handler_request_token, inbound_id, parse_handler_message, parse_handler_message_full,
-    parse_inbound, parse_inbound_full, parse_json, to_body, validate_type,
+    ClientFrame, ClientHeader, Credentials, Inbound, MAX_ID_LEN, PayloadRef, Scope, Sender,
+    client_error, client_ok, handler_request_token, inbound_id, parse_inbound, parse_inbound_full,
+    parse_json, to_body, validate_type,
 };
 use besterd::protocol::peer::parse_peer_frame_full;
 use besterd::protocol::scan;
