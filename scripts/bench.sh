@@ -56,9 +56,11 @@
 #   scripts/bench.sh durable    stored pushes with acknowledgement: a client's request answered by
 #       the C handler with a storing sendClients to an offline user, the reply listing it in
 #       `stored` (committed) awaited, at window 1 and 64, with [delivery] fsync = "always" and
-#       "never", beside JetStream (nats-server -js, a file-storage stream, PubAck awaited); every
-#       reply checked, fresh servers, 3 interleaved runs, medians, same-run ratios, CPU per
-#       message (benches/durable; BENCH_SECS, BENCH_RUNS, BENCH_WINDOWS, BENCH_DURABLE_SYSTEMS)
+#       "never", and (push-always, push-never) the load generator as the handler of a
+#       `socket =` type, its pushes' reports (`stored`) awaited, beside JetStream (nats-server
+#       -js, a file-storage stream, PubAck awaited); every reply checked, fresh servers, 3
+#       interleaved runs, medians, same-run ratios, CPU per message (benches/durable;
+#       BENCH_SECS, BENCH_RUNS, BENCH_WINDOWS, BENCH_DURABLE_SYSTEMS)
 #   scripts/bench.sh durable-memory  1,000,000 stored pushes (10,000 users and one at its
 #       max_per_user): the server's VmRSS/VmHWM while storing and after, the database's size,
 #       the time to a user's queue on login (BENCH_MEM_TOTAL, BENCH_MEM_USERS, BENCH_MEM_FSYNC)

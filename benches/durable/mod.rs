@@ -21,10 +21,19 @@
 //! reach the operating system; SQLite fsyncs the log at checkpoints); `"always"` (the default)
 //! fsyncs every commit before a push is reported `stored`, which 2.9.10 cannot do at all.
 //!
+//! `push-always`, `push-never`: the load generator is the handler. The type `store` has
+//! `socket = "…"` (besterd listens, the bench connects as the type's one handler connection) and
+//! `offline = "store"`; the bench keeps `window` handler pushes (no `request`) in flight, each
+//! `{"header":{"status":"ok","command":"sendClients","commandData":["off"],"id":"<n>","store":true},"payload":{"type":"store","data":<payload>}}`,
+//! and waits for each push's report, which besterd sends once the commit returned: it must carry
+//! the push's id, be `ok`, list `off` in `stored` and no one in `delivered`, `offline` or
+//! `refused`. So the path is the one JetStream's publisher has (pusher → server → acknowledgement),
+//! without the client → besterd → handler hop of `always` and `never`.
+//!
 //! Environment: `BENCH_ECHO` (the built echo.c, required), `BENCH_SECS` (per measurement,
 //! default 3), `BENCH_RUNS` (default 3), `BENCH_NATS` (default `nats-server`),
-//! `BENCH_DURABLE_SYSTEMS` (comma list of always,never,jetstream; default all),
-//! `BENCH_WINDOWS` (default `1,64`).
+//! `BENCH_DURABLE_SYSTEMS` (comma list of always,never,push-always,push-never,jetstream; default
+//! all), `BENCH_WINDOWS` (default `1,64`).
 //!
 //! `durable-memory`: one besterd stores `BENCH_MEM_TOTAL` (1,000,000) pushes at window 64, every
 //! tenth to the user `big` (up to `[delivery] max_per_user` = a tenth of the total), the rest
@@ -34,8 +43,10 @@
 //! reports the time to the last push of each queue and the memory after. `BENCH_MEM_FSYNC`
 //! (`always`) picks the fsync policy.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -45,8 +56,8 @@ use serde_json::{Value, json};
 
 use crate::common::Broker;
 use crate::compare::{
-    JS_STREAM, JS_SUBJECT, NATS_PASS, NATS_USER, Proto, REPLY_TIMEOUT, STORED_USER, children,
-    cpu_seconds, echo_bin, free_port, median, push_frame, run_clients,
+    ConnResult, JS_STREAM, JS_SUBJECT, NATS_PASS, NATS_USER, Proto, REPLY_TIMEOUT, STORED_USER,
+    children, cpu_seconds, echo_bin, free_port, median, payload, push_frame, run_clients,
 };
 
 /// A system under test.
@@ -203,31 +214,211 @@ fn start_jetstream() -> Running {
     }
 }
 
-/// One measurement on a fresh system: `system` is `always`, `never` (besterd with that fsync
-/// policy) or `jetstream`.
-fn measure(system: &str, window: usize, secs: f64) -> Value {
-    let (running, proto) = match system {
-        "jetstream" => (start_jetstream(), Proto::JetStream),
-        fsync => (
-            start_besterd(
-                fsync,
-                &json!([STORED_USER]).to_string(),
-                ROOMY,
-                &[("u0", "pw")],
-            ),
-            Proto::BesterStored,
-        ),
+/// besterd whose type `store` is served by the bench itself: `socket = …` (besterd listens, the
+/// bench connects), `offline = "store"`, the delivery store with this fsync policy. Returns the
+/// connected handler socket once a first push (to a user no measurement uses) is reported
+/// `stored`.
+fn start_push_besterd(fsync: &str) -> (Running, UnixStream) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("delivery.db");
+    let sock = dir.path().join("store.sock");
+    let tables = format!(
+        "[handlers.store]\nsocket = {:?}\noffline = \"store\"\n[delivery]\npath = {:?}\nfsync = {fsync:?}\n{ROOMY}",
+        sock.display().to_string(),
+        db.display().to_string()
+    );
+    let broker = Broker::launch(
+        "bench",
+        "127.0.0.1:0",
+        "max_connections_per_ip = 100000\nlogin_failures_per_ip = 100000",
+        &tables,
+        &[("u0", "pw")],
+    );
+    let started = Instant::now();
+    let mut s = loop {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "besterd's handler socket not up"
+        );
+        thread::sleep(Duration::from_millis(20));
     };
-    let handler_cpu = |r: &Running| r.handler.map_or(0.0, cpu_seconds);
-    let mut cpu0 = (0.0, 0.0);
-    let (results, elapsed) = run_clients(proto, running.addr, 1, window, secs, || {
-        cpu0 = (cpu_seconds(running.server), handler_cpu(&running));
+    s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    let mut out = Vec::new();
+    push_frame(&mut out, |b| {
+        b.extend_from_slice(
+            br#"{"header":{"status":"ok","command":"sendClients","commandData":["warm"],"id":"warm","store":true},"payload":{"type":"store","data":null}}"#,
+        )
     });
-    let cpu1 = (cpu_seconds(running.server), handler_cpu(&running));
-    drop(running);
+    s.write_all(&out).unwrap();
+    let (mut buf, mut pos) = (Vec::new(), 0);
+    let r = read_frame(&mut s, &mut buf, &mut pos);
+    assert_eq!(r["header"]["kind"], "report", "{r}");
+    assert_eq!(r["header"]["id"], "warm", "{r}");
+    assert_eq!(r["header"]["stored"], json!(["warm"]), "{r}");
+    let running = Running {
+        addr: broker.addr,
+        server: broker.pid(),
+        handler: None,
+        _broker: Some(broker),
+        children: Vec::new(),
+        _dir: dir,
+    };
+    (running, s)
+}
+
+/// A handler's storing push `id` to [`STORED_USER`], its data the 100-byte payload.
+fn handler_push(id: u64, out: &mut Vec<u8>) {
+    push_frame(out, |b| {
+        write!(
+            b,
+            r#"{{"header":{{"status":"ok","command":"sendClients","commandData":["{STORED_USER}"],"id":"{id}","store":true}},"payload":{{"type":"store","data":"#
+        )
+        .unwrap();
+        payload(id, b);
+        b.extend_from_slice(b"}}");
+    });
+}
+
+/// The id of the report of a stored push: kind `report`, status ok, [`STORED_USER`] in `stored`,
+/// no one delivered, offline or refused, no data.
+fn push_report(body: &[u8]) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "not the report of a stored push: {}",
+            String::from_utf8_lossy(body)
+        )
+    };
+    let v: Value = serde_json::from_slice(body).map_err(|_| bad())?;
+    let h = &v["header"];
+    let ok = h["kind"] == "report"
+        && h["status"] == "ok"
+        && h["stored"] == json!([STORED_USER])
+        && h["delivered"] == json!([])
+        && h["offline"] == json!([])
+        && h.get("refused").is_none()
+        && v.get("data").is_none();
+    match h["id"].as_str().and_then(|i| i.parse().ok()) {
+        Some(id) if ok => Ok(id),
+        _ => Err(bad()),
+    }
+}
+
+/// Keep `window` handler pushes in flight on `s` for `secs`, then wait for the last reports;
+/// what was done and the seconds taken.
+fn run_pusher(s: &mut UnixStream, window: usize, secs: f64) -> (ConnResult, f64) {
+    let mut result = ConnResult::default();
+    let mut outstanding: HashMap<u64, Instant> = HashMap::new();
+    let (mut input, mut pos) = (Vec::<u8>::with_capacity(1 << 20), 0);
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut next = 0u64;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(secs);
+    'run: loop {
+        let now = Instant::now();
+        if now < deadline {
+            while outstanding.len() < window {
+                handler_push(next, &mut out);
+                outstanding.insert(next, now);
+                next += 1;
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = s.write_all(&out) {
+                result.errors.push(format!("write: {e}"));
+                break;
+            }
+            out.clear();
+        }
+        if outstanding.is_empty() {
+            break;
+        }
+        input.drain(..pos);
+        pos = 0;
+        let len = input.len();
+        input.resize(len + 65536, 0);
+        match s.read(&mut input[len..]) {
+            Ok(n) if n > 0 => input.truncate(len + n),
+            other => {
+                result.errors.push(format!(
+                    "read: {other:?} with {} reports outstanding",
+                    outstanding.len()
+                ));
+                break;
+            }
+        }
+        loop {
+            let rest = &input[pos..];
+            if rest.len() < 4 {
+                break;
+            }
+            let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            if rest.len() < 4 + n {
+                break;
+            }
+            match push_report(&rest[4..4 + n]) {
+                Ok(id) => match outstanding.remove(&id) {
+                    Some(sent) => {
+                        result.latencies.push(sent.elapsed());
+                        result.done += 1;
+                    }
+                    None => {
+                        result
+                            .errors
+                            .push(format!("report {id} was not outstanding"));
+                        break 'run;
+                    }
+                },
+                Err(e) => {
+                    result.errors.push(e);
+                    break 'run;
+                }
+            }
+            pos += 4 + n;
+        }
+    }
+    (result, t0.elapsed().as_secs_f64())
+}
+
+/// One measurement on a fresh system: `system` is `always`, `never` (a client's request, the C
+/// handler's storing answer), `push-always`, `push-never` (the bench is the handler and pushes)
+/// or `jetstream`.
+fn measure(system: &str, window: usize, secs: f64) -> Value {
+    let handler_cpu = |r: &Running| r.handler.map_or(0.0, cpu_seconds);
+    let (results, elapsed, cpu0, cpu1, proto) = if let Some(fsync) = system.strip_prefix("push-") {
+        let (running, mut s) = start_push_besterd(fsync);
+        let cpu0 = (cpu_seconds(running.server), 0.0);
+        let (result, elapsed) = run_pusher(&mut s, window, secs);
+        let cpu1 = (cpu_seconds(running.server), 0.0);
+        drop(s);
+        drop(running);
+        (vec![result], elapsed, cpu0, cpu1, None)
+    } else {
+        let (running, proto) = match system {
+            "jetstream" => (start_jetstream(), Proto::JetStream),
+            fsync => (
+                start_besterd(
+                    fsync,
+                    &json!([STORED_USER]).to_string(),
+                    ROOMY,
+                    &[("u0", "pw")],
+                ),
+                Proto::BesterStored,
+            ),
+        };
+        let mut cpu0 = (0.0, 0.0);
+        let (results, elapsed) = run_clients(proto, running.addr, 1, window, secs, || {
+            cpu0 = (cpu_seconds(running.server), handler_cpu(&running));
+        });
+        let cpu1 = (cpu_seconds(running.server), handler_cpu(&running));
+        drop(running);
+        (results, elapsed, cpu0, cpu1, Some(proto))
+    };
     let done: u64 = results.iter().map(|r| r.done).sum();
     let mut errors: Vec<String> = results.iter().flat_map(|r| r.errors.clone()).collect();
-    if proto == Proto::JetStream && results[0].last_seq != done {
+    if proto == Some(Proto::JetStream) && results[0].last_seq != done {
         errors.push(format!(
             "{done} PubAcks but the last seq is {}",
             results[0].last_seq
@@ -261,10 +452,12 @@ pub fn durable() -> Value {
     let secs: f64 = env_or("BENCH_SECS", 3.0);
     let runs: usize = env_or("BENCH_RUNS", 3);
     let systems: Vec<String> = std::env::var("BENCH_DURABLE_SYSTEMS")
-        .unwrap_or_else(|_| "always,never,jetstream".into())
+        .unwrap_or_else(|_| "always,never,push-always,push-never,jetstream".into())
         .split(',')
         .map(|s| s.trim().to_string())
-        .filter(|s| ["always", "never", "jetstream"].contains(&s.as_str()))
+        .filter(|s| {
+            ["always", "never", "push-always", "push-never", "jetstream"].contains(&s.as_str())
+        })
         .collect();
     let windows: Vec<usize> = std::env::var("BENCH_WINDOWS")
         .unwrap_or_else(|_| "1,64".into())
@@ -344,7 +537,33 @@ pub fn durable() -> Value {
                 "jetstream_per_s": med("jetstream", w, "per_s"),
                 "always_over_jetstream": ratio("always", w),
                 "never_over_jetstream": ratio("never", w),
+                "push_always_per_s": med("push-always", w, "per_s"),
+                "push_never_per_s": med("push-never", w, "per_s"),
+                "push_always_over_jetstream": ratio("push-always", w),
+                "push_never_over_jetstream": ratio("push-never", w),
             }),
+        );
+    }
+    // The handler's pushes (no client hop; the bench is the handler, so no handler CPU).
+    println!();
+    println!(
+        "| window | push `always` /s (p50 µs) | push `never` /s (p50 µs) | JetStream /s (p50 µs) | push `always`/JetStream | push `never`/JetStream | server CPU µs/msg: push `always` / push `never` / JetStream |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for &w in &windows {
+        println!(
+            "| {w} | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} |",
+            med("push-always", w, "per_s"),
+            med("push-always", w, "p50_us"),
+            med("push-never", w, "per_s"),
+            med("push-never", w, "p50_us"),
+            med("jetstream", w, "per_s"),
+            med("jetstream", w, "p50_us"),
+            ratio("push-always", w),
+            ratio("push-never", w),
+            med("push-always", w, "server_cpu_us_per_msg"),
+            med("push-never", w, "server_cpu_us_per_msg"),
+            med("jetstream", w, "server_cpu_us_per_msg"),
         );
     }
     println!(
@@ -380,7 +599,7 @@ fn mem_request(id: u64, to: &str, out: &mut Vec<u8>) {
 }
 
 /// Read one frame from a blocking stream with a buffer.
-fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>, pos: &mut usize) -> Value {
+fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>, pos: &mut usize) -> Value {
     loop {
         let rest = &buf[*pos..];
         if rest.len() >= 4 {
