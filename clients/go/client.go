@@ -120,6 +120,10 @@ type conn struct {
 	retired bool   // redirected away: closed once its answers are in
 	closing *Error // the id-less error the server sent before closing
 	last    atomic.Int64
+
+	compress bool         // the login accepted "compress" (set before anything else is read)
+	inflated atomic.Int64 // compressed frames received
+	deflated atomic.Int64 // compressed frames sent
 }
 
 func newConn(nc net.Conn) *conn {
@@ -218,23 +222,25 @@ type Client struct {
 	done   chan struct{}
 	lost   chan *conn
 
-	mu      sync.Mutex
-	changed chan struct{} // closed (and replaced) whenever conn or err changes
-	url     *URL          // where the session is now (after redirects)
-	conn    *conn
-	err     *Error // why the client gave up for good
-	closed  bool
-	user    string
-	server  string
-	resume  string
-	resumeX int64 // resume_expires, seconds since the epoch
-	renewAt time.Time
-	redirMu sync.Mutex
-	conns   int
-	dropped int
-	queue   []Push        // pushes not yet handed to Pushes() (at most PushBuffer)
-	queued  chan struct{} // a push was queued (buffered: 1)
-	seen    *seenSet      // stored pushes' ids handed over, across reconnections
+	mu       sync.Mutex
+	changed  chan struct{} // closed (and replaced) whenever conn or err changes
+	url      *URL          // where the session is now (after redirects)
+	conn     *conn
+	err      *Error // why the client gave up for good
+	closed   bool
+	user     string
+	server   string
+	resume   string
+	resumeX  int64 // resume_expires, seconds since the epoch
+	renewAt  time.Time
+	redirMu  sync.Mutex
+	conns    int
+	dropped  int
+	queue    []Push        // pushes not yet handed to Pushes() (at most PushBuffer)
+	queued   chan struct{} // a push was queued (buffered: 1)
+	seen     *seenSet      // stored pushes' ids handed over, across reconnections
+	features []string      // accepted at the last login
+	limits   Limits        // named at the last login
 }
 
 // Dial connects to url (bester://host:port or bester+tls://host:port), logs in and keeps the
@@ -399,7 +405,7 @@ func (c *Client) Request(ctx context.Context, typ string, data any) (Reply, erro
 			c.yield(ctx, cn)
 			continue
 		}
-		if err := cn.writeRequest(frame); err != nil {
+		if err := cn.writeRequest(cn.pack(frame, typ)); err != nil {
 			// Not written whole: the server never handles a cut frame, so it is safe to resend.
 			cn.unregister(id)
 			if cn.die(err) {
@@ -522,6 +528,9 @@ func (c *Client) read(cn *conn) {
 			c.flushAcks()
 		}
 		body, err := ReadFrame(cn.r, MaxFrame+ClientSlack)
+		if err == nil {
+			body, err = cn.open(body, MaxFrame+ClientSlack)
+		}
 		if err != nil {
 			if cn.die(err) {
 				c.notifyLost(cn)

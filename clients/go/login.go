@@ -199,6 +199,7 @@ func (c *Client) loggedIn(d map[string]json.RawMessage) {
 	if json.Unmarshal(d["server"], &s) == nil && s != "" {
 		c.server = s
 	}
+	c.features, c.limits = negotiated(d)
 	if json.Unmarshal(d["resume"], &s) == nil && s != "" {
 		c.resume = s
 		var x int64
@@ -257,7 +258,11 @@ func (c *Client) login(ctx context.Context, cn *conn, l login) (map[string]json.
 		}
 		return cn.write(frame)
 	}
-	ident := map[string]any{"header": map[string]any{"identify": map[string]any{"type": "client", "authentication": l.auth}}}
+	stanza := map[string]any{"type": "client", "authentication": l.auth}
+	if offer := c.opts.offer(); offer != nil {
+		stanza["features"] = offer
+	}
+	ident := map[string]any{"header": map[string]any{"identify": stanza}}
 	if err := send(ident); err != nil {
 		return nil, nil, c.netErr(ctx, err)
 	}
@@ -292,6 +297,8 @@ func (c *Client) login(ctx context.Context, cn *conn, l login) (map[string]json.
 		case f.Header.Kind == "reply":
 			var d map[string]json.RawMessage
 			json.Unmarshal(f.Data, &d)
+			features, _ := negotiated(d)
+			cn.compress = has(features, FeatureCompress)
 			return d, nil, nil
 		default:
 			return nil, nil, &Error{Code: CodeProtocolError, Text: fmt.Sprintf("unexpected frame during login: %.200s", body)}

@@ -18,6 +18,7 @@ type Options struct {
 	PushBuffer  int           // pushes kept while nobody reads Pushes() (default 1024; the oldest go first)
 	ManualAck   bool          // stored pushes are acknowledged with Ack, not once received from Pushes()
 	MaxSeen     int           // stored pushes' ids remembered to drop a copy that comes again (default 4096)
+	Compress    bool          // offer "compress" at every login (WithCompression)
 	Dialer      func(ctx context.Context, network, address string) (net.Conn, error)
 	Logger      *log.Logger // default: none
 }

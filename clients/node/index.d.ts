@@ -76,6 +76,20 @@ export interface ConnectOptions extends Credentials {
   autoAck?: boolean;
   /** How many `msg` ids are remembered to drop a copy that comes again (4096). */
   maxSeen?: number;
+  /**
+   * Offer `compress` at every login (false). Where the server accepts it (TCP and TLS, never
+   * WebSocket) frames of 256 bytes or more may go compressed both ways; `bester.*` requests never
+   * are (they carry secrets).
+   */
+  compress?: boolean;
+}
+
+/** The session's limits, as the identify reply names them when features were offered. */
+export interface SessionLimits {
+  max_frame_bytes?: number;
+  max_in_flight?: number;
+  idle_timeout_ms?: number;
+  [name: string]: Json | undefined;
 }
 
 export interface RequestOptions {
@@ -102,6 +116,10 @@ export declare class Client extends EventEmitter {
   readonly url: string;
   /** How many times it has logged in (1 after connect()). */
   readonly connections: number;
+  /** The features the server accepted at the last login (`data.features`). */
+  readonly features: string[];
+  /** The session's limits named at the last login (empty when nothing was offered). */
+  readonly limits: SessionLimits;
   connect(): Promise<this>;
   /** Resolves with the reply's data; rejects with the typed BesterError. */
   request<T = Json>(type: string, data?: Json, options?: RequestOptions): Promise<T>;

@@ -65,6 +65,9 @@ class Session {
     this.resumeIssued = 0;
     this.expires = null;
     this.redirectLogin = null; // a {token} login owed to the URL we were redirected to
+    this.offer = []; // features offered at every login
+    this.features = []; // what the server accepted at the last login (data.features)
+    this.limits = {}; // the last login's data.limits
   }
 
   get atHome() {
@@ -87,6 +90,8 @@ class Session {
     if (typeof data.user === 'string') this.user = data.user;
     if (typeof data.server === 'string') this.server = data.server;
     if (typeof data.expires === 'number') this.expires = data.expires;
+    this.features = Array.isArray(data.features) ? data.features.filter((f) => typeof f === 'string') : [];
+    this.limits = data.limits && typeof data.limits === 'object' ? { ...data.limits } : {};
     this.renewed(data);
   }
 
@@ -167,6 +172,8 @@ export class Client extends EventEmitter {
     this.seen = new Seen(this.options.maxSeen); // stored pushes' ids handed over, across reconnections
     this.ackScheduled = false;
     this.session = new Session(home, new Credentials(home, options));
+    // compress: offered at every login, used where the server accepts it (TCP and TLS).
+    if (this.options.compress) this.session.offer = ['compress'];
     this.calls = new Calls('n');
     this.queue = []; // calls waiting for a connection
     this.link = null;
@@ -195,6 +202,16 @@ export class Client extends EventEmitter {
 
   get connected() {
     return this.link !== null;
+  }
+
+  /** The features the server accepted at the last login (`data.features`). */
+  get features() {
+    return [...this.session.features];
+  }
+
+  /** The session's limits the server named at the last login (empty when nothing was offered). */
+  get limits() {
+    return { ...this.session.limits };
   }
 
   /** The URL connected to now (without credentials). */
@@ -382,6 +399,8 @@ export class Client extends EventEmitter {
           resolve({ redirect: step });
           return;
         }
+        // Frames after the reply may be compressed: the link must know before it reads them.
+        link.compressing(Array.isArray(step.data.features) && step.data.features.includes('compress'));
         link.held = [];
         link.hold = (f) => link.held.push(f);
         link.on('frame', link.hold);
@@ -393,6 +412,7 @@ export class Client extends EventEmitter {
       };
       link.on('frame', onFrame);
       link.on('close', onClose);
+      login.features = this.session.offer;
       link.send(login.first());
     });
   }

@@ -201,7 +201,7 @@ export type Authentication =
   | { [field: string]: Json }; // an auth handler's own shape, e.g. {apiKey}
 
 export interface IdentifyFrame {
-  header: { identify: { type: 'client'; authentication?: Authentication } };
+  header: { identify: { type: 'client'; authentication?: Authentication; features?: string[] } };
 }
 export interface SignatureFrame {
   header: { signature: string };
@@ -315,12 +315,19 @@ export declare function encodeBody(value: unknown, maxFrame?: number): Uint8Arra
 export declare function encodeFrame(value: unknown, maxFrame?: number): Uint8Array;
 export declare function decodeBody(body: Uint8Array | string): Json;
 
+/** Bodies shorter than this are never compressed. */
+export declare const COMPRESS_MIN: number;
+/** Whether a frame must never be compressed (not a message, or a `bester.*` type). */
+export declare function carriesSecret(frame: unknown): boolean;
+
 export declare class FrameDecoder {
   constructor(maxFrame?: number);
   readonly maxFrame: number;
   /** Bytes held that are not a whole frame yet (non-zero at EOF: a truncated frame). */
   readonly pending: number;
   feed(chunk: Uint8Array): Json[];
+  /** One whole body as the value `feed` returns. */
+  decode(body: Uint8Array): Json;
 }
 
 export interface BesterUrl {
@@ -338,7 +345,7 @@ export interface BesterUrl {
 export declare function parseUrl(text: string): BesterUrl;
 export declare function showUrl(url: BesterUrl): string;
 
-export declare function identify(authentication?: Authentication | null): IdentifyFrame;
+export declare function identify(authentication?: Authentication | null, features?: string[]): IdentifyFrame;
 export declare function message(id: string | undefined, type: string, data?: Json): ClientMessage;
 export declare function authentication(credentials: {
   username?: string | null;

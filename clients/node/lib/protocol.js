@@ -202,6 +202,20 @@ export function decodeBody(body) {
   }
 }
 
+/** Bodies shorter than this are never compressed (as the server does). */
+export const COMPRESS_MIN = 256;
+
+/**
+ * Whether a frame must never be compressed: anything that is not a message, and the built-in
+ * `bester.*` types, which carry passwords (`bester.passwd`), tokens (`bester.refresh`) and other
+ * users' credentials. A secret compressed beside text an attacker chose leaks through the sizes
+ * (CRIME, BREACH).
+ */
+export function carriesSecret(frame) {
+  const type = frame && frame.payload && frame.payload.type;
+  return typeof type !== 'string' || type.startsWith('bester.');
+}
+
 /**
  * Incremental frame decoder: `feed(chunk)` with bytes as they arrive returns every whole frame,
  * decoded. Frames may be split across chunks and several may come in one. The declared length is
@@ -232,7 +246,7 @@ export class FrameDecoder {
         }
         if (this.pending < HEADER_LEN + length) break;
         const frame = this.take(HEADER_LEN + length);
-        frames.push(decodeBody(frame.subarray(HEADER_LEN)));
+        frames.push(this.decode(frame.subarray(HEADER_LEN)));
       }
     } catch (e) {
       this.error = e;
@@ -241,6 +255,11 @@ export class FrameDecoder {
       throw e;
     }
     return frames;
+  }
+
+  /** One whole body as the value `feed` returns (a subclass may keep some bodies as they are). */
+  decode(body) {
+    return decodeBody(body);
   }
 
   peek(n) {
@@ -346,10 +365,15 @@ export function showUrl(url) {
 // Frames a client sends
 // ---------------------------------------------------------------------------------------------
 
-/** The identify frame for an authentication object. */
-export function identify(authentication) {
+/**
+ * The identify frame for an authentication object; `features` (PROTOCOL.md §2 "Features and
+ * limits") only when there is one to offer, so a client that wants none sends what a spec-v3
+ * client sends.
+ */
+export function identify(authentication, features) {
   const ident = { type: 'client' };
   if (authentication !== undefined && authentication !== null) ident.authentication = authentication;
+  if (features && features.length) ident.features = [...features];
   return { header: { identify: ident } };
 }
 
@@ -399,6 +423,7 @@ export class Login {
     this.serverName = serverName;
     this.hasKey = hasKey;
     this.state = 'identify';
+    this.features = []; // offered in identify
   }
 
   /** How this login is made, for messages (never the secret). */
@@ -408,7 +433,7 @@ export class Login {
 
   first() {
     this.state = 'answer';
-    return identify(this.auth);
+    return identify(this.auth, this.features);
   }
 
   signature(base64) {

@@ -8,7 +8,8 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
-import { FrameDecoder, encodeBody, errorFor, showUrl } from './protocol.js';
+import zlib from 'node:zlib';
+import { COMPRESS_MIN, FrameDecoder, carriesSecret, decodeBody, encodeBody, errorFor, showUrl } from './protocol.js';
 import { WebSocketStream } from './ws.js';
 
 /** Largest frame a client accepts: the server's replies wrap data of up to its own limit. */
@@ -61,12 +62,34 @@ export function open(url, options = {}) {
   });
 }
 
+/**
+ * A compressed frame body (PROTOCOL.md §1.2: 0x00, then raw DEFLATE of the JSON), as read. It is
+ * inflated when the frame is handled rather than when it is read, because the identify reply
+ * that turns compression on may arrive in one read with compressed frames after it.
+ */
+class Compressed {
+  constructor(body) {
+    this.body = body;
+  }
+}
+
+/** A session's decoder: compressed bodies are kept for `StreamSide.inflate`. */
+class SessionDecoder extends FrameDecoder {
+  decode(body) {
+    return body[0] === 0 ? new Compressed(body) : decodeBody(body);
+  }
+}
+
 /** Frames as u32 LE length + body, on a stream socket. */
-class StreamSide extends EventEmitter {
+export class StreamSide extends EventEmitter {
   constructor(socket, maxFrame) {
     super();
     this.socket = socket;
-    this.decoder = new FrameDecoder(maxFrame);
+    this.maxFrame = maxFrame;
+    this.decoder = new SessionDecoder(maxFrame);
+    this.compress = false; // the session negotiated "compress" (set by the login)
+    this.inflated = 0; // compressed frames received
+    this.deflated = 0; // compressed frames sent
     socket.on('data', (chunk) => {
       let frames;
       try {
@@ -76,10 +99,54 @@ class StreamSide extends EventEmitter {
         socket.destroy();
         return;
       }
-      for (const f of frames) this.emit('frame', f);
+      for (let f of frames) {
+        if (f instanceof Compressed) {
+          try {
+            f = this.inflate(f.body);
+          } catch (err) {
+            this.emit('fail', err);
+            socket.destroy();
+            return;
+          }
+        }
+        this.emit('frame', f);
+      }
     });
     socket.on('error', (err) => this.emit('fail', err));
     socket.on('close', () => this.emit('end'));
+  }
+
+  /** A compressed body's value: within the frame limit inflated, else frame_too_large. */
+  inflate(body) {
+    if (!this.compress) {
+      throw errorFor('protocol_error', 'a compressed frame on a session that did not negotiate "compress"');
+    }
+    const stream = body.subarray(1);
+    let json;
+    try {
+      const { buffer, engine } = zlib.inflateRawSync(stream, { maxOutputLength: this.maxFrame, info: true });
+      if (engine.bytesWritten !== stream.length) throw new Error('bytes after its end');
+      json = buffer;
+    } catch (err) {
+      if (err.code === 'ERR_BUFFER_TOO_LARGE') {
+        throw errorFor('frame_too_large', `compressed frame inflates to over the limit of ${this.maxFrame} bytes`);
+      }
+      throw errorFor('protocol_error', `compressed frame is not a valid DEFLATE stream: ${err.message}`);
+    }
+    this.inflated += 1;
+    return decodeBody(json);
+  }
+
+  /** The body to send for a value's JSON: compressed when that is allowed and pays. */
+  pack(body, secret) {
+    if (!this.compress || secret || body.length < COMPRESS_MIN) return body;
+    const packed = zlib.deflateRawSync(body, { level: 1 });
+    if (packed.length + 1 >= body.length) return body;
+    const out = Buffer.allocUnsafe(packed.length + 1);
+    out[0] = 0;
+    packed.copy(out, 1);
+    this.deflated += 1;
+    return out;
   }
 
   write(bodies) {
@@ -128,10 +195,19 @@ export class Link extends EventEmitter {
     });
   }
 
+  /**
+   * After the login: whether the server accepted `compress` (only framed sessions can: a
+   * WebSocket never gets it).
+   */
+  compressing(on) {
+    if (typeof this.side.pack === 'function') this.side.compress = on;
+  }
+
   /** Queue a value as a frame; the frames of one tick go out in one write. */
   send(value) {
     if (this.closed) throw errorFor('connection_lost', 'the connection is closed');
-    this.queue.push(encodeBody(value, Number.MAX_SAFE_INTEGER));
+    const body = encodeBody(value, Number.MAX_SAFE_INTEGER);
+    this.queue.push(typeof this.side.pack === 'function' ? this.side.pack(body, carriesSecret(value)) : body);
     this.lastSent = Date.now();
     if (this.queue.length === 1) queueMicrotask(() => this.flush());
   }

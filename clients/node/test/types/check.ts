@@ -20,6 +20,7 @@ import {
   Report,
   Request,
   authentication,
+  carriesSecret,
   checkRedirect,
   classify,
   connect,
@@ -419,6 +420,10 @@ export async function client(): Promise<void> {
   }
   // @ts-expect-error ack takes pushes or their ids
   await manual.ack(42);
+  const packed: Client = await connect('bester://bob:pw@localhost:2222', { compress: true });
+  is<string[]>(packed.features);
+  is<number | undefined>(packed.limits.max_frame_bytes);
+  is<boolean>(carriesSecret({ payload: { type: 'bester.refresh' } }));
   try {
     await c.request('echo');
   } catch (e) {

@@ -33,7 +33,7 @@ from .client import Push, after_loss, answer, in_flight_error, message, open_ses
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
 from .transport import client_certificate, open_stream
-from .wire import MAX_FRAME, Codec, Url, WsCodec, dumps, loads
+from .wire import MAX_FRAME, Codec, Url, WsCodec, carries_secret, dumps, loads
 
 log = logging.getLogger("bester.aio")
 
@@ -129,11 +129,14 @@ class AsyncClient:
         max_write_buffer: int = 1 << 20,
         auto_ack: bool = True,
         max_seen: int = MAX_SEEN,
+        compress: bool = False,
     ):
         self.session, ssl_context = open_session(
             url, username=username, password=password, token=token, key=key, server_name=server_name,
             ca=ca, ssl_context=ssl_context, cert=cert, authentication=authentication,
         )
+        if compress:  # offered at every login; used where the server accepts it (TCP and TLS)
+            self.session.offer = ["compress"]
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
@@ -171,6 +174,17 @@ class AsyncClient:
         self._install(conn)
         self._manager = asyncio.ensure_future(self._manage())
         return self
+
+    @property
+    def features(self) -> List[str]:
+        """The features the server accepted at the last login (``data.features``)."""
+        return list(self.session.features)
+
+    @property
+    def limits(self) -> Dict[str, Any]:
+        """The session's limits the server named at the last login (``data.limits``; empty when
+        nothing was offered)."""
+        return dict(self.session.limits)
 
     @property
     def user(self) -> Optional[str]:
@@ -322,7 +336,7 @@ class AsyncClient:
                     if len(body) > self.max_request:
                         _settle(call.future, error=too_large(len(body), self.max_request))
                         return
-                    data = conn.codec.encode(body)
+                    data = conn.codec.encode(body, secret=carries_secret(call.frame))
                 conn.pending[id_] = call
                 conn.write(data)
                 if len(conn.out) > self.max_write_buffer:
@@ -376,6 +390,7 @@ class AsyncClient:
                 logins, i = [self.session.redirected(new, token)], 0
                 continue
             self.session.logged_in(value)
+            codec.compress = "compress" in self.session.features
             return _Conn(reader, writer, codec, url, rest)
 
     async def _login(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, codec: Codec, early: list, login: Login):
@@ -383,7 +398,7 @@ class AsyncClient:
         bodies = list(early)
         while True:
             while bodies:
-                outcome, value = login.step(loads(bodies.pop(0)))
+                outcome, value = login.step(loads(codec.open(bodies.pop(0))))
                 if outcome == "send":
                     writer.write(codec.encode(dumps(value)))
                     continue
@@ -420,7 +435,7 @@ class AsyncClient:
         error: Optional[BaseException] = None
         try:
             for body in conn.early:
-                self._on_frame(conn, loads(body))
+                self._on_frame(conn, loads(conn.codec.open(body)))
             while not conn.dead:
                 data = await conn.reader.read(262144)
                 if not data:
@@ -430,7 +445,7 @@ class AsyncClient:
                 if out:
                     conn.write(out)
                 for body in bodies:
-                    self._on_frame(conn, loads(body))
+                    self._on_frame(conn, loads(conn.codec.open(body)))
                 if conn.codec.closed:
                     break
         except (OSError, BesterError) as e:

@@ -25,7 +25,7 @@ from .acks import DELIVER, MAX_ACK, MAX_SEEN, Seen, ack_ids
 from .errors import FATAL_LOGIN, FINAL, BesterError, Closed, ConnectionLost, Timeout, error_for, from_frame
 from .session import Credentials, Login, Session, check_redirect, load_key, redirect_target, retry_with_next
 from .transport import client_certificate, open_socket
-from .wire import MAX_FRAME, Codec, Url, WsCodec, dumps, loads
+from .wire import MAX_FRAME, Codec, Url, WsCodec, carries_secret, dumps, loads
 
 log = logging.getLogger("bester.client")
 
@@ -213,11 +213,14 @@ class Client:
         max_request: int = 1 << 20,
         auto_ack: bool = True,
         max_seen: int = MAX_SEEN,
+        compress: bool = False,
     ):
         self.session, ssl_context = open_session(
             url, username=username, password=password, token=token, key=key, server_name=server_name,
             ca=ca, ssl_context=ssl_context, cert=cert, authentication=authentication,
         )
+        if compress:  # offered at every login; used where the server accepts it (TCP and TLS)
+            self.session.offer = ["compress"]
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
@@ -255,6 +258,17 @@ class Client:
         self._manager = threading.Thread(target=self._manage, name="bester-manager", daemon=True)
         self._manager.start()
         return self
+
+    @property
+    def features(self) -> List[str]:
+        """The features the server accepted at the last login (``data.features``)."""
+        return list(self.session.features)
+
+    @property
+    def limits(self) -> Dict[str, Any]:
+        """The session's limits the server named at the last login (``data.limits``; empty when
+        nothing was offered)."""
+        return dict(self.session.limits)
 
     @property
     def user(self) -> Optional[str]:
@@ -411,7 +425,7 @@ class Client:
                     conn.pending.pop(id_, None)
                     call.future.set_exception(too_large(len(body), self.max_request))
                     return
-                data = conn.codec.encode(body)
+                data = conn.codec.encode(body, secret=carries_secret(call.frame))
             try:
                 conn.write(data)
                 return
@@ -467,6 +481,7 @@ class Client:
                 logins, i = [self.session.redirected(new, token)], 0
                 continue
             self.session.logged_in(value)
+            codec.compress = "compress" in self.session.features
             conn = _Conn(sock, codec, url)
             conn.early = rest  # type: ignore[attr-defined]
             return conn
@@ -477,7 +492,7 @@ class Client:
         bodies = list(early)
         while True:
             while bodies:
-                frame = loads(bodies.pop(0))
+                frame = loads(codec.open(bodies.pop(0)))
                 outcome, value = login.step(frame)
                 if outcome == "send":
                     sock.sendall(codec.encode(dumps(value)))
@@ -523,7 +538,7 @@ class Client:
         error: Optional[BaseException] = None
         try:
             for body in conn.early:  # type: ignore[attr-defined]
-                self._on_frame(conn, loads(body))
+                self._on_frame(conn, loads(conn.codec.open(body)))
             self._flush_acks(conn)
             while not conn.dead:
                 data = conn.sock.recv(262144)
@@ -534,7 +549,7 @@ class Client:
                 if out:
                     conn.write(out)
                 for body in bodies:
-                    self._on_frame(conn, loads(body))
+                    self._on_frame(conn, loads(conn.codec.open(body)))
                 self._flush_acks(conn)  # one bester.ack for the pushes of this read
                 if conn.codec.closed:
                     break

@@ -9,7 +9,7 @@ import base64
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .errors import BesterError, error_for, from_frame
 from .wire import Url
@@ -93,10 +93,15 @@ class Credentials:
         raise ValueError("connect() needs password=, token=, key= or cert= (or a password in the URL)")
 
 
-def identify(authentication: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    if authentication is None:
-        return {"header": {"identify": {"type": "client"}}}
-    return {"header": {"identify": {"type": "client", "authentication": authentication}}}
+def identify(authentication: Optional[Dict[str, Any]], features: Optional[List[str]] = None) -> Dict[str, Any]:
+    """The identify frame; ``features`` (PROTOCOL.md §2 "Features and limits") is sent only when
+    there is one to offer, so a client that wants none sends what a spec-v3 client sends."""
+    stanza: Dict[str, Any] = {"type": "client"}
+    if authentication is not None:
+        stanza["authentication"] = authentication
+    if features:
+        stanza["features"] = list(features)
+    return {"header": {"identify": stanza}}
 
 
 @dataclass
@@ -108,9 +113,10 @@ class Login:
     username: Optional[str] = None
     server_name: Optional[str] = None
     challenged: bool = False
+    features: List[str] = field(default_factory=list)  # offered in identify
 
     def first(self) -> Dict[str, Any]:
-        return identify(self.authentication)
+        return identify(self.authentication, self.features)
 
     def step(self, frame: Dict[str, Any]) -> Tuple[str, Any]:
         """``("ok", data)``, ``("send", frame)`` (the signature for a challenge) or
@@ -185,6 +191,9 @@ class Session:
     resume_issued: float = 0.0
     renewable: bool = True  # False once bester.token stops giving a later expiry (a token session's end)
     expires: Optional[float] = None  # a token session's end
+    offer: List[str] = field(default_factory=list)  # features to offer at every login
+    features: List[str] = field(default_factory=list)  # what the server accepted at the last login
+    limits: Dict[str, Any] = field(default_factory=dict)  # the last login's data.limits
 
     def __post_init__(self) -> None:
         self.url = self.home
@@ -198,11 +207,11 @@ class Session:
         URL the credentials were given for, the credentials themselves."""
         out = []
         if self.resume and (self.resume_expires is None or self.resume_expires > time.time() + 1):
-            out.append(Login({"resume": self.resume}))
+            out.append(Login({"resume": self.resume}, features=self.offer))
         if self.at_home:
             c = self.credentials
             if c.any:
-                out.append(Login(c.authentication(), key=c.key, username=c.username, server_name=c.server_name))
+                out.append(Login(c.authentication(), key=c.key, username=c.username, server_name=c.server_name, features=self.offer))
         return out
 
     def logged_in(self, data: Dict[str, Any]) -> None:
@@ -210,6 +219,9 @@ class Session:
         self.server = data.get("server", self.server)
         if "expires" in data:
             self.expires = data["expires"]
+        features = data.get("features")
+        self.features = [f for f in features if isinstance(f, str)] if isinstance(features, list) else []
+        self.limits = data["limits"] if isinstance(data.get("limits"), dict) else {}
         self.renewable = True
         self.renewed(data, login=True)
 
@@ -240,7 +252,7 @@ class Session:
         self.url = url
         self.resume = None
         self.renewable = True
-        return Login({"token": token})
+        return Login({"token": token}, features=self.offer)
 
 
 def retry_with_next(error: BesterError) -> bool:

@@ -5,6 +5,10 @@ Both the blocking and the asyncio client, and the handler, drive these codecs ov
 sockets, so the protocol is written once. ``Codec.feed(bytes)`` returns the frame bodies that
 became complete; ``Codec.encode(body)`` the bytes to write; ``Codec.take_output()`` bytes the codec
 itself must send (WebSocket pongs and close replies).
+
+A session that negotiated ``compress`` (PROTOCOL.md §1.2) sets ``Codec.compress``: bodies whose
+first byte is 0x00 are then raw DEFLATE, inflated within the frame limit, and bodies of at least
+256 bytes are sent compressed when that makes them shorter, except frames that carry a secret.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import struct
 import urllib.parse
+import zlib
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
@@ -53,6 +58,44 @@ def loads(body: bytes) -> Any:
         raise error_for("invalid_json", f"frame body is not JSON: {e}") from None
 
 
+#: Bodies shorter than this are never compressed (as the server does: PROTOCOL.md §1.2).
+COMPRESS_MIN = 256
+
+
+def carries_secret(frame: Any) -> bool:
+    """Whether a frame must never be compressed: the built-in ``bester.*`` types carry passwords
+    (``bester.passwd``), tokens (``bester.refresh``) and credentials of other users; compressing a
+    secret beside text an attacker chose leaks it through the sizes (CRIME, BREACH)."""
+    try:
+        kind = frame["payload"]["type"]
+    except (KeyError, TypeError):
+        return True  # not a message (identify, a signature): never compressed
+    return not isinstance(kind, str) or kind.startswith("bester.")
+
+
+def deflate(body: bytes) -> Optional[bytes]:
+    """``body`` as a compressed frame body (0x00 then raw DEFLATE), or ``None`` when that is not
+    shorter."""
+    c = zlib.compressobj(1, zlib.DEFLATED, -15)
+    out = b"\0" + c.compress(body) + c.flush()
+    return out if len(out) < len(body) else None
+
+
+def inflate(body: bytes, max_frame: int) -> bytes:
+    """A compressed frame body's JSON; over ``max_frame`` inflated is ``frame_too_large`` (at most
+    one byte past the limit is ever inflated), a broken stream ``protocol_error``."""
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(memoryview(body)[1:], max_frame + 1)
+    except zlib.error as e:
+        raise error_for("protocol_error", f"compressed frame is not a valid DEFLATE stream: {e}") from None
+    if len(out) > max_frame:
+        raise error_for("frame_too_large", f"compressed frame inflates to over the limit of {max_frame} bytes")
+    if not d.eof or d.unused_data:
+        raise error_for("protocol_error", "compressed frame is not a valid DEFLATE stream")
+    return out
+
+
 def encode_frame(value: Any, max_frame: int = MAX_FRAME) -> bytes:
     """One length-prefixed frame for ``value``."""
     body = dumps(value)
@@ -70,17 +113,38 @@ class Codec:
         self.closed = False  # the peer sent a close (WebSocket only)
         self.close_code: Optional[int] = None
         self.close_reason = ""
+        self.compress = False  # the session negotiated "compress" (set after the login)
+        self.inflated = 0  # compressed frames received
+        self.deflated = 0  # compressed frames sent
 
     @property
     def pending(self) -> int:
         """Bytes of an incomplete frame (non-zero at EOF: the stream was cut mid-frame)."""
         return len(self._buf)
 
-    def encode(self, body: bytes) -> bytes:
+    def encode(self, body: bytes, secret: bool = True) -> bytes:
+        """The bytes of one frame; compressed only on a compressing session, for a body that is
+        not ``secret`` (see :func:`carries_secret`), long enough, and shorter compressed."""
+        if self.compress and not secret and len(body) >= COMPRESS_MIN:
+            packed = deflate(body)
+            if packed is not None:
+                self.deflated += 1
+                body = packed
         return _LEN.pack(len(body)) + body
 
     def take_output(self) -> bytes:
         return b""
+
+    def open(self, body: bytes) -> bytes:
+        """A body from :meth:`feed` as JSON text: inflated if it is compressed. Called as each
+        frame is handled, not as it is read, because the frame that says the session compresses
+        (the identify reply) may come in one read with compressed frames after it."""
+        if body[:1] != b"\0":
+            return body
+        if not self.compress:
+            raise error_for("protocol_error", 'a compressed frame on a session that did not negotiate "compress"')
+        self.inflated += 1
+        return inflate(body, self.max_frame)
 
     def feed(self, data: bytes) -> List[bytes]:
         """Bodies completed by ``data``; a length over the limit raises ``frame_too_large`` at once."""
@@ -145,7 +209,7 @@ class WsCodec(Codec):
         head += mask
         return bytes(head) + _mask(payload, mask)
 
-    def encode(self, body: bytes) -> bytes:
+    def encode(self, body: bytes, secret: bool = True) -> bytes:
         return self.frame(0x1, body)
 
     def close_frame(self, code: int = 1000) -> bytes:
