@@ -101,6 +101,41 @@ fn a_session_logs_in_requests_and_gets_typed_refusals() {
 }
 
 #[test]
+fn a_session_that_offers_compress_gets_it_and_long_frames_go_compressed_both_ways() {
+    let b = Broker::start("");
+    let chat = json!({"action": "echo", "lines": (0..40)
+        .map(|i| json!({"from": format!("user{i}"), "text": format!("line {i}: the quick brown fox")}))
+        .collect::<Vec<_>>()});
+    // Offering nothing: no features, no limits, nothing compressed.
+    let mut plain =
+        Session::connect(&url(&b), password("alice", "alice-pw"), Options::default()).unwrap();
+    assert_eq!(
+        (&plain.identity().features, &plain.identity().limits),
+        (&Vec::<String>::new(), &Value::Null)
+    );
+    assert_eq!(plain.request("faulty", &chat).unwrap(), chat);
+    assert_eq!(plain.client().compressed_frames(), (0, 0));
+    let options = Options {
+        compress: true,
+        ..Options::default()
+    };
+    let mut s = Session::connect(&url(&b), password("alice", "alice-pw"), options).unwrap();
+    assert_eq!(s.identity().features, ["compress"]);
+    assert_eq!(s.identity().limits["max_frame_bytes"], 1048576);
+    for _ in 0..3 {
+        assert_eq!(s.request("faulty", &chat).unwrap(), chat);
+    }
+    assert_eq!(s.client().compressed_frames(), (3, 3));
+    // Short requests and built-ins stay plain.
+    assert_eq!(s.request("bester.ping", &Value::Null).unwrap(), "pong");
+    assert_eq!(
+        s.request("faulty", &json!({"action": "echo"})).unwrap(),
+        json!({"action": "echo"})
+    );
+    assert_eq!(s.client().compressed_frames(), (3, 3));
+}
+
+#[test]
 fn a_key_login_signs_the_servers_challenge() {
     let b = Broker::start("");
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rustls::ClientConfig;
 use serde_json::{Value, json};
 
-use crate::frame::FrameDecoder;
+use crate::frame::{COMPRESS_MIN, FrameDecoder, deflate, inflate};
 use crate::transport::{MaybeTls, Scheme, Wire};
 use std::sync::Arc;
 
@@ -99,6 +99,10 @@ pub struct Client {
     input: Vec<u8>,
     pushes: VecDeque<Value>,
     deadline: Option<Instant>,
+    /// The session negotiated `compress` (PROTOCOL.md §1.2).
+    compress: bool,
+    /// Compressed frames sent and received.
+    compressed: (u64, u64),
 }
 
 impl Client {
@@ -181,7 +185,23 @@ impl Client {
             input: Vec::new(),
             pushes: VecDeque::new(),
             deadline: None,
+            compress: false,
+            compressed: (0, 0),
         }
+    }
+
+    /// Whether the session negotiated `compress`: when on, bodies starting with 0x00 are
+    /// inflated, and [`Client::message`] compresses bodies of [`COMPRESS_MIN`] bytes or more
+    /// when that makes them shorter — never a `bester.*` message, which carries passwords,
+    /// tokens or other users' credentials (a secret compressed beside text an attacker chose
+    /// leaks through the sizes). Set by [`crate::login::identify_offering`].
+    pub fn set_compress(&mut self, on: bool) {
+        self.compress = on;
+    }
+
+    /// Compressed frames sent and received on this connection.
+    pub fn compressed_frames(&self) -> (u64, u64) {
+        self.compressed
     }
 
     /// Fail every read and write that would end after `deadline` with `io::ErrorKind::TimedOut`
@@ -251,9 +271,19 @@ impl Client {
         self.stream.tcp().shutdown(std::net::Shutdown::Write)
     }
 
-    /// Send a client message.
+    /// Send a client message (compressed when the session compresses and that pays).
     pub fn message(&mut self, id: &str, kind: &str, data: &Value) -> io::Result<()> {
-        self.send(&json!({"header":{"scope":"client","id":id},"payload":{"type":kind,"data":data}}))
+        let body = json!({"header":{"scope":"client","id":id},"payload":{"type":kind,"data":data}})
+            .to_string();
+        if self.compress
+            && !kind.starts_with("bester.")
+            && body.len() >= COMPRESS_MIN
+            && let Some(packed) = deflate(body.as_bytes())
+        {
+            self.compressed.0 += 1;
+            return self.send_body(&packed);
+        }
+        self.send_body(body.as_bytes())
     }
 
     /// Whether a whole frame is waiting to be returned by [`Client::recv`] without a read.
@@ -273,8 +303,19 @@ impl Client {
         loop {
             let decoded = self.decoder.decode(&self.input)?;
             if let Some((used, body)) = decoded {
-                let value = serde_json::from_slice(body)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let value = if body.first() == Some(&0) {
+                    if !self.compress {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "a compressed frame on a session that did not negotiate \"compress\"",
+                        ));
+                    }
+                    self.compressed.1 += 1;
+                    serde_json::from_slice(&inflate(body, MAX_FRAME)?)
+                } else {
+                    serde_json::from_slice(body)
+                }
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 self.input.drain(..used);
                 return Ok(Some(value));
             }

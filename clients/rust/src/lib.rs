@@ -42,6 +42,6 @@ pub mod transport;
 
 pub use client::{Client, Uri};
 pub use error::{Error, codes};
-pub use login::{Identity, Login, identify};
+pub use login::{Identity, Login, identify, identify_offering};
 pub use session::{Options, Session};
 pub use transport::Scheme;

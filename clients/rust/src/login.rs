@@ -61,6 +61,11 @@ pub struct Identity {
     pub resume_expires: Option<u64>,
     /// When a token session ends, if it does.
     pub expires: Option<u64>,
+    /// The features the server accepted (`data.features`; empty when none were offered).
+    pub features: Vec<String>,
+    /// The session's limits (`data.limits`: `max_frame_bytes`, `max_in_flight`,
+    /// `idle_timeout_ms`), `Null` when none were offered.
+    pub limits: Value,
 }
 
 /// The bytes an ed25519 login signs: `"besterd-login-v1" 0x00 server 0x00 user 0x00 nonce`.
@@ -78,6 +83,17 @@ pub fn login_message(server: &str, user: &str, nonce: &str) -> Vec<u8> {
 /// Identify on a fresh connection. A refusal is [`Error::Refused`] with the server's code and
 /// text (the server then closes the connection).
 pub fn identify(client: &mut Client, login: &Login) -> Result<Identity, Error> {
+    identify_offering(client, login, &[])
+}
+
+/// [`identify`], offering `features` (PROTOCOL.md §2 "Features and limits"; none: identify
+/// carries no `features`, as a spec-v3 client's does). When the server accepts `compress`, the
+/// client compresses from the next frame on ([`Client::set_compress`]).
+pub fn identify_offering(
+    client: &mut Client,
+    login: &Login,
+    features: &[&str],
+) -> Result<Identity, Error> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let authentication = match login {
         Login::Password { user, password } => json!({"username": user, "password": password}),
@@ -87,8 +103,11 @@ pub fn identify(client: &mut Client, login: &Login) -> Result<Identity, Error> {
             json!({"username": user, "publicKey": b64.encode(key.verifying_key().as_bytes())})
         }
     };
-    client
-        .send(&json!({"header":{"identify":{"type":"client","authentication":authentication}}}))?;
+    let mut stanza = json!({"type":"client","authentication":authentication});
+    if !features.is_empty() {
+        stanza["features"] = json!(features);
+    }
+    client.send(&json!({"header":{"identify":stanza}}))?;
     let mut reply = next(client)?;
     if let Login::Key { user, key, server } = login
         && reply["header"]["kind"] == "challenge"
@@ -116,12 +135,23 @@ pub fn identify(client: &mut Client, login: &Login) -> Result<Identity, Error> {
     let (Some(user), Some(server)) = (data["user"].as_str(), data["server"].as_str()) else {
         return Err(Error::Protocol(format!("not a login reply: {reply}")));
     };
+    let accepted: Vec<String> = data["features"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    client.set_compress(accepted.iter().any(|f| f == "compress"));
     Ok(Identity {
         user: user.to_string(),
         server: server.to_string(),
         resume: data["resume"].as_str().map(str::to_string),
         resume_expires: data["resume_expires"].as_u64(),
         expires: data["expires"].as_u64(),
+        features: accepted,
+        limits: data["limits"].clone(),
     })
 }
 

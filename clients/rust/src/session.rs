@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::acks::{Arrival, MAX_ACK, MAX_SEEN, Seen};
 use crate::client::{Client, Uri};
 use crate::error::Error;
-use crate::login::{Identity, Login, identify};
+use crate::login::{Identity, Login, identify_offering};
 
 /// Redirects followed in a row before giving up.
 pub const MAX_REDIRECTS: usize = 3;
@@ -48,6 +48,9 @@ pub struct Options {
     pub auto_ack: bool,
     /// How many stored pushes' ids are remembered to drop a copy that comes again (4096).
     pub max_seen: usize,
+    /// Offer `compress` at every login (false): where the server accepts it (TCP and TLS,
+    /// never WebSocket), long frames go compressed both ways ([`Client::set_compress`]).
+    pub compress: bool,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             reconnect_for: Duration::from_secs(30),
             auto_ack: true,
             max_seen: MAX_SEEN,
+            compress: false,
         }
     }
 }
@@ -113,7 +117,8 @@ impl Session {
     fn open(uri: &Uri, login: &Login, options: &Options) -> Result<(Client, Identity), Error> {
         let deadline = options.timeout.map(|t| Instant::now() + t);
         let mut client = Client::connect_uri(uri, options.tls.clone(), deadline)?;
-        let identity = identify(&mut client, login)?;
+        let offer: &[&str] = if options.compress { &["compress"] } else { &[] };
+        let identity = identify_offering(&mut client, login, offer)?;
         client.set_deadline(None);
         Ok((client, identity))
     }
