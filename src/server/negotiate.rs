@@ -26,10 +26,12 @@ impl Server {
     pub(super) fn offer_features(&mut self, id: ConnId, offered: Option<&[String]>) {
         let Some(offered) = offered else { return };
         let allowed = self.config.compression;
+        let stream = self.config.streams.enabled;
         let Some(conn) = self.conn(id) else { return };
         let available = Available {
             compress: allowed && matches!(conn.io.kind(), "tcp" | "tls"),
             store: false,
+            stream,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -44,6 +46,7 @@ impl Server {
         let available = Available {
             compress: compress && matches!(conn.io.kind(), "tcp" | "tls"),
             store,
+            stream: false,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -82,7 +85,11 @@ impl Server {
             (true, true) => &[features::COMPRESS, features::STORE],
         };
         if let Some(conn) = self.conn(id) {
-            conn.features = Some(Features { compress, store });
+            conn.features = Some(Features {
+                compress,
+                store,
+                stream: false,
+            });
         }
         Some(offer)
     }
@@ -99,7 +106,11 @@ impl Server {
         let has = |name: &str| accepted.is_some_and(|names| names.iter().any(|n| n == name));
         let compress = offered.compress && has(features::COMPRESS);
         let store = offered.store && has(features::STORE);
-        let features = Features { compress, store };
+        let features = Features {
+            compress,
+            store,
+            stream: false,
+        };
         conn.features = Some(features);
         conn.io.set_compress(compress);
         info!("conn={id} peer={name} features {:?}", features.names());
