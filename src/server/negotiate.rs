@@ -8,6 +8,9 @@
 //! sent uncompressed ([`Server::send_secret`]): a compressed size tells an attacker who chose
 //! part of a frame how much of it matched a secret in the same frame (CRIME, BREACH).
 //!
+//! Streams (`stream`, `server/streams.rs`) are accepted on every client transport unless
+//! `[streams] enabled = false`; never on peer links.
+//!
 //! It must not: accept a feature the connection's transport cannot carry, or turn compression
 //! on before the frame that answers the negotiation is queued.
 
