@@ -97,7 +97,8 @@ fn open(alice: &mut Client, bob: &mut Client, name: &str) -> u64 {
 }
 
 fn data(c: &mut Client, id: u64, data: Value) {
-    c.send(&json!({"header":{"stream":id},"data":data})).unwrap();
+    c.send(&json!({"header":{"stream":id},"data":data}))
+        .unwrap();
 }
 
 fn end_error(id: u64, code: &str, text: &str) -> Value {
@@ -126,7 +127,8 @@ fn an_accepted_dial_relays_both_ways_in_order_to_those_two_only() {
         );
     }
     // Credit goes to the writer only.
-    bob.send(&json!({"header":{"stream":id,"credit":1000}})).unwrap();
+    bob.send(&json!({"header":{"stream":id,"credit":1000}}))
+        .unwrap();
     assert_eq!(
         recv(&mut alice),
         json!({"header":{"status":"ok","kind":"credit","stream":id,"credit":1000}})
@@ -162,7 +164,11 @@ fn a_dial_is_offered_to_every_connection_that_takes_streams_and_answered_once() 
     assert_eq!(reply["header"]["status"], "ok", "{reply}");
     assert_eq!(
         recv(&mut bob1),
-        end_error(id, "dial_answered", "another connection of \"bob\" answered")
+        end_error(
+            id,
+            "dial_answered",
+            "another connection of \"bob\" answered"
+        )
     );
     assert_eq!(recv(&mut alice)["data"]["stream"], id);
     let late = request(&mut bob1, "a", "bester.accept", json!({"stream":id}));
@@ -202,9 +208,7 @@ fn a_refused_dial_is_answered_dial_refused() {
 fn a_dial_to_an_offline_user_or_one_without_streams_is_dial_offline() {
     let b = broker("");
     let mut alice = login(&b, "alice");
-    let offline = |to: &str| {
-        json!({"header":{"status":"error","kind":"reply","id":"d"},"data":{"error":format!("{to:?} has no connection here that takes streams"),"code":"dial_offline"}})
-    };
+    let offline = |to: &str| json!({"header":{"status":"error","kind":"reply","id":"d"},"data":{"error":format!("{to:?} has no connection here that takes streams"),"code":"dial_offline"}});
     let reply = request(
         &mut alice,
         "d",
@@ -223,7 +227,12 @@ fn a_dial_to_an_offline_user_or_one_without_streams_is_dial_offline() {
     // one offered only other features): he is offline for streams, and never hears of it.
     let mut bob_old = login_with(&b, "bob", None);
     let mut bob_other = login_with(&b, "bob", Some(json!(["compress-not", "x"])));
-    let reply = request(&mut alice, "d", "bester.dial", json!({"to":"bob","stream":"s"}));
+    let reply = request(
+        &mut alice,
+        "d",
+        "bester.dial",
+        json!({"to":"bob","stream":"s"}),
+    );
     assert_eq!(reply, offline("bob"));
     nothing_else(&mut bob_old);
     nothing_else(&mut bob_other);
@@ -234,13 +243,23 @@ fn presence_rules_decide_who_may_dial_whom() {
     let b = broker("[presence]\nvisible = \"groups\"\n");
     let mut alice = login(&b, "alice");
     let mut bob = login(&b, "bob");
-    let reply = request(&mut alice, "d", "bester.dial", json!({"to":"bob","stream":"s"}));
+    let reply = request(
+        &mut alice,
+        "d",
+        "bester.dial",
+        json!({"to":"bob","stream":"s"}),
+    );
     assert_eq!(
         reply,
         json!({"header":{"status":"error","kind":"reply","id":"d"},"data":{"error":"\"alice\" may not dial \"bob\": presence rules ([presence] visible) hide them","code":"forbidden"}})
     );
     // Refused before anything about bob's connections is looked at: offline users alike.
-    let reply = request(&mut alice, "d", "bester.dial", json!({"to":"carol","stream":"s"}));
+    let reply = request(
+        &mut alice,
+        "d",
+        "bester.dial",
+        json!({"to":"carol","stream":"s"}),
+    );
     assert_eq!(code(&reply), "forbidden", "{reply}");
     nothing_else(&mut bob);
 }
@@ -268,6 +287,11 @@ fn an_unanswered_dial_times_out() {
 
 /// `GET path` on the monitoring port, as JSON.
 fn monitor(b: &Broker, path: &str) -> Value {
+    serde_json::from_str(&monitor_text(b, path)).unwrap()
+}
+
+/// `GET path` on the monitoring port: the body.
+fn monitor_text(b: &Broker, path: &str) -> String {
     let log = b.log();
     let marker = "monitor: listening on http://";
     let at = log.find(marker).expect("monitor line in the log") + marker.len();
@@ -278,8 +302,10 @@ fn monitor(b: &Broker, path: &str) -> Value {
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    let body = text.split_once("\r\n\r\n").expect("an HTTP answer").1;
-    serde_json::from_str(body).unwrap()
+    text.split_once("\r\n\r\n")
+        .expect("an HTTP answer")
+        .1
+        .to_string()
 }
 
 #[test]
@@ -334,6 +360,18 @@ fn a_reader_that_stops_reading_stops_its_writer_and_the_server_holds_at_most_the
         )
     );
     assert!(queued(&b) <= window);
+    let metrics = monitor_text(&b, "/metrics");
+    for line in [
+        "besterd_stream_credit_exceeded_total 1",
+        "besterd_streams_open 0",
+        "besterd_stream_dials_accepted_total 1",
+        &format!("besterd_stream_frames_total {frames}"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in /metrics"
+        );
+    }
     // bob, reading again, gets every frame sent within the credit, then the end.
     for _ in 0..frames {
         let frame = recv(&mut bob);
@@ -354,7 +392,8 @@ fn a_grant_past_the_window_ends_the_stream() {
     let mut alice = login(&b, "alice");
     let mut bob = login(&b, "bob");
     let id = open(&mut alice, &mut bob, "s");
-    bob.send(&json!({"header":{"stream":id,"credit":1}})).unwrap();
+    bob.send(&json!({"header":{"stream":id,"credit":1}}))
+        .unwrap();
     assert_eq!(
         recv(&mut bob),
         end_error(
@@ -437,9 +476,7 @@ fn bad_stream_frames_and_dials_get_exact_errors() {
     let b = broker("[streams]\nmax_per_connection = 1\n");
     let mut alice = login(&b, "alice");
     let mut bob = login(&b, "bob");
-    let error = |text: &str, code: &str| {
-        json!({"header":{"status":"error","kind":"reply"},"data":{"error":text,"code":code}})
-    };
+    let error = |text: &str, code: &str| json!({"header":{"status":"error","kind":"reply"},"data":{"error":text,"code":code}});
     alice.send(&json!({"header":{"stream":1}})).unwrap();
     assert_eq!(
         recv(&mut alice),
@@ -469,11 +506,14 @@ fn bad_stream_frames_and_dials_get_exact_errors() {
         .send_body(br#"{"header":{"stream":1},"data":{"k":1,"k":2}}"#)
         .unwrap();
     assert_eq!(code(&recv(&mut alice)), "invalid_message");
-    let dial_error = |text: &str, code: &str| {
-        json!({"header":{"status":"error","kind":"reply","id":"d"},"data":{"error":text,"code":code}})
-    };
+    let dial_error = |text: &str, code: &str| json!({"header":{"status":"error","kind":"reply","id":"d"},"data":{"error":text,"code":code}});
     let long = "n".repeat(65);
-    let reply = request(&mut alice, "d", "bester.dial", json!({"to":"bob","stream":long}));
+    let reply = request(
+        &mut alice,
+        "d",
+        "bester.dial",
+        json!({"to":"bob","stream":long}),
+    );
     assert_eq!(
         reply,
         dial_error(
@@ -493,7 +533,12 @@ fn bad_stream_frames_and_dials_get_exact_errors() {
         .message("d", "bester.dial", &json!({"to":"bob","stream":"s"}))
         .unwrap();
     recv(&mut bob);
-    let reply = request(&mut alice, "d", "bester.dial", json!({"to":"bob","stream":"s"}));
+    let reply = request(
+        &mut alice,
+        "d",
+        "bester.dial",
+        json!({"to":"bob","stream":"s"}),
+    );
     assert_eq!(
         reply,
         dial_error(
@@ -501,7 +546,12 @@ fn bad_stream_frames_and_dials_get_exact_errors() {
             "invalid_message"
         )
     );
-    let reply = request(&mut alice, "d", "bester.dial", json!({"to":"bob","stream":"t"}));
+    let reply = request(
+        &mut alice,
+        "d",
+        "bester.dial",
+        json!({"to":"bob","stream":"t"}),
+    );
     assert_eq!(
         reply,
         dial_error(
@@ -531,7 +581,8 @@ fn a_client_without_the_feature_gets_the_answers_of_a_server_without_streams() {
             json!({"header":{"status":"error","kind":"reply","id":"x"},"data":{"error":format!("{kind:?} is not a built-in type; types starting with \"bester.\" are reserved"),"code":"reserved_type"}})
         );
     }
-    old.send(&json!({"header":{"stream":1},"data":"x"})).unwrap();
+    old.send(&json!({"header":{"stream":1},"data":"x"}))
+        .unwrap();
     assert_eq!(
         recv(&mut old),
         json!({"header":{"status":"error","kind":"reply"},"data":{"error":"header: unknown field `stream`, expected one of `identify`, `scope`, `id`, `authentication`","code":"invalid_message"}})

@@ -53,7 +53,10 @@ pub fn validate_streams(f: FileStreams, problems: &mut Vec<(String, String)>) ->
     };
     let dial_timeout = match f.dial_timeout_ms {
         Some(0) => {
-            problems.push(("streams.dial_timeout_ms".into(), "must be at least 1".into()));
+            problems.push((
+                "streams.dial_timeout_ms".into(),
+                "must be at least 1".into(),
+            ));
             defaults.dial_timeout
         }
         Some(ms) => Duration::from_millis(ms),

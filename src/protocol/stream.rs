@@ -310,10 +310,7 @@ mod tests {
         );
         let (c, text) = code(r#"{"header":{"stream":"7"},"data":1}"#);
         assert_eq!(c, ErrorCode::InvalidMessage);
-        assert_eq!(
-            text,
-            "header.stream: invalid type: string, expected u64"
-        );
+        assert_eq!(text, "header.stream: invalid type: string, expected u64");
         let (c, text) = code(r#"{"header":{"stream":7,"id":"x"},"data":1}"#);
         assert_eq!(c, ErrorCode::InvalidMessage);
         assert!(text.starts_with("header: unknown field `id`"), "{text}");
@@ -325,7 +322,9 @@ mod tests {
     #[test]
     fn stream_frames_are_told_from_messages() {
         assert!(is_stream_frame(br#"{"header":{"stream":1},"data":1}"#));
-        assert!(is_stream_frame(br#"{ "header" : {"end":true, "stream":1}}"#));
+        assert!(is_stream_frame(
+            br#"{ "header" : {"end":true, "stream":1}}"#
+        ));
         assert!(!is_stream_frame(
             br#"{"header":{"scope":"client"},"payload":{"type":"x"}}"#
         ));

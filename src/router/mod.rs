@@ -61,8 +61,8 @@ pub use groups::{GroupLimits, pattern_matches};
 pub use id::ConnId;
 use idmap::IdMap;
 pub use presence::{PresenceConfig, Visibility};
-pub use streams::{StreamConfig, StreamStats};
 use reply_id::ReplyId;
+pub use streams::{StreamConfig, StreamStats};
 
 use deliver::Delivery;
 use federation::{Fanout, PeerEntry, Remote};

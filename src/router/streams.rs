@@ -238,8 +238,11 @@ impl Router {
         let caller = from.user.clone().unwrap_or_default();
         let max = self.streams.config.max_per_connection;
         let mine = self.streams.conns.get(&conn);
-        if mine.is_some_and(|p| p.streams.iter().any(|(_, n)| n.as_deref() == Some(&data.stream)))
-        {
+        if mine.is_some_and(|p| {
+            p.streams
+                .iter()
+                .any(|(_, n)| n.as_deref() == Some(&data.stream))
+        }) {
             return Err(error(
                 ErrorCode::InvalidMessage,
                 format!(
@@ -296,7 +299,11 @@ impl Router {
         let id = self.streams.next;
         let window = self.streams.config.window;
         for c in &offered {
-            send(out, *c, wire::incoming_frame(id, &from, &data.stream, window));
+            send(
+                out,
+                *c,
+                wire::incoming_frame(id, &from, &data.stream, window),
+            );
             self.streams.per(*c).offered.push(id);
         }
         self.streams
@@ -432,7 +439,11 @@ impl Router {
     fn stream_dial_failed(&mut self, dial: &Dial, error: ErrorBody, out: &mut Vec<Action>) {
         self.streams.stats.failed += 1;
         self.stats.errors.count(error.code);
-        send(out, dial.caller, client_error(dial.reply.as_deref(), &error));
+        send(
+            out,
+            dial.caller,
+            client_error(dial.reply.as_deref(), &error),
+        );
     }
 
     /// A dial's deadline passed.
@@ -548,7 +559,10 @@ impl Router {
         for (id, _) in per.streams {
             if let Some(open) = self.streams.take_open(id) {
                 let peer = if open.a == conn { open.b } else { open.a };
-                let e = error(ErrorCode::StreamClosed, "the other side's connection closed");
+                let e = error(
+                    ErrorCode::StreamClosed,
+                    "the other side's connection closed",
+                );
                 send(out, peer, wire::end_frame(id, Some(&e)));
             } else if let Some(dial) = self.streams.take_dial(id) {
                 self.streams.stats.failed += 1;
@@ -672,14 +686,22 @@ mod tests {
         r.stream_frame(conn(1), parse(frame.as_bytes()).unwrap(), &mut out);
         assert_eq!(frames(&mut out).len(), 2);
         // The window is spent: one byte more ends the stream.
-        r.stream_frame(conn(1), parse(br#"{"header":{"stream":1},"data":1}"#).unwrap(), &mut out);
+        r.stream_frame(
+            conn(1),
+            parse(br#"{"header":{"stream":1},"data":1}"#).unwrap(),
+            &mut out,
+        );
         let sent = frames(&mut out);
         assert_eq!(sent[0].0, 1);
         assert_eq!(sent[0].1["data"]["code"], "stream_credit_exceeded");
         assert_eq!(sent[1].0, 2);
         assert_eq!(sent[1].1["data"]["code"], "stream_closed");
         // Frames the writer had in flight are dropped without a word.
-        r.stream_frame(conn(1), parse(br#"{"header":{"stream":1},"data":1}"#).unwrap(), &mut out);
+        r.stream_frame(
+            conn(1),
+            parse(br#"{"header":{"stream":1},"data":1}"#).unwrap(),
+            &mut out,
+        );
         assert!(out.is_empty());
     }
 
@@ -690,12 +712,24 @@ mod tests {
         dial(&mut r, &mut out, "s1").unwrap();
         r.stream_accept(conn(2), None, 1, &mut out).unwrap();
         out.clear();
-        r.stream_frame(conn(1), parse(br#"{"header":{"stream":1},"data":1}"#).unwrap(), &mut out);
-        r.stream_frame(conn(2), parse(br#"{"header":{"stream":1,"credit":129}}"#).unwrap(), &mut out);
+        r.stream_frame(
+            conn(1),
+            parse(br#"{"header":{"stream":1},"data":1}"#).unwrap(),
+            &mut out,
+        );
+        r.stream_frame(
+            conn(2),
+            parse(br#"{"header":{"stream":1,"credit":129}}"#).unwrap(),
+            &mut out,
+        );
         let sent = frames(&mut out);
         assert_eq!(sent[1].0, 1);
         assert_eq!(sent[1].1["header"]["credit"], 129);
-        r.stream_frame(conn(2), parse(br#"{"header":{"stream":1,"credit":1}}"#).unwrap(), &mut out);
+        r.stream_frame(
+            conn(2),
+            parse(br#"{"header":{"stream":1,"credit":1}}"#).unwrap(),
+            &mut out,
+        );
         let sent = frames(&mut out);
         assert_eq!(sent[0].0, 2);
         assert_eq!(sent[0].1["data"]["code"], "invalid_message");
@@ -720,7 +754,10 @@ mod tests {
             .filter(|(to, _)| *to == 1)
             .collect();
         assert_eq!(sent.len(), 2, "{sent:?}");
-        assert!(sent.iter().all(|(_, f)| f["data"]["code"] == "dial_offline"));
+        assert!(
+            sent.iter()
+                .all(|(_, f)| f["data"]["code"] == "dial_offline")
+        );
         assert!(r.streams.conns.is_empty(), "{:?}", r.streams.conns);
         assert!(r.streams.dials.is_empty());
     }

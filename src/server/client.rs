@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::auth::jobs::{AuthJob, AuthOutcome, AuthResult, Stamp};
 use crate::protocol::ErrorCode;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::stream;
 use crate::protocol::message::{
     Authentication, ClientMessage, Credentials, Identify, Inbound, RESERVED_PREFIX, Scope,
     client_error, client_ok, inbound_id, parse_inbound,
 };
+use crate::protocol::stream;
 
 use super::Server;
 use super::conn::{ClientState, PasswordDigest, Role};
