@@ -33,6 +33,8 @@
 //!   cargo bench --bench load -- directory   (the federation directory on 3 servers with 10,000
 //!                                            users: size, sync bytes, presence latency; see
 //!                                            `directory/`)
+//!   cargo bench --bench load -- streams     (a stream through besterd beside a plain TCP relay:
+//!                                            MiB/s, CPU, round trips; see `streams/`)
 //!
 //! Every scenario is bounded in count and time and talks only to 127.0.0.1. Each prints a line per
 //! figure and, at the end, one JSON line with all figures.
@@ -49,6 +51,7 @@ mod fanout;
 mod federation;
 mod restart;
 mod storm;
+mod streams;
 
 #[global_allocator]
 static ALLOCATOR: allocs::Counting = allocs::Counting;
@@ -99,6 +102,7 @@ fn main() {
         "directory",
         "durable",
         "durable-memory",
+        "streams",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -132,6 +136,7 @@ fn main() {
             "directory" => directory::directory(),
             "durable" => durable::durable(),
             "durable-memory" => durable::durable_memory(),
+            "streams" => streams::streams(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),

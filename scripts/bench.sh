@@ -64,6 +64,11 @@
 #   scripts/bench.sh durable-memory  1,000,000 stored pushes (10,000 users and one at its
 #       max_per_user): the server's VmRSS/VmHWM while storing and after, the database's size,
 #       the time to a user's queue on login (BENCH_MEM_TOTAL, BENCH_MEM_USERS, BENCH_MEM_FSYNC)
+#   scripts/bench.sh streams    a client-to-client stream (bester.dial) relayed through besterd
+#       beside a plain TCP relay (benches/streams/relay.c, built here) carrying the same frames
+#       with the same credit: MiB/s one way and CPU per MiB, round-trip p50/p99 of a small
+#       frame, fresh servers, 3 runs, medians and same-run ratios (benches/streams;
+#       BENCH_STREAM_MB, BENCH_STREAM_FRAME, BENCH_STREAM_WINDOW, BENCH_RUNS)
 #
 # Prints a table and a final JSON line; compare medians and ratios between runs on the same
 # machine rather than absolute numbers on a shared one.
@@ -78,6 +83,11 @@ if [[ " $* " == *" compare "* || " $* " == *" allocs "* || " $* " == *" federati
     mkdir -p target/bench
     cc -O2 -Wall -Wextra -o target/bench/echo benches/compare/echo.c
     export BENCH_ECHO="$PWD/target/bench/echo"
+fi
+if [[ " $* " == *" streams "* ]]; then
+    mkdir -p target/bench
+    cc -O2 -Wall -Wextra -o target/bench/relay benches/streams/relay.c
+    export BENCH_RELAY="$PWD/target/bench/relay"
 fi
 if [[ " $* " == *" fanout "* ]]; then
     command -v nats-server >/dev/null || { apt-get update -qq && apt-get install -y -qq nats-server >/dev/null; }

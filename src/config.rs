@@ -17,6 +17,7 @@ mod handlers;
 pub mod listeners;
 mod peers;
 pub mod presence;
+pub mod streams;
 
 pub use handlers::{FileHandler, HandlerConfig, HandlerSource};
 pub use listeners::{ListenerConfig, ListenerKind, PeerTls, StaticFiles, TlsFiles};
@@ -67,6 +68,9 @@ pub struct FileConfig {
     pub federation: federation::FileFederation,
     /// `[delivery]`: the store of pushes for users who are offline.
     pub delivery: Option<delivery::FileDelivery>,
+    /// `[streams]`: client-to-client streams.
+    #[serde(default)]
+    pub streams: streams::FileStreams,
 }
 
 /// `[monitor]` as written: the monitoring HTTP listener, off unless `listen` is set.
@@ -258,6 +262,8 @@ pub struct Config {
     pub federation: crate::router::DirectoryConfig,
     /// `[delivery]`: `None` when no store is kept.
     pub delivery: Option<crate::delivery::DeliveryConfig>,
+    /// `[streams]`.
+    pub streams: crate::router::StreamConfig,
 }
 
 /// Everything wrong with a configuration.
@@ -536,6 +542,7 @@ impl FileConfig {
         let presence = presence::validate_presence(self.presence, &mut problems);
         let groups = presence::validate_groups(self.groups, &mut problems);
         let federation = federation::validate_federation(self.federation, &mut problems);
+        let streams = streams::validate_streams(self.streams, &mut problems);
         let wanted = handlers.values().any(|h: &HandlerConfig| h.store_offline);
         let delivery = delivery::validate_delivery(self.delivery, wanted, &mut problems);
 
@@ -614,6 +621,7 @@ impl FileConfig {
             groups,
             federation,
             delivery,
+            streams,
         })
     }
 }
@@ -666,6 +674,7 @@ mod tests {
             ("[groups]", "[groups]"),
             ("[federation]", "[federation]"),
             ("[delivery]", "[delivery]"),
+            ("[streams]", "[streams]"),
         ];
         for (title, header) in sections {
             let text = problems(&format!("{header}\nzzz_no_such_key = 1\n"))[0]

@@ -114,7 +114,7 @@ fn a_client_that_offers_compress_gets_it_and_the_session_limits() {
 fn unknown_features_are_ignored_and_an_empty_offer_still_gets_limits() {
     let b = broker("");
     for offer in [
-        json!(["stream", "multiplex", "x-from-the-future"]),
+        json!(["teleport", "multiplex", "x-from-the-future"]),
         json!([]),
     ] {
         let mut s = dial(&b);

@@ -35,6 +35,7 @@ use besterd::protocol::message::{
 };
 use besterd::protocol::peer::parse_peer_frame_full;
 use besterd::protocol::scan;
+use besterd::protocol::stream;
 use besterd::protocol::validate;
 use besterd::protocol::write::{client_push, client_reply, handler_request};
 use libfuzzer_sys::fuzz_target;
@@ -81,8 +82,38 @@ fuzz_target!(|data: &[u8]| {
         check_handler(body);
         check_strict(body);
         check_fast_lane(body);
+        check_stream(body);
     }
 });
+
+/// A stream frame (PROTOCOL.md §5, "Streams"): its parse never panics, refuses what the strict
+/// check refuses with the check's text, and what it accepts is relayed as valid JSON with its
+/// `data` byte for byte.
+fn check_stream(body: &[u8]) {
+    let _ = stream::is_stream_frame(body);
+    match stream::parse(body) {
+        Ok(frame) => {
+            if let stream::StreamOp::Data(data) = frame.op {
+                let out = stream::data_frame(frame.stream, data);
+                #[derive(Deserialize)]
+                struct Relayed<'a> {
+                    #[serde(borrow)]
+                    data: &'a RawValue,
+                }
+                let relayed: Relayed = serde_json::from_slice(&out).expect("relayed frame is JSON");
+                assert_eq!(relayed.data.get(), data);
+            }
+        }
+        Err(e) => {
+            if let Ok(text) = std::str::from_utf8(body)
+                && validate::check(text).is_err()
+            {
+                let want = parse_json::<serde::de::IgnoredAny>(body).unwrap_err();
+                assert_eq!((e.code, &e.error), (want.code, &want.error));
+            }
+        }
+    }
+}
 
 /// What the fast lane reads, the serde path alone reads the same.
 fn check_fast_lane(body: &[u8]) {

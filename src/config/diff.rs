@@ -176,6 +176,7 @@ fn live_keys(old: &Config, new: &Config) -> Vec<&'static str> {
         old.auth.max_logins != new.auth.max_logins,
         "auth.max_inflight",
     );
+    check(old.streams != new.streams, "streams");
     keys
 }
 

@@ -115,13 +115,27 @@ pub enum ErrorCode {
     /// The delivery store could not write (the disk is full, an I/O error) or is not kept on
     /// this server; the text says why.
     StoreFailed,
+    /// `bester.dial`: the user asked refused the stream (`bester.refuse`).
+    DialRefused,
+    /// `bester.dial`: the user asked has no connection here that negotiated `stream`.
+    DialOffline,
+    /// `bester.dial`: no connection of the user asked answered in time.
+    DialTimeout,
+    /// An `incoming` was answered by another connection of the same user (an `end`).
+    DialAnswered,
+    /// A stream frame, `bester.accept` or `bester.refuse` names no stream of this connection.
+    UnknownStream,
+    /// A stream's writer sent past the credit its reader granted (an `end`, both sides).
+    StreamCreditExceeded,
+    /// The other side's connection closed (an `end`).
+    StreamClosed,
     /// Something went wrong inside the server; the details are in its log.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` is its position here).
-    pub const ALL: [ErrorCode; 51] = [
+    pub const ALL: [ErrorCode; 58] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidUtf8,
         ErrorCode::InvalidJson,
@@ -172,6 +186,13 @@ impl ErrorCode {
         ErrorCode::LimitReached,
         ErrorCode::QueueFull,
         ErrorCode::StoreFailed,
+        ErrorCode::DialRefused,
+        ErrorCode::DialOffline,
+        ErrorCode::DialTimeout,
+        ErrorCode::DialAnswered,
+        ErrorCode::UnknownStream,
+        ErrorCode::StreamCreditExceeded,
+        ErrorCode::StreamClosed,
         ErrorCode::InternalError,
     ];
 
@@ -228,6 +249,13 @@ impl ErrorCode {
             ErrorCode::LimitReached => "limit_reached",
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::StoreFailed => "store_failed",
+            ErrorCode::DialRefused => "dial_refused",
+            ErrorCode::DialOffline => "dial_offline",
+            ErrorCode::DialTimeout => "dial_timeout",
+            ErrorCode::DialAnswered => "dial_answered",
+            ErrorCode::UnknownStream => "unknown_stream",
+            ErrorCode::StreamCreditExceeded => "stream_credit_exceeded",
+            ErrorCode::StreamClosed => "stream_closed",
             ErrorCode::InternalError => "internal_error",
         }
     }

@@ -14,6 +14,9 @@ pub const COMPRESS: &str = "compress";
 /// accepted on peer links by servers that keep a delivery store.
 pub const STORE: &str = "store";
 
+/// Client-to-client streams: `bester.dial`, `incoming`, stream frames (`protocol/stream.rs`).
+pub const STREAM: &str = "stream";
+
 /// At most this many names in one offer are looked at (the identify frame is small anyway).
 pub const MAX_OFFERED: usize = 32;
 
@@ -24,6 +27,8 @@ pub struct Features {
     pub compress: bool,
     /// `store` (peer links only).
     pub store: bool,
+    /// `stream` (client sessions only).
+    pub stream: bool,
 }
 
 /// Which features the server may accept on a connection.
@@ -33,6 +38,8 @@ pub struct Available {
     pub compress: bool,
     /// `store` (peer links of a server with a delivery store).
     pub store: bool,
+    /// `stream` (client sessions, unless `[streams] enabled = false`).
+    pub stream: bool,
 }
 
 impl Features {
@@ -46,6 +53,9 @@ impl Features {
             if name == STORE && available.store {
                 features.store = true;
             }
+            if name == STREAM && available.stream {
+                features.stream = true;
+            }
         }
         features
     }
@@ -58,6 +68,9 @@ impl Features {
         }
         if self.store {
             names.push(STORE);
+        }
+        if self.stream {
+            names.push(STREAM);
         }
         names
     }
@@ -98,6 +111,7 @@ mod tests {
         let on = Available {
             compress: true,
             store: false,
+            stream: false,
         };
         let offered = names(&["stream", "compress", "x-future", "compress"]);
         assert_eq!(Features::accept(&offered, on).names(), vec!["compress"]);
@@ -106,5 +120,10 @@ mod tests {
             Vec::<&str>::new()
         );
         assert_eq!(Features::accept(&[], on), Features::default());
+        let streams = Available {
+            stream: true,
+            ..Available::default()
+        };
+        assert_eq!(Features::accept(&offered, streams).names(), vec!["stream"]);
     }
 }

@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod redact;
 pub mod redirect;
 pub mod scan;
+pub mod stream;
 pub mod validate;
 pub mod write;
 pub mod ws_deflate;

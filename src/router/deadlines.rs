@@ -66,7 +66,7 @@ mod tests {
         assert_eq!(d.peek(), Some((at(5), Due::Request(4))));
         let order: Vec<u64> = std::iter::from_fn(|| d.pop())
             .map(|(_, due)| match due {
-                Due::Request(t) | Due::Remote(t) => t,
+                Due::Request(t) | Due::Remote(t) | Due::Dial(t) => t,
             })
             .collect();
         assert_eq!(order, [4, 1, 2, 5, 3, 6, 7]);

@@ -33,6 +33,7 @@ mod redirect;
 mod reply_id;
 mod respond;
 mod starting;
+mod streams;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub use id::ConnId;
 use idmap::IdMap;
 pub use presence::{PresenceConfig, Visibility};
 use reply_id::ReplyId;
+pub use streams::{StreamConfig, StreamStats};
 
 use deliver::Delivery;
 use federation::{Fanout, PeerEntry, Remote};
@@ -278,6 +280,8 @@ enum Due {
     Request(u64),
     /// A message to a peer server.
     Remote(u64),
+    /// A `bester.dial` waiting for an answer (`router/streams.rs`).
+    Dial(u64),
 }
 
 /// The error body a handler should put in `payload.data` with status "error"; passed on as is.
@@ -311,6 +315,8 @@ pub struct Router {
     logins: usize,
     /// Storing pushes (`router/durable.rs`).
     durable: durable::Durable,
+    /// Client-to-client streams (`router/streams.rs`).
+    streams: streams::Streams,
 }
 
 impl Router {
@@ -335,6 +341,7 @@ impl Router {
             next_id: 1,
             logins: 0,
             durable: durable::Durable::default(),
+            streams: streams::Streams::default(),
         }
     }
 
@@ -492,8 +499,9 @@ impl Router {
 
     /// A client connection closed or logged out. Its requests in flight stay: their fan-out still
     /// reaches the other recipients; the reply to the closed connection is dropped by the server.
-    /// Its presence subscriptions end, and watchers of its user are told.
+    /// Its presence subscriptions end, and watchers of its user are told; its streams end.
     pub fn client_gone(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        self.streams_gone(conn, out);
         let Some(client) = self.clients.remove(&conn) else {
             return;
         };
@@ -767,6 +775,7 @@ impl Router {
             let live = match due {
                 Due::Request(token) => self.pending.contains_key(&token),
                 Due::Remote(msg) => self.remote.contains_key(&msg),
+                Due::Dial(id) => self.streams.dialling(id),
             };
             if live {
                 break;
@@ -812,6 +821,7 @@ impl Router {
                     }
                 }
                 Due::Remote(msg) => self.remote_timed_out(msg, out),
+                Due::Dial(id) => self.stream_dial_timed_out(id, out),
             }
         }
         self.pump(out);

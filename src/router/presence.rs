@@ -231,7 +231,7 @@ impl Router {
     /// Whether `watcher` (a user; `None`: a handler) may see `user`'s presence.
     /// One namespace: `alice` sees herself on every server, and shares a group with `bob@b`
     /// if she shares one with `bob` or with `bob@b`.
-    fn sees_user(&self, watcher: Option<&str>, name: &str) -> bool {
+    pub(super) fn sees_user(&self, watcher: Option<&str>, name: &str) -> bool {
         let Some(watcher) = watcher else { return true };
         let (user, place) = self.place(name);
         watcher == user

@@ -121,6 +121,7 @@ impl Server {
             router.set_delivery(d.first_id(), types);
         }
         router.set_presence(config.presence.clone());
+        router.set_streams(config.streams.clone());
         router.set_group_limits(config.groups.clone());
         router.set_directory(config.federation.clone());
         let supervisor = Supervisor::new(&config.name);

@@ -19,6 +19,7 @@ use crate::protocol::message::{
     Authentication, ClientMessage, Credentials, Identify, Inbound, RESERVED_PREFIX, Scope,
     client_error, client_ok, inbound_id, parse_inbound,
 };
+use crate::protocol::stream;
 
 use super::Server;
 use super::conn::{ClientState, PasswordDigest, Role};
@@ -173,6 +174,9 @@ impl Server {
             }
             return self.reply_error(id, None, &error);
         }
+        if !identifying && stream::starts_as_stream(body) && self.stream_frame(id, body) {
+            return;
+        }
         match (identifying, parse_inbound(body)) {
             (true, Ok(Inbound::Identify(identify))) => self.identify(id, identify),
             (true, Ok(Inbound::Message(mut msg))) => match msg.authentication.take() {
@@ -207,6 +211,7 @@ impl Server {
                 }
                 self.client_message(id, msg, now)
             }
+            (false, Err(_)) if stream::is_stream_frame(body) && self.stream_frame(id, body) => {}
             (false, Err(error)) => {
                 debug!("{} bad frame: {error}", context(self));
                 self.reply_error(id, inbound_id(body).as_deref(), &error);
@@ -501,6 +506,9 @@ impl Server {
                 Err(error) => self.reply_error(id, reply_id, &error),
             },
             kind if super::presence::is_presence_builtin(kind) => self.presence_builtin(id, &msg),
+            kind if super::streams::is_stream_builtin(kind) && self.takes_streams(id) => {
+                self.stream_builtin(id, &msg, now)
+            }
             super::delivery::ACK => self.builtin_ack(id, &user, &msg),
             other => {
                 let error = ErrorBody::new(

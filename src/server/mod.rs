@@ -34,6 +34,7 @@ mod relay;
 mod reload;
 mod report;
 mod revoke;
+mod streams;
 pub mod token;
 mod token_login;
 mod upgrade;

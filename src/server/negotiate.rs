@@ -8,6 +8,9 @@
 //! sent uncompressed ([`Server::send_secret`]): a compressed size tells an attacker who chose
 //! part of a frame how much of it matched a secret in the same frame (CRIME, BREACH).
 //!
+//! Streams (`stream`, `server/streams.rs`) are accepted on every client transport unless
+//! `[streams] enabled = false`; never on peer links.
+//!
 //! It must not: accept a feature the connection's transport cannot carry, or turn compression
 //! on before the frame that answers the negotiation is queued.
 
@@ -26,10 +29,12 @@ impl Server {
     pub(super) fn offer_features(&mut self, id: ConnId, offered: Option<&[String]>) {
         let Some(offered) = offered else { return };
         let allowed = self.config.compression;
+        let stream = self.config.streams.enabled;
         let Some(conn) = self.conn(id) else { return };
         let available = Available {
             compress: allowed && matches!(conn.io.kind(), "tcp" | "tls"),
             store: false,
+            stream,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -44,6 +49,7 @@ impl Server {
         let available = Available {
             compress: compress && matches!(conn.io.kind(), "tcp" | "tls"),
             store,
+            stream: false,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -82,7 +88,11 @@ impl Server {
             (true, true) => &[features::COMPRESS, features::STORE],
         };
         if let Some(conn) = self.conn(id) {
-            conn.features = Some(Features { compress, store });
+            conn.features = Some(Features {
+                compress,
+                store,
+                stream: false,
+            });
         }
         Some(offer)
     }
@@ -99,7 +109,11 @@ impl Server {
         let has = |name: &str| accepted.is_some_and(|names| names.iter().any(|n| n == name));
         let compress = offered.compress && has(features::COMPRESS);
         let store = offered.store && has(features::STORE);
-        let features = Features { compress, store };
+        let features = Features {
+            compress,
+            store,
+            stream: false,
+        };
         conn.features = Some(features);
         conn.io.set_compress(compress);
         info!("conn={id} peer={name} features {:?}", features.names());

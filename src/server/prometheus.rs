@@ -244,6 +244,53 @@ impl Server {
         self.handler_metrics(&mut out);
         self.peer_metrics(&mut out, now);
         self.delivery_metrics(&mut out);
+        let st = self.router.stream_stats();
+        for (name, kind, help, value) in [
+            (
+                "stream_dials_total",
+                "counter",
+                "bester.dial requests.",
+                st.dials,
+            ),
+            (
+                "stream_dials_accepted_total",
+                "counter",
+                "Dials accepted.",
+                st.accepted,
+            ),
+            (
+                "stream_dials_failed_total",
+                "counter",
+                "Dials refused, offline, forbidden, timed out or abandoned.",
+                st.failed,
+            ),
+            (
+                "streams_open",
+                "gauge",
+                "Client-to-client streams open now.",
+                st.open,
+            ),
+            (
+                "stream_frames_total",
+                "counter",
+                "Stream data frames relayed.",
+                st.frames,
+            ),
+            (
+                "stream_bytes_total",
+                "counter",
+                "Bytes of data relayed on streams.",
+                st.bytes,
+            ),
+            (
+                "stream_credit_exceeded_total",
+                "counter",
+                "Streams ended because a writer sent past its credit.",
+                st.credit_exceeded,
+            ),
+        ] {
+            out.single(name, kind, help, value);
+        }
         out.single(
             "monitor_requests_total",
             "counter",

@@ -251,6 +251,7 @@ impl Server {
             max_logins: c.auth.max_logins,
         });
         self.router.set_presence(c.presence.clone());
+        self.router.set_streams(c.streams.clone());
         self.router.set_group_limits(c.groups.clone());
         if (c.login_failures_per_ip, c.login_failures_per_user)
             != (old.login_failures_per_ip, old.login_failures_per_user)
