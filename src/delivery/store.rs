@@ -272,8 +272,9 @@ impl Store {
     /// Bytes free for new messages: on the file system holding the database, and the pages
     /// inside it that deleted messages left free (reused before the file grows), less the
     /// write-ahead log's size (what copying it into the database may still take: a checkpoint
-    /// on a full disk fails, and the log then never shrinks).
-    pub fn free_bytes(&self) -> Option<u64> {
+    /// on a full disk fails, and the log then never shrinks); with the file system's free bytes
+    /// alone.
+    pub fn free_bytes(&self) -> Option<super::budget::Figures> {
         let pages = |pragma: &str| {
             self.conn
                 .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
@@ -283,7 +284,11 @@ impl Store {
         let mut wal = self.path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len());
-        Some((self.fs_free_bytes()? + inside).saturating_sub(wal))
+        let fs_free = self.fs_free_bytes()?;
+        Some(super::budget::Figures {
+            fs_free,
+            free: (fs_free + inside).saturating_sub(wal),
+        })
     }
 
     /// Bytes free for us on the file system holding the database, if it can be told.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{error, info, warn};
 use mio::Waker;
 
+use super::budget::Budget;
 use super::store::{Depth, OutRecord, Record, Store, StoreError};
 use super::{DeliveryConfig, DeliveryStats, FullPolicy, Refusal};
 use crate::protocol::ErrorCode;
@@ -178,6 +179,8 @@ impl Writer {
             total_messages: 0,
             undo: None,
             expire_at: Instant::now(),
+            budget: Budget::default(),
+            sized_at: None,
         };
         for (user, depth) in depths {
             thread.total_bytes += depth.bytes;
@@ -238,6 +241,10 @@ struct Thread {
     /// are kept, so a commit costs nothing per user of the whole store.
     undo: Option<HashMap<String, Option<(u64, u64)>>>,
     expire_at: Instant,
+    /// The disk figures kept between measurements.
+    budget: Budget,
+    /// When the files' sizes were last taken for the metrics.
+    sized_at: Option<Instant>,
 }
 
 /// What storing `record` may take on the disk: its bytes in the write-ahead log and again in
@@ -299,7 +306,7 @@ impl Thread {
     }
 
     /// Figures for the metrics.
-    fn publish(&self) {
+    fn publish(&mut self) {
         self.stats
             .messages
             .store(self.total_messages, Ordering::Relaxed);
@@ -308,9 +315,18 @@ impl Thread {
         self.stats.out_messages.store(out, Ordering::Relaxed);
         self.stats.out_bytes.store(out_bytes, Ordering::Relaxed);
         self.stats.bytes.store(self.total_bytes, Ordering::Relaxed);
-        self.stats
-            .disk_bytes
-            .store(self.store.disk_bytes(), Ordering::Relaxed);
+        // The files' sizes at most every quarter of a second: two system calls a commit
+        // otherwise, for a figure the metrics sample far less often.
+        let now = Instant::now();
+        if self
+            .sized_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= super::budget::EVERY)
+        {
+            self.sized_at = Some(now);
+            self.stats
+                .disk_bytes
+                .store(self.store.disk_bytes(), Ordering::Relaxed);
+        }
     }
 
     /// The jobs of one group: writes in one transaction, then the reads; the results in the
@@ -349,6 +365,8 @@ impl Thread {
             })
             .sum();
         let mut free = if cost > 0 { self.disk_free(cost) } else { None };
+        // What this group's writes may take of the disk, for the kept figures.
+        let mut spent = 0u64;
         let began = self.store.begin();
         let mut failure: Option<StoreError> = began.err();
         let mut reads = Vec::new();
@@ -371,6 +389,7 @@ impl Thread {
                             (None, None) => match self.store_one(record, &mut dropped) {
                                 Ok(Ok(true)) => {
                                     stored += 1;
+                                    spent += disk_cost(record);
                                     free = free.map(|f| f.saturating_sub(disk_cost(record)));
                                     Ok(true)
                                 }
@@ -400,6 +419,7 @@ impl Thread {
                             (None, None) => match self.queue_one(record, &mut dropped) {
                                 Ok(Ok(())) => {
                                     queued += 1;
+                                    spent += out_cost(record);
                                     free = free.map(|f| f.saturating_sub(out_cost(record)));
                                     Ok(())
                                 }
@@ -472,6 +492,7 @@ impl Thread {
         {
             failure = Some(e);
         }
+        self.budget.spend(spent);
         if let Some(e) = failure {
             warn!("delivery store: a commit failed: {e}");
             self.store.rollback();
@@ -517,12 +538,14 @@ impl Thread {
             // Near a full disk the log is copied into the database and emptied after every
             // commit: acknowledgements free pages there, and a log left to grow would take the
             // room kept for them.
-            if self
-                .store
-                .fs_free_bytes()
-                .is_some_and(|f| f < self.config.min_free_bytes.saturating_mul(2))
-            {
+            let floor = self.config.min_free_bytes.saturating_mul(2);
+            let near = match self.budget.kept(0, floor, Instant::now()) {
+                Some(_) => false,
+                None => self.store.fs_free_bytes().is_some_and(|f| f < floor),
+            };
+            if near {
                 self.store.checkpoint();
+                self.budget.forget();
             }
             self.stats.stored.fetch_add(stored, Ordering::Relaxed);
             self.stats.refused.fetch_add(refused, Ordering::Relaxed);
@@ -540,13 +563,21 @@ impl Thread {
 
     /// Bytes free for the store, if it can be told: when that is less than `min_free_bytes`
     /// and `cost` more, after giving the log's space back first.
+    /// Far from the limit the figure kept since the last measurement stands for one
+    /// ([`super::budget`]).
     fn disk_free(&mut self, cost: u64) -> Option<u64> {
-        let free = self.store.free_bytes()?;
-        if free >= self.config.min_free_bytes.saturating_add(cost) {
-            return Some(free);
+        let now = Instant::now();
+        let min = self.config.min_free_bytes;
+        if let Some(kept) = self.budget.kept(cost, min, now) {
+            return kept.map(|f| f.free);
         }
-        self.store.checkpoint();
-        self.store.free_bytes()
+        let mut figures = self.store.free_bytes();
+        if figures.is_some_and(|f| f.free < min.saturating_add(cost)) {
+            self.store.checkpoint();
+            figures = self.store.free_bytes();
+        }
+        self.budget.measured(figures, now);
+        figures.map(|f| f.free)
     }
 
     /// A refusal when storing what costs `cost` on the disk would leave less than
