@@ -1,15 +1,18 @@
 //! The delivery store's one thread: every read and write of the database happens here, never on
-//! the event loop. Jobs come in on a bounded channel; the thread takes every job already waiting
-//! (up to [`MAX_GROUP`]) into one transaction and commits once — a group commit, so one fsync
-//! covers many pushes — then sends the results back on a bounded channel and wakes the loop
-//! through its `mio::Waker`. A push is reported `stored` only from a result, that is after its
-//! commit returned. Limits are checked here, against counts kept per user (and per peer server
-//! for the outbound queues of store-and-forward); expiry runs here too, between jobs.
+//! the event loop. Jobs come in on a channel; the thread takes every job already waiting (up to
+//! [`MAX_GROUP`]) into one transaction and commits once — a group commit, so one fsync covers
+//! many pushes — then sends the group's results back as one message and wakes the loop once
+//! through its `mio::Waker`. While a group commits, the jobs the loop hands over meanwhile wait
+//! for the next group. At most [`QUEUE`] jobs are in flight (handed over and not yet answered):
+//! the loop refuses more, so both channels are bounded by that count. A push is reported
+//! `stored` only from a result, that is after its commit returned. Limits are checked here,
+//! against counts kept per user (and per peer server for the outbound queues of
+//! store-and-forward); expiry runs here too, between groups.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
@@ -22,7 +25,8 @@ use crate::protocol::ErrorCode;
 
 /// Jobs one commit takes at most.
 pub const MAX_GROUP: usize = 1024;
-/// Jobs that may wait for the thread (the loop refuses more: `store_failed`).
+/// Jobs that may be in flight, handed to the thread and not yet answered (the loop refuses
+/// more: `store_failed`).
 pub const QUEUE: usize = 8192;
 
 /// What to acknowledge.
@@ -145,8 +149,12 @@ pub type QueueFigures = (Vec<(String, Depth)>, Vec<(String, Depth)>);
 
 /// The loop's side of the thread.
 pub struct Writer {
-    jobs: SyncSender<Job>,
-    done: Receiver<Done>,
+    jobs: Sender<Job>,
+    done: Receiver<Vec<Done>>,
+    /// Results taken from the channel, not yet given to the loop.
+    results: VecDeque<Done>,
+    /// Jobs submitted and not yet answered.
+    in_flight: usize,
     /// The first message id this run may give out.
     pub first_id: u64,
 }
@@ -163,10 +171,10 @@ impl Writer {
         let depths = store.depths()?;
         let out_depths = store.out_depths()?;
         let first_id = store.first_id();
-        let (jobs, job_rx) = mpsc::sync_channel(QUEUE);
-        // Every job sends one result, and the loop drains them on every wake-up; the bound
-        // only keeps a loop that stalls from growing memory without end.
-        let (done_tx, done) = mpsc::sync_channel(QUEUE + MAX_GROUP);
+        // Both channels hold at most `QUEUE` jobs or results: every job gives one result, and
+        // the loop submits no more while `QUEUE` are in flight.
+        let (jobs, job_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
         let mut thread = Thread {
             store,
             config: config.clone(),
@@ -205,21 +213,33 @@ impl Writer {
         Ok(Writer {
             jobs,
             done,
+            results: VecDeque::new(),
+            in_flight: 0,
             first_id,
         })
     }
 
-    /// Hand a job to the thread; `Err` gives it back when the thread is behind by [`QUEUE`] jobs
-    /// (or gone).
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
-        self.jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-        })
+    /// Hand a job to the thread; `Err` gives it back when [`QUEUE`] jobs are in flight already
+    /// (or the thread is gone).
+    pub fn submit(&mut self, job: Job) -> Result<(), Job> {
+        if self.in_flight >= QUEUE {
+            return Err(job);
+        }
+        self.jobs.send(job).map_err(|mpsc::SendError(job)| job)?;
+        self.in_flight += 1;
+        Ok(())
     }
 
     /// A finished job, if any.
-    pub fn try_recv(&self) -> Option<Done> {
-        self.done.try_recv().ok()
+    pub fn try_recv(&mut self) -> Option<Done> {
+        if self.results.is_empty() {
+            while let Ok(group) = self.done.try_recv() {
+                self.results.extend(group);
+            }
+        }
+        let done = self.results.pop_front()?;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        Some(done)
     }
 }
 
@@ -228,7 +248,7 @@ struct Thread {
     config: DeliveryConfig,
     stats: Arc<DeliveryStats>,
     waker: Arc<Waker>,
-    done: SyncSender<Done>,
+    done: Sender<Vec<Done>>,
     /// (messages, bytes) per user with a queue.
     queues: HashMap<String, (u64, u64)>,
     /// (deliveries, bytes) per peer server with an outbound queue.
@@ -295,13 +315,16 @@ impl Thread {
                 }
             }
             let results = self.run_group(group);
-            for done in results {
-                if self.done.send(done).is_err() {
-                    return;
-                }
+            if self.done.send(results).is_err() {
+                return;
             }
             self.publish();
             let _ = self.waker.wake();
+            // Under a steady stream of jobs expiry still runs when it is due.
+            if Instant::now() >= self.expire_at {
+                self.expire();
+                self.expire_at = Instant::now() + tick;
+            }
         }
     }
 
@@ -939,7 +962,7 @@ mod tests {
         (dir, w, poll)
     }
 
-    fn wait(w: &Writer) -> Done {
+    fn wait(w: &mut Writer) -> Done {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(d) = w.try_recv() {
@@ -957,7 +980,7 @@ mod tests {
             min_free_bytes: 0,
             ..DeliveryConfig::default()
         };
-        let (_dir, w, _poll) = start(config);
+        let (_dir, mut w, _poll) = start(config);
         let id = w.first_id;
         let taken = |n: u64| Record {
             origin: Some("a/77/bob".into()),
@@ -980,7 +1003,7 @@ mod tests {
         .unwrap();
         let Done::Stored {
             results, queued, ..
-        } = wait(&w)
+        } = wait(&mut w)
         else {
             panic!("not a store result")
         };
@@ -999,7 +1022,7 @@ mod tests {
             outbound: vec![],
         })
         .unwrap();
-        let Done::Stored { results, .. } = wait(&w) else {
+        let Done::Stored { results, .. } = wait(&mut w) else {
             panic!("not a store result")
         };
         assert_eq!(results, [Ok(false)]);
@@ -1010,7 +1033,7 @@ mod tests {
             ids: vec![id + 10],
         })
         .unwrap();
-        assert!(matches!(wait(&w), Done::Acked { result: Ok(1), .. }));
+        assert!(matches!(wait(&mut w), Done::Acked { result: Ok(1), .. }));
         w.submit(Job::LoadOut {
             ticket: 4,
             server: "b".into(),
@@ -1018,7 +1041,7 @@ mod tests {
             max: 10,
         })
         .unwrap();
-        let Done::LoadedOut { result, .. } = wait(&w) else {
+        let Done::LoadedOut { result, .. } = wait(&mut w) else {
             panic!("not a read")
         };
         assert_eq!(result.unwrap(), (vec![], false));
@@ -1031,7 +1054,7 @@ mod tests {
             min_free_bytes: 0,
             ..DeliveryConfig::default()
         };
-        let (_dir, w, _poll) = start(config.clone());
+        let (_dir, mut w, _poll) = start(config.clone());
         let id = w.first_id;
         let records = (0..3).map(|i| record(id + i, "bob", "1")).collect();
         w.submit(Job::Store {
@@ -1042,7 +1065,7 @@ mod tests {
         .unwrap();
         let Done::Stored {
             ticket, results, ..
-        } = wait(&w)
+        } = wait(&mut w)
         else {
             panic!("not a store result")
         };
@@ -1061,14 +1084,14 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(
-            wait(&w),
+            wait(&mut w),
             Done::Acked {
                 ticket: 2,
                 result: Ok(1)
             }
         ));
 
-        let (_dir, w, _poll) = start(DeliveryConfig {
+        let (_dir, mut w, _poll) = start(DeliveryConfig {
             full: FullPolicy::DropOldest,
             ..config
         });
@@ -1080,7 +1103,7 @@ mod tests {
             outbound: vec![],
         })
         .unwrap();
-        let Done::Stored { results, .. } = wait(&w) else {
+        let Done::Stored { results, .. } = wait(&mut w) else {
             panic!("not a store result")
         };
         assert!(results.iter().all(Result::is_ok));
@@ -1092,7 +1115,7 @@ mod tests {
             max: 10,
         })
         .unwrap();
-        let Done::Loaded { result, .. } = wait(&w) else {
+        let Done::Loaded { result, .. } = wait(&mut w) else {
             panic!("not a load")
         };
         let ids: Vec<u64> = result.unwrap().0.iter().map(|r| r.id).collect();
