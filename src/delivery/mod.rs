@@ -6,6 +6,7 @@
 //! except [`writer::Writer::submit`] and [`writer::Writer::try_recv`], which never block.
 
 pub mod budget;
+pub mod jobs;
 pub mod store;
 pub mod writer;
 
