@@ -60,7 +60,8 @@
 #       `socket =` type, its pushes' reports (`stored`) awaited, beside JetStream (nats-server
 #       -js, a file-storage stream, PubAck awaited); every reply checked, fresh servers, 3
 #       interleaved runs, medians, same-run ratios, CPU per message (benches/durable;
-#       BENCH_SECS, BENCH_RUNS, BENCH_WINDOWS, BENCH_DURABLE_SYSTEMS)
+#       BENCH_SECS, BENCH_RUNS, BENCH_WINDOWS, BENCH_DURABLE_SYSTEMS; BENCH_DURABLE_BASELINE = another
+#       besterd binary measured beside this build in the same runs)
 #   scripts/bench.sh durable-memory  1,000,000 stored pushes (10,000 users and one at its
 #       max_per_user): the server's VmRSS/VmHWM while storing and after, the database's size,
 #       the time to a user's queue on login (BENCH_MEM_TOTAL, BENCH_MEM_USERS, BENCH_MEM_FSYNC)

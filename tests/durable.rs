@@ -330,6 +330,82 @@ fn a_full_disk_refuses_new_messages_and_acks_still_work() {
     assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
 }
 
+/// Far from the limit the store keeps its disk figures between commits (`delivery/budget.rs`):
+/// a disk filled by someone else is still seen within a quarter of a second, and refused with
+/// the same error as a disk the store filled itself.
+#[test]
+fn a_disk_another_writer_fills_is_seen_though_the_figures_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("fs");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=128m,mode=0700", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "SKIPPED a_disk_another_writer_fills_is_seen_though_the_figures_are_kept: cannot mount a tmpfs here (needs root)"
+        );
+        return;
+    }
+    let _mount = Mount(mnt.clone());
+    let db = mnt.join("delivery.db");
+    // 128 MiB free, 16 MiB kept: more than 64 MiB above the limit, so the figure is kept.
+    let b = start(&format!(
+        "[delivery]\npath = {:?}\nmin_free_bytes = 16777216\n",
+        db.display().to_string()
+    ));
+    let mut alice = b.login("alice", "alice-pw");
+    let reply = mail(&mut alice, "first", &["bob"], 0);
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    // Another writer leaves 12 MiB free, less than min_free_bytes (and room for what is stored
+    // before the figure is measured again).
+    let free = || {
+        let c = std::ffi::CString::new(mnt.to_str().unwrap()).unwrap();
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a writable statvfs.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail as u64 * st.f_frsize as u64
+    };
+    let fill = free().saturating_sub(12 << 20);
+    std::fs::write(mnt.join("other"), vec![0u8; fill as usize]).unwrap();
+    let started = std::time::Instant::now();
+    let mut n = 1;
+    let refused = loop {
+        let reply = mail(&mut alice, &format!("m{n}"), &["bob"], n);
+        assert_eq!(reply["header"]["status"], "ok", "{reply}");
+        if reply["header"]["stored"] != json!(["bob"]) {
+            break reply["header"]["refused"][0].clone();
+        }
+        n += 1;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the full disk was not seen: {n} more stored"
+        );
+    };
+    assert_eq!(refused["code"], "store_failed", "{refused}");
+    let text = refused["error"].as_str().unwrap();
+    assert!(
+        text.starts_with("the disk holding the delivery store is full (")
+            && text.ends_with(
+                " bytes free, 16777216 kept for acknowledgements: [delivery] min_free_bytes)"
+            ),
+        "{text}"
+    );
+    // Room again once the other file goes.
+    std::fs::remove_file(mnt.join("other")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let reply = mail(&mut alice, "again", &["bob"], 0);
+        if reply["header"]["stored"] == json!(["bob"]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{reply}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_store_path_that_is_a_symbolic_link_is_refused() {
     let dir = tempfile::tempdir().unwrap();

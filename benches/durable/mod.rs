@@ -33,7 +33,9 @@
 //! Environment: `BENCH_ECHO` (the built echo.c, required), `BENCH_SECS` (per measurement,
 //! default 3), `BENCH_RUNS` (default 3), `BENCH_NATS` (default `nats-server`),
 //! `BENCH_DURABLE_SYSTEMS` (comma list of always,never,push-always,push-never,jetstream; default
-//! all), `BENCH_WINDOWS` (default `1,64`).
+//! all), `BENCH_WINDOWS` (default `1,64`), `BENCH_DURABLE_BASELINE` (another besterd binary: each
+//! besterd system is measured with it too, as `<system>@base`, in the same runs, and a table of
+//! this build ÷ the baseline, ratios taken within each run, is printed).
 //!
 //! `durable-memory`: one besterd stores `BENCH_MEM_TOTAL` (1,000,000) pushes at window 64, every
 //! tenth to the user `big` (up to `[delivery] max_per_user` = a tenth of the total), the rest
@@ -386,6 +388,23 @@ fn run_pusher(s: &mut UnixStream, window: usize, secs: f64) -> (ConnResult, f64)
 /// handler's storing answer), `push-always`, `push-never` (the bench is the handler and pushes)
 /// or `jetstream`.
 fn measure(system: &str, window: usize, secs: f64) -> Value {
+    let (bare, base) = match system.strip_suffix("@base") {
+        Some(bare) => (bare, std::env::var_os("BENCH_DURABLE_BASELINE")),
+        None => (system, None),
+    };
+    // SAFETY: the bench runs one measurement at a time and no other thread is running.
+    unsafe {
+        match &base {
+            Some(bin) => std::env::set_var("BESTERD_BIN", bin),
+            None => std::env::remove_var("BESTERD_BIN"),
+        }
+    }
+    let mut m = measure_bare(bare, window, secs);
+    m["system"] = json!(system);
+    m
+}
+
+fn measure_bare(system: &str, window: usize, secs: f64) -> Value {
     let handler_cpu = |r: &Running| r.handler.map_or(0.0, cpu_seconds);
     let (results, elapsed, cpu0, cpu1, proto) = if let Some(fsync) = system.strip_prefix("push-") {
         let (running, mut s) = start_push_besterd(fsync);
@@ -459,6 +478,26 @@ pub fn durable() -> Value {
             ["always", "never", "push-always", "push-never", "jetstream"].contains(&s.as_str())
         })
         .collect();
+    let baseline = std::env::var_os("BENCH_DURABLE_BASELINE").is_some();
+    let besterd_systems: Vec<String> = systems
+        .iter()
+        .filter(|s| *s != "jetstream")
+        .cloned()
+        .collect();
+    let mut systems = systems;
+    if baseline {
+        // Each besterd system right after itself with the baseline binary.
+        systems = systems
+            .into_iter()
+            .flat_map(|s| {
+                if s == "jetstream" {
+                    vec![s]
+                } else {
+                    vec![s.clone(), format!("{s}@base")]
+                }
+            })
+            .collect();
+    }
     let windows: Vec<usize> = std::env::var("BENCH_WINDOWS")
         .unwrap_or_else(|_| "1,64".into())
         .split(',')
@@ -492,7 +531,7 @@ pub fn durable() -> Value {
         )
     };
     // system/JetStream within each run, then the median of the ratios.
-    let ratio = |system: &str, window: usize| -> f64 {
+    let ratio_to = |system: &str, other: &str, window: usize| -> f64 {
         let per_run = (0..runs)
             .filter_map(|run| {
                 let get = |s: &str| {
@@ -501,11 +540,12 @@ pub fn durable() -> Value {
                         .find(|m| m["run"] == run && m["window"] == window && m["system"] == s)
                         .and_then(|m| m["per_s"].as_f64())
                 };
-                Some(get(system)? / get("jetstream")?)
+                Some(get(system)? / get(other)?)
             })
             .collect();
         median(per_run)
     };
+    let ratio = |system: &str, window: usize| ratio_to(system, "jetstream", window);
     println!();
     println!(
         "| window | besterd `always` /s (p50 µs) | besterd `never` /s (p50 µs) | JetStream /s (p50 µs) | `always`/JetStream | `never`/JetStream | server CPU µs/msg: `always` / `never` / JetStream | handler CPU µs/msg: `always` / `never` |"
@@ -565,6 +605,34 @@ pub fn durable() -> Value {
             med("push-never", w, "server_cpu_us_per_msg"),
             med("jetstream", w, "server_cpu_us_per_msg"),
         );
+    }
+    if baseline {
+        println!();
+        println!(
+            "| window | system | this build /s (p50 µs) | baseline /s (p50 µs) | this ÷ baseline | this ÷ JetStream | baseline ÷ JetStream | server CPU µs/msg: this / baseline |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for &w in &windows {
+            for s in &besterd_systems {
+                let b = format!("{s}@base");
+                println!(
+                    "| {w} | {s} | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} |",
+                    med(s, w, "per_s"),
+                    med(s, w, "p50_us"),
+                    med(&b, w, "per_s"),
+                    med(&b, w, "p50_us"),
+                    ratio_to(s, &b, w),
+                    ratio(s, w),
+                    ratio(&b, w),
+                    med(s, w, "server_cpu_us_per_msg"),
+                    med(&b, w, "server_cpu_us_per_msg"),
+                );
+                if let Some(serde_json::Value::Object(t)) = table.get_mut(&format!("window_{w}")) {
+                    t.insert(format!("{s}_over_baseline"), json!(ratio_to(s, &b, w)));
+                    t.insert(format!("{s}_baseline_per_s"), json!(med(&b, w, "per_s")));
+                }
+            }
+        }
     }
     println!(
         "medians of {runs} runs × {secs} s; invalid runs: {invalid}; load average before {load_before}, after {load_after}"

@@ -5,6 +5,8 @@
 //! server (`server/delivery.rs`) carries it out. Nothing here runs on the event loop thread
 //! except [`writer::Writer::submit`] and [`writer::Writer::try_recv`], which never block.
 
+pub mod budget;
+pub mod jobs;
 pub mod store;
 pub mod writer;
 

@@ -3,8 +3,11 @@
 //! runs on the event loop.
 //!
 //! Schema: `messages(id, user, time, kind, sender, data, bytes)` with `id` the durable message id
-//! (`boot << 32 | seq`, so ids only grow, across restarts too), an index on `(user, id)` for a
-//! user's queue in order and one on `time` for expiry; `meta(key, value)` keeps the boot count.
+//! (`boot << 32 | seq`, so ids only grow, across restarts too) and an index on `(user, id)` for a
+//! user's queue in order; `meta(key, value)` keeps the boot count. Expiry needs no index of its
+//! own: ids are given in the order the messages are stored, so it reads the table from its first
+//! row up to the first one that is not too old ([`Store::expire`]), and every commit writes two
+//! trees, not three.
 //!
 //! Store-and-forward (PROTOCOL.md §7): `outbound(id, server, time, kind, sender, data, users,
 //! bytes)` holds, per peer server, the deliveries waiting for that server's end-to-end ack (`id`
@@ -141,7 +144,7 @@ CREATE TABLE IF NOT EXISTS messages (
     bytes INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS messages_user ON messages(user, id);
-CREATE INDEX IF NOT EXISTS messages_time ON messages(time);
+DROP INDEX IF EXISTS messages_time;
 CREATE TABLE IF NOT EXISTS outbound (
     id INTEGER PRIMARY KEY,
     server TEXT NOT NULL,
@@ -197,6 +200,8 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(what)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(what)?;
+        // Room for every statement this module prepares (about 20), so none is parsed again.
+        conn.set_prepared_statement_cache_capacity(64);
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(what)?;
@@ -272,8 +277,9 @@ impl Store {
     /// Bytes free for new messages: on the file system holding the database, and the pages
     /// inside it that deleted messages left free (reused before the file grows), less the
     /// write-ahead log's size (what copying it into the database may still take: a checkpoint
-    /// on a full disk fails, and the log then never shrinks).
-    pub fn free_bytes(&self) -> Option<u64> {
+    /// on a full disk fails, and the log then never shrinks); with the file system's free bytes
+    /// alone.
+    pub fn free_bytes(&self) -> Option<super::budget::Figures> {
         let pages = |pragma: &str| {
             self.conn
                 .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
@@ -283,7 +289,11 @@ impl Store {
         let mut wal = self.path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len());
-        Some((self.fs_free_bytes()? + inside).saturating_sub(wal))
+        let fs_free = self.fs_free_bytes()?;
+        Some(super::budget::Figures {
+            fs_free,
+            free: (fs_free + inside).saturating_sub(wal),
+        })
     }
 
     /// Bytes free for us on the file system holding the database, if it can be told.
@@ -334,13 +344,14 @@ impl Store {
 
     /// Start a transaction (a group commit).
     pub fn begin(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Prepared once and kept, as every statement of a commit is.
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         Ok(())
     }
 
     /// Commit the transaction: durable as the fsync policy says once this returns.
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("COMMIT")?;
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(())
     }
 
@@ -456,12 +467,21 @@ impl Store {
         Ok((out, false))
     }
 
-    /// Remove every message stored before `cutoff_ms`; returns (user, bytes) per message removed.
+    /// Remove the messages stored before `cutoff_ms`, oldest id first, up to the first one that
+    /// is not (the table is read in id order, which is the order of storing, so the reading
+    /// stops where expiry does); returns (user, bytes) per message removed. After the wall clock
+    /// was set back, a message stored after that is removed once those stored before it are (at
+    /// most that step late); [`Store::load`] never returns it once it is too old.
     pub fn expire(&mut self, cutoff_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let first_kept: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM messages WHERE time >= ?1 ORDER BY id LIMIT 1")?
+            .query_row(params![cutoff_ms as i64], |r| r.get(0))
+            .optional()?;
         let mut stmt = self
             .conn
-            .prepare_cached("DELETE FROM messages WHERE time < ?1 RETURNING user, bytes")?;
-        let rows = stmt.query_map(params![cutoff_ms as i64], |r| {
+            .prepare_cached("DELETE FROM messages WHERE id < ?1 RETURNING user, bytes")?;
+        let rows = stmt.query_map(params![first_kept.unwrap_or(i64::MAX)], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })?;
         rows.map(|r| r.map_err(StoreError::from)).collect()
@@ -664,6 +684,46 @@ mod tests {
         assert_eq!(s.delete_ids("carol", &[first + 2]).unwrap().len(), 0);
         assert_eq!(s.depths().unwrap()["bob"].count, 2);
         assert_eq!(s.expire(11).unwrap().len(), 2);
+        assert!(s.depths().unwrap().is_empty());
+    }
+
+    #[test]
+    fn expiry_reads_in_id_order_and_stops_at_the_first_message_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        {
+            // A store of an earlier build, with its index on `time`: dropped at the next open.
+            let s = Store::open(&path, Fsync::Never).unwrap();
+            s.conn
+                .execute_batch("CREATE INDEX messages_time ON messages(time)")
+                .unwrap();
+        }
+        let mut s = Store::open(&path, Fsync::Never).unwrap();
+        let indexes: i64 = s
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'messages_time'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        let id = s.first_id();
+        s.begin().unwrap();
+        // The clock went back between the third and the fourth.
+        for (i, time) in [10, 10, 20, 5, 30].into_iter().enumerate() {
+            s.insert(&record(id + i as u64, "bob", time)).unwrap();
+        }
+        s.commit().unwrap();
+        assert_eq!(s.expire(15).unwrap().len(), 2);
+        // The fourth is kept until the third goes, but never read once too old.
+        let (got, _) = s.load("bob", (0, u64::MAX), 15, (10, 1 << 20)).unwrap();
+        assert_eq!(
+            got.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [id + 2, id + 4]
+        );
+        assert_eq!(s.expire(25).unwrap().len(), 2);
+        assert_eq!(s.expire(31).unwrap().len(), 1);
         assert!(s.depths().unwrap().is_empty());
     }
 

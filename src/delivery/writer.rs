@@ -1,151 +1,43 @@
 //! The delivery store's one thread: every read and write of the database happens here, never on
-//! the event loop. Jobs come in on a bounded channel; the thread takes every job already waiting
-//! (up to [`MAX_GROUP`]) into one transaction and commits once — a group commit, so one fsync
-//! covers many pushes — then sends the results back on a bounded channel and wakes the loop
-//! through its `mio::Waker`. A push is reported `stored` only from a result, that is after its
-//! commit returned. Limits are checked here, against counts kept per user (and per peer server
-//! for the outbound queues of store-and-forward); expiry runs here too, between jobs.
+//! the event loop. Jobs come in on a channel; the thread takes every job already waiting (up to
+//! [`MAX_GROUP`]) into one transaction and commits once — a group commit, so one fsync covers
+//! many pushes — then sends the group's results back as one message and wakes the loop once
+//! through its `mio::Waker`. While a group commits, the jobs the loop hands over meanwhile wait
+//! for the next group. At most [`QUEUE`] jobs are in flight (handed over and not yet answered):
+//! the loop refuses more, so both channels are bounded by that count. A push is reported
+//! `stored` only from a result, that is after its commit returned. Limits are checked here,
+//! against counts kept per user (and per peer server for the outbound queues of
+//! store-and-forward); expiry runs here too, between groups.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
 use mio::Waker;
 
+use super::budget::Budget;
+pub use super::jobs::{Ack, Done, Job, QueueFigures};
 use super::store::{Depth, OutRecord, Record, Store, StoreError};
 use super::{DeliveryConfig, DeliveryStats, FullPolicy, Refusal};
 use crate::protocol::ErrorCode;
 
 /// Jobs one commit takes at most.
 pub const MAX_GROUP: usize = 1024;
-/// Jobs that may wait for the thread (the loop refuses more: `store_failed`).
+/// Jobs that may be in flight, handed to the thread and not yet answered (the loop refuses
+/// more: `store_failed`).
 pub const QUEUE: usize = 8192;
-
-/// What to acknowledge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ack {
-    /// These ids.
-    Ids(Vec<u64>),
-    /// Every id up to this one.
-    Upto(u64),
-}
-
-/// Work for the thread; `ticket` comes back with the result.
-#[derive(Debug)]
-pub enum Job {
-    /// Store these records (their ids given by the loop), and queue these deliveries for peer
-    /// servers, in one commit.
-    Store {
-        /// Matches the result to what waits for it.
-        ticket: u64,
-        /// The records.
-        records: Vec<Record>,
-        /// The deliveries for peer servers' outbound queues.
-        outbound: Vec<OutRecord>,
-    },
-    /// Delete deliveries of `server`'s outbound queue (the peer acknowledged them, or refused
-    /// them for good); answered with [`Done::Acked`].
-    Forwarded {
-        /// Matches the result.
-        ticket: u64,
-        /// The peer server.
-        server: String,
-        /// The deliveries' ids.
-        ids: Vec<u64>,
-    },
-    /// Read `server`'s outbound deliveries with `id > after`, in order.
-    LoadOut {
-        /// Matches the result.
-        ticket: u64,
-        /// The peer server.
-        server: String,
-        /// After this id.
-        after: u64,
-        /// At most this many.
-        max: usize,
-    },
-    /// Delete acknowledged messages of `user`.
-    Ack {
-        /// Matches the result.
-        ticket: u64,
-        /// Whose.
-        user: String,
-        /// Which.
-        ack: Ack,
-    },
-    /// Read `user`'s messages with `after < id <= upto`, in order, a batch at a time.
-    Load {
-        /// Matches the result.
-        ticket: u64,
-        /// Whose.
-        user: String,
-        /// After this id.
-        after: u64,
-        /// Up to this id.
-        upto: u64,
-        /// At most this many.
-        max: usize,
-    },
-    /// Every queue in figures (`besterd ctl queues`).
-    Queues {
-        /// Matches the result.
-        ticket: u64,
-    },
-}
-
-/// A finished job.
-#[derive(Debug)]
-pub enum Done {
-    /// Per record, in order: stored (`true`; `false`: a forwarded delivery this store had
-    /// taken already, kept once), or why not.
-    Stored {
-        /// The job's ticket.
-        ticket: u64,
-        /// One result per record.
-        results: Vec<Result<bool, Refusal>>,
-        /// One result per outbound delivery.
-        queued: Vec<Result<(), Refusal>>,
-    },
-    /// A batch of a peer server's outbound queue.
-    LoadedOut {
-        /// The job's ticket.
-        ticket: u64,
-        /// The deliveries and whether more are left, or why the read failed.
-        result: Result<(Vec<OutRecord>, bool), Refusal>,
-    },
-    /// How many messages were deleted.
-    Acked {
-        /// The job's ticket.
-        ticket: u64,
-        /// The count, or why the delete failed.
-        result: Result<usize, Refusal>,
-    },
-    /// A batch of a user's queue.
-    Loaded {
-        /// The job's ticket.
-        ticket: u64,
-        /// The records, or why the read failed.
-        result: Result<(Vec<Record>, bool), Refusal>,
-    },
-    /// Every queue: (user, depth), by user; then every peer server's outbound queue.
-    Queues {
-        /// The job's ticket.
-        ticket: u64,
-        /// The queues, or why they could not be read.
-        result: Result<QueueFigures, Refusal>,
-    },
-}
-
-/// Users' queues and peer servers' outbound queues in figures, each sorted by name.
-pub type QueueFigures = (Vec<(String, Depth)>, Vec<(String, Depth)>);
 
 /// The loop's side of the thread.
 pub struct Writer {
-    jobs: SyncSender<Job>,
-    done: Receiver<Done>,
+    jobs: Sender<Job>,
+    done: Receiver<Vec<Done>>,
+    /// Results taken from the channel, not yet given to the loop.
+    results: VecDeque<Done>,
+    /// Jobs submitted and not yet answered.
+    in_flight: usize,
     /// The first message id this run may give out.
     pub first_id: u64,
 }
@@ -162,10 +54,10 @@ impl Writer {
         let depths = store.depths()?;
         let out_depths = store.out_depths()?;
         let first_id = store.first_id();
-        let (jobs, job_rx) = mpsc::sync_channel(QUEUE);
-        // Every job sends one result, and the loop drains them on every wake-up; the bound
-        // only keeps a loop that stalls from growing memory without end.
-        let (done_tx, done) = mpsc::sync_channel(QUEUE + MAX_GROUP);
+        // Both channels hold at most `QUEUE` jobs or results: every job gives one result, and
+        // the loop submits no more while `QUEUE` are in flight.
+        let (jobs, job_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
         let mut thread = Thread {
             store,
             config: config.clone(),
@@ -178,6 +70,8 @@ impl Writer {
             total_messages: 0,
             undo: None,
             expire_at: Instant::now(),
+            budget: Budget::default(),
+            sized_at: None,
         };
         for (user, depth) in depths {
             thread.total_bytes += depth.bytes;
@@ -202,21 +96,33 @@ impl Writer {
         Ok(Writer {
             jobs,
             done,
+            results: VecDeque::new(),
+            in_flight: 0,
             first_id,
         })
     }
 
-    /// Hand a job to the thread; `Err` gives it back when the thread is behind by [`QUEUE`] jobs
-    /// (or gone).
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
-        self.jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-        })
+    /// Hand a job to the thread; `Err` gives it back when [`QUEUE`] jobs are in flight already
+    /// (or the thread is gone).
+    pub fn submit(&mut self, job: Job) -> Result<(), Job> {
+        if self.in_flight >= QUEUE {
+            return Err(job);
+        }
+        self.jobs.send(job).map_err(|mpsc::SendError(job)| job)?;
+        self.in_flight += 1;
+        Ok(())
     }
 
     /// A finished job, if any.
-    pub fn try_recv(&self) -> Option<Done> {
-        self.done.try_recv().ok()
+    pub fn try_recv(&mut self) -> Option<Done> {
+        if self.results.is_empty() {
+            while let Ok(group) = self.done.try_recv() {
+                self.results.extend(group);
+            }
+        }
+        let done = self.results.pop_front()?;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        Some(done)
     }
 }
 
@@ -225,7 +131,7 @@ struct Thread {
     config: DeliveryConfig,
     stats: Arc<DeliveryStats>,
     waker: Arc<Waker>,
-    done: SyncSender<Done>,
+    done: Sender<Vec<Done>>,
     /// (messages, bytes) per user with a queue.
     queues: HashMap<String, (u64, u64)>,
     /// (deliveries, bytes) per peer server with an outbound queue.
@@ -238,6 +144,10 @@ struct Thread {
     /// are kept, so a commit costs nothing per user of the whole store.
     undo: Option<HashMap<String, Option<(u64, u64)>>>,
     expire_at: Instant,
+    /// The disk figures kept between measurements.
+    budget: Budget,
+    /// When the files' sizes were last taken for the metrics.
+    sized_at: Option<Instant>,
 }
 
 /// What storing `record` may take on the disk: its bytes in the write-ahead log and again in
@@ -288,18 +198,21 @@ impl Thread {
                 }
             }
             let results = self.run_group(group);
-            for done in results {
-                if self.done.send(done).is_err() {
-                    return;
-                }
+            if self.done.send(results).is_err() {
+                return;
             }
             self.publish();
             let _ = self.waker.wake();
+            // Under a steady stream of jobs expiry still runs when it is due.
+            if Instant::now() >= self.expire_at {
+                self.expire();
+                self.expire_at = Instant::now() + tick;
+            }
         }
     }
 
     /// Figures for the metrics.
-    fn publish(&self) {
+    fn publish(&mut self) {
         self.stats
             .messages
             .store(self.total_messages, Ordering::Relaxed);
@@ -308,9 +221,18 @@ impl Thread {
         self.stats.out_messages.store(out, Ordering::Relaxed);
         self.stats.out_bytes.store(out_bytes, Ordering::Relaxed);
         self.stats.bytes.store(self.total_bytes, Ordering::Relaxed);
-        self.stats
-            .disk_bytes
-            .store(self.store.disk_bytes(), Ordering::Relaxed);
+        // The files' sizes at most every quarter of a second: two system calls a commit
+        // otherwise, for a figure the metrics sample far less often.
+        let now = Instant::now();
+        if self
+            .sized_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= super::budget::EVERY)
+        {
+            self.sized_at = Some(now);
+            self.stats
+                .disk_bytes
+                .store(self.store.disk_bytes(), Ordering::Relaxed);
+        }
     }
 
     /// The jobs of one group: writes in one transaction, then the reads; the results in the
@@ -349,6 +271,8 @@ impl Thread {
             })
             .sum();
         let mut free = if cost > 0 { self.disk_free(cost) } else { None };
+        // What this group's writes may take of the disk, for the kept figures.
+        let mut spent = 0u64;
         let began = self.store.begin();
         let mut failure: Option<StoreError> = began.err();
         let mut reads = Vec::new();
@@ -371,6 +295,7 @@ impl Thread {
                             (None, None) => match self.store_one(record, &mut dropped) {
                                 Ok(Ok(true)) => {
                                     stored += 1;
+                                    spent += disk_cost(record);
                                     free = free.map(|f| f.saturating_sub(disk_cost(record)));
                                     Ok(true)
                                 }
@@ -400,6 +325,7 @@ impl Thread {
                             (None, None) => match self.queue_one(record, &mut dropped) {
                                 Ok(Ok(())) => {
                                     queued += 1;
+                                    spent += out_cost(record);
                                     free = free.map(|f| f.saturating_sub(out_cost(record)));
                                     Ok(())
                                 }
@@ -472,6 +398,7 @@ impl Thread {
         {
             failure = Some(e);
         }
+        self.budget.spend(spent);
         if let Some(e) = failure {
             warn!("delivery store: a commit failed: {e}");
             self.store.rollback();
@@ -517,12 +444,14 @@ impl Thread {
             // Near a full disk the log is copied into the database and emptied after every
             // commit: acknowledgements free pages there, and a log left to grow would take the
             // room kept for them.
-            if self
-                .store
-                .fs_free_bytes()
-                .is_some_and(|f| f < self.config.min_free_bytes.saturating_mul(2))
-            {
+            let floor = self.config.min_free_bytes.saturating_mul(2);
+            let near = match self.budget.kept(0, floor, Instant::now()) {
+                Some(_) => false,
+                None => self.store.fs_free_bytes().is_some_and(|f| f < floor),
+            };
+            if near {
                 self.store.checkpoint();
+                self.budget.forget();
             }
             self.stats.stored.fetch_add(stored, Ordering::Relaxed);
             self.stats.refused.fetch_add(refused, Ordering::Relaxed);
@@ -540,13 +469,21 @@ impl Thread {
 
     /// Bytes free for the store, if it can be told: when that is less than `min_free_bytes`
     /// and `cost` more, after giving the log's space back first.
+    /// Far from the limit the figure kept since the last measurement stands for one
+    /// ([`super::budget`]).
     fn disk_free(&mut self, cost: u64) -> Option<u64> {
-        let free = self.store.free_bytes()?;
-        if free >= self.config.min_free_bytes.saturating_add(cost) {
-            return Some(free);
+        let now = Instant::now();
+        let min = self.config.min_free_bytes;
+        if let Some(kept) = self.budget.kept(cost, min, now) {
+            return kept.map(|f| f.free);
         }
-        self.store.checkpoint();
-        self.store.free_bytes()
+        let mut figures = self.store.free_bytes();
+        if figures.is_some_and(|f| f.free < min.saturating_add(cost)) {
+            self.store.checkpoint();
+            figures = self.store.free_bytes();
+        }
+        self.budget.measured(figures, now);
+        figures.map(|f| f.free)
     }
 
     /// A refusal when storing what costs `cost` on the disk would leave less than
@@ -908,7 +845,7 @@ mod tests {
         (dir, w, poll)
     }
 
-    fn wait(w: &Writer) -> Done {
+    fn wait(w: &mut Writer) -> Done {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(d) = w.try_recv() {
@@ -926,7 +863,7 @@ mod tests {
             min_free_bytes: 0,
             ..DeliveryConfig::default()
         };
-        let (_dir, w, _poll) = start(config);
+        let (_dir, mut w, _poll) = start(config);
         let id = w.first_id;
         let taken = |n: u64| Record {
             origin: Some("a/77/bob".into()),
@@ -949,7 +886,7 @@ mod tests {
         .unwrap();
         let Done::Stored {
             results, queued, ..
-        } = wait(&w)
+        } = wait(&mut w)
         else {
             panic!("not a store result")
         };
@@ -968,7 +905,7 @@ mod tests {
             outbound: vec![],
         })
         .unwrap();
-        let Done::Stored { results, .. } = wait(&w) else {
+        let Done::Stored { results, .. } = wait(&mut w) else {
             panic!("not a store result")
         };
         assert_eq!(results, [Ok(false)]);
@@ -979,7 +916,7 @@ mod tests {
             ids: vec![id + 10],
         })
         .unwrap();
-        assert!(matches!(wait(&w), Done::Acked { result: Ok(1), .. }));
+        assert!(matches!(wait(&mut w), Done::Acked { result: Ok(1), .. }));
         w.submit(Job::LoadOut {
             ticket: 4,
             server: "b".into(),
@@ -987,7 +924,7 @@ mod tests {
             max: 10,
         })
         .unwrap();
-        let Done::LoadedOut { result, .. } = wait(&w) else {
+        let Done::LoadedOut { result, .. } = wait(&mut w) else {
             panic!("not a read")
         };
         assert_eq!(result.unwrap(), (vec![], false));
@@ -1000,7 +937,7 @@ mod tests {
             min_free_bytes: 0,
             ..DeliveryConfig::default()
         };
-        let (_dir, w, _poll) = start(config.clone());
+        let (_dir, mut w, _poll) = start(config.clone());
         let id = w.first_id;
         let records = (0..3).map(|i| record(id + i, "bob", "1")).collect();
         w.submit(Job::Store {
@@ -1011,7 +948,7 @@ mod tests {
         .unwrap();
         let Done::Stored {
             ticket, results, ..
-        } = wait(&w)
+        } = wait(&mut w)
         else {
             panic!("not a store result")
         };
@@ -1030,14 +967,14 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(
-            wait(&w),
+            wait(&mut w),
             Done::Acked {
                 ticket: 2,
                 result: Ok(1)
             }
         ));
 
-        let (_dir, w, _poll) = start(DeliveryConfig {
+        let (_dir, mut w, _poll) = start(DeliveryConfig {
             full: FullPolicy::DropOldest,
             ..config
         });
@@ -1049,7 +986,7 @@ mod tests {
             outbound: vec![],
         })
         .unwrap();
-        let Done::Stored { results, .. } = wait(&w) else {
+        let Done::Stored { results, .. } = wait(&mut w) else {
             panic!("not a store result")
         };
         assert!(results.iter().all(Result::is_ok));
@@ -1061,7 +998,7 @@ mod tests {
             max: 10,
         })
         .unwrap();
-        let Done::Loaded { result, .. } = wait(&w) else {
+        let Done::Loaded { result, .. } = wait(&mut w) else {
             panic!("not a load")
         };
         let ids: Vec<u64> = result.unwrap().0.iter().map(|r| r.id).collect();

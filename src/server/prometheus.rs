@@ -364,7 +364,7 @@ impl Server {
             (
                 "delivery_disk_bytes",
                 "gauge",
-                "The delivery store's database and log on disk, in bytes.",
+                "The delivery store's database and log on disk, in bytes (taken at most every 250 ms).",
                 &d.disk_bytes,
             ),
             (

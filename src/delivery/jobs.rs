@@ -1,0 +1,123 @@
+//! The work the event loop hands to the delivery thread (`delivery/writer.rs`) and what comes
+//! back: plain data, one [`Done`] per [`Job`], matched by its ticket. Nothing here does I/O.
+
+use super::Refusal;
+use super::store::{Depth, OutRecord, Record};
+
+/// What to acknowledge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    /// These ids.
+    Ids(Vec<u64>),
+    /// Every id up to this one.
+    Upto(u64),
+}
+
+/// Work for the thread; `ticket` comes back with the result.
+#[derive(Debug)]
+pub enum Job {
+    /// Store these records (their ids given by the loop), and queue these deliveries for peer
+    /// servers, in one commit.
+    Store {
+        /// Matches the result to what waits for it.
+        ticket: u64,
+        /// The records.
+        records: Vec<Record>,
+        /// The deliveries for peer servers' outbound queues.
+        outbound: Vec<OutRecord>,
+    },
+    /// Delete deliveries of `server`'s outbound queue (the peer acknowledged them, or refused
+    /// them for good); answered with [`Done::Acked`].
+    Forwarded {
+        /// Matches the result.
+        ticket: u64,
+        /// The peer server.
+        server: String,
+        /// The deliveries' ids.
+        ids: Vec<u64>,
+    },
+    /// Read `server`'s outbound deliveries with `id > after`, in order.
+    LoadOut {
+        /// Matches the result.
+        ticket: u64,
+        /// The peer server.
+        server: String,
+        /// After this id.
+        after: u64,
+        /// At most this many.
+        max: usize,
+    },
+    /// Delete acknowledged messages of `user`.
+    Ack {
+        /// Matches the result.
+        ticket: u64,
+        /// Whose.
+        user: String,
+        /// Which.
+        ack: Ack,
+    },
+    /// Read `user`'s messages with `after < id <= upto`, in order, a batch at a time.
+    Load {
+        /// Matches the result.
+        ticket: u64,
+        /// Whose.
+        user: String,
+        /// After this id.
+        after: u64,
+        /// Up to this id.
+        upto: u64,
+        /// At most this many.
+        max: usize,
+    },
+    /// Every queue in figures (`besterd ctl queues`).
+    Queues {
+        /// Matches the result.
+        ticket: u64,
+    },
+}
+
+/// A finished job.
+#[derive(Debug)]
+pub enum Done {
+    /// Per record, in order: stored (`true`; `false`: a forwarded delivery this store had
+    /// taken already, kept once), or why not.
+    Stored {
+        /// The job's ticket.
+        ticket: u64,
+        /// One result per record.
+        results: Vec<Result<bool, Refusal>>,
+        /// One result per outbound delivery.
+        queued: Vec<Result<(), Refusal>>,
+    },
+    /// A batch of a peer server's outbound queue.
+    LoadedOut {
+        /// The job's ticket.
+        ticket: u64,
+        /// The deliveries and whether more are left, or why the read failed.
+        result: Result<(Vec<OutRecord>, bool), Refusal>,
+    },
+    /// How many messages were deleted.
+    Acked {
+        /// The job's ticket.
+        ticket: u64,
+        /// The count, or why the delete failed.
+        result: Result<usize, Refusal>,
+    },
+    /// A batch of a user's queue.
+    Loaded {
+        /// The job's ticket.
+        ticket: u64,
+        /// The records, or why the read failed.
+        result: Result<(Vec<Record>, bool), Refusal>,
+    },
+    /// Every queue: (user, depth), by user; then every peer server's outbound queue.
+    Queues {
+        /// The job's ticket.
+        ticket: u64,
+        /// The queues, or why they could not be read.
+        result: Result<QueueFigures, Refusal>,
+    },
+}
+
+/// Users' queues and peer servers' outbound queues in figures, each sorted by name.
+pub type QueueFigures = (Vec<(String, Depth)>, Vec<(String, Depth)>);
