@@ -283,7 +283,7 @@ impl Router {
         let names = to.users.len() + to.groups.iter().map(|g| self.groups.size(g)).sum::<usize>();
         let mut seen = HashSet::with_capacity(if single { 0 } else { names });
         reach.delivered.reserve(names);
-        let mut push = None;
+        let mut conns = Vec::with_capacity(names);
         let members = to.groups.iter().flat_map(|g| self.groups.members(g));
         for named in to.users.iter().chain(members) {
             let target = self.send_target(named);
@@ -299,23 +299,16 @@ impl Router {
                 }
             };
             match self.presence.conns(user) {
-                Some(conns) => {
-                    let push = push.get_or_insert_with(|| {
-                        client_push(&payload.kind, from, payload.data.as_deref())
-                    });
-                    for conn in conns.iter().filter(|c| Some(**c) != skip) {
-                        out.push(Action::Send {
-                            to: *conn,
-                            body: push.clone(),
-                        });
-                    }
+                Some(online) => {
+                    conns.extend(online.iter().filter(|c| Some(**c) != skip));
                     reach.delivered.push(named.clone());
                 }
                 None => reach.offline.push(named.clone()),
             }
         }
-        if let Some(push) = push {
-            crate::protocol::pool::recycle(push);
+        if !conns.is_empty() {
+            let body = client_push(&payload.kind, from, payload.data.as_deref());
+            out.push(Action::send_each(conns, body));
         }
         reach
     }
@@ -449,8 +442,9 @@ mod tests {
         let mut reach = r.push_to_users(to, &payload, &from, None, &mut out);
         let mut sent: Vec<ConnId> = out
             .into_iter()
-            .map(|a| match a {
-                Action::Send { to, .. } => to,
+            .flat_map(|a| match a {
+                Action::Send { to, .. } => vec![to],
+                Action::SendEach { to, .. } => to,
                 other => panic!("not a send: {other:?}"),
             })
             .collect();
