@@ -468,6 +468,53 @@ mod tests {
     }
 
     #[test]
+    fn a_fan_out_is_one_body_for_every_connection_but_the_senders() {
+        let mut r = router();
+        let mut out = Vec::new();
+        for (n, user) in [(1, "ann"), (2, "bob"), (3, "bob"), (4, "cid")] {
+            r.client_identified(conn(n), user, &mut out);
+        }
+        let members = ["ann", "bob", "cid"].map(String::from);
+        r.groups.add("room", &members, true).unwrap();
+        let payload = PayloadRef {
+            kind: "chat".into(),
+            data: Some("1".into()),
+        };
+        let from = Sender {
+            user: Some("ann".into()),
+            server: "a".into(),
+            handler: None,
+            info: None,
+        };
+        out.clear();
+        r.push_to_users(&group("room"), &payload, &from, Some(conn(1)), &mut out);
+        let [Action::SendEach { to, body }] = &out[..] else {
+            panic!("one action: {out:?}");
+        };
+        assert_eq!(
+            to,
+            &[conn(2), conn(3), conn(4)],
+            "in order, not the sender's"
+        );
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(body).unwrap(),
+            serde_json::json!({"header":{"status":"ok","kind":"push","type":"chat","from":{"user":"ann","server":"a"}},"data":1})
+        );
+        // One connection reached: a plain send.
+        out.clear();
+        let to_cid = Recipients {
+            users: vec!["cid".into()],
+            groups: Vec::new(),
+            require_member: false,
+        };
+        r.push_to_users(&to_cid, &payload, &from, None, &mut out);
+        assert!(
+            matches!(&out[..], [Action::Send { to, .. }] if *to == conn(4)),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn one_group_naming_a_user_twice_reaches_him_once() {
         let mut r = router();
         let mut out = Vec::new();
