@@ -152,9 +152,6 @@ pub struct Conn {
     /// Reading is paused because this client has the most requests in flight it may have;
     /// it resumes when an answer goes out.
     pub throttled: bool,
-    /// In the server's list of connections to flush at the end of this pass (so that it is
-    /// listed once, not once per frame queued).
-    pub dirty: bool,
     /// When the connection was opened.
     pub since: Instant,
     /// Frames and bytes over this connection.

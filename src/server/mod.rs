@@ -365,7 +365,6 @@ impl Server {
             hangup_seen: false,
             closing: None,
             throttled: false,
-            dirty: false,
             since: Instant::now(),
             traffic: Default::default(),
             listener,
@@ -541,12 +540,7 @@ impl Server {
         match queued {
             Ok(()) => {
                 conn.traffic.frame_out(body.len());
-                // Marked once per pass, however many frames it is given (a fan-out of 16
-                // messages to 1,000 members: 1,000 marks, not 16,000).
-                if !conn.dirty {
-                    conn.dirty = true;
-                    self.dirty.push(id);
-                }
+                self.dirty.push(id);
                 // Only a half-closed or throttled client may have input to take up again.
                 if conn.read_closed || conn.throttled {
                     let pending = self.router.pending_for(id);
@@ -719,7 +713,6 @@ impl Server {
             let Some(conn) = self.conn(id) else {
                 continue;
             };
-            conn.dirty = false;
             match conn.io.flush() {
                 Ok(true) => {
                     if let Some(reason) = conn.closing.clone() {
