@@ -283,7 +283,7 @@ impl Router {
         let names = to.users.len() + to.groups.iter().map(|g| self.groups.size(g)).sum::<usize>();
         let mut seen = HashSet::with_capacity(if single { 0 } else { names });
         reach.delivered.reserve(names);
-        let mut push = None;
+        let mut conns = Vec::with_capacity(names);
         let members = to.groups.iter().flat_map(|g| self.groups.members(g));
         for named in to.users.iter().chain(members) {
             let target = self.send_target(named);
@@ -299,23 +299,16 @@ impl Router {
                 }
             };
             match self.presence.conns(user) {
-                Some(conns) => {
-                    let push = push.get_or_insert_with(|| {
-                        client_push(&payload.kind, from, payload.data.as_deref())
-                    });
-                    for conn in conns.iter().filter(|c| Some(**c) != skip) {
-                        out.push(Action::Send {
-                            to: *conn,
-                            body: push.clone(),
-                        });
-                    }
+                Some(online) => {
+                    conns.extend(online.iter().filter(|c| Some(**c) != skip));
                     reach.delivered.push(named.clone());
                 }
                 None => reach.offline.push(named.clone()),
             }
         }
-        if let Some(push) = push {
-            crate::protocol::pool::recycle(push);
+        if !conns.is_empty() {
+            let body = client_push(&payload.kind, from, payload.data.as_deref());
+            out.push(Action::send_each(conns, body));
         }
         reach
     }
@@ -449,8 +442,9 @@ mod tests {
         let mut reach = r.push_to_users(to, &payload, &from, None, &mut out);
         let mut sent: Vec<ConnId> = out
             .into_iter()
-            .map(|a| match a {
-                Action::Send { to, .. } => to,
+            .flat_map(|a| match a {
+                Action::Send { to, .. } => vec![to],
+                Action::SendEach { to, .. } => to,
                 other => panic!("not a send: {other:?}"),
             })
             .collect();
@@ -471,6 +465,53 @@ mod tests {
         let (sent, delivered) = fan_out(&r, &group("room"));
         assert_eq!(sent, [conn(1), conn(2), conn(3)]);
         assert_eq!(delivered, ["ann", "bob"], "cid is offline");
+    }
+
+    #[test]
+    fn a_fan_out_is_one_body_for_every_connection_but_the_senders() {
+        let mut r = router();
+        let mut out = Vec::new();
+        for (n, user) in [(1, "ann"), (2, "bob"), (3, "bob"), (4, "cid")] {
+            r.client_identified(conn(n), user, &mut out);
+        }
+        let members = ["ann", "bob", "cid"].map(String::from);
+        r.groups.add("room", &members, true).unwrap();
+        let payload = PayloadRef {
+            kind: "chat".into(),
+            data: Some("1".into()),
+        };
+        let from = Sender {
+            user: Some("ann".into()),
+            server: "a".into(),
+            handler: None,
+            info: None,
+        };
+        out.clear();
+        r.push_to_users(&group("room"), &payload, &from, Some(conn(1)), &mut out);
+        let [Action::SendEach { to, body }] = &out[..] else {
+            panic!("one action: {out:?}");
+        };
+        assert_eq!(
+            to,
+            &[conn(2), conn(3), conn(4)],
+            "in order, not the sender's"
+        );
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(body).unwrap(),
+            serde_json::json!({"header":{"status":"ok","kind":"push","type":"chat","from":{"user":"ann","server":"a"}},"data":1})
+        );
+        // One connection reached: a plain send.
+        out.clear();
+        let to_cid = Recipients {
+            users: vec!["cid".into()],
+            groups: Vec::new(),
+            require_member: false,
+        };
+        r.push_to_users(&to_cid, &payload, &from, None, &mut out);
+        assert!(
+            matches!(&out[..], [Action::Send { to, .. }] if *to == conn(4)),
+            "{out:?}"
+        );
     }
 
     #[test]

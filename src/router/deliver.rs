@@ -261,7 +261,7 @@ impl Router {
             info: None,
             ..d.from
         };
-        let push = client_push(&d.payload.kind, &from, d.payload.data.as_deref());
+        let mut conns = Vec::with_capacity(d.users.len());
         let (mut delivered, mut offline) = (Vec::new(), Vec::new());
         let mut seen = HashSet::new();
         for named in &d.users {
@@ -272,19 +272,17 @@ impl Router {
                 continue;
             }
             match self.presence.conns(user) {
-                Some(conns) => {
-                    for conn in conns.iter() {
-                        out.push(Action::Send {
-                            to: *conn,
-                            body: push.clone(),
-                        });
-                    }
+                Some(online) => {
+                    conns.extend_from_slice(online);
                     delivered.push(named.clone());
                 }
                 None => offline.push(named.clone()),
             }
         }
-        crate::protocol::pool::recycle(push);
+        if !conns.is_empty() {
+            let push = client_push(&d.payload.kind, &from, d.payload.data.as_deref());
+            out.push(Action::send_each(conns, push));
+        }
         let outcome = Outcome {
             delivered: Some(&delivered),
             offline: Some(&offline),

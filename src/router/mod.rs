@@ -78,6 +78,15 @@ pub enum Action {
         /// The JSON body; the server adds the length prefix.
         body: Vec<u8>,
     },
+    /// Send one frame body to each of these connections (a push fanned out to many: one body
+    /// and one list instead of a copy of the body per connection). Each connection gets it as
+    /// with [`Action::Send`], in this order; connections that are gone are skipped.
+    SendEach {
+        /// The connections.
+        to: Vec<ConnId>,
+        /// The JSON body; the server adds the length prefix.
+        body: Vec<u8>,
+    },
     /// Send this request to a handler; if its queue is full, tell the router with
     /// [`Router::handler_refused`] so the request is answered instead of lost.
     Request {
@@ -143,6 +152,16 @@ pub enum Action {
         /// The copies to keep, one per recipient.
         records: Vec<crate::delivery::Record>,
     },
+}
+
+impl Action {
+    /// One body to these connections: [`Action::Send`] for one, else [`Action::SendEach`].
+    pub(crate) fn send_each(to: Vec<ConnId>, body: Vec<u8>) -> Action {
+        match *to {
+            [one] => Action::Send { to: one, body },
+            _ => Action::SendEach { to, body },
+        }
+    }
 }
 
 /// Router limits.

@@ -506,33 +506,50 @@ impl Server {
     /// connection: the frame is refused (a request is then answered `handler_busy`), so one
     /// client flooding a handler cannot cut it off for everyone.
     fn try_send(&mut self, id: ConnId, body: Vec<u8>) -> bool {
-        let pending = self.router.pending_for(id);
-        let Some(conn) = self.conn(id) else {
+        let queued = self.try_queue(id, &body);
+        crate::protocol::pool::recycle(body);
+        queued
+    }
+
+    /// One body to each of these connections, as [`Server::send`] to each in turn (a fan-out:
+    /// the body is copied into each connection's output, never allocated per connection).
+    fn send_each(&mut self, to: Vec<ConnId>, body: Vec<u8>) {
+        for id in &to {
+            self.try_queue(*id, &body);
+        }
+        crate::protocol::pool::recycle(body);
+    }
+
+    /// [`Server::try_send`] without taking the body.
+    fn try_queue(&mut self, id: ConnId, body: &[u8]) -> bool {
+        let Some(conn) = self.conns.get_mut(id.slot).filter(|c| c.id == id) else {
             debug!("conn={id} gone; dropping a frame for it");
             return false;
         };
         if conn.closing.is_some() {
             return false;
         }
-        let mut queued = conn.io.queue(&body);
+        let mut queued = conn.io.queue(body);
         if queued.is_err() {
             // Full only counts once the socket takes no more: write what it takes now (the
             // queue may have filled within this pass, before the end-of-pass flush), then retry.
             if let Err(e) = conn.io.flush() {
                 debug!("{} write error: {e}", conn.context());
             }
-            queued = conn.io.queue(&body);
+            queued = conn.io.queue(body);
         }
-        let body_len = body.len();
-        crate::protocol::pool::recycle(body);
         match queued {
             Ok(()) => {
-                conn.traffic.frame_out(body_len);
-                let drained = conn.read_closed && pending == 0 && !conn.paused();
-                let resume = conn.throttled && pending < self.config.max_pending_per_connection;
+                conn.traffic.frame_out(body.len());
                 self.dirty.push(id);
-                if drained || resume {
-                    self.more_input.push(id);
+                // Only a half-closed or throttled client may have input to take up again.
+                if conn.read_closed || conn.throttled {
+                    let pending = self.router.pending_for(id);
+                    let drained = conn.read_closed && pending == 0 && !conn.paused();
+                    let resume = conn.throttled && pending < self.config.max_pending_per_connection;
+                    if drained || resume {
+                        self.more_input.push(id);
+                    }
                 }
                 true
             }
@@ -668,6 +685,7 @@ impl Server {
     fn apply(&mut self, action: Action) {
         match action {
             Action::Send { to, body } => self.send(to, body),
+            Action::SendEach { to, body } => self.send_each(to, body),
             Action::Request { to, body, token } => {
                 if !self.try_send(to, body) {
                     self.router.handler_refused(token, &mut self.actions);

@@ -65,11 +65,24 @@ fn answer(frame: Value) -> HandlerMessage<'static> {
 
 /// The actions as (destination, parsed JSON).
 fn sent(out: &mut Vec<Action>) -> Vec<(ConnId, Value)> {
-    out.drain(..)
+    let mut each = Vec::new();
+    for action in out.drain(..) {
+        match action {
+            Action::SendEach { to, body } => {
+                each.extend(to.into_iter().map(|to| Action::Send {
+                    to,
+                    body: body.clone(),
+                }));
+            }
+            other => each.push(other),
+        }
+    }
+    each.into_iter()
         .map(|action| match action {
             Action::Send { to, body } | Action::Request { to, body, .. } => {
                 (to, serde_json::from_slice(&body).unwrap())
             }
+            Action::SendEach { .. } => unreachable!("expanded above"),
             Action::Dial { body, .. } => (DIAL, serde_json::from_slice(&body).unwrap()),
             Action::Close { conn } => (conn, json!("close")),
             Action::Redirect { to, id, url, token } => (
