@@ -14,6 +14,10 @@ pub const COMPRESS: &str = "compress";
 /// accepted on peer links by servers that keep a delivery store.
 pub const STORE: &str = "store";
 
+/// Several users on one connection (`bester.attach`, `header.user`): offered by a client,
+/// accepted only for a user with the `gateway` right.
+pub const MULTIPLEX: &str = "multiplex";
+
 /// At most this many names in one offer are looked at (the identify frame is small anyway).
 pub const MAX_OFFERED: usize = 32;
 
@@ -24,6 +28,8 @@ pub struct Features {
     pub compress: bool,
     /// `store` (peer links only).
     pub store: bool,
+    /// `multiplex` (client sessions of a gateway user only).
+    pub multiplex: bool,
 }
 
 /// Which features the server may accept on a connection.
@@ -33,6 +39,8 @@ pub struct Available {
     pub compress: bool,
     /// `store` (peer links of a server with a delivery store).
     pub store: bool,
+    /// `multiplex` (client connections: kept only if the login is a gateway user's).
+    pub multiplex: bool,
 }
 
 impl Features {
@@ -46,6 +54,9 @@ impl Features {
             if name == STORE && available.store {
                 features.store = true;
             }
+            if name == MULTIPLEX && available.multiplex {
+                features.multiplex = true;
+            }
         }
         features
     }
@@ -58,6 +69,9 @@ impl Features {
         }
         if self.store {
             names.push(STORE);
+        }
+        if self.multiplex {
+            names.push(MULTIPLEX);
         }
         names
     }
@@ -98,6 +112,7 @@ mod tests {
         let on = Available {
             compress: true,
             store: false,
+            multiplex: false,
         };
         let offered = names(&["stream", "compress", "x-future", "compress"]);
         assert_eq!(Features::accept(&offered, on).names(), vec!["compress"]);
@@ -106,5 +121,23 @@ mod tests {
             Vec::<&str>::new()
         );
         assert_eq!(Features::accept(&[], on), Features::default());
+    }
+
+    #[test]
+    fn multiplex_is_accepted_where_available_and_named_last() {
+        let client = Available {
+            compress: true,
+            store: false,
+            multiplex: true,
+        };
+        let offered = names(&["multiplex", "compress"]);
+        let accepted = Features::accept(&offered, client);
+        assert!(accepted.multiplex && accepted.compress);
+        assert_eq!(accepted.names(), vec!["compress", "multiplex"]);
+        let peer = Available {
+            multiplex: false,
+            ..client
+        };
+        assert!(!Features::accept(&offered, peer).multiplex);
     }
 }

@@ -404,7 +404,11 @@ impl Server {
         }
     }
 
-    fn client_message(&mut self, id: ConnId, msg: ClientMessage, now: Instant) {
+    fn client_message(&mut self, id: ConnId, mut msg: ClientMessage, now: Instant) {
+        // Sent as one of a gateway's attached users (`attach.rs`).
+        if let Some(user) = msg.user.take() {
+            return self.attached_message(id, &user, msg, now);
+        }
         // A logout is always carried out: refusing it while draining would leave the session's
         // resume tokens valid on the process that serves next.
         if !self.life.accepting() && msg.payload.kind != LOGOUT {
@@ -502,6 +506,7 @@ impl Server {
             },
             kind if super::presence::is_presence_builtin(kind) => self.presence_builtin(id, &msg),
             super::delivery::ACK => self.builtin_ack(id, &user, &msg),
+            kind if super::attach::is_attach_builtin(kind) => self.attach_builtin(id, &msg, now),
             other => {
                 let error = ErrorBody::new(
                     ErrorCode::ReservedType,
@@ -575,10 +580,12 @@ impl Server {
             outcome,
             stamp,
             fingerprint,
+            gateway,
         } = result;
         if let Purpose::Token(purpose) = tag.purpose {
             let (id, ip) = (tag.conn, tag.ip);
-            return self.token_result(id, ip, purpose, username, outcome, stamp, fingerprint, now);
+            let done = (stamp, fingerprint, gateway);
+            return self.token_result(id, ip, purpose, username, outcome, done, now);
         }
         if matches!(tag.purpose, Purpose::Internal) {
             let snapshot = match outcome {
@@ -643,6 +650,7 @@ impl Server {
                 };
                 info!("conn={id} user={username} logged in from {peer}{how}");
                 conn.io.set_max_frame(max_frame);
+                self.keep_multiplex(id, gateway);
                 self.logged_in(id, &username, digest, stamp, now);
                 let grant = Server::password_grant(fingerprint);
                 let body = self.login_reply(id, &username, grant, None);
@@ -690,6 +698,8 @@ impl Server {
                     stamp: None,
                     grant: None,
                 });
+                self.detach_all(id); // another user now: its attached users go
+                self.keep_multiplex(id, gateway);
                 self.router
                     .client_identified(id, &username, &mut self.actions);
                 self.backlog_start(id, &username);

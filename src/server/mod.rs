@@ -7,6 +7,7 @@
 
 pub mod activation;
 mod admin;
+mod attach;
 mod bind;
 mod cert_login;
 mod client;
@@ -160,6 +161,8 @@ pub struct Server {
     reloads: Reloads,
     sessions: Sessions,
     tokens: token_login::Tokens,
+    /// The users gateway connections have attached (`attach.rs`).
+    attached: attach::Attachments,
     /// The frame being handled, reused from frame to frame (see `handle_buffered_frames`).
     frame: Vec<u8>,
     stats: ServerStats,
@@ -505,6 +508,18 @@ impl Server {
     /// connection: the frame is refused (a request is then answered `handler_busy`), so one
     /// client flooding a handler cannot cut it off for everyone.
     fn try_send(&mut self, id: ConnId, body: Vec<u8>) -> bool {
+        // For an attached user: over its gateway's connection, saying whom it is for.
+        let (id, body) = if Server::is_attached_id(id) {
+            let Some((gateway, user)) = self.attached.route(id) else {
+                debug!("conn={id} detached; dropping a frame for it");
+                return false;
+            };
+            let tagged = crate::protocol::attach::tag_user(&body, user);
+            crate::protocol::pool::recycle(body);
+            (gateway, tagged)
+        } else {
+            (id, body)
+        };
         let pending = self.router.pending_for(id);
         let Some(conn) = self.conn(id) else {
             debug!("conn={id} gone; dropping a frame for it");
@@ -577,6 +592,7 @@ impl Server {
     fn finish(&mut self, id: ConnId, now: Instant, reason: String) {
         // Answers already routed to this connection are queued before it stops taking frames.
         self.settle(now);
+        self.detach_all(id);
         if let Some(conn) = self.conn(id)
             && conn.closing.is_none()
         {
@@ -605,6 +621,7 @@ impl Server {
             Role::Client(_) => {
                 debug!("{} closed: {reason}", conn.context());
                 self.router.client_gone(id, &mut self.actions);
+                self.detach_all(id);
                 self.backlog_end(id);
                 self.forget_ip(conn.ip);
             }
@@ -749,6 +766,7 @@ impl Server {
                 }
                 Timer::Idle(id) => self.check_idle(id, now),
                 Timer::Handshake(id) => self.check_handshake(id),
+                Timer::Expire(id) if Server::is_attached_id(id) => self.attached_expiry(id),
                 Timer::Expire(id) => self.check_expiry(id, now),
                 Timer::ProxyHeader { slot, generation } => self.proxy_deadline(slot, generation),
                 Timer::Redial(slot) => self.redial(slot),

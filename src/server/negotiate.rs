@@ -30,6 +30,8 @@ impl Server {
         let available = Available {
             compress: allowed && matches!(conn.io.kind(), "tcp" | "tls"),
             store: false,
+            // Kept only if the login turns out to be a gateway user's (`attach.rs`).
+            multiplex: true,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -44,6 +46,7 @@ impl Server {
         let available = Available {
             compress: compress && matches!(conn.io.kind(), "tcp" | "tls"),
             store,
+            multiplex: false,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -82,7 +85,11 @@ impl Server {
             (true, true) => &[features::COMPRESS, features::STORE],
         };
         if let Some(conn) = self.conn(id) {
-            conn.features = Some(Features { compress, store });
+            conn.features = Some(Features {
+                compress,
+                store,
+                multiplex: false,
+            });
         }
         Some(offer)
     }
@@ -99,7 +106,11 @@ impl Server {
         let has = |name: &str| accepted.is_some_and(|names| names.iter().any(|n| n == name));
         let compress = offered.compress && has(features::COMPRESS);
         let store = offered.store && has(features::STORE);
-        let features = Features { compress, store };
+        let features = Features {
+            compress,
+            store,
+            multiplex: false,
+        };
         conn.features = Some(features);
         conn.io.set_compress(compress);
         info!("conn={id} peer={name} features {:?}", features.names());
