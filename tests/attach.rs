@@ -21,8 +21,9 @@ const USERS: &[(&str, &str)] = &[
 
 fn broker(server_keys: &str) -> Broker {
     let tables = format!(
-        "[handlers.faulty]\n{}\n",
-        handler("python3", "tests/handlers/faulty.py")
+        "[handlers.faulty]\n{}\n[handlers.greet]\n{}\n",
+        handler("python3", "tests/handlers/faulty.py"),
+        handler("python3", "tests/handlers/greeter.py"),
     );
     let b = Broker::start_with(server_keys, &tables, USERS);
     user_cmd(&b, &["gateway", "gw"]);
@@ -489,6 +490,20 @@ fn what_an_attached_user_may_not_do() {
             )
         );
     }
+    // A handler's redirect is not followed for an attached user: answered, and it stays.
+    let redirect = json!({"redirect":{"test":{"url":"bester://127.0.0.1:1"}}});
+    let reply = as_user(&mut gw, "bob", "rd", "greet", redirect);
+    assert_eq!(
+        reply,
+        tagged_error(
+            "bob",
+            "rd",
+            "redirected",
+            "the handler redirected this user, and an attached user is not redirected"
+        )
+    );
+    let pong = as_user(&mut gw, "bob", "p", "bester.ping", json!(null));
+    assert_eq!(pong["data"], "pong", "{pong}");
     let reply = attach(&mut gw, "self", json!({"user":"gw","password":"gw-pw"}));
     assert_eq!(
         reply,
@@ -521,6 +536,8 @@ fn what_an_attached_user_may_not_do() {
         .unwrap();
     let (reply, _) = answer(&mut gw, "t");
     assert_eq!(code(&reply), "invalid_message", "{reply}");
+    let text = reply["data"]["error"].as_str().unwrap();
+    assert!(text.starts_with("duplicate key \"user\""), "{reply}");
     gw.set_timeout(Some(DEADLINE)).unwrap();
     ping(&mut gw);
 }

@@ -34,6 +34,7 @@ use super::conn::{ClientState, Grant, Role};
 use super::token_login::{TokenPurpose, anonymous, unix_now};
 use crate::auth::jobs::{AuthJob, AuthOutcome, Stamp, TokenCheck, TokenGrant, UserSnapshot};
 use crate::auth::resume::new_session;
+use crate::auth::user_store::MAX_USERNAME_LEN;
 use crate::protocol::ErrorCode;
 use crate::protocol::attach::{ATTACH, AttachCredential, DETACH, DetachData, attach_credential};
 use crate::protocol::error::ErrorBody;
@@ -530,6 +531,13 @@ impl Server {
         if !self.multiplexed(id) {
             return self.reply_error(id, reply_id, &not_multiplexed());
         }
+        if user.len() > MAX_USERNAME_LEN {
+            let error = ErrorBody::new(
+                ErrorCode::InvalidMessage,
+                format!("header.user is longer than {MAX_USERNAME_LEN} bytes"),
+            );
+            return self.reply_error(id, reply_id, &error);
+        }
         let Some(gateway) = self.attached.gateway(id) else {
             return self.reply_error(id, reply_id, &not_attached(user));
         };
@@ -623,6 +631,16 @@ impl Server {
                 self.reply_error(conn, reply_id, &error);
             }
         }
+    }
+
+    /// A handler redirected an attached user: the gateway's connection is not the user's to
+    /// leave, so the request is answered `redirected` and the user stays attached.
+    pub(super) fn attached_redirect(&mut self, conn: ConnId, reply_id: Option<&str>) {
+        let error = ErrorBody::new(
+            ErrorCode::Redirected,
+            "the handler redirected this user, and an attached user is not redirected",
+        );
+        self.reply_error(conn, reply_id, &error);
     }
 
     /// `bester.detach` sent by the gateway itself, naming the user in `data.user`.
