@@ -541,3 +541,85 @@ fn what_an_attached_user_may_not_do() {
     gw.set_timeout(Some(DEADLINE)).unwrap();
     ping(&mut gw);
 }
+
+/// Run tests/tools/jwt_tool.py with the project's Python environment; its stdout, trimmed.
+fn jwt_tool(args: &[&str]) -> String {
+    let python = common::repo().join(".venv/bin/python");
+    let out = std::process::Command::new(python)
+        .arg(common::repo().join("tests/tools/jwt_tool.py"))
+        .args(args)
+        .output()
+        .expect("run jwt_tool.py");
+    assert!(
+        out.status.success(),
+        "jwt_tool.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_jwt_attaches_its_own_user_until_its_exp() {
+    let keys = tempfile::tempdir().unwrap();
+    let secret = keys.path().join("hs.secret");
+    std::fs::write(&secret, format!("{}\n", "h".repeat(40))).unwrap();
+    let auth = format!(
+        "[auth.jwt]\nhmac_secret_file = {:?}\nissuer = \"issuer\"\naudience = \"app\"\nleeway_s = 0\n",
+        secret.display().to_string()
+    );
+    let tables = format!(
+        "[handlers.faulty]\n{}\n{auth}",
+        handler("python3", "tests/handlers/faulty.py")
+    );
+    let b = Broker::start_with("", &tables, USERS);
+    user_cmd(&b, &["gateway", "gw"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mint = |sub: &str, exp: u64| {
+        let claims = json!({"sub": sub, "exp": exp, "iat": now, "iss": "issuer", "aud": "app"});
+        let spec = json!({"alg": "HS256", "key": secret, "headers": {}, "claims": claims});
+        jwt_tool(&["mint", &spec.to_string()])
+    };
+    let mut gw = gateway(&b);
+    // The token names its user: another name beside it is refused.
+    let bobs = mint("bob", now + 600);
+    let reply = attach(&mut gw, "t1", json!({"user":"carol","token":bobs}));
+    assert_eq!(
+        reply,
+        error("t1", "auth_failed", "the token is not that user's")
+    );
+    let reply = attach(
+        &mut gw,
+        "t2",
+        json!({"token":"eyJhbGciOiJIUzI1NiJ9.e30.AAAA"}),
+    );
+    assert_eq!(code(&reply), "token_bad_signature", "{reply}");
+    // carol's token ends in 2 seconds: so does her attachment, alone.
+    let end = now + 2;
+    let reply = attach(&mut gw, "t3", json!({"token": mint("carol", end)}));
+    assert_eq!(reply["header"]["status"], "ok", "{reply}");
+    assert_eq!(reply["data"]["user"], "carol", "{reply}");
+    assert_eq!(reply["data"]["expires"], end, "{reply}");
+    let reply = attach(&mut gw, "t4", json!({"user":"bob","token":bobs}));
+    assert_eq!(reply["data"]["user"], "bob", "{reply}");
+    let carol = as_user(&mut gw, "carol", "c", "faulty", json!({"action":"header"}));
+    assert_eq!(carol["data"]["header"]["from"]["user"], "carol", "{carol}");
+    let ended = gw.recv().unwrap().expect("carol's end");
+    assert_eq!(
+        ended,
+        json!({"header":{"user":"carol","status":"error","kind":"reply"},"data":{"error":"the session's token has expired; attach again","code":"session_expired"}})
+    );
+    let after = as_user(&mut gw, "carol", "c2", "faulty", json!({"action":"echo"}));
+    assert_eq!(
+        after,
+        error(
+            "c2",
+            "session_revoked",
+            "user \"carol\" is no longer attached: the session's token has expired; attach again"
+        )
+    );
+    let bob = as_user(&mut gw, "bob", "b", "faulty", json!({"action":"echo"}));
+    assert_eq!(bob["header"]["status"], "ok", "{bob}");
+}
