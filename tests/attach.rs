@@ -258,6 +258,56 @@ fn attached_users_send_as_themselves_get_their_pushes_and_detach() {
 }
 
 #[test]
+fn an_attach_being_checked_pauses_nobody() {
+    let b = broker("");
+    let mut gw = gateway(&b);
+    attach_password(&mut gw, "carol", "carol-pw");
+    // Two attaches (argon2 on the verifier threads), then pings from carol and the gateway: the
+    // pings are answered first, the attaches when their checks are done.
+    for (id, user, password) in [("ab", "bob", "bob-pw"), ("aa", "alice", "alice-pw")] {
+        gw.message(
+            id,
+            "bester.attach",
+            &json!({"user":user,"password":password}),
+        )
+        .unwrap();
+    }
+    gw.send(&json!({"header":{"scope":"client","id":"pc","user":"carol"},"payload":{"type":"bester.ping"}}))
+        .unwrap();
+    // Sent as bob before bob's attach is answered: bob is not attached yet.
+    gw.send(&json!({"header":{"scope":"client","id":"early","user":"bob"},"payload":{"type":"bester.ping"}}))
+        .unwrap();
+    gw.message("pg", "bester.ping", &json!(null)).unwrap();
+    let order: Vec<String> = (0..5)
+        .map(|_| {
+            let frame = gw.recv().unwrap().expect("a frame");
+            assert_eq!(frame["header"]["kind"], "reply", "{frame}");
+            if frame["header"]["id"] == "early" {
+                assert_eq!(
+                    frame,
+                    error(
+                        "early",
+                        "forbidden",
+                        "user \"bob\" is not attached to this connection"
+                    )
+                );
+            } else if frame["header"]["id"].as_str().unwrap().starts_with('a') {
+                assert_eq!(frame["header"]["status"], "ok", "{frame}");
+            }
+            frame["header"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(order[..3], ["pc", "early", "pg"], "{order:?}");
+    let mut attaches = order[3..].to_vec();
+    attaches.sort();
+    assert_eq!(attaches, ["aa", "ab"]);
+    for user in ["alice", "bob", "carol"] {
+        let reply = as_user(&mut gw, user, "h", "faulty", json!({"action":"header"}));
+        assert_eq!(reply["data"]["header"]["from"]["user"], user, "{reply}");
+    }
+}
+
+#[test]
 fn a_wrong_password_is_refused_exactly_and_counts_as_a_failed_login() {
     let b = broker("login_failures_per_user = 2");
     let mut gw = gateway(&b);
@@ -403,7 +453,7 @@ fn attached_users_per_connection_are_bounded() {
         error(
             "x",
             "limit_reached",
-            "this connection has 2 users attached, the most it may have"
+            "this connection has 2 users attached (or being attached), the most it may have"
         )
     );
     // Attaching one already attached again is no new one.
@@ -573,18 +623,20 @@ fn a_jwt_attaches_its_own_user_until_its_exp() {
     );
     let b = Broker::start_with("", &tables, USERS);
     user_cmd(&b, &["gateway", "gw"]);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
     let mint = |sub: &str, exp: u64| {
-        let claims = json!({"sub": sub, "exp": exp, "iat": now, "iss": "issuer", "aud": "app"});
+        let claims = json!({"sub": sub, "exp": exp, "iat": unix(), "iss": "issuer", "aud": "app"});
         let spec = json!({"alg": "HS256", "key": secret, "headers": {}, "claims": claims});
         jwt_tool(&["mint", &spec.to_string()])
     };
     let mut gw = gateway(&b);
     // The token names its user: another name beside it is refused.
-    let bobs = mint("bob", now + 600);
+    let bobs = mint("bob", unix() + 600);
     let reply = attach(&mut gw, "t1", json!({"user":"carol","token":bobs}));
     assert_eq!(
         reply,
@@ -596,8 +648,8 @@ fn a_jwt_attaches_its_own_user_until_its_exp() {
         json!({"token":"eyJhbGciOiJIUzI1NiJ9.e30.AAAA"}),
     );
     assert_eq!(code(&reply), "token_bad_signature", "{reply}");
-    // carol's token ends in 2 seconds: so does her attachment, alone.
-    let end = now + 2;
+    // carol's token ends in 5 seconds: so does her attachment, alone.
+    let end = unix() + 5;
     let reply = attach(&mut gw, "t3", json!({"token": mint("carol", end)}));
     assert_eq!(reply["header"]["status"], "ok", "{reply}");
     assert_eq!(reply["data"]["user"], "carol", "{reply}");

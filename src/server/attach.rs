@@ -30,7 +30,7 @@ use serde::Serialize;
 use super::Server;
 use super::Timer;
 use super::client::{AuthTag, LOGOUT, PING, WHOAMI, login_error, rate_limited, too_many_for};
-use super::conn::{ClientState, Grant, Role};
+use super::conn::Grant;
 use super::token_login::{TokenPurpose, anonymous, unix_now};
 use crate::auth::jobs::{AuthJob, AuthOutcome, Stamp, TokenCheck, TokenGrant, UserSnapshot};
 use crate::auth::resume::new_session;
@@ -58,6 +58,8 @@ pub(super) struct Attachments {
 #[derive(Debug, Default)]
 struct Gateway {
     attached: HashMap<String, Attached>,
+    /// Attaches being checked on the verifier threads.
+    checking: usize,
     /// Users detached or revoked lately, with why (bounded: the oldest go first), so that their
     /// messages get `session_revoked` instead of the "not attached" of a name never attached.
     ended: VecDeque<(String, String)>,
@@ -187,16 +189,15 @@ impl Server {
             .is_some_and(|f| f.multiplex)
     }
 
-    fn set_busy(&mut self, id: ConnId, to: bool) {
-        if let Some(conn) = self.conn(id)
-            && let Role::Client(ClientState::Ready { busy, .. }) = &mut conn.role
-        {
-            *busy = to;
-        }
+    /// One attach of gateway `id` more (`1`) or fewer (`-1`) being checked.
+    fn checking(&mut self, id: ConnId, delta: isize) {
+        let gateway = self.attached.gateways.entry(id).or_default();
+        gateway.checking = gateway.checking.saturating_add_signed(delta);
     }
 
     /// `bester.attach` from the gateway connection `id`: within the limits, the credential goes
-    /// to the verifier threads and the connection's later frames wait for the answer.
+    /// to the verifier threads. The connection is not paused meanwhile: its other users' frames
+    /// flow, and several attaches may be checked at once (counted against the limit).
     fn builtin_attach(&mut self, id: ConnId, msg: &ClientMessage, now: Instant) {
         let reply_id = msg.id.as_deref();
         if !self.multiplexed(id) {
@@ -208,7 +209,7 @@ impl Server {
         };
         let max = self.config.max_attached_per_connection;
         let gateway = self.attached.gateway(id);
-        let count = gateway.map_or(0, |g| g.attached.len());
+        let count = gateway.map_or(0, |g| g.attached.len() + g.checking);
         let again = match &credential {
             AttachCredential::Password { user, .. } => {
                 gateway.is_some_and(|g| g.attached.contains_key(user))
@@ -218,7 +219,9 @@ impl Server {
         if count >= max && !again {
             let error = ErrorBody::new(
                 ErrorCode::LimitReached,
-                format!("this connection has {count} users attached, the most it may have"),
+                format!(
+                    "this connection has {count} users attached (or being attached), the most it may have"
+                ),
             );
             return self.reply_error(id, reply_id, &error);
         }
@@ -276,7 +279,7 @@ impl Server {
             }
         };
         match self.submit_login(id, "attach", job) {
-            Ok(()) => self.set_busy(id, true),
+            Ok(()) => self.checking(id, 1),
             Err(error) => self.reply_error(id, reply_id, &error),
         }
     }
@@ -294,8 +297,10 @@ impl Server {
         fingerprint: Option<String>,
         now: Instant,
     ) {
-        self.set_busy(id, false);
-        self.more_input.push(id);
+        if self.conn(id).is_none() {
+            return; // closed meanwhile (its users are gone already)
+        }
+        self.checking(id, -1);
         if outcome != AuthOutcome::Ok {
             if outcome == AuthOutcome::BadCredentials {
                 self.logins.failed(ip, &user, now);
@@ -333,7 +338,10 @@ impl Server {
         fingerprint: Option<String>,
         now: Instant,
     ) {
-        self.set_busy(id, false);
+        if self.conn(id).is_none() {
+            return;
+        }
+        self.checking(id, -1);
         let reply_id = reply_id.as_deref();
         let result = match result {
             Ok(_) if named.as_deref().is_some_and(|n| n != username) => Err((
