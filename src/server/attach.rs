@@ -740,3 +740,69 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attached(generation: u64) -> Attached {
+        Attached {
+            conn: ConnId {
+                slot: SLOT,
+                generation,
+            },
+            stamp: None,
+            grant: Server::password_grant(None),
+        }
+    }
+
+    #[test]
+    fn a_removed_user_is_remembered_with_why_and_the_memory_is_bounded() {
+        let gateway = ConnId {
+            slot: 3,
+            generation: 1,
+        };
+        let mut all = Attachments::default();
+        let g = all.gateways.entry(gateway).or_default();
+        for (n, name) in ["bob", "carol", "dave"].iter().enumerate() {
+            g.attached.insert(name.to_string(), attached(10 + n as u64));
+        }
+        for (n, name) in ["bob", "carol", "dave"].iter().enumerate() {
+            all.users
+                .insert(attached(10 + n as u64).conn, (gateway, name.to_string()));
+        }
+        let bob = attached(10).conn;
+        assert_eq!(all.route(bob), Some((gateway, "bob")));
+        assert!(
+            all.remove(gateway, "bob", "it was detached".into(), 2)
+                .is_some()
+        );
+        assert_eq!(all.route(bob), None, "its frames are dropped from now on");
+        assert!(all.remove(gateway, "bob", "again".into(), 2).is_none());
+        all.remove(gateway, "carol", "revoked".into(), 2).unwrap();
+        all.remove(gateway, "dave", "logged out".into(), 2).unwrap();
+        // At most `keep` names are remembered: the oldest (bob) went first.
+        let ended: Vec<&str> = all.gateways[&gateway]
+            .ended
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(ended, ["carol", "dave"]);
+        assert!(all.gateways[&gateway].attached.is_empty());
+        assert!(all.users.is_empty());
+    }
+
+    #[test]
+    fn attached_ids_are_never_slab_keys() {
+        assert!(Server::is_attached_id(ConnId {
+            slot: SLOT,
+            generation: 7
+        }));
+        assert!(!Server::is_attached_id(ConnId {
+            slot: 0,
+            generation: 7
+        }));
+        // The tokens of real connections start at CONN_BASE + slot; SLOT is far above any.
+        assert!(SLOT > super::super::token::LINGER_BASE);
+    }
+}
