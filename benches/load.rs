@@ -21,6 +21,7 @@
 //!                                            see `federation/`)
 //!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
 //!   cargo bench --bench load -- rest        (resident memory of a server at rest, 1,000 clients)
+//!   cargo bench --bench load -- attach      (1,000 users on one gateway connection; see `attach/`)
 //!   cargo bench --bench load -- storm       (10,000 clients back after a restart; see `storm/`)
 //!   cargo bench --bench load -- adapter     (`bester handle` in line and per-request mode; see
 //!                                            `adapter/`)
@@ -39,6 +40,7 @@
 
 mod adapter;
 mod allocs;
+mod attach;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod compare;
@@ -99,6 +101,7 @@ fn main() {
         "directory",
         "durable",
         "durable-memory",
+        "attach",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -132,6 +135,7 @@ fn main() {
             "directory" => directory::directory(),
             "durable" => durable::durable(),
             "durable-memory" => durable::durable_memory(),
+            "attach" => attach::attach(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),
