@@ -45,6 +45,8 @@ use crate::router::ConnId;
 
 /// The slot of every attached user's [`ConnId`]: no slab key is ever this large.
 pub(super) const SLOT: usize = usize::MAX - 1;
+// Far above every token range (slab keys are bounded by `max_connections`).
+const _: () = assert!(SLOT > super::token::LINGER_BASE);
 
 /// The attached users of every gateway connection.
 #[derive(Debug, Default)]
@@ -802,7 +804,5 @@ mod tests {
             slot: 0,
             generation: 7
         }));
-        // The tokens of real connections start at CONN_BASE + slot; SLOT is far above any.
-        assert!(SLOT > super::super::token::LINGER_BASE);
     }
 }
