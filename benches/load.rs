@@ -21,6 +21,7 @@
 //!                                            see `federation/`)
 //!   cargo bench --bench load -- allocs      (heap allocations per round trip; see `allocs/`)
 //!   cargo bench --bench load -- rest        (resident memory of a server at rest, 1,000 clients)
+//!   cargo bench --bench load -- attach      (1,000 users on one gateway connection; see `attach/`)
 //!   cargo bench --bench load -- storm       (10,000 clients back after a restart; see `storm/`)
 //!   cargo bench --bench load -- adapter     (`bester handle` in line and per-request mode; see
 //!                                            `adapter/`)
@@ -41,6 +42,7 @@
 
 mod adapter;
 mod allocs;
+mod attach;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod compare;
@@ -103,6 +105,7 @@ fn main() {
         "durable",
         "durable-memory",
         "streams",
+        "attach",
     ];
     let run: Vec<&str> = if wanted.is_empty() {
         all.to_vec()
@@ -137,6 +140,7 @@ fn main() {
             "durable" => durable::durable(),
             "durable-memory" => durable::durable_memory(),
             "streams" => streams::streams(),
+            "attach" => attach::attach(),
             "metrics" => metrics(),
             "instructions" => instructions(),
             "compat" => compat(),

@@ -32,6 +32,10 @@
 #   scripts/bench.sh node       the Node package (clients/node) client → besterd → handler beside
 #       the `nats` npm client → nats-server → a `nats` responder, window 1 and 64, 3 runs, medians
 #       (benches/node/bench.mjs; installs nats-server, and `nats` into target/bench/node, if missing)
+#   scripts/bench.sh attach     1,000 users attached to one gateway connection beside the same
+#       users on 1,000 sockets: server memory per user, attaches and logins per second, echo
+#       round trips as an attached user beside the gateway's own (benches/attach; BENCH_ATTACH_N,
+#       BENCH_RUNS)
 #   scripts/bench.sh storm      10,000 clients log in again with resume tokens after a restart
 #       (time to the last one served, CPU per login; BENCH_STORM_N, BENCH_RUNS), beside the
 #       same storm with passwords on BENCH_STORM_PASSWORDS clients

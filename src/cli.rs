@@ -171,6 +171,16 @@ pub enum UserAction {
         #[arg(long, conflicts_with_all = ["cert_fingerprint", "cert"], required_unless_present_any = ["cert_fingerprint", "cert"])]
         clear: bool,
     },
+    /// Give a user the gateway right (its sessions may attach other users with their
+    /// credentials, `bester.attach`), or take it away with --clear. Taking it detaches the
+    /// users its sessions hold.
+    Gateway {
+        /// The user's name.
+        name: String,
+        /// Take the right away.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Set a user's password.
     Passwd {
         /// The user's name.

@@ -171,6 +171,8 @@ pub struct FileServer {
     pub max_connections_per_ip: Option<usize>,
     /// Most connections of one user.
     pub max_connections_per_user: Option<usize>,
+    /// Most users one gateway connection may have attached at once (`bester.attach`).
+    pub max_attached_per_connection: Option<usize>,
     /// Failed logins allowed per IP address per minute (a burst of this many, refilled over a minute).
     pub login_failures_per_ip: Option<u32>,
     /// Failed logins allowed per username per minute.
@@ -236,6 +238,8 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Most connections of one user.
     pub max_connections_per_user: usize,
+    /// Most users one gateway connection may have attached at once.
+    pub max_attached_per_connection: usize,
     /// Failed logins per IP address per minute.
     pub login_failures_per_ip: u32,
     /// Failed logins per username per minute.
@@ -495,6 +499,12 @@ impl FileConfig {
             s.max_connections_per_user,
             64,
         );
+        let max_attached_per_connection = positive(
+            p,
+            "server.max_attached_per_connection",
+            s.max_attached_per_connection,
+            1000,
+        );
         let login_failures_per_ip = positive(
             p,
             "server.login_failures_per_ip",
@@ -608,6 +618,7 @@ impl FileConfig {
             compression: s.compression.unwrap_or(true),
             max_connections_per_ip,
             max_connections_per_user,
+            max_attached_per_connection,
             login_failures_per_ip,
             login_failures_per_user,
             bootstrap_user: s.bootstrap_user,

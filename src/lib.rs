@@ -27,7 +27,9 @@
 //!   WebSocket listeners.
 //!   Life under a service manager: `server/lifecycle.rs` (sd_notify, readiness, signals, the drain), `server/activation.rs` (socket activation),
 //!   `server/reload.rs` (SIGHUP, carrying out the pure [`config::diff`]), `server/revoke.rs`
-//!   (sessions whose user was deleted or whose password changed elsewhere).
+//!   (sessions whose user was deleted or whose password changed elsewhere). Several users on
+//!   one gateway connection: `server/attach.rs` (`bester.attach`, `header.user`; each attached
+//!   user an id of its own to the router), its shapes in [`protocol::attach`].
 //! - [`handler`]: the runtime directory for handler sockets, the [`handler::Supervisor`] that
 //!   starts, reaps and restarts handler processes, and the [`handler::Dialer`] for handlers the
 //!   broker connects to (`connect`, dialled per request by `server/dial.rs`; matched to their

@@ -78,7 +78,7 @@ fn frames_that_fail_to_parse_are_answered_with_their_id_when_it_can_be_read() {
             error(
                 Some("u2"),
                 "invalid_message",
-                "header: unknown field `prio`, expected one of `identify`, `scope`, `id`, `authentication`",
+                "header: unknown field `prio`, expected one of `identify`, `scope`, `id`, `authentication`, `user`",
             ),
         ),
         (

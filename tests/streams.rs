@@ -585,7 +585,7 @@ fn a_client_without_the_feature_gets_the_answers_of_a_server_without_streams() {
         .unwrap();
     assert_eq!(
         recv(&mut old),
-        json!({"header":{"status":"error","kind":"reply"},"data":{"error":"header: unknown field `stream`, expected one of `identify`, `scope`, `id`, `authentication`","code":"invalid_message"}})
+        json!({"header":{"status":"error","kind":"reply"},"data":{"error":"header: unknown field `stream`, expected one of `identify`, `scope`, `id`, `authentication`, `user`","code":"invalid_message"}})
     );
     nothing_else(&mut bob);
     // A server with streams off accepts no `stream`.

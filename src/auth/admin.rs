@@ -1,4 +1,4 @@
-//! `besterd user add|passwd|del|cert|list|keys|add-key|del-key`: the administrator's commands on
+//! `besterd user add|passwd|del|cert|gateway|list|keys|add-key|del-key`: the administrator's commands on
 //! the user store.
 //!
 //! Owns reading a new password (a terminal prompt asked twice, or the first line of standard input
@@ -167,6 +167,14 @@ fn run_with(
                     user_store::fingerprint_hex(&pin)
                 ),
                 None => format!("certificate pin of user {name} removed"),
+            }
+        }
+        UserAction::Gateway { name, clear } => {
+            user_store::update(store, |users| users.set_gateway(name, !*clear))?;
+            if *clear {
+                format!("user {name} is no longer a gateway")
+            } else {
+                format!("user {name} is a gateway: its sessions may attach other users")
             }
         }
         UserAction::Passwd {
@@ -494,6 +502,38 @@ mod tests {
         r.unwrap();
         assert_eq!((out.as_str(), err.as_str()), ("", "user bob deleted\n"));
         assert_eq!(admin(&path, UserAction::List, "").1, "alice\n");
+    }
+
+    #[test]
+    fn the_gateway_right_is_given_and_taken() {
+        let (_dir, path) = store_path();
+        admin(&path, add("gw"), "gw-pw\n").0.unwrap();
+        let gateway = |clear| UserAction::Gateway {
+            name: "gw".to_owned(),
+            clear,
+        };
+        let (r, out, err) = admin(&path, gateway(false), "");
+        r.unwrap();
+        assert_eq!(
+            (out.as_str(), err.as_str()),
+            (
+                "",
+                "user gw is a gateway: its sessions may attach other users\n"
+            )
+        );
+        assert!(UserStore::open(&path).unwrap().users().is_gateway("gw"));
+        let (r, _, err) = admin(&path, gateway(true), "");
+        r.unwrap();
+        assert_eq!(err, "user gw is no longer a gateway\n");
+        let store = UserStore::open(&path).unwrap();
+        assert!(!store.users().is_gateway("gw"));
+        assert!(store.verify("gw", "gw-pw"), "the password is kept");
+        let nobody = UserAction::Gateway {
+            name: "bob".to_owned(),
+            clear: false,
+        };
+        let r = admin(&path, nobody, "").0;
+        assert_eq!(r.unwrap_err().to_string(), "no such user \"bob\"");
     }
 
     #[test]

@@ -230,6 +230,8 @@ pub struct EntryDigests {
     pub certificate: u64,
     /// Of each public key.
     pub keys: Vec<u64>,
+    /// Whether the user has the `gateway` right (sessions that attached users stand on it).
+    pub gateway: bool,
 }
 
 /// Every user's stamp digests at one store generation.
@@ -275,6 +277,8 @@ pub struct AuthResult<T> {
     pub stamp: Option<Stamp>,
     /// A login that succeeded: the fingerprint of the user's stored entry, for resume tokens.
     pub fingerprint: Option<String>,
+    /// A login that succeeded as a user with the `gateway` right (who may attach other users).
+    pub gateway: bool,
 }
 
 /// The outcome of a job.

@@ -17,6 +17,9 @@
 //! lowercase hex digits; certificate logins as that user then need exactly that certificate.
 //! And it may list ed25519 public keys, `"keys"`: base64 of their 32 bytes, at most [`MAX_KEYS`],
 //! each logging in as that user by signature (see [`super::keys`]).
+//! And it may carry the `gateway` right, `"gateway": true`: that user's sessions may attach other
+//! users with their credentials (`bester.attach`, PROTOCOL.md §2 "Several users on one
+//! connection").
 //! A store file that does not exist is an empty store.
 
 use std::collections::BTreeMap;
@@ -205,6 +208,9 @@ struct UserEntry {
     /// ed25519 public keys that log in as this user: base64 of their 32 bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     keys: Vec<String>,
+    /// The `gateway` right: a session of this user may attach other users (`bester.attach`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gateway: bool,
 }
 
 /// Whether `text` is a pinned fingerprint as stored: 64 lowercase hex digits.
@@ -324,6 +330,24 @@ impl Users {
         Ok(())
     }
 
+    /// Whether `name` exists and has the `gateway` right (may attach other users to its
+    /// sessions with `bester.attach`).
+    pub fn is_gateway(&self, name: &str) -> bool {
+        self.map.get(name).is_some_and(|entry| entry.gateway)
+    }
+
+    /// Give (`true`) or take (`false`) an existing user's `gateway` right. Fails with
+    /// `NoSuchUser`.
+    pub fn set_gateway(&mut self, name: &str, gateway: bool) -> Result<(), StoreError> {
+        match self.map.get_mut(name) {
+            Some(entry) => {
+                entry.gateway = gateway;
+                Ok(())
+            }
+            None => Err(StoreError::NoSuchUser(name.to_owned())),
+        }
+    }
+
     /// Whether `name` exists.
     pub fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
@@ -358,6 +382,7 @@ impl Users {
                 hash: phc.to_owned(),
                 cert_sha256: None,
                 keys: Vec::new(),
+                gateway: false,
             },
         );
         Ok(())
@@ -849,6 +874,38 @@ mod tests {
         assert!(!store.verify("carol", "correct horse"));
         assert!(!store.verify("", "x"));
         assert_eq!(store.users().names().collect::<Vec<_>>(), ["alice", "bob"]);
+    }
+
+    #[test]
+    fn the_gateway_right_is_stored_only_when_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_with(dir.path(), &[("gw", "gw-password"), ("bob", "bob-pw")]);
+        assert!(!UserStore::open(&path).unwrap().users().is_gateway("gw"));
+        assert!(!fs::read_to_string(&path).unwrap().contains("gateway"));
+        update(&path, |u| u.set_gateway("gw", true)).unwrap();
+        let store = UserStore::open(&path).unwrap();
+        assert!(store.users().is_gateway("gw"));
+        assert!(!store.users().is_gateway("bob"));
+        assert!(!store.users().is_gateway("nobody"));
+        let file: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(file["users"]["gw"]["gateway"], true);
+        assert!(file["users"]["bob"].get("gateway").is_none());
+        update(&path, |u| u.set_gateway("gw", false)).unwrap();
+        assert!(!UserStore::open(&path).unwrap().users().is_gateway("gw"));
+        assert!(!fs::read_to_string(&path).unwrap().contains("gateway"));
+        let missing = update(&path, |u| u.set_gateway("carol", true));
+        assert!(matches!(missing, Err(StoreError::NoSuchUser(_))));
+        // Not a boolean: the file is refused, never read as "no right".
+        let phc = hash_password("x-password").unwrap();
+        let text = format!(
+            "{{\"version\":1,\"users\":{{\"gw\":{{\"hash\":{phc:?},\"gateway\":\"yes\"}}}}}}"
+        );
+        fs::write(&path, text).unwrap();
+        assert!(matches!(
+            UserStore::open(&path),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -322,6 +322,7 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
         }
         let logged_in = matches!(outcome, AuthOutcome::Ok | AuthOutcome::Token(Ok(_)));
         let fingerprint = logged_in.then(|| entry_fingerprint(shared, &username));
+        let gateway = logged_in && lock(&shared.store).users().is_gateway(&username);
         shared.held[n].store(user_store::work_area_bytes(), Ordering::Relaxed);
         if results
             .send(AuthResult {
@@ -330,6 +331,7 @@ fn worker_loop<T>(shared: &Shared<T>, results: &Sender<AuthResult<T>>, n: usize)
                 outcome,
                 stamp,
                 fingerprint,
+                gateway,
             })
             .is_err()
         {
@@ -658,6 +660,7 @@ fn snapshot<T>(shared: &Shared<T>, since: u64) -> Option<UserSnapshot> {
                     .iter()
                     .map(|k| key_digest(k))
                     .collect(),
+                gateway: users.is_gateway(name),
             };
             Some((name.to_owned(), digests))
         })

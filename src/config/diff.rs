@@ -156,6 +156,10 @@ fn live_keys(old: &Config, new: &Config) -> Vec<&'static str> {
         "server.max_connections_per_user",
     );
     check(
+        old.max_attached_per_connection != new.max_attached_per_connection,
+        "server.max_attached_per_connection",
+    );
+    check(
         old.login_failures_per_ip != new.login_failures_per_ip,
         "server.login_failures_per_ip",
     );

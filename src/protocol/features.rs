@@ -16,6 +16,9 @@ pub const STORE: &str = "store";
 
 /// Client-to-client streams: `bester.dial`, `incoming`, stream frames (`protocol/stream.rs`).
 pub const STREAM: &str = "stream";
+/// Several users on one connection (`bester.attach`, `header.user`): offered by a client,
+/// accepted only for a user with the `gateway` right.
+pub const MULTIPLEX: &str = "multiplex";
 
 /// At most this many names in one offer are looked at (the identify frame is small anyway).
 pub const MAX_OFFERED: usize = 32;
@@ -29,6 +32,8 @@ pub struct Features {
     pub store: bool,
     /// `stream` (client sessions only).
     pub stream: bool,
+    /// `multiplex` (client sessions of a gateway user only).
+    pub multiplex: bool,
 }
 
 /// Which features the server may accept on a connection.
@@ -40,6 +45,8 @@ pub struct Available {
     pub store: bool,
     /// `stream` (client sessions, unless `[streams] enabled = false`).
     pub stream: bool,
+    /// `multiplex` (client connections: kept only if the login is a gateway user's).
+    pub multiplex: bool,
 }
 
 impl Features {
@@ -56,6 +63,9 @@ impl Features {
             if name == STREAM && available.stream {
                 features.stream = true;
             }
+            if name == MULTIPLEX && available.multiplex {
+                features.multiplex = true;
+            }
         }
         features
     }
@@ -71,6 +81,9 @@ impl Features {
         }
         if self.stream {
             names.push(STREAM);
+        }
+        if self.multiplex {
+            names.push(MULTIPLEX);
         }
         names
     }
@@ -112,6 +125,7 @@ mod tests {
             compress: true,
             store: false,
             stream: false,
+            multiplex: false,
         };
         let offered = names(&["stream", "compress", "x-future", "compress"]);
         assert_eq!(Features::accept(&offered, on).names(), vec!["compress"]);
@@ -125,5 +139,24 @@ mod tests {
             ..Available::default()
         };
         assert_eq!(Features::accept(&offered, streams).names(), vec!["stream"]);
+    }
+
+    #[test]
+    fn multiplex_is_accepted_where_available_and_named_last() {
+        let client = Available {
+            compress: true,
+            store: false,
+            stream: false,
+            multiplex: true,
+        };
+        let offered = names(&["multiplex", "compress"]);
+        let accepted = Features::accept(&offered, client);
+        assert!(accepted.multiplex && accepted.compress);
+        assert_eq!(accepted.names(), vec!["compress", "multiplex"]);
+        let peer = Available {
+            multiplex: false,
+            ..client
+        };
+        assert!(!Features::accept(&offered, peer).multiplex);
     }
 }

@@ -249,6 +249,9 @@ pub struct ClientMessage<'a> {
     pub payload: PayloadRef<'a>,
     /// The original spec's per-message credentials (`header.authentication`), if given.
     pub authentication: Option<Credentials>,
+    /// On a gateway's connection (feature `multiplex`): the attached user the message is sent
+    /// as (`header.user`).
+    pub user: Option<Cow<'a, str>>,
 }
 
 impl ClientMessage<'_> {
@@ -259,6 +262,7 @@ impl ClientMessage<'_> {
             scope: self.scope,
             payload: self.payload.into_owned(),
             authentication: self.authentication,
+            user: self.user.map(|user| Cow::Owned(user.into_owned())),
         }
     }
 }
@@ -291,6 +295,8 @@ struct RawInboundHeader {
     id: Option<String>,
     #[serde(default)]
     authentication: Option<Credentials>,
+    #[serde(default)]
+    user: Option<String>,
 }
 
 /// Check a frame body is UTF-8, well-formed JSON with no duplicate keys and bounded nesting, and
@@ -464,7 +470,9 @@ pub fn parse_inbound_full(body: &[u8]) -> Result<Inbound<'static>, ErrorBody> {
     }
     match (raw.header.identify, raw.header.scope, raw.payload) {
         (Some(identify), None, None)
-            if raw.header.id.is_none() && raw.header.authentication.is_none() =>
+            if raw.header.id.is_none()
+                && raw.header.authentication.is_none()
+                && raw.header.user.is_none() =>
         {
             Ok(Inbound::Identify(identify))
         }
@@ -477,6 +485,7 @@ pub fn parse_inbound_full(body: &[u8]) -> Result<Inbound<'static>, ErrorBody> {
                 scope,
                 payload: payload.into_ref(),
                 authentication: raw.header.authentication,
+                user: raw.header.user.map(Cow::Owned),
             }))
         }
         (None, None, _) => invalid("header needs \"identify\" or \"scope\""),

@@ -4,6 +4,7 @@
 //! `protocol/PROTOCOL.md` at the top of the repository is the specification this module implements,
 //! and `protocol/vectors/` holds the examples the tests load.
 
+pub mod attach;
 pub mod challenge;
 pub mod compress;
 pub mod directory;

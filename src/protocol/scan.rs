@@ -342,10 +342,11 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 /// `{"header":{"scope":S,"id":I},"payload":{"type":T,"data":D}}` (any order; `id` and `data`
 /// optional), or `None` for the full path.
 pub fn client_message(text: &str) -> Option<ClientMessage<'_>> {
-    let (mut scope, mut id) = (None, None);
+    let (mut scope, mut id, mut user) = (None, None, None);
     let payload = envelope(text, |s, key| match key {
         "scope" => once(&mut scope, s.plain_str()?),
         "id" => once(&mut id, s.plain_str()?),
+        "user" => once(&mut user, s.plain_str()?),
         _ => None,
     })?;
     let scope = match scope? {
@@ -361,6 +362,7 @@ pub fn client_message(text: &str) -> Option<ClientMessage<'_>> {
         scope,
         payload: payload?,
         authentication: None,
+        user: user.map(Cow::Borrowed),
     })
 }
 

@@ -162,6 +162,7 @@ impl Server {
             reloads: Reloads::new(waker),
             sessions: Sessions::new(now),
             tokens,
+            attached: Default::default(),
             config,
             poll,
             listeners,

@@ -24,7 +24,8 @@ use std::time::Instant;
 use log::info;
 
 use super::Server;
-use super::client::{AuthTag, login_error};
+use super::auth_tag::AuthTag;
+use super::client::login_error;
 use super::conn::{ClientState, Role};
 use crate::auth::jobs::{AuthJob, AuthOutcome};
 use crate::auth::user_store::validate_username;

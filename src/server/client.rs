@@ -22,9 +22,10 @@ use crate::protocol::message::{
 use crate::protocol::stream;
 
 use super::Server;
+use super::auth_tag::{AuthTag, Purpose};
 use super::conn::{ClientState, PasswordDigest, Role};
 use super::digest::{digest_matches, password_digest, unguessable};
-use super::token_login::{REFRESH, TOKEN, TokenPurpose};
+use super::token_login::{REFRESH, TOKEN};
 use crate::router::ConnId;
 use crate::stats::Logins;
 
@@ -38,93 +39,6 @@ pub const PASSWD: &str = "bester.passwd";
 pub const WHOAMI: &str = "bester.whoami";
 /// Keep-alive.
 pub const PING: &str = "bester.ping";
-
-/// What a password check was for, carried through the auth workers.
-#[derive(Debug, Clone)]
-pub struct AuthTag {
-    conn: ConnId,
-    ip: Option<std::net::IpAddr>,
-    purpose: Purpose,
-}
-
-impl AuthTag {
-    /// A job of the server's own (a user store check), not a connection's.
-    pub(super) fn internal() -> AuthTag {
-        AuthTag {
-            conn: ConnId {
-                slot: usize::MAX,
-                generation: 0,
-            },
-            ip: None,
-            purpose: Purpose::Internal,
-        }
-    }
-
-    /// A token check (`server/token_login.rs`).
-    pub(super) fn token(
-        conn: ConnId,
-        ip: Option<std::net::IpAddr>,
-        purpose: TokenPurpose,
-    ) -> AuthTag {
-        AuthTag {
-            conn,
-            ip,
-            purpose: Purpose::Token(purpose),
-        }
-    }
-
-    /// A login by client certificate as `user` (no password: a digest of a random one, so
-    /// per-message credentials never match the session).
-    pub(super) fn certificate(conn: ConnId, ip: Option<std::net::IpAddr>, user: &str) -> AuthTag {
-        AuthTag {
-            conn,
-            ip,
-            purpose: Purpose::Identify {
-                digest: password_digest(user, &unguessable()),
-                certificate: true,
-            },
-        }
-    }
-}
-
-impl AuthTag {
-    /// A login by public key as `user` (no password, as [`AuthTag::certificate`]).
-    pub(super) fn public_key(conn: ConnId, ip: Option<std::net::IpAddr>, user: &str) -> AuthTag {
-        AuthTag {
-            conn,
-            ip,
-            purpose: Purpose::Identify {
-                digest: password_digest(user, &unguessable()),
-                certificate: false,
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Purpose {
-    Internal,
-    /// A token login or `bester.refresh`.
-    Token(TokenPurpose),
-    Identify {
-        digest: PasswordDigest,
-        /// By client certificate (no password was checked).
-        certificate: bool,
-    },
-    /// An original-spec first frame: log in with its `header.authentication`, then handle it.
-    Compat {
-        msg: Box<ClientMessage<'static>>,
-        digest: PasswordDigest,
-    },
-    Authenticate {
-        id: Option<String>,
-        digest: PasswordDigest,
-    },
-    Passwd {
-        id: Option<String>,
-        digest: PasswordDigest,
-    },
-}
 
 /// `data` of `bester.passwd`.
 #[derive(Deserialize)]
@@ -409,7 +323,11 @@ impl Server {
         }
     }
 
-    fn client_message(&mut self, id: ConnId, msg: ClientMessage, now: Instant) {
+    fn client_message(&mut self, id: ConnId, mut msg: ClientMessage, now: Instant) {
+        // Sent as one of a gateway's attached users (`attach.rs`).
+        if let Some(user) = msg.user.take() {
+            return self.attached_message(id, &user, msg, now);
+        }
         // A logout is always carried out: refusing it while draining would leave the session's
         // resume tokens valid on the process that serves next.
         if !self.life.accepting() && msg.payload.kind != LOGOUT {
@@ -510,6 +428,7 @@ impl Server {
                 self.stream_builtin(id, &msg, now)
             }
             super::delivery::ACK => self.builtin_ack(id, &user, &msg),
+            kind if super::attach::is_attach_builtin(kind) => self.attach_builtin(id, &msg, now),
             other => {
                 let error = ErrorBody::new(
                     ErrorCode::ReservedType,
@@ -583,10 +502,12 @@ impl Server {
             outcome,
             stamp,
             fingerprint,
+            gateway,
         } = result;
         if let Purpose::Token(purpose) = tag.purpose {
             let (id, ip) = (tag.conn, tag.ip);
-            return self.token_result(id, ip, purpose, username, outcome, stamp, fingerprint, now);
+            let done = (stamp, fingerprint, gateway);
+            return self.token_result(id, ip, purpose, username, outcome, done, now);
         }
         if matches!(tag.purpose, Purpose::Internal) {
             let snapshot = match outcome {
@@ -651,6 +572,7 @@ impl Server {
                 };
                 info!("conn={id} user={username} logged in from {peer}{how}");
                 conn.io.set_max_frame(max_frame);
+                self.keep_multiplex(id, gateway);
                 self.logged_in(id, &username, digest, stamp, now);
                 let grant = Server::password_grant(fingerprint);
                 let body = self.login_reply(id, &username, grant, None);
@@ -698,6 +620,8 @@ impl Server {
                     stamp: None,
                     grant: None,
                 });
+                self.detach_all(id); // another user now: its attached users go
+                self.keep_multiplex(id, gateway);
                 self.router
                     .client_identified(id, &username, &mut self.actions);
                 self.backlog_start(id, &username);

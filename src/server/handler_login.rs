@@ -21,7 +21,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::Server;
-use super::client::{AuthTag, rate_limited};
+use super::auth_tag::AuthTag;
+use super::client::rate_limited;
 use super::conn::{ClientState, Role};
 use super::token_login::{TokenPurpose, anonymous, unix_now};
 use crate::auth::jobs::{AuthJob, TokenCheck};

@@ -20,7 +20,8 @@ use std::time::Instant;
 use log::{debug, info};
 
 use super::Server;
-use super::client::{AuthTag, rate_limited};
+use super::auth_tag::AuthTag;
+use super::client::rate_limited;
 use super::conn::{Challenge, ClientState, Role};
 use crate::auth::jobs::AuthJob;
 use crate::auth::keys;

@@ -7,6 +7,8 @@
 
 pub mod activation;
 mod admin;
+mod attach;
+mod auth_tag;
 mod bind;
 mod cert_login;
 mod client;
@@ -69,7 +71,7 @@ use crate::router::{Action, Router, RouterConfig};
 use crate::stats::ServerStats;
 
 use crate::router::ConnId;
-use client::AuthTag;
+use auth_tag::AuthTag;
 use conn::{ClientState, Conn, Role};
 use lifecycle::Lifecycle;
 use limits::{LoginLimiter, Source};
@@ -161,6 +163,8 @@ pub struct Server {
     reloads: Reloads,
     sessions: Sessions,
     tokens: token_login::Tokens,
+    /// The users gateway connections have attached (`attach.rs`).
+    attached: attach::Attachments,
     /// The frame being handled, reused from frame to frame (see `handle_buffered_frames`).
     frame: Vec<u8>,
     stats: ServerStats,
@@ -522,6 +526,20 @@ impl Server {
 
     /// [`Server::try_send`] without taking the body.
     fn try_queue(&mut self, id: ConnId, body: &[u8]) -> bool {
+        // For an attached user: over its gateway's connection, saying whom it is for.
+        if Server::is_attached_id(id) {
+            let Some((gateway, tagged)) = self
+                .attached
+                .route(id)
+                .map(|(gateway, user)| (gateway, crate::protocol::attach::tag_user(body, user)))
+            else {
+                debug!("conn={id} detached; dropping a frame for it");
+                return false;
+            };
+            let queued = self.try_queue(gateway, &tagged);
+            crate::protocol::pool::recycle(tagged);
+            return queued;
+        }
         let Some(conn) = self.conns.get_mut(id.slot).filter(|c| c.id == id) else {
             debug!("conn={id} gone; dropping a frame for it");
             return false;
@@ -595,6 +613,7 @@ impl Server {
     fn finish(&mut self, id: ConnId, now: Instant, reason: String) {
         // Answers already routed to this connection are queued before it stops taking frames.
         self.settle(now);
+        self.detach_all(id);
         if let Some(conn) = self.conn(id)
             && conn.closing.is_none()
         {
@@ -623,6 +642,7 @@ impl Server {
             Role::Client(_) => {
                 debug!("{} closed: {reason}", conn.context());
                 self.router.client_gone(id, &mut self.actions);
+                self.detach_all(id);
                 self.backlog_end(id);
                 self.forget_ip(conn.ip);
             }
@@ -768,6 +788,7 @@ impl Server {
                 }
                 Timer::Idle(id) => self.check_idle(id, now),
                 Timer::Handshake(id) => self.check_handshake(id),
+                Timer::Expire(id) if Server::is_attached_id(id) => self.attached_expiry(id),
                 Timer::Expire(id) => self.check_expiry(id, now),
                 Timer::ProxyHeader { slot, generation } => self.proxy_deadline(slot, generation),
                 Timer::Redial(slot) => self.redial(slot),

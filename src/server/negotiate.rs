@@ -35,6 +35,8 @@ impl Server {
             compress: allowed && matches!(conn.io.kind(), "tcp" | "tls"),
             store: false,
             stream,
+            // Kept only if the login turns out to be a gateway user's (`attach.rs`).
+            multiplex: true,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -50,6 +52,7 @@ impl Server {
             compress: compress && matches!(conn.io.kind(), "tcp" | "tls"),
             store,
             stream: false,
+            multiplex: false,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -92,6 +95,7 @@ impl Server {
                 compress,
                 store,
                 stream: false,
+                multiplex: false,
             });
         }
         Some(offer)
@@ -113,6 +117,7 @@ impl Server {
             compress,
             store,
             stream: false,
+            multiplex: false,
         };
         conn.features = Some(features);
         conn.io.set_compress(compress);

@@ -62,7 +62,7 @@ impl Server {
         match kind {
             PRESENCE => {
                 let what: Recipients = msg.payload.data_as()?;
-                let user = self.conn(id).and_then(|c| c.user().map(str::to_string));
+                let user = self.session_user(id);
                 let answer = self.router.presence_query(user.as_deref(), &what)?;
                 Ok(ok(reply_id, kind, &answer))
             }

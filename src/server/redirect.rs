@@ -43,6 +43,9 @@ impl Server {
     /// Tell the client where to go, answer its other requests `redirected`, and close.
     pub(super) fn carry_out_redirect(&mut self, redirect: Redirect, now: Instant) {
         let Redirect { to, id, url, token } = redirect;
+        if Server::is_attached_id(to) {
+            return self.attached_redirect(to, id.as_deref());
+        }
         let Some(conn) = self.conn(to) else {
             return debug!("conn={to} gone before its redirect");
         };

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use log::info;
 
 use super::Server;
-use super::client::AuthTag;
+use super::auth_tag::AuthTag;
 use super::conn::{ClientState, Role};
 use crate::auth::jobs::{AuthJob, Credential, Stamp, UserSnapshot};
 use crate::protocol::ErrorCode;
@@ -49,6 +49,11 @@ impl Sessions {
         self.check_at = now;
     }
 
+    /// The store as last seen, if it was.
+    pub fn latest(&self) -> Option<&UserSnapshot> {
+        self.latest.as_ref()
+    }
+
     /// When the next check is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         (!self.asked).then_some(self.check_at)
@@ -56,7 +61,7 @@ impl Sessions {
 }
 
 /// Why a session with this stamp is no longer valid in `snapshot`, if it is not.
-fn revoked(snapshot: &UserSnapshot, user: &str, stamp: &Stamp) -> Option<&'static str> {
+pub(super) fn revoked(snapshot: &UserSnapshot, user: &str, stamp: &Stamp) -> Option<&'static str> {
     if stamp.generation >= snapshot.generation {
         return None; // the session was checked against this store or a newer one
     }
@@ -128,6 +133,7 @@ impl Server {
             })
             .collect();
         gone.sort_unstable();
+        self.attached_checked(&snapshot);
         self.sessions.latest = Some(snapshot);
         for (id, user, why) in gone {
             self.revoke(id, &user, why);
@@ -163,6 +169,7 @@ mod tests {
             password: d,
             certificate: d + 100,
             keys: vec![d + 200, d + 300],
+            gateway: false,
         };
         UserSnapshot {
             generation,
@@ -193,6 +200,7 @@ mod tests {
                     password: 8,
                     certificate: 107,
                     keys: Vec::new(),
+                    gateway: false,
                 },
             )]
             .into(),

@@ -29,7 +29,8 @@ use serde_json::value::RawValue;
 
 use super::Server;
 use super::Timer;
-use super::client::{AuthTag, rate_limited};
+use super::auth_tag::AuthTag;
+use super::client::rate_limited;
 use super::conn::{ClientState, Grant, Role};
 use super::relay::{self, Outbox};
 use crate::auth::jobs::{AuthJob, AuthOutcome, Stamp, TokenCheck, TokenGrant, TokenRefusal};
@@ -62,6 +63,13 @@ pub(super) enum TokenPurpose {
     Refresh {
         /// The id of the request.
         id: Option<String>,
+    },
+    /// `bester.attach` with a token on a gateway's session, answering `id` (`attach.rs`).
+    Attach {
+        /// The id of the request.
+        id: Option<String>,
+        /// The user the gateway named, if it did: the token must be theirs.
+        user: Option<String>,
     },
 }
 
@@ -137,8 +145,13 @@ struct LoginReply<'a> {
 struct Done {
     stamp: Option<Stamp>,
     fingerprint: Option<String>,
+    gateway: bool,
     how: &'static str,
 }
+
+/// What a token check gave besides its outcome: the stamp, the entry's fingerprint, and whether
+/// the user has the gateway right.
+pub(super) type Checked = (Option<Stamp>, Option<String>, bool);
 
 /// `data` of `bester.token`.
 #[derive(Serialize)]
@@ -271,10 +284,26 @@ impl Server {
         purpose: TokenPurpose,
         username: String,
         outcome: AuthOutcome,
-        stamp: Option<Stamp>,
-        fingerprint: Option<String>,
+        checked: Checked,
         now: Instant,
     ) {
+        let (stamp, fingerprint, gateway) = checked;
+        if let TokenPurpose::Attach { id: reply_id, .. } = &purpose
+            && !matches!(outcome, AuthOutcome::Token(_))
+        {
+            // A password `bester.attach` (`attach.rs`).
+            let reply_id = reply_id.clone();
+            return self.attach_password_done(
+                id,
+                ip,
+                reply_id,
+                username,
+                outcome,
+                stamp,
+                fingerprint,
+                now,
+            );
+        }
         let AuthOutcome::Token(result) = outcome else {
             return;
         };
@@ -309,6 +338,7 @@ impl Server {
                 let done = Done {
                     stamp,
                     fingerprint,
+                    gateway,
                     how,
                 };
                 self.token_login_done(id, ip, username, result, done, now)
@@ -316,6 +346,17 @@ impl Server {
             TokenPurpose::Refresh { id: reply_id } => {
                 self.refresh_done(id, ip, reply_id, username, result, now)
             }
+            TokenPurpose::Attach { id: reply_id, user } => self.attach_token_done(
+                id,
+                ip,
+                reply_id,
+                user,
+                username,
+                result,
+                stamp,
+                fingerprint,
+                now,
+            ),
         }
         self.more_input.push(id);
     }
@@ -332,6 +373,7 @@ impl Server {
         let Done {
             stamp,
             fingerprint,
+            gateway,
             how,
         } = done;
         let Some(conn) = self.conn(id) else { return };
@@ -361,6 +403,7 @@ impl Server {
             conn.io.set_max_frame(max_frame);
         }
         let info = grant.info.as_deref().and_then(info_of);
+        self.keep_multiplex(id, gateway);
         self.logged_in_by_token(id, &username, stamp, now);
         self.router
             .set_client_info(id, info.clone(), &mut self.actions);
@@ -648,6 +691,13 @@ impl Server {
             })) => grant.session.clone(),
             _ => return,
         };
+        self.revoke_session(&session);
+    }
+
+    /// The resume tokens of `session` are refused from now on (kept on disk and passed to an
+    /// upgrade's new process as every logout is).
+    pub(super) fn revoke_session(&mut self, session: &str) {
+        let session = session.to_string();
         let now = unix_now();
         let until = now.saturating_add(self.config.auth.resume_ttl.as_secs());
         self.tokens.revoked.revoke(&session, until, now);

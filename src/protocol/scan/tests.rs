@@ -17,6 +17,7 @@ fn client_agrees(text: &str) -> bool {
             assert_eq!(fast.id, full.id, "id of {text}");
             assert_eq!(fast.scope, full.scope, "scope of {text}");
             assert_eq!(fast.payload, full.payload, "payload of {text}");
+            assert_eq!(fast.user, full.user, "user of {text}");
             assert!(full.authentication.is_none(), "{text}");
             true
         }
@@ -69,9 +70,15 @@ fn common_frames_take_the_fast_lane() {
         r#"{"payload":{"data":[1,-2.5,0,true,false,null,"a\nb\"c"],"type":"x.y-z_1"},"header":{"id":"","scope":"client"}}"#,
         " { \"header\" : { \"scope\" : \"client\" } , \"payload\" : { \"type\" : \"t\" , \"data\" : null } } \n",
         r#"{"header":{"scope":"server"},"payload":{"type":"t","data":{"":{},"a":[],"b":[[]]}}}"#,
+        r#"{"header":{"scope":"client","id":"7","user":"bob"},"payload":{"type":"echo"}}"#,
     ] {
         assert!(client_agrees(text), "{text}");
     }
+    let as_bob = r#"{"header":{"user":"bob","scope":"client"},"payload":{"type":"echo"}}"#;
+    assert_eq!(client_message(as_bob).unwrap().user.as_deref(), Some("bob"));
+    let twice = r#"{"header":{"user":"bob","scope":"client","user":"eve"},"payload":{"type":"e"}}"#;
+    assert!(client_message(twice).is_none());
+    assert!(parse_inbound_full(twice.as_bytes()).is_err());
     for text in [
         r#"{"header":{"status":"ok","request":"17"},"payload":{"type":"echo","data":"x"}}"#,
         r#"{"payload":{"type":"t"},"header":{"command":"reply","id":"p","request":"1","status":"error"}}"#,
