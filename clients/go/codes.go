@@ -59,6 +59,20 @@ const (
 	CodeQueueFull = "queue_full"
 	// CodeStoreFailed: the delivery store could not take a push (disk full, store behind).
 	CodeStoreFailed = "store_failed"
+	// CodeDialRefused: the user dialled refused the stream (bester.refuse).
+	CodeDialRefused = "dial_refused"
+	// CodeDialOffline: the user dialled has no connection here that takes streams.
+	CodeDialOffline = "dial_offline"
+	// CodeDialTimeout: no connection of the user dialled answered in time.
+	CodeDialTimeout = "dial_timeout"
+	// CodeDialAnswered: (an end) another connection of the same user answered the dial.
+	CodeDialAnswered = "dial_answered"
+	// CodeUnknownStream: no stream or dial of this connection has that id.
+	CodeUnknownStream = "unknown_stream"
+	// CodeStreamCreditExceeded: (an end) the writer sent past the credit its reader granted.
+	CodeStreamCreditExceeded = "stream_credit_exceeded"
+	// CodeStreamClosed: (an end) the other side closed, or broke the stream's flow control.
+	CodeStreamClosed = "stream_closed"
 )
 
 // The library's own codes: failures the client sees without a server answer.
@@ -78,4 +92,4 @@ const (
 )
 
 // ServerCodes lists every code the server may answer, in the order of PROTOCOL.md §8.
-var ServerCodes = []string{CodeFrameTooLarge, CodeInvalidUTF8, CodeInvalidJSON, CodeInvalidMessage, CodeUnknownScope, CodeNotIdentified, CodeAlreadyIdentified, CodeBadIdentifyType, CodeAuthFailed, CodeIdentifyTimeout, CodeIdleTimeout, CodeRateLimited, CodeTooManyConnections, CodeUnknownType, CodeReservedType, CodeHandlerNotRunning, CodeHandlerUnavailable, CodeHandlerTimeout, CodeHandlerBusy, CodeHandlerError, CodeBadHandlerReply, CodeHandlerLoop, CodeChainTooDeep, CodeUnknownPeer, CodePeerUnreachable, CodePeerUnavailable, CodePeerTimeout, CodeHopLimit, CodeForgedOrigin, CodeServerBusy, CodeSlowConsumer, CodeShuttingDown, CodeSessionRevoked, CodeKicked, CodeTokenLoginsOff, CodeTokenMalformed, CodeTokenUnknownKey, CodeTokenBadSignature, CodeTokenExpired, CodeTokenNotYetValid, CodeTokenWrongAudience, CodeTokenWrongIssuer, CodeResumeExpired, CodeResumeRefused, CodeSessionExpired, CodeRedirected, CodeForbidden, CodeLimitReached, CodeQueueFull, CodeStoreFailed, CodeInternalError}
+var ServerCodes = []string{CodeFrameTooLarge, CodeInvalidUTF8, CodeInvalidJSON, CodeInvalidMessage, CodeUnknownScope, CodeNotIdentified, CodeAlreadyIdentified, CodeBadIdentifyType, CodeAuthFailed, CodeIdentifyTimeout, CodeIdleTimeout, CodeRateLimited, CodeTooManyConnections, CodeUnknownType, CodeReservedType, CodeHandlerNotRunning, CodeHandlerUnavailable, CodeHandlerTimeout, CodeHandlerBusy, CodeHandlerError, CodeBadHandlerReply, CodeHandlerLoop, CodeChainTooDeep, CodeUnknownPeer, CodePeerUnreachable, CodePeerUnavailable, CodePeerTimeout, CodeHopLimit, CodeForgedOrigin, CodeServerBusy, CodeSlowConsumer, CodeShuttingDown, CodeSessionRevoked, CodeKicked, CodeTokenLoginsOff, CodeTokenMalformed, CodeTokenUnknownKey, CodeTokenBadSignature, CodeTokenExpired, CodeTokenNotYetValid, CodeTokenWrongAudience, CodeTokenWrongIssuer, CodeResumeExpired, CodeResumeRefused, CodeSessionExpired, CodeRedirected, CodeForbidden, CodeLimitReached, CodeQueueFull, CodeStoreFailed, CodeDialRefused, CodeDialOffline, CodeDialTimeout, CodeDialAnswered, CodeUnknownStream, CodeStreamCreditExceeded, CodeStreamClosed, CodeInternalError}

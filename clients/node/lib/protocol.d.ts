@@ -59,6 +59,13 @@ export type ServerErrorCode =
   | 'limit_reached'
   | 'queue_full'
   | 'store_failed'
+  | 'dial_refused'
+  | 'dial_offline'
+  | 'dial_timeout'
+  | 'dial_answered'
+  | 'unknown_stream'
+  | 'stream_credit_exceeded'
+  | 'stream_closed'
   | 'internal_error';
 
 /** Codes the library itself raises (never sent by a server). */
@@ -155,6 +162,13 @@ export declare const errors: {
   readonly LimitReached: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'limit_reached'>;
   readonly QueueFull: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'queue_full'>;
   readonly StoreFailed: new (code: string, text: string, frame?: ServerFrame) => ServerError & Coded<'store_failed'>;
+  readonly DialRefused: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'dial_refused'>;
+  readonly DialOffline: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'dial_offline'>;
+  readonly DialTimeout: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'dial_timeout'>;
+  readonly DialAnswered: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'dial_answered'>;
+  readonly UnknownStream: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'unknown_stream'>;
+  readonly StreamCreditExceeded: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'stream_credit_exceeded'>;
+  readonly StreamClosed: new (code: string, text: string, frame?: ServerFrame) => MessageError & Coded<'stream_closed'>;
   readonly InternalError: new (code: string, text: string, frame?: ServerFrame) => ServerError & Coded<'internal_error'>;
   readonly Timeout: new (code: string, text: string, frame?: ServerFrame) => ClientError & Coded<'timeout'>;
   readonly ConnectionLost: new (code: string, text: string, frame?: ServerFrame) => ClientError & Coded<'connection_lost'>;

@@ -68,6 +68,13 @@ const CODES = [
   ['limit_reached', 'LimitReached', 'MessageError'],
   ['queue_full', 'QueueFull', 'MessageError'],
   ['store_failed', 'StoreFailed', 'ServerError'],
+  ['dial_refused', 'DialRefused', 'MessageError'],
+  ['dial_offline', 'DialOffline', 'MessageError'],
+  ['dial_timeout', 'DialTimeout', 'MessageError'],
+  ['dial_answered', 'DialAnswered', 'MessageError'],
+  ['unknown_stream', 'UnknownStream', 'MessageError'],
+  ['stream_credit_exceeded', 'StreamCreditExceeded', 'MessageError'],
+  ['stream_closed', 'StreamClosed', 'MessageError'],
   ['internal_error', 'InternalError', 'ServerError'],
   // The library's own: never sent by a server.
   ['timeout', 'Timeout', 'ClientError'],

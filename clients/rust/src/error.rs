@@ -167,6 +167,20 @@ pub mod codes {
     pub const QUEUE_FULL: &str = "queue_full";
     /// `store_failed`: the delivery store could not write, or there is none.
     pub const STORE_FAILED: &str = "store_failed";
+    /// `dial_refused`: the user dialled refused the stream (bester.refuse).
+    pub const DIAL_REFUSED: &str = "dial_refused";
+    /// `dial_offline`: the user dialled has no connection here that takes streams.
+    pub const DIAL_OFFLINE: &str = "dial_offline";
+    /// `dial_timeout`: no connection of the user dialled answered in time.
+    pub const DIAL_TIMEOUT: &str = "dial_timeout";
+    /// `dial_answered`: (an end) another connection of the same user answered the dial.
+    pub const DIAL_ANSWERED: &str = "dial_answered";
+    /// `unknown_stream`: no stream or dial of this connection has that id.
+    pub const UNKNOWN_STREAM: &str = "unknown_stream";
+    /// `stream_credit_exceeded`: (an end) the writer sent past the credit its reader granted.
+    pub const STREAM_CREDIT_EXCEEDED: &str = "stream_credit_exceeded";
+    /// `stream_closed`: (an end) the other side closed, or broke the stream's flow control.
+    pub const STREAM_CLOSED: &str = "stream_closed";
 
     /// Every code the server gives, in the order of its definition.
     pub const ALL: &[&str] = &[
@@ -220,6 +234,13 @@ pub mod codes {
         LIMIT_REACHED,
         QUEUE_FULL,
         STORE_FAILED,
+        DIAL_REFUSED,
+        DIAL_OFFLINE,
+        DIAL_TIMEOUT,
+        DIAL_ANSWERED,
+        UNKNOWN_STREAM,
+        STREAM_CREDIT_EXCEEDED,
+        STREAM_CLOSED,
         INTERNAL_ERROR,
     ];
 }

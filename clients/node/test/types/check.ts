@@ -131,6 +131,13 @@ const SERVER_CODES = [
   'limit_reached',
   'queue_full',
   'store_failed',
+  'dial_refused',
+  'dial_offline',
+  'dial_timeout',
+  'dial_answered',
+  'unknown_stream',
+  'stream_credit_exceeded',
+  'stream_closed',
   'internal_error',
 ] as const;
 const CLIENT_CODES = [
@@ -261,7 +268,7 @@ assertType<Equal<InstanceType<typeof errors.TooManyRedirects>['code'], 'too_many
 is<ClientError>(new errors.TooManyRedirects('too_many_redirects', 'text'));
 assertType<Equal<InstanceType<typeof errors.ProtocolError>['code'], 'protocol_error'>>();
 is<ClientError>(new errors.ProtocolError('protocol_error', 'text'));
-assertType<Equal<keyof typeof errors, 'FrameTooLarge' | 'InvalidUtf8' | 'InvalidJson' | 'InvalidMessage' | 'UnknownScope' | 'NotIdentified' | 'AlreadyIdentified' | 'BadIdentifyType' | 'AuthFailed' | 'IdentifyTimeout' | 'IdleTimeout' | 'RateLimited' | 'TooManyConnections' | 'UnknownType' | 'ReservedType' | 'HandlerNotRunning' | 'HandlerUnavailable' | 'HandlerTimeout' | 'HandlerBusy' | 'HandlerError' | 'BadHandlerReply' | 'HandlerLoop' | 'ChainTooDeep' | 'UnknownPeer' | 'PeerUnreachable' | 'PeerUnavailable' | 'PeerTimeout' | 'HopLimit' | 'ForgedOrigin' | 'ServerBusy' | 'SlowConsumer' | 'ShuttingDown' | 'SessionRevoked' | 'Kicked' | 'Redirected' | 'TokenLoginsOff' | 'TokenMalformed' | 'TokenUnknownKey' | 'TokenBadSignature' | 'TokenExpired' | 'TokenNotYetValid' | 'TokenWrongAudience' | 'TokenWrongIssuer' | 'ResumeExpired' | 'ResumeRefused' | 'SessionExpired' | 'Forbidden' | 'LimitReached' | 'QueueFull' | 'StoreFailed' | 'InternalError' | 'Timeout' | 'ConnectionLost' | 'Closed' | 'RedirectRefused' | 'TooManyRedirects' | 'ProtocolError'>>();
+assertType<Equal<keyof typeof errors, 'FrameTooLarge' | 'InvalidUtf8' | 'InvalidJson' | 'InvalidMessage' | 'UnknownScope' | 'NotIdentified' | 'AlreadyIdentified' | 'BadIdentifyType' | 'AuthFailed' | 'IdentifyTimeout' | 'IdleTimeout' | 'RateLimited' | 'TooManyConnections' | 'UnknownType' | 'ReservedType' | 'HandlerNotRunning' | 'HandlerUnavailable' | 'HandlerTimeout' | 'HandlerBusy' | 'HandlerError' | 'BadHandlerReply' | 'HandlerLoop' | 'ChainTooDeep' | 'UnknownPeer' | 'PeerUnreachable' | 'PeerUnavailable' | 'PeerTimeout' | 'HopLimit' | 'ForgedOrigin' | 'ServerBusy' | 'SlowConsumer' | 'ShuttingDown' | 'SessionRevoked' | 'Kicked' | 'Redirected' | 'TokenLoginsOff' | 'TokenMalformed' | 'TokenUnknownKey' | 'TokenBadSignature' | 'TokenExpired' | 'TokenNotYetValid' | 'TokenWrongAudience' | 'TokenWrongIssuer' | 'ResumeExpired' | 'ResumeRefused' | 'SessionExpired' | 'Forbidden' | 'LimitReached' | 'QueueFull' | 'StoreFailed' | 'DialRefused' | 'DialOffline' | 'DialTimeout' | 'DialAnswered' | 'UnknownStream' | 'StreamCreditExceeded' | 'StreamClosed' | 'InternalError' | 'Timeout' | 'ConnectionLost' | 'Closed' | 'RedirectRefused' | 'TooManyRedirects' | 'ProtocolError'>>();
 is<BesterError>(new AuthError('auth_failed', 'text'));
 is<AuthError>(new TokenError('token_expired', 'text'));
 is<AuthError>(new ResumeError('resume_expired', 'text'));

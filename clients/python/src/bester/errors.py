@@ -76,6 +76,13 @@ class ErrorCode(str, enum.Enum):
     LIMIT_REACHED = "limit_reached"
     QUEUE_FULL = "queue_full"
     STORE_FAILED = "store_failed"
+    DIAL_REFUSED = "dial_refused"
+    DIAL_OFFLINE = "dial_offline"
+    DIAL_TIMEOUT = "dial_timeout"
+    DIAL_ANSWERED = "dial_answered"
+    UNKNOWN_STREAM = "unknown_stream"
+    STREAM_CREDIT_EXCEEDED = "stream_credit_exceeded"
+    STREAM_CLOSED = "stream_closed"
     INTERNAL_ERROR = "internal_error"
     # The library's own.
     TIMEOUT = "timeout"
@@ -363,6 +370,34 @@ class StoreFailed(ServerError):
     """``store_failed``: the delivery store could not write (or the server keeps none)."""
 
 
+class DialRefused(MessageError):
+    """``dial_refused``: the user dialled refused the stream (bester.refuse)."""
+
+
+class DialOffline(MessageError):
+    """``dial_offline``: the user dialled has no connection here that takes streams."""
+
+
+class DialTimeout(MessageError):
+    """``dial_timeout``: no connection of the user dialled answered in time."""
+
+
+class DialAnswered(MessageError):
+    """``dial_answered``: (an end) another connection of the same user answered the dial."""
+
+
+class UnknownStream(MessageError):
+    """``unknown_stream``: no stream or dial of this connection has that id."""
+
+
+class StreamCreditExceeded(MessageError):
+    """``stream_credit_exceeded``: (an end) the writer sent past the credit its reader granted."""
+
+
+class StreamClosed(MessageError):
+    """``stream_closed``: (an end) the other side closed, or broke the stream's flow control."""
+
+
 class InternalError(ServerError):
     """``internal_error``"""
 
@@ -434,6 +469,13 @@ ERRORS: Dict[str, Type[BesterError]] = {
     "limit_reached": LimitReached,
     "queue_full": QueueFull,
     "store_failed": StoreFailed,
+    "dial_refused": DialRefused,
+    "dial_offline": DialOffline,
+    "dial_timeout": DialTimeout,
+    "dial_answered": DialAnswered,
+    "unknown_stream": UnknownStream,
+    "stream_credit_exceeded": StreamCreditExceeded,
+    "stream_closed": StreamClosed,
     "internal_error": InternalError,
     "redirect_refused": RedirectRefused,
     "too_many_redirects": TooManyRedirects,
