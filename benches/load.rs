@@ -58,6 +58,16 @@ mod streams;
 #[global_allocator]
 static ALLOCATOR: allocs::Counting = allocs::Counting;
 
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`), for the figures' context.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;

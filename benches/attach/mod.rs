@@ -28,15 +28,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 const WINDOW: usize = 64;
 
 /// A fresh server on a copy of `store`, with the Python echo handler and room for everyone.
@@ -160,7 +151,7 @@ fn median_of(runs: &[Value], key: &str) -> f64 {
 pub fn attach() -> Value {
     let n = env_usize("BENCH_ATTACH_N", 1000);
     let runs = env_usize("BENCH_RUNS", 3);
-    let load_start = loadavg();
+    let load_start = crate::loadavg();
     // One user store for every server: N users and the gateway, made once.
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("users.json");
@@ -198,6 +189,6 @@ pub fn attach() -> Value {
         "each_run_attached": attached,
         "each_run_sockets": sockets,
         "load_average_start": load_start,
-        "load_average_end": loadavg(),
+        "load_average_end": crate::loadavg(),
     })
 }

@@ -457,15 +457,6 @@ fn measure_bare(system: &str, window: usize, secs: f64) -> Value {
     })
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The whole comparison: runs × windows × systems, then the table of medians.
 pub fn durable() -> Value {
     let secs: f64 = env_or("BENCH_SECS", 3.0);
@@ -503,7 +494,7 @@ pub fn durable() -> Value {
         .split(',')
         .filter_map(|w| w.trim().parse().ok())
         .collect();
-    let load_before = load_average();
+    let load_before = crate::loadavg();
     let mut all = Vec::new();
     let mut invalid = 0;
     for run in 0..runs {
@@ -519,7 +510,7 @@ pub fn durable() -> Value {
             }
         }
     }
-    let load_after = load_average();
+    let load_after = crate::loadavg();
     let valid = |m: &&Value| m["errors"] == 0;
     let med = |system: &str, window: usize, key: &str| -> f64 {
         median(
@@ -755,7 +746,7 @@ pub fn durable_memory() -> Value {
     let delivery = format!(
         "max_per_user = {big}\nmax_bytes_per_user = 68719476736\nmax_disk_bytes = 68719476736\nmin_free_bytes = 0\n"
     );
-    let load_before = load_average();
+    let load_before = crate::loadavg();
     let running = start_besterd(
         &fsync,
         "@to",
@@ -832,7 +823,7 @@ pub fn durable_memory() -> Value {
         "login_big_queue": {"messages": big, "seconds": (big_secs * 1000.0).round() / 1000.0,
                             "per_s": (big as f64 / big_secs).round()},
         "vm_rss_kib_after_delivery": rss_after, "vm_hwm_kib_after_delivery": hwm_after,
-        "load_before": load_before, "load_after": load_average(),
+        "load_before": load_before, "load_after": crate::loadavg(),
     });
     drop(running);
     result

@@ -622,15 +622,6 @@ fn continue_ok(sent_at: &mut VecDeque<Instant>, out: &mut Delivery, now: Instant
     *n += 1;
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn percentile(lat: &mut [Duration], p: f64) -> u64 {
     lat.sort_unstable();
     let i = ((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1));
@@ -643,7 +634,7 @@ fn cpu(pids: &[u32]) -> f64 {
 
 /// One measurement of `system` on fresh servers.
 fn measure(system: &str, window: usize, secs: f64) -> Value {
-    let load = loadavg();
+    let load = crate::loadavg();
     let setup = match system {
         "nats" => start_nats(false),
         "nats-rr" => start_nats(true),

@@ -273,15 +273,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn broker(window: u64) -> Broker {
     Broker::start_with(
         "",
@@ -295,7 +286,7 @@ pub fn streams() -> Value {
     let window = env("BENCH_STREAM_WINDOW", 256 * 1024);
     let frame_data = env("BENCH_STREAM_FRAME", 16384) as usize;
     let bytes = env("BENCH_STREAM_MB", 256) << 20;
-    let load_before = loadavg();
+    let load_before = crate::loadavg();
     let mut rows = Vec::new();
     for run in 0..runs {
         let b = broker(window);
@@ -347,6 +338,6 @@ pub fn streams() -> Value {
         "besterd_rtt_p99_us": col(7).round(),
         "relay_rtt_p99_us": col(8).round(),
         "load_before": load_before,
-        "load_after": loadavg(),
+        "load_after": crate::loadavg(),
     })
 }

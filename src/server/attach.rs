@@ -255,18 +255,9 @@ impl Server {
                 let check = if token.starts_with("v1.") {
                     TokenCheck::Resume
                 } else {
-                    match (&self.config.auth.jwt_keys, &self.config.auth.jwt) {
-                        (Some(keys), Some(settings)) => TokenCheck::Jwt {
-                            keys: keys.clone(),
-                            require_user: settings.require_user,
-                        },
-                        _ => {
-                            let error = ErrorBody::new(
-                                ErrorCode::TokenLoginsOff,
-                                "this server takes no token logins ([auth.jwt] is not configured)",
-                            );
-                            return self.reply_error(id, reply_id, &error);
-                        }
+                    match self.jwt_check() {
+                        Ok(check) => check,
+                        Err(error) => return self.reply_error(id, reply_id, &error),
                     }
                 };
                 let purpose = TokenPurpose::Attach {

@@ -236,18 +236,12 @@ impl Server {
         let check = if resume {
             TokenCheck::Resume
         } else {
-            match (&self.config.auth.jwt_keys, &self.config.auth.jwt) {
-                (Some(keys), Some(settings)) => TokenCheck::Jwt {
-                    keys: keys.clone(),
-                    require_user: settings.require_user,
-                },
-                _ => {
+            match self.jwt_check() {
+                Ok(check) => check,
+                Err(error) => {
                     self.logins.failed(ip, &anonymous(ip), Instant::now());
                     self.stats.logins.failed += 1;
-                    return Err(ErrorBody::new(
-                        ErrorCode::TokenLoginsOff,
-                        "this server takes no token logins ([auth.jwt] is not configured)",
-                    ));
+                    return Err(error);
                 }
             }
         };
@@ -256,6 +250,20 @@ impl Server {
             conn.role = Role::Client(ClientState::Verifying);
         }
         Ok(())
+    }
+
+    /// How a JWT is checked here, or `token_logins_off` when `[auth.jwt]` is not configured.
+    pub(super) fn jwt_check(&self) -> Result<TokenCheck, ErrorBody> {
+        match (&self.config.auth.jwt_keys, &self.config.auth.jwt) {
+            (Some(keys), Some(settings)) => Ok(TokenCheck::Jwt {
+                keys: keys.clone(),
+                require_user: settings.require_user,
+            }),
+            _ => Err(ErrorBody::new(
+                ErrorCode::TokenLoginsOff,
+                "this server takes no token logins ([auth.jwt] is not configured)",
+            )),
+        }
     }
 
     fn submit_token(
@@ -591,18 +599,9 @@ impl Server {
             self.stats.logins.rate_limited += 1;
             return self.reply_error(id, reply_id, &rate_limited());
         }
-        let check = match (&self.config.auth.jwt_keys, &self.config.auth.jwt) {
-            (Some(keys), Some(settings)) => TokenCheck::Jwt {
-                keys: keys.clone(),
-                require_user: settings.require_user,
-            },
-            _ => {
-                let error = ErrorBody::new(
-                    ErrorCode::TokenLoginsOff,
-                    "this server takes no token logins ([auth.jwt] is not configured)",
-                );
-                return self.reply_error(id, reply_id, &error);
-            }
+        let check = match self.jwt_check() {
+            Ok(check) => check,
+            Err(error) => return self.reply_error(id, reply_id, &error),
         };
         let purpose = TokenPurpose::Refresh {
             id: reply_id.map(str::to_string),
