@@ -519,6 +519,51 @@ fn an_attached_user_is_online_while_attached() {
 }
 
 #[test]
+fn an_attached_user_acknowledges_its_stored_pushes() {
+    let tables = format!(
+        "[handlers.greet]\n{}\noffline = \"store\"\n",
+        handler("python3", "tests/handlers/greeter.py"),
+    );
+    let b = Broker::start_with("", &tables, USERS);
+    user_cmd(&b, &["gateway", "gw"]);
+    let mut gw = gateway(&b);
+    attach_password(&mut gw, "bob", "bob-pw");
+    let mut alice = b.login("alice", "alice-pw");
+    let sent = alice
+        .request("s", "greet", &json!({"to": ["bob"], "n": 1}))
+        .unwrap();
+    assert_eq!(sent["header"]["delivered"], json!(["bob"]), "{sent}");
+    let push = gw.recv().unwrap().expect("bob's push");
+    assert_eq!(
+        (&push["header"]["kind"], &push["header"]["user"]),
+        (&json!("push"), &json!("bob")),
+        "{push}"
+    );
+    let msg = push["header"]["msg"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no durable id: {push}"))
+        .to_string();
+    // Acknowledged as bob through the gateway: deleted from bob's queue.
+    let acked = as_user(&mut gw, "bob", "a", "bester.ack", json!({"msgs": [msg]}));
+    assert_eq!(acked["header"]["user"], "bob", "{acked}");
+    assert_eq!(acked["data"], json!({"acked": 1}), "{acked}");
+    let bad = as_user(&mut gw, "bob", "b", "bester.ack", json!({"msgs": 7}));
+    assert_eq!(
+        (&bad["header"]["status"], &bad["data"]["code"]),
+        (&json!("error"), &json!("invalid_message")),
+        "{bad}"
+    );
+    // bob's own login later finds nothing left for him; without the ack it would come again.
+    as_user(&mut gw, "bob", "d", "bester.detach", json!(null));
+    let mut bob = b.login("bob", "bob-pw");
+    let left = bob
+        .request("empty", "bester.ack", &json!({"msgs": []}))
+        .unwrap();
+    assert_eq!(left["data"], json!({"acked": 0}), "{left}");
+    assert!(!bob.has_frame(), "a push came again after its ack");
+}
+
+#[test]
 fn what_an_attached_user_may_not_do() {
     let b = broker("");
     let mut gw = gateway(&b);

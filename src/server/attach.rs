@@ -628,6 +628,9 @@ impl Server {
                 self.detach(id, user, kind == LOGOUT);
             }
             kind if super::presence::is_presence_builtin(kind) => self.presence_builtin(conn, msg),
+            // A storing push reaches an attached user with its `msg` like any session's: the
+            // acknowledgement deletes it from that user's queue (`delivery.rs`).
+            super::delivery::ACK => self.builtin_ack(conn, user, msg),
             other => {
                 let error = forbidden(format!("{other:?} is not available to an attached user"));
                 self.reply_error(conn, reply_id, &error);
