@@ -321,25 +321,9 @@ impl Store {
 
     /// Every user's queue in figures.
     pub fn depths(&self) -> Result<HashMap<String, Depth>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        self.grouped_depths(
             "SELECT user, count(*), sum(bytes), min(time) FROM messages GROUP BY user",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                Depth {
-                    count: r.get::<_, i64>(1)? as u64,
-                    bytes: r.get::<_, i64>(2)? as u64,
-                    oldest_ms: r.get::<_, Option<i64>>(3)?.map(|t| t as u64),
-                },
-            ))
-        })?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (user, depth) = row?;
-            out.insert(user, depth);
-        }
-        Ok(out)
+        )
     }
 
     /// Start a transaction (a group commit).
@@ -487,11 +471,9 @@ impl Store {
         rows.map(|r| r.map_err(StoreError::from)).collect()
     }
 
-    /// Every peer server's outbound queue in figures.
-    pub fn out_depths(&self) -> Result<HashMap<String, Depth>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT server, count(*), sum(bytes), min(time) FROM outbound GROUP BY server",
-        )?;
+    /// A `SELECT name, count, bytes, oldest … GROUP BY name` as figures per name.
+    fn grouped_depths(&self, sql: &str) -> Result<HashMap<String, Depth>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -502,12 +484,14 @@ impl Store {
                 },
             ))
         })?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (server, depth) = row?;
-            out.insert(server, depth);
-        }
-        Ok(out)
+        rows.map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    /// Every peer server's outbound queue in figures.
+    pub fn out_depths(&self) -> Result<HashMap<String, Depth>, StoreError> {
+        self.grouped_depths(
+            "SELECT server, count(*), sum(bytes), min(time) FROM outbound GROUP BY server",
+        )
     }
 
     /// Whether a forwarded delivery with this origin key was taken already.
