@@ -282,8 +282,15 @@ impl Server {
             self.lifecycle_tick(now);
             self.router.directory_flush(now, &mut self.actions);
             self.settle(now);
-            self.flush_dirty();
-            self.settle(now);
+            // A flush may finish a lingering close, whose actions queue more output (a stream's
+            // other end, a peer's directory): written before the loop waits again.
+            loop {
+                self.flush_dirty();
+                self.settle(now);
+                if self.dirty.is_empty() {
+                    break;
+                }
+            }
             if self.shutdown_done(now) {
                 break;
             }
