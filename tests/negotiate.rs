@@ -213,8 +213,8 @@ fn federation_links_negotiate_compress_in_their_handshake() {
         &peer_tables("a", Some(a.addr)),
         &users,
     );
-    wait_for_log(&b, "peer=a features [\"compress\"]");
-    wait_for_log(&a, "peer=b features [\"compress\"]");
+    wait_for_log(&b, "peer=a features [\"compress\", \"stream\"]");
+    wait_for_log(&a, "peer=b features [\"compress\", \"stream\"]");
     // The link carries traffic (compressed frames both ways: the request to a, its reply back).
     let mut alice = b.login("alice", "alice-pw");
     let text = "a longer chat line that repeats itself, ".repeat(50);
@@ -257,7 +257,7 @@ fn a_peer_from_before_negotiation_is_dialled_again_without_an_offer() {
     }
     assert_eq!(
         identifies[0]["header"]["identify"]["features"],
-        json!(["compress"])
+        json!(["compress", "stream"])
     );
     assert_eq!(
         keys(&identifies[1]["header"]["identify"]),

@@ -11,8 +11,11 @@
 //! the last one read, in MiB/s of data; the server's (or relay's) CPU per MiB. Latency: 5,000
 //! round trips of a small frame (one end echoes each back on the stream), p50 and p99.
 //!
-//! A fresh server and relay per run, the systems alternating within each run, `BENCH_RUNS` (3)
-//! runs, medians, and the ratio besterd / floor of each run side by side.
+//! Across servers too: alice on server a, bob on server b, the stream over their peer link
+//! (PROTOCOL.md §5, "Streams across servers"); its CPU is both servers'.
+//!
+//! A fresh server, pair and relay per run, the systems alternating within each run,
+//! `BENCH_RUNS` (3) runs, medians, and the ratio besterd / floor of each run side by side.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -168,6 +171,85 @@ fn read_json(s: &mut TcpStream) -> Value {
     serde_json::from_slice(&body).unwrap()
 }
 
+const SECRET: &str = "bench-streams-secret-a-b";
+
+/// Servers a and b, linked.
+fn pair(window: u64) -> (Broker, Broker) {
+    let tables = |peer: &str, address: Option<std::net::SocketAddr>| {
+        let address = address
+            .map(|a| format!("address = \"{a}\"\n"))
+            .unwrap_or_default();
+        format!(
+            "[streams]\nwindow_bytes = {window}\n[peers.{peer}]\nsecret = {SECRET:?}\n{address}"
+        )
+    };
+    let users = [("alice", "pw"), ("bob", "pw")];
+    let a = Broker::launch("a", "127.0.0.1:0", "", &tables("b", None), &users);
+    let b = Broker::launch("b", "127.0.0.1:0", "", &tables("a", Some(a.addr)), &users);
+    (a, b)
+}
+
+/// Both ends of a stream from alice on `a` to bob on `b` (once their link is up).
+fn via_federation(a: &Broker, b: &Broker, window: u64) -> (End, End) {
+    let login = |server: &Broker, user: &str| {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let identify = json!({"header":{"identify":{"type":"client","authentication":{"username":user,"password":"pw"},"features":["stream"]}}});
+        s.write_all(&frame(&identify.to_string())).unwrap();
+        assert_eq!(read_json(&mut s)["data"]["features"], json!(["stream"]));
+        s
+    };
+    let mut alice = login(a, "alice");
+    let mut bob = login(b, "bob");
+    let dial = json!({"header":{"scope":"client","id":"d"},"payload":{"type":"bester.dial","data":{"to":"bob@b","stream":"bench"}}});
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        alice.write_all(&frame(&dial.to_string())).unwrap();
+        // Not linked yet: the dial is answered `peer_unavailable` at once.
+        if let Ok(Some(answer)) = read_json_within(&mut alice, Duration::from_millis(100)) {
+            assert_eq!(answer["data"]["code"], "peer_unavailable", "{answer}");
+            assert!(Instant::now() < deadline, "a and b never linked");
+            thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        break;
+    }
+    alice
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let incoming = read_json(&mut bob);
+    let theirs = incoming["header"]["stream"].as_u64().unwrap();
+    let accept = json!({"header":{"scope":"client","id":"a"},"payload":{"type":"bester.accept","data":{"stream":theirs}}});
+    bob.write_all(&frame(&accept.to_string())).unwrap();
+    assert_eq!(read_json(&mut bob)["header"]["status"], "ok");
+    let dialled = read_json(&mut alice);
+    assert_eq!(dialled["data"]["window"], window, "{dialled}");
+    let mine = dialled["data"]["stream"].as_u64().unwrap();
+    (End::new(alice, mine, window), End::new(bob, theirs, window))
+}
+
+/// A frame within `wait`, if one comes (`Ok(None)`: none did).
+fn read_json_within(s: &mut TcpStream, wait: Duration) -> std::io::Result<Option<Value>> {
+    s.set_read_timeout(Some(wait))?;
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    }
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    Ok(Some(serde_json::from_slice(&body).unwrap()))
+}
+
 /// The relay process and both ends through it.
 fn via_relay(window: u64) -> (Child, End, End) {
     let program = std::env::var("BENCH_RELAY").unwrap_or_else(|_| "target/bench/relay".into());
@@ -194,14 +276,15 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// `bytes` of data one way, writer → reader: (MiB/s, CPU seconds of `pid` per MiB).
+/// `bytes` of data one way, writer → reader: (MiB/s, CPU seconds of `pids` per MiB).
 fn throughput(
     mut writer: End,
     mut reader: End,
     bytes: u64,
     frame_data: usize,
-    pid: u32,
+    pids: &[u32],
 ) -> (f64, f64) {
+    let cpu_all = || pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
     let cost = frame_data as u64 + 2 + FRAME_COST;
     let frames = bytes / frame_data as u64;
     let one = data_frame(writer.id, frame_data);
@@ -217,7 +300,7 @@ fn throughput(
         }
         Instant::now()
     });
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = cpu_all();
     start.wait();
     let t0 = Instant::now();
     let mut batch = Vec::with_capacity(256 * 1024 + one.len());
@@ -236,7 +319,7 @@ fn throughput(
     }
     writer.out.write_all(&batch).unwrap();
     let t1 = read.join().unwrap();
-    let cpu = cpu_seconds(pid) - cpu0;
+    let cpu = cpu_all() - cpu0;
     let mib = (frames * frame_data as u64) as f64 / (1 << 20) as f64;
     (mib / (t1 - t0).as_secs_f64(), cpu / mib)
 }
@@ -291,9 +374,9 @@ pub fn streams() -> Value {
     for run in 0..runs {
         let b = broker(window);
         let (w, r) = via_besterd(&b, window);
-        let (bester_mbs, bester_cpu) = throughput(w, r, bytes, frame_data, b.pid());
+        let (bester_mbs, bester_cpu) = throughput(w, r, bytes, frame_data, &[b.pid()]);
         let (mut relay, w, r) = via_relay(window);
-        let (floor_mbs, floor_cpu) = throughput(w, r, bytes, frame_data, relay.id());
+        let (floor_mbs, floor_cpu) = throughput(w, r, bytes, frame_data, &[relay.id()]);
         let _ = relay.kill();
         let _ = relay.wait();
         let (a, c) = via_besterd(&b, window);
@@ -302,6 +385,17 @@ pub fn streams() -> Value {
         let (floor_p50, floor_p99) = latency(a, c);
         let _ = relay.kill();
         let _ = relay.wait();
+        drop(b);
+        let (sa, sb) = pair(window);
+        let (w, r) = via_federation(&sa, &sb, window);
+        let (fed_mbs, fed_cpu) = throughput(w, r, bytes, frame_data, &[sa.pid(), sb.pid()]);
+        let (x, y) = via_federation(&sa, &sb, window);
+        let (fed_p50, fed_p99) = latency(x, y);
+        eprintln!(
+            "run {run}: a→b {fed_mbs:.0} MiB/s ({:.2} ms CPU/MiB, both servers), ratio {:.2}; rtt p50 {fed_p50:.0} µs, p99 {fed_p99:.0}",
+            fed_cpu * 1e3,
+            fed_mbs / floor_mbs
+        );
         eprintln!(
             "run {run}: besterd {bester_mbs:.0} MiB/s ({:.2} ms CPU/MiB), relay {floor_mbs:.0} MiB/s ({:.2} ms CPU/MiB), ratio {:.2}; rtt p50 {bester_p50:.0} µs vs {floor_p50:.0} µs, p99 {bester_p99:.0} vs {floor_p99:.0}",
             bester_cpu * 1e3,
@@ -318,6 +412,11 @@ pub fn streams() -> Value {
             floor_p50,
             bester_p99,
             floor_p99,
+            fed_mbs,
+            fed_mbs / floor_mbs,
+            fed_cpu * 1e3,
+            fed_p50,
+            fed_p99,
         ]);
     }
     let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
@@ -337,6 +436,12 @@ pub fn streams() -> Value {
         "relay_rtt_p50_us": col(6).round(),
         "besterd_rtt_p99_us": col(7).round(),
         "relay_rtt_p99_us": col(8).round(),
+        "federated_mib_s": (col(9) * 10.0).round() / 10.0,
+        "federated_ratio_median": (col(10) * 100.0).round() / 100.0,
+        "federated_ratios": rows.iter().map(|r| format!("{:.2}", r[10])).collect::<Vec<_>>(),
+        "federated_cpu_ms_per_mib": (col(11) * 100.0).round() / 100.0,
+        "federated_rtt_p50_us": col(12).round(),
+        "federated_rtt_p99_us": col(13).round(),
         "load_before": load_before,
         "load_after": crate::loadavg(),
     })

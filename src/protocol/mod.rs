@@ -17,6 +17,7 @@ pub mod handler;
 pub mod login;
 pub mod message;
 pub mod peer;
+pub mod peer_stream;
 pub mod pool;
 pub mod proxy;
 pub mod redact;

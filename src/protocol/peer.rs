@@ -140,6 +140,8 @@ pub enum PeerFrame<'a> {
     Ack(PeerAck<'a>),
     /// A federation directory frame (`super::directory`).
     Directory(super::directory::DirectoryFrame),
+    /// A client-to-client stream frame (`super::peer_stream`).
+    Stream(super::peer_stream::PeerStream<'a>),
     /// Users of this server to push a payload to.
     Deliver(PeerDelivery<'a>),
 }
@@ -155,6 +157,7 @@ impl PeerFrame<'_> {
             PeerFrame::Message(_) => "message",
             PeerFrame::Ack(_) => "ack",
             PeerFrame::Directory(_) => "directory",
+            PeerFrame::Stream(_) => "stream",
             PeerFrame::Deliver(_) => "deliver",
         }
     }
@@ -246,6 +249,9 @@ pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame<'_>, ErrorBody> {
     {
         return Ok(frame);
     }
+    if let Some(frame) = super::peer_stream::parse_peer_stream(body) {
+        return frame.map(PeerFrame::Stream);
+    }
     parse_peer_frame_full(body)
 }
 
@@ -253,6 +259,9 @@ pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame<'_>, ErrorBody> {
 pub fn parse_peer_frame_full(body: &[u8]) -> Result<PeerFrame<'static>, ErrorBody> {
     if let Some(frame) = super::directory::parse_directory_frame(body) {
         return frame.map(PeerFrame::Directory);
+    }
+    if let Some(frame) = super::peer_stream::parse_peer_stream(body) {
+        return frame.map(|f| PeerFrame::Stream(f.into_owned()));
     }
     let raw: RawPeerFrame = parse_json(body)?;
     let h = raw.header;

@@ -75,7 +75,7 @@ pub enum StreamOp<'a> {
 /// A parsed stream frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamFrame<'a> {
-    /// The stream id (the server's, the same at both ends).
+    /// The stream id, as this server numbered it.
     pub stream: u64,
     /// What it asks for.
     pub op: StreamOp<'a>,

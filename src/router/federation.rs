@@ -88,6 +88,8 @@ pub(super) struct PeerEntry {
     allow_types: Option<Vec<String>>,
     /// Whether its last link took stored deliveries (feature `store`; `None`: no link yet).
     pub(super) store: Option<bool>,
+    /// Whether its link carries client-to-client streams (feature `stream`).
+    pub(super) streams: bool,
 }
 
 impl Router {
@@ -102,6 +104,7 @@ impl Router {
                 stat,
                 allow_types: None,
                 store: None,
+                streams: false,
             },
         );
     }
@@ -212,6 +215,7 @@ impl Router {
 
     /// A peer link closed: every message waiting for its ack is reported `peer_unavailable`.
     pub fn peer_down(&mut self, link: ConnId, out: &mut Vec<Action>) {
+        self.streams_link_down(link, out);
         let Some(name) = self.peer_links.remove(&link) else {
             return;
         };

@@ -8,8 +8,8 @@
 //! sent uncompressed ([`Server::send_secret`]): a compressed size tells an attacker who chose
 //! part of a frame how much of it matched a secret in the same frame (CRIME, BREACH).
 //!
-//! Streams (`stream`, `server/streams.rs`) are accepted on every client transport unless
-//! `[streams] enabled = false`; never on peer links.
+//! Streams (`stream`, `server/streams.rs`) are accepted on every client transport and on peer
+//! links (users of the two servers dial each other) unless `[streams] enabled = false`.
 //!
 //! It must not: accept a feature the connection's transport cannot carry, or turn compression
 //! on before the frame that answers the negotiation is queued.
@@ -47,11 +47,12 @@ impl Server {
         let Some(offered) = offered else { return };
         let store = self.delivery.is_some();
         let compress = self.config.compression;
+        let stream = self.config.streams.enabled;
         let Some(conn) = self.conn(id) else { return };
         let available = Available {
             compress: compress && matches!(conn.io.kind(), "tcp" | "tls"),
             store,
-            stream: false,
+            stream,
             multiplex: false,
         };
         conn.features = Some(Features::accept(offered, available));
@@ -78,27 +79,26 @@ impl Server {
 
 impl Server {
     /// What a dial to peer `name` offers in its identify (kept on the connection, to hold the
-    /// responder's answer to): `None` for a peer that refused an offer before, or with
-    /// `server.compression = false`.
-    pub(super) fn peer_offer(&mut self, id: ConnId, name: &str) -> Option<&'static [&'static str]> {
-        let plain = self.peers.get(name).is_none_or(|slot| slot.plain_handshake);
-        let (compress, store) = (self.config.compression, self.delivery.is_some());
-        let offer: &'static [&'static str] = match (compress, store) {
-            _ if plain => return None,
-            (false, false) => return None,
-            (true, false) => &[features::COMPRESS],
-            (false, true) => &[features::STORE],
-            (true, true) => &[features::COMPRESS, features::STORE],
-        };
-        if let Some(conn) = self.conn(id) {
-            conn.features = Some(Features {
-                compress,
-                store,
-                stream: false,
-                multiplex: false,
-            });
+    /// responder's answer to): `None` for a peer that refused an offer before, or when there is
+    /// nothing to offer (`server.compression = false`, no delivery store, streams off).
+    pub(super) fn peer_offer(&mut self, id: ConnId, name: &str) -> Option<Vec<&'static str>> {
+        if self.peers.get(name).is_none_or(|slot| slot.plain_handshake) {
+            return None;
         }
-        Some(offer)
+        let offer = Features {
+            compress: self.config.compression,
+            store: self.delivery.is_some(),
+            stream: self.config.streams.enabled,
+            multiplex: false,
+        };
+        let names = offer.names();
+        if names.is_empty() {
+            return None;
+        }
+        if let Some(conn) = self.conn(id) {
+            conn.features = Some(offer);
+        }
+        Some(names)
     }
 
     /// The responder accepted `accepted` of what this dial offered: turn those on.
@@ -112,11 +112,10 @@ impl Server {
         let Some(offered) = conn.features else { return };
         let has = |name: &str| accepted.is_some_and(|names| names.iter().any(|n| n == name));
         let compress = offered.compress && has(features::COMPRESS);
-        let store = offered.store && has(features::STORE);
         let features = Features {
             compress,
-            store,
-            stream: false,
+            store: offered.store && has(features::STORE),
+            stream: offered.stream && has(features::STREAM),
             multiplex: false,
         };
         conn.features = Some(features);

@@ -161,7 +161,7 @@ impl Server {
             Some(Ok(())) => {
                 let nonce = handshake::nonce();
                 let offer = self.peer_offer(id, &name);
-                let body = identify_frame_offering(&self.config.name, &nonce, offer);
+                let body = identify_frame_offering(&self.config.name, &nonce, offer.as_deref());
                 if let Some(Role::Peer(peer)) = self.conn(id).map(|c| &mut c.role) {
                     peer.state = PeerState::AwaitChallenge { nonce };
                 }
@@ -278,6 +278,7 @@ impl Server {
                 self.router.directory_received(id, body.len());
                 self.router.directory_frame(id, d, now, &mut self.actions)
             }
+            (PeerState::Up, PeerFrame::Stream(f)) => self.peer_stream(id, f, now),
             (PeerState::Up, PeerFrame::Deliver(d)) => {
                 self.router.peer_deliver(id, d, &mut self.actions)
             }
@@ -392,10 +393,9 @@ impl Server {
             }
         }
         self.router.peer_up(&name, id);
-        let store = self
-            .conn(id)
-            .and_then(|c| c.features)
-            .is_some_and(|f| f.store);
+        let features = self.conn(id).and_then(|c| c.features).unwrap_or_default();
+        let store = features.store;
+        self.router.set_peer_streams(&name, features.stream);
         self.forward_link_up(&name, store);
         self.router.directory_link_up(id, now, &mut self.actions);
         info!(

@@ -11,10 +11,22 @@
 use std::time::Instant;
 
 use crate::protocol::message::{ClientMessage, client_ok};
+use crate::protocol::peer_stream::PeerStream;
 use crate::protocol::stream::{self, ACCEPT, AnswerData, DIAL, DialData, REFUSE};
 use crate::router::ConnId;
 
 use super::Server;
+use super::conn::Conn;
+use slab::Slab;
+
+/// Whether connection `c` negotiated `stream`.
+fn takes(conns: &Slab<Conn>, c: ConnId) -> bool {
+    conns
+        .get(c.slot)
+        .filter(|x| x.id == c)
+        .and_then(|x| x.features)
+        .is_some_and(|f| f.stream)
+}
 
 /// Whether `kind` is one of the built-ins of this module.
 pub(super) fn is_stream_builtin(kind: &str) -> bool {
@@ -51,13 +63,7 @@ impl Server {
         let answer = match kind {
             DIAL => msg.payload.data_as::<DialData>().and_then(|data| {
                 let conns = &self.conns;
-                let takes = |c: ConnId| {
-                    conns
-                        .get(c.slot)
-                        .filter(|x| x.id == c)
-                        .and_then(|x| x.features)
-                        .is_some_and(|f| f.stream)
-                };
+                let takes = |c: ConnId| takes(conns, c);
                 self.router
                     .stream_dial(id, reply_id, &data, takes, now, &mut self.actions)
                     .map(|()| None)
@@ -82,5 +88,15 @@ impl Server {
             }
             Err(error) => self.reply_error(id, reply_id, &error),
         }
+    }
+}
+
+impl Server {
+    /// A stream frame from the peer on link `id`.
+    pub(super) fn peer_stream(&mut self, id: ConnId, frame: PeerStream<'_>, now: Instant) {
+        let conns = &self.conns;
+        let takes = |c: ConnId| takes(conns, c);
+        self.router
+            .peer_stream(id, frame, takes, now, &mut self.actions);
     }
 }

@@ -1,7 +1,9 @@
 //! Client-to-client streams, sans-io (PROTOCOL.md §5, "Streams"): dials waiting for an answer,
-//! open streams between two connections with the credit each writer has left, and what each
-//! connection has, so that a close ends its streams. The server parses the frames
-//! (`protocol/stream.rs`) and carries out the [`Action::Send`]s that come out.
+//! open streams between two ends with the credit each writer has left, and what each connection
+//! and peer link has, so that a close ends its streams. The server parses the frames
+//! (`protocol/stream.rs`, `protocol/peer_stream.rs`) and carries out the [`Action::Send`]s that
+//! come out. An end is a client connection of this server or a stream of a linked peer server
+//! (`peer.rs`), which relays to its own client.
 //!
 //! Rules: only connections that negotiated `stream` are offered a dial (the server says which,
 //! through `takes`); the presence rule (`[presence] visible`) decides who may dial whom, checked
@@ -11,24 +13,30 @@
 //! it granted. It must not: queue for a reader past its grant, or tell a third connection anything
 //! about a stream.
 
+mod peer;
+
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::presence::Place;
+use super::deliver::Target;
 use super::*;
 use crate::protocol::message::{client_error, client_ok};
+use crate::protocol::peer_stream;
 use crate::protocol::stream::{self as wire, DialData, StreamFrame, StreamOp};
 
 /// Streams ended lately that a connection still remembers: frames it sent for one of them before
 /// it saw the end are dropped without an answer.
 const REMEMBER_ENDED: usize = 32;
 
+/// Streams open and dials waiting on one peer link, both ways.
+pub const MAX_PER_LINK: usize = 4096;
+
 /// `[streams]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
-    /// Whether client sessions may negotiate `stream`.
+    /// Whether client sessions may negotiate `stream` (and peer links carry streams).
     pub enabled: bool,
     /// Bytes a writer may have outstanding on one stream (and the credit it starts with).
     pub window: u64,
@@ -68,23 +76,47 @@ pub struct StreamStats {
     pub open: u64,
 }
 
+/// One end of a dial or stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A client connection of this server.
+    Conn(ConnId),
+    /// A peer server over `link`, which knows the stream as `id`.
+    Peer { link: ConnId, id: u64 },
+}
+
+impl End {
+    /// The connection frames for this end go to.
+    fn conn(self) -> ConnId {
+        match self {
+            End::Conn(c) | End::Peer { link: c, .. } => c,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Dial {
-    caller: ConnId,
+    caller: End,
+    /// The dialler: its user and server.
+    from: (String, String),
     reply: Option<String>,
     name: String,
-    /// Whom the dialler asked (its user).
+    /// Whom the dialler asked (its user here, or on `remote`'s server).
     callee: String,
     /// The connections sent `incoming`, not answered yet.
     offered: Vec<ConnId>,
+    /// The window the stream will have.
+    window: u64,
+    /// The link the dial went out on, for a user of a peer server (with that server).
+    remote: Option<(ConnId, String)>,
 }
 
 #[derive(Debug)]
 struct Open {
     /// The dialler.
-    a: ConnId,
+    a: End,
     /// The one that accepted.
-    b: ConnId,
+    b: End,
     /// Bytes `a` may still send.
     credit_a: u64,
     /// Bytes `b` may still send.
@@ -95,19 +127,23 @@ struct Open {
 
 impl Open {
     /// The other end and the credit of `from` as a writer, and the credit of the other end.
-    fn sides(&mut self, from: ConnId) -> (ConnId, &mut u64, &mut u64) {
+    fn sides(&mut self, from: End) -> (End, &mut u64, &mut u64) {
         if from == self.a {
             (self.b, &mut self.credit_a, &mut self.credit_b)
         } else {
             (self.a, &mut self.credit_b, &mut self.credit_a)
         }
     }
+
+    fn other(&self, end: End) -> End {
+        if end == self.a { self.b } else { self.a }
+    }
 }
 
 #[derive(Debug, Default)]
 struct PerConn {
     /// Streams open and dials made (they count for the limit), with the dialler's name for
-    /// the dials this connection made.
+    /// the dials this connection made. For a link: every stream and dial on it.
     streams: Vec<(u64, Option<String>)>,
     /// Dials offered to it, not answered.
     offered: Vec<u64>,
@@ -123,6 +159,8 @@ pub(super) struct Streams {
     dials: HashMap<u64, Dial>,
     open: HashMap<u64, Open>,
     conns: HashMap<ConnId, PerConn>,
+    /// A peer's id on a link → ours.
+    remote: HashMap<(ConnId, u64), u64>,
     stats: StreamStats,
 }
 
@@ -138,6 +176,14 @@ impl Streams {
 
     fn count(&self, conn: ConnId) -> usize {
         self.conns.get(&conn).map_or(0, |p| p.streams.len())
+    }
+
+    /// List `id` for `end`.
+    fn list(&mut self, end: End, id: u64, name: Option<String>) {
+        if let End::Peer { link, id: theirs } = end {
+            self.remote.insert((link, theirs), id);
+        }
+        self.per(end.conn()).streams.push((id, name));
     }
 
     /// Forget `id` on `conn`; remember it as ended when it was a stream of `conn`'s.
@@ -158,12 +204,26 @@ impl Streams {
         }
     }
 
+    /// Forget `id` on `end` (a peer's end is not remembered: its frames are dropped anyway).
+    fn unlist_end(&mut self, end: End, id: u64, ended: bool) {
+        match end {
+            End::Conn(conn) => self.unlist(conn, id, ended),
+            End::Peer { link, id: theirs } => {
+                self.remote.remove(&(link, theirs));
+                self.unlist(link, id, false);
+            }
+        }
+    }
+
     /// Take a dial out, with every connection's note of it.
     fn take_dial(&mut self, id: u64) -> Option<Dial> {
         let dial = self.dials.remove(&id)?;
-        self.unlist(dial.caller, id, false);
+        self.unlist_end(dial.caller, id, false);
         for conn in &dial.offered {
             self.unlist(*conn, id, false);
+        }
+        if let Some((link, _)) = &dial.remote {
+            self.unlist(*link, id, false);
         }
         Some(dial)
     }
@@ -171,10 +231,28 @@ impl Streams {
     /// Take an open stream out; both ends remember it as ended.
     fn take_open(&mut self, id: u64) -> Option<Open> {
         let open = self.open.remove(&id)?;
-        self.unlist(open.a, id, true);
-        self.unlist(open.b, id, true);
+        self.unlist_end(open.a, id, true);
+        self.unlist_end(open.b, id, true);
         self.stats.open = self.open.len() as u64;
         Some(open)
+    }
+
+    /// Open stream `id` between the dialler and `b`.
+    fn open(&mut self, id: u64, dial: &Dial, b: End, window: u64) {
+        self.list(dial.caller, id, Some(dial.name.clone()));
+        self.list(b, id, None);
+        self.open.insert(
+            id,
+            Open {
+                a: dial.caller,
+                b,
+                credit_a: window,
+                credit_b: window,
+                window,
+            },
+        );
+        self.stats.accepted += 1;
+        self.stats.open = self.open.len() as u64;
     }
 }
 
@@ -205,6 +283,35 @@ fn send(out: &mut Vec<Action>, to: ConnId, body: Vec<u8>) {
     out.push(Action::Send { to, body });
 }
 
+/// Tell `end` that stream (or dial) `id` ended, with why.
+fn tell_end(out: &mut Vec<Action>, end: End, id: u64, why: Option<&ErrorBody>) {
+    let body = match end {
+        End::Conn(_) => wire::end_frame(id, why),
+        End::Peer { .. } => peer_stream::end_frame(id, why),
+    };
+    send(out, end.conn(), body);
+}
+
+/// Pass data or credit of stream `id` to `end`.
+fn tell_op(out: &mut Vec<Action>, end: End, id: u64, op: StreamOp<'_>) {
+    let body = match (end, op) {
+        (End::Peer { .. }, op) => peer_stream::op_frame(id, op),
+        (End::Conn(_), StreamOp::Data(data)) => wire::data_frame(id, data),
+        (End::Conn(_), StreamOp::Credit(credit)) => wire::credit_frame(id, credit),
+        (End::Conn(_), StreamOp::End) => wire::end_frame(id, None),
+    };
+    send(out, end.conn(), body);
+}
+
+fn too_many(max: usize) -> ErrorBody {
+    error(
+        ErrorCode::LimitReached,
+        format!(
+            "this connection has {max} streams open or dialling, the most [streams] max_per_connection allows"
+        ),
+    )
+}
+
 impl Router {
     /// Set `[streams]` (dials and streams already made keep their window).
     pub fn set_streams(&mut self, config: StreamConfig) {
@@ -217,8 +324,9 @@ impl Router {
     }
 
     /// `bester.dial` from `conn` (which negotiated `stream`), answering `reply`: `to`'s
-    /// connections that `takes` (those that negotiated `stream`) are sent `incoming`, and the
-    /// dialler is answered later, once ([`Action::Send`]). `Err`: the answer now.
+    /// connections that `takes` (those that negotiated `stream`) are sent `incoming` (through the
+    /// peer link, for a user of a linked server), and the dialler is answered later, once
+    /// ([`Action::Send`]). `Err`: the answer now.
     pub fn stream_dial(
         &mut self,
         conn: ConnId,
@@ -252,12 +360,7 @@ impl Router {
             ));
         }
         if self.streams.count(conn) >= max {
-            return Err(error(
-                ErrorCode::LimitReached,
-                format!(
-                    "this connection has {max} streams open or dialling, the most [streams] max_per_connection allows"
-                ),
-            ));
+            return Err(too_many(max));
         }
         self.streams.stats.dials += 1;
         if !self.sees_user(Some(&caller), &data.to) {
@@ -270,34 +373,41 @@ impl Router {
                 ),
             ));
         }
-        let callee = match self.place(&data.to) {
-            (_, Place::There(server)) => {
-                self.streams.stats.failed += 1;
-                return Err(error(
-                    ErrorCode::DialOffline,
-                    format!(
-                        "{:?} is a user of server {server:?}: streams reach users of this server only",
-                        data.to
-                    ),
-                ));
-            }
-            (user, _) => user.to_string(),
+        let window = self.streams.config.window;
+        let (callee, server) = match self.send_target(&data.to) {
+            Target::Remote { server, user } => (user.to_string(), Some(server.to_string())),
+            Target::Local(user) => (user.to_string(), None),
         };
-        let offered: Vec<ConnId> = self
-            .presence
-            .conns(&callee)
-            .unwrap_or_default()
-            .iter()
-            .copied()
-            .filter(|c| *c != conn && takes(*c))
-            .collect();
-        if offered.is_empty() {
-            self.streams.stats.failed += 1;
-            return Err(offline(&callee));
-        }
+        let remote = match server {
+            Some(server) => match self.stream_link(&server, &callee) {
+                Ok(link) => Some((link, server)),
+                Err(e) => {
+                    self.streams.stats.failed += 1;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let offered: Vec<ConnId> = match remote {
+            Some(_) => Vec::new(),
+            None => {
+                let offered: Vec<ConnId> = self
+                    .presence
+                    .conns(&callee)
+                    .unwrap_or_default()
+                    .iter()
+                    .copied()
+                    .filter(|c| *c != conn && takes(*c))
+                    .collect();
+                if offered.is_empty() {
+                    self.streams.stats.failed += 1;
+                    return Err(offline(&callee));
+                }
+                offered
+            }
+        };
         self.streams.next += 1;
         let id = self.streams.next;
-        let window = self.streams.config.window;
         for c in &offered {
             send(
                 out,
@@ -306,6 +416,11 @@ impl Router {
             );
             self.streams.per(*c).offered.push(id);
         }
+        if let Some((link, _)) = &remote {
+            let body = peer_stream::dial_frame(id, &caller, &callee, &data.stream, window);
+            send(out, *link, body);
+            self.streams.per(*link).streams.push((id, None));
+        }
         self.streams
             .per(conn)
             .streams
@@ -313,11 +428,14 @@ impl Router {
         self.streams.dials.insert(
             id,
             Dial {
-                caller: conn,
+                caller: End::Conn(conn),
+                from: (caller, self.config.server.clone()),
                 reply: reply.map(str::to_string),
                 name: data.stream.clone(),
                 callee,
                 offered,
+                window,
+                remote,
             },
         );
         let at = now + self.streams.config.dial_timeout;
@@ -337,67 +455,41 @@ impl Router {
         self.offered_to(conn, id)?;
         let max = self.streams.config.max_per_connection;
         if self.streams.count(conn) >= max {
-            return Err(error(
-                ErrorCode::LimitReached,
-                format!(
-                    "this connection has {max} streams open or dialling, the most [streams] max_per_connection allows"
-                ),
-            ));
+            return Err(too_many(max));
         }
         let Some(dial) = self.streams.take_dial(id) else {
             return Err(not_offered(id));
         };
-        let window = self.streams.config.window;
         let server = self.config.server.clone();
-        let caller = self
-            .clients
-            .get(&dial.caller)
-            .and_then(|c| c.sender.user.clone())
-            .unwrap_or_default();
-        for other in dial.offered.iter().filter(|c| **c != conn) {
-            let text = format!("another connection of {:?} answered", dial.callee);
-            send(
-                out,
-                *other,
-                wire::end_frame(id, Some(&error(ErrorCode::DialAnswered, text))),
-            );
+        answered_elsewhere(out, &dial, conn, id);
+        let window = dial.window;
+        self.streams.open(id, &dial, End::Conn(conn), window);
+        match dial.caller {
+            End::Conn(caller) => {
+                let to_caller = Opened {
+                    stream: id,
+                    name: &dial.name,
+                    to: Some(Party {
+                        user: &dial.callee,
+                        server: &server,
+                    }),
+                    from: None,
+                    window,
+                };
+                let body = client_ok(dial.reply.as_deref(), Some(wire::DIAL), &to_caller);
+                send(out, caller, body);
+            }
+            End::Peer { link, id: theirs } => {
+                send(out, link, peer_stream::accept_frame(id, theirs, window));
+            }
         }
-        self.streams
-            .per(dial.caller)
-            .streams
-            .push((id, Some(dial.name.clone())));
-        self.streams.per(conn).streams.push((id, None));
-        self.streams.open.insert(
-            id,
-            Open {
-                a: dial.caller,
-                b: conn,
-                credit_a: window,
-                credit_b: window,
-                window,
-            },
-        );
-        self.streams.stats.accepted += 1;
-        self.streams.stats.open = self.streams.open.len() as u64;
-        let to_caller = Opened {
-            stream: id,
-            name: &dial.name,
-            to: Some(Party {
-                user: &dial.callee,
-                server: &server,
-            }),
-            from: None,
-            window,
-        };
-        let body = client_ok(dial.reply.as_deref(), Some(wire::DIAL), &to_caller);
-        send(out, dial.caller, body);
         let to_callee = Opened {
             stream: id,
             name: &dial.name,
             to: None,
             from: Some(Party {
-                user: &caller,
-                server: &server,
+                user: &dial.from.0,
+                server: &dial.from.1,
             }),
             window,
         };
@@ -415,14 +507,7 @@ impl Router {
         let Some(dial) = self.streams.take_dial(id) else {
             return Err(not_offered(id));
         };
-        for other in dial.offered.iter().filter(|c| **c != conn) {
-            let text = format!("another connection of {:?} answered", dial.callee);
-            send(
-                out,
-                *other,
-                wire::end_frame(id, Some(&error(ErrorCode::DialAnswered, text))),
-            );
-        }
+        answered_elsewhere(out, &dial, conn, id);
         let text = format!("{:?} refused the stream {:?}", dial.callee, dial.name);
         self.stream_dial_failed(&dial, error(ErrorCode::DialRefused, text), out);
         Ok(())
@@ -439,11 +524,11 @@ impl Router {
     fn stream_dial_failed(&mut self, dial: &Dial, error: ErrorBody, out: &mut Vec<Action>) {
         self.streams.stats.failed += 1;
         self.stats.errors.count(error.code);
-        send(
-            out,
-            dial.caller,
-            client_error(dial.reply.as_deref(), &error),
-        );
+        let (to, body) = match dial.caller {
+            End::Conn(caller) => (caller, client_error(dial.reply.as_deref(), &error)),
+            End::Peer { link, id } => (link, peer_stream::refuse_frame(id, &error)),
+        };
+        send(out, to, body);
     }
 
     /// A dial's deadline passed.
@@ -452,13 +537,12 @@ impl Router {
             return;
         };
         let ms = self.streams.config.dial_timeout.as_millis();
+        let e = error(ErrorCode::DialTimeout, "the dial was not answered in time");
         for conn in &dial.offered {
-            let text = "the dial was not answered in time";
-            send(
-                out,
-                *conn,
-                wire::end_frame(id, Some(&error(ErrorCode::DialTimeout, text))),
-            );
+            send(out, *conn, wire::end_frame(id, Some(&e)));
+        }
+        if let Some((link, _)) = &dial.remote {
+            send(out, *link, peer_stream::end_frame(id, Some(&e)));
         }
         let text = format!("{:?} did not answer the dial within {ms} ms", dial.callee);
         self.stream_dial_failed(&dial, error(ErrorCode::DialTimeout, text), out);
@@ -467,12 +551,13 @@ impl Router {
     /// A stream frame from `conn` (which negotiated `stream`).
     pub fn stream_frame(&mut self, conn: ConnId, frame: StreamFrame<'_>, out: &mut Vec<Action>) {
         let id = frame.stream;
-        let Some(open) = self
+        let from = End::Conn(conn);
+        let mine = self
             .streams
             .open
-            .get_mut(&id)
-            .filter(|o| o.a == conn || o.b == conn)
-        else {
+            .get(&id)
+            .is_some_and(|o| o.a == from || o.b == from);
+        if !mine {
             let ended = self
                 .streams
                 .conns
@@ -485,10 +570,18 @@ impl Router {
                 send(out, conn, wire::end_frame(id, Some(&e)));
             }
             return;
+        }
+        self.relay(id, from, frame.op, out);
+    }
+
+    /// Carry out `op` of `from` on open stream `id`.
+    fn relay(&mut self, id: u64, from: End, op: StreamOp<'_>, out: &mut Vec<Action>) {
+        let Some(open) = self.streams.open.get_mut(&id) else {
+            return;
         };
         let window = open.window;
-        let (peer, mine, theirs) = open.sides(conn);
-        match frame.op {
+        let (peer, mine, theirs) = open.sides(from);
+        match op {
             StreamOp::Data(data) => {
                 let cost = wire::cost(data);
                 if cost > *mine {
@@ -499,19 +592,19 @@ impl Router {
                     self.streams.stats.credit_exceeded += 1;
                     let told = "the other side sent past its credit";
                     let code = ErrorCode::StreamCreditExceeded;
-                    return self.break_stream(id, conn, error(code, text), told, out);
+                    return self.break_stream(id, from, error(code, text), told, out);
                 }
                 *mine -= cost;
                 self.streams.stats.frames += 1;
                 self.streams.stats.bytes += data.len() as u64;
-                send(out, peer, wire::data_frame(id, data));
+                tell_op(out, peer, id, op);
             }
             StreamOp::Credit(credit) => {
                 // The reader grants its writer (the other end) more.
                 match theirs.checked_add(credit).filter(|c| *c <= window) {
                     Some(total) => {
                         *theirs = total;
-                        send(out, peer, wire::credit_frame(id, credit));
+                        tell_op(out, peer, id, op);
                     }
                     None => {
                         let text = format!(
@@ -519,13 +612,13 @@ impl Router {
                         );
                         let told = "the other side granted credit past the window";
                         let e = error(ErrorCode::InvalidMessage, text);
-                        self.break_stream(id, conn, e, told, out);
+                        self.break_stream(id, from, e, told, out);
                     }
                 }
             }
             StreamOp::End => {
                 self.streams.take_open(id);
-                send(out, peer, wire::end_frame(id, None));
+                tell_end(out, peer, id, None);
             }
         }
     }
@@ -535,7 +628,7 @@ impl Router {
     fn break_stream(
         &mut self,
         id: u64,
-        by: ConnId,
+        by: End,
         error: ErrorBody,
         told: &str,
         out: &mut Vec<Action>,
@@ -543,11 +636,10 @@ impl Router {
         let Some(open) = self.streams.take_open(id) else {
             return;
         };
-        let peer = if open.a == by { open.b } else { open.a };
         self.stats.errors.count(error.code);
-        send(out, by, wire::end_frame(id, Some(&error)));
+        tell_end(out, by, id, Some(&error));
         let closed = ErrorBody::new(ErrorCode::StreamClosed, told);
-        send(out, peer, wire::end_frame(id, Some(&closed)));
+        tell_end(out, open.other(by), id, Some(&closed));
     }
 
     /// `conn` closed (or changed its user): its streams end, the other ends told
@@ -558,17 +650,19 @@ impl Router {
         };
         for (id, _) in per.streams {
             if let Some(open) = self.streams.take_open(id) {
-                let peer = if open.a == conn { open.b } else { open.a };
                 let e = error(
                     ErrorCode::StreamClosed,
                     "the other side's connection closed",
                 );
-                send(out, peer, wire::end_frame(id, Some(&e)));
+                tell_end(out, open.other(End::Conn(conn)), id, Some(&e));
             } else if let Some(dial) = self.streams.take_dial(id) {
                 self.streams.stats.failed += 1;
+                let e = error(ErrorCode::StreamClosed, "the dialler's connection closed");
                 for c in &dial.offered {
-                    let e = error(ErrorCode::StreamClosed, "the dialler's connection closed");
                     send(out, *c, wire::end_frame(id, Some(&e)));
+                }
+                if let Some((link, _)) = &dial.remote {
+                    send(out, *link, peer_stream::end_frame(id, Some(&e)));
                 }
             }
         }
@@ -584,6 +678,18 @@ impl Router {
                 self.stream_dial_failed(&dial, e, out);
             }
         }
+    }
+}
+
+/// The other connections offered dial `id` are told that `by` answered it.
+fn answered_elsewhere(out: &mut Vec<Action>, dial: &Dial, by: ConnId, id: u64) {
+    for other in dial.offered.iter().filter(|c| **c != by) {
+        let text = format!("another connection of {:?} answered", dial.callee);
+        send(
+            out,
+            *other,
+            wire::end_frame(id, Some(&error(ErrorCode::DialAnswered, text))),
+        );
     }
 }
 
