@@ -1,7 +1,8 @@
 //! Several users on one connection against the real daemon (PROTOCOL.md §2 "Several users on
 //! one connection"): a gateway user's session negotiates `multiplex`, attaches users with their
 //! passwords or resume tokens, sends as each of them (`header.user`: the handler sees each as
-//! `from.user`), gets their pushes tagged with whom they are for, detaches them, loses one alone
+//! `from.user`), gets their pushes tagged with whom they are for (and what was stored for them
+//! while they were offline, after the attach's answer), detaches them, loses one alone
 //! when it is revoked (deleted, new password, logged out), and loses all when the gateway right is
 //! taken away; a non-gateway user gets no `multiplex`; the limit; presence of an attached user as
 //! a subscriber sees it.
@@ -561,6 +562,64 @@ fn an_attached_user_acknowledges_its_stored_pushes() {
         .unwrap();
     assert_eq!(left["data"], json!({"acked": 0}), "{left}");
     assert!(!bob.has_frame(), "a push came again after its ack");
+}
+
+#[test]
+fn an_attached_user_gets_its_stored_backlog_after_the_attach_answer() {
+    let tables = format!(
+        "[handlers.greet]\n{}\noffline = \"store\"\n",
+        handler("python3", "tests/handlers/greeter.py"),
+    );
+    let b = Broker::start_with("", &tables, USERS);
+    user_cmd(&b, &["gateway", "gw"]);
+    let mut alice = b.login("alice", "alice-pw");
+    for n in 0..2 {
+        let sent = alice
+            .request(&format!("s{n}"), "greet", &json!({"to": ["bob"], "n": n}))
+            .unwrap();
+        assert_eq!(sent["header"]["stored"], json!(["bob"]), "{sent}");
+    }
+    let mut gw = gateway(&b);
+    // The answer first, then bob's backlog, in order, each saying it is for bob.
+    let (answer, before) = {
+        gw.message(
+            "at",
+            "bester.attach",
+            &json!({"user":"bob","password":"bob-pw"}),
+        )
+        .unwrap();
+        answer(&mut gw, "at")
+    };
+    assert_eq!(answer["header"]["status"], "ok", "{answer}");
+    assert!(before.is_empty(), "{before:?}");
+    let pushes: Vec<Value> = (0..2)
+        .map(|_| gw.recv().unwrap().expect("a push"))
+        .collect();
+    for (n, p) in pushes.iter().enumerate() {
+        assert_eq!(p["header"]["kind"], "push", "{p}");
+        assert_eq!(p["header"]["user"], "bob", "{p}");
+        assert_eq!(p["header"]["stored"], true, "{p}");
+        assert_eq!(p["data"]["n"], n as u64, "{p}");
+    }
+    let first = pushes[0]["header"]["msg"].as_str().unwrap().to_string();
+    let second = pushes[1]["header"]["msg"].as_str().unwrap().to_string();
+    let acked = as_user(&mut gw, "bob", "a", "bester.ack", json!({"msgs": [first]}));
+    assert_eq!(acked["data"], json!({"acked": 1}), "{acked}");
+    // Detached before acknowledging the second: it comes again on the next attach, alone.
+    as_user(&mut gw, "bob", "d", "bester.detach", json!(null));
+    attach_password(&mut gw, "bob", "bob-pw");
+    let again = gw.recv().unwrap().expect("the second again");
+    assert_eq!(
+        (&again["header"]["user"], &again["header"]["msg"]),
+        (&json!("bob"), &json!(second)),
+        "{again}"
+    );
+    let acked = as_user(&mut gw, "bob", "b", "bester.ack", json!({"upto": second}));
+    assert_eq!(acked["data"], json!({"acked": 1}), "{acked}");
+    // Nothing else: the next answer comes before any push.
+    let empty = as_user(&mut gw, "bob", "e", "bester.ack", json!({"msgs": []}));
+    assert_eq!(empty["data"], json!({"acked": 0}), "{empty}");
+    assert!(!gw.has_frame(), "a push came again after its ack");
 }
 
 #[test]

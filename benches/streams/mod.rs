@@ -12,7 +12,9 @@
 //! round trips of a small frame (one end echoes each back on the stream), p50 and p99.
 //!
 //! Across servers too: alice on server a, bob on server b, the stream over their peer link
-//! (PROTOCOL.md §5, "Streams across servers"); its CPU is both servers'.
+//! (PROTOCOL.md §5, "Streams across servers"); its CPU is both servers'. Measured as configured
+//! by default (the link negotiates `compress`, so each frame over 256 bytes is deflated on the
+//! link) and with `compression = false` on both servers.
 //!
 //! A fresh server, pair and relay per run, the systems alternating within each run,
 //! `BENCH_RUNS` (3) runs, medians, and the ratio besterd / floor of each run side by side.
@@ -173,8 +175,9 @@ fn read_json(s: &mut TcpStream) -> Value {
 
 const SECRET: &str = "bench-streams-secret-a-b";
 
-/// Servers a and b, linked.
-fn pair(window: u64) -> (Broker, Broker) {
+/// Servers a and b, linked (`compress`: whether their link may compress).
+fn pair(window: u64, compress: bool) -> (Broker, Broker) {
+    let keys = if compress { "" } else { "compression = false" };
     let tables = |peer: &str, address: Option<std::net::SocketAddr>| {
         let address = address
             .map(|a| format!("address = \"{a}\"\n"))
@@ -184,8 +187,8 @@ fn pair(window: u64) -> (Broker, Broker) {
         )
     };
     let users = [("alice", "pw"), ("bob", "pw")];
-    let a = Broker::launch("a", "127.0.0.1:0", "", &tables("b", None), &users);
-    let b = Broker::launch("b", "127.0.0.1:0", "", &tables("a", Some(a.addr)), &users);
+    let a = Broker::launch("a", "127.0.0.1:0", keys, &tables("b", None), &users);
+    let b = Broker::launch("b", "127.0.0.1:0", keys, &tables("a", Some(a.addr)), &users);
     (a, b)
 }
 
@@ -386,16 +389,20 @@ pub fn streams() -> Value {
         let _ = relay.kill();
         let _ = relay.wait();
         drop(b);
-        let (sa, sb) = pair(window);
-        let (w, r) = via_federation(&sa, &sb, window);
-        let (fed_mbs, fed_cpu) = throughput(w, r, bytes, frame_data, &[sa.pid(), sb.pid()]);
-        let (x, y) = via_federation(&sa, &sb, window);
-        let (fed_p50, fed_p99) = latency(x, y);
-        eprintln!(
-            "run {run}: a→b {fed_mbs:.0} MiB/s ({:.2} ms CPU/MiB, both servers), ratio {:.2}; rtt p50 {fed_p50:.0} µs, p99 {fed_p99:.0}",
-            fed_cpu * 1e3,
-            fed_mbs / floor_mbs
-        );
+        let mut fed = Vec::new();
+        for compress in [true, false] {
+            let (sa, sb) = pair(window, compress);
+            let (w, r) = via_federation(&sa, &sb, window);
+            let (mbs, cpu) = throughput(w, r, bytes, frame_data, &[sa.pid(), sb.pid()]);
+            let (x, y) = via_federation(&sa, &sb, window);
+            let (p50, p99) = latency(x, y);
+            eprintln!(
+                "run {run}: a→b (link compress {compress}) {mbs:.0} MiB/s ({:.2} ms CPU/MiB, both servers), ratio {:.2}; rtt p50 {p50:.0} µs, p99 {p99:.0}",
+                cpu * 1e3,
+                mbs / floor_mbs
+            );
+            fed.extend([mbs, mbs / floor_mbs, cpu * 1e3, p50, p99]);
+        }
         eprintln!(
             "run {run}: besterd {bester_mbs:.0} MiB/s ({:.2} ms CPU/MiB), relay {floor_mbs:.0} MiB/s ({:.2} ms CPU/MiB), ratio {:.2}; rtt p50 {bester_p50:.0} µs vs {floor_p50:.0} µs, p99 {bester_p99:.0} vs {floor_p99:.0}",
             bester_cpu * 1e3,
@@ -412,11 +419,16 @@ pub fn streams() -> Value {
             floor_p50,
             bester_p99,
             floor_p99,
-            fed_mbs,
-            fed_mbs / floor_mbs,
-            fed_cpu * 1e3,
-            fed_p50,
-            fed_p99,
+            fed[0],
+            fed[1],
+            fed[2],
+            fed[3],
+            fed[4],
+            fed[5],
+            fed[6],
+            fed[7],
+            fed[8],
+            fed[9],
         ]);
     }
     let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
@@ -442,6 +454,11 @@ pub fn streams() -> Value {
         "federated_cpu_ms_per_mib": (col(11) * 100.0).round() / 100.0,
         "federated_rtt_p50_us": col(12).round(),
         "federated_rtt_p99_us": col(13).round(),
+        "federated_plain_mib_s": (col(14) * 10.0).round() / 10.0,
+        "federated_plain_ratio_median": (col(15) * 100.0).round() / 100.0,
+        "federated_plain_cpu_ms_per_mib": (col(16) * 100.0).round() / 100.0,
+        "federated_plain_rtt_p50_us": col(17).round(),
+        "federated_plain_rtt_p99_us": col(18).round(),
         "load_before": load_before,
         "load_after": crate::loadavg(),
     })

@@ -9,7 +9,8 @@
 //! its requests in flight, its subscriptions and its pushes exactly as for a socket; the server
 //! sends what the router addresses to it over the gateway's socket, tagged with the user
 //! ([`crate::protocol::attach::tag_user`]), in [`Server::try_send`]. So limits, `allow`/`deny`,
-//! presence and `sendClients` apply per attached user with no rule of their own.
+//! presence and `sendClients` apply per attached user with no rule of their own, and an attach
+//! starts the user's stored backlog (`delivery.rs`) as a login does.
 //!
 //! An attached user stands on its own stamp (`revoke.rs`): deleted, a new password, the key's
 //! session logged out (`bester.logout` with `header.user`) — that user alone is detached and the
@@ -456,6 +457,10 @@ impl Server {
         self.stats.messages.answered(true);
         let body = client_ok(reply_id, Some(ATTACH), &data);
         self.send_secret(id, body);
+        if existing.is_none() {
+            // What the user's queue holds comes after the answer, as after a login.
+            self.backlog_start(conn, user);
+        }
     }
 
     fn arm_attached_expiry(&mut self, conn: ConnId, end: u64, now: Instant) {
@@ -504,6 +509,7 @@ impl Server {
         }
         let keep = self.config.max_attached_per_connection;
         self.attached.remove(gateway, user, why.to_string(), keep);
+        self.backlog_end(conn);
         self.router.client_gone(conn, &mut self.actions);
     }
 
@@ -517,6 +523,7 @@ impl Server {
         conns.sort_unstable();
         for conn in conns {
             self.attached.users.remove(&conn);
+            self.backlog_end(conn);
             self.router.client_gone(conn, &mut self.actions);
         }
     }
