@@ -288,22 +288,7 @@ fn with_the_link_up_bob_gets_it_at_once_and_a_kill_9_of_b_keeps_it_until_acked()
 /// A hand-rolled peer `b` linked to `a` over a real socket, offering `features`; returns the
 /// link and the features a accepted.
 fn fake_b(a: &Broker, features: &[&str]) -> (Client, Value) {
-    use besterd::federation::handshake::{self, Side, Transcript};
-    let mut c = a.connect();
-    let nonce = handshake::nonce();
-    c.send(&json!({"header":{"identify":{"type":"server","name":"b","nonce":nonce,"features":features}}}))
-        .unwrap();
-    let challenge = c.recv().unwrap().expect("a challenge");
-    let theirs = challenge["data"]["nonce"].as_str().unwrap().to_string();
-    let t = Transcript {
-        initiator: "b",
-        responder: "a",
-        initiator_nonce: &nonce,
-        responder_nonce: &theirs,
-    };
-    c.send(&json!({"header":{"proof": t.proof(SECRET.as_bytes(), Side::Initiator)}}))
-        .unwrap();
-    let answer = c.recv().unwrap().expect("an answer");
+    let (c, answer) = common::fake_peer(a, "b", SECRET, Some(features));
     assert_eq!(answer["data"]["server"], "a", "{answer}");
     (c, answer["data"]["features"].clone())
 }

@@ -8,8 +8,7 @@
 mod common;
 
 use besterd::client::Client;
-use besterd::federation::handshake::{self, Side, Transcript};
-use common::{Broker, DEADLINE, eventually, handler};
+use common::{Broker, eventually, handler};
 use serde_json::{Value, json};
 
 const SECRET: &str = "secret-shared-by-a-and-b";
@@ -138,23 +137,8 @@ fn a_entries_for_b_go_when_b_is_killed_and_come_back_after_its_restart() {
 
 /// A hand-rolled peer "b" linked to `a`: the link, after the handshake.
 fn fake_b(a: &Broker) -> Client {
-    let mut c = a.connect();
-    let nonce = handshake::nonce();
-    c.send(&json!({"header":{"identify":{"type":"server","name":"b","nonce":nonce}}}))
-        .unwrap();
-    let challenge = c.recv().unwrap().expect("a challenge");
-    let theirs = challenge["data"]["nonce"].as_str().unwrap().to_string();
-    let t = Transcript {
-        initiator: "b",
-        responder: "a",
-        initiator_nonce: &nonce,
-        responder_nonce: &theirs,
-    };
-    c.send(&json!({"header":{"proof": t.proof(SECRET.as_bytes(), Side::Initiator)}}))
-        .unwrap();
-    let answer = c.recv().unwrap().expect("an answer");
+    let (c, answer) = common::fake_peer(a, "b", SECRET, None);
     assert_eq!(answer["header"]["status"], "ok", "{answer}");
-    c.set_timeout(Some(DEADLINE)).unwrap();
     c
 }
 

@@ -219,22 +219,7 @@ fn a_reply_too_large_for_the_answer_is_refused_frame_too_large() {
 
 /// A hand-rolled peer `b` linked to `a` over a real socket (`a` has `b` without an address).
 fn fake_peer(a: &Broker) -> besterd::client::Client {
-    use besterd::federation::handshake::{self, Side, Transcript};
-    let mut c = a.connect();
-    let nonce = handshake::nonce();
-    c.send(&json!({"header":{"identify":{"type":"server","name":"b","nonce":nonce}}}))
-        .unwrap();
-    let challenge = c.recv().unwrap().expect("a challenge");
-    let theirs = challenge["data"]["nonce"].as_str().unwrap().to_string();
-    let t = Transcript {
-        initiator: "b",
-        responder: "a",
-        initiator_nonce: &nonce,
-        responder_nonce: &theirs,
-    };
-    c.send(&json!({"header":{"proof": t.proof(SECRET.as_bytes(), Side::Initiator)}}))
-        .unwrap();
-    let answer = c.recv().unwrap().expect("an answer");
+    let (c, answer) = common::fake_peer(a, "b", SECRET, None);
     assert_eq!(
         answer,
         json!({"header":{"status":"ok","kind":"reply"},"data":{"server":"a"}})

@@ -10,7 +10,6 @@
 mod common;
 
 use besterd::client::Client;
-use besterd::federation::handshake::{self, Side, Transcript};
 use common::{Broker, DEADLINE, eventually, handler};
 use serde_json::{Value, json};
 
@@ -352,23 +351,8 @@ fn links_without_streams_links_down_and_a_link_going_down_mid_stream() {
 
 /// A hand-rolled peer "b" linked to `a`, offering `stream`: the link, after the handshake.
 fn fake_b(a: &Broker) -> Client {
-    let mut c = a.connect();
-    let nonce = handshake::nonce();
-    c.send(&json!({"header":{"identify":{"type":"server","name":"b","nonce":nonce,"features":["stream"]}}}))
-        .unwrap();
-    let challenge = c.recv().unwrap().expect("a challenge");
-    let theirs = challenge["data"]["nonce"].as_str().unwrap().to_string();
-    let t = Transcript {
-        initiator: "b",
-        responder: "a",
-        initiator_nonce: &nonce,
-        responder_nonce: &theirs,
-    };
-    c.send(&json!({"header":{"proof": t.proof(SECRET.as_bytes(), Side::Initiator)}}))
-        .unwrap();
-    let answer = c.recv().unwrap().expect("an answer");
+    let (c, answer) = common::fake_peer(a, "b", SECRET, Some(&["stream"]));
     assert_eq!(answer["data"]["features"], json!(["stream"]), "{answer}");
-    c.set_timeout(Some(DEADLINE)).unwrap();
     c
 }
 

@@ -132,17 +132,6 @@ pub enum DirectoryFrame {
 }
 
 #[derive(Deserialize)]
-struct Probe {
-    header: ProbeHeader,
-}
-
-#[derive(Deserialize)]
-struct ProbeHeader {
-    #[serde(default)]
-    kind: Option<String>,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFrame {
     header: RawHeader,
@@ -180,9 +169,7 @@ fn invalid(text: impl Into<String>) -> ErrorBody {
 /// Whether `body` is a directory frame (its `header.kind` starts with `directory`): `None` if
 /// not (another peer frame), else the frame or why it is malformed.
 pub fn parse_directory_frame(body: &[u8]) -> Option<Result<DirectoryFrame, ErrorBody>> {
-    let probe: Probe = serde_json::from_slice(body).ok()?;
-    let kind = probe.header.kind?;
-    if kind != "directory" && !kind.starts_with("directory.") {
+    if !super::peer::of_family(&super::peer::frame_kind(body)?, "directory") {
         return None;
     }
     Some(parse_full(body))

@@ -241,6 +241,26 @@ fn data_as<T: serde::de::DeserializeOwned>(data: &Option<Box<RawValue>>) -> Resu
     serde_json::from_str(text).map_err(|e| invalid(format!("bad data: {e}")))
 }
 
+/// The `header.kind` a peer frame names, if it parses that far (which family of frames it is).
+pub(super) fn frame_kind(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        header: ProbeHeader,
+    }
+    #[derive(Deserialize)]
+    struct ProbeHeader {
+        #[serde(default)]
+        kind: Option<String>,
+    }
+    serde_json::from_slice::<Probe>(body).ok()?.header.kind
+}
+
+/// Whether `kind` is `family` or `family.` something.
+pub(super) fn of_family(kind: &str, family: &str) -> bool {
+    kind.strip_prefix(family)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
 /// Parse a frame from a peer server: the fast lane for a message or an ok ack in its common
 /// shape, serde for everything else.
 pub fn parse_peer_frame(body: &[u8]) -> Result<PeerFrame<'_>, ErrorBody> {

@@ -125,17 +125,6 @@ impl PeerStream<'_> {
 }
 
 #[derive(Deserialize)]
-struct Probe {
-    header: ProbeHeader,
-}
-
-#[derive(Deserialize)]
-struct ProbeHeader {
-    #[serde(default)]
-    kind: Option<String>,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFrame<'a> {
     header: RawHeader,
@@ -203,12 +192,9 @@ fn error_of(data: Option<&RawValue>) -> Result<Option<ErrorBody>, ErrorBody> {
 /// Whether `body` is a stream frame of a peer (its `header.kind` is `stream` or starts with
 /// `stream.`): `None` if not (another peer frame), else the frame or why it is malformed.
 pub fn parse_peer_stream(body: &[u8]) -> Option<Result<PeerStream<'_>, ErrorBody>> {
-    if !body.starts_with(PREFIX) {
-        let probe: Probe = serde_json::from_slice(body).ok()?;
-        let kind = probe.header.kind?;
-        if kind != "stream" && !kind.starts_with("stream.") {
-            return None;
-        }
+    let ours = |kind: String| super::peer::of_family(&kind, "stream");
+    if !body.starts_with(PREFIX) && !super::peer::frame_kind(body).is_some_and(ours) {
+        return None;
     }
     Some(parse(body))
 }

@@ -500,3 +500,37 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+/// A hand-rolled peer server `name` linked to `server` over a real socket, after the handshake
+/// with the shared `secret`, offering `features` when given: the link (reads time out after
+/// [`DEADLINE`]) and the responder's last frame.
+pub fn fake_peer(
+    server: &Broker,
+    name: &str,
+    secret: &str,
+    features: Option<&[&str]>,
+) -> (Client, Value) {
+    use besterd::federation::handshake::{self, Side, Transcript};
+    use serde_json::json;
+    let mut c = server.connect();
+    let nonce = handshake::nonce();
+    let mut identify = json!({"type":"server","name":name,"nonce":nonce});
+    if let Some(features) = features {
+        identify["features"] = json!(features);
+    }
+    c.send(&json!({"header":{"identify":identify}})).unwrap();
+    let challenge = c.recv().unwrap().expect("a challenge");
+    let responder = challenge["data"]["server"].as_str().unwrap().to_string();
+    let theirs = challenge["data"]["nonce"].as_str().unwrap().to_string();
+    let t = Transcript {
+        initiator: name,
+        responder: &responder,
+        initiator_nonce: &nonce,
+        responder_nonce: &theirs,
+    };
+    c.send(&json!({"header":{"proof": t.proof(secret.as_bytes(), Side::Initiator)}}))
+        .unwrap();
+    let answer = c.recv().unwrap().expect("an answer");
+    c.set_timeout(Some(DEADLINE)).unwrap();
+    (c, answer)
+}

@@ -110,16 +110,8 @@ impl Router {
                 dial,
                 window,
             } => {
-                let ours = self
-                    .streams
-                    .dials
-                    .get(&dial)
-                    .and_then(|d| d.remote.as_ref());
-                if ours.is_none_or(|(l, _)| *l != link) {
-                    // Withdrawn meanwhile: the end this server sent closes it there.
-                    return;
-                }
-                let Some(dial_) = self.streams.take_dial(dial) else {
+                // None: withdrawn meanwhile (the end this server sent closes it there).
+                let Some(dial_) = self.take_dial_sent_on(link, dial) else {
                     return;
                 };
                 let window = window.min(dial_.window);
@@ -144,15 +136,8 @@ impl Router {
                 }
             }
             PeerStream::Refuse { dial, error: e } => {
-                let ours = self
-                    .streams
-                    .dials
-                    .get(&dial)
-                    .and_then(|d| d.remote.as_ref());
-                if ours.is_none_or(|(l, _)| *l != link) {
-                    return;
-                }
-                let Some(dial_) = self.streams.take_dial(dial) else {
+                // None: withdrawn meanwhile (the end this server sent closes it there).
+                let Some(dial_) = self.take_dial_sent_on(link, dial) else {
                     return;
                 };
                 let code = DIAL_ENDS
@@ -206,6 +191,15 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Take out dial `id` if it is one this server sent over `link`.
+    fn take_dial_sent_on(&mut self, link: ConnId, id: u64) -> Option<Dial> {
+        let ours = self.streams.dials.get(&id).and_then(|d| d.remote.as_ref());
+        if ours.is_none_or(|(l, _)| *l != link) {
+            return None;
+        }
+        self.streams.take_dial(id)
     }
 
     /// Our id of the open stream the peer's end `from` names, if it is one of that link's.
