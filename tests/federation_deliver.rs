@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use besterd::client::Client;
 use besterd::federation::handshake::{self, Side, Transcript};
-use common::{Broker, eventually};
+use common::Broker;
 use serde_json::{Value, json};
 
 const SECRET: &str = "secret-shared-by-all-of-them";
@@ -40,15 +40,7 @@ fn faulty(kind: &str) -> String {
 
 /// Wait until `server` reports exactly these peers linked.
 fn wait_for_peers(server: &Broker, want: &[&str]) {
-    let mut probe = server.login("carol", "carol-pw");
-    let mut n = 0;
-    eventually(&format!("peers {want:?} to be linked"), || {
-        n += 1;
-        let who = probe
-            .request(&format!("w{n}"), "bester.whoami", &Value::Null)
-            .unwrap();
-        (who["data"]["peers"] == json!(want)).then_some(())
-    });
+    common::wait_for_peers_as(server, ("carol", "carol-pw"), want);
 }
 
 /// a (faulty handler; peers b and c, c never running) and b, which dials a and has no faulty

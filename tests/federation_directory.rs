@@ -37,15 +37,7 @@ fn start_b(a: &Broker, listen: &str) -> Broker {
 
 /// Wait until `server` reports exactly these peers linked.
 fn wait_for_peers(server: &Broker, want: &[&str]) {
-    let mut probe = server.login("alice", "alice-pw");
-    let mut n = 0;
-    eventually(&format!("peers {want:?} to be linked"), || {
-        n += 1;
-        let who = probe
-            .request(&format!("w{n}"), "bester.whoami", &Value::Null)
-            .unwrap();
-        (who["data"]["peers"] == json!(want)).then_some(())
-    });
+    common::wait_for_peers_as(server, ("alice", "alice-pw"), want);
 }
 
 /// The next presence push on `c` (skipping nothing: anything else fails the test).

@@ -25,15 +25,7 @@ fn users() -> Vec<(&'static str, &'static str)> {
 
 /// Wait until `server` reports exactly these peers linked.
 fn wait_for_peers(server: &Broker, want: &[&str]) {
-    let mut probe = server.login("bob", "bob-pw");
-    let mut n = 0;
-    eventually(&format!("peers {want:?} to be linked"), || {
-        n += 1;
-        let who = probe
-            .request(&format!("w{n}"), "bester.whoami", &Value::Null)
-            .unwrap();
-        (who["data"]["peers"] == json!(want)).then_some(())
-    });
+    common::wait_for_peers_as(server, ("bob", "bob-pw"), want);
 }
 
 /// The established TCP connections in /proc/net/tcp: inode → (local port, remote port).

@@ -50,15 +50,7 @@ fn pair(b_extra: &str) -> (Broker, Broker) {
 }
 
 fn wait_for_peers(server: &Broker, want: &[&str]) {
-    let mut probe = server.login("carol", "carol-pw");
-    let mut n = 0;
-    eventually(&format!("peers {want:?} to be linked"), || {
-        n += 1;
-        let who = probe
-            .request(&format!("w{n}"), "bester.whoami", &Value::Null)
-            .unwrap();
-        (who["data"]["peers"] == json!(want)).then_some(())
-    });
+    common::wait_for_peers_as(server, ("carol", "carol-pw"), want);
 }
 
 /// Log in with `stream` negotiated.

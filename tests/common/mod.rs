@@ -534,3 +534,17 @@ pub fn fake_peer(
     c.set_timeout(Some(DEADLINE)).unwrap();
     (c, answer)
 }
+
+/// Wait until `server` reports exactly the peers `want` linked (`bester.whoami` of a session of
+/// `user`, kept open while waiting).
+pub fn wait_for_peers_as(server: &Broker, (user, password): (&str, &str), want: &[&str]) {
+    let mut probe = server.login(user, password);
+    let mut n = 0;
+    eventually(&format!("peers {want:?} to be linked"), || {
+        n += 1;
+        let who = probe
+            .request(&format!("w{n}"), "bester.whoami", &Value::Null)
+            .unwrap();
+        (who["data"]["peers"] == serde_json::json!(want)).then_some(())
+    });
+}
