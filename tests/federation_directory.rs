@@ -134,16 +134,6 @@ fn fake_b(a: &Broker) -> Client {
     c
 }
 
-/// The next frame from a that is not one of its own directory updates.
-fn next_other(c: &mut Client) -> Value {
-    loop {
-        let frame = c.recv().unwrap().expect("a frame");
-        if frame["header"]["kind"] != "directory" {
-            return frame;
-        }
-    }
-}
-
 #[test]
 fn a_peer_announcing_another_servers_users_is_refused() {
     // a knows c as a peer too (never linked here), so `bob@c` names c's user.
@@ -161,7 +151,7 @@ fn a_peer_announcing_another_servers_users_is_refused() {
     b.send(&json!({"header":{"kind":"directory","server":"c","seq":1,"part":1,"parts":1},"data":[["bob",1]]}))
         .unwrap();
     assert_eq!(
-        next_other(&mut b),
+        common::next_non_directory(&mut b),
         json!({"header":{"kind":"directory.error","status":"error","seq":1},"data":{"error":"peer \"b\" may announce only its own users, not those of \"c\"","code":"forged_origin"}})
     );
     // Naming c's user: that entry refused; b's own taken, also one whose name holds an `@`
@@ -169,7 +159,7 @@ fn a_peer_announcing_another_servers_users_is_refused() {
     b.send(&json!({"header":{"kind":"directory","server":"b","seq":2},"data":[["bob@c",1],["carl",1],["ann@example.com",2]]}))
         .unwrap();
     assert_eq!(
-        next_other(&mut b)["data"],
+        common::next_non_directory(&mut b)["data"],
         json!({"error":"peer \"b\" may announce only its own users, not \"bob@c\"","code":"forged_origin"})
     );
     let mut alice = a.login("alice", "alice-pw");
@@ -195,13 +185,13 @@ fn a_peer_announcing_another_servers_users_is_refused() {
         &json!({"header":{"kind":"directory","server":"b","seq":3},"data":[["dee",1],["eve",1]]}),
     )
     .unwrap();
-    let refused = next_other(&mut b);
+    let refused = common::next_non_directory(&mut b);
     assert_eq!(refused["data"]["code"], "limit_reached", "{refused}");
     // A gap in the numbers: a asks for a resync.
     b.send(&json!({"header":{"kind":"directory","server":"b","seq":9},"data":[["fay",1]]}))
         .unwrap();
     assert_eq!(
-        next_other(&mut b),
+        common::next_non_directory(&mut b),
         json!({"header":{"kind":"directory.resync"}})
     );
 }

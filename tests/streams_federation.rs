@@ -348,16 +348,6 @@ fn fake_b(a: &Broker) -> Client {
     c
 }
 
-/// The next frame from a that is not one of its directory updates.
-fn next_other(c: &mut Client) -> Value {
-    loop {
-        let frame = c.recv().unwrap().expect("a frame");
-        if frame["header"]["kind"] != "directory" {
-            return frame;
-        }
-    }
-}
-
 #[test]
 fn a_hostile_peer_gets_refusals_silence_or_an_ended_stream_and_the_link_stays_up() {
     let a = Broker::launch("a", "127.0.0.1:0", "", &tables("b", None, ""), &users());
@@ -367,7 +357,7 @@ fn a_hostile_peer_gets_refusals_silence_or_an_ended_stream_and_the_link_stays_up
     b.send(&json!({"header":{"kind":"stream.dial","stream":1,"from":"mallory@c","to":"alice","name":"s","window":1000}}))
         .unwrap();
     assert_eq!(
-        next_other(&mut b),
+        common::next_non_directory(&mut b),
         json!({"header":{"kind":"stream.refuse","dial":1},"data":{"error":"a peer dials for its own users only, not for \"mallory@c\"","code":"forged_origin"}})
     );
     // Answers to dials a never made, and frames for streams it does not have: dropped.
@@ -393,7 +383,7 @@ fn a_hostile_peer_gets_refusals_silence_or_an_ended_stream_and_the_link_stays_up
         .request("a", "bester.accept", &json!({"stream":id}))
         .unwrap();
     assert_eq!(
-        next_other(&mut b),
+        common::next_non_directory(&mut b),
         json!({"header":{"kind":"stream.accept","stream":id,"dial":2,"window":1000}})
     );
     // b writes within the window: alice gets it; then b grants past the window.
@@ -406,7 +396,7 @@ fn a_hostile_peer_gets_refusals_silence_or_an_ended_stream_and_the_link_stays_up
     b.send(&json!({"header":{"kind":"stream","stream":2,"credit":1}}))
         .unwrap();
     assert_eq!(
-        next_other(&mut b),
+        common::next_non_directory(&mut b),
         json!({"header":{"kind":"stream","stream":id,"end":true},"data":{"error":format!("a credit of 1 would give stream {id}'s writer over the window of 1000 bytes"),"code":"invalid_message"}})
     );
     assert_eq!(
@@ -424,7 +414,7 @@ fn a_hostile_peer_gets_refusals_silence_or_an_ended_stream_and_the_link_stays_up
     alice
         .request("a", "bester.accept", &json!({"stream":id}))
         .unwrap();
-    next_other(&mut b);
+    common::next_non_directory(&mut b);
     for _ in 0..8 {
         b.send(&json!({"header":{"kind":"stream","stream":3},"data":"12345678"}))
             .unwrap();
@@ -432,7 +422,10 @@ fn a_hostile_peer_gets_refusals_silence_or_an_ended_stream_and_the_link_stays_up
     for _ in 0..7 {
         assert_eq!(recv(&mut alice)["data"], "12345678");
     }
-    assert_eq!(next_other(&mut b)["data"]["code"], "stream_credit_exceeded");
+    assert_eq!(
+        common::next_non_directory(&mut b)["data"]["code"],
+        "stream_credit_exceeded"
+    );
     assert_eq!(
         recv(&mut alice),
         end_error(id, "stream_closed", "the other side sent past its credit")

@@ -548,3 +548,13 @@ pub fn wait_for_peers_as(server: &Broker, (user, password): (&str, &str), want: 
         (who["data"]["peers"] == serde_json::json!(want)).then_some(())
     });
 }
+
+/// The next frame on a peer link that is not one of the other server's directory updates.
+pub fn next_non_directory(c: &mut Client) -> Value {
+    loop {
+        let frame = c.recv().unwrap().expect("a frame");
+        if frame["header"]["kind"] != "directory" {
+            return frame;
+        }
+    }
+}
