@@ -243,9 +243,16 @@ pub enum CtlAction {
         #[arg(long)]
         user: Option<String>,
     },
-    /// Show the delivery store's queues: per user and per peer server (store-and-forward),
-    /// messages, bytes and the oldest's age.
-    Queues,
+    /// Show the delivery store's queues: the deepest users' and every peer server's
+    /// (store-and-forward), messages, bytes and the oldest's age.
+    Queues {
+        /// Only this user's queue.
+        #[arg(long)]
+        user: Option<String>,
+        /// Show at most this many users' queues, deepest first (the server shows at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Reload, as SIGHUP does.
     Reload,
     /// Stop taking clients, answer what is in flight, and exit, as SIGTERM does.

@@ -66,7 +66,10 @@ pub fn request_for(action: &CtlAction) -> Value {
             (Some(conn), _) => json!({"command": "kick", "conn": conn}),
             (None, user) => json!({"command": "kick", "user": user}),
         },
-        CtlAction::Queues => json!({"command": "queues"}),
+        CtlAction::Queues { user, limit } => match user {
+            Some(user) => json!({"command": "queues", "user": user, "limit": limit}),
+            None => json!({"command": "queues", "limit": limit}),
+        },
         CtlAction::Reload => json!({"command": "reload"}),
         CtlAction::Drain => json!({"command": "drain"}),
         CtlAction::Upgrade => json!({"command": "upgrade"}),
@@ -127,7 +130,7 @@ pub fn run(args: &CtlArgs, runtime_dir: Option<&Path>) -> Result<String, String>
                 .unwrap_or_default();
             format!("kicked {}\n", kicked.join(", "))
         }
-        CtlAction::Queues => queues_text(&answer),
+        CtlAction::Queues { .. } => queues_text(&answer),
         CtlAction::Reload => "reloaded\n".to_string(),
         CtlAction::Drain => {
             "draining: no new clients; exiting once in-flight work is answered\n".to_string()
@@ -140,7 +143,8 @@ pub fn run(args: &CtlArgs, runtime_dir: Option<&Path>) -> Result<String, String>
     })
 }
 
-/// `besterd ctl queues` as text: the store's totals, then one row per user with a queue.
+/// `besterd ctl queues` as text: the store's totals, then one row per user shown (the deepest
+/// queues, with a line saying so when more users hold one), then one per peer server.
 pub fn queues_text(answer: &Value) -> String {
     let s = &answer["store"];
     let mut out = format!(
@@ -171,6 +175,12 @@ pub fn queues_text(answer: &Value) -> String {
         .unwrap_or_default();
     if !rows.is_empty() {
         out.push_str(&table(&["user", "messages", "bytes", "oldest"], &rows));
+    }
+    if let Some(users) = answer["users"].as_u64().filter(|&n| n > rows.len() as u64) {
+        out.push_str(&format!(
+            "(the {} deepest of {users} users' queues: --limit N for more, --user NAME for one)\n",
+            rows.len()
+        ));
     }
     let servers: Vec<Vec<String>> = answer["servers"]
         .as_array()

@@ -439,36 +439,83 @@ fn operators_see_the_queues_and_the_metrics() {
     let b = Broker::start_with(
         "",
         &mail_handlers("[monitor]\nlisten = \"127.0.0.1:0\"\n"),
-        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+        &[
+            ("alice", "alice-pw"),
+            ("bob", "bob-pw"),
+            ("carol", "carol-pw"),
+        ],
     );
     let mut alice = b.login("alice", "alice-pw");
-    for n in 0..2 {
-        let reply = mail(&mut alice, &format!("m{n}"), &["bob"], n);
-        assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (n, to) in (0..).zip(["carol", "bob", "bob"]) {
+        let reply = mail(&mut alice, &format!("m{n}"), &[to], n);
+        assert_eq!(reply["header"]["stored"], json!([to]), "{reply}");
     }
     let socket = b.dir.path().join("run/besterd.ctl");
-    let ctl = |json: bool| {
+    let ctl = |json: bool, extra: &[&str]| {
         let mut args = vec!["ctl", "--socket", socket.to_str().unwrap()];
         if json {
             args.push("--json");
         }
         args.push("queues");
+        args.extend(extra);
         let out = besterd_cmd(&args, None);
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
-    let answer: Value = serde_json::from_str(&ctl(true)).unwrap();
+    let json = |extra: &[&str]| -> Value { serde_json::from_str(&ctl(true, extra)).unwrap() };
+    // Deepest first, then by name; each row's oldest is its first message's time.
+    let answer = json(&[]);
     let q = &answer["queues"];
-    assert_eq!(q.as_array().unwrap().len(), 1, "{answer}");
-    assert_eq!(q[0]["user"], "bob");
-    assert_eq!(q[0]["messages"], 2);
-    assert!(q[0]["oldest_ms"].as_u64().is_some(), "{answer}");
-    assert_eq!(answer["store"]["messages"], 2, "{answer}");
-    let text = ctl(false);
+    assert_eq!(q.as_array().unwrap().len(), 2, "{answer}");
+    assert_eq!(
+        (&q[0]["user"], &q[0]["messages"]),
+        (&json!("bob"), &json!(2))
+    );
+    assert_eq!(
+        (&q[1]["user"], &q[1]["messages"]),
+        (&json!("carol"), &json!(1))
+    );
+    for row in q.as_array().unwrap() {
+        let oldest = row["oldest_ms"].as_u64().expect("oldest_ms");
+        assert!(
+            oldest >= before && oldest <= answer["now_ms"].as_u64().unwrap(),
+            "{answer}"
+        );
+    }
+    assert!(
+        q[0]["oldest_ms"].as_u64() >= q[1]["oldest_ms"].as_u64(),
+        "{answer}"
+    );
+    assert_eq!(answer["users"], 2, "{answer}");
+    assert_eq!(answer["store"]["messages"], 3, "{answer}");
+    // Bounded: the deepest N, saying how many hold a queue; or one user's.
+    let answer = json(&["--limit", "1"]);
+    assert_eq!(answer["queues"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(answer["queues"][0]["user"], "bob", "{answer}");
+    assert_eq!(answer["users"], 2, "{answer}");
+    let answer = json(&["--user", "carol"]);
+    assert_eq!(answer["queues"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(answer["queues"][0]["user"], "carol", "{answer}");
+    assert_eq!(answer["queues"][0]["messages"], 1, "{answer}");
+    assert_eq!(json(&["--user", "alice"])["queues"], json!([]));
+    let text = ctl(false, &[]);
     assert!(text.starts_with("delivery store "), "{text}");
     assert!(
         text.lines()
             .any(|l| l.split_whitespace().take(2).eq(["bob", "2"])),
+        "{text}"
+    );
+    assert!(!text.contains("deepest of"), "{text}");
+    let text = ctl(false, &["--limit", "1"]);
+    assert!(!text.lines().any(|l| l.starts_with("carol")), "{text}");
+    assert!(
+        text.contains(
+            "(the 1 deepest of 2 users' queues: --limit N for more, --user NAME for one)"
+        ),
         "{text}"
     );
 
@@ -485,8 +532,8 @@ fn operators_see_the_queues_and_the_metrics() {
     let mut metrics = String::new();
     let _ = stream.read_to_string(&mut metrics);
     for line in [
-        "besterd_delivery_stored_total 2",
-        "besterd_delivery_messages 2",
+        "besterd_delivery_stored_total 3",
+        "besterd_delivery_messages 3",
         "besterd_delivery_refused_total 0",
         "besterd_delivery_expired_total 0",
     ] {

@@ -69,10 +69,14 @@ pub enum Job {
         /// At most this many.
         max: usize,
     },
-    /// Every queue in figures (`besterd ctl queues`).
+    /// The deepest queues in figures, or one user's (`besterd ctl queues`).
     Queues {
         /// Matches the result.
         ticket: u64,
+        /// Only this user's queue.
+        user: Option<String>,
+        /// At most this many users' queues.
+        limit: usize,
     },
 }
 
@@ -110,7 +114,7 @@ pub enum Done {
         /// The records, or why the read failed.
         result: Result<(Vec<Record>, bool), Refusal>,
     },
-    /// Every queue: (user, depth), by user; then every peer server's outbound queue.
+    /// The queues asked for, and every peer server's outbound queue.
     Queues {
         /// The job's ticket.
         ticket: u64,
@@ -119,5 +123,13 @@ pub enum Done {
     },
 }
 
-/// Users' queues and peer servers' outbound queues in figures, each sorted by name.
-pub type QueueFigures = (Vec<(String, Depth)>, Vec<(String, Depth)>);
+/// Users' queues and peer servers' outbound queues in figures.
+#[derive(Debug)]
+pub struct QueueFigures {
+    /// Users holding a queue, in all.
+    pub users: usize,
+    /// The deepest users' queues (most messages first, then by name), or the one asked for.
+    pub queues: Vec<(String, Depth)>,
+    /// Every peer server's outbound queue, by name.
+    pub servers: Vec<(String, Depth)>,
+}

@@ -326,6 +326,32 @@ impl Store {
         )
     }
 
+    /// When the first message still in `user`'s queue was stored, if it holds one (one step
+    /// down the `(user, id)` index, whatever the store holds).
+    pub fn first_time(&self, user: &str) -> Result<Option<u64>, StoreError> {
+        self.first_in(
+            "SELECT time FROM messages WHERE user = ?1 ORDER BY id LIMIT 1",
+            user,
+        )
+    }
+
+    /// When the first delivery still in `server`'s outbound queue was stored, if any.
+    pub fn first_out_time(&self, server: &str) -> Result<Option<u64>, StoreError> {
+        self.first_in(
+            "SELECT time FROM outbound WHERE server = ?1 ORDER BY id LIMIT 1",
+            server,
+        )
+    }
+
+    fn first_in(&self, sql: &str, name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params![name], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|t| t as u64))
+    }
+
     /// Start a transaction (a group commit).
     pub fn begin(&mut self) -> Result<(), StoreError> {
         // Prepared once and kept, as every statement of a commit is.

@@ -752,23 +752,56 @@ impl Thread {
                     .map_err(failed);
                 Done::LoadedOut { ticket, result }
             }
-            Job::Queues { ticket } => {
-                let sorted = |d: HashMap<String, Depth>| {
-                    let mut v: Vec<(String, Depth)> = d.into_iter().collect();
-                    v.sort_by(|a, b| a.0.cmp(&b.0));
-                    v
-                };
-                let result = self
-                    .store
-                    .depths()
-                    .and_then(|users| Ok((sorted(users), sorted(self.store.out_depths()?))))
-                    .map_err(failed);
-                Done::Queues { ticket, result }
-            }
+            Job::Queues {
+                ticket,
+                user,
+                limit,
+            } => Done::Queues {
+                ticket,
+                result: self.queue_figures(user.as_deref(), limit).map_err(failed),
+            },
             Job::Store { .. } | Job::Ack { .. } | Job::Forwarded { .. } => {
                 unreachable!("writes are done in the group")
             }
         }
+    }
+
+    /// `besterd ctl queues`: the `limit` deepest queues (or `user`'s) from the counts kept here,
+    /// each with its first message's time, so the answer costs one index step per row shown
+    /// however many users hold a queue.
+    fn queue_figures(&self, user: Option<&str>, limit: usize) -> Result<QueueFigures, StoreError> {
+        let mut picked: Vec<(&String, &(u64, u64))> = match user {
+            Some(user) => self.queues.get_key_value(user).into_iter().collect(),
+            None => self.queues.iter().collect(),
+        };
+        let deepest = |a: &(&String, &(u64, u64)), b: &(&String, &(u64, u64))| {
+            b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(b.0))
+        };
+        if picked.len() > limit {
+            picked.select_nth_unstable_by(limit, deepest);
+            picked.truncate(limit);
+        }
+        picked.sort_unstable_by(deepest);
+        let depth = |(count, bytes): (u64, u64), oldest_ms| Depth {
+            count,
+            bytes,
+            oldest_ms,
+        };
+        let queues = picked
+            .into_iter()
+            .map(|(name, &q)| Ok((name.clone(), depth(q, self.store.first_time(name)?))))
+            .collect::<Result<_, StoreError>>()?;
+        let mut servers = self
+            .outq
+            .iter()
+            .map(|(name, &q)| Ok((name.clone(), depth(q, self.store.first_out_time(name)?))))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        servers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(QueueFigures {
+            users: self.queues.len(),
+            queues,
+            servers,
+        })
     }
 
     /// Delete what is older than `max_age`.

@@ -4,7 +4,7 @@
 //!
 //! One request per connection: a JSON line `{"command": "status" | "kick" | "queues" | "reload" |
 //! "drain" | "upgrade",
-//! "conn": "3.7" | "user": "alice"}` (at most [`MAX_CTL_REQUEST`] bytes, within
+//! "conn": "3.7" | "user": "alice", "limit": 100}` (`limit`: `queues` only; at most [`MAX_CTL_REQUEST`] bytes, within
 //! [`CTL_TIMEOUT`]), answered with one JSON line `{"ok": true, ...}` or
 //! `{"ok": false, "error": "..."}`, then closed.
 //!
@@ -31,7 +31,7 @@ use slab::Slab;
 
 use super::Server;
 use super::conn::Role;
-use super::monitor::{ConnectionQuery, MAX_LIMIT};
+use super::monitor::{ConnectionQuery, DEFAULT_LIMIT, MAX_LIMIT};
 use super::token::{ADMIN_CONN_BASE, ADMIN_LISTENER, MONITOR_CONN_BASE};
 use crate::ctl::CTL_SOCKET;
 use crate::handler::RuntimeDir;
@@ -78,6 +78,10 @@ struct Request {
     conn: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    /// `queues`: at most this many users' queues (default [`DEFAULT_LIMIT`], at most
+    /// [`MAX_LIMIT`]).
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 impl Admin {
@@ -310,7 +314,8 @@ impl Server {
                 if let Some(conn) = self.admin.as_mut().and_then(|a| a.conns.get_mut(slot)) {
                     conn.waiting = true;
                 }
-                match self.queues_start(slot) {
+                let limit = request.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+                match self.queues_start(slot, request.user.clone(), limit) {
                     // Answered when the delivery thread has read them (`delivery.rs`).
                     Ok(()) => Vec::new(),
                     Err(why) => {

@@ -331,12 +331,22 @@ impl Server {
         self.delivery.as_ref().map(|d| &*d.stats)
     }
 
-    /// `besterd ctl queues`: ask the delivery thread for every queue's figures.
-    pub(super) fn queues_start(&mut self, slot: usize) -> Result<(), String> {
+    /// `besterd ctl queues`: ask the delivery thread for the `limit` deepest queues' figures
+    /// (or `user`'s) and every peer server's.
+    pub(super) fn queues_start(
+        &mut self,
+        slot: usize,
+        user: Option<String>,
+        limit: usize,
+    ) -> Result<(), String> {
         let Some(d) = &mut self.delivery else {
             return Err("this server keeps no delivery store ([delivery])".into());
         };
-        if d.submit(Purpose::Queues(slot), |ticket| Job::Queues { ticket }) {
+        if d.submit(Purpose::Queues(slot), |ticket| Job::Queues {
+            ticket,
+            user,
+            limit,
+        }) {
             Ok(())
         } else {
             Err("the delivery store is behind (too many writes waiting); try again".into())
@@ -355,15 +365,17 @@ impl Server {
                 .unwrap_or_else(|| default_path(&self.config.users))
         });
         let value = match (result, &self.delivery) {
-            (Ok((queues, outbound)), Some(d)) => {
-                let rows: Vec<serde_json::Value> = queues
+            (Ok(figures), Some(d)) => {
+                let rows: Vec<serde_json::Value> = figures
+                    .queues
                     .iter()
                     .map(|(user, q)| {
                         serde_json::json!({"user": user, "messages": q.count, "bytes": q.bytes, "oldest_ms": q.oldest_ms})
                     })
                     .collect();
                 // Every server with a queue, then every lane with figures but an empty queue.
-                let mut servers: Vec<serde_json::Value> = outbound
+                let mut servers: Vec<serde_json::Value> = figures
+                    .servers
                     .iter()
                     .map(|(server, q)| {
                         let mut row = serde_json::json!({"server": server, "messages": q.count, "bytes": q.bytes, "oldest_ms": q.oldest_ms});
@@ -391,6 +403,7 @@ impl Server {
                         "bytes": d.stats.bytes.load(Relaxed),
                         "disk_bytes": d.stats.disk_bytes.load(Relaxed),
                     },
+                    "users": figures.users,
                     "queues": rows,
                     "servers": servers,
                 })
