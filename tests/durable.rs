@@ -92,6 +92,34 @@ fn stored_for_offline_users_delivered_on_login_and_deleted_on_ack() {
 }
 
 #[test]
+fn a_drain_waits_for_the_commit_of_a_storing_answer_before_it_closes() {
+    let faulty = format!(
+        "[handlers.faulty]\n{}\noffline = \"store\"\n",
+        handler("python3", "tests/handlers/faulty.py")
+    );
+    let mut b = Broker::start_with("", &faulty, &[("alice", "alice-pw"), ("bob", "bob-pw")]);
+    let mut alice = b.login("alice", "alice-pw");
+    let later = json!({"action": "later", "seconds": 1, "users": ["bob"], "n": 3});
+    alice.message("late", "faulty", &later).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    signal(b.pid(), libc::SIGTERM);
+    // The handler answers during the drain; the reply waits for the commit, and the drain
+    // for the reply: alice hears `stored`, not a closed connection.
+    let reply = alice
+        .recv()
+        .unwrap()
+        .expect("the answer, before the drain closes");
+    assert_eq!(reply["header"]["id"], "late", "{reply}");
+    assert_eq!(reply["header"]["status"], "ok", "{reply}");
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    b.restart();
+    let mut bob = b.login("bob", "bob-pw");
+    let p = push(&mut bob);
+    assert_eq!(p["data"]["n"], 3, "{p}");
+    assert_eq!(p["header"]["stored"], true, "{p}");
+}
+
+#[test]
 fn unacked_pushes_come_again_and_survive_a_restart() {
     let mut b = start("");
     let mut alice = b.login("alice", "alice-pw");

@@ -66,6 +66,12 @@ impl Router {
         self.durable.types = types.into_iter().collect();
     }
 
+    /// Stores (of answers and of peers' deliveries) waiting for their commit: each reports
+    /// to someone once it is back.
+    pub(super) fn storing(&self) -> usize {
+        self.durable.waiting.len() + self.durable.taking.len()
+    }
+
     /// The last durable message id given out (a login's backlog ends there).
     pub fn last_msg(&self) -> u64 {
         self.durable.next_msg.saturating_sub(1)

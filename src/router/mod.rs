@@ -538,9 +538,10 @@ impl Router {
         self.clients.get(&conn).map_or(0, |c| c.pending)
     }
 
-    /// Requests in flight in total (handler requests and server fan-outs).
+    /// Requests in flight in total (handler requests, server fan-outs, and answers waiting for
+    /// the delivery store's commit before they are reported): a drain waits for all of them.
     pub fn pending_total(&self) -> usize {
-        self.pending.len() + self.fanouts.len()
+        self.pending.len() + self.fanouts.len() + self.storing()
     }
 
     fn count_pending(&mut self, origin: &Origin, delta: isize) {

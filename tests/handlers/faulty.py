@@ -15,6 +15,7 @@ payload.data decides what it does with each request:
   {"action":"bogus_reply"} -> first answer a request token nobody sent, then answer this one
   {"action":"malformed"} -> answer with this request's token but a status that is not one
   {"action":"send_to","users":[...]} -> sendClients to those users
+  {"action":"later","seconds":S,"users":[...]} -> stop reading for S seconds, then sendClients to those users
   {"action":"to_servers","servers":[...],"data":D} -> sendServers to those servers, payload
                            {"type":"faulty","data":D} (so D says what the next server's faulty does);
                            with "replies":true the answer asks for the peers' replies
@@ -65,6 +66,9 @@ def handle(link, request):
     if action == "bogus_reply":
         bogus = dict(request, header=dict(request["header"], request="999999"))
         return [reply(bogus, {"bogus": True}), reply(request, data)]
+    if action == "later":
+        time.sleep(float(data.get("seconds", 2)))
+        return send_to(request, "sendClients", data.get("users", []), data)
     if action == "send_to":
         return send_to(request, "sendClients", data.get("users", []), data)
     if action == "to_servers":
