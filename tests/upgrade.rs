@@ -873,3 +873,78 @@ fn a_logout_before_or_during_an_upgrade_is_still_a_logout_after_it() {
     assert_eq!(kept["header"]["status"], "ok", "{kept}");
     assert_eq!(kept["data"]["user"], "alice", "{kept}");
 }
+
+/// `besterd ctl --json queues` on the serving process: (user, messages) of every queue.
+fn queue_depths(broker: &Broker) -> Vec<(String, u64)> {
+    let (ok, answer, err) = ctl(broker, "queues");
+    assert!(ok, "ctl queues: {err}");
+    answer["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .map(|q| {
+            let user = q["user"].as_str().expect("user").to_string();
+            (user, q["messages"].as_u64().expect("messages"))
+        })
+        .collect()
+}
+
+#[test]
+fn what_the_old_process_stores_while_it_drains_reaches_a_user_on_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_binary(dir.path());
+    let how = Launch {
+        program: Some(exe),
+        ..Launch::default()
+    };
+    let tables = format!("{}offline = \"store\"\n", faulty());
+    let mut broker = Broker::launch_with("test", "127.0.0.1:0", "", &tables, USERS, &how);
+    // Alice's request is answered by the old process's handler 3 s from now, with a storing
+    // push to bob: by then bob is on the new process, so the old one finds him offline.
+    let (mut alice, _) = raw_login(&broker, "alice", "alice-pw");
+    let later = json!({"action": "later", "seconds": 3, "users": ["bob"], "n": 7});
+    alice.message("late", "faulty", &later).unwrap();
+
+    let (ok, answer, err) = ctl(&broker, "upgrade");
+    assert!(ok, "ctl upgrade failed: {err}\n{}", broker.log());
+    let new = answer["pid"].as_u64().expect("the new pid");
+    let _adopted = Adopted(new);
+    eventually("the new process serves", || {
+        (serving_pid(&broker) == new).then_some(())
+    });
+    let (mut bob, _) = raw_login(&broker, "bob", "bob-pw");
+    let barrier = bob
+        .request("b", "bester.ack", &json!({"msgs": []}))
+        .unwrap();
+    assert_eq!(
+        barrier["data"],
+        json!({"acked": 0}),
+        "nothing stored yet: {barrier}"
+    );
+
+    let reply = alice
+        .recv()
+        .unwrap()
+        .unwrap_or_else(|| panic!("the old process's answer\n{}", broker.log()));
+    assert_eq!(reply["header"]["id"], "late", "{reply}");
+    assert_eq!(reply["header"]["stored"], json!(["bob"]), "{reply}");
+    assert!(broker.wait_exit().success(), "{}", broker.log());
+
+    // Once the old process has gone, the new one reads what it stored for bob, who is
+    // connected already, and counts it in bob's queue.
+    let push = bob
+        .recv()
+        .unwrap()
+        .expect("the push the old process stored");
+    assert_eq!(push["header"]["kind"], "push", "{push}");
+    assert_eq!(push["header"]["stored"], true, "{push}");
+    assert_eq!(push["header"]["from"]["user"], "alice", "{push}");
+    assert_eq!(push["data"]["n"], 7, "{push}");
+    let msg = push["header"]["msg"].as_str().expect("msg").to_string();
+    assert_eq!(queue_depths(&broker), vec![("bob".to_string(), 1)]);
+    let acked = bob
+        .request("a", "bester.ack", &json!({"msgs": [msg]}))
+        .unwrap();
+    assert_eq!(acked["data"], json!({"acked": 1}), "{acked}");
+    assert_eq!(queue_depths(&broker), vec![]);
+}

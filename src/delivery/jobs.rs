@@ -69,6 +69,12 @@ pub enum Job {
         /// At most this many.
         max: usize,
     },
+    /// Count every queue again from the file, and say what another process stored since this
+    /// one opened it (after a hot upgrade's old process has exited).
+    Recount {
+        /// Matches the result.
+        ticket: u64,
+    },
     /// The deepest queues in figures, or one user's (`besterd ctl queues`).
     Queues {
         /// Matches the result.
@@ -114,6 +120,13 @@ pub enum Done {
         /// The records, or why the read failed.
         result: Result<(Vec<Record>, bool), Refusal>,
     },
+    /// The queues counted again.
+    Recounted {
+        /// The job's ticket.
+        ticket: u64,
+        /// What another process stored meanwhile, or why the store could not be read.
+        result: Result<Recount, Refusal>,
+    },
     /// The queues asked for, and every peer server's outbound queue.
     Queues {
         /// The job's ticket.
@@ -132,4 +145,17 @@ pub struct QueueFigures {
     pub queues: Vec<(String, Depth)>,
     /// Every peer server's outbound queue, by name.
     pub servers: Vec<(String, Depth)>,
+}
+
+/// What another process holding the same file (the one a hot upgrade replaced) stored after
+/// this one opened it: the messages and deliveries with ids after [`Recount::after`] and below
+/// this run's first id, which this process has not read.
+#[derive(Debug)]
+pub struct Recount {
+    /// Users whose queues got such messages.
+    pub users: Vec<String>,
+    /// Peer servers whose outbound queues got such deliveries.
+    pub servers: Vec<String>,
+    /// The largest message id when this process opened the store.
+    pub after: u64,
 }

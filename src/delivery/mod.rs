@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 pub use store::{Depth, Fsync, OutRecord, Record};
-pub use writer::{Ack, Done, Job, Writer};
+pub use writer::{Ack, Done, Job, Recount, Writer};
 
 /// What a full queue does (`[delivery] full`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

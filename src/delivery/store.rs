@@ -319,6 +319,45 @@ impl Store {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 
+    /// The largest message id and outbound delivery id in the store now (0 for none): what
+    /// another process writes from here on has larger ids.
+    pub fn last_ids(&self) -> Result<(u64, u64), StoreError> {
+        let max = |sql: &str| -> Result<u64, StoreError> {
+            let id: Option<i64> = self.conn.query_row(sql, [], |r| r.get(0))?;
+            Ok(id.map_or(0, |id| id as u64))
+        };
+        Ok((
+            max("SELECT max(id) FROM messages")?,
+            max("SELECT max(id) FROM outbound")?,
+        ))
+    }
+
+    /// The users with messages, and the servers with outbound deliveries, whose ids lie after
+    /// `after` (messages, outbound) and below `below`: what another process holding the same
+    /// file (the one a hot upgrade replaces) stored since [`Store::last_ids`] was taken. Two
+    /// range reads of the id keys.
+    pub fn written_between(
+        &self,
+        after: (u64, u64),
+        below: u64,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let names = |sql: &str, after: u64| -> Result<Vec<String>, StoreError> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let rows = stmt.query_map(params![after as i64, below as i64], |r| r.get(0))?;
+            rows.map(|r| r.map_err(StoreError::from)).collect()
+        };
+        Ok((
+            names(
+                "SELECT DISTINCT user FROM messages WHERE id > ?1 AND id < ?2 ORDER BY user",
+                after.0,
+            )?,
+            names(
+                "SELECT DISTINCT server FROM outbound WHERE id > ?1 AND id < ?2 ORDER BY server",
+                after.1,
+            )?,
+        ))
+    }
+
     /// Every user's queue in figures.
     pub fn depths(&self) -> Result<HashMap<String, Depth>, StoreError> {
         self.grouped_depths(

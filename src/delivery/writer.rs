@@ -7,7 +7,10 @@
 //! the loop refuses more, so both channels are bounded by that count. A push is reported
 //! `stored` only from a result, that is after its commit returned. Limits are checked here,
 //! against counts kept per user (and per peer server for the outbound queues of
-//! store-and-forward); expiry runs here too, between groups.
+//! store-and-forward); expiry runs here too, between groups. Another process may write to the
+//! same file (the old process of a hot upgrade, while it drains): once it has gone the loop asks
+//! for [`Job::Recount`], which takes the counts from the file again and names the users and peer
+//! servers it stored for after this thread opened the file.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use log::{error, info, warn};
 use mio::Waker;
 
 use super::budget::Budget;
-pub use super::jobs::{Ack, Done, Job, QueueFigures};
+pub use super::jobs::{Ack, Done, Job, QueueFigures, Recount};
 use super::store::{Depth, OutRecord, Record, Store, StoreError};
 use super::{DeliveryConfig, DeliveryStats, FullPolicy, Refusal};
 use crate::protocol::ErrorCode;
@@ -51,6 +54,9 @@ impl Writer {
         waker: Arc<Waker>,
     ) -> Result<Writer, StoreError> {
         let store = Store::open(path, config.fsync)?;
+        // Before the counts: what another process adds after this read is counted again, and
+        // read for its users, when that process has gone (`Job::Recount`).
+        let opened_at = store.last_ids()?;
         let depths = store.depths()?;
         let out_depths = store.out_depths()?;
         let first_id = store.first_id();
@@ -72,16 +78,9 @@ impl Writer {
             expire_at: Instant::now(),
             budget: Budget::default(),
             sized_at: None,
+            opened_at,
         };
-        for (user, depth) in depths {
-            thread.total_bytes += depth.bytes;
-            thread.total_messages += depth.count;
-            thread.queues.insert(user, (depth.count, depth.bytes));
-        }
-        for (server, depth) in out_depths {
-            thread.total_bytes += depth.bytes;
-            thread.outq.insert(server, (depth.count, depth.bytes));
-        }
+        thread.set_counts(depths, out_depths);
         thread.publish();
         info!(
             "delivery store {}: {} messages for {} users",
@@ -148,6 +147,9 @@ struct Thread {
     budget: Budget,
     /// When the files' sizes were last taken for the metrics.
     sized_at: Option<Instant>,
+    /// The largest message and outbound ids when the store was opened (see
+    /// [`Store::last_ids`]).
+    opened_at: (u64, u64),
 }
 
 /// What storing `record` may take on the disk: its bytes in the write-ahead log and again in
@@ -209,6 +211,47 @@ impl Thread {
                 self.expire_at = Instant::now() + tick;
             }
         }
+    }
+
+    /// The counts of every queue, as the file holds them.
+    fn set_counts(&mut self, depths: HashMap<String, Depth>, out_depths: HashMap<String, Depth>) {
+        self.total_bytes = 0;
+        self.total_messages = 0;
+        self.queues.clear();
+        self.outq.clear();
+        for (user, depth) in depths {
+            self.total_bytes += depth.bytes;
+            self.total_messages += depth.count;
+            self.queues.insert(user, (depth.count, depth.bytes));
+        }
+        for (server, depth) in out_depths {
+            self.total_bytes += depth.bytes;
+            self.outq.insert(server, (depth.count, depth.bytes));
+        }
+    }
+
+    /// [`Job::Recount`]: the counts from the file again (another process wrote to it: the
+    /// counts kept here missed its writes), and what it stored since this one opened the file.
+    /// Two grouped reads of the whole store: once per hot upgrade.
+    fn recount(&mut self) -> Result<Recount, StoreError> {
+        let (users, servers) = self
+            .store
+            .written_between(self.opened_at, self.store.first_id())?;
+        let depths = self.store.depths()?;
+        let out_depths = self.store.out_depths()?;
+        self.set_counts(depths, out_depths);
+        info!(
+            "delivery store counted again: {} messages for {} users; {} users and {} servers got messages from the process before this one",
+            self.total_messages,
+            self.queues.len(),
+            users.len(),
+            servers.len()
+        );
+        Ok(Recount {
+            users,
+            servers,
+            after: self.opened_at.0,
+        })
     }
 
     /// Figures for the metrics.
@@ -553,10 +596,12 @@ impl Thread {
                                 break;
                             }
                             dropping.push(id);
-                            count -= 1;
-                            queued -= b;
-                            self.total_bytes -= b;
-                            self.total_messages -= 1;
+                            // Saturating: while a hot upgrade's two processes share the file,
+                            // the other one's messages are in it and not in these counts.
+                            count = count.saturating_sub(1);
+                            queued = queued.saturating_sub(b);
+                            self.total_bytes = self.total_bytes.saturating_sub(b);
+                            self.total_messages = self.total_messages.saturating_sub(1);
                             *dropped += 1;
                         }
                         if dropping.is_empty() {
@@ -633,9 +678,9 @@ impl Thread {
                                 break;
                             }
                             dropping.push(id);
-                            count -= 1;
-                            held -= b;
-                            self.total_bytes -= b;
+                            count = count.saturating_sub(1);
+                            held = held.saturating_sub(b);
+                            self.total_bytes = self.total_bytes.saturating_sub(b);
                             *dropped += 1;
                         }
                         if dropping.is_empty() {
@@ -759,6 +804,10 @@ impl Thread {
             } => Done::Queues {
                 ticket,
                 result: self.queue_figures(user.as_deref(), limit).map_err(failed),
+            },
+            Job::Recount { ticket } => Done::Recounted {
+                ticket,
+                result: self.recount().map_err(failed),
             },
             Job::Store { .. } | Job::Ack { .. } | Job::Forwarded { .. } => {
                 unreachable!("writes are done in the group")
@@ -887,6 +936,113 @@ mod tests {
             assert!(Instant::now() < deadline, "no result from the writer");
             std::thread::yield_now();
         }
+    }
+
+    fn store(w: &mut Writer, ticket: u64, records: Vec<Record>) -> Vec<Result<bool, Refusal>> {
+        w.submit(Job::Store {
+            ticket,
+            records,
+            outbound: vec![],
+        })
+        .unwrap();
+        let Done::Stored { results, .. } = wait(w) else {
+            panic!("not a store result")
+        };
+        results
+    }
+
+    fn depths(w: &mut Writer, ticket: u64) -> Vec<(String, u64, u64)> {
+        w.submit(Job::Queues {
+            ticket,
+            user: None,
+            limit: 10,
+        })
+        .unwrap();
+        let Done::Queues { result: Ok(f), .. } = wait(w) else {
+            panic!("not the queues' figures")
+        };
+        let mut q: Vec<_> = f
+            .queues
+            .into_iter()
+            .map(|(u, d)| (u, d.count, d.bytes))
+            .collect();
+        q.sort();
+        q
+    }
+
+    /// A hot upgrade: the old process keeps writing to the file the new one has opened.
+    #[test]
+    fn what_another_process_stored_is_counted_again_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let mut old = Store::open(&path, super::super::Fsync::Never).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let config = DeliveryConfig {
+            max_per_user: 1,
+            full: FullPolicy::DropOldest,
+            min_free_bytes: 0,
+            ..DeliveryConfig::default()
+        };
+        let mut w = Writer::start(&config, &path, Arc::default(), waker).unwrap();
+        let new_id = w.first_id;
+        assert_eq!(
+            store(&mut w, 1, vec![record(new_id, "carol", "1")]),
+            [Ok(true)]
+        );
+        // The old process stores after the new one opened the file (its ids are lower).
+        let old_id = old.first_id();
+        assert!(old_id < new_id);
+        let big = "x".repeat(1000);
+        old.begin().unwrap();
+        old.insert(&record(old_id, "bob", &big)).unwrap();
+        old.insert(&record(old_id + 1, "carol", &big)).unwrap();
+        old.insert_out(&OutRecord {
+            id: old_id + 2,
+            server: "b".into(),
+            time_ms: now_ms(),
+            kind: "mail".into(),
+            sender: "{}".into(),
+            data: "1".into(),
+            users: vec!["bob".into()],
+        })
+        .unwrap();
+        old.commit().unwrap();
+        // Counts that missed those: dropping carol's oldest (the old process's, larger than
+        // all this process counted for her) must not wrap them round (a panic in this build,
+        // a store refusing everything as over its budget in a release build).
+        assert_eq!(
+            store(&mut w, 2, vec![record(new_id + 1, "carol", "2")]),
+            [Ok(true)]
+        );
+        drop(old);
+
+        w.submit(Job::Recount { ticket: 3 }).unwrap();
+        let Done::Recounted { result: Ok(r), .. } = wait(&mut w) else {
+            panic!("not a recount")
+        };
+        assert_eq!(
+            r.users,
+            ["bob"],
+            "carol's message from the old process was dropped"
+        );
+        assert_eq!(r.servers, ["b"]);
+        assert_eq!(r.after, 0, "the file was empty when the writer opened it");
+        // The file's truth: carol holds two (one over her limit, by what the counts missed
+        // while both processes wrote), and the next store for her finds that.
+        let small = record(0, "carol", "1").bytes();
+        assert_eq!(
+            depths(&mut w, 4),
+            [
+                ("bob".into(), 1, record(0, "bob", &big).bytes()),
+                ("carol".into(), 2, 2 * small)
+            ]
+        );
+        assert_eq!(
+            store(&mut w, 5, vec![record(new_id + 2, "carol", "3")]),
+            [Ok(true)]
+        );
+        assert_eq!(depths(&mut w, 6)[1], ("carol".into(), 1, small));
     }
 
     #[test]

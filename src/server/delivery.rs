@@ -3,7 +3,9 @@
 //! the loop is woken, sends a user's stored pushes when they log in (a batch at a time, the next
 //! batch after an ack), and answers `bester.ack`. Nothing here touches the disk: the thread of
 //! `delivery/writer.rs` does, and this module only calls its non-blocking `submit` / `try_recv`.
-//! Peer servers' outbound queues (store-and-forward) are sent by [`forward`].
+//! Peer servers' outbound queues (store-and-forward) are sent by [`forward`]. When the old
+//! process of a hot upgrade exits, what it stored meanwhile is read for the users and peers
+//! served here ([`Server::delivery_recount`]).
 
 mod forward;
 
@@ -14,7 +16,7 @@ use log::warn;
 use serde::Serialize;
 
 use crate::config::delivery::default_path;
-use crate::delivery::{Ack, DeliveryStats, Done, Job, Refusal, Writer};
+use crate::delivery::{Ack, DeliveryStats, Done, Job, Recount, Refusal, Writer};
 use crate::protocol::ErrorCode;
 use crate::protocol::durable::{AckRequest, parse_ack};
 use crate::protocol::error::ErrorBody;
@@ -42,6 +44,8 @@ pub(super) struct Delivery {
     pub stats: Arc<DeliveryStats>,
     /// Per peer server, its outbound queue's forwarding.
     lanes: HashMap<String, forward::Lane>,
+    /// A [`Job::Recount`] is wanted and was not taken yet (the thread was behind).
+    recount_wanted: bool,
 }
 
 enum Purpose {
@@ -57,6 +61,8 @@ enum Purpose {
     Load(ConnId),
     /// `besterd ctl queues` on this control connection.
     Queues(usize),
+    /// Counting the queues again after the process before this one exited.
+    Recount,
 }
 
 struct Backlog {
@@ -65,6 +71,20 @@ struct Backlog {
     upto: u64,
     more: bool,
     reading: bool,
+    /// Ids to read again once the read in flight is back: `(after, upto)`.
+    rewind: Option<(u64, u64)>,
+}
+
+impl Backlog {
+    /// Read the ids `after < id <= upto` too (another process stored them behind where this
+    /// backlog has read); what was left to read stays to be read.
+    fn rewind(&mut self, (after, upto): (u64, u64)) {
+        if self.more {
+            self.after = self.after.min(after);
+        } else {
+            (self.after, self.upto, self.more) = (after, upto, true);
+        }
+    }
 }
 
 /// Open the store the configuration asks for (an error names the file and why: the server does
@@ -91,6 +111,7 @@ pub(super) fn open(
         backlogs: HashMap::new(),
         stats,
         lanes: HashMap::new(),
+        recount_wanted: false,
     }))
 }
 
@@ -191,6 +212,7 @@ impl Server {
                 upto,
                 more: true,
                 reading: false,
+                rewind: None,
             },
         );
         self.backlog_next(id);
@@ -256,8 +278,48 @@ impl Server {
         }
     }
 
+    /// The process before this one (a hot upgrade) has exited: it wrote to the same file
+    /// until then, so count the queues again from the file, and send what it stored for
+    /// users connected here, and for peers linked here, since this process opened the store.
+    pub(super) fn delivery_recount(&mut self) {
+        let Some(d) = &mut self.delivery else { return };
+        d.recount_wanted = !d.submit(Purpose::Recount, |ticket| Job::Recount { ticket });
+    }
+
+    /// What the process before this one stored after this one opened the store: read it for
+    /// every connection of those users (a login before that was sent its backlog without it)
+    /// and from the oldest again for those peers' outbound queues. At least once, as always: a
+    /// message read again before it was acknowledged comes again with its id.
+    fn predecessor_stored(&mut self, recount: Recount) {
+        let Some(d) = &mut self.delivery else { return };
+        let range = (recount.after, d.writer.first_id.saturating_sub(1));
+        let users: std::collections::HashSet<&str> =
+            recount.users.iter().map(String::as_str).collect();
+        let mut now: Vec<ConnId> = Vec::new();
+        for (&conn, b) in d.backlogs.iter_mut() {
+            if !users.contains(b.user.as_str()) {
+                continue;
+            }
+            if b.reading {
+                b.rewind = Some(range);
+            } else {
+                b.rewind(range);
+                now.push(conn);
+            }
+        }
+        for conn in now {
+            self.backlog_next(conn);
+        }
+        for server in &recount.servers {
+            self.forward_rewind(server);
+        }
+    }
+
     /// The loop was woken: take every result the delivery thread has.
     pub(super) fn delivery_results(&mut self) {
+        if self.delivery.as_ref().is_some_and(|d| d.recount_wanted) {
+            self.delivery_recount();
+        }
         loop {
             let Some(d) = &mut self.delivery else { return };
             let Some(done) = d.writer.try_recv() else {
@@ -268,7 +330,8 @@ impl Server {
                 | Done::Acked { ticket, .. }
                 | Done::Loaded { ticket, .. }
                 | Done::LoadedOut { ticket, .. }
-                | Done::Queues { ticket, .. } => *ticket,
+                | Done::Queues { ticket, .. }
+                | Done::Recounted { ticket, .. } => *ticket,
             };
             let Some(purpose) = d.tickets.remove(&ticket) else {
                 continue;
@@ -321,6 +384,10 @@ impl Server {
                     let answer = self.queues_answer(result);
                     self.ctl_answer(slot, answer, std::time::Instant::now());
                 }
+                (Purpose::Recount, Done::Recounted { result, .. }) => match result {
+                    Ok(recount) => self.predecessor_stored(recount),
+                    Err(r) => warn!("the delivery store was not counted again: {}", r.error),
+                },
                 _ => {}
             }
         }
@@ -438,9 +505,14 @@ impl Server {
         if let Some(last) = records.last() {
             b.after = last.id;
         }
+        let rewound = b.rewind.take().map(|range| b.rewind(range)).is_some();
         d.stats
             .delivered
             .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if rewound && records.is_empty() {
+            // No ack will ask for the next batch: ask now.
+            return self.backlog_next(conn);
+        }
         for r in records {
             let body =
                 client_durable_push(&r.kind, &r.sender, Some(&r.data), (r.id, r.time_ms), true);

@@ -677,6 +677,11 @@ impl Server {
         for line in &lines {
             self.adopt_revocation(&relay::parse(line));
         }
+        if eof {
+            // It has exited: what it stored until then is in the file, not in this process's
+            // counts, and may be for users and peers already served here.
+            self.delivery_recount();
+        }
     }
 
     /// The old side, after handing over: tell the new process (a logout while draining).
@@ -723,6 +728,7 @@ impl Server {
             self.upgrades.predecessor = Some(parent);
         } else {
             let _ = self.poll.registry().deregister(&mut parent.link);
+            self.delivery_recount();
         }
         self.life.take_over(now);
         self.upgrades.grace_until = Some(now + self.config.handler_startup_timeout);

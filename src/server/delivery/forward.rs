@@ -46,6 +46,16 @@ pub(in crate::server) struct Lane {
 }
 
 impl Lane {
+    /// Once nothing is in flight or being read, start over from the oldest still queued if
+    /// asked to (deletes already asked for are done by then: the thread takes jobs in order).
+    fn start_over_if_settled(&mut self) {
+        if self.again && self.in_flight.is_empty() && !self.reading {
+            self.again = false;
+            self.after = 0;
+            self.more = true;
+        }
+    }
+
     /// Figures for `besterd ctl queues`.
     pub(super) fn figures(&self) -> serde_json::Value {
         serde_json::json!({
@@ -97,6 +107,21 @@ impl Server {
         self.forward_next(server);
     }
 
+    /// Another process (the one a hot upgrade replaced) queued deliveries for `server` with
+    /// ids below where this lane has read: read the queue from its oldest again, once what is
+    /// in flight has settled.
+    pub(super) fn forward_rewind(&mut self, server: &str) {
+        let Some(d) = &mut self.delivery else { return };
+        let Some(lane) = d.lanes.get_mut(server) else {
+            // No lane yet: the link's next up reads from the oldest.
+            return;
+        };
+        lane.more = true;
+        lane.again = true;
+        lane.start_over_if_settled();
+        self.forward_next(server);
+    }
+
     /// Read the next deliveries of `server`'s queue, if the link is up, there may be more, no
     /// read is in flight and the window has room.
     fn forward_next(&mut self, server: &str) {
@@ -145,18 +170,26 @@ impl Server {
         }
         lane.more = more;
         let now = Instant::now();
+        let mut failed = false;
         for record in records {
             if !self.router.forward(&record, now, &mut self.actions) {
                 let Some(d) = &mut self.delivery else { return };
                 let lane = d.lane(server);
                 lane.more = true;
                 lane.again = true;
+                failed = true;
                 break;
             }
             let Some(d) = &mut self.delivery else { return };
             let lane = d.lane(server);
             lane.after = record.id;
             lane.in_flight.insert(record.id);
+        }
+        if let Some(d) = &mut self.delivery
+            && !failed
+        {
+            // Asked to start over while this batch was read (not a link that failed it).
+            d.lane(server).start_over_if_settled();
         }
         self.forward_next(server);
     }
@@ -197,13 +230,7 @@ impl Server {
         if !delete {
             lane.again = true;
         }
-        if lane.again && lane.in_flight.is_empty() {
-            // Start over from the oldest still queued (deletes already asked for are done by
-            // then: the thread takes jobs in order).
-            lane.again = false;
-            lane.after = 0;
-            lane.more = true;
-        }
+        lane.start_over_if_settled();
         if delete {
             let name = server.clone();
             let submitted = d.submit(Purpose::Forwarded, |ticket| Job::Forwarded {
