@@ -36,6 +36,16 @@ fn copy_binary(dir: &Path) -> PathBuf {
     path
 }
 
+/// A daemon started from a copy of this build at `<dir>/bin/besterd` (what an upgrade runs
+/// again), with `tables`.
+fn from_a_copy(dir: &Path, tables: &str) -> Broker {
+    let how = Launch {
+        program: Some(copy_binary(dir)),
+        ..Launch::default()
+    };
+    Broker::launch_with("test", "127.0.0.1:0", "", tables, USERS, &how)
+}
+
 /// Replace the file at `path` as dpkg does: write a new file beside it, rename it over.
 fn replace_file(path: &Path, contents: &[u8]) {
     use std::os::unix::fs::PermissionsExt;
@@ -104,6 +114,18 @@ impl Drop for Adopted {
             signal(self.0 as u32, libc::SIGKILL);
         }
     }
+}
+
+/// `besterd ctl upgrade`, then wait until the new process answers on the control socket.
+fn upgrade_until_served(broker: &Broker) -> Adopted {
+    let (ok, answer, err) = ctl(broker, "upgrade");
+    assert!(ok, "ctl upgrade failed: {err}\n{}", broker.log());
+    let new = answer["pid"].as_u64().expect("the new pid");
+    let adopted = Adopted(new);
+    eventually("the new process serves", || {
+        (serving_pid(broker) == new).then_some(())
+    });
+    adopted
 }
 
 /// What the load threads saw.
@@ -836,12 +858,7 @@ fn logged_out(reply: &Value) {
 #[test]
 fn a_logout_before_or_during_an_upgrade_is_still_a_logout_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = copy_binary(dir.path());
-    let how = Launch {
-        program: Some(exe),
-        ..Launch::default()
-    };
-    let mut broker = Broker::launch_with("test", "127.0.0.1:0", "", &faulty(), USERS, &how);
+    let mut broker = from_a_copy(dir.path(), &faulty());
     // Alice logs out before the upgrade: the old process refuses her token from then on.
     let (mut alice, alice_token) = raw_login(&broker, "alice", "alice-pw");
     let bye = alice.request("1", "bester.logout", &Value::Null).unwrap();
@@ -854,13 +871,7 @@ fn a_logout_before_or_during_an_upgrade_is_still_a_logout_after_it() {
     // A third session that never logs out: its token must keep working.
     let (_carol, kept_token) = raw_login(&broker, "alice", "alice-pw");
 
-    let (ok, answer, err) = ctl(&broker, "upgrade");
-    assert!(ok, "ctl upgrade failed: {err}\n{}", broker.log());
-    let new = answer["pid"].as_u64().expect("the new pid");
-    let _adopted = Adopted(new);
-    eventually("the new process serves", || {
-        (serving_pid(&broker) == new).then_some(())
-    });
+    let _adopted = upgrade_until_served(&broker);
     // Bob logs out on the draining old process: answered, not refused as shutting down.
     let bye = bob.request("2", "bester.logout", &Value::Null).unwrap();
     assert_eq!(bye["header"]["status"], "ok", "{bye}");
@@ -892,26 +903,15 @@ fn queue_depths(broker: &Broker) -> Vec<(String, u64)> {
 #[test]
 fn what_the_old_process_stores_while_it_drains_reaches_a_user_on_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = copy_binary(dir.path());
-    let how = Launch {
-        program: Some(exe),
-        ..Launch::default()
-    };
     let tables = format!("{}offline = \"store\"\n", faulty());
-    let mut broker = Broker::launch_with("test", "127.0.0.1:0", "", &tables, USERS, &how);
+    let mut broker = from_a_copy(dir.path(), &tables);
     // Alice's request is answered by the old process's handler 3 s from now, with a storing
     // push to bob: by then bob is on the new process, so the old one finds him offline.
     let (mut alice, _) = raw_login(&broker, "alice", "alice-pw");
     let later = json!({"action": "later", "seconds": 3, "users": ["bob"], "n": 7});
     alice.message("late", "faulty", &later).unwrap();
 
-    let (ok, answer, err) = ctl(&broker, "upgrade");
-    assert!(ok, "ctl upgrade failed: {err}\n{}", broker.log());
-    let new = answer["pid"].as_u64().expect("the new pid");
-    let _adopted = Adopted(new);
-    eventually("the new process serves", || {
-        (serving_pid(&broker) == new).then_some(())
-    });
+    let _adopted = upgrade_until_served(&broker);
     let (mut bob, _) = raw_login(&broker, "bob", "bob-pw");
     let barrier = bob
         .request("b", "bester.ack", &json!({"msgs": []}))

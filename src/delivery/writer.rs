@@ -918,6 +918,19 @@ mod tests {
         }
     }
 
+    /// A delivery for bob on server b.
+    fn out_record(id: u64) -> OutRecord {
+        OutRecord {
+            id,
+            server: "b".into(),
+            time_ms: now_ms(),
+            kind: "mail".into(),
+            sender: "{}".into(),
+            data: "1".into(),
+            users: vec!["bob".into()],
+        }
+    }
+
     fn start(config: DeliveryConfig) -> (tempfile::TempDir, Writer, mio::Poll) {
         let dir = tempfile::tempdir().unwrap();
         let poll = mio::Poll::new().unwrap();
@@ -997,16 +1010,7 @@ mod tests {
         old.begin().unwrap();
         old.insert(&record(old_id, "bob", &big)).unwrap();
         old.insert(&record(old_id + 1, "carol", &big)).unwrap();
-        old.insert_out(&OutRecord {
-            id: old_id + 2,
-            server: "b".into(),
-            time_ms: now_ms(),
-            kind: "mail".into(),
-            sender: "{}".into(),
-            data: "1".into(),
-            users: vec!["bob".into()],
-        })
-        .unwrap();
+        old.insert_out(&out_record(old_id + 2)).unwrap();
         old.commit().unwrap();
         // Counts that missed those: dropping carol's oldest (the old process's, larger than
         // all this process counted for her) must not wrap them round (a panic in this build,
@@ -1058,15 +1062,7 @@ mod tests {
             origin: Some("a/77/bob".into()),
             ..record(id + n, "bob", "1")
         };
-        let out = |n: u64| OutRecord {
-            id: id + 10 + n,
-            server: "b".into(),
-            time_ms: now_ms(),
-            kind: "mail".into(),
-            sender: "{}".into(),
-            data: "1".into(),
-            users: vec!["bob".into()],
-        };
+        let out = |n: u64| out_record(id + 10 + n);
         w.submit(Job::Store {
             ticket: 1,
             records: vec![taken(0)],
