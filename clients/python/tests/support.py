@@ -228,7 +228,9 @@ class FakeServer:
             return
 
     def drop_all(self):
-        for c in self.conns:
+        # The connections open now: iterating the live list would also drop a client's
+        # reconnection accepted meanwhile, so that it logged in twice.
+        for c in list(self.conns):
             try:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
