@@ -195,3 +195,40 @@ fn a_peer_announcing_another_servers_users_is_refused() {
         json!({"header":{"kind":"directory.resync"}})
     );
 }
+
+/// A forged message from the hand-rolled peer `b`: a's refusal (an ack with `forged_origin`)
+/// comes after every frame a queued for `b` before it read this one.
+fn sync_on(b: &mut Client, msg: &str) -> Value {
+    b.send(&json!({"header":{"scope":"server","msg":msg,"from":{"user":"mallory","server":"c"},"hops":1},"payload":{"type":"faulty","data":{}}}))
+        .unwrap();
+    b.recv().unwrap().expect("a frame")
+}
+
+#[test]
+fn only_a_peer_that_negotiated_the_directory_is_sent_it() {
+    let refusal = |msg: &str| json!({"kind":"ack","msg":msg,"status":"error"});
+    let a = start_a("");
+    // A server without the directory negotiates other features only: nothing of a's directory
+    // reaches it, neither the snapshot at link-up nor the change of alice's login.
+    let (mut b, answer) = common::fake_peer(&a, "b", SECRET, Some(&["stream", "directory-x"]));
+    assert_eq!(answer["data"]["features"], json!(["stream"]), "{answer}");
+    let alice = a.login("alice", "alice-pw");
+    assert_eq!(sync_on(&mut b, "1")["header"], refusal("1"));
+    drop(alice);
+    assert_eq!(sync_on(&mut b, "2")["header"], refusal("2"));
+    drop(b);
+
+    // One that offers it gets both, before the refusal.
+    let (mut b, answer) = common::fake_peer(&a, "b", SECRET, Some(&["directory"]));
+    assert_eq!(answer["data"]["features"], json!(["directory"]), "{answer}");
+    assert_eq!(
+        b.recv().unwrap().unwrap(),
+        json!({"header":{"kind":"directory","server":"a","seq":1,"part":1,"parts":1},"data":[]})
+    );
+    let _alice = a.login("alice", "alice-pw");
+    assert_eq!(
+        sync_on(&mut b, "3"),
+        json!({"header":{"kind":"directory","server":"a","seq":2},"data":[["alice",1]]})
+    );
+    assert_eq!(b.recv().unwrap().unwrap()["header"], refusal("3"));
+}

@@ -16,6 +16,10 @@ pub const STORE: &str = "store";
 
 /// Client-to-client streams: `bester.dial`, `incoming`, stream frames (`protocol/stream.rs`).
 pub const STREAM: &str = "stream";
+/// The federation directory (`[federation] directory = true`, `router/directory.rs`): offered
+/// and accepted on peer links by servers that run it; its updates go only to peers that
+/// accepted it (or that negotiated nothing, servers from before negotiation).
+pub const DIRECTORY: &str = "directory";
 /// Several users on one connection (`bester.attach`, `header.user`): offered by a client,
 /// accepted only for a user with the `gateway` right.
 pub const MULTIPLEX: &str = "multiplex";
@@ -34,6 +38,8 @@ pub struct Features {
     pub stream: bool,
     /// `multiplex` (client sessions of a gateway user only).
     pub multiplex: bool,
+    /// `directory` (peer links only).
+    pub directory: bool,
 }
 
 /// Which features the server may accept on a connection.
@@ -47,6 +53,8 @@ pub struct Available {
     pub stream: bool,
     /// `multiplex` (client connections: kept only if the login is a gateway user's).
     pub multiplex: bool,
+    /// `directory` (peer links of a server that runs the federation directory).
+    pub directory: bool,
 }
 
 impl Features {
@@ -66,6 +74,9 @@ impl Features {
             if name == MULTIPLEX && available.multiplex {
                 features.multiplex = true;
             }
+            if name == DIRECTORY && available.directory {
+                features.directory = true;
+            }
         }
         features
     }
@@ -84,6 +95,9 @@ impl Features {
         }
         if self.multiplex {
             names.push(MULTIPLEX);
+        }
+        if self.directory {
+            names.push(DIRECTORY);
         }
         names
     }
@@ -126,8 +140,9 @@ mod tests {
             store: false,
             stream: false,
             multiplex: false,
+            directory: false,
         };
-        let offered = names(&["stream", "compress", "x-future", "compress"]);
+        let offered = names(&["stream", "compress", "x-future", "compress", "directory"]);
         assert_eq!(Features::accept(&offered, on).names(), vec!["compress"]);
         assert_eq!(
             Features::accept(&offered, Available::default()).names(),
@@ -139,6 +154,14 @@ mod tests {
             ..Available::default()
         };
         assert_eq!(Features::accept(&offered, streams).names(), vec!["stream"]);
+        let directory = Available {
+            directory: true,
+            ..on
+        };
+        assert_eq!(
+            Features::accept(&offered, directory).names(),
+            vec!["compress", "directory"]
+        );
     }
 
     #[test]
@@ -148,6 +171,7 @@ mod tests {
             store: false,
             stream: false,
             multiplex: true,
+            directory: false,
         };
         let offered = names(&["multiplex", "compress"]);
         let accepted = Features::accept(&offered, client);
@@ -155,8 +179,11 @@ mod tests {
         assert_eq!(accepted.names(), vec!["compress", "multiplex"]);
         let peer = Available {
             multiplex: false,
+            directory: true,
             ..client
         };
         assert!(!Features::accept(&offered, peer).multiplex);
+        let offered = names(&["directory", "multiplex"]);
+        assert_eq!(Features::accept(&offered, peer).names(), vec!["directory"]);
     }
 }

@@ -9,7 +9,10 @@
 //! part of a frame how much of it matched a secret in the same frame (CRIME, BREACH).
 //!
 //! Streams (`stream`, `server/streams.rs`) are accepted on every client transport and on peer
-//! links (users of the two servers dial each other) unless `[streams] enabled = false`.
+//! links (users of the two servers dial each other) unless `[streams] enabled = false`. The
+//! federation directory (`directory`) is offered and accepted on peer links by a server that
+//! runs it, and sent only on links that accepted it or negotiated nothing (a server from before
+//! negotiation, which may run it).
 //!
 //! It must not: accept a feature the connection's transport cannot carry, or turn compression
 //! on before the frame that answers the negotiation is queued.
@@ -37,6 +40,7 @@ impl Server {
             stream,
             // Kept only if the login turns out to be a gateway user's (`attach.rs`).
             multiplex: true,
+            directory: false,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -48,12 +52,14 @@ impl Server {
         let store = self.delivery.is_some();
         let compress = self.config.compression;
         let stream = self.config.streams.enabled;
+        let directory = self.config.federation.enabled;
         let Some(conn) = self.conn(id) else { return };
         let available = Available {
             compress: compress && matches!(conn.io.kind(), "tcp" | "tls"),
             store,
             stream,
             multiplex: false,
+            directory,
         };
         conn.features = Some(Features::accept(offered, available));
     }
@@ -80,7 +86,8 @@ impl Server {
 impl Server {
     /// What a dial to peer `name` offers in its identify (kept on the connection, to hold the
     /// responder's answer to): `None` for a peer that refused an offer before, or when there is
-    /// nothing to offer (`server.compression = false`, no delivery store, streams off).
+    /// nothing to offer (`server.compression = false`, no delivery store, streams off, no
+    /// directory).
     pub(super) fn peer_offer(&mut self, id: ConnId, name: &str) -> Option<Vec<&'static str>> {
         if self.peers.get(name).is_none_or(|slot| slot.plain_handshake) {
             return None;
@@ -90,6 +97,7 @@ impl Server {
             store: self.delivery.is_some(),
             stream: self.config.streams.enabled,
             multiplex: false,
+            directory: self.config.federation.enabled,
         };
         let names = offer.names();
         if names.is_empty() {
@@ -117,6 +125,7 @@ impl Server {
             store: offered.store && has(features::STORE),
             stream: offered.stream && has(features::STREAM),
             multiplex: false,
+            directory: offered.directory && has(features::DIRECTORY),
         };
         conn.features = Some(features);
         conn.io.set_compress(compress);

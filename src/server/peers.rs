@@ -393,11 +393,16 @@ impl Server {
             }
         }
         self.router.peer_up(&name, id);
-        let features = self.conn(id).and_then(|c| c.features).unwrap_or_default();
+        let negotiated = self.conn(id).and_then(|c| c.features);
+        let features = negotiated.unwrap_or_default();
         let store = features.store;
         self.router.set_peer_streams(&name, features.stream);
         self.forward_link_up(&name, store);
-        self.router.directory_link_up(id, now, &mut self.actions);
+        // A peer that negotiated without `directory` does not run it: it gets none of ours. One
+        // that negotiated nothing is a server from before negotiation, which may.
+        if negotiated.is_none_or(|f| f.directory) {
+            self.router.directory_link_up(id, now, &mut self.actions);
+        }
         info!(
             "conn={id} peer={name} link up ({})",
             if outgoing { "we dialled" } else { "it dialled" }
