@@ -197,3 +197,66 @@ fn peers_added_are_linked_and_removed_ones_unlinked() {
     });
     assert!(a.log().contains("reload: peer=b removed; unlinking"));
 }
+
+/// `[delivery]` needs a restart: the store's thread took its path and limits when it opened the
+/// file. A reload that changes them says so, and the running store and limits stay, as
+/// `besterd ctl queues` and the next push show.
+#[test]
+fn a_changed_delivery_store_needs_a_restart_and_the_running_one_stays() {
+    let mail = format!(
+        "{}offline = \"store\"\n",
+        table("mail", "python3", "tests/handlers/greeter.py", "")
+    );
+    let users = &[("alice", "alice-pw"), ("bob", "bob-pw")];
+    let broker = Broker::start_with("", &format!("{mail}[delivery]\nmax_per_user = 1\n"), users);
+    let queues = || -> Value {
+        let socket = broker.dir.path().join("run/besterd.ctl");
+        let out = common::besterd_cmd(
+            &[
+                "ctl",
+                "--socket",
+                socket.to_str().unwrap(),
+                "--json",
+                "queues",
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let path = queues()["store"]["path"].clone();
+    assert!(path.as_str().is_some_and(|p| p.ends_with(".db")), "{path}");
+    let mut alice = broker.login("alice", "alice-pw");
+    let send = |alice: &mut besterd::client::Client, id: &str| {
+        alice.request(id, "mail", &json!({"to": ["bob"]})).unwrap()["header"].clone()
+    };
+    assert_eq!(send(&mut alice, "m0")["stored"], json!(["bob"]));
+
+    let elsewhere = broker.dir.path().join("other.db");
+    reload(
+        &broker,
+        None,
+        "",
+        &format!("{mail}[delivery]\nmax_per_user = 5\npath = {elsewhere:?}\n"),
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("reload: delivery changed; it needs a restart (the running value stays)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("reload applied: needs a restart: delivery"),
+        "{log}"
+    );
+    // Still the limit of 1 and the first file.
+    let header = send(&mut alice, "m1");
+    assert_eq!(header["refused"][0]["code"], "queue_full", "{header}");
+    let q = queues();
+    assert_eq!(q["store"]["path"], path, "{q}");
+    assert_eq!(
+        q["queues"],
+        json!([{"user":"bob","messages":1,"bytes":q["queues"][0]["bytes"],"oldest_ms":q["queues"][0]["oldest_ms"]}]),
+        "{q}"
+    );
+    assert!(!elsewhere.exists(), "no store was opened at {elsewhere:?}");
+}

@@ -2,7 +2,8 @@
 //!
 //! The result says, for each part of the configuration, whether it is applied live (limits,
 //! timeouts, handler types, peers, `[auth]`) or needs a restart (the listener and `[[listeners]]`,
-//! `[monitor]`, the server's name, the user store, the runtime directory, the verifier pool). `server/reload.rs` carries it out; nothing
+//! `[monitor]`, `[federation]`, `[delivery]`, the server's name, the user store, the runtime
+//! directory, the verifier pool). `server/reload.rs` carries it out; nothing
 //! here touches a socket, a process or the clock, so the matrix is tested here.
 
 use std::collections::BTreeMap;
@@ -94,6 +95,10 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.federation != new.federation {
         keys.push("federation");
+    }
+    // The delivery store's thread took its path and limits when it opened the file.
+    if old.delivery != new.delivery {
+        keys.push("delivery");
     }
     // Listeners are bound at start (a reload reads the same certificates and files again).
     let bound = |c: &Config| format!("{:?}", c.listeners);
@@ -240,6 +245,7 @@ pub fn merge_running(old: &Config, new: Config) -> Config {
         monitor: old.monitor.clone(),
         listeners: old.listeners.clone(),
         federation: old.federation.clone(),
+        delivery: old.delivery.clone(),
         ..new
     }
 }
@@ -354,6 +360,30 @@ mod tests {
             merged.handlers.is_empty(),
             "handlers come from the new file"
         );
+    }
+
+    #[test]
+    fn the_delivery_store_added_or_changed_by_a_reload_needs_a_restart() {
+        let old = config(&format!("{BASE}\n[delivery]\nmax_per_user = 1\n"));
+        let new = config(&format!(
+            "{BASE}\n[delivery]\nmax_per_user = 5\npath = \"/x.db\"\n"
+        ));
+        let d = diff(&old, &new);
+        assert_eq!(d.restart, ["delivery"]);
+        assert!(
+            d.summary().ends_with("needs a restart: delivery"),
+            "{}",
+            d.summary()
+        );
+        let merged = merge_running(&old, new);
+        assert_eq!(merged.delivery, old.delivery);
+        assert_eq!(merged.delivery.as_ref().unwrap().max_per_user, 1);
+        // A type that stores, added to a server without a store, would need one.
+        let stores = config(&format!(
+            "{BASE}\n[handlers.mail]\ncommand = [\"m.py\"]\noffline = \"store\"\n"
+        ));
+        assert_eq!(diff(&config(BASE), &stores).restart, ["delivery"]);
+        assert!(merge_running(&config(BASE), stores).delivery.is_none());
     }
 
     #[test]

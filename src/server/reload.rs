@@ -10,7 +10,7 @@
 //! | handler `max_inflight` | applied at once |
 //! | limits and timeouts of `[server]` | applied at once (frame and queue limits to new connections, the frame limit also to logged-in ones) |
 //! | peers added / removed / address or secret changed | linked / unlinked / relinked |
-//! | `listen`, `name`, `users`, `runtime_dir`, `auth_threads`, `auth_queue`, `[[listeners]]`, `[monitor]` | need a restart: logged and shown in `STATUS=`, the running value stays |
+//! | `listen`, `name`, `users`, `runtime_dir`, `auth_threads`, `auth_queue`, `[[listeners]]`, `[monitor]`, `[federation]`, `[delivery]` (also a type with `offline = "store"` added to a server without a store) | need a restart: logged and shown in `STATUS=`, the running value stays |
 //! | `[auth]`, `[auth.jwt]` | their key files were read with the file: new logins use the new keys (without `token_secret_file` the random key of this run stays) |
 //! | an invalid file | nothing changes; each problem is logged with its key, and `STATUS=` says so |
 //!
