@@ -170,6 +170,61 @@ fn second_half(group: &mut Vec<Job>, fsync: Fsync) -> Option<Vec<Job>> {
         .then(|| group.split_off(group.len().div_ceil(2)))
 }
 
+/// What one group's writes did, and what stops the rest of it.
+#[derive(Default)]
+struct Tally {
+    /// The first write that failed: the rest of the group fails with it, and it rolls back.
+    failure: Option<StoreError>,
+    /// The disk figure for this group's checks, lowered by what each write may take.
+    free: Option<u64>,
+    /// What this group's writes may take of the disk, for the kept figures.
+    spent: u64,
+    stored: u64,
+    refused: u64,
+    dropped: u64,
+    queued: u64,
+    acked: u64,
+    forwarded: u64,
+}
+
+/// Whether a successful write took room on the disk: a store, unless it was a forwarded
+/// delivery this store had taken already (kept once: `false`); a queued delivery; never a
+/// delete (a count).
+trait Wrote {
+    fn wrote(&self) -> bool;
+}
+
+impl Wrote for bool {
+    fn wrote(&self) -> bool {
+        *self
+    }
+}
+
+impl Wrote for () {
+    fn wrote(&self) -> bool {
+        true
+    }
+}
+
+impl Wrote for usize {
+    fn wrote(&self) -> bool {
+        false
+    }
+}
+
+/// A group's results once its commit failed: every one becomes `refusal`, except refusals
+/// for a full queue (true whatever the commit did); how many changed.
+fn rolled_back<T>(results: &mut [Result<T, Refusal>], refusal: &Refusal) -> u64 {
+    let mut failed = 0;
+    for r in results.iter_mut() {
+        if r.as_ref().is_ok() || r.as_ref().is_err_and(|x| x.code != ErrorCode::QueueFull) {
+            *r = Err(refusal.clone());
+            failed += 1;
+        }
+    }
+    failed
+}
+
 /// What storing `record` may take on the disk: its bytes in the write-ahead log and again in
 /// the database, each rounded up by a page.
 fn disk_cost(record: &Record) -> u64 {
@@ -238,6 +293,42 @@ impl Thread {
         }
     }
 
+    /// One write of a group: refused as the group's failure once a write failed, or when the
+    /// disk is too low for its `cost` (a store; `None`: a delete), else `write`, whose outcome
+    /// is tallied (a failure fails the rest of the group; a store that wrote spends its cost).
+    fn write_one<T: Wrote>(
+        &mut self,
+        g: &mut Tally,
+        cost: Option<u64>,
+        write: impl FnOnce(&mut Self, &mut Tally) -> Result<Result<T, Refusal>, StoreError>,
+    ) -> Result<T, Refusal> {
+        if let Some(e) = &g.failure {
+            return Err(store_failed(e));
+        }
+        if let Some(low) = cost.and_then(|c| g.free.and_then(|f| self.disk_low(f, c))) {
+            g.refused += 1;
+            return Err(low);
+        }
+        match write(self, g) {
+            Ok(Ok(done)) => {
+                if let Some(cost) = cost.filter(|_| done.wrote()) {
+                    g.spent += cost;
+                    g.free = g.free.map(|f| f.saturating_sub(cost));
+                }
+                Ok(done)
+            }
+            Ok(Err(refusal)) => {
+                g.refused += 1;
+                Err(refusal)
+            }
+            Err(e) => {
+                let r = store_failed(&e);
+                g.failure = Some(e);
+                Err(r)
+            }
+        }
+    }
+
     /// The jobs of one group: writes in one transaction, then the reads; the results in the
     /// order of the jobs (so a client's ack is answered after the backlog read before it).
     fn run_group(&mut self, group: Vec<Job>) -> Vec<Done> {
@@ -255,12 +346,7 @@ impl Thread {
         // (The per-server counts are a few entries: copied whole.)
         let before = (self.total_messages, self.total_bytes, self.outq.clone());
         self.undo = Some(HashMap::new());
-        let mut dropped = 0u64;
-        let mut stored = 0u64;
-        let mut refused = 0u64;
-        let mut acked = 0u64;
-        let mut queued = 0u64;
-        let mut forwarded = 0u64;
+        let mut g = Tally::default();
         let cost: u64 = group
             .iter()
             .map(|j| match j {
@@ -273,11 +359,8 @@ impl Thread {
                 _ => 0,
             })
             .sum();
-        let mut free = if cost > 0 { self.disk_free(cost) } else { None };
-        // What this group's writes may take of the disk, for the kept figures.
-        let mut spent = 0u64;
-        let began = self.store.begin();
-        let mut failure: Option<StoreError> = began.err();
+        g.free = if cost > 0 { self.disk_free(cost) } else { None };
+        g.failure = self.store.begin().err();
         let mut reads = Vec::new();
         for job in group {
             match job {
@@ -286,69 +369,30 @@ impl Thread {
                     records,
                     outbound,
                 } => {
-                    let mut results = Vec::with_capacity(records.len());
-                    for record in &records {
-                        let low = free.and_then(|f| self.disk_low(f, disk_cost(record)));
-                        let result = match (&failure, low) {
-                            (Some(e), _) => Err(store_failed(e)),
-                            (None, Some(low)) => {
-                                refused += 1;
-                                Err(low)
-                            }
-                            (None, None) => match self.store_one(record, &mut dropped) {
-                                Ok(Ok(true)) => {
-                                    stored += 1;
-                                    spent += disk_cost(record);
-                                    free = free.map(|f| f.saturating_sub(disk_cost(record)));
-                                    Ok(true)
-                                }
-                                Ok(Ok(false)) => Ok(false),
-                                Ok(Err(refusal)) => {
-                                    refused += 1;
-                                    Err(refusal)
-                                }
-                                Err(e) => {
-                                    let r = store_failed(&e);
-                                    failure = Some(e);
-                                    Err(r)
-                                }
-                            },
-                        };
-                        results.push(result);
-                    }
-                    let mut out_results = Vec::with_capacity(outbound.len());
-                    for record in &outbound {
-                        let low = free.and_then(|f| self.disk_low(f, out_cost(record)));
-                        let result = match (&failure, low) {
-                            (Some(e), _) => Err(store_failed(e)),
-                            (None, Some(low)) => {
-                                refused += 1;
-                                Err(low)
-                            }
-                            (None, None) => match self.queue_one(record, &mut dropped) {
-                                Ok(Ok(())) => {
-                                    queued += 1;
-                                    spent += out_cost(record);
-                                    free = free.map(|f| f.saturating_sub(out_cost(record)));
-                                    Ok(())
-                                }
-                                Ok(Err(refusal)) => {
-                                    refused += 1;
-                                    Err(refusal)
-                                }
-                                Err(e) => {
-                                    let r = store_failed(&e);
-                                    failure = Some(e);
-                                    Err(r)
-                                }
-                            },
-                        };
-                        out_results.push(result);
-                    }
+                    let results: Vec<_> = records
+                        .iter()
+                        .map(|record| {
+                            let r = self.write_one(&mut g, Some(disk_cost(record)), |t, g| {
+                                t.store_one(record, &mut g.dropped)
+                            });
+                            g.stored += u64::from(r == Ok(true));
+                            r
+                        })
+                        .collect();
+                    let queued: Vec<_> = outbound
+                        .iter()
+                        .map(|record| {
+                            let r = self.write_one(&mut g, Some(out_cost(record)), |t, g| {
+                                t.queue_one(record, &mut g.dropped)
+                            });
+                            g.queued += u64::from(r.is_ok());
+                            r
+                        })
+                        .collect();
                     out.push(Some(Done::Stored {
                         ticket,
                         results,
-                        queued: out_results,
+                        queued,
                     }));
                 }
                 Job::Forwarded {
@@ -356,38 +400,20 @@ impl Thread {
                     server,
                     ids,
                 } => {
-                    let result = match &failure {
-                        Some(e) => Err(store_failed(e)),
-                        None => match self.store.delete_out(&server, &ids) {
-                            Ok(removed) => {
-                                forwarded += removed.len() as u64;
-                                self.forget_out(&server, &removed);
-                                Ok(removed.len())
-                            }
-                            Err(e) => {
-                                let r = store_failed(&e);
-                                failure = Some(e);
-                                Err(r)
-                            }
-                        },
-                    };
+                    let result = self.write_one(&mut g, None, |t, g| {
+                        let removed = t.store.delete_out(&server, &ids)?;
+                        g.forwarded += removed.len() as u64;
+                        t.forget_out(&server, &removed);
+                        Ok(Ok(removed.len()))
+                    });
                     out.push(Some(Done::Acked { ticket, result }));
                 }
                 Job::Ack { ticket, user, ack } => {
-                    let result = match &failure {
-                        Some(e) => Err(store_failed(e)),
-                        None => match self.ack(&user, &ack) {
-                            Ok(n) => {
-                                acked += n as u64;
-                                Ok(n)
-                            }
-                            Err(e) => {
-                                let r = store_failed(&e);
-                                failure = Some(e);
-                                Err(r)
-                            }
-                        },
-                    };
+                    let result = self.write_one(&mut g, None, |t, g| {
+                        let n = t.ack(&user, &ack)?;
+                        g.acked += n as u64;
+                        Ok(Ok(n))
+                    });
                     out.push(Some(Done::Acked { ticket, result }));
                 }
                 read => {
@@ -396,13 +422,13 @@ impl Thread {
                 }
             }
         }
-        if failure.is_none()
+        if g.failure.is_none()
             && let Err(e) = self.store.commit()
         {
-            failure = Some(e);
+            g.failure = Some(e);
         }
-        self.budget.spend(spent);
-        if let Some(e) = failure {
+        self.budget.spend(g.spent);
+        if let Some(e) = g.failure {
             warn!("delivery store: a commit failed: {e}");
             self.store.rollback();
             for (user, old) in self.undo.take().unwrap_or_default() {
@@ -419,22 +445,7 @@ impl Thread {
                     Done::Stored {
                         results, queued, ..
                     } => {
-                        for r in results.iter_mut() {
-                            if r.is_ok()
-                                || r.as_ref().is_err_and(|x| x.code != ErrorCode::QueueFull)
-                            {
-                                *r = Err(refusal.clone());
-                                failed += 1;
-                            }
-                        }
-                        for r in queued.iter_mut() {
-                            if r.is_ok()
-                                || r.as_ref().is_err_and(|x| x.code != ErrorCode::QueueFull)
-                            {
-                                *r = Err(refusal.clone());
-                                failed += 1;
-                            }
-                        }
+                        failed += rolled_back(results, &refusal) + rolled_back(queued, &refusal);
                     }
                     Done::Acked { result, .. } => *result = Err(refusal.clone()),
                     _ => {}
@@ -442,7 +453,7 @@ impl Thread {
             }
             self.stats
                 .refused
-                .fetch_add(failed + refused, Ordering::Relaxed);
+                .fetch_add(failed + g.refused, Ordering::Relaxed);
         } else {
             // Near a full disk the log is copied into the database and emptied after every
             // commit: acknowledgements free pages there, and a log left to grow would take the
@@ -456,12 +467,13 @@ impl Thread {
                 self.store.checkpoint();
                 self.budget.forget();
             }
-            self.stats.stored.fetch_add(stored, Ordering::Relaxed);
-            self.stats.refused.fetch_add(refused, Ordering::Relaxed);
-            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-            self.stats.acked.fetch_add(acked, Ordering::Relaxed);
-            self.stats.queued.fetch_add(queued, Ordering::Relaxed);
-            self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
+            let stats = &self.stats;
+            stats.stored.fetch_add(g.stored, Ordering::Relaxed);
+            stats.refused.fetch_add(g.refused, Ordering::Relaxed);
+            stats.dropped.fetch_add(g.dropped, Ordering::Relaxed);
+            stats.acked.fetch_add(g.acked, Ordering::Relaxed);
+            stats.queued.fetch_add(g.queued, Ordering::Relaxed);
+            stats.forwarded.fetch_add(g.forwarded, Ordering::Relaxed);
         }
         self.undo = None;
         for (slot, job) in reads {
