@@ -15,7 +15,8 @@
 #       naming the user on b, `sendClients ["u1@b"]`, besterd on one server,
 #       and a chain a→b→c), request-reply with the responder on the other server at window 64;
 #       every message checked, fresh servers, 3 interleaved runs, medians; BENCH_FED narrows it
-#       down (see benches/federation/mod.rs)
+#       down, BENCH_FED_BASELINE=<besterd binary> runs each besterd system with that build too
+#       (see benches/federation/mod.rs)
 #   scripts/bench.sh transport [--transports=tcp,tls,ws,wss]
 #       bester.ping round trips over TCP, TLS, WebSocket and WSS at window 1 and 64
 #   scripts/bench.sh allocs     heap allocations per round trip on the event-loop thread

@@ -29,7 +29,9 @@
 //! Environment: `BENCH_ECHO` (required), `BENCH_SECS` (default 3), `BENCH_RUNS` (default 3),
 //! `BENCH_FED` (comma list of nats,besterd,direct,local,chain,nats-rr,besterd-rr; default all),
 //! `BENCH_WINDOWS` (default `1,64`),
-//! `BENCH_NATS` (nats-server binary).
+//! `BENCH_NATS` (nats-server binary), `BENCH_FED_BASELINE` (another besterd binary: each besterd
+//! system runs again right after itself as `system@base` with that build, and the table gives
+//! this build ÷ the baseline per run).
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -632,8 +634,26 @@ fn cpu(pids: &[u32]) -> f64 {
     pids.iter().map(|p| cpu_seconds(*p)).sum()
 }
 
-/// One measurement of `system` on fresh servers.
+/// One measurement of `system` on fresh servers; `system@base` runs it with the build named by
+/// `BENCH_FED_BASELINE`.
 fn measure(system: &str, window: usize, secs: f64) -> Value {
+    let (bare, base) = match system.strip_suffix("@base") {
+        Some(bare) => (bare, std::env::var_os("BENCH_FED_BASELINE")),
+        None => (system, None),
+    };
+    // SAFETY: the bench runs one measurement at a time and no other thread is running.
+    unsafe {
+        match &base {
+            Some(bin) => std::env::set_var("BESTERD_BIN", bin),
+            None => std::env::remove_var("BESTERD_BIN"),
+        }
+    }
+    let mut m = measure_bare(bare, window, secs);
+    m["system"] = json!(system);
+    m
+}
+
+fn measure_bare(system: &str, window: usize, secs: f64) -> Value {
     let load = crate::loadavg();
     let setup = match system {
         "nats" => start_nats(false),
@@ -706,9 +726,18 @@ pub fn federation_compare() -> Value {
         plan.extend(REQUEST_REPLY.iter().map(|s| (*s, w)));
     }
     plan.retain(|(s, _)| chosen.iter().any(|c| c == s));
+    let baseline = std::env::var_os("BENCH_FED_BASELINE").is_some();
+    let plan: Vec<(String, usize)> = plan
+        .into_iter()
+        .flat_map(|(s, w)| {
+            let base = (baseline && !s.starts_with("nats")).then(|| (format!("{s}@base"), w));
+            std::iter::once((s.to_string(), w)).chain(base)
+        })
+        .collect();
     let mut all = Vec::new();
     for run in 0..runs {
-        for &(system, window) in &plan {
+        for (system, window) in &plan {
+            let (system, window) = (system.as_str(), *window);
             let mut m = measure(system, window, secs);
             m["run"] = json!(run);
             eprintln!("run {run} {m}");
@@ -746,8 +775,9 @@ pub fn federation_compare() -> Value {
         "| window | system | messages/s | p50 µs | p99 µs | server CPU µs/msg (all servers) | handler CPU µs/msg | cores busy | ÷ NATS msg/s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for &(system, window) in &plan {
-        let nats = if system.ends_with("-rr") {
+    for (system, window) in &plan {
+        let (system, window) = (system.as_str(), *window);
+        let nats = if system.trim_end_matches("@base").ends_with("-rr") {
             "nats-rr"
         } else {
             "nats"
@@ -770,12 +800,19 @@ pub fn federation_compare() -> Value {
                    "over_nats": r}),
         );
     }
+    for (system, window) in plan.iter().filter(|(s, _)| s.ends_with("@base")) {
+        let this = system.trim_end_matches("@base");
+        let r = ratio(this, system, *window, "per_s");
+        println!("window {window}: {this} messages/s, this build ÷ the baseline = {r:.2}");
+        table.insert(format!("{this}_w{window}_over_base"), json!(r));
+    }
+    let planned = |s: &str, w: usize| plan.iter().any(|(p, pw)| p == s && *pw == w);
     for w in [1, 64] {
         for (system, key) in [
             ("besterd", "p50_over_local"),
             ("direct", "direct_p50_over_local"),
         ] {
-            if plan.contains(&(system, w)) && plan.contains(&("local", w)) {
+            if planned(system, w) && planned("local", w) {
                 let p = ratio(system, "local", w, "p50_us");
                 println!(
                     "window {w}: p50 of {system} across a↔b ÷ p50 on one server = {p:.2} (goal ≤ 2)"
