@@ -59,6 +59,24 @@ mod streams;
 static ALLOCATOR: allocs::Counting = allocs::Counting;
 
 /// The 1-, 5- and 15-minute load averages (`/proc/loadavg`), for the figures' context.
+/// The build a measurement of `system` runs: `name@base` runs `name` with the besterd binary
+/// named by the environment variable `baseline`, anything else with this build (through
+/// `BESTERD_BIN`, which the brokers read). Returns `name`.
+fn choose_build<'a>(system: &'a str, baseline: &str) -> &'a str {
+    let (bare, base) = match system.strip_suffix("@base") {
+        Some(bare) => (bare, std::env::var_os(baseline)),
+        None => (system, None),
+    };
+    // SAFETY: the benches run one measurement at a time and no other thread is running.
+    unsafe {
+        match &base {
+            Some(bin) => std::env::set_var("BESTERD_BIN", bin),
+            None => std::env::remove_var("BESTERD_BIN"),
+        }
+    }
+    bare
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()

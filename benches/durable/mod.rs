@@ -388,17 +388,7 @@ fn run_pusher(s: &mut UnixStream, window: usize, secs: f64) -> (ConnResult, f64)
 /// handler's storing answer), `push-always`, `push-never` (the bench is the handler and pushes)
 /// or `jetstream`.
 fn measure(system: &str, window: usize, secs: f64) -> Value {
-    let (bare, base) = match system.strip_suffix("@base") {
-        Some(bare) => (bare, std::env::var_os("BENCH_DURABLE_BASELINE")),
-        None => (system, None),
-    };
-    // SAFETY: the bench runs one measurement at a time and no other thread is running.
-    unsafe {
-        match &base {
-            Some(bin) => std::env::set_var("BESTERD_BIN", bin),
-            None => std::env::remove_var("BESTERD_BIN"),
-        }
-    }
+    let bare = crate::choose_build(system, "BENCH_DURABLE_BASELINE");
     let mut m = measure_bare(bare, window, secs);
     m["system"] = json!(system);
     m

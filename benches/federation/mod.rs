@@ -637,17 +637,7 @@ fn cpu(pids: &[u32]) -> f64 {
 /// One measurement of `system` on fresh servers; `system@base` runs it with the build named by
 /// `BENCH_FED_BASELINE`.
 fn measure(system: &str, window: usize, secs: f64) -> Value {
-    let (bare, base) = match system.strip_suffix("@base") {
-        Some(bare) => (bare, std::env::var_os("BENCH_FED_BASELINE")),
-        None => (system, None),
-    };
-    // SAFETY: the bench runs one measurement at a time and no other thread is running.
-    unsafe {
-        match &base {
-            Some(bin) => std::env::set_var("BESTERD_BIN", bin),
-            None => std::env::remove_var("BESTERD_BIN"),
-        }
-    }
+    let bare = crate::choose_build(system, "BENCH_FED_BASELINE");
     let mut m = measure_bare(bare, window, secs);
     m["system"] = json!(system);
     m
