@@ -3,9 +3,7 @@
 //! frames, hands them to `client.rs`/`handlers.rs`, and queues [`Action`]s; at the end of each
 //! iteration actions are applied, connections marked for closing are closed, and queued output is
 //! flushed. Edge-triggered: reads and accepts drain until `WouldBlock`, capped per event, with the
-//! rest picked up in the next iteration without waiting. A connection yields after
-//! `MAX_FRAMES_PER_EVENT` frames, and what they routed is flushed before it goes on, so the
-//! handler or peer a batch goes to starts on its first frames while the rest are handled.
+//! rest picked up in the next iteration without waiting.
 
 pub mod activation;
 mod admin;
@@ -86,9 +84,6 @@ use token::{LINGER_BASE, MONITOR_LISTENER, SIGNALS, UPGRADE, WAKER};
 
 /// Reads per readiness event before yielding to other connections.
 const MAX_READS_PER_EVENT: usize = 16;
-/// Frames handled per connection before yielding: what they routed is written before the rest
-/// are handled (`benches/RESULTS.md`, "Sixteen frames a turn").
-const MAX_FRAMES_PER_EVENT: usize = 16;
 /// Accepts per readiness event before yielding.
 const MAX_ACCEPTS_PER_EVENT: usize = 256;
 /// Size of the loop's shared read buffer.
@@ -267,11 +262,6 @@ impl Server {
                 self.accept_all(now);
             }
             let mut more = std::mem::take(&mut self.more_input);
-            if !more.is_empty() {
-                // What the frames handled so far routed goes out before the rest are handled:
-                // the next process on the path starts on them meanwhile.
-                self.flush_dirty();
-            }
             for id in more.drain(..) {
                 self.readable(id, now);
                 self.settle(now);
@@ -433,8 +423,7 @@ impl Server {
     }
 
     /// Handle every complete frame already received. False when the connection cannot take more
-    /// input now (paused, closing or gone), or when it yielded after `MAX_FRAMES_PER_EVENT`
-    /// frames (it is then in `more_input`, taken up after a flush in this iteration).
+    /// input now (paused, closing or gone).
     fn handle_buffered_frames(&mut self, id: ConnId, now: Instant) -> bool {
         // The loop's frame buffer, lent out while frames are handled (a nested call finds it
         // empty and simply allocates its own).
@@ -448,13 +437,7 @@ impl Server {
 
     fn handle_frames_into(&mut self, id: ConnId, now: Instant, frame: &mut Vec<u8>) -> bool {
         let max_pending = self.config.max_pending_per_connection;
-        let mut handled = 0;
         loop {
-            if handled == MAX_FRAMES_PER_EVENT {
-                self.more_input.push(id);
-                return false;
-            }
-            handled += 1;
             let pending = self.router.pending_for(id);
             let Some(conn) = self.conn(id) else {
                 return false;
