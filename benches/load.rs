@@ -58,7 +58,6 @@ mod streams;
 #[global_allocator]
 static ALLOCATOR: allocs::Counting = allocs::Counting;
 
-/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`), for the figures' context.
 /// The build a measurement of `system` runs: `name@base` runs `name` with the besterd binary
 /// named by the environment variable `baseline`, anything else with this build (through
 /// `BESTERD_BIN`, which the brokers read). Returns `name`.
@@ -77,6 +76,7 @@ fn choose_build<'a>(system: &'a str, baseline: &str) -> &'a str {
     bare
 }
 
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`), for the figures' context.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
