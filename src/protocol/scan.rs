@@ -178,6 +178,15 @@ impl<'a> Scan<'a> {
         (self.text.as_bytes().get(self.pos..end)? == word).then(|| self.pos = end)
     }
 
+    /// `true` or `false` (after whitespace).
+    fn boolean(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|()| true),
+            b'f' => self.literal(b"false").map(|()| false),
+            _ => None,
+        }
+    }
+
     /// Any value (after whitespace) inside `depth` enclosing arrays and objects.
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
@@ -367,13 +376,13 @@ pub fn client_message(text: &str) -> Option<ClientMessage<'_>> {
 }
 
 /// A handler's answer in the common shape
-/// `{"header":{"status":"ok"|"error","request":R,"id":I,"command":C,"commandData":[..],"replies":B},"payload":P}`
+/// `{"header":{"status":"ok"|"error","request":R,"id":I,"command":C,"commandData":[..],"replies":B,"store":B},"payload":P}`
 /// (any order; all but `status` optional): `C` is `reply` (no `commandData`), `sendClients` or
-/// `sendServers` (with `commandData`, an array of names; `replies` only with `sendServers`).
-/// `None` for the full path.
+/// `sendServers` (with `commandData`, an array of names; `replies` only with `sendServers`,
+/// `store` only with `sendClients`). `None` for the full path.
 pub fn handler_message(text: &str) -> Option<HandlerMessage<'_>> {
     let (mut status, mut request, mut id, mut command) = (None, None, None, None);
-    let (mut names, mut replies) = (None, None);
+    let (mut names, mut replies, mut store) = (None, None, None);
     let payload = envelope(text, |s, key| match key {
         "status" => {
             let value = match s.plain_str()? {
@@ -387,22 +396,16 @@ pub fn handler_message(text: &str) -> Option<HandlerMessage<'_>> {
         "id" => once(&mut id, s.plain_str()?),
         "command" => once(&mut command, s.plain_str()?),
         "commandData" => once(&mut names, s.names()?),
-        "replies" => {
-            let value = match s.peek()? {
-                b't' => s.literal(b"true").map(|()| true)?,
-                b'f' => s.literal(b"false").map(|()| false)?,
-                _ => return None,
-            };
-            once(&mut replies, value)
-        }
+        "replies" => once(&mut replies, s.boolean()?),
+        "store" => once(&mut store, s.boolean()?),
         _ => None,
     })?;
-    let command = match (command.unwrap_or("reply"), names, replies) {
-        ("reply", None, None) => Cow::Borrowed(&REPLY),
-        ("sendClients", Some(users), None) => {
+    let command = match (command.unwrap_or("reply"), names, replies, store) {
+        ("reply", None, None, None) => Cow::Borrowed(&REPLY),
+        ("sendClients", Some(users), None, _) => {
             Cow::Owned(Command::SendClients(Recipients::users(users)))
         }
-        ("sendServers", Some(servers), _) => Cow::Owned(Command::SendServers(servers)),
+        ("sendServers", Some(servers), _, None) => Cow::Owned(Command::SendServers(servers)),
         _ => return None,
     };
     Some(HandlerMessage {
@@ -413,7 +416,7 @@ pub fn handler_message(text: &str) -> Option<HandlerMessage<'_>> {
         id: id.map(Cow::Borrowed),
         payload,
         replies: replies.unwrap_or(false),
-        store: false,
+        store: store.unwrap_or(false),
     })
 }
 
