@@ -4,13 +4,11 @@
 //! ([`super::write::client_durable_push`]). Pure: no I/O.
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-
-use std::collections::BTreeMap;
 
 use super::ErrorCode;
 use super::error::ErrorBody;
 use super::peer::UserFailures;
+use super::{pool, write};
 
 /// Why one user's copy was not stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,39 +50,11 @@ pub struct StoreLists<'a> {
     pub failed: &'a UserFailures,
 }
 
-#[derive(Serialize)]
-struct Header<'a> {
-    status: &'static str,
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind_of: Option<&'a str>,
-    delivered: &'a [String],
-    offline: &'a [String],
-    stored: &'a [String],
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    queued: &'a [String],
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    refused: Vec<RefusedEntry<'a>>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    failed: &'a UserFailures,
-}
-
-#[derive(Serialize)]
-struct RefusedEntry<'a> {
-    user: &'a str,
-    error: &'a str,
-    code: ErrorCode,
-}
-
-#[derive(Serialize)]
-struct Frame<'a> {
-    header: Header<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawValue>,
-}
-
+/// A report or reply with these lists: `{"header":{"status":"ok","kind":K,..}` (a handler's
+/// report has `kind` first: `{"header":{"kind":"report","status":"ok",..}`), then `id`, `type`,
+/// `delivered`, `offline`, `stored`, and `queued`, `refused` and `failed` only when someone is
+/// in them; `,"data":D` when `data` is given (`null` for none). Written by hand into a pooled
+/// buffer: one of these answers every storing push.
 fn body(
     kind: &'static str,
     id: Option<&str>,
@@ -92,38 +62,47 @@ fn body(
     lists: &StoreLists<'_>,
     data: Option<Option<&str>>,
 ) -> Vec<u8> {
-    let null = RawValue::from_string("null".into()).expect("null is JSON");
-    let data_raw: Option<Box<RawValue>> = match data {
-        Some(Some(text)) => RawValue::from_string(text.to_string()).ok(),
-        _ => None,
-    };
-    let frame = Frame {
-        header: Header {
-            status: "ok",
-            kind,
-            id,
-            kind_of,
-            delivered: lists.delivered,
-            offline: lists.offline,
-            stored: lists.stored,
-            queued: lists.queued,
-            failed: lists.failed,
-            refused: lists
-                .refused
-                .iter()
-                .map(|(user, r)| RefusedEntry {
-                    user,
-                    error: &r.error,
-                    code: r.code,
-                })
-                .collect(),
-        },
-        data: match data {
-            Some(_) => Some(data_raw.as_deref().unwrap_or(&null)),
-            None => None,
-        },
-    };
-    serde_json::to_vec(&frame).expect("a report serialises")
+    let mut out = pool::take();
+    if kind == "report" {
+        out.extend_from_slice(b"{\"header\":{\"kind\":\"report\",\"status\":\"ok\"");
+    } else {
+        out.extend_from_slice(b"{\"header\":{\"status\":\"ok\",\"kind\":");
+        write::string(&mut out, kind);
+    }
+    write::optional(&mut out, "id", id);
+    write::optional(&mut out, "type", kind_of);
+    write::names(&mut out, "delivered", Some(lists.delivered));
+    write::names(&mut out, "offline", Some(lists.offline));
+    write::names(&mut out, "stored", Some(lists.stored));
+    write::names(
+        &mut out,
+        "queued",
+        (!lists.queued.is_empty()).then_some(lists.queued),
+    );
+    if !lists.refused.is_empty() {
+        out.extend_from_slice(b",\"refused\":[");
+        for (i, (user, r)) in lists.refused.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"user\":");
+            write::string(&mut out, user);
+            out.extend_from_slice(b",\"error\":");
+            write::string(&mut out, &r.error);
+            out.extend_from_slice(b",\"code\":");
+            write::string(&mut out, r.code.as_str());
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+    write::failures(&mut out, (!lists.failed.is_empty()).then_some(lists.failed));
+    out.push(b'}');
+    if let Some(data) = data {
+        out.extend_from_slice(b",\"data\":");
+        write::raw(&mut out, data);
+    }
+    out.push(b'}');
+    out
 }
 
 /// The reply to a client whose request a handler answered with a storing `sendClients`:
@@ -141,18 +120,7 @@ pub fn client_store_reply(
 /// The report to a handler of its storing push:
 /// `{"header":{"kind":"report","status":"ok","id":I,"delivered":[..],"offline":[..],"stored":[..],"refused":[..]}}`.
 pub fn handler_store_report(id: Option<&str>, lists: &StoreLists<'_>) -> Vec<u8> {
-    let mut frame = body("report", id, None, lists, None);
-    // The same header, with `kind` first as in the other reports.
-    if let Ok(text) = std::str::from_utf8(&frame) {
-        frame = text
-            .replacen(
-                "{\"header\":{\"status\":\"ok\",\"kind\":\"report\"",
-                "{\"header\":{\"kind\":\"report\",\"status\":\"ok\"",
-                1,
-            )
-            .into_bytes();
-    }
-    frame
+    body("report", id, None, lists, None)
 }
 
 /// `data` of `bester.ack`: `{"msgs":["…",…]}` or `{"upto":"…"}`.
@@ -267,9 +235,62 @@ mod tests {
             r#"{"header":{"status":"ok","kind":"reply","id":"1","type":"mail","delivered":["bob"],"offline":[],"stored":["bob"],"refused":[{"user":"carol","error":"full","code":"queue_full"}]},"data":null}"#
         );
         let report = String::from_utf8(handler_store_report(None, &lists)).unwrap();
-        assert!(
-            report.starts_with(r#"{"header":{"kind":"report","status":"ok","delivered":["bob"]"#),
-            "{report}"
+        assert_eq!(
+            report,
+            r#"{"header":{"kind":"report","status":"ok","delivered":["bob"],"offline":[],"stored":["bob"],"refused":[{"user":"carol","error":"full","code":"queue_full"}]}}"#
+        );
+    }
+
+    #[test]
+    fn reports_are_json_whatever_the_names() {
+        let odd = ["a\"b\\c\u{1}€".to_string(), String::new()];
+        let refused = [(
+            "d\ne".to_string(),
+            Refused::new(ErrorCode::StoreFailed, "disk \"full\""),
+        )];
+        let failed = UserFailures::from([("x\t@b".to_string(), "peer_unreachable".to_string())]);
+        let lists = StoreLists {
+            delivered: &odd[..1],
+            offline: &odd[1..],
+            stored: &[],
+            queued: &odd,
+            refused: &refused,
+            failed: &failed,
+        };
+        let reply: serde_json::Value = serde_json::from_slice(&client_store_reply(
+            Some("i\""),
+            "t\\",
+            &lists,
+            Some("[1,{}]"),
+        ))
+        .unwrap();
+        assert_eq!(
+            reply,
+            serde_json::json!({
+                "header": {
+                    "status": "ok", "kind": "reply", "id": "i\"", "type": "t\\",
+                    "delivered": [odd[0]], "offline": [""], "stored": [], "queued": odd,
+                    "refused": [{"user": "d\ne", "error": "disk \"full\"", "code": "store_failed"}],
+                    "failed": {"x\t@b": "peer_unreachable"},
+                },
+                "data": [1, {}],
+            })
+        );
+        let empty = StoreLists {
+            delivered: &[],
+            offline: &[],
+            stored: &[],
+            queued: &[],
+            refused: &[],
+            failed: &UserFailures::new(),
+        };
+        assert_eq!(
+            client_store_reply(None, "t", &empty, None),
+            br#"{"header":{"status":"ok","kind":"reply","type":"t","delivered":[],"offline":[],"stored":[]},"data":null}"#
+        );
+        assert_eq!(
+            handler_store_report(Some("7"), &empty),
+            br#"{"header":{"kind":"report","status":"ok","id":"7","delivered":[],"offline":[],"stored":[]}}"#
         );
     }
 }

@@ -53,14 +53,14 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Append `"key":` (keys are our own field names: nothing to escape).
-fn key(out: &mut Vec<u8>, key: &str) {
+pub(super) fn key(out: &mut Vec<u8>, key: &str) {
     out.push(b'"');
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":");
 }
 
 /// Append `,"key":"value"` when there is a value.
-fn optional(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
+pub(super) fn optional(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
     if let Some(value) = value {
         out.push(b',');
         key(out, name);
@@ -69,7 +69,7 @@ fn optional(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
 }
 
 /// Append JSON text as it is, or `null`.
-fn raw(out: &mut Vec<u8>, json: Option<&str>) {
+pub(super) fn raw(out: &mut Vec<u8>, json: Option<&str>) {
     out.extend_from_slice(json.unwrap_or("null").as_bytes());
 }
 
@@ -262,7 +262,7 @@ pub fn peer_deliver<'u>(
 }
 
 /// Append `,"failed":{"bob@b":"peer_unreachable",..}` when there are failures.
-fn failures(out: &mut Vec<u8>, failed: Option<&super::peer::UserFailures>) {
+pub(super) fn failures(out: &mut Vec<u8>, failed: Option<&super::peer::UserFailures>) {
     if let Some(failed) = failed {
         out.extend_from_slice(b",\"failed\":{");
         for (i, (user, code)) in failed.iter().enumerate() {
@@ -278,7 +278,7 @@ fn failures(out: &mut Vec<u8>, failed: Option<&super::peer::UserFailures>) {
 }
 
 /// Append `,"key":["a","b"]` when there is a list.
-fn names(out: &mut Vec<u8>, name: &str, list: Option<&[String]>) {
+pub(super) fn names(out: &mut Vec<u8>, name: &str, list: Option<&[String]>) {
     if let Some(list) = list {
         out.push(b',');
         key(out, name);
