@@ -86,6 +86,43 @@ pub enum Job {
     },
 }
 
+impl Job {
+    /// The job's answer when it was not done: every part of it refused with `why`.
+    pub fn refused(self, why: &Refusal) -> Done {
+        match self {
+            Job::Store {
+                ticket,
+                records,
+                outbound,
+            } => Done::Stored {
+                ticket,
+                results: records.iter().map(|_| Err(why.clone())).collect(),
+                queued: outbound.iter().map(|_| Err(why.clone())).collect(),
+            },
+            Job::Forwarded { ticket, .. } | Job::Ack { ticket, .. } => Done::Acked {
+                ticket,
+                result: Err(why.clone()),
+            },
+            Job::LoadOut { ticket, .. } => Done::LoadedOut {
+                ticket,
+                result: Err(why.clone()),
+            },
+            Job::Load { ticket, .. } => Done::Loaded {
+                ticket,
+                result: Err(why.clone()),
+            },
+            Job::Recount { ticket } => Done::Recounted {
+                ticket,
+                result: Err(why.clone()),
+            },
+            Job::Queues { ticket, .. } => Done::Queues {
+                ticket,
+                result: Err(why.clone()),
+            },
+        }
+    }
+}
+
 /// A finished job.
 #[derive(Debug)]
 pub enum Done {

@@ -1,5 +1,6 @@
 //! The delivery store's one thread: every read and write of the database happens here, never on
-//! the event loop. Jobs come in on a channel; the thread takes every job already waiting (up to
+//! the event loop. Jobs come in on a channel, each loop turn's together (one send, at most one
+//! wake-up of this thread a turn); the thread takes every job already waiting (up to
 //! [`MAX_GROUP`]) into one transaction and commits once — a group commit, so one fsync covers
 //! many pushes — then sends the group's results back as one message and wakes the loop once
 //! through its `mio::Waker`. Without an fsync per commit (`fsync = "never"`) a large group goes
@@ -44,7 +45,12 @@ pub const QUEUE: usize = 8192;
 
 /// The loop's side of the thread.
 pub struct Writer {
-    jobs: Sender<Job>,
+    jobs: Sender<Vec<Job>>,
+    /// Jobs submitted this loop turn, handed over together by [`Writer::flush`]: one send and
+    /// at most one wake-up of the thread a turn, and the thread finds the turn's jobs at once.
+    batch: Vec<Job>,
+    /// Wakes the loop when [`Writer::flush`] answered jobs itself (the thread had gone).
+    waker: Arc<Waker>,
     done: Receiver<Vec<Done>>,
     /// Results taken from the channel, not yet given to the loop.
     results: VecDeque<Done>,
@@ -77,7 +83,7 @@ impl Writer {
             store,
             config: config.clone(),
             stats,
-            waker,
+            waker: Arc::clone(&waker),
             done: done_tx,
             queues: HashMap::new(),
             outq: HashMap::new(),
@@ -103,6 +109,8 @@ impl Writer {
             .map_err(|e| StoreError::Other(format!("cannot start the delivery thread: {e}")))?;
         Ok(Writer {
             jobs,
+            batch: Vec::new(),
+            waker,
             done,
             results: VecDeque::new(),
             in_flight: 0,
@@ -110,19 +118,39 @@ impl Writer {
         })
     }
 
-    /// Hand a job to the thread; `Err` gives it back when [`QUEUE`] jobs are in flight already
-    /// (or the thread is gone).
+    /// Take a job for the thread, handed over at the next [`Writer::flush`]; `Err` gives it
+    /// back when [`QUEUE`] jobs are in flight already.
     pub fn submit(&mut self, job: Job) -> Result<(), Job> {
         if self.in_flight >= QUEUE {
             return Err(job);
         }
-        self.jobs.send(job).map_err(|mpsc::SendError(job)| job)?;
+        self.batch.push(job);
         self.in_flight += 1;
         Ok(())
     }
 
-    /// A finished job, if any.
+    /// Hand the jobs submitted since the last flush to the thread (the loop calls this once a
+    /// turn, before it waits). Should the thread have gone, each job is answered here as
+    /// failed (`store_failed`), and the loop woken to take those answers.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        if let Err(mpsc::SendError(jobs)) = self.jobs.send(batch) {
+            let gone = Refusal::new(
+                ErrorCode::StoreFailed,
+                "the delivery store has stopped (see the server's log)",
+            );
+            self.results
+                .extend(jobs.into_iter().map(|job| job.refused(&gone)));
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// A finished job, if any (jobs not yet handed over are handed over first).
     pub fn try_recv(&mut self) -> Option<Done> {
+        self.flush();
         if self.results.is_empty() {
             while let Ok(group) = self.done.try_recv() {
                 self.results.extend(group);
@@ -250,28 +278,39 @@ fn store_failed(e: &StoreError) -> Refusal {
     )
 }
 
+impl Drop for Writer {
+    /// Jobs submitted since the last flush still reach the thread.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 impl Thread {
-    fn run(mut self, jobs: Receiver<Job>) {
+    fn run(mut self, jobs: Receiver<Vec<Job>>) {
         let tick =
             (self.config.max_age / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        // Jobs received and not yet in a group (past a full group's [`MAX_GROUP`]).
+        let mut waiting = VecDeque::new();
         loop {
-            let wait = self.expire_at.saturating_duration_since(Instant::now());
-            let first = match jobs.recv_timeout(wait) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.expire();
-                    self.expire_at = Instant::now() + tick;
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match jobs.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
+            if waiting.is_empty() {
+                let wait = self.expire_at.saturating_duration_since(Instant::now());
+                match jobs.recv_timeout(wait) {
+                    Ok(batch) => waiting.extend(batch),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.expire();
+                        self.expire_at = Instant::now() + tick;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
+            while waiting.len() < MAX_GROUP
+                && let Ok(batch) = jobs.try_recv()
+            {
+                waiting.extend(batch);
+            }
+            let take = waiting.len().min(MAX_GROUP);
+            let mut group: Vec<Job> = waiting.drain(..take).collect();
             // Without an fsync per commit, a large group goes in two commits, its first half
             // answered while the second is written: the loop sends those replies and reads the
             // senders' next jobs meanwhile, where one commit of everything would have the loop,
@@ -901,6 +940,72 @@ mod tests {
         let mut small = group(SPLIT_FROM as u64 - 1);
         assert!(second_half(&mut small, Fsync::Never).is_none());
         assert_eq!(small.len(), SPLIT_FROM - 1);
+    }
+
+    /// The jobs of one loop turn reach the thread together, so they go in one group: with an
+    /// fsync per commit (no halves), once the first is answered the others are too. A job is
+    /// not handed over before the flush.
+    #[test]
+    fn a_turns_jobs_are_one_group() {
+        let (_dir, mut w, _poll) = start(DeliveryConfig {
+            fsync: Fsync::Always,
+            min_free_bytes: 0,
+            ..DeliveryConfig::default()
+        });
+        let first = w.first_id;
+        for n in 0..40 {
+            w.submit(Job::Store {
+                ticket: n,
+                records: vec![record(first + n, "bob", "1")],
+                outbound: vec![],
+            })
+            .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(w.done.try_recv().is_err(), "answered before the flush");
+        w.flush();
+        assert!(matches!(wait(&mut w), Done::Stored { ticket: 0, .. }));
+        for n in 1..40 {
+            let done = w.results.pop_front().expect("answered with the first");
+            assert!(matches!(done, Done::Stored { ticket, .. } if ticket == n));
+        }
+    }
+
+    #[test]
+    fn a_job_not_done_is_refused_whole() {
+        let why = Refusal::new(ErrorCode::StoreFailed, "gone");
+        let store = Job::Store {
+            ticket: 3,
+            records: vec![record(1, "bob", "1"), record(2, "eve", "1")],
+            outbound: vec![out_record(3)],
+        };
+        let Done::Stored {
+            ticket,
+            results,
+            queued,
+        } = store.refused(&why)
+        else {
+            panic!("not a store's answer")
+        };
+        assert_eq!(ticket, 3);
+        assert_eq!(results, vec![Err(why.clone()), Err(why.clone())]);
+        assert_eq!(queued, vec![Err(why.clone())]);
+        let ack = Job::Ack {
+            ticket: 4,
+            user: "bob".into(),
+            ack: Ack::Upto(9),
+        };
+        assert!(matches!(ack.refused(&why), Done::Acked { ticket: 4, result: Err(r) } if r == why));
+        let load = Job::Load {
+            ticket: 5,
+            user: "bob".into(),
+            after: 0,
+            upto: 9,
+            max: 1,
+        };
+        assert!(
+            matches!(load.refused(&why), Done::Loaded { ticket: 5, result: Err(r) } if r == why)
+        );
     }
 
     /// Jobs handed over faster than the thread commits them come back once each, in order,

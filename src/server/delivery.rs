@@ -2,7 +2,7 @@
 //! router's [`Action::Store`] records to the delivery thread, gives the router the results when
 //! the loop is woken, sends a user's stored pushes when they log in (a batch at a time, the next
 //! batch after an ack), and answers `bester.ack`. Nothing here touches the disk: the thread of
-//! `delivery/writer.rs` does, and this module only calls its non-blocking `submit` / `try_recv`.
+//! `delivery/writer.rs` does, and this module only calls its non-blocking `submit` / `flush` / `try_recv`.
 //! Peer servers' outbound queues (store-and-forward) are sent by [`forward`]. When the old
 //! process of a hot upgrade exits, what it stored meanwhile is read for the users and peers
 //! served here ([`Server::delivery_recount`]).
@@ -147,6 +147,14 @@ struct Acked {
 }
 
 impl Server {
+    /// Hand the turn's jobs to the delivery thread together (once a turn, before the loop
+    /// waits).
+    pub(super) fn delivery_flush(&mut self) {
+        if let Some(d) = &mut self.delivery {
+            d.writer.flush();
+        }
+    }
+
     /// Carry out [`crate::router::Action::Store`].
     pub(super) fn store_records(&mut self, ticket: u64, records: Vec<crate::delivery::Record>) {
         self.store_all(ticket, records, Vec::new());

@@ -291,6 +291,7 @@ impl Server {
                     break;
                 }
             }
+            self.delivery_flush();
             if self.shutdown_done(now) {
                 break;
             }
