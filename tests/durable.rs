@@ -587,9 +587,23 @@ impl Rng {
 
 /// kill -9 while pushes to an offline user are being stored, `BESTER_CRASH_KILLS` times (10 by
 /// default; `scripts/crash-durable.sh` runs 200): every push reported `stored` is delivered
-/// exactly once to a client that acks, and nothing that was never sent appears.
+/// exactly once to a client that acks, and nothing that was never sent appears. An fsync per
+/// commit, 16 requests in flight.
 #[test]
 fn kill_9_while_storing_loses_nothing_reported_stored() {
+    kill_9_while_storing("[delivery]\nmax_per_user = 1000000", 16);
+}
+
+/// The same without an fsync per commit (a killed process loses nothing the kernel was given)
+/// and 128 requests in flight, so that groups of 64 jobs and more form and go in two commits,
+/// the first half reported while the second is written.
+#[test]
+fn kill_9_while_storing_without_fsync_loses_nothing_reported_stored() {
+    kill_9_while_storing("[delivery]\nfsync = \"never\"\nmax_per_user = 1000000", 128);
+}
+
+/// The crash test with this `[delivery]` configuration and `window` requests in flight.
+fn kill_9_while_storing(delivery: &str, window: usize) {
     let kills: u64 = std::env::var("BESTER_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -604,9 +618,9 @@ fn kill_9_while_storing_loses_nothing_reported_stored() {
                 .as_nanos() as u64
                 | 1
         });
-    eprintln!("crash test: {kills} kills, seed {seed}");
+    eprintln!("crash test: {kills} kills, seed {seed}, window {window}, config {delivery:?}");
     let mut rng = Rng(seed);
-    let mut b = start("");
+    let mut b = start(delivery);
     let mut next = 0u64;
     let mut reported = std::collections::BTreeSet::new();
     // carol is the crashing client: she reads some of her stored pushes after each restart and
@@ -616,13 +630,13 @@ fn kill_9_while_storing_loses_nothing_reported_stored() {
     let mut in_doubt = 0u64;
     for _ in 0..kills {
         let mut alice = b.login("alice", "alice-pw");
-        // Pipelined: up to 16 requests in flight; the kill comes after a random number of
-        // replies, with the rest of the window unanswered.
-        let stop_after = rng.below(64);
+        // Pipelined: up to `window` requests in flight; the kill comes after a random number
+        // of replies, with the rest of the window unanswered.
+        let stop_after = rng.below(4 * window as u64);
         let mut answered = 0;
         let mut waiting = std::collections::VecDeque::new();
         while answered < stop_after {
-            while waiting.len() < 16 {
+            while waiting.len() < window {
                 alice
                     .message(
                         &next.to_string(),
@@ -644,6 +658,8 @@ fn kill_9_while_storing_loses_nothing_reported_stored() {
                     .as_array()
                     .is_some_and(|l| l.iter().any(|u| u == user))
             };
+            // The limits are far above what the test stores: no reply is a refusal.
+            assert!(h.get("refused").is_none(), "{reply}");
             let bob = has("stored", "bob");
             let carol = has("stored", "carol") || has("delivered", "carol");
             assert_eq!(bob, carol, "one commit for both: {reply}");
