@@ -561,6 +561,8 @@ fn operators_see_the_queues_and_the_metrics() {
     let _ = stream.read_to_string(&mut metrics);
     for line in [
         "besterd_delivery_stored_total 3",
+        // One after another, each answered before the next: a commit each.
+        "besterd_delivery_commits_total 3",
         "besterd_delivery_messages 3",
         "besterd_delivery_refused_total 0",
         "besterd_delivery_expired_total 0",

@@ -76,6 +76,9 @@ pub use crate::protocol::durable::Refused as Refusal;
 pub struct DeliveryStats {
     /// Messages written to a queue.
     pub stored: AtomicU64,
+    /// Transactions that wrote and committed: each a group of jobs (a large one without an
+    /// fsync per commit in two), so `stored` over this is the pushes one commit carried.
+    pub commits: AtomicU64,
     /// Stored messages sent to a client on login (each sending counts).
     pub delivered: AtomicU64,
     /// Messages acknowledged (deleted by `bester.ack`).

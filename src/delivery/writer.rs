@@ -507,6 +507,7 @@ impl Thread {
                 self.budget.forget();
             }
             let stats = &self.stats;
+            stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.stored.fetch_add(g.stored, Ordering::Relaxed);
             stats.refused.fetch_add(g.refused, Ordering::Relaxed);
             stats.dropped.fetch_add(g.dropped, Ordering::Relaxed);

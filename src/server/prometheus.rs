@@ -320,6 +320,12 @@ impl Server {
                 &d.stored,
             ),
             (
+                "delivery_commits_total",
+                "counter",
+                "Delivery store transactions committed with writes (group commits: stored_total over this is pushes per commit).",
+                &d.commits,
+            ),
+            (
                 "delivery_delivered_total",
                 "counter",
                 "Stored pushes sent to a client on login (each sending counts).",
