@@ -943,6 +943,19 @@ mod tests {
         assert_eq!(small.len(), SPLIT_FROM - 1);
     }
 
+    /// Submit `count` stores of one message for bob, tickets from 0.
+    fn submit_stores(w: &mut Writer, count: u64) {
+        let first = w.first_id;
+        for n in 0..count {
+            w.submit(Job::Store {
+                ticket: n,
+                records: vec![record(first + n, "bob", "1")],
+                outbound: vec![],
+            })
+            .unwrap();
+        }
+    }
+
     /// The jobs of one loop turn reach the thread together, so they go in one group: with an
     /// fsync per commit (no halves), once the first is answered the others are too. A job is
     /// not handed over before the flush.
@@ -953,15 +966,7 @@ mod tests {
             min_free_bytes: 0,
             ..DeliveryConfig::default()
         });
-        let first = w.first_id;
-        for n in 0..40 {
-            w.submit(Job::Store {
-                ticket: n,
-                records: vec![record(first + n, "bob", "1")],
-                outbound: vec![],
-            })
-            .unwrap();
-        }
+        submit_stores(&mut w, 40);
         std::thread::sleep(Duration::from_millis(50));
         assert!(w.done.try_recv().is_err(), "answered before the flush");
         w.flush();
@@ -1019,15 +1024,7 @@ mod tests {
                 min_free_bytes: 0,
                 ..DeliveryConfig::default()
             });
-            let first = w.first_id;
-            for n in 0..300 {
-                w.submit(Job::Store {
-                    ticket: n,
-                    records: vec![record(first + n, "bob", "1")],
-                    outbound: vec![],
-                })
-                .unwrap();
-            }
+            submit_stores(&mut w, 300);
             for n in 0..300 {
                 match wait(&mut w) {
                     Done::Stored {
