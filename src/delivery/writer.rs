@@ -58,6 +58,8 @@ pub struct Writer {
     in_flight: usize,
     /// The first message id this run may give out.
     pub first_id: u64,
+    /// The thread has gone (it stops only on a panic): every job is refused from then on.
+    stopped: bool,
 }
 
 impl Writer {
@@ -107,7 +109,17 @@ impl Writer {
             .name("delivery".into())
             .spawn(move || thread.run(job_rx))
             .map_err(|e| StoreError::Other(format!("cannot start the delivery thread: {e}")))?;
-        Ok(Writer {
+        Ok(Writer::new(jobs, done, waker, first_id))
+    }
+
+    /// The loop's side, on these channels to the thread.
+    fn new(
+        jobs: Sender<Vec<Job>>,
+        done: Receiver<Vec<Done>>,
+        waker: Arc<Waker>,
+        first_id: u64,
+    ) -> Writer {
+        Writer {
             jobs,
             batch: Vec::new(),
             waker,
@@ -115,7 +127,8 @@ impl Writer {
             results: VecDeque::new(),
             in_flight: 0,
             first_id,
-        })
+            stopped: false,
+        }
     }
 
     /// Take a job for the thread, handed over at the next [`Writer::flush`]; `Err` gives it
@@ -138,6 +151,12 @@ impl Writer {
         }
         let batch = std::mem::take(&mut self.batch);
         if let Err(mpsc::SendError(jobs)) = self.jobs.send(batch) {
+            if !self.stopped {
+                error!(
+                    "the delivery thread has stopped: stored delivery is refused (store_failed) until besterd is restarted"
+                );
+                self.stopped = true;
+            }
             let gone = Refusal::new(
                 ErrorCode::StoreFailed,
                 "the delivery store has stopped (see the server's log)",
@@ -146,6 +165,11 @@ impl Writer {
                 .extend(jobs.into_iter().map(|job| job.refused(&gone)));
             let _ = self.waker.wake();
         }
+    }
+
+    /// Whether the thread has gone, so that every job is refused.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 
     /// A finished job, if any (jobs not yet handed over are handed over first).
@@ -975,6 +999,40 @@ mod tests {
             let done = w.results.pop_front().expect("answered with the first");
             assert!(matches!(done, Done::Stored { ticket, .. } if ticket == n));
         }
+    }
+
+    /// Once the thread has gone, a flush answers each job itself, refused, and says so once.
+    #[test]
+    fn jobs_for_a_thread_that_has_gone_are_refused() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (jobs, thread_side) = mpsc::channel();
+        drop(thread_side);
+        let (_results, done) = mpsc::channel();
+        let mut w = Writer::new(jobs, done, waker, 1);
+        submit_stores(&mut w, 2);
+        assert!(!w.stopped(), "nothing handed over yet");
+        w.flush();
+        assert!(w.stopped());
+        for n in 0..2 {
+            let Some(Done::Stored {
+                ticket, results, ..
+            }) = w.try_recv()
+            else {
+                panic!("no refusal")
+            };
+            assert_eq!(ticket, n);
+            let [Err(r)] = &results[..] else {
+                panic!("{results:?}")
+            };
+            assert_eq!(r.code, ErrorCode::StoreFailed);
+            assert_eq!(
+                r.error,
+                "the delivery store has stopped (see the server's log)"
+            );
+        }
+        assert!(w.try_recv().is_none());
+        assert_eq!(w.in_flight, 0);
     }
 
     #[test]

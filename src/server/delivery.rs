@@ -147,6 +147,11 @@ struct Acked {
 }
 
 impl Server {
+    /// Whether the delivery store's thread has gone (every store is refused).
+    pub(super) fn delivery_stopped(&self) -> bool {
+        self.delivery.as_ref().is_some_and(|d| d.writer.stopped())
+    }
+
     /// Hand the turn's jobs to the delivery thread together (once a turn, before the loop
     /// waits).
     pub(super) fn delivery_flush(&mut self) {

@@ -52,8 +52,8 @@ pub(super) struct PeerRow<'a> {
 }
 
 impl Server {
-    /// Ok while serving; otherwise why not: starting, draining, or handler types with no
-    /// process connected (types besterd dials per request, `connect`, have none between
+    /// Ok while serving; otherwise why not: starting, draining, the delivery store's thread
+    /// gone, or handler types with no process connected (types besterd dials per request, `connect`, have none between
     /// requests and are left out).
     pub(super) fn health(&self) -> Result<(), String> {
         match self.life.phase {
@@ -62,6 +62,9 @@ impl Server {
             }
             Phase::Starting(_) => return Err("starting: waiting for handlers to connect".into()),
             Phase::Ready => {}
+        }
+        if self.delivery_stopped() {
+            return Err("the delivery store has stopped: stored pushes are refused".into());
         }
         let stalled = self.accept.problems(Instant::now());
         if !stalled.is_empty() {
