@@ -5,15 +5,16 @@
 //! many pushes — then sends the group's results back as one message and wakes the loop once
 //! through its `mio::Waker`. Without an fsync per commit (`fsync = "never"`) a large group goes
 //! in two commits of half each, the first half answered while the second is written, so that
-//! the loop and the senders work meanwhile instead of waiting for the whole batch. While a group commits, the jobs the loop hands over meanwhile wait
-//! for the next group. At most [`QUEUE`] jobs are in flight (handed over and not yet answered):
-//! the loop refuses more, so both channels are bounded by that count. A push is reported
-//! `stored` only from a result, that is after its commit returned. Limits are checked here,
-//! against counts kept per user (and per peer server for the outbound queues of
-//! store-and-forward; `writer/counts.rs`); expiry runs here too, between groups. Another process may write to the
-//! same file (the old process of a hot upgrade, while it drains): once it has gone the loop asks
-//! for [`Job::Recount`], which takes the counts from the file again and names the users and peer
-//! servers it stored for after this thread opened the file.
+//! the loop and the senders work meanwhile instead of waiting for the whole batch. While a group
+//! commits, the jobs the loop hands over meanwhile wait for the next group. At most [`QUEUE`]
+//! jobs are in flight (handed over and not yet answered): the loop refuses more, so both
+//! channels are bounded by that count. A push is reported `stored` only from a result, that is
+//! after its commit returned. Limits are checked here, against counts kept per user (and per
+//! peer server for the outbound queues of store-and-forward; `writer/counts.rs`); expiry runs
+//! here too, between groups. Another process may write to the same file (the old process of a
+//! hot upgrade, while it drains): once it has gone the loop asks for [`Job::Recount`], which
+//! takes the counts from the file again and names the users and peer servers it stored for
+//! after this thread opened the file.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

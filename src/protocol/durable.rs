@@ -50,25 +50,19 @@ pub struct StoreLists<'a> {
     pub failed: &'a UserFailures,
 }
 
-/// A report or reply with these lists: `{"header":{"status":"ok","kind":K,..}` (a handler's
-/// report has `kind` first: `{"header":{"kind":"report","status":"ok",..}`), then `id`, `type`,
-/// `delivered`, `offline`, `stored`, and `queued`, `refused` and `failed` only when someone is
-/// in them; `,"data":D` when `data` is given (`null` for none). Written by hand into a pooled
+/// A report or reply with these lists: the header's opening `head` (its `status` and `kind`),
+/// then `id`, `type`, `delivered`, `offline`, `stored`, and `queued`, `refused` and `failed`
+/// only when someone is in them; `,"data":D` when `data` is given (`null` for none). Written by hand into a pooled
 /// buffer: one of these answers every storing push.
 fn body(
-    kind: &'static str,
+    head: &'static [u8],
     id: Option<&str>,
     kind_of: Option<&str>,
     lists: &StoreLists<'_>,
     data: Option<Option<&str>>,
 ) -> Vec<u8> {
     let mut out = pool::take();
-    if kind == "report" {
-        out.extend_from_slice(b"{\"header\":{\"kind\":\"report\",\"status\":\"ok\"");
-    } else {
-        out.extend_from_slice(b"{\"header\":{\"status\":\"ok\",\"kind\":");
-        write::string(&mut out, kind);
-    }
+    out.extend_from_slice(head);
     write::optional(&mut out, "id", id);
     write::optional(&mut out, "type", kind_of);
     write::names(&mut out, "delivered", Some(lists.delivered));
@@ -114,13 +108,26 @@ pub fn client_store_reply(
     lists: &StoreLists<'_>,
     data: Option<&str>,
 ) -> Vec<u8> {
-    body("reply", id, Some(kind_of), lists, Some(data))
+    body(
+        br#"{"header":{"status":"ok","kind":"reply""#,
+        id,
+        Some(kind_of),
+        lists,
+        Some(data),
+    )
 }
 
 /// The report to a handler of its storing push:
 /// `{"header":{"kind":"report","status":"ok","id":I,"delivered":[..],"offline":[..],"stored":[..],"refused":[..]}}`.
 pub fn handler_store_report(id: Option<&str>, lists: &StoreLists<'_>) -> Vec<u8> {
-    body("report", id, None, lists, None)
+    // `kind` first, as in the other reports.
+    body(
+        br#"{"header":{"kind":"report","status":"ok""#,
+        id,
+        None,
+        lists,
+        None,
+    )
 }
 
 /// `data` of `bester.ack`: `{"msgs":["…",…]}` or `{"upto":"…"}`.

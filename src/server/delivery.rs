@@ -2,7 +2,8 @@
 //! router's [`Action::Store`] records to the delivery thread, gives the router the results when
 //! the loop is woken, sends a user's stored pushes when they log in (a batch at a time, the next
 //! batch after an ack), and answers `bester.ack`. Nothing here touches the disk: the thread of
-//! `delivery/writer.rs` does, and this module only calls its non-blocking `submit` / `flush` / `try_recv`.
+//! `delivery/writer.rs` does, and this module only calls its non-blocking `submit`, `flush`
+//! and `try_recv`.
 //! Peer servers' outbound queues (store-and-forward) are sent by [`forward`]. When the old
 //! process of a hot upgrade exits, what it stored meanwhile is read for the users and peers
 //! served here ([`Server::delivery_recount`]).

@@ -53,8 +53,8 @@ pub(super) struct PeerRow<'a> {
 
 impl Server {
     /// Ok while serving; otherwise why not: starting, draining, the delivery store's thread
-    /// gone, or handler types with no process connected (types besterd dials per request, `connect`, have none between
-    /// requests and are left out).
+    /// gone, or handler types with no process connected (types besterd dials per request,
+    /// `connect`, have none between requests and are left out).
     pub(super) fn health(&self) -> Result<(), String> {
         match self.life.phase {
             Phase::Draining(_) | Phase::Closing(_) => {
